@@ -1,0 +1,225 @@
+/**
+ * Loading a TinyKV config: read the TOML file, apply `--section.key=value` overrides from the
+ * command line, validate everything, and either return the config or one precise message.
+ *
+ * @module
+ */
+import { parse as parseToml, TomlError } from "smol-toml";
+import type { z } from "zod";
+import { type Config, CONFIG_SCHEMA, CONFIG_SPEC, keySpec } from "./schema.ts";
+
+/** The outcome of loading a config: the config, or a message naming the source, key and problem. */
+export type LoadConfigResult =
+  | { readonly kind: "ok"; readonly config: Config; readonly path: string | undefined }
+  | { readonly kind: "error"; readonly message: string };
+
+/** Options of {@linkcode loadConfig}. */
+export interface LoadConfigOptions {
+  /** The TOML file to read; when absent, only defaults and overrides apply. */
+  readonly path?: string;
+  /** Overrides as `section.key` → raw value text, applied after the file, in order. */
+  readonly overrides?: ReadonlyArray<readonly [string, string]>;
+  /** Reads a file; injectable for tests. Defaults to `Deno.readTextFileSync`. */
+  readonly readTextFile?: (path: string) => string;
+}
+
+type Table = Record<string, unknown>;
+
+/**
+ * Reads, merges and validates a config. Never throws for bad input: every problem comes back as
+ * `{ kind: "error" }` with a message such as
+ * `Cannot load config "tinykv.toml": key "raft.tick_ms" must be an integer from 1 to 60000: got "fast"`.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): LoadConfigResult {
+  const source = options.path === undefined ? "defaults" : `"${options.path}"`;
+  let raw: Table = {};
+  if (options.path !== undefined) {
+    const read = readToml(options.path, options.readTextFile ?? Deno.readTextFileSync);
+    if (read.kind === "error") return read;
+    raw = read.table;
+  }
+  for (const [dotted, value] of options.overrides ?? []) {
+    const applied = applyOverride(raw, dotted, value);
+    if (applied !== undefined) return { kind: "error", message: applied };
+  }
+  const parsed = CONFIG_SCHEMA.safeParse(raw);
+  if (!parsed.success) {
+    return { kind: "error", message: describeIssue(source, raw, parsed.error.issues[0]) };
+  }
+  const config = parsed.data as Config;
+  const crossCheck = checkAcrossKeys(config);
+  if (crossCheck !== undefined) {
+    return { kind: "error", message: `Cannot load config ${source}: ${crossCheck}` };
+  }
+  return { kind: "ok", config, path: options.path };
+}
+
+function readToml(
+  path: string,
+  readTextFile: (path: string) => string,
+): { kind: "ok"; table: Table } | { kind: "error"; message: string } {
+  let text: string;
+  try {
+    text = readTextFile(path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return { kind: "error", message: `Cannot read config file "${path}": ${reason}` };
+  }
+  try {
+    return { kind: "ok", table: parseToml(text) as Table };
+  } catch (error) {
+    if (error instanceof TomlError) {
+      const firstLine = error.message.split("\n")[0];
+      return {
+        kind: "error",
+        message:
+          `Cannot parse config file "${path}": line ${error.line}, column ${error.column}: ${firstLine}`,
+      };
+    }
+    throw error;
+  }
+}
+
+/** Applies one `section.key=value` override to `raw`; returns an error message or undefined. */
+function applyOverride(raw: Table, dotted: string, valueText: string): string | undefined {
+  const parts = dotted.split(".");
+  if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
+    return `Cannot apply flag "--${dotted}": expected the form --section.key=value`;
+  }
+  const [section, key] = parts;
+  if (keySpec(section, key) === undefined) {
+    return `Cannot apply flag "--${dotted}": unknown key "${section}.${key}" (known keys: ${
+      knownKeys(section)
+    })`;
+  }
+  const existing = raw[section];
+  const table: Table = isTable(existing) ? existing : {};
+  table[key] = parseFlagValue(valueText);
+  raw[section] = table;
+  return undefined;
+}
+
+/** A flag value is read as a TOML value when it is one (`50`, `true`, `"x"`), else as text. */
+function parseFlagValue(text: string): unknown {
+  try {
+    return (parseToml(`v = ${text}`) as Table).v;
+  } catch {
+    return text;
+  }
+}
+
+function isTable(value: unknown): value is Table {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function knownKeys(section: string): string {
+  if (Object.hasOwn(CONFIG_SPEC, section)) {
+    const keys = Object.keys(CONFIG_SPEC[section as keyof typeof CONFIG_SPEC]);
+    return keys.map((k) => `${section}.${k}`).join(", ");
+  }
+  return `sections are ${Object.keys(CONFIG_SPEC).map((s) => `[${s}]`).join(", ")}`;
+}
+
+function describeIssue(source: string, raw: Table, issue: z.core.$ZodIssue | undefined): string {
+  const prefix = `Cannot load config ${source}`;
+  if (issue === undefined) return `${prefix}: the file does not match the schema`;
+  const path = issue.path.map(String);
+  if (issue.code === "unrecognized_keys") {
+    const where = path.length === 0 ? "" : `${path.join(".")}.`;
+    const unknown = issue.keys.map((k) => `"${where}${k}"`).join(", ");
+    const hint = path.length === 0 ? knownKeys("") : `known keys: ${knownKeys(path[0])}`;
+    return `${prefix}: unknown key ${unknown} (${hint})`;
+  }
+  if (path.length === 1) {
+    return `${prefix}: "${path[0]}" must be a table ([${path[0]}]): got ${show(raw[path[0]])}`;
+  }
+  const [section, key] = path;
+  const spec = keySpec(section, key);
+  const got = show(isTable(raw[section]) ? raw[section][key] : undefined);
+  const expected = spec?.expected ?? issue.message;
+  return `${prefix}: key "${section}.${key}" must be ${expected}: got ${got}`;
+}
+
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (value === undefined) return "nothing";
+  if (typeof value === "object" && value !== null) {
+    return Array.isArray(value) ? "an array" : "a table";
+  }
+  return String(value);
+}
+
+/** Rules that relate several keys; returns a message for the first one broken. */
+function checkAcrossKeys(config: Config): string | undefined {
+  const { raft, gateway, rpc_server, storage } = config;
+  if (raft.heartbeat_ticks >= raft.election_ticks) {
+    return `key "raft.heartbeat_ticks" must be less than "raft.election_ticks" (${raft.election_ticks}): got ${raft.heartbeat_ticks}`;
+  }
+  if (gateway.request_timeout_ms > gateway.request_timeout_max_ms) {
+    return `key "gateway.request_timeout_ms" must not exceed "gateway.request_timeout_max_ms" (${gateway.request_timeout_max_ms}): got ${gateway.request_timeout_ms}`;
+  }
+  // A value must fit in one gRPC message with room for the key and framing.
+  const valueRoom = rpc_server.max_message_bytes - 64 * 1024;
+  if (storage.value_bytes_max > valueRoom) {
+    return `key "storage.value_bytes_max" must be at most ${valueRoom} (rpc_server.max_message_bytes less 64 KiB): got ${storage.value_bytes_max}`;
+  }
+  if (raft.message_bytes_max > rpc_server.max_message_bytes) {
+    return `key "raft.message_bytes_max" must not exceed "rpc_server.max_message_bytes" (${rpc_server.max_message_bytes}): got ${raft.message_bytes_max}`;
+  }
+  return undefined;
+}
+
+/** Command-line arguments split into the config's part and the program's own. */
+export interface ConfigArgs {
+  /** The value of `--config`, if given. */
+  readonly path: string | undefined;
+  /** Every `--section.key=value` (or `--section.key value`) flag, in order. */
+  readonly overrides: ReadonlyArray<readonly [string, string]>;
+  /** Every argument that is neither, in order, for the program to interpret. */
+  readonly rest: readonly string[];
+}
+
+/**
+ * Splits `args` into `--config`, `--section.key=value` overrides and the rest. A flag with a dot
+ * in its name is always a config override, so a program's own flags must not contain dots.
+ */
+export function splitConfigArgs(args: readonly string[]): ConfigArgs {
+  let path: string | undefined;
+  const overrides: Array<readonly [string, string]> = [];
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const match = /^--([^=]+)(?:=(.*))?$/s.exec(arg);
+    const name = match?.[1];
+    if (match === null || name === undefined || (name !== "config" && !name.includes("."))) {
+      rest.push(arg);
+      continue;
+    }
+    let value = match[2];
+    if (value === undefined && i + 1 < args.length) value = args[++i];
+    if (value === undefined) {
+      rest.push(arg);
+      continue;
+    }
+    if (name === "config") path = value;
+    else overrides.push([name, value]);
+  }
+  return { path, overrides, rest };
+}
+
+/**
+ * Loads the config named by `args` (`--config`, else `defaultPath`) with its overrides applied.
+ * Returns the program's remaining arguments beside it.
+ */
+export function loadConfigFromArgs(
+  args: readonly string[],
+  options: { readonly defaultPath?: string; readonly readTextFile?: (path: string) => string } = {},
+): LoadConfigResult & { readonly rest: readonly string[] } {
+  const split = splitConfigArgs(args);
+  const result = loadConfig({
+    path: split.path ?? options.defaultPath,
+    overrides: split.overrides,
+    readTextFile: options.readTextFile,
+  });
+  return { ...result, rest: split.rest };
+}

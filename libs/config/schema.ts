@@ -1,0 +1,145 @@
+/**
+ * The configuration schema: every section and key of `default_config.toml`, with its type, its
+ * range and its default. The TypeScript object keeps the file's snake_case key names, so a key
+ * reads the same in the file, on the command line and in code.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** One leaf key: its zod schema and the words used when a value does not fit. */
+export interface KeySpec<T = unknown> {
+  readonly schema: z.ZodType<T>;
+  readonly expected: string;
+}
+
+function integer(min: number, max: number, fallback: number): KeySpec<number> {
+  return {
+    schema: z.number().int().min(min).max(max).default(fallback),
+    expected: `an integer from ${min} to ${max}`,
+  };
+}
+
+function text(fallback: string): KeySpec<string> {
+  return { schema: z.string().min(1).default(fallback), expected: "a non-empty string" };
+}
+
+function flag(fallback: boolean): KeySpec<boolean> {
+  return { schema: z.boolean().default(fallback), expected: "true or false" };
+}
+
+function oneOf<T extends string>(values: readonly [T, ...T[]], fallback: T): KeySpec<T> {
+  return {
+    schema: z.enum(values).default(fallback),
+    expected: `one of ${values.map((v) => `"${v}"`).join(", ")}`,
+  };
+}
+
+function port(fallback: number): KeySpec<number> {
+  return integer(1, 65535, fallback);
+}
+
+// Cluster names become a znode path segment: keep them to a safe alphabet.
+const CLUSTER_NAME: KeySpec<string> = {
+  schema: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/).default("dev"),
+  expected:
+    "a name of 1 to 63 characters from a-z, 0-9, '_' and '-', starting with a letter or digit",
+};
+
+const MIB = 1024 * 1024;
+const GIB = 1024 * MIB;
+
+/** The sections and keys of a TinyKV config file, with defaults equal to `default_config.toml`. */
+export const CONFIG_SPEC = {
+  zookeeper: {
+    host: text("127.0.0.1"),
+    port: port(2181),
+    cluster: CLUSTER_NAME,
+    session_timeout_ms: integer(1000, 600_000, 10_000),
+  },
+  rpc_server: {
+    host: text("127.0.0.1"),
+    port: port(7700),
+    max_message_bytes: integer(64 * 1024, 512 * MIB, 8 * MIB),
+  },
+  sharding: {
+    num_shards: integer(1, 4096, 10),
+    replica_count: integer(1, 7, 3),
+  },
+  raft: {
+    tick_ms: integer(1, 60_000, 100),
+    election_ticks: integer(2, 1000, 10),
+    heartbeat_ticks: integer(1, 1000, 1),
+    pre_vote: flag(true),
+    check_quorum: flag(true),
+    inflight_messages_max: integer(1, 65_536, 256),
+    message_bytes_max: integer(1024, 256 * MIB, MIB),
+    uncommitted_bytes_max: integer(MIB, 16 * GIB, 64 * MIB),
+    snapshot_entries: integer(16, 100_000_000, 10_000),
+    snapshot_log_bytes: integer(64 * 1024, 64 * GIB, 64 * MIB),
+  },
+  storage: {
+    data_dir: text("./data"),
+    map_bytes: integer(16 * MIB, 1024 * GIB, 16 * GIB),
+    value_bytes_max: integer(1, 64 * MIB, MIB),
+  },
+  log: {
+    dir: text("./data/logs"),
+    level: oneOf(["debug", "info", "warn", "error"], "info"),
+    batch_bytes: integer(256, 16 * MIB, 4096),
+    flush_interval_ms: integer(1, 60_000, 200),
+    buffer_bytes_max: integer(4096, GIB, 8 * MIB),
+    overflow: oneOf(["drop", "block"], "drop"),
+    stderr: flag(true),
+  },
+  gateway: {
+    request_timeout_ms: integer(1, 600_000, 5000),
+    request_timeout_max_ms: integer(1, 600_000, 30_000),
+    batch_requests_max: integer(1, 4096, 64),
+  },
+  placement: {
+    host: text("127.0.0.1"),
+    admin_port: port(7800),
+    http_port: port(7880),
+    down_after_ms: integer(100, 86_400_000, 30_000),
+    status_interval_ms: integer(10, 600_000, 1000),
+    moves_per_node_max: integer(1, 64, 2),
+    shard_cooldown_ms: integer(0, 86_400_000, 10_000),
+    snapshot_bytes_per_second: integer(1024, 64 * GIB, 64 * MIB),
+  },
+  kvnode: {
+    host: text("127.0.0.1"),
+    port: port(7901),
+  },
+} as const satisfies Record<string, Record<string, KeySpec>>;
+
+type Spec = typeof CONFIG_SPEC;
+type Section<S extends Record<string, KeySpec>> = {
+  readonly [K in keyof S]: S[K] extends KeySpec<infer T> ? T : never;
+};
+
+/** A complete, validated TinyKV configuration. */
+export type Config = { readonly [S in keyof Spec]: Section<Spec[S]> };
+
+/** The name of one config section. */
+export type SectionName = keyof Spec;
+
+function sectionSchema(section: Record<string, KeySpec>): z.ZodType {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [key, spec] of Object.entries(section)) shape[key] = spec.schema;
+  return z.strictObject(shape).prefault({});
+}
+
+/** The zod schema of a whole config file; missing keys take their defaults. */
+export const CONFIG_SCHEMA: z.ZodType = (() => {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [name, section] of Object.entries(CONFIG_SPEC)) shape[name] = sectionSchema(section);
+  return z.strictObject(shape);
+})();
+
+/** Looks up the spec of `section.key`, or undefined when there is no such key. */
+export function keySpec(section: string, key: string): KeySpec | undefined {
+  if (!Object.hasOwn(CONFIG_SPEC, section)) return undefined;
+  const keys: Record<string, KeySpec> = CONFIG_SPEC[section as SectionName];
+  return Object.hasOwn(keys, key) ? keys[key] : undefined;
+}
