@@ -1,0 +1,280 @@
+/**
+ * {@linkcode ReplicaLog}: one replica's Raft log and Raft state in the {@linkcode NodeStore}, as
+ * the core's synchronous {@linkcode LogReader}, plus the writes a Ready asks for.
+ *
+ * The first and last index, the log's starting point, the hard state and the applied state are
+ * kept in memory and answered from there; entries are read from LMDB (memory-mapped) and verified
+ * against their checksums on every read. Writes are made inside the node's turn transaction
+ * ({@linkcode NodeStore.write}); the in-memory view moves with them, so a failed commit must end
+ * the process (the driver does).
+ *
+ * @module
+ */
+import {
+  type ConfState,
+  type EntriesResult,
+  type Entry,
+  type HardState,
+  type InitialState,
+  type LogIndex,
+  type LogReader,
+  type NodeId,
+  type SnapshotMetadata,
+  type SnapshotResult,
+  type Term,
+  verifyEntry,
+} from "@tinykv/raft";
+import { makeKey, type NodeStore, PREFIX, prefixEnd, readU64, writeU64 } from "./node_store.ts";
+
+const STATE_HARD = 0;
+const STATE_APPLIED = 1;
+const STATE_LOG_START = 2;
+const ENTRY_HEADER_BYTES = 13;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Where the state machine stands: what the applied index and membership are. */
+export interface AppliedState {
+  readonly applied: LogIndex;
+  readonly confState: ConfState;
+}
+
+/** The outcome of checking every stored entry at startup. */
+export type VerifyResult =
+  | { readonly kind: "ok"; readonly entries: number }
+  | { readonly kind: "dataLoss"; readonly index: LogIndex; readonly detail: string };
+
+/** Encodes an entry's value: term (8), type (1), checksum (4), data. The index is in the key. */
+export function encodeEntry(entry: Entry): Uint8Array {
+  const bytes = new Uint8Array(ENTRY_HEADER_BYTES + entry.data.length);
+  writeU64(bytes, 0, entry.term);
+  bytes[8] = entry.type === "normal" ? 0 : 1;
+  new DataView(bytes.buffer).setUint32(9, entry.checksum);
+  bytes.set(entry.data, ENTRY_HEADER_BYTES);
+  return bytes;
+}
+
+/** Decodes an entry stored at `index`; undefined when the bytes cannot be an entry. */
+export function decodeEntry(index: LogIndex, bytes: Uint8Array): Entry | undefined {
+  if (bytes.length < ENTRY_HEADER_BYTES || bytes[8] > 1) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    term: readU64(bytes, 0) as Term,
+    index,
+    type: bytes[8] === 0 ? "normal" : "confChange",
+    checksum: view.getUint32(9),
+    data: bytes.subarray(ENTRY_HEADER_BYTES),
+  };
+}
+
+/** One replica's Raft log and state on LMDB. */
+export class ReplicaLog implements LogReader {
+  readonly #store: NodeStore;
+  readonly #peerId: number;
+  readonly #snapshotData: () => Uint8Array;
+  #hardState: HardState;
+  #applied: AppliedState;
+  // The log holds (#startIndex, #lastIndex]; #startTerm is the term at #startIndex.
+  // Invariant: #startIndex <= #applied.applied <= #hardState.commit <= #lastIndex.
+  #startIndex: LogIndex;
+  #startTerm: Term;
+  #lastIndex: LogIndex;
+
+  /**
+   * Loads a replica's log state. `snapshotData` serializes the replica's state machine at its
+   * current applied index (the state the snapshot metadata describes).
+   */
+  constructor(
+    store: NodeStore,
+    options: { peerId: number; initialConfState: ConfState; snapshotData: () => Uint8Array },
+  ) {
+    this.#store = store;
+    this.#peerId = options.peerId;
+    this.#snapshotData = options.snapshotData;
+    this.#hardState = this.#readJson<HardState>(STATE_HARD) ??
+      { term: 0 as Term, vote: undefined, commit: 0 as LogIndex };
+    this.#applied = this.#readJson<AppliedState>(STATE_APPLIED) ??
+      { applied: 0 as LogIndex, confState: options.initialConfState };
+    const start = this.#readJson<{ index: LogIndex; term: Term }>(STATE_LOG_START) ??
+      { index: 0 as LogIndex, term: 0 as Term };
+    this.#startIndex = start.index;
+    this.#startTerm = start.term;
+    this.#lastIndex = this.#findLastIndex();
+  }
+
+  #stateKey(kind: number): Uint8Array {
+    return makeKey(PREFIX.raftState, [this.#peerId, kind]);
+  }
+
+  #entryKey(index: number): Uint8Array {
+    return makeKey(PREFIX.log, [this.#peerId, index]);
+  }
+
+  #readJson<T>(kind: number): T | undefined {
+    const bytes = this.#store.get(this.#stateKey(kind));
+    return bytes === undefined ? undefined : JSON.parse(decoder.decode(bytes)) as T;
+  }
+
+  #writeJson(kind: number, value: unknown): void {
+    this.#store.put(this.#stateKey(kind), encoder.encode(JSON.stringify(value)));
+  }
+
+  #findLastIndex(): LogIndex {
+    const start = this.#entryKey(this.#startIndex + 1);
+    const end = prefixEnd(makeKey(PREFIX.log, [this.#peerId]));
+    let last = this.#startIndex;
+    for (const { key } of this.#store.range(start, end)) last = readU64(key, 9) as LogIndex;
+    return last;
+  }
+
+  /** The applied index and membership, as last persisted. */
+  get appliedState(): AppliedState {
+    return this.#applied;
+  }
+
+  /** The hard state last persisted. */
+  get hardState(): HardState {
+    return this.#hardState;
+  }
+
+  /** Entries kept since the log's start, and their payload bytes (approximate, from headers). */
+  get entryCount(): number {
+    return this.#lastIndex - this.#startIndex;
+  }
+
+  /** Verifies the checksum of every stored entry (at startup: corrupt data must stop the node). */
+  verifyAll(): VerifyResult {
+    const end = prefixEnd(makeKey(PREFIX.log, [this.#peerId]));
+    let count = 0;
+    let expected = this.#startIndex + 1;
+    for (const { key, value } of this.#store.range(this.#entryKey(this.#startIndex + 1), end)) {
+      const index = readU64(key, 9) as LogIndex;
+      if (index !== expected) {
+        return { kind: "dataLoss", index: expected as LogIndex, detail: "the entry is missing" };
+      }
+      const entry = decodeEntry(index, value);
+      if (entry === undefined) return { kind: "dataLoss", index, detail: "the entry is malformed" };
+      if (!verifyEntry(entry)) return { kind: "dataLoss", index, detail: mismatch(entry) };
+      count++;
+      expected++;
+    }
+    return { kind: "ok", entries: count };
+  }
+
+  // --- LogReader -------------------------------------------------------------------------
+
+  initialState(): InitialState {
+    return { hardState: this.#hardState, confState: this.#applied.confState };
+  }
+
+  entries(low: LogIndex, high: LogIndex, options: { bytesMax: number }): EntriesResult {
+    if (low <= this.#startIndex) return { kind: "compacted" };
+    const out: Entry[] = [];
+    let bytes = 0;
+    for (const { key, value } of this.#store.range(this.#entryKey(low), this.#entryKey(high))) {
+      const index = readU64(key, 9) as LogIndex;
+      const entry = decodeEntry(index, value);
+      if (entry === undefined) return { kind: "dataLoss", index, detail: "the entry is malformed" };
+      if (!verifyEntry(entry)) return { kind: "dataLoss", index, detail: mismatch(entry) };
+      bytes += entry.data.length;
+      if (out.length > 0 && bytes > options.bytesMax) break;
+      out.push({ ...entry, data: entry.data.slice() });
+    }
+    return { kind: "ok", entries: out };
+  }
+
+  term(index: LogIndex): Term | undefined {
+    if (index === this.#startIndex) return this.#startTerm;
+    if (index < this.#startIndex || index > this.#lastIndex) return undefined;
+    const bytes = this.#store.get(this.#entryKey(index));
+    return bytes === undefined ? undefined : readU64(bytes, 0) as Term;
+  }
+
+  firstIndex(): LogIndex {
+    return (this.#startIndex + 1) as LogIndex;
+  }
+
+  lastIndex(): LogIndex {
+    return this.#lastIndex;
+  }
+
+  snapshot(): SnapshotResult {
+    const { applied, confState } = this.#applied;
+    const term = this.term(applied);
+    if (term === undefined) return { kind: "unavailable" };
+    const metadata: SnapshotMetadata = { index: applied, term, confState };
+    return { kind: "ok", snapshot: { metadata, data: this.#snapshotData() } };
+  }
+
+  // --- Writes, inside the turn's transaction -----------------------------------------------
+
+  /** Appends a Ready's entries, replacing any stored from the first one's index on. */
+  append(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    const first = entries[0].index;
+    if (first <= this.#lastIndex) {
+      this.#store.removeRange(this.#entryKey(first), this.#entryKey(this.#lastIndex + 1));
+    }
+    for (const entry of entries) {
+      if (entry.index <= this.#startIndex) continue;
+      this.#store.put(this.#entryKey(entry.index), encodeEntry(entry));
+    }
+    this.#lastIndex = entries[entries.length - 1].index;
+  }
+
+  /** Persists a Ready's hard state. */
+  setHardState(hardState: HardState): void {
+    this.#hardState = hardState;
+    this.#writeJson(STATE_HARD, hardState);
+  }
+
+  /** Persists the applied index and membership (with the state machine's writes). */
+  setApplied(applied: AppliedState): void {
+    this.#applied = applied;
+    this.#writeJson(STATE_APPLIED, applied);
+  }
+
+  /**
+   * Replaces the log with a snapshot's starting point (the state machine installs the data in
+   * the same transaction).
+   */
+  installSnapshot(metadata: SnapshotMetadata): void {
+    const prefix = makeKey(PREFIX.log, [this.#peerId]);
+    this.#store.removeRange(prefix, prefixEnd(prefix));
+    this.#startIndex = metadata.index;
+    this.#startTerm = metadata.term;
+    this.#lastIndex = metadata.index;
+    this.#writeJson(STATE_LOG_START, { index: metadata.index, term: metadata.term });
+    this.setApplied({ applied: metadata.index, confState: metadata.confState });
+  }
+
+  /** Discards entries up to and including `index` (at most the applied index). */
+  compact(index: LogIndex): void {
+    if (index <= this.#startIndex) return;
+    const term = this.term(index);
+    if (term === undefined || index > this.#applied.applied) {
+      throw new RangeError(`Cannot compact to ${index}: applied is ${this.#applied.applied}`);
+    }
+    this.#store.removeRange(this.#entryKey(this.#startIndex + 1), this.#entryKey(index + 1));
+    this.#startIndex = index;
+    this.#startTerm = term;
+    this.#writeJson(STATE_LOG_START, { index, term });
+  }
+
+  /** Removes every record of this replica's log and Raft state. */
+  destroy(): void {
+    for (const prefix of [PREFIX.log, PREFIX.raftState]) {
+      const start = makeKey(prefix, [this.#peerId]);
+      this.#store.removeRange(start, prefixEnd(start));
+    }
+  }
+}
+
+/** The peer ids of a membership, voters then learners. */
+export function members(confState: ConfState): NodeId[] {
+  return [...confState.voters, ...confState.learners];
+}
+
+function mismatch(entry: Entry): string {
+  return `checksum mismatch (stored 0x${entry.checksum.toString(16).padStart(8, "0")})`;
+}

@@ -1,0 +1,412 @@
+/**
+ * The KV state machine of one shard replica: applies committed commands (Put, Delete, Append,
+ * CompareAndSwap) with exactly-once client sessions, serves reads (Get, Scan), hashes its data for
+ * comparison across replicas, and serializes itself for snapshots.
+ *
+ * Everything here is deterministic: the same commands in the same order give the same data, the
+ * same answers and the same hash on every replica. Time is the largest leader stamp applied so far
+ * (`Command.stampMs`), never a local clock.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type {
+  AppendResponse,
+  ClientSession,
+  Command,
+  CompareAndSwapResponse,
+  DeleteResponse,
+  PutResponse,
+  ScanRequest,
+  ScanResponse,
+  SessionResult,
+} from "@tinykv/proto/tinykv/v1";
+import { checkSessionFields, SessionTable } from "./session_table.ts";
+import { type HashRange, keyHash, rangeContains, validateKey } from "@tinykv/shard";
+import { compareBytes, type KvPair, type KvSpace } from "./kv_space.ts";
+
+/** Sessions idle longer than this (in replicated time) expire. */
+export const SESSION_TTL_MS_DEFAULT = 10 * 60 * 1000;
+/** Results one session may hold above its `ack_seq`; beyond it a mutation is refused. */
+export const SESSION_RESULTS_MAX = 10_000;
+/** The largest value the state machine ever stores (an Append past it is refused). */
+export const APPLY_VALUE_BYTES_MAX = 64 * 1024 * 1024;
+/** Keys and values returned by one scan answer before it is cut (DESIGN.md "Scan"). */
+export const SCAN_BYTES_MAX = 1024 * 1024;
+/** The most keys one scan may ask for. */
+export const SCAN_LIMIT_MAX = 10_000;
+/** How often, in replicated time, expired sessions are swept. */
+export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
+
+/** The answer to one mutation. */
+export type MutationResult =
+  | { readonly kind: "put"; readonly response: PutResponse }
+  | { readonly kind: "delete"; readonly response: DeleteResponse }
+  | { readonly kind: "append"; readonly response: AppendResponse }
+  | { readonly kind: "compareAndSwap"; readonly response: CompareAndSwapResponse };
+
+/** The outcome of applying one command. Every outcome is deterministic. */
+export type ApplyResult =
+  | { readonly kind: "ok"; readonly result: MutationResult; readonly duplicate: boolean }
+  | { readonly kind: "sessionExpired"; readonly message: string }
+  | { readonly kind: "invalid"; readonly message: string }
+  | { readonly kind: "resourceExhausted"; readonly message: string };
+
+/** Where a replica's state machine keeps its data, its sessions and its own small records. */
+export interface StateMachineSpaces {
+  readonly data: KvSpace;
+  readonly sessions: KvSpace;
+  readonly meta: KvSpace;
+}
+
+/** Options of a {@linkcode KvStateMachine}. */
+export interface KvStateMachineOptions {
+  /** The shard's FNV-1a hash range: keys outside it are refused. */
+  readonly range: HashRange;
+  /** Idle time after which a session expires. */
+  readonly sessionTtlMs?: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const META_CLOCK = encoder.encode("clock");
+const META_SWEPT = encoder.encode("swept");
+const EMPTY = new Uint8Array(0);
+
+/** The KV state machine of one replica. See the module docs. */
+export class KvStateMachine {
+  readonly #spaces: StateMachineSpaces;
+  readonly #range: HashRange;
+  readonly #sessionTtlMs: number;
+
+  constructor(spaces: StateMachineSpaces, options: KvStateMachineOptions) {
+    this.#spaces = spaces;
+    this.#range = options.range;
+    this.#sessionTtlMs = options.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT;
+  }
+
+  /** The replicated clock: the largest command stamp applied so far. */
+  get clockMs(): number {
+    return readNumber(this.#spaces.meta, META_CLOCK);
+  }
+
+  /** Checks that `key` is a valid key of this shard; returns a message when it is not. */
+  checkKey(key: Uint8Array): string | undefined {
+    const size = validateKey(key);
+    if (size.kind !== "ok") return size.message;
+    const hash = keyHash(key);
+    if (!rangeContains(this.#range, hash)) {
+      return `Key hashes to ${hash}: outside this shard's range [${this.#range.lo}, ${this.#range.hi})`;
+    }
+    return undefined;
+  }
+
+  /** Applies one committed command. */
+  apply(command: Command): ApplyResult {
+    const now = Math.max(this.clockMs, command.stampMs);
+    writeNumber(this.#spaces.meta, META_CLOCK, now);
+    this.#maybeSweep(now);
+    const op = commandOp(command);
+    if (op === undefined) return { kind: "invalid", message: "Command has no operation" };
+    const keyProblem = this.checkKey(op.request.key);
+    if (keyProblem !== undefined) return { kind: "invalid", message: keyProblem };
+    const { clientId, seq, ackSeq } = op.request;
+    if (clientId === "") return { kind: "ok", result: this.#mutate(op), duplicate: false };
+    return this.#applyInSession(op, { clientId, seq, ackSeq, now });
+  }
+
+  #applyInSession(
+    op: Operation,
+    request: { clientId: string; seq: number; ackSeq: number; now: number },
+  ): ApplyResult {
+    const { clientId, seq, ackSeq, now } = request;
+    const problem = checkSessionFields(clientId, seq, ackSeq);
+    if (problem !== undefined) return { kind: "invalid", message: problem };
+    const sessions = new SessionTable(this.#spaces.sessions, clientId);
+    const found = sessions.header();
+    let session: ClientSession = { lastActiveMs: now, ackSeq: 0, resultCount: 0, expired: false };
+    if (found !== undefined) {
+      if (found.expired && found.lastActiveMs + this.#sessionTtlMs >= now) {
+        return expired(clientId, "expired");
+      }
+      if (!found.expired && found.lastActiveMs + this.#sessionTtlMs < now) {
+        sessions.expire(now);
+        return expired(clientId, `was idle for more than ${this.#sessionTtlMs} ms`);
+      }
+      // A tombstone older than a TTL is forgotten: the client id starts a new session.
+      if (!found.expired) session = found;
+    }
+    if (seq <= session.ackSeq) {
+      return {
+        kind: "invalid",
+        message: `Request of client "${clientId}" has seq ${seq}: the client acknowledged every ` +
+          `seq up to ${session.ackSeq} already`,
+      };
+    }
+    const previous = sessions.result(seq);
+    if (previous !== undefined) {
+      return { kind: "ok", result: resultFromSession(previous), duplicate: true };
+    }
+    const newAck = Math.max(session.ackSeq, ackSeq);
+    const resultCount = session.resultCount - sessions.forgetUpTo(session.ackSeq, newAck);
+    if (resultCount >= SESSION_RESULTS_MAX) {
+      sessions.putHeader({ ...session, ackSeq: newAck, resultCount });
+      return {
+        kind: "resourceExhausted",
+        message: `Client "${clientId}" has ${resultCount} unacknowledged results: ` +
+          `the limit is ${SESSION_RESULTS_MAX} (advance ack_seq)`,
+      };
+    }
+    const result = this.#mutate(op);
+    sessions.putResult(resultToSession(seq, result));
+    sessions.putHeader({
+      lastActiveMs: now,
+      ackSeq: newAck,
+      resultCount: resultCount + 1,
+      expired: false,
+    });
+    return { kind: "ok", result, duplicate: false };
+  }
+
+  #mutate(op: Operation): MutationResult {
+    const data = this.#spaces.data;
+    switch (op.kind) {
+      case "put":
+        data.put(op.request.key, op.request.value);
+        return { kind: "put", response: {} };
+      case "delete":
+        return { kind: "delete", response: { deleted: data.delete(op.request.key) } };
+      case "append":
+        return this.#append(op.request.key, op.request.value);
+      case "compareAndSwap":
+        return this.#compareAndSwap(op);
+      default: {
+        const never: never = op;
+        throw new Error(`Unknown operation ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  #append(key: Uint8Array, suffix: Uint8Array): MutationResult {
+    const current = this.#spaces.data.get(key) ?? EMPTY;
+    const length = current.length + suffix.length;
+    if (length > APPLY_VALUE_BYTES_MAX) {
+      // Deterministic on every replica: the value stays as it was.
+      return { kind: "append", response: { length: current.length } };
+    }
+    const value = new Uint8Array(length);
+    value.set(current, 0);
+    value.set(suffix, current.length);
+    this.#spaces.data.put(key, value);
+    return { kind: "append", response: { length } };
+  }
+
+  #compareAndSwap(op: Extract<Operation, { kind: "compareAndSwap" }>): MutationResult {
+    const { key, expected, expectAbsent, value } = op.request;
+    const current = this.#spaces.data.get(key);
+    const matches = expectAbsent
+      ? current === undefined
+      : current !== undefined && compareBytes(current, expected) === 0;
+    const found = current !== undefined;
+    if (!matches) {
+      const response = { succeeded: false, found, current: current ?? EMPTY };
+      return { kind: "compareAndSwap", response };
+    }
+    if (op.request.delete) this.#spaces.data.delete(key);
+    else this.#spaces.data.put(key, value);
+    return { kind: "compareAndSwap", response: { succeeded: true, found, current: EMPTY } };
+  }
+
+  #maybeSweep(now: number): void {
+    const swept = readNumber(this.#spaces.meta, META_SWEPT);
+    if (now - swept < SESSION_SWEEP_INTERVAL_MS) return;
+    writeNumber(this.#spaces.meta, META_SWEPT, now);
+    const idle: Array<{ clientId: string; expired: boolean }> = [];
+    for (const { clientId, session } of SessionTable.headers(this.#spaces.sessions)) {
+      if (session.lastActiveMs + this.#sessionTtlMs >= now) continue;
+      idle.push({ clientId, expired: session.expired });
+    }
+    for (const { clientId, expired } of idle) {
+      const table = new SessionTable(this.#spaces.sessions, clientId);
+      if (expired) table.remove();
+      else table.expire(now);
+    }
+  }
+
+  /** Reads one key. */
+  get(key: Uint8Array): { found: boolean; value: Uint8Array } {
+    const value = this.#spaces.data.get(key);
+    return value === undefined ? { found: false, value: EMPTY } : { found: true, value };
+  }
+
+  /**
+   * Lists this shard's keys in `[start, end)`, at most `limit` and about {@linkcode SCAN_BYTES_MAX}
+   * bytes; `next` resumes within this shard.
+   */
+  scan(request: ScanRequest): ScanResponse {
+    const end = request.end.length === 0 ? undefined : request.end;
+    const kvs: KvPair[] = [];
+    let bytes = 0;
+    for (const pair of this.#spaces.data.scan(request.start, end)) {
+      if (kvs.length >= request.limit || (kvs.length > 0 && bytes >= SCAN_BYTES_MAX)) {
+        return { kvs, more: true, next: pair.key.slice() };
+      }
+      kvs.push({ key: pair.key.slice(), value: pair.value.slice() });
+      bytes += pair.key.length + pair.value.length;
+    }
+    return { kvs, more: false, next: EMPTY };
+  }
+
+  /** Counts keys and bytes of keys and values. */
+  dataSize(): { keys: number; bytes: number } {
+    let keys = 0;
+    let bytes = 0;
+    for (const { key, value } of this.#spaces.data.scan(EMPTY, undefined)) {
+      keys++;
+      bytes += key.length + value.length;
+    }
+    return { keys, bytes };
+  }
+
+  /** A SHA-256 (hex) of the data, the sessions and the clock, in key order. */
+  dataHash(): string {
+    const hash = createHash("sha256");
+    const length = new Uint8Array(4);
+    const view = new DataView(length.buffer);
+    const feed = (bytes: Uint8Array) => {
+      view.setUint32(0, bytes.length);
+      hash.update(length);
+      hash.update(bytes);
+    };
+    for (const [tag, space] of this.#namedSpaces()) {
+      feed(encoder.encode(tag));
+      for (const { key, value } of space.scan(EMPTY, undefined)) {
+        feed(key);
+        feed(value);
+      }
+    }
+    return hash.digest("hex");
+  }
+
+  #namedSpaces(): Array<[string, KvSpace]> {
+    return [["data", this.#spaces.data], ["sessions", this.#spaces.sessions], [
+      "meta",
+      this.#spaces.meta,
+    ]];
+  }
+
+  /** Serializes everything (data, sessions, clock) for a snapshot. */
+  serialize(): Uint8Array {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    this.#namedSpaces().forEach(([, space], tag) => {
+      for (const { key, value } of space.scan(EMPTY, undefined)) {
+        const header = new Uint8Array(9);
+        const view = new DataView(header.buffer);
+        header[0] = tag;
+        view.setUint32(1, key.length);
+        view.setUint32(5, value.length);
+        parts.push(header, key, value);
+        total += 9 + key.length + value.length;
+      }
+    });
+    const out = new Uint8Array(total);
+    let offset = 0;
+    for (const part of parts) {
+      out.set(part, offset);
+      offset += part.length;
+    }
+    return out;
+  }
+
+  /**
+   * Replaces everything with the contents of `bytes` (made by {@linkcode serialize}). Parses all of
+   * it before changing anything, so malformed input leaves the state as it was.
+   */
+  restore(bytes: Uint8Array): { kind: "ok" } | { kind: "invalid"; message: string } {
+    const records: Array<[number, Uint8Array, Uint8Array]> = [];
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let offset = 0;
+    while (offset < bytes.length) {
+      if (offset + 9 > bytes.length) return truncated(offset);
+      const tag = bytes[offset];
+      const keyLength = view.getUint32(offset + 1);
+      const valueLength = view.getUint32(offset + 5);
+      const end = offset + 9 + keyLength + valueLength;
+      if (tag > 2) {
+        return { kind: "invalid", message: `Snapshot record tag is ${tag} at ${offset}` };
+      }
+      if (end > bytes.length) return truncated(offset);
+      const key = bytes.subarray(offset + 9, offset + 9 + keyLength);
+      records.push([tag, key, bytes.subarray(offset + 9 + keyLength, end)]);
+      offset = end;
+    }
+    const spaces = this.#namedSpaces().map(([, space]) => space);
+    for (const space of spaces) space.clear();
+    for (const [tag, key, value] of records) spaces[tag].put(key, value);
+    return { kind: "ok" };
+  }
+}
+
+type Operation =
+  | { kind: "put"; request: NonNullable<Command["put"]> }
+  | { kind: "delete"; request: NonNullable<Command["delete"]> }
+  | { kind: "append"; request: NonNullable<Command["append"]> }
+  | { kind: "compareAndSwap"; request: NonNullable<Command["compareAndSwap"]> };
+
+function commandOp(command: Command): Operation | undefined {
+  if (command.put !== undefined) return { kind: "put", request: command.put };
+  if (command.delete !== undefined) return { kind: "delete", request: command.delete };
+  if (command.append !== undefined) return { kind: "append", request: command.append };
+  if (command.compareAndSwap !== undefined) {
+    return { kind: "compareAndSwap", request: command.compareAndSwap };
+  }
+  return undefined;
+}
+
+function resultToSession(seq: number, result: MutationResult): SessionResult {
+  switch (result.kind) {
+    case "put":
+      return { seq, put: result.response };
+    case "delete":
+      return { seq, delete: result.response };
+    case "append":
+      return { seq, append: result.response };
+    case "compareAndSwap":
+      return { seq, compareAndSwap: result.response };
+    default: {
+      const never: never = result;
+      throw new Error(`Unknown result ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+function resultFromSession(stored: SessionResult): MutationResult {
+  if (stored.put !== undefined) return { kind: "put", response: stored.put };
+  if (stored.delete !== undefined) return { kind: "delete", response: stored.delete };
+  if (stored.append !== undefined) return { kind: "append", response: stored.append };
+  if (stored.compareAndSwap !== undefined) {
+    return { kind: "compareAndSwap", response: stored.compareAndSwap };
+  }
+  throw new Error(`Session result of seq ${stored.seq} holds no response`);
+}
+
+function expired(clientId: string, why: string): ApplyResult {
+  return {
+    kind: "sessionExpired",
+    message: `Session of client "${clientId}" ${why}: start a new session (a new client_id)`,
+  };
+}
+
+function truncated(offset: number): { kind: "invalid"; message: string } {
+  return { kind: "invalid", message: `Snapshot data is truncated at byte ${offset}` };
+}
+
+function readNumber(space: KvSpace, key: Uint8Array): number {
+  const stored = space.get(key);
+  return stored === undefined ? 0 : Number(decoder.decode(stored));
+}
+
+function writeNumber(space: KvSpace, key: Uint8Array, value: number): void {
+  space.put(key, encoder.encode(String(value)));
+}
