@@ -295,6 +295,11 @@ export class KvStateMachine {
     ]];
   }
 
+  /** Removes all data, sessions and the clock (the replica is being deleted). */
+  clearAll(): void {
+    for (const [, space] of this.#namedSpaces()) space.clear();
+  }
+
   /** Serializes everything (data, sessions, clock) for a snapshot. */
   serialize(): Uint8Array {
     const parts: Uint8Array[] = [];

@@ -1,0 +1,753 @@
+/**
+ * {@linkcode Driver}: the one loop that drives every Raft group hosted on a kvnode (STYLE.md
+ * "The I/O edge is one driver loop per kvnode").
+ *
+ * Each turn: drain the inbox (Raft messages, client requests, admin tasks) → tick if due → send
+ * the turn's reads as one ReadIndex round per group → collect the Readies of all groups → persist
+ * them and apply their committed entries in ONE LMDB transaction, synced (group commit) → send the
+ * messages → answer the clients → advance. Whatever arrives while a turn's transaction is being
+ * synced waits in the inbox and goes into the next turn, so a busier node writes bigger batches,
+ * not more of them.
+ *
+ * Only this loop touches the RawNodes, replicas and state machines; everything else talks to it
+ * through the inbox. It never awaits between reading core state and acting on it, except for the
+ * turn's one write, during which nothing else touches what it wrote.
+ *
+ * @module
+ */
+import {
+  type ConfChange,
+  type LogIndex,
+  type Message,
+  mulberry32,
+  type NodeId as PeerId,
+  type Prng,
+  type Ready,
+} from "@tinykv/raft";
+import { Command, type ScanRequest } from "@tinykv/proto/tinykv/v1";
+import type { NodeStore } from "./node_store.ts";
+import type { ItemOutcome } from "./outcome.ts";
+import {
+  decodeRecord,
+  encodeContext,
+  encodeRecord,
+  type PeerAddress,
+  type ReadWaiter,
+  Replica,
+  type ReplicaRecord,
+  replicaRecordKey,
+  type ReplicaTuning,
+} from "./replica.ts";
+import { PREFIX, prefixEnd } from "./node_store.ts";
+import { checkSessionFields } from "./session_table.ts";
+import { SCAN_LIMIT_MAX } from "./state_machine.ts";
+
+/** A Raft message of one group, as it travels between nodes. */
+export interface Envelope {
+  readonly shardId: number;
+  readonly confEpoch: number;
+  readonly message: Message;
+}
+
+/** Where the driver sends Raft messages. Sending never blocks and may drop (Raft retries). */
+export interface RaftOutbound {
+  /** Queues an envelope for the node hosting `to`. */
+  send(to: PeerAddress, envelope: Envelope): void;
+  /** Called at the end of each turn: write out what was queued. */
+  flush(): void;
+}
+
+/** Reads the wall clock in Unix milliseconds (stamped into commands by the leader). */
+export interface WallClock {
+  now(): number;
+}
+
+/** A logger the driver reports to. */
+export interface DriverLog {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** One data-path request. */
+export type DataOp =
+  | { readonly kind: "get"; readonly key: Uint8Array; readonly serializable: boolean }
+  | { readonly kind: "scan"; readonly request: ScanRequest }
+  | { readonly kind: "mutation"; readonly command: Command };
+
+/** A data-path request for one shard. */
+export interface DataRequest {
+  readonly shardId: number;
+  /** The caller's conf epoch for the shard, 0 to skip the check. */
+  readonly confEpoch: number;
+  readonly op: DataOp;
+  /** When the caller stops waiting, on the driver's wall clock. */
+  readonly deadlineMs: number;
+}
+
+/** Options of a {@linkcode Driver}. */
+export interface DriverOptions {
+  readonly store: NodeStore;
+  readonly nodeId: string;
+  readonly tuning: ReplicaTuning;
+  readonly outbound: RaftOutbound;
+  readonly clock: WallClock;
+  readonly log: DriverLog;
+  /** Seeds the replicas' election jitter. */
+  readonly seed: number;
+  /** Requests waiting in the inbox before new ones are refused (RESOURCE_EXHAUSTED). */
+  readonly inboxRequestsMax?: number;
+}
+
+/** The result of an admin call. */
+export type AdminResult<T> =
+  | { readonly kind: "ok"; readonly value: T }
+  | { readonly kind: "notFound"; readonly message: string }
+  | { readonly kind: "staleEpoch"; readonly message: string; readonly confEpoch: number }
+  | { readonly kind: "notLeader"; readonly message: string; readonly leader?: PeerAddress }
+  | { readonly kind: "invalid"; readonly message: string }
+  | { readonly kind: "unavailable"; readonly message: string }
+  | { readonly kind: "timeout"; readonly message: string };
+
+interface LiveRequest {
+  readonly deadlineMs: number;
+  proposed: boolean;
+  done: boolean;
+  readonly resolve: (outcome: ItemOutcome) => void;
+}
+
+type InboxItem =
+  | { readonly kind: "message"; readonly envelope: Envelope }
+  | { readonly kind: "request"; readonly request: DataRequest; readonly live: LiveRequest }
+  | { readonly kind: "task"; readonly run: () => void }
+  | { readonly kind: "snapshotStatus"; shardId: number; to: number; ok: boolean };
+
+const INBOX_REQUESTS_MAX_DEFAULT = 100_000;
+const READ_ROUND_IDS_MAX = 2 ** 31;
+
+/** The driver loop of one kvnode. See the module docs. */
+export class Driver {
+  readonly #options: DriverOptions;
+  readonly #replicas = new Map<number, Replica>();
+  readonly #live = new Set<LiveRequest>();
+  #inbox: InboxItem[] = [];
+  #inboxRequests = 0;
+  #ticksDue = 0;
+  #wake: (() => void) | undefined;
+  #running = false;
+  #stopped: Promise<void> | undefined;
+  #prng: Prng;
+  #readRound = 0;
+  #turns = 0;
+  readonly #idleWaiters: Array<() => void> = [];
+
+  constructor(options: DriverOptions) {
+    this.#options = options;
+    this.#prng = mulberry32(options.seed);
+  }
+
+  /** The node this driver runs on. */
+  get nodeId(): string {
+    return this.#options.nodeId;
+  }
+
+  /** Loop turns completed (each one LMDB transaction at most). */
+  get turns(): number {
+    return this.#turns;
+  }
+
+  /**
+   * Loads every replica recorded in the store, verifying their logs. Returns a message naming the
+   * replica and index when a stored entry is corrupt: the node must then refuse to start.
+   */
+  load(): { kind: "ok"; replicas: number } | { kind: "dataLoss"; message: string } {
+    const start = new Uint8Array([PREFIX.replica]);
+    for (const { value } of this.#options.store.range(start, prefixEnd(start))) {
+      const record = decodeRecord(value);
+      const replica = this.#newReplica(record);
+      const verified = replica.log.verifyAll();
+      if (verified.kind === "dataLoss") {
+        return {
+          kind: "dataLoss",
+          message: `Replica of shard ${record.shardId} (peer ${record.peerId}) has a corrupt log ` +
+            `entry at index ${verified.index}: ${verified.detail}`,
+        };
+      }
+      this.#replicas.set(record.shardId, replica);
+    }
+    return { kind: "ok", replicas: this.#replicas.size };
+  }
+
+  #newReplica(record: ReplicaRecord): Replica {
+    const seed = Math.floor(this.#prng() * 2 ** 32);
+    return new Replica(this.#options.store, {
+      record,
+      tuning: this.#options.tuning,
+      prng: mulberry32(seed),
+    });
+  }
+
+  /** Starts the loop. */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#stopped = this.#loop().catch((error) => {
+      this.#options.log.error("Driver loop failed: stopping the node", { error });
+      throw error;
+    });
+  }
+
+  /** Stops the loop after the current turn; waiting requests get UNAVAILABLE or unknown. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wakeUp();
+    await this.#stopped;
+    for (const live of this.#live) {
+      this.#finish(
+        live,
+        live.proposed ? unknown("The node is shutting down") : {
+          kind: "unavailable",
+          message: "The node is shutting down",
+        },
+      );
+    }
+  }
+
+  /** Counts one Raft tick (called by the node's fixed-period timer). */
+  tick(): void {
+    this.#ticksDue++;
+    this.#wakeUp();
+  }
+
+  /** Hands received Raft messages to the loop. */
+  receive(envelopes: readonly Envelope[]): void {
+    for (const envelope of envelopes) this.#inbox.push({ kind: "message", envelope });
+    this.#wakeUp();
+  }
+
+  /** Reports how sending a snapshot went. */
+  reportSnapshot(shardId: number, to: number, ok: boolean): void {
+    this.#inbox.push({ kind: "snapshotStatus", shardId, to, ok });
+    this.#wakeUp();
+  }
+
+  /** Submits a data-path request; resolves with its outcome by its deadline at the latest. */
+  submit(request: DataRequest): Promise<ItemOutcome> {
+    const inboxMax = this.#options.inboxRequestsMax ?? INBOX_REQUESTS_MAX_DEFAULT;
+    if (this.#inboxRequests >= inboxMax) {
+      return Promise.resolve({
+        kind: "resourceExhausted",
+        message: `Node "${this.nodeId}" has ${inboxMax} requests queued: the limit`,
+      });
+    }
+    const { promise, resolve } = Promise.withResolvers<ItemOutcome>();
+    const live: LiveRequest = {
+      deadlineMs: request.deadlineMs,
+      proposed: false,
+      done: false,
+      resolve,
+    };
+    this.#live.add(live);
+    this.#inboxRequests++;
+    this.#inbox.push({ kind: "request", request, live });
+    this.#wakeUp();
+    return promise;
+  }
+
+  /** Runs `work` inside a loop turn, where it may touch replicas; resolves with its result. */
+  #task<T>(work: () => T): Promise<T> {
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    this.#inbox.push({
+      kind: "task",
+      run: () => {
+        try {
+          resolve(work());
+        } catch (error) {
+          reject(error);
+        }
+      },
+    });
+    this.#wakeUp();
+    return promise;
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async #loop(): Promise<void> {
+    while (this.#running) {
+      if (this.#inbox.length === 0 && this.#ticksDue === 0 && !this.#anyReady()) {
+        for (const resolve of this.#idleWaiters.splice(0)) resolve();
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        continue;
+      }
+      await this.#turn();
+    }
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  /** Resolves the next time the loop has nothing to do (tests use it to pace logical time). */
+  whenIdle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#idleWaiters.push(resolve);
+    this.#wakeUp();
+    return promise;
+  }
+
+  #anyReady(): boolean {
+    for (const replica of this.#replicas.values()) if (replica.node.hasReady()) return true;
+    return false;
+  }
+
+  async #turn(): Promise<void> {
+    const inbox = this.#inbox;
+    this.#inbox = [];
+    for (const item of inbox) this.#handle(item);
+    const ticked = this.#ticksDue > 0;
+    for (; this.#ticksDue > 0; this.#ticksDue--) {
+      for (const replica of this.#replicas.values()) replica.node.tick();
+    }
+    if (ticked) this.#expireRequests();
+    for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
+
+    const readies: Array<[Replica, Ready]> = [];
+    for (const replica of this.#replicas.values()) {
+      if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);
+    }
+    if (readies.length === 0) return;
+    const answers: Array<() => void> = [];
+    const removed: Replica[] = [];
+    const { store, tuning } = this.#options;
+    await store.write(() => {
+      for (const [replica, ready] of readies) {
+        const summary = replica.persistAndApply(ready, {
+          answers,
+          snapshotEntries: tuning.snapshotEntries,
+        });
+        for (const change of summary.changes) {
+          this.#options.log.info("Applied a membership change", {
+            shard: replica.shardId,
+            change,
+          });
+        }
+        if (summary.removed) {
+          replica.destroy();
+          removed.push(replica);
+        }
+      }
+    });
+    this.#turns++;
+    for (const [replica, ready] of readies) this.#send(replica, ready.messages);
+    this.#options.outbound.flush();
+    for (const answer of answers) answer();
+    for (const [replica, ready] of readies) {
+      this.#takeReadStates(replica, ready);
+      this.#serveConfirmedReads(replica);
+      this.#wakeAppliedWaiters(replica);
+      replica.node.advance(ready);
+    }
+    for (const replica of removed) this.#drop(replica, "it was removed from its group");
+  }
+
+  #handle(item: InboxItem): void {
+    switch (item.kind) {
+      case "message":
+        return this.#step(item.envelope);
+      case "request":
+        this.#inboxRequests--;
+        return this.#accept(item.request, item.live);
+      case "task":
+        return item.run();
+      case "snapshotStatus": {
+        const replica = this.#replicas.get(item.shardId);
+        replica?.node.reportSnapshot(item.to as PeerId, item.ok ? "success" : "failure");
+        return;
+      }
+      default: {
+        const never: never = item;
+        throw new Error(`Unknown inbox item ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  #step(envelope: Envelope): void {
+    const replica = this.#replicas.get(envelope.shardId);
+    // Replicas are created only by admin calls, never by a message for an unknown group.
+    if (replica === undefined || envelope.message.to !== replica.peerId) return;
+    replica.node.step(envelope.message);
+  }
+
+  #send(replica: Replica, messages: readonly Message[]): void {
+    for (const message of messages) {
+      const to = replica.peers.get(message.to);
+      if (to === undefined) {
+        this.#options.log.warn("Dropped a Raft message to a peer with no known address", {
+          shard: replica.shardId,
+          peer: message.to,
+        });
+        continue;
+      }
+      this.#options.outbound.send(to, {
+        shardId: replica.shardId,
+        confEpoch: replica.confEpoch,
+        message,
+      });
+    }
+  }
+
+  // --- Data path ---------------------------------------------------------------------------
+
+  #accept(request: DataRequest, live: LiveRequest): void {
+    if (live.done) return;
+    const replica = this.#replicas.get(request.shardId);
+    if (replica === undefined) {
+      return this.#finish(live, {
+        kind: "unavailable",
+        message: `Shard ${request.shardId} has no replica on node "${this.nodeId}"`,
+      });
+    }
+    if (request.confEpoch > replica.confEpoch) {
+      return this.#finish(live, {
+        kind: "staleEpoch",
+        message: `Shard ${request.shardId} on node "${this.nodeId}" is at conf epoch ` +
+          `${replica.confEpoch}, behind the caller's ${request.confEpoch}`,
+        confEpoch: replica.confEpoch,
+      });
+    }
+    const { op } = request;
+    if (op.kind === "mutation") return this.#propose(replica, op.command, live);
+    const invalid = op.kind === "get" ? replica.machine.checkKey(op.key) : checkScan(op.request);
+    if (invalid !== undefined) return this.#finish(live, { kind: "invalid", message: invalid });
+    const serve = op.kind === "get"
+      ? (): ItemOutcome => ({
+        kind: "ok",
+        result: { kind: "get", response: replica.machine.get(op.key) },
+      })
+      : (): ItemOutcome => ({
+        kind: "ok",
+        result: { kind: "scan", response: replica.machine.scan(op.request) },
+      });
+    if (op.kind === "get" && op.serializable) return this.#finish(live, serve());
+    if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
+    replica.turnReads.push({ serve, resolve: (outcome) => this.#finish(live, outcome) });
+  }
+
+  #propose(replica: Replica, command: Command, live: LiveRequest): void {
+    const request = command.put ?? command.delete ?? command.append ?? command.compareAndSwap;
+    if (request === undefined) {
+      return this.#finish(live, { kind: "invalid", message: "Request has no operation" });
+    }
+    const invalid = replica.machine.checkKey(request.key) ??
+      (request.clientId === ""
+        ? undefined
+        : checkSessionFields(request.clientId, request.seq, request.ackSeq));
+    if (invalid !== undefined) return this.#finish(live, { kind: "invalid", message: invalid });
+    const stamped: Command = { ...command, stampMs: this.#options.clock.now() };
+    const result = replica.node.propose(Command.encode(stamped));
+    switch (result.kind) {
+      case "ok":
+        live.proposed = true;
+        replica.pending.set(result.index, {
+          term: result.term,
+          resolve: (outcome) => this.#finish(live, outcome),
+        });
+        return;
+      case "notLeader":
+        return this.#finish(live, this.#notLeader(replica));
+      case "overloaded":
+        return this.#finish(live, {
+          kind: "resourceExhausted",
+          message: `Shard ${replica.shardId} has ${result.uncommittedBytes} uncommitted bytes: ` +
+            "the leader refuses new proposals until some commit",
+        });
+      case "transferring":
+      case "confChangePending":
+        return this.#finish(live, {
+          kind: "unavailable",
+          message: `Shard ${replica.shardId} is transferring its leadership: retry`,
+        });
+      case "invalid":
+        return this.#finish(live, { kind: "invalid", message: result.reason });
+      default: {
+        const never: never = result;
+        throw new Error(`Unknown propose result ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  #notLeader(replica: Replica): ItemOutcome {
+    const leader = replica.leader();
+    const self = leader?.peerId === replica.peerId;
+    return {
+      kind: "notLeader",
+      message: `Shard ${replica.shardId}: node "${this.nodeId}" is not the leader` +
+        (leader === undefined || self ? " (no leader known)" : ` (leader is "${leader.nodeId}")`),
+      leaderNode: leader === undefined || self ? "" : leader.nodeId,
+      leaderAddress: leader === undefined || self ? "" : leader.address,
+      confEpoch: replica.confEpoch,
+    };
+  }
+
+  #sendReadRound(replica: Replica): void {
+    if (replica.turnReads.length === 0) return;
+    const waiters = replica.turnReads;
+    replica.turnReads = [];
+    this.#readRound = (this.#readRound % READ_ROUND_IDS_MAX) + 1;
+    const result = replica.node.readIndex(this.#readRound);
+    switch (result.kind) {
+      case "ok":
+        replica.confirming.set(this.#readRound, waiters);
+        return;
+      case "notLeader": {
+        const outcome = this.#notLeader(replica);
+        for (const waiter of waiters) waiter.resolve(outcome);
+        return;
+      }
+      case "overloaded":
+        for (const waiter of waiters) {
+          waiter.resolve({
+            kind: "resourceExhausted",
+            message: `Shard ${replica.shardId} has ${result.pendingReads} reads waiting: the limit`,
+          });
+        }
+        return;
+      default: {
+        const never: never = result;
+        throw new Error(`Unknown read result ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  #takeReadStates(replica: Replica, ready: Ready): void {
+    for (const state of ready.readStates) {
+      const waiters = replica.confirming.get(state.requestId);
+      if (waiters === undefined) continue;
+      replica.confirming.delete(state.requestId);
+      if (state.kind === "dropped") {
+        const outcome = this.#notLeader(replica);
+        for (const waiter of waiters) waiter.resolve(outcome);
+      } else {
+        replica.confirmed.push({ index: state.index, waiters });
+      }
+    }
+  }
+
+  #serveConfirmedReads(replica: Replica): void {
+    const applied = replica.log.appliedState.applied;
+    let served = 0;
+    for (const { index, waiters } of replica.confirmed) {
+      if (index > applied) break;
+      for (const waiter of waiters) serveRead(waiter);
+      served++;
+    }
+    replica.confirmed.splice(0, served);
+  }
+
+  #wakeAppliedWaiters(replica: Replica): void {
+    const { applied } = replica.log.appliedState;
+    const remaining = replica.appliedWaiters.filter((w) => {
+      if (w.index > applied) return true;
+      w.resolve(replica.confEpoch);
+      return false;
+    });
+    replica.appliedWaiters.length = 0;
+    replica.appliedWaiters.push(...remaining);
+  }
+
+  #finish(live: LiveRequest, outcome: ItemOutcome): void {
+    if (live.done) return;
+    live.done = true;
+    this.#live.delete(live);
+    live.resolve(outcome);
+  }
+
+  #expireRequests(): void {
+    const now = this.#options.clock.now();
+    for (const live of this.#live) {
+      if (live.deadlineMs > now) continue;
+      this.#finish(
+        live,
+        live.proposed
+          ? unknown("The request was proposed but did not commit before its deadline")
+          : { kind: "unavailable", message: "The request was not proposed before its deadline" },
+      );
+    }
+  }
+
+  #drop(replica: Replica, why: string): void {
+    this.#replicas.delete(replica.shardId);
+    replica.failAll({
+      kind: "unavailable",
+      message: `Shard ${replica.shardId} left node "${this.nodeId}": ${why}`,
+    });
+    this.#options.log.info("Removed a replica", { shard: replica.shardId, why });
+  }
+
+  // --- Admin -------------------------------------------------------------------------------
+
+  /** Creates a replica (idempotent for the same peer id). */
+  createReplica(record: ReplicaRecord): Promise<AdminResult<{ created: boolean }>> {
+    return this.#task(() => {
+      const existing = this.#replicas.get(record.shardId);
+      if (existing !== undefined) {
+        if (existing.peerId === record.peerId) return ok({ created: false });
+        return {
+          kind: "invalid" as const,
+          message: `Shard ${record.shardId} already has replica peer ${existing.peerId} on node ` +
+            `"${this.nodeId}": cannot create peer ${record.peerId}`,
+        };
+      }
+      return { kind: "task" as const, record };
+    }).then(async (decided) => {
+      if (decided.kind !== "task") return decided;
+      await this.#options.store.write(() => {
+        this.#options.store.put(replicaRecordKey(record.peerId), encodeRecord(record));
+      });
+      return await this.#task(() => {
+        if (!this.#replicas.has(record.shardId)) {
+          this.#replicas.set(record.shardId, this.#newReplica(record));
+        }
+        return ok({ created: true });
+      });
+    });
+  }
+
+  /** Proposes a membership change on the shard's leader here and waits until it applies. */
+  async changeMembership(
+    request: {
+      shardId: number;
+      expectedConfEpoch: number;
+      change: "addLearner" | "promote" | "remove";
+      peer: PeerAddress;
+      timeoutMs: number;
+    },
+  ): Promise<AdminResult<{ confEpoch: number }>> {
+    const proposed = await this.#task(() => {
+      const replica = this.#fenced(request.shardId, request.expectedConfEpoch);
+      if (replica.kind !== "ok") return replica;
+      const change: ConfChange = {
+        type: request.change === "remove"
+          ? "removeNode"
+          : request.change === "promote"
+          ? "addNode"
+          : "addLearner",
+        nodeId: request.peer.peerId as PeerId,
+        context: encodeContext(request.peer),
+      };
+      const result = replica.value.node.proposeConfChange(change);
+      if (result.kind === "ok") {
+        const { promise, resolve } = Promise.withResolvers<number>();
+        replica.value.appliedWaiters.push({ index: result.index, resolve });
+        return ok({ index: result.index, applied: promise });
+      }
+      if (result.kind === "notLeader") {
+        return notLeaderAdmin(replica.value, this.nodeId);
+      }
+      const reason = "reason" in result ? result.reason : result.kind;
+      return { kind: "unavailable" as const, message: `Cannot change membership: ${reason}` };
+    });
+    if (proposed.kind !== "ok") return proposed;
+    return await withTimeout(
+      proposed.value.applied,
+      request.timeoutMs,
+      (confEpoch) => ok({ confEpoch }),
+    );
+  }
+
+  /** Asks the shard's leader here to hand leadership to `targetPeerId`. */
+  transferLeader(
+    request: { shardId: number; expectedConfEpoch: number; targetPeerId: number },
+  ): Promise<AdminResult<Record<string, never>>> {
+    return this.#task(() => {
+      const replica = this.#fenced(request.shardId, request.expectedConfEpoch);
+      if (replica.kind !== "ok") return replica;
+      const result = replica.value.node.transferLeader(request.targetPeerId as PeerId);
+      if (result.kind === "ok") return ok({});
+      if (result.kind === "notLeader") return notLeaderAdmin(replica.value, this.nodeId);
+      return { kind: "invalid" as const, message: result.reason };
+    });
+  }
+
+  #fenced(shardId: number, expectedConfEpoch: number): AdminResult<Replica> {
+    const replica = this.#replicas.get(shardId);
+    if (replica === undefined) {
+      return {
+        kind: "notFound",
+        message: `Shard ${shardId} has no replica on node "${this.nodeId}"`,
+      };
+    }
+    if (replica.confEpoch !== expectedConfEpoch) {
+      return {
+        kind: "staleEpoch",
+        message: `Shard ${shardId} is at conf epoch ${replica.confEpoch}, not the expected ` +
+          `${expectedConfEpoch}`,
+        confEpoch: replica.confEpoch,
+      };
+    }
+    return ok(replica);
+  }
+
+  /** The replicas hosted here (read-only use; the loop owns them). */
+  replicas(): readonly Replica[] {
+    return [...this.#replicas.values()];
+  }
+
+  /** Tells a replica to campaign now (tests and bootstrap speed-up). */
+  campaign(shardId: number): Promise<boolean> {
+    return this.#task(() => this.#replicas.get(shardId)?.node.campaign().kind === "ok");
+  }
+}
+
+function serveRead(waiter: ReadWaiter): void {
+  waiter.resolve(waiter.serve());
+}
+
+function ok<T>(value: T): { kind: "ok"; value: T } {
+  return { kind: "ok", value };
+}
+
+function unknown(message: string): ItemOutcome {
+  return { kind: "unknown", message };
+}
+
+function notLeaderAdmin(replica: Replica, nodeId: string): AdminResult<never> {
+  const leader = replica.leader();
+  return {
+    kind: "notLeader",
+    message: `Shard ${replica.shardId}: node "${nodeId}" is not the leader`,
+    leader,
+  };
+}
+
+function checkScan(request: ScanRequest): string | undefined {
+  if (request.limit < 1 || request.limit > SCAN_LIMIT_MAX) {
+    return `Field "limit" is ${request.limit}: expected 1 to ${SCAN_LIMIT_MAX}`;
+  }
+  return undefined;
+}
+
+async function withTimeout<T, R>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  map: (value: T) => AdminResult<R>,
+): Promise<AdminResult<R>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<AdminResult<R>>((resolve) => {
+    timer = setTimeout(
+      () => resolve({ kind: "timeout", message: `Not applied within ${timeoutMs} ms` }),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([promise.then(map), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The index type, re-exported for callers that wait on applied indexes. */
+export type { LogIndex };

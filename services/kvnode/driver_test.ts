@@ -1,0 +1,249 @@
+// Checks the kvnode driver loop with real LMDB stores and an in-memory transport (the in-process
+// TestCluster): a shard group elects and serves writes and linearizable reads, followers redirect
+// to the leader, data and sessions survive restarts without double application, a membership
+// change moves a replica, a lagging node catches up by snapshot, and stale admin calls are fenced.
+import assert from "node:assert/strict";
+import type { Command } from "@tinykv/proto/tinykv/v1";
+import type { ItemOutcome } from "./outcome.ts";
+import { TEST_TUNING, TestCluster } from "./_test_cluster.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+function put(key: string, value: string, clientId = "", seq = 0, ackSeq = 0): Command {
+  return { stampMs: 0, put: { key: enc(key), value: enc(value), clientId, seq, ackSeq } };
+}
+
+function append(key: string, value: string, clientId = "", seq = 0): Command {
+  return { stampMs: 0, append: { key: enc(key), value: enc(value), clientId, seq, ackSeq: 0 } };
+}
+
+function getValue(outcome: ItemOutcome): string | undefined {
+  assert.equal(outcome.kind, "ok", JSON.stringify(outcome));
+  if (outcome.kind !== "ok" || outcome.result.kind !== "get") return assert.fail("not a get");
+  return outcome.result.response.found ? dec(outcome.result.response.value) : undefined;
+}
+
+async function electedCluster(nodes = ["n1", "n2", "n3"], tuning = TEST_TUNING) {
+  const cluster = await TestCluster.create(nodes, tuning);
+  await cluster.createShard(1, nodes, 101);
+  await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader of shard 1");
+  return cluster;
+}
+
+Deno.test("Driver: a shard group elects, writes, reads linearizably and redirects", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(1)!;
+    const wrote = await cluster.request(leader.nodeId, 1, {
+      kind: "mutation",
+      command: put("k", "v"),
+    });
+    assert.equal(wrote.kind, "ok");
+    assert.equal(
+      getValue(await cluster.request(leader.nodeId, 1, { kind: "get", key: enc("k") })),
+      "v",
+    );
+    const follower = [...cluster.nodes.keys()].find((n) => n !== leader.nodeId)!;
+    const redirected = await cluster.request(follower, 1, { kind: "get", key: enc("k") });
+    assert.equal(redirected.kind, "notLeader");
+    assert.equal(redirected.kind === "notLeader" && redirected.leaderNode, leader.nodeId);
+    // A serializable read is served by any replica once it has applied the write.
+    await cluster.until(
+      () => cluster.node(follower).driver.replicas()[0].machine.get(enc("k")).found,
+      "the follower to apply",
+    );
+    const local = await cluster.request(follower, 1, {
+      kind: "get",
+      key: enc("k"),
+      serializable: true,
+    });
+    assert.equal(getValue(local), "v");
+    const missing = await cluster.request(leader.nodeId, 2, { kind: "get", key: enc("k") });
+    assert.equal(missing.kind, "unavailable");
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: many concurrent writes are group-committed in few turns", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(1)!;
+    const turnsBefore = leader.driver.turns;
+    const writes = Array.from(
+      { length: 200 },
+      (_, i) =>
+        cluster.submit(leader.nodeId, 1, { kind: "mutation", command: put(`k${i}`, `${i}`) }),
+    );
+    const outcomes = await cluster.settle(writes);
+    assert.deepEqual(outcomes.filter((o) => o.kind !== "ok"), []);
+    const turns = leader.driver.turns - turnsBefore;
+    assert.ok(turns < 100, `200 writes took ${turns} turns`);
+    const scan = await cluster.request(leader.nodeId, 1, {
+      kind: "scan",
+      request: { start: new Uint8Array(), end: new Uint8Array(), limit: 1000 },
+    });
+    assert.equal(
+      scan.kind === "ok" && scan.result.kind === "scan" && scan.result.response.kvs.length,
+      200,
+    );
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: a restart of every node keeps data and applies nothing twice", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(1)!;
+    for (let seq = 1; seq <= 5; seq++) {
+      const outcome = await cluster.request(leader.nodeId, 1, {
+        kind: "mutation",
+        command: append("log", `${seq};`, "client-a", seq),
+      });
+      assert.equal(outcome.kind, "ok", JSON.stringify(outcome));
+    }
+    for (const nodeId of ["n1", "n2", "n3"]) await cluster.stop(nodeId);
+    for (const nodeId of ["n1", "n2", "n3"]) cluster.restart(nodeId);
+    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader after restart");
+    const newLeader = cluster.leaderOf(1)!;
+    // A retry of an applied seq after the restart is answered from the session, not re-applied.
+    const retry = await cluster.request(newLeader.nodeId, 1, {
+      kind: "mutation",
+      command: append("log", "3;", "client-a", 3),
+    });
+    assert.equal(retry.kind, "ok");
+    const value = getValue(
+      await cluster.request(newLeader.nodeId, 1, { kind: "get", key: enc("log") }),
+    );
+    assert.equal(value, "1;2;3;4;5;");
+    // Every replica converges to the same data.
+    await cluster.until(() => {
+      const hashes = [...cluster.nodes.values()].map((n) =>
+        n.driver.replicas()[0].machine.dataHash()
+      );
+      return new Set(hashes).size === 1;
+    }, "equal data hashes");
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fenced by epoch", async () => {
+  const cluster = await TestCluster.create(["n1", "n2", "n3", "n4"]);
+  try {
+    await cluster.createShard(1, ["n1", "n2", "n3"], 101);
+    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader");
+    for (let i = 0; i < 20; i++) {
+      const leader = cluster.leaderOf(1)!;
+      const outcome = await cluster.request(leader.nodeId, 1, {
+        kind: "mutation",
+        command: put(`k${i}`, `v${i}`),
+      });
+      assert.equal(outcome.kind, "ok");
+    }
+    const leader = cluster.leaderOf(1)!;
+    const newPeer = cluster.peer("n4", 104);
+    const members = ["n1", "n2", "n3"].map((n, i) => cluster.peer(n, 101 + i));
+    const created = await cluster.node("n4").driver.createReplica({
+      shardId: 1,
+      peerId: 104,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [...members, newPeer],
+      initialConfState: {
+        voters: members.map((m) => m.peerId),
+        learners: [],
+        epoch: 0,
+      } as never,
+    });
+    assert.equal(created.kind, "ok");
+    const stale = await leader.driver.changeMembership({
+      shardId: 1,
+      expectedConfEpoch: 99,
+      change: "addLearner",
+      peer: newPeer,
+      timeoutMs: 5000,
+    });
+    assert.equal(stale.kind, "staleEpoch");
+
+    const step = (change: "addLearner" | "promote" | "remove", peer = newPeer) => {
+      const current = cluster.leaderOf(1)!;
+      const epoch = current.driver.replicas()[0].confEpoch;
+      const result = current.driver.changeMembership({
+        shardId: 1,
+        expectedConfEpoch: epoch,
+        change,
+        peer,
+        timeoutMs: 10_000,
+      });
+      return ticking(cluster, result);
+    };
+    assert.equal((await step("addLearner")).kind, "ok");
+    assert.equal((await step("promote")).kind, "ok");
+    const removed = members.find((m) => m.nodeId !== cluster.leaderOf(1)!.nodeId)!;
+    assert.equal((await step("remove", removed)).kind, "ok");
+    await cluster.until(
+      () => cluster.node(removed.nodeId).driver.replicas().length === 0,
+      "the removed replica to delete itself",
+    );
+    await cluster.until(() => {
+      const live = ["n1", "n2", "n3", "n4"].filter((n) => n !== removed.nodeId);
+      const hashes = live.map((n) => cluster.node(n).driver.replicas()[0]?.machine.dataHash());
+      return hashes.every((h) => h !== undefined) && new Set(hashes).size === 1;
+    }, "the new replica to hold the same data");
+    const value = await cluster.request(cluster.leaderOf(1)!.nodeId, 1, {
+      kind: "get",
+      key: enc("k19"),
+    });
+    assert.equal(getValue(value), "v19");
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: a node that fell far behind catches up by snapshot", async () => {
+  const cluster = await electedCluster(["n1", "n2", "n3"], { ...TEST_TUNING, snapshotEntries: 16 });
+  try {
+    const leader = cluster.leaderOf(1)!;
+    const lagging = [...cluster.nodes.keys()].find((n) => n !== leader.nodeId)!;
+    cluster.isolated.add(lagging);
+    for (let i = 0; i < 60; i++) {
+      const current = cluster.leaderOf(1)!;
+      const outcome = await cluster.request(current.nodeId, 1, {
+        kind: "mutation",
+        command: put(`k${i}`, `v${i}`),
+      });
+      assert.equal(outcome.kind, "ok");
+    }
+    const first = cluster.leaderOf(1)!.driver.replicas()[0].log.firstIndex();
+    assert.ok(first > 16, `the leader compacted its log (first index ${first})`);
+    cluster.isolated.delete(lagging);
+    await cluster.until(() => {
+      const replica = cluster.node(lagging).driver.replicas()[0];
+      return replica.machine.get(enc("k59")).found;
+    }, "the lagging node to catch up");
+    const hashes = [...cluster.nodes.values()].map((n) =>
+      n.driver.replicas()[0].machine.dataHash()
+    );
+    await cluster.until(
+      () =>
+        new Set([...cluster.nodes.values()].map((n) => n.driver.replicas()[0].machine.dataHash()))
+          .size === 1,
+      `equal hashes (${hashes.join(", ")})`,
+    );
+  } finally {
+    await cluster.close();
+  }
+});
+
+async function ticking<T>(cluster: TestCluster, promise: Promise<T>): Promise<T> {
+  let done = false;
+  let value: T | undefined;
+  promise.then((v) => {
+    done = true;
+    value = v;
+  });
+  await cluster.until(() => done, "an admin call to finish", 600);
+  return value as T;
+}

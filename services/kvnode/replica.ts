@@ -1,0 +1,348 @@
+/**
+ * {@linkcode Replica}: one hosted member of a shard group — its Raft node, its log on LMDB, its
+ * state machine, who its peers are, and the client requests waiting on it (proposals by log index,
+ * reads by ReadIndex round).
+ *
+ * A replica is touched only by the driver loop ({@linkcode ./driver.ts}), one turn at a time.
+ *
+ * @module
+ */
+import {
+  type ConfState,
+  decodeConfChange,
+  type Entry,
+  type LogIndex,
+  type NodeId as PeerId,
+  type Prng,
+  RawNode,
+  type Ready,
+  type Term,
+} from "@tinykv/raft";
+import { Command } from "@tinykv/proto/tinykv/v1";
+import type { HashRange } from "@tinykv/shard";
+import { type NodeStore, SPACE } from "./node_store.ts";
+import { ReplicaLog } from "./replica_log.ts";
+import { type ApplyResult, KvStateMachine } from "./state_machine.ts";
+import type { ItemOutcome } from "./outcome.ts";
+
+/** A member of a shard group and where it lives. */
+export interface PeerAddress {
+  readonly peerId: number;
+  readonly nodeId: string;
+  readonly address: string;
+}
+
+/** What a node keeps about each replica it hosts (the record under `01 peer id`). */
+export interface ReplicaRecord {
+  readonly shardId: number;
+  readonly peerId: number;
+  readonly range: HashRange;
+  /** Every member the replica has known, with its address: the bootstrap set plus conf changes. */
+  readonly peers: readonly PeerAddress[];
+  /** The membership to start from when the log holds nothing yet. */
+  readonly initialConfState: ConfState;
+}
+
+/** Raft tunables a replica is created with (from `[raft]` of the config). */
+export interface ReplicaTuning {
+  readonly electionTicks: number;
+  readonly heartbeatTicks: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+  readonly inflightMessagesMax: number;
+  readonly messageBytesMax: number;
+  readonly uncommittedBytesMax: number;
+  readonly snapshotEntries: number;
+}
+
+/** A request waiting for its entry to apply. */
+interface PendingProposal {
+  readonly term: Term;
+  readonly resolve: (outcome: ItemOutcome) => void;
+}
+
+/** A read waiting for its ReadIndex round and then for the applied index. */
+export interface ReadWaiter {
+  readonly serve: () => ItemOutcome;
+  readonly resolve: (outcome: ItemOutcome) => void;
+}
+
+/** What applying one Ready's committed entries did to the replica's membership. */
+export interface ApplySummary {
+  /** The replica itself was removed from its group. */
+  readonly removed: boolean;
+  /** Applied conf changes, for logging: "added learner 12 on n3", … */
+  readonly changes: readonly string[];
+}
+
+const decoder = new TextDecoder();
+
+/** One replica of a shard group hosted on this node. */
+export class Replica {
+  readonly record: ReplicaRecord;
+  readonly log: ReplicaLog;
+  readonly machine: KvStateMachine;
+  readonly node: RawNode;
+  readonly peers: Map<number, PeerAddress>;
+  /** Proposals by log index. */
+  readonly pending = new Map<number, PendingProposal>();
+  /** Reads of the current turn, not yet sent as a ReadIndex round. */
+  turnReads: ReadWaiter[] = [];
+  /** Reads by ReadIndex request id, waiting for confirmation. */
+  readonly confirming = new Map<number, ReadWaiter[]>();
+  /** Confirmed reads waiting for the applied index to reach `index`, in index order. */
+  readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter[] }> = [];
+  /** Waiters for a specific applied index (admin calls waiting for a conf change). */
+  readonly appliedWaiters: Array<{ index: LogIndex; resolve: (epoch: number) => void }> = [];
+  readonly #store: NodeStore;
+
+  constructor(
+    store: NodeStore,
+    options: { record: ReplicaRecord; tuning: ReplicaTuning; prng: Prng },
+  ) {
+    const { record, tuning } = options;
+    this.#store = store;
+    this.record = record;
+    this.peers = new Map(record.peers.map((p) => [p.peerId, p]));
+    const spaces = {
+      data: store.space(record.peerId, SPACE.data),
+      sessions: store.space(record.peerId, SPACE.sessions),
+      meta: store.space(record.peerId, SPACE.meta),
+    };
+    this.machine = new KvStateMachine(spaces, { range: record.range });
+    this.log = new ReplicaLog(store, {
+      peerId: record.peerId,
+      initialConfState: record.initialConfState,
+      snapshotData: () => this.machine.serialize(),
+    });
+    this.node = new RawNode({
+      id: record.peerId as PeerId,
+      storage: this.log,
+      prng: options.prng,
+      electionTicks: tuning.electionTicks,
+      heartbeatTicks: tuning.heartbeatTicks,
+      preVote: tuning.preVote,
+      checkQuorum: tuning.checkQuorum,
+      applied: this.log.appliedState.applied,
+      appendBytesMax: tuning.messageBytesMax,
+      inflightMessagesMax: tuning.inflightMessagesMax,
+      uncommittedBytesMax: tuning.uncommittedBytesMax,
+    });
+  }
+
+  get shardId(): number {
+    return this.record.shardId;
+  }
+
+  get peerId(): number {
+    return this.record.peerId;
+  }
+
+  /** The group's conf epoch as applied here. */
+  get confEpoch(): number {
+    return this.log.appliedState.confState.epoch;
+  }
+
+  /** The leader this replica knows of, with its address, if any. */
+  leader(): PeerAddress | undefined {
+    const leader = this.node.status().leader;
+    return leader === undefined ? undefined : this.peers.get(leader);
+  }
+
+  /** Whether this replica currently leads its group. */
+  isLeader(): boolean {
+    return this.node.status().role === "leader";
+  }
+
+  /**
+   * Inside the turn's transaction: persists a Ready, installs its snapshot, applies its committed
+   * entries (answering their proposals after the commit, through `answers`) and maybe compacts.
+   */
+  persistAndApply(
+    ready: Ready,
+    options: { answers: Array<() => void>; snapshotEntries: number },
+  ): ApplySummary {
+    if (ready.snapshot !== undefined) {
+      const restored = this.machine.restore(ready.snapshot.data);
+      if (restored.kind !== "ok") {
+        throw new Error(`Cannot install snapshot of shard ${this.shardId}: ${restored.message}`);
+      }
+      this.log.installSnapshot(ready.snapshot.metadata);
+      this.#failPendingUpTo(ready.snapshot.metadata.index, options.answers);
+    }
+    this.log.append(ready.entries);
+    if (ready.hardState !== undefined) this.log.setHardState(ready.hardState);
+    const changes: string[] = [];
+    let removed = false;
+    for (const entry of ready.committedEntries) {
+      if (entry.type === "confChange") {
+        const change = this.#applyConfChange(entry);
+        changes.push(change.description);
+        removed ||= change.removedSelf;
+      } else {
+        this.#applyNormal(entry, options.answers);
+      }
+    }
+    this.#maybeCompact(options.snapshotEntries);
+    return { removed, changes };
+  }
+
+  #applyNormal(entry: Entry, answers: Array<() => void>): void {
+    let outcome: ItemOutcome | undefined;
+    if (entry.data.length > 0) {
+      let result: ApplyResult;
+      try {
+        result = this.machine.apply(Command.decode(entry.data));
+      } catch (error) {
+        // A committed entry that does not decode is the same on every replica: skip it alike.
+        result = { kind: "invalid", message: `Entry ${entry.index} does not decode: ${error}` };
+      }
+      outcome = outcomeOfApply(result);
+    }
+    const applied = { applied: entry.index, confState: this.log.appliedState.confState };
+    this.log.setApplied(applied);
+    this.#answerProposal(entry, outcome, answers);
+  }
+
+  #applyConfChange(entry: Entry): { description: string; removedSelf: boolean } {
+    const confState = this.node.applyConfChange(entry);
+    const decoded = decodeConfChange(entry.data);
+    let description = `conf change at ${entry.index}`;
+    let removedSelf = false;
+    if (decoded.kind === "ok") {
+      const { change } = decoded;
+      const context = parseContext(change.context);
+      if (context !== undefined && change.type !== "removeNode") {
+        this.peers.set(change.nodeId, { peerId: change.nodeId, ...context });
+      }
+      const where = this.peers.get(change.nodeId)?.nodeId ?? "?";
+      description = `${change.type} peer ${change.nodeId} on ${where} (epoch ${confState.epoch})`;
+      removedSelf = change.type === "removeNode" && change.nodeId === this.peerId;
+    }
+    this.log.setApplied({ applied: entry.index, confState });
+    this.#store.put(replicaRecordKey(this.peerId), encodeRecord(this.#currentRecord()));
+    return { description, removedSelf };
+  }
+
+  #answerProposal(entry: Entry, outcome: ItemOutcome | undefined, answers: Array<() => void>) {
+    const pending = this.pending.get(entry.index);
+    if (pending === undefined) return;
+    this.pending.delete(entry.index);
+    if (pending.term === entry.term && outcome !== undefined) {
+      answers.push(() => pending.resolve(outcome));
+    } else {
+      // Another leader's entry took this index: the proposal can never commit.
+      answers.push(() => pending.resolve(lostProposal(this.shardId)));
+    }
+  }
+
+  #failPendingUpTo(index: LogIndex, answers: Array<() => void>): void {
+    for (const [at, pending] of this.pending) {
+      if (at > index) continue;
+      this.pending.delete(at);
+      // The snapshot may or may not contain this proposal's entry: the outcome is unknown.
+      answers.push(() =>
+        pending.resolve({
+          kind: "unknown",
+          message: `Shard ${this.shardId} installed a snapshot past the proposal`,
+        })
+      );
+    }
+  }
+
+  #maybeCompact(snapshotEntries: number): void {
+    const { applied } = this.log.appliedState;
+    if (applied - (this.log.firstIndex() - 1) < snapshotEntries) return;
+    // Keep a tail of entries so that slightly lagging followers catch up without a snapshot.
+    const keep = Math.floor(snapshotEntries / 4);
+    const target = applied - keep;
+    if (target > this.log.firstIndex() - 1) this.log.compact(target as LogIndex);
+  }
+
+  #currentRecord(): ReplicaRecord {
+    return { ...this.record, peers: [...this.peers.values()] };
+  }
+
+  /** Answers every waiting request with `outcome` (the replica is going away). */
+  failAll(outcome: ItemOutcome): void {
+    for (const pending of this.pending.values()) pending.resolve(outcome);
+    this.pending.clear();
+    for (const waiters of this.confirming.values()) for (const w of waiters) w.resolve(outcome);
+    this.confirming.clear();
+    for (const { waiters } of this.confirmed) for (const w of waiters) w.resolve(outcome);
+    this.confirmed.length = 0;
+    for (const w of this.turnReads) w.resolve(outcome);
+    this.turnReads = [];
+  }
+
+  /** Inside a transaction: removes every record of this replica (data, log, state, record). */
+  destroy(): void {
+    this.machine.clearAll();
+    this.log.destroy();
+    this.#store.remove(replicaRecordKey(this.peerId));
+  }
+}
+
+/** The key of a replica record. */
+export function replicaRecordKey(peerId: number): Uint8Array {
+  const key = new Uint8Array(9);
+  key[0] = 0x01;
+  new DataView(key.buffer).setUint32(1, Math.floor(peerId / 0x100000000));
+  new DataView(key.buffer).setUint32(5, peerId % 0x100000000);
+  return key;
+}
+
+/** Encodes a replica record (JSON). */
+export function encodeRecord(record: ReplicaRecord): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(record));
+}
+
+/** Decodes a replica record. */
+export function decodeRecord(bytes: Uint8Array): ReplicaRecord {
+  return JSON.parse(decoder.decode(bytes)) as ReplicaRecord;
+}
+
+/** The context carried by a conf change that adds a member: where it lives. */
+export function encodeContext(peer: { nodeId: string; address: string }): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ nodeId: peer.nodeId, address: peer.address }));
+}
+
+function parseContext(
+  context: Uint8Array | undefined,
+): { nodeId: string; address: string } | undefined {
+  if (context === undefined || context.length === 0) return undefined;
+  try {
+    const parsed = JSON.parse(decoder.decode(context));
+    if (typeof parsed.nodeId === "string" && typeof parsed.address === "string") {
+      return { nodeId: parsed.nodeId, address: parsed.address };
+    }
+  } catch {
+    // Malformed context: the change still applies, only the address stays unknown.
+  }
+  return undefined;
+}
+
+function lostProposal(shardId: number): ItemOutcome {
+  return {
+    kind: "unavailable",
+    message: `Shard ${shardId} lost leadership before the request committed: it was not applied`,
+  };
+}
+
+/** Maps the state machine's answer to a request outcome. */
+export function outcomeOfApply(result: ApplyResult): ItemOutcome {
+  switch (result.kind) {
+    case "ok":
+      return { kind: "ok", result: result.result };
+    case "sessionExpired":
+      return { kind: "sessionExpired", message: result.message };
+    case "invalid":
+      return { kind: "invalid", message: result.message };
+    case "resourceExhausted":
+      return { kind: "resourceExhausted", message: result.message };
+    default: {
+      const never: never = result;
+      throw new Error(`Unknown apply result ${JSON.stringify(never)}`);
+    }
+  }
+}
