@@ -28,7 +28,10 @@ function flag(fallback: boolean): KeySpec<boolean> {
   return { schema: z.boolean().default(fallback), expected: "true or false" };
 }
 
-function oneOf<T extends string>(values: readonly [T, ...T[]], fallback: T): KeySpec<T> {
+function oneOf<const T extends string>(
+  values: readonly [T, ...T[]],
+  fallback: NoInfer<T>,
+): KeySpec<T> {
   return {
     schema: z.enum(values).default(fallback),
     expected: `one of ${values.map((v) => `"${v}"`).join(", ")}`,
@@ -46,6 +49,12 @@ const CLUSTER_NAME: KeySpec<string> = {
     "a name of 1 to 63 characters from a-z, 0-9, '_' and '-', starting with a letter or digit",
 };
 
+// The znode under which clusters live: an absolute path without a trailing slash.
+const ZNODE_ROOT: KeySpec<string> = {
+  schema: z.string().regex(/^(\/[A-Za-z0-9_.-]+)+$/).default("/tinykv"),
+  expected: 'an absolute znode path such as "/tinykv" (letters, digits, "_", ".", "-")',
+};
+
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 
@@ -54,6 +63,7 @@ export const CONFIG_SPEC = {
   zookeeper: {
     host: text("127.0.0.1"),
     port: port(2181),
+    root: ZNODE_ROOT,
     cluster: CLUSTER_NAME,
     session_timeout_ms: integer(1000, 600_000, 10_000),
   },

@@ -691,6 +691,11 @@ export class Driver {
     return ok(replica);
   }
 
+  /** Runs `read` on the hosted replicas between two turns (a consistent, read-only look). */
+  inspect<T>(read: (replicas: readonly Replica[]) => T): Promise<T> {
+    return this.#task(() => read([...this.#replicas.values()]));
+  }
+
   /** The replicas hosted here (read-only use; the loop owns them). */
   replicas(): readonly Replica[] {
     return [...this.#replicas.values()];

@@ -601,7 +601,12 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
               "fields": {},
             },
             "NodeStatusRequest": {
-              "fields": {},
+              "fields": {
+                "withDataHash": {
+                  "type": "bool",
+                  "id": 1,
+                },
+              },
             },
             "NodeStatusResponse": {
               "fields": {
@@ -2151,10 +2156,16 @@ export const TransferLeaderResponse: MessageCodec<TransferLeaderResponse> = mess
 );
 
 /** The message `tinykv.v1.NodeStatusRequest`. */
-export type NodeStatusRequest = Record<string, never>;
+export interface NodeStatusRequest {
+  /** Also hash each replica's data (a full read of it: ask for it sparingly). */
+  withDataHash: boolean;
+}
 
-function fromNodeStatusRequest(_m: unknown): NodeStatusRequest {
-  return {};
+function fromNodeStatusRequest(m: unknown): NodeStatusRequest {
+  const r = asRecord(m);
+  return {
+    withDataHash: toBool(r.withDataHash),
+  };
 }
 
 /** Encodes, decodes and creates `tinykv.v1.NodeStatusRequest`. */
@@ -2239,7 +2250,7 @@ export interface ReplicaStatus {
   dataBytes: number;
   /**
    * A hash of the shard's data and sessions at `applied_index`: replicas at the same applied
-   * index hold the same data exactly when their hashes match.
+   * index hold the same data exactly when their hashes match. Empty unless asked for.
    */
   dataHash: string;
   /** On the leader: how far each member's log is known to match. */

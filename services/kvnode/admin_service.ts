@@ -1,0 +1,221 @@
+/**
+ * The kvnode's `NodeAdmin` service: replica lifecycle (create, membership changes, leadership
+ * transfer), each fenced by cluster id and the shard's expected conf epoch, and the node's status
+ * as placement pulls it.
+ *
+ * @module
+ */
+import {
+  ChangeMembershipRequest_Change,
+  NodeAdminService,
+  type NodeStatusResponse,
+  type Peer,
+  type ReplicaStatus,
+  ReplicaStatus_Role,
+} from "@tinykv/proto/tinykv/v1";
+import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
+import { HASH_SPACE, isHashRange } from "@tinykv/shard";
+import type { LogIndex, NodeId as PeerId, Role } from "@tinykv/raft";
+import type { AdminResult, Driver } from "./driver.ts";
+import type { PeerAddress, Replica } from "./replica.ts";
+
+/** Who this node is, as admin calls check it. */
+export interface NodeIdentity {
+  readonly nodeId: string;
+  readonly clusterId: string;
+  readonly address: string;
+  readonly startedAtMs: number;
+}
+
+/** Options of {@linkcode nodeAdminService}. */
+export interface AdminServiceOptions {
+  readonly driver: Driver;
+  readonly identity: NodeIdentity;
+  /** The longest an admin call waits for its change to apply. */
+  readonly changeTimeoutMsMax: number;
+}
+
+const ROLE: Record<Role, ReplicaStatus_Role> = {
+  follower: ReplicaStatus_Role.FOLLOWER,
+  preCandidate: ReplicaStatus_Role.PRE_CANDIDATE,
+  candidate: ReplicaStatus_Role.CANDIDATE,
+  leader: ReplicaStatus_Role.LEADER,
+};
+
+/** The `NodeAdmin` service of a kvnode. */
+export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
+  const { driver, identity } = options;
+  const clusterCheck = (clusterId: string) =>
+    clusterId === identity.clusterId ? undefined : rpcFailure(
+      "failedPrecondition",
+      `Node "${identity.nodeId}" belongs to cluster "${identity.clusterId}", not "${clusterId}"`,
+    );
+  return bindService(NodeAdminService, {
+    CreateReplica: async (request) => {
+      const refused = clusterCheck(request.clusterId) ?? checkCreate(request);
+      if (refused !== undefined) return refused;
+      const peers = [...request.voters, ...request.learners].map(peerAddress);
+      const result = await driver.createReplica({
+        shardId: request.shardId,
+        peerId: request.peerId,
+        range: { lo: request.rangeLo, hi: request.rangeHi },
+        peers,
+        initialConfState: {
+          voters: request.voters.map((p) => p.peerId as PeerId),
+          learners: request.learners.map((p) => p.peerId as PeerId),
+          epoch: request.confEpoch as LogIndex,
+        },
+      });
+      return fromAdmin(result, (value) => ({ created: value.created }));
+    },
+    ChangeMembership: async (request) => {
+      const refused = clusterCheck(request.clusterId);
+      if (refused !== undefined) return refused;
+      const change = CHANGES[request.change];
+      if (change === undefined) {
+        return rpcFailure(
+          "invalidArgument",
+          `Field "change" is ${request.change}: expected 1 to 3`,
+        );
+      }
+      if (request.peer === undefined || request.peer.peerId === 0) {
+        return rpcFailure("invalidArgument", 'Field "peer" is missing or has peer_id 0');
+      }
+      const result = await driver.changeMembership({
+        shardId: request.shardId,
+        expectedConfEpoch: request.expectedConfEpoch,
+        change,
+        peer: peerAddress(request.peer),
+        timeoutMs: clampTimeout(request.timeoutMs, options.changeTimeoutMsMax),
+      });
+      return fromAdmin(result, (value) => ({ confEpoch: value.confEpoch }));
+    },
+    TransferLeader: async (request) => {
+      const refused = clusterCheck(request.clusterId);
+      if (refused !== undefined) return refused;
+      const result = await driver.transferLeader({
+        shardId: request.shardId,
+        expectedConfEpoch: request.expectedConfEpoch,
+        targetPeerId: request.targetPeerId,
+      });
+      return fromAdmin(result, () => ({}));
+    },
+    Status: async (request) => {
+      const replicas = await driver.inspect((all) =>
+        all.map((replica) => replicaStatus(replica, request.withDataHash))
+      );
+      const response: NodeStatusResponse = {
+        nodeId: identity.nodeId,
+        clusterId: identity.clusterId,
+        address: identity.address,
+        startedAtMs: identity.startedAtMs,
+        replicas,
+      };
+      return rpcOk(response);
+    },
+  });
+}
+
+const CHANGES: Record<number, "addLearner" | "promote" | "remove" | undefined> = {
+  [ChangeMembershipRequest_Change.ADD_LEARNER]: "addLearner",
+  [ChangeMembershipRequest_Change.PROMOTE]: "promote",
+  [ChangeMembershipRequest_Change.REMOVE]: "remove",
+};
+
+function checkCreate(request: {
+  shardId: number;
+  peerId: number;
+  rangeLo: number;
+  rangeHi: number;
+  voters: Peer[];
+  learners: Peer[];
+}): RpcResult<never> | undefined {
+  if (request.peerId === 0) return rpcFailure("invalidArgument", 'Field "peer_id" is 0');
+  const range = { lo: request.rangeLo, hi: request.rangeHi };
+  if (!isHashRange(range) || range.hi > HASH_SPACE) {
+    return rpcFailure(
+      "invalidArgument",
+      `Range [${range.lo}, ${range.hi}) is not a hash range: expected 0 <= lo < hi <= 2^32`,
+    );
+  }
+  const members = [...request.voters, ...request.learners];
+  if (request.voters.length === 0) return rpcFailure("invalidArgument", 'Field "voters" is empty');
+  if (!members.some((p) => p.peerId === request.peerId)) {
+    return rpcFailure(
+      "invalidArgument",
+      `Peer ${request.peerId} is not among the voters and learners it is created with`,
+    );
+  }
+  const bad = members.find((p) => p.peerId === 0 || p.nodeId === "" || p.address === "");
+  if (bad !== undefined) {
+    return rpcFailure("invalidArgument", `Peer ${bad.peerId} lacks a peer id, node id or address`);
+  }
+  return undefined;
+}
+
+function peerAddress(peer: Peer): PeerAddress {
+  return { peerId: peer.peerId, nodeId: peer.nodeId, address: peer.address };
+}
+
+function clampTimeout(timeoutMs: number, max: number): number {
+  return timeoutMs <= 0 ? max : Math.min(timeoutMs, max);
+}
+
+function fromAdmin<T, R>(result: AdminResult<T>, map: (value: T) => R): RpcResult<R> {
+  switch (result.kind) {
+    case "ok":
+      return rpcOk(map(result.value));
+    case "notFound":
+      return rpcFailure("failedPrecondition", result.message);
+    case "staleEpoch":
+      return rpcFailure("failedPrecondition", result.message);
+    case "notLeader": {
+      const hint = result.leader === undefined
+        ? " (no leader known)"
+        : ` (leader is "${result.leader.nodeId}" at ${result.leader.address})`;
+      return rpcFailure("unavailable", `${result.message}${hint}`);
+    }
+    case "invalid":
+      return rpcFailure("invalidArgument", result.message);
+    case "unavailable":
+      return rpcFailure("unavailable", result.message);
+    case "timeout":
+      return rpcFailure("deadlineExceeded", result.message);
+    default: {
+      const never: never = result;
+      throw new Error(`Unknown admin result ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+function replicaStatus(replica: Replica, withDataHash: boolean): ReplicaStatus {
+  const status = replica.node.status();
+  const { confState, applied } = replica.log.appliedState;
+  const toPeer = (peerId: number): Peer => {
+    const known = replica.peers.get(peerId);
+    return { peerId, nodeId: known?.nodeId ?? "", address: known?.address ?? "" };
+  };
+  const size = replica.machine.dataSize();
+  return {
+    shardId: replica.shardId,
+    peerId: replica.peerId,
+    role: confState.learners.includes(replica.peerId as PeerId)
+      ? ReplicaStatus_Role.LEARNER
+      : ROLE[status.role],
+    term: status.term,
+    commitIndex: status.commit,
+    appliedIndex: applied,
+    confEpoch: confState.epoch,
+    voters: confState.voters.map(toPeer),
+    learners: confState.learners.map(toPeer),
+    leaderPeerId: status.leader ?? 0,
+    rangeLo: replica.record.range.lo,
+    rangeHi: replica.record.range.hi,
+    logEntries: replica.log.entryCount,
+    logBytes: 0,
+    dataKeys: size.keys,
+    dataBytes: size.bytes,
+    dataHash: withDataHash ? replica.machine.dataHash() : "",
+    progress: status.peers.map((p) => ({ peerId: p.id, matchIndex: p.match })),
+  };
+}

@@ -1,0 +1,217 @@
+/**
+ * The kvnode's data path: the `KvNode.Batch` bidi stream (DESIGN.md "Gateway → kvnode data
+ * path"). Each incoming `BatchRequest` carries many items; each item is checked, handed to the
+ * driver, and answered on its own as soon as it is done. Answers that finish in the same event-loop
+ * turn leave together in one `BatchResponse`. A bad item gets its own failure; it never ends the
+ * stream.
+ *
+ * @module
+ */
+import type * as grpc from "@grpc/grpc-js";
+import {
+  type BatchRequest,
+  type BatchResponse,
+  type Command,
+  KvNodeService,
+  type RequestItem,
+  type ResponseItem,
+} from "@tinykv/proto/tinykv/v1";
+import { bindService, type ServiceBinding } from "@tinykv/rpc";
+import { validateKey, validateValue } from "@tinykv/shard";
+import type { DataOp, Driver, WallClock } from "./driver.ts";
+import { type ItemOutcome, toResponseItem } from "./outcome.ts";
+import { SCAN_LIMIT_MAX } from "./state_machine.ts";
+
+/** Options of {@linkcode kvNodeService}. */
+export interface DataServiceOptions {
+  readonly driver: Driver;
+  readonly clock: WallClock;
+  /** The wait for an item that names none. */
+  readonly requestTimeoutMsDefault: number;
+  /** The longest wait an item may ask for. */
+  readonly requestTimeoutMsMax: number;
+  /** The largest value accepted. */
+  readonly valueBytesMax: number;
+  /** Items of one stream being served at once; beyond it items get RESOURCE_EXHAUSTED. */
+  readonly streamItemsMax: number;
+  /** Bytes of answers per `BatchResponse` (kept well below the gRPC message limit). */
+  readonly responseBytesMax: number;
+}
+
+/** The `KvNode` service of a kvnode. */
+export function kvNodeService(options: DataServiceOptions): ServiceBinding {
+  return bindService(KvNodeService, {
+    Batch: (call) => serveStream(call, options),
+  });
+}
+
+type BatchCall = grpc.ServerDuplexStream<BatchRequest, BatchResponse>;
+
+function serveStream(call: BatchCall, options: DataServiceOptions): void {
+  let inFlight = 0;
+  let ended = false;
+  let closed = false;
+  let outgoing: ResponseItem[] = [];
+  let flushScheduled = false;
+
+  const flush = () => {
+    flushScheduled = false;
+    if (closed) return;
+    for (const batch of splitBySize(outgoing, options.responseBytesMax)) call.write(batch);
+    outgoing = [];
+    if (ended && inFlight === 0) {
+      closed = true;
+      call.end();
+    }
+  };
+  const answer = (item: ResponseItem) => {
+    outgoing.push(item);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setTimeout(flush, 0);
+    }
+  };
+
+  call.on("data", (request: BatchRequest) => {
+    for (const item of request.items) {
+      if (inFlight >= options.streamItemsMax) {
+        answer(toResponseItem(item.id, {
+          kind: "resourceExhausted",
+          message:
+            `Stream has ${inFlight} requests in flight: the limit is ${options.streamItemsMax}`,
+        }));
+        continue;
+      }
+      inFlight++;
+      serveItem(item, options).then((outcome) => {
+        inFlight--;
+        answer(toResponseItem(item.id, outcome));
+      });
+    }
+  });
+  call.on("end", () => {
+    ended = true;
+    if (inFlight === 0 && !flushScheduled) flush();
+  });
+  call.on("error", () => {
+    closed = true;
+  });
+  call.on("cancelled", () => {
+    closed = true;
+  });
+}
+
+/** Checks one item and serves it through the driver. Never rejects. */
+export async function serveItem(
+  item: RequestItem,
+  options: DataServiceOptions,
+): Promise<ItemOutcome> {
+  const decoded = decodeItem(item, options);
+  if (decoded.kind === "invalid") return decoded;
+  const timeoutMs = item.timeoutMs === 0
+    ? options.requestTimeoutMsDefault
+    : Math.min(item.timeoutMs, options.requestTimeoutMsMax);
+  try {
+    return await options.driver.submit({
+      shardId: item.shardId,
+      confEpoch: item.confEpoch,
+      op: decoded.op,
+      deadlineMs: options.clock.now() + timeoutMs,
+    });
+  } catch (error) {
+    return { kind: "internal", message: `Request ${item.id} failed: ${error}` };
+  }
+}
+
+type Decoded = { kind: "ok"; op: DataOp } | { kind: "invalid"; message: string };
+
+function decodeItem(item: RequestItem, options: DataServiceOptions): Decoded {
+  const present = [
+    item.get,
+    item.put,
+    item.delete,
+    item.append,
+    item.compareAndSwap,
+    item.scan,
+  ].filter((op) => op !== undefined).length;
+  if (present !== 1) {
+    return { kind: "invalid", message: `Request ${item.id} has ${present} operations: expected 1` };
+  }
+  if (item.scan !== undefined) {
+    const { limit } = item.scan;
+    if (limit < 1 || limit > SCAN_LIMIT_MAX) {
+      return {
+        kind: "invalid",
+        message: `Field "limit" is ${limit}: expected 1 to ${SCAN_LIMIT_MAX}`,
+      };
+    }
+    return { kind: "ok", op: { kind: "scan", request: item.scan } };
+  }
+  if (item.get !== undefined) {
+    const key = checkKey(item.get.key);
+    if (key !== undefined) return { kind: "invalid", message: key };
+    return {
+      kind: "ok",
+      op: { kind: "get", key: item.get.key, serializable: item.get.serializable },
+    };
+  }
+  const command: Command = {
+    stampMs: 0,
+    put: item.put,
+    delete: item.delete,
+    append: item.append,
+    compareAndSwap: item.compareAndSwap,
+  };
+  const request = item.put ?? item.delete ?? item.append ?? item.compareAndSwap;
+  const keyProblem = request === undefined ? "Request has no key" : checkKey(request.key);
+  if (keyProblem !== undefined) return { kind: "invalid", message: keyProblem };
+  for (const [field, value] of valuesOf(item)) {
+    const size = validateValue(value, { valueBytesMax: options.valueBytesMax });
+    if (size.kind !== "ok") {
+      return { kind: "invalid", message: `Field "${field}": ${size.message}` };
+    }
+  }
+  return { kind: "ok", op: { kind: "mutation", command } };
+}
+
+function checkKey(key: Uint8Array): string | undefined {
+  const size = validateKey(key);
+  return size.kind === "ok" ? undefined : size.message;
+}
+
+function valuesOf(item: RequestItem): Array<[string, Uint8Array]> {
+  if (item.put !== undefined) return [["value", item.put.value]];
+  if (item.append !== undefined) return [["value", item.append.value]];
+  if (item.compareAndSwap !== undefined) {
+    return [["expected", item.compareAndSwap.expected], ["value", item.compareAndSwap.value]];
+  }
+  return [];
+}
+
+/** Splits answers into responses of about `bytesMax` bytes each (at least one item each). */
+function splitBySize(items: ResponseItem[], bytesMax: number): BatchResponse[] {
+  const batches: BatchResponse[] = [];
+  let current: ResponseItem[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = approximateBytes(item);
+    if (current.length > 0 && bytes + size > bytesMax) {
+      batches.push({ items: current });
+      current = [];
+      bytes = 0;
+    }
+    current.push(item);
+    bytes += size;
+  }
+  if (current.length > 0) batches.push({ items: current });
+  return batches;
+}
+
+function approximateBytes(item: ResponseItem): number {
+  let bytes = 32 + (item.failure?.message.length ?? 0);
+  if (item.get !== undefined) bytes += item.get.value.length;
+  if (item.compareAndSwap !== undefined) bytes += item.compareAndSwap.current.length;
+  for (const kv of item.scan?.kvs ?? []) bytes += kv.key.length + kv.value.length + 8;
+  if (item.scan !== undefined) bytes += item.scan.next.length;
+  return bytes;
+}

@@ -1,0 +1,199 @@
+/**
+ * The kvnode process: wires the config, the LMDB store, the driver loop, the Raft transport, the
+ * gRPC services (data path, node admin, Raft transport) and the ZooKeeper registration together.
+ *
+ * Run: `deno run <permissions> services/kvnode/main.ts [--config FILE] [--section.key=value …]`.
+ * The data dir is `<storage.data_dir>/kvnode-<kvnode.port>`.
+ *
+ * @module
+ */
+import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { type Logger, openLogger } from "@tinykv/log";
+import { startGrpcServer } from "@tinykv/rpc";
+import { systemClock, Timer } from "@tinykv/timer";
+import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
+import { nodeAdminService } from "./admin_service.ts";
+import { kvNodeService } from "./data_service.ts";
+import { Driver } from "./driver.ts";
+import { nodeIdOf, resolveClusterId } from "./identity.ts";
+import { NodeStore } from "./node_store.ts";
+import { GrpcRaftTransport, raftTransportService } from "./transport.ts";
+
+/** Items one data stream may have in flight. */
+const STREAM_ITEMS_MAX = 16_384;
+/** How long admin calls may wait for a change to apply. */
+const CHANGE_TIMEOUT_MS_MAX = 60_000;
+
+async function main(args: string[]): Promise<number> {
+  const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
+  if (loaded.kind === "error") {
+    console.error(`kvnode: ${loaded.message}`);
+    return 2;
+  }
+  if (loaded.rest.length > 0) {
+    console.error(`kvnode: Unknown argument "${loaded.rest[0]}": expected --section.key=value`);
+    return 2;
+  }
+  const { config } = loaded;
+  const dataDir = `${config.storage.data_dir}/kvnode-${config.kvnode.port}`;
+  const log = openLogger({
+    dir: config.log.dir,
+    name: `kvnode-${config.kvnode.port}`,
+    level: config.log.level,
+    batchBytes: config.log.batch_bytes,
+    flushIntervalMs: config.log.flush_interval_ms,
+    bufferBytesMax: config.log.buffer_bytes_max,
+    overflow: config.log.overflow,
+    alsoStderr: config.log.stderr,
+  });
+  try {
+    return await run(config, dataDir, log);
+  } catch (error) {
+    log.error("kvnode failed", { error });
+    console.error(`kvnode: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  } finally {
+    await log.close();
+  }
+}
+
+async function run(config: Config, dataDir: string, log: Logger): Promise<number> {
+  const address = `${config.kvnode.host}:${config.kvnode.port}`;
+  const store = NodeStore.open({ dir: dataDir, mapBytes: config.storage.map_bytes });
+  const nodeId = await nodeIdOf(store);
+  const zk = await connectZooKeeper({
+    connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
+    root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
+    sessionTimeoutMs: config.zookeeper.session_timeout_ms,
+  });
+  const cluster = await resolveClusterId(store, zk, { dataDir });
+  if (cluster.kind === "mismatch") {
+    console.error(`kvnode: ${cluster.message}`);
+    await zk.close();
+    await store.close();
+    return 2;
+  }
+  const nodeLog = log.child({ node: nodeId });
+  const transport = new GrpcRaftTransport({
+    nodeId,
+    clusterId: cluster.clusterId,
+    maxMessageBytes: config.rpc_server.max_message_bytes,
+    log: nodeLog,
+    onSnapshotStatus: (shardId, to, ok) => driver.reportSnapshot(shardId, to, ok),
+  });
+  const driver = new Driver({
+    store,
+    nodeId,
+    tuning: {
+      electionTicks: config.raft.election_ticks,
+      heartbeatTicks: config.raft.heartbeat_ticks,
+      preVote: config.raft.pre_vote,
+      checkQuorum: config.raft.check_quorum,
+      inflightMessagesMax: config.raft.inflight_messages_max,
+      messageBytesMax: config.raft.message_bytes_max,
+      uncommittedBytesMax: config.raft.uncommitted_bytes_max,
+      snapshotEntries: config.raft.snapshot_entries,
+    },
+    outbound: transport,
+    clock: { now: () => Date.now() },
+    log: nodeLog,
+    seed: crypto.getRandomValues(new Uint32Array(1))[0],
+  });
+  const loadedReplicas = driver.load();
+  if (loadedReplicas.kind === "dataLoss") {
+    console.error(`kvnode: Cannot start: ${loadedReplicas.message}`);
+    nodeLog.error("Refusing to start: corrupt data", { detail: loadedReplicas.message });
+    await zk.close();
+    await store.close();
+    return 3;
+  }
+  const identity = { nodeId, clusterId: cluster.clusterId, address, startedAtMs: Date.now() };
+  const clock = { now: () => Date.now() };
+  const server = await startGrpcServer({
+    host: config.kvnode.host,
+    port: config.kvnode.port,
+    maxMessageBytes: config.rpc_server.max_message_bytes,
+    services: [
+      kvNodeService({
+        driver,
+        clock,
+        requestTimeoutMsDefault: config.gateway.request_timeout_ms,
+        requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
+        valueBytesMax: config.storage.value_bytes_max,
+        streamItemsMax: STREAM_ITEMS_MAX,
+        responseBytesMax: Math.floor(config.rpc_server.max_message_bytes / 2),
+      }),
+      nodeAdminService({ driver, identity, changeTimeoutMsMax: CHANGE_TIMEOUT_MS_MAX }),
+      raftTransportService({
+        clusterId: cluster.clusterId,
+        maxSnapshotBytes: config.storage.map_bytes,
+        onEnvelopes: (envelopes) => driver.receive(envelopes),
+        log: nodeLog,
+      }),
+    ],
+    onUnexpectedError: (error, method) => nodeLog.error("Handler failed", { method, error }),
+  });
+  driver.start();
+  const ticker = new Timer({
+    clock: systemClock,
+    mode: { kind: "fixed", periodMs: config.raft.tick_ms },
+    onFire: () => driver.tick(),
+  });
+  ticker.start();
+  await register(zk, nodeId, { address, startedAtMs: identity.startedAtMs });
+  nodeLog.info("kvnode serving", { address, replicas: loadedReplicas.replicas, dataDir });
+  console.log(
+    `kvnode ${nodeId} serving on ${address} (cluster ${cluster.clusterId}, ` +
+      `${loadedReplicas.replicas} replicas, data in ${dataDir})`,
+  );
+
+  const signal = await waitForSignal();
+  nodeLog.info("kvnode stopping", { signal });
+  ticker.stop();
+  await server.shutdown(2000);
+  await driver.stop();
+  await transport.close();
+  await zk.close();
+  await store.close();
+  console.log(`kvnode ${nodeId} stopped`);
+  return 0;
+}
+
+/** Registers the node under `nodes/<id>` (ephemeral; re-created after a session expiry). */
+async function register(
+  zk: ZooKeeperClient,
+  nodeId: string,
+  info: { address: string; startedAtMs: number },
+): Promise<void> {
+  await zk.mkdirp("/nodes");
+  const path = `/nodes/${nodeId}`;
+  const data = new TextEncoder().encode(JSON.stringify(info));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const created = await zk.createEphemeral(path, data);
+    if (created.kind === "ok") return;
+    if (created.kind !== "nodeExists") {
+      throw new Error(`Cannot register node "${nodeId}" in ZooKeeper: ${created.kind}`);
+    }
+    // A previous run of this node (same data dir) left its znode until its session expires.
+    await zk.delete(path);
+  }
+  throw new Error(`Cannot register node "${nodeId}": "${path}" exists and could not be replaced`);
+}
+
+function waitForSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+        resolve(signal);
+      };
+      Deno.addSignalListener(signal, handler);
+      return [signal, handler] as const;
+    });
+  });
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,312 @@
+/**
+ * A cluster of real kvnode processes for integration tests, bootstrapped directly through the
+ * node-admin API (no placement): shards over equal FNV-1a ranges, each replicated on every node.
+ * Requests go over the batched data stream to whichever node leads, following `not_leader` hints
+ * and retrying with the same `(client_id, seq)` until a deadline.
+ *
+ * @module
+ */
+import { KvNodeStream } from "@tinykv/client";
+import {
+  ChangeMembershipRequest_Change,
+  ItemFailure_Kind,
+  NodeAdminService,
+  type NodeStatusResponse,
+  type Peer,
+  type RequestItem,
+  type ResponseItem,
+} from "@tinykv/proto/tinykv/v1";
+import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
+import { keyHash, splitEvenly } from "@tinykv/shard";
+import { randomTestRoot, removeTestRoot, testZooKeeper, waitFor } from "@tinykv/zk/testing";
+import { freePort, ServiceProcess } from "./processes.ts";
+
+const MESSAGE_BYTES = 8 * 1024 * 1024;
+
+/** Options of {@linkcode KvNodeCluster.start}. */
+export interface KvNodeClusterOptions {
+  readonly nodes: number;
+  readonly shards: number;
+  /** Extra `--section.key=value` flags for every node. */
+  readonly flags?: readonly string[];
+}
+
+/** One kvnode process of the cluster. */
+export interface ClusterNode {
+  readonly index: number;
+  readonly port: number;
+  readonly address: string;
+  readonly process: ServiceProcess;
+  nodeId: string;
+  admin: GrpcClient<typeof NodeAdminService>;
+}
+
+/** Real kvnodes sharing one ZooKeeper cluster root. */
+export class KvNodeCluster {
+  readonly nodes: ClusterNode[] = [];
+  readonly dataDir: string;
+  readonly clusterName: string;
+  /** A random test root (`/tinykv-test/<hex>`) that holds this cluster's znodes. */
+  readonly zkRoot: string;
+  readonly zkConnect: string;
+  readonly shards: number;
+  clusterId = "";
+  readonly #streams = new Map<string, KvNodeStream>();
+  readonly #leaderHint = new Map<number, string>();
+
+  private constructor(dataDir: string, clusterName: string, zkConnect: string, shards: number) {
+    this.dataDir = dataDir;
+    this.clusterName = clusterName;
+    this.zkRoot = randomTestRoot();
+    this.zkConnect = zkConnect;
+    this.shards = shards;
+  }
+
+  /** Starts `nodes` kvnodes (not yet hosting anything). */
+  static async start(options: KvNodeClusterOptions): Promise<KvNodeCluster> {
+    const zk = await testZooKeeper();
+    const dataDir = await Deno.makeTempDir({ prefix: "tinykv-kvnodes-" });
+    const name = `t${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    const cluster = new KvNodeCluster(dataDir, name, zk.connectString, options.shards);
+    try {
+      for (let i = 0; i < options.nodes; i++) await cluster.addNode(options.flags ?? []);
+    } catch (error) {
+      await cluster.close();
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** Starts one more kvnode. */
+  async addNode(flags: readonly string[] = []): Promise<ClusterNode> {
+    const port = freePort();
+    const [host, zkPort] = this.zkConnect.split(":");
+    const process = new ServiceProcess(`kvnode ${this.nodes.length}`, "services/kvnode/main.ts", [
+      `--zookeeper.host=${host}`,
+      `--zookeeper.port=${zkPort}`,
+      `--zookeeper.root=${this.zkRoot}`,
+      `--zookeeper.cluster=${this.clusterName}`,
+      `--storage.data_dir=${this.dataDir}`,
+      `--log.dir=${this.dataDir}/logs`,
+      "--log.stderr=false",
+      `--kvnode.port=${port}`,
+      "--raft.tick_ms=50",
+      "--zookeeper.session_timeout_ms=4000",
+      ...flags,
+    ]);
+    const address = `127.0.0.1:${port}`;
+    const node: ClusterNode = {
+      index: this.nodes.length,
+      port,
+      address,
+      process,
+      nodeId: "",
+      admin: createGrpcClient(NodeAdminService, address, { maxMessageBytes: MESSAGE_BYTES }),
+    };
+    this.nodes.push(node);
+    await this.#startNode(node);
+    return node;
+  }
+
+  async #startNode(node: ClusterNode): Promise<void> {
+    await node.process.start(/kvnode (\S+) serving on/);
+    const match = /kvnode (\S+) serving on \S+ \(cluster (\S+),/.exec(node.process.output);
+    node.nodeId = match?.[1] ?? "";
+    this.clusterId = match?.[2] ?? "";
+  }
+
+  /** Restarts a stopped or killed node on its data. */
+  async restart(node: ClusterNode): Promise<void> {
+    await this.#startNode(node);
+  }
+
+  peer(node: ClusterNode, peerId: number): Peer {
+    return { peerId, nodeId: node.nodeId, address: node.address };
+  }
+
+  /** Creates every shard on `members` (default: the first three nodes). */
+  async bootstrap(members: ClusterNode[] = this.nodes.slice(0, 3)): Promise<void> {
+    const ranges = splitEvenly(this.shards);
+    for (let s = 0; s < this.shards; s++) {
+      const shardId = s + 1;
+      const voters = members.map((node, i) => this.peer(node, shardId * 100 + i));
+      for (const node of members) {
+        const result = await this.call(node, "CreateReplica", {
+          clusterId: this.clusterId,
+          shardId,
+          rangeLo: ranges[s].lo,
+          rangeHi: ranges[s].hi,
+          peerId: voters.find((p) => p.nodeId === node.nodeId)!.peerId,
+          voters,
+          learners: [],
+          confEpoch: 0,
+          join: false,
+        });
+        if (result.kind !== "ok") throw new Error(`CreateReplica failed: ${result.message}`);
+      }
+    }
+    await this.waitForLeaders();
+  }
+
+  /** Calls a node-admin method with a 10 s deadline. */
+  call<M extends "CreateReplica" | "ChangeMembership" | "TransferLeader" | "Status">(
+    node: ClusterNode,
+    method: M,
+    request: Parameters<ReturnType<typeof unaryCaller<typeof NodeAdminService, M>>>[0],
+  ): Promise<
+    RpcResult<
+      Awaited<ReturnType<ReturnType<typeof unaryCaller<typeof NodeAdminService, M>>>> extends
+        RpcResult<infer R> ? R : never
+    >
+  > {
+    // deno-lint-ignore no-explicit-any
+    return unaryCaller(node.admin, method)(request as any, { deadlineMs: 10_000 }) as any;
+  }
+
+  /** The status of every running node. */
+  async statuses(withDataHash = false): Promise<NodeStatusResponse[]> {
+    const out: NodeStatusResponse[] = [];
+    for (const node of this.nodes) {
+      if (!node.process.running) continue;
+      const result = await this.call(node, "Status", { withDataHash });
+      if (result.kind === "ok") out.push(result.response as NodeStatusResponse);
+    }
+    return out;
+  }
+
+  /** Waits until every shard has a leader among the running nodes. */
+  async waitForLeaders(timeoutMs = 30_000): Promise<void> {
+    let leaders = new Set<number>();
+    await waitFor(async () => {
+      leaders = new Set();
+      for (const status of await this.statuses()) {
+        for (const replica of status.replicas) if (replica.role === 4) leaders.add(replica.shardId);
+      }
+      return leaders.size === this.shards;
+    }, { timeoutMs, what: `leaders of ${this.shards} shards (have ${[...leaders].join(",")})` });
+  }
+
+  /** The shard owning `key`. */
+  shardOf(key: Uint8Array): number {
+    const hash = keyHash(key);
+    const ranges = splitEvenly(this.shards);
+    return ranges.findIndex((r) => r.lo <= hash && hash < r.hi) + 1;
+  }
+
+  #stream(address: string): KvNodeStream {
+    let stream = this.#streams.get(address);
+    if (stream === undefined) {
+      stream = new KvNodeStream(address, { maxMessageBytes: MESSAGE_BYTES });
+      this.#streams.set(address, stream);
+    }
+    return stream;
+  }
+
+  /**
+   * Sends `item` to the shard's leader, following hints and retrying (same item, so the same
+   * `(client_id, seq)`) on NOT_LEADER, UNAVAILABLE and UNKNOWN until `deadlineMs` passes. Returns
+   * the last answer.
+   */
+  async send(
+    shardId: number,
+    item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">,
+    deadlineMs = 20_000,
+  ): Promise<ResponseItem> {
+    const until = Date.now() + deadlineMs;
+    let attempt = 0;
+    let last: ResponseItem | undefined;
+    while (Date.now() < until) {
+      const running = this.nodes.filter((n) => n.process.running);
+      const hinted = this.#leaderHint.get(shardId);
+      const target = running.find((n) => n.address === hinted) ?? running[attempt % running.length];
+      attempt++;
+      last = await this.#stream(target.address).request({
+        ...item,
+        shardId,
+        confEpoch: 0,
+        timeoutMs: 2000,
+      });
+      const failure = last.failure;
+      if (failure === undefined) {
+        this.#leaderHint.set(shardId, target.address);
+        return last;
+      }
+      const retry = failure.kind === ItemFailure_Kind.NOT_LEADER ||
+        failure.kind === ItemFailure_Kind.UNAVAILABLE || failure.kind === ItemFailure_Kind.UNKNOWN;
+      if (!retry) return last;
+      if (failure.kind === ItemFailure_Kind.NOT_LEADER && failure.leaderAddress !== "") {
+        this.#leaderHint.set(shardId, failure.leaderAddress);
+      } else {
+        this.#leaderHint.delete(shardId);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      if (
+        failure.kind === ItemFailure_Kind.UNAVAILABLE || failure.kind === ItemFailure_Kind.UNKNOWN
+      ) {
+        // A broken stream is replaced on the next request.
+        if (/Stream to/.test(failure.message)) this.#dropStream(target.address);
+      }
+    }
+    return last ?? assertNever(`no attempt to shard ${shardId} within ${deadlineMs} ms`);
+  }
+
+  #dropStream(address: string): void {
+    this.#streams.get(address)?.close();
+    this.#streams.delete(address);
+  }
+
+  /** Proposes a membership change on the shard's leader, with the current epoch. */
+  async changeMembership(
+    shardId: number,
+    change: "addLearner" | "promote" | "remove",
+    peer: Peer,
+  ): Promise<RpcResult<unknown>> {
+    const codes = {
+      addLearner: ChangeMembershipRequest_Change.ADD_LEARNER,
+      promote: ChangeMembershipRequest_Change.PROMOTE,
+      remove: ChangeMembershipRequest_Change.REMOVE,
+    };
+    const leader = await this.leaderOf(shardId);
+    return await this.call(leader.node, "ChangeMembership", {
+      clusterId: this.clusterId,
+      shardId,
+      expectedConfEpoch: leader.confEpoch,
+      change: codes[change],
+      peer,
+      timeoutMs: 10_000,
+    });
+  }
+
+  /** The node leading `shardId` and the shard's conf epoch there. */
+  async leaderOf(shardId: number): Promise<{ node: ClusterNode; confEpoch: number }> {
+    let found: { node: ClusterNode; confEpoch: number } | undefined;
+    await waitFor(async () => {
+      for (const node of this.nodes.filter((n) => n.process.running)) {
+        const status = await this.call(node, "Status", { withDataHash: false });
+        if (status.kind !== "ok") continue;
+        const replica = (status.response as NodeStatusResponse).replicas.find((r) =>
+          r.shardId === shardId && r.role === 4
+        );
+        if (replica !== undefined) found = { node, confEpoch: replica.confEpoch };
+      }
+      return found !== undefined;
+    }, { timeoutMs: 20_000, what: `a leader of shard ${shardId}` });
+    return found!;
+  }
+
+  /** Stops every process, closes clients and removes data and the ZooKeeper root. */
+  async close(): Promise<void> {
+    for (const stream of this.#streams.values()) stream.close();
+    this.#streams.clear();
+    for (const node of this.nodes) {
+      node.admin.close();
+      await node.process.stop();
+    }
+    await removeTestRoot(this.zkConnect, this.zkRoot).catch(() => {});
+    await Deno.remove(this.dataDir, { recursive: true }).catch(() => {});
+  }
+}
+
+function assertNever(message: string): never {
+  throw new Error(message);
+}
