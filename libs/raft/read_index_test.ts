@@ -1,0 +1,156 @@
+/**
+ * Linearizable reads: ReadIndex rounds (thesis §6.4) shared by concurrent
+ * reads, confirmation by a heartbeat quorum, waiting for a commit in the
+ * leader's term, dropping reads on leadership loss, and opt-in lease reads.
+ */
+
+import assert from "node:assert/strict";
+import { Cluster } from "./testing.ts";
+import { MemoryStorage } from "./storage.ts";
+import { RawNode } from "./raw_node.ts";
+import { mulberry32 } from "./prng.ts";
+import { AssertionError } from "./_assert.ts";
+import type { NodeId } from "./types.ts";
+
+function cluster(seed: number, readMode: "safe" | "leaseBased" = "safe"): Cluster {
+  return new Cluster({ voters: 3, seed, node: { electionTicks: 10, readMode } });
+}
+
+Deno.test("readIndex(): concurrent reads share one heartbeat round", () => {
+  const c = cluster(201);
+  const write = c.one("w", 3)!;
+  const leader = c.leader()!;
+  c.sent.clear();
+  for (let k = 0; k < 100; k++) assert.deepEqual(c.raw(leader).readIndex(k), { kind: "ok" });
+  c.stabilize();
+  assert.equal(c.sentCount("heartbeat"), 2, "one round for all reads");
+  const states = c.node(leader).readStates;
+  assert.equal(states.length, 100);
+  for (const [k, s] of states.entries()) {
+    assert.deepEqual(s, { kind: "ready", requestId: k, index: write });
+  }
+});
+
+Deno.test("readIndex(): a leader cut off from the quorum never serves, then drops the reads", () => {
+  const c = cluster(202);
+  c.one("w", 3);
+  const leader = c.leader()!;
+  c.isolate(leader);
+  c.raw(leader).readIndex(1);
+  c.tick(5);
+  assert.deepEqual(c.node(leader).readStates, []);
+  // Meanwhile the majority elects a leader and commits a write the old one cannot see.
+  const others = c.ids.filter((id) => id !== leader);
+  c.tickUntil(() => others.some((id) => c.raw(id).status().role === "leader"), 100);
+  c.tick(20); // check-quorum deposes the old leader
+  assert.deepEqual(c.node(leader).readStates, [{ kind: "dropped", requestId: 1 }]);
+});
+
+Deno.test("readIndex(): a new leader answers only after committing an entry of its term", () => {
+  const c = cluster(203);
+  c.one("w", 3);
+  const leader1 = c.leader()!;
+  c.filter = (m) => m.type !== "appendResponse";
+  c.isolate(leader1);
+  const others = c.ids.filter((id) => id !== leader1);
+  const newLeader = () => others.find((id) => c.raw(id).status().role === "leader");
+  assert.ok(c.tickUntil(() => newLeader() !== undefined, 100));
+  const leader2 = newLeader()!;
+  c.raw(leader2).readIndex(7);
+  c.tick(2);
+  assert.deepEqual(c.node(leader2).readStates, []);
+  c.filter = undefined;
+  c.tick(2);
+  const [state] = c.node(leader2).readStates;
+  assert.equal(state.kind, "ready");
+  const status = c.raw(leader2).status();
+  assert.ok(state.kind === "ready" && state.index >= status.lastIndex - 1);
+});
+
+Deno.test("readIndex(): followers answer notLeader with the leader they know", () => {
+  const c = cluster(204);
+  c.one("w", 3);
+  const leader = c.leader()!;
+  const follower = c.ids.find((id) => id !== leader)!;
+  assert.deepEqual(c.raw(follower).readIndex(1), { kind: "notLeader", leader });
+});
+
+Deno.test("readIndex(): a read issued after a write sees an index at or past the write", () => {
+  const c = cluster(205);
+  for (let k = 0; k < 20; k++) {
+    const index = c.one(`w${k}`, 2)!;
+    const leader = c.leader()!;
+    c.raw(leader).readIndex(k);
+    c.stabilize();
+    const state = c.node(leader).readStates.at(-1)!;
+    assert.ok(state.kind === "ready" && state.index >= index);
+  }
+});
+
+Deno.test("lease-based reads answer without a heartbeat round and require check-quorum", () => {
+  const c = cluster(206, "leaseBased");
+  const index = c.one("w", 3)!;
+  const leader = c.leader()!;
+  c.sent.clear();
+  c.raw(leader).readIndex(1);
+  c.stabilize();
+  assert.equal(c.sentCount("heartbeat"), 0);
+  assert.deepEqual(c.node(leader).readStates, [{ kind: "ready", requestId: 1, index }]);
+  const id = 1 as NodeId;
+  assert.throws(
+    () =>
+      new RawNode({
+        id,
+        storage: new MemoryStorage({ voters: [id] }),
+        prng: mulberry32(1),
+        readMode: "leaseBased",
+        checkQuorum: false,
+      }),
+    AssertionError,
+  );
+});
+
+Deno.test("a single-voter group serves reads at once", () => {
+  const id = 1 as NodeId;
+  const storage = new MemoryStorage({ voters: [id] });
+  const node = new RawNode({ id, storage, prng: mulberry32(3) });
+  node.campaign();
+  node.readIndex(9);
+  const ready = node.ready();
+  assert.deepEqual(ready.readStates, [{ kind: "ready", requestId: 9, index: 1 }]);
+});
+
+Deno.test("readIndex() refuses reads beyond pendingReadsMax until a round completes", () => {
+  const c = new Cluster({ voters: 3, seed: 207, node: { electionTicks: 10, pendingReadsMax: 2 } });
+  c.one("w", 3);
+  const leader = c.raw(c.leader()!);
+  assert.deepEqual(leader.readIndex(1), { kind: "ok" });
+  assert.deepEqual(leader.readIndex(2), { kind: "ok" });
+  assert.deepEqual(leader.readIndex(3), { kind: "overloaded", pendingReads: 2 });
+  c.stabilize();
+  assert.deepEqual(leader.readIndex(3), { kind: "ok" });
+});
+
+Deno.test("lease reads fall back to a heartbeat round once the lease lapses or a transfer began", () => {
+  const c = cluster(208, "leaseBased");
+  c.one("w", 3);
+  const leader = c.leader()!;
+  c.isolate(leader);
+  c.tick(9); // acknowledgements are now 9 ticks old: no lease with electionTicks 10
+  if (c.raw(leader).status().role === "leader") {
+    c.raw(leader).readIndex(1);
+    c.stabilize();
+    assert.deepEqual(c.node(leader).readStates, [], "a stale lease served a read");
+  }
+  const d = cluster(209, "leaseBased");
+  d.one("w", 3);
+  const leader2 = d.leader()!;
+  const target = d.ids.find((id) => id !== leader2)!;
+  d.filter = (m) => m.type !== "timeoutNow" && m.type !== "append";
+  d.raw(leader2).transferLeader(target);
+  d.stabilize();
+  d.raw(leader2).readIndex(2);
+  assert.deepEqual(d.node(leader2).readStates, []);
+  d.stabilize();
+  assert.equal(d.node(leader2).readStates.length, 1, "served after a heartbeat round");
+});

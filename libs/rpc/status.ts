@@ -1,0 +1,207 @@
+/**
+ * The product's one status table (DESIGN.md "Status codes") as types and functions: service code
+ * returns an {@linkcode RpcResult}; {@linkcode failureToStatus} turns a failure into a grpc-js
+ * status for the wire, and {@linkcode failureFromError} turns what a grpc-js client receives back
+ * into a typed failure that says whether the request may have been applied and how to retry.
+ *
+ * The rule that matters most: `unavailable` means definitely not applied, `deadlineExceeded`
+ * means the outcome is unknown. Both may be retried with the same `(client_id, seq)`, which the
+ * state machine deduplicates. A compare-and-swap that does not match is not a failure at all.
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import { assert } from "./_assert.ts";
+
+/** Every kind of failure an RPC may end with, one per row of the status table. */
+export type RpcFailureKind =
+  | "invalidArgument"
+  | "unavailable"
+  | "deadlineExceeded"
+  | "failedPrecondition"
+  | "resourceExhausted"
+  | "dataLoss"
+  | "internal"
+  | "cancelled";
+
+/**
+ * A failed RPC. `message` follows the product's error style (sentence case, no trailing period,
+ * the quoted value and then the current state), e.g.
+ * `Key has 5000 bytes: the maximum is 4096 (KEY_BYTES_MAX)`.
+ */
+export type RpcFailure =
+  /** Rejected before anything was proposed; the message names the field and the limit. */
+  | { kind: "invalidArgument"; message: string }
+  /** Definitely not applied (no leader found, never proposed). */
+  | { kind: "unavailable"; message: string }
+  /** Outcome unknown: proposed, but no answer in time. */
+  | { kind: "deadlineExceeded"; message: string }
+  /** The client's session expired: its old seqs can no longer be deduplicated. */
+  | { kind: "failedPrecondition"; message: string }
+  /** A bound was hit (too many pending proposals, message too large). */
+  | { kind: "resourceExhausted"; message: string }
+  /** A checksum failed. */
+  | { kind: "dataLoss"; message: string }
+  /** A broken invariant: a bug. */
+  | { kind: "internal"; message: string }
+  /** The caller cancelled the call; the outcome is unknown. */
+  | { kind: "cancelled"; message: string };
+
+/** The outcome of an RPC handler or call: the response, or a typed failure. */
+export type RpcResult<T> = { kind: "ok"; response: T } | RpcFailure;
+
+/** Whether a failed request may have taken effect. */
+export type RpcOutcome = "notApplied" | "unknown";
+
+/**
+ * What a caller should do after a failure. A retry always reuses the same `(client_id, seq)`, so
+ * the server answers a duplicate with the original result instead of applying it twice.
+ *
+ * - `now`: retry at once (another gateway, a refreshed shard map), within the caller's deadline.
+ * - `later`: retry after a back-off.
+ * - `newSession`: the session is gone; start a new `client_id` and decide again.
+ * - `never`: retrying cannot help.
+ */
+export type RpcRetry = "now" | "later" | "newSession" | "never";
+
+/** One row of the status table. */
+export interface StatusRow {
+  /** The gRPC status code on the wire. */
+  readonly code: grpc.status;
+  /** Whether the request may have taken effect. */
+  readonly outcome: RpcOutcome;
+  /** What the caller should do. */
+  readonly retry: RpcRetry;
+}
+
+/**
+ * The status table of DESIGN.md, one row per failure kind. Published codes are never renumbered.
+ *
+ * `resourceExhausted` and `internal` report an unknown outcome because grpc-js itself reports
+ * them when a *response* is too large or unparsable, after the request was applied.
+ *
+ * `unavailable` is "not applied" as TinyKV servers use it (never proposed). A client should know
+ * that grpc-js also reports UNAVAILABLE when a connection breaks after the request left; the
+ * advice (retry with the same `(client_id, seq)`) is safe in both cases, which is why only the
+ * retry column, not the outcome column, should drive a client's retries.
+ */
+export const STATUS_TABLE: Readonly<Record<RpcFailureKind, StatusRow>> = {
+  invalidArgument: { code: grpc.status.INVALID_ARGUMENT, outcome: "notApplied", retry: "never" },
+  unavailable: { code: grpc.status.UNAVAILABLE, outcome: "notApplied", retry: "now" },
+  deadlineExceeded: { code: grpc.status.DEADLINE_EXCEEDED, outcome: "unknown", retry: "now" },
+  failedPrecondition: {
+    code: grpc.status.FAILED_PRECONDITION,
+    outcome: "notApplied",
+    retry: "newSession",
+  },
+  resourceExhausted: { code: grpc.status.RESOURCE_EXHAUSTED, outcome: "unknown", retry: "later" },
+  dataLoss: { code: grpc.status.DATA_LOSS, outcome: "unknown", retry: "never" },
+  internal: { code: grpc.status.INTERNAL, outcome: "unknown", retry: "never" },
+  cancelled: { code: grpc.status.CANCELLED, outcome: "unknown", retry: "now" },
+};
+
+const KIND_BY_CODE: ReadonlyMap<grpc.status, RpcFailureKind> = new Map(
+  Object.entries(STATUS_TABLE).map(([kind, row]) => [row.code, kind as RpcFailureKind]),
+);
+
+/** Returns a successful result. */
+export function rpcOk<T>(response: T): RpcResult<T> {
+  return { kind: "ok", response };
+}
+
+/** Returns a failure of `kind` with `message`. */
+export function rpcFailure(kind: RpcFailureKind, message: string): RpcFailure {
+  return { kind, message } as RpcFailure;
+}
+
+/** A gRPC status as grpc-js sends and receives it. */
+export interface GrpcStatus {
+  /** The status code. */
+  code: grpc.status;
+  /** The status message. */
+  details: string;
+}
+
+/**
+ * Maps a failure to the gRPC status that carries it on the wire.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import * as grpc from "@grpc/grpc-js";
+ * import { failureToStatus } from "./status.ts";
+ *
+ * const status = failureToStatus({ kind: "unavailable", message: "No leader for shard 3" });
+ * assert.equal(status.code, grpc.status.UNAVAILABLE);
+ * ```
+ */
+export function failureToStatus(failure: RpcFailure): GrpcStatus {
+  return { code: STATUS_TABLE[failure.kind].code, details: failure.message };
+}
+
+/**
+ * Maps a received gRPC status back to a failure. Codes outside the table (UNKNOWN, NOT_FOUND,
+ * UNIMPLEMENTED, …) never come from TinyKV handlers; they become `internal` with the code's name
+ * in front of the message, so they are not retried blindly.
+ */
+export function failureFromStatus(status: GrpcStatus): RpcFailure {
+  assert(status.code !== grpc.status.OK, "failureFromStatus() was given status OK");
+  const kind = KIND_BY_CODE.get(status.code);
+  if (kind !== undefined) return rpcFailure(kind, status.details);
+  const name = grpc.status[status.code] ?? `code ${status.code}`;
+  return rpcFailure("internal", `${name}: ${status.details}`);
+}
+
+/**
+ * Maps anything a grpc-js call rejected with (normally a `ServiceError`) to a failure. A value
+ * without a numeric `code` becomes `internal`.
+ */
+export function failureFromError(error: unknown): RpcFailure {
+  if (typeof error === "object" && error !== null && "code" in error) {
+    const { code } = error;
+    if (typeof code === "number" && code !== grpc.status.OK) {
+      const details = "details" in error && typeof error.details === "string"
+        ? error.details
+        : error instanceof Error
+        ? error.message
+        : "";
+      return failureFromStatus({ code, details });
+    }
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return rpcFailure("internal", `Unexpected error: ${message}`);
+}
+
+/** Whether a request that ended with `failure` may have taken effect. */
+export function outcomeOf(failure: RpcFailure): RpcOutcome {
+  return STATUS_TABLE[failure.kind].outcome;
+}
+
+/** What a caller should do after `failure`. */
+export function retryOf(failure: RpcFailure): RpcRetry {
+  return STATUS_TABLE[failure.kind].retry;
+}
+
+/**
+ * An exception carrying a failure, for code deep inside a handler where returning a result is
+ * awkward. A handler wrapped by `unaryHandler` maps it like a returned failure; any other thrown
+ * value becomes `internal`.
+ */
+export class RpcError extends Error {
+  /** The failure this error carries. */
+  readonly failure: RpcFailure;
+
+  /** Creates an error carrying `failure`. */
+  constructor(failure: RpcFailure) {
+    super(failure.message);
+    this.name = "RpcError";
+    this.failure = failure;
+  }
+}
+
+/** A grpc-js server error (an `Error` with `code` and `details`) for `failure`. */
+export function toServerError(failure: RpcFailure): grpc.ServerErrorResponse {
+  const { code, details } = failureToStatus(failure);
+  return Object.assign(new Error(details), { code, details });
+}

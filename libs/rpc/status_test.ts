@@ -1,0 +1,90 @@
+/**
+ * Checks the status table both ways, row by row: a typed failure maps to the gRPC code of
+ * DESIGN.md "Status codes" and back to the same failure, with the documented outcome and retry
+ * advice; codes outside the table become `internal`.
+ */
+
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import {
+  failureFromError,
+  failureFromStatus,
+  failureToStatus,
+  outcomeOf,
+  retryOf,
+  RpcError,
+  rpcFailure,
+  type RpcFailureKind,
+  type RpcOutcome,
+  type RpcRetry,
+  STATUS_TABLE,
+  toServerError,
+} from "./mod.ts";
+
+const TABLE: readonly [RpcFailureKind, grpc.status, RpcOutcome, RpcRetry][] = [
+  ["invalidArgument", grpc.status.INVALID_ARGUMENT, "notApplied", "never"],
+  ["unavailable", grpc.status.UNAVAILABLE, "notApplied", "now"],
+  ["deadlineExceeded", grpc.status.DEADLINE_EXCEEDED, "unknown", "now"],
+  ["failedPrecondition", grpc.status.FAILED_PRECONDITION, "notApplied", "newSession"],
+  ["resourceExhausted", grpc.status.RESOURCE_EXHAUSTED, "unknown", "later"],
+  ["dataLoss", grpc.status.DATA_LOSS, "unknown", "never"],
+  ["internal", grpc.status.INTERNAL, "unknown", "never"],
+  ["cancelled", grpc.status.CANCELLED, "unknown", "now"],
+];
+
+Deno.test("STATUS_TABLE has exactly the rows of DESIGN.md", () => {
+  assert.deepStrictEqual(Object.keys(STATUS_TABLE).sort(), TABLE.map(([kind]) => kind).sort());
+});
+
+for (const [kind, code, outcome, retry] of TABLE) {
+  Deno.test(`${kind} maps to ${grpc.status[code]} and back`, () => {
+    const failure = rpcFailure(kind, `Injected "${kind}"`);
+    assert.deepStrictEqual(failureToStatus(failure), { code, details: `Injected "${kind}"` });
+    assert.deepStrictEqual(failureFromStatus({ code, details: `Injected "${kind}"` }), failure);
+    const serverError = toServerError(failure);
+    assert.equal(serverError.code, code);
+    assert.deepStrictEqual(failureFromError(serverError), failure);
+    assert.equal(outcomeOf(failure), outcome);
+    assert.equal(retryOf(failure), retry);
+  });
+}
+
+Deno.test("failureFromStatus() maps codes outside the table to internal, naming the code", () => {
+  const outside = [
+    grpc.status.UNKNOWN,
+    grpc.status.NOT_FOUND,
+    grpc.status.ALREADY_EXISTS,
+    grpc.status.PERMISSION_DENIED,
+    grpc.status.ABORTED,
+    grpc.status.OUT_OF_RANGE,
+    grpc.status.UNIMPLEMENTED,
+    grpc.status.UNAUTHENTICATED,
+  ];
+  for (const code of outside) {
+    assert.deepStrictEqual(
+      failureFromStatus({ code, details: "x" }),
+      rpcFailure("internal", `${grpc.status[code]}: x`),
+    );
+  }
+});
+
+Deno.test("failureFromStatus() refuses status OK: it is not a failure", () => {
+  assert.throws(() => failureFromStatus({ code: grpc.status.OK, details: "" }), /status OK/);
+});
+
+Deno.test("failureFromError() maps values without a code to internal", () => {
+  assert.deepStrictEqual(
+    failureFromError(new Error("boom")),
+    rpcFailure("internal", "Unexpected error: boom"),
+  );
+  assert.deepStrictEqual(
+    failureFromError("boom"),
+    rpcFailure("internal", "Unexpected error: boom"),
+  );
+});
+
+Deno.test("RpcError carries its failure", () => {
+  const error = new RpcError(rpcFailure("dataLoss", "Checksum of entry 7 failed"));
+  assert.equal(error.message, "Checksum of entry 7 failed");
+  assert.equal(error.failure.kind, "dataLoss");
+});
