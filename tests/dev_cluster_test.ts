@@ -1,20 +1,18 @@
 // Checks `tools/dev.ts`, the program behind `deno task dev`, as a user runs it: it starts the real
-// ZooKeeper on the configured port with its data under the data dir, Ctrl-C (SIGINT) stops it and
-// leaves no process behind, and a second start finds the data of the first. Bad config stops it
-// before anything starts. Waits are bounded polls, never fixed sleeps.
+// ZooKeeper and three kvnodes, bootstraps the shards once, and serves writes; Ctrl-C (SIGINT) stops
+// every process it started; a second start finds the data of the first and does not bootstrap
+// again. Bad config stops it before anything starts. Waits are bounded polls, never fixed sleeps.
 import assert from "node:assert/strict";
-import { connectZooKeeper } from "@tinykv/zk";
+import { KvNodeStream } from "@tinykv/client";
+import { NodeAdminService } from "@tinykv/proto/tinykv/v1";
+import { createGrpcClient, unaryCaller } from "@tinykv/rpc";
+import { keyHash, splitEvenly } from "@tinykv/shard";
 import { waitFor } from "@tinykv/zk/testing";
+import { freePort } from "./_harness/processes.ts";
 
 const DEV_SCRIPT = new URL("../tools/dev.ts", import.meta.url).pathname;
 const REPO_ROOT = new URL("..", import.meta.url).pathname;
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+const SHARDS = 4;
 
 interface DevProcess {
   readonly child: Deno.ChildProcess;
@@ -55,52 +53,120 @@ function processAlive(pid: number): boolean {
   }
 }
 
-interface RunningDev {
-  readonly dev: DevProcess;
-  readonly zkPid: number;
+/** Three consecutive free ports (checked when asked). */
+function freePortRun(): number {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    try {
+      const listeners = [0, 1, 2].map((i) =>
+        Deno.listen({ hostname: "127.0.0.1", port: base + i })
+      );
+      for (const listener of listeners) listener.close();
+      return base;
+    } catch {
+      // Taken: try another run.
+    }
+  }
+  throw new Error("Cannot find three consecutive free ports");
 }
 
-async function runUntilServing(dataDir: string, port: number): Promise<RunningDev> {
-  const dev = startDev([`--storage.data_dir=${dataDir}`, `--zookeeper.port=${port}`]);
-  const serving = /ZooKeeper serves on .* \(pid (\d+)\)/;
+interface RunningDev {
+  readonly dev: DevProcess;
+  readonly pids: number[];
+}
+
+async function runUntilServing(args: string[]): Promise<RunningDev> {
+  const dev = startDev(args);
   try {
-    await waitFor(() => serving.test(dev.output()), {
-      timeoutMs: 30_000,
-      what: "the dev cluster to report ZooKeeper serving",
+    await waitFor(() => /dev: cluster serves/.test(dev.output()), {
+      timeoutMs: 90_000,
+      what: "the dev cluster to serve",
     });
   } catch (error) {
-    dev.child.kill("SIGKILL");
+    dev.child.kill("SIGINT");
     await dev.done;
     throw new Error(`${error}\ndev printed:\n${dev.output()}`);
   }
-  return { dev, zkPid: Number(serving.exec(dev.output())?.[1]) };
+  const pids = [...dev.output().matchAll(/[(,] ?pid (\d+)\)/g)].map((m) => Number(m[1]));
+  return { dev, pids };
 }
 
-async function stopDev({ dev, zkPid }: RunningDev): Promise<void> {
+async function stopDev({ dev, pids }: RunningDev): Promise<void> {
   dev.child.kill("SIGINT");
   const status = await dev.child.status;
   await dev.done;
   assert.equal(status.code, 0, `dev exited with ${status.code}:\n${dev.output()}`);
   assert.match(dev.output(), /dev: stopped; data kept in/);
-  await waitFor(() => !processAlive(zkPid), { timeoutMs: 10_000, what: "ZooKeeper to exit" });
+  await waitFor(() => pids.every((pid) => !processAlive(pid)), {
+    timeoutMs: 15_000,
+    what: `every process of the dev cluster to exit (${pids.join(", ")})`,
+  });
 }
 
-Deno.test("deno task dev serves ZooKeeper, stops on SIGINT and keeps data across restarts", async () => {
+async function leaderAddress(base: number, shardId: number): Promise<string> {
+  let found = "";
+  await waitFor(async () => {
+    for (let i = 0; i < 3; i++) {
+      const address = `127.0.0.1:${base + i}`;
+      const admin = createGrpcClient(NodeAdminService, address, { maxMessageBytes: 8 << 20 });
+      const status = await unaryCaller(admin, "Status")({ withDataHash: false }, {
+        deadlineMs: 2000,
+      });
+      admin.close();
+      if (status.kind !== "ok") continue;
+      if (status.response.replicas.some((r) => r.shardId === shardId && r.role === 4)) {
+        found = address;
+      }
+    }
+    return found !== "";
+  }, { timeoutMs: 20_000, what: `a leader of shard ${shardId}` });
+  return found;
+}
+
+Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "tinykv-dev-test-" });
-  const port = freePort();
+  const base = freePortRun();
+  const args = [
+    `--storage.data_dir=${dataDir}`,
+    `--log.dir=${dataDir}/logs`,
+    `--zookeeper.port=${freePort()}`,
+    `--kvnode.port=${base}`,
+    `--sharding.num_shards=${SHARDS}`,
+    "--raft.tick_ms=50",
+  ];
+  const key = new TextEncoder().encode("kept across restarts");
+  const shardId =
+    splitEvenly(SHARDS).findIndex((r) => r.lo <= keyHash(key) && keyHash(key) < r.hi) + 1;
   try {
-    const first = await runUntilServing(dataDir, port);
-    const client = await connectZooKeeper({ connectString: `127.0.0.1:${port}`, root: "/tinykv" });
-    const created = await client.create("/kept", new TextEncoder().encode("across restarts"));
-    assert.equal(created.kind, "ok");
-    await client.close();
+    const first = await runUntilServing(args);
+    assert.match(first.dev.output(), new RegExp(`bootstrapping ${SHARDS} shards`));
+    assert.equal(first.pids.length, 4, "ZooKeeper and three kvnodes report their pids");
+    const stream = new KvNodeStream(await leaderAddress(base, shardId), {
+      maxMessageBytes: 8 << 20,
+    });
+    const put = await stream.request({
+      shardId,
+      confEpoch: 0,
+      timeoutMs: 5000,
+      put: { key, value: key, clientId: "", seq: 0, ackSeq: 0 },
+    });
+    stream.close();
+    assert.equal(put.failure, undefined, JSON.stringify(put.failure));
     await stopDev(first);
 
-    const second = await runUntilServing(dataDir, port);
-    const again = await connectZooKeeper({ connectString: `127.0.0.1:${port}`, root: "/tinykv" });
-    const node = await again.get("/kept");
-    await again.close();
-    assert.equal(new TextDecoder().decode(node?.data), "across restarts");
+    const second = await runUntilServing(args);
+    assert.match(second.dev.output(), /already host their shards: nothing to bootstrap/);
+    const again = new KvNodeStream(await leaderAddress(base, shardId), {
+      maxMessageBytes: 8 << 20,
+    });
+    const got = await again.request({
+      shardId,
+      confEpoch: 0,
+      timeoutMs: 5000,
+      get: { key, serializable: false },
+    });
+    again.close();
+    assert.equal(got.get?.found, true, JSON.stringify(got));
     await stopDev(second);
   } finally {
     await Deno.remove(dataDir, { recursive: true });

@@ -1,16 +1,42 @@
 /**
- * `deno task dev`: the local dev cluster. Today it runs the real ZooKeeper on the configured port
- * (2181 by default) with its data under `./data/zk`, so that data survives restarts; the TinyKV
- * services join it as their issues land. Ctrl-C stops everything it started.
+ * `deno task dev`: the local dev cluster. It runs the real ZooKeeper (data in `<data_dir>/zk`) and
+ * three kvnodes on `kvnode.port`, `+1`, `+2` (7901–7903; data in `<data_dir>/kvnode-<port>`). On the
+ * first start it creates `sharding.num_shards` shards, each replicated on the three kvnodes,
+ * through the node-admin API (placement takes this over when it lands). Everything is kept across
+ * restarts; Ctrl-C stops every process it started.
  *
  * Flags: `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
  *
  * @module
  */
-import { loadConfigFromArgs } from "@tinykv/config";
+import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { NodeAdminService, type NodeStatusResponse, type Peer } from "@tinykv/proto/tinykv/v1";
+import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
+import { splitEvenly } from "@tinykv/shard";
 import { startZooKeeper } from "@tinykv/zk/server";
 
-const DATA_ZK = "zk";
+const KVNODES = 3;
+const KVNODE_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env",
+  "--allow-sys",
+  "--allow-ffi",
+];
+const START_TIMEOUT_MS = 60_000;
+const LEADER_ROLE = 4;
+
+interface Child {
+  readonly name: string;
+  readonly process: Deno.ChildProcess;
+  readonly exited: Promise<Deno.CommandStatus>;
+  output: string;
+}
+
+function say(line: string): void {
+  console.log(`dev: ${line}`);
+}
 
 async function main(args: string[]): Promise<number> {
   const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
@@ -25,23 +51,18 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   const { config } = loaded;
-  const dataDir = `${config.storage.data_dir}/${DATA_ZK}`;
-  await Deno.mkdir(dataDir, { recursive: true });
+  const zkDir = `${config.storage.data_dir}/zk`;
+  await Deno.mkdir(zkDir, { recursive: true });
+  await Deno.mkdir(config.log.dir, { recursive: true });
 
-  console.log(
-    `dev: starting ZooKeeper on ${config.zookeeper.host}:${config.zookeeper.port} (data in ${dataDir})`,
-  );
+  say(`starting ZooKeeper on ${config.zookeeper.host}:${config.zookeeper.port} (data in ${zkDir})`);
   const zk = await startZooKeeper({
-    dataDir,
+    dataDir: zkDir,
     host: config.zookeeper.host,
     port: config.zookeeper.port,
   });
-  console.log(`dev: ZooKeeper serves on ${zk.connectString} (pid ${zk.pid})`);
-  console.log(
-    "dev: this cluster runs ZooKeeper only so far; placement, kvnodes and the gateway are not built yet",
-  );
-  console.log("dev: press Ctrl-C to stop");
-
+  say(`ZooKeeper serves on ${zk.connectString} (pid ${zk.pid})`);
+  const children: Child[] = [];
   const stopped = Promise.withResolvers<string>();
   const onSignal = (name: string) => () => stopped.resolve(name);
   const signals: Array<[Deno.Signal, () => void]> = [
@@ -49,13 +70,217 @@ async function main(args: string[]): Promise<number> {
     ["SIGTERM", onSignal("SIGTERM")],
   ];
   for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
-  const exited = zk.exited.then(() => "ZooKeeper exited");
-  const reason = await Promise.race([stopped.promise, exited]);
-  console.log(`\ndev: stopping (${reason})`);
-  await zk.stop();
-  for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
-  console.log("dev: stopped; data kept in", config.storage.data_dir);
-  return reason === "ZooKeeper exited" ? 1 : 0;
+  let code = 0;
+  try {
+    const started = startKvNodes(config, args, children);
+    const outcome = await Promise.race([
+      started.then(() => "started"),
+      stopped.promise,
+      zk.exited.then(() => "ZooKeeper exited"),
+    ]);
+    if (outcome === "started") {
+      await bootstrapIfNew(config);
+      await printStatus(config);
+      say("press Ctrl-C to stop (data is kept)");
+      const reason = await Promise.race([
+        stopped.promise,
+        zk.exited.then(() => "ZooKeeper exited"),
+        ...children.map((c) => c.exited.then((s) => `${c.name} exited with code ${s.code}`)),
+      ]);
+      say(`stopping (${reason})`);
+      if (reason !== "SIGINT" && reason !== "SIGTERM") code = 1;
+    } else {
+      say(`stopping (${outcome})`);
+      if (outcome !== "SIGINT" && outcome !== "SIGTERM") code = 1;
+    }
+  } catch (error) {
+    console.error(`dev: ${error instanceof Error ? error.message : String(error)}`);
+    for (const child of children) console.error(`--- ${child.name}:\n${child.output.slice(-2000)}`);
+    code = 1;
+  } finally {
+    await stopChildren(children);
+    await zk.stop();
+    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+  }
+  say(`stopped; data kept in ${config.storage.data_dir}`);
+  return code;
+}
+
+function kvnodePort(config: Config, index: number): number {
+  return config.kvnode.port + index;
+}
+
+/** Starts the kvnodes and waits until each serves. */
+async function startKvNodes(config: Config, args: string[], children: Child[]): Promise<void> {
+  const script = new URL("../services/kvnode/main.ts", import.meta.url).pathname;
+  const waits: Promise<void>[] = [];
+  for (let i = 0; i < KVNODES; i++) {
+    const port = kvnodePort(config, i);
+    const process = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...KVNODE_PERMISSIONS,
+        script,
+        ...args,
+        `--kvnode.port=${port}`,
+        "--log.stderr=false",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const child: Child = { name: `kvnode :${port}`, process, exited: process.status, output: "" };
+    children.push(child);
+    const decoder = new TextDecoder();
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) child.output += decoder.decode(chunk, { stream: true });
+    };
+    pump(process.stdout);
+    pump(process.stderr);
+    waits.push(
+      waitForOutput(child, /serving on/, START_TIMEOUT_MS).then(() => {
+        say(
+          child.output.trim().split("\n").find((l) => /serving on/.test(l)) ??
+            `${child.name} serves`,
+        );
+      }),
+    );
+  }
+  await Promise.all(waits);
+}
+
+async function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): Promise<void> {
+  let exited = false;
+  child.exited.then(() => (exited = true));
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(child.output)) {
+    if (exited) throw new Error(`${child.name} exited while starting:\n${child.output}`);
+    if (Date.now() > deadline) {
+      throw new Error(`${child.name} did not start within ${timeoutMs} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function adminClients(
+  config: Config,
+): Array<{ address: string; admin: GrpcClient<typeof NodeAdminService> }> {
+  return Array.from({ length: KVNODES }, (_, i) => {
+    const address = `${config.kvnode.host}:${kvnodePort(config, i)}`;
+    const admin = createGrpcClient(NodeAdminService, address, {
+      maxMessageBytes: config.rpc_server.max_message_bytes,
+    });
+    return { address, admin };
+  });
+}
+
+async function statusOf(admin: GrpcClient<typeof NodeAdminService>): Promise<NodeStatusResponse> {
+  const result = await unaryCaller(admin, "Status")({ withDataHash: false }, { deadlineMs: 5000 });
+  if (result.kind !== "ok") throw new Error(`Cannot read a kvnode's status: ${result.message}`);
+  return result.response;
+}
+
+/** Creates the shards on the three kvnodes when none hosts anything yet. */
+async function bootstrapIfNew(config: Config): Promise<void> {
+  const nodes = adminClients(config);
+  try {
+    const statuses = await Promise.all(nodes.map((n) => statusOf(n.admin)));
+    if (statuses.some((s) => s.replicas.length > 0)) {
+      say("kvnodes already host their shards: nothing to bootstrap");
+      return;
+    }
+    const shards = config.sharding.num_shards;
+    say(`bootstrapping ${shards} shards, each replicated on the ${KVNODES} kvnodes`);
+    const ranges = splitEvenly(shards);
+    for (let s = 0; s < shards; s++) {
+      const shardId = s + 1;
+      const voters: Peer[] = statuses.map((status, i) => ({
+        peerId: shardId * 100 + i + 1,
+        nodeId: status.nodeId,
+        address: nodes[i].address,
+      }));
+      for (let i = 0; i < nodes.length; i++) {
+        const created = await unaryCaller(nodes[i].admin, "CreateReplica")({
+          clusterId: statuses[i].clusterId,
+          shardId,
+          rangeLo: ranges[s].lo,
+          rangeHi: ranges[s].hi,
+          peerId: voters[i].peerId,
+          voters,
+          learners: [],
+          confEpoch: 0,
+          join: false,
+        }, { deadlineMs: 10_000 });
+        if (created.kind !== "ok") {
+          throw new Error(`Cannot create shard ${shardId}: ${created.message}`);
+        }
+      }
+    }
+  } finally {
+    for (const node of nodes) node.admin.close();
+  }
+}
+
+/** Waits (bounded) for every shard to have a leader and prints a table of the cluster. */
+async function printStatus(config: Config): Promise<void> {
+  const nodes = adminClients(config);
+  try {
+    const deadline = Date.now() + 30_000;
+    let statuses: NodeStatusResponse[] = [];
+    let leaders = new Map<number, string>();
+    while (Date.now() < deadline) {
+      statuses = await Promise.all(nodes.map((n) => statusOf(n.admin)));
+      leaders = new Map();
+      for (const status of statuses) {
+        for (const r of status.replicas) {
+          if (r.role === LEADER_ROLE) leaders.set(r.shardId, status.nodeId);
+        }
+      }
+      if (leaders.size >= config.sharding.num_shards) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    console.log("");
+    console.log("  node        address          replicas  leads");
+    for (const [i, status] of statuses.entries()) {
+      const leads = [...leaders.values()].filter((n) => n === status.nodeId).length;
+      console.log(
+        `  ${status.nodeId.padEnd(10)}  ${nodes[i].address.padEnd(15)}  ${
+          String(status.replicas.length).padStart(8)
+        }  ${String(leads).padStart(5)}`,
+      );
+    }
+    console.log("");
+    say(
+      `cluster serves: ZooKeeper ${config.zookeeper.host}:${config.zookeeper.port}, ` +
+        `${statuses.length} kvnodes, ${leaders.size}/${config.sharding.num_shards} shards with a leader`,
+    );
+    say(
+      "the gateway and placement are not built yet: kvnodes serve the batched KvNode.Batch stream",
+    );
+  } finally {
+    for (const node of nodes) node.admin.close();
+  }
+}
+
+async function stopChildren(children: Child[]): Promise<void> {
+  for (const child of children) {
+    try {
+      child.process.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+  }
+  for (const child of children) {
+    const timer = setTimeout(() => {
+      try {
+        child.process.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }, 10_000);
+    await child.exited;
+    clearTimeout(timer);
+  }
 }
 
 if (import.meta.main) {

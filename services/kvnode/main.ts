@@ -144,7 +144,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   nodeLog.info("kvnode serving", { address, replicas: loadedReplicas.replicas, dataDir });
   console.log(
     `kvnode ${nodeId} serving on ${address} (cluster ${cluster.clusterId}, ` +
-      `${loadedReplicas.replicas} replicas, data in ${dataDir})`,
+      `${loadedReplicas.replicas} replicas, data in ${dataDir}, pid ${Deno.pid})`,
   );
 
   const signal = await waitForSignal();
