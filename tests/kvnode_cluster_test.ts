@@ -8,7 +8,10 @@ import * as grpc from "@grpc/grpc-js";
 import { KvNodeService, type ResponseItem } from "@tinykv/proto/tinykv/v1";
 import { rpcOk } from "@tinykv/rpc";
 import { assertSurvivesChannelChurn } from "@tinykv/rpc/testing";
+import { connectZooKeeper } from "@tinykv/zk";
+import { startZooKeeper } from "@tinykv/zk/server";
 import { waitFor } from "@tinykv/zk/testing";
+import { NodeStore, PREFIX, prefixEnd, readU64 } from "../services/kvnode/node_store.ts";
 import { type ClusterNode, KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 import { ServiceProcess } from "./_harness/processes.ts";
 
@@ -267,5 +270,72 @@ Deno.test("kvnodes: a kvnode survives many client channels opening and closing",
     });
     assert.ok(leader.node.process.running, "the kvnode is still running");
     assertOk(await cluster.send(1, put("after-churn", "ok")));
+  });
+});
+
+Deno.test("kvnodes: the data plane keeps serving while ZooKeeper is down", async () => {
+  const zkDir = await Deno.makeTempDir({ prefix: "tinykv-private-zk-" });
+  let zk = await startZooKeeper({ dataDir: zkDir });
+  const cluster = await KvNodeCluster.start({ nodes: 3, shards: 2, zkConnect: zk.connectString });
+  try {
+    await cluster.bootstrap();
+    await writeAll(cluster, "zk-up", 20);
+    await zk.stop();
+    await writeAll(cluster, "zk-down", 20);
+    // A node restarted while ZooKeeper is down knows its cluster and serves at once.
+    const restarted = cluster.nodes[0];
+    await restarted.process.stop();
+    await cluster.restart(restarted);
+    await cluster.waitForLeaders();
+    await readAll(cluster, "zk-up", 20);
+    await readAll(cluster, "zk-down", 20);
+    // Once ZooKeeper is back, every node registers again.
+    zk = await startZooKeeper({ dataDir: zkDir, port: zk.port });
+    const client = await connectZooKeeper({
+      connectString: zk.connectString,
+      root: `${cluster.zkRoot}/${cluster.clusterName}`,
+    });
+    try {
+      await waitFor(async () => ((await client.children("/nodes")) ?? []).length === 3, {
+        timeoutMs: 30_000,
+        what: "three registered kvnodes",
+      });
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await cluster.close();
+    await zk.stop();
+    await Deno.remove(zkDir, { recursive: true });
+  }
+});
+
+Deno.test("kvnodes: a corrupt log entry stops the node at start, naming shard and index", async () => {
+  await withCluster({ nodes: 3, shards: 1 }, async (cluster) => {
+    await writeAll(cluster, "before-corruption", 10);
+    const node = cluster.nodes[2];
+    await node.process.stop();
+    const store = NodeStore.open({
+      dir: `${cluster.dataDir}/kvnode-${node.port}`,
+      mapBytes: 16 * 1024 * 1024 * 1024,
+    });
+    let corrupted = 0;
+    try {
+      const logPrefix = new Uint8Array([PREFIX.log]);
+      const [first] = [...store.range(logPrefix, prefixEnd(logPrefix))];
+      corrupted = readU64(first.key, 9);
+      const value = first.value.slice();
+      value[value.length - 1] ^= 0xff;
+      await store.write(() => store.put(first.key, value));
+    } finally {
+      await store.close();
+    }
+    const restart = cluster.restart(node);
+    await assert.rejects(
+      restart,
+      new RegExp(
+        `Replica of shard 1 \\(peer \\d+\\) has a corrupt log entry at index ${corrupted}`,
+      ),
+    );
   });
 });

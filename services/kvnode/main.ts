@@ -15,7 +15,7 @@ import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
 import { nodeAdminService } from "./admin_service.ts";
 import { kvNodeService } from "./data_service.ts";
 import { Driver } from "./driver.ts";
-import { nodeIdOf, resolveClusterId } from "./identity.ts";
+import { nodeIdOf, resolveClusterId, storedClusterId } from "./identity.ts";
 import { NodeStore } from "./node_store.ts";
 import { GrpcRaftTransport, raftTransportService } from "./transport.ts";
 
@@ -57,22 +57,56 @@ async function main(args: string[]): Promise<number> {
   }
 }
 
+/** How long to wait between attempts to reach ZooKeeper. */
+const ZOOKEEPER_RETRY_MS = 2000;
+/** How long a node that knows its cluster waits for ZooKeeper before serving without it. */
+const ZOOKEEPER_FIRST_CONNECT_MS = 2000;
+
 async function run(config: Config, dataDir: string, log: Logger): Promise<number> {
   const address = `${config.kvnode.host}:${config.kvnode.port}`;
   const store = NodeStore.open({ dir: dataDir, mapBytes: config.storage.map_bytes });
   const nodeId = await nodeIdOf(store);
-  const zk = await connectZooKeeper({
-    connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
-    root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
-    sessionTimeoutMs: config.zookeeper.session_timeout_ms,
-  });
-  const cluster = await resolveClusterId(store, zk, { dataDir });
-  if (cluster.kind === "mismatch") {
-    console.error(`kvnode: ${cluster.message}`);
-    await zk.close();
-    await store.close();
-    return 2;
+  const connect = (connectTimeoutMs?: number) =>
+    connectZooKeeper({
+      connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
+      root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
+      sessionTimeoutMs: config.zookeeper.session_timeout_ms,
+      connectTimeoutMs,
+    });
+  // A node that knows its cluster serves its data without ZooKeeper and registers once it can;
+  // a new node must learn its cluster id from ZooKeeper first.
+  const known = storedClusterId(store);
+  let zk: ZooKeeperClient | undefined;
+  let clusterId: string;
+  if (known === undefined) {
+    zk = await connect();
+    const cluster = await resolveClusterId(store, zk, { dataDir });
+    if (cluster.kind === "mismatch") {
+      console.error(`kvnode: ${cluster.message}`);
+      await zk.close();
+      await store.close();
+      return 2;
+    }
+    clusterId = cluster.clusterId;
+  } else {
+    clusterId = known;
+    // Check the cluster before serving when ZooKeeper answers quickly; otherwise serve and check
+    // once it does (see the registration loop below).
+    try {
+      const client = await connect(ZOOKEEPER_FIRST_CONNECT_MS);
+      const checked = await resolveClusterId(store, client, { dataDir });
+      zk = client;
+      if (checked.kind === "mismatch") {
+        console.error(`kvnode: ${checked.message}`);
+        await zk.close();
+        await store.close();
+        return 2;
+      }
+    } catch (error) {
+      log.warn("ZooKeeper is unreachable: serving without it, registering later", { error });
+    }
   }
+  const cluster = { clusterId };
   const nodeLog = log.child({ node: nodeId });
   const transport = new GrpcRaftTransport({
     nodeId,
@@ -103,7 +137,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   if (loadedReplicas.kind === "dataLoss") {
     console.error(`kvnode: Cannot start: ${loadedReplicas.message}`);
     nodeLog.error("Refusing to start: corrupt data", { detail: loadedReplicas.message });
-    await zk.close();
+    await zk?.close();
     await store.close();
     return 3;
   }
@@ -140,23 +174,46 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     onFire: () => driver.tick(),
   });
   ticker.start();
-  await register(zk, nodeId, { address, startedAtMs: identity.startedAtMs });
+  const registration = { address, startedAtMs: identity.startedAtMs };
+  let stopping = false;
+  const foreign = Promise.withResolvers<string>();
+  const registered = (async () => {
+    while (!stopping) {
+      try {
+        if (zk === undefined) {
+          const client = await connect();
+          const checked = await resolveClusterId(store, client, { dataDir });
+          zk = client;
+          if (checked.kind === "mismatch") return foreign.resolve(checked.message);
+        }
+        await register(zk, nodeId, registration);
+        return;
+      } catch (error) {
+        nodeLog.warn("Cannot register in ZooKeeper: retrying", { error });
+        await new Promise((resolve) => setTimeout(resolve, ZOOKEEPER_RETRY_MS));
+      }
+    }
+  })();
+  if (known === undefined) await registered;
   nodeLog.info("kvnode serving", { address, replicas: loadedReplicas.replicas, dataDir });
   console.log(
     `kvnode ${nodeId} serving on ${address} (cluster ${cluster.clusterId}, ` +
       `${loadedReplicas.replicas} replicas, data in ${dataDir}, pid ${Deno.pid})`,
   );
 
-  const signal = await waitForSignal();
-  nodeLog.info("kvnode stopping", { signal });
+  const reason = await Promise.race([waitForSignal(), foreign.promise]);
+  nodeLog.info("kvnode stopping", { reason });
+  if (reason !== "SIGINT" && reason !== "SIGTERM") console.error(`kvnode: ${reason}`);
+  stopping = true;
   ticker.stop();
   await server.shutdown(2000);
   await driver.stop();
   await transport.close();
-  await zk.close();
+  await registered;
+  await zk?.close();
   await store.close();
   console.log(`kvnode ${nodeId} stopped`);
-  return 0;
+  return reason === "SIGINT" || reason === "SIGTERM" ? 0 : 2;
 }
 
 /** Registers the node under `nodes/<id>` (ephemeral; re-created after a session expiry). */

@@ -29,6 +29,8 @@ export interface KvNodeClusterOptions {
   readonly shards: number;
   /** Extra `--section.key=value` flags for every node. */
   readonly flags?: readonly string[];
+  /** A ZooKeeper to use instead of the test run's shared one. */
+  readonly zkConnect?: string;
 }
 
 /** One kvnode process of the cluster. */
@@ -64,10 +66,10 @@ export class KvNodeCluster {
 
   /** Starts `nodes` kvnodes (not yet hosting anything). */
   static async start(options: KvNodeClusterOptions): Promise<KvNodeCluster> {
-    const zk = await testZooKeeper();
+    const zkConnect = options.zkConnect ?? (await testZooKeeper()).connectString;
     const dataDir = await Deno.makeTempDir({ prefix: "tinykv-kvnodes-" });
     const name = `t${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-    const cluster = new KvNodeCluster(dataDir, name, zk.connectString, options.shards);
+    const cluster = new KvNodeCluster(dataDir, name, zkConnect, options.shards);
     try {
       for (let i = 0; i < options.nodes; i++) await cluster.addNode(options.flags ?? []);
     } catch (error) {
