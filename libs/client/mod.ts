@@ -1,6 +1,8 @@
 /**
- * Reaching TinyKV's kvnodes from gateways and clients: the batched data stream to one kvnode.
- * (Shard-map routing, leader caches and retries come with the placement and gateway issues.)
+ * Reaching TinyKV's kvnodes from gateways and clients: the batched data stream to one kvnode
+ * ({@linkcode KvNodeStream}), the cluster as published in ZooKeeper ({@linkcode ClusterView}), the
+ * routing core with leader cache and retries ({@linkcode KvRouter}) and exactly-once sessions
+ * ({@linkcode ClientSession}).
  *
  * ```ts ignore
  * import { KvNodeStream } from "@tinykv/client";
@@ -20,3 +22,11 @@ export {
   type KvNodeStreamOptions,
   STREAM_REQUESTS_MAX_DEFAULT,
 } from "./kvnode_stream.ts";
+export {
+  type ClusterView,
+  StaticClusterView,
+  type ViewLog,
+  ZooKeeperClusterView,
+} from "./cluster_view.ts";
+export { KvRouter, type KvRouterOptions, type RouteOp, type RouteResult } from "./router.ts";
+export { ClientSession, SESSION_OUTSTANDING_MAX_DEFAULT } from "./session.ts";
