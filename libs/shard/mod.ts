@@ -11,6 +11,10 @@
  *   byte codec ({@linkcode encodeShardMap}, {@linkcode decodeShardMap}) that rejects bad data
  *   with a typed error.
  * - Key and value limits ({@linkcode KEY_BYTES_MAX}, {@linkcode validateKey}, ...).
+ * - The rebalancing planner {@linkcode planMoves}: a pure function from live nodes, shards and
+ *   moves in flight to the moves to start now (replace dead replicas, drain, balance replicas
+ *   and leaders), each with its reason, within a movement budget; {@linkcode moveSteps} spells a
+ *   move out as the Raft conf changes an executor runs.
  *
  * @example Route a key with a two-shard map
  * ```ts
@@ -103,3 +107,20 @@ export {
   type ShardMapEncodeResult,
 } from "./shard_map_codec.ts";
 export { AssertionError } from "./_assert.ts";
+export { planMoves } from "./planner.ts";
+export {
+  hasLiveMajority,
+  type Move,
+  type MoveCause,
+  type MoveStep,
+  moveSteps,
+  type Plan,
+  PLAN_NOTES_MAX,
+  type PlannedMove,
+  PLANNER_LIMITS_DEFAULT,
+  PLANNER_REPLICA_COUNT_MAX,
+  type PlannerInput,
+  type PlannerLimits,
+  type PlannerNode,
+  type PlannerShard,
+} from "./planner_types.ts";
