@@ -25,7 +25,7 @@ import {
   type Ready,
 } from "@tinykv/raft";
 import { Command, type ScanRequest } from "@tinykv/proto/tinykv/v1";
-import type { NodeStore } from "./node_store.ts";
+import type { NodeStorage } from "./node_storage.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import {
   decodeRecord,
@@ -38,7 +38,7 @@ import {
   replicaRecordKey,
   type ReplicaTuning,
 } from "./replica.ts";
-import { PREFIX, prefixEnd } from "./node_store.ts";
+import { PREFIX, prefixEnd } from "./node_storage.ts";
 import { checkSessionFields } from "./session_table.ts";
 import { SCAN_LIMIT_MAX } from "./state_machine.ts";
 
@@ -87,7 +87,7 @@ export interface DataRequest {
 
 /** Options of a {@linkcode Driver}. */
 export interface DriverOptions {
-  readonly store: NodeStore;
+  readonly store: NodeStorage;
   readonly nodeId: string;
   readonly tuning: ReplicaTuning;
   readonly outbound: RaftOutbound;

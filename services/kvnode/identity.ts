@@ -6,7 +6,7 @@
  * @module
  */
 import type { ZooKeeperClient } from "@tinykv/zk";
-import type { NodeStore } from "./node_store.ts";
+import type { NodeStorage } from "./node_storage.ts";
 
 /** The znode, under the cluster root, that holds the cluster id. */
 export const CLUSTER_ID_ZNODE = "/cluster_id";
@@ -19,7 +19,7 @@ function randomHex(bytes: number): string {
 }
 
 /** The node id stored in `store`, choosing and storing a new one (`n-<8 hex>`) the first time. */
-export async function nodeIdOf(store: NodeStore): Promise<string> {
+export async function nodeIdOf(store: NodeStorage): Promise<string> {
   const existing = store.getIdentity(NODE_ID);
   if (existing !== undefined) return existing;
   const chosen = `n-${randomHex(4)}`;
@@ -28,7 +28,7 @@ export async function nodeIdOf(store: NodeStore): Promise<string> {
 }
 
 /** The cluster id recorded in the data dir, if any. */
-export function storedClusterId(store: NodeStore): string | undefined {
+export function storedClusterId(store: NodeStorage): string | undefined {
   return store.getIdentity(CLUSTER_ID);
 }
 
@@ -42,7 +42,7 @@ export type ClusterIdResult =
  * against the data dir's, recording it there the first time.
  */
 export async function resolveClusterId(
-  store: NodeStore,
+  store: NodeStorage,
   zk: ZooKeeperClient,
   options: { dataDir: string },
 ): Promise<ClusterIdResult> {

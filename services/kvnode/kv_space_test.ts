@@ -1,9 +1,10 @@
-// Checks both KvSpace implementations (in memory, and a key prefix of the LMDB NodeStore) against
-// a plain model under random operation sequences, plus NodeStore's durability across a reopen and
-// that neighbouring prefixes never see each other's keys.
+// Checks the KvSpace implementations (in memory, and a key prefix of the LMDB NodeStore or of
+// MemoryNodeStore) against a plain model under random operation sequences, plus NodeStore's
+// durability across a reopen and that neighbouring prefixes never see each other's keys.
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compareBytes, type KvSpace, MemoryKvSpace } from "./kv_space.ts";
+import { MemoryNodeStore } from "./memory_node_store.ts";
 import { NodeStore, prefixEnd, SPACE } from "./node_store.ts";
 
 type Op =
@@ -82,6 +83,24 @@ Deno.test("NodeStore spaces agree with a model and never see a neighbour's keys"
     await store.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("MemoryNodeStore spaces agree with a model and never see a neighbour's keys", async () => {
+  const store = new MemoryNodeStore();
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(opArbitrary, { maxLength: 30 }), async (ops) => {
+      const peer = ++run;
+      await store.write(() => {
+        store.space(peer, SPACE.data).put(new Uint8Array([9]), new Uint8Array([1]));
+        store.space(peer, SPACE.meta).put(new Uint8Array([]), new Uint8Array([2]));
+        agreesWithModel(store.space(peer, SPACE.sessions), ops);
+      });
+      const neighbour = [...store.space(peer, SPACE.data).scan(new Uint8Array(), undefined)];
+      assert.equal(neighbour.length, 1);
+    }),
+    { numRuns: 60 },
+  );
 });
 
 Deno.test("NodeStore keeps committed writes across a reopen and clears a space alone", async () => {

@@ -15,6 +15,10 @@
  * re-created never meets its predecessor's records. Numbers in keys are big-endian so that keys sort
  * numerically.
  *
+ * The driver, replicas and identity code see the store only as a {@linkcode NodeStorage}
+ * (`node_storage.ts`, which holds the key helpers too and does not load LMDB), so the
+ * simulation (`tests/sim_kvnode`) can run them over `MemoryNodeStore` instead.
+ *
  * Writes happen in {@linkcode NodeStore.write}: one LMDB write transaction that is synced to disk
  * before its promise resolves. The driver puts all of a loop turn's work into one such transaction
  * (group commit). A failed commit rejects the promise; the driver treats that as fatal, since the
@@ -24,18 +28,19 @@
  */
 import { open, type RootDatabase } from "lmdb";
 import type { KvPair, KvSpace } from "./kv_space.ts";
+import { identityKey, makeKey, type NodeStorage, PREFIX, PrefixSpace } from "./node_storage.ts";
 
-/** Key prefixes of the environment. */
-export const PREFIX = {
-  identity: 0x00,
-  replica: 0x01,
-  log: 0x02,
-  raftState: 0x03,
-  space: 0x04,
-} as const;
-
-/** The state-machine spaces of a replica. */
-export const SPACE = { data: 0, sessions: 1, meta: 2 } as const;
+export {
+  identityKey,
+  makeKey,
+  type NodeStorage,
+  PREFIX,
+  prefixEnd,
+  PrefixSpace,
+  readU64,
+  SPACE,
+  writeU64,
+} from "./node_storage.ts";
 
 /** Options of {@linkcode NodeStore.open}. */
 export interface NodeStoreOptions {
@@ -44,46 +49,11 @@ export interface NodeStoreOptions {
   /** The LMDB map size (address space reserved, not disk used). */
   readonly mapBytes: number;
 }
-
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Writes `value` as 8 big-endian bytes at `offset` (a safe integer, not negative). */
-export function writeU64(bytes: Uint8Array, offset: number, value: number): void {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  view.setUint32(offset, Math.floor(value / 0x100000000));
-  view.setUint32(offset + 4, value % 0x100000000);
-}
-
-/** Reads 8 big-endian bytes at `offset` as a number. */
-export function readU64(bytes: Uint8Array, offset: number): number {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return view.getUint32(offset) * 0x100000000 + view.getUint32(offset + 4);
-}
-
-/** Builds a key: one prefix byte, then each number as 8 bytes, then `tail`. */
-export function makeKey(prefix: number, numbers: readonly number[], tail?: Uint8Array): Uint8Array {
-  const key = new Uint8Array(1 + 8 * numbers.length + (tail?.length ?? 0));
-  key[0] = prefix;
-  numbers.forEach((n, i) => writeU64(key, 1 + 8 * i, n));
-  if (tail !== undefined) key.set(tail, 1 + 8 * numbers.length);
-  return key;
-}
-
-/** The smallest key greater than every key that starts with `prefix`. */
-export function prefixEnd(prefix: Uint8Array): Uint8Array {
-  const end = prefix.slice();
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i] < 0xff) {
-      end[i]++;
-      return end.subarray(0, i + 1);
-    }
-  }
-  throw new RangeError("Key prefix of all 0xff bytes has no end");
-}
-
 /** The node's LMDB environment. */
-export class NodeStore {
+export class NodeStore implements NodeStorage {
   readonly #db: RootDatabase<Uint8Array, Uint8Array>;
   #closed = false;
 
@@ -157,13 +127,13 @@ export class NodeStore {
 
   /** Identity records: a small string value under a name. */
   getIdentity(name: string): string | undefined {
-    const value = this.get(makeKey(PREFIX.identity, [], encoder.encode(name)));
+    const value = this.get(identityKey(name));
     return value === undefined ? undefined : decoder.decode(value);
   }
 
   /** Inside {@linkcode write}: sets an identity record. */
   putIdentity(name: string, value: string): void {
-    this.put(makeKey(PREFIX.identity, [], encoder.encode(name)), encoder.encode(value));
+    this.put(identityKey(name), encoder.encode(value));
   }
 
   /** A {@linkcode KvSpace} over one state-machine space of one replica. */
@@ -176,48 +146,5 @@ export class NodeStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#db.close();
-  }
-}
-
-/** A {@linkcode KvSpace} over the keys of a {@linkcode NodeStore} that start with a prefix. */
-class PrefixSpace implements KvSpace {
-  readonly #store: NodeStore;
-  readonly #prefix: Uint8Array;
-  readonly #end: Uint8Array;
-
-  constructor(store: NodeStore, prefix: Uint8Array) {
-    this.#store = store;
-    this.#prefix = prefix;
-    this.#end = prefixEnd(prefix);
-  }
-
-  #key(key: Uint8Array): Uint8Array {
-    const full = new Uint8Array(this.#prefix.length + key.length);
-    full.set(this.#prefix, 0);
-    full.set(key, this.#prefix.length);
-    return full;
-  }
-
-  get(key: Uint8Array): Uint8Array | undefined {
-    return this.#store.get(this.#key(key));
-  }
-
-  put(key: Uint8Array, value: Uint8Array): void {
-    this.#store.put(this.#key(key), value);
-  }
-
-  delete(key: Uint8Array): boolean {
-    return this.#store.remove(this.#key(key));
-  }
-
-  *scan(start: Uint8Array, end: Uint8Array | undefined): Iterable<KvPair> {
-    const stop = end === undefined ? this.#end : this.#key(end);
-    for (const { key, value } of this.#store.range(this.#key(start), stop)) {
-      yield { key: key.subarray(this.#prefix.length), value };
-    }
-  }
-
-  clear(): void {
-    this.#store.removeRange(this.#prefix, this.#end);
   }
 }

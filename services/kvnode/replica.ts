@@ -20,7 +20,7 @@ import {
 } from "@tinykv/raft";
 import { Command } from "@tinykv/proto/tinykv/v1";
 import type { HashRange } from "@tinykv/shard";
-import { type NodeStore, SPACE } from "./node_store.ts";
+import { type NodeStorage, SPACE } from "./node_storage.ts";
 import { ReplicaLog } from "./replica_log.ts";
 import { type ApplyResult, KvStateMachine } from "./state_machine.ts";
 import type { ItemOutcome } from "./outcome.ts";
@@ -94,10 +94,10 @@ export class Replica {
   readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter[] }> = [];
   /** Waiters for a specific applied index (admin calls waiting for a conf change). */
   readonly appliedWaiters: Array<{ index: LogIndex; resolve: (epoch: number) => void }> = [];
-  readonly #store: NodeStore;
+  readonly #store: NodeStorage;
 
   constructor(
-    store: NodeStore,
+    store: NodeStorage,
     options: { record: ReplicaRecord; tuning: ReplicaTuning; prng: Prng },
   ) {
     const { record, tuning } = options;
@@ -263,9 +263,16 @@ export class Replica {
     return { ...this.record, peers: [...this.peers.values()] };
   }
 
-  /** Answers every waiting request with `outcome` (the replica is going away). */
-  failAll(outcome: ItemOutcome): void {
-    for (const pending of this.pending.values()) pending.resolve(outcome);
+  /**
+   * Answers every waiting request (the replica is going away): reads with `outcome`, proposals with
+   * `unknown`, since their entries may be in other members' logs and still commit there.
+   */
+  failAll(outcome: ItemOutcome & { readonly message: string }): void {
+    const proposed: ItemOutcome = {
+      kind: "unknown",
+      message: `${outcome.message} (after proposing: the request may still apply)`,
+    };
+    for (const pending of this.pending.values()) pending.resolve(proposed);
     this.pending.clear();
     for (const waiters of this.confirming.values()) for (const w of waiters) w.resolve(outcome);
     this.confirming.clear();

@@ -1,11 +1,11 @@
 /**
- * {@linkcode ReplicaLog}: one replica's Raft log and Raft state in the {@linkcode NodeStore}, as
+ * {@linkcode ReplicaLog}: one replica's Raft log and Raft state in the {@linkcode NodeStorage}, as
  * the core's synchronous {@linkcode LogReader}, plus the writes a Ready asks for.
  *
  * The first and last index, the log's starting point, the hard state and the applied state are
  * kept in memory and answered from there; entries are read from LMDB (memory-mapped) and verified
  * against their checksums on every read. Writes are made inside the node's turn transaction
- * ({@linkcode NodeStore.write}); the in-memory view moves with them, so a failed commit must end
+ * ({@linkcode NodeStorage.write}); the in-memory view moves with them, so a failed commit must end
  * the process (the driver does).
  *
  * @module
@@ -24,7 +24,7 @@ import {
   type Term,
   verifyEntry,
 } from "@tinykv/raft";
-import { makeKey, type NodeStore, PREFIX, prefixEnd, readU64, writeU64 } from "./node_store.ts";
+import { makeKey, type NodeStorage, PREFIX, prefixEnd, readU64, writeU64 } from "./node_storage.ts";
 
 const STATE_HARD = 0;
 const STATE_APPLIED = 1;
@@ -69,7 +69,7 @@ export function decodeEntry(index: LogIndex, bytes: Uint8Array): Entry | undefin
 
 /** One replica's Raft log and state on LMDB. */
 export class ReplicaLog implements LogReader {
-  readonly #store: NodeStore;
+  readonly #store: NodeStorage;
   readonly #peerId: number;
   readonly #snapshotData: () => Uint8Array;
   #hardState: HardState;
@@ -85,7 +85,7 @@ export class ReplicaLog implements LogReader {
    * current applied index (the state the snapshot metadata describes).
    */
   constructor(
-    store: NodeStore,
+    store: NodeStorage,
     options: { peerId: number; initialConfState: ConfState; snapshotData: () => Uint8Array },
   ) {
     this.#store = store;

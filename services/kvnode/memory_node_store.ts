@@ -1,0 +1,210 @@
+/**
+ * {@linkcode MemoryNodeStore}: a {@linkcode NodeStorage} in memory, with the semantics of the LMDB
+ * {@linkcode NodeStore} and a crash model, so the simulation (`tests/sim_kvnode`) can run whole
+ * kvnodes (driver, replicas, state machines) under one seed.
+ *
+ * - Keys are ordered bytewise, as in LMDB.
+ * - {@linkcode MemoryNodeStore.write} runs its work later than the call (after a microtask, as LMDB
+ *   runs it in its write batch), one transaction at a time in call order. The work's reads see its
+ *   own writes; if it throws, none of its writes apply and the promise rejects.
+ * - A transaction is committed (visible to reads) when its work returns, then synced; `write`
+ *   resolves only after the sync. {@linkcode MemoryNodeStore.crash} keeps only synced transactions,
+ *   so a crash before `write` resolved loses that transaction entirely: transactions are atomic,
+ *   never torn.
+ * - {@linkcode MemoryNodeStore.freezeNextSync} lets the simulation crash a node in the middle of a
+ *   turn: the next transaction commits but its sync never completes, so its `write` never
+ *   resolves (the driver hangs in that turn, sending nothing), and a crash then loses it.
+ *
+ * @module
+ */
+import { type KvPair, MemoryKvSpace } from "./kv_space.ts";
+import { identityKey, makeKey, type NodeStorage, PREFIX, PrefixSpace } from "./node_storage.ts";
+import type { KvSpace } from "./kv_space.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** One write of a transaction: a put, or a removal when `value` is undefined. */
+interface Write {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array | undefined;
+}
+
+/** A node's store in memory. See the module docs. */
+export class MemoryNodeStore implements NodeStorage {
+  /** What reads see: every committed transaction, and the running one's writes. */
+  readonly #visible: MemoryKvSpace;
+  /** What survives a crash: every synced transaction. */
+  readonly #synced: MemoryKvSpace;
+  /** The writes of the running transaction, in order; undefined outside a transaction. */
+  #running: Write[] | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #freezeNext: (() => void) | undefined;
+  #frozen = false;
+  #crashed = false;
+  #inFlight = 0;
+  #transactions = 0;
+
+  readonly #observe: ((keys: readonly Uint8Array[]) => void) | undefined;
+
+  /**
+   * An empty store; `observe` (for the simulation's statistics) sees the keys each transaction
+   * wrote, when it syncs.
+   */
+  constructor(options: { observe?: (keys: readonly Uint8Array[]) => void } = {}) {
+    this.#observe = options.observe;
+    this.#visible = new MemoryKvSpace();
+    this.#synced = new MemoryKvSpace();
+  }
+
+  /** Transactions whose `write` has not resolved yet (a frozen one stays here). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Transactions synced so far. */
+  get transactions(): number {
+    return this.#transactions;
+  }
+
+  /** Whether a transaction is stuck in its sync (see {@linkcode freezeNextSync}). */
+  get frozen(): boolean {
+    return this.#frozen;
+  }
+
+  get(key: Uint8Array): Uint8Array | undefined {
+    return this.#visible.get(key)?.slice();
+  }
+
+  *range(start: Uint8Array, end: Uint8Array): Iterable<KvPair> {
+    // A snapshot of the pairs, so that writes during the iteration cannot disturb it (LMDB reads
+    // a consistent view too).
+    const pairs: KvPair[] = [];
+    for (const pair of this.#visible.scan(start, end)) {
+      pairs.push({ key: pair.key.slice(), value: pair.value.slice() });
+    }
+    yield* pairs;
+  }
+
+  #inTransaction(what: string): Write[] {
+    if (this.#running === undefined) {
+      throw new Error(`MemoryNodeStore.${what}() called outside write()`);
+    }
+    return this.#running;
+  }
+
+  put(key: Uint8Array, value: Uint8Array): void {
+    this.#inTransaction("put").push({ key: key.slice(), value: value.slice() });
+    this.#visible.put(key, value);
+  }
+
+  remove(key: Uint8Array): boolean {
+    const writes = this.#inTransaction("remove");
+    if (this.#visible.get(key) === undefined) return false;
+    writes.push({ key: key.slice(), value: undefined });
+    return this.#visible.delete(key);
+  }
+
+  removeRange(start: Uint8Array, end: Uint8Array): number {
+    const writes = this.#inTransaction("removeRange");
+    const keys = [...this.#visible.scan(start, end)].map((pair) => pair.key);
+    for (const key of keys) {
+      writes.push({ key, value: undefined });
+      this.#visible.delete(key);
+    }
+    return keys.length;
+  }
+
+  write<T>(work: () => T): Promise<T> {
+    this.#inFlight++;
+    const result = this.#queue.then(() => this.#transaction(work));
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
+  async #transaction<T>(work: () => T): Promise<T> {
+    if (this.#crashed) return await never<T>();
+    const writes: Write[] = [];
+    this.#running = writes;
+    let result: T;
+    try {
+      result = work();
+    } catch (error) {
+      this.#running = undefined;
+      this.#rollback(writes);
+      this.#inFlight--;
+      throw error;
+    } finally {
+      this.#running = undefined;
+    }
+    // Committed (visible). Now sync: a microtask later, unless the simulation froze it.
+    const freeze = this.#freezeNext;
+    if (freeze !== undefined) {
+      this.#freezeNext = undefined;
+      this.#frozen = true;
+      freeze();
+      return await never<T>();
+    }
+    await Promise.resolve();
+    if (this.#crashed) return await never<T>();
+    for (const { key, value } of writes) {
+      if (value === undefined) this.#synced.delete(key);
+      else this.#synced.put(key, value);
+    }
+    this.#transactions++;
+    this.#inFlight--;
+    this.#observe?.(writes.map((w) => w.key));
+    return result;
+  }
+
+  #rollback(writes: readonly Write[]): void {
+    // Transactions run one at a time and each is synced before the next runs, so the synced state
+    // is the committed state here: restore the touched keys from it.
+    for (const { key } of writes) {
+      const value = this.#synced.get(key);
+      if (value === undefined) this.#visible.delete(key);
+      else this.#visible.put(key, value);
+    }
+  }
+
+  /** Makes the next transaction hang in its sync; `onFrozen` runs when it does. Undefined disarms. */
+  freezeNextSync(onFrozen: (() => void) | undefined): void {
+    this.#freezeNext = onFrozen;
+  }
+
+  /**
+   * The node crashed: this store stops (pending and later transactions never complete) and the
+   * returned store holds only what was synced.
+   */
+  crash(): MemoryNodeStore {
+    this.#crashed = true;
+    const recovered = new MemoryNodeStore({ observe: this.#observe });
+    for (const { key, value } of this.#synced.scan(new Uint8Array(), undefined)) {
+      recovered.#visible.put(key, value);
+      recovered.#synced.put(key, value);
+    }
+    return recovered;
+  }
+
+  getIdentity(name: string): string | undefined {
+    const value = this.get(identityKey(name));
+    return value === undefined ? undefined : decoder.decode(value);
+  }
+
+  putIdentity(name: string, value: string): void {
+    this.put(identityKey(name), encoder.encode(value));
+  }
+
+  space(peerId: number, space: number): KvSpace {
+    return new PrefixSpace(this, makeKey(PREFIX.space, [peerId], new Uint8Array([space])));
+  }
+
+  /** The number of synced pairs. */
+  get syncedSize(): number {
+    return this.#synced.size;
+  }
+}
+
+function never<T>(): Promise<T> {
+  return new Promise<T>(() => {});
+}

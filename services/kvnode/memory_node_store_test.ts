@@ -1,0 +1,65 @@
+// Checks MemoryNodeStore's transaction semantics (the simulation's stand-in for LMDB): ordered byte
+// keys, reads inside a transaction see its writes, a throwing transaction applies nothing, writes
+// outside a transaction are refused, and a crash keeps exactly the synced transactions.
+import assert from "node:assert/strict";
+import { MemoryNodeStore } from "./memory_node_store.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | undefined) =>
+  b === undefined ? undefined : new TextDecoder().decode(b);
+const keys = (store: MemoryNodeStore) =>
+  [...store.range(new Uint8Array(), new Uint8Array([0xff]))].map((p) => dec(p.key));
+
+Deno.test("MemoryNodeStore.write() sees its own writes and orders keys bytewise", async () => {
+  const store = new MemoryNodeStore();
+  const seen = await store.write(() => {
+    store.put(enc("b"), enc("2"));
+    store.put(enc("a"), enc("1"));
+    store.put(enc("ab"), enc("3"));
+    return dec(store.get(enc("a")));
+  });
+  assert.equal(seen, "1");
+  assert.deepEqual(keys(store), ["a", "ab", "b"]);
+  const removed = await store.write(() => store.removeRange(enc("a"), enc("b")));
+  assert.equal(removed, 2);
+  assert.deepEqual(keys(store), ["b"]);
+  assert.throws(() => store.put(enc("c"), enc("4")), /outside write/);
+});
+
+Deno.test("MemoryNodeStore.write() applies nothing of a transaction that throws", async () => {
+  const store = new MemoryNodeStore();
+  await store.write(() => store.put(enc("k"), enc("old")));
+  await assert.rejects(
+    store.write(() => {
+      store.put(enc("k"), enc("new"));
+      store.put(enc("x"), enc("1"));
+      store.remove(enc("k"));
+      throw new Error("boom");
+    }),
+    /boom/,
+  );
+  assert.equal(dec(store.get(enc("k"))), "old");
+  assert.equal(store.get(enc("x")), undefined);
+  assert.equal(dec(store.crash().get(enc("k"))), "old");
+});
+
+Deno.test("MemoryNodeStore.crash() keeps synced transactions and loses a frozen one whole", async () => {
+  const store = new MemoryNodeStore();
+  await store.write(() => store.putIdentity("node_id", "n1"));
+  let frozen = false;
+  store.freezeNextSync(() => (frozen = true));
+  let resolved = false;
+  store.write(() => {
+    store.put(enc("a"), enc("1"));
+    store.put(enc("b"), enc("2"));
+  }).then(() => (resolved = true));
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+  assert.ok(frozen);
+  assert.ok(!resolved);
+  assert.equal(dec(store.get(enc("a"))), "1");
+  const recovered = store.crash();
+  assert.equal(recovered.getIdentity("node_id"), "n1");
+  assert.equal(recovered.get(enc("a")), undefined);
+  assert.equal(recovered.get(enc("b")), undefined);
+  assert.equal(store.inFlight, 1);
+});

@@ -1,0 +1,134 @@
+/**
+ * {@linkcode NodeStorage}: what the driver, replicas and identity code need of a kvnode's storage,
+ * and the key layout they share. The LMDB {@linkcode ./node_store.ts | NodeStore} implements it for
+ * the node, `MemoryNodeStore` for the simulation; nothing here loads LMDB, so code that depends
+ * only on this module runs without it. The key layout is described in `node_store.ts`.
+ *
+ * @module
+ */
+import type { KvPair, KvSpace } from "./kv_space.ts";
+
+const encoder = new TextEncoder();
+
+/** Key prefixes of the environment. */
+export const PREFIX = {
+  identity: 0x00,
+  replica: 0x01,
+  log: 0x02,
+  raftState: 0x03,
+  space: 0x04,
+} as const;
+
+/** The state-machine spaces of a replica. */
+export const SPACE = { data: 0, sessions: 1, meta: 2 } as const;
+/** Writes `value` as 8 big-endian bytes at `offset` (a safe integer, not negative). */
+export function writeU64(bytes: Uint8Array, offset: number, value: number): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  view.setUint32(offset, Math.floor(value / 0x100000000));
+  view.setUint32(offset + 4, value % 0x100000000);
+}
+
+/** Reads 8 big-endian bytes at `offset` as a number. */
+export function readU64(bytes: Uint8Array, offset: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return view.getUint32(offset) * 0x100000000 + view.getUint32(offset + 4);
+}
+
+/** Builds a key: one prefix byte, then each number as 8 bytes, then `tail`. */
+export function makeKey(prefix: number, numbers: readonly number[], tail?: Uint8Array): Uint8Array {
+  const key = new Uint8Array(1 + 8 * numbers.length + (tail?.length ?? 0));
+  key[0] = prefix;
+  numbers.forEach((n, i) => writeU64(key, 1 + 8 * i, n));
+  if (tail !== undefined) key.set(tail, 1 + 8 * numbers.length);
+  return key;
+}
+
+/** The smallest key greater than every key that starts with `prefix`. */
+export function prefixEnd(prefix: Uint8Array): Uint8Array {
+  const end = prefix.slice();
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  throw new RangeError("Key prefix of all 0xff bytes has no end");
+}
+
+/**
+ * What the driver, replicas and identity code need of a node's storage: ordered byte keys, reads
+ * of the latest committed state (or, inside {@linkcode write}, of the running transaction), and
+ * atomic write transactions that resolve only once durable. Implemented by {@linkcode NodeStore}
+ * (LMDB) and `MemoryNodeStore` (in memory, for the simulation).
+ */
+export interface NodeStorage {
+  /** Reads one value (the latest committed, or this transaction's inside {@linkcode write}). */
+  get(key: Uint8Array): Uint8Array | undefined;
+  /** Pairs with `start <= key < end`, ascending. */
+  range(start: Uint8Array, end: Uint8Array): Iterable<KvPair>;
+  /** Inside {@linkcode write}: stores `value` at `key`. */
+  put(key: Uint8Array, value: Uint8Array): void;
+  /** Inside {@linkcode write}: removes `key`; reports whether it was there. */
+  remove(key: Uint8Array): boolean;
+  /** Inside {@linkcode write}: removes every key in `[start, end)`; returns how many. */
+  removeRange(start: Uint8Array, end: Uint8Array): number;
+  /**
+   * Runs `work` as one atomic transaction (if it throws, none of its writes apply; its reads see
+   * its own writes) and resolves once the transaction is durable.
+   */
+  write<T>(work: () => T): Promise<T>;
+  /** Identity records: a small string value under a name. */
+  getIdentity(name: string): string | undefined;
+  /** Inside {@linkcode write}: sets an identity record. */
+  putIdentity(name: string, value: string): void;
+  /** A {@linkcode KvSpace} over one state-machine space of one replica. */
+  space(peerId: number, space: number): KvSpace;
+}
+
+/** The identity record key of `name`. */
+export function identityKey(name: string): Uint8Array {
+  return makeKey(PREFIX.identity, [], encoder.encode(name));
+}
+
+/** A {@linkcode KvSpace} over the keys of a {@linkcode NodeStorage} that start with a prefix. */
+export class PrefixSpace implements KvSpace {
+  readonly #store: NodeStorage;
+  readonly #prefix: Uint8Array;
+  readonly #end: Uint8Array;
+
+  constructor(store: NodeStorage, prefix: Uint8Array) {
+    this.#store = store;
+    this.#prefix = prefix;
+    this.#end = prefixEnd(prefix);
+  }
+
+  #key(key: Uint8Array): Uint8Array {
+    const full = new Uint8Array(this.#prefix.length + key.length);
+    full.set(this.#prefix, 0);
+    full.set(key, this.#prefix.length);
+    return full;
+  }
+
+  get(key: Uint8Array): Uint8Array | undefined {
+    return this.#store.get(this.#key(key));
+  }
+
+  put(key: Uint8Array, value: Uint8Array): void {
+    this.#store.put(this.#key(key), value);
+  }
+
+  delete(key: Uint8Array): boolean {
+    return this.#store.remove(this.#key(key));
+  }
+
+  *scan(start: Uint8Array, end: Uint8Array | undefined): Iterable<KvPair> {
+    const stop = end === undefined ? this.#end : this.#key(end);
+    for (const { key, value } of this.#store.range(this.#key(start), stop)) {
+      yield { key: key.subarray(this.#prefix.length), value };
+    }
+  }
+
+  clear(): void {
+    this.#store.removeRange(this.#prefix, this.#end);
+  }
+}

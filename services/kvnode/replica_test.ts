@@ -1,0 +1,29 @@
+// Checks Replica.failAll: when a replica goes away, its proposals are answered `unknown` (their
+// entries may still commit on the other members), its reads with the given outcome.
+import assert from "node:assert/strict";
+import { type LogIndex, mulberry32, type NodeId, type Term } from "@tinykv/raft";
+import { MemoryNodeStore } from "./memory_node_store.ts";
+import type { ItemOutcome } from "./outcome.ts";
+import { Replica } from "./replica.ts";
+import { TEST_TUNING } from "./_test_cluster.ts";
+
+Deno.test("Replica.failAll() answers proposals unknown and reads with the outcome", () => {
+  const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
+  const replica = new Replica(new MemoryNodeStore(), {
+    record: {
+      shardId: 1,
+      peerId: 7,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [peer],
+      initialConfState: { voters: [7 as NodeId], learners: [], epoch: 0 as LogIndex },
+    },
+    tuning: TEST_TUNING,
+    prng: mulberry32(1),
+  });
+  const answers: ItemOutcome[] = [];
+  replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
+  replica.turnReads.push({ serve: () => assert.fail("served"), resolve: (o) => answers.push(o) });
+  replica.failAll({ kind: "unavailable", message: "Shard 1 left node n1" });
+  assert.deepEqual(answers.map((o) => o.kind), ["unknown", "unavailable"]);
+  assert.equal(replica.pending.size, 0);
+});
