@@ -47,6 +47,8 @@ export interface Envelope {
   readonly shardId: number;
   readonly confEpoch: number;
   readonly message: Message;
+  /** On receipt: the node that sent it and where it listens, when the transport knows. */
+  readonly sender?: { readonly nodeId: string; readonly address: string };
 }
 
 /** Where the driver sends Raft messages. Sending never blocks and may drop (Raft retries). */
@@ -378,6 +380,15 @@ export class Driver {
     const replica = this.#replicas.get(envelope.shardId);
     // Replicas are created only by admin calls, never by a message for an unknown group.
     if (replica === undefined || envelope.message.to !== replica.peerId) return;
+    const { sender } = envelope;
+    if (sender !== undefined) {
+      // A replica that missed the conf change adding a peer (it caught up by snapshot) still
+      // learns where the peer lives from the peer's own messages, so it can answer them.
+      const known = replica.peers.get(envelope.message.from);
+      if (known === undefined || known.address !== sender.address) {
+        replica.peers.set(envelope.message.from, { peerId: envelope.message.from, ...sender });
+      }
+    }
     replica.node.step(envelope.message);
   }
 

@@ -110,6 +110,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   const nodeLog = log.child({ node: nodeId });
   const transport = new GrpcRaftTransport({
     nodeId,
+    address,
     clusterId: cluster.clusterId,
     maxMessageBytes: config.rpc_server.max_message_bytes,
     log: nodeLog,

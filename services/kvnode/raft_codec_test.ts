@@ -158,8 +158,14 @@ Deno.test("messageFromProto() inverts messageToProto() for every message kind", 
 Deno.test("envelopeBytesBound() bounds the encoded size inside a RaftBatch", () => {
   fc.assert(
     fc.property(envelope, (e) => {
-      const empty = RaftBatch.encode({ fromNode: "", clusterId: "", messages: [] }).length;
-      const one = RaftBatch.encode({ fromNode: "", clusterId: "", messages: [messageToProto(e)] });
+      const empty =
+        RaftBatch.encode({ fromNode: "", fromAddress: "", clusterId: "", messages: [] }).length;
+      const one = RaftBatch.encode({
+        fromNode: "",
+        fromAddress: "",
+        clusterId: "",
+        messages: [messageToProto(e)],
+      });
       assert.ok(one.length - empty <= envelopeBytesBound(e));
     }),
     { numRuns: 300 },

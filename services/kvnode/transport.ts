@@ -101,6 +101,8 @@ export type SnapshotStatusHook = (shardId: number, toPeerId: number, ok: boolean
 export interface GrpcRaftTransportOptions {
   /** This node's id, sent as `from_node`. */
   readonly nodeId: string;
+  /** Where this node listens (`host:port`), sent as `from_address`. */
+  readonly address: string;
   /** The cluster id; a receiver of another cluster refuses the stream. */
   readonly clusterId: string;
   /** grpc-js's message bound on the clients (as the servers', e.g. `MESSAGE_BYTES_MAX_DEFAULT`). */
@@ -485,7 +487,12 @@ class PeerStream {
     let bytes = batchBaseBytes;
     const push = () => {
       this.#batches.push({
-        batch: { fromNode: options.nodeId, clusterId: options.clusterId, messages },
+        batch: {
+          fromNode: options.nodeId,
+          fromAddress: options.address,
+          clusterId: options.clusterId,
+          messages,
+        },
         bytes,
         envelopes: messages.length,
       });
@@ -784,9 +791,9 @@ class SnapshotSender {
  * `snapshotChunkBytes`; the last one carries `last`, the CRC-32 of the whole data and its length.
  */
 function* snapshotChunks(shared: Shared, envelope: SnapshotEnvelope): Generator<SnapshotChunk> {
-  const { nodeId, clusterId, snapshotChunkBytes } = shared.options;
+  const { nodeId, address, clusterId, snapshotChunkBytes } = shared.options;
   const data = envelope.message.snapshot.data;
-  const base = { fromNode: nodeId, clusterId, shardId: envelope.shardId };
+  const base = { fromNode: nodeId, fromAddress: address, clusterId, shardId: envelope.shardId };
   const tail = { checksum: crc32(data), totalBytes: data.length };
   const empty = new Uint8Array(0);
   if (data.length === 0) {
@@ -896,7 +903,7 @@ function receiveBatches(
     let firstReason = "";
     for (const proto of batch.messages) {
       const decoded = messageFromProto(proto);
-      if (decoded.kind === "ok") valid.push(decoded.envelope);
+      if (decoded.kind === "ok") valid.push(withSender(decoded.envelope, batch));
       else if (invalid++ === 0) firstReason = decoded.reason;
     }
     if (invalid > 0) {
@@ -916,6 +923,12 @@ function receiveBatches(
   call.on("error", () => {
     done = true;
   });
+}
+
+/** Attaches who sent an envelope, so the driver can learn a peer's address from its messages. */
+function withSender(envelope: Envelope, from: { fromNode: string; fromAddress: string }): Envelope {
+  if (from.fromNode === "" || from.fromAddress === "") return envelope;
+  return { ...envelope, sender: { nodeId: from.fromNode, address: from.fromAddress } };
 }
 
 /** A snapshot being assembled. */
@@ -1056,5 +1069,5 @@ function completeSnapshot(assembly: Assembly, last: SnapshotChunk): ChunkStep {
   if (decoded.kind === "invalid") {
     return { kind: "failed", failure: rpcFailure("invalidArgument", decoded.reason) };
   }
-  return { kind: "complete", envelope: decoded.envelope };
+  return { kind: "complete", envelope: withSender(decoded.envelope, last) };
 }

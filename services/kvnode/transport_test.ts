@@ -131,6 +131,7 @@ function startSender(options: Partial<GrpcRaftTransportOptions> = {}): Sender {
   const log: LogLine[] = [];
   const transport = new GrpcRaftTransport({
     nodeId: "a",
+    address: "127.0.0.1:1",
     clusterId: CLUSTER,
     maxMessageBytes: MESSAGE_BYTES_MAX,
     batchBytesMax: 256 * 1024,
@@ -225,7 +226,8 @@ Deno.test("GrpcRaftTransport batches the envelopes of many shards per flush", as
       sender.transport.flush();
     }
     await waitFor(() => delivered(receiver).length === sent.length, "every envelope");
-    assert.deepStrictEqual(delivered(receiver), sent);
+    const sender_ = { nodeId: "a", address: "127.0.0.1:1" };
+    assert.deepStrictEqual(delivered(receiver), sent.map((e) => ({ ...e, sender: sender_ })));
     // One RaftBatch (one onEnvelopes call) per flush, not one per envelope.
     assert.equal(receiver.deliveries.length, 5);
     assert.equal(receiver.batchBytes.length, 5);
@@ -354,7 +356,8 @@ Deno.test("GrpcRaftTransport sends a multi-MiB snapshot in chunks, intact", asyn
     await waitFor(() => sender.statuses.length === 1, "the snapshot status");
     assert.deepStrictEqual(sender.statuses, [[6, 2, true]]);
     assert.equal(receiver.deliveries.length, 1);
-    assert.deepStrictEqual(receiver.deliveries[0], [envelope]);
+    const from = { nodeId: "a", address: "127.0.0.1:1" };
+    assert.deepStrictEqual(receiver.deliveries[0], [{ ...envelope, sender: from }]);
     // The envelope, then 13 data chunks of at most 256 KiB.
     assert.equal(receiver.chunks, 1 + 13);
     assert.equal(sender.transport.stats().snapshotsSent, 1);
@@ -423,7 +426,14 @@ Deno.test("raftTransportService never delivers a half-received or oversized snap
   try {
     const data = randomBytes(1024);
     const envelope = messageToProto(snapshotEnvelope(data));
-    const base = { fromNode: "a", clusterId: CLUSTER, shardId: 6, checksum: 0, totalBytes: 0 };
+    const base = {
+      fromNode: "a",
+      fromAddress: "127.0.0.1:1",
+      clusterId: CLUSTER,
+      shardId: 6,
+      checksum: 0,
+      totalBytes: 0,
+    };
     const first = { ...base, envelope, data: new Uint8Array(0), last: false };
     const piece = { ...base, data: data.subarray(0, 512), last: false };
     // The sender ends the stream before the last chunk.

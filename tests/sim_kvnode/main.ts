@@ -12,16 +12,16 @@
  */
 import { runSimulation, type SimResult } from "./simulation.ts";
 
-const HELP = `Usage: main.ts --seeds N [--from S] [--ticks T] [--ungated-moves]
-       main.ts --seed S [--trace] [--ticks T] [--ungated-moves]
+const HELP = `Usage: main.ts --seeds N [--from S] [--ticks T] [--gated-moves]
+       main.ts --seed S [--trace] [--ticks T] [--gated-moves]
 
 --ticks T         ticks of the chaos phase (default 300)
---ungated-moves   promote moved-in replicas without waiting until every member has their address
+--gated-moves   promote moved-in replicas only once every member has their address (the old workaround)
                   (reproduces the address bug of tests/sim_kvnode/FINDINGS.md)`;
 
 function replayCommand(seed: number, flags: Flags): string {
   const ticksFlag = flags.ticks === undefined ? "" : ` --ticks ${flags.ticks}`;
-  const movesFlag = flags.ungatedMoves ? " --ungated-moves" : "";
+  const movesFlag = flags.gatedMoves ? " --gated-moves" : "";
   return `deno run tests/sim_kvnode/main.ts --seed ${seed}${ticksFlag}${movesFlag} --trace`;
 }
 
@@ -51,7 +51,7 @@ async function main(args: string[]): Promise<number> {
     const result = await runSimulation({
       seed,
       chaosTicks: ticks,
-      ungatedMoves: flags.ungatedMoves,
+      gatedMoves: flags.gatedMoves,
       trace: flags.trace ? (line) => console.log(line) : undefined,
     });
     console.log(summary(result));
@@ -73,7 +73,7 @@ async function main(args: string[]): Promise<number> {
     const result = await runSimulation({
       seed,
       chaosTicks: ticks,
-      ungatedMoves: flags.ungatedMoves,
+      gatedMoves: flags.gatedMoves,
     });
     console.log(summary(result));
     if (result.kind === "failed") {
@@ -93,16 +93,16 @@ interface Flags {
   ticks?: string;
   trace: boolean;
   help: boolean;
-  ungatedMoves: boolean;
+  gatedMoves: boolean;
 }
 
 function parseFlags(args: string[]): Flags | undefined {
-  const flags: Flags = { trace: false, help: false, ungatedMoves: false };
+  const flags: Flags = { trace: false, help: false, gatedMoves: false };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--trace") flags.trace = true;
     else if (arg === "--help") flags.help = true;
-    else if (arg === "--ungated-moves") flags.ungatedMoves = true;
+    else if (arg === "--gated-moves") flags.gatedMoves = true;
     else if (["--seeds", "--seed", "--from", "--ticks"].includes(arg)) {
       const value = args[++i];
       if (value === undefined || !/^\d+$/.test(value)) return undefined;
