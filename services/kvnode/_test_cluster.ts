@@ -29,6 +29,7 @@ export const TEST_TUNING: ReplicaTuning = {
   messageBytesMax: 256 * 1024,
   uncommittedBytesMax: 64 * 1024 * 1024,
   snapshotEntries: 10_000,
+  snapshotLogBytes: 64 * 1024 * 1024,
 };
 
 const silentLog = { info() {}, warn() {}, error() {} };

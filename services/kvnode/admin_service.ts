@@ -212,7 +212,7 @@ function replicaStatus(replica: Replica, withDataHash: boolean): ReplicaStatus {
     rangeLo: replica.record.range.lo,
     rangeHi: replica.record.range.hi,
     logEntries: replica.log.entryCount,
-    logBytes: 0,
+    logBytes: replica.log.entryBytes,
     dataKeys: size.keys,
     dataBytes: size.bytes,
     dataHash: withDataHash ? replica.machine.dataHash() : "",

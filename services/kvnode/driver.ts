@@ -23,11 +23,13 @@ import {
   type NodeId as PeerId,
   type Prng,
   type Ready,
+  type Term,
 } from "@tinykv/raft";
 import { Command, type ScanRequest } from "@tinykv/proto/tinykv/v1";
 import type { NodeStorage } from "./node_storage.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import {
+  type AppliedWait,
   decodeRecord,
   encodeContext,
   encodeRecord,
@@ -49,6 +51,11 @@ export interface Envelope {
   readonly message: Message;
   /** On receipt: the node that sent it and where it listens, when the transport knows. */
   readonly sender?: { readonly nodeId: string; readonly address: string };
+  /**
+   * A notice instead of a message to step: as of `confEpoch` the receiver is no longer a member of
+   * the group (it was removed while it could not hear about it), so it deletes itself.
+   */
+  readonly notMember?: boolean;
 }
 
 /** Where the driver sends Raft messages. Sending never blocks and may drop (Raft retries). */
@@ -99,6 +106,8 @@ export interface DriverOptions {
   readonly seed: number;
   /** Requests waiting in the inbox before new ones are refused (RESOURCE_EXHAUSTED). */
   readonly inboxRequestsMax?: number;
+  /** Raft messages waiting in the inbox before new ones are dropped (Raft sends again). */
+  readonly inboxMessagesMax?: number;
 }
 
 /** The result of an admin call. */
@@ -125,6 +134,7 @@ type InboxItem =
   | { readonly kind: "snapshotStatus"; shardId: number; to: number; ok: boolean };
 
 const INBOX_REQUESTS_MAX_DEFAULT = 100_000;
+const INBOX_MESSAGES_MAX_DEFAULT = 100_000;
 const READ_ROUND_IDS_MAX = 2 ** 31;
 
 /** The driver loop of one kvnode. See the module docs. */
@@ -134,6 +144,10 @@ export class Driver {
   readonly #live = new Set<LiveRequest>();
   #inbox: InboxItem[] = [];
   #inboxRequests = 0;
+  #inboxMessages = 0;
+  #droppedMessages = 0;
+  /** Replicas told they are no longer members, to delete in the next turn's transaction. */
+  readonly #evicted = new Map<number, number>();
   #ticksDue = 0;
   #wake: (() => void) | undefined;
   #running = false;
@@ -221,9 +235,22 @@ export class Driver {
     this.#wakeUp();
   }
 
-  /** Hands received Raft messages to the loop. */
+  /** Raft messages dropped because the inbox was full. */
+  get droppedMessages(): number {
+    return this.#droppedMessages;
+  }
+
+  /** Hands received Raft messages to the loop; drops them past the inbox bound. */
   receive(envelopes: readonly Envelope[]): void {
-    for (const envelope of envelopes) this.#inbox.push({ kind: "message", envelope });
+    const max = this.#options.inboxMessagesMax ?? INBOX_MESSAGES_MAX_DEFAULT;
+    for (const envelope of envelopes) {
+      if (this.#inboxMessages >= max) {
+        this.#droppedMessages++;
+        continue;
+      }
+      this.#inboxMessages++;
+      this.#inbox.push({ kind: "message", envelope });
+    }
     this.#wakeUp();
   }
 
@@ -317,18 +344,29 @@ export class Driver {
     for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
 
     const readies: Array<[Replica, Ready]> = [];
+    const evicted = [...this.#evicted.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
+    this.#evicted.clear();
     for (const replica of this.#replicas.values()) {
+      if (evicted.includes(replica)) continue;
       if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);
     }
-    if (readies.length === 0) return;
+    if (readies.length === 0 && evicted.length === 0) {
+      this.#options.outbound.flush();
+      return;
+    }
     const answers: Array<() => void> = [];
     const removed: Replica[] = [];
     const { store, tuning } = this.#options;
     await store.write(() => {
+      for (const replica of evicted) {
+        replica.destroy();
+        removed.push(replica);
+      }
       for (const [replica, ready] of readies) {
         const summary = replica.persistAndApply(ready, {
           answers,
           snapshotEntries: tuning.snapshotEntries,
+          snapshotLogBytes: tuning.snapshotLogBytes,
         });
         for (const change of summary.changes) {
           this.#options.log.info("Applied a membership change", {
@@ -352,12 +390,18 @@ export class Driver {
       this.#wakeAppliedWaiters(replica);
       replica.node.advance(ready);
     }
-    for (const replica of removed) this.#drop(replica, "it was removed from its group");
+    for (const replica of removed) {
+      const why = evicted.includes(replica)
+        ? "a member told it that it is no longer in its group"
+        : "it was removed from its group";
+      this.#drop(replica, why);
+    }
   }
 
   #handle(item: InboxItem): void {
     switch (item.kind) {
       case "message":
+        this.#inboxMessages--;
         return this.#step(item.envelope);
       case "request":
         this.#inboxRequests--;
@@ -380,6 +424,13 @@ export class Driver {
     const replica = this.#replicas.get(envelope.shardId);
     // Replicas are created only by admin calls, never by a message for an unknown group.
     if (replica === undefined || envelope.message.to !== replica.peerId) return;
+    if (envelope.notMember) {
+      if (envelope.confEpoch > replica.confEpoch) {
+        this.#evicted.set(replica.shardId, envelope.confEpoch);
+      }
+      return;
+    }
+    if (this.#answerRemovedPeer(replica, envelope)) return;
     const { sender } = envelope;
     if (sender !== undefined) {
       // A replica that missed the conf change adding a peer (it caught up by snapshot) still
@@ -390,6 +441,35 @@ export class Driver {
       }
     }
     replica.node.step(envelope.message);
+  }
+
+  /**
+   * A peer behind on the group's membership that is no longer in it was removed while it could
+   * not hear of it: tell it so (it deletes itself) instead of stepping its message. Membership only
+   * changes through committed entries, and peer ids are never reused, so a member at a newer epoch
+   * that does not list the peer knows the removal is final.
+   */
+  #answerRemovedPeer(replica: Replica, envelope: Envelope): boolean {
+    const from = envelope.message.from;
+    const { voters, learners } = replica.log.appliedState.confState;
+    if (envelope.confEpoch >= replica.confEpoch) return false;
+    if (voters.includes(from) || learners.includes(from)) return false;
+    const to = replica.peers.get(from) ??
+      (envelope.sender === undefined ? undefined : { peerId: from, ...envelope.sender });
+    if (to === undefined) return true;
+    this.#options.outbound.send(to, {
+      shardId: replica.shardId,
+      confEpoch: replica.confEpoch,
+      message: {
+        type: "heartbeatResponse",
+        from: replica.peerId as PeerId,
+        to: from,
+        term: 0 as Term,
+        round: 0,
+      },
+      notMember: true,
+    });
+    return true;
   }
 
   #send(replica: Replica, messages: readonly Message[]): void {
@@ -562,7 +642,7 @@ export class Driver {
     const { applied } = replica.log.appliedState;
     const remaining = replica.appliedWaiters.filter((w) => {
       if (w.index > applied) return true;
-      w.resolve(replica.confEpoch);
+      w.resolve({ kind: "applied", confEpoch: replica.confEpoch });
       return false;
     });
     replica.appliedWaiters.length = 0;
@@ -578,6 +658,15 @@ export class Driver {
 
   #expireRequests(): void {
     const now = this.#options.clock.now();
+    for (const replica of this.#replicas.values()) {
+      const waiting = replica.appliedWaiters.filter((w) => {
+        if (w.deadlineMs > now) return true;
+        w.resolve({ kind: "timeout" });
+        return false;
+      });
+      replica.appliedWaiters.length = 0;
+      replica.appliedWaiters.push(...waiting);
+    }
     for (const live of this.#live) {
       if (live.deadlineMs > now) continue;
       this.#finish(
@@ -651,8 +740,9 @@ export class Driver {
       };
       const result = replica.value.node.proposeConfChange(change);
       if (result.kind === "ok") {
-        const { promise, resolve } = Promise.withResolvers<number>();
-        replica.value.appliedWaiters.push({ index: result.index, resolve });
+        const { promise, resolve } = Promise.withResolvers<AppliedWait>();
+        const deadlineMs = this.#options.clock.now() + request.timeoutMs;
+        replica.value.appliedWaiters.push({ index: result.index, deadlineMs, resolve });
         return ok({ index: result.index, applied: promise });
       }
       if (result.kind === "notLeader") {
@@ -662,11 +752,15 @@ export class Driver {
       return { kind: "unavailable" as const, message: `Cannot change membership: ${reason}` };
     });
     if (proposed.kind !== "ok") return proposed;
-    return await withTimeout(
-      proposed.value.applied,
-      request.timeoutMs,
-      (confEpoch) => ok({ confEpoch }),
-    );
+    const applied = await proposed.value.applied;
+    if (applied.kind === "timeout") {
+      return {
+        kind: "timeout",
+        message: `Membership change of shard ${request.shardId} not applied within ` +
+          `${request.timeoutMs} ms (it may still apply)`,
+      };
+    }
+    return ok({ confEpoch: applied.confEpoch });
   }
 
   /** Asks the shard's leader here to hand leadership to `targetPeerId`. */
@@ -744,25 +838,6 @@ function checkScan(request: ScanRequest): string | undefined {
     return `Field "limit" is ${request.limit}: expected 1 to ${SCAN_LIMIT_MAX}`;
   }
   return undefined;
-}
-
-async function withTimeout<T, R>(
-  promise: Promise<T>,
-  timeoutMs: number,
-  map: (value: T) => AdminResult<R>,
-): Promise<AdminResult<R>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<AdminResult<R>>((resolve) => {
-    timer = setTimeout(
-      () => resolve({ kind: "timeout", message: `Not applied within ${timeoutMs} ms` }),
-      timeoutMs,
-    );
-  });
-  try {
-    return await Promise.race([promise.then(map), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** The index type, re-exported for callers that wait on applied indexes. */

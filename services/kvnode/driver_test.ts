@@ -247,3 +247,77 @@ async function ticking<T>(cluster: TestCluster, promise: Promise<T>): Promise<T>
   await cluster.until(() => done, "an admin call to finish", 600);
   return value as T;
 }
+
+Deno.test("Driver: a replica removed while cut off learns it from a member and deletes itself", async () => {
+  const cluster = await TestCluster.create(["n1", "n2", "n3", "n4"]);
+  try {
+    await cluster.createShard(1, ["n1", "n2", "n3"], 101);
+    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader");
+    const leader = cluster.leaderOf(1)!;
+    const members = ["n1", "n2", "n3"].map((n, i) => cluster.peer(n, 101 + i));
+    const newPeer = cluster.peer("n4", 104);
+    await cluster.node("n4").driver.createReplica({
+      shardId: 1,
+      peerId: 104,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [...members, newPeer],
+      initialConfState: { voters: members.map((m) => m.peerId), learners: [], epoch: 0 } as never,
+    });
+    const change = async (kind: "addLearner" | "promote" | "remove", peer: typeof newPeer) => {
+      const current = cluster.leaderOf(1)!;
+      const epoch = current.driver.replicas()[0].confEpoch;
+      return await ticking(
+        cluster,
+        current.driver.changeMembership({
+          shardId: 1,
+          expectedConfEpoch: epoch,
+          change: kind,
+          peer,
+          timeoutMs: 20_000,
+        }),
+      );
+    };
+    assert.equal((await change("addLearner", newPeer)).kind, "ok");
+    assert.equal((await change("promote", newPeer)).kind, "ok");
+    const victim = members.find((m) => m.nodeId !== leader.nodeId)!;
+    cluster.isolated.add(victim.nodeId);
+    assert.equal((await change("remove", victim)).kind, "ok");
+    assert.equal(cluster.node(victim.nodeId).driver.replicas().length, 1, "it did not hear");
+    cluster.isolated.delete(victim.nodeId);
+    await cluster.until(
+      () => cluster.node(victim.nodeId).driver.replicas().length === 0,
+      "the cut-off replica to learn of its removal",
+    );
+    const stillServing = await cluster.request(cluster.leaderOf(1)!.nodeId, 1, {
+      kind: "mutation",
+      command: put("after", "removal"),
+    });
+    assert.equal(stillServing.kind, "ok");
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: a membership change that cannot commit times out on the driver's clock", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(1)!;
+    for (const nodeId of cluster.nodes.keys()) {
+      if (nodeId !== leader.nodeId) cluster.isolated.add(nodeId);
+    }
+    const epoch = leader.driver.replicas()[0].confEpoch;
+    const result = await ticking(
+      cluster,
+      leader.driver.changeMembership({
+        shardId: 1,
+        expectedConfEpoch: epoch,
+        change: "addLearner",
+        peer: cluster.peer("n9", 999),
+        timeoutMs: 1000,
+      }),
+    );
+    assert.equal(result.kind, "timeout");
+  } finally {
+    await cluster.close();
+  }
+});

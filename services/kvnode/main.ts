@@ -128,6 +128,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       messageBytesMax: config.raft.message_bytes_max,
       uncommittedBytesMax: config.raft.uncommitted_bytes_max,
       snapshotEntries: config.raft.snapshot_entries,
+      snapshotLogBytes: config.raft.snapshot_log_bytes,
     },
     outbound: transport,
     clock: { now: () => Date.now() },

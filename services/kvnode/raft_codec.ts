@@ -92,6 +92,7 @@ export function messageToProto(envelope: Envelope): RaftEnvelope {
     shardId: envelope.shardId,
     confEpoch: envelope.confEpoch,
     message: raftMessageToProto(envelope.message),
+    notMember: envelope.notMember === true,
   };
 }
 
@@ -213,7 +214,9 @@ export function messageFromProto(
   const message = messageFrom(proto.message!, options.snapshotData ?? NO_BYTES);
   return {
     kind: "ok",
-    envelope: { shardId: proto.shardId, confEpoch: proto.confEpoch, message },
+    envelope: proto.notMember
+      ? { shardId: proto.shardId, confEpoch: proto.confEpoch, message, notMember: true }
+      : { shardId: proto.shardId, confEpoch: proto.confEpoch, message },
   };
 }
 

@@ -224,7 +224,7 @@ function appendProto(): RaftEnvelope {
 }
 
 const INVALID_CASES: ReadonlyArray<[string, () => RaftEnvelope, RegExp]> = [
-  ["no message", () => ({ shardId: 1, confEpoch: 0 }), /no message/],
+  ["no message", () => ({ shardId: 1, confEpoch: 0, notMember: false }), /no message/],
   ["unspecified type", () => withMessage(heartbeatProto(), { type: 0 as 1 }), /type 0/],
   ["unknown type", () => withMessage(heartbeatProto(), { type: 99 as 1 }), /type 99/],
   ["peer id 0", () => withMessage(heartbeatProto(), { from: 0 }), /"from"/],

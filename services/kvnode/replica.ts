@@ -53,6 +53,8 @@ export interface ReplicaTuning {
   readonly messageBytesMax: number;
   readonly uncommittedBytesMax: number;
   readonly snapshotEntries: number;
+  /** Compact once the log holds this many payload bytes past its start. */
+  readonly snapshotLogBytes: number;
 }
 
 /** A request waiting for its entry to apply. */
@@ -60,6 +62,11 @@ interface PendingProposal {
   readonly term: Term;
   readonly resolve: (outcome: ItemOutcome) => void;
 }
+
+/** How waiting for an entry to apply ended (admin calls wait for their conf change). */
+export type AppliedWait =
+  | { readonly kind: "applied"; readonly confEpoch: number }
+  | { readonly kind: "timeout" };
 
 /** A read waiting for its ReadIndex round and then for the applied index. */
 export interface ReadWaiter {
@@ -93,7 +100,9 @@ export class Replica {
   /** Confirmed reads waiting for the applied index to reach `index`, in index order. */
   readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter[] }> = [];
   /** Waiters for a specific applied index (admin calls waiting for a conf change). */
-  readonly appliedWaiters: Array<{ index: LogIndex; resolve: (epoch: number) => void }> = [];
+  readonly appliedWaiters: Array<
+    { index: LogIndex; deadlineMs: number; resolve: (result: AppliedWait) => void }
+  > = [];
   readonly #store: NodeStorage;
 
   constructor(
@@ -160,7 +169,7 @@ export class Replica {
    */
   persistAndApply(
     ready: Ready,
-    options: { answers: Array<() => void>; snapshotEntries: number },
+    options: { answers: Array<() => void>; snapshotEntries: number; snapshotLogBytes: number },
   ): ApplySummary {
     if (ready.snapshot !== undefined) {
       const restored = this.machine.restore(ready.snapshot.data);
@@ -183,7 +192,7 @@ export class Replica {
         this.#applyNormal(entry, options.answers);
       }
     }
-    this.#maybeCompact(options.snapshotEntries);
+    this.#maybeCompact(options.snapshotEntries, options.snapshotLogBytes);
     return { removed, changes };
   }
 
@@ -250,13 +259,22 @@ export class Replica {
     }
   }
 
-  #maybeCompact(snapshotEntries: number): void {
+  /**
+   * Compacts the log once it holds `snapshotEntries` applied entries or `snapshotLogBytes` bytes
+   * past its start. A snapshot is then the state machine itself, read at its applied index when a
+   * follower needs one, so compacting only drops entries.
+   */
+  #maybeCompact(snapshotEntries: number, snapshotLogBytes: number): void {
     const { applied } = this.log.appliedState;
-    if (applied - (this.log.firstIndex() - 1) < snapshotEntries) return;
-    // Keep a tail of entries so that slightly lagging followers catch up without a snapshot.
-    const keep = Math.floor(snapshotEntries / 4);
+    const start = this.log.firstIndex() - 1;
+    const byCount = applied - start >= snapshotEntries;
+    const byBytes = this.log.entryBytes >= snapshotLogBytes && applied > start;
+    if (!byCount && !byBytes) return;
+    // Keep a tail of entries so that slightly lagging followers catch up without a snapshot
+    // (none when the bytes bound forced the compaction).
+    const keep = byCount && !byBytes ? Math.floor(snapshotEntries / 4) : 0;
     const target = applied - keep;
-    if (target > this.log.firstIndex() - 1) this.log.compact(target as LogIndex);
+    if (target > start) this.log.compact(target as LogIndex);
   }
 
   #currentRecord(): ReplicaRecord {

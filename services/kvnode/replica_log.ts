@@ -79,6 +79,7 @@ export class ReplicaLog implements LogReader {
   #startIndex: LogIndex;
   #startTerm: Term;
   #lastIndex: LogIndex;
+  #entryBytes = 0;
 
   /**
    * Loads a replica's log state. `snapshotData` serializes the replica's state machine at its
@@ -99,7 +100,9 @@ export class ReplicaLog implements LogReader {
       { index: 0 as LogIndex, term: 0 as Term };
     this.#startIndex = start.index;
     this.#startTerm = start.term;
-    this.#lastIndex = this.#findLastIndex();
+    const found = this.#scanLog();
+    this.#lastIndex = found.lastIndex;
+    this.#entryBytes = found.bytes;
   }
 
   #stateKey(kind: number): Uint8Array {
@@ -119,12 +122,24 @@ export class ReplicaLog implements LogReader {
     this.#store.put(this.#stateKey(kind), encoder.encode(JSON.stringify(value)));
   }
 
-  #findLastIndex(): LogIndex {
+  #scanLog(): { lastIndex: LogIndex; bytes: number } {
     const start = this.#entryKey(this.#startIndex + 1);
     const end = prefixEnd(makeKey(PREFIX.log, [this.#peerId]));
-    let last = this.#startIndex;
-    for (const { key } of this.#store.range(start, end)) last = readU64(key, 9) as LogIndex;
-    return last;
+    let lastIndex = this.#startIndex;
+    let bytes = 0;
+    for (const { key, value } of this.#store.range(start, end)) {
+      lastIndex = readU64(key, 9) as LogIndex;
+      bytes += value.length;
+    }
+    return { lastIndex, bytes };
+  }
+
+  /** Removes the stored entries in `[low, high)`, keeping the byte count right. */
+  #removeEntries(low: number, high: number): void {
+    for (const { value } of this.#store.range(this.#entryKey(low), this.#entryKey(high))) {
+      this.#entryBytes -= value.length;
+    }
+    this.#store.removeRange(this.#entryKey(low), this.#entryKey(high));
   }
 
   /** The applied index and membership, as last persisted. */
@@ -140,6 +155,11 @@ export class ReplicaLog implements LogReader {
   /** Entries kept since the log's start, and their payload bytes (approximate, from headers). */
   get entryCount(): number {
     return this.#lastIndex - this.#startIndex;
+  }
+
+  /** Bytes of the stored entries since the log's start (as stored, headers included). */
+  get entryBytes(): number {
+    return this.#entryBytes;
   }
 
   /** Verifies the checksum of every stored entry (at startup: corrupt data must stop the node). */
@@ -212,12 +232,12 @@ export class ReplicaLog implements LogReader {
   append(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     const first = entries[0].index;
-    if (first <= this.#lastIndex) {
-      this.#store.removeRange(this.#entryKey(first), this.#entryKey(this.#lastIndex + 1));
-    }
+    if (first <= this.#lastIndex) this.#removeEntries(first, this.#lastIndex + 1);
     for (const entry of entries) {
       if (entry.index <= this.#startIndex) continue;
-      this.#store.put(this.#entryKey(entry.index), encodeEntry(entry));
+      const encoded = encodeEntry(entry);
+      this.#store.put(this.#entryKey(entry.index), encoded);
+      this.#entryBytes += encoded.length;
     }
     this.#lastIndex = entries[entries.length - 1].index;
   }
@@ -241,6 +261,7 @@ export class ReplicaLog implements LogReader {
   installSnapshot(metadata: SnapshotMetadata): void {
     const prefix = makeKey(PREFIX.log, [this.#peerId]);
     this.#store.removeRange(prefix, prefixEnd(prefix));
+    this.#entryBytes = 0;
     this.#startIndex = metadata.index;
     this.#startTerm = metadata.term;
     this.#lastIndex = metadata.index;
@@ -255,7 +276,7 @@ export class ReplicaLog implements LogReader {
     if (term === undefined || index > this.#applied.applied) {
       throw new RangeError(`Cannot compact to ${index}: applied is ${this.#applied.applied}`);
     }
-    this.#store.removeRange(this.#entryKey(this.#startIndex + 1), this.#entryKey(index + 1));
+    this.#removeEntries(this.#startIndex + 1, index + 1);
     this.#startIndex = index;
     this.#startTerm = term;
     this.#writeJson(STATE_LOG_START, { index, term });

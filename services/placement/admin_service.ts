@@ -14,7 +14,7 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
 import type { Move } from "@tinykv/shard";
-import { DECISIONS_MAX, type DecisionLog } from "./decisions.ts";
+import { type DecisionLog, DECISIONS_MAX } from "./decisions.ts";
 import type { ClusterSnapshot, PlacementLeader } from "./leader.ts";
 import { checkDrain, checkMoveReplica, checkTransferLeader, type Refusal } from "./requests.ts";
 import { moveEnds, type Task } from "./task.ts";
@@ -196,7 +196,9 @@ export function placementService(control: PlacementControl): ServiceBinding {
           `Field "limit" is ${request.limit}: the maximum is ${DECISIONS_MAX} (DECISIONS_MAX)`,
         ));
       }
-      const decisions = control.decisions.recent(request.limit === 0 ? DECISIONS_MAX : request.limit)
+      const decisions = control.decisions.recent(
+        request.limit === 0 ? DECISIONS_MAX : request.limit,
+      )
         .map((d) => ({
           atMs: d.atMs,
           reason: d.reason,

@@ -364,7 +364,9 @@ export class PlacementLeader {
       })),
     };
     const encoded = encodeShardMap(map);
-    if (encoded.kind !== "ok") throw new Error(`Bootstrap map is invalid: ${describeEncodeError(encoded)}`);
+    if (encoded.kind !== "ok") {
+      throw new Error(`Bootstrap map is invalid: ${describeEncodeError(encoded)}`);
+    }
     const created = await this.#zk.create(PATHS.shardMap, encoded.bytes);
     if (created.kind !== "ok" && created.kind !== "nodeExists") {
       throw new Error(`Cannot publish the first shard map: ${created.kind}`);
@@ -612,7 +614,9 @@ export class PlacementLeader {
     if (change === "leaders" && Date.now() - this.#lastPublishMs < LEADER_HINT_DEBOUNCE_MS) return;
     const encoded = encodeShardMap(next);
     if (encoded.kind !== "ok") {
-      this.#log.warn("Not publishing an invalid shard map", { error: describeEncodeError(encoded) });
+      this.#log.warn("Not publishing an invalid shard map", {
+        error: describeEncodeError(encoded),
+      });
       return;
     }
     const written = await this.#zk.setData(PATHS.shardMap, encoded.bytes, this.#mapZkVersion);

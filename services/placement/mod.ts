@@ -52,8 +52,8 @@ export {
 export { checkDrain, checkMoveReplica, checkTransferLeader } from "./requests.ts";
 export {
   CATCH_UP_LAG_ENTRIES_MAX,
-  nextAction,
   newTask,
+  nextAction,
   STEP_FAILURES_MAX,
   type Task,
   type TaskAction,

@@ -229,6 +229,7 @@ class Simulation {
       messageBytesMax: r.pick([2 * 1024, 64 * 1024]),
       uncommittedBytesMax: 1024 * 1024,
       snapshotEntries: r.between(20, 80),
+      snapshotLogBytes: 64 * 1024 * 1024,
     };
     this.#maxDown = nodeCount >= 5 ? 2 : 1;
     this.#clientRate = 0.1 + r.next() * 0.5;

@@ -793,6 +793,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "RaftMessage",
                   "id": 3,
                 },
+                "notMember": {
+                  "type": "bool",
+                  "id": 4,
+                },
               },
             },
             "RaftEntry": {
@@ -2737,6 +2741,12 @@ export interface RaftEnvelope {
   confEpoch: number;
   /** The field `message = 3`. */
   message?: RaftMessage;
+  /**
+   * A notice, not a message to step: as of `conf_epoch` the receiver (`message.to`) is no longer a
+   * member of the group. A replica partitioned away while it was removed learns it this way from
+   * the members it keeps calling, and deletes itself.
+   */
+  notMember: boolean;
 }
 
 function fromRaftEnvelope(m: unknown): RaftEnvelope {
@@ -2744,6 +2754,7 @@ function fromRaftEnvelope(m: unknown): RaftEnvelope {
   const out: RaftEnvelope = {
     shardId: toFloat(r.shardId),
     confEpoch: toSafeInteger(r.confEpoch, "tinykv.v1.RaftEnvelope.confEpoch"),
+    notMember: toBool(r.notMember),
   };
   if (Object.hasOwn(r, "message") && r.message != null) {
     out.message = fromRaftMessage(r.message);

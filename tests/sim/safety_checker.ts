@@ -1,0 +1,240 @@
+/**
+ * {@linkcode SafetyChecker}: the Raft safety properties (paper figure 3),
+ * checked as the simulation runs, against global maps that only the simulator
+ * can see:
+ *
+ * - election safety: at most one leader per term;
+ * - one vote per term: no voter grants votes to two candidates in one term
+ *   (catches a vote lost by a crash);
+ * - log matching: an entry is identified by (index, term): every copy has the
+ *   same contents, and the same term before it;
+ * - leader completeness: a new leader's log holds every entry committed
+ *   before it was elected;
+ * - state machine safety: no two replicas apply different entries at one
+ *   index, and each replica applies every entry once, in order, across
+ *   crashes and snapshots.
+ *
+ * A violation throws {@linkcode InvariantViolation} naming the check.
+ *
+ * @module
+ */
+
+import type { Entry, LogIndex, NodeId, Snapshot, Term } from "@tinykv/raft";
+import type { SimLog } from "./sim_log.ts";
+
+/** The names of the checks, as reports print them. */
+export type CheckName =
+  | "electionSafety"
+  | "oneVotePerTerm"
+  | "logMatching"
+  | "leaderCompleteness"
+  | "stateMachineSafety"
+  | "applyOnce"
+  | "snapshotSafety"
+  | "replicaConvergence"
+  | "linearizability"
+  | "liveness";
+
+/** A violated safety or liveness property. */
+export class InvariantViolation extends Error {
+  /** Which property failed. */
+  readonly check: CheckName;
+
+  /** Creates the error for `check` with a description of what was seen. */
+  constructor(check: CheckName, detail: string) {
+    super(`${check} violated: ${detail}`);
+    this.name = "InvariantViolation";
+    this.check = check;
+  }
+}
+
+interface EntryFacts {
+  readonly checksum: number;
+  /** The term of the entry before this one, or -1 when not known. */
+  readonly prevTerm: number;
+}
+
+interface Known {
+  readonly term: number;
+  readonly checksum: number;
+}
+
+/** Global safety checks across all replicas of one group. */
+export class SafetyChecker {
+  readonly #leaderOfTerm: Map<number, NodeId> = new Map();
+  readonly #votes: Map<string, NodeId> = new Map();
+  // index → term → facts about the entry (index, term) wherever it was seen.
+  readonly #entries: Map<number, Map<number, EntryFacts>> = new Map();
+  readonly #committed: Map<number, Known> = new Map();
+  readonly #applied: Map<number, Known> = new Map();
+  #committedMax = 0;
+  /** Checks performed, for the summary. */
+  checks = 0;
+
+  /** The highest index known to be committed. */
+  get committedMax(): number {
+    return this.#committedMax;
+  }
+
+  /** The entry applied at `index` by any replica, if any. */
+  appliedAt(index: number): Known | undefined {
+    return this.#applied.get(index);
+  }
+
+  /** A node is leader in `term`: no other node may be. */
+  onLeader(id: NodeId, term: Term): void {
+    this.checks++;
+    const other = this.#leaderOfTerm.get(term);
+    if (other === undefined) this.#leaderOfTerm.set(term, id);
+    else if (other !== id) {
+      throw new InvariantViolation(
+        "electionSafety",
+        `nodes ${other} and ${id} both lead term ${term}`,
+      );
+    }
+  }
+
+  /** `voter` granted its vote in `term` to `candidate`. */
+  onVoteGranted(voter: NodeId, term: Term, candidate: NodeId): void {
+    this.checks++;
+    const key = `${term}/${voter}`;
+    const previous = this.#votes.get(key);
+    if (previous === undefined) this.#votes.set(key, candidate);
+    else if (previous !== candidate) {
+      throw new InvariantViolation(
+        "oneVotePerTerm",
+        `node ${voter} voted for ${previous} and then ${candidate} in term ${term}`,
+      );
+    }
+  }
+
+  /**
+   * A node persisted `entries` (a Ready's) into `log`. Checks log matching for
+   * them and records the entries the node's commit index now covers.
+   */
+  onPersisted(id: NodeId, log: SimLog, entries: readonly Entry[]): void {
+    let prevTerm: number = entries.length > 0
+      ? (log.term((entries[0].index - 1) as LogIndex) ?? -1)
+      : -1;
+    for (const entry of entries) {
+      this.#checkEntry(id, entry, prevTerm);
+      prevTerm = entry.term;
+    }
+  }
+
+  #checkEntry(id: NodeId, entry: Entry, prevTerm: number): void {
+    this.checks++;
+    let byTerm = this.#entries.get(entry.index);
+    if (byTerm === undefined) {
+      byTerm = new Map();
+      this.#entries.set(entry.index, byTerm);
+    }
+    const seen = byTerm.get(entry.term);
+    if (seen === undefined) {
+      byTerm.set(entry.term, { checksum: entry.checksum, prevTerm });
+      return;
+    }
+    if (seen.checksum !== entry.checksum) {
+      throw new InvariantViolation(
+        "logMatching",
+        `node ${id} holds entry ${entry.index} of term ${entry.term} with other contents`,
+      );
+    }
+    if (seen.prevTerm >= 0 && prevTerm >= 0 && seen.prevTerm !== prevTerm) {
+      throw new InvariantViolation(
+        "logMatching",
+        `node ${id} holds entry ${entry.index} of term ${entry.term} after an entry of term ` +
+          `${prevTerm}, elsewhere after term ${seen.prevTerm}`,
+      );
+    }
+  }
+
+  /** Records the entries in `log` up to `commit` as committed, checking earlier records. */
+  onCommit(id: NodeId, log: SimLog, from: number, commit: number): void {
+    for (let i = Math.max(from, log.firstIndex()); i <= commit; i++) {
+      const entry = log.entryAt(i);
+      if (entry === undefined) {
+        throw new InvariantViolation(
+          "logMatching",
+          `node ${id} has commit index ${commit} but no entry ${i} (last ${log.lastIndex()})`,
+        );
+      }
+      this.#record(this.#committed, "logMatching", id, entry, "committed");
+    }
+    if (commit > this.#committedMax) this.#committedMax = commit;
+  }
+
+  /**
+   * A node whose state machine had applied up to `applied` is given `entry` to
+   * apply: it must come next, and be the entry every other replica applied there.
+   */
+  onApply(id: NodeId, entry: Entry, applied: number): void {
+    this.checks++;
+    if (entry.index !== applied + 1) {
+      throw new InvariantViolation(
+        "applyOnce",
+        `node ${id} was given entry ${entry.index} to apply after ${applied}`,
+      );
+    }
+    this.#record(this.#applied, "stateMachineSafety", id, entry, "applied");
+    const committed = this.#committed.get(entry.index);
+    if (committed !== undefined && committed.term !== entry.term) {
+      throw new InvariantViolation(
+        "stateMachineSafety",
+        `node ${id} applied entry ${entry.index} of term ${entry.term}, committed was term ${committed.term}`,
+      );
+    }
+  }
+
+  #record(map: Map<number, Known>, check: CheckName, id: NodeId, entry: Entry, what: string): void {
+    this.checks++;
+    const known = map.get(entry.index);
+    if (known === undefined) {
+      map.set(entry.index, { term: entry.term, checksum: entry.checksum });
+    } else if (known.term !== entry.term || known.checksum !== entry.checksum) {
+      throw new InvariantViolation(
+        check,
+        `node ${id} ${what} entry ${entry.index} of term ${entry.term}, another replica ${what} ` +
+          `term ${known.term} there`,
+      );
+    }
+  }
+
+  /** A snapshot's last entry must be committed, and be the committed entry there. */
+  onSnapshot(id: NodeId, snapshot: Snapshot): void {
+    this.checks++;
+    const meta = snapshot.metadata;
+    if (meta.index === 0) return;
+    const known = this.#applied.get(meta.index) ?? this.#committed.get(meta.index);
+    if (known !== undefined && known.term !== meta.term) {
+      throw new InvariantViolation(
+        "snapshotSafety",
+        `node ${id} got a snapshot at ${meta.index} of term ${meta.term}, committed term ${known.term}`,
+      );
+    }
+  }
+
+  /**
+   * Leader completeness: `log`, the log of the leader of `term` just after it
+   * was elected, holds every entry committed up to `committedAtElection`.
+   */
+  checkLeaderLog(id: NodeId, term: Term, log: SimLog, committedAtElection: number): void {
+    this.checks++;
+    if (log.lastIndex() < committedAtElection) {
+      throw new InvariantViolation(
+        "leaderCompleteness",
+        `leader ${id} of term ${term} ends at ${log.lastIndex()}, but ${committedAtElection} was committed`,
+      );
+    }
+    for (let i = log.firstIndex(); i <= committedAtElection; i++) {
+      const committed = this.#committed.get(i);
+      const entry = log.entryAt(i);
+      if (committed !== undefined && entry !== undefined && committed.term !== entry.term) {
+        throw new InvariantViolation(
+          "leaderCompleteness",
+          `leader ${id} of term ${term} holds entry ${i} of term ${entry.term}, committed term ${committed.term}`,
+        );
+      }
+    }
+  }
+}
