@@ -71,6 +71,8 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const META_CLOCK = encoder.encode("clock");
 const META_SWEPT = encoder.encode("swept");
+const META_KEYS = encoder.encode("keys");
+const META_BYTES = encoder.encode("bytes");
 const EMPTY = new Uint8Array(0);
 
 /** The KV state machine of one replica. See the module docs. */
@@ -169,13 +171,13 @@ export class KvStateMachine {
   }
 
   #mutate(op: Operation): MutationResult {
-    const data = this.#spaces.data;
+    this.#ensureCounters();
     switch (op.kind) {
       case "put":
-        data.put(op.request.key, op.request.value);
+        this.#setData(op.request.key, op.request.value);
         return { kind: "put", response: {} };
       case "delete":
-        return { kind: "delete", response: { deleted: data.delete(op.request.key) } };
+        return { kind: "delete", response: { deleted: this.#deleteData(op.request.key) } };
       case "append":
         return this.#append(op.request.key, op.request.value);
       case "compareAndSwap":
@@ -197,7 +199,7 @@ export class KvStateMachine {
     const value = new Uint8Array(length);
     value.set(current, 0);
     value.set(suffix, current.length);
-    this.#spaces.data.put(key, value);
+    this.#setData(key, value);
     return { kind: "append", response: { length } };
   }
 
@@ -212,9 +214,38 @@ export class KvStateMachine {
       const response = { succeeded: false, found, current: current ?? EMPTY };
       return { kind: "compareAndSwap", response };
     }
-    if (op.request.delete) this.#spaces.data.delete(key);
-    else this.#spaces.data.put(key, value);
+    if (op.request.delete) this.#deleteData(key);
+    else this.#setData(key, value);
     return { kind: "compareAndSwap", response: { succeeded: true, found, current: EMPTY } };
+  }
+
+  // The key and byte counts live in the meta space, updated with every change in the same
+  // transaction, so Status never scans the data (and the counts travel with snapshots).
+  #ensureCounters(): void {
+    if (this.#spaces.meta.get(META_KEYS) !== undefined) return;
+    const { keys, bytes } = this.#countData();
+    writeNumber(this.#spaces.meta, META_KEYS, keys);
+    writeNumber(this.#spaces.meta, META_BYTES, bytes);
+  }
+
+  #adjustCounters(keys: number, bytes: number): void {
+    writeNumber(this.#spaces.meta, META_KEYS, readNumber(this.#spaces.meta, META_KEYS) + keys);
+    writeNumber(this.#spaces.meta, META_BYTES, readNumber(this.#spaces.meta, META_BYTES) + bytes);
+  }
+
+  #setData(key: Uint8Array, value: Uint8Array): void {
+    const previous = this.#spaces.data.get(key);
+    this.#spaces.data.put(key, value);
+    if (previous === undefined) this.#adjustCounters(1, key.length + value.length);
+    else this.#adjustCounters(0, value.length - previous.length);
+  }
+
+  #deleteData(key: Uint8Array): boolean {
+    const previous = this.#spaces.data.get(key);
+    if (previous === undefined) return false;
+    this.#spaces.data.delete(key);
+    this.#adjustCounters(-1, -(key.length + previous.length));
+    return true;
   }
 
   #maybeSweep(now: number): void {
@@ -257,8 +288,16 @@ export class KvStateMachine {
     return { kvs, more: false, next: EMPTY };
   }
 
-  /** Counts keys and bytes of keys and values. */
+  /** Keys, and bytes of keys and values (kept as counters; counted once for older data). */
   dataSize(): { keys: number; bytes: number } {
+    if (this.#spaces.meta.get(META_KEYS) === undefined) return this.#countData();
+    return {
+      keys: readNumber(this.#spaces.meta, META_KEYS),
+      bytes: readNumber(this.#spaces.meta, META_BYTES),
+    };
+  }
+
+  #countData(): { keys: number; bytes: number } {
     let keys = 0;
     let bytes = 0;
     for (const { key, value } of this.#spaces.data.scan(EMPTY, undefined)) {

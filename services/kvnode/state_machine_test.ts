@@ -239,3 +239,35 @@ Deno.test("KvStateMachine gives the same hash for the same commands, another for
   assert.notEqual(one.sm.dataHash(), two.sm.dataHash());
   assert.deepEqual(one.sm.dataSize(), { keys: 2, bytes: 1 + 2 + 1 + 1 });
 });
+
+Deno.test("KvStateMachine.dataSize() counters follow every kind of change and snapshots", () => {
+  const { sm } = machine();
+  const scanCount = () => {
+    const page = sm.scan({ start: new Uint8Array(), end: new Uint8Array(), limit: 10_000 });
+    const bytes = page.kvs.reduce((sum, kv) => sum + kv.key.length + kv.value.length, 0);
+    return { keys: page.kvs.length, bytes };
+  };
+  okResult(sm.apply(put("a", "111")));
+  okResult(sm.apply(put("a", "1")));
+  okResult(sm.apply(append("b", "xy")));
+  okResult(sm.apply(append("b", "z")));
+  okResult(sm.apply(put("c", "gone")));
+  okResult(sm.apply({ stampMs: 1, delete: { key: enc("c"), ...NO_SESSION } }));
+  okResult(sm.apply({ stampMs: 1, delete: { key: enc("missing"), ...NO_SESSION } }));
+  okResult(sm.apply({
+    stampMs: 1,
+    compareAndSwap: {
+      key: enc("d"),
+      expected: new Uint8Array(),
+      expectAbsent: true,
+      value: enc("new"),
+      delete: false,
+      ...NO_SESSION,
+    },
+  }));
+  assert.deepEqual(sm.dataSize(), scanCount());
+  assert.deepEqual(sm.dataSize(), { keys: 3, bytes: 2 + 4 + 4 });
+  const copy = machine();
+  copy.sm.restore(sm.serialize());
+  assert.deepEqual(copy.sm.dataSize(), sm.dataSize());
+});

@@ -1,0 +1,681 @@
+/**
+ * The placement leader's loop. Every `statusIntervalMs` one round: read the registered nodes,
+ * pull every node's `Status`, build the shard views; bootstrap the shards when there is no shard
+ * map yet and enough nodes; otherwise advance the moves in flight one step each, plan new moves
+ * within the planner's budget, and publish the shard map when it changed (conditional
+ * `setData(version)`; leader-hint-only changes debounced).
+ *
+ * Rounds never overlap; conf-change calls run in the background (one per shard at a time) and
+ * their effect is observed by a later round's statuses, so each step is checked before it is
+ * retried. Moves are recorded under `placement/tasks/<shard>` so a new leader resumes them.
+ *
+ * @module
+ */
+import type { Logger } from "@tinykv/log";
+import type { RpcResult } from "@tinykv/rpc";
+import {
+  decodeShardMap,
+  encodeShardMap,
+  type Move,
+  nodeId,
+  type Plan,
+  planMoves,
+  type PlannerLimits,
+  shardId,
+  type ShardMap,
+  splitEvenly,
+} from "@tinykv/shard";
+import type { ZooKeeperClient } from "@tinykv/zk";
+import type { NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
+import {
+  mapChange,
+  maxPeerId,
+  type Member,
+  memberNodes,
+  plannerInput,
+  type RegisteredNode,
+  shardMapOf,
+  type ShardView,
+  shardViews,
+  trackDowntime,
+} from "./cluster_model.ts";
+import type { DecisionLog } from "./decisions.ts";
+import type { NodeAdminPool } from "./node_admin.ts";
+import type { RequestContext } from "./requests.ts";
+import {
+  advanced,
+  decodeTask,
+  encodeTask,
+  expired,
+  failedOnce,
+  newTask,
+  nextAction,
+  type Task,
+  type TaskAction,
+} from "./task.ts";
+
+/** Znodes placement owns, relative to the cluster root. */
+export const PATHS = {
+  nodes: "/nodes",
+  clusterId: "/cluster_id",
+  shardMap: "/shardmap",
+  tasks: "/placement/tasks",
+  draining: "/placement/draining",
+  nextPeerId: "/placement/next_peer_id",
+  bootstrap: "/placement/bootstrap",
+} as const;
+
+/** The shortest time between two publications that only move leader hints. */
+export const LEADER_HINT_DEBOUNCE_MS = 1000;
+/** The most moves in flight plus planned in the cluster. */
+export const MOVES_MAX = 32;
+/** How many advances one task may make in one round (its step count bounds it anyway). */
+const ADVANCES_PER_ROUND_MAX = 8;
+
+/** The leader's settings, from the config. */
+export interface LeaderSettings {
+  readonly numShards: number;
+  readonly replicaCount: number;
+  readonly statusIntervalMs: number;
+  readonly limits: PlannerLimits;
+}
+
+/** The cluster as of the last round, for the admin API and the HTTP status. */
+export interface ClusterSnapshot {
+  readonly atMs: number;
+  readonly bootstrapped: boolean;
+  readonly mapVersion: number;
+  readonly registered: readonly RegisteredNode[];
+  readonly downSinceMs: ReadonlyMap<string, number>;
+  readonly draining: ReadonlySet<string>;
+  readonly views: ReadonlyMap<number, ShardView>;
+  readonly tasks: readonly Task[];
+  readonly notes: readonly string[];
+}
+
+/** Counters for `/metrics`. */
+export interface LeaderMetrics {
+  rounds: number;
+  statusFailures: number;
+  movesStarted: number;
+  movesDone: number;
+  movesFailed: number;
+  stepFailures: number;
+  mapPublications: number;
+}
+
+/** A request's outcome for the admin API. */
+export type LeaderAnswer<T> =
+  | { readonly kind: "ok"; readonly value: T }
+  | { readonly kind: "invalidArgument" | "failedPrecondition" | "unavailable"; message: string };
+
+/** The loop of the placement leader; one per term of leadership. */
+export class PlacementLeader {
+  readonly #zk: ZooKeeperClient;
+  readonly #settings: LeaderSettings;
+  readonly #log: Logger;
+  readonly #decisions: DecisionLog;
+  readonly #admin: NodeAdminPool;
+  readonly metrics: LeaderMetrics;
+  #running = false;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #clusterId = "";
+  #map: ShardMap | undefined;
+  #mapZkVersion = -1;
+  #lastPublishMs = 0;
+  #addresses = new Map<string, string>();
+  #downSince = new Map<string, number>();
+  #cutOff = false;
+  #draining = new Set<string>();
+  #tasks = new Map<number, Task>();
+  #busy = new Set<number>();
+  #callEndedMs = new Map<number, number>();
+  #lastMoveMs = new Map<number, number>();
+  #waitReason = new Map<number, string>();
+  #snapshot: ClusterSnapshot | undefined;
+  #maxPeerSeen = 0;
+
+  constructor(
+    zk: ZooKeeperClient,
+    options: {
+      settings: LeaderSettings;
+      log: Logger;
+      decisions: DecisionLog;
+      admin: NodeAdminPool;
+      metrics: LeaderMetrics;
+    },
+  ) {
+    this.#zk = zk;
+    this.#settings = options.settings;
+    this.#log = options.log;
+    this.#decisions = options.decisions;
+    this.#admin = options.admin;
+    this.metrics = options.metrics;
+  }
+
+  /** The cluster id learned from ZooKeeper ("" until known). */
+  get clusterId(): string {
+    return this.#clusterId;
+  }
+
+  /** The cluster as of the last round, undefined before the first. */
+  get snapshot(): ClusterSnapshot | undefined {
+    return this.#snapshot;
+  }
+
+  /** Loads what a previous leader left (tasks, draining nodes, the map) and starts the loop. */
+  async start(): Promise<void> {
+    await this.#zk.mkdirp(PATHS.tasks);
+    await this.#decisions.load();
+    for (const child of await this.#zk.children(PATHS.tasks) ?? []) {
+      const node = await this.#zk.get(`${PATHS.tasks}/${child}`);
+      const task = node === undefined ? undefined : decodeTask(new TextDecoder().decode(node.data));
+      // A resumed step gets a fresh time budget under this leader.
+      if (task !== undefined) {
+        this.#tasks.set(task.move.shardId, { ...task, stepStartedAtMs: Date.now() });
+      }
+    }
+    const draining = await this.#zk.get(PATHS.draining);
+    if (draining !== undefined) {
+      this.#draining = new Set(JSON.parse(new TextDecoder().decode(draining.data)) as string[]);
+    }
+    await this.#readMap();
+    this.#decisions.add({
+      atMs: Date.now(),
+      event: "leader",
+      reason: `became the placement leader; resuming ${this.#tasks.size} moves`,
+    });
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  /** Stops the loop after the current round; conf-change calls in flight are left to finish. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      const started = Date.now();
+      try {
+        await this.#round();
+      } catch (error) {
+        this.#log.warn("Placement round failed", { error });
+      }
+      const pause = Math.max(0, this.#settings.statusIntervalMs - (Date.now() - started));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, pause);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  async #readMap(): Promise<void> {
+    const node = await this.#zk.get(PATHS.shardMap);
+    if (node === undefined) return;
+    const decoded = decodeShardMap(node.data);
+    if (decoded.kind !== "ok") {
+      this.#log.error("The published shard map is invalid", { error: decoded.error.message });
+      return;
+    }
+    this.#map = decoded.map;
+    this.#mapZkVersion = node.version;
+  }
+
+  async #round(): Promise<void> {
+    if (!this.#zk.connected) {
+      this.#cutOff = true;
+      return;
+    }
+    const nowMs = Date.now();
+    this.metrics.rounds++;
+    if (this.#clusterId === "") {
+      const id = await this.#zk.get(PATHS.clusterId);
+      if (id !== undefined) this.#clusterId = new TextDecoder().decode(id.data).trim();
+    }
+    const registered = await this.#readRegistered();
+    const statuses = await this.#pullStatuses(registered);
+    const statusesAtMs = Date.now();
+    this.#maxPeerSeen = Math.max(this.#maxPeerSeen, maxPeerId(statuses));
+    if (this.#map === undefined) {
+      this.#snapshotOf(nowMs, registered, new Map(), ["waiting to bootstrap"]);
+      if (registered.length >= this.#settings.replicaCount && this.#clusterId !== "") {
+        await this.#bootstrap(registered);
+      }
+      await this.#decisions.flush();
+      return;
+    }
+    const views = shardViews(statuses, this.#map);
+    const live = new Set(registered.map((node) => node.id));
+    // Time cut off from ZooKeeper does not count toward `down_after`: restart the clocks.
+    const previous = this.#cutOff ? new Map<string, number>() : this.#downSince;
+    this.#cutOff = false;
+    this.#downSince = trackDowntime(previous, live, memberNodes(views), nowMs);
+    await this.#runTasks(views, statusesAtMs);
+    const plan = await this.#planAndStart(views, registered, nowMs, false);
+    await this.#publish(views);
+    await this.#decisions.flush();
+    this.#snapshotOf(nowMs, registered, views, plan.notes);
+  }
+
+  #snapshotOf(
+    atMs: number,
+    registered: RegisteredNode[],
+    views: ReadonlyMap<number, ShardView>,
+    notes: readonly string[],
+  ): void {
+    const tasks = [...this.#tasks.values()].map((task) => {
+      const why = this.#waitReason.get(task.move.shardId);
+      return task.lastError === undefined && why !== undefined ? { ...task, lastError: why } : task;
+    });
+    this.#snapshot = {
+      atMs,
+      bootstrapped: this.#map !== undefined,
+      mapVersion: this.#map?.version ?? 0,
+      registered,
+      downSinceMs: new Map(this.#downSince),
+      draining: new Set(this.#draining),
+      views,
+      tasks,
+      notes,
+    };
+  }
+
+  async #readRegistered(): Promise<RegisteredNode[]> {
+    const children = await this.#zk.children(PATHS.nodes) ?? [];
+    const out: RegisteredNode[] = [];
+    for (const id of children.sort()) {
+      let address = this.#addresses.get(id);
+      if (address === undefined) {
+        const node = await this.#zk.get(`${PATHS.nodes}/${id}`);
+        if (node === undefined) continue;
+        try {
+          const info = JSON.parse(new TextDecoder().decode(node.data));
+          if (typeof info.address !== "string") continue;
+          address = info.address as string;
+          this.#addresses.set(id, address);
+        } catch {
+          this.#log.warn("Ignored a malformed node registration", { node: id });
+          continue;
+        }
+      }
+      out.push({ id, address });
+    }
+    // A node that left may come back elsewhere: read its address again then.
+    for (const id of [...this.#addresses.keys()]) {
+      if (!children.includes(id)) this.#addresses.delete(id);
+    }
+    return out;
+  }
+
+  async #pullStatuses(registered: readonly RegisteredNode[]): Promise<NodeStatusResponse[]> {
+    const deadlineMs = Math.max(200, Math.min(2000, 2 * this.#settings.statusIntervalMs));
+    const answers = await Promise.all(
+      registered.map((node) => this.#admin.status(node.address, deadlineMs)),
+    );
+    const out: NodeStatusResponse[] = [];
+    answers.forEach((answer, i) => {
+      if (answer.kind === "ok") out.push(answer.response);
+      else {
+        this.metrics.statusFailures++;
+        this.#log.debug("Status failed", { node: registered[i].id, message: answer.message });
+      }
+    });
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Bootstrap.
+
+  async #bootstrap(registered: readonly RegisteredNode[]): Promise<void> {
+    const layout = await this.#bootstrapLayout(registered);
+    for (const shard of layout) {
+      for (const member of shard.members) {
+        const created = await this.#admin.createReplica(member, {
+          shardId: shard.id,
+          range: shard.range,
+          voters: shard.members,
+          learners: [],
+          confEpoch: 0,
+          join: false,
+        });
+        if (created.kind !== "ok") {
+          this.#log.warn("Bootstrap: cannot create a replica; retrying next round", {
+            shard: shard.id,
+            node: member.nodeId,
+            message: created.message,
+          });
+          return;
+        }
+      }
+    }
+    const map: ShardMap = {
+      version: 1,
+      clusterId: this.#clusterId,
+      shards: layout.map((shard) => ({
+        id: shardId(shard.id),
+        range: shard.range,
+        replicas: shard.members.map((m) => nodeId(m.nodeId)),
+        learners: [],
+        confEpoch: 0,
+      })),
+    };
+    const encoded = encodeShardMap(map);
+    if (encoded.kind !== "ok") {
+      throw new Error(`Bootstrap map is invalid: ${describeEncodeError(encoded)}`);
+    }
+    const created = await this.#zk.create(PATHS.shardMap, encoded.bytes);
+    if (created.kind !== "ok" && created.kind !== "nodeExists") {
+      throw new Error(`Cannot publish the first shard map: ${created.kind}`);
+    }
+    await this.#zk.delete(PATHS.bootstrap);
+    await this.#readMap();
+    this.metrics.mapPublications++;
+    this.#decisions.add({
+      atMs: Date.now(),
+      event: "bootstrap",
+      reason: `created ${layout.length} shards with ${this.#settings.replicaCount} replicas on ` +
+        `${registered.length} nodes and published shard map version 1`,
+    });
+    this.#log.info("Bootstrapped the cluster", { shards: layout.length });
+  }
+
+  /** The bootstrap layout: the one a previous leader recorded, or a new one (recorded first). */
+  async #bootstrapLayout(
+    registered: readonly RegisteredNode[],
+  ): Promise<{ id: number; range: { lo: number; hi: number }; members: Member[] }[]> {
+    const stored = await this.#zk.get(PATHS.bootstrap);
+    if (stored !== undefined) return JSON.parse(new TextDecoder().decode(stored.data));
+    const { numShards, replicaCount } = this.#settings;
+    const firstPeer = await this.#allocatePeerIds(numShards * replicaCount);
+    const nodes = [...registered].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const layout = splitEvenly(numShards).map((range, s) => ({
+      id: s + 1,
+      range,
+      members: Array.from({ length: replicaCount }, (_, i) => {
+        const node = nodes[(s + i) % nodes.length];
+        return { peerId: firstPeer + s * replicaCount + i, nodeId: node.id, address: node.address };
+      }),
+    }));
+    await this.#zk.mkdirp("/placement");
+    const created = await this.#zk.create(PATHS.bootstrap, JSON.stringify(layout));
+    if (created.kind === "nodeExists") return await this.#bootstrapLayout(registered);
+    return layout;
+  }
+
+  /** Allocates `count` consecutive never-used peer ids; returns the first. */
+  async #allocatePeerIds(count: number): Promise<number> {
+    await this.#zk.mkdirp("/placement");
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const node = await this.#zk.get(PATHS.nextPeerId);
+      const floor = this.#maxPeerSeen + 1;
+      if (node === undefined) {
+        const created = await this.#zk.create(PATHS.nextPeerId, String(floor + count));
+        if (created.kind === "ok") return floor;
+        continue;
+      }
+      const stored = Number(new TextDecoder().decode(node.data));
+      const first = Math.max(Number.isSafeInteger(stored) ? stored : 0, floor);
+      const written = await this.#zk.setData(PATHS.nextPeerId, String(first + count), node.version);
+      if (written.kind === "ok") return first;
+    }
+    throw new Error("Cannot allocate peer ids: the counter keeps changing");
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Moves.
+
+  async #runTasks(views: ReadonlyMap<number, ShardView>, statusesAtMs: number): Promise<void> {
+    const lookup = { address: (node: string) => this.#addresses.get(node) };
+    for (const [id, initial] of [...this.#tasks]) {
+      if (this.#busy.has(id)) continue;
+      // The statuses must postdate the last call, or they may not show its effect yet.
+      if ((this.#callEndedMs.get(id) ?? 0) > statusesAtMs) continue;
+      let task = initial;
+      const why = expired(task, Date.now());
+      if (why !== undefined) {
+        await this.#finishTask(task, "failed", `${task.reason}: ${why}`);
+        continue;
+      }
+      for (let i = 0; i < ADVANCES_PER_ROUND_MAX; i++) {
+        const action = nextAction(task, views.get(id), lookup);
+        if (action.kind !== "advance") {
+          await this.#act(task, action, views.get(id));
+          break;
+        }
+        task = advanced(task, Date.now());
+        await this.#saveTask(task);
+      }
+    }
+  }
+
+  async #act(task: Task, action: TaskAction, view: ShardView | undefined): Promise<void> {
+    const id = task.move.shardId;
+    switch (action.kind) {
+      case "advance":
+        return;
+      case "done":
+        await this.#finishTask(task, "done", `${task.reason}: done`);
+        return;
+      case "fail":
+        await this.#finishTask(task, "failed", `${task.reason}: ${action.why}`);
+        return;
+      case "wait":
+        this.#waitReason.set(id, action.why);
+        return;
+      case "allocatePeerId": {
+        const peerId = await this.#allocatePeerIds(1);
+        await this.#saveTask({ ...task, newPeerId: peerId });
+        return;
+      }
+      case "createReplica":
+      case "changeMembership":
+      case "transferLeader":
+        this.#waitReason.delete(id);
+        this.#busy.add(id);
+        this.#call(action, view!).then(
+          (result) => this.#callEnded(id, action, result),
+          (error) => this.#callEnded(id, action, { kind: "internal", message: String(error) }),
+        );
+        return;
+      default: {
+        const unreachable: never = action;
+        throw new TypeError(`Unknown action ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  #call(action: TaskAction, view: ShardView): Promise<RpcResult<unknown>> {
+    switch (action.kind) {
+      case "createReplica":
+        return this.#admin.createReplica(action.node, {
+          shardId: view.id,
+          range: view.range,
+          voters: action.voters,
+          learners: action.learners,
+          confEpoch: action.confEpoch,
+          join: true,
+        });
+      case "changeMembership":
+        return this.#admin.changeMembership(action.leader, {
+          shardId: view.id,
+          change: action.change,
+          peer: action.peer,
+          expectedConfEpoch: action.expectedConfEpoch,
+        });
+      case "transferLeader":
+        return this.#admin.transferLeader(action.leader, {
+          shardId: view.id,
+          target: action.target,
+          expectedConfEpoch: action.expectedConfEpoch,
+        });
+      default:
+        throw new TypeError(`Action "${action.kind}" makes no call`);
+    }
+  }
+
+  #callEnded(id: number, action: TaskAction, result: RpcResult<unknown>): void {
+    this.#busy.delete(id);
+    this.#callEndedMs.set(id, Date.now());
+    const task = this.#tasks.get(id);
+    if (result.kind === "ok" || task === undefined || !this.#running) return;
+    this.metrics.stepFailures++;
+    const failed = failedOnce(task, `${action.kind}: ${result.message}`);
+    this.#log.info("A move step failed; retrying", { shard: id, error: failed.lastError });
+    // The next round abandons the task if it failed too often (see `expired`).
+    this.#tasks.set(id, failed);
+  }
+
+  async #saveTask(task: Task): Promise<void> {
+    const path = `${PATHS.tasks}/${task.move.shardId}`;
+    const data = encodeTask(task);
+    const written = await this.#zk.setData(path, data, -1);
+    if (written.kind === "noNode") await this.#zk.create(path, data);
+    this.#tasks.set(task.move.shardId, task);
+  }
+
+  async #finishTask(task: Task, event: "done" | "failed", reason: string): Promise<void> {
+    const id = task.move.shardId;
+    await this.#zk.delete(`${PATHS.tasks}/${id}`);
+    this.#tasks.delete(id);
+    this.#waitReason.delete(id);
+    this.#lastMoveMs.set(id, Date.now());
+    if (event === "done") this.metrics.movesDone++;
+    else this.metrics.movesFailed++;
+    this.#decisions.add({ atMs: Date.now(), event, reason, move: task.move, cause: task.cause });
+    this.#log.info(`Move ${event}`, { shard: id, reason });
+  }
+
+  /** Starts a move; the caller checked it. */
+  async startMove(
+    move: Move,
+    options: { cause: string; reason: string; leader?: string },
+  ): Promise<Task> {
+    const task = newTask(move, { ...options, nowMs: Date.now() });
+    await this.#saveTask(task);
+    this.metrics.movesStarted++;
+    this.#decisions.add({
+      atMs: Date.now(),
+      event: "started",
+      reason: options.reason,
+      move,
+      cause: options.cause,
+    });
+    this.#log.info("Move started", { shard: move.shardId, reason: options.reason });
+    return task;
+  }
+
+  async #planAndStart(
+    views: ReadonlyMap<number, ShardView>,
+    registered: readonly RegisteredNode[],
+    nowMs: number,
+    dryRun: boolean,
+  ): Promise<Plan> {
+    const plan = planMoves(plannerInput(views, {
+      registered,
+      downSinceMs: this.#downSince,
+      draining: this.#draining,
+      movesInFlight: [...this.#tasks.values()].map((task) => task.move),
+      lastMoveMs: this.#lastMoveMs,
+      replicaCount: this.#settings.replicaCount,
+      limits: this.#settings.limits,
+      nowMs,
+    }));
+    if (dryRun) return plan;
+    for (const move of plan.moves) {
+      if (this.#tasks.has(move.shardId)) continue;
+      const { cause, reason, ...bare } = move;
+      await this.startMove(bare as Move, {
+        cause,
+        reason,
+        leader: views.get(move.shardId)?.leader?.nodeId,
+      });
+    }
+    return plan;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Publication.
+
+  async #publish(views: ReadonlyMap<number, ShardView>): Promise<void> {
+    const current = this.#map;
+    if (current === undefined) return;
+    const next = shardMapOf(views, {
+      version: current.version + 1,
+      clusterId: current.clusterId ?? (this.#clusterId || undefined),
+    });
+    const change = mapChange(current, next);
+    if (change === "none") return;
+    if (change === "leaders" && Date.now() - this.#lastPublishMs < LEADER_HINT_DEBOUNCE_MS) return;
+    const encoded = encodeShardMap(next);
+    if (encoded.kind !== "ok") {
+      this.#log.warn("Not publishing an invalid shard map", {
+        error: describeEncodeError(encoded),
+      });
+      return;
+    }
+    const written = await this.#zk.setData(PATHS.shardMap, encoded.bytes, this.#mapZkVersion);
+    if (written.kind === "ok") {
+      this.#map = next;
+      this.#mapZkVersion = written.version;
+      this.#lastPublishMs = Date.now();
+      this.metrics.mapPublications++;
+      return;
+    }
+    this.#log.warn("Shard map publication refused: re-reading it", { outcome: written.kind });
+    await this.#readMap();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Operator requests.
+
+  /** What request checks look at, as of the last round. */
+  requestContext(): RequestContext | undefined {
+    const snapshot = this.#snapshot;
+    if (snapshot === undefined) return undefined;
+    return {
+      views: snapshot.views,
+      live: new Set(snapshot.registered.map((node) => node.id)),
+      draining: this.#draining,
+      busy: new Set(this.#tasks.keys()),
+      replicaCount: this.#settings.replicaCount,
+    };
+  }
+
+  /** Plans a round now (from the last round's views); starts it unless `dryRun`. */
+  async rebalance(dryRun: boolean): Promise<Plan> {
+    const snapshot = this.#snapshot;
+    if (snapshot === undefined || !snapshot.bootstrapped) {
+      return { moves: [], notes: ["the cluster is not bootstrapped yet"] };
+    }
+    return await this.#planAndStart(snapshot.views, snapshot.registered, Date.now(), dryRun);
+  }
+
+  /** Marks `node` draining (recorded in ZooKeeper). */
+  async drain(node: string): Promise<void> {
+    if (this.#draining.has(node)) return;
+    const next = new Set([...this.#draining, node]);
+    const data = JSON.stringify([...next].sort());
+    await this.#zk.mkdirp("/placement");
+    const written = await this.#zk.setData(PATHS.draining, data, -1);
+    if (written.kind === "noNode") await this.#zk.create(PATHS.draining, data);
+    this.#draining = next;
+    this.#decisions.add({
+      atMs: Date.now(),
+      event: "drain",
+      reason: `operator asked to drain ${node}: its replicas move away`,
+    });
+  }
+}
+
+function describeEncodeError(
+  result: { kind: "invalid"; error: { message: string } } | { kind: "tooLarge"; message: string },
+): string {
+  return result.kind === "invalid" ? result.error.message : result.message;
+}

@@ -1,0 +1,178 @@
+/**
+ * The placement process: wires the config, the logger, ZooKeeper, the leader election, the leader
+ * loop (while this instance leads), the `Placement` admin gRPC service and the HTTP status page,
+ * and shuts them down cleanly on SIGINT/SIGTERM.
+ *
+ * Run: `deno run <permissions> services/placement/main.ts [--config FILE] [--section.key=value …]`.
+ *
+ * @module
+ */
+import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { type Logger, openLogger } from "@tinykv/log";
+import { startGrpcServer } from "@tinykv/rpc";
+import { connectZooKeeper } from "@tinykv/zk";
+import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
+import { clusterStateOf, type PlacementControl, placementService } from "./admin_service.ts";
+import { DecisionLog } from "./decisions.ts";
+import { type ElectionState, LeaderElection } from "./election.ts";
+import { serveHttp } from "./http_status.ts";
+import { type LeaderMetrics, MOVES_MAX, PlacementLeader } from "./leader.ts";
+import { ADMIN_MESSAGE_BYTES_MAX, NodeAdminPool } from "./node_admin.ts";
+
+/** How many seconds of snapshot streaming the planner may queue. */
+const SNAPSHOT_QUEUE_SECONDS = 60;
+
+async function main(args: string[]): Promise<number> {
+  const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
+  if (loaded.kind === "error") {
+    console.error(`placement: ${loaded.message}`);
+    return 2;
+  }
+  if (loaded.rest.length > 0) {
+    console.error(`placement: Unknown argument "${loaded.rest[0]}": expected --section.key=value`);
+    return 2;
+  }
+  const { config } = loaded;
+  const log = openLogger({
+    dir: config.log.dir,
+    name: `placement-${config.placement.admin_port}`,
+    level: config.log.level,
+    batchBytes: config.log.batch_bytes,
+    flushIntervalMs: config.log.flush_interval_ms,
+    bufferBytesMax: config.log.buffer_bytes_max,
+    overflow: config.log.overflow,
+    alsoStderr: config.log.stderr,
+  });
+  try {
+    return await run(config, log);
+  } catch (error) {
+    log.error("placement failed", { error });
+    console.error(`placement: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  } finally {
+    await log.close();
+  }
+}
+
+async function run(config: Config, log: Logger): Promise<number> {
+  const p = config.placement;
+  const adminAddress = `${p.host}:${p.admin_port}`;
+  const zk = await connectZooKeeper({
+    connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
+    root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
+    sessionTimeoutMs: config.zookeeper.session_timeout_ms,
+    logger: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
+  });
+  const metrics: LeaderMetrics = {
+    rounds: 0,
+    statusFailures: 0,
+    movesStarted: 0,
+    movesDone: 0,
+    movesFailed: 0,
+    stepFailures: 0,
+    mapPublications: 0,
+  };
+  const decisions = new DecisionLog(zk);
+  let leader: PlacementLeader | undefined;
+  const admin = new NodeAdminPool(() => leader?.clusterId ?? "");
+  const settings = {
+    numShards: config.sharding.num_shards,
+    replicaCount: config.sharding.replica_count,
+    statusIntervalMs: p.status_interval_ms,
+    limits: {
+      ...PLANNER_LIMITS_DEFAULT,
+      movesPerNodeMax: p.moves_per_node_max,
+      movesMax: MOVES_MAX,
+      snapshotBytesInFlightMax: p.snapshot_bytes_per_second * SNAPSHOT_QUEUE_SECONDS,
+      shardCooldownMs: p.shard_cooldown_ms,
+      deadNodeGraceMs: p.down_after_ms,
+    },
+  };
+  // Leadership changes run one at a time, in order.
+  let transitions = Promise.resolve();
+  const onChange = (state: ElectionState) => {
+    transitions = transitions.then(async () => {
+      if (state.kind === "leader" && leader === undefined) {
+        const next = new PlacementLeader(zk, { settings, log, decisions, admin, metrics });
+        await next.start();
+        leader = next;
+        log.info("Became the placement leader", { address: adminAddress });
+        console.log(`placement ${adminAddress} is the leader`);
+      } else if (state.kind !== "leader" && leader !== undefined) {
+        const previous = leader;
+        leader = undefined;
+        await previous.stop();
+        log.info("No longer the placement leader", { state: state.kind });
+        console.log(`placement ${adminAddress} is no longer the leader`);
+      }
+    }).catch((error) => {
+      log.error("Leadership change failed", { error });
+    });
+  };
+  const election = new LeaderElection(zk, {
+    address: adminAddress,
+    onChange,
+    warn: (message, fields) => log.warn(message, fields),
+    sessionTimeoutMs: config.zookeeper.session_timeout_ms,
+  });
+  const control: PlacementControl = {
+    leader: () => leader,
+    leaderAddress: () => election.leaderAddress(),
+    decisions,
+  };
+  const server = await startGrpcServer({
+    host: p.host,
+    port: p.admin_port,
+    maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
+    services: [placementService(control)],
+    onUnexpectedError: (error, method) => log.error("Handler failed", { method, error }),
+  });
+  const httpAbort = new AbortController();
+  const http = serveHttp({
+    state: async () => {
+      const current = leader;
+      if (current !== undefined) {
+        return clusterStateOf(current.snapshot, { address: adminAddress, isLeader: true });
+      }
+      const address = await election.leaderAddress().catch(() => undefined);
+      return clusterStateOf(undefined, { address: address ?? "", isLeader: false });
+    },
+    metrics: () => ({ ...metrics, isLeader: leader === undefined ? 0 : 1 }),
+  }, { host: p.host, port: p.http_port, signal: httpAbort.signal });
+  await election.start();
+  log.info("placement serving", { adminAddress, httpPort: p.http_port });
+  console.log(
+    `placement serving on ${adminAddress} (http ${p.host}:${p.http_port}, pid ${Deno.pid})`,
+  );
+
+  const signal = await waitForSignal();
+  log.info("placement stopping", { signal });
+  await election.stop();
+  await transitions;
+  await leader?.stop();
+  await server.shutdown(2000);
+  httpAbort.abort();
+  await http.finished;
+  admin.close();
+  await zk.close();
+  console.log(`placement ${adminAddress} stopped`);
+  return 0;
+}
+
+function waitForSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+        resolve(signal);
+      };
+      Deno.addSignalListener(signal, handler);
+      return [signal, handler] as const;
+    });
+  });
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
