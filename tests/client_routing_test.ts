@@ -4,32 +4,12 @@
 // that keep their (client_id, seq), and a retried mutation applies once.
 import assert from "node:assert/strict";
 import { ClientSession, KvRouter, type RouteResult, ZooKeeperClusterView } from "@tinykv/client";
-import { encodeShardMap, nodeId, shardId, type ShardMap, splitEvenly } from "@tinykv/shard";
 import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
 import { waitFor } from "@tinykv/zk/testing";
 import { KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-async function publishShardMap(cluster: KvNodeCluster, zk: ZooKeeperClient): Promise<void> {
-  const nodes = cluster.nodes.slice(0, 3).map((n) => nodeId(n.nodeId));
-  const map: ShardMap = {
-    version: 1,
-    shards: splitEvenly(cluster.shards).map((range, i) => ({
-      id: shardId(i + 1),
-      range,
-      replicas: nodes,
-      learners: [],
-      confEpoch: 0,
-    })),
-  };
-  const encoded = encodeShardMap(map);
-  assert.equal(encoded.kind, "ok");
-  if (encoded.kind !== "ok") return;
-  const created = await zk.create("/shardmap", encoded.bytes);
-  assert.equal(created.kind, "ok");
-}
 
 function okItem(result: RouteResult) {
   assert.equal(result.kind, "ok", JSON.stringify(result));
@@ -47,7 +27,7 @@ Deno.test("KvRouter routes by the published shard map and rides out a leader cra
       connectString: cluster.zkConnect,
       root: `${cluster.zkRoot}/${cluster.clusterName}`,
     });
-    await publishShardMap(cluster, zk);
+    await cluster.publishShardMap();
     view = new ZooKeeperClusterView(zk);
     const currentView = view;
     await waitFor(

@@ -76,6 +76,11 @@ export class KvRouter {
     return map === undefined ? undefined : shardForKey(map, key);
   }
 
+  /** The ids of every shard in the current map, if there is a map. */
+  shards(): number[] | undefined {
+    return this.#options.view.shardMap()?.shards.map((shard) => shard.id);
+  }
+
   /** Sends `op` for `key` (or to `target.shardId` for a scan) and retries until `deadlineMs`. */
   async route(
     target: { readonly key: Uint8Array } | { readonly shardId: number },

@@ -17,7 +17,15 @@ import {
   type ResponseItem,
 } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
-import { keyHash, splitEvenly } from "@tinykv/shard";
+import {
+  encodeShardMap,
+  keyHash,
+  nodeId as toNodeId,
+  shardId as toShardId,
+  type ShardMap,
+  splitEvenly,
+} from "@tinykv/shard";
+import { connectZooKeeper } from "@tinykv/zk";
 import { randomTestRoot, removeTestRoot, testZooKeeper, waitFor } from "@tinykv/zk/testing";
 import { freePort, ServiceProcess } from "./processes.ts";
 
@@ -54,6 +62,7 @@ export class KvNodeCluster {
   readonly shards: number;
   clusterId = "";
   readonly #streams = new Map<string, KvNodeStream>();
+  readonly #gateways: ServiceProcess[] = [];
   readonly #leaderHint = new Map<number, string>();
 
   private constructor(dataDir: string, clusterName: string, zkConnect: string, shards: number) {
@@ -296,10 +305,62 @@ export class KvNodeCluster {
     return found!;
   }
 
+  /**
+   * Publishes a shard map for the bootstrapped shards (replicas on the first three nodes) in
+   * ZooKeeper, as placement does, so gateways and routers can find them.
+   */
+  async publishShardMap(): Promise<void> {
+    const nodes = this.nodes.slice(0, 3).map((n) => toNodeId(n.nodeId));
+    const map: ShardMap = {
+      version: 1,
+      shards: splitEvenly(this.shards).map((range, i) => ({
+        id: toShardId(i + 1),
+        range,
+        replicas: nodes,
+        learners: [],
+        confEpoch: 0,
+      })),
+    };
+    const encoded = encodeShardMap(map);
+    if (encoded.kind !== "ok") throw new Error(`Cannot encode the shard map: ${encoded.kind}`);
+    const zk = await connectZooKeeper({
+      connectString: this.zkConnect,
+      root: `${this.zkRoot}/${this.clusterName}`,
+    });
+    try {
+      const created = await zk.create("/shardmap", encoded.bytes);
+      if (created.kind !== "ok") throw new Error(`Cannot publish the shard map: ${created.kind}`);
+    } finally {
+      await zk.close();
+    }
+  }
+
+  /** Starts a gateway process on a free port, routing for this cluster. */
+  async startGateway(
+    flags: readonly string[] = [],
+  ): Promise<{ process: ServiceProcess; address: string }> {
+    const port = freePort();
+    const [host, zkPort] = this.zkConnect.split(":");
+    const process = new ServiceProcess(`gateway :${port}`, "services/gateway/main.ts", [
+      `--zookeeper.host=${host}`,
+      `--zookeeper.port=${zkPort}`,
+      `--zookeeper.root=${this.zkRoot}`,
+      `--zookeeper.cluster=${this.clusterName}`,
+      `--log.dir=${this.dataDir}/logs`,
+      "--log.stderr=false",
+      `--rpc_server.port=${port}`,
+      ...flags,
+    ]);
+    this.#gateways.push(process);
+    await process.start(/gateway serving on/);
+    return { process, address: `127.0.0.1:${port}` };
+  }
+
   /** Stops every process, closes clients and removes data and the ZooKeeper root. */
   async close(): Promise<void> {
     for (const stream of this.#streams.values()) stream.close();
     this.#streams.clear();
+    for (const gateway of this.#gateways) await gateway.stop();
     for (const node of this.nodes) {
       node.admin.close();
       await node.process.stop();

@@ -1,0 +1,144 @@
+/**
+ * The gateway process: serves the client API `tinykv.v1.KV` on `rpc_server.host:port`, routing
+ * every request to its shard's leader from the shard map published in ZooKeeper. Stateless: any
+ * number can run side by side. It keeps routing with the last map it has while ZooKeeper is down,
+ * and on SIGINT/SIGTERM it stops accepting calls, finishes those in flight, then exits.
+ *
+ * Run: `deno run --allow-read --allow-write --allow-net --allow-env --allow-sys
+ * services/gateway/main.ts [--config FILE] [--section.key=value …]`.
+ *
+ * @module
+ */
+import { ClientSession, KvRouter, ZooKeeperClusterView } from "@tinykv/client";
+import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { type Logger, openLogger } from "@tinykv/log";
+import { startGrpcServer } from "@tinykv/rpc";
+import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
+import { kvService } from "./kv_service.ts";
+
+/** How long a stopping gateway waits for calls in flight. */
+const DRAIN_MS_MAX = 10_000;
+/** How long to wait between attempts to reach ZooKeeper. */
+const ZOOKEEPER_RETRY_MS = 2000;
+
+async function main(args: string[]): Promise<number> {
+  const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
+  if (loaded.kind === "error") {
+    console.error(`gateway: ${loaded.message}`);
+    return 2;
+  }
+  if (loaded.rest.length > 0) {
+    console.error(`gateway: Unknown argument "${loaded.rest[0]}": expected --section.key=value`);
+    return 2;
+  }
+  const { config } = loaded;
+  const log = openLogger({
+    dir: config.log.dir,
+    name: `gateway-${config.rpc_server.port}`,
+    level: config.log.level,
+    batchBytes: config.log.batch_bytes,
+    flushIntervalMs: config.log.flush_interval_ms,
+    bufferBytesMax: config.log.buffer_bytes_max,
+    overflow: config.log.overflow,
+    alsoStderr: config.log.stderr,
+  });
+  try {
+    return await run(config, log);
+  } catch (error) {
+    log.error("gateway failed", { error });
+    console.error(`gateway: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  } finally {
+    await log.close();
+  }
+}
+
+async function run(config: Config, log: Logger): Promise<number> {
+  const address = `${config.rpc_server.host}:${config.rpc_server.port}`;
+  let stopping = false;
+  let zk: ZooKeeperClient | undefined;
+  let view: ZooKeeperClusterView | undefined;
+  const viewReady = Promise.withResolvers<ZooKeeperClusterView>();
+  // ZooKeeper may be down when the gateway starts: keep trying in the background.
+  const connecting = (async () => {
+    while (!stopping) {
+      try {
+        zk = await connectZooKeeper({
+          connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
+          root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
+          sessionTimeoutMs: config.zookeeper.session_timeout_ms,
+        });
+        view = new ZooKeeperClusterView(zk, { log });
+        viewReady.resolve(view);
+        return;
+      } catch (error) {
+        log.warn("Cannot reach ZooKeeper: retrying", { error });
+        await new Promise((resolve) => setTimeout(resolve, ZOOKEEPER_RETRY_MS));
+      }
+    }
+  })();
+  const router = new KvRouter({
+    view: {
+      shardMap: () => view?.shardMap(),
+      nodeAddress: (nodeId) => view?.nodeAddress(nodeId),
+      changed: (timeoutMs) =>
+        view?.changed(timeoutMs) ??
+          Promise.race([
+            viewReady.promise.then(() => {}),
+            new Promise<void>((resolve) => setTimeout(resolve, timeoutMs)),
+          ]),
+      close: () => view?.close(),
+    },
+    maxMessageBytes: config.rpc_server.max_message_bytes,
+  });
+  const inFlight = { count: 0 };
+  const server = await startGrpcServer({
+    host: config.rpc_server.host,
+    port: config.rpc_server.port,
+    maxMessageBytes: config.rpc_server.max_message_bytes,
+    services: [
+      kvService({
+        router,
+        session: new ClientSession(),
+        requestTimeoutMs: config.gateway.request_timeout_ms,
+        requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
+        valueBytesMax: config.storage.value_bytes_max,
+        inFlight,
+      }),
+    ],
+    onUnexpectedError: (error, method) => log.error("Handler failed", { method, error }),
+  });
+  log.info("gateway serving", { address });
+  console.log(`gateway serving on ${address} (pid ${Deno.pid})`);
+
+  const signal = await waitForSignal();
+  log.info("gateway stopping", { signal, inFlight: inFlight.count });
+  stopping = true;
+  // Stop accepting new calls, let those in flight finish (bounded), then close everything.
+  const drained = server.shutdown(DRAIN_MS_MAX);
+  await drained;
+  router.close();
+  view?.close();
+  await connecting;
+  await zk?.close();
+  console.log("gateway stopped");
+  return 0;
+}
+
+function waitForSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+        resolve(signal);
+      };
+      Deno.addSignalListener(signal, handler);
+      return [signal, handler] as const;
+    });
+  });
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

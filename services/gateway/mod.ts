@@ -1,0 +1,17 @@
+/**
+ * The gateway: TinyKV's stateless client-facing service. It serves `tinykv.v1.KV` and routes each
+ * request to its shard's leader (see `main.ts` for the process, `kv_service.ts` for the API).
+ *
+ * ```ts ignore
+ * import { kvService } from "@tinykv/gateway";
+ * ```
+ *
+ * @module
+ */
+export {
+  CLIENT_ID_BYTES_MAX,
+  kvService,
+  type KvServiceOptions,
+  SCAN_BYTES_MAX,
+  SCAN_LIMIT_MAX,
+} from "./kv_service.ts";
