@@ -1,12 +1,11 @@
 // Checks `tools/dev.ts`, the program behind `deno task dev`, as a user runs it: it starts the real
-// ZooKeeper and three kvnodes, bootstraps the shards once, and serves writes; Ctrl-C (SIGINT) stops
+// ZooKeeper, three kvnodes and a gateway, bootstraps the shards once, and serves writes through the
+// gateway; Ctrl-C (SIGINT) stops
 // every process it started; a second start finds the data of the first and does not bootstrap
 // again. Bad config stops it before anything starts. Waits are bounded polls, never fixed sleeps.
 import assert from "node:assert/strict";
-import { KvNodeStream } from "@tinykv/client";
-import { NodeAdminService } from "@tinykv/proto/tinykv/v1";
-import { createGrpcClient, unaryCaller } from "@tinykv/rpc";
-import { keyHash, splitEvenly } from "@tinykv/shard";
+import { KVService } from "@tinykv/proto/tinykv/v1";
+import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import { waitFor } from "@tinykv/zk/testing";
 import { freePort } from "./_harness/processes.ts";
 
@@ -103,70 +102,58 @@ async function stopDev({ dev, pids }: RunningDev): Promise<void> {
   });
 }
 
-async function leaderAddress(base: number, shardId: number): Promise<string> {
-  let found = "";
-  await waitFor(async () => {
-    for (let i = 0; i < 3; i++) {
-      const address = `127.0.0.1:${base + i}`;
-      const admin = createGrpcClient(NodeAdminService, address, { maxMessageBytes: 8 << 20 });
-      const status = await unaryCaller(admin, "Status")({ withDataHash: false }, {
-        deadlineMs: 2000,
-      });
-      admin.close();
-      if (status.kind !== "ok") continue;
-      if (status.response.replicas.some((r) => r.shardId === shardId && r.role === 4)) {
-        found = address;
-      }
-    }
-    return found !== "";
-  }, { timeoutMs: 20_000, what: `a leader of shard ${shardId}` });
-  return found;
+async function gatewayCall<T>(
+  port: number,
+  work: (kv: GrpcClient<typeof KVService>) => Promise<T>,
+): Promise<T> {
+  const kv = createGrpcClient(KVService, `127.0.0.1:${port}`, { maxMessageBytes: 8 << 20 });
+  try {
+    return await work(kv);
+  } finally {
+    kv.close();
+  }
 }
 
 Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "tinykv-dev-test-" });
   const base = freePortRun();
+  const gatewayPort = freePort();
   const args = [
     `--storage.data_dir=${dataDir}`,
     `--log.dir=${dataDir}/logs`,
     `--zookeeper.port=${freePort()}`,
     `--kvnode.port=${base}`,
+    `--rpc_server.port=${gatewayPort}`,
     `--sharding.num_shards=${SHARDS}`,
     "--raft.tick_ms=50",
   ];
   const key = new TextEncoder().encode("kept across restarts");
-  const shardId =
-    splitEvenly(SHARDS).findIndex((r) => r.lo <= keyHash(key) && keyHash(key) < r.hi) + 1;
   try {
     const first = await runUntilServing(args);
     assert.match(first.dev.output(), new RegExp(`bootstrapping ${SHARDS} shards`));
-    assert.equal(first.pids.length, 4, "ZooKeeper and three kvnodes report their pids");
-    const stream = new KvNodeStream(await leaderAddress(base, shardId), {
-      maxMessageBytes: 8 << 20,
-    });
-    const put = await stream.request({
-      shardId,
-      confEpoch: 0,
-      timeoutMs: 5000,
-      put: { key, value: key, clientId: "", seq: 0, ackSeq: 0 },
-    });
-    stream.close();
-    assert.equal(put.failure, undefined, JSON.stringify(put.failure));
+    assert.equal(first.pids.length, 5, "ZooKeeper, three kvnodes and the gateway report pids");
+    const put = await gatewayCall(
+      gatewayPort,
+      (kv) =>
+        unaryCaller<typeof KVService, "Put">(kv, "Put")(
+          { key, value: key, clientId: "", seq: 0, ackSeq: 0 },
+          { deadlineMs: 10_000 },
+        ),
+    );
+    assert.equal(put.kind, "ok", JSON.stringify(put));
     await stopDev(first);
 
     const second = await runUntilServing(args);
     assert.match(second.dev.output(), /already host their shards: nothing to bootstrap/);
-    const again = new KvNodeStream(await leaderAddress(base, shardId), {
-      maxMessageBytes: 8 << 20,
-    });
-    const got = await again.request({
-      shardId,
-      confEpoch: 0,
-      timeoutMs: 5000,
-      get: { key, serializable: false },
-    });
-    again.close();
-    assert.equal(got.get?.found, true, JSON.stringify(got));
+    const got = await gatewayCall(
+      gatewayPort,
+      (kv) =>
+        unaryCaller<typeof KVService, "Get">(kv, "Get")(
+          { key, serializable: false },
+          { deadlineMs: 10_000 },
+        ),
+    );
+    assert.equal(got.kind === "ok" && got.response.found, true, JSON.stringify(got));
     await stopDev(second);
   } finally {
     await Deno.remove(dataDir, { recursive: true });

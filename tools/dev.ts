@@ -1,9 +1,10 @@
 /**
- * `deno task dev`: the local dev cluster. It runs the real ZooKeeper (data in `<data_dir>/zk`) and
- * three kvnodes on `kvnode.port`, `+1`, `+2` (7901–7903; data in `<data_dir>/kvnode-<port>`). On the
- * first start it creates `sharding.num_shards` shards, each replicated on the three kvnodes,
- * through the node-admin API (placement takes this over when it lands). Everything is kept across
- * restarts; Ctrl-C stops every process it started.
+ * `deno task dev`: the local dev cluster. It runs the real ZooKeeper (data in `<data_dir>/zk`),
+ * three kvnodes on `kvnode.port`, `+1`, `+2` (7901–7903; data in `<data_dir>/kvnode-<port>`) and a
+ * gateway on `rpc_server.port` (7700). On the first start it creates `sharding.num_shards` shards,
+ * each replicated on the three kvnodes, through the node-admin API, and publishes the shard map in
+ * ZooKeeper (placement takes this over when it lands). Everything is kept across restarts; Ctrl-C
+ * stops every process it started.
  *
  * Flags: `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
  *
@@ -12,10 +13,24 @@
 import { type Config, loadConfigFromArgs } from "@tinykv/config";
 import { NodeAdminService, type NodeStatusResponse, type Peer } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
-import { splitEvenly } from "@tinykv/shard";
+import {
+  encodeShardMap,
+  nodeId as toNodeId,
+  shardId as toShardId,
+  type ShardMap,
+  splitEvenly,
+} from "@tinykv/shard";
+import { connectZooKeeper } from "@tinykv/zk";
 import { startZooKeeper } from "@tinykv/zk/server";
 
 const KVNODES = 3;
+const GATEWAY_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env",
+  "--allow-sys",
+];
 const KVNODE_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
@@ -80,6 +95,7 @@ async function main(args: string[]): Promise<number> {
     ]);
     if (outcome === "started") {
       await bootstrapIfNew(config);
+      await startGateway(config, args, children);
       await printStatus(config);
       say("press Ctrl-C to stop (data is kept)");
       const reason = await Promise.race([
@@ -108,6 +124,32 @@ async function main(args: string[]): Promise<number> {
 
 function kvnodePort(config: Config, index: number): number {
   return config.kvnode.port + index;
+}
+
+/** Starts the gateway and waits until it serves. */
+async function startGateway(config: Config, args: string[], children: Child[]): Promise<void> {
+  const script = new URL("../services/gateway/main.ts", import.meta.url).pathname;
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...GATEWAY_PERMISSIONS, script, ...args, "--log.stderr=false"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const child: Child = {
+    name: `gateway :${config.rpc_server.port}`,
+    process,
+    exited: process.status,
+    output: "",
+  };
+  children.push(child);
+  const decoder = new TextDecoder();
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) child.output += decoder.decode(chunk, { stream: true });
+  };
+  pump(process.stdout);
+  pump(process.stderr);
+  await waitForOutput(child, /gateway serving on/, START_TIMEOUT_MS);
+  say(child.output.trim().split("\n").find((l) => /serving on/.test(l)) ?? `${child.name} serves`);
 }
 
 /** Starts the kvnodes and waits until each serves. */
@@ -216,8 +258,37 @@ async function bootstrapIfNew(config: Config): Promise<void> {
         }
       }
     }
+    await publishShardMap(config, statuses.map((s) => s.nodeId));
   } finally {
     for (const node of nodes) node.admin.close();
+  }
+}
+
+/** Publishes the bootstrapped shard map in ZooKeeper (placement's job once it exists). */
+async function publishShardMap(config: Config, nodeIds: string[]): Promise<void> {
+  const map: ShardMap = {
+    version: 1,
+    shards: splitEvenly(config.sharding.num_shards).map((range, i) => ({
+      id: toShardId(i + 1),
+      range,
+      replicas: nodeIds.map(toNodeId),
+      learners: [],
+      confEpoch: 0,
+    })),
+  };
+  const encoded = encodeShardMap(map);
+  if (encoded.kind !== "ok") throw new Error(`Cannot encode the shard map: ${encoded.kind}`);
+  const zk = await connectZooKeeper({
+    connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
+    root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
+  });
+  try {
+    const created = await zk.create("/shardmap", encoded.bytes);
+    if (created.kind !== "ok" && created.kind !== "nodeExists") {
+      throw new Error(`Cannot publish the shard map: ${created.kind}`);
+    }
+  } finally {
+    await zk.close();
   }
 }
 
@@ -255,7 +326,8 @@ async function printStatus(config: Config): Promise<void> {
         `${statuses.length} kvnodes, ${leaders.size}/${config.sharding.num_shards} shards with a leader`,
     );
     say(
-      "the gateway and placement are not built yet: kvnodes serve the batched KvNode.Batch stream",
+      `clients talk to the gateway at ${config.rpc_server.host}:${config.rpc_server.port} ` +
+        "(gRPC tinykv.v1.KV); placement is not built yet, so the shard map stays as bootstrapped",
     );
   } finally {
     for (const node of nodes) node.admin.close();
