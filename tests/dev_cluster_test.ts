@@ -1,5 +1,5 @@
 // Checks `tools/dev.ts`, the program behind `deno task dev`, as a user runs it: it starts the real
-// ZooKeeper, three kvnodes and a gateway, bootstraps the shards once, and serves writes through the
+// ZooKeeper, three kvnodes, placement and a gateway, bootstraps the shards once, and serves writes through the
 // gateway; Ctrl-C (SIGINT) stops
 // every process it started; a second start finds the data of the first and does not bootstrap
 // again. Bad config stops it before anything starts. Waits are bounded polls, never fixed sleeps.
@@ -124,6 +124,8 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
     `--zookeeper.port=${freePort()}`,
     `--kvnode.port=${base}`,
     `--rpc_server.port=${gatewayPort}`,
+    `--placement.admin_port=${freePort()}`,
+    `--placement.http_port=${freePort()}`,
     `--sharding.num_shards=${SHARDS}`,
     "--raft.tick_ms=50",
   ];
@@ -131,7 +133,7 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
   try {
     const first = await runUntilServing(args);
     assert.match(first.dev.output(), new RegExp(`bootstrapping ${SHARDS} shards`));
-    assert.equal(first.pids.length, 5, "ZooKeeper, three kvnodes and the gateway report pids");
+    assert.equal(first.pids.length, 6, "ZooKeeper, three kvnodes, placement and gateway: pids");
     const put = await gatewayCall(
       gatewayPort,
       (kv) =>

@@ -1,16 +1,18 @@
 /**
  * `deno task dev`: the local dev cluster. It runs the real ZooKeeper (data in `<data_dir>/zk`),
- * three kvnodes on `kvnode.port`, `+1`, `+2` (7901–7903; data in `<data_dir>/kvnode-<port>`) and a
- * gateway on `rpc_server.port` (7700). On the first start it creates `sharding.num_shards` shards,
- * each replicated on the three kvnodes, through the node-admin API, and publishes the shard map in
- * ZooKeeper (placement takes this over when it lands). Everything is kept across restarts; Ctrl-C
- * stops every process it started.
+ * three kvnodes on `kvnode.port`, `+1`, `+2` (7901–7903; data in `<data_dir>/kvnode-<port>`), the
+ * placement service (admin gRPC on 7800, HTTP on 7880) and a gateway on `rpc_server.port` (7700).
+ * On the first start it creates `sharding.num_shards` shards, each replicated on the three kvnodes,
+ * through the node-admin API, and publishes the shard map in ZooKeeper; placement adopts that map
+ * and keeps it current from then on. Everything is kept across restarts; Ctrl-C stops every
+ * process it started.
  *
  * Flags: `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
  *
  * @module
  */
 import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
 import { NodeAdminService, type NodeStatusResponse, type Peer } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import {
@@ -24,7 +26,7 @@ import { connectZooKeeper } from "@tinykv/zk";
 import { startZooKeeper } from "@tinykv/zk/server";
 
 const KVNODES = 3;
-const GATEWAY_PERMISSIONS = [
+const SERVICE_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net",
@@ -95,7 +97,20 @@ async function main(args: string[]): Promise<number> {
     ]);
     if (outcome === "started") {
       await bootstrapIfNew(config);
-      await startGateway(config, args, children);
+      await startService(children, {
+        name: `placement :${config.placement.admin_port}`,
+        script: "../services/placement/main.ts",
+        permissions: SERVICE_PERMISSIONS,
+        args,
+        ready: /placement serving on/,
+      });
+      await startService(children, {
+        name: `gateway :${config.rpc_server.port}`,
+        script: "../services/gateway/main.ts",
+        permissions: SERVICE_PERMISSIONS,
+        args,
+        ready: /gateway serving on/,
+      });
       await printStatus(config);
       say("press Ctrl-C to stop (data is kept)");
       const reason = await Promise.race([
@@ -126,21 +141,21 @@ function kvnodePort(config: Config, index: number): number {
   return config.kvnode.port + index;
 }
 
-/** Starts the gateway and waits until it serves. */
-async function startGateway(config: Config, args: string[], children: Child[]): Promise<void> {
-  const script = new URL("../services/gateway/main.ts", import.meta.url).pathname;
+/** Starts a service (placement, gateway) and waits until it says it serves. */
+async function startService(
+  children: Child[],
+  service: { name: string; script: string; permissions: string[]; args: string[]; ready: RegExp },
+): Promise<void> {
+  const script = new URL(service.script, import.meta.url).pathname;
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...GATEWAY_PERMISSIONS, script, ...args, "--log.stderr=false"],
-    stdin: "null",
+    args: ["run", ...service.permissions, script, ...service.args, "--log.stderr=false"],
+    // The child exits when this pipe closes, even if the dev cluster itself is killed.
+    env: { [EXIT_WITH_PARENT_ENV]: "1" },
+    stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const child: Child = {
-    name: `gateway :${config.rpc_server.port}`,
-    process,
-    exited: process.status,
-    output: "",
-  };
+  const child: Child = { name: service.name, process, exited: process.status, output: "" };
   children.push(child);
   const decoder = new TextDecoder();
   const pump = async (stream: ReadableStream<Uint8Array>) => {
@@ -148,7 +163,7 @@ async function startGateway(config: Config, args: string[], children: Child[]): 
   };
   pump(process.stdout);
   pump(process.stderr);
-  await waitForOutput(child, /gateway serving on/, START_TIMEOUT_MS);
+  await waitForOutput(child, service.ready, START_TIMEOUT_MS);
   say(child.output.trim().split("\n").find((l) => /serving on/.test(l)) ?? `${child.name} serves`);
 }
 
@@ -167,7 +182,8 @@ async function startKvNodes(config: Config, args: string[], children: Child[]): 
         `--kvnode.port=${port}`,
         "--log.stderr=false",
       ],
-      stdin: "null",
+      env: { [EXIT_WITH_PARENT_ENV]: "1" },
+      stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -327,22 +343,23 @@ async function printStatus(config: Config): Promise<void> {
     );
     say(
       `clients talk to the gateway at ${config.rpc_server.host}:${config.rpc_server.port} ` +
-        "(gRPC tinykv.v1.KV); placement is not built yet, so the shard map stays as bootstrapped",
+        "(gRPC tinykv.v1.KV); placement's admin API is on " +
+        `${config.placement.host}:${config.placement.admin_port}, its status page on ` +
+        `http://${config.placement.host}:${config.placement.http_port}/`,
     );
   } finally {
     for (const node of nodes) node.admin.close();
   }
 }
 
+/** Stops the children in reverse start order (gateway, placement, then the kvnodes). */
 async function stopChildren(children: Child[]): Promise<void> {
-  for (const child of children) {
+  for (const child of [...children].reverse()) {
     try {
       child.process.kill("SIGTERM");
     } catch {
       // Already gone.
     }
-  }
-  for (const child of children) {
     const timer = setTimeout(() => {
       try {
         child.process.kill("SIGKILL");
@@ -352,6 +369,7 @@ async function stopChildren(children: Child[]): Promise<void> {
     }, 10_000);
     await child.exited;
     clearTimeout(timer);
+    await child.process.stdin.close().catch(() => {});
   }
 }
 

@@ -11,6 +11,7 @@
  */
 import { ClientSession, KvRouter, ZooKeeperClusterView } from "@tinykv/client";
 import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { waitForShutdown } from "@tinykv/lifecycle";
 import { type Logger, openLogger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
@@ -111,7 +112,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   log.info("gateway serving", { address });
   console.log(`gateway serving on ${address} (pid ${Deno.pid})`);
 
-  const signal = await waitForSignal();
+  const signal = await waitForShutdown();
   log.info("gateway stopping", { signal, inFlight: inFlight.count });
   stopping = true;
   // Stop accepting new calls, let those in flight finish (bounded), then close everything.
@@ -123,20 +124,6 @@ async function run(config: Config, log: Logger): Promise<number> {
   await zk?.close();
   console.log("gateway stopped");
   return 0;
-}
-
-function waitForSignal(): Promise<Deno.Signal> {
-  return new Promise((resolve) => {
-    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-    const handlers = signals.map((signal) => {
-      const handler = () => {
-        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-        resolve(signal);
-      };
-      Deno.addSignalListener(signal, handler);
-      return [signal, handler] as const;
-    });
-  });
 }
 
 if (import.meta.main) {

@@ -8,6 +8,7 @@
  * @module
  */
 import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { waitForShutdown } from "@tinykv/lifecycle";
 import { type Logger, openLogger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { systemClock, Timer } from "@tinykv/timer";
@@ -203,9 +204,10 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       `${loadedReplicas.replicas} replicas, data in ${dataDir}, pid ${Deno.pid})`,
   );
 
-  const reason = await Promise.race([waitForSignal(), foreign.promise]);
+  const reason = await Promise.race([waitForShutdown(), foreign.promise]);
   nodeLog.info("kvnode stopping", { reason });
-  if (reason !== "SIGINT" && reason !== "SIGTERM") console.error(`kvnode: ${reason}`);
+  const clean = reason === "SIGINT" || reason === "SIGTERM" || reason === "parent exited";
+  if (!clean) console.error(`kvnode: ${reason}`);
   stopping = true;
   ticker.stop();
   await server.shutdown(2000);
@@ -215,7 +217,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   await zk?.close();
   await store.close();
   console.log(`kvnode ${nodeId} stopped`);
-  return reason === "SIGINT" || reason === "SIGTERM" ? 0 : 2;
+  return clean ? 0 : 2;
 }
 
 /** Registers the node under `nodes/<id>` (ephemeral; re-created after a session expiry). */
@@ -237,20 +239,6 @@ async function register(
     await zk.delete(path);
   }
   throw new Error(`Cannot register node "${nodeId}": "${path}" exists and could not be replaced`);
-}
-
-function waitForSignal(): Promise<Deno.Signal> {
-  return new Promise((resolve) => {
-    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-    const handlers = signals.map((signal) => {
-      const handler = () => {
-        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-        resolve(signal);
-      };
-      Deno.addSignalListener(signal, handler);
-      return [signal, handler] as const;
-    });
-  });
 }
 
 if (import.meta.main) {

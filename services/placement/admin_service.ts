@@ -189,13 +189,15 @@ export function placementService(control: PlacementControl): ServiceBinding {
         }
         return rpcOk({ replicas });
       }),
-    ListDecisions: (request) => {
+    ListDecisions: async (request) => {
       if (request.limit > DECISIONS_MAX) {
-        return Promise.resolve(rpcFailure(
+        return rpcFailure(
           "invalidArgument",
           `Field "limit" is ${request.limit}: the maximum is ${DECISIONS_MAX} (DECISIONS_MAX)`,
-        ));
+        );
       }
+      // The leader's ring is current in memory; another instance reads the stored one.
+      if (control.leader() === undefined) await control.decisions.load();
       const decisions = control.decisions.recent(
         request.limit === 0 ? DECISIONS_MAX : request.limit,
       )
@@ -205,7 +207,7 @@ export function placementService(control: PlacementControl): ServiceBinding {
           event: d.event,
           move: d.move === undefined ? undefined : moveToProto(d.move, d.cause ?? "", d.reason),
         }));
-      return Promise.resolve(rpcOk({ decisions }));
+      return rpcOk({ decisions });
     },
   });
 }

@@ -40,6 +40,7 @@ import {
   trackDowntime,
 } from "./cluster_model.ts";
 import type { DecisionLog } from "./decisions.ts";
+import { NodeRegistry } from "./registry.ts";
 import type { NodeAdminPool } from "./node_admin.ts";
 import type { RequestContext } from "./requests.ts";
 import {
@@ -77,6 +78,8 @@ export interface LeaderSettings {
   readonly numShards: number;
   readonly replicaCount: number;
   readonly statusIntervalMs: number;
+  /** How fast a snapshot is expected to stream: bounds how long a catching-up step may take. */
+  readonly snapshotBytesPerSecond: number;
   readonly limits: PlannerLimits;
 }
 
@@ -124,7 +127,7 @@ export class PlacementLeader {
   #map: ShardMap | undefined;
   #mapZkVersion = -1;
   #lastPublishMs = 0;
-  #addresses = new Map<string, string>();
+  readonly #registry: NodeRegistry;
   #downSince = new Map<string, number>();
   #cutOff = false;
   #draining = new Set<string>();
@@ -152,6 +155,7 @@ export class PlacementLeader {
     this.#decisions = options.decisions;
     this.#admin = options.admin;
     this.metrics = options.metrics;
+    this.#registry = new NodeRegistry(zk, (message, fields) => this.#log.warn(message, fields));
   }
 
   /** The cluster id learned from ZooKeeper ("" until known). */
@@ -167,6 +171,7 @@ export class PlacementLeader {
   /** Loads what a previous leader left (tasks, draining nodes, the map) and starts the loop. */
   async start(): Promise<void> {
     await this.#zk.mkdirp(PATHS.tasks);
+    await this.#registry.start();
     await this.#decisions.load();
     for (const child of await this.#zk.children(PATHS.tasks) ?? []) {
       const node = await this.#zk.get(`${PATHS.tasks}/${child}`);
@@ -195,6 +200,7 @@ export class PlacementLeader {
     this.#running = false;
     this.#wake?.();
     await this.#loop;
+    this.#registry.close();
   }
 
   async #run(): Promise<void> {
@@ -239,7 +245,7 @@ export class PlacementLeader {
       const id = await this.#zk.get(PATHS.clusterId);
       if (id !== undefined) this.#clusterId = new TextDecoder().decode(id.data).trim();
     }
-    const registered = await this.#readRegistered();
+    const registered = this.#registry.registered();
     const statuses = await this.#pullStatuses(registered);
     const statusesAtMs = Date.now();
     this.#maxPeerSeen = Math.max(this.#maxPeerSeen, maxPeerId(statuses));
@@ -285,33 +291,6 @@ export class PlacementLeader {
       tasks,
       notes,
     };
-  }
-
-  async #readRegistered(): Promise<RegisteredNode[]> {
-    const children = await this.#zk.children(PATHS.nodes) ?? [];
-    const out: RegisteredNode[] = [];
-    for (const id of children.sort()) {
-      let address = this.#addresses.get(id);
-      if (address === undefined) {
-        const node = await this.#zk.get(`${PATHS.nodes}/${id}`);
-        if (node === undefined) continue;
-        try {
-          const info = JSON.parse(new TextDecoder().decode(node.data));
-          if (typeof info.address !== "string") continue;
-          address = info.address as string;
-          this.#addresses.set(id, address);
-        } catch {
-          this.#log.warn("Ignored a malformed node registration", { node: id });
-          continue;
-        }
-      }
-      out.push({ id, address });
-    }
-    // A node that left may come back elsewhere: read its address again then.
-    for (const id of [...this.#addresses.keys()]) {
-      if (!children.includes(id)) this.#addresses.delete(id);
-    }
-    return out;
   }
 
   async #pullStatuses(registered: readonly RegisteredNode[]): Promise<NodeStatusResponse[]> {
@@ -432,13 +411,16 @@ export class PlacementLeader {
   // Moves.
 
   async #runTasks(views: ReadonlyMap<number, ShardView>, statusesAtMs: number): Promise<void> {
-    const lookup = { address: (node: string) => this.#addresses.get(node) };
+    const lookup = { address: (node: string) => this.#registry.address(node) };
     for (const [id, initial] of [...this.#tasks]) {
       if (this.#busy.has(id)) continue;
       // The statuses must postdate the last call, or they may not show its effect yet.
       if ((this.#callEndedMs.get(id) ?? 0) > statusesAtMs) continue;
       let task = initial;
-      const why = expired(task, Date.now());
+      const why = expired(task, Date.now(), {
+        sizeBytes: views.get(id)?.sizeBytes ?? 0,
+        bytesPerSecond: this.#settings.snapshotBytesPerSecond,
+      });
       if (why !== undefined) {
         await this.#finishTask(task, "failed", `${task.reason}: ${why}`);
         continue;

@@ -8,6 +8,7 @@
  * @module
  */
 import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { waitForShutdown } from "@tinykv/lifecycle";
 import { type Logger, openLogger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectZooKeeper } from "@tinykv/zk";
@@ -79,6 +80,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     numShards: config.sharding.num_shards,
     replicaCount: config.sharding.replica_count,
     statusIntervalMs: p.status_interval_ms,
+    snapshotBytesPerSecond: p.snapshot_bytes_per_second,
     limits: {
       ...PLANNER_LIMITS_DEFAULT,
       movesPerNodeMax: p.moves_per_node_max,
@@ -145,7 +147,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     `placement serving on ${adminAddress} (http ${p.host}:${p.http_port}, pid ${Deno.pid})`,
   );
 
-  const signal = await waitForSignal();
+  const signal = await waitForShutdown();
   log.info("placement stopping", { signal });
   await election.stop();
   await transitions;
@@ -157,20 +159,6 @@ async function run(config: Config, log: Logger): Promise<number> {
   await zk.close();
   console.log(`placement ${adminAddress} stopped`);
   return 0;
-}
-
-function waitForSignal(): Promise<Deno.Signal> {
-  return new Promise((resolve) => {
-    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-    const handlers = signals.map((signal) => {
-      const handler = () => {
-        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-        resolve(signal);
-      };
-      Deno.addSignalListener(signal, handler);
-      return [signal, handler] as const;
-    });
-  });
 }
 
 if (import.meta.main) {

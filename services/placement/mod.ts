@@ -8,7 +8,7 @@
  * @example Build the views of a cluster from kvnode statuses
  * ```ts
  * import assert from "node:assert/strict";
- * import { shardViews } from "@tinykv/placement";
+ * import { shardViews } from "./cluster_model.ts";
  *
  * const views = shardViews([], undefined);
  * assert.equal(views.size, 0);
@@ -49,6 +49,7 @@ export {
   PATHS,
   PlacementLeader,
 } from "./leader.ts";
+export { NodeRegistry, NODES_PATH } from "./registry.ts";
 export { checkDrain, checkMoveReplica, checkTransferLeader } from "./requests.ts";
 export {
   CATCH_UP_LAG_ENTRIES_MAX,

@@ -39,7 +39,10 @@ export interface Task {
 
 /** The most times one step's call may fail before the task is abandoned (and replanned). */
 export const STEP_FAILURES_MAX = 20;
-/** The longest one step may take before the task is abandoned (and replanned). */
+/**
+ * The longest one step may take before the task is abandoned (and replanned), on top of the time
+ * the shard's snapshot takes to stream (see {@linkcode expired}).
+ */
 export const STEP_TIMEOUT_MS = 30_000;
 
 /** A new task for `move` on a shard led by `leader`. */
@@ -257,15 +260,25 @@ export function advanced(task: Task, nowMs: number): Task {
   };
 }
 
-/** Why `task` should be abandoned at `nowMs`, or undefined while it may go on. */
-export function expired(task: Task, nowMs: number): string | undefined {
+/**
+ * Why `task` should be abandoned at `nowMs`, or undefined while it may go on. A step may take
+ * {@linkcode STEP_TIMEOUT_MS} plus twice the time a snapshot of `sizeBytes` streams at
+ * `bytesPerSecond` (a learner catching up receives one).
+ */
+export function expired(
+  task: Task,
+  nowMs: number,
+  snapshot: { sizeBytes: number; bytesPerSecond: number } = { sizeBytes: 0, bytesPerSecond: 1 },
+): string | undefined {
+  const timeoutMs = STEP_TIMEOUT_MS +
+    Math.ceil(2000 * snapshot.sizeBytes / Math.max(1, snapshot.bytesPerSecond));
   if (task.failures > STEP_FAILURES_MAX) {
     return `step "${task.steps[task.stepIndex]?.kind}" failed ${task.failures} times ` +
       `(last: ${task.lastError})`;
   }
-  if (nowMs - task.stepStartedAtMs > STEP_TIMEOUT_MS) {
+  if (nowMs - task.stepStartedAtMs > timeoutMs) {
     return `step "${task.steps[task.stepIndex]?.kind}" made no progress for ` +
-      `${STEP_TIMEOUT_MS} ms (STEP_TIMEOUT_MS)` +
+      `${timeoutMs} ms (STEP_TIMEOUT_MS and the snapshot time)` +
       (task.lastError === undefined ? "" : `: ${task.lastError}`);
   }
   return undefined;

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
 import { waitFor } from "@tinykv/zk/testing";
 
 const REPO_ROOT = new URL("../..", import.meta.url).pathname;
@@ -60,7 +61,9 @@ export class ServiceProcess {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", ...SERVICE_PERMISSIONS, `${REPO_ROOT}/${this.script}`, ...this.args],
       cwd: REPO_ROOT,
-      stdin: "null",
+      // The service exits when this pipe closes: a test run that dies leaves no process behind.
+      env: { [EXIT_WITH_PARENT_ENV]: "1" },
+      stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -73,6 +76,7 @@ export class ServiceProcess {
     const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
     this.#exited = child.status.then(async (status) => {
       await pumps;
+      await child.stdin.close().catch(() => {});
       return status;
     });
     let exited = false;

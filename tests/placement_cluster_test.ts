@@ -1,0 +1,125 @@
+// Real placement processes over real kvnodes and a real ZooKeeper: placement bootstraps the shards
+// on three kvnodes and every shard serves writes routed by the published map; the admin API
+// answers state, refuses bad requests precisely, and a non-leader names the leader; a killed
+// kvnode's replicas are re-created elsewhere.
+import assert from "node:assert/strict";
+import { decodeShardMap, splitEvenly } from "@tinykv/shard";
+import { waitFor } from "@tinykv/zk/testing";
+import {
+  keyPerShard,
+  PlacementProcess,
+  state,
+  waitSettled,
+  withPlacement,
+} from "./_harness/placement.ts";
+
+Deno.test("placement: bootstraps shards on 3 kvnodes and every shard serves writes", async () => {
+  await withPlacement({ nodes: 3, shards: 4 }, async (cluster, placement, client) => {
+    await placement.waitUntilLeader();
+    const settled = await waitSettled(placement, { replicas: 3, timeoutMs: 30_000 });
+    assert.equal(settled.shards.length, 4);
+    assert.deepEqual(
+      settled.shards.map((s) => [s.rangeLo, s.rangeHi]),
+      splitEvenly(4).map((r) => [r.lo, r.hi]),
+    );
+    for (const key of keyPerShard(cluster)) await client.put(key, `v-${key}`);
+    for (const key of keyPerShard(cluster)) assert.equal(await client.get(key), `v-${key}`);
+    // The published map carries the members and a leader hint for every shard.
+    await waitFor(async () => {
+      const node = await client.zk.get("/shardmap");
+      const decoded = node === undefined ? undefined : decodeShardMap(node.data);
+      return decoded?.kind === "ok" && decoded.map.version >= 2 &&
+        decoded.map.shards.every((s) => s.leaderHint !== undefined);
+    }, { timeoutMs: 10_000, what: "leader hints in the published map" });
+    // HTTP: JSON status, metrics, page.
+    const status = await (await fetch(`http://127.0.0.1:${placement.httpPort}/status`)).json();
+    assert.equal(status.shards.length, 4);
+    assert.equal(status.isLeader, true);
+    const metrics = await (await fetch(`http://127.0.0.1:${placement.httpPort}/metrics`)).text();
+    assert.match(metrics, /tinykv_placement_rounds \d+/);
+    const page = await (await fetch(`http://127.0.0.1:${placement.httpPort}/`)).text();
+    assert.match(page, /TinyKV placement/);
+    const decisions = await placement.call("ListDecisions", { limit: 10 });
+    assert.equal(decisions.kind, "ok");
+    assert.ok(
+      decisions.kind === "ok" && decisions.response.decisions.some((d) => d.event === "bootstrap"),
+    );
+  });
+});
+
+Deno.test("placement: the admin API refuses bad requests and a non-leader names the leader", async () => {
+  await withPlacement({ nodes: 3, shards: 2 }, async (cluster, placement) => {
+    await placement.waitUntilLeader();
+    const settled = await waitSettled(placement, { replicas: 3, timeoutMs: 30_000 });
+    const [n1, n2] = cluster.nodes.map((n) => n.nodeId);
+    const unknownShard = await placement.call("MoveReplica", {
+      shardId: 99,
+      fromNode: n1,
+      toNode: n2,
+    });
+    assert.equal(unknownShard.kind, "invalidArgument");
+    assert.match((unknownShard as { message: string }).message, /Shard 99 does not exist/);
+    const onto = await placement.call("MoveReplica", { shardId: 1, fromNode: n1, toNode: n2 });
+    assert.equal(onto.kind, "invalidArgument");
+    assert.match((onto as { message: string }).message, /already holds shard 1/);
+    const unknownNode = await placement.call("MoveReplica", {
+      shardId: 1,
+      fromNode: n1,
+      toNode: "n-nowhere",
+    });
+    assert.equal(unknownNode.kind, "invalidArgument");
+    const drain = await placement.call("DrainNode", { nodeId: n1 });
+    assert.equal(drain.kind, "failedPrecondition", "draining one of 3 nodes leaves too few");
+    assert.match((drain as { message: string }).message, /fewer than the replica count 3/);
+    const follower = settled.shards[0].voters.find((v) => v !== settled.shards[0].leader)!;
+    const transfer = await placement.call("TransferLeader", { shardId: 1, toNode: follower });
+    assert.equal(transfer.kind, "ok", JSON.stringify(transfer));
+    await waitFor(async () => (await state(placement)).shards[0].leader === follower, {
+      timeoutMs: 15_000,
+      what: `shard 1 led by ${follower}`,
+    });
+    const dryRun = await placement.call("Rebalance", { dryRun: true });
+    assert.equal(dryRun.kind, "ok");
+    // A second instance does not lead and names the leader.
+    const second = await PlacementProcess.start(cluster);
+    try {
+      const answer = await second.call("ClusterState", {});
+      assert.equal(answer.kind, "unavailable");
+      assert.match((answer as { message: string }).message, new RegExp(placement.adminAddress));
+      const decisions = await second.call("ListDecisions", { limit: 50 });
+      assert.ok(
+        decisions.kind === "ok" &&
+          decisions.response.decisions.some((d) => d.event === "bootstrap"),
+        "a non-leader lists the stored decisions",
+      );
+      const tooMany = await second.call("ListDecisions", { limit: 201 });
+      assert.equal(tooMany.kind, "invalidArgument");
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+Deno.test("placement: a killed kvnode's replicas are re-created on the other nodes", async () => {
+  await withPlacement(
+    { nodes: 4, shards: 3, placementFlags: ["--placement.down_after_ms=3000"] },
+    async (cluster, placement, client) => {
+      await placement.waitUntilLeader();
+      await waitSettled(placement, { replicas: 3, timeoutMs: 30_000 });
+      const keys = keyPerShard(cluster);
+      for (const key of keys) await client.put(key, `before-${key}`);
+      const before = await state(placement);
+      const victimId = before.nodes.find((n) => n.replicas > 0)!.nodeId;
+      const victim = cluster.nodes.find((n) => n.nodeId === victimId)!;
+      await victim.process.kill();
+      const after = await waitSettled(placement, {
+        replicas: 3,
+        excluded: [victimId],
+        timeoutMs: 45_000,
+      });
+      assert.ok(after.shards.every((s) => !s.voters.includes(victimId)));
+      for (const key of keys) assert.equal(await client.get(key), `before-${key}`);
+      for (const key of keys) await client.put(key, `after-${key}`);
+    },
+  );
+});
