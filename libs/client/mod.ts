@@ -2,7 +2,8 @@
  * Reaching TinyKV's kvnodes from gateways and clients: the batched data stream to one kvnode
  * ({@linkcode KvNodeStream}), the cluster as published in ZooKeeper ({@linkcode ClusterView}), the
  * routing core with leader cache and retries ({@linkcode KvRouter}) and exactly-once sessions
- * ({@linkcode ClientSession}).
+ * ({@linkcode ClientSession}). Applications use {@linkcode TinyKvClient}, the client of the public
+ * `tinykv.v1.KV` API served by gateways.
  *
  * ```ts ignore
  * import { KvNodeStream } from "@tinykv/client";
@@ -30,3 +31,24 @@ export {
 } from "./cluster_view.ts";
 export { KvRouter, type KvRouterOptions, type RouteOp, type RouteResult } from "./router.ts";
 export { ClientSession, SESSION_OUTSTANDING_MAX_DEFAULT } from "./session.ts";
+export {
+  type Bytes,
+  bytes,
+  type CallOptions,
+  type CasAction,
+  type CasCondition,
+  type CasResult,
+  CLIENT_DEADLINE_MS_DEFAULT,
+  type GetResult,
+  type KeyValue,
+  SCAN_PAGE_SIZE_DEFAULT,
+  type ScanAllOptions,
+  type ScanOptions,
+  type ScanPage,
+  type ScanRange,
+  text,
+  TinyKvClient,
+  type TinyKvClientOptions,
+  TinyKvError,
+  type TinyKvErrorCode,
+} from "./tinykv_client.ts";

@@ -1,0 +1,510 @@
+/**
+ * `tinykv`: the command line client of a TinyKV cluster, through its gateways
+ * ({@linkcode TinyKvClient} from `@tinykv/client`). Run `tinykv --help` for the usage, the output
+ * formats and the exit codes ({@linkcode USAGE}).
+ *
+ * Permissions: `--allow-net` only (it connects to the gateways given with `--endpoint`).
+ *
+ * @module
+ */
+import { type KeyValue, TinyKvClient, TinyKvError } from "@tinykv/client";
+
+/** Exit codes, as documented in {@linkcode USAGE}. */
+export const EXIT = {
+  ok: 0,
+  /** `get` found no key; `cas` did not match. */
+  negative: 1,
+  usage: 2,
+  invalidArgument: 3,
+  retryable: 4,
+  server: 5,
+} as const;
+
+const ENDPOINT_DEFAULT = "127.0.0.1:7700";
+const SCAN_PAGE_SIZE = 1000;
+const ADMIN_COMMANDS = ["status", "rebalance", "move", "transfer-leader", "drain"];
+
+/** The usage text of `tinykv --help`. */
+export const USAGE = `tinykv: read and write a TinyKV cluster through its gateways
+
+Usage:
+  tinykv [flags] get KEY
+  tinykv [flags] put KEY VALUE
+  tinykv [flags] del KEY
+  tinykv [flags] append KEY VALUE
+  tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)
+  tinykv [flags] scan [--start S] [--end E] [--limit N]
+  tinykv COMMAND --help
+
+Flags (anywhere on the line; "--" ends flags, so later words may start with "-"):
+  --endpoint HOST:PORT  a gateway; repeat or comma-separate for several (failover in order)
+                        (default ${ENDPOINT_DEFAULT})
+  --timeout MS          deadline of each request, retries included (default 5000)
+  --json                print one JSON document per command on stdout, errors included
+  --hex                 KEY, VALUE and the values of --expected/--value/--start/--end are hex,
+                        and human output prints keys and values as hex
+  -h, --help            show this help
+
+Output:
+  get     the value, then a newline
+  put     OK
+  del     "deleted", or "not found" when the key was absent (exit 0 either way)
+  append  the new length of the value in bytes
+  cas     OK; or "not swapped" and the current value (or "key is absent") on stderr, exit 1
+  scan    one "KEY<TAB>VALUE" line per key, in byte order. Without --limit it pages through
+          the whole range; with --limit N it prints at most N keys and, when more remain, the
+          key to continue from (--start) on stderr
+  Human output prints bytes that are valid UTF-8 as text and other bytes as "hex:" and their hex
+  digits (--hex prints everything as hex).
+  --json prints bytes that are valid UTF-8 as JSON strings and other bytes as {"base64": "..."}:
+    get     {"found": true, "value": V} or {"found": false}
+    put     {"ok": true}
+    del     {"deleted": BOOL}
+    append  {"length": N}
+    cas     {"succeeded": BOOL, "found": BOOL, "current": V or null}
+    scan    {"entries": [{"key": K, "value": V}, ...], "more": BOOL, "next": K or null}
+    errors  {"error": {"code": CODE, "message": TEXT, "outcomeUnknown": BOOL}}
+
+Exit codes:
+  0  success
+  1  get: the key does not exist; cas: the comparison did not match (nothing changed)
+  2  usage error (bad command, flag or argument; also the admin commands not built yet)
+  3  the server rejected the request as invalid (INVALID_ARGUMENT, e.g. an empty key)
+  4  retryable failure: UNAVAILABLE, DEADLINE_EXCEEDED (a write's outcome is then unknown) or
+     RESOURCE_EXHAUSTED; the client already retried until the deadline
+  5  any other failure (FAILED_PRECONDITION, DATA_LOSS, INTERNAL, cancelled)
+
+Admin commands (status, rebalance, move, transfer-leader, drain) are not available yet: placement
+is not built.
+`;
+
+const COMMAND_USAGE: Record<string, string> = {
+  get: "tinykv [flags] get KEY\n  Prints the value of KEY (linearizable read). Exit 1 when absent.",
+  put: "tinykv [flags] put KEY VALUE\n  Sets KEY to VALUE (an empty VALUE is allowed).",
+  del: 'tinykv [flags] del KEY\n  Removes KEY; prints "deleted" or "not found".',
+  append: "tinykv [flags] append KEY VALUE\n  Appends VALUE to KEY's value; prints the new length.",
+  cas: "tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)\n" +
+    "  Sets KEY to V (or deletes it) only when it holds --expected (or is absent).\n" +
+    "  Exit 1 when the comparison does not match; the current value goes to stderr.",
+  scan: "tinykv [flags] scan [--start S] [--end E] [--limit N]\n" +
+    "  Lists keys in [S, E) in byte order as KEY<TAB>VALUE lines. Without --limit, every key;\n" +
+    "  with --limit N (1 to 10000), one page and the key to continue from on stderr.",
+};
+
+/** A parsed command line. */
+type Command =
+  | { kind: "help"; text: string }
+  | { kind: "admin"; name: string }
+  | { kind: "get"; key: Uint8Array }
+  | { kind: "put"; key: Uint8Array; value: Uint8Array }
+  | { kind: "del"; key: Uint8Array }
+  | { kind: "append"; key: Uint8Array; value: Uint8Array }
+  | {
+    kind: "cas";
+    key: Uint8Array;
+    expected: Uint8Array | undefined;
+    value: Uint8Array | undefined;
+  }
+  | { kind: "scan"; start?: Uint8Array; end?: Uint8Array; limit?: number };
+
+interface Flags {
+  endpoints: string[];
+  timeoutMs: number | undefined;
+  json: boolean;
+  hex: boolean;
+  help: boolean;
+  /** Command flags by name (`--absent` and `--delete` hold ""). */
+  named: Map<string, string>;
+  words: string[];
+}
+
+/** A bad command line; `command` names the command whose usage to show, if known. */
+class UsageError extends Error {
+  readonly command: string | undefined;
+
+  constructor(message: string, command?: string) {
+    super(message);
+    this.name = "UsageError";
+    this.command = command;
+  }
+}
+
+const VALUED = new Set(["endpoint", "timeout", "expected", "value", "start", "end", "limit"]);
+const SWITCHES = new Set(["json", "hex", "help", "absent", "delete"]);
+const COMMAND_FLAGS: Record<string, readonly string[]> = {
+  cas: ["expected", "absent", "value", "delete"],
+  scan: ["start", "end", "limit"],
+};
+
+function parseFlags(args: readonly string[]): Flags {
+  const flags: Flags = {
+    endpoints: [],
+    timeoutMs: undefined,
+    json: false,
+    hex: false,
+    help: false,
+    named: new Map(),
+    words: [],
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      flags.words.push(...args.slice(i + 1));
+      break;
+    }
+    if (arg === "-h") {
+      flags.help = true;
+      continue;
+    }
+    if (!arg.startsWith("--") || arg === "-") {
+      if (arg.startsWith("-") && arg !== "-") throw new UsageError(`Unknown flag "${arg}"`);
+      flags.words.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (SWITCHES.has(name)) {
+      if (eq >= 0) throw new UsageError(`Flag "--${name}" takes no value`);
+      setSwitch(flags, name);
+    } else if (VALUED.has(name)) {
+      const value = eq >= 0 ? arg.slice(eq + 1) : args[++i];
+      if (value === undefined) throw new UsageError(`Flag "--${name}" needs a value`);
+      setValued(flags, name, value);
+    } else {
+      throw new UsageError(`Unknown flag "--${name}"`);
+    }
+  }
+  if (flags.endpoints.length === 0) flags.endpoints.push(ENDPOINT_DEFAULT);
+  return flags;
+}
+
+function setSwitch(flags: Flags, name: string): void {
+  if (name === "json") flags.json = true;
+  else if (name === "hex") flags.hex = true;
+  else if (name === "help") flags.help = true;
+  else flags.named.set(name, "");
+}
+
+function setValued(flags: Flags, name: string, value: string): void {
+  if (name === "endpoint") {
+    for (const part of value.split(",")) {
+      const endpoint = part.trim();
+      if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/.test(endpoint)) {
+        throw new UsageError(`Flag "--endpoint" is "${part}": expected host:port`);
+      }
+      flags.endpoints.push(endpoint);
+    }
+  } else if (name === "timeout") {
+    flags.timeoutMs = positiveInteger("--timeout", value, 3_600_000);
+  } else {
+    if (flags.named.has(name)) throw new UsageError(`Flag "--${name}" is given twice`);
+    flags.named.set(name, value);
+  }
+}
+
+function positiveInteger(flag: string, value: string, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1 || n > max) {
+    throw new UsageError(`Flag "${flag}" is "${value}": expected an integer from 1 to ${max}`);
+  }
+  return n;
+}
+
+function parseCommand(flags: Flags): Command {
+  const [name, ...rest] = flags.words;
+  if (name === undefined) {
+    if (flags.help) return { kind: "help", text: USAGE };
+    throw new UsageError("No command given");
+  }
+  if (ADMIN_COMMANDS.includes(name)) return { kind: "admin", name };
+  if (!(name in COMMAND_USAGE)) throw new UsageError(`Unknown command "${name}"`);
+  if (flags.help) return { kind: "help", text: `Usage: ${COMMAND_USAGE[name]}\n` };
+  const allowed = COMMAND_FLAGS[name] ?? [];
+  for (const flag of flags.named.keys()) {
+    if (!allowed.includes(flag)) {
+      throw new UsageError(`Flag "--${flag}" does not apply to "${name}"`, name);
+    }
+  }
+  const arg = (word: string | undefined) => word === undefined ? undefined : decodeArg(flags, word);
+  const arity = { get: 1, del: 1, put: 2, append: 2, cas: 1, scan: 0 }[name] ?? 0;
+  if (rest.length !== arity) {
+    throw new UsageError(
+      `Command "${name}" takes ${arity} argument${arity === 1 ? "" : "s"}: got ${rest.length}`,
+      name,
+    );
+  }
+  const [key, value] = [arg(rest[0]), arg(rest[1])];
+  switch (name) {
+    case "get":
+    case "del":
+      return { kind: name, key: key! };
+    case "put":
+    case "append":
+      return { kind: name, key: key!, value: value! };
+    case "cas":
+      return parseCas(flags, key!);
+    default:
+      return parseScan(flags);
+  }
+}
+
+function parseCas(flags: Flags, key: Uint8Array): Command {
+  const named = flags.named;
+  if (named.has("expected") === named.has("absent")) {
+    throw new UsageError('Command "cas" needs exactly one of "--expected V" and "--absent"', "cas");
+  }
+  if (named.has("value") === named.has("delete")) {
+    throw new UsageError('Command "cas" needs exactly one of "--value V" and "--delete"', "cas");
+  }
+  const expected = named.get("expected");
+  const value = named.get("value");
+  return {
+    kind: "cas",
+    key,
+    expected: expected === undefined ? undefined : decodeArg(flags, expected),
+    value: value === undefined ? undefined : decodeArg(flags, value),
+  };
+}
+
+function parseScan(flags: Flags): Command {
+  const start = flags.named.get("start");
+  const end = flags.named.get("end");
+  const limit = flags.named.get("limit");
+  return {
+    kind: "scan",
+    start: start === undefined ? undefined : decodeArg(flags, start),
+    end: end === undefined ? undefined : decodeArg(flags, end),
+    limit: limit === undefined ? undefined : positiveInteger("--limit", limit, 10_000),
+  };
+}
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+function decodeArg(flags: Flags, word: string): Uint8Array {
+  if (!flags.hex) return encoder.encode(word);
+  if (!/^([0-9a-fA-F]{2})*$/.test(word)) {
+    throw new UsageError(`Argument "${word}" is not hex: expected pairs of hex digits (--hex)`);
+  }
+  return Uint8Array.from(word.match(/../g) ?? [], (pair) => parseInt(pair, 16));
+}
+
+function hexOf(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function utf8Of(bytes: Uint8Array): string | undefined {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Bytes for humans: UTF-8 text when valid (and not --hex), else `hex:` and hex digits. */
+function human(flags: Flags, bytes: Uint8Array): string {
+  if (flags.hex) return hexOf(bytes);
+  return utf8Of(bytes) ?? `hex:${hexOf(bytes)}`;
+}
+
+/** Bytes in JSON: a string when valid UTF-8, else `{"base64": "..."}`. */
+function jsonBytes(bytes: Uint8Array): string | { base64: string } {
+  const text = utf8Of(bytes);
+  if (text !== undefined) return text;
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return { base64: btoa(binary) };
+}
+
+/** Where a command writes: stdout and stderr, as text lines. */
+export interface Output {
+  /** Writes `line` and a newline to stdout. */
+  out(line: string): Promise<void>;
+  /** Writes `line` and a newline to stderr. */
+  err(line: string): Promise<void>;
+}
+
+async function writeAll(file: { write(p: Uint8Array): Promise<number> }, text: string) {
+  let data = encoder.encode(text);
+  while (data.length > 0) data = data.subarray(await file.write(data));
+}
+
+const STDIO: Output = {
+  out: (line) => writeAll(Deno.stdout, `${line}\n`),
+  err: (line) => writeAll(Deno.stderr, `${line}\n`),
+};
+
+/** Runs one data command; returns the exit code. */
+async function run(command: Command, flags: Flags, client: TinyKvClient, io: Output) {
+  const call = { deadlineMs: flags.timeoutMs };
+  const print = (line: string, json: unknown) =>
+    flags.json ? io.out(JSON.stringify(json)) : io.out(line);
+  switch (command.kind) {
+    case "get": {
+      const got = await client.get(command.key, call);
+      if (!got.found) {
+        if (flags.json) await io.out(JSON.stringify({ found: false }));
+        else await io.err(`Key "${human(flags, command.key)}" not found`);
+        return EXIT.negative;
+      }
+      await print(human(flags, got.value), { found: true, value: jsonBytes(got.value) });
+      return EXIT.ok;
+    }
+    case "put":
+      await client.put(command.key, command.value, call);
+      await print("OK", { ok: true });
+      return EXIT.ok;
+    case "del": {
+      const deleted = await client.delete(command.key, call);
+      await print(deleted ? "deleted" : "not found", { deleted });
+      return EXIT.ok;
+    }
+    case "append": {
+      const length = await client.append(command.key, command.value, call);
+      await print(String(length), { length });
+      return EXIT.ok;
+    }
+    case "cas":
+      return await runCas(command, flags, client, io);
+    case "scan":
+      return await runScan(command, flags, client, io);
+    case "help":
+    case "admin":
+      throw new Error(`run() was given "${command.kind}"`);
+    default:
+      return command satisfies never;
+  }
+}
+
+async function runCas(
+  command: Extract<Command, { kind: "cas" }>,
+  flags: Flags,
+  client: TinyKvClient,
+  io: Output,
+): Promise<number> {
+  const result = await client.compareAndSwap(
+    command.key,
+    command.expected === undefined ? { expectAbsent: true } : { expected: command.expected },
+    command.value === undefined
+      ? { delete: true, deadlineMs: flags.timeoutMs }
+      : { value: command.value, deadlineMs: flags.timeoutMs },
+  );
+  if (flags.json) {
+    await io.out(JSON.stringify({
+      succeeded: result.succeeded,
+      found: result.found,
+      current: result.found ? jsonBytes(result.current) : null,
+    }));
+  } else if (result.succeeded) {
+    await io.out("OK");
+  } else {
+    await io.err(
+      result.found
+        ? `not swapped: current value is ${human(flags, result.current)}`
+        : "not swapped: key is absent",
+    );
+  }
+  return result.succeeded ? EXIT.ok : EXIT.negative;
+}
+
+async function runScan(
+  command: Extract<Command, { kind: "scan" }>,
+  flags: Flags,
+  client: TinyKvClient,
+  io: Output,
+): Promise<number> {
+  const range = { start: command.start, end: command.end, deadlineMs: flags.timeoutMs };
+  const entries: KeyValue[] = [];
+  let next: Uint8Array | undefined;
+  const take = async (page: readonly KeyValue[]) => {
+    if (flags.json) entries.push(...page);
+    for (const kv of flags.json ? [] : page) {
+      await io.out(`${human(flags, kv.key)}\t${human(flags, kv.value)}`);
+    }
+  };
+  if (command.limit !== undefined) {
+    const page = await client.scan({ ...range, limit: command.limit });
+    await take(page.entries);
+    next = page.next;
+  } else {
+    for await (const page of client.scanPages({ ...range, pageSize: SCAN_PAGE_SIZE })) {
+      await take(page.entries);
+    }
+  }
+  if (flags.json) {
+    await io.out(JSON.stringify({
+      entries: entries.map((kv) => ({ key: jsonBytes(kv.key), value: jsonBytes(kv.value) })),
+      more: next !== undefined,
+      next: next === undefined ? null : jsonBytes(next),
+    }));
+  } else if (next !== undefined) {
+    await io.err(`More keys remain: continue with --start ${human(flags, next)}`);
+  }
+  return EXIT.ok;
+}
+
+function exitCodeOf(error: TinyKvError): number {
+  switch (error.code) {
+    case "invalidArgument":
+      return EXIT.invalidArgument;
+    case "unavailable":
+    case "deadlineExceeded":
+    case "resourceExhausted":
+      return EXIT.retryable;
+    case "failedPrecondition":
+    case "dataLoss":
+    case "internal":
+    case "cancelled":
+      return EXIT.server;
+    default:
+      return error.code satisfies never;
+  }
+}
+
+async function usageError(error: UsageError, json: boolean, io: Output): Promise<number> {
+  const usage = error.command === undefined ? USAGE : `Usage: ${COMMAND_USAGE[error.command]}`;
+  await io.err(`error: ${error.message}\n\n${usage}`);
+  if (json) await io.out(JSON.stringify({ error: { code: "usage", message: error.message } }));
+  return EXIT.usage;
+}
+
+/** Runs `tinykv` with `args`; returns the exit code. */
+export async function main(args: readonly string[], io: Output = STDIO): Promise<number> {
+  let flags: Flags;
+  let command: Command;
+  try {
+    flags = parseFlags(args);
+    command = parseCommand(flags);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    return await usageError(error, args.includes("--json"), io);
+  }
+  if (command.kind === "help") {
+    await io.out(command.text.trimEnd());
+    return EXIT.ok;
+  }
+  if (command.kind === "admin") {
+    return await usageError(
+      new UsageError(`Command "${command.name}" is not available yet: placement is not built`),
+      flags.json,
+      io,
+    );
+  }
+  const client = TinyKvClient.connect({ endpoints: flags.endpoints, deadlineMs: flags.timeoutMs });
+  try {
+    return await run(command, flags, client, io);
+  } catch (error) {
+    if (!(error instanceof TinyKvError)) throw error;
+    const { code, message, outcomeUnknown } = error;
+    if (flags.json) await io.out(JSON.stringify({ error: { code, message, outcomeUnknown } }));
+    else {
+      const unknown = outcomeUnknown ? " (the write may or may not have been applied)" : "";
+      await io.err(`error: ${code}: ${message}${unknown}`);
+    }
+    return exitCodeOf(error);
+  } finally {
+    client.close();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
