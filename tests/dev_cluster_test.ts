@@ -1,8 +1,8 @@
 // Checks `tools/dev.ts`, the program behind `deno task dev`, as a user runs it: it starts the real
-// ZooKeeper, three kvnodes, placement and a gateway, bootstraps the shards once, and serves writes through the
-// gateway; Ctrl-C (SIGINT) stops
-// every process it started; a second start finds the data of the first and does not bootstrap
-// again. Bad config stops it before anything starts. Waits are bounded polls, never fixed sleeps.
+// ZooKeeper, three kvnodes, placement and a gateway; placement creates the shards once and every
+// shard gets a leader; writes are served through the gateway; Ctrl-C (SIGINT) stops every process
+// it started; a second start finds the data of the first. Bad config stops it before anything
+// starts. Waits are bounded polls, never fixed sleeps.
 import assert from "node:assert/strict";
 import { KVService } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
@@ -132,7 +132,7 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
   const key = new TextEncoder().encode("kept across restarts");
   try {
     const first = await runUntilServing(args);
-    assert.match(first.dev.output(), new RegExp(`bootstrapping ${SHARDS} shards`));
+    assert.match(first.dev.output(), new RegExp(`${SHARDS}/${SHARDS} shards with a leader`));
     assert.equal(first.pids.length, 6, "ZooKeeper, three kvnodes, placement and gateway: pids");
     const put = await gatewayCall(
       gatewayPort,
@@ -146,7 +146,7 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
     await stopDev(first);
 
     const second = await runUntilServing(args);
-    assert.match(second.dev.output(), /already host their shards: nothing to bootstrap/);
+    assert.match(second.dev.output(), new RegExp(`${SHARDS}/${SHARDS} shards with a leader`));
     const got = await gatewayCall(
       gatewayPort,
       (kv) =>

@@ -2,9 +2,9 @@
  * `deno task dev`: the local dev cluster. It runs the real ZooKeeper (data in `<data_dir>/zk`),
  * three kvnodes on `kvnode.port`, `+1`, `+2` (7901–7903; data in `<data_dir>/kvnode-<port>`), the
  * placement service (admin gRPC on 7800, HTTP on 7880) and a gateway on `rpc_server.port` (7700).
- * On the first start it creates `sharding.num_shards` shards, each replicated on the three kvnodes,
- * through the node-admin API, and publishes the shard map in ZooKeeper; placement adopts that map
- * and keeps it current from then on. Everything is kept across restarts; Ctrl-C stops every
+ * On the first start placement creates `sharding.num_shards` shards, each replicated on
+ * `sharding.replica_count` kvnodes, and publishes the shard map in ZooKeeper; from then on it keeps
+ * the map current and the cluster balanced. Everything is kept across restarts; Ctrl-C stops every
  * process it started.
  *
  * Flags: `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
@@ -13,16 +13,8 @@
  */
 import { type Config, loadConfigFromArgs } from "@tinykv/config";
 import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
-import { NodeAdminService, type NodeStatusResponse, type Peer } from "@tinykv/proto/tinykv/v1";
+import { NodeAdminService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
-import {
-  encodeShardMap,
-  nodeId as toNodeId,
-  shardId as toShardId,
-  type ShardMap,
-  splitEvenly,
-} from "@tinykv/shard";
-import { connectZooKeeper } from "@tinykv/zk";
 import { startZooKeeper } from "@tinykv/zk/server";
 
 const KVNODES = 3;
@@ -96,7 +88,6 @@ async function main(args: string[]): Promise<number> {
       zk.exited.then(() => "ZooKeeper exited"),
     ]);
     if (outcome === "started") {
-      await bootstrapIfNew(config);
       await startService(children, {
         name: `placement :${config.placement.admin_port}`,
         script: "../services/placement/main.ts",
@@ -238,81 +229,11 @@ async function statusOf(admin: GrpcClient<typeof NodeAdminService>): Promise<Nod
   return result.response;
 }
 
-/** Creates the shards on the three kvnodes when none hosts anything yet. */
-async function bootstrapIfNew(config: Config): Promise<void> {
-  const nodes = adminClients(config);
-  try {
-    const statuses = await Promise.all(nodes.map((n) => statusOf(n.admin)));
-    if (statuses.some((s) => s.replicas.length > 0)) {
-      say("kvnodes already host their shards: nothing to bootstrap");
-      return;
-    }
-    const shards = config.sharding.num_shards;
-    say(`bootstrapping ${shards} shards, each replicated on the ${KVNODES} kvnodes`);
-    const ranges = splitEvenly(shards);
-    for (let s = 0; s < shards; s++) {
-      const shardId = s + 1;
-      const voters: Peer[] = statuses.map((status, i) => ({
-        peerId: shardId * 100 + i + 1,
-        nodeId: status.nodeId,
-        address: nodes[i].address,
-      }));
-      for (let i = 0; i < nodes.length; i++) {
-        const created = await unaryCaller(nodes[i].admin, "CreateReplica")({
-          clusterId: statuses[i].clusterId,
-          shardId,
-          rangeLo: ranges[s].lo,
-          rangeHi: ranges[s].hi,
-          peerId: voters[i].peerId,
-          voters,
-          learners: [],
-          confEpoch: 0,
-          join: false,
-        }, { deadlineMs: 10_000 });
-        if (created.kind !== "ok") {
-          throw new Error(`Cannot create shard ${shardId}: ${created.message}`);
-        }
-      }
-    }
-    await publishShardMap(config, statuses.map((s) => s.nodeId));
-  } finally {
-    for (const node of nodes) node.admin.close();
-  }
-}
-
-/** Publishes the bootstrapped shard map in ZooKeeper (placement's job once it exists). */
-async function publishShardMap(config: Config, nodeIds: string[]): Promise<void> {
-  const map: ShardMap = {
-    version: 1,
-    shards: splitEvenly(config.sharding.num_shards).map((range, i) => ({
-      id: toShardId(i + 1),
-      range,
-      replicas: nodeIds.map(toNodeId),
-      learners: [],
-      confEpoch: 0,
-    })),
-  };
-  const encoded = encodeShardMap(map);
-  if (encoded.kind !== "ok") throw new Error(`Cannot encode the shard map: ${encoded.kind}`);
-  const zk = await connectZooKeeper({
-    connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
-    root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
-  });
-  try {
-    const created = await zk.create("/shardmap", encoded.bytes);
-    if (created.kind !== "ok" && created.kind !== "nodeExists") {
-      throw new Error(`Cannot publish the shard map: ${created.kind}`);
-    }
-  } finally {
-    await zk.close();
-  }
-}
-
 /** Waits (bounded) for every shard to have a leader and prints a table of the cluster. */
 async function printStatus(config: Config): Promise<void> {
   const nodes = adminClients(config);
   try {
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 60_000;
     let statuses: NodeStatusResponse[] = [];
     let leaders = new Map<number, string>();
     while (Date.now() < deadline) {
