@@ -253,3 +253,51 @@ Deno.test("gateway: survives many client channels opening and closing", async ()
     ok(await call.Put(kv, { key: enc("after-churn"), value: enc("ok"), ...NO_SESSION }));
   }, 1);
 });
+
+Deno.test("gateway: malformed bytes on its port do not disturb it", async () => {
+  await withGateway(async (_cluster, kv, address) => {
+    const [hostname, port] = address.split(":");
+    const garbage = [
+      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      crypto.getRandomValues(new Uint8Array(4096)),
+      // A valid HTTP/2 preface followed by a frame that makes no sense.
+      new Uint8Array([
+        ...new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        0xff,
+        0xff,
+        0xff,
+        0x09,
+        0xff,
+        0,
+        0,
+        0,
+        1,
+      ]),
+    ];
+    for (const bytes of garbage) {
+      const conn = await Deno.connect({ hostname, port: Number(port) });
+      await conn.write(bytes).catch(() => 0);
+      // Read whatever the server answers (or until it closes), bounded in time.
+      const buffer = new Uint8Array(1024);
+      const timer = setTimeout(() => conn.close(), 500);
+      try {
+        while ((await conn.read(buffer)) !== null) {
+          // Discard.
+        }
+      } catch {
+        // Closed by the timer or reset by the server: both are fine.
+      }
+      clearTimeout(timer);
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    ok(await call.Put(kv, { key: enc("after-garbage"), value: enc("ok"), ...NO_SESSION }));
+    assert.equal(
+      dec(ok(await call.Get(kv, { key: enc("after-garbage"), serializable: false })).value),
+      "ok",
+    );
+  }, 1);
+});
