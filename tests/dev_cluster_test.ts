@@ -52,12 +52,12 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Three consecutive free ports (checked when asked). */
+/** Four consecutive free ports (checked when asked). */
 function freePortRun(): number {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * 30_000);
     try {
-      const listeners = [0, 1, 2].map((i) =>
+      const listeners = [0, 1, 2, 3].map((i) =>
         Deno.listen({ hostname: "127.0.0.1", port: base + i })
       );
       for (const listener of listeners) listener.close();
@@ -66,7 +66,7 @@ function freePortRun(): number {
       // Taken: try another run.
     }
   }
-  throw new Error("Cannot find three consecutive free ports");
+  throw new Error("Cannot find four consecutive free ports");
 }
 
 interface RunningDev {
@@ -157,6 +157,43 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
     );
     assert.equal(got.kind === "ok" && got.response.found, true, JSON.stringify(got));
     await stopDev(second);
+
+    // --fresh wipes the data; --nodes runs another number of kvnodes.
+    const third = await runUntilServing([...args, "--fresh", "--nodes", "4"]);
+    assert.match(third.dev.output(), /--fresh: removed/);
+    assert.equal(third.pids.length, 7, "ZooKeeper, four kvnodes, placement and gateway: pids");
+    const gone = await gatewayCall(
+      gatewayPort,
+      (kv) =>
+        unaryCaller<typeof KVService, "Get">(kv, "Get")(
+          { key, serializable: false },
+          { deadlineMs: 10_000 },
+        ),
+    );
+    assert.equal(gone.kind === "ok" && gone.response.found, false, JSON.stringify(gone));
+    await stopDev(third);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("deno task dev refuses bad flags before starting anything", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "tinykv-dev-test-" });
+  try {
+    for (
+      const [flags, message] of [
+        [["--nodes", "0"], /Flag "--nodes" is "0": expected 1 to 9/],
+        [["--nodes", "2"], /must be at least sharding\.replica_count \(3\)/],
+        [["--verbose"], /Unknown argument "--verbose"/],
+      ] as const
+    ) {
+      const dev = startDev([`--storage.data_dir=${dataDir}`, ...flags]);
+      const status = await dev.child.status;
+      await dev.done;
+      assert.equal(status.code, 2);
+      assert.match(dev.output(), message);
+    }
+    assert.deepEqual([...Deno.readDirSync(dataDir)], [], "nothing may be created");
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }

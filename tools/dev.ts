@@ -11,13 +11,15 @@
  *
  * @module
  */
-import { type Config, loadConfigFromArgs } from "@tinykv/config";
+import { type Config, loadConfigFromArgs, splitConfigArgs } from "@tinykv/config";
 import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
 import { NodeAdminService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import { startZooKeeper } from "@tinykv/zk/server";
 
-const KVNODES = 3;
+/** kvnodes the dev cluster runs unless `--nodes` says otherwise. */
+const KVNODES_DEFAULT = 3;
+const KVNODES_MAX = 9;
 const SERVICE_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
@@ -43,6 +45,56 @@ interface Child {
   output: string;
 }
 
+/** The dev cluster's own flags (besides `--config` and `--section.key=value`). */
+interface DevFlags {
+  /** Wipe the cluster's data (ZooKeeper, kvnodes, logs) before starting. */
+  readonly fresh: boolean;
+  /** How many kvnodes to run, on `kvnode.port` and the ports after it. */
+  readonly nodes: number;
+}
+
+/** Parses `--fresh` and `--nodes N`; returns a message for anything else. */
+function parseDevFlags(rest: readonly string[]): DevFlags | string {
+  let fresh = false;
+  let nodes = KVNODES_DEFAULT;
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i];
+    if (arg === "--fresh") fresh = true;
+    else if (arg === "--nodes" || arg.startsWith("--nodes=")) {
+      const text = arg === "--nodes" ? rest[++i] : arg.slice("--nodes=".length);
+      const value = Number(text);
+      if (!Number.isInteger(value) || value < 1 || value > KVNODES_MAX) {
+        return `Flag "--nodes" is ${JSON.stringify(text ?? "")}: expected 1 to ${KVNODES_MAX}`;
+      }
+      nodes = value;
+    } else {
+      return `Unknown argument "${arg}": expected --fresh, --nodes N, --config FILE or ` +
+        "--section.key=value";
+    }
+  }
+  return { fresh, nodes };
+}
+
+/** Removes the dev cluster's data: ZooKeeper's, each kvnode's and the logs. */
+async function wipe(config: Config, nodes: number): Promise<void> {
+  const dirs = [
+    `${config.storage.data_dir}/zk`,
+    ...Array.from(
+      { length: nodes },
+      (_, i) => `${config.storage.data_dir}/kvnode-${kvnodePort(config, i)}`,
+    ),
+    config.log.dir,
+  ];
+  for (const dir of dirs) {
+    try {
+      await Deno.remove(dir, { recursive: true });
+      say(`--fresh: removed ${dir}`);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+}
+
 function say(line: string): void {
   console.log(`dev: ${line}`);
 }
@@ -53,13 +105,26 @@ async function main(args: string[]): Promise<number> {
     console.error(`dev: ${loaded.message}`);
     return 2;
   }
-  if (loaded.rest.length > 0) {
-    console.error(
-      `dev: Unknown argument "${loaded.rest[0]}": expected --config or --section.key=value`,
-    );
+  const flags = parseDevFlags(loaded.rest);
+  if (typeof flags === "string") {
+    console.error(`dev: ${flags}`);
     return 2;
   }
   const { config } = loaded;
+  if (flags.nodes < config.sharding.replica_count) {
+    console.error(
+      `dev: Flag "--nodes" is ${flags.nodes}: it must be at least sharding.replica_count ` +
+        `(${config.sharding.replica_count})`,
+    );
+    return 2;
+  }
+  // The children get the config part of the command line only.
+  const split = splitConfigArgs(args);
+  const childArgs = [
+    ...(split.path === undefined ? [] : [`--config=${split.path}`]),
+    ...split.overrides.map(([key, value]) => `--${key}=${value}`),
+  ];
+  if (flags.fresh) await wipe(config, flags.nodes);
   const zkDir = `${config.storage.data_dir}/zk`;
   await Deno.mkdir(zkDir, { recursive: true });
   await Deno.mkdir(config.log.dir, { recursive: true });
@@ -81,7 +146,7 @@ async function main(args: string[]): Promise<number> {
   for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
   let code = 0;
   try {
-    const started = startKvNodes(config, args, children);
+    const started = startKvNodes(config, childArgs, children, flags.nodes);
     const outcome = await Promise.race([
       started.then(() => "started"),
       stopped.promise,
@@ -92,17 +157,17 @@ async function main(args: string[]): Promise<number> {
         name: `placement :${config.placement.admin_port}`,
         script: "../services/placement/main.ts",
         permissions: SERVICE_PERMISSIONS,
-        args,
+        args: childArgs,
         ready: /placement serving on/,
       });
       await startService(children, {
         name: `gateway :${config.rpc_server.port}`,
         script: "../services/gateway/main.ts",
         permissions: SERVICE_PERMISSIONS,
-        args,
+        args: childArgs,
         ready: /gateway serving on/,
       });
-      await printStatus(config);
+      await printStatus(config, flags.nodes);
       say("press Ctrl-C to stop (data is kept)");
       const reason = await Promise.race([
         stopped.promise,
@@ -159,10 +224,15 @@ async function startService(
 }
 
 /** Starts the kvnodes and waits until each serves. */
-async function startKvNodes(config: Config, args: string[], children: Child[]): Promise<void> {
+async function startKvNodes(
+  config: Config,
+  args: string[],
+  children: Child[],
+  count: number,
+): Promise<void> {
   const script = new URL("../services/kvnode/main.ts", import.meta.url).pathname;
   const waits: Promise<void>[] = [];
-  for (let i = 0; i < KVNODES; i++) {
+  for (let i = 0; i < count; i++) {
     const port = kvnodePort(config, i);
     const process = new Deno.Command(Deno.execPath(), {
       args: [
@@ -213,8 +283,9 @@ async function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): 
 
 function adminClients(
   config: Config,
+  count: number,
 ): Array<{ address: string; admin: GrpcClient<typeof NodeAdminService> }> {
-  return Array.from({ length: KVNODES }, (_, i) => {
+  return Array.from({ length: count }, (_, i) => {
     const address = `${config.kvnode.host}:${kvnodePort(config, i)}`;
     const admin = createGrpcClient(NodeAdminService, address, {
       maxMessageBytes: config.rpc_server.max_message_bytes,
@@ -230,8 +301,8 @@ async function statusOf(admin: GrpcClient<typeof NodeAdminService>): Promise<Nod
 }
 
 /** Waits (bounded) for every shard to have a leader and prints a table of the cluster. */
-async function printStatus(config: Config): Promise<void> {
-  const nodes = adminClients(config);
+async function printStatus(config: Config, count: number): Promise<void> {
+  const nodes = adminClients(config, count);
   try {
     const deadline = Date.now() + 60_000;
     let statuses: NodeStatusResponse[] = [];
