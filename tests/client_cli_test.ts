@@ -306,15 +306,19 @@ Deno.test("client and CLI against a real cluster", async (t) => {
             ["scan", "--limit", "0"],
             ["--hex", "get", "xyz"],
             ["--timeout", "soon", "get", "k"],
+            ["move", "1", "--to", "n2"],
+            ["move", "x", "--from", "n1", "--to", "n2"],
+            ["transfer-leader", "1"],
+            ["drain"],
+            ["status", "--to", "n1"],
+            ["--placement", "nowhere", "status"],
           ]
         ) {
           const run = await cli(at, ...args);
           expectCli(run, 2, "");
           assert.match(run.stderr, /^error: .+\n\n[^]*Usage/, JSON.stringify(run));
         }
-        const admin = await cli(at, "status");
-        expectCli(admin, 2, "");
-        assert.match(admin.stderr, /not available yet: placement is not built/);
+        expectCli(await cli(at, "drain", "--help"), 0, /--no-wait/);
         const empty = await cli(at, "get", "");
         expectCli(empty, 3, "");
         assert.match(empty.stderr, /^error: invalidArgument: .*key/);

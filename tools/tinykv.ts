@@ -1,31 +1,32 @@
 /**
- * `tinykv`: the command line client of a TinyKV cluster, through its gateways
- * ({@linkcode TinyKvClient} from `@tinykv/client`). Run `tinykv --help` for the usage, the output
- * formats and the exit codes ({@linkcode USAGE}).
+ * `tinykv`: the command line client of a TinyKV cluster: data commands through its gateways
+ * ({@linkcode TinyKvClient} from `@tinykv/client`), admin commands through placement's admin API
+ * (`tools/tinykv/admin.ts`). Run `tinykv --help` for the usage, the output formats and the exit
+ * codes ({@linkcode USAGE}).
  *
- * Permissions: `--allow-net` only (it connects to the gateways given with `--endpoint`).
+ * Permissions: `--allow-net` (the gateways of `--endpoint`, the placement instances of
+ * `--placement`, and for `status` the kvnodes placement lists) and `--allow-env` for grpc-js's
+ * `GRPC_*` and proxy variables. Checking whether stdout is a terminal needs none.
  *
  * @module
  */
 import { type KeyValue, TinyKvClient, TinyKvError } from "@tinykv/client";
+import {
+  type AdminCommand,
+  DRAIN_TIMEOUT_MS_DEFAULT,
+  PLACEMENT_DEFAULT,
+  runAdmin,
+} from "./tinykv/admin.ts";
+import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
 
-/** Exit codes, as documented in {@linkcode USAGE}. */
-export const EXIT = {
-  ok: 0,
-  /** `get` found no key; `cas` did not match. */
-  negative: 1,
-  usage: 2,
-  invalidArgument: 3,
-  retryable: 4,
-  server: 5,
-} as const;
+export { EXIT };
 
 const ENDPOINT_DEFAULT = "127.0.0.1:7700";
 const SCAN_PAGE_SIZE = 1000;
-const ADMIN_COMMANDS = ["status", "rebalance", "move", "transfer-leader", "drain"];
 
 /** The usage text of `tinykv --help`. */
-export const USAGE = `tinykv: read and write a TinyKV cluster through its gateways
+export const USAGE = `tinykv: read and write a TinyKV cluster through its gateways, and administer
+it through placement
 
 Usage:
   tinykv [flags] get KEY
@@ -34,12 +35,21 @@ Usage:
   tinykv [flags] append KEY VALUE
   tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)
   tinykv [flags] scan [--start S] [--end E] [--limit N]
+  tinykv [flags] status
+  tinykv [flags] rebalance [--dry-run]
+  tinykv [flags] move SHARD --from NODE --to NODE
+  tinykv [flags] transfer-leader SHARD --to NODE
+  tinykv [flags] drain NODE [--no-wait]
   tinykv COMMAND --help
 
 Flags (anywhere on the line; "--" ends flags, so later words may start with "-"):
   --endpoint HOST:PORT  a gateway; repeat or comma-separate for several (failover in order)
                         (default ${ENDPOINT_DEFAULT})
-  --timeout MS          deadline of each request, retries included (default 5000)
+  --placement HOST:PORT a placement admin address, for the admin commands; repeat or
+                        comma-separate for several (tried in order; a non-leader's answer naming
+                        the leader is followed once) (default ${PLACEMENT_DEFAULT})
+  --timeout MS          deadline of each request, retries included (default 5000); for drain,
+                        the bound on the whole wait (default ${DRAIN_TIMEOUT_MS_DEFAULT}, 10 minutes)
   --json                print one JSON document per command on stdout, errors included
   --hex                 KEY, VALUE and the values of --expected/--value/--start/--end are hex,
                         and human output prints keys and values as hex
@@ -65,17 +75,38 @@ Output:
     scan    {"entries": [{"key": K, "value": V}, ...], "more": BOOL, "next": K or null}
     errors  {"error": {"code": CODE, "message": TEXT, "outcomeUnknown": BOOL}}
 
+Admin output:
+  status           the placement leader; a table of nodes (id, address, live, draining,
+                   replicas, leaders); a table of shards (id, hash range, replicas, learners,
+                   leader, conf epoch, applied index, size); the moves in progress with their
+                   step; placement's notes. Applied index and size come from the kvnodes' own
+                   status ("-" when a node does not answer)
+  rebalance        the planned moves, each with its cause and reason, and whether they were
+                   started (--dry-run: planned only)
+  move, transfer-leader
+                   the started move's reason and first step (it goes on in the background)
+  drain            waits until the node holds no replica: a progress bar on a terminal, a line
+                   per change (and every 5 s) otherwise; --no-wait returns once it is marked
+  --json:
+    status           placement's ClusterState (nodes, shards, tasks, notes, ...) plus
+                     "shardStats": [{"shardId", "appliedIndex", "dataKeys", "dataBytes",
+                     "reportedBy"}] from the kvnodes
+    rebalance        {"dryRun": BOOL, "started": BOOL, "moves": [...], "notes": [...]}
+    move, transfer-leader
+                     {"started": true, "task": {"move": {...}, "step": S, ...}}
+    drain            one document at the end: {"node": N, "replicas": COUNT, "done": BOOL, ...}
+
 Exit codes:
   0  success
   1  get: the key does not exist; cas: the comparison did not match (nothing changed)
-  2  usage error (bad command, flag or argument; also the admin commands not built yet)
-  3  the server rejected the request as invalid (INVALID_ARGUMENT, e.g. an empty key)
+  2  usage error (bad command, flag or argument)
+  3  the server rejected the request as invalid (INVALID_ARGUMENT, e.g. an empty key, an unknown
+     shard or node)
   4  retryable failure: UNAVAILABLE, DEADLINE_EXCEEDED (a write's outcome is then unknown) or
-     RESOURCE_EXHAUSTED; the client already retried until the deadline
-  5  any other failure (FAILED_PRECONDITION, DATA_LOSS, INTERNAL, cancelled)
-
-Admin commands (status, rebalance, move, transfer-leader, drain) are not available yet: placement
-is not built.
+     RESOURCE_EXHAUSTED; the client already retried until the deadline (also: no placement
+     instance reachable, or drain still waiting at --timeout)
+  5  any other failure (FAILED_PRECONDITION, e.g. a move already in flight or a drain that would
+     leave too few nodes; DATA_LOSS, INTERNAL, cancelled)
 `;
 
 const COMMAND_USAGE: Record<string, string> = {
@@ -89,12 +120,25 @@ const COMMAND_USAGE: Record<string, string> = {
   scan: "tinykv [flags] scan [--start S] [--end E] [--limit N]\n" +
     "  Lists keys in [S, E) in byte order as KEY<TAB>VALUE lines. Without --limit, every key;\n" +
     "  with --limit N (1 to 10000), one page and the key to continue from on stderr.",
+  status: "tinykv [flags] status\n" +
+    "  Prints the nodes, shards and moves in progress as placement's leader sees them.",
+  rebalance: "tinykv [flags] rebalance [--dry-run]\n" +
+    "  Plans a round of moves and starts them; --dry-run prints the plan without starting it.",
+  move: "tinykv [flags] move SHARD --from NODE --to NODE\n" +
+    "  Starts moving shard SHARD's replica from node NODE to another node.",
+  "transfer-leader": "tinykv [flags] transfer-leader SHARD --to NODE\n" +
+    "  Starts moving shard SHARD's leadership to NODE, one of its voters.",
+  drain: "tinykv [flags] drain NODE [--no-wait]\n" +
+    "  Marks NODE draining, then waits (--timeout, default 10 minutes) until it holds no\n" +
+    "  replica, with a progress bar. --no-wait returns once the node is marked.",
 };
+
+const ADMIN_COMMANDS = new Set(["status", "rebalance", "move", "transfer-leader", "drain"]);
 
 /** A parsed command line. */
 type Command =
   | { kind: "help"; text: string }
-  | { kind: "admin"; name: string }
+  | { kind: "admin"; admin: AdminCommand }
   | { kind: "get"; key: Uint8Array }
   | { kind: "put"; key: Uint8Array; value: Uint8Array }
   | { kind: "del"; key: Uint8Array }
@@ -109,6 +153,7 @@ type Command =
 
 interface Flags {
   endpoints: string[];
+  placements: string[];
   timeoutMs: number | undefined;
   json: boolean;
   hex: boolean;
@@ -129,16 +174,32 @@ class UsageError extends Error {
   }
 }
 
-const VALUED = new Set(["endpoint", "timeout", "expected", "value", "start", "end", "limit"]);
-const SWITCHES = new Set(["json", "hex", "help", "absent", "delete"]);
+const VALUED = new Set([
+  "endpoint",
+  "placement",
+  "timeout",
+  "expected",
+  "value",
+  "start",
+  "end",
+  "limit",
+  "from",
+  "to",
+]);
+const SWITCHES = new Set(["json", "hex", "help", "absent", "delete", "dry-run", "no-wait"]);
 const COMMAND_FLAGS: Record<string, readonly string[]> = {
   cas: ["expected", "absent", "value", "delete"],
   scan: ["start", "end", "limit"],
+  rebalance: ["dry-run"],
+  move: ["from", "to"],
+  "transfer-leader": ["to"],
+  drain: ["no-wait"],
 };
 
 function parseFlags(args: readonly string[]): Flags {
   const flags: Flags = {
     endpoints: [],
+    placements: [],
     timeoutMs: undefined,
     json: false,
     hex: false,
@@ -175,6 +236,7 @@ function parseFlags(args: readonly string[]): Flags {
     }
   }
   if (flags.endpoints.length === 0) flags.endpoints.push(ENDPOINT_DEFAULT);
+  if (flags.placements.length === 0) flags.placements.push(PLACEMENT_DEFAULT);
   return flags;
 }
 
@@ -186,13 +248,13 @@ function setSwitch(flags: Flags, name: string): void {
 }
 
 function setValued(flags: Flags, name: string, value: string): void {
-  if (name === "endpoint") {
+  if (name === "endpoint" || name === "placement") {
     for (const part of value.split(",")) {
-      const endpoint = part.trim();
-      if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/.test(endpoint)) {
-        throw new UsageError(`Flag "--endpoint" is "${part}": expected host:port`);
+      const address = part.trim();
+      if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/.test(address)) {
+        throw new UsageError(`Flag "--${name}" is "${part}": expected host:port`);
       }
-      flags.endpoints.push(endpoint);
+      (name === "endpoint" ? flags.endpoints : flags.placements).push(address);
     }
   } else if (name === "timeout") {
     flags.timeoutMs = positiveInteger("--timeout", value, 3_600_000);
@@ -216,7 +278,6 @@ function parseCommand(flags: Flags): Command {
     if (flags.help) return { kind: "help", text: USAGE };
     throw new UsageError("No command given");
   }
-  if (ADMIN_COMMANDS.includes(name)) return { kind: "admin", name };
   if (!(name in COMMAND_USAGE)) throw new UsageError(`Unknown command "${name}"`);
   if (flags.help) return { kind: "help", text: `Usage: ${COMMAND_USAGE[name]}\n` };
   const allowed = COMMAND_FLAGS[name] ?? [];
@@ -225,14 +286,15 @@ function parseCommand(flags: Flags): Command {
       throw new UsageError(`Flag "--${flag}" does not apply to "${name}"`, name);
     }
   }
-  const arg = (word: string | undefined) => word === undefined ? undefined : decodeArg(flags, word);
-  const arity = { get: 1, del: 1, put: 2, append: 2, cas: 1, scan: 0 }[name] ?? 0;
+  const arity = ARITY[name] ?? 0;
   if (rest.length !== arity) {
     throw new UsageError(
       `Command "${name}" takes ${arity} argument${arity === 1 ? "" : "s"}: got ${rest.length}`,
       name,
     );
   }
+  if (ADMIN_COMMANDS.has(name)) return { kind: "admin", admin: parseAdmin(flags, name, rest) };
+  const arg = (word: string | undefined) => word === undefined ? undefined : decodeArg(flags, word);
   const [key, value] = [arg(rest[0]), arg(rest[1])];
   switch (name) {
     case "get":
@@ -246,6 +308,60 @@ function parseCommand(flags: Flags): Command {
     default:
       return parseScan(flags);
   }
+}
+
+const ARITY: Record<string, number> = {
+  get: 1,
+  del: 1,
+  put: 2,
+  append: 2,
+  cas: 1,
+  scan: 0,
+  status: 0,
+  rebalance: 0,
+  move: 1,
+  "transfer-leader": 1,
+  drain: 1,
+};
+
+function parseAdmin(flags: Flags, name: string, args: readonly string[]): AdminCommand {
+  const need = (flag: string) => {
+    const value = flags.named.get(flag);
+    if (value === undefined || value === "") {
+      throw new UsageError(`Command "${name}" needs "--${flag} NODE"`, name);
+    }
+    return value;
+  };
+  switch (name) {
+    case "status":
+      return { kind: "status" };
+    case "rebalance":
+      return { kind: "rebalance", dryRun: flags.named.has("dry-run") };
+    case "move":
+      return {
+        kind: "move",
+        shardId: shardIdOf(args[0], name),
+        from: need("from"),
+        to: need("to"),
+      };
+    case "transfer-leader":
+      return { kind: "transfer-leader", shardId: shardIdOf(args[0], name), to: need("to") };
+    default:
+      if (args[0] === "") throw new UsageError('Command "drain" needs a NODE', name);
+      return { kind: "drain", nodeId: args[0], wait: !flags.named.has("no-wait") };
+  }
+}
+
+/** A shard id: an integer from 0 to 2^32 - 1 (the proto's uint32). */
+function shardIdOf(word: string, command: string): number {
+  const n = Number(word);
+  if (!/^\d+$/.test(word) || n > 0xffff_ffff) {
+    throw new UsageError(
+      `Shard "${word}" is not a shard id: expected an integer from 0 to 4294967295`,
+      command,
+    );
+  }
+  return n;
 }
 
 function parseCas(flags: Flags, key: Uint8Array): Command {
@@ -322,6 +438,10 @@ export interface Output {
   out(line: string): Promise<void>;
   /** Writes `line` and a newline to stderr. */
   err(line: string): Promise<void>;
+  /** Rewrites the current stdout line (a progress bar); only called when `terminal`. */
+  rewrite?(line: string): Promise<void>;
+  /** Whether stdout is a terminal (then `drain` draws a progress bar). */
+  terminal?: boolean;
 }
 
 async function writeAll(file: { write(p: Uint8Array): Promise<number> }, text: string) {
@@ -332,6 +452,9 @@ async function writeAll(file: { write(p: Uint8Array): Promise<number> }, text: s
 const STDIO: Output = {
   out: (line) => writeAll(Deno.stdout, `${line}\n`),
   err: (line) => writeAll(Deno.stderr, `${line}\n`),
+  // Carriage return, then erase the line (ECMA-48 EL), then the new text.
+  rewrite: (line) => writeAll(Deno.stdout, `\r\x1b[2K${line}`),
+  terminal: Deno.stdout.isTerminal(),
 };
 
 /** Runs one data command; returns the exit code. */
@@ -443,24 +566,6 @@ async function runScan(
   return EXIT.ok;
 }
 
-function exitCodeOf(error: TinyKvError): number {
-  switch (error.code) {
-    case "invalidArgument":
-      return EXIT.invalidArgument;
-    case "unavailable":
-    case "deadlineExceeded":
-    case "resourceExhausted":
-      return EXIT.retryable;
-    case "failedPrecondition":
-    case "dataLoss":
-    case "internal":
-    case "cancelled":
-      return EXIT.server;
-    default:
-      return error.code satisfies never;
-  }
-}
-
 async function usageError(error: UsageError, json: boolean, io: Output): Promise<number> {
   const usage = error.command === undefined ? USAGE : `Usage: ${COMMAND_USAGE[error.command]}`;
   await io.err(`error: ${error.message}\n\n${usage}`);
@@ -484,11 +589,8 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
     return EXIT.ok;
   }
   if (command.kind === "admin") {
-    return await usageError(
-      new UsageError(`Command "${command.name}" is not available yet: placement is not built`),
-      flags.json,
-      io,
-    );
+    const options = { placements: flags.placements, timeoutMs: flags.timeoutMs, json: flags.json };
+    return await runAdmin(command.admin, options, io);
   }
   const client = TinyKvClient.connect({ endpoints: flags.endpoints, deadlineMs: flags.timeoutMs });
   try {
@@ -501,7 +603,7 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
       const unknown = outcomeUnknown ? " (the write may or may not have been applied)" : "";
       await io.err(`error: ${code}: ${message}${unknown}`);
     }
-    return exitCodeOf(error);
+    return exitCodeOf(error.code);
   } finally {
     client.close();
   }
