@@ -197,14 +197,25 @@ function kvnodePort(config: Config, index: number): number {
   return config.kvnode.port + index;
 }
 
-/** Starts a service (placement, gateway) and waits until it says it serves. */
-async function startService(
-  children: Child[],
-  service: { name: string; script: string; permissions: string[]; args: string[]; ready: RegExp },
-): Promise<void> {
-  const script = new URL(service.script, import.meta.url).pathname;
+/** A service to start: its script, permissions and arguments, and what it prints once serving. */
+interface ServiceSpec {
+  readonly name: string;
+  readonly script: string;
+  readonly permissions: readonly string[];
+  readonly args: readonly string[];
+  readonly ready: RegExp;
+}
+
+/** Starts a service and waits until it says it serves. */
+async function startService(children: Child[], service: ServiceSpec): Promise<void> {
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...service.permissions, script, ...service.args, "--log.stderr=false"],
+    args: [
+      "run",
+      ...service.permissions,
+      new URL(service.script, import.meta.url).pathname,
+      ...service.args,
+      "--log.stderr=false",
+    ],
     // The child exits when this pipe closes, even if the dev cluster itself is killed.
     env: { [EXIT_WITH_PARENT_ENV]: "1" },
     stdin: "piped",
@@ -223,49 +234,23 @@ async function startService(
   say(child.output.trim().split("\n").find((l) => /serving on/.test(l)) ?? `${child.name} serves`);
 }
 
-/** Starts the kvnodes and waits until each serves. */
+/** Starts the kvnodes (in parallel) and waits until each serves. */
 async function startKvNodes(
   config: Config,
   args: string[],
   children: Child[],
   count: number,
 ): Promise<void> {
-  const script = new URL("../services/kvnode/main.ts", import.meta.url).pathname;
-  const waits: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
+  await Promise.all(Array.from({ length: count }, (_, i) => {
     const port = kvnodePort(config, i);
-    const process = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        ...KVNODE_PERMISSIONS,
-        script,
-        ...args,
-        `--kvnode.port=${port}`,
-        "--log.stderr=false",
-      ],
-      env: { [EXIT_WITH_PARENT_ENV]: "1" },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const child: Child = { name: `kvnode :${port}`, process, exited: process.status, output: "" };
-    children.push(child);
-    const decoder = new TextDecoder();
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream) child.output += decoder.decode(chunk, { stream: true });
-    };
-    pump(process.stdout);
-    pump(process.stderr);
-    waits.push(
-      waitForOutput(child, /serving on/, START_TIMEOUT_MS).then(() => {
-        say(
-          child.output.trim().split("\n").find((l) => /serving on/.test(l)) ??
-            `${child.name} serves`,
-        );
-      }),
-    );
-  }
-  await Promise.all(waits);
+    return startService(children, {
+      name: `kvnode :${port}`,
+      script: "../services/kvnode/main.ts",
+      permissions: KVNODE_PERMISSIONS,
+      args: [...args, `--kvnode.port=${port}`],
+      ready: /serving on/,
+    });
+  }));
 }
 
 async function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): Promise<void> {

@@ -10,9 +10,9 @@
  * @module
  */
 import { ClientSession, KvRouter, ZooKeeperClusterView } from "@tinykv/client";
-import { type Config, loadConfigFromArgs } from "@tinykv/config";
-import { waitForShutdown } from "@tinykv/lifecycle";
-import { type Logger, openLogger } from "@tinykv/log";
+import type { Config } from "@tinykv/config";
+import { runService, waitForShutdown } from "@tinykv/lifecycle";
+import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
 import { kvService } from "./kv_service.ts";
@@ -23,35 +23,11 @@ const DRAIN_MS_MAX = 10_000;
 const ZOOKEEPER_RETRY_MS = 2000;
 
 async function main(args: string[]): Promise<number> {
-  const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
-  if (loaded.kind === "error") {
-    console.error(`gateway: ${loaded.message}`);
-    return 2;
-  }
-  if (loaded.rest.length > 0) {
-    console.error(`gateway: Unknown argument "${loaded.rest[0]}": expected --section.key=value`);
-    return 2;
-  }
-  const { config } = loaded;
-  const log = openLogger({
-    dir: config.log.dir,
-    name: `gateway-${config.rpc_server.port}`,
-    level: config.log.level,
-    batchBytes: config.log.batch_bytes,
-    flushIntervalMs: config.log.flush_interval_ms,
-    bufferBytesMax: config.log.buffer_bytes_max,
-    overflow: config.log.overflow,
-    alsoStderr: config.log.stderr,
+  return await runService(args, {
+    service: "gateway",
+    logName: (config) => `gateway-${config.rpc_server.port}`,
+    run,
   });
-  try {
-    return await run(config, log);
-  } catch (error) {
-    log.error("gateway failed", { error });
-    console.error(`gateway: ${error instanceof Error ? error.message : String(error)}`);
-    return 1;
-  } finally {
-    await log.close();
-  }
 }
 
 async function run(config: Config, log: Logger): Promise<number> {

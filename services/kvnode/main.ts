@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { type Config, loadConfigFromArgs } from "@tinykv/config";
-import { waitForShutdown } from "@tinykv/lifecycle";
-import { type Logger, openLogger } from "@tinykv/log";
+import type { Config } from "@tinykv/config";
+import { runService, waitForShutdown } from "@tinykv/lifecycle";
+import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { systemClock, Timer } from "@tinykv/timer";
 import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
@@ -25,43 +25,19 @@ const STREAM_ITEMS_MAX = 16_384;
 /** How long admin calls may wait for a change to apply. */
 const CHANGE_TIMEOUT_MS_MAX = 60_000;
 
-async function main(args: string[]): Promise<number> {
-  const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
-  if (loaded.kind === "error") {
-    console.error(`kvnode: ${loaded.message}`);
-    return 2;
-  }
-  if (loaded.rest.length > 0) {
-    console.error(`kvnode: Unknown argument "${loaded.rest[0]}": expected --section.key=value`);
-    return 2;
-  }
-  const { config } = loaded;
-  const dataDir = `${config.storage.data_dir}/kvnode-${config.kvnode.port}`;
-  const log = openLogger({
-    dir: config.log.dir,
-    name: `kvnode-${config.kvnode.port}`,
-    level: config.log.level,
-    batchBytes: config.log.batch_bytes,
-    flushIntervalMs: config.log.flush_interval_ms,
-    bufferBytesMax: config.log.buffer_bytes_max,
-    overflow: config.log.overflow,
-    alsoStderr: config.log.stderr,
-  });
-  try {
-    return await run(config, dataDir, log);
-  } catch (error) {
-    log.error("kvnode failed", { error });
-    console.error(`kvnode: ${error instanceof Error ? error.message : String(error)}`);
-    return 1;
-  } finally {
-    await log.close();
-  }
-}
-
 /** How long to wait between attempts to reach ZooKeeper. */
 const ZOOKEEPER_RETRY_MS = 2000;
 /** How long a node that knows its cluster waits for ZooKeeper before serving without it. */
 const ZOOKEEPER_FIRST_CONNECT_MS = 2000;
+
+async function main(args: string[]): Promise<number> {
+  return await runService(args, {
+    service: "kvnode",
+    logName: (config) => `kvnode-${config.kvnode.port}`,
+    run: (config, log) =>
+      run(config, `${config.storage.data_dir}/kvnode-${config.kvnode.port}`, log),
+  });
+}
 
 async function run(config: Config, dataDir: string, log: Logger): Promise<number> {
   const address = `${config.kvnode.host}:${config.kvnode.port}`;

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { type Config, loadConfigFromArgs } from "@tinykv/config";
-import { waitForShutdown } from "@tinykv/lifecycle";
-import { type Logger, openLogger } from "@tinykv/log";
+import type { Config } from "@tinykv/config";
+import { runService, waitForShutdown } from "@tinykv/lifecycle";
+import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectZooKeeper } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
@@ -24,35 +24,11 @@ import { ADMIN_MESSAGE_BYTES_MAX, NodeAdminPool } from "./node_admin.ts";
 const SNAPSHOT_QUEUE_SECONDS = 60;
 
 async function main(args: string[]): Promise<number> {
-  const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
-  if (loaded.kind === "error") {
-    console.error(`placement: ${loaded.message}`);
-    return 2;
-  }
-  if (loaded.rest.length > 0) {
-    console.error(`placement: Unknown argument "${loaded.rest[0]}": expected --section.key=value`);
-    return 2;
-  }
-  const { config } = loaded;
-  const log = openLogger({
-    dir: config.log.dir,
-    name: `placement-${config.placement.admin_port}`,
-    level: config.log.level,
-    batchBytes: config.log.batch_bytes,
-    flushIntervalMs: config.log.flush_interval_ms,
-    bufferBytesMax: config.log.buffer_bytes_max,
-    overflow: config.log.overflow,
-    alsoStderr: config.log.stderr,
+  return await runService(args, {
+    service: "placement",
+    logName: (config) => `placement-${config.placement.admin_port}`,
+    run,
   });
-  try {
-    return await run(config, log);
-  } catch (error) {
-    log.error("placement failed", { error });
-    console.error(`placement: ${error instanceof Error ? error.message : String(error)}`);
-    return 1;
-  } finally {
-    await log.close();
-  }
 }
 
 async function run(config: Config, log: Logger): Promise<number> {
