@@ -6,37 +6,14 @@
 // printing progress lines until the node is empty, a non-leader redirecting to the leader, and an
 // unreachable placement giving exit 4. 3 shards on 4 nodes: the operator's moves below keep the
 // replica and leader counts within 1 of each other, so the planner does not move them back.
+import { type CliRun, runCli } from "./_harness/cli.ts";
 import assert from "node:assert/strict";
 import type { ClusterStateResponse } from "@tinykv/proto/tinykv/v1";
 import { waitFor } from "@tinykv/zk/testing";
 import { PlacementProcess, state, waitSettled, withPlacement } from "./_harness/placement.ts";
 
-const REPO_ROOT = new URL("..", import.meta.url).pathname;
-/** The permissions of `deno task tinykv`. */
-const CLI_PERMISSIONS = [
-  "--allow-net",
-  "--allow-env=GRPC_*,grpc_proxy,https_proxy,http_proxy,no_grpc_proxy,no_proxy",
-];
-
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(placement: string, ...args: string[]): Promise<CliRun> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...CLI_PERMISSIONS, "tools/tinykv.ts", "--placement", placement, ...args],
-    cwd: REPO_ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: dec.decode(output.stdout),
-    stderr: dec.decode(output.stderr),
-  };
+function cli(placement: string, ...args: string[]): Promise<CliRun> {
+  return runCli(["--placement", placement, ...args]);
 }
 
 function expectCli(run: CliRun, code: number, stdout?: RegExp): void {

@@ -5,6 +5,7 @@
 // being retried on the next endpoint with the same (client_id, seq) and applied once, failover
 // when a gateway is killed under load, and the CLI as a subprocess with the permissions its task
 // grants: each command in human and --json output, and the documented exit codes.
+import { type CliRun, runCli } from "./_harness/cli.ts";
 import assert from "node:assert/strict";
 import { bytes, text, TinyKvClient, TinyKvError } from "@tinykv/client";
 import { KVService } from "@tinykv/proto/tinykv/v1";
@@ -19,32 +20,8 @@ import {
 } from "@tinykv/rpc";
 import { KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 
-const REPO_ROOT = new URL("..", import.meta.url).pathname;
-/** The permissions of `deno task tinykv`. */
-const CLI_PERMISSIONS = [
-  "--allow-net",
-  "--allow-env=GRPC_*,grpc_proxy,https_proxy,http_proxy,no_grpc_proxy,no_proxy",
-];
-
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(endpoint: string, ...args: string[]): Promise<CliRun> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...CLI_PERMISSIONS, "tools/tinykv.ts", "--endpoint", endpoint, ...args],
-    cwd: REPO_ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: dec.decode(output.stdout),
-    stderr: dec.decode(output.stderr),
-  };
+function cli(endpoint: string, ...args: string[]): Promise<CliRun> {
+  return runCli(["--endpoint", endpoint, ...args]);
 }
 
 function expectCli(run: CliRun, code: number, stdout?: string | RegExp): void {

@@ -124,3 +124,4 @@ export {
   type PlannerNode,
   type PlannerShard,
 } from "./planner_types.ts";
+export { compareBytes } from "./bytes.ts";

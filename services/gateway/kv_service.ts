@@ -26,7 +26,7 @@ import {
   type RpcResult,
   type ServiceBinding,
 } from "@tinykv/rpc";
-import { validateKey, validateValue } from "@tinykv/shard";
+import { compareBytes, validateKey, validateValue } from "@tinykv/shard";
 
 /** The most keys one scan may ask for. */
 export const SCAN_LIMIT_MAX = 10_000;
@@ -211,13 +211,6 @@ function checkSession(
     );
   }
   return undefined;
-}
-
-/** Compares byte strings as unsigned bytes. */
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
 }
 
 /**

@@ -5,6 +5,10 @@
  *
  * @module
  */
+import { compareBytes } from "@tinykv/shard";
+
+/** Byte order of keys, re-exported for the kvnode's callers. */
+export { compareBytes };
 
 /** One key and its value. */
 export interface KvPair {
@@ -28,15 +32,6 @@ export interface KvSpace {
   scan(start: Uint8Array, end: Uint8Array | undefined): Iterable<KvPair>;
   /** Removes every pair. */
   clear(): void;
-}
-
-/** Compares byte strings as unsigned bytes: negative, zero or positive. */
-export function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) {
-    if (a[i] !== b[i]) return a[i] - b[i];
-  }
-  return a.length - b.length;
 }
 
 /** An in-memory {@linkcode KvSpace} on a sorted array, for tests and the simulation. */
