@@ -1,8 +1,10 @@
 // Checks `tools/dev.ts`, the program behind `deno task dev`, as a user runs it: it starts the real
 // ZooKeeper, three kvnodes, placement and a gateway; placement creates the shards once and every
-// shard gets a leader; writes are served through the gateway; Ctrl-C (SIGINT) stops every process
-// it started; a second start finds the data of the first. Bad config stops it before anything
-// starts. Waits are bounded polls, never fixed sleeps.
+// shard gets a leader; it prints a table of every process and `deno task tinykv` commands, which
+// the test runs as printed; every process logs under `log.dir`; writes are served through the
+// gateway; Ctrl-C (SIGINT) stops every process it started (no process mentioning the test's data
+// dir remains); a second start finds the data of the first; `--fresh` wipes it. Bad config stops it
+// before anything starts. Waits are bounded polls, never fixed sleeps.
 import assert from "node:assert/strict";
 import { KVService } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
@@ -44,6 +46,21 @@ function startDev(args: string[]): DevProcess {
   return { child, output: () => text, done };
 }
 
+/** The live processes whose command line mentions `text` (the test's unique data dir). */
+function processesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
+      if (cmdline.includes(text) && processAlive(Number(entry.name))) pids.push(Number(entry.name));
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return pids;
+}
+
 function processAlive(pid: number): boolean {
   try {
     return Deno.readTextFileSync(`/proc/${pid}/stat`).split(" ")[2] !== "Z";
@@ -77,7 +94,7 @@ interface RunningDev {
 async function runUntilServing(args: string[]): Promise<RunningDev> {
   const dev = startDev(args);
   try {
-    await waitFor(() => /dev: cluster serves/.test(dev.output()), {
+    await waitFor(() => /dev: press Ctrl-C to stop/.test(dev.output()), {
       timeoutMs: 90_000,
       what: "the dev cluster to serve",
     });
@@ -90,7 +107,7 @@ async function runUntilServing(args: string[]): Promise<RunningDev> {
   return { dev, pids };
 }
 
-async function stopDev({ dev, pids }: RunningDev): Promise<void> {
+async function stopDev({ dev, pids }: RunningDev, dataDir: string): Promise<void> {
   dev.child.kill("SIGINT");
   const status = await dev.child.status;
   await dev.done;
@@ -100,6 +117,51 @@ async function stopDev({ dev, pids }: RunningDev): Promise<void> {
     timeoutMs: 15_000,
     what: `every process of the dev cluster to exit (${pids.join(", ")})`,
   });
+  // Also the ones it does not report, such as ZooKeeper's watchdog shell.
+  await waitFor(() => processesMentioning(dataDir).length === 0, {
+    timeoutMs: 15_000,
+    what: `no process mentioning ${dataDir} (left: ${processesMentioning(dataDir).join(", ")})`,
+  });
+}
+
+/** The `deno task tinykv …` commands the dev cluster printed, in order. */
+function printedCommands(output: string): string[] {
+  return [...output.matchAll(/^ {2}(deno task tinykv .*)$/gm)].map((m) => m[1]);
+}
+
+/** Runs a printed `deno task tinykv …` command as a user would paste it (no quoting needed). */
+async function runPrinted(
+  commands: readonly string[],
+  prefix: string,
+): Promise<{ code: number; stdout: string }> {
+  const line = commands.find((c) => c.startsWith(prefix));
+  assert.ok(line !== undefined, `no printed command starts with "${prefix}": ${commands}`);
+  const [deno, ...args] = line.split(" ");
+  assert.equal(deno, "deno");
+  const output = await new Deno.Command(Deno.execPath(), { args, cwd: REPO_ROOT }).output();
+  return { code: output.code, stdout: new TextDecoder().decode(output.stdout) };
+}
+
+/** Waits (bounded) until `<logDir>` holds each process's files; returns the names it holds. */
+async function assertLogFiles(logDir: string, services: readonly string[]): Promise<void> {
+  const names = () => [...Deno.readDirSync(logDir)].map((e) => e.name);
+  const missing = () => [
+    ...(names().includes("zookeeper.log") ? [] : ["zookeeper.log"]),
+    ...services.flatMap((s) => [
+      ...(names().some((n) => new RegExp(`^${s}-\\d{4}-\\d{2}-\\d{2}\\.log$`).test(n))
+        ? []
+        : [`${s}-YYYY-MM-DD.log`]),
+      ...(names().includes(`${s}.out`) ? [] : [`${s}.out`]),
+    ]),
+  ];
+  await waitFor(() => missing().length === 0, {
+    timeoutMs: 10_000,
+    what: `every process's log files in ${logDir} (missing: ${missing().join(", ")})`,
+  });
+  for (const service of services) {
+    assert.match(Deno.readTextFileSync(`${logDir}/${service}.out`), /serving on/);
+  }
+  assert.match(Deno.readTextFileSync(`${logDir}/zookeeper.log`), /binding to port/i);
 }
 
 async function gatewayCall<T>(
@@ -116,24 +178,64 @@ async function gatewayCall<T>(
 
 Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "tinykv-dev-test-" });
+  const logDir = `${dataDir}/logs`;
   const base = freePortRun();
   const gatewayPort = freePort();
+  const zkPort = freePort();
+  const adminPort = freePort();
+  const httpPort = freePort();
   const args = [
     `--storage.data_dir=${dataDir}`,
-    `--log.dir=${dataDir}/logs`,
-    `--zookeeper.port=${freePort()}`,
+    `--log.dir=${logDir}`,
+    `--zookeeper.port=${zkPort}`,
     `--kvnode.port=${base}`,
     `--rpc_server.port=${gatewayPort}`,
-    `--placement.admin_port=${freePort()}`,
-    `--placement.http_port=${freePort()}`,
+    `--placement.admin_port=${adminPort}`,
+    `--placement.http_port=${httpPort}`,
     `--sharding.num_shards=${SHARDS}`,
     "--raft.tick_ms=50",
   ];
   const key = new TextEncoder().encode("kept across restarts");
   try {
     const first = await runUntilServing(args);
-    assert.match(first.dev.output(), new RegExp(`${SHARDS}/${SHARDS} shards with a leader`));
+    const output = first.dev.output();
+    assert.match(output, new RegExp(`${SHARDS}/${SHARDS} shards with a leader`));
     assert.equal(first.pids.length, 6, "ZooKeeper, three kvnodes, placement and gateway: pids");
+    for (
+      const row of [
+        `ZooKeeper  127.0.0.1:${zkPort}`,
+        `placement  127.0.0.1:${adminPort}`,
+        `gateway    127.0.0.1:${gatewayPort}`,
+        `kvnode     127.0.0.1:${base}`,
+        `kvnode     127.0.0.1:${base + 2}`,
+      ]
+    ) assert.ok(output.includes(`  ${row} `), `status table row "${row}":\n${output}`);
+    assert.match(output, new RegExp(`status page http://127\\.0\\.0\\.1:${httpPort}/`));
+    // The CLI's defaults are the dev ports; these are not, so the commands name them.
+    const endpoint = `--endpoint 127.0.0.1:${gatewayPort}`;
+    const commands = printedCommands(output);
+    assert.deepEqual(commands, [
+      `deno task tinykv ${endpoint} put hello world`,
+      `deno task tinykv ${endpoint} get hello`,
+      `deno task tinykv ${endpoint} scan`,
+      `deno task tinykv --placement 127.0.0.1:${adminPort} status`,
+      "deno task tinykv --help",
+    ]);
+    assert.match(output, new RegExp(`dev: logs in ${logDir} `));
+    await assertLogFiles(logDir, [
+      `kvnode-${base}`,
+      `kvnode-${base + 1}`,
+      `kvnode-${base + 2}`,
+      `placement-${adminPort}`,
+      `gateway-${gatewayPort}`,
+    ]);
+    assert.deepEqual(await runPrinted(commands, `deno task tinykv ${endpoint} put`), {
+      code: 0,
+      stdout: "OK\n",
+    });
+    const status = await runPrinted(commands, "deno task tinykv --placement");
+    assert.equal(status.code, 0, status.stdout);
+    assert.match(status.stdout, new RegExp(`127\\.0\\.0\\.1:${base + 1}`));
     const put = await gatewayCall(
       gatewayPort,
       (kv) =>
@@ -143,7 +245,7 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
         ),
     );
     assert.equal(put.kind, "ok", JSON.stringify(put));
-    await stopDev(first);
+    await stopDev(first, dataDir);
 
     const second = await runUntilServing(args);
     assert.match(second.dev.output(), new RegExp(`${SHARDS}/${SHARDS} shards with a leader`));
@@ -156,7 +258,12 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
         ),
     );
     assert.equal(got.kind === "ok" && got.response.found, true, JSON.stringify(got));
-    await stopDev(second);
+    const hello = await runPrinted(
+      printedCommands(second.dev.output()),
+      `deno task tinykv ${endpoint} get`,
+    );
+    assert.deepEqual(hello, { code: 0, stdout: "world\n" });
+    await stopDev(second, dataDir);
 
     // --fresh wipes the data; --nodes runs another number of kvnodes.
     const third = await runUntilServing([...args, "--fresh", "--nodes", "4"]);
@@ -171,7 +278,12 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
         ),
     );
     assert.equal(gone.kind === "ok" && gone.response.found, false, JSON.stringify(gone));
-    await stopDev(third);
+    const noHello = await runPrinted(
+      printedCommands(third.dev.output()),
+      `deno task tinykv ${endpoint} get`,
+    );
+    assert.deepEqual(noHello, { code: 1, stdout: "" });
+    await stopDev(third, dataDir);
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }

@@ -7,7 +7,15 @@
  * the map current and the cluster balanced. Everything is kept across restarts; Ctrl-C stops every
  * process it started.
  *
- * Flags: `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
+ * Once every shard has a leader it prints a table of the processes (address, pid, each kvnode's
+ * replicas and leaderships) and the `deno task tinykv` commands to try. Each process logs under
+ * `log.dir` (`./data/logs`): the services' own logs (`kvnode-7901-YYYY-MM-DD.log`, …),
+ * `zookeeper.log`, and whatever a service prints on stdout or stderr (e.g. a crash trace) in
+ * `<name>.out` (`kvnode-7901.out`, `placement-7800.out`, `gateway-7700.out`).
+ *
+ * Flags: `--fresh` (wipe ZooKeeper's, the kvnodes' and the logs' directories first), `--nodes N`
+ * (run N kvnodes, default 3), `--config FILE` (default `default_config.toml`) and any
+ * `--section.key=value` override.
  *
  * @module
  */
@@ -15,7 +23,8 @@ import { type Config, loadConfigFromArgs, splitConfigArgs } from "@tinykv/config
 import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
 import { NodeAdminService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
-import { startZooKeeper } from "@tinykv/zk/server";
+import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
+import { PLACEMENT_DEFAULT } from "./tinykv/admin.ts";
 
 /** kvnodes the dev cluster runs unless `--nodes` says otherwise. */
 const KVNODES_DEFAULT = 3;
@@ -37,11 +46,28 @@ const KVNODE_PERMISSIONS = [
 ];
 const START_TIMEOUT_MS = 60_000;
 const LEADER_ROLE = 4;
+/** The gateway `tinykv` talks to without `--endpoint` (`ENDPOINT_DEFAULT` in tools/tinykv.ts). */
+const CLI_ENDPOINT_DEFAULT = "127.0.0.1:7700";
+/** How much of a child's output is kept in memory for error messages; all of it goes to a file. */
+const OUTPUT_TAIL_CHARS_MAX = 64 * 1024;
+/** How much of a child's output an error message quotes. */
+const OUTPUT_QUOTE_CHARS_MAX = 2000;
 
 interface Child {
+  /** For messages: `kvnode :7901`. */
   readonly name: string;
+  /** What the table calls it: `kvnode`, `placement`, `gateway`. */
+  readonly service: string;
+  /** The address it serves on, `host:port`. */
+  readonly address: string;
+  readonly port: number;
   readonly process: Deno.ChildProcess;
   readonly exited: Promise<Deno.CommandStatus>;
+  /** Where everything it prints on stdout and stderr is appended: `<log.dir>/<name>.out`. */
+  readonly outputFile: string;
+  /** Resolves once its stdout and stderr have ended and the output file is closed. */
+  readonly outputDone: Promise<void>;
+  /** The end of what it printed, at most {@linkcode OUTPUT_TAIL_CHARS_MAX} characters. */
   output: string;
 }
 
@@ -134,6 +160,7 @@ async function main(args: string[]): Promise<number> {
     dataDir: zkDir,
     host: config.zookeeper.host,
     port: config.zookeeper.port,
+    logFile: `${config.log.dir}/zookeeper.log`,
   });
   say(`ZooKeeper serves on ${zk.connectString} (pid ${zk.pid})`);
   const children: Child[] = [];
@@ -153,26 +180,32 @@ async function main(args: string[]): Promise<number> {
       zk.exited.then(() => "ZooKeeper exited"),
     ]);
     if (outcome === "started") {
-      await startService(children, {
-        name: `placement :${config.placement.admin_port}`,
+      await startService(config, children, {
+        service: "placement",
+        port: config.placement.admin_port,
+        host: config.placement.host,
         script: "../services/placement/main.ts",
         permissions: SERVICE_PERMISSIONS,
         args: childArgs,
         ready: /placement serving on/,
       });
-      await startService(children, {
-        name: `gateway :${config.rpc_server.port}`,
+      await startService(config, children, {
+        service: "gateway",
+        port: config.rpc_server.port,
+        host: config.rpc_server.host,
         script: "../services/gateway/main.ts",
         permissions: SERVICE_PERMISSIONS,
         args: childArgs,
         ready: /gateway serving on/,
       });
-      await printStatus(config, flags.nodes);
+      await printStatus(config, { zk, children });
       say("press Ctrl-C to stop (data is kept)");
       const reason = await Promise.race([
         stopped.promise,
-        zk.exited.then(() => "ZooKeeper exited"),
-        ...children.map((c) => c.exited.then((s) => `${c.name} exited with code ${s.code}`)),
+        zk.exited.then(() => `ZooKeeper exited (its log: ${zk.logFile})`),
+        ...children.map((c) =>
+          c.exited.then((s) => `${c.name} exited with code ${s.code} (its output: ${c.outputFile})`)
+        ),
       ]);
       say(`stopping (${reason})`);
       if (reason !== "SIGINT" && reason !== "SIGTERM") code = 1;
@@ -182,7 +215,12 @@ async function main(args: string[]): Promise<number> {
     }
   } catch (error) {
     console.error(`dev: ${error instanceof Error ? error.message : String(error)}`);
-    for (const child of children) console.error(`--- ${child.name}:\n${child.output.slice(-2000)}`);
+    for (const child of children) {
+      console.error(
+        `--- ${child.name} (all of it in ${child.outputFile}):\n` +
+          child.output.slice(-OUTPUT_QUOTE_CHARS_MAX),
+      );
+    }
     code = 1;
   } finally {
     await stopChildren(children);
@@ -199,7 +237,10 @@ function kvnodePort(config: Config, index: number): number {
 
 /** A service to start: its script, permissions and arguments, and what it prints once serving. */
 interface ServiceSpec {
-  readonly name: string;
+  /** `kvnode`, `placement` or `gateway`; with `port` it names the log files (`kvnode-7901`). */
+  readonly service: string;
+  readonly host: string;
+  readonly port: number;
   readonly script: string;
   readonly permissions: readonly string[];
   readonly args: readonly string[];
@@ -207,13 +248,15 @@ interface ServiceSpec {
 }
 
 /** Starts a service and waits until it says it serves. */
-async function startService(children: Child[], service: ServiceSpec): Promise<void> {
+async function startService(config: Config, children: Child[], spec: ServiceSpec): Promise<void> {
+  const outputFile = `${config.log.dir}/${spec.service}-${spec.port}.out`;
+  const file = await Deno.open(outputFile, { append: true, create: true });
   const process = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      ...service.permissions,
-      new URL(service.script, import.meta.url).pathname,
-      ...service.args,
+      ...spec.permissions,
+      new URL(spec.script, import.meta.url).pathname,
+      ...spec.args,
       "--log.stderr=false",
     ],
     // The child exits when this pipe closes, even if the dev cluster itself is killed.
@@ -222,16 +265,60 @@ async function startService(children: Child[], service: ServiceSpec): Promise<vo
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const child: Child = { name: service.name, process, exited: process.status, output: "" };
-  children.push(child);
-  const decoder = new TextDecoder();
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) child.output += decoder.decode(chunk, { stream: true });
+  const outputDone = Promise.withResolvers<void>();
+  const child: Child = {
+    name: `${spec.service} :${spec.port}`,
+    service: spec.service,
+    address: `${spec.host}:${spec.port}`,
+    port: spec.port,
+    process,
+    exited: process.status,
+    outputFile,
+    outputDone: outputDone.promise,
+    output: "",
   };
-  pump(process.stdout);
-  pump(process.stderr);
-  await waitForOutput(child, service.ready, START_TIMEOUT_MS);
+  const recorder = outputRecorder(outputFile, file);
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      recorder.write(chunk);
+      child.output += decoder.decode(chunk, { stream: true });
+      if (child.output.length > 2 * OUTPUT_TAIL_CHARS_MAX) {
+        child.output = child.output.slice(-OUTPUT_TAIL_CHARS_MAX);
+      }
+    }
+  };
+  Promise.all([pump(process.stdout), pump(process.stderr)])
+    .catch((error) => say(`Cannot read the output of ${child.name}: ${error}`))
+    .finally(() => {
+      file.close();
+      outputDone.resolve();
+    });
+  children.push(child);
+  await waitForOutput(child, spec.ready, START_TIMEOUT_MS);
   say(child.output.trim().split("\n").find((l) => /serving on/.test(l)) ?? `${child.name} serves`);
+}
+
+/**
+ * Appends a child's output to its file. A failed write (e.g. a full disk) is an environment
+ * failure that must not stop the cluster: it is reported once and the file is no longer written.
+ */
+function outputRecorder(path: string, file: Deno.FsFile): { write(bytes: Uint8Array): void } {
+  let failed = false;
+  return {
+    write(bytes: Uint8Array): void {
+      if (failed) return;
+      try {
+        // Synchronous, so the chunks of stdout and stderr land whole and in arrival order.
+        for (let written = 0; written < bytes.length;) {
+          written += file.writeSync(bytes.subarray(written));
+        }
+      } catch (error) {
+        failed = true;
+        say(`Cannot write "${path}": ${error instanceof Error ? error.message : String(error)}`);
+      }
+    },
+  };
 }
 
 /** Starts the kvnodes (in parallel) and waits until each serves. */
@@ -243,8 +330,10 @@ async function startKvNodes(
 ): Promise<void> {
   await Promise.all(Array.from({ length: count }, (_, i) => {
     const port = kvnodePort(config, i);
-    return startService(children, {
-      name: `kvnode :${port}`,
+    return startService(config, children, {
+      service: "kvnode",
+      host: config.kvnode.host,
+      port,
       script: "../services/kvnode/main.ts",
       permissions: KVNODE_PERMISSIONS,
       args: [...args, `--kvnode.port=${port}`],
@@ -258,7 +347,13 @@ async function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): 
   child.exited.then(() => (exited = true));
   const deadline = Date.now() + timeoutMs;
   while (!pattern.test(child.output)) {
-    if (exited) throw new Error(`${child.name} exited while starting:\n${child.output}`);
+    if (exited) {
+      await child.outputDone;
+      throw new Error(
+        `${child.name} exited while starting (all of its output is in ${child.outputFile}):\n` +
+          child.output.slice(-OUTPUT_QUOTE_CHARS_MAX),
+      );
+    }
     if (Date.now() > deadline) {
       throw new Error(`${child.name} did not start within ${timeoutMs} ms`);
     }
@@ -266,16 +361,9 @@ async function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): 
   }
 }
 
-function adminClients(
-  config: Config,
-  count: number,
-): Array<{ address: string; admin: GrpcClient<typeof NodeAdminService> }> {
-  return Array.from({ length: count }, (_, i) => {
-    const address = `${config.kvnode.host}:${kvnodePort(config, i)}`;
-    const admin = createGrpcClient(NodeAdminService, address, {
-      maxMessageBytes: config.rpc_server.max_message_bytes,
-    });
-    return { address, admin };
+function adminClient(config: Config, address: string): GrpcClient<typeof NodeAdminService> {
+  return createGrpcClient(NodeAdminService, address, {
+    maxMessageBytes: config.rpc_server.max_message_bytes,
   });
 }
 
@@ -285,15 +373,22 @@ async function statusOf(admin: GrpcClient<typeof NodeAdminService>): Promise<Nod
   return result.response;
 }
 
-/** Waits (bounded) for every shard to have a leader and prints a table of the cluster. */
-async function printStatus(config: Config, count: number): Promise<void> {
-  const nodes = adminClients(config, count);
+/** What the kvnodes report once every shard has a leader (or the wait is over). */
+interface ClusterView {
+  readonly statuses: readonly NodeStatusResponse[];
+  /** The node leading each shard that has a leader. */
+  readonly leaders: ReadonlyMap<number, string>;
+}
+
+/** Polls the kvnodes (bounded, 60 s) until every shard has a leader. */
+async function waitForLeaders(config: Config, kvnodes: readonly Child[]): Promise<ClusterView> {
+  const admins = kvnodes.map((child) => adminClient(config, child.address));
   try {
     const deadline = Date.now() + 60_000;
     let statuses: NodeStatusResponse[] = [];
     let leaders = new Map<number, string>();
     while (Date.now() < deadline) {
-      statuses = await Promise.all(nodes.map((n) => statusOf(n.admin)));
+      statuses = await Promise.all(admins.map(statusOf));
       leaders = new Map();
       for (const status of statuses) {
         for (const r of status.replicas) {
@@ -303,30 +398,76 @@ async function printStatus(config: Config, count: number): Promise<void> {
       if (leaders.size >= config.sharding.num_shards) break;
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
-    console.log("");
-    console.log("  node        address          replicas  leads");
-    for (const [i, status] of statuses.entries()) {
-      const leads = [...leaders.values()].filter((n) => n === status.nodeId).length;
-      console.log(
-        `  ${status.nodeId.padEnd(10)}  ${nodes[i].address.padEnd(15)}  ${
-          String(status.replicas.length).padStart(8)
-        }  ${String(leads).padStart(5)}`,
-      );
-    }
-    console.log("");
-    say(
-      `cluster serves: ZooKeeper ${config.zookeeper.host}:${config.zookeeper.port}, ` +
-        `${statuses.length} kvnodes, ${leaders.size}/${config.sharding.num_shards} shards with a leader`,
-    );
-    say(
-      `clients talk to the gateway at ${config.rpc_server.host}:${config.rpc_server.port} ` +
-        "(gRPC tinykv.v1.KV); placement's admin API is on " +
-        `${config.placement.host}:${config.placement.admin_port}, its status page on ` +
-        `http://${config.placement.host}:${config.placement.http_port}/`,
-    );
+    return { statuses, leaders };
   } finally {
-    for (const node of nodes) node.admin.close();
+    for (const admin of admins) admin.close();
   }
+}
+
+/** The processes of the running cluster. */
+interface Cluster {
+  readonly zk: ZooKeeperServer;
+  readonly children: readonly Child[];
+}
+
+/**
+ * Waits (bounded) for every shard to have a leader, then prints a table of the processes, where
+ * the logs are and the `tinykv` commands to try.
+ */
+async function printStatus(config: Config, { zk, children }: Cluster): Promise<void> {
+  const kvnodes = children.filter((c) => c.service === "kvnode")
+    .sort((a, b) => a.port - b.port);
+  const { statuses, leaders } = await waitForLeaders(config, kvnodes);
+  const statusPage = `http://${config.placement.host}:${config.placement.http_port}/`;
+  const rows: Array<[string, string, number, string]> = [
+    ["ZooKeeper", zk.connectString, zk.pid, `data in ${zk.dataDir}`],
+  ];
+  for (const service of ["placement", "gateway"]) {
+    const child = children.find((c) => c.service === service);
+    if (child === undefined) continue;
+    const detail = service === "placement"
+      ? `status page ${statusPage}`
+      : "client API (gRPC tinykv.v1.KV)";
+    rows.push([service, child.address, child.process.pid, detail]);
+  }
+  for (const [i, status] of statuses.entries()) {
+    const leads = [...leaders.values()].filter((n) => n === status.nodeId).length;
+    const detail = `node ${status.nodeId}: ${status.replicas.length} replicas, leads ${leads}`;
+    rows.push(["kvnode", kvnodes[i].address, kvnodes[i].process.pid, detail]);
+  }
+  console.log("");
+  console.log(`  ${"service".padEnd(10)} ${"address".padEnd(16)} ${"pid".padStart(7)}  details`);
+  for (const [service, address, pid, detail] of rows) {
+    console.log(
+      `  ${service.padEnd(10)} ${address.padEnd(16)} ${String(pid).padStart(7)}  ${detail}`,
+    );
+  }
+  console.log("");
+  say(
+    `cluster serves: ZooKeeper ${zk.connectString}, ${statuses.length} kvnodes, ` +
+      `${leaders.size}/${config.sharding.num_shards} shards with a leader`,
+  );
+  say(`logs in ${config.log.dir} (one file per process; what a service prints: <name>.out)`);
+  console.log("");
+  console.log("Try it from another terminal:");
+  for (const command of cliCommands(config)) console.log(`  ${command}`);
+  console.log(`  open ${statusPage} (placement's status page)`);
+  console.log("");
+}
+
+/** Copy-pasteable `tinykv` commands; they name the gateway and placement when not the CLI's defaults. */
+function cliCommands(config: Config): string[] {
+  const gateway = `${config.rpc_server.host}:${config.rpc_server.port}`;
+  const placement = `${config.placement.host}:${config.placement.admin_port}`;
+  const data = gateway === CLI_ENDPOINT_DEFAULT ? "" : ` --endpoint ${gateway}`;
+  const admin = placement === PLACEMENT_DEFAULT ? "" : ` --placement ${placement}`;
+  return [
+    `deno task tinykv${data} put hello world`,
+    `deno task tinykv${data} get hello`,
+    `deno task tinykv${data} scan`,
+    `deno task tinykv${admin} status`,
+    "deno task tinykv --help",
+  ];
 }
 
 /** Stops the children in reverse start order (gateway, placement, then the kvnodes). */
@@ -347,6 +488,7 @@ async function stopChildren(children: Child[]): Promise<void> {
     await child.exited;
     clearTimeout(timer);
     await child.process.stdin.close().catch(() => {});
+    await child.outputDone;
   }
 }
 

@@ -3,7 +3,11 @@
  * Deno version and installs what is missing (ZooKeeper, from Debian's `zookeeper` package, after
  * `apt-get update`), saying what it does. A second run finds everything in place and does nothing.
  *
- * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java --allow-env tools/setup.ts`
+ * With `--faults` it also makes sure of what the fault test (`deno task test:chaos`, part of
+ * `deno task test`) needs to build its test hosts: `ip` (Debian's `iproute2`) and `nft`
+ * (`nftables`).
+ *
+ * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,ip,nft tools/setup.ts [--faults]`
  *
  * @module
  */
@@ -51,28 +55,58 @@ async function run(command: string, args: string[]): Promise<void> {
   }
   if (!status.success) {
     throw new Error(
-      `Cannot install ZooKeeper: "${command} ${args.join(" ")}" exited with code ${status.code}` +
-        " (run as root, or install the Debian package zookeeper yourself)",
+      `Cannot install: "${command} ${args.join(" ")}" exited with code ${status.code}` +
+        " (run as root, or install the Debian packages named above yourself)",
     );
   }
 }
 
-async function ensureZooKeeper(): Promise<void> {
-  const haveJar = fileExists(ZOOKEEPER_JAR);
-  const haveJava = await commandSucceeds("java", ["-version"]);
-  if (haveJar && haveJava) {
-    say(`ZooKeeper is installed (${ZOOKEEPER_JAR}), Java is available`);
-    return;
+/** A Debian package, and how to tell that it is installed. */
+interface Requirement {
+  readonly what: string;
+  readonly packageName: string;
+  readonly present: () => Promise<boolean>;
+}
+
+const ZOOKEEPER: Requirement = {
+  what: `ZooKeeper (${ZOOKEEPER_JAR}) and Java`,
+  packageName: "zookeeper",
+  present: async () => fileExists(ZOOKEEPER_JAR) && await commandSucceeds("java", ["-version"]),
+};
+
+const FAULT_TEST_TOOLS: readonly Requirement[] = [
+  {
+    what: "ip (network namespaces)",
+    packageName: "iproute2",
+    present: () => commandSucceeds("ip", ["-V"]),
+  },
+  {
+    what: "nft (nftables)",
+    packageName: "nftables",
+    present: () => commandSucceeds("nft", ["--version"]),
+  },
+];
+
+/** Installs the packages of the requirements that are missing, with one `apt-get update`. */
+async function ensure(requirements: readonly Requirement[]): Promise<void> {
+  const missing: Requirement[] = [];
+  for (const requirement of requirements) {
+    if (await requirement.present()) say(`${requirement.what}: installed`);
+    else missing.push(requirement);
   }
-  say('installing ZooKeeper from Debian\'s package "zookeeper" (it brings Java with it)');
+  if (missing.length === 0) return;
+  const packages = missing.map((r) => r.packageName);
+  say(`installing Debian's ${packages.map((p) => `"${p}"`).join(", ")}`);
   await run("apt-get", ["update"]);
-  await run("apt-get", ["install", "-y", "--no-install-recommends", "zookeeper"]);
-  if (!fileExists(ZOOKEEPER_JAR) || !(await commandSucceeds("java", ["-version"]))) {
-    throw new Error(
-      `Cannot find ZooKeeper after installing it: "${ZOOKEEPER_JAR}" or java missing`,
-    );
+  await run("apt-get", ["install", "-y", "--no-install-recommends", ...packages]);
+  for (const requirement of missing) {
+    if (!(await requirement.present())) {
+      throw new Error(
+        `Cannot find ${requirement.what} after installing "${requirement.packageName}"`,
+      );
+    }
   }
-  say("ZooKeeper installed");
+  say(`installed ${packages.join(", ")}`);
 }
 
 function checkDenoVersion(): void {
@@ -87,15 +121,20 @@ function checkDenoVersion(): void {
   );
 }
 
-/** Runs every setup step; throws with a message saying what is missing and how to fix it. */
-export async function setup(): Promise<void> {
+/**
+ * Runs every setup step (with `faults`, also the fault test's tools); throws with a message
+ * saying what is missing and how to fix it.
+ */
+export async function setup(options: { faults?: boolean } = {}): Promise<void> {
   checkDenoVersion();
-  await ensureZooKeeper();
+  await ensure([ZOOKEEPER, ...(options.faults ? FAULT_TEST_TOOLS : [])]);
 }
 
 if (import.meta.main) {
   try {
-    await setup();
+    const unknown = Deno.args.filter((arg) => arg !== "--faults");
+    if (unknown.length > 0) throw new Error(`Unknown argument "${unknown[0]}": expected --faults`);
+    await setup({ faults: Deno.args.includes("--faults") });
   } catch (error) {
     console.error(`setup: ${error instanceof Error ? error.message : String(error)}`);
     Deno.exit(1);

@@ -6,7 +6,11 @@
  * The last line printed is `N passed, N failed`, counting every test plus one for each of the
  * format, lint and type checks. The exit code is 0 only when nothing failed.
  *
- * `deno task test path/…` runs only the tests under the given paths, without the three checks.
+ * Then, on a full run, the fault test (`tests/chaos/main.ts`) runs for {@linkcode CHAOS_MINUTES}
+ * minutes of faults against a real cluster and counts as one test.
+ *
+ * `deno task test path/…` runs only the tests under the given paths, without the three checks
+ * and the fault test.
  *
  * @module
  */
@@ -26,6 +30,19 @@ const TEST_PERMISSIONS = [
   "--allow-run",
   "--allow-sys",
   "--allow-ffi",
+];
+
+/** Minutes of faults the fault test runs in every full test run. */
+export const CHAOS_MINUTES = 3;
+
+/** What the fault test needs: it runs test hosts as root (`ip netns`, `nft`) and real services. */
+const CHAOS_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-run",
+  "--allow-net",
+  "--allow-env",
+  "--allow-sys",
 ];
 
 interface Tally {
@@ -128,6 +145,15 @@ async function main(paths: string[]): Promise<number> {
   } finally {
     await zk.stop();
     await Deno.remove(dataDir, { recursive: true });
+  }
+  if (paths.length === 0) {
+    await runCheck(tally, "fault test", [
+      "run",
+      ...CHAOS_PERMISSIONS,
+      "tests/chaos/main.ts",
+      "--minutes",
+      String(CHAOS_MINUTES),
+    ]);
   }
   console.log(`\n${tally.passed} passed, ${tally.failed} failed`);
   return tally.failed === 0 ? 0 : 1;

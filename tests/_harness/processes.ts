@@ -33,14 +33,22 @@ export class ServiceProcess {
   readonly name: string;
   readonly script: string;
   readonly args: readonly string[];
+  /** A command the process runs under, e.g. `["ip", "netns", "exec", "ns1"]` (it must exec). */
+  readonly prefix: readonly string[];
   #child: Deno.ChildProcess | undefined;
   #output = "";
   #exited: Promise<Deno.CommandStatus> | undefined;
 
-  constructor(name: string, script: string, args: readonly string[]) {
+  constructor(
+    name: string,
+    script: string,
+    args: readonly string[],
+    options: { prefix?: readonly string[] } = {},
+  ) {
     this.name = name;
     this.script = script;
     this.args = args;
+    this.prefix = options.prefix ?? [];
   }
 
   /** Everything the process printed, across restarts. */
@@ -58,8 +66,16 @@ export class ServiceProcess {
 
   /** Starts the process and waits until its output matches `ready`. */
   async start(ready: RegExp, timeoutMs = 30_000): Promise<void> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...SERVICE_PERMISSIONS, `${REPO_ROOT}/${this.script}`, ...this.args],
+    const command = [
+      ...this.prefix,
+      Deno.execPath(),
+      "run",
+      ...SERVICE_PERMISSIONS,
+      `${REPO_ROOT}/${this.script}`,
+      ...this.args,
+    ];
+    const child = new Deno.Command(command[0], {
+      args: command.slice(1),
       cwd: REPO_ROOT,
       // The service exits when this pipe closes: a test run that dies leaves no process behind.
       env: { [EXIT_WITH_PARENT_ENV]: "1" },
@@ -106,6 +122,11 @@ export class ServiceProcess {
   /** Stops the process with SIGTERM and waits for it. */
   async stop(): Promise<Deno.CommandStatus | undefined> {
     return await this.#signal("SIGTERM");
+  }
+
+  /** Sends `signal` without waiting (SIGSTOP and SIGCONT pause and resume the process). */
+  signal(signal: Deno.Signal): void {
+    this.#child?.kill(signal);
   }
 
   /** Kills the process with SIGKILL (a crash) and waits for it. */
