@@ -444,9 +444,17 @@ export interface Output {
   terminal?: boolean;
 }
 
+/**
+ * Writes all of `text`. A reader that went away (`tinykv status | head`) is not an error of the
+ * command: the rest of the output is dropped, and the command finishes with its own exit code.
+ */
 async function writeAll(file: { write(p: Uint8Array): Promise<number> }, text: string) {
   let data = encoder.encode(text);
-  while (data.length > 0) data = data.subarray(await file.write(data));
+  try {
+    while (data.length > 0) data = data.subarray(await file.write(data));
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+  }
 }
 
 const STDIO: Output = {

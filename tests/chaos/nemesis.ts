@@ -4,7 +4,8 @@
  * (which fault, which victim among those that exist, how long); the real cluster's timing does
  * not replay exactly, so a replayed seed makes the same kinds of trouble, not the same packets.
  *
- * Faults: kill -9 of a kvnode (often a shard's leader) and its restart; SIGSTOP/SIGCONT pauses
+ * Faults: kill -9 of a kvnode (often a shard's leader) and its restart, of a shard's leader and
+ * another of its voters at once, or of every kvnode at once; SIGSTOP/SIGCONT pauses
  * longer than the election timeout; partitions on the real network path (halves, one-way,
  * a leader isolated from its peers and sometimes from everything); leader transfers, replica
  * moves, a node drained and retired, a new node joining; ZooKeeper crashes and restarts; the
@@ -29,6 +30,8 @@ export interface FaultEvent {
 /** Fault kinds and their weights. */
 const MENU: ReadonlyArray<readonly [string, number]> = [
   ["kill", 4],
+  ["kill-majority", 1],
+  ["kill-all", 0.5],
   ["pause", 2],
   ["partition-halves", 2],
   ["partition-one-way", 1],
@@ -168,6 +171,36 @@ export class Nemesis {
           await this.#restart(node.process.name, () => cluster.restartNode(node));
           break;
         }
+        case "kill-majority":
+        case "kill-all": {
+          // A shard's leader and one more of its voters (the shard stops until they return),
+          // or every kvnode at once: acknowledged writes must survive on their synced logs.
+          let victims: ChaosNode[];
+          if (kind === "kill-all") {
+            victims = cluster.liveNodes.filter((n) => n.process.running);
+          } else {
+            const placement = await cluster.placementLeader();
+            if (placement === undefined) return void (event.skipped = "no placement leader");
+            const shard = this.#random.pick(placement.state.shards);
+            const voters = this.#shuffled(shard.voters.filter((v) => v !== shard.leader));
+            const ids = new Set([shard.leader, voters[0]]);
+            victims = cluster.liveNodes.filter((n) => ids.has(n.nodeId) && n.process.running);
+            event.detail = `shard ${shard.shardId}: `;
+          }
+          event.detail += victims.map((n) => `${n.process.name} (${n.nodeId})`).join(", ");
+          for (const node of victims) {
+            if (node.paused) {
+              node.process.signal("SIGCONT");
+              node.paused = false;
+            }
+          }
+          await Promise.all(victims.map((n) => n.process.kill()));
+          await hold(1000, 5000);
+          await Promise.all(
+            victims.map((n) => this.#restart(n.process.name, () => cluster.restartNode(n))),
+          );
+          break;
+        }
         case "pause": {
           const node = await this.#victim();
           if (node === undefined) return void (event.skipped = "no running node");
@@ -214,8 +247,8 @@ export class Nemesis {
           if (placement === undefined) return void (event.skipped = "no placement leader");
           const shard = this.#random.pick(placement.state.shards);
           if (kind === "transfer-leader") {
-            const to = this.#random.pick(shard.voters.filter((v) => v !== shard.leader).concat(""));
-            event.detail = `shard ${shard.shardId} from ${shard.leader} to ${to || "(any)"}`;
+            const to = this.#random.pick(shard.voters.filter((v) => v !== shard.leader));
+            event.detail = `shard ${shard.shardId} from ${shard.leader} to ${to}`;
             const answer = await cluster.placementCall(placement.placement, "TransferLeader", {
               shardId: shard.shardId,
               toNode: to,

@@ -71,6 +71,16 @@ export async function removeLeftovers(): Promise<string[]> {
   return removed;
 }
 
+/** A `/24` under 10.213.0.0/16 that no interface here uses, starting the search at `pid`. */
+async function freeSubnet(pid: number): Promise<string> {
+  const used = await run("ip", ["-4", "-o", "addr", "show"]);
+  for (let i = 0; i < 250; i++) {
+    const subnet = `10.213.${(pid + i) % 250}`;
+    if (!used.includes(` ${subnet}.`)) return subnet;
+  }
+  throw new Error("Cannot find a free /24 in 10.213.0.0/16 for the test hosts");
+}
+
 /** A bridge with `hosts` network namespaces on it, and the partitions between them. */
 export class ChaosNet {
   readonly hosts: number;
@@ -90,7 +100,7 @@ export class ChaosNet {
     if (hosts < 1 || hosts > 50) throw new Error(`Cannot make ${hosts} test hosts: 1 to 50`);
     await removeLeftovers();
     const pid = Deno.pid;
-    const net = new ChaosNet(hosts, `${NAME_PREFIX}${pid}`, `10.213.${pid % 250}`);
+    const net = new ChaosNet(hosts, `${NAME_PREFIX}${pid}`, await freeSubnet(pid));
     try {
       await run("ip", ["link", "add", net.#bridge, "type", "bridge"]);
       await run("ip", ["addr", "add", `${net.address(HOST)}/24`, "dev", net.#bridge]);

@@ -1,0 +1,280 @@
+/**
+ * What the fault test concludes once the faults are over and the cluster healed: it waits for
+ * the cluster to settle, compares every shard's replicas, reads every key the workloads touched,
+ * and runs the checks — linearizability of the register history, the append and scan checkers,
+ * the bad-input probes, the floors on traffic and faults — into a list of problems (empty when
+ * the run passes) and the lines of its report.
+ *
+ * @module
+ */
+import { text, TinyKvClient } from "@tinykv/client";
+import { check, registerModel } from "@tinykv/lincheck";
+import type { Operation, RegisterInput, RegisterOutput } from "@tinykv/lincheck";
+import { checkAppends, checkScans, type ListRead, parseTokens } from "./checks.ts";
+import type { ChaosCluster } from "./cluster.ts";
+import { type Nemesis, sleep } from "./nemesis.ts";
+import type { Probes } from "./probes.ts";
+import { type History, prefixEnd } from "./workloads.ts";
+
+/** The linearizability search's budget per key, in steps. */
+export const STEP_BUDGET = 2_000_000;
+/** Completed operations a run must reach per minute of faults. */
+export const OPERATIONS_PER_MINUTE_MIN = 1500;
+/** Distinct keys a run must touch per minute of faults. */
+export const KEYS_PER_MINUTE_MIN = 40;
+/** Faults a run must apply per minute of faults. */
+export const FAULTS_PER_MINUTE_MIN = 4;
+
+/** The outcome of a run: problems (none when it passed) and the report's summary lines. */
+export interface Verdict {
+  readonly problems: string[];
+  readonly lines: string[];
+}
+
+/** Everything a verdict is drawn from. */
+export interface RunRecord {
+  readonly cluster: ChaosCluster;
+  readonly history: History;
+  readonly probes: Probes;
+  readonly nemesis: Nemesis;
+  /** When the faults began and ended, on the run's clock. */
+  readonly faultWindow: { readonly start: number; readonly end: number };
+  /** The run's clock (ms). */
+  readonly now: () => number;
+  readonly log: (line: string) => void;
+}
+
+/** The reads made once everything settled. */
+interface FinalReads {
+  /** One get of every register key, as history operations after every other. */
+  readonly register: Operation<RegisterInput, RegisterOutput>[];
+  readonly appends: Map<string, string[]>;
+  readonly scans: Map<string, Array<[string, string]>>;
+}
+
+/** Settles the cluster, reads back everything and checks the run. */
+export async function judge(run: RunRecord): Promise<Verdict> {
+  const verdict: Verdict = { problems: [...run.nemesis.problems], lines: [] };
+  for (const unexpected of run.history.unexpected) {
+    verdict.problems.push(`unexpected error: ${unexpected}`);
+  }
+  try {
+    await run.cluster.waitHealthy(120_000);
+  } catch (error) {
+    verdict.problems.push(`the cluster did not settle after healing: ${error}`);
+  }
+  verdict.problems.push(...await waitReplicasIdentical(run.cluster, 60_000));
+  run.log("replicas compared; reading every key back");
+  const finals = await finalReads(run, verdict);
+  checkRegister(run.history, finals, verdict);
+  const appendKeys = checkAppendWorkload(run.history, finals, verdict);
+  const scanKeys = checkScanWorkload(run.history, finals, verdict);
+  checkProbes(run.probes, verdict);
+  checkFaultsAndTraffic(run, verdict, finals.register.length + appendKeys + scanKeys);
+  return verdict;
+}
+
+/**
+ * Waits until every member of each shard (as placement lists them) reports the same applied
+ * index and data hash; returns the differences still seen at the deadline.
+ */
+async function waitReplicasIdentical(cluster: ChaosCluster, timeoutMs: number): Promise<string[]> {
+  const deadline = performance.now() + timeoutMs;
+  let problems: string[] = [];
+  while (performance.now() < deadline) {
+    problems = [];
+    const leader = await cluster.placementLeader();
+    if (leader === undefined) {
+      problems.push("no placement leader answers");
+    } else {
+      const statuses = new Map<string, Awaited<ReturnType<ChaosCluster["status"]>>>();
+      for (const node of cluster.liveNodes) {
+        statuses.set(node.nodeId, await cluster.status(node, true));
+      }
+      for (const shard of leader.state.shards) {
+        const seen = [...shard.voters, ...shard.learners].map((member) => {
+          const replica = statuses.get(member)?.replicas.find((r) => r.shardId === shard.shardId);
+          return replica === undefined
+            ? `${member}: no answer`
+            : `${member}: applied ${replica.appliedIndex} hash ${replica.dataHash}`;
+        });
+        const distinct = new Set(seen.map((s) => s.slice(s.indexOf(":"))));
+        if (distinct.size !== 1 || seen.some((s) => s.endsWith("no answer"))) {
+          problems.push(`shard ${shard.shardId} replicas differ: ${seen.join("; ")}`);
+        }
+      }
+    }
+    if (problems.length === 0) return [];
+    await sleep(1000);
+  }
+  return problems;
+}
+
+/** Reads every key the workloads touched, through the gateways, with long deadlines. */
+async function finalReads(run: RunRecord, verdict: Verdict): Promise<FinalReads> {
+  const finals: FinalReads = { register: [], appends: new Map(), scans: new Map() };
+  const h = run.history;
+  const client = TinyKvClient.connect({
+    endpoints: run.cluster.gateways.map((g) => g.address),
+    deadlineMs: 15_000,
+  });
+  try {
+    for (const key of new Set(h.register.map((op) => op.input.key))) {
+      const invokeTime = run.now();
+      const got = await client.get(key);
+      finals.register.push({
+        clientId: "final",
+        input: { kind: "get", key },
+        output: { kind: "get", value: got.found ? text(got.value) : null },
+        invokeTime,
+        returnTime: run.now(),
+      });
+    }
+    for (const key of new Set(h.appends.map((a) => a.key))) {
+      const got = await client.get(key);
+      const parsed = parseTokens(got.found ? text(got.value) : "");
+      if (parsed.kind === "ok") finals.appends.set(key, parsed.tokens);
+      else verdict.problems.push(`final read of "${key}": ${parsed.problem}`);
+    }
+    const prefixes = new Set(h.scanWrites.map((w) => w.key.slice(0, w.key.indexOf("/", 2) + 1)));
+    for (const prefix of prefixes) {
+      const entries: Array<[string, string]> = [];
+      const range = { start: prefix, end: prefixEnd(prefix), pageSize: 500 };
+      for await (const kv of client.scanAll(range)) {
+        entries.push([text(kv.key), text(kv.value)]);
+      }
+      finals.scans.set(prefix, entries);
+    }
+  } catch (error) {
+    verdict.problems.push(`a final read failed: ${error}`);
+  } finally {
+    client.close();
+  }
+  return finals;
+}
+
+/** Checks the register history, final reads included, for linearizability. */
+function checkRegister(h: History, finals: FinalReads, verdict: Verdict): void {
+  const history = [...h.register, ...finals.register];
+  const started = performance.now();
+  const result = check(registerModel, history, { stepBudget: STEP_BUDGET });
+  const ms = Math.round(performance.now() - started);
+  if (result.kind === "illegal") {
+    verdict.problems.push(
+      `register key "${result.key}" is not linearizable:\n${result.explanation.summary}`,
+    );
+  } else if (result.kind === "unknown") {
+    verdict.problems.push(
+      `the linearizability search ran out of its budget (${STEP_BUDGET} steps per key) on ` +
+        `${result.keys.join(", ")}: not shown linearizable`,
+    );
+  }
+  verdict.lines.push(
+    `register: ${h.completed.register} ok, ${h.registerUnknown} unknown, ${h.registerFailed} ` +
+      `failed on ${finals.register.length} keys; linearizability ${result.kind} ` +
+      `(${result.stepsUsed} steps, ${ms} ms)`,
+  );
+}
+
+/** Checks the append workload from its unique tokens; returns how many keys it used. */
+function checkAppendWorkload(h: History, finals: FinalReads, verdict: Verdict): number {
+  const reads: ListRead[] = [];
+  for (const read of h.reads) {
+    const parsed = parseTokens(read.value);
+    if (parsed.kind === "ok") reads.push({ ...read, tokens: parsed.tokens });
+    else verdict.problems.push(`read of "${read.key}" by ${read.client}: ${parsed.problem}`);
+  }
+  const report = checkAppends({ appends: h.appends, reads, finals: finals.appends });
+  verdict.problems.push(...report.problems);
+  if (report.problemCount > report.problems.length) {
+    verdict.problems.push(
+      `… and ${report.problemCount - report.problems.length} more append problems`,
+    );
+  }
+  verdict.lines.push(
+    `append: ${report.appends.ok} ok, ${report.appends.unknown} unknown, ` +
+      `${report.appends.failed} failed appends and ${report.reads} reads on ${report.keys} ` +
+      `keys; ${report.problemCount} problems`,
+  );
+  return report.keys;
+}
+
+/** Checks the scan workload; returns how many keys it wrote. */
+function checkScanWorkload(h: History, finals: FinalReads, verdict: Verdict): number {
+  const report = checkScans({ writes: h.scanWrites, scans: h.scans, finals: finals.scans });
+  verdict.problems.push(...report.problems);
+  if (report.problemCount > report.problems.length) {
+    verdict.problems.push(
+      `… and ${report.problemCount - report.problems.length} more scan problems`,
+    );
+  }
+  verdict.lines.push(
+    `scan: ${report.writes.ok} ok, ${report.writes.unknown} unknown, ${report.writes.failed} ` +
+      `failed writes; ${report.scans} scans of ${report.prefixes} prefixes; ` +
+      `${report.problemCount} problems`,
+  );
+  return report.writes.ok;
+}
+
+function checkProbes(probes: Probes, verdict: Verdict): void {
+  const { refused, skipped, problems } = probes.report;
+  verdict.problems.push(...problems);
+  if (refused === 0) verdict.problems.push("no bad-input probe got through");
+  verdict.lines.push(
+    `probes: ${refused} bad requests refused with the state untouched, ${skipped} probes ` +
+      `skipped (a call could not get through); ${problems.length} problems`,
+  );
+}
+
+/** Counts faults, availability while they were active, and checks the floors. */
+function checkFaultsAndTraffic(run: RunRecord, verdict: Verdict, keys: number): void {
+  const { nemesis, history: h, faultWindow } = run;
+  const applied = nemesis.timeline.filter((e) => e.skipped === undefined);
+  const kinds = new Map<string, number>();
+  for (const event of applied) kinds.set(event.kind, (kinds.get(event.kind) ?? 0) + 1);
+  const seconds = (faultWindow.end - faultWindow.start) / 1000;
+  verdict.lines.push(
+    `faults: ${applied.length} applied (${[...kinds].map(([k, n]) => `${k} ${n}`).join(", ")}), ` +
+      `${nemesis.timeline.length - applied.length} skipped, over ${seconds.toFixed(0)} s`,
+  );
+  // Faults come one after another: with the calls sorted by invoke time, one merge pass.
+  const windows = applied.map((e) => [e.start, e.end] as const);
+  const calls = [...h.calls].sort((a, b) => a.invoke - b.invoke);
+  let w = 0;
+  let during = 0;
+  let duringOk = 0;
+  let okTotal = 0;
+  for (const call of calls) {
+    if (call.ok) okTotal++;
+    while (w < windows.length && windows[w][1] < call.invoke) w++;
+    if (w < windows.length && windows[w][0] <= call.invoke) {
+      during++;
+      if (call.ok) duringOk++;
+    }
+  }
+  const availability = during === 0 ? 0 : (100 * duringOk) / during;
+  verdict.lines.push(
+    `availability: ${availability.toFixed(1)}% of the ${during} calls invoked while a fault was ` +
+      `active succeeded; ${okTotal} of ${h.calls.length} calls in all`,
+  );
+  const completed = h.completed.register + h.completed.append + h.completed.scan;
+  const minutes = seconds / 60;
+  const floors = {
+    operations: Math.floor(OPERATIONS_PER_MINUTE_MIN * minutes),
+    keys: Math.floor(KEYS_PER_MINUTE_MIN * minutes),
+    faults: Math.floor(FAULTS_PER_MINUTE_MIN * minutes),
+  };
+  verdict.lines.push(
+    `traffic: ${completed} operations completed (floor ${floors.operations}), ${keys} keys ` +
+      `(floor ${floors.keys})`,
+  );
+  if (completed < floors.operations) {
+    verdict.problems.push(`only ${completed} operations completed (floor ${floors.operations})`);
+  }
+  if (keys < floors.keys) {
+    verdict.problems.push(`only ${keys} keys were used (floor ${floors.keys})`);
+  }
+  if (applied.length < floors.faults) {
+    verdict.problems.push(`only ${applied.length} faults were applied (floor ${floors.faults})`);
+  }
+}
