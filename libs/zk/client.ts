@@ -31,6 +31,8 @@ export const CONNECT_TIMEOUT_MS_DEFAULT = 10_000;
 export const RECONNECT_DELAY_MS_DEFAULT = 500;
 /** The longest pause between attempts to open a new session after an expiry. */
 export const SESSION_RETRY_DELAY_MS_MAX = 2000;
+/** Attempts to re-create one ephemeral after an expiry (each may replace our own leftover). */
+const RECREATE_ATTEMPTS_MAX = 3;
 /** How long `close()` waits for the server to confirm the session's end. */
 export const CLOSE_TIMEOUT_MS = 2000;
 
@@ -235,6 +237,8 @@ export class ZooKeeperClient {
   #sessionReady: PromiseWithResolvers<Session> = Promise.withResolvers();
   #closed = false;
   #ephemerals = new Map<string, Uint8Array>();
+  /** Ids of this client's sessions that expired: their leftover ephemerals are ours to replace. */
+  readonly #formerSessions = new Set<string>();
   #watches = new Set<Watch>();
   #listeners = new Set<(event: ConnectionEvent) => void>();
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -560,6 +564,7 @@ export class ZooKeeperClient {
   }
 
   #onExpired(session: Session): void {
+    this.#formerSessions.add(session.id);
     session.expired = true;
     session.connected = false;
     this.#session = undefined;
@@ -597,7 +602,7 @@ export class ZooKeeperClient {
     this.#install(session, true);
     for (const [path, bytes] of [...this.#ephemerals]) {
       try {
-        const result = await this.#createOwned(path, bytes);
+        const result = await this.#recreate(path, bytes);
         if (result.kind === "ok") continue;
         if (result.kind === "dataTooLarge") continue; // Accepted once, so never this large.
         this.#ephemerals.delete(path);
@@ -612,6 +617,33 @@ export class ZooKeeperClient {
     if (session !== this.#session) return;
     for (const watch of this.#watches) watch.trigger();
     this.#emit({ kind: "connected", sessionId: session.id, afterExpiry: true });
+  }
+
+  /**
+   * Creates an ephemeral again on a new session. The server tells a client its session expired
+   * before it has removed that session's ephemerals, so the node may still be there, owned by
+   * the expired session: it is ours and about to go, so it is replaced (deleted at the version
+   * seen, so a node another client made meanwhile is never touched). A node owned by any other
+   * session is left alone and reported as `nodeExists`.
+   */
+  async #recreate(path: string, bytes: Uint8Array): Promise<CreateResult> {
+    for (let attempt = 0; attempt < RECREATE_ATTEMPTS_MAX; attempt++) {
+      const result = await this.#createOwned(path, bytes);
+      if (result.kind !== "nodeExists") return result;
+      const stat = await this.exists(path);
+      if (stat === undefined) continue; // Removed meanwhile: create it now.
+      const owner = stat.ephemeralOwner;
+      if (owner === undefined || !this.#formerSessions.has(owner)) return result;
+      this.#logger.info?.(`Replacing ephemeral "${path}" left by expired session ${owner}`);
+      const removed = await this.#call(
+        false,
+        (client, done) => client.remove(this.#full(path), stat.version, done),
+      );
+      if (removed.code !== CODE.OK && removed.code !== CODE.NO_NODE) {
+        throw this.#serverError("delete", path, removed.code);
+      }
+    }
+    return { kind: "nodeExists" };
   }
 
   async #closeSession(session: Session): Promise<void> {

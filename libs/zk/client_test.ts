@@ -295,6 +295,38 @@ Deno.test("after a forced session expiry the client restores its ephemerals and 
   }
 });
 
+Deno.test("after an expiry, an ephemeral another session took meanwhile is left to it", async () => {
+  const proxy = startTcpProxy(zk.connectString);
+  try {
+    await withRoot(async (connect) => {
+      const client = await connect({ connectString: proxy.connectString, sessionTimeoutMs: 500 });
+      const observer = await connect();
+      const events: ConnectionEvent[] = [];
+      client.onConnectionEvent((event) => events.push(event));
+      await client.mkdirp("/nodes");
+      await client.createEphemeral("/nodes/n1", "client's");
+      proxy.pause();
+      await waitFor(async () => (await observer.exists("/nodes/n1")) === undefined, {
+        what: "the server to expire the session",
+      });
+      assert.equal((await observer.createEphemeral("/nodes/n1", "observer's")).kind, "ok");
+      proxy.resume();
+      await waitFor(() => events.some((e) => e.kind === "connected" && e.afterExpiry), {
+        what: "a new session",
+      });
+      assert.ok(
+        events.some((e) => e.kind === "ephemeralLost" && e.path === "/nodes/n1"),
+        JSON.stringify(events),
+      );
+      const node = await observer.get("/nodes/n1");
+      assert.equal(text(node?.data), "observer's", "another session's node is never replaced");
+      assert.equal((await observer.exists("/nodes/n1"))?.ephemeralOwner, observer.sessionId);
+    });
+  } finally {
+    await proxy.close();
+  }
+});
+
 Deno.test("connectZooKeeper() throws after connectTimeoutMs when nothing serves", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;

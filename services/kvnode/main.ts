@@ -49,6 +49,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
       sessionTimeoutMs: config.zookeeper.session_timeout_ms,
       connectTimeoutMs,
+      logger: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
     });
   // A node that knows its cluster serves its data without ZooKeeper and registers once it can;
   // a new node must learn its cluster id from ZooKeeper first.
@@ -156,7 +157,11 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   const registration = { address, startedAtMs: identity.startedAtMs };
   let stopping = false;
   const foreign = Promise.withResolvers<string>();
-  const registered = (async () => {
+  // Registers until it succeeds (or the node stops). Later, should the client give up restoring
+  // the registration after a session expiry (another session's node was in the way), it
+  // registers again: a node must never stay unregistered while it runs.
+  let registering: Promise<void> = Promise.resolve();
+  const registerUntilDone = async () => {
     while (!stopping) {
       try {
         if (zk === undefined) {
@@ -164,6 +169,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
           const checked = await resolveClusterId(store, client, { dataDir });
           zk = client;
           if (checked.kind === "mismatch") return foreign.resolve(checked.message);
+          followRegistration(client);
         }
         await register(zk, nodeId, registration);
         return;
@@ -172,7 +178,15 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
         await new Promise((resolve) => setTimeout(resolve, ZOOKEEPER_RETRY_MS));
       }
     }
-  })();
+  };
+  const followRegistration = (client: ZooKeeperClient) =>
+    client.onConnectionEvent((event) => {
+      if (event.kind !== "ephemeralLost" || event.path !== `/nodes/${nodeId}`) return;
+      nodeLog.warn("The ZooKeeper registration was lost after a session expiry: registering");
+      registering = registering.then(registerUntilDone);
+    });
+  if (zk !== undefined) followRegistration(zk);
+  const registered = registerUntilDone();
   if (known === undefined) await registered;
   nodeLog.info("kvnode serving", { address, replicas: loadedReplicas.replicas, dataDir });
   console.log(
@@ -190,6 +204,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   await driver.stop();
   await transport.close();
   await registered;
+  await registering;
   await zk?.close();
   await store.close();
   console.log(`kvnode ${nodeId} stopped`);

@@ -114,14 +114,15 @@ export class ChaosCluster {
     return `${this.net.address(HOST)}:${this.#zkPort}`;
   }
 
-  #commonFlags(): string[] {
+  /** Flags every service gets; `logDir` (default `<dir>/logs`) is where it logs. */
+  #commonFlags(logDir = `${this.options.dir}/logs`): string[] {
     return [
       `--zookeeper.host=${this.net.address(HOST)}`,
       `--zookeeper.port=${this.#zkPort}`,
       `--zookeeper.root=${ZK_ROOT}`,
       `--zookeeper.cluster=${CLUSTER}`,
       "--zookeeper.session_timeout_ms=4000",
-      `--log.dir=${this.options.dir}/logs`,
+      `--log.dir=${logDir}`,
       "--log.stderr=false",
       `--sharding.num_shards=${this.options.shards}`,
       `--sharding.replica_count=${this.options.replicas}`,
@@ -159,7 +160,8 @@ export class ChaosCluster {
       `kvnode h${host}#${incarnation}`,
       "services/kvnode/main.ts",
       [
-        ...this.#commonFlags(),
+        // Every kvnode listens on the same port (on its own address): one log folder each.
+        ...this.#commonFlags(`${this.options.dir}/logs/kvnode-h${host}-${incarnation}`),
         `--storage.data_dir=${this.options.dir}/kvnode-h${host}-${incarnation}`,
         `--kvnode.host=${this.net.address(host)}`,
         `--kvnode.port=${KVNODE_PORT}`,
