@@ -15,7 +15,15 @@ import {
   type NodeStatusResponse,
   PlacementService,
 } from "@tinykv/proto/tinykv/v1";
-import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
+import {
+  createGrpcClient,
+  type GrpcClient,
+  type RequestOf,
+  type ResponseOf,
+  type RpcResult,
+  unaryCaller,
+  type UnaryMethodName,
+} from "@tinykv/rpc";
 import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
 import { waitFor } from "@tinykv/zk/testing";
 import { freePort, ServiceProcess } from "../_harness/processes.ts";
@@ -66,12 +74,6 @@ export interface ChaosGateway {
   readonly process: ServiceProcess;
   readonly address: string;
 }
-
-type PlacementMethod =
-  | "ClusterState"
-  | "MoveReplica"
-  | "TransferLeader"
-  | "DrainNode";
 
 /** The running cluster. */
 export class ChaosCluster {
@@ -234,18 +236,12 @@ export class ChaosCluster {
   }
 
   /** Calls a placement admin method on `placement` (5 s deadline). */
-  placementCall<M extends PlacementMethod>(
+  placementCall<M extends UnaryMethodName<typeof PlacementService>>(
     placement: ChaosPlacement,
     method: M,
-    request: Parameters<ReturnType<typeof unaryCaller<typeof PlacementService, M>>>[0],
-  ): Promise<
-    RpcResult<
-      Awaited<ReturnType<ReturnType<typeof unaryCaller<typeof PlacementService, M>>>> extends
-        RpcResult<infer R> ? R : never
-    >
-  > {
-    // deno-lint-ignore no-explicit-any
-    return unaryCaller(placement.admin, method)(request as any, { deadlineMs: 5000 }) as any;
+    request: RequestOf<(typeof PlacementService)[M]>,
+  ): Promise<RpcResult<ResponseOf<(typeof PlacementService)[M]>>> {
+    return unaryCaller(placement.admin, method)(request, { deadlineMs: 5000 });
   }
 
   /** The placement instance that leads, and its view of the cluster; undefined when none answers. */

@@ -27,6 +27,9 @@ export interface FaultEvent {
   skipped?: string;
 }
 
+/** Sleeps a random time in `[low, high]` ms, cut short at the end of the run. */
+type Hold = (low: number, high: number) => Promise<void>;
+
 /** Fault kinds and their weights. */
 const MENU: ReadonlyArray<readonly [string, number]> = [
   ["kill", 4],
@@ -158,191 +161,207 @@ export class Nemesis {
     this.timeline.push(event);
     const hold = (low: number, high: number) =>
       sleep(Math.min(this.#random.range(low, high), Math.max(0, until - this.#now())));
-    const cluster = this.#cluster;
+    const faults: Record<string, (event: FaultEvent, hold: Hold) => Promise<void>> = {
+      "kill": (e, h) => this.#kill(e, h),
+      "kill-majority": (e, h) => this.#killMany(e, h, "majority"),
+      "kill-all": (e, h) => this.#killMany(e, h, "all"),
+      "pause": (e, h) => this.#pause(e, h),
+      "partition-halves": (e, h) => this.#partition(e, h, false),
+      "partition-one-way": (e, h) => this.#partition(e, h, true),
+      "isolate-leader": (e, h) => this.#isolateLeader(e, h),
+      "transfer-leader": (e) => this.#transferLeader(e),
+      "move-replica": (e) => this.#moveReplica(e),
+      "join": (e) => this.#join(e),
+      "drain": (e) => this.#drain(e),
+      "zookeeper-restart": (e, h) => this.#restartZooKeeper(e, h),
+      "placement-leader-kill": (e, h) => this.#killPlacementLeader(e, h),
+      "gateway-kill": (e, h) => this.#killGateway(e, h),
+    };
     try {
-      switch (kind) {
-        case "kill": {
-          const node = await this.#victim();
-          if (node === undefined) return void (event.skipped = "no running node");
-          const long = this.#random.chance(0.1);
-          event.detail = `${node.process.name} (${node.nodeId})${long ? ", long" : ""}`;
-          await node.process.kill();
-          await (long ? hold(11_000, 15_000) : hold(1000, 6000));
-          await this.#restart(node.process.name, () => cluster.restartNode(node));
-          break;
-        }
-        case "kill-majority":
-        case "kill-all": {
-          // A shard's leader and one more of its voters (the shard stops until they return),
-          // or every kvnode at once: acknowledged writes must survive on their synced logs.
-          let victims: ChaosNode[];
-          if (kind === "kill-all") {
-            victims = cluster.liveNodes.filter((n) => n.process.running);
-          } else {
-            const placement = await cluster.placementLeader();
-            if (placement === undefined) return void (event.skipped = "no placement leader");
-            const shard = this.#random.pick(placement.state.shards);
-            const voters = this.#shuffled(shard.voters.filter((v) => v !== shard.leader));
-            const ids = new Set([shard.leader, voters[0]]);
-            victims = cluster.liveNodes.filter((n) => ids.has(n.nodeId) && n.process.running);
-            event.detail = `shard ${shard.shardId}: `;
-          }
-          event.detail += victims.map((n) => `${n.process.name} (${n.nodeId})`).join(", ");
-          for (const node of victims) {
-            if (node.paused) {
-              node.process.signal("SIGCONT");
-              node.paused = false;
-            }
-          }
-          await Promise.all(victims.map((n) => n.process.kill()));
-          await hold(1000, 5000);
-          await Promise.all(
-            victims.map((n) => this.#restart(n.process.name, () => cluster.restartNode(n))),
-          );
-          break;
-        }
-        case "pause": {
-          const node = await this.#victim();
-          if (node === undefined) return void (event.skipped = "no running node");
-          event.detail = `${node.process.name} (${node.nodeId})`;
-          node.process.signal("SIGSTOP");
-          node.paused = true;
-          await hold(1000, 5000);
-          node.process.signal("SIGCONT");
-          node.paused = false;
-          break;
-        }
-        case "partition-halves":
-        case "partition-one-way": {
-          const hosts = this.#shuffled(cluster.liveNodes.map((n) => n.host));
-          const cut = this.#random.range(1, Math.floor(hosts.length / 2));
-          const [a, b] = [hosts.slice(0, cut), hosts.slice(cut)];
-          const oneWay = kind === "partition-one-way";
-          event.detail = `hosts ${a.join(",")} ${oneWay ? "->" : "|"} ${b.join(",")}`;
-          for (const x of a) {
-            for (const y of b) await (oneWay ? cluster.net.cut(x, y) : cluster.net.cutBoth(x, y));
-          }
-          await hold(2000, 8000);
-          await cluster.net.heal();
-          break;
-        }
-        case "isolate-leader": {
-          const shard = this.#random.range(1, cluster.options.shards);
-          const leader = await cluster.leaderOf(shard);
-          if (leader === undefined) return void (event.skipped = `shard ${shard} has no leader`);
-          const fromHost = this.#random.chance(0.4);
-          event.detail = `leader of shard ${shard}: host ${leader.host} (${leader.nodeId})` +
-            (fromHost ? ", also from ZooKeeper, placement and gateways" : "");
-          for (const other of cluster.liveNodes) {
-            if (other !== leader) await cluster.net.cutBoth(leader.host, other.host);
-          }
-          if (fromHost) await cluster.net.cutBoth(leader.host, HOST);
-          await hold(2000, 8000);
-          await cluster.net.heal();
-          break;
-        }
-        case "transfer-leader":
-        case "move-replica": {
-          const placement = await cluster.placementLeader();
-          if (placement === undefined) return void (event.skipped = "no placement leader");
-          const shard = this.#random.pick(placement.state.shards);
-          if (kind === "transfer-leader") {
-            const to = this.#random.pick(shard.voters.filter((v) => v !== shard.leader));
-            event.detail = `shard ${shard.shardId} from ${shard.leader} to ${to}`;
-            const answer = await cluster.placementCall(placement.placement, "TransferLeader", {
-              shardId: shard.shardId,
-              toNode: to,
-            });
-            if (answer.kind !== "ok") event.skipped = answer.message;
-          } else {
-            const members = new Set([...shard.voters, ...shard.learners]);
-            const targets = placement.state.nodes.filter((n) =>
-              n.live && !n.draining && !members.has(n.nodeId)
-            );
-            if (targets.length === 0) return void (event.skipped = "no node to move to");
-            const from = this.#random.pick(shard.voters);
-            const to = this.#random.pick(targets).nodeId;
-            event.detail = `shard ${shard.shardId} from ${from} to ${to}`;
-            const answer = await cluster.placementCall(placement.placement, "MoveReplica", {
-              shardId: shard.shardId,
-              fromNode: from,
-              toNode: to,
-            });
-            if (answer.kind !== "ok") event.skipped = answer.message;
-            else await this.#waitForMoves(30_000);
-          }
-          break;
-        }
-        case "join": {
-          const host = this.#freeHost()!;
-          const node = await cluster.startNewNode(host);
-          event.detail = `${node.process.name} (${node.nodeId}) on host ${host}`;
-          await this.#waitForMoves(60_000);
-          break;
-        }
-        case "drain": {
-          const placement = await cluster.placementLeader();
-          if (placement === undefined) return void (event.skipped = "no placement leader");
-          const candidates = cluster.liveNodes.filter((n) => n.process.running && !n.paused);
-          const node = this.#random.pick(candidates);
-          event.detail = `${node.process.name} (${node.nodeId})`;
-          const answer = await cluster.placementCall(placement.placement, "DrainNode", {
-            nodeId: node.nodeId,
-          });
-          if (answer.kind !== "ok") return void (event.skipped = answer.message);
-          const emptied = await this.#waitUntilEmpty(node, 90_000);
-          if (!emptied) {
-            event.detail += "; still held replicas after 90 s, kept running";
-            break;
-          }
-          node.retired = true;
-          await node.process.stop();
-          node.admin.close();
-          break;
-        }
-        case "zookeeper-restart": {
-          const crash = this.#random.chance(0.5);
-          event.detail = crash ? "SIGKILL" : "graceful stop";
-          await cluster.stopZooKeeper(crash);
-          await hold(2000, 6000);
-          await this.#restart("ZooKeeper", () => cluster.startZooKeeper());
-          break;
-        }
-        case "placement-leader-kill": {
-          const leader = await cluster.placementLeader();
-          if (leader === undefined) return void (event.skipped = "no placement leader");
-          event.detail = leader.placement.process.name;
-          await leader.placement.process.kill();
-          await hold(1000, 5000);
-          await this.#restart(
-            leader.placement.process.name,
-            () => leader.placement.process.start(/placement serving on/, 60_000),
-          );
-          break;
-        }
-        case "gateway-kill": {
-          const gateway = this.#random.pick(cluster.gateways);
-          event.detail = gateway.process.name;
-          await gateway.process.kill();
-          await hold(1000, 4000);
-          await this.#restart(
-            gateway.process.name,
-            () => gateway.process.start(/gateway serving on/, 60_000),
-          );
-          break;
-        }
-      }
+      await faults[kind](event, hold);
     } catch (error) {
       event.skipped = `${error}`;
     } finally {
       event.end = this.#now();
       const took = ((event.end - event.start) / 1000).toFixed(1);
-      this.#log(
-        `fault ${kind} ${event.detail} (${took} s)${
-          event.skipped ? ` — skipped: ${event.skipped}` : ""
-        }`,
-      );
+      const skipped = event.skipped === undefined ? "" : ` — skipped: ${event.skipped}`;
+      this.#log(`fault ${kind} ${event.detail} (${took} s)${skipped}`);
     }
+  }
+
+  /** kill -9 of one kvnode (often a leader), usually for seconds, sometimes past `down_after`. */
+  async #kill(event: FaultEvent, hold: Hold): Promise<void> {
+    const node = await this.#victim();
+    if (node === undefined) return void (event.skipped = "no running node");
+    const long = this.#random.chance(0.1);
+    event.detail = `${node.process.name} (${node.nodeId})${long ? ", long" : ""}`;
+    await node.process.kill();
+    await (long ? hold(11_000, 15_000) : hold(1000, 6000));
+    await this.#restart(node.process.name, () => this.#cluster.restartNode(node));
+  }
+
+  /**
+   * kill -9 of a shard's leader and one more of its voters (the shard stops until they return),
+   * or of every kvnode at once: acknowledged writes must survive on their synced logs.
+   */
+  async #killMany(event: FaultEvent, hold: Hold, which: "majority" | "all"): Promise<void> {
+    const cluster = this.#cluster;
+    let victims = cluster.liveNodes.filter((n) => n.process.running);
+    if (which === "majority") {
+      const placement = await cluster.placementLeader();
+      if (placement === undefined) return void (event.skipped = "no placement leader");
+      const shard = this.#random.pick(placement.state.shards);
+      const others = this.#shuffled(shard.voters.filter((v) => v !== shard.leader));
+      const ids = new Set([shard.leader, others[0]]);
+      victims = victims.filter((n) => ids.has(n.nodeId));
+      event.detail = `shard ${shard.shardId}: `;
+    }
+    event.detail += victims.map((n) => `${n.process.name} (${n.nodeId})`).join(", ");
+    for (const node of victims) {
+      if (node.paused) node.process.signal("SIGCONT");
+      node.paused = false;
+    }
+    await Promise.all(victims.map((n) => n.process.kill()));
+    await hold(1000, 5000);
+    await Promise.all(
+      victims.map((n) => this.#restart(n.process.name, () => cluster.restartNode(n))),
+    );
+  }
+
+  /** SIGSTOP of one kvnode (often a leader) for longer than the election timeout, then SIGCONT. */
+  async #pause(event: FaultEvent, hold: Hold): Promise<void> {
+    const node = await this.#victim();
+    if (node === undefined) return void (event.skipped = "no running node");
+    event.detail = `${node.process.name} (${node.nodeId})`;
+    node.process.signal("SIGSTOP");
+    node.paused = true;
+    await hold(1000, 5000);
+    node.process.signal("SIGCONT");
+    node.paused = false;
+  }
+
+  /** The kvnodes split in two at random, cut both ways or one way only. */
+  async #partition(event: FaultEvent, hold: Hold, oneWay: boolean): Promise<void> {
+    const net = this.#cluster.net;
+    const hosts = this.#shuffled(this.#cluster.liveNodes.map((n) => n.host));
+    const cut = this.#random.range(1, Math.floor(hosts.length / 2));
+    const [a, b] = [hosts.slice(0, cut), hosts.slice(cut)];
+    event.detail = `hosts ${a.join(",")} ${oneWay ? "->" : "|"} ${b.join(",")}`;
+    for (const x of a) {
+      for (const y of b) await (oneWay ? net.cut(x, y) : net.cutBoth(x, y));
+    }
+    await hold(2000, 8000);
+    await net.heal();
+  }
+
+  /** A shard's leader cut off from every other kvnode, and sometimes from everything. */
+  async #isolateLeader(event: FaultEvent, hold: Hold): Promise<void> {
+    const cluster = this.#cluster;
+    const shard = this.#random.range(1, cluster.options.shards);
+    const leader = await cluster.leaderOf(shard);
+    if (leader === undefined) return void (event.skipped = `shard ${shard} has no leader`);
+    const fromHost = this.#random.chance(0.4);
+    event.detail = `leader of shard ${shard}: host ${leader.host} (${leader.nodeId})` +
+      (fromHost ? ", also from ZooKeeper, placement and gateways" : "");
+    for (const other of cluster.liveNodes) {
+      if (other !== leader) await cluster.net.cutBoth(leader.host, other.host);
+    }
+    if (fromHost) await cluster.net.cutBoth(leader.host, HOST);
+    await hold(2000, 8000);
+    await cluster.net.heal();
+  }
+
+  /** A leader transfer to another voter, asked of placement. */
+  async #transferLeader(event: FaultEvent): Promise<void> {
+    const placement = await this.#cluster.placementLeader();
+    if (placement === undefined) return void (event.skipped = "no placement leader");
+    const shard = this.#random.pick(placement.state.shards);
+    const to = this.#random.pick(shard.voters.filter((v) => v !== shard.leader));
+    event.detail = `shard ${shard.shardId} from ${shard.leader} to ${to}`;
+    const answer = await this.#cluster.placementCall(placement.placement, "TransferLeader", {
+      shardId: shard.shardId,
+      toNode: to,
+    });
+    if (answer.kind !== "ok") event.skipped = answer.message;
+  }
+
+  /** A replica moved to a node outside the shard, asked of placement; waits (bounded) for it. */
+  async #moveReplica(event: FaultEvent): Promise<void> {
+    const placement = await this.#cluster.placementLeader();
+    if (placement === undefined) return void (event.skipped = "no placement leader");
+    const shard = this.#random.pick(placement.state.shards);
+    const members = new Set([...shard.voters, ...shard.learners]);
+    const targets = placement.state.nodes.filter((n) =>
+      n.live && !n.draining && !members.has(n.nodeId)
+    );
+    if (targets.length === 0) return void (event.skipped = "no node to move to");
+    const from = this.#random.pick(shard.voters);
+    const to = this.#random.pick(targets).nodeId;
+    event.detail = `shard ${shard.shardId} from ${from} to ${to}`;
+    const answer = await this.#cluster.placementCall(placement.placement, "MoveReplica", {
+      shardId: shard.shardId,
+      fromNode: from,
+      toNode: to,
+    });
+    if (answer.kind !== "ok") event.skipped = answer.message;
+    else await this.#waitForMoves(30_000);
+  }
+
+  /** A new kvnode (fresh data) on a free test host; waits (bounded) for the rebalancing. */
+  async #join(event: FaultEvent): Promise<void> {
+    const host = this.#freeHost()!;
+    const node = await this.#cluster.startNewNode(host);
+    event.detail = `${node.process.name} (${node.nodeId}) on host ${host}`;
+    await this.#waitForMoves(60_000);
+  }
+
+  /** A kvnode drained through placement and, once empty, stopped for good. */
+  async #drain(event: FaultEvent): Promise<void> {
+    const placement = await this.#cluster.placementLeader();
+    if (placement === undefined) return void (event.skipped = "no placement leader");
+    const candidates = this.#cluster.liveNodes.filter((n) => n.process.running && !n.paused);
+    const node = this.#random.pick(candidates);
+    event.detail = `${node.process.name} (${node.nodeId})`;
+    const answer = await this.#cluster.placementCall(placement.placement, "DrainNode", {
+      nodeId: node.nodeId,
+    });
+    if (answer.kind !== "ok") return void (event.skipped = answer.message);
+    if (!(await this.#waitUntilEmpty(node, 90_000))) {
+      event.detail += "; still held replicas after 90 s, kept running";
+      return;
+    }
+    node.retired = true;
+    await node.process.stop();
+    node.admin.close();
+  }
+
+  /** ZooKeeper crashed (SIGKILL) or stopped, then started again on its data. */
+  async #restartZooKeeper(event: FaultEvent, hold: Hold): Promise<void> {
+    const crash = this.#random.chance(0.5);
+    event.detail = crash ? "SIGKILL" : "graceful stop";
+    await this.#cluster.stopZooKeeper(crash);
+    await hold(2000, 6000);
+    await this.#restart("ZooKeeper", () => this.#cluster.startZooKeeper());
+  }
+
+  /** kill -9 of the placement leader, restarted after a few seconds. */
+  async #killPlacementLeader(event: FaultEvent, hold: Hold): Promise<void> {
+    const leader = await this.#cluster.placementLeader();
+    if (leader === undefined) return void (event.skipped = "no placement leader");
+    const process = leader.placement.process;
+    event.detail = process.name;
+    await process.kill();
+    await hold(1000, 5000);
+    await this.#restart(process.name, () => process.start(/placement serving on/, 60_000));
+  }
+
+  /** kill -9 of a gateway, restarted after a few seconds (clients fail over meanwhile). */
+  async #killGateway(event: FaultEvent, hold: Hold): Promise<void> {
+    const process = this.#random.pick(this.#cluster.gateways).process;
+    event.detail = process.name;
+    await process.kill();
+    await hold(1000, 4000);
+    await this.#restart(process.name, () => process.start(/gateway serving on/, 60_000));
   }
 
   #shuffled<T>(items: T[]): T[] {

@@ -237,26 +237,7 @@ function checkFaultsAndTraffic(run: RunRecord, verdict: Verdict, keys: number): 
     `faults: ${applied.length} applied (${[...kinds].map(([k, n]) => `${k} ${n}`).join(", ")}), ` +
       `${nemesis.timeline.length - applied.length} skipped, over ${seconds.toFixed(0)} s`,
   );
-  // Faults come one after another: with the calls sorted by invoke time, one merge pass.
-  const windows = applied.map((e) => [e.start, e.end] as const);
-  const calls = [...h.calls].sort((a, b) => a.invoke - b.invoke);
-  let w = 0;
-  let during = 0;
-  let duringOk = 0;
-  let okTotal = 0;
-  for (const call of calls) {
-    if (call.ok) okTotal++;
-    while (w < windows.length && windows[w][1] < call.invoke) w++;
-    if (w < windows.length && windows[w][0] <= call.invoke) {
-      during++;
-      if (call.ok) duringOk++;
-    }
-  }
-  const availability = during === 0 ? 0 : (100 * duringOk) / during;
-  verdict.lines.push(
-    `availability: ${availability.toFixed(1)}% of the ${during} calls invoked while a fault was ` +
-      `active succeeded; ${okTotal} of ${h.calls.length} calls in all`,
-  );
+  verdict.lines.push(availabilityLine(h.calls, applied.map((e) => [e.start, e.end] as const)));
   const completed = h.completed.register + h.completed.append + h.completed.scan;
   const minutes = seconds / 60;
   const floors = {
@@ -277,4 +258,39 @@ function checkFaultsAndTraffic(run: RunRecord, verdict: Verdict, keys: number): 
   if (applied.length < floors.faults) {
     verdict.problems.push(`only ${applied.length} faults were applied (floor ${floors.faults})`);
   }
+}
+
+/**
+ * The share of calls invoked while a fault was active that succeeded (the client retries within
+ * its deadline, so a fault shows as latency until it outlasts the deadline), and the latency of
+ * those calls against the calls made in calm.
+ */
+function availabilityLine(
+  calls: History["calls"],
+  windows: ReadonlyArray<readonly [number, number]>,
+): string {
+  // Faults come one after another: with the calls sorted by invoke time, one merge pass.
+  const sorted = [...calls].sort((a, b) => a.invoke - b.invoke);
+  const during: number[] = [];
+  const calm: number[] = [];
+  let duringOk = 0;
+  let w = 0;
+  for (const call of sorted) {
+    while (w < windows.length && windows[w][1] < call.invoke) w++;
+    const faulted = w < windows.length && windows[w][0] <= call.invoke;
+    if (faulted && call.ok) duringOk++;
+    (faulted ? during : calm).push(call.ms);
+  }
+  const share = during.length === 0 ? 0 : (100 * duringOk) / during.length;
+  return `availability: ${share.toFixed(2)}% of the ${during.length} calls invoked while a fault ` +
+    `was active succeeded (${during.length - duringOk} failed); latency during faults ` +
+    `${percentiles(during)}, in calm ${percentiles(calm)}`;
+}
+
+function percentiles(samples: number[]): string {
+  if (samples.length === 0) return "(no calls)";
+  samples.sort((a, b) => a - b);
+  const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))];
+  return `p50 ${at(0.5).toFixed(0)} ms, p99 ${at(0.99).toFixed(0)} ms, max ` +
+    `${samples[samples.length - 1].toFixed(0)} ms`;
 }

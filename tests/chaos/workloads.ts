@@ -44,8 +44,8 @@ export class History {
   readonly scans: ScanRead[] = [];
   /** Operations that completed with an answer, by workload. */
   readonly completed = { register: 0, append: 0, scan: 0 };
-  /** Every call's invoke time and whether it succeeded, for availability. */
-  readonly calls: Array<{ invoke: number; ok: boolean }> = [];
+  /** Every call's invoke time, how long it took and whether it succeeded, for availability. */
+  readonly calls: Array<{ invoke: number; ms: number; ok: boolean }> = [];
   /** Errors other than the client's typed ones (a bug in the test or the client). */
   readonly unexpected: string[] = [];
 }
@@ -124,10 +124,10 @@ export class Workloads {
   async #attempt<T>(call: () => Promise<T>, invoke: number): Promise<Attempt<T>> {
     try {
       const value = await call();
-      this.history.calls.push({ invoke, ok: true });
+      this.history.calls.push({ invoke, ms: this.#options.now() - invoke, ok: true });
       return { kind: "ok", value };
     } catch (error) {
-      this.history.calls.push({ invoke, ok: false });
+      this.history.calls.push({ invoke, ms: this.#options.now() - invoke, ok: false });
       if (error instanceof TinyKvError) {
         return { kind: error.outcomeUnknown ? "unknown" : "failed" };
       }
