@@ -27,8 +27,9 @@ export async function run(command: string, args: readonly string[], stdin?: stri
   }).spawn();
   if (stdin !== undefined) {
     const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
+    // A command that fails at once closes its input: its exit status says why, below.
+    await writer.write(new TextEncoder().encode(stdin)).catch(() => {});
+    await writer.close().catch(() => {});
   }
   const output = await child.output();
   if (!output.success) {
@@ -38,12 +39,21 @@ export async function run(command: string, args: readonly string[], stdin?: stri
   return new TextDecoder().decode(output.stdout);
 }
 
-function processAlive(pid: number): boolean {
+/**
+ * Whether process `pid` exists. Asked of the shell (`kill -0`), since Deno reads `/proc` only
+ * with every permission; when the answer is unclear the process counts as alive, so that a live
+ * run's network is never removed.
+ */
+async function processAlive(pid: number): Promise<boolean> {
   try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
+    const probe = await new Deno.Command("sh", {
+      args: ["-c", `kill -0 ${pid} 2>/dev/null; echo $?`],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(probe.stdout).trim() !== "1";
   } catch {
-    return false;
+    return true;
   }
 }
 
@@ -54,7 +64,7 @@ export async function removeLeftovers(): Promise<string[]> {
   const namespaces = (await run("ip", ["netns", "list"])).split("\n").map((l) => l.split(" ")[0]);
   for (const name of namespaces) {
     const pid = Number(pattern.exec(name)?.[1]);
-    if (Number.isInteger(pid) && !processAlive(pid)) {
+    if (Number.isInteger(pid) && !(await processAlive(pid))) {
       await run("ip", ["netns", "del", name]).catch(() => {});
       removed.push(name);
     }
@@ -63,7 +73,7 @@ export async function removeLeftovers(): Promise<string[]> {
     .map((l) => l.split(": ")[1]?.split("@")[0] ?? "");
   for (const name of links) {
     const pid = Number(pattern.exec(name)?.[1]);
-    if (Number.isInteger(pid) && !processAlive(pid)) {
+    if (Number.isInteger(pid) && !(await processAlive(pid))) {
       await run("ip", ["link", "del", name]).catch(() => {});
       removed.push(name);
     }

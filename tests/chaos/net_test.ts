@@ -2,7 +2,7 @@
 // stops exactly the directions it names, and healing restores them. Needs root, ip and nft, as
 // the fault test does.
 import assert from "node:assert/strict";
-import { ChaosNet, HOST, run } from "./net.ts";
+import { ChaosNet, HOST, removeLeftovers, run } from "./net.ts";
 
 /** Whether a TCP connection from `from` (a test host or HOST) to `address:port` succeeds. */
 async function connects(net: ChaosNet, from: number, address: string, port: number) {
@@ -93,5 +93,31 @@ Deno.test({
     }
     const left = await run("ip", ["netns", "list"]);
     assert.equal(left.includes(net.namespace(0)), false, "the namespaces are removed");
+  },
+});
+
+Deno.test({
+  name: "chaos net: leftovers of a dead run are removed, a live run's network is kept",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const live = new Deno.Command("sleep", { args: ["60"] }).spawn();
+    const dead = new Deno.Command("true").spawn();
+    await dead.status;
+    const liveName = `tkvc${live.pid}n0`;
+    const deadName = `tkvc${dead.pid}n0`;
+    try {
+      await run("ip", ["netns", "add", liveName]);
+      await run("ip", ["netns", "add", deadName]);
+      const removed = await removeLeftovers();
+      assert.ok(removed.includes(deadName), `removed ${removed.join(", ")}`);
+      assert.ok(!removed.includes(liveName), "a live run's namespace is kept");
+      const left = await run("ip", ["netns", "list"]);
+      assert.match(left, new RegExp(`^${liveName}\\b`, "m"));
+    } finally {
+      live.kill("SIGKILL");
+      await live.status;
+      await run("ip", ["netns", "del", liveName]).catch(() => {});
+      await run("ip", ["netns", "del", deadName]).catch(() => {});
+    }
   },
 });
