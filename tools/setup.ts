@@ -7,7 +7,7 @@
  * `deno task test`) needs to build its test hosts: `ip` (Debian's `iproute2`) and `nft`
  * (`nftables`).
  *
- * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,ip,nft tools/setup.ts [--faults]`
+ * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft tools/setup.ts [--faults]`
  *
  * @module
  */
@@ -37,7 +37,10 @@ async function commandSucceeds(command: string, args: string[]): Promise<boolean
       .output();
     return output.success;
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
+    // NotCapable: a bare command name that was not on PATH when Deno started (see below).
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable) {
+      return false;
+    }
     throw error;
   }
 }
@@ -71,19 +74,24 @@ interface Requirement {
 const ZOOKEEPER: Requirement = {
   what: `ZooKeeper (${ZOOKEEPER_JAR}) and Java`,
   packageName: "zookeeper",
-  present: async () => fileExists(ZOOKEEPER_JAR) && await commandSucceeds("java", ["-version"]),
+  present: async () =>
+    fileExists(ZOOKEEPER_JAR) &&
+    (await commandSucceeds("java", ["-version"]) ||
+      await commandSucceeds("/usr/bin/java", ["-version"])),
 };
 
+// By absolute path: Deno resolves a command named in --allow-run when it starts, so a command
+// installed by this very run could not be run by its bare name.
 const FAULT_TEST_TOOLS: readonly Requirement[] = [
   {
     what: "ip (network namespaces)",
     packageName: "iproute2",
-    present: () => commandSucceeds("ip", ["-V"]),
+    present: () => commandSucceeds("/usr/sbin/ip", ["-V"]),
   },
   {
     what: "nft (nftables)",
     packageName: "nftables",
-    present: () => commandSucceeds("nft", ["--version"]),
+    present: () => commandSucceeds("/usr/sbin/nft", ["--version"]),
   },
 ];
 
