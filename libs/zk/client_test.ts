@@ -242,7 +242,18 @@ Deno.test("a short disconnection keeps the session, its ephemerals and its watch
   }
 });
 
-Deno.test("after a forced session expiry the client restores its ephemerals and watches", async () => {
+/**
+ * Runs `fn` with a client behind a TCP proxy (so the test can cut it off until its 500 ms session
+ * expires), the events it reports, and an observer connected directly.
+ */
+async function withExpirableClient(
+  fn: (context: {
+    client: ZooKeeperClient;
+    observer: ZooKeeperClient;
+    events: ConnectionEvent[];
+    proxy: ReturnType<typeof startTcpProxy>;
+  }) => Promise<void>,
+): Promise<void> {
   const proxy = startTcpProxy(zk.connectString);
   try {
     await withRoot(async (connect) => {
@@ -250,81 +261,78 @@ Deno.test("after a forced session expiry the client restores its ephemerals and 
       const observer = await connect();
       const events: ConnectionEvent[] = [];
       client.onConnectionEvent((event) => events.push(event));
-      const oldSession = client.sessionId;
-      assert.ok(oldSession);
-      await client.mkdirp("/nodes");
-      await client.createEphemeral("/nodes/n1", "before");
-      assert.deepEqual(await client.setData("/nodes/n1", "latest", 0), { kind: "ok", version: 1 });
-      const dataSeen: (NodeData | undefined)[] = [];
-      const childrenSeen: (string[] | undefined)[] = [];
-      client.watchData("/shardmap", (node) => dataSeen.push(node));
-      client.watchChildren("/nodes", (children) => childrenSeen.push(children));
-      await waitFor(() => dataSeen.length === 1 && childrenSeen.length === 1, {
-        what: "the initial values",
-      });
-
-      // Cut the client off until the server has expired its session: the ephemeral goes.
-      proxy.pause();
-      await waitFor(async () => (await observer.exists("/nodes/n1")) === undefined, {
-        what: "the server to expire the session",
-      });
-      await observer.create("/shardmap", "changed-during-expiry");
-      proxy.resume();
-
-      await waitFor(() => events.some((e) => e.kind === "connected" && e.afterExpiry), {
-        what: "a new session with ephemerals restored",
-      });
-      const kinds = events.map((event) => event.kind);
-      assert.deepEqual(kinds, ["disconnected", "expired", "connected"]);
-      assert.notEqual(client.sessionId, oldSession);
-      const restored = await observer.get("/nodes/n1");
-      assert.equal(text(restored?.data), "latest", "re-created with its latest data");
-      assert.equal((await observer.exists("/nodes/n1"))?.ephemeralOwner, client.sessionId);
-
-      // Watches work on the new session: the change made during the expiry, then new ones.
-      await waitFor(() => text(dataSeen.at(-1)?.data) === "changed-during-expiry", {
-        what: "the change made while expired",
-      });
-      await observer.setData("/shardmap", "next", -1);
-      await waitFor(() => text(dataSeen.at(-1)?.data) === "next", { what: "a change after" });
-      await observer.create("/nodes/n2");
-      await waitFor(() => childrenSeen.at(-1)?.join() === "n1,n2", { what: "a new child" });
+      await fn({ client, observer, events, proxy });
     });
   } finally {
     await proxy.close();
   }
+}
+
+Deno.test("after a forced session expiry the client restores its ephemerals and watches", async () => {
+  await withExpirableClient(async ({ client, observer, events, proxy }) => {
+    const oldSession = client.sessionId;
+    assert.ok(oldSession);
+    await client.mkdirp("/nodes");
+    await client.createEphemeral("/nodes/n1", "before");
+    assert.deepEqual(await client.setData("/nodes/n1", "latest", 0), { kind: "ok", version: 1 });
+    const dataSeen: (NodeData | undefined)[] = [];
+    const childrenSeen: (string[] | undefined)[] = [];
+    client.watchData("/shardmap", (node) => dataSeen.push(node));
+    client.watchChildren("/nodes", (children) => childrenSeen.push(children));
+    await waitFor(() => dataSeen.length === 1 && childrenSeen.length === 1, {
+      what: "the initial values",
+    });
+
+    // Cut the client off until the server has expired its session: the ephemeral goes.
+    proxy.pause();
+    await waitFor(async () => (await observer.exists("/nodes/n1")) === undefined, {
+      what: "the server to expire the session",
+    });
+    await observer.create("/shardmap", "changed-during-expiry");
+    proxy.resume();
+
+    await waitFor(() => events.some((e) => e.kind === "connected" && e.afterExpiry), {
+      what: "a new session with ephemerals restored",
+    });
+    const kinds = events.map((event) => event.kind);
+    assert.deepEqual(kinds, ["disconnected", "expired", "connected"]);
+    assert.notEqual(client.sessionId, oldSession);
+    const restored = await observer.get("/nodes/n1");
+    assert.equal(text(restored?.data), "latest", "re-created with its latest data");
+    assert.equal((await observer.exists("/nodes/n1"))?.ephemeralOwner, client.sessionId);
+
+    // Watches work on the new session: the change made during the expiry, then new ones.
+    await waitFor(() => text(dataSeen.at(-1)?.data) === "changed-during-expiry", {
+      what: "the change made while expired",
+    });
+    await observer.setData("/shardmap", "next", -1);
+    await waitFor(() => text(dataSeen.at(-1)?.data) === "next", { what: "a change after" });
+    await observer.create("/nodes/n2");
+    await waitFor(() => childrenSeen.at(-1)?.join() === "n1,n2", { what: "a new child" });
+  });
 });
 
 Deno.test("after an expiry, an ephemeral another session took meanwhile is left to it", async () => {
-  const proxy = startTcpProxy(zk.connectString);
-  try {
-    await withRoot(async (connect) => {
-      const client = await connect({ connectString: proxy.connectString, sessionTimeoutMs: 500 });
-      const observer = await connect();
-      const events: ConnectionEvent[] = [];
-      client.onConnectionEvent((event) => events.push(event));
-      await client.mkdirp("/nodes");
-      await client.createEphemeral("/nodes/n1", "client's");
-      proxy.pause();
-      await waitFor(async () => (await observer.exists("/nodes/n1")) === undefined, {
-        what: "the server to expire the session",
-      });
-      assert.equal((await observer.createEphemeral("/nodes/n1", "observer's")).kind, "ok");
-      proxy.resume();
-      await waitFor(() => events.some((e) => e.kind === "connected" && e.afterExpiry), {
-        what: "a new session",
-      });
-      assert.ok(
-        events.some((e) => e.kind === "ephemeralLost" && e.path === "/nodes/n1"),
-        JSON.stringify(events),
-      );
-      const node = await observer.get("/nodes/n1");
-      assert.equal(text(node?.data), "observer's", "another session's node is never replaced");
-      assert.equal((await observer.exists("/nodes/n1"))?.ephemeralOwner, observer.sessionId);
+  await withExpirableClient(async ({ client, observer, events, proxy }) => {
+    await client.mkdirp("/nodes");
+    await client.createEphemeral("/nodes/n1", "client's");
+    proxy.pause();
+    await waitFor(async () => (await observer.exists("/nodes/n1")) === undefined, {
+      what: "the server to expire the session",
     });
-  } finally {
-    await proxy.close();
-  }
+    assert.equal((await observer.createEphemeral("/nodes/n1", "observer's")).kind, "ok");
+    proxy.resume();
+    await waitFor(() => events.some((e) => e.kind === "connected" && e.afterExpiry), {
+      what: "a new session",
+    });
+    assert.ok(
+      events.some((e) => e.kind === "ephemeralLost" && e.path === "/nodes/n1"),
+      JSON.stringify(events),
+    );
+    const node = await observer.get("/nodes/n1");
+    assert.equal(text(node?.data), "observer's", "another session's node is never replaced");
+    assert.equal((await observer.exists("/nodes/n1"))?.ephemeralOwner, observer.sessionId);
+  });
 });
 
 Deno.test("connectZooKeeper() throws after connectTimeoutMs when nothing serves", async () => {
