@@ -46,27 +46,37 @@ function startDev(args: string[]): DevProcess {
   return { child, output: () => text, done };
 }
 
-/** The live processes whose command line mentions `text` (the test's unique data dir). */
-function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
-      if (cmdline.includes(text) && processAlive(Number(entry.name))) pids.push(Number(entry.name));
-    } catch {
-      // Gone while we looked.
+/**
+ * The live (not zombie) processes, with their command lines, as `ps` lists them. Asked of `ps`
+ * because Deno reads `/proc` only with every permission, and a test must not get "nothing found"
+ * for an answer it was not allowed to read.
+ */
+async function liveProcesses(): Promise<Array<{ pid: number; args: string }>> {
+  const output = await new Deno.Command("ps", {
+    args: ["-eo", "pid=,stat=,args="],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(output.success, `ps failed: ${new TextDecoder().decode(output.stderr)}`);
+  const processes: Array<{ pid: number; args: string }> = [];
+  for (const line of new TextDecoder().decode(output.stdout).split("\n")) {
+    const match = /^\s*(\d+)\s+(\S+)\s+(.*)$/.exec(line);
+    if (match !== null && !match[2].startsWith("Z")) {
+      processes.push({ pid: Number(match[1]), args: match[3] });
     }
   }
-  return pids;
+  assert.ok(processes.some((p) => p.pid === Deno.pid), "ps lists this test's own process");
+  return processes;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/stat`).split(" ")[2] !== "Z";
-  } catch {
-    return false;
-  }
+/** The live processes whose command line mentions `text` (the test's unique data dir). */
+async function processesMentioning(text: string): Promise<number[]> {
+  return (await liveProcesses()).filter((p) => p.args.includes(text)).map((p) => p.pid);
+}
+
+async function anyAlive(pids: readonly number[]): Promise<boolean> {
+  const live = new Set((await liveProcesses()).map((p) => p.pid));
+  return pids.some((pid) => live.has(pid));
 }
 
 /** Four consecutive free ports (checked when asked). */
@@ -113,14 +123,17 @@ async function stopDev({ dev, pids }: RunningDev, dataDir: string): Promise<void
   await dev.done;
   assert.equal(status.code, 0, `dev exited with ${status.code}:\n${dev.output()}`);
   assert.match(dev.output(), /dev: stopped; data kept in/);
-  await waitFor(() => pids.every((pid) => !processAlive(pid)), {
+  await waitFor(async () => !(await anyAlive(pids)), {
     timeoutMs: 15_000,
     what: `every process of the dev cluster to exit (${pids.join(", ")})`,
   });
   // Also the ones it does not report, such as ZooKeeper's watchdog shell.
-  await waitFor(() => processesMentioning(dataDir).length === 0, {
+  let left: number[] = [];
+  await waitFor(async () => (left = await processesMentioning(dataDir)).length === 0, {
     timeoutMs: 15_000,
-    what: `no process mentioning ${dataDir} (left: ${processesMentioning(dataDir).join(", ")})`,
+    what: `no process mentioning ${dataDir}`,
+  }).catch((error) => {
+    throw new Error(`${error}; left: ${left.join(", ")}`);
   });
 }
 
