@@ -31,6 +31,11 @@ export const CONNECT_TIMEOUT_MS_DEFAULT = 10_000;
 export const RECONNECT_DELAY_MS_DEFAULT = 500;
 /** The longest pause between attempts to open a new session after an expiry. */
 export const SESSION_RETRY_DELAY_MS_MAX = 2000;
+/**
+ * How many session timeouts a disconnection may last before the client takes its session as
+ * expired without hearing it from the server (see `#armExpiry`).
+ */
+export const EXPIRY_AFTER_TIMEOUTS = 2;
 /** Attempts to re-create one ephemeral after an expiry (each may replace our own leftover). */
 const RECREATE_ATTEMPTS_MAX = 3;
 /** How long `close()` waits for the server to confirm the session's end. */
@@ -198,6 +203,8 @@ interface Session {
   id: string;
   connected: boolean;
   expired: boolean;
+  /** Fires when a disconnection has lasted long enough to count as an expiry (see below). */
+  expiryTimer?: ReturnType<typeof setTimeout>;
   /** Rejecters of operations in flight, called when the session expires or the client closes. */
   inFlight: Set<(error: ZooKeeperError) => void>;
 }
@@ -547,6 +554,7 @@ export class ZooKeeperClient {
     switch (state) {
       case "SYNC_CONNECTED":
         session.connected = true;
+        clearTimeout(session.expiryTimer);
         this.#emit({ kind: "reconnected", sessionId: session.id });
         for (const watch of this.#watches) watch.trigger();
         return;
@@ -554,6 +562,7 @@ export class ZooKeeperClient {
         if (!session.connected) return;
         session.connected = false;
         if (!session.expired) this.#emit({ kind: "disconnected" });
+        this.#armExpiry(session);
         return;
       case "EXPIRED":
         this.#onExpired(session);
@@ -563,7 +572,34 @@ export class ZooKeeperClient {
     }
   }
 
+  /**
+   * The server expires a session it has not heard from for its timeout, but the client learns
+   * that only when it reconnects, and the underlying client has been seen never to reconnect
+   * (after ZooKeeper restarts, minutes went by without an attempt). So a disconnection that
+   * outlasts {@linkcode EXPIRY_AFTER_TIMEOUTS} session timeouts (by then the server has surely
+   * expired the session) counts as an expiry here: the old client is closed and a new session
+   * opened, whose ephemerals replace the old session's leftovers.
+   */
+  #armExpiry(session: Session): void {
+    clearTimeout(session.expiryTimer);
+    const timeoutMs = session.client.getSessionTimeout() || this.#options.sessionTimeoutMs;
+    const afterMs = Math.ceil(timeoutMs * EXPIRY_AFTER_TIMEOUTS);
+    session.expiryTimer = setTimeout(() => {
+      if (this.#closed || session !== this.#session || session.connected) return;
+      this.#logger.warn?.(
+        `ZooKeeper session ${session.id} disconnected for ${afterMs} ms: taking it as expired`,
+      );
+      try {
+        session.client.close();
+      } catch {
+        // Already closing.
+      }
+      this.#onExpired(session);
+    }, afterMs);
+  }
+
   #onExpired(session: Session): void {
+    clearTimeout(session.expiryTimer);
     this.#formerSessions.add(session.id);
     session.expired = true;
     session.connected = false;
@@ -647,6 +683,7 @@ export class ZooKeeperClient {
   }
 
   async #closeSession(session: Session): Promise<void> {
+    clearTimeout(session.expiryTimer);
     const error = closedError();
     for (const reject of session.inFlight) reject(error);
     session.inFlight.clear();

@@ -335,6 +335,29 @@ Deno.test("after an expiry, an ephemeral another session took meanwhile is left 
   });
 });
 
+Deno.test("a client cut off for twice its session timeout takes the session as expired", async () => {
+  await withExpirableClient(async ({ client, observer, events, proxy }) => {
+    await client.mkdirp("/nodes");
+    await client.createEphemeral("/nodes/n1", "mine");
+    const oldSession = client.sessionId;
+    proxy.pause();
+    // Without a server to say so, the client gives the session up after 2 x 500 ms by itself.
+    await waitFor(() => events.some((e) => e.kind === "expired"), {
+      what: "the client to take its session as expired while cut off",
+    });
+    proxy.resume();
+    await waitFor(() => events.some((e) => e.kind === "connected" && e.afterExpiry), {
+      what: "a new session",
+    });
+    assert.notEqual(client.sessionId, oldSession);
+    await waitFor(
+      async () => (await observer.exists("/nodes/n1"))?.ephemeralOwner === client.sessionId,
+      { what: "the ephemeral, owned by the new session" },
+    );
+    assert.equal(text((await observer.get("/nodes/n1"))?.data), "mine");
+  });
+});
+
 Deno.test("connectZooKeeper() throws after connectTimeoutMs when nothing serves", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
