@@ -211,7 +211,7 @@ export class Nemesis {
       const placement = await cluster.placementLeader();
       if (placement === undefined) return void (event.skipped = "no placement leader");
       const shard = this.#random.pick(placement.state.shards);
-      const others = this.#shuffled(shard.voters.filter((v) => v !== shard.leader));
+      const others = this.#random.shuffle(shard.voters.filter((v) => v !== shard.leader));
       const ids = new Set([shard.leader, others[0]]);
       victims = victims.filter((n) => ids.has(n.nodeId));
       event.detail = `shard ${shard.shardId}: `;
@@ -243,7 +243,7 @@ export class Nemesis {
   /** The kvnodes split in two at random, cut both ways or one way only. */
   async #partition(event: FaultEvent, hold: Hold, oneWay: boolean): Promise<void> {
     const net = this.#cluster.net;
-    const hosts = this.#shuffled(this.#cluster.liveNodes.map((n) => n.host));
+    const hosts = this.#random.shuffle(this.#cluster.liveNodes.map((n) => n.host));
     const cut = this.#random.range(1, Math.floor(hosts.length / 2));
     const [a, b] = [hosts.slice(0, cut), hosts.slice(cut)];
     event.detail = `hosts ${a.join(",")} ${oneWay ? "->" : "|"} ${b.join(",")}`;
@@ -362,15 +362,6 @@ export class Nemesis {
     await process.kill();
     await hold(1000, 4000);
     await this.#restart(process.name, () => process.start(/gateway serving on/, 60_000));
-  }
-
-  #shuffled<T>(items: T[]): T[] {
-    const out = [...items];
-    for (let i = out.length - 1; i > 0; i--) {
-      const j = this.#random.int(i + 1);
-      [out[i], out[j]] = [out[j], out[i]];
-    }
-    return out;
   }
 
   /** Waits (bounded) until placement reports no move in progress. */

@@ -44,7 +44,18 @@ export class SimRandom {
 
   /** One element of a non-empty array. */
   pick<T>(items: readonly T[]): T {
+    if (items.length === 0) throw new Error("Cannot pick from an empty array");
     return items[Math.floor(this.#prng() * items.length)];
+  }
+
+  /** The items in a seeded order (Fisher–Yates). */
+  shuffle<T>(items: readonly T[]): T[] {
+    const out = [...items];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [out[i], out[j]] = [out[j], out[i]];
+    }
+    return out;
   }
 
   /** A fresh 32-bit seed for a derived generator (e.g. a node's election jitter). */

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Envelope } from "../../services/kvnode/driver.ts";
-import type { SimRandom } from "./random.ts";
+import type { SimRandom } from "../sim/random.ts";
 
 /** Fault rates of a run's network. */
 export interface NetworkFaults {

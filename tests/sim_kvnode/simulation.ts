@@ -42,7 +42,7 @@ import type {
   ReplicaTuning,
 } from "../../services/kvnode/replica.ts";
 import { SimNetwork } from "./network.ts";
-import { SimRandom } from "./random.ts";
+import { SimRandom } from "../sim/random.ts";
 
 /** Slots per tick. */
 export const SLOTS_PER_TICK = 4;
@@ -214,21 +214,21 @@ class Simulation {
     this.#traceOut = options.trace;
     this.#gatedMoves = options.gatedMoves ?? false;
     const r = this.#random;
-    const nodeCount = r.between(3, 5);
+    const nodeCount = r.range(3, 5);
     this.#network = new SimNetwork(r, {
       loss: r.next() * 0.08,
       duplicate: r.next() * 0.05,
-      delaySlotsMax: r.between(1, 12),
+      delaySlotsMax: r.range(1, 12),
     });
     this.#tuning = {
       electionTicks: 10,
       heartbeatTicks: 2,
       preVote: r.chance(0.8),
       checkQuorum: r.chance(0.8),
-      inflightMessagesMax: r.between(4, 64),
+      inflightMessagesMax: r.range(4, 64),
       messageBytesMax: r.pick([2 * 1024, 64 * 1024]),
       uncommittedBytesMax: 1024 * 1024,
-      snapshotEntries: r.between(20, 80),
+      snapshotEntries: r.range(20, 80),
       snapshotLogBytes: 64 * 1024 * 1024,
     };
     this.#maxDown = nodeCount >= 5 ? 2 : 1;
@@ -261,7 +261,7 @@ class Simulation {
       this.#resetStuck(node);
       this.#nodes.push(node);
     }
-    const clients = r.between(3, 8);
+    const clients = r.range(3, 8);
     for (let i = 1; i <= clients; i++) this.#clients.push(newClient(`c${i}`));
     const faults = JSON.stringify(this.#network.faults);
     this.#trace(
@@ -556,7 +556,7 @@ class Simulation {
     const r = this.#random;
     const ids = r.shuffle(this.#nodes.map((n) => n.id));
     const kind = r.pick(["isolate", "split", "oneWay"] as const);
-    const cut = kind === "isolate" ? 1 : r.between(1, ids.length - 1);
+    const cut = kind === "isolate" ? 1 : r.range(1, ids.length - 1);
     const a = ids.slice(0, cut);
     const b = ids.slice(cut);
     for (const x of a) {
@@ -565,7 +565,7 @@ class Simulation {
         if (kind !== "oneWay") this.#network.cut(y, x);
       }
     }
-    this.#partitionUntil = this.#tick + r.between(10, 80);
+    this.#partitionUntil = this.#tick + r.range(10, 80);
     this.#stats.partitions++;
     this.#trace(`partition ${kind} ${a.join(",")} | ${b.join(",")} until ${this.#partitionUntil}`);
   }
@@ -613,7 +613,7 @@ class Simulation {
   }
 
   #transferLeader(): void {
-    const shard = this.#random.between(1, SHARDS);
+    const shard = this.#random.range(1, SHARDS);
     const leader = this.#leader(shard);
     if (leader === undefined) return;
     const conf = leader.replica.log.appliedState.confState;
@@ -632,7 +632,7 @@ class Simulation {
   // --- Replica moves -----------------------------------------------------------------------
 
   #startMove(): void {
-    const shard = this.#random.between(1, SHARDS);
+    const shard = this.#random.range(1, SHARDS);
     const leader = this.#leader(shard);
     if (leader === undefined) return;
     const conf = leader.replica.log.appliedState.confState;
@@ -812,7 +812,7 @@ class Simulation {
           if (next === undefined) continue;
           this.#newOp(client, next.shard, next.keyIndex, next.kind, true);
         } else if (!healing && this.#random.chance(this.#clientRate)) {
-          const shard = this.#random.between(1, SHARDS);
+          const shard = this.#random.range(1, SHARDS);
           const keyIndex = this.#random.int(KEYS_PER_SHARD);
           const kind = this.#random.pick(["get", "get", "put", "put", "delete", "cas"] as const);
           this.#newOp(client, shard, keyIndex, kind, false);
