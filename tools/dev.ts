@@ -4,8 +4,7 @@
  * placement service (admin gRPC on 7800, HTTP on 7880) and a gateway on `rpc_server.port` (7700).
  * On the first start placement creates `sharding.num_shards` shards, each replicated on
  * `sharding.replica_count` kvnodes, and publishes the shard map in ZooKeeper; from then on it keeps
- * the map current and the cluster balanced. Everything is kept across restarts; Ctrl-C stops every
- * process it started.
+ * the map current and the cluster balanced. Everything is kept across restarts.
  *
  * Once every shard has a leader it prints a table of the processes (address, pid, each kvnode's
  * replicas and leaderships) and the `deno task tinykv` commands to try. Each process logs under
@@ -13,9 +12,19 @@
  * `zookeeper.log`, and whatever a service prints on stdout or stderr (e.g. a crash trace) in
  * `<name>.out` (`kvnode-7901.out`, `placement-7800.out`, `gateway-7700.out`).
  *
+ * From then on the cluster survives its members: when a kvnode, placement or the gateway exits,
+ * for whatever reason, dev says which one, its pid and exit code or signal (and, unless it exited
+ * cleanly, the last lines of its `.out` file), keeps every other process running, and restarts it
+ * after 2 s with the same command line, port and data dir, appending to the same `.out` file. A
+ * process that keeps exiting soon after it starts waits twice as long each time, up to 30 s.
+ * Only Ctrl-C (SIGINT), SIGTERM or ZooKeeper exiting stops the whole cluster (ZooKeeper exiting
+ * makes dev exit with 1); Ctrl-C stops every process it started, restarted ones included, and
+ * cancels pending restarts. Before the table is printed, a process that exits stops dev with what
+ * it printed, so one that can never start (e.g. its port is taken) is not restarted forever.
+ *
  * Flags: `--fresh` (wipe ZooKeeper's, the kvnodes' and the logs' directories first), `--nodes N`
- * (run N kvnodes, default 3), `--config FILE` (default `default_config.toml`) and any
- * `--section.key=value` override.
+ * (run N kvnodes, default 3), `--no-restart` (a process that exits stays down; the rest keeps
+ * running), `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
  *
  * @module
  */
@@ -53,22 +62,53 @@ const OUTPUT_TAIL_CHARS_MAX = 64 * 1024;
 /** How much of a child's output an error message quotes. */
 const OUTPUT_QUOTE_CHARS_MAX = 2000;
 
+/**
+ * How long the dev cluster waits before restarting a process that exited. Each exit that follows
+ * a short run doubles the wait, up to {@linkcode RESTART_DELAY_MS_MAX}, so that a process that
+ * keeps crashing does not spin.
+ */
+const RESTART_DELAY_MS_MIN = 2_000;
+/** The longest wait before a restart. */
+const RESTART_DELAY_MS_MAX = 30_000;
+/** A process that ran at least this long waits {@linkcode RESTART_DELAY_MS_MIN} again. */
+const RESTART_STABLE_MS = 60_000;
+/** How many of its last lines are quoted when a process exits abnormally. */
+const EXIT_QUOTE_LINES_MAX = 20;
+/** Bound on how long stopping waits for a process after SIGTERM before it sends SIGKILL. */
+const STOP_TIMEOUT_MS = 10_000;
+
+/** One run of a service process; a restart is a new run of the same {@linkcode Member}. */
 interface Child {
-  /** For messages: `kvnode :7901`. */
-  readonly name: string;
-  /** What the table calls it: `kvnode`, `placement`, `gateway`. */
-  readonly service: string;
-  /** The address it serves on, `host:port`. */
-  readonly address: string;
-  readonly port: number;
   readonly process: Deno.ChildProcess;
+  readonly pid: number;
+  /** `Date.now()` when it was spawned. */
+  readonly startedAtMs: number;
   readonly exited: Promise<Deno.CommandStatus>;
-  /** Where everything it prints on stdout and stderr is appended: `<log.dir>/<name>.out`. */
-  readonly outputFile: string;
+  /** Set once it has exited. */
+  status: Deno.CommandStatus | undefined;
+  /** Resolves once its output first matches its service's `ready` pattern. */
+  readonly ready: Promise<void>;
   /** Resolves once its stdout and stderr have ended and the output file is closed. */
   readonly outputDone: Promise<void>;
-  /** The end of what it printed, at most {@linkcode OUTPUT_TAIL_CHARS_MAX} characters. */
+  /** The end of what this run printed, at most {@linkcode OUTPUT_TAIL_CHARS_MAX} characters. */
   output: string;
+}
+
+/** A service process the dev cluster keeps running, across its runs. */
+interface Member {
+  readonly spec: ServiceSpec;
+  /** For messages: `kvnode :7901`. */
+  readonly name: string;
+  /** The address it serves on, `host:port`. */
+  readonly address: string;
+  /** Where everything it prints on stdout and stderr is appended: `<log.dir>/<name>.out`. */
+  readonly outputFile: string;
+  /** Its latest run (kept after it exited, for its output); undefined before the first spawn. */
+  child: Child | undefined;
+  /** The pending restart, if any. */
+  restartTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The wait before its next restart. */
+  restartDelayMs: number;
 }
 
 /** The dev cluster's own flags (besides `--config` and `--section.key=value`). */
@@ -77,15 +117,19 @@ interface DevFlags {
   readonly fresh: boolean;
   /** How many kvnodes to run, on `kvnode.port` and the ports after it. */
   readonly nodes: number;
+  /** Restart a kvnode, placement or the gateway that exits (false with `--no-restart`). */
+  readonly restart: boolean;
 }
 
-/** Parses `--fresh` and `--nodes N`; returns a message for anything else. */
+/** Parses `--fresh`, `--nodes N` and `--no-restart`; returns a message for anything else. */
 function parseDevFlags(rest: readonly string[]): DevFlags | string {
   let fresh = false;
   let nodes = KVNODES_DEFAULT;
+  let restart = true;
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i];
     if (arg === "--fresh") fresh = true;
+    else if (arg === "--no-restart") restart = false;
     else if (arg === "--nodes" || arg.startsWith("--nodes=")) {
       const text = arg === "--nodes" ? rest[++i] : arg.slice("--nodes=".length);
       const value = Number(text);
@@ -94,11 +138,11 @@ function parseDevFlags(rest: readonly string[]): DevFlags | string {
       }
       nodes = value;
     } else {
-      return `Unknown argument "${arg}": expected --fresh, --nodes N, --config FILE or ` +
-        "--section.key=value";
+      return `Unknown argument "${arg}": expected --fresh, --nodes N, --no-restart, ` +
+        "--config FILE or --section.key=value";
     }
   }
-  return { fresh, nodes };
+  return { fresh, nodes, restart };
 }
 
 /** Removes the dev cluster's data: ZooKeeper's, each kvnode's and the logs. */
@@ -125,24 +169,28 @@ function say(line: string): void {
   console.log(`dev: ${line}`);
 }
 
-async function main(args: string[]): Promise<number> {
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The checked command line: the config, dev's own flags and the part the services get. */
+interface DevCommandLine {
+  readonly config: Config;
+  readonly flags: DevFlags;
+  /** `--config` and the `--section.key=value` overrides, passed on to every service. */
+  readonly childArgs: readonly string[];
+}
+
+/** Loads the config and checks dev's flags; returns a message for bad input. */
+function parseCommandLine(args: readonly string[]): DevCommandLine | string {
   const loaded = loadConfigFromArgs(args, { defaultPath: "default_config.toml" });
-  if (loaded.kind === "error") {
-    console.error(`dev: ${loaded.message}`);
-    return 2;
-  }
+  if (loaded.kind === "error") return loaded.message;
   const flags = parseDevFlags(loaded.rest);
-  if (typeof flags === "string") {
-    console.error(`dev: ${flags}`);
-    return 2;
-  }
+  if (typeof flags === "string") return flags;
   const { config } = loaded;
   if (flags.nodes < config.sharding.replica_count) {
-    console.error(
-      `dev: Flag "--nodes" is ${flags.nodes}: it must be at least sharding.replica_count ` +
-        `(${config.sharding.replica_count})`,
-    );
-    return 2;
+    return `Flag "--nodes" is ${flags.nodes}: it must be at least sharding.replica_count ` +
+      `(${config.sharding.replica_count})`;
   }
   // The children get the config part of the command line only.
   const split = splitConfigArgs(args);
@@ -150,89 +198,165 @@ async function main(args: string[]): Promise<number> {
     ...(split.path === undefined ? [] : [`--config=${split.path}`]),
     ...split.overrides.map(([key, value]) => `--${key}=${value}`),
   ];
+  return { config, flags, childArgs };
+}
+
+async function main(args: string[]): Promise<number> {
+  const commandLine = parseCommandLine(args);
+  if (typeof commandLine === "string") {
+    console.error(`dev: ${commandLine}`);
+    return 2;
+  }
+  const { config, flags } = commandLine;
   if (flags.fresh) await wipe(config, flags.nodes);
   const zkDir = `${config.storage.data_dir}/zk`;
   await Deno.mkdir(zkDir, { recursive: true });
   await Deno.mkdir(config.log.dir, { recursive: true });
 
   say(`starting ZooKeeper on ${config.zookeeper.host}:${config.zookeeper.port} (data in ${zkDir})`);
-  const zk = await startZooKeeper({
-    dataDir: zkDir,
-    host: config.zookeeper.host,
-    port: config.zookeeper.port,
-    logFile: `${config.log.dir}/zookeeper.log`,
-  });
+  let zk: ZooKeeperServer;
+  try {
+    zk = await startZooKeeper({
+      dataDir: zkDir,
+      host: config.zookeeper.host,
+      port: config.zookeeper.port,
+      logFile: `${config.log.dir}/zookeeper.log`,
+    });
+  } catch (error) {
+    console.error(`dev: ${errorMessage(error)}`);
+    return 1;
+  }
   say(`ZooKeeper serves on ${zk.connectString} (pid ${zk.pid})`);
-  const children: Child[] = [];
+  const code = await runCluster(commandLine, zk);
+  say(`stopped; data kept in ${config.storage.data_dir}`);
+  return code;
+}
+
+/**
+ * Starts the services, then keeps them running (see {@linkcode Supervisor}) until SIGINT, SIGTERM
+ * or ZooKeeper's exit; stops every process, ZooKeeper last, and returns dev's exit code: 0 after
+ * a signal, 1 when the start failed or ZooKeeper exited.
+ */
+async function runCluster(
+  { config, flags, childArgs }: DevCommandLine,
+  zk: ZooKeeperServer,
+): Promise<number> {
+  const supervisor = new Supervisor(config.log.dir, { restart: flags.restart });
   const stopped = Promise.withResolvers<string>();
-  const onSignal = (name: string) => () => stopped.resolve(name);
+  const onSignal = (name: string) => () => {
+    // Children that exit from now on (a terminal's Ctrl-C reaches them too) are not restarted.
+    supervisor.stopRestarts();
+    stopped.resolve(name);
+  };
   const signals: Array<[Deno.Signal, () => void]> = [
     ["SIGINT", onSignal("SIGINT")],
     ["SIGTERM", onSignal("SIGTERM")],
   ];
   for (const [signal, handler] of signals) Deno.addSignalListener(signal, handler);
-  let code = 0;
+  const zkExited = zk.exited.then((exit) => {
+    supervisor.stopRestarts();
+    return `ZooKeeper exited with code ${exit.code} (its log: ${zk.logFile})`;
+  });
   try {
-    const started = startKvNodes(config, childArgs, children, flags.nodes);
-    const outcome = await Promise.race([
-      started.then(() => "started"),
+    const startup = startCluster(config, supervisor, { zk, args: childArgs, nodes: flags.nodes });
+    // When something else ends the start, what is still starting fails or is never spawned.
+    startup.catch(() => {});
+    let reason = await Promise.race([
+      startup.then(() => "started"),
       stopped.promise,
-      zk.exited.then(() => "ZooKeeper exited"),
+      zkExited,
+      supervisor.startupFailure,
     ]);
-    if (outcome === "started") {
-      await startService(config, children, {
-        service: "placement",
-        port: config.placement.admin_port,
-        host: config.placement.host,
-        script: "../services/placement/main.ts",
-        permissions: SERVICE_PERMISSIONS,
-        args: childArgs,
-        ready: /placement serving on/,
-      });
-      await startService(config, children, {
-        service: "gateway",
-        port: config.rpc_server.port,
-        host: config.rpc_server.host,
-        script: "../services/gateway/main.ts",
-        permissions: SERVICE_PERMISSIONS,
-        args: childArgs,
-        ready: /gateway serving on/,
-      });
-      await printStatus(config, { zk, children });
+    if (reason === "started") {
+      say(restartPolicy(flags));
       say("press Ctrl-C to stop (data is kept)");
-      const reason = await Promise.race([
-        stopped.promise,
-        zk.exited.then(() => `ZooKeeper exited (its log: ${zk.logFile})`),
-        ...children.map((c) =>
-          c.exited.then((s) => `${c.name} exited with code ${s.code} (its output: ${c.outputFile})`)
-        ),
-      ]);
-      say(`stopping (${reason})`);
-      if (reason !== "SIGINT" && reason !== "SIGTERM") code = 1;
-    } else {
-      say(`stopping (${outcome})`);
-      if (outcome !== "SIGINT" && outcome !== "SIGTERM") code = 1;
+      reason = await Promise.race([stopped.promise, zkExited]);
     }
+    if (reason === "SIGINT" || reason === "SIGTERM") {
+      say(`stopping (${reason})`);
+      return 0;
+    }
+    say(`stopping every process: ${reason}`);
+    return 1;
   } catch (error) {
-    console.error(`dev: ${error instanceof Error ? error.message : String(error)}`);
-    for (const child of children) {
+    console.error(`dev: ${errorMessage(error)}`);
+    for (const member of supervisor.members) {
       console.error(
-        `--- ${child.name} (all of it in ${child.outputFile}):\n` +
-          child.output.slice(-OUTPUT_QUOTE_CHARS_MAX),
+        `--- ${member.name} (all of it in ${member.outputFile}):\n` +
+          (member.child?.output ?? "").slice(-OUTPUT_QUOTE_CHARS_MAX),
       );
     }
-    code = 1;
+    return 1;
   } finally {
-    await stopChildren(children);
+    await supervisor.stop();
     await zk.stop();
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
   }
-  say(`stopped; data kept in ${config.storage.data_dir}`);
-  return code;
+}
+
+/** What happens when a service process exits, for the line printed once the cluster serves. */
+function restartPolicy(flags: DevFlags): string {
+  return flags.restart
+    ? "a kvnode, placement or the gateway that exits is restarted after " +
+      `${RESTART_DELAY_MS_MIN / 1000} s (longer if it keeps exiting); the rest keeps running`
+    : "--no-restart: a kvnode, placement or the gateway that exits stays down; " +
+      "the rest keeps running";
+}
+
+/**
+ * Starts the kvnodes (in parallel), placement and the gateway, waits (bounded) for every shard to
+ * have a leader, prints the table of processes, and from then on has the supervisor restart a
+ * process that exits. Until then, any process that exits ends the start.
+ */
+async function startCluster(
+  config: Config,
+  supervisor: Supervisor,
+  { zk, args, nodes }: { zk: ZooKeeperServer; args: readonly string[]; nodes: number },
+): Promise<void> {
+  await Promise.all(
+    Array.from({ length: nodes }, (_, i) => supervisor.start(kvnodeSpec(config, args, i))),
+  );
+  await supervisor.start({
+    service: "placement",
+    port: config.placement.admin_port,
+    host: config.placement.host,
+    script: "../services/placement/main.ts",
+    permissions: SERVICE_PERMISSIONS,
+    args,
+    ready: /placement serving on/,
+  });
+  await supervisor.start({
+    service: "gateway",
+    port: config.rpc_server.port,
+    host: config.rpc_server.host,
+    script: "../services/gateway/main.ts",
+    permissions: SERVICE_PERMISSIONS,
+    args,
+    ready: /gateway serving on/,
+  });
+  const kvnodes = supervisor.members.filter((m) => m.spec.service === "kvnode")
+    .sort((a, b) => a.spec.port - b.spec.port);
+  const view = await waitForLeaders(config, kvnodes);
+  if (supervisor.stopping) return;
+  printStatus(config, { zk, members: supervisor.members, kvnodes, view });
+  supervisor.supervise();
 }
 
 function kvnodePort(config: Config, index: number): number {
   return config.kvnode.port + index;
+}
+
+function kvnodeSpec(config: Config, args: readonly string[], index: number): ServiceSpec {
+  const port = kvnodePort(config, index);
+  return {
+    service: "kvnode",
+    host: config.kvnode.host,
+    port,
+    script: "../services/kvnode/main.ts",
+    permissions: KVNODE_PERMISSIONS,
+    args: [...args, `--kvnode.port=${port}`],
+    ready: /serving on/,
+  };
 }
 
 /** A service to start: its script, permissions and arguments, and what it prints once serving. */
@@ -247,10 +371,204 @@ interface ServiceSpec {
   readonly ready: RegExp;
 }
 
-/** Starts a service and waits until it says it serves. */
-async function startService(config: Config, children: Child[], spec: ServiceSpec): Promise<void> {
-  const outputFile = `${config.log.dir}/${spec.service}-${spec.port}.out`;
-  const file = await Deno.open(outputFile, { append: true, create: true });
+/**
+ * Starts the dev cluster's service processes and keeps them running.
+ *
+ * Until {@linkcode Supervisor.supervise} is called (the cluster has started), a process that exits
+ * fails the start ({@linkcode Supervisor.startupFailure}), so a process that can never start (e.g.
+ * its port is taken) stops the dev cluster instead of being restarted forever. From then on an
+ * exit is reported and, unless `restart` is false, the process is started again with the same
+ * command line after a delay that doubles while it keeps exiting soon after starting. After
+ * {@linkcode Supervisor.stopRestarts} (and so after {@linkcode Supervisor.stop}) no process is
+ * spawned any more, not even by a restart that was pending.
+ */
+class Supervisor {
+  readonly #logDir: string;
+  readonly #restart: boolean;
+  readonly #members: Member[] = [];
+  readonly #startupFailed = Promise.withResolvers<never>();
+  /** The first exit before {@linkcode supervise}. */
+  #failure: Error | undefined;
+  #supervising = false;
+  #stopping = false;
+
+  constructor(logDir: string, options: { restart: boolean }) {
+    this.#logDir = logDir;
+    this.#restart = options.restart;
+    // Whoever waits for the start races this; a failure nobody waits for any more is no error.
+    this.#startupFailed.promise.catch(() => {});
+  }
+
+  /** Every process started, in start order (kvnodes, placement, gateway). */
+  get members(): readonly Member[] {
+    return this.#members;
+  }
+
+  /** Whether {@linkcode stopRestarts} or {@linkcode stop} was called. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /** Rejects when a process exits before {@linkcode supervise}, with what it printed. */
+  get startupFailure(): Promise<never> {
+    return this.#startupFailed.promise;
+  }
+
+  /** Starts a service and waits (bounded) until it says it serves. */
+  async start(spec: ServiceSpec): Promise<void> {
+    const member: Member = {
+      spec,
+      name: `${spec.service} :${spec.port}`,
+      address: `${spec.host}:${spec.port}`,
+      outputFile: `${this.#logDir}/${spec.service}-${spec.port}.out`,
+      child: undefined,
+      restartTimer: undefined,
+      restartDelayMs: RESTART_DELAY_MS_MIN,
+    };
+    this.#members.push(member);
+    const child = await this.#spawn(member);
+    if (child === undefined) throw new Error(`Cannot start ${member.name}: dev is stopping`);
+    const timedOut = Promise.withResolvers<never>();
+    const timer = setTimeout(
+      () =>
+        timedOut.reject(new Error(`${member.name} did not start within ${START_TIMEOUT_MS} ms`)),
+      START_TIMEOUT_MS,
+    );
+    try {
+      await Promise.race([child.ready, this.#startupFailed.promise, timedOut.promise]);
+    } finally {
+      clearTimeout(timer);
+    }
+    say(servingLine(member, child));
+  }
+
+  /** From now on an exit is reported and handled; throws if a process exited before. */
+  supervise(): void {
+    if (this.#failure !== undefined) throw this.#failure;
+    this.#supervising = true;
+  }
+
+  /** Cancels pending restarts; no process is spawned from now on and exits are not reported. */
+  stopRestarts(): void {
+    this.#stopping = true;
+    for (const member of this.#members) {
+      clearTimeout(member.restartTimer);
+      member.restartTimer = undefined;
+    }
+  }
+
+  /** Stops every process in reverse start order (gateway, placement, then the kvnodes). */
+  async stop(): Promise<void> {
+    this.stopRestarts();
+    for (const member of [...this.#members].reverse()) {
+      if (member.child !== undefined) await stopChild(member.child);
+    }
+  }
+
+  /** Spawns a run of `member`; undefined when dev is stopping. */
+  async #spawn(member: Member): Promise<Child | undefined> {
+    const file = await Deno.open(member.outputFile, { append: true, create: true });
+    // Checked after the last await, so no process is spawned once stopping has begun.
+    if (this.#stopping) {
+      file.close();
+      return undefined;
+    }
+    let child: Child;
+    try {
+      child = spawnChild(member, file);
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    member.child = child;
+    child.exited
+      .then((status) => this.#onExit(member, child, status))
+      .catch((error) => say(`Cannot handle the exit of ${member.name}: ${errorMessage(error)}`));
+    return child;
+  }
+
+  async #onExit(member: Member, child: Child, status: Deno.CommandStatus): Promise<void> {
+    child.status = status;
+    await child.process.stdin.close().catch(() => {});
+    await child.outputDone;
+    if (this.#stopping) return;
+    if (!this.#supervising) {
+      this.#failure ??= new Error(
+        `${member.name} exited while starting (${describeExit(status)}; all of its output is ` +
+          `in ${member.outputFile}):\n${child.output.slice(-OUTPUT_QUOTE_CHARS_MAX)}`,
+      );
+      this.#startupFailed.reject(this.#failure);
+      return;
+    }
+    reportExit(member, child, status);
+    if (!this.#restart) {
+      say(`${member.name} stays down (--no-restart); the other processes keep running`);
+      return;
+    }
+    if (Date.now() - child.startedAtMs >= RESTART_STABLE_MS) {
+      member.restartDelayMs = RESTART_DELAY_MS_MIN;
+    }
+    this.#scheduleRestart(member);
+  }
+
+  #scheduleRestart(member: Member): void {
+    const delayMs = member.restartDelayMs;
+    member.restartDelayMs = Math.min(2 * delayMs, RESTART_DELAY_MS_MAX);
+    say(`restarting ${member.name} in ${delayMs / 1000} s`);
+    member.restartTimer = setTimeout(() => {
+      member.restartTimer = undefined;
+      this.#restartNow(member);
+    }, delayMs);
+  }
+
+  async #restartNow(member: Member): Promise<void> {
+    let child: Child | undefined;
+    try {
+      child = await this.#spawn(member);
+    } catch (error) {
+      // An environment failure (e.g. the output file cannot be opened): try again later.
+      say(`Cannot restart ${member.name}: ${errorMessage(error)}`);
+      if (!this.#stopping) this.#scheduleRestart(member);
+      return;
+    }
+    if (child === undefined) return;
+    say(`restarted ${member.name} (pid ${child.pid})`);
+    const restarted = child;
+    restarted.ready.then(() => {
+      if (!this.#stopping && restarted.status === undefined) {
+        say(`${member.name} serves again: ${servingLine(member, restarted)}`);
+      }
+    });
+  }
+}
+
+/** The line in which a run said it serves, for messages. */
+function servingLine(member: Member, child: Child): string {
+  return child.output.trim().split("\n").find((l) => /serving on/.test(l)) ??
+    `${member.name} serves`;
+}
+
+/** `exit code 1` or `killed by SIGKILL`. */
+function describeExit(status: Deno.CommandStatus): string {
+  return status.signal === null ? `exit code ${status.code}` : `killed by ${status.signal}`;
+}
+
+/** Says that a supervised process exited and, unless it exited cleanly, what it printed last. */
+function reportExit(member: Member, child: Child, status: Deno.CommandStatus): void {
+  say(`${member.name} exited (pid ${child.pid}, ${describeExit(status)})`);
+  if (status.success) return;
+  const text = child.output.slice(-OUTPUT_QUOTE_CHARS_MAX).trimEnd();
+  if (text === "") {
+    say(`${member.name} printed nothing before it exited (its output file: ${member.outputFile})`);
+    return;
+  }
+  say(`the last lines of ${member.outputFile}:`);
+  for (const line of text.split("\n").slice(-EXIT_QUOTE_LINES_MAX)) console.log(`  | ${line}`);
+}
+
+/** Spawns one run of `member`, appending everything it prints to `file` (which it closes). */
+function spawnChild(member: Member, file: Deno.FsFile): Child {
+  const { spec } = member;
   const process = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -266,37 +584,60 @@ async function startService(config: Config, children: Child[], spec: ServiceSpec
     stderr: "piped",
   }).spawn();
   const outputDone = Promise.withResolvers<void>();
+  const ready = Promise.withResolvers<void>();
+  let isReady = false;
   const child: Child = {
-    name: `${spec.service} :${spec.port}`,
-    service: spec.service,
-    address: `${spec.host}:${spec.port}`,
-    port: spec.port,
     process,
+    pid: process.pid,
+    startedAtMs: Date.now(),
     exited: process.status,
-    outputFile,
+    status: undefined,
+    ready: ready.promise,
     outputDone: outputDone.promise,
     output: "",
   };
-  const recorder = outputRecorder(outputFile, file);
+  const recorder = outputRecorder(member.outputFile, file);
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder();
     for await (const chunk of stream) {
       recorder.write(chunk);
       child.output += decoder.decode(chunk, { stream: true });
+      if (!isReady && spec.ready.test(child.output)) {
+        isReady = true;
+        ready.resolve();
+      }
       if (child.output.length > 2 * OUTPUT_TAIL_CHARS_MAX) {
         child.output = child.output.slice(-OUTPUT_TAIL_CHARS_MAX);
       }
     }
   };
   Promise.all([pump(process.stdout), pump(process.stderr)])
-    .catch((error) => say(`Cannot read the output of ${child.name}: ${error}`))
+    .catch((error) => say(`Cannot read the output of ${member.name}: ${error}`))
     .finally(() => {
       file.close();
       outputDone.resolve();
     });
-  children.push(child);
-  await waitForOutput(child, spec.ready, START_TIMEOUT_MS);
-  say(child.output.trim().split("\n").find((l) => /serving on/.test(l)) ?? `${child.name} serves`);
+  return child;
+}
+
+/** Stops one run: SIGTERM, then SIGKILL after {@linkcode STOP_TIMEOUT_MS}; waits for its output. */
+async function stopChild(child: Child): Promise<void> {
+  try {
+    child.process.kill("SIGTERM");
+  } catch {
+    // Already gone.
+  }
+  const timer = setTimeout(() => {
+    try {
+      child.process.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, STOP_TIMEOUT_MS);
+  await child.exited;
+  clearTimeout(timer);
+  await child.process.stdin.close().catch(() => {});
+  await child.outputDone;
 }
 
 /**
@@ -315,50 +656,10 @@ function outputRecorder(path: string, file: Deno.FsFile): { write(bytes: Uint8Ar
         }
       } catch (error) {
         failed = true;
-        say(`Cannot write "${path}": ${error instanceof Error ? error.message : String(error)}`);
+        say(`Cannot write "${path}": ${errorMessage(error)}`);
       }
     },
   };
-}
-
-/** Starts the kvnodes (in parallel) and waits until each serves. */
-async function startKvNodes(
-  config: Config,
-  args: string[],
-  children: Child[],
-  count: number,
-): Promise<void> {
-  await Promise.all(Array.from({ length: count }, (_, i) => {
-    const port = kvnodePort(config, i);
-    return startService(config, children, {
-      service: "kvnode",
-      host: config.kvnode.host,
-      port,
-      script: "../services/kvnode/main.ts",
-      permissions: KVNODE_PERMISSIONS,
-      args: [...args, `--kvnode.port=${port}`],
-      ready: /serving on/,
-    });
-  }));
-}
-
-async function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): Promise<void> {
-  let exited = false;
-  child.exited.then(() => (exited = true));
-  const deadline = Date.now() + timeoutMs;
-  while (!pattern.test(child.output)) {
-    if (exited) {
-      await child.outputDone;
-      throw new Error(
-        `${child.name} exited while starting (all of its output is in ${child.outputFile}):\n` +
-          child.output.slice(-OUTPUT_QUOTE_CHARS_MAX),
-      );
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`${child.name} did not start within ${timeoutMs} ms`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 function adminClient(config: Config, address: string): GrpcClient<typeof NodeAdminService> {
@@ -381,8 +682,8 @@ interface ClusterView {
 }
 
 /** Polls the kvnodes (bounded, 60 s) until every shard has a leader. */
-async function waitForLeaders(config: Config, kvnodes: readonly Child[]): Promise<ClusterView> {
-  const admins = kvnodes.map((child) => adminClient(config, child.address));
+async function waitForLeaders(config: Config, kvnodes: readonly Member[]): Promise<ClusterView> {
+  const admins = kvnodes.map((member) => adminClient(config, member.address));
   try {
     const deadline = Date.now() + 60_000;
     let statuses: NodeStatusResponse[] = [];
@@ -404,36 +705,34 @@ async function waitForLeaders(config: Config, kvnodes: readonly Child[]): Promis
   }
 }
 
-/** The processes of the running cluster. */
+/** The processes of the running cluster and what its kvnodes report. */
 interface Cluster {
   readonly zk: ZooKeeperServer;
-  readonly children: readonly Child[];
+  readonly members: readonly Member[];
+  /** The kvnodes, in the order of `view.statuses`. */
+  readonly kvnodes: readonly Member[];
+  readonly view: ClusterView;
 }
 
-/**
- * Waits (bounded) for every shard to have a leader, then prints a table of the processes, where
- * the logs are and the `tinykv` commands to try.
- */
-async function printStatus(config: Config, { zk, children }: Cluster): Promise<void> {
-  const kvnodes = children.filter((c) => c.service === "kvnode")
-    .sort((a, b) => a.port - b.port);
-  const { statuses, leaders } = await waitForLeaders(config, kvnodes);
+/** Prints a table of the processes, where the logs are and the `tinykv` commands to try. */
+function printStatus(config: Config, { zk, members, kvnodes, view }: Cluster): void {
+  const { statuses, leaders } = view;
   const statusPage = `http://${config.placement.host}:${config.placement.http_port}/`;
   const rows: Array<[string, string, number, string]> = [
     ["ZooKeeper", zk.connectString, zk.pid, `data in ${zk.dataDir}`],
   ];
   for (const service of ["placement", "gateway"]) {
-    const child = children.find((c) => c.service === service);
-    if (child === undefined) continue;
+    const member = members.find((m) => m.spec.service === service);
+    if (member?.child === undefined) continue;
     const detail = service === "placement"
       ? `status page ${statusPage}`
       : "client API (gRPC tinykv.v1.KV)";
-    rows.push([service, child.address, child.process.pid, detail]);
+    rows.push([service, member.address, member.child.pid, detail]);
   }
   for (const [i, status] of statuses.entries()) {
     const leads = [...leaders.values()].filter((n) => n === status.nodeId).length;
     const detail = `node ${status.nodeId}: ${status.replicas.length} replicas, leads ${leads}`;
-    rows.push(["kvnode", kvnodes[i].address, kvnodes[i].process.pid, detail]);
+    rows.push(["kvnode", kvnodes[i].address, kvnodes[i].child?.pid ?? 0, detail]);
   }
   console.log("");
   console.log(`  ${"service".padEnd(10)} ${"address".padEnd(16)} ${"pid".padStart(7)}  details`);
@@ -468,28 +767,6 @@ function cliCommands(config: Config): string[] {
     `deno task tinykv${admin} status`,
     "deno task tinykv --help",
   ];
-}
-
-/** Stops the children in reverse start order (gateway, placement, then the kvnodes). */
-async function stopChildren(children: Child[]): Promise<void> {
-  for (const child of [...children].reverse()) {
-    try {
-      child.process.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.process.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, 10_000);
-    await child.exited;
-    clearTimeout(timer);
-    await child.process.stdin.close().catch(() => {});
-    await child.outputDone;
-  }
 }
 
 if (import.meta.main) {
