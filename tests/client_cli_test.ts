@@ -4,7 +4,8 @@
 // a mutation whose answer was lost (a proxy gateway applies it, then reports DEADLINE_EXCEEDED)
 // being retried on the next endpoint with the same (client_id, seq) and applied once, failover
 // when a gateway is killed under load, and the CLI as a subprocess with the permissions its task
-// grants: each command in human and --json output, and the documented exit codes.
+// grants: each command in human and --json output, the documented exit codes, and a VALUE of "-"
+// read from stdin (a 1 MiB value, one byte over the server's limit, binary and hex text).
 import { type CliRun, runCli } from "./_harness/cli.ts";
 import assert from "node:assert/strict";
 import { bytes, text, TinyKvClient, TinyKvError } from "@tinykv/client";
@@ -22,6 +23,23 @@ import { KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 
 function cli(endpoint: string, ...args: string[]): Promise<CliRun> {
   return runCli(["--endpoint", endpoint, ...args]);
+}
+
+/** Runs the CLI with `stdin` as its standard input. */
+function cliStdin(endpoint: string, stdin: Uint8Array, ...args: string[]): Promise<CliRun> {
+  return runCli(["--endpoint", endpoint, ...args], { stdin });
+}
+
+/** The default `storage.value_bytes_max` of the gateway: 1 MiB. */
+const VALUE_BYTES_MAX_DEFAULT = 1024 * 1024;
+
+/** `length` lowercase letters in a pattern that does not repeat every few bytes. */
+function letters(length: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => 97 + ((i * 7919 + (i >> 10) + seed) % 26));
+}
+
+function hexOf(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function expectCli(run: CliRun, code: number, stdout?: string | RegExp): void {
@@ -263,6 +281,112 @@ Deno.test("client and CLI against a real cluster", async (t) => {
       const invalid = await json(3, "get", "");
       assert.equal(invalid.error.code, "invalidArgument");
       assert.match(invalid.error.message, /key/);
+    });
+
+    await t.step("cli: a VALUE of - is read from stdin, byte for byte", async () => {
+      // A 1 MiB value of ASCII letters prints as text, so stdout compares with one string.
+      const big = letters(VALUE_BYTES_MAX_DEFAULT, 0);
+      const bigText = new TextDecoder().decode(big);
+      expectCli(await cliStdin(at, big, "put", "cli-big", "-"), 0, "OK\n");
+      expectCli(await cli(at, "get", "cli-big"), 0, `${bigText}\n`);
+
+      const over = await cliStdin(
+        at,
+        letters(VALUE_BYTES_MAX_DEFAULT + 1, 1),
+        "put",
+        "cli-big",
+        "-",
+      );
+      expectCli(over, 3, "");
+      assert.match(over.stderr, /^error: invalidArgument: .*1048577 bytes.*1048576/);
+      // Over the client library's default message bound (4 MiB): the server still decides.
+      const huge = await cliStdin(
+        at,
+        new Uint8Array(5 * VALUE_BYTES_MAX_DEFAULT),
+        "put",
+        "cli-big",
+        "-",
+      );
+      expectCli(huge, 3, "");
+      assert.match(huge.stderr, /^error: invalidArgument: .*5242880 bytes.*1048576/);
+      expectCli(await cli(at, "get", "cli-big"), 0, `${bigText}\n`);
+
+      // Every byte value, and a trailing newline that must not be trimmed.
+      const binary = Uint8Array.from({ length: 257 }, (_, i) => i < 256 ? i : 0x0a);
+      expectCli(await cliStdin(at, binary, "put", "cli-bin", "-"), 0, "OK\n");
+      expectCli(await cli(at, "--hex", "get", hexOf(bytes("cli-bin"))), 0, `${hexOf(binary)}\n`);
+      // With --hex, stdin is hex text: line breaks (as xxd -p writes them) and case do not matter.
+      const hexText = hexOf(binary).toUpperCase().replace(/.{60}/g, "$&\n") + "\n";
+      expectCli(
+        await cliStdin(at, bytes(hexText), "--hex", "put", hexOf(bytes("cli-hex")), "-"),
+        0,
+      );
+      expectCli(await cli(at, "--hex", "get", hexOf(bytes("cli-hex"))), 0, `${hexOf(binary)}\n`);
+
+      expectCli(await cli(at, "put", "cli-app", "start:"), 0, "OK\n");
+      expectCli(await cliStdin(at, bytes("more\n"), "append", "cli-app", "-"), 0, "11\n");
+      expectCli(await cli(at, "get", "cli-app"), 0, "start:more\n\n");
+      // A KEY of "-" is the key "-", not stdin.
+      expectCli(await cliStdin(at, bytes("dash"), "put", "-", "-"), 0, "OK\n");
+      expectCli(await cli(at, "get", "--", "-"), 0, "dash\n");
+    });
+
+    await t.step("cli: cas reads --expected or --value from stdin, not both", async () => {
+      const multiline = bytes("line 1\nline 2\n");
+      expectCli(await cliStdin(at, multiline, "cas", "cli-c", "--absent", "--value", "-"), 0);
+      expectCli(await cli(at, "get", "cli-c"), 0, "line 1\nline 2\n\n");
+      const miss = await cliStdin(
+        at,
+        bytes("line 1\n"),
+        "cas",
+        "cli-c",
+        "--expected",
+        "-",
+        "--delete",
+      );
+      expectCli(miss, 1, "");
+      assert.match(miss.stderr, /not swapped: current value is line 1\nline 2\n/);
+      expectCli(
+        await cliStdin(at, multiline, "cas", "cli-c", "--expected", "-", "--value", "v2"),
+        0,
+        "OK\n",
+      );
+      expectCli(await cli(at, "get", "cli-c"), 0, "v2\n");
+      // One 1 MiB value: the expected one, from stdin.
+      const big = letters(VALUE_BYTES_MAX_DEFAULT, 0);
+      expectCli(
+        await cliStdin(at, big, "cas", "cli-big", "--expected=-", "--value", "small"),
+        0,
+        "OK\n",
+      );
+      expectCli(await cli(at, "get", "cli-big"), 0, "small\n");
+
+      const both = await cliStdin(
+        at,
+        bytes("v2"),
+        "cas",
+        "cli-c",
+        "--expected",
+        "-",
+        "--value",
+        "-",
+      );
+      expectCli(both, 2, "");
+      assert.match(both.stderr, /^error: Command "cas" reads stdin once: .*\n\nUsage: /);
+      expectCli(await cli(at, "get", "cli-c"), 0, "v2\n");
+    });
+
+    await t.step("cli: stdin over 64 MiB is refused before anything is sent", async () => {
+      const over = await cliStdin(at, new Uint8Array(64 * 1024 * 1024 + 1), "put", "cli-c", "-");
+      expectCli(over, 2, "");
+      assert.match(
+        over.stderr,
+        /^error: Cannot read stdin for "-": it has more than 67108864 bytes/,
+      );
+      const notHex = await cliStdin(at, bytes("12 3"), "--hex", "put", "00", "-");
+      expectCli(notHex, 2, "");
+      assert.match(notHex.stderr, /not hex \(--hex\).*odd count of digits \(3\)/);
+      expectCli(await cli(at, "get", "cli-c"), 0, "v2\n");
     });
 
     await t.step(

@@ -6,7 +6,8 @@
  *
  * Permissions: `--allow-net` (the gateways of `--endpoint`, the placement instances of
  * `--placement`, and for `status` the kvnodes placement lists) and `--allow-env` for grpc-js's
- * `GRPC_*` and proxy variables. Checking whether stdout is a terminal needs none.
+ * `GRPC_*` and proxy variables. Checking whether stdout is a terminal, and reading a VALUE of `-`
+ * from stdin (`tools/tinykv/stdin.ts`), need none.
  *
  * @module
  */
@@ -18,11 +19,24 @@ import {
   runAdmin,
 } from "./tinykv/admin.ts";
 import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
+import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
+import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
 
 export { EXIT };
 
 const ENDPOINT_DEFAULT = "127.0.0.1:7700";
 const SCAN_PAGE_SIZE = 1000;
+/** The VALUE that means "read the value from stdin". */
+const STDIN_ARG = "-";
+const STDIN_MIB = STDIN_VALUE_BYTES_MAX / (1024 * 1024);
+/**
+ * The largest gRPC message the CLI sends or receives: a value as large as a server may allow
+ * (`STDIN_VALUE_BYTES_MAX`, the schema's maximum `storage.value_bytes_max`) plus its key, a second
+ * value given as an argument (Linux caps one argument at 128 KiB) and framing. The server's
+ * limits then decide, and name themselves; the client's default of 4 MiB refused larger values
+ * on the client with RESOURCE_EXHAUSTED, even where the server would take them.
+ */
+const MESSAGE_BYTES_MAX = STDIN_VALUE_BYTES_MAX + 1024 * 1024;
 
 /** The usage text of `tinykv --help`. */
 export const USAGE = `tinykv: read and write a TinyKV cluster through its gateways, and administer
@@ -30,10 +44,10 @@ it through placement
 
 Usage:
   tinykv [flags] get KEY
-  tinykv [flags] put KEY VALUE
+  tinykv [flags] put KEY (VALUE | -)
   tinykv [flags] del KEY
-  tinykv [flags] append KEY VALUE
-  tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)
+  tinykv [flags] append KEY (VALUE | -)
+  tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)   (V may be -)
   tinykv [flags] scan [--start S] [--end E] [--limit N]
   tinykv [flags] status
   tinykv [flags] rebalance [--dry-run]
@@ -54,6 +68,15 @@ Flags (anywhere on the line; "--" ends flags, so later words may start with "-")
   --hex                 KEY, VALUE and the values of --expected/--value/--start/--end are hex,
                         and human output prints keys and values as hex
   -h, --help            show this help
+
+Values from stdin:
+  A VALUE of "-" (of put or append, or as --expected or --value of cas; one per command) is
+  read from stdin: all of it, as raw bytes, so binary passes byte for byte and a trailing
+  newline is part of the value (use printf, not echo, to leave it out). At most ${STDIN_MIB} MiB
+  is read; the server refuses a value over its own limit (storage.value_bytes_max, default
+  1 MiB). With --hex, stdin holds hex text, and whitespace in it is ignored (xxd -p output
+  works). A KEY, --start or --end of "-" is the key "-"; to store the value "-" itself, use
+  --hex and 2d.
 
 Output:
   get     the value, then a newline
@@ -99,7 +122,8 @@ Admin output:
 Exit codes:
   0  success
   1  get: the key does not exist; cas: the comparison did not match (nothing changed)
-  2  usage error (bad command, flag or argument)
+  2  usage error (bad command, flag or argument; or for a VALUE of "-", a stdin that cannot be
+     read, is over ${STDIN_MIB} MiB, or with --hex is not hex)
   3  the server rejected the request as invalid (INVALID_ARGUMENT, e.g. an empty key, an unknown
      shard or node)
   4  retryable failure: UNAVAILABLE, DEADLINE_EXCEEDED (a write's outcome is then unknown) or
@@ -111,12 +135,18 @@ Exit codes:
 
 const COMMAND_USAGE: Record<string, string> = {
   get: "tinykv [flags] get KEY\n  Prints the value of KEY (linearizable read). Exit 1 when absent.",
-  put: "tinykv [flags] put KEY VALUE\n  Sets KEY to VALUE (an empty VALUE is allowed).",
+  put: "tinykv [flags] put KEY (VALUE | -)\n" +
+    "  Sets KEY to VALUE (an empty VALUE is allowed). With -, VALUE is all of stdin, byte for\n" +
+    '  byte (hex text with --hex). A KEY of "-" is the key "-".',
   del: 'tinykv [flags] del KEY\n  Removes KEY; prints "deleted" or "not found".',
-  append: "tinykv [flags] append KEY VALUE\n  Appends VALUE to KEY's value; prints the new length.",
+  append: "tinykv [flags] append KEY (VALUE | -)\n" +
+    "  Appends VALUE to KEY's value; prints the new length. With -, VALUE is all of stdin,\n" +
+    "  byte for byte (hex text with --hex).",
   cas: "tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)\n" +
     "  Sets KEY to V (or deletes it) only when it holds --expected (or is absent).\n" +
-    "  Exit 1 when the comparison does not match; the current value goes to stderr.",
+    "  Exit 1 when the comparison does not match; the current value goes to stderr.\n" +
+    "  A V of - is all of stdin, byte for byte (hex text with --hex): --expected - or\n" +
+    "  --value -, not both.",
   scan: "tinykv [flags] scan [--start S] [--end E] [--limit N]\n" +
     "  Lists keys in [S, E) in byte order as KEY<TAB>VALUE lines. Without --limit, every key;\n" +
     "  with --limit N (1 to 10000), one page and the key to continue from on stderr.",
@@ -135,19 +165,26 @@ const COMMAND_USAGE: Record<string, string> = {
 
 const ADMIN_COMMANDS = new Set(["status", "rebalance", "move", "transfer-leader", "drain"]);
 
-/** A parsed command line. */
-type Command =
+/** A value given as {@linkcode STDIN_ARG} on the command line, to read once parsing succeeded. */
+const FROM_STDIN = Symbol("fromStdin");
+type ValueArg = Uint8Array | typeof FROM_STDIN;
+
+/**
+ * A command line. `V` holds its values: as parsed, {@linkcode ValueArg} (a `-` not read yet);
+ * to run, bytes.
+ */
+type Command<V = Uint8Array> =
   | { kind: "help"; text: string }
   | { kind: "admin"; admin: AdminCommand }
   | { kind: "get"; key: Uint8Array }
-  | { kind: "put"; key: Uint8Array; value: Uint8Array }
+  | { kind: "put"; key: Uint8Array; value: V }
   | { kind: "del"; key: Uint8Array }
-  | { kind: "append"; key: Uint8Array; value: Uint8Array }
+  | { kind: "append"; key: Uint8Array; value: V }
   | {
     kind: "cas";
     key: Uint8Array;
-    expected: Uint8Array | undefined;
-    value: Uint8Array | undefined;
+    expected: V | undefined;
+    value: V | undefined;
   }
   | { kind: "scan"; start?: Uint8Array; end?: Uint8Array; limit?: number };
 
@@ -272,7 +309,7 @@ function positiveInteger(flag: string, value: string, max: number): number {
   return n;
 }
 
-function parseCommand(flags: Flags): Command {
+function parseCommand(flags: Flags): Command<ValueArg> {
   const [name, ...rest] = flags.words;
   if (name === undefined) {
     if (flags.help) return { kind: "help", text: USAGE };
@@ -294,15 +331,14 @@ function parseCommand(flags: Flags): Command {
     );
   }
   if (ADMIN_COMMANDS.has(name)) return { kind: "admin", admin: parseAdmin(flags, name, rest) };
-  const arg = (word: string | undefined) => word === undefined ? undefined : decodeArg(flags, word);
-  const [key, value] = [arg(rest[0]), arg(rest[1])];
+  const key = rest[0] === undefined ? undefined : decodeArg(flags, rest[0]);
   switch (name) {
     case "get":
     case "del":
       return { kind: name, key: key! };
     case "put":
     case "append":
-      return { kind: name, key: key!, value: value! };
+      return { kind: name, key: key!, value: valueArg(flags, rest[1]) };
     case "cas":
       return parseCas(flags, key!);
     default:
@@ -364,7 +400,7 @@ function shardIdOf(word: string, command: string): number {
   return n;
 }
 
-function parseCas(flags: Flags, key: Uint8Array): Command {
+function parseCas(flags: Flags, key: Uint8Array): Command<ValueArg> {
   const named = flags.named;
   if (named.has("expected") === named.has("absent")) {
     throw new UsageError('Command "cas" needs exactly one of "--expected V" and "--absent"', "cas");
@@ -374,11 +410,17 @@ function parseCas(flags: Flags, key: Uint8Array): Command {
   }
   const expected = named.get("expected");
   const value = named.get("value");
+  if (expected === STDIN_ARG && value === STDIN_ARG) {
+    throw new UsageError(
+      'Command "cas" reads stdin once: "--expected -" and "--value -" cannot both be given',
+      "cas",
+    );
+  }
   return {
     kind: "cas",
     key,
-    expected: expected === undefined ? undefined : decodeArg(flags, expected),
-    value: value === undefined ? undefined : decodeArg(flags, value),
+    expected: expected === undefined ? undefined : valueArg(flags, expected),
+    value: value === undefined ? undefined : valueArg(flags, value),
   };
 }
 
@@ -399,14 +441,57 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 function decodeArg(flags: Flags, word: string): Uint8Array {
   if (!flags.hex) return encoder.encode(word);
-  if (!/^([0-9a-fA-F]{2})*$/.test(word)) {
+  const bytes = bytesOfHex(word);
+  if (bytes === undefined) {
     throw new UsageError(`Argument "${word}" is not hex: expected pairs of hex digits (--hex)`);
   }
-  return Uint8Array.from(word.match(/../g) ?? [], (pair) => parseInt(pair, 16));
+  return bytes;
 }
 
-function hexOf(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+/** A VALUE argument: {@linkcode FROM_STDIN} for `-`, else its bytes. Keys never come here. */
+function valueArg(flags: Flags, word: string): ValueArg {
+  return word === STDIN_ARG ? FROM_STDIN : decodeArg(flags, word);
+}
+
+/**
+ * Reads the value given as `-`, if any, from `stdin`. Parsing allows one `-` per command, and
+ * this reads stdin only for it. A stdin that cannot be read, is too long or is not hex (with
+ * --hex) is a usage error.
+ */
+async function readStdinArg(
+  command: Command<ValueArg>,
+  flags: Flags,
+  stdin: ByteReader,
+): Promise<Command> {
+  let reads = 0;
+  const fill = async (arg: ValueArg): Promise<Uint8Array> => {
+    if (arg !== FROM_STDIN) return arg;
+    if (++reads > 1) throw new Error(`Command "${command.kind}" read stdin twice`);
+    const read = await readStdinValue(stdin, { hex: flags.hex });
+    switch (read.kind) {
+      case "ok":
+        return read.value;
+      case "tooLong":
+      case "notHex":
+      case "unreadable":
+        throw new UsageError(read.message, command.kind);
+      default:
+        return read satisfies never;
+    }
+  };
+  switch (command.kind) {
+    case "put":
+    case "append":
+      return { ...command, value: await fill(command.value) };
+    case "cas":
+      return {
+        ...command,
+        expected: command.expected === undefined ? undefined : await fill(command.expected),
+        value: command.value === undefined ? undefined : await fill(command.value),
+      };
+    default:
+      return command;
+  }
 }
 
 function utf8Of(bytes: Uint8Array): string | undefined {
@@ -432,7 +517,7 @@ function jsonBytes(bytes: Uint8Array): string | { base64: string } {
   return { base64: btoa(binary) };
 }
 
-/** Where a command writes: stdout and stderr, as text lines. */
+/** Where a command writes (stdout and stderr, as text lines) and reads a `-` value from. */
 export interface Output {
   /** Writes `line` and a newline to stdout. */
   out(line: string): Promise<void>;
@@ -442,6 +527,8 @@ export interface Output {
   rewrite?(line: string): Promise<void>;
   /** Whether stdout is a terminal (then `drain` draws a progress bar). */
   terminal?: boolean;
+  /** Where a VALUE of `-` is read from; default `Deno.stdin`. */
+  stdin?: ByteReader;
 }
 
 /**
@@ -587,7 +674,7 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
   let command: Command;
   try {
     flags = parseFlags(args);
-    command = parseCommand(flags);
+    command = await readStdinArg(parseCommand(flags), flags, io.stdin ?? Deno.stdin);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     return await usageError(error, args.includes("--json"), io);
@@ -600,7 +687,11 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
     const options = { placements: flags.placements, timeoutMs: flags.timeoutMs, json: flags.json };
     return await runAdmin(command.admin, options, io);
   }
-  const client = TinyKvClient.connect({ endpoints: flags.endpoints, deadlineMs: flags.timeoutMs });
+  const client = TinyKvClient.connect({
+    endpoints: flags.endpoints,
+    deadlineMs: flags.timeoutMs,
+    maxMessageBytes: MESSAGE_BYTES_MAX,
+  });
   try {
     return await run(command, flags, client, io);
   } catch (error) {

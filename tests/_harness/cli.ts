@@ -15,23 +15,56 @@ export const CLI_PERMISSIONS = [
 
 /** What one CLI run returned. */
 export interface CliRun {
+  /** The exit code. */
   code: number;
+  /** Everything written to stdout, decoded as UTF-8. */
   stdout: string;
+  /** Everything written to stderr, decoded as UTF-8. */
   stderr: string;
 }
 
+/** Options of {@linkcode runCli}. */
+export interface RunCliOptions {
+  /** Bytes to write to the CLI's stdin, which is then closed; default: stdin is /dev/null. */
+  stdin?: Uint8Array;
+}
+
 /** Runs `tinykv ARGS…` to completion. */
-export async function runCli(args: readonly string[]): Promise<CliRun> {
-  const output = await new Deno.Command(Deno.execPath(), {
+export async function runCli(
+  args: readonly string[],
+  options: RunCliOptions = {},
+): Promise<CliRun> {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...CLI_PERMISSIONS, "tools/tinykv.ts", ...args],
     cwd: REPO_ROOT,
     env: { NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Fed while the output is collected, so neither side's pipe can fill up and block the other.
+  const [output] = await Promise.all([
+    child.output(),
+    options.stdin === undefined ? undefined : feed(child.stdin, options.stdin),
+  ]);
   const dec = new TextDecoder();
   return {
     code: output.code,
     stdout: dec.decode(output.stdout),
     stderr: dec.decode(output.stderr),
   };
+}
+
+/**
+ * Writes `bytes` to `stdin` and closes it. A CLI that exits without reading all of it (a usage
+ * error, or input over its bound) closes the pipe: that is its answer, not a harness failure.
+ */
+async function feed(stdin: WritableStream<Uint8Array>, bytes: Uint8Array): Promise<void> {
+  const writer = stdin.getWriter();
+  try {
+    await writer.write(bytes);
+    await writer.close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+  }
 }
