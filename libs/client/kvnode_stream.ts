@@ -27,9 +27,36 @@ export const BATCH_ITEMS_MAX_DEFAULT = 256;
 
 /** Options of a {@linkcode KvNodeStream}. */
 export interface KvNodeStreamOptions {
+  /** grpc-js's message bound, as the kvnode's. */
   readonly maxMessageBytes: number;
+  /** Requests waiting for answers (default {@linkcode STREAM_REQUESTS_MAX_DEFAULT}). */
   readonly requestsMax?: number;
+  /** Items per `BatchRequest` (default {@linkcode BATCH_ITEMS_MAX_DEFAULT}). */
   readonly batchItemsMax?: number;
+  /**
+   * Bytes per `BatchRequest`, estimated from the items' keys and values (default: half of
+   * `maxMessageBytes`). A batch holds at least one item; the config keeps every legal item well
+   * under this bound, so a batch never exceeds the gRPC message limit.
+   */
+  readonly batchBytesMax?: number;
+}
+
+/** Bytes an item takes besides its keys, values and client id (ids, framing), with room to spare. */
+const ITEM_OVERHEAD_BYTES = 64;
+
+/** An upper estimate of the bytes `item` takes in a `BatchRequest`. */
+export function requestItemBytes(item: RequestItem): number {
+  let bytes = ITEM_OVERHEAD_BYTES;
+  const mutation = item.put ?? item.delete ?? item.append ?? item.compareAndSwap;
+  if (mutation !== undefined) bytes += mutation.key.length + 3 * mutation.clientId.length;
+  if (item.put !== undefined) bytes += item.put.value.length;
+  if (item.append !== undefined) bytes += item.append.value.length;
+  if (item.compareAndSwap !== undefined) {
+    bytes += item.compareAndSwap.expected.length + item.compareAndSwap.value.length;
+  }
+  if (item.get !== undefined) bytes += item.get.key.length;
+  if (item.scan !== undefined) bytes += item.scan.start.length + item.scan.end.length;
+  return bytes;
 }
 
 interface Waiter {
@@ -88,17 +115,28 @@ export class KvNodeStream {
     this.#flushScheduled = false;
     if (this.#queued.length === 0 || this.#closed) return;
     const call = this.#stream();
-    const batchMax = this.#options.batchItemsMax ?? BATCH_ITEMS_MAX_DEFAULT;
+    const itemsMax = this.#options.batchItemsMax ?? BATCH_ITEMS_MAX_DEFAULT;
+    const bytesMax = this.#options.batchBytesMax ?? Math.floor(this.#options.maxMessageBytes / 2);
     const queued = this.#queued;
     this.#queued = [];
-    for (let i = 0; i < queued.length; i += batchMax) {
-      const items = queued.slice(i, i + batchMax);
+    let items: RequestItem[] = [];
+    let bytes = 0;
+    const write = () => {
       for (const item of items) {
         const waiter = this.#waiting.get(item.id);
         if (waiter !== undefined) waiter.sent = true;
       }
       call.write({ items });
+      items = [];
+      bytes = 0;
+    };
+    for (const item of queued) {
+      const size = requestItemBytes(item);
+      if (items.length > 0 && (items.length >= itemsMax || bytes + size > bytesMax)) write();
+      items.push(item);
+      bytes += size;
     }
+    if (items.length > 0) write();
   }
 
   #stream(): grpc.ClientDuplexStream<BatchRequest, BatchResponse> {

@@ -18,7 +18,7 @@ import { ItemFailure_Kind, type RequestItem, type ResponseItem } from "@tinykv/p
 import { shardById, type ShardEntry, shardForKey, shardId as toShardId } from "@tinykv/shard";
 import { backoffDelayMs } from "@tinykv/timer";
 import type { ClusterView } from "./cluster_view.ts";
-import { KvNodeStream } from "./kvnode_stream.ts";
+import { BATCH_ITEMS_MAX_DEFAULT, KvNodeStream } from "./kvnode_stream.ts";
 
 /** An operation as the router sends it: one of the `RequestItem` operation fields. */
 export type RouteOp = Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">;
@@ -37,6 +37,8 @@ export type RouteResult =
       | "internal";
     readonly message: string;
     readonly attempts: number;
+    /** Whether some attempt may have applied the request (one ended with an unknown outcome). */
+    readonly maybeApplied: boolean;
   };
 
 /** Options of a {@linkcode KvRouter}. */
@@ -50,6 +52,8 @@ export interface KvRouterOptions {
   readonly attemptTimeoutMsMax?: number;
   /** Randomness for backoff jitter. */
   readonly prng?: () => number;
+  /** Requests per `BatchRequest` to one kvnode (default {@linkcode BATCH_ITEMS_MAX_DEFAULT}). */
+  readonly batchItemsMax?: number;
 }
 
 const BACKOFF_MIN_MS_DEFAULT = 10;
@@ -146,11 +150,21 @@ export class KvRouter {
           await this.#pause(attempts, until);
           continue;
         default:
-          return { kind: finalKind(failure.kind), message: failure.message, attempts };
+          return {
+            kind: finalKind(failure.kind),
+            message: failure.message,
+            attempts,
+            maybeApplied,
+          };
       }
     }
     const message = `Request did not complete before its deadline: ${lastProblem}`;
-    return { kind: maybeApplied ? "deadlineExceeded" : "unavailable", message, attempts };
+    return {
+      kind: maybeApplied ? "deadlineExceeded" : "unavailable",
+      message,
+      attempts,
+      maybeApplied,
+    };
   }
 
   #shardFor(target: { readonly key: Uint8Array } | { readonly shardId: number }) {
@@ -199,7 +213,10 @@ export class KvRouter {
   #stream(address: string): KvNodeStream {
     let stream = this.#streams.get(address);
     if (stream === undefined) {
-      stream = new KvNodeStream(address, { maxMessageBytes: this.#options.maxMessageBytes });
+      stream = new KvNodeStream(address, {
+        maxMessageBytes: this.#options.maxMessageBytes,
+        batchItemsMax: this.#options.batchItemsMax ?? BATCH_ITEMS_MAX_DEFAULT,
+      });
       this.#streams.set(address, stream);
     }
     return stream;

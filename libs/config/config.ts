@@ -6,7 +6,19 @@
  */
 import { parse as parseToml, TomlError } from "smol-toml";
 import type { z } from "zod";
+import { commandBytesMax, KEY_BYTES_MAX } from "@tinykv/shard";
 import { type Config, CONFIG_SCHEMA, CONFIG_SPEC, keySpec } from "./schema.ts";
+
+/** Bytes a Raft batch keeps for framing besides one message's entries. */
+const RAFT_FRAMING_BYTES = 64 * 1024;
+
+/**
+ * The most bytes of entries one Raft message may carry under `maxMessageBytes`: half a gRPC
+ * message (the transport's batch bound) less {@linkcode RAFT_FRAMING_BYTES}.
+ */
+export function raftMessageRoom(maxMessageBytes: number): number {
+  return Math.floor(maxMessageBytes / 2) - RAFT_FRAMING_BYTES;
+}
 
 /** The outcome of loading a config: the config, or a message naming the source, key and problem. */
 export type LoadConfigResult =
@@ -158,13 +170,17 @@ function checkAcrossKeys(config: Config): string | undefined {
   if (gateway.request_timeout_ms > gateway.request_timeout_max_ms) {
     return `key "gateway.request_timeout_ms" must not exceed "gateway.request_timeout_max_ms" (${gateway.request_timeout_max_ms}): got ${gateway.request_timeout_ms}`;
   }
-  // A value must fit in one gRPC message with room for the key and framing.
-  const valueRoom = rpc_server.max_message_bytes - 64 * 1024;
-  if (storage.value_bytes_max > valueRoom) {
-    return `key "storage.value_bytes_max" must be at most ${valueRoom} (rpc_server.max_message_bytes less 64 KiB): got ${storage.value_bytes_max}`;
+  // Raft messages travel in batches of at most half a gRPC message (the transport's bound), and
+  // one Raft message must fit in a batch of its own: the largest command (a compare-and-swap of
+  // two values at the limit and a 4 KiB key), and an AppendEntries of message_bytes_max.
+  const room = raftMessageRoom(rpc_server.max_message_bytes);
+  const largest = commandBytesMax(storage.value_bytes_max);
+  if (largest > room) {
+    const valueMax = Math.floor((room - commandBytesMax(0)) / 2);
+    return `key "storage.value_bytes_max" must be at most ${valueMax}: its largest command (a compare-and-swap of two such values and a ${KEY_BYTES_MAX}-byte key, ${largest} bytes) must fit in one Raft message of at most ${room} bytes (half of "rpc_server.max_message_bytes" less 64 KiB): got ${storage.value_bytes_max}`;
   }
-  if (raft.message_bytes_max > rpc_server.max_message_bytes) {
-    return `key "raft.message_bytes_max" must not exceed "rpc_server.max_message_bytes" (${rpc_server.max_message_bytes}): got ${raft.message_bytes_max}`;
+  if (raft.message_bytes_max > room) {
+    return `key "raft.message_bytes_max" must be at most ${room} (half of "rpc_server.max_message_bytes" less 64 KiB): got ${raft.message_bytes_max}`;
   }
   return undefined;
 }

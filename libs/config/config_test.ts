@@ -2,7 +2,7 @@
 // kind of bad input (unknown key, wrong type, out of range, syntax, missing file, bad flag, rules
 // across keys). Files are served from memory through the injectable reader.
 import assert from "node:assert/strict";
-import { loadConfig, loadConfigFromArgs, splitConfigArgs } from "./config.ts";
+import { loadConfig, loadConfigFromArgs, raftMessageRoom, splitConfigArgs } from "./config.ts";
 
 const DEFAULT_CONFIG_PATH = new URL("../../default_config.toml", import.meta.url);
 
@@ -109,9 +109,9 @@ const BAD_FILES: Array<{ name: string; text: string; expect: RegExp }> = [
     expect: /key "raft\.heartbeat_ticks" must be less than "raft\.election_ticks" \(5\): got 5$/,
   },
   {
-    name: "a value limit larger than a gRPC message",
+    name: "a value limit whose largest command does not fit a Raft message",
     text: "[rpc_server]\nmax_message_bytes = 1048576\n[storage]\nvalue_bytes_max = 1048576\n",
-    expect: /key "storage\.value_bytes_max" must be at most 983040/,
+    expect: /key "storage\.value_bytes_max" must be at most 227136: its largest command/,
   },
 ];
 
@@ -129,7 +129,7 @@ Deno.test("loadConfig() names a missing file", () => {
 Deno.test("loadConfig() refuses a flag for an unknown key and a wrongly typed flag", () => {
   assert.match(
     errorOf(fromText("", [["kvnode.prt", "1"]])),
-    /^Cannot apply flag "--kvnode\.prt": unknown key "kvnode\.prt" \(known keys: kvnode\.host, kvnode\.port\)$/,
+    /^Cannot apply flag "--kvnode\.prt": unknown key "kvnode\.prt" \(known keys: kvnode\.host, kvnode\.port, kvnode\.session_ttl_ms\)$/,
   );
   assert.match(
     errorOf(fromText("", [["a.b.c", "1"]])),
@@ -168,4 +168,20 @@ Deno.test("loadConfigFromArgs() falls back to the default path", () => {
   assert.equal(result.kind, "ok");
   assert.deepEqual(seen, ["default.toml"]);
   assert.deepEqual(result.rest, ["--nodes", "3"]);
+});
+
+Deno.test("loadConfig() takes the largest value and Raft message that fit, and refuses one more", () => {
+  // With the default 8 MiB gRPC message a Raft message may carry 4 MiB less 64 KiB: 4,128,768
+  // bytes, so two values of 2,062,144 bytes, a 4 KiB key, a 128-byte client id and 256 bytes of
+  // framing fit exactly.
+  assert.equal(raftMessageRoom(8 * 1024 * 1024), 4_128_768);
+  const value = (n: number) => fromText(`[storage]\nvalue_bytes_max = ${n}\n`);
+  assert.equal(value(2_062_144).kind, "ok");
+  assert.match(
+    errorOf(value(2_062_145)),
+    /key "storage\.value_bytes_max" must be at most 2062144: .* got 2062145$/,
+  );
+  const raft = (n: number) => fromText(`[raft]\nmessage_bytes_max = ${n}\n`);
+  assert.equal(raft(4_128_768).kind, "ok");
+  assert.match(errorOf(raft(4_128_769)), /key "raft\.message_bytes_max" must be at most 4128768/);
 });

@@ -18,6 +18,7 @@ export {
   loadConfigFromArgs,
   type LoadConfigOptions,
   type LoadConfigResult,
+  raftMessageRoom,
   splitConfigArgs,
 } from "./config.ts";
 export { type Config, CONFIG_SPEC, type KeySpec, keySpec, type SectionName } from "./schema.ts";

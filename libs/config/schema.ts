@@ -120,6 +120,7 @@ export const CONFIG_SPEC = {
   kvnode: {
     host: text("127.0.0.1"),
     port: port(7901),
+    session_ttl_ms: integer(1000, 86_400_000, 600_000),
   },
 } as const satisfies Record<string, Record<string, KeySpec>>;
 

@@ -71,6 +71,7 @@ export {
   type RpcOutcome,
   type RpcResult,
   type RpcRetry,
+  STATUS_ORIGIN_TRAILER,
   STATUS_TABLE,
   type StatusRow,
   toServerError,

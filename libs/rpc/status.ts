@@ -31,22 +31,32 @@ export type RpcFailureKind =
  * `Key has 5000 bytes: the maximum is 4096 (KEY_BYTES_MAX)`.
  */
 export type RpcFailure =
-  /** Rejected before anything was proposed; the message names the field and the limit. */
-  | { kind: "invalidArgument"; message: string }
-  /** Definitely not applied (no leader found, never proposed). */
-  | { kind: "unavailable"; message: string }
-  /** Outcome unknown: proposed, but no answer in time. */
-  | { kind: "deadlineExceeded"; message: string }
-  /** The client's session expired: its old seqs can no longer be deduplicated. */
-  | { kind: "failedPrecondition"; message: string }
-  /** A bound was hit (too many pending proposals, message too large). */
-  | { kind: "resourceExhausted"; message: string }
-  /** A checksum failed. */
-  | { kind: "dataLoss"; message: string }
-  /** A broken invariant: a bug. */
-  | { kind: "internal"; message: string }
-  /** The caller cancelled the call; the outcome is unknown. */
-  | { kind: "cancelled"; message: string };
+  & (
+    /** Rejected before anything was proposed; the message names the field and the limit. */
+    | { kind: "invalidArgument"; message: string }
+    /** Definitely not applied (no leader found, never proposed). */
+    | { kind: "unavailable"; message: string }
+    /** Outcome unknown: proposed, but no answer in time. */
+    | { kind: "deadlineExceeded"; message: string }
+    /** The client's session expired: its old seqs can no longer be deduplicated. */
+    | { kind: "failedPrecondition"; message: string }
+    /** A bound was hit (too many pending proposals, message too large). */
+    | { kind: "resourceExhausted"; message: string }
+    /** A checksum failed. */
+    | { kind: "dataLoss"; message: string }
+    /** A broken invariant: a bug. */
+    | { kind: "internal"; message: string }
+    /** The caller cancelled the call; the outcome is unknown. */
+    | { kind: "cancelled"; message: string }
+  )
+  & {
+    /**
+     * Overrides the table's outcome when grpc-js, not a TinyKV server, produced the status and
+     * knows better: an UNAVAILABLE after the request may have left (a connection broke) is
+     * `unknown`; a message too large to send is `notApplied`.
+     */
+    outcome?: RpcOutcome;
+  };
 
 /** The outcome of an RPC handler or call: the response, or a typed failure. */
 export type RpcResult<T> = { kind: "ok"; response: T } | RpcFailure;
@@ -81,10 +91,11 @@ export interface StatusRow {
  * `resourceExhausted` and `internal` report an unknown outcome because grpc-js itself reports
  * them when a *response* is too large or unparsable, after the request was applied.
  *
- * `unavailable` is "not applied" as TinyKV servers use it (never proposed). A client should know
- * that grpc-js also reports UNAVAILABLE when a connection breaks after the request left; the
- * advice (retry with the same `(client_id, seq)`) is safe in both cases, which is why only the
- * retry column, not the outcome column, should drive a client's retries.
+ * `unavailable` is "not applied" as TinyKV servers use it (never proposed). grpc-js also reports
+ * UNAVAILABLE when a connection breaks after the request left: {@linkcode failureFromError} gives
+ * that one the outcome `unknown` (a TinyKV server's status carries
+ * {@linkcode STATUS_ORIGIN_TRAILER}), which {@linkcode outcomeOf} reports. The advice (retry with
+ * the same `(client_id, seq)`) is safe in both cases.
  */
 export const STATUS_TABLE: Readonly<Record<RpcFailureKind, StatusRow>> = {
   invalidArgument: { code: grpc.status.INVALID_ARGUMENT, outcome: "notApplied", retry: "never" },
@@ -166,16 +177,30 @@ export function failureFromError(error: unknown): RpcFailure {
         : error instanceof Error
         ? error.message
         : "";
-      return failureFromStatus({ code, details });
+      const failure = failureFromStatus({ code, details });
+      if (fromServer(error)) return failure;
+      if (failure.kind === "unavailable" && !NEVER_CONNECTED.test(details)) {
+        return { ...failure, outcome: "unknown" };
+      }
+      if (failure.kind === "resourceExhausted" && TOO_LARGE_TO_SEND.test(details)) {
+        return { ...failure, outcome: "notApplied" };
+      }
+      return failure;
     }
   }
   const message = error instanceof Error ? error.message : String(error);
   return rpcFailure("internal", `Unexpected error: ${message}`);
 }
 
+/** Whether a rejected call carries the trailer of a TinyKV server's status. */
+function fromServer(error: object): boolean {
+  if (!("metadata" in error) || !(error.metadata instanceof grpc.Metadata)) return false;
+  return error.metadata.get(STATUS_ORIGIN_TRAILER).length > 0;
+}
+
 /** Whether a request that ended with `failure` may have taken effect. */
 export function outcomeOf(failure: RpcFailure): RpcOutcome {
-  return STATUS_TABLE[failure.kind].outcome;
+  return failure.outcome ?? STATUS_TABLE[failure.kind].outcome;
 }
 
 /** What a caller should do after `failure`. */
@@ -200,8 +225,22 @@ export class RpcError extends Error {
   }
 }
 
-/** A grpc-js server error (an `Error` with `code` and `details`) for `failure`. */
+/**
+ * The trailer every status a TinyKV server sends carries (its failure kind), so that a client can
+ * tell a server's UNAVAILABLE (never applied) from one grpc-js makes up when a connection breaks
+ * (the request may have been applied).
+ */
+export const STATUS_ORIGIN_TRAILER = "tinykv-status";
+
+/** A grpc-js server error (an `Error` with `code`, `details` and the origin trailer) for `failure`. */
 export function toServerError(failure: RpcFailure): grpc.ServerErrorResponse {
   const { code, details } = failureToStatus(failure);
-  return Object.assign(new Error(details), { code, details });
+  const metadata = new grpc.Metadata();
+  metadata.set(STATUS_ORIGIN_TRAILER, failure.kind);
+  return Object.assign(new Error(details), { code, details, metadata });
 }
+
+/** grpc-js's words for an UNAVAILABLE before any request left: no connection was ever made. */
+const NEVER_CONNECTED = /^No connection established/;
+/** grpc-js's words for a request it refused to send: too large for the channel's bound. */
+const TOO_LARGE_TO_SEND = /^Attempted to send message with a size larger than/;

@@ -1,15 +1,42 @@
 /**
- * The size limits on keys and values (DESIGN.md, "Limits and bad input") and their checks.
+ * Every limit of a client request (DESIGN.md "Limits and bad input"), defined once, and the one
+ * check that enforces them. The gateway checks each call with {@linkcode checkRequest} before
+ * routing it, the kvnode checks each item with it before proposing or reading, and the state
+ * machine checks each command with it again when it applies (with the value limit the leader
+ * stamped into the command, so every replica decides alike). A rejection names the field and the
+ * limit, so the caller can answer `INVALID_ARGUMENT` with its message.
  *
  * @module
  */
+import { compareBytes } from "./bytes.ts";
 
 /** The fewest bytes a key may have: the empty key is not a key. */
 export const KEY_BYTES_MIN = 1;
 /** The most bytes a key may have (4 KiB). */
 export const KEY_BYTES_MAX = 4096;
-/** The default for the most bytes a value may have (1 MiB); a deployment may configure another. */
+/** The default for the most bytes a value may have (1 MiB); `storage.value_bytes_max` sets it. */
 export const VALUE_BYTES_MAX = 1024 * 1024;
+/** The longest `client_id`, in UTF-8 bytes. */
+export const CLIENT_ID_BYTES_MAX = 128;
+/** The most keys one scan may ask for. */
+export const SCAN_LIMIT_MAX = 10_000;
+/** Keys and values in one scan answer before it is cut (at least one pair is always returned). */
+export const SCAN_BYTES_MAX = 1024 * 1024;
+/**
+ * Bytes a stored command takes besides its key, its values and its client id: the protobuf
+ * framing of every field, the seqs and the leader's stamps, with room to spare.
+ */
+export const COMMAND_OVERHEAD_BYTES = 256;
+
+/**
+ * The most bytes one command can take in the Raft log when values may have `valueBytesMax` bytes:
+ * a compare-and-swap with a key of {@linkcode KEY_BYTES_MAX}, an `expected` and a `value` of the
+ * limit each, and the longest client id. Every message that carries a command must have room for
+ * this much (the config refuses a value limit for which it does not).
+ */
+export function commandBytesMax(valueBytesMax: number): number {
+  return KEY_BYTES_MAX + 2 * valueBytesMax + CLIENT_ID_BYTES_MAX + COMMAND_OVERHEAD_BYTES;
+}
 
 /**
  * The outcome of {@linkcode validateKey} and {@linkcode validateValue}. A rejection names the
@@ -21,7 +48,8 @@ export type SizeCheck =
   | { kind: "tooLong"; byteLength: number; limit: number; limitName: string; message: string };
 
 /**
- * Checks that `key` has {@linkcode KEY_BYTES_MIN} to {@linkcode KEY_BYTES_MAX} bytes.
+ * Checks that `key` has {@linkcode KEY_BYTES_MIN} to {@linkcode KEY_BYTES_MAX} bytes. `field`
+ * names the field in the message (default `key`).
  *
  * @example
  * ```ts
@@ -32,7 +60,7 @@ export type SizeCheck =
  * assert(result.kind === "tooShort");
  * ```
  */
-export function validateKey(key: Uint8Array): SizeCheck {
+export function validateKey(key: Uint8Array, field = "key"): SizeCheck {
   const byteLength = key.byteLength;
   if (byteLength < KEY_BYTES_MIN) {
     return {
@@ -40,7 +68,8 @@ export function validateKey(key: Uint8Array): SizeCheck {
       byteLength,
       limit: KEY_BYTES_MIN,
       limitName: "KEY_BYTES_MIN",
-      message: `Key has ${byteLength} bytes: the minimum is ${KEY_BYTES_MIN} (KEY_BYTES_MIN)`,
+      message: `Field "${field}" has ${byteLength} bytes: the minimum is ${KEY_BYTES_MIN} ` +
+        "(KEY_BYTES_MIN)",
     };
   }
   if (byteLength > KEY_BYTES_MAX) {
@@ -49,7 +78,8 @@ export function validateKey(key: Uint8Array): SizeCheck {
       byteLength,
       limit: KEY_BYTES_MAX,
       limitName: "KEY_BYTES_MAX",
-      message: `Key has ${byteLength} bytes: the maximum is ${KEY_BYTES_MAX} (KEY_BYTES_MAX)`,
+      message: `Field "${field}" has ${byteLength} bytes: the maximum is ${KEY_BYTES_MAX} ` +
+        "(KEY_BYTES_MAX)",
     };
   }
   return { kind: "ok" };
@@ -59,6 +89,8 @@ export function validateKey(key: Uint8Array): SizeCheck {
 export interface ValidateValueOptions {
   /** The most bytes a value may have; defaults to {@linkcode VALUE_BYTES_MAX}. */
   valueBytesMax?: number;
+  /** The field named in the message; default `value`. */
+  field?: string;
 }
 
 /**
@@ -72,15 +104,170 @@ export function validateValue(value: Uint8Array, options: ValidateValueOptions =
   if (!Number.isSafeInteger(limit) || limit < 0) {
     throw new RangeError(`Cannot use valueBytesMax ${limit}: expected a non-negative safe integer`);
   }
-  const byteLength = value.byteLength;
-  if (byteLength > limit) {
+  return checkLength(value.byteLength, limit, options.field ?? "value");
+}
+
+/**
+ * Checks that a value of `byteLength` bytes (an append's result, say) fits `valueBytesMax`;
+ * `field` names the field in the message.
+ */
+export function checkLength(byteLength: number, valueBytesMax: number, field: string): SizeCheck {
+  if (byteLength > valueBytesMax) {
     return {
       kind: "tooLong",
       byteLength,
-      limit,
-      limitName: "valueBytesMax",
-      message: `Value has ${byteLength} bytes: the maximum is ${limit} (valueBytesMax)`,
+      limit: valueBytesMax,
+      limitName: "storage.value_bytes_max",
+      message: `Field "${field}" has ${byteLength} bytes: the maximum is ${valueBytesMax} ` +
+        "(storage.value_bytes_max)",
     };
   }
   return { kind: "ok" };
+}
+
+/** The exactly-once fields of a mutation (DESIGN.md "Exactly-once with many requests in flight"). */
+export interface SessionFields {
+  readonly clientId: string;
+  readonly seq: number;
+  readonly ackSeq: number;
+}
+
+/** A mutation as it travels (the shapes of kv.proto's requests). */
+export interface MutationFields extends SessionFields {
+  readonly key: Uint8Array;
+}
+
+/** A scan's range and limit (kv.proto `ScanRequest`). */
+export interface ScanFields {
+  readonly start: Uint8Array;
+  readonly end: Uint8Array;
+  readonly limit: number;
+}
+
+/**
+ * One request as the client API and the kvnode data path carry it: exactly one operation field
+ * set (kv.proto's request messages; kvnode.proto's `RequestItem` has this shape).
+ */
+export interface RequestFields {
+  readonly get?: { readonly key: Uint8Array };
+  readonly put?: MutationFields & { readonly value: Uint8Array };
+  readonly delete?: MutationFields;
+  readonly append?: MutationFields & { readonly value: Uint8Array };
+  readonly compareAndSwap?: MutationFields & {
+    readonly expected: Uint8Array;
+    readonly value: Uint8Array;
+  };
+  readonly scan?: ScanFields;
+}
+
+/** Why a request breaks a limit: a message naming the field and the limit. */
+export interface LimitViolation {
+  readonly field: string;
+  readonly message: string;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Checks one request against every limit: exactly one operation; the key (1 B – 4 KiB); each value
+ * (`value`, `expected`) against `valueBytesMax`; the session fields; a scan's bounds and limit.
+ * Returns the first violation, or undefined when the request is within every limit.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkRequest } from "./key_limits.ts";
+ *
+ * const put = { key: new Uint8Array(4097), value: new Uint8Array(1), clientId: "", seq: 0, ackSeq: 0 };
+ * assert.equal(checkRequest({ put }, { valueBytesMax: 1024 })?.field, "key");
+ * ```
+ */
+export function checkRequest(
+  request: RequestFields,
+  limits: { readonly valueBytesMax: number },
+): LimitViolation | undefined {
+  const { get, put, delete: del, append, compareAndSwap: cas, scan } = request;
+  const present = [get, put, del, append, cas, scan].filter((op) => op !== undefined).length;
+  if (present !== 1) {
+    return { field: "op", message: `Request has ${present} operations: expected 1` };
+  }
+  if (scan !== undefined) return checkScan(scan);
+  if (get !== undefined) return violation(validateKey(get.key), "key");
+  const mutation = (put ?? del ?? append ?? cas)!;
+  const values: Array<[string, Uint8Array]> = cas !== undefined
+    ? [["expected", cas.expected], ["value", cas.value]]
+    : put !== undefined
+    ? [["value", put.value]]
+    : append !== undefined
+    ? [["value", append.value]]
+    : [];
+  return checkMutation(mutation, values, limits.valueBytesMax);
+}
+
+function checkMutation(
+  mutation: MutationFields,
+  values: ReadonlyArray<[string, Uint8Array]>,
+  valueBytesMax: number,
+): LimitViolation | undefined {
+  const key = violation(validateKey(mutation.key), "key");
+  if (key !== undefined) return key;
+  for (const [field, value] of values) {
+    const size = violation(validateValue(value, { valueBytesMax, field }), field);
+    if (size !== undefined) return size;
+  }
+  return checkSession(mutation);
+}
+
+/**
+ * Checks the exactly-once fields: no `client_id` means no `seq` and `ack_seq` (the gateway gives
+ * the request its own session); with one, `client_id` has at most {@linkcode CLIENT_ID_BYTES_MAX}
+ * bytes, `seq` is positive and `ack_seq` is below it.
+ */
+export function checkSession(fields: SessionFields): LimitViolation | undefined {
+  const { clientId, seq, ackSeq } = fields;
+  if (clientId === "") {
+    if (seq === 0 && ackSeq === 0) return undefined;
+    return { field: "client_id", message: 'Fields "seq" and "ack_seq" need a "client_id"' };
+  }
+  const idBytes = encoder.encode(clientId).length;
+  if (idBytes > CLIENT_ID_BYTES_MAX) {
+    return {
+      field: "client_id",
+      message: `Field "client_id" has ${idBytes} bytes: the maximum is ${CLIENT_ID_BYTES_MAX} ` +
+        "(CLIENT_ID_BYTES_MAX)",
+    };
+  }
+  if (!Number.isSafeInteger(seq) || seq <= 0 || !(ackSeq < seq)) {
+    return {
+      field: "seq",
+      message: `Field "seq" is ${seq} and "ack_seq" is ${ackSeq}: seq must be positive and ` +
+        "greater than ack_seq",
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Checks a scan: `limit` 1 to {@linkcode SCAN_LIMIT_MAX}; `start` (empty for the beginning) and
+ * `end` (empty for the end of the key space) at most {@linkcode KEY_BYTES_MAX} bytes each; and
+ * `start` not after a non-empty `end`.
+ */
+export function checkScan(scan: ScanFields): LimitViolation | undefined {
+  if (!Number.isSafeInteger(scan.limit) || scan.limit < 1 || scan.limit > SCAN_LIMIT_MAX) {
+    return {
+      field: "limit",
+      message: `Field "limit" is ${scan.limit}: expected 1 to ${SCAN_LIMIT_MAX} (SCAN_LIMIT_MAX)`,
+    };
+  }
+  for (const [field, bound] of [["start", scan.start], ["end", scan.end]] as const) {
+    if (bound.byteLength > KEY_BYTES_MAX) return violation(validateKey(bound, field), field);
+  }
+  if (scan.end.length > 0 && compareBytes(scan.start, scan.end) > 0) {
+    return { field: "start", message: 'Field "start" is after "end": expected start <= end' };
+  }
+  return undefined;
+}
+
+function violation(check: SizeCheck, field: string): LimitViolation | undefined {
+  return check.kind === "ok" ? undefined : { field, message: check.message };
 }

@@ -1,9 +1,13 @@
-// Checks the key and value size limits at and around each boundary.
+// Checks every request limit at the limit and one past it, and that a rejection names the field
+// and the limit.
 
 import assert from "node:assert/strict";
 import {
+  checkRequest,
+  CLIENT_ID_BYTES_MAX,
   KEY_BYTES_MAX,
   KEY_BYTES_MIN,
+  SCAN_LIMIT_MAX,
   validateKey,
   validateValue,
   VALUE_BYTES_MAX,
@@ -23,14 +27,14 @@ Deno.test("validateKey() accepts 1 to KEY_BYTES_MAX bytes and names the limit ot
     byteLength: 0,
     limit: 1,
     limitName: "KEY_BYTES_MIN",
-    message: "Key has 0 bytes: the minimum is 1 (KEY_BYTES_MIN)",
+    message: 'Field "key" has 0 bytes: the minimum is 1 (KEY_BYTES_MIN)',
   });
   assert.deepEqual(validateKey(new Uint8Array(KEY_BYTES_MAX + 1)), {
     kind: "tooLong",
     byteLength: 4097,
     limit: 4096,
     limitName: "KEY_BYTES_MAX",
-    message: "Key has 4097 bytes: the maximum is 4096 (KEY_BYTES_MAX)",
+    message: 'Field "key" has 4097 bytes: the maximum is 4096 (KEY_BYTES_MAX)',
   });
 });
 
@@ -49,12 +53,97 @@ Deno.test("validateValue() allows empty values and up to the configured limit", 
     kind: "tooLong",
     byteLength: 11,
     limit: 10,
-    limitName: "valueBytesMax",
-    message: "Value has 11 bytes: the maximum is 10 (valueBytesMax)",
+    limitName: "storage.value_bytes_max",
+    message: 'Field "value" has 11 bytes: the maximum is 10 (storage.value_bytes_max)',
   });
 });
 
 Deno.test("validateValue() rejects a nonsensical limit", () => {
   assert.throws(() => validateValue(new Uint8Array(0), { valueBytesMax: -1 }), RangeError);
   assert.throws(() => validateValue(new Uint8Array(0), { valueBytesMax: 1.5 }), RangeError);
+});
+
+const bytes = (n: number) => new Uint8Array(n).fill(7);
+const noSession = { clientId: "", seq: 0, ackSeq: 0 };
+const LIMITS = { valueBytesMax: 100 };
+
+/** The field a request is refused for, or "ok". */
+function refused(request: Parameters<typeof checkRequest>[0]): string {
+  return checkRequest(request, LIMITS)?.field ?? "ok";
+}
+
+Deno.test("checkRequest() takes every limit at the limit and refuses one past it", () => {
+  const key = bytes(KEY_BYTES_MAX);
+  const tooLongKey = bytes(KEY_BYTES_MAX + 1);
+  const cases: Array<[string, Parameters<typeof checkRequest>[0], string]> = [
+    ["get, longest key", { get: { key } }, "ok"],
+    ["get, key too long", { get: { key: tooLongKey } }, "key"],
+    ["get, empty key", { get: { key: bytes(0) } }, "key"],
+    ["put, largest value", { put: { key, value: bytes(100), ...noSession } }, "ok"],
+    ["put, value too long", { put: { key, value: bytes(101), ...noSession } }, "value"],
+    ["put, key too long", { put: { key: tooLongKey, value: bytes(1), ...noSession } }, "key"],
+    ["delete, longest key", { delete: { key, ...noSession } }, "ok"],
+    ["append, largest value", { append: { key, value: bytes(100), ...noSession } }, "ok"],
+    ["append, value too long", { append: { key, value: bytes(101), ...noSession } }, "value"],
+    [
+      "cas, largest expected and value",
+      { compareAndSwap: { key, expected: bytes(100), value: bytes(100), ...noSession } },
+      "ok",
+    ],
+    [
+      "cas, expected too long",
+      { compareAndSwap: { key, expected: bytes(101), value: bytes(1), ...noSession } },
+      "expected",
+    ],
+    [
+      "cas, value too long",
+      { compareAndSwap: { key, expected: bytes(1), value: bytes(101), ...noSession } },
+      "value",
+    ],
+    [
+      "longest client id",
+      { delete: { key, clientId: "c".repeat(CLIENT_ID_BYTES_MAX), seq: 1, ackSeq: 0 } },
+      "ok",
+    ],
+    [
+      "client id too long",
+      { delete: { key, clientId: "c".repeat(CLIENT_ID_BYTES_MAX + 1), seq: 1, ackSeq: 0 } },
+      "client_id",
+    ],
+    ["seq 0 with a client id", { delete: { key, clientId: "c", seq: 0, ackSeq: 0 } }, "seq"],
+    ["ack_seq not below seq", { delete: { key, clientId: "c", seq: 3, ackSeq: 3 } }, "seq"],
+    ["seq without a client id", { delete: { key, clientId: "", seq: 1, ackSeq: 0 } }, "client_id"],
+    ["scan, limit 1", { scan: { start: bytes(0), end: bytes(0), limit: 1 } }, "ok"],
+    ["scan, largest limit", { scan: { start: key, end: key, limit: SCAN_LIMIT_MAX } }, "ok"],
+    ["scan, limit 0", { scan: { start: bytes(0), end: bytes(0), limit: 0 } }, "limit"],
+    [
+      "scan, limit too large",
+      { scan: { start: bytes(0), end: bytes(0), limit: SCAN_LIMIT_MAX + 1 } },
+      "limit",
+    ],
+    ["scan, start too long", { scan: { start: tooLongKey, end: bytes(0), limit: 1 } }, "start"],
+    ["scan, end too long", { scan: { start: bytes(0), end: tooLongKey, limit: 1 } }, "end"],
+    [
+      "scan, start after end",
+      { scan: { start: new Uint8Array([2]), end: new Uint8Array([1]), limit: 1 } },
+      "start",
+    ],
+    ["no operation", {}, "op"],
+    ["two operations", { get: { key }, delete: { key, ...noSession } }, "op"],
+  ];
+  for (const [name, request, expected] of cases) {
+    assert.equal(refused(request), expected, name);
+  }
+});
+
+Deno.test("checkRequest() messages name the field and the limit", () => {
+  const violation = checkRequest({
+    compareAndSwap: { key: bytes(1), expected: bytes(1), value: bytes(101), ...noSession },
+  }, LIMITS);
+  assert.equal(
+    violation?.message,
+    'Field "value" has 101 bytes: the maximum is 100 (storage.value_bytes_max)',
+  );
+  const scan = checkRequest({ scan: { start: bytes(0), end: bytes(0), limit: 0 } }, LIMITS);
+  assert.equal(scan?.message, 'Field "limit" is 0: expected 1 to 10000 (SCAN_LIMIT_MAX)');
 });

@@ -17,7 +17,7 @@ import {
   type ScanRequest,
   type ScanResponse,
 } from "@tinykv/proto/tinykv/v1";
-import type { ClientSession, KvRouter, RouteOp, RouteResult } from "@tinykv/client";
+import { ClientSession, type KvRouter, type RouteOp, type RouteResult } from "@tinykv/client";
 import {
   bindService,
   type HandlerContext,
@@ -26,29 +26,57 @@ import {
   type RpcResult,
   type ServiceBinding,
 } from "@tinykv/rpc";
-import { compareBytes, validateKey, validateValue } from "@tinykv/shard";
-
-/** The most keys one scan may ask for. */
-export const SCAN_LIMIT_MAX = 10_000;
-/** Keys and values in one scan answer before it is cut (DESIGN.md "Scan"). */
-export const SCAN_BYTES_MAX = 1024 * 1024;
-/** The longest client id, in UTF-8 bytes (as kvnodes check it). */
-export const CLIENT_ID_BYTES_MAX = 128;
+import { checkRequest, compareBytes, type RequestFields, SCAN_BYTES_MAX } from "@tinykv/shard";
 
 /** Options of {@linkcode kvService}. */
 export interface KvServiceOptions {
   readonly router: KvRouter;
   /** The gateway's own session, for mutations that come without a `client_id`. */
-  readonly session: ClientSession;
+  readonly session: GatewaySession;
   /** The deadline of a call that sets none, and the longest deadline honoured. */
   readonly requestTimeoutMs: number;
   readonly requestTimeoutMsMax: number;
   readonly valueBytesMax: number;
   /** Counts calls in flight, so a graceful shutdown can wait for them. */
   readonly inFlight?: { count: number };
+  /** Where the gateway reports renewing its session. */
+  readonly log?: { info(msg: string, fields?: Record<string, unknown>): void };
 }
 
-const encoder = new TextEncoder();
+/**
+ * The gateway's own exactly-once session, for mutations sent without a `client_id`. A shard that
+ * saw none of its writes for a session TTL expires it; the gateway then starts a new one
+ * ({@linkcode renew}), so no client is stranded with FAILED_PRECONDITION it cannot act on.
+ */
+export class GatewaySession {
+  #current: ClientSession;
+  #renewals = 0;
+
+  constructor(first: ClientSession = new ClientSession()) {
+    this.#current = first;
+  }
+
+  /** The session new mutations use. */
+  get current(): ClientSession {
+    return this.#current;
+  }
+
+  /** How many times the session was renewed. */
+  get renewals(): number {
+    return this.#renewals;
+  }
+
+  /**
+   * Replaces `expired` by a new session, unless another call replaced it already. Mutations in
+   * flight on the old one finish on it.
+   */
+  renew(expired: ClientSession): boolean {
+    if (this.#current !== expired) return false;
+    this.#current = new ClientSession();
+    this.#renewals++;
+    return true;
+  }
+}
 
 /** The `KV` service of a gateway. */
 export function kvService(options: KvServiceOptions): ServiceBinding {
@@ -61,7 +89,7 @@ export function kvService(options: KvServiceOptions): ServiceBinding {
   return bindService(KVService, {
     Get: (request, context) =>
       track(async () => {
-        const bad = checkKey(request.key);
+        const bad = check({ get: request }, options);
         if (bad !== undefined) return bad;
         const result = await options.router.route({ key: request.key }, {
           get: { key: request.key, serializable: request.serializable },
@@ -70,19 +98,19 @@ export function kvService(options: KvServiceOptions): ServiceBinding {
       }),
     Put: (request, context) =>
       track(() =>
-        mutate(options, context, request, { value: request.value }, (session) => ({
+        mutate(options, context, { put: request }, (session) => ({
           put: { ...request, ...session },
         }), (item) => item.put as PutResponse)
       ),
     Delete: (request, context) =>
       track(() =>
-        mutate(options, context, request, {}, (session) => ({
+        mutate(options, context, { delete: request }, (session) => ({
           delete: { ...request, ...session },
         }), (item) => item.delete as DeleteResponse)
       ),
     Append: (request, context) =>
       track(() =>
-        mutate(options, context, request, { value: request.value }, (session) => ({
+        mutate(options, context, { append: request }, (session) => ({
           append: { ...request, ...session },
         }), (item) => item.append as AppendResponse)
       ),
@@ -91,13 +119,17 @@ export function kvService(options: KvServiceOptions): ServiceBinding {
         mutate(
           options,
           context,
-          request,
-          { value: request.value, expected: request.expected },
+          { compareAndSwap: request },
           (session) => ({ compareAndSwap: { ...request, ...session } }),
           (item) => item.compareAndSwap as CompareAndSwapResponse,
         )
       ),
-    Scan: (request, context) => track(() => scan(options, request, deadlineOf(context, options))),
+    Scan: (request, context) =>
+      track(async () => {
+        const bad = check({ scan: request }, options);
+        if (bad !== undefined) return bad;
+        return await scan(options, request, deadlineOf(context, options));
+      }),
   });
 }
 
@@ -107,40 +139,59 @@ type Session = { clientId: string; seq: number; ackSeq: number };
 async function mutate<T>(
   options: KvServiceOptions,
   context: HandlerContext,
-  request: { key: Uint8Array; clientId: string; seq: number; ackSeq: number },
-  values: Record<string, Uint8Array>,
+  fields: RequestFields,
   build: (session: Session) => RouteOp,
   pick: (item: NonNullable<Extract<RouteResult, { kind: "ok" }>["item"]>) => T,
 ): Promise<RpcResult<T>> {
-  const bad = checkKey(request.key) ?? checkValues(values, options.valueBytesMax) ??
-    checkSession(request);
+  const bad = check(fields, options);
   if (bad !== undefined) return bad;
-  let session: Session;
-  let own: number | undefined;
+  const request = (fields.put ?? fields.delete ?? fields.append ?? fields.compareAndSwap)!;
+  const deadlineMs = deadlineOf(context, options);
+  const target = { key: request.key };
   if (request.clientId !== "") {
-    session = { clientId: request.clientId, seq: request.seq, ackSeq: request.ackSeq };
-  } else {
-    const next = options.session.next();
+    const session = { clientId: request.clientId, seq: request.seq, ackSeq: request.ackSeq };
+    return answer(await options.router.route(target, build(session), deadlineMs), pick);
+  }
+  for (let renewed = false;; renewed = true) {
+    const session = options.session.current;
+    const next = session.next();
     if (next === undefined) {
       return rpcFailure(
         "resourceExhausted",
         "Gateway has too many mutations in flight: retry later",
       );
     }
-    session = { clientId: options.session.clientId, ...next };
-    own = next.seq;
-  }
-  try {
-    const result = await options.router.route(
-      { key: request.key },
-      build(session),
-      deadlineOf(context, options),
-    );
-    return answer(result, pick);
-  } finally {
-    // Past its deadline nobody retries this seq, so the gateway's session may acknowledge it: a
-    // late copy is then refused by the shard (seq <= ack_seq), never applied twice.
-    if (own !== undefined) options.session.answered(own);
+    let result: RouteResult;
+    try {
+      result = await options.router.route(
+        target,
+        build({ clientId: session.clientId, ...next }),
+        deadlineMs,
+      );
+    } finally {
+      // Past its deadline nobody retries this seq, so the gateway's session may acknowledge it:
+      // a late copy is then refused by the shard (seq <= ack_seq), never applied twice.
+      session.answered(next.seq);
+    }
+    if (result.kind !== "failedPrecondition") return answer(result, pick);
+    // A shard expired the gateway's own session: start a new one, which the caller cannot do.
+    if (options.session.renew(session)) {
+      options.log?.info("Renewed the gateway's session after a shard expired it", {
+        expired: session.clientId,
+        renewed: options.session.current.clientId,
+      });
+    }
+    if (result.maybeApplied) {
+      return rpcFailure(
+        "deadlineExceeded",
+        `Outcome unknown: an attempt may have applied the request before the gateway's ` +
+          `session expired (${result.message})`,
+      );
+    }
+    // Refused outright, so not applied: send it once more on the new session.
+    if (renewed) {
+      return rpcFailure("unavailable", `The gateway's new session was refused: ${result.message}`);
+    }
   }
 }
 
@@ -167,50 +218,10 @@ function deadlineOf(context: HandlerContext, options: KvServiceOptions): number 
   return Math.min(client, now + options.requestTimeoutMsMax);
 }
 
-function checkKey(key: Uint8Array): RpcResult<never> | undefined {
-  const size = validateKey(key);
-  return size.kind === "ok"
-    ? undefined
-    : rpcFailure("invalidArgument", `Field "key": ${size.message}`);
-}
-
-function checkValues(
-  values: Record<string, Uint8Array>,
-  valueBytesMax: number,
-): RpcResult<never> | undefined {
-  for (const [field, value] of Object.entries(values)) {
-    const size = validateValue(value, { valueBytesMax });
-    if (size.kind !== "ok") {
-      return rpcFailure("invalidArgument", `Field "${field}": ${size.message}`);
-    }
-  }
-  return undefined;
-}
-
-function checkSession(
-  request: { clientId: string; seq: number; ackSeq: number },
-): RpcResult<never> | undefined {
-  if (request.clientId === "") {
-    if (request.seq !== 0 || request.ackSeq !== 0) {
-      return rpcFailure("invalidArgument", 'Fields "seq" and "ack_seq" need a "client_id"');
-    }
-    return undefined;
-  }
-  const bytes = encoder.encode(request.clientId).length;
-  if (bytes > CLIENT_ID_BYTES_MAX) {
-    return rpcFailure(
-      "invalidArgument",
-      `Field "client_id" has ${bytes} bytes: the limit is ${CLIENT_ID_BYTES_MAX}`,
-    );
-  }
-  if (request.seq === 0 || request.ackSeq >= request.seq) {
-    return rpcFailure(
-      "invalidArgument",
-      `Field "seq" is ${request.seq} and "ack_seq" is ${request.ackSeq}: seq must be positive ` +
-        "and greater than ack_seq",
-    );
-  }
-  return undefined;
+/** Checks a request against every limit (libs/shard `checkRequest`). */
+function check(fields: RequestFields, options: KvServiceOptions): RpcResult<never> | undefined {
+  const violation = checkRequest(fields, { valueBytesMax: options.valueBytesMax });
+  return violation === undefined ? undefined : rpcFailure("invalidArgument", violation.message);
 }
 
 /**
@@ -223,15 +234,6 @@ async function scan(
   request: ScanRequest,
   deadlineMs: number,
 ): Promise<RpcResult<ScanResponse>> {
-  if (request.limit < 1 || request.limit > SCAN_LIMIT_MAX) {
-    return rpcFailure(
-      "invalidArgument",
-      `Field "limit" is ${request.limit}: expected 1 to ${SCAN_LIMIT_MAX}`,
-    );
-  }
-  if (request.end.length > 0 && compareBytes(request.start, request.end) > 0) {
-    return rpcFailure("invalidArgument", 'Field "start" is after "end": expected start <= end');
-  }
   const shards = options.router.shards();
   if (shards === undefined) return rpcFailure("unavailable", "No shard map is known yet");
   const pages = await Promise.all(

@@ -9,13 +9,13 @@
  *
  * @module
  */
-import { ClientSession, KvRouter, ZooKeeperClusterView } from "@tinykv/client";
+import { KvRouter, ZooKeeperClusterView } from "@tinykv/client";
 import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
-import { kvService } from "./kv_service.ts";
+import { GatewaySession, kvService } from "./kv_service.ts";
 
 /** How long a stopping gateway waits for calls in flight. */
 const DRAIN_MS_MAX = 10_000;
@@ -67,6 +67,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       close: () => view?.close(),
     },
     maxMessageBytes: config.rpc_server.max_message_bytes,
+    batchItemsMax: config.gateway.batch_requests_max,
   });
   const inFlight = { count: 0 };
   const server = await startGrpcServer({
@@ -76,11 +77,12 @@ async function run(config: Config, log: Logger): Promise<number> {
     services: [
       kvService({
         router,
-        session: new ClientSession(),
+        session: new GatewaySession(),
         requestTimeoutMs: config.gateway.request_timeout_ms,
         requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
         valueBytesMax: config.storage.value_bytes_max,
         inFlight,
+        log,
       }),
     ],
     onUnexpectedError: (error, method) => log.error("Handler failed", { method, error }),

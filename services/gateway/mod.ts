@@ -8,10 +8,4 @@
  *
  * @module
  */
-export {
-  CLIENT_ID_BYTES_MAX,
-  kvService,
-  type KvServiceOptions,
-  SCAN_BYTES_MAX,
-  SCAN_LIMIT_MAX,
-} from "./kv_service.ts";
+export { GatewaySession, kvService, type KvServiceOptions } from "./kv_service.ts";

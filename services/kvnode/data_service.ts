@@ -17,10 +17,9 @@ import {
   type ResponseItem,
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, type ServiceBinding } from "@tinykv/rpc";
-import { validateKey, validateValue } from "@tinykv/shard";
+import { checkRequest } from "@tinykv/shard";
 import type { DataOp, Driver, WallClock } from "./driver.ts";
 import { type ItemOutcome, toResponseItem } from "./outcome.ts";
-import { SCAN_LIMIT_MAX } from "./state_machine.ts";
 
 /** Options of {@linkcode kvNodeService}. */
 export interface DataServiceOptions {
@@ -125,67 +124,28 @@ export async function serveItem(
 
 type Decoded = { kind: "ok"; op: DataOp } | { kind: "invalid"; message: string };
 
+/** Checks `item` against every request limit and turns it into a driver operation. */
 function decodeItem(item: RequestItem, options: DataServiceOptions): Decoded {
-  const present = [
-    item.get,
-    item.put,
-    item.delete,
-    item.append,
-    item.compareAndSwap,
-    item.scan,
-  ].filter((op) => op !== undefined).length;
-  if (present !== 1) {
-    return { kind: "invalid", message: `Request ${item.id} has ${present} operations: expected 1` };
-  }
-  if (item.scan !== undefined) {
-    const { limit } = item.scan;
-    if (limit < 1 || limit > SCAN_LIMIT_MAX) {
-      return {
-        kind: "invalid",
-        message: `Field "limit" is ${limit}: expected 1 to ${SCAN_LIMIT_MAX}`,
-      };
-    }
-    return { kind: "ok", op: { kind: "scan", request: item.scan } };
-  }
+  const violation = checkRequest(item, { valueBytesMax: options.valueBytesMax });
+  if (violation !== undefined) return { kind: "invalid", message: violation.message };
+  if (item.scan !== undefined) return { kind: "ok", op: { kind: "scan", request: item.scan } };
   if (item.get !== undefined) {
-    const key = checkKey(item.get.key);
-    if (key !== undefined) return { kind: "invalid", message: key };
     return {
       kind: "ok",
       op: { kind: "get", key: item.get.key, serializable: item.get.serializable },
     };
   }
+  // The leader stamps the time, the value limit and the session TTL when it proposes.
   const command: Command = {
     stampMs: 0,
+    valueBytesMax: 0,
+    sessionTtlMs: 0,
     put: item.put,
     delete: item.delete,
     append: item.append,
     compareAndSwap: item.compareAndSwap,
   };
-  const request = item.put ?? item.delete ?? item.append ?? item.compareAndSwap;
-  const keyProblem = request === undefined ? "Request has no key" : checkKey(request.key);
-  if (keyProblem !== undefined) return { kind: "invalid", message: keyProblem };
-  for (const [field, value] of valuesOf(item)) {
-    const size = validateValue(value, { valueBytesMax: options.valueBytesMax });
-    if (size.kind !== "ok") {
-      return { kind: "invalid", message: `Field "${field}": ${size.message}` };
-    }
-  }
   return { kind: "ok", op: { kind: "mutation", command } };
-}
-
-function checkKey(key: Uint8Array): string | undefined {
-  const size = validateKey(key);
-  return size.kind === "ok" ? undefined : size.message;
-}
-
-function valuesOf(item: RequestItem): Array<[string, Uint8Array]> {
-  if (item.put !== undefined) return [["value", item.put.value]];
-  if (item.append !== undefined) return [["value", item.append.value]];
-  if (item.compareAndSwap !== undefined) {
-    return [["expected", item.compareAndSwap.expected], ["value", item.compareAndSwap.value]];
-  }
-  return [];
 }
 
 /** Splits answers into responses of about `bytesMax` bytes each (at least one item each). */

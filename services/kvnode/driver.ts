@@ -41,8 +41,8 @@ import {
   type ReplicaTuning,
 } from "./replica.ts";
 import { PREFIX, prefixEnd } from "./node_storage.ts";
-import { checkSessionFields } from "./session_table.ts";
-import { SCAN_LIMIT_MAX } from "./state_machine.ts";
+import { SESSION_TTL_MS_DEFAULT } from "./state_machine.ts";
+import { VALUE_BYTES_MAX } from "@tinykv/shard";
 
 /** A Raft message of one group, as it travels between nodes. */
 export interface Envelope {
@@ -108,6 +108,12 @@ export interface DriverOptions {
   readonly inboxRequestsMax?: number;
   /** Raft messages waiting in the inbox before new ones are dropped (Raft sends again). */
   readonly inboxMessagesMax?: number;
+  /**
+   * What a leader stamps into every command it proposes, so that every replica applies it alike:
+   * the value limit (default {@linkcode VALUE_BYTES_MAX}) and the session TTL (default
+   * {@linkcode SESSION_TTL_MS_DEFAULT}).
+   */
+  readonly stamps?: { readonly valueBytesMax: number; readonly sessionTtlMs: number };
 }
 
 /** The result of an admin call. */
@@ -156,6 +162,7 @@ export class Driver {
   #readRound = 0;
   #turns = 0;
   readonly #idleWaiters: Array<() => void> = [];
+  readonly #failure = Promise.withResolvers<Error>();
 
   constructor(options: DriverOptions) {
     this.#options = options;
@@ -203,13 +210,22 @@ export class Driver {
     });
   }
 
+  /**
+   * Resolves with the error that stopped the loop: a storage failure (memory may then be ahead of
+   * the disk) or a broken invariant. The node must then stop: it can no longer serve correctly.
+   */
+  get failed(): Promise<Error> {
+    return this.#failure.promise;
+  }
+
   /** Starts the loop. */
   start(): void {
     if (this.#running) return;
     this.#running = true;
     this.#stopped = this.#loop().catch((error) => {
+      this.#running = false;
       this.#options.log.error("Driver loop failed: stopping the node", { error });
-      throw error;
+      this.#failure.resolve(error instanceof Error ? error : new Error(String(error)));
     });
   }
 
@@ -494,6 +510,16 @@ export class Driver {
 
   #accept(request: DataRequest, live: LiveRequest): void {
     if (live.done) return;
+    try {
+      this.#acceptChecked(request, live);
+    } catch (error) {
+      // A failure while serving one request answers that request; the node carries on.
+      this.#options.log.error("Serving a request failed", { shard: request.shardId, error });
+      this.#finish(live, internal(`Serving the request failed: ${error}`));
+    }
+  }
+
+  #acceptChecked(request: DataRequest, live: LiveRequest): void {
     const replica = this.#replicas.get(request.shardId);
     if (replica === undefined) {
       return this.#finish(live, {
@@ -511,7 +537,9 @@ export class Driver {
     }
     const { op } = request;
     if (op.kind === "mutation") return this.#propose(replica, op.command, live);
-    const invalid = op.kind === "get" ? replica.machine.checkKey(op.key) : checkScan(op.request);
+    // Every limit was checked where the request came in (`checkRequest`); what is left is
+    // whether the key belongs to this shard.
+    const invalid = op.kind === "get" ? replica.machine.checkKey(op.key) : undefined;
     if (invalid !== undefined) return this.#finish(live, { kind: "invalid", message: invalid });
     const serve = op.kind === "get"
       ? (): ItemOutcome => ({
@@ -522,9 +550,22 @@ export class Driver {
         kind: "ok",
         result: { kind: "scan", response: replica.machine.scan(op.request) },
       });
-    if (op.kind === "get" && op.serializable) return this.#finish(live, serve());
+    const waiter = { serve, resolve: (outcome: ItemOutcome) => this.#finish(live, outcome) };
+    if (op.kind === "get" && op.serializable) return this.#serveRead(replica, waiter);
     if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
-    replica.turnReads.push({ serve, resolve: (outcome) => this.#finish(live, outcome) });
+    replica.turnReads.push(waiter);
+  }
+
+  /** Serves one read; a failure answers that read only (INTERNAL), never the loop. */
+  #serveRead(replica: Replica, waiter: ReadWaiter): void {
+    let outcome: ItemOutcome;
+    try {
+      outcome = waiter.serve();
+    } catch (error) {
+      this.#options.log.error("Serving a read failed", { shard: replica.shardId, error });
+      outcome = internal(`Serving the read on shard ${replica.shardId} failed: ${error}`);
+    }
+    waiter.resolve(outcome);
   }
 
   #propose(replica: Replica, command: Command, live: LiveRequest): void {
@@ -532,12 +573,15 @@ export class Driver {
     if (request === undefined) {
       return this.#finish(live, { kind: "invalid", message: "Request has no operation" });
     }
-    const invalid = replica.machine.checkKey(request.key) ??
-      (request.clientId === ""
-        ? undefined
-        : checkSessionFields(request.clientId, request.seq, request.ackSeq));
+    const invalid = replica.machine.checkKey(request.key);
     if (invalid !== undefined) return this.#finish(live, { kind: "invalid", message: invalid });
-    const stamped: Command = { ...command, stampMs: this.#options.clock.now() };
+    const stamps = this.#options.stamps;
+    const stamped: Command = {
+      ...command,
+      stampMs: this.#options.clock.now(),
+      valueBytesMax: stamps?.valueBytesMax ?? VALUE_BYTES_MAX,
+      sessionTtlMs: stamps?.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT,
+    };
     const result = replica.node.propose(Command.encode(stamped));
     switch (result.kind) {
       case "ok":
@@ -632,7 +676,7 @@ export class Driver {
     let served = 0;
     for (const { index, waiters } of replica.confirmed) {
       if (index > applied) break;
-      for (const waiter of waiters) serveRead(waiter);
+      for (const waiter of waiters) this.#serveRead(replica, waiter);
       served++;
     }
     replica.confirmed.splice(0, served);
@@ -812,12 +856,12 @@ export class Driver {
   }
 }
 
-function serveRead(waiter: ReadWaiter): void {
-  waiter.resolve(waiter.serve());
-}
-
 function ok<T>(value: T): { kind: "ok"; value: T } {
   return { kind: "ok", value };
+}
+
+function internal(message: string): ItemOutcome {
+  return { kind: "internal", message };
 }
 
 function unknown(message: string): ItemOutcome {
@@ -831,13 +875,6 @@ function notLeaderAdmin(replica: Replica, nodeId: string): AdminResult<never> {
     message: `Shard ${replica.shardId}: node "${nodeId}" is not the leader`,
     leader,
   };
-}
-
-function checkScan(request: ScanRequest): string | undefined {
-  if (request.limit < 1 || request.limit > SCAN_LIMIT_MAX) {
-    return `Field "limit" is ${request.limit}: expected 1 to ${SCAN_LIMIT_MAX}`;
-  }
-  return undefined;
 }
 
 /** The index type, re-exported for callers that wait on applied indexes. */

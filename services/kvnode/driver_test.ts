@@ -11,11 +11,21 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 function put(key: string, value: string, clientId = "", seq = 0, ackSeq = 0): Command {
-  return { stampMs: 0, put: { key: enc(key), value: enc(value), clientId, seq, ackSeq } };
+  return {
+    stampMs: 0,
+    valueBytesMax: 0,
+    sessionTtlMs: 0,
+    put: { key: enc(key), value: enc(value), clientId, seq, ackSeq },
+  };
 }
 
 function append(key: string, value: string, clientId = "", seq = 0): Command {
-  return { stampMs: 0, append: { key: enc(key), value: enc(value), clientId, seq, ackSeq: 0 } };
+  return {
+    stampMs: 0,
+    valueBytesMax: 0,
+    sessionTtlMs: 0,
+    append: { key: enc(key), value: enc(value), clientId, seq, ackSeq: 0 },
+  };
 }
 
 function getValue(outcome: ItemOutcome): string | undefined {

@@ -112,6 +112,10 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     clock: { now: () => Date.now() },
     log: nodeLog,
     seed: crypto.getRandomValues(new Uint32Array(1))[0],
+    stamps: {
+      valueBytesMax: config.storage.value_bytes_max,
+      sessionTtlMs: config.kvnode.session_ttl_ms,
+    },
   });
   const loadedReplicas = driver.load();
   if (loadedReplicas.kind === "dataLoss") {
@@ -194,7 +198,12 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       `${loadedReplicas.replicas} replicas, data in ${dataDir}, pid ${Deno.pid})`,
   );
 
-  const reason = await Promise.race([waitForShutdown(), foreign.promise]);
+  // A failed driver loop (a storage error, a broken invariant) stops the node: its memory may be
+  // ahead of its disk, and serving on could diverge it from the other replicas.
+  const failed = driver.failed.then((error) =>
+    `Stopping: the driver loop failed, the node cannot serve on safely: ${error.message}`
+  );
+  const reason = await Promise.race([waitForShutdown(), foreign.promise, failed]);
   nodeLog.info("kvnode stopping", { reason });
   const clean = reason === "SIGINT" || reason === "SIGTERM" || reason === "parent exited";
   if (!clean) console.error(`kvnode: ${reason}`);

@@ -18,8 +18,12 @@
  * @module
  */
 import { type KvPair, MemoryKvSpace } from "./kv_space.ts";
-import { identityKey, makeKey, type NodeStorage, PREFIX, PrefixSpace } from "./node_storage.ts";
+import { identityKey, makeKey, type NodeStorage, PREFIX } from "./node_storage.ts";
+import { PrefixSpace } from "./prefix_space.ts";
 import type { KvSpace } from "./kv_space.ts";
+
+/** LMDB's key limit with 4 KiB pages, the default of {@linkcode MemoryNodeStore}. */
+export const MEMORY_KEY_BYTES_MAX_DEFAULT = 1978;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -46,13 +50,19 @@ export class MemoryNodeStore implements NodeStorage {
   #transactions = 0;
 
   readonly #observe: ((keys: readonly Uint8Array[]) => void) | undefined;
+  readonly keyBytesMax: number;
 
   /**
    * An empty store; `observe` (for the simulation's statistics) sees the keys each transaction
-   * wrote, when it syncs.
+   * wrote, when it syncs. `keyBytesMax` is the longest key it takes (default
+   * {@linkcode MEMORY_KEY_BYTES_MAX_DEFAULT}, LMDB's with 4 KiB pages); a longer one throws, as
+   * in LMDB.
    */
-  constructor(options: { observe?: (keys: readonly Uint8Array[]) => void } = {}) {
+  constructor(
+    options: { observe?: (keys: readonly Uint8Array[]) => void; keyBytesMax?: number } = {},
+  ) {
     this.#observe = options.observe;
+    this.keyBytesMax = options.keyBytesMax ?? MEMORY_KEY_BYTES_MAX_DEFAULT;
     this.#visible = new MemoryKvSpace();
     this.#synced = new MemoryKvSpace();
   }
@@ -94,6 +104,11 @@ export class MemoryNodeStore implements NodeStorage {
   }
 
   put(key: Uint8Array, value: Uint8Array): void {
+    if (key.length > this.keyBytesMax) {
+      throw new RangeError(
+        `Key has ${key.length} bytes: the store's maximum is ${this.keyBytesMax}`,
+      );
+    }
     this.#inTransaction("put").push({ key: key.slice(), value: value.slice() });
     this.#visible.put(key, value);
   }
@@ -178,7 +193,10 @@ export class MemoryNodeStore implements NodeStorage {
    */
   crash(): MemoryNodeStore {
     this.#crashed = true;
-    const recovered = new MemoryNodeStore({ observe: this.#observe });
+    const recovered = new MemoryNodeStore({
+      observe: this.#observe,
+      keyBytesMax: this.keyBytesMax,
+    });
     for (const { key, value } of this.#synced.scan(new Uint8Array(), undefined)) {
       recovered.#visible.put(key, value);
       recovered.#synced.put(key, value);

@@ -7,7 +7,8 @@
  * const spaces = { data: new MemoryKvSpace(), sessions: new MemoryKvSpace(), meta: new MemoryKvSpace() };
  * const machine = new KvStateMachine(spaces, { range: { lo: 0, hi: 2 ** 32 } });
  * const key = new TextEncoder().encode("greeting");
- * machine.apply({ stampMs: Date.now(), put: { key, value: key, clientId: "", seq: 0, ackSeq: 0 } });
+ * const put = { key, value: key, clientId: "", seq: 0, ackSeq: 0 };
+ * machine.apply({ stampMs: Date.now(), valueBytesMax: 1 << 20, sessionTtlMs: 0, put });
  * console.log(machine.get(key).found); // true
  * ```
  *
@@ -15,15 +16,15 @@
  */
 export { compareBytes, type KvPair, type KvSpace, MemoryKvSpace } from "./kv_space.ts";
 export {
-  APPLY_VALUE_BYTES_MAX,
   type ApplyResult,
   KvStateMachine,
   type KvStateMachineOptions,
+  LEGACY_VALUE_BYTES_MAX,
   type MutationResult,
-  SCAN_BYTES_MAX,
-  SCAN_LIMIT_MAX,
+  SESSION_RESULT_BYTES_MAX,
   SESSION_RESULTS_MAX,
   SESSION_TTL_MS_DEFAULT,
+  SESSIONS_MAX,
   type StateMachineSpaces,
 } from "./state_machine.ts";
-export { checkSessionFields, CLIENT_ID_BYTES_MAX, SessionTable } from "./session_table.ts";
+export { SessionTable } from "./session_table.ts";

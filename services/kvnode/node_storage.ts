@@ -62,6 +62,11 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array {
  * (LMDB) and `MemoryNodeStore` (in memory, for the simulation).
  */
 export interface NodeStorage {
+  /**
+   * The longest key the storage takes, in bytes (LMDB's limit: 1,978 with 4 KiB pages). Longer
+   * client keys are stored by `PrefixSpace` in a form of their own.
+   */
+  readonly keyBytesMax: number;
   /** Reads one value (the latest committed, or this transaction's inside {@linkcode write}). */
   get(key: Uint8Array): Uint8Array | undefined;
   /** Pairs with `start <= key < end`, ascending. */
@@ -88,47 +93,4 @@ export interface NodeStorage {
 /** The identity record key of `name`. */
 export function identityKey(name: string): Uint8Array {
   return makeKey(PREFIX.identity, [], encoder.encode(name));
-}
-
-/** A {@linkcode KvSpace} over the keys of a {@linkcode NodeStorage} that start with a prefix. */
-export class PrefixSpace implements KvSpace {
-  readonly #store: NodeStorage;
-  readonly #prefix: Uint8Array;
-  readonly #end: Uint8Array;
-
-  constructor(store: NodeStorage, prefix: Uint8Array) {
-    this.#store = store;
-    this.#prefix = prefix;
-    this.#end = prefixEnd(prefix);
-  }
-
-  #key(key: Uint8Array): Uint8Array {
-    const full = new Uint8Array(this.#prefix.length + key.length);
-    full.set(this.#prefix, 0);
-    full.set(key, this.#prefix.length);
-    return full;
-  }
-
-  get(key: Uint8Array): Uint8Array | undefined {
-    return this.#store.get(this.#key(key));
-  }
-
-  put(key: Uint8Array, value: Uint8Array): void {
-    this.#store.put(this.#key(key), value);
-  }
-
-  delete(key: Uint8Array): boolean {
-    return this.#store.remove(this.#key(key));
-  }
-
-  *scan(start: Uint8Array, end: Uint8Array | undefined): Iterable<KvPair> {
-    const stop = end === undefined ? this.#end : this.#key(end);
-    for (const { key, value } of this.#store.range(this.#key(start), stop)) {
-      yield { key: key.subarray(this.#prefix.length), value };
-    }
-  }
-
-  clear(): void {
-    this.#store.removeRange(this.#prefix, this.#end);
-  }
 }

@@ -28,7 +28,8 @@
  */
 import { open, type RootDatabase } from "lmdb";
 import type { KvPair, KvSpace } from "./kv_space.ts";
-import { identityKey, makeKey, type NodeStorage, PREFIX, PrefixSpace } from "./node_storage.ts";
+import { identityKey, makeKey, type NodeStorage, PREFIX } from "./node_storage.ts";
+import { PrefixSpace } from "./prefix_space.ts";
 
 export {
   identityKey,
@@ -36,7 +37,6 @@ export {
   type NodeStorage,
   PREFIX,
   prefixEnd,
-  PrefixSpace,
   readU64,
   SPACE,
   writeU64,
@@ -59,6 +59,11 @@ export class NodeStore implements NodeStorage {
 
   private constructor(db: RootDatabase<Uint8Array, Uint8Array>) {
     this.#db = db;
+  }
+
+  /** LMDB's key limit for this environment's page size (1,978 bytes with 4 KiB pages). */
+  get keyBytesMax(): number {
+    return (this.#db as unknown as { maxKeySize: number }).maxKeySize;
   }
 
   /** Opens (or creates) the environment in `options.dir`. */

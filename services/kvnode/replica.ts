@@ -199,14 +199,18 @@ export class Replica {
   #applyNormal(entry: Entry, answers: Array<() => void>): void {
     let outcome: ItemOutcome | undefined;
     if (entry.data.length > 0) {
-      let result: ApplyResult;
+      let command: Command | undefined;
       try {
-        result = this.machine.apply(Command.decode(entry.data));
+        command = Command.decode(entry.data);
       } catch (error) {
-        // A committed entry that does not decode is the same on every replica: skip it alike.
-        result = { kind: "invalid", message: `Entry ${entry.index} does not decode: ${error}` };
+        // A committed entry that does not decode does not decode on any replica: every replica
+        // skips it alike.
+        outcome = { kind: "invalid", message: `Entry ${entry.index} does not decode: ${error}` };
       }
-      outcome = outcomeOfApply(result);
+      // An error thrown while applying is not a property of the entry (a full LMDB map, a disk
+      // error, a broken invariant): it aborts the turn's transaction and stops the node, since
+      // skipping the entry here while the other replicas apply it would diverge them silently.
+      if (command !== undefined) outcome = outcomeOfApply(this.machine.apply(command));
     }
     const applied = { applied: entry.index, confState: this.log.appliedState.confState };
     this.log.setApplied(applied);

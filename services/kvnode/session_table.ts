@@ -11,30 +11,10 @@
 import { ClientSession, SessionResult } from "@tinykv/proto/tinykv/v1";
 import type { KvSpace } from "./kv_space.ts";
 
-/** The longest client id, in UTF-8 bytes. */
-export const CLIENT_ID_BYTES_MAX = 128;
-
 const HEADER = 0;
 const RESULT = 1;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Checks the session fields of a mutation; returns a message naming the problem, if any. */
-export function checkSessionFields(
-  clientId: string,
-  seq: number,
-  ackSeq: number,
-): string | undefined {
-  const idBytes = encoder.encode(clientId).length;
-  if (idBytes > CLIENT_ID_BYTES_MAX) {
-    return `Field "client_id" has ${idBytes} bytes: the limit is ${CLIENT_ID_BYTES_MAX}`;
-  }
-  if (seq === 0 || ackSeq >= seq) {
-    return `Request of client "${clientId}" has seq ${seq} and ack_seq ${ackSeq}: ` +
-      "seq must be positive and greater than ack_seq";
-  }
-  return undefined;
-}
 
 function clientPrefix(clientId: string): Uint8Array {
   const id = encoder.encode(clientId);
@@ -92,13 +72,16 @@ export class SessionTable {
     return stored === undefined ? undefined : SessionResult.decode(stored);
   }
 
-  putResult(result: SessionResult): void {
-    this.#space.put(withSuffix(this.#prefix, RESULT, result.seq), SessionResult.encode(result));
+  /** Stores the result of one seq; returns its size in bytes (as `result_bytes` counts it). */
+  putResult(result: SessionResult): number {
+    const encoded = SessionResult.encode(result);
+    this.#space.put(withSuffix(this.#prefix, RESULT, result.seq), encoded);
+    return encoded.length;
   }
 
-  /** Forgets the results of seqs in `(fromSeq, toSeq]`; returns how many there were. */
-  forgetUpTo(fromSeq: number, toSeq: number): number {
-    if (toSeq <= fromSeq) return 0;
+  /** Forgets the results of seqs in `(fromSeq, toSeq]`; returns how many and their bytes. */
+  forgetUpTo(fromSeq: number, toSeq: number): { count: number; bytes: number } {
+    if (toSeq <= fromSeq) return { count: 0, bytes: 0 };
     const start = withSuffix(this.#prefix, RESULT, fromSeq + 1);
     const end = withSuffix(this.#prefix, RESULT, toSeq + 1);
     return this.#deleteRange(start, end);
@@ -107,7 +90,7 @@ export class SessionTable {
   /** Turns the session into a tombstone stamped `now`, forgetting its results. */
   expire(now: number): void {
     this.#deleteRange(withSuffix(this.#prefix, RESULT), withSuffix(this.#prefix, RESULT + 1));
-    this.putHeader({ lastActiveMs: now, ackSeq: 0, resultCount: 0, expired: true });
+    this.putHeader({ lastActiveMs: now, ackSeq: 0, resultCount: 0, expired: true, resultBytes: 0 });
   }
 
   /** Removes every record of the client. */
@@ -115,10 +98,14 @@ export class SessionTable {
     this.#deleteRange(withSuffix(this.#prefix, HEADER), withSuffix(this.#prefix, RESULT + 1));
   }
 
-  #deleteRange(start: Uint8Array, end: Uint8Array): number {
+  #deleteRange(start: Uint8Array, end: Uint8Array): { count: number; bytes: number } {
     const keys: Uint8Array[] = [];
-    for (const { key } of this.#space.scan(start, end)) keys.push(key.slice());
+    let bytes = 0;
+    for (const { key, value } of this.#space.scan(start, end)) {
+      keys.push(key.slice());
+      bytes += value.length;
+    }
     for (const key of keys) this.#space.delete(key);
-    return keys.length;
+    return { count: keys.length, bytes };
   }
 }

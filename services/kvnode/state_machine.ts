@@ -21,22 +21,38 @@ import type {
   ScanResponse,
   SessionResult,
 } from "@tinykv/proto/tinykv/v1";
-import { checkSessionFields, SessionTable } from "./session_table.ts";
-import { type HashRange, keyHash, rangeContains, validateKey } from "@tinykv/shard";
+import { SessionTable } from "./session_table.ts";
+import {
+  checkLength,
+  checkRequest,
+  type HashRange,
+  keyHash,
+  rangeContains,
+  SCAN_BYTES_MAX,
+  validateKey,
+} from "@tinykv/shard";
 import { compareBytes, type KvPair, type KvSpace } from "./kv_space.ts";
 
-/** Sessions idle longer than this (in replicated time) expire. */
+/** Sessions idle longer than this (in replicated time) expire, unless the command says otherwise. */
 export const SESSION_TTL_MS_DEFAULT = 10 * 60 * 1000;
 /** Results one session may hold above its `ack_seq`; beyond it a mutation is refused. */
 export const SESSION_RESULTS_MAX = 10_000;
-/** The largest value the state machine ever stores (an Append past it is refused). */
-export const APPLY_VALUE_BYTES_MAX = 64 * 1024 * 1024;
-/** Keys and values returned by one scan answer before it is cut (DESIGN.md "Scan"). */
-export const SCAN_BYTES_MAX = 1024 * 1024;
-/** The most keys one scan may ask for. */
-export const SCAN_LIMIT_MAX = 10_000;
+/**
+ * Bytes of results one session may hold above its `ack_seq` (a compare-and-swap that did not
+ * match keeps the whole current value); at or beyond it a mutation is refused.
+ */
+export const SESSION_RESULT_BYTES_MAX = 64 * 1024 * 1024;
+/** Client sessions one shard keeps (tombstones included); a new client beyond it is refused. */
+export const SESSIONS_MAX = 100_000;
+/**
+ * The value bound of commands written before the leader stamped its own (`Command.value_bytes_max`
+ * 0): such an Append past it left the value as it was, as it still does.
+ */
+export const LEGACY_VALUE_BYTES_MAX = 64 * 1024 * 1024;
 /** How often, in replicated time, expired sessions are swept. */
 export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
+
+export { SCAN_BYTES_MAX };
 
 /** The answer to one mutation. */
 export type MutationResult =
@@ -44,6 +60,9 @@ export type MutationResult =
   | { readonly kind: "delete"; readonly response: DeleteResponse }
   | { readonly kind: "append"; readonly response: AppendResponse }
   | { readonly kind: "compareAndSwap"; readonly response: CompareAndSwapResponse };
+
+/** What one mutation did: a result, or a refusal that changed nothing (remembered alike). */
+type MutationOutcome = MutationResult | { readonly kind: "refused"; readonly message: string };
 
 /** The outcome of applying one command. Every outcome is deterministic. */
 export type ApplyResult =
@@ -63,8 +82,11 @@ export interface StateMachineSpaces {
 export interface KvStateMachineOptions {
   /** The shard's FNV-1a hash range: keys outside it are refused. */
   readonly range: HashRange;
-  /** Idle time after which a session expires. */
+  /** Idle time after which a session expires, for commands that carry none. */
   readonly sessionTtlMs?: number;
+  /** Bounds on client sessions (tests lower them; every replica must use the same). */
+  readonly sessionResultBytesMax?: number;
+  readonly sessionsMax?: number;
 }
 
 const encoder = new TextEncoder();
@@ -73,6 +95,7 @@ const META_CLOCK = encoder.encode("clock");
 const META_SWEPT = encoder.encode("swept");
 const META_KEYS = encoder.encode("keys");
 const META_BYTES = encoder.encode("bytes");
+const META_SESSIONS = encoder.encode("sessions");
 const EMPTY = new Uint8Array(0);
 
 /** The KV state machine of one replica. See the module docs. */
@@ -80,11 +103,15 @@ export class KvStateMachine {
   readonly #spaces: StateMachineSpaces;
   readonly #range: HashRange;
   readonly #sessionTtlMs: number;
+  readonly #sessionResultBytesMax: number;
+  readonly #sessionsMax: number;
 
   constructor(spaces: StateMachineSpaces, options: KvStateMachineOptions) {
     this.#spaces = spaces;
     this.#range = options.range;
     this.#sessionTtlMs = options.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT;
+    this.#sessionResultBytesMax = options.sessionResultBytesMax ?? SESSION_RESULT_BYTES_MAX;
+    this.#sessionsMax = options.sessionsMax ?? SESSIONS_MAX;
   }
 
   /** The replicated clock: the largest command stamp applied so far. */
@@ -103,40 +130,65 @@ export class KvStateMachine {
     return undefined;
   }
 
-  /** Applies one committed command. */
+  /**
+   * Applies one committed command. Every limit is checked again here, with the value limit and
+   * session TTL the leader stamped into the command, so every replica decides alike.
+   */
   apply(command: Command): ApplyResult {
     const now = Math.max(this.clockMs, command.stampMs);
+    const ttlMs = command.sessionTtlMs > 0 ? command.sessionTtlMs : this.#sessionTtlMs;
     writeNumber(this.#spaces.meta, META_CLOCK, now);
-    this.#maybeSweep(now);
+    this.#maybeSweep(now, ttlMs);
+    const valueBytesMax = command.valueBytesMax > 0
+      ? command.valueBytesMax
+      : LEGACY_VALUE_BYTES_MAX;
     const op = commandOp(command);
     if (op === undefined) return { kind: "invalid", message: "Command has no operation" };
+    const violation = checkRequest({ [op.kind]: op.request }, { valueBytesMax });
+    if (violation !== undefined) return { kind: "invalid", message: violation.message };
     const keyProblem = this.checkKey(op.request.key);
     if (keyProblem !== undefined) return { kind: "invalid", message: keyProblem };
+    const limits = { valueBytesMax, legacy: command.valueBytesMax === 0 };
     const { clientId, seq, ackSeq } = op.request;
-    if (clientId === "") return { kind: "ok", result: this.#mutate(op), duplicate: false };
-    return this.#applyInSession(op, { clientId, seq, ackSeq, now });
+    if (clientId === "") return answerOf(this.#mutate(op, limits), false);
+    return this.#applyInSession(op, limits, { clientId, seq, ackSeq, now, ttlMs });
   }
 
   #applyInSession(
     op: Operation,
-    request: { clientId: string; seq: number; ackSeq: number; now: number },
+    limits: Limits,
+    request: { clientId: string; seq: number; ackSeq: number; now: number; ttlMs: number },
   ): ApplyResult {
-    const { clientId, seq, ackSeq, now } = request;
-    const problem = checkSessionFields(clientId, seq, ackSeq);
-    if (problem !== undefined) return { kind: "invalid", message: problem };
+    const { clientId, seq, ackSeq, now, ttlMs } = request;
     const sessions = new SessionTable(this.#spaces.sessions, clientId);
     const found = sessions.header();
-    let session: ClientSession = { lastActiveMs: now, ackSeq: 0, resultCount: 0, expired: false };
+    let session: ClientSession = {
+      lastActiveMs: now,
+      ackSeq: 0,
+      resultCount: 0,
+      expired: false,
+      resultBytes: 0,
+    };
     if (found !== undefined) {
-      if (found.expired && found.lastActiveMs + this.#sessionTtlMs >= now) {
+      if (found.expired && found.lastActiveMs + ttlMs >= now) {
         return expired(clientId, "expired");
       }
-      if (!found.expired && found.lastActiveMs + this.#sessionTtlMs < now) {
+      if (!found.expired && found.lastActiveMs + ttlMs < now) {
         sessions.expire(now);
-        return expired(clientId, `was idle for more than ${this.#sessionTtlMs} ms`);
+        return expired(clientId, `was idle for more than ${ttlMs} ms`);
       }
       // A tombstone older than a TTL is forgotten: the client id starts a new session.
       if (!found.expired) session = found;
+    } else {
+      const count = this.#sessionCount();
+      if (count >= this.#sessionsMax) {
+        return {
+          kind: "resourceExhausted",
+          message: `Shard has ${count} client sessions: the limit is ${this.#sessionsMax} ` +
+            `(SESSIONS_MAX); client "${clientId}" cannot start one until idle sessions expire`,
+        };
+      }
+      writeNumber(this.#spaces.meta, META_SESSIONS, count + 1);
     }
     if (seq <= session.ackSeq) {
       return {
@@ -146,31 +198,57 @@ export class KvStateMachine {
       };
     }
     const previous = sessions.result(seq);
-    if (previous !== undefined) {
-      return { kind: "ok", result: resultFromSession(previous), duplicate: true };
-    }
+    if (previous !== undefined) return answerOf(resultFromSession(previous), true);
     const newAck = Math.max(session.ackSeq, ackSeq);
-    const resultCount = session.resultCount - sessions.forgetUpTo(session.ackSeq, newAck);
-    if (resultCount >= SESSION_RESULTS_MAX) {
-      sessions.putHeader({ ...session, ackSeq: newAck, resultCount });
-      return {
-        kind: "resourceExhausted",
-        message: `Client "${clientId}" has ${resultCount} unacknowledged results: ` +
-          `the limit is ${SESSION_RESULTS_MAX} (advance ack_seq)`,
-      };
+    const forgotten = sessions.forgetUpTo(session.ackSeq, newAck);
+    const held = {
+      ...session,
+      ackSeq: newAck,
+      resultCount: session.resultCount - forgotten.count,
+      resultBytes: session.resultBytes - forgotten.bytes,
+    };
+    const full = this.#sessionFull(clientId, held);
+    if (full !== undefined) {
+      sessions.putHeader(held);
+      return { kind: "resourceExhausted", message: full };
     }
-    const result = this.#mutate(op);
-    sessions.putResult(resultToSession(seq, result));
+    const outcome = this.#mutate(op, limits);
+    const stored = sessions.putResult(resultToSession(seq, outcome));
     sessions.putHeader({
       lastActiveMs: now,
       ackSeq: newAck,
-      resultCount: resultCount + 1,
+      resultCount: held.resultCount + 1,
       expired: false,
+      resultBytes: held.resultBytes + stored,
     });
-    return { kind: "ok", result, duplicate: false };
+    return answerOf(outcome, false);
   }
 
-  #mutate(op: Operation): MutationResult {
+  /** Why a session may not hold another result, if it may not. */
+  #sessionFull(clientId: string, session: ClientSession): string | undefined {
+    if (session.resultCount >= SESSION_RESULTS_MAX) {
+      return `Client "${clientId}" has ${session.resultCount} unacknowledged results: ` +
+        `the limit is ${SESSION_RESULTS_MAX} (SESSION_RESULTS_MAX; advance ack_seq)`;
+    }
+    if (session.resultBytes >= this.#sessionResultBytesMax) {
+      return `Client "${clientId}" holds ${session.resultBytes} bytes of unacknowledged ` +
+        `results: the limit is ${this.#sessionResultBytesMax} (SESSION_RESULT_BYTES_MAX; ` +
+        "advance ack_seq)";
+    }
+    return undefined;
+  }
+
+  /** Client sessions held, tombstones included (counted once for data kept before the counter). */
+  #sessionCount(): number {
+    if (this.#spaces.meta.get(META_SESSIONS) !== undefined) {
+      return readNumber(this.#spaces.meta, META_SESSIONS);
+    }
+    let count = 0;
+    for (const _ of SessionTable.headers(this.#spaces.sessions)) count++;
+    return count;
+  }
+
+  #mutate(op: Operation, limits: Limits): MutationOutcome {
     this.#ensureCounters();
     switch (op.kind) {
       case "put":
@@ -179,7 +257,7 @@ export class KvStateMachine {
       case "delete":
         return { kind: "delete", response: { deleted: this.#deleteData(op.request.key) } };
       case "append":
-        return this.#append(op.request.key, op.request.value);
+        return this.#append(op.request.key, op.request.value, limits);
       case "compareAndSwap":
         return this.#compareAndSwap(op);
       default: {
@@ -189,12 +267,19 @@ export class KvStateMachine {
     }
   }
 
-  #append(key: Uint8Array, suffix: Uint8Array): MutationResult {
+  #append(key: Uint8Array, suffix: Uint8Array, limits: Limits): MutationOutcome {
     const current = this.#spaces.data.get(key) ?? EMPTY;
     const length = current.length + suffix.length;
-    if (length > APPLY_VALUE_BYTES_MAX) {
+    const size = checkLength(length, limits.valueBytesMax, "value");
+    if (size.kind !== "ok") {
       // Deterministic on every replica: the value stays as it was.
-      return { kind: "append", response: { length: current.length } };
+      if (limits.legacy) return { kind: "append", response: { length: current.length } };
+      return {
+        kind: "refused",
+        message: `Append would make the value ${length} bytes long: the maximum is ` +
+          `${limits.valueBytesMax} (storage.value_bytes_max); the value is unchanged ` +
+          `(${current.length} bytes)`,
+      };
     }
     const value = new Uint8Array(length);
     value.set(current, 0);
@@ -248,20 +333,26 @@ export class KvStateMachine {
     return true;
   }
 
-  #maybeSweep(now: number): void {
+  #maybeSweep(now: number, ttlMs: number): void {
     const swept = readNumber(this.#spaces.meta, META_SWEPT);
     if (now - swept < SESSION_SWEEP_INTERVAL_MS) return;
     writeNumber(this.#spaces.meta, META_SWEPT, now);
     const idle: Array<{ clientId: string; expired: boolean }> = [];
     for (const { clientId, session } of SessionTable.headers(this.#spaces.sessions)) {
-      if (session.lastActiveMs + this.#sessionTtlMs >= now) continue;
+      if (session.lastActiveMs + ttlMs >= now) continue;
       idle.push({ clientId, expired: session.expired });
     }
+    let removed = 0;
     for (const { clientId, expired } of idle) {
       const table = new SessionTable(this.#spaces.sessions, clientId);
-      if (expired) table.remove();
-      else table.expire(now);
+      if (expired) {
+        table.remove();
+        removed++;
+      } else {
+        table.expire(now);
+      }
     }
+    if (removed > 0) writeNumber(this.#spaces.meta, META_SESSIONS, this.#sessionCount() - removed);
   }
 
   /** Reads one key. */
@@ -392,6 +483,13 @@ export class KvStateMachine {
   }
 }
 
+/** The limits a command applies under (from the leader's stamps). */
+interface Limits {
+  readonly valueBytesMax: number;
+  /** A command from before the stamps: an Append past the bound keeps its old answer. */
+  readonly legacy: boolean;
+}
+
 type Operation =
   | { kind: "put"; request: NonNullable<Command["put"]> }
   | { kind: "delete"; request: NonNullable<Command["delete"]> }
@@ -408,31 +506,39 @@ function commandOp(command: Command): Operation | undefined {
   return undefined;
 }
 
-function resultToSession(seq: number, result: MutationResult): SessionResult {
-  switch (result.kind) {
+function resultToSession(seq: number, outcome: MutationOutcome): SessionResult {
+  switch (outcome.kind) {
     case "put":
-      return { seq, put: result.response };
+      return { seq, put: outcome.response };
     case "delete":
-      return { seq, delete: result.response };
+      return { seq, delete: outcome.response };
     case "append":
-      return { seq, append: result.response };
+      return { seq, append: outcome.response };
     case "compareAndSwap":
-      return { seq, compareAndSwap: result.response };
+      return { seq, compareAndSwap: outcome.response };
+    case "refused":
+      return { seq, invalid: outcome.message };
     default: {
-      const never: never = result;
+      const never: never = outcome;
       throw new Error(`Unknown result ${JSON.stringify(never)}`);
     }
   }
 }
 
-function resultFromSession(stored: SessionResult): MutationResult {
+function resultFromSession(stored: SessionResult): MutationOutcome {
   if (stored.put !== undefined) return { kind: "put", response: stored.put };
   if (stored.delete !== undefined) return { kind: "delete", response: stored.delete };
   if (stored.append !== undefined) return { kind: "append", response: stored.append };
   if (stored.compareAndSwap !== undefined) {
     return { kind: "compareAndSwap", response: stored.compareAndSwap };
   }
+  if (stored.invalid !== undefined) return { kind: "refused", message: stored.invalid };
   throw new Error(`Session result of seq ${stored.seq} holds no response`);
+}
+
+function answerOf(outcome: MutationOutcome, duplicate: boolean): ApplyResult {
+  if (outcome.kind === "refused") return { kind: "invalid", message: outcome.message };
+  return { kind: "ok", result: outcome, duplicate };
 }
 
 function expired(clientId: string, why: string): ApplyResult {

@@ -3,11 +3,12 @@
 // tombstones, the results bound), scans, snapshots (serialize/restore) and data hashes.
 import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
-import { HASH_SPACE, keyHash } from "@tinykv/shard";
+import { HASH_SPACE, keyHash, VALUE_BYTES_MAX } from "@tinykv/shard";
 import { MemoryKvSpace } from "./kv_space.ts";
 import {
   type ApplyResult,
   KvStateMachine,
+  LEGACY_VALUE_BYTES_MAX,
   SESSION_RESULTS_MAX,
   SESSION_TTL_MS_DEFAULT,
 } from "./state_machine.ts";
@@ -16,24 +17,51 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const FULL = { lo: 0, hi: HASH_SPACE };
 const NO_SESSION = { clientId: "", seq: 0, ackSeq: 0 };
+/** What a leader stamps into every command: the default value limit, the default session TTL. */
+const STAMPS = { valueBytesMax: VALUE_BYTES_MAX, sessionTtlMs: 0 };
 
-function machine(range = FULL, sessionTtlMs?: number) {
+function machine(
+  range = FULL,
+  sessionTtlMs?: number,
+  bounds: { sessionResultBytesMax?: number; sessionsMax?: number } = {},
+) {
   const spaces = {
     data: new MemoryKvSpace(),
     sessions: new MemoryKvSpace(),
     meta: new MemoryKvSpace(),
   };
-  return { spaces, sm: new KvStateMachine(spaces, { range, sessionTtlMs }) };
+  return { spaces, sm: new KvStateMachine(spaces, { range, sessionTtlMs, ...bounds }) };
 }
 
 type Session = { clientId: string; seq: number; ackSeq: number };
 
 function put(key: string, value: string, session: Session = NO_SESSION, stampMs = 1): Command {
-  return { stampMs, put: { key: enc(key), value: enc(value), ...session } };
+  return { ...STAMPS, stampMs, put: { key: enc(key), value: enc(value), ...session } };
 }
 
 function append(key: string, value: string, session: Session = NO_SESSION, stampMs = 1): Command {
-  return { stampMs, append: { key: enc(key), value: enc(value), ...session } };
+  return { ...STAMPS, stampMs, append: { key: enc(key), value: enc(value), ...session } };
+}
+
+function cas(
+  key: string,
+  fields: Partial<NonNullable<Command["compareAndSwap"]>>,
+  options: { stamps?: Partial<typeof STAMPS>; stampMs?: number } = {},
+): Command {
+  return {
+    ...STAMPS,
+    ...options.stamps,
+    stampMs: options.stampMs ?? 1,
+    compareAndSwap: {
+      key: enc(key),
+      expected: new Uint8Array(),
+      expectAbsent: false,
+      value: new Uint8Array(),
+      delete: false,
+      ...NO_SESSION,
+      ...fields,
+    },
+  };
 }
 
 function okResult(result: ApplyResult) {
@@ -49,9 +77,13 @@ Deno.test("KvStateMachine applies put, delete, append and reads them back", () =
   assert.deepEqual(appended.result, { kind: "append", response: { length: 3 } });
   const created = okResult(sm.apply(append("b", "xy")));
   assert.deepEqual(created.result, { kind: "append", response: { length: 2 } });
-  const deleted = okResult(sm.apply({ stampMs: 1, delete: { key: enc("a"), ...NO_SESSION } }));
+  const deleted = okResult(
+    sm.apply({ ...STAMPS, stampMs: 1, delete: { key: enc("a"), ...NO_SESSION } }),
+  );
   assert.deepEqual(deleted.result, { kind: "delete", response: { deleted: true } });
-  const again = okResult(sm.apply({ stampMs: 1, delete: { key: enc("a"), ...NO_SESSION } }));
+  const again = okResult(
+    sm.apply({ ...STAMPS, stampMs: 1, delete: { key: enc("a"), ...NO_SESSION } }),
+  );
   assert.deepEqual(again.result, { kind: "delete", response: { deleted: false } });
   assert.equal(sm.get(enc("a")).found, false);
 });
@@ -60,6 +92,7 @@ Deno.test("KvStateMachine compare-and-swap: match, mismatch, expect_absent and d
   const { sm } = machine();
   const cas = (fields: Partial<NonNullable<Command["compareAndSwap"]>>) =>
     okResult(sm.apply({
+      ...STAMPS,
       stampMs: 1,
       compareAndSwap: {
         key: enc("k"),
@@ -252,9 +285,10 @@ Deno.test("KvStateMachine.dataSize() counters follow every kind of change and sn
   okResult(sm.apply(append("b", "xy")));
   okResult(sm.apply(append("b", "z")));
   okResult(sm.apply(put("c", "gone")));
-  okResult(sm.apply({ stampMs: 1, delete: { key: enc("c"), ...NO_SESSION } }));
-  okResult(sm.apply({ stampMs: 1, delete: { key: enc("missing"), ...NO_SESSION } }));
+  okResult(sm.apply({ ...STAMPS, stampMs: 1, delete: { key: enc("c"), ...NO_SESSION } }));
+  okResult(sm.apply({ ...STAMPS, stampMs: 1, delete: { key: enc("missing"), ...NO_SESSION } }));
   okResult(sm.apply({
+    ...STAMPS,
     stampMs: 1,
     compareAndSwap: {
       key: enc("d"),
@@ -270,4 +304,121 @@ Deno.test("KvStateMachine.dataSize() counters follow every kind of change and sn
   const copy = machine();
   copy.sm.restore(sm.serialize());
   assert.deepEqual(copy.sm.dataSize(), sm.dataSize());
+});
+
+Deno.test("KvStateMachine appends up to the stamped value limit and refuses one byte more", () => {
+  const { sm } = machine();
+  const limit = { ...STAMPS, valueBytesMax: 10 };
+  const appendTo = (value: string, session = NO_SESSION) => ({
+    ...append("k", value, session),
+    ...limit,
+  });
+  assert.deepEqual(okResult(sm.apply(appendTo("123456789"))).result, {
+    kind: "append",
+    response: { length: 9 },
+  });
+  assert.deepEqual(okResult(sm.apply(appendTo("0"))).result, {
+    kind: "append",
+    response: { length: 10 },
+  });
+  const over = sm.apply(appendTo("x"));
+  assert.equal(over.kind, "invalid");
+  assert.match(
+    over.kind === "invalid" ? over.message : "",
+    /Append would make the value 11 bytes long: the maximum is 10 \(storage\.value_bytes_max\); the value is unchanged \(10 bytes\)/,
+  );
+  assert.equal(dec(sm.get(enc("k")).value), "1234567890");
+  // The refusal is remembered: a retry of the same seq gets it again, even once it would fit.
+  const session = { clientId: "c", seq: 1, ackSeq: 0 };
+  assert.equal(sm.apply(appendTo("y", session)).kind, "invalid");
+  okResult(sm.apply({ ...STAMPS, stampMs: 1, delete: { key: enc("k"), ...NO_SESSION } }));
+  const retried = sm.apply(appendTo("y", session));
+  assert.equal(retried.kind, "invalid");
+  assert.equal(sm.get(enc("k")).found, false);
+});
+
+Deno.test("KvStateMachine keeps the old answer of an Append past the bound in unstamped entries", () => {
+  const { sm } = machine();
+  okResult(sm.apply({ ...put("k", "x"), valueBytesMax: 0 }));
+  const big = new Uint8Array(LEGACY_VALUE_BYTES_MAX).fill(1);
+  const legacy = sm.apply({
+    stampMs: 1,
+    valueBytesMax: 0,
+    sessionTtlMs: 0,
+    append: { key: enc("k"), value: big, ...NO_SESSION },
+  });
+  assert.deepEqual(okResult(legacy).result, { kind: "append", response: { length: 1 } });
+});
+
+Deno.test("KvStateMachine checks every field against the stamped limit when it applies", () => {
+  const { sm } = machine();
+  const stamps = { valueBytesMax: 4 };
+  okResult(sm.apply(cas("k", { expectAbsent: true, value: enc("1234") }, { stamps })));
+  const expectedTooLong = sm.apply(
+    cas("k", { expected: enc("12345"), value: enc("1") }, { stamps }),
+  );
+  assert.equal(expectedTooLong.kind, "invalid");
+  assert.match(expectedTooLong.kind === "invalid" ? expectedTooLong.message : "", /"expected"/);
+  const valueTooLong = sm.apply(
+    cas("k", { expected: enc("1234"), value: enc("12345") }, { stamps }),
+  );
+  assert.equal(valueTooLong.kind, "invalid");
+  assert.equal(dec(sm.get(enc("k")).value), "1234");
+  const longKey = sm.apply({
+    ...put("k", "v"),
+    put: { ...put("k", "v").put!, key: new Uint8Array(4097) },
+  });
+  assert.equal(longKey.kind, "invalid");
+});
+
+Deno.test("KvStateMachine refuses a mutation once a session holds its bytes of results", () => {
+  const { sm } = machine(FULL, undefined, { sessionResultBytesMax: 3000 });
+  okResult(sm.apply(put("k", "x".repeat(1000))));
+  // Each failed compare-and-swap keeps the whole current value (1,000 bytes) as its result.
+  for (let seq = 1; seq <= 3; seq++) {
+    const result = okResult(sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq })));
+    assert.equal(
+      result.result.kind === "compareAndSwap" && result.result.response.succeeded,
+      false,
+    );
+  }
+  const refused = sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq: 4 }));
+  assert.equal(refused.kind, "resourceExhausted");
+  assert.match(
+    refused.kind === "resourceExhausted" ? refused.message : "",
+    /holds 30\d\d bytes of unacknowledged results: the limit is 3000 \(SESSION_RESULT_BYTES_MAX/,
+  );
+  // Acknowledging the answered seqs frees the room.
+  okResult(sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq: 4, ackSeq: 3 })));
+});
+
+Deno.test("KvStateMachine refuses a new client past the shard's sessions bound", () => {
+  const { sm } = machine(FULL, 1000, { sessionsMax: 3 });
+  for (const clientId of ["a", "b", "c"]) {
+    okResult(sm.apply(put("k", clientId, { clientId, seq: 1, ackSeq: 0 }, 10_000)));
+  }
+  const fourth = sm.apply(put("k", "d", { clientId: "d", seq: 1, ackSeq: 0 }, 10_000));
+  assert.equal(fourth.kind, "resourceExhausted");
+  assert.match(
+    fourth.kind === "resourceExhausted" ? fourth.message : "",
+    /Shard has 3 client sessions: the limit is 3 \(SESSIONS_MAX\)/,
+  );
+  assert.equal(dec(sm.get(enc("k")).value), "c");
+  // A known client goes on.
+  okResult(sm.apply(put("k", "a2", { clientId: "a", seq: 2, ackSeq: 1 }, 10_000)));
+  // Once the idle sessions expired and their tombstones were swept, a new client fits.
+  okResult(sm.apply(put("k", "late", NO_SESSION, 10_000 + 61_000)));
+  okResult(sm.apply(put("k", "later", NO_SESSION, 10_000 + 2 * 61_000)));
+  okResult(sm.apply(put("k", "d", { clientId: "d", seq: 1, ackSeq: 0 }, 10_000 + 2 * 61_000)));
+});
+
+Deno.test("KvStateMachine expires sessions by the TTL the leader stamped", () => {
+  const { sm } = machine();
+  const stamped = (stampMs: number, seq: number) => ({
+    ...put("k", `v${seq}`, { clientId: "c", seq, ackSeq: seq - 1 }, stampMs),
+    sessionTtlMs: 2000,
+  });
+  okResult(sm.apply(stamped(10_000, 1)));
+  okResult(sm.apply(stamped(11_900, 2)));
+  assert.equal(sm.apply(stamped(14_000, 3)).kind, "sessionExpired");
 });

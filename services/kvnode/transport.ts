@@ -56,8 +56,8 @@ import {
   SHARD_ID_MAX,
 } from "./raft_codec.ts";
 
-/** A default for `batchBytesMax`: half of libs/rpc's default message bound of 4 MiB. */
-export const BATCH_BYTES_MAX_DEFAULT = 2 * 1024 * 1024;
+/** The share of `maxMessageBytes` a `RaftBatch` may take by default: half (room for framing). */
+export const BATCH_SHARE_OF_MESSAGE = 0.5;
 /** A default for `queueBytesMax` (per destination node). */
 export const QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 /** A default for `snapshotChunkBytes`. */
@@ -108,10 +108,10 @@ export interface GrpcRaftTransportOptions {
   /** grpc-js's message bound on the clients (as the servers', e.g. `MESSAGE_BYTES_MAX_DEFAULT`). */
   readonly maxMessageBytes: number;
   /**
-   * The largest `RaftBatch`, in bytes: at most half of `maxMessageBytes` (the default:
-   * {@linkcode BATCH_BYTES_MAX_DEFAULT} or that half, whichever is smaller). An envelope too big
-   * for a batch of its own is dropped and counted, so keep it above the Raft `messageBytesMax`
-   * plus the largest entry.
+   * The largest `RaftBatch`, in bytes: at most half of `maxMessageBytes`, which is the default.
+   * The config makes sure the largest Raft message (an AppendEntries of `raft.message_bytes_max`,
+   * or one entry of the largest command) fits in a batch of its own; one that does not is a
+   * broken invariant: it is dropped, counted and logged as an error.
    */
   readonly batchBytesMax?: number;
   /**
@@ -187,7 +187,8 @@ type ResolvedOptions =
 
 function resolveOptions(options: GrpcRaftTransportOptions): ResolvedOptions {
   const half = Math.floor(options.maxMessageBytes / 2);
-  const batchBytesMax = options.batchBytesMax ?? Math.min(BATCH_BYTES_MAX_DEFAULT, half);
+  const batchBytesMax = options.batchBytesMax ??
+    Math.floor(options.maxMessageBytes * BATCH_SHARE_OF_MESSAGE);
   return {
     ...options,
     batchBytesMax,
@@ -219,7 +220,7 @@ interface Shared {
  * ```ts ignore
  * const transport = new GrpcRaftTransport({
  *   nodeId, clusterId, maxMessageBytes: MESSAGE_BYTES_MAX_DEFAULT,
- *   batchBytesMax: BATCH_BYTES_MAX_DEFAULT, queueBytesMax: QUEUE_BYTES_MAX_DEFAULT,
+ *   queueBytesMax: QUEUE_BYTES_MAX_DEFAULT,
  *   snapshotChunkBytes: SNAPSHOT_CHUNK_BYTES_DEFAULT, log,
  *   onSnapshotStatus: (shard, peer, ok) => driver.reportSnapshot(shard, peer, ok),
  * });
@@ -445,8 +446,10 @@ class PeerStream {
     const { options, stats, batchBaseBytes } = this.#shared;
     const bytes = envelopeBytesBound(envelope);
     if (batchBaseBytes + bytes > options.batchBytesMax) {
+      // The config keeps every Raft message under the batch bound: this is a bug, and the
+      // message's group cannot make progress past it.
       stats.droppedOversized++;
-      options.log.warn("Dropped a Raft message too big for a batch", {
+      options.log.error("Dropped a Raft message too big for a batch (a broken invariant)", {
         node: this.#nodeId,
         shard: envelope.shardId,
         bytes,

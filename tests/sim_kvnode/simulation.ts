@@ -1116,8 +1116,10 @@ function newClient(name: string): SimClient {
   return { name, seq: 0, op: undefined, attempt: undefined, hints: new Map(), script: [] };
 }
 
-function mutation(command: Omit<Command, "stampMs">) {
-  return { kind: "mutation" as const, command: { stampMs: 0, ...command } as Command };
+function mutation(command: Omit<Command, "stampMs" | "valueBytesMax" | "sessionTtlMs">) {
+  // The leader stamps the time, the value limit and the session TTL when it proposes.
+  const stamps = { stampMs: 0, valueBytesMax: 0, sessionTtlMs: 0 };
+  return { kind: "mutation" as const, command: { ...stamps, ...command } as Command };
 }
 
 function keyIndexOf(key: string): number {

@@ -1015,6 +1015,14 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "uint64",
                   "id": 1,
                 },
+                "valueBytesMax": {
+                  "type": "uint64",
+                  "id": 2,
+                },
+                "sessionTtlMs": {
+                  "type": "uint64",
+                  "id": 3,
+                },
                 "put": {
                   "type": "PutRequest",
                   "id": 10,
@@ -1051,6 +1059,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "bool",
                   "id": 4,
                 },
+                "resultBytes": {
+                  "type": "uint64",
+                  "id": 5,
+                },
               },
             },
             "SessionResult": {
@@ -1061,6 +1073,7 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                     "delete",
                     "append",
                     "compareAndSwap",
+                    "invalid",
                   ],
                 },
               },
@@ -1084,6 +1097,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "compareAndSwap": {
                   "type": "CompareAndSwapResponse",
                   "id": 13,
+                },
+                "invalid": {
+                  "type": "string",
+                  "id": 14,
                 },
               },
             },
@@ -3072,6 +3089,17 @@ export interface Command {
    * local clock.
    */
   stampMs: number;
+  /**
+   * The proposing leader's `storage.value_bytes_max`: an Append whose result would be longer is
+   * refused. Stamped so that every replica applies the same limit whatever its own config; 0 in
+   * entries written before the field existed (applied with the old 64 MiB bound).
+   */
+  valueBytesMax: number;
+  /**
+   * The proposing leader's session TTL (`kvnode.session_ttl_ms`), stamped for the same reason;
+   * 0 means the default of 10 minutes.
+   */
+  sessionTtlMs: number;
   /** The field `put = 10`. */
   put?: PutRequest;
   /** The field `delete = 11`. */
@@ -3086,6 +3114,8 @@ function fromCommand(m: unknown): Command {
   const r = asRecord(m);
   const out: Command = {
     stampMs: toSafeInteger(r.stampMs, "tinykv.v1.Command.stampMs"),
+    valueBytesMax: toSafeInteger(r.valueBytesMax, "tinykv.v1.Command.valueBytesMax"),
+    sessionTtlMs: toSafeInteger(r.sessionTtlMs, "tinykv.v1.Command.sessionTtlMs"),
   };
   if (Object.hasOwn(r, "put") && r.put != null) {
     out.put = fromPutRequest(r.put);
@@ -3104,6 +3134,8 @@ function fromCommand(m: unknown): Command {
 
 function checkCommand(m: Command): void {
   checkInteger(m.stampMs, "uint64", "tinykv.v1.Command.stampMs");
+  checkInteger(m.valueBytesMax, "uint64", "tinykv.v1.Command.valueBytesMax");
+  checkInteger(m.sessionTtlMs, "uint64", "tinykv.v1.Command.sessionTtlMs");
   if (m.put !== undefined) {
     checkPutRequest(m.put);
   }
@@ -3141,6 +3173,8 @@ export interface ClientSession {
    * tombstone itself is swept (one more session TTL later).
    */
   expired: boolean;
+  /** The bytes of the SessionResult records the session holds. */
+  resultBytes: number;
 }
 
 function fromClientSession(m: unknown): ClientSession {
@@ -3150,6 +3184,7 @@ function fromClientSession(m: unknown): ClientSession {
     ackSeq: toSafeInteger(r.ackSeq, "tinykv.v1.ClientSession.ackSeq"),
     resultCount: toFloat(r.resultCount),
     expired: toBool(r.expired),
+    resultBytes: toSafeInteger(r.resultBytes, "tinykv.v1.ClientSession.resultBytes"),
   };
 }
 
@@ -3157,6 +3192,7 @@ function checkClientSession(m: ClientSession): void {
   checkInteger(m.lastActiveMs, "uint64", "tinykv.v1.ClientSession.lastActiveMs");
   checkInteger(m.ackSeq, "uint64", "tinykv.v1.ClientSession.ackSeq");
   checkInteger(m.resultCount, "uint32", "tinykv.v1.ClientSession.resultCount");
+  checkInteger(m.resultBytes, "uint64", "tinykv.v1.ClientSession.resultBytes");
 }
 
 /** Encodes, decodes and creates `tinykv.v1.ClientSession`. */
@@ -3178,6 +3214,11 @@ export interface SessionResult {
   append?: AppendResponse;
   /** The field `compare_and_swap = 13`. */
   compareAndSwap?: CompareAndSwapResponse;
+  /**
+   * The mutation was refused when it applied (an Append past the value limit): the message of
+   * its INVALID_ARGUMENT answer. Nothing changed.
+   */
+  invalid?: string;
 }
 
 function fromSessionResult(m: unknown): SessionResult {
@@ -3196,6 +3237,9 @@ function fromSessionResult(m: unknown): SessionResult {
   }
   if (Object.hasOwn(r, "compareAndSwap") && r.compareAndSwap != null) {
     out.compareAndSwap = fromCompareAndSwapResponse(r.compareAndSwap);
+  }
+  if (Object.hasOwn(r, "invalid") && r.invalid != null) {
+    out.invalid = toText(r.invalid);
   }
   return out;
 }

@@ -1,0 +1,125 @@
+// Checks how the driver loop takes failures, on a one-replica shard over a MemoryNodeStore that can
+// be made to fail: a read whose serving throws is answered INTERNAL and the node serves on; a
+// storage failure while applying a committed entry stops the loop (`Driver.failed` resolves with
+// the error) rather than skipping the entry, and the entry is never recorded as applied.
+import assert from "node:assert/strict";
+import type { Command } from "@tinykv/proto/tinykv/v1";
+import { HASH_SPACE } from "@tinykv/shard";
+import type { LogIndex, NodeId as PeerId } from "@tinykv/raft";
+import { Driver } from "./driver.ts";
+import { MemoryNodeStore } from "./memory_node_store.ts";
+import type { ItemOutcome } from "./outcome.ts";
+import { TEST_TUNING } from "./_test_cluster.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A store whose reads or writes of keys ending in a marker throw, as a failing disk would. */
+class FaultyStore extends MemoryNodeStore {
+  failReadsOf: string | undefined;
+  failWritesOf: string | undefined;
+
+  override get(key: Uint8Array): Uint8Array | undefined {
+    if (this.failReadsOf !== undefined && dec(key).endsWith(this.failReadsOf)) {
+      throw new Error("Input/output error (simulated)");
+    }
+    return super.get(key);
+  }
+
+  override put(key: Uint8Array, value: Uint8Array): void {
+    if (this.failWritesOf !== undefined && dec(key).endsWith(this.failWritesOf)) {
+      throw new Error("MDB_MAP_FULL: Environment mapsize limit reached (simulated)");
+    }
+    super.put(key, value);
+  }
+}
+
+function put(key: string, value: string): Command {
+  const request = { key: enc(key), value: enc(value), clientId: "", seq: 0, ackSeq: 0 };
+  return { stampMs: 0, valueBytesMax: 0, sessionTtlMs: 0, put: request };
+}
+
+/** A started driver leading shard 1 (one voter) on `store`. */
+async function soloLeader(store: MemoryNodeStore) {
+  const errors: string[] = [];
+  const driver = new Driver({
+    store,
+    nodeId: "n1",
+    tuning: TEST_TUNING,
+    outbound: { send() {}, flush() {} },
+    clock: { now: () => 1_700_000_000_000 },
+    log: { info() {}, warn() {}, error: (msg) => errors.push(msg) },
+    seed: 1,
+  });
+  assert.equal(driver.load().kind, "ok");
+  driver.start();
+  const peer = { peerId: 11, nodeId: "n1", address: "mem:n1" };
+  const created = await driver.createReplica({
+    shardId: 1,
+    peerId: 11,
+    range: { lo: 0, hi: HASH_SPACE },
+    peers: [peer],
+    initialConfState: { voters: [11 as PeerId], learners: [], epoch: 0 as LogIndex },
+  });
+  assert.equal(created.kind, "ok");
+  assert.equal(await driver.campaign(1), true);
+  await driver.whenIdle();
+  assert.ok(driver.replicas()[0].isLeader());
+  const submit = (op: Parameters<Driver["submit"]>[0]["op"]) =>
+    driver.submit({ shardId: 1, confEpoch: 0, op, deadlineMs: 1_700_000_060_000 });
+  return { driver, errors, submit };
+}
+
+function getValue(outcome: ItemOutcome): string | undefined {
+  assert.equal(outcome.kind, "ok", JSON.stringify(outcome));
+  if (outcome.kind !== "ok" || outcome.result.kind !== "get") return assert.fail("not a get");
+  return outcome.result.response.found ? dec(outcome.result.response.value) : undefined;
+}
+
+Deno.test("Driver answers a read that throws with INTERNAL and serves on", async () => {
+  const store = new FaultyStore();
+  const { driver, errors, submit } = await soloLeader(store);
+  try {
+    assert.equal((await submit({ kind: "mutation", command: put("good", "1") })).kind, "ok");
+    store.failReadsOf = "poison";
+    for (const serializable of [false, true]) {
+      const outcome = await submit({ kind: "get", key: enc("poison"), serializable });
+      assert.equal(outcome.kind, "internal", JSON.stringify(outcome));
+      assert.match(JSON.stringify(outcome), /Input\/output error/);
+    }
+    assert.equal(errors.filter((e) => e === "Serving a read failed").length, 2);
+    assert.equal((await submit({ kind: "mutation", command: put("after", "2") })).kind, "ok");
+    assert.equal(
+      getValue(await submit({ kind: "get", key: enc("good"), serializable: false })),
+      "1",
+    );
+    assert.equal(
+      getValue(await submit({ kind: "get", key: enc("after"), serializable: false })),
+      "2",
+    );
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("Driver stops on a storage failure while applying instead of skipping the entry", async () => {
+  const store = new FaultyStore();
+  const { driver, errors, submit } = await soloLeader(store);
+  const applied = () => driver.replicas()[0].log.appliedState.applied;
+  try {
+    assert.equal((await submit({ kind: "mutation", command: put("before", "1") })).kind, "ok");
+    const appliedBefore = applied();
+    store.failWritesOf = "doomed";
+    const answer = submit({ kind: "mutation", command: put("doomed", "x") });
+    const error = await driver.failed;
+    assert.match(error.message, /MDB_MAP_FULL/);
+    assert.ok(errors.includes("Driver loop failed: stopping the node"));
+    // Nothing of the failed turn was recorded: the entry is neither applied nor skipped.
+    assert.equal(applied(), appliedBefore);
+    await driver.stop();
+    const outcome = await answer;
+    assert.equal(outcome.kind, "unknown", JSON.stringify(outcome));
+  } finally {
+    await driver.stop();
+  }
+});
