@@ -44,8 +44,9 @@ function ok<T>(result: RpcResult<T>): T {
 async function withGateway(
   test: (cluster: KvNodeCluster, kv: Kv, address: string) => Promise<void>,
   shards = 4,
+  flags: readonly string[] = [],
 ): Promise<void> {
-  const cluster = await KvNodeCluster.start({ nodes: 3, shards });
+  const cluster = await KvNodeCluster.start({ nodes: 3, shards, flags });
   const clients: Kv[] = [];
   try {
     await cluster.bootstrap();
@@ -300,4 +301,40 @@ Deno.test("gateway: malformed bytes on its port do not disturb it", async () => 
       "ok",
     );
   }, 1);
+});
+
+Deno.test("gateway: renews its own session when a shard expires it, so writes go on", async () => {
+  // Sessions expire after 1 s of replicated time here. The gateway's own session (for writes
+  // without a client_id) is expired by the shard at the next write after an idle second; the
+  // gateway must start a new session and send the write again, never answer FAILED_PRECONDITION.
+  const ttlMs = 1000;
+  await withGateway(
+    async (_cluster, kv) => {
+      ok(await call.Put(kv, { key: enc("idle"), value: enc("1"), ...NO_SESSION }));
+      const idleUntil = Date.now() + ttlMs + 300;
+      while (Date.now() < idleUntil) await new Promise((resolve) => setTimeout(resolve, 100));
+      ok(await call.Put(kv, { key: enc("idle"), value: enc("2"), ...NO_SESSION }));
+      assert.equal(
+        ok(await call.Append(kv, { key: enc("idle"), value: enc("3"), ...NO_SESSION })).length,
+        2,
+      );
+      assert.equal(
+        dec(ok(await call.Get(kv, { key: enc("idle"), serializable: false })).value),
+        "23",
+      );
+      // A client's own expired session is still the client's to renew.
+      const session = { clientId: "short-lived", seq: 1, ackSeq: 0 };
+      ok(await call.Put(kv, { key: enc("idle"), value: enc("4"), ...session }));
+      const until = Date.now() + ttlMs + 300;
+      while (Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 100));
+      const expired = await call.Put(kv, { key: enc("idle"), value: enc("5"), ...session, seq: 2 });
+      assert.equal(expired.kind, "failedPrecondition", JSON.stringify(expired));
+      assert.equal(
+        dec(ok(await call.Get(kv, { key: enc("idle"), serializable: false })).value),
+        "4",
+      );
+    },
+    1,
+    ["--kvnode.session_ttl_ms=1000"],
+  );
 });

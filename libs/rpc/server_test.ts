@@ -19,6 +19,8 @@ import {
   type GrpcClient,
   type GrpcServer,
   MESSAGE_BYTES_MAX_DEFAULT,
+  outcomeOf,
+  type RpcFailure,
   type RpcFailureKind,
   rpcOk,
   type RpcResult,
@@ -240,10 +242,11 @@ Deno.test("a message over maxMessageBytes ends with resourceExhausted", async ()
       }),
     );
   });
-  // Rejected by the client's send bound before it leaves.
+  // Rejected by the client's send bound before it leaves: definitely not applied.
   await withServer({ clientMaxMessageBytes: 64 * 1024 }, async ({ client }) => {
     const result = await unaryCaller(client, "Put")(request, { deadlineMs: DEADLINE_MS });
     assert.equal(result.kind, "resourceExhausted");
+    assert.equal(outcomeOf(result as RpcFailure), "notApplied");
   });
 });
 
@@ -255,6 +258,8 @@ Deno.test("every failure kind a handler returns reaches the client as that kind"
         deadlineMs: DEADLINE_MS,
       });
       assert.deepStrictEqual(result, { kind, message: `Injected "${kind}"` });
+      // The server's trailer says the status is its own, so the table's outcome holds.
+      assert.equal(outcomeOf(result as RpcFailure), STATUS_TABLE[kind].outcome);
     }
   });
 });
@@ -345,6 +350,8 @@ Deno.test("a call to a server that is down ends with unavailable", async () => {
       deadlineMs: DEADLINE_MS,
     });
     assert.equal(result.kind, "unavailable");
+    // No connection was ever made, so the request never left.
+    assert.equal(outcomeOf(result as RpcFailure), "notApplied");
   } finally {
     client.close();
   }

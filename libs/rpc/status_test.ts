@@ -88,3 +88,29 @@ Deno.test("RpcError carries its failure", () => {
   assert.equal(error.message, "Checksum of entry 7 failed");
   assert.equal(error.failure.kind, "dataLoss");
 });
+
+Deno.test("failureFromError() tells a server's UNAVAILABLE from one grpc-js made up after sending", () => {
+  const fromServer = toServerError({ kind: "unavailable", message: "No leader for shard 3" });
+  assert.equal(outcomeOf(failureFromError(fromServer)), "notApplied");
+  const dropped = {
+    code: grpc.status.UNAVAILABLE,
+    details: "Connection dropped",
+    metadata: new grpc.Metadata(),
+  };
+  assert.equal(outcomeOf(failureFromError(dropped)), "unknown");
+  const neverConnected = {
+    code: grpc.status.UNAVAILABLE,
+    details: "No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1",
+  };
+  assert.equal(outcomeOf(failureFromError(neverConnected)), "notApplied");
+  const tooLargeToSend = {
+    code: grpc.status.RESOURCE_EXHAUSTED,
+    details: "Attempted to send message with a size larger than 4194304",
+  };
+  assert.equal(outcomeOf(failureFromError(tooLargeToSend)), "notApplied");
+  const tooLargeReceived = {
+    code: grpc.status.RESOURCE_EXHAUSTED,
+    details: "Received message larger than max (9437236 vs 8388608)",
+  };
+  assert.equal(outcomeOf(failureFromError(tooLargeReceived)), "unknown");
+});
