@@ -152,6 +152,8 @@ export class Driver {
   #inboxRequests = 0;
   #inboxMessages = 0;
   #droppedMessages = 0;
+  /** Shards whose replica is being created (shard id → peer id), reserved by `createReplica`. */
+  readonly #creating = new Map<number, number>();
   /** Replicas told they are no longer members, to delete in the next turn's transaction. */
   readonly #evicted = new Map<number, number>();
   #ticksDue = 0;
@@ -401,8 +403,12 @@ export class Driver {
     this.#options.outbound.flush();
     for (const answer of answers) answer();
     for (const [replica, ready] of readies) {
-      this.#takeReadStates(replica, ready);
-      this.#serveConfirmedReads(replica);
+      // A replica removed in this turn deleted its data in the transaction: its reads must not be
+      // served from it. `#drop` below answers them UNAVAILABLE (another member will serve them).
+      if (!removed.includes(replica)) {
+        this.#takeReadStates(replica, ready);
+        this.#serveConfirmedReads(replica);
+      }
       this.#wakeAppliedWaiters(replica);
       replica.node.advance(ready);
     }
@@ -733,30 +739,46 @@ export class Driver {
 
   // --- Admin -------------------------------------------------------------------------------
 
-  /** Creates a replica (idempotent for the same peer id). */
+  /**
+   * Creates a replica (idempotent for the same peer id). The shard is reserved from the check to
+   * the end of the record's write, so two calls at once cannot both create one: the second gets
+   * UNAVAILABLE (same peer: retry to learn the outcome) or INVALID (another peer).
+   */
   createReplica(record: ReplicaRecord): Promise<AdminResult<{ created: boolean }>> {
-    return this.#task(() => {
+    return this.#task((): AdminResult<{ created: boolean }> | { kind: "reserved" } => {
       const existing = this.#replicas.get(record.shardId);
-      if (existing !== undefined) {
-        if (existing.peerId === record.peerId) return ok({ created: false });
+      const creating = this.#creating.get(record.shardId);
+      const other = existing?.peerId ?? creating;
+      if (other !== undefined && other !== record.peerId) {
         return {
-          kind: "invalid" as const,
-          message: `Shard ${record.shardId} already has replica peer ${existing.peerId} on node ` +
+          kind: "invalid",
+          message: `Shard ${record.shardId} already has replica peer ${other} on node ` +
             `"${this.nodeId}": cannot create peer ${record.peerId}`,
         };
       }
-      return { kind: "task" as const, record };
+      if (existing !== undefined) return ok({ created: false });
+      if (creating !== undefined) {
+        return {
+          kind: "unavailable",
+          message: `Replica peer ${record.peerId} of shard ${record.shardId} is being created ` +
+            `on node "${this.nodeId}": retry`,
+        };
+      }
+      this.#creating.set(record.shardId, record.peerId);
+      return { kind: "reserved" };
     }).then(async (decided) => {
-      if (decided.kind !== "task") return decided;
-      await this.#options.store.write(() => {
-        this.#options.store.put(replicaRecordKey(record.peerId), encodeRecord(record));
-      });
-      return await this.#task(() => {
-        if (!this.#replicas.has(record.shardId)) {
+      if (decided.kind !== "reserved") return decided;
+      try {
+        await this.#options.store.write(() => {
+          this.#options.store.put(replicaRecordKey(record.peerId), encodeRecord(record));
+        });
+        return await this.#task(() => {
           this.#replicas.set(record.shardId, this.#newReplica(record));
-        }
-        return ok({ created: true });
-      });
+          return ok({ created: true });
+        });
+      } finally {
+        this.#creating.delete(record.shardId);
+      }
     });
   }
 

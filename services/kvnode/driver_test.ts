@@ -331,3 +331,77 @@ Deno.test("Driver: a membership change that cannot commit times out on the drive
     await cluster.close();
   }
 });
+
+Deno.test("Driver: a leader applying its own removal serves no read from the data it deleted", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(1)!;
+    assert.equal(
+      (await cluster.request(leader.nodeId, 1, { kind: "mutation", command: put("k", "v") })).kind,
+      "ok",
+    );
+    const self = leader.driver.replicas()[0];
+    // Reads that arrive with the removal are confirmed in the same turn as it applies, when the
+    // replica deletes its data.
+    const removal = leader.driver.changeMembership({
+      shardId: 1,
+      expectedConfEpoch: self.confEpoch,
+      change: "remove",
+      peer: self.peers.get(self.peerId)!,
+      timeoutMs: 10_000,
+    });
+    const reads = Array.from(
+      { length: 20 },
+      () => cluster.submit(leader.nodeId, 1, { kind: "get", key: enc("k") }),
+    );
+    const outcomes = await cluster.settle(reads);
+    assert.equal((await ticking(cluster, removal)).kind, "ok");
+    for (const outcome of outcomes) {
+      if (outcome.kind === "ok") assert.equal(getValue(outcome), "v");
+      else assert.ok(["unavailable", "notLeader"].includes(outcome.kind), JSON.stringify(outcome));
+    }
+    assert.equal(leader.driver.replicas().length, 0, "the removed replica is gone");
+    // The remaining members elect a leader that still holds the key.
+    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a new leader");
+    const next = cluster.leaderOf(1)!;
+    assert.equal(
+      getValue(await cluster.request(next.nodeId, 1, { kind: "get", key: enc("k") })),
+      "v",
+    );
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: two CreateReplica calls at once for one shard create one replica", async () => {
+  const cluster = await TestCluster.create(["n1"]);
+  try {
+    const driver = cluster.node("n1").driver;
+    const record = (peerId: number) => ({
+      shardId: 7,
+      peerId,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [cluster.peer("n1", peerId)],
+      initialConfState: { voters: [peerId], learners: [], epoch: 0 },
+    } as never);
+    const [a, b, again] = await Promise.all([
+      driver.createReplica(record(701)),
+      driver.createReplica(record(702)),
+      driver.createReplica(record(701)),
+    ]);
+    assert.deepEqual(a, { kind: "ok", value: { created: true } });
+    assert.equal(b.kind, "invalid", JSON.stringify(b));
+    assert.match(JSON.stringify(b), /already has replica peer 701/);
+    assert.equal(again.kind, "unavailable", JSON.stringify(again));
+    assert.deepEqual(await driver.createReplica(record(701)), {
+      kind: "ok",
+      value: { created: false },
+    });
+    // One record on disk: a restart loads exactly one replica of the shard, peer 701.
+    await cluster.stop("n1");
+    const restarted = cluster.restart("n1");
+    assert.deepEqual(restarted.driver.replicas().map((r) => r.peerId), [701]);
+  } finally {
+    await cluster.close();
+  }
+});
