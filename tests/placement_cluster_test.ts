@@ -123,3 +123,51 @@ Deno.test("placement: a killed kvnode's replicas are re-created on the other nod
     },
   );
 });
+
+Deno.test("placement: deletes an orphan replica left by an abandoned move", async () => {
+  await withPlacement({ nodes: 4, shards: 2 }, async (cluster, placement) => {
+    await placement.waitUntilLeader();
+    await waitSettled(placement, { replicas: 3, timeoutMs: 30_000 });
+    // A learner created for a move that was abandoned before the leader added it: its node hosts
+    // it, but no member of the group lists it, and nothing would ever tell it.
+    const statuses = await cluster.statuses();
+    const member = statuses.find((s) => s.replicas.some((r) => r.shardId === 1))!;
+    const shard = member.replicas.find((r) => r.shardId === 1)!;
+    const outsider = cluster.nodes.find((node) =>
+      !statuses.find((s) => s.nodeId === node.nodeId)!.replicas.some((r) => r.shardId === 1)
+    )!;
+    const orphanPeer = {
+      peerId: 1_000_000_007,
+      nodeId: outsider.nodeId,
+      address: outsider.address,
+    };
+    const created = await cluster.call(outsider, "CreateReplica", {
+      clusterId: cluster.clusterId,
+      shardId: 1,
+      rangeLo: shard.rangeLo,
+      rangeHi: shard.rangeHi,
+      peerId: orphanPeer.peerId,
+      voters: shard.voters,
+      learners: [...shard.learners, orphanPeer],
+      confEpoch: shard.confEpoch,
+      join: true,
+    });
+    assert.equal(created.kind, "ok", JSON.stringify(created));
+    await waitFor(async () => {
+      const status = await cluster.call(outsider, "Status", { withDataHash: false });
+      return status.kind === "ok" && !status.response.replicas.some((r) => r.shardId === 1);
+    }, { timeoutMs: 40_000, what: "placement to delete the orphan replica" });
+    const decisions = await placement.call("ListDecisions", { limit: 50 });
+    assert.equal(decisions.kind, "ok");
+    const reasons = decisions.kind === "ok"
+      ? decisions.response.decisions.map((d) => d.reason)
+      : [];
+    assert.ok(
+      reasons.some((r) => r.includes(`deleted replica peer ${orphanPeer.peerId} of shard 1`)),
+      JSON.stringify(reasons),
+    );
+    // The group kept its members.
+    const after = await state(placement);
+    assert.equal(after.shards.find((s) => s.shardId === 1)?.voters.length, 3);
+  });
+});

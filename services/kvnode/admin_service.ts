@@ -1,6 +1,6 @@
 /**
  * The kvnode's `NodeAdmin` service: replica lifecycle (create, membership changes, leadership
- * transfer), each fenced by cluster id and the shard's expected conf epoch, and the node's status
+ * transfer, deleting a replica outside its group), each fenced by cluster id and the shard's expected conf epoch, and the node's status
  * as placement pulls it.
  *
  * @module
@@ -99,6 +99,17 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
         targetPeerId: request.targetPeerId,
       });
       return fromAdmin(result, () => ({}));
+    },
+    DeleteReplica: async (request) => {
+      const refused = clusterCheck(request.clusterId);
+      if (refused !== undefined) return refused;
+      if (request.peerId === 0) return rpcFailure("invalidArgument", 'Field "peer_id" is 0');
+      const result = await driver.deleteReplica({
+        shardId: request.shardId,
+        peerId: request.peerId,
+        confEpoch: request.confEpoch,
+      });
+      return fromAdmin(result, (value) => ({ deleted: value.deleted }));
     },
     Status: async (request) => {
       const replicas = await driver.inspect((all) =>

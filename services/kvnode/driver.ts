@@ -154,8 +154,11 @@ export class Driver {
   #droppedMessages = 0;
   /** Shards whose replica is being created (shard id → peer id), reserved by `createReplica`. */
   readonly #creating = new Map<number, number>();
-  /** Replicas told they are no longer members, to delete in the next turn's transaction. */
-  readonly #evicted = new Map<number, number>();
+  /**
+   * Replicas to delete in the next turn's transaction (shard id → why): told by a member that they
+   * are no longer in the group, or deleted by an admin call (which `done` answers).
+   */
+  readonly #evicted = new Map<number, { why: string; done?: () => void }>();
   #ticksDue = 0;
   #wake: (() => void) | undefined;
   #running = false;
@@ -362,7 +365,8 @@ export class Driver {
     for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
 
     const readies: Array<[Replica, Ready]> = [];
-    const evicted = [...this.#evicted.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
+    const evictions = new Map(this.#evicted);
+    const evicted = [...evictions.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
     this.#evicted.clear();
     for (const replica of this.#replicas.values()) {
       if (evicted.includes(replica)) continue;
@@ -413,10 +417,9 @@ export class Driver {
       replica.node.advance(ready);
     }
     for (const replica of removed) {
-      const why = evicted.includes(replica)
-        ? "a member told it that it is no longer in its group"
-        : "it was removed from its group";
-      this.#drop(replica, why);
+      const eviction = evictions.get(replica.shardId);
+      this.#drop(replica, eviction?.why ?? "it was removed from its group");
+      eviction?.done?.();
     }
   }
 
@@ -448,7 +451,9 @@ export class Driver {
     if (replica === undefined || envelope.message.to !== replica.peerId) return;
     if (envelope.notMember) {
       if (envelope.confEpoch > replica.confEpoch) {
-        this.#evicted.set(replica.shardId, envelope.confEpoch);
+        this.#evicted.set(replica.shardId, {
+          why: "a member told it that it is no longer in its group",
+        });
       }
       return;
     }
@@ -780,6 +785,40 @@ export class Driver {
         this.#creating.delete(record.shardId);
       }
     });
+  }
+
+  /**
+   * Deletes the replica `peerId` of a shard, which the caller (placement) found outside its group's
+   * configuration at `confEpoch`. Refused (`staleEpoch`) while the replica may be a member: when
+   * its own epoch is not older than `confEpoch` and it has applied anything.
+   */
+  async deleteReplica(
+    request: { shardId: number; peerId: number; confEpoch: number },
+  ): Promise<AdminResult<{ deleted: boolean }>> {
+    type Decided = AdminResult<{ deleted: boolean }> | { kind: "deleting"; done: Promise<void> };
+    const decided = await this.#task((): Decided => {
+      const replica = this.#replicas.get(request.shardId);
+      if (replica === undefined || replica.peerId !== request.peerId) return ok({ deleted: false });
+      const { applied, confState } = replica.log.appliedState;
+      if (confState.epoch >= request.confEpoch && applied > 0) {
+        return {
+          kind: "staleEpoch",
+          message: `Replica peer ${request.peerId} of shard ${request.shardId} on node ` +
+            `"${this.nodeId}" is at conf epoch ${confState.epoch} with entries applied: it may ` +
+            `be a member, so it is not deleted on the word of epoch ${request.confEpoch}`,
+          confEpoch: confState.epoch,
+        };
+      }
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#evicted.set(request.shardId, {
+        why: `an admin call found it outside its group at conf epoch ${request.confEpoch}`,
+        done: resolve,
+      });
+      return { kind: "deleting", done: promise };
+    });
+    if (decided.kind !== "deleting") return decided;
+    await decided.done;
+    return ok({ deleted: true });
   }
 
   /** Proposes a membership change on the shard's leader here and waits until it applies. */

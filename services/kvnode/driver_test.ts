@@ -405,3 +405,54 @@ Deno.test("Driver: two CreateReplica calls at once for one shard create one repl
     await cluster.close();
   }
 });
+
+Deno.test("Driver: DeleteReplica removes an orphan replica and never a possible member", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(1)!;
+    assert.equal(
+      (await cluster.request(leader.nodeId, 1, { kind: "mutation", command: put("k", "v") })).kind,
+      "ok",
+    );
+    const epoch = leader.driver.replicas()[0].confEpoch;
+    // A member at the group's epoch with entries applied may be a member: refused, kept.
+    const member = cluster.node("n2").driver;
+    const memberPeer = member.replicas()[0].peerId;
+    const refused = await ticking(
+      cluster,
+      member.deleteReplica({ shardId: 1, peerId: memberPeer, confEpoch: epoch }),
+    );
+    assert.equal(refused.kind, "staleEpoch", JSON.stringify(refused));
+    assert.equal(member.replicas().length, 1);
+    // Another peer id of the shard: nothing to delete.
+    const other = await ticking(
+      cluster,
+      member.deleteReplica({ shardId: 1, peerId: 999, confEpoch: epoch + 1 }),
+    );
+    assert.deepEqual(other, { kind: "ok", value: { deleted: false } });
+    // A replica created for a move that was abandoned before its learner was added: it never
+    // received anything, so the leader's epoch (the same as its own) is enough to delete it.
+    await cluster.stop("n3");
+    const orphanNode = cluster.restart("n3");
+    const replicas = leader.driver.replicas()[0];
+    const peers = [...replicas.peers.values()];
+    const orphan = await orphanNode.driver.createReplica({
+      shardId: 2,
+      peerId: 301,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [...peers, cluster.peer("n3", 301)],
+      initialConfState: { voters: peers.map((p) => p.peerId), learners: [301], epoch },
+    } as never);
+    assert.equal(orphan.kind, "ok");
+    const deleted = await ticking(
+      cluster,
+      orphanNode.driver.deleteReplica({ shardId: 2, peerId: 301, confEpoch: epoch }),
+    );
+    assert.deepEqual(deleted, { kind: "ok", value: { deleted: true } });
+    assert.deepEqual(orphanNode.driver.replicas().map((r) => r.shardId), [1]);
+    await cluster.stop("n3");
+    assert.deepEqual(cluster.restart("n3").driver.replicas().map((r) => r.shardId), [1]);
+  } finally {
+    await cluster.close();
+  }
+});

@@ -20,7 +20,8 @@ export type DecisionEvent =
   | "failed"
   | "drain"
   | "leader"
-  | "publish";
+  | "publish"
+  | "orphan";
 
 /** One decision. */
 export interface Decision {

@@ -41,6 +41,7 @@ import {
 } from "./cluster_model.ts";
 import type { DecisionLog } from "./decisions.ts";
 import { NodeRegistry } from "./registry.ts";
+import { findOrphans, orphanKey, orphansDue } from "./orphans.ts";
 import type { NodeAdminPool } from "./node_admin.ts";
 import type { RequestContext } from "./requests.ts";
 import {
@@ -105,6 +106,7 @@ export interface LeaderMetrics {
   movesFailed: number;
   stepFailures: number;
   mapPublications: number;
+  orphansDeleted: number;
 }
 
 /** A request's outcome for the admin API. */
@@ -133,6 +135,8 @@ export class PlacementLeader {
   #draining = new Set<string>();
   #tasks = new Map<number, Task>();
   #busy = new Set<number>();
+  /** Orphan replicas seen, by `orphanKey`, with when first seen. */
+  readonly #orphansSeen = new Map<string, number>();
   #callEndedMs = new Map<number, number>();
   #lastMoveMs = new Map<number, number>();
   #waitReason = new Map<number, string>();
@@ -264,6 +268,7 @@ export class PlacementLeader {
     this.#cutOff = false;
     this.#downSince = trackDowntime(previous, live, memberNodes(views), nowMs);
     await this.#runTasks(views, statusesAtMs);
+    await this.#deleteOrphans(views, nowMs);
     const plan = await this.#planAndStart(views, registered, nowMs, false);
     await this.#publish(views);
     await this.#decisions.flush();
@@ -409,6 +414,30 @@ export class PlacementLeader {
 
   // -------------------------------------------------------------------------------------------
   // Moves.
+
+  /** Deletes replicas seen outside their group for a while (see `orphans.ts`). */
+  async #deleteOrphans(views: ReadonlyMap<number, ShardView>, nowMs: number): Promise<void> {
+    const busy = new Set([...this.#tasks.keys(), ...this.#busy]);
+    for (const orphan of orphansDue(this.#orphansSeen, findOrphans(views, busy), nowMs)) {
+      const address = this.#registry.address(orphan.nodeId);
+      if (address === undefined) continue;
+      const result = await this.#admin.deleteReplica({ address }, orphan);
+      const where = `replica peer ${orphan.peerId} of shard ${orphan.shardId} on ${orphan.nodeId}`;
+      if (result.kind !== "ok") {
+        this.#log.warn("Cannot delete an orphan replica", { orphan, error: result.message });
+        continue;
+      }
+      this.#orphansSeen.delete(orphanKey(orphan));
+      if (!result.response.deleted) continue;
+      this.metrics.orphansDeleted++;
+      this.#decisions.add({
+        atMs: Date.now(),
+        event: "orphan",
+        reason: `deleted ${where}: not a member of its group at conf epoch ${orphan.confEpoch}`,
+      });
+      this.#log.info("Deleted an orphan replica", { orphan });
+    }
+  }
 
   async #runTasks(views: ReadonlyMap<number, ShardView>, statusesAtMs: number): Promise<void> {
     const lookup = { address: (node: string) => this.#registry.address(node) };

@@ -48,6 +48,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     movesFailed: 0,
     stepFailures: 0,
     mapPublications: 0,
+    orphansDeleted: 0,
   };
   const decisions = new DecisionLog(zk);
   let leader: PlacementLeader | undefined;

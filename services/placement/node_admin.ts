@@ -1,6 +1,7 @@
 /**
  * Placement's side of the kvnode `NodeAdmin` API: one gRPC client per kvnode address, and the
- * calls the leader makes (status, create replica, membership change, leader transfer), each
+ * calls the leader makes (status, create replica, membership change, leader transfer, delete an
+ * orphan replica), each
  * bounded by a deadline and answering a typed {@linkcode RpcResult}, never throwing.
  *
  * @module
@@ -122,6 +123,17 @@ export class NodeAdminPool {
       expectedConfEpoch: options.expectedConfEpoch,
       targetPeerId: options.target.peerId,
       timeoutMs: CHANGE_TIMEOUT_MS - 500,
+    }, { deadlineMs: CHANGE_TIMEOUT_MS });
+  }
+
+  /** Deletes replica `peerId` of a shard on `target`, found outside its group at `confEpoch`. */
+  async deleteReplica(
+    target: { address: string },
+    options: { shardId: number; peerId: number; confEpoch: number },
+  ): Promise<RpcResult<{ deleted: boolean }>> {
+    return await unaryCaller(this.#client(target.address), "DeleteReplica")({
+      clusterId: this.#clusterId(),
+      ...options,
     }, { deadlineMs: CHANGE_TIMEOUT_MS });
   }
 

@@ -459,6 +459,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "requestType": "NodeStatusRequest",
                   "responseType": "NodeStatusResponse",
                 },
+                "DeleteReplica": {
+                  "requestType": "DeleteReplicaRequest",
+                  "responseType": "DeleteReplicaResponse",
+                },
               },
             },
             "Peer": {
@@ -569,6 +573,34 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
               "fields": {
                 "confEpoch": {
                   "type": "uint64",
+                  "id": 1,
+                },
+              },
+            },
+            "DeleteReplicaRequest": {
+              "fields": {
+                "clusterId": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "shardId": {
+                  "type": "uint32",
+                  "id": 2,
+                },
+                "peerId": {
+                  "type": "uint64",
+                  "id": 3,
+                },
+                "confEpoch": {
+                  "type": "uint64",
+                  "id": 4,
+                },
+              },
+            },
+            "DeleteReplicaResponse": {
+              "fields": {
+                "deleted": {
+                  "type": "bool",
                   "id": 1,
                 },
               },
@@ -2440,6 +2472,65 @@ export const ChangeMembershipResponse: MessageCodec<ChangeMembershipResponse> = 
   checkChangeMembershipResponse,
 );
 
+/** The message `tinykv.v1.DeleteReplicaRequest`. */
+export interface DeleteReplicaRequest {
+  /** The field `cluster_id = 1`. */
+  clusterId: string;
+  /** The field `shard_id = 2`. */
+  shardId: number;
+  /** The replica to delete; another peer id of the shard on this node is left alone. */
+  peerId: number;
+  /**
+   * The group's conf epoch as its leader reports it, at which the peer is not a member. The node
+   * refuses (FAILED_PRECONDITION) unless the replica's own epoch is older, or the replica never
+   * received anything (applied index 0): a replica that may be a member is never deleted.
+   */
+  confEpoch: number;
+}
+
+function fromDeleteReplicaRequest(m: unknown): DeleteReplicaRequest {
+  const r = asRecord(m);
+  return {
+    clusterId: toText(r.clusterId),
+    shardId: toFloat(r.shardId),
+    peerId: toSafeInteger(r.peerId, "tinykv.v1.DeleteReplicaRequest.peerId"),
+    confEpoch: toSafeInteger(r.confEpoch, "tinykv.v1.DeleteReplicaRequest.confEpoch"),
+  };
+}
+
+function checkDeleteReplicaRequest(m: DeleteReplicaRequest): void {
+  checkInteger(m.shardId, "uint32", "tinykv.v1.DeleteReplicaRequest.shardId");
+  checkInteger(m.peerId, "uint64", "tinykv.v1.DeleteReplicaRequest.peerId");
+  checkInteger(m.confEpoch, "uint64", "tinykv.v1.DeleteReplicaRequest.confEpoch");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.DeleteReplicaRequest`. */
+export const DeleteReplicaRequest: MessageCodec<DeleteReplicaRequest> = messageCodec(
+  "tinykv.v1.DeleteReplicaRequest",
+  fromDeleteReplicaRequest,
+  checkDeleteReplicaRequest,
+);
+
+/** The message `tinykv.v1.DeleteReplicaResponse`. */
+export interface DeleteReplicaResponse {
+  /** False when the replica was not there (the call is idempotent). */
+  deleted: boolean;
+}
+
+function fromDeleteReplicaResponse(m: unknown): DeleteReplicaResponse {
+  const r = asRecord(m);
+  return {
+    deleted: toBool(r.deleted),
+  };
+}
+
+/** Encodes, decodes and creates `tinykv.v1.DeleteReplicaResponse`. */
+export const DeleteReplicaResponse: MessageCodec<DeleteReplicaResponse> = messageCodec(
+  "tinykv.v1.DeleteReplicaResponse",
+  fromDeleteReplicaResponse,
+  checkNothing,
+);
+
 /** The message `tinykv.v1.TransferLeaderRequest`. */
 export interface TransferLeaderRequest {
   /** The field `cluster_id = 1`. */
@@ -4052,6 +4143,11 @@ export interface NodeAdminServiceDefinition extends grpc.ServiceDefinition {
   readonly TransferLeader: UnaryMethodDefinition<TransferLeaderRequest, TransferLeaderResponse>;
   /** Reports this node and every replica it hosts. */
   readonly Status: UnaryMethodDefinition<NodeStatusRequest, NodeStatusResponse>;
+  /**
+   * Deletes a replica that is not a member of its group: one created for a move abandoned before
+   * its learner was added, or one removed while it could not hear of it (a learner never asks).
+   */
+  readonly DeleteReplica: UnaryMethodDefinition<DeleteReplicaRequest, DeleteReplicaResponse>;
 }
 
 /**
@@ -4096,6 +4192,15 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     responseSerialize: serializer(NodeStatusResponse),
     responseDeserialize: deserializer(NodeStatusResponse),
   },
+  DeleteReplica: {
+    path: "/tinykv.v1.NodeAdmin/DeleteReplica",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: serializer(DeleteReplicaRequest),
+    requestDeserialize: deserializer(DeleteReplicaRequest),
+    responseSerialize: serializer(DeleteReplicaResponse),
+    responseDeserialize: deserializer(DeleteReplicaResponse),
+  },
 };
 
 /** grpc-js server handlers for `tinykv.v1.NodeAdmin` (raw callback style). */
@@ -4111,6 +4216,11 @@ export interface NodeAdminHandlers extends grpc.UntypedServiceImplementation {
   TransferLeader: grpc.handleUnaryCall<TransferLeaderRequest, TransferLeaderResponse>;
   /** Reports this node and every replica it hosts. */
   Status: grpc.handleUnaryCall<NodeStatusRequest, NodeStatusResponse>;
+  /**
+   * Deletes a replica that is not a member of its group: one created for a move abandoned before
+   * its learner was added, or one removed while it could not hear of it (a learner never asks).
+   */
+  DeleteReplica: grpc.handleUnaryCall<DeleteReplicaRequest, DeleteReplicaResponse>;
 }
 
 /**
@@ -4147,6 +4257,16 @@ export interface NodeAdminClient extends grpc.Client {
     metadata: grpc.Metadata,
     options: grpc.CallOptions,
     callback: grpc.requestCallback<NodeStatusResponse>,
+  ): grpc.ClientUnaryCall;
+  /**
+   * Deletes a replica that is not a member of its group: one created for a move abandoned before
+   * its learner was added, or one removed while it could not hear of it (a learner never asks).
+   */
+  DeleteReplica(
+    request: DeleteReplicaRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<DeleteReplicaResponse>,
   ): grpc.ClientUnaryCall;
 }
 
