@@ -160,7 +160,9 @@ export class KvNodeCluster {
   }
 
   /** Calls a node-admin method with a 10 s deadline. */
-  call<M extends "CreateReplica" | "ChangeMembership" | "TransferLeader" | "Status">(
+  call<
+    M extends "CreateReplica" | "ChangeMembership" | "TransferLeader" | "Status" | "DeleteReplica",
+  >(
     node: ClusterNode,
     method: M,
     request: Parameters<ReturnType<typeof unaryCaller<typeof NodeAdminService, M>>>[0],
@@ -354,6 +356,42 @@ export class KvNodeCluster {
     this.#gateways.push(process);
     await process.start(/gateway serving on/);
     return { process, address: `127.0.0.1:${port}` };
+  }
+
+  /** The gateway processes started by {@linkcode startGateway}, in start order. */
+  get gateways(): readonly ServiceProcess[] {
+    return this.#gateways;
+  }
+
+  /**
+   * The kvnode and gateway processes the harness started and has not stopped that are no longer
+   * alive (they exited by themselves, e.g. crashed). Asked of `ps`, because Deno reads `/proc`
+   * only with every permission; a zombie counts as exited.
+   */
+  async exitedProcesses(): Promise<ServiceProcess[]> {
+    const started = [...this.nodes.map((n) => n.process), ...this.#gateways].filter((p) =>
+      p.pid !== undefined
+    );
+    if (started.length === 0) return [];
+    // This process is asked about too, so a `ps` that lists nothing cannot pass for "all exited".
+    const ps = await new Deno.Command("ps", {
+      args: ["-o", "pid=,stat=", "-p", [Deno.pid, ...started.map((p) => p.pid)].join(",")],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const alive = new Set<number>();
+    for (const line of new TextDecoder().decode(ps.stdout).split("\n")) {
+      const match = /^\s*(\d+)\s+(\S+)/.exec(line);
+      if (match !== null && !match[2].startsWith("Z")) alive.add(Number(match[1]));
+    }
+    if (!alive.has(Deno.pid)) {
+      throw new Error(
+        `Cannot tell which processes are alive: ps printed nothing about this one: ${
+          new TextDecoder().decode(ps.stderr)
+        }`,
+      );
+    }
+    return started.filter((p) => !alive.has(p.pid!));
   }
 
   /** Stops every process, closes clients and removes data and the ZooKeeper root. */
