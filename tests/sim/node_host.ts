@@ -355,7 +355,7 @@ export class SimNode {
     const log = disk.live.log;
     checker.onPersisted(this.id, log, ready.entries);
     if (hs !== undefined && hs.commit > this.#commitChecked) {
-      checker.onCommit(this.id, log, this.#commitChecked + 1, hs.commit);
+      checker.onCommit(this.id, log, this.#commitChecked + 1, hs.commit, hs.term);
       this.#commitChecked = hs.commit;
     }
     const leaderCheck = this.#leaderCheck;

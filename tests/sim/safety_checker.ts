@@ -9,7 +9,10 @@
  * - log matching: an entry is identified by (index, term): every copy has the
  *   same contents, and the same term before it;
  * - leader completeness: a new leader's log holds every entry committed
- *   before it was elected;
+ *   before it was elected in an earlier term than its own (paper §5.4: an
+ *   entry committed in term t is promised to the leaders of terms after t
+ *   only; a candidate of an older term that has not heard of the newer one
+ *   may still win its term late, from votes granted in that term);
  * - state machine safety: no two replicas apply different entries at one
  *   index, and each replica applies every entry once, in order, across
  *   crashes and snapshots.
@@ -66,6 +69,10 @@ export class SafetyChecker {
   // index → term → facts about the entry (index, term) wherever it was seen.
   readonly #entries: Map<number, Map<number, EntryFacts>> = new Map();
   readonly #committed: Map<number, Known> = new Map();
+  // index → the lowest current term of a node seen holding the entry committed. The entry was
+  // committed in that term or an earlier one (the leader that commits it observes it in its own
+  // term; everyone else learns it later), so it is promised to the leaders of later terms.
+  readonly #commitTerm: Map<number, number> = new Map();
   readonly #applied: Map<number, Known> = new Map();
   #committedMax = 0;
   /** Checks performed, for the summary. */
@@ -149,8 +156,11 @@ export class SafetyChecker {
     }
   }
 
-  /** Records the entries in `log` up to `commit` as committed, checking earlier records. */
-  onCommit(id: NodeId, log: SimLog, from: number, commit: number): void {
+  /**
+   * Records the entries in `log` from `from` up to `commit` as committed, by a
+   * node whose current term is `term`, checking earlier records.
+   */
+  onCommit(id: NodeId, log: SimLog, from: number, commit: number, term: Term): void {
     for (let i = Math.max(from, log.firstIndex()); i <= commit; i++) {
       const entry = log.entryAt(i);
       if (entry === undefined) {
@@ -160,6 +170,8 @@ export class SafetyChecker {
         );
       }
       this.#record(this.#committed, "logMatching", id, entry, "committed");
+      const known = this.#commitTerm.get(i);
+      if (known === undefined || term < known) this.#commitTerm.set(i, term);
     }
     if (commit > this.#committedMax) this.#committedMax = commit;
   }
@@ -216,23 +228,38 @@ export class SafetyChecker {
 
   /**
    * Leader completeness: `log`, the log of the leader of `term` just after it
-   * was elected, holds every entry committed up to `committedAtElection`.
+   * was elected, holds every entry committed up to `committedAtElection` in a
+   * term before `term`. Entries committed only in `term` or later are not
+   * promised to it: a candidate that was paused, or whose vote responses were
+   * delayed, may win its older term after a newer term committed entries
+   * (seed 778041). It cannot commit an entry that conflicts with a committed
+   * one (the majority that committed it rejects the older term), which the
+   * state machine safety check still verifies.
    */
   checkLeaderLog(id: NodeId, term: Term, log: SimLog, committedAtElection: number): void {
     this.checks++;
-    if (log.lastIndex() < committedAtElection) {
+    const promised = (index: number) => {
+      const committedIn = this.#commitTerm.get(index);
+      return committedIn !== undefined && committedIn < term;
+    };
+    let last = committedAtElection;
+    while (last > 0 && !promised(last)) last--;
+    if (log.lastIndex() < last) {
       throw new InvariantViolation(
         "leaderCompleteness",
-        `leader ${id} of term ${term} ends at ${log.lastIndex()}, but ${committedAtElection} was committed`,
+        `leader ${id} of term ${term} ends at ${log.lastIndex()}, but ${last} was committed in ` +
+          `term ${this.#commitTerm.get(last)}`,
       );
     }
-    for (let i = log.firstIndex(); i <= committedAtElection; i++) {
+    for (let i = log.firstIndex(); i <= last; i++) {
+      if (!promised(i)) continue;
       const committed = this.#committed.get(i);
       const entry = log.entryAt(i);
       if (committed !== undefined && entry !== undefined && committed.term !== entry.term) {
         throw new InvariantViolation(
           "leaderCompleteness",
-          `leader ${id} of term ${term} holds entry ${i} of term ${entry.term}, committed term ${committed.term}`,
+          `leader ${id} of term ${term} holds entry ${i} of term ${entry.term}, but entry ${i} of ` +
+            `term ${committed.term} was committed (in term ${this.#commitTerm.get(i)})`,
         );
       }
     }

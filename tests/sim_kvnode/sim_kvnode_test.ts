@@ -1,18 +1,14 @@
 // Runs the whole-kvnode simulation (drivers, replicas and state machines over MemoryNodeStore, a
 // seeded faulty network, crashes, moves, transfers, clients checked for linearizability) over a
-// range of seeds and the regression seeds, and checks that one seed replays to the same trace.
+// range of seeds and the regression seeds (sim_kvnode_rolling_test.ts runs a range that moves
+// every day), and checks that one seed replays to the same trace.
 import assert from "node:assert/strict";
 import { runSimulation, type SimResult } from "./simulation.ts";
 import regression from "./regression_seeds.json" with { type: "json" };
+import { failures } from "./_seed_tests.ts";
 
 /** Seeds 1..SEEDS run in CI; more with `deno run tests/sim_kvnode/main.ts --seeds N`. */
 const SEEDS = 80;
-
-function failures(results: readonly SimResult[]): string[] {
-  return results.filter((r) => r.kind === "failed").map((r) =>
-    `seed ${r.seed}: ${r.failure}\n  replay: deno run tests/sim_kvnode/main.ts --seed ${r.seed} --trace`
-  );
-}
 
 Deno.test(`kvnode simulation: seeds 1 to ${SEEDS} keep every check`, async () => {
   const results: SimResult[] = [];
