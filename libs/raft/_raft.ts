@@ -68,6 +68,8 @@ export interface RaftOptions {
   readonly heartbeatTicks: number;
   readonly applied: LogIndex;
   readonly appendBytesMax: number;
+  /** Bytes each entry counts besides its data when bounding messages and Readies. */
+  readonly entryOverheadBytes: number;
   readonly inflightMessagesMax: number;
   readonly uncommittedBytesMax: number;
   readonly committedBytesMax: number;
@@ -177,7 +179,7 @@ export class Raft {
     );
     this.id = options.id;
     this.options = options;
-    this.log = new RaftLog(options.storage, options.applied);
+    this.log = new RaftLog(options.storage, options.applied, options.entryOverheadBytes);
     const { hardState, confState } = options.storage.initialState();
     this.applyConfState(confState);
     this.term = hardState.term;

@@ -90,9 +90,12 @@ export class RaftLog {
   // Invariant: applied <= committed <= lastIndex().
   committed: LogIndex;
   applied: LogIndex;
+  /** Bytes each entry counts besides its data when slices are bounded in bytes. */
+  readonly entryOverheadBytes: number;
 
-  constructor(storage: LogReader, applied: LogIndex) {
+  constructor(storage: LogReader, applied: LogIndex, entryOverheadBytes = 0) {
     this.storage = storage;
+    this.entryOverheadBytes = entryOverheadBytes;
     this.unstable = new Unstable(idx(storage.lastIndex() + 1));
     const first = storage.firstIndex();
     this.committed = idx(Math.max(storage.initialState().hardState.commit, first - 1));
@@ -234,7 +237,10 @@ export class RaftLog {
     const offset = this.unstable.offset;
     let stored: readonly Entry[] = [];
     if (low < offset) {
-      const result = this.storage.entries(low, idx(Math.min(high, offset)), { bytesMax });
+      const result = this.storage.entries(low, idx(Math.min(high, offset)), {
+        bytesMax,
+        entryOverheadBytes: this.entryOverheadBytes,
+      });
       switch (result.kind) {
         case "ok":
           break;
@@ -251,7 +257,7 @@ export class RaftLog {
     }
     if (high <= offset) return { kind: "ok", entries: stored };
     const tail = this.unstable.slice(idx(Math.max(low, offset)), high);
-    return { kind: "ok", entries: limitBytes(stored, tail, bytesMax) };
+    return { kind: "ok", entries: limitBytes(stored, tail, bytesMax, this.entryOverheadBytes) };
   }
 
   /** Entries not yet persisted. */
@@ -281,12 +287,17 @@ export class RaftLog {
   }
 }
 
-function limitBytes(head: readonly Entry[], tail: Entry[], bytesMax: number): Entry[] {
+function limitBytes(
+  head: readonly Entry[],
+  tail: Entry[],
+  bytesMax: number,
+  overhead: number,
+): Entry[] {
   let bytes = 0;
-  for (const e of head) bytes += e.data.length;
+  for (const e of head) bytes += e.data.length + overhead;
   const out = [...head];
   for (const e of tail) {
-    bytes += e.data.length;
+    bytes += e.data.length + overhead;
     if (out.length > 0 && bytes > bytesMax) break;
     out.push(e);
   }

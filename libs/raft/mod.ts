@@ -85,6 +85,7 @@ export {
   verifyEntry,
 } from "./types.ts";
 export {
+  type EntriesOptions,
   type EntriesResult,
   type InitialState,
   type LogReader,

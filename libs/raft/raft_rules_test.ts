@@ -515,6 +515,32 @@ Deno.test("probe sends one append at a time; replicate pipelines up to the infli
   assert.equal(pr.next, 4);
 });
 
+Deno.test("entryOverheadBytes bounds an append of many small entries by their framing too", () => {
+  // 100 one-byte entries: 100 bytes of data, but 100 * (1 + 9) = 1000 counted with a framing of 9
+  // bytes each, so an appendBytesMax of 100 lets only 10 entries into one message.
+  const leader = newRaft(1, [1, 2], { appendBytesMax: 100, entryOverheadBytes: 9 });
+  forceLeader(leader);
+  leader.step(appendResponse({ from: 2, to: 1, term: 1, index: 1 }));
+  leader.flush();
+  leader.takeMessages();
+  for (let k = 0; k < 100; k++) leader.propose(new Uint8Array([k]));
+  leader.flush();
+  const appends = leader.takeMessages().filter((m) => m.type === "append");
+  assert.ok(appends.length > 0);
+  for (const m of appends) assert.equal(m.type === "append" && m.entries.length, 10);
+  // Without the overhead, all 100 fit in one message of 100 bytes.
+  const plain = newRaft(1, [1, 2], { appendBytesMax: 100 });
+  forceLeader(plain);
+  plain.step(appendResponse({ from: 2, to: 1, term: 1, index: 1 }));
+  plain.flush();
+  plain.takeMessages();
+  for (let k = 0; k < 100; k++) plain.propose(new Uint8Array([k]));
+  plain.flush();
+  const one = plain.takeMessages().filter((m) => m.type === "append");
+  assert.equal(one.length, 1);
+  assert.equal(one[0].type === "append" && one[0].entries.length, 100);
+});
+
 Deno.test("many proposals of one turn travel in one append per follower", () => {
   const leader = newRaft(1, [1, 2, 3]);
   forceLeader(leader);

@@ -47,6 +47,12 @@ export interface RawNodeOptions {
   readonly applied?: LogIndex;
   /** Payload bytes per append message (at least one entry is sent). Default 1 MiB. */
   readonly appendBytesMax?: number;
+  /**
+   * Bytes each entry counts besides its data wherever entries are bounded in bytes (append
+   * messages, committed entries per Ready): the host's framing per entry, so that a message of
+   * many small entries stays within `appendBytesMax` on the wire too. Default 0.
+   */
+  readonly entryOverheadBytes?: number;
   /** Append messages in flight per follower in replicate state. Default 256. */
   readonly inflightMessagesMax?: number;
   /** Payload bytes proposed but not yet committed before proposals are refused. Default 64 MiB. */
@@ -182,6 +188,7 @@ export class RawNode {
       heartbeatTicks: options.heartbeatTicks ?? 1,
       applied: options.applied ?? (0 as LogIndex),
       appendBytesMax: options.appendBytesMax ?? MIB,
+      entryOverheadBytes: options.entryOverheadBytes ?? 0,
       inflightMessagesMax: options.inflightMessagesMax ?? 256,
       uncommittedBytesMax: options.uncommittedBytesMax ?? 64 * MIB,
       committedBytesMax: options.committedBytesMax ?? 64 * MIB,

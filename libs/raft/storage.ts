@@ -38,6 +38,14 @@ export type EntriesResult =
   /** A stored entry failed its checksum. */
   | { readonly kind: "dataLoss"; readonly index: LogIndex; readonly detail: string };
 
+/** How many entries {@linkcode LogReader.entries} returns at most. */
+export interface EntriesOptions {
+  /** The most bytes of entries (at least one entry is returned). */
+  readonly bytesMax: number;
+  /** Bytes each entry counts besides its data (the host's framing per entry); default 0. */
+  readonly entryOverheadBytes?: number;
+}
+
 /** The result of reading the latest snapshot. */
 export type SnapshotResult =
   | { readonly kind: "ok"; readonly snapshot: Snapshot }
@@ -60,9 +68,10 @@ export interface LogReader {
   /**
    * Entries in `[low, high)`, verified against their checksums. Returns at
    * least one entry if the range is not empty, and stops before the entry that
-   * would push the total payload over `bytesMax`.
+   * would push the total size over `bytesMax`, each entry counting its data and
+   * `entryOverheadBytes` (0 when absent).
    */
-  entries(low: LogIndex, high: LogIndex, options: { bytesMax: number }): EntriesResult;
+  entries(low: LogIndex, high: LogIndex, options: EntriesOptions): EntriesResult;
   /**
    * The term of the entry at `index`, for `firstIndex() - 1 <= index <= lastIndex()`
    * (the entry just before the first is the snapshot's last entry); otherwise undefined.
@@ -123,7 +132,7 @@ export class MemoryStorage implements LogReader {
   }
 
   /** See {@linkcode LogReader.entries}. */
-  entries(low: LogIndex, high: LogIndex, options: { bytesMax: number }): EntriesResult {
+  entries(low: LogIndex, high: LogIndex, options: EntriesOptions): EntriesResult {
     if (low < this.firstIndex()) return { kind: "compacted" };
     assert(high <= this.lastIndex() + 1, `Entries [${low}, ${high}) beyond ${this.lastIndex()}`);
     const out: Entry[] = [];
@@ -137,7 +146,7 @@ export class MemoryStorage implements LogReader {
         })`;
         return { kind: "dataLoss", index: entry.index, detail };
       }
-      bytes += entry.data.length;
+      bytes += entry.data.length + (options.entryOverheadBytes ?? 0);
       if (out.length > 0 && bytes > options.bytesMax) break;
       out.push(entry);
     }

@@ -22,6 +22,7 @@ import { Command } from "@tinykv/proto/tinykv/v1";
 import type { HashRange } from "@tinykv/shard";
 import { type NodeStorage, SPACE } from "./node_storage.ts";
 import { ReplicaLog } from "./replica_log.ts";
+import { ENTRY_OVERHEAD_BYTES } from "./raft_codec.ts";
 import { type ApplyResult, KvStateMachine } from "./state_machine.ts";
 import type { ItemOutcome } from "./outcome.ts";
 
@@ -134,6 +135,9 @@ export class Replica {
       checkQuorum: tuning.checkQuorum,
       applied: this.log.appliedState.applied,
       appendBytesMax: tuning.messageBytesMax,
+      // Count each entry's framing too, so an append message of many small entries stays
+      // within the bound on the wire (the transport's batch holds any one message).
+      entryOverheadBytes: ENTRY_OVERHEAD_BYTES,
       inflightMessagesMax: tuning.inflightMessagesMax,
       uncommittedBytesMax: tuning.uncommittedBytesMax,
     });

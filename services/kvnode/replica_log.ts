@@ -12,6 +12,7 @@
  */
 import {
   type ConfState,
+  type EntriesOptions,
   type EntriesResult,
   type Entry,
   type HardState,
@@ -187,7 +188,7 @@ export class ReplicaLog implements LogReader {
     return { hardState: this.#hardState, confState: this.#applied.confState };
   }
 
-  entries(low: LogIndex, high: LogIndex, options: { bytesMax: number }): EntriesResult {
+  entries(low: LogIndex, high: LogIndex, options: EntriesOptions): EntriesResult {
     if (low <= this.#startIndex) return { kind: "compacted" };
     const out: Entry[] = [];
     let bytes = 0;
@@ -196,7 +197,7 @@ export class ReplicaLog implements LogReader {
       const entry = decodeEntry(index, value);
       if (entry === undefined) return { kind: "dataLoss", index, detail: "the entry is malformed" };
       if (!verifyEntry(entry)) return { kind: "dataLoss", index, detail: mismatch(entry) };
-      bytes += entry.data.length;
+      bytes += entry.data.length + (options.entryOverheadBytes ?? 0);
       if (out.length > 0 && bytes > options.bytesMax) break;
       out.push({ ...entry, data: entry.data.slice() });
     }
