@@ -423,7 +423,10 @@ async function kvnodeAnswers(port: number): Promise<boolean> {
     maxMessageBytes: 8 << 20,
   });
   try {
-    const result = await unaryCaller(admin, "Status")({ withDataHash: false }, {
+    const result = await unaryCaller(admin, "Status")({
+      withDataHash: false,
+      resetTurnStats: false,
+    }, {
       deadlineMs: 2_000,
     });
     return result.kind === "ok";

@@ -107,6 +107,8 @@ Deno.test("kvnodes: a follower that fell far behind catches up by snapshot", asy
     { nodes: 3, shards: 1, flags: ["--raft.snapshot_entries=32"] },
     async (cluster) => {
       const lagging = cluster.nodes[2];
+      await writeAll(cluster, "before", 20);
+      await assertHashesAgree(cluster);
       await lagging.process.stop();
       await writeAll(cluster, "while-down", 200);
       const statuses = await cluster.statuses();
@@ -114,13 +116,40 @@ Deno.test("kvnodes: a follower that fell far behind catches up by snapshot", asy
       assert.ok(compacted, "the running replicas compacted their logs");
       await cluster.restart(lagging);
       await waitFor(async () => {
-        const status = await cluster.call(lagging, "Status", { withDataHash: false });
-        return status.kind === "ok" && status.response.replicas[0].dataKeys === 200;
-      }, { timeoutMs: 20_000, what: "the lagging node to hold all 200 keys" });
+        const status = await cluster.call(lagging, "Status", {
+          withDataHash: false,
+          resetTurnStats: false,
+        });
+        return status.kind === "ok" && status.response.replicas[0].dataKeys === 220;
+      }, { timeoutMs: 20_000, what: "the lagging node to hold all 220 keys" });
+      await assertHashesAgree(cluster);
+      // The snapshot was staged into a new generation of the replica's data as it arrived, then
+      // installed; the old generation is deleted in the background. After a restart the replica
+      // serves the installed generation.
+      await waitFor(
+        async () => (await logOf(cluster, lagging)).includes("Deleted an unused generation"),
+        { timeoutMs: 20_000, what: "the replaced generation to be deleted" },
+      );
+      await lagging.process.kill();
+      await cluster.restart(lagging);
+      await cluster.waitForLeaders();
+      await readAll(cluster, "before", 20);
+      await readAll(cluster, "while-down", 200);
       await assertHashesAgree(cluster);
     },
   );
 });
+
+/** Everything a kvnode logged so far. */
+async function logOf(cluster: KvNodeCluster, node: KvNodeCluster["nodes"][number]) {
+  let text = "";
+  for await (const entry of Deno.readDir(`${cluster.dataDir}/logs`)) {
+    if (entry.name.startsWith(`kvnode-${node.port}-`)) {
+      text += await Deno.readTextFile(`${cluster.dataDir}/logs/${entry.name}`);
+    }
+  }
+  return text;
+}
 
 Deno.test("kvnodes: a replica moves under concurrent writes and nothing is lost", async () => {
   await withCluster({ nodes: 4, shards: 1 }, async (cluster) => {
@@ -155,7 +184,10 @@ Deno.test("kvnodes: a replica moves under concurrent writes and nothing is lost"
       const leavingPeer = members[[n1, n2, n3].indexOf(leaving)];
       assert.equal((await cluster.changeMembership(1, "remove", leavingPeer)).kind, "ok");
       await waitFor(async () => {
-        const status = await cluster.call(leaving, "Status", { withDataHash: false });
+        const status = await cluster.call(leaving, "Status", {
+          withDataHash: false,
+          resetTurnStats: false,
+        });
         return status.kind === "ok" && status.response.replicas.length === 0;
       }, { timeoutMs: 20_000, what: "the removed replica to delete itself" });
     } finally {

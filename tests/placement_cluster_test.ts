@@ -154,7 +154,10 @@ Deno.test("placement: deletes an orphan replica left by an abandoned move", asyn
     });
     assert.equal(created.kind, "ok", JSON.stringify(created));
     await waitFor(async () => {
-      const status = await cluster.call(outsider, "Status", { withDataHash: false });
+      const status = await cluster.call(outsider, "Status", {
+        withDataHash: false,
+        resetTurnStats: false,
+      });
       return status.kind === "ok" && !status.response.replicas.some((r) => r.shardId === 1);
     }, { timeoutMs: 40_000, what: "placement to delete the orphan replica" });
     const decisions = await placement.call("ListDecisions", { limit: 50 });

@@ -669,7 +669,10 @@ function adminClient(config: Config, address: string): GrpcClient<typeof NodeAdm
 }
 
 async function statusOf(admin: GrpcClient<typeof NodeAdminService>): Promise<NodeStatusResponse> {
-  const result = await unaryCaller(admin, "Status")({ withDataHash: false }, { deadlineMs: 5000 });
+  const result = await unaryCaller(admin, "Status")(
+    { withDataHash: false, resetTurnStats: false },
+    { deadlineMs: 5000 },
+  );
   if (result.kind !== "ok") throw new Error(`Cannot read a kvnode's status: ${result.message}`);
   return result.response;
 }

@@ -95,5 +95,5 @@ export {
 } from "./storage.ts";
 export { DataLossError } from "./errors.ts";
 export { AssertionError } from "./_assert.ts";
-export { crc32 } from "./crc32.ts";
+export { crc32, CRC32_INIT, crc32Finish, crc32Update } from "./crc32.ts";
 export { mulberry32, type Prng } from "./prng.ts";

@@ -280,6 +280,14 @@ export class RawNode {
     return !this.#committedUnavailable && raft.log.hasNextCommittedEntries();
   }
 
+  /**
+   * The snapshot the node accepted from a leader and has not yet handed out in a Ready (a host
+   * that stages snapshot data aside learns here whether a stepped snapshot was taken).
+   */
+  pendingSnapshot(): Snapshot | undefined {
+    return this.#raft.log.unstable.snapshot;
+  }
+
   /** Collects what the host must persist, send and apply. See {@linkcode Ready}. */
   ready(): Ready {
     assert(this.#outstanding === undefined, "ready() called before advance()");

@@ -10,6 +10,7 @@ import { HASH_SPACE } from "@tinykv/shard";
 import type { LogIndex, NodeId as PeerId } from "@tinykv/raft";
 import { Driver, type Envelope, type RaftOutbound } from "./driver.ts";
 import { NodeStore } from "./node_store.ts";
+import { inlineSnapshot } from "./snapshot_stream.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import type { PeerAddress, ReplicaRecord, ReplicaTuning } from "./replica.ts";
 
@@ -88,7 +89,8 @@ export class TestCluster {
   #outbound(from: string): RaftOutbound {
     const queued: Array<{ to: PeerAddress; envelope: Envelope }> = [];
     return {
-      send: (to, envelope) => queued.push({ to, envelope }),
+      // A snapshot's data is read from the sender's view at once and travels inline.
+      send: (to, envelope) => queued.push({ to, envelope: inlineSnapshot(envelope) }),
       flush: () => {
         const batch = queued.splice(0);
         queueMicrotask(() => {

@@ -121,7 +121,11 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
         address: identity.address,
         startedAtMs: identity.startedAtMs,
         replicas,
+        turnMsMax: Math.ceil(driver.turnStats.turnMsMax),
+        slowTurns: driver.turnStats.slowTurns,
+        turnWriteMs: Math.ceil(driver.turnStats.turnWriteMs),
       };
+      if (request.resetTurnStats) driver.resetTurnStats();
       return rpcOk(response);
     },
   });

@@ -41,6 +41,9 @@ import {
   type ReplicaTuning,
 } from "./replica.ts";
 import { PREFIX, prefixEnd } from "./node_storage.ts";
+import { type SnapshotSource, stagedGeneration, stagedToken } from "./snapshot_stream.ts";
+import { SnapshotStaging } from "./snapshot_staging.ts";
+import { deleteGeneration, generationKey, storedGenerations } from "./generations.ts";
 import { SESSION_TTL_MS_DEFAULT } from "./state_machine.ts";
 import { VALUE_BYTES_MAX } from "@tinykv/shard";
 
@@ -56,6 +59,11 @@ export interface Envelope {
    * the group (it was removed while it could not hear about it), so it deletes itself.
    */
   readonly notMember?: boolean;
+  /**
+   * On a snapshot message sent: where its data is read from (a read view of the sender's state
+   * at the snapshot's index). Never on the wire; whoever takes the envelope closes it.
+   */
+  readonly snapshotSource?: SnapshotSource;
 }
 
 /** Where the driver sends Raft messages. Sending never blocks and may drop (Raft retries). */
@@ -114,7 +122,28 @@ export interface DriverOptions {
    * {@linkcode SESSION_TTL_MS_DEFAULT}).
    */
   readonly stamps?: { readonly valueBytesMax: number; readonly sessionTtlMs: number };
+  /** A monotonic clock in milliseconds, to time turns (default `performance.now`). */
+  readonly monotonicMs?: () => number;
 }
+
+/** A turn longer than this counts as slow (see {@linkcode Driver.turnStats}). */
+export const SLOW_TURN_MS = 100;
+
+/**
+ * A snapshot being received (see {@linkcode Driver.stageSnapshot}): its pieces are written as they
+ * come; {@linkcode finish} returns the `data` to put in the snapshot message handed to the driver.
+ */
+export interface SnapshotStagingHandle {
+  /** Writes the next piece; resolves with a problem when the data cannot be a snapshot. */
+  write(piece: Uint8Array): Promise<string | undefined>;
+  /** Writes what is left: the message's `data` (a token naming the staged records), or why not. */
+  finish(): Promise<{ kind: "ok"; data: Uint8Array } | { kind: "invalid"; message: string }>;
+  /** Gives the staging up (the transfer failed): what was written becomes garbage. */
+  abort(): void;
+}
+
+/** Bytes of one snapshot record at most: a 4 KiB key and a value of up to 64 MiB, with room. */
+const SNAPSHOT_RECORD_BYTES_MAX = 80 * 1024 * 1024;
 
 /** The result of an admin call. */
 export type AdminResult<T> =
@@ -166,11 +195,29 @@ export class Driver {
   #prng: Prng;
   #readRound = 0;
   #turns = 0;
+  #turnMsMax = 0;
+  #turnWriteMsOfMax = 0;
+  #slowTurns = 0;
+  /** How long the current turn's write took (of the turn's time, the part spent on disk). */
+  #writeMs = 0;
+  readonly #now: () => number;
   readonly #idleWaiters: Array<() => void> = [];
+  /**
+   * Generations being written by a snapshot transfer (`writing`), or staged and handed to the
+   * loop, not yet installed or refused (`delivered`), by `generationKey`. Never deleted.
+   */
+  readonly #staging = new Map<string, "writing" | "delivered">();
+  #nextGeneration = 1;
+  #collectRequested = false;
+  #collectWake: (() => void) | undefined;
+  #collecting: Promise<void> | undefined;
+  /** Resolved when the loop stops: a task asked of it then will never run. */
+  readonly #stopping = Promise.withResolvers<void>();
   readonly #failure = Promise.withResolvers<Error>();
 
   constructor(options: DriverOptions) {
     this.#options = options;
+    this.#now = options.monotonicMs ?? (() => performance.now());
     this.#prng = mulberry32(options.seed);
   }
 
@@ -182,6 +229,30 @@ export class Driver {
   /** Loop turns completed (each one LMDB transaction at most). */
   get turns(): number {
     return this.#turns;
+  }
+
+  /**
+   * The longest turn so far (and the part of it spent in its storage write) and how many turns
+   * took over {@linkcode SLOW_TURN_MS}, in milliseconds, since the start or the last
+   * {@linkcode resetTurnStats}.
+   */
+  get turnStats(): {
+    readonly turnMsMax: number;
+    readonly turnWriteMs: number;
+    readonly slowTurns: number;
+  } {
+    return {
+      turnMsMax: this.#turnMsMax,
+      turnWriteMs: this.#turnWriteMsOfMax,
+      slowTurns: this.#slowTurns,
+    };
+  }
+
+  /** Starts a new window for {@linkcode turnStats}. */
+  resetTurnStats(): void {
+    this.#turnMsMax = 0;
+    this.#turnWriteMsOfMax = 0;
+    this.#slowTurns = 0;
   }
 
   /**
@@ -202,6 +273,10 @@ export class Driver {
         };
       }
       this.#replicas.set(record.shardId, replica);
+      this.#nextGeneration = Math.max(this.#nextGeneration, replica.generation + 1);
+    }
+    for (const { generation } of storedGenerations(this.#options.store)) {
+      this.#nextGeneration = Math.max(this.#nextGeneration, generation + 1);
     }
     return { kind: "ok", replicas: this.#replicas.size };
   }
@@ -229,16 +304,23 @@ export class Driver {
     this.#running = true;
     this.#stopped = this.#loop().catch((error) => {
       this.#running = false;
+      this.#stopping.resolve();
+      this.#wakeCollector();
       this.#options.log.error("Driver loop failed: stopping the node", { error });
       this.#failure.resolve(error instanceof Error ? error : new Error(String(error)));
     });
+    this.#collecting = this.#collectLoop();
+    this.#requestCollection();
   }
 
   /** Stops the loop after the current turn; waiting requests get UNAVAILABLE or unknown. */
   async stop(): Promise<void> {
     this.#running = false;
+    this.#stopping.resolve();
     this.#wakeUp();
+    this.#wakeCollector();
     await this.#stopped;
+    await this.#collecting;
     for (const live of this.#live) {
       this.#finish(
         live,
@@ -267,6 +349,7 @@ export class Driver {
     for (const envelope of envelopes) {
       if (this.#inboxMessages >= max) {
         this.#droppedMessages++;
+        this.#releaseStaged(envelope);
         continue;
       }
       this.#inboxMessages++;
@@ -334,7 +417,22 @@ export class Driver {
         await new Promise<void>((resolve) => (this.#wake = resolve));
         continue;
       }
+      const started = this.#now();
+      this.#writeMs = 0;
       await this.#turn();
+      const took = this.#now() - started;
+      if (took > this.#turnMsMax) {
+        this.#turnMsMax = took;
+        this.#turnWriteMsOfMax = this.#writeMs;
+      }
+      if (took > SLOW_TURN_MS) {
+        this.#slowTurns++;
+        this.#options.log.warn("Slow driver turn", {
+          ms: Math.round(took),
+          writeMs: Math.round(this.#writeMs),
+          replicas: this.#replicas.size,
+        });
+      }
     }
     for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
@@ -374,11 +472,14 @@ export class Driver {
     }
     if (readies.length === 0 && evicted.length === 0) {
       this.#options.outbound.flush();
+      this.#releaseSnapshotSources();
       return;
     }
     const answers: Array<() => void> = [];
     const removed: Replica[] = [];
+    const installed: Replica[] = [];
     const { store, tuning } = this.#options;
+    const writeStarted = this.#now();
     await store.write(() => {
       for (const replica of evicted) {
         replica.destroy();
@@ -396,18 +497,23 @@ export class Driver {
             change,
           });
         }
+        if (summary.replacedGeneration !== undefined) installed.push(replica);
         if (summary.removed) {
           replica.destroy();
           removed.push(replica);
         }
       }
     });
+    this.#writeMs = this.#now() - writeStarted;
     this.#turns++;
     for (const [replica, ready] of readies) this.#send(replica, ready.messages);
     this.#options.outbound.flush();
+    this.#releaseSnapshotSources();
+    for (const replica of installed) this.#installed(replica);
+    if (removed.length > 0) this.#requestCollection();
     for (const answer of answers) answer();
     for (const [replica, ready] of readies) {
-      // A replica removed in this turn deleted its data in the transaction: its reads must not be
+      // A replica removed in this turn is gone (its data is garbage): its reads must not be
       // served from it. `#drop` below answers them UNAVAILABLE (another member will serve them).
       if (!removed.includes(replica)) {
         this.#takeReadStates(replica, ready);
@@ -446,6 +552,37 @@ export class Driver {
   }
 
   #step(envelope: Envelope): void {
+    const replica = this.#replicas.get(envelope.shardId);
+    const before = replica === undefined ? undefined : pendingStaged(replica);
+    try {
+      this.#stepChecked(envelope);
+    } finally {
+      // A staged snapshot the core did not take (stale, or the message went nowhere) is garbage,
+      // and so is one the core held until this message brought a newer one.
+      this.#releaseStaged(envelope);
+      if (before !== undefined && pendingStaged(replica!) !== before) {
+        this.#forgetStaging(replica!.peerId, before);
+      }
+    }
+  }
+
+  /** Forgets a delivered staged snapshot unless its replica's core holds it for the next Ready. */
+  #releaseStaged(envelope: Envelope): void {
+    const message = envelope.message;
+    if (message.type !== "snapshot") return;
+    const generation = stagedGeneration(message.snapshot.data);
+    if (generation === undefined) return;
+    const replica = this.#replicas.get(envelope.shardId);
+    if (replica?.peerId === message.to && pendingStaged(replica) === generation) return;
+    this.#forgetStaging(message.to, generation);
+  }
+
+  #forgetStaging(peerId: number, generation: number): void {
+    this.#staging.delete(generationKey(peerId, generation));
+    this.#requestCollection();
+  }
+
+  #stepChecked(envelope: Envelope): void {
     const replica = this.#replicas.get(envelope.shardId);
     // Replicas are created only by admin calls, never by a message for an unknown group.
     if (replica === undefined || envelope.message.to !== replica.peerId) return;
@@ -509,10 +646,156 @@ export class Driver {
         });
         continue;
       }
+      if (message.type === "snapshot" && message.snapshot.data.length === 0) {
+        // The data is read from the view opened when the core asked for this snapshot.
+        const source = replica.takeSnapshotSource(message.snapshot.metadata.index);
+        if (source === undefined) {
+          this.#options.log.warn("Dropped a snapshot whose read view is gone", {
+            shard: replica.shardId,
+            peer: message.to,
+          });
+          replica.node.reportSnapshot(message.to, "failure");
+          continue;
+        }
+        this.#options.outbound.send(to, {
+          shardId: replica.shardId,
+          confEpoch: replica.confEpoch,
+          message,
+          snapshotSource: source,
+        });
+        continue;
+      }
       this.#options.outbound.send(to, {
         shardId: replica.shardId,
         confEpoch: replica.confEpoch,
         message,
+      });
+    }
+  }
+
+  // --- Snapshots received, and unused generations ------------------------------------------
+
+  /**
+   * Starts receiving a snapshot for the replica `envelope` is addressed to: its records go into a
+   * new generation of the replica's spaces (`snapshot_staging.ts`); the message handed to
+   * {@linkcode receive} afterwards carries the token `finish` returns. Refused when this node
+   * has no such replica.
+   */
+  stageSnapshot(envelope: Envelope): SnapshotStagingHandle | { readonly refused: string } {
+    const replica = this.#replicas.get(envelope.shardId);
+    const to = envelope.message.to;
+    if (!this.#running || replica === undefined || replica.peerId !== to) {
+      return {
+        refused: `Node "${this.nodeId}" has no replica peer ${to} of shard ${envelope.shardId}`,
+      };
+    }
+    const generation = this.#nextGeneration++;
+    const key = generationKey(to, generation);
+    this.#staging.set(key, "writing");
+    this.#options.log.info("Receiving a snapshot", {
+      shard: envelope.shardId,
+      index: envelope.message.type === "snapshot" ? envelope.message.snapshot.metadata.index : 0,
+      generation,
+    });
+    const staging = new SnapshotStaging(this.#options.store, {
+      peerId: to,
+      generation,
+      recordBytesMax: SNAPSHOT_RECORD_BYTES_MAX,
+    });
+    // The transport aborts only a staging whose message it does not hand over.
+    const abort = () => {
+      if (!this.#staging.has(key)) return;
+      this.#staging.delete(key);
+      this.#requestCollection();
+    };
+    return {
+      write: async (piece) => {
+        const result = await staging.write(piece);
+        return result.kind === "ok" ? undefined : result.message;
+      },
+      finish: async () => {
+        const result = await staging.finish();
+        if (result.kind !== "ok") {
+          abort();
+          return result;
+        }
+        this.#staging.set(key, "delivered");
+        return { kind: "ok", data: stagedToken(generation) };
+      },
+      abort,
+    };
+  }
+
+  /** Closes the snapshot views no message took, at the end of a turn. */
+  #releaseSnapshotSources(): void {
+    for (const replica of this.#replicas.values()) replica.releaseSnapshotSources();
+  }
+
+  /**
+   * A staged snapshot became the replica's current generation: it needs no protection any more,
+   * and the generation it replaced is garbage.
+   */
+  #installed(replica: Replica): void {
+    this.#options.log.info("Installed a snapshot", {
+      shard: replica.shardId,
+      index: replica.log.appliedState.applied,
+      generation: replica.generation,
+    });
+    this.#forgetStaging(replica.peerId, replica.generation);
+  }
+
+  /** Asks the collector to look for unused generations. */
+  #requestCollection(): void {
+    this.#collectRequested = true;
+    this.#wakeCollector();
+  }
+
+  #wakeCollector(): void {
+    const wake = this.#collectWake;
+    this.#collectWake = undefined;
+    wake?.();
+  }
+
+  /**
+   * Deletes generations no replica uses and no snapshot is staging into, in bounded transactions
+   * beside the loop's own, whenever asked (at start, after an install, a removal, an abort).
+   */
+  async #collectLoop(): Promise<void> {
+    while (this.#running) {
+      if (!this.#collectRequested) {
+        await new Promise<void>((resolve) => (this.#collectWake = resolve));
+        continue;
+      }
+      this.#collectRequested = false;
+      try {
+        await this.#collectOnce();
+      } catch (error) {
+        this.#options.log.error("Deleting unused generations failed", { error });
+      }
+    }
+  }
+
+  async #collectOnce(): Promise<void> {
+    // Found on disk first, then checked against the loop's state: a generation created after the
+    // scan is not among the candidates, one staging before it is in #staging.
+    const found = [...storedGenerations(this.#options.store)];
+    if (found.length === 0 || !this.#running) return;
+    const used = await Promise.race([
+      this.#task(() => {
+        const keys = new Set(this.#staging.keys());
+        for (const r of this.#replicas.values()) keys.add(generationKey(r.peerId, r.generation));
+        return keys;
+      }),
+      this.#stopping.promise.then(() => undefined),
+    ]);
+    if (used === undefined) return;
+    for (const generation of found) {
+      if (used.has(generationKey(generation.peerId, generation.generation))) continue;
+      const deleted = await deleteGeneration(this.#options.store, generation, () => this.#running);
+      this.#options.log.info("Deleted an unused generation of replica data", {
+        peer: generation.peerId,
+        generation: generation.generation,
+        keys: deleted,
       });
     }
   }
@@ -915,6 +1198,12 @@ export class Driver {
   campaign(shardId: number): Promise<boolean> {
     return this.#task(() => this.#replicas.get(shardId)?.node.campaign().kind === "ok");
   }
+}
+
+/** The generation of the staged snapshot a replica's core holds for its next Ready, if any. */
+function pendingStaged(replica: Replica): number | undefined {
+  const pending = replica.node.pendingSnapshot();
+  return pending === undefined ? undefined : stagedGeneration(pending.data);
 }
 
 function ok<T>(value: T): { kind: "ok"; value: T } {

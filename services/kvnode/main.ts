@@ -146,6 +146,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
         clusterId: cluster.clusterId,
         maxSnapshotBytes: config.storage.map_bytes,
         onEnvelopes: (envelopes) => driver.receive(envelopes),
+        stageSnapshot: (envelope) => driver.stageSnapshot(envelope),
         log: nodeLog,
       }),
     ],

@@ -18,7 +18,7 @@
  * @module
  */
 import { type KvPair, MemoryKvSpace } from "./kv_space.ts";
-import { identityKey, makeKey, type NodeStorage, PREFIX } from "./node_storage.ts";
+import { identityKey, type NodeStorage, type ReadView, spacePrefix } from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
 import type { KvSpace } from "./kv_space.ts";
 
@@ -120,9 +120,13 @@ export class MemoryNodeStore implements NodeStorage {
     return this.#visible.delete(key);
   }
 
-  removeRange(start: Uint8Array, end: Uint8Array): number {
+  removeRange(start: Uint8Array, end: Uint8Array, limit?: number): number {
     const writes = this.#inTransaction("removeRange");
-    const keys = [...this.#visible.scan(start, end)].map((pair) => pair.key);
+    const keys: Uint8Array[] = [];
+    for (const pair of this.#visible.scan(start, end)) {
+      if (limit !== undefined && keys.length >= limit) break;
+      keys.push(pair.key);
+    }
     for (const key of keys) {
       writes.push({ key, value: undefined });
       this.#visible.delete(key);
@@ -213,8 +217,40 @@ export class MemoryNodeStore implements NodeStorage {
     this.put(identityKey(name), encoder.encode(value));
   }
 
-  space(peerId: number, space: number): KvSpace {
-    return new PrefixSpace(this, makeKey(PREFIX.space, [peerId], new Uint8Array([space])));
+  space(peerId: number, space: number, generation = 0): KvSpace {
+    return new PrefixSpace(this, spacePrefix(peerId, generation, space));
+  }
+
+  /**
+   * A copy of the committed state (as an LMDB read transaction sees it: outside a transaction
+   * the visible state is the committed one). Copies everything: for tests and the simulation.
+   */
+  readView(): ReadView {
+    if (this.#running !== undefined) throw new Error("MemoryNodeStore.readView() inside write()");
+    const copy = new MemoryKvSpace();
+    for (const { key, value } of this.#visible.scan(new Uint8Array(), undefined)) {
+      copy.put(key, value);
+    }
+    let open = true;
+    const check = () => {
+      if (!open) throw new Error("Read view is closed");
+    };
+    return {
+      keyBytesMax: this.keyBytesMax,
+      get: (key) => {
+        check();
+        return copy.get(key)?.slice();
+      },
+      *range(start, end) {
+        check();
+        for (const pair of copy.scan(start, end)) {
+          yield { key: pair.key.slice(), value: pair.value.slice() };
+        }
+      },
+      close: () => {
+        open = false;
+      },
+    };
   }
 
   /** The number of synced pairs. */

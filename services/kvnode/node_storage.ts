@@ -16,7 +16,10 @@ export const PREFIX = {
   replica: 0x01,
   log: 0x02,
   raftState: 0x03,
+  /** A replica's spaces of generation 0 (its first): `04 peer space key`. */
   space: 0x04,
+  /** A replica's spaces of a later generation (an installed snapshot): `05 peer gen space key`. */
+  generationSpace: 0x05,
 } as const;
 
 /** The state-machine spaces of a replica. */
@@ -43,6 +46,26 @@ export function makeKey(prefix: number, numbers: readonly number[], tail?: Uint8
   return key;
 }
 
+/**
+ * The key prefix of every space of generation `generation` of replica `peerId`. A replica starts
+ * at generation 0; each snapshot it receives is staged into a new generation, which the install
+ * makes current (the old one is deleted in the background).
+ */
+export function generationPrefix(peerId: number, generation: number): Uint8Array {
+  return generation === 0
+    ? makeKey(PREFIX.space, [peerId])
+    : makeKey(PREFIX.generationSpace, [peerId, generation]);
+}
+
+/** The key prefix of one space of one generation of a replica. */
+export function spacePrefix(peerId: number, generation: number, space: number): Uint8Array {
+  const prefix = generationPrefix(peerId, generation);
+  const key = new Uint8Array(prefix.length + 1);
+  key.set(prefix, 0);
+  key[prefix.length] = space;
+  return key;
+}
+
 /** The smallest key greater than every key that starts with `prefix`. */
 export function prefixEnd(prefix: Uint8Array): Uint8Array {
   const end = prefix.slice();
@@ -55,28 +78,47 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array {
   throw new RangeError("Key prefix of all 0xff bytes has no end");
 }
 
+/** Reads of ordered byte keys: a node's storage, or a read view of it. */
+export interface ReadableStore {
+  /**
+   * The longest key the storage takes, in bytes (LMDB's limit: 1,978 with 4 KiB pages). Longer
+   * client keys are stored by `PrefixSpace` in a form of their own.
+   */
+  readonly keyBytesMax: number;
+  /** Reads one value. */
+  get(key: Uint8Array): Uint8Array | undefined;
+  /** Pairs with `start <= key < end`, ascending. */
+  range(start: Uint8Array, end: Uint8Array): Iterable<KvPair>;
+}
+
+/**
+ * A consistent view of the storage as it was committed when the view was opened, unchanged by
+ * later writes, until {@linkcode ReadView.close} (an LMDB read transaction).
+ */
+export interface ReadView extends ReadableStore {
+  close(): void;
+}
+
 /**
  * What the driver, replicas and identity code need of a node's storage: ordered byte keys, reads
  * of the latest committed state (or, inside {@linkcode write}, of the running transaction), and
  * atomic write transactions that resolve only once durable. Implemented by {@linkcode NodeStore}
  * (LMDB) and `MemoryNodeStore` (in memory, for the simulation).
  */
-export interface NodeStorage {
+export interface NodeStorage extends ReadableStore {
   /**
-   * The longest key the storage takes, in bytes (LMDB's limit: 1,978 with 4 KiB pages). Longer
-   * client keys are stored by `PrefixSpace` in a form of their own.
+   * A view of the last committed state (call it outside {@linkcode write}); it must be closed.
    */
-  readonly keyBytesMax: number;
-  /** Reads one value (the latest committed, or this transaction's inside {@linkcode write}). */
-  get(key: Uint8Array): Uint8Array | undefined;
-  /** Pairs with `start <= key < end`, ascending. */
-  range(start: Uint8Array, end: Uint8Array): Iterable<KvPair>;
+  readView(): ReadView;
   /** Inside {@linkcode write}: stores `value` at `key`. */
   put(key: Uint8Array, value: Uint8Array): void;
   /** Inside {@linkcode write}: removes `key`; reports whether it was there. */
   remove(key: Uint8Array): boolean;
-  /** Inside {@linkcode write}: removes every key in `[start, end)`; returns how many. */
-  removeRange(start: Uint8Array, end: Uint8Array): number;
+  /**
+   * Inside {@linkcode write}: removes the keys in `[start, end)`, the first `limit` of them when
+   * given (so a large range can be removed over several transactions); returns how many.
+   */
+  removeRange(start: Uint8Array, end: Uint8Array, limit?: number): number;
   /**
    * Runs `work` as one atomic transaction (if it throws, none of its writes apply; its reads see
    * its own writes) and resolves once the transaction is durable.
@@ -86,8 +128,8 @@ export interface NodeStorage {
   getIdentity(name: string): string | undefined;
   /** Inside {@linkcode write}: sets an identity record. */
   putIdentity(name: string, value: string): void;
-  /** A {@linkcode KvSpace} over one state-machine space of one replica. */
-  space(peerId: number, space: number): KvSpace;
+  /** A {@linkcode KvSpace} over one state-machine space of one generation of a replica. */
+  space(peerId: number, space: number, generation?: number): KvSpace;
 }
 
 /** The identity record key of `name`. */

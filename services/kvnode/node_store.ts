@@ -28,7 +28,7 @@
  */
 import { open, type RootDatabase } from "lmdb";
 import type { KvPair, KvSpace } from "./kv_space.ts";
-import { identityKey, makeKey, type NodeStorage, PREFIX } from "./node_storage.ts";
+import { identityKey, type NodeStorage, type ReadView, spacePrefix } from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
 
 export {
@@ -106,12 +106,41 @@ export class NodeStore implements NodeStorage {
     return this.#db.removeSync(key);
   }
 
-  /** Inside {@linkcode write}: removes every key in `[start, end)`; returns how many. */
-  removeRange(start: Uint8Array, end: Uint8Array): number {
+  /** Inside {@linkcode write}: removes the keys in `[start, end)`, at most `limit`; how many. */
+  removeRange(start: Uint8Array, end: Uint8Array, limit?: number): number {
     const keys: Uint8Array[] = [];
-    for (const key of this.#db.getKeys({ start, end })) keys.push(new Uint8Array(key));
+    for (const key of this.#db.getKeys({ start, end, limit })) keys.push(new Uint8Array(key));
     for (const key of keys) this.#db.removeSync(key);
     return keys.length;
+  }
+
+  /** An LMDB read transaction: the last committed state, until closed. */
+  readView(): ReadView {
+    const db = this.#db;
+    const transaction = db.useReadTransaction();
+    let open = true;
+    const check = () => {
+      if (!open) throw new Error("Read view is closed");
+    };
+    return {
+      keyBytesMax: this.keyBytesMax,
+      get(key) {
+        check();
+        const value = db.get(key, { transaction });
+        return value === undefined ? undefined : new Uint8Array(value);
+      },
+      *range(start, end) {
+        check();
+        for (const { key, value } of db.getRange({ start, end, transaction })) {
+          yield { key: new Uint8Array(key), value: new Uint8Array(value) };
+        }
+      },
+      close() {
+        if (!open) return;
+        open = false;
+        transaction.done();
+      },
+    };
   }
 
   /**
@@ -141,9 +170,9 @@ export class NodeStore implements NodeStorage {
     this.put(identityKey(name), encoder.encode(value));
   }
 
-  /** A {@linkcode KvSpace} over one state-machine space of one replica. */
-  space(peerId: number, space: number): KvSpace {
-    return new PrefixSpace(this, makeKey(PREFIX.space, [peerId], new Uint8Array([space])));
+  /** A {@linkcode KvSpace} over one state-machine space of one generation of a replica. */
+  space(peerId: number, space: number, generation = 0): KvSpace {
+    return new PrefixSpace(this, spacePrefix(peerId, generation, space));
   }
 
   /** Closes the environment; later calls fail. */

@@ -25,7 +25,7 @@
 import { createHash } from "node:crypto";
 import { compareBytes } from "@tinykv/shard";
 import type { KvPair, KvSpace } from "./kv_space.ts";
-import type { NodeStorage } from "./node_storage.ts";
+import type { NodeStorage, ReadableStore } from "./node_storage.ts";
 import { prefixEnd } from "./node_storage.ts";
 
 /** Bytes of the slot number that follows a long key's head. */
@@ -52,9 +52,12 @@ interface Found {
   readonly value: Uint8Array;
 }
 
-/** See the module docs. */
+/**
+ * See the module docs. Over a read view (a {@linkcode ReadableStore} without writes) it serves
+ * reads only; writing through it throws.
+ */
 export class PrefixSpace implements KvSpace {
-  readonly #store: NodeStorage;
+  readonly #store: ReadableStore & Partial<Pick<NodeStorage, "put" | "remove" | "removeRange">>;
   readonly #prefix: Uint8Array;
   readonly #end: Uint8Array;
   readonly #head: number;
@@ -66,7 +69,7 @@ export class PrefixSpace implements KvSpace {
    * collisions) and `groupPassKeys` (default {@linkcode GROUP_PASS_KEYS}).
    */
   constructor(
-    store: NodeStorage,
+    store: NodeStorage | ReadableStore,
     prefix: Uint8Array,
     options: { slotHash?: SlotHash; groupPassKeys?: number } = {},
   ) {
@@ -90,19 +93,29 @@ export class PrefixSpace implements KvSpace {
   }
 
   put(key: Uint8Array, value: Uint8Array): void {
-    if (key.length <= this.#head) return this.#store.put(this.#stored(key), value);
+    const store = this.#writable();
+    if (key.length <= this.#head) return store.put(this.#stored(key), value);
     const { found, free } = this.#findLong(key);
     const slot = found?.slot ?? free;
-    this.#store.put(this.#slotKey(key, slot), this.#encodeLong(key, value));
+    store.put(this.#slotKey(key, slot), this.#encodeLong(key, value));
   }
 
   delete(key: Uint8Array): boolean {
-    if (key.length <= this.#head) return this.#store.remove(this.#stored(key));
+    const store = this.#writable();
+    if (key.length <= this.#head) return store.remove(this.#stored(key));
     const { found } = this.#findLong(key);
     if (found === undefined) return false;
-    this.#store.remove(this.#slotKey(key, found.slot));
+    store.remove(this.#slotKey(key, found.slot));
     this.#closeGap(key.subarray(0, this.#head), found.slot);
     return true;
+  }
+
+  #writable(): Pick<NodeStorage, "put" | "remove" | "removeRange"> {
+    const { put, remove, removeRange } = this.#store;
+    if (put === undefined || remove === undefined || removeRange === undefined) {
+      throw new TypeError("Cannot write through a PrefixSpace over a read view");
+    }
+    return this.#store as Pick<NodeStorage, "put" | "remove" | "removeRange">;
   }
 
   *scan(start: Uint8Array, end: Uint8Array | undefined): Iterable<KvPair> {
@@ -131,7 +144,7 @@ export class PrefixSpace implements KvSpace {
   }
 
   clear(): void {
-    this.#store.removeRange(this.#prefix, this.#end);
+    this.#writable().removeRange(this.#prefix, this.#end);
   }
 
   /** A group's keys in byte order, `#passKeys` per pass over the group. */
@@ -187,8 +200,8 @@ export class PrefixSpace implements KvSpace {
       const home = this.#slotHash(this.#tailOf(record));
       // The record stays when its home lies cyclically in (gap, slot].
       if ((slot - home + SLOTS) % SLOTS < (slot - gap + SLOTS) % SLOTS) continue;
-      this.#store.put(this.#slotKey(head, gap), record);
-      this.#store.remove(key);
+      this.#writable().put(this.#slotKey(head, gap), record);
+      this.#writable().remove(key);
       gap = slot;
     }
   }

@@ -20,7 +20,15 @@ import {
 } from "@tinykv/raft";
 import { Command } from "@tinykv/proto/tinykv/v1";
 import type { HashRange } from "@tinykv/shard";
-import { type NodeStorage, SPACE } from "./node_storage.ts";
+import { type NodeStorage, type ReadView, SPACE } from "./node_storage.ts";
+import { PrefixSpace } from "./prefix_space.ts";
+import { spacePrefix } from "./node_storage.ts";
+import {
+  SharedSnapshotSource,
+  snapshotRecords,
+  type SnapshotSource,
+  stagedGeneration,
+} from "./snapshot_stream.ts";
 import { ReplicaLog } from "./replica_log.ts";
 import { ENTRY_OVERHEAD_BYTES } from "./raft_codec.ts";
 import { type ApplyResult, KvStateMachine } from "./state_machine.ts";
@@ -75,12 +83,14 @@ export interface ReadWaiter {
   readonly resolve: (outcome: ItemOutcome) => void;
 }
 
-/** What applying one Ready's committed entries did to the replica's membership. */
+/** What applying one Ready did to the replica. */
 export interface ApplySummary {
   /** The replica itself was removed from its group. */
   readonly removed: boolean;
   /** Applied conf changes, for logging: "added learner 12 on n3", … */
   readonly changes: readonly string[];
+  /** A staged snapshot was installed: the generation it replaced, now garbage. */
+  readonly replacedGeneration?: number;
 }
 
 const decoder = new TextDecoder();
@@ -89,8 +99,10 @@ const decoder = new TextDecoder();
 export class Replica {
   readonly record: ReplicaRecord;
   readonly log: ReplicaLog;
-  readonly machine: KvStateMachine;
   readonly node: RawNode;
+  #machine: KvStateMachine;
+  /** Read views opened for snapshots the core asked for, by snapshot index. */
+  readonly #sources = new Map<number, SharedSnapshotSource>();
   readonly peers: Map<number, PeerAddress>;
   /** Proposals by log index. */
   readonly pending = new Map<number, PendingProposal>();
@@ -114,17 +126,12 @@ export class Replica {
     this.#store = store;
     this.record = record;
     this.peers = new Map(record.peers.map((p) => [p.peerId, p]));
-    const spaces = {
-      data: store.space(record.peerId, SPACE.data),
-      sessions: store.space(record.peerId, SPACE.sessions),
-      meta: store.space(record.peerId, SPACE.meta),
-    };
-    this.machine = new KvStateMachine(spaces, { range: record.range });
     this.log = new ReplicaLog(store, {
       peerId: record.peerId,
       initialConfState: record.initialConfState,
-      snapshotData: () => this.machine.serialize(),
+      snapshotTaken: (index) => this.#openSource(index),
     });
+    this.#machine = this.#machineOf(this.log.generation);
     this.node = new RawNode({
       id: record.peerId as PeerId,
       storage: this.log,
@@ -141,6 +148,60 @@ export class Replica {
       inflightMessagesMax: tuning.inflightMessagesMax,
       uncommittedBytesMax: tuning.uncommittedBytesMax,
     });
+  }
+
+  /** The state machine, over the spaces of the current generation. */
+  get machine(): KvStateMachine {
+    return this.#machine;
+  }
+
+  /** The generation of state-machine spaces in use. */
+  get generation(): number {
+    return this.log.generation;
+  }
+
+  #machineOf(generation: number): KvStateMachine {
+    const space = (tag: number) => this.#store.space(this.peerId, tag, generation);
+    const spaces = {
+      data: space(SPACE.data),
+      sessions: space(SPACE.sessions),
+      meta: space(SPACE.meta),
+    };
+    return new KvStateMachine(spaces, { range: this.record.range });
+  }
+
+  // The core asks for a snapshot between turns, when the committed storage is exactly the state
+  // at the applied index: open the view now, it is that snapshot's data.
+  #openSource(index: LogIndex): void {
+    const open = this.#sources.get(index);
+    if (open !== undefined && !open.closed) return;
+    const view: ReadView = this.#store.readView();
+    const generation = this.generation;
+    const reader = (tag: number) =>
+      new PrefixSpace(view, spacePrefix(this.peerId, generation, tag));
+    const spaces = {
+      data: reader(SPACE.data),
+      sessions: reader(SPACE.sessions),
+      meta: reader(SPACE.meta),
+    };
+    this.#sources.set(
+      index,
+      new SharedSnapshotSource(() => snapshotRecords(spaces), () => view.close()),
+    );
+  }
+
+  /** A handle on the data of the snapshot at `index` the core asked for, if its view is open. */
+  takeSnapshotSource(index: number): SnapshotSource | undefined {
+    const source = this.#sources.get(index);
+    return source === undefined || source.closed ? undefined : source.acquire();
+  }
+
+  /** Closes the views nobody took a handle on, and forgets closed ones (end of each turn). */
+  releaseSnapshotSources(): void {
+    for (const [index, source] of this.#sources) {
+      source.release();
+      if (source.closed) this.#sources.delete(index);
+    }
   }
 
   get shardId(): number {
@@ -175,11 +236,9 @@ export class Replica {
     ready: Ready,
     options: { answers: Array<() => void>; snapshotEntries: number; snapshotLogBytes: number },
   ): ApplySummary {
+    let replacedGeneration: number | undefined;
     if (ready.snapshot !== undefined) {
-      const restored = this.machine.restore(ready.snapshot.data);
-      if (restored.kind !== "ok") {
-        throw new Error(`Cannot install snapshot of shard ${this.shardId}: ${restored.message}`);
-      }
+      replacedGeneration = this.#installSnapshotData(ready.snapshot.data);
       this.log.installSnapshot(ready.snapshot.metadata);
       this.#failPendingUpTo(ready.snapshot.metadata.index, options.answers);
     }
@@ -197,7 +256,27 @@ export class Replica {
       }
     }
     this.#maybeCompact(options.snapshotEntries, options.snapshotLogBytes);
-    return { removed, changes };
+    return { removed, changes, replacedGeneration };
+  }
+
+  /**
+   * Installs a snapshot's data: a staged generation becomes current (O(1): its records were
+   * written as they arrived), returning the generation it replaces; inline data (in-process
+   * transports) is restored into the current generation.
+   */
+  #installSnapshotData(data: Uint8Array): number | undefined {
+    const staged = stagedGeneration(data);
+    if (staged === undefined) {
+      const restored = this.machine.restore(data);
+      if (restored.kind !== "ok") {
+        throw new Error(`Cannot install snapshot of shard ${this.shardId}: ${restored.message}`);
+      }
+      return undefined;
+    }
+    const replaced = this.generation;
+    this.log.setGeneration(staged);
+    this.#machine = this.#machineOf(staged);
+    return replaced;
   }
 
   #applyNormal(entry: Entry, answers: Array<() => void>): void {
@@ -308,11 +387,15 @@ export class Replica {
     this.turnReads = [];
   }
 
-  /** Inside a transaction: removes every record of this replica (data, log, state, record). */
+  /**
+   * Inside a transaction: removes the replica's log, Raft state and record. Its state-machine
+   * spaces, which may be large, are left to the node's garbage collection (no replica refers to
+   * them any more), so the turn stays short.
+   */
   destroy(): void {
-    this.machine.clearAll();
     this.log.destroy();
     this.#store.remove(replicaRecordKey(this.peerId));
+    for (const source of this.#sources.values()) source.release();
   }
 }
 

@@ -30,7 +30,9 @@ import { makeKey, type NodeStorage, PREFIX, prefixEnd, readU64, writeU64 } from 
 const STATE_HARD = 0;
 const STATE_APPLIED = 1;
 const STATE_LOG_START = 2;
+const STATE_GENERATION = 3;
 const ENTRY_HEADER_BYTES = 13;
+const NO_DATA = new Uint8Array(0);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -72,8 +74,9 @@ export function decodeEntry(index: LogIndex, bytes: Uint8Array): Entry | undefin
 export class ReplicaLog implements LogReader {
   readonly #store: NodeStorage;
   readonly #peerId: number;
-  readonly #snapshotData: () => Uint8Array;
+  readonly #snapshotTaken: (index: LogIndex) => void;
   #hardState: HardState;
+  #generation: number;
   #applied: AppliedState;
   // The log holds (#startIndex, #lastIndex]; #startTerm is the term at #startIndex.
   // Invariant: #startIndex <= #applied.applied <= #hardState.commit <= #lastIndex.
@@ -83,16 +86,22 @@ export class ReplicaLog implements LogReader {
   #entryBytes = 0;
 
   /**
-   * Loads a replica's log state. `snapshotData` serializes the replica's state machine at its
-   * current applied index (the state the snapshot metadata describes).
+   * Loads a replica's log state. `snapshotTaken` is told when the core asks for a snapshot at the
+   * current applied index, so the replica can open a read view of its state machine right then
+   * (that view is the snapshot's data; the message itself carries none).
    */
   constructor(
     store: NodeStorage,
-    options: { peerId: number; initialConfState: ConfState; snapshotData: () => Uint8Array },
+    options: {
+      peerId: number;
+      initialConfState: ConfState;
+      snapshotTaken: (index: LogIndex) => void;
+    },
   ) {
     this.#store = store;
     this.#peerId = options.peerId;
-    this.#snapshotData = options.snapshotData;
+    this.#snapshotTaken = options.snapshotTaken;
+    this.#generation = this.#readJson<number>(STATE_GENERATION) ?? 0;
     this.#hardState = this.#readJson<HardState>(STATE_HARD) ??
       { term: 0 as Term, vote: undefined, commit: 0 as LogIndex };
     this.#applied = this.#readJson<AppliedState>(STATE_APPLIED) ??
@@ -146,6 +155,17 @@ export class ReplicaLog implements LogReader {
   /** The applied index and membership, as last persisted. */
   get appliedState(): AppliedState {
     return this.#applied;
+  }
+
+  /** The generation of the replica's state-machine spaces that is current. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Inside the turn's transaction: makes `generation` current (an installed snapshot's). */
+  setGeneration(generation: number): void {
+    this.#generation = generation;
+    this.#writeJson(STATE_GENERATION, generation);
   }
 
   /** The hard state last persisted. */
@@ -224,7 +244,9 @@ export class ReplicaLog implements LogReader {
     const term = this.term(applied);
     if (term === undefined) return { kind: "unavailable" };
     const metadata: SnapshotMetadata = { index: applied, term, confState };
-    return { kind: "ok", snapshot: { metadata, data: this.#snapshotData() } };
+    // The data travels beside the message, read from a view opened now (see the constructor).
+    this.#snapshotTaken(applied);
+    return { kind: "ok", snapshot: { metadata, data: NO_DATA } };
   }
 
   // --- Writes, inside the turn's transaction -----------------------------------------------

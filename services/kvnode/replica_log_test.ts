@@ -34,11 +34,14 @@ async function withStore(fn: (store: NodeStore, dir: string) => Promise<void>): 
   }
 }
 
+/** Snapshot indexes the log reported asking for, in order. */
+const taken: number[] = [];
+
 function open(store: NodeStore, peerId = 11): ReplicaLog {
   return new ReplicaLog(store, {
     peerId,
     initialConfState: CONF,
-    snapshotData: () => new TextEncoder().encode("state"),
+    snapshotTaken: (index) => taken.push(index),
   });
 }
 
@@ -90,11 +93,15 @@ Deno.test("ReplicaLog compacts up to the applied index and reports compacted rea
     assert.deepEqual(log.entries(2 as LogIndex, 5 as LogIndex, { bytesMax: 100 }), {
       kind: "compacted",
     });
+    taken.length = 0;
     const snapshot = log.snapshot();
     assert.equal(snapshot.kind, "ok");
     if (snapshot.kind === "ok") {
       assert.equal(snapshot.snapshot.metadata.index, 3);
       assert.equal(snapshot.snapshot.metadata.term, 2);
+      // The data travels beside the message, from a view the replica opens when told.
+      assert.equal(snapshot.snapshot.data.length, 0);
+      assert.deepEqual(taken, [3]);
     }
   });
 });

@@ -32,6 +32,7 @@ import {
   validateKey,
 } from "@tinykv/shard";
 import { compareBytes, type KvPair, type KvSpace } from "./kv_space.ts";
+import { pieces, RecordParser, type SnapshotRecord, snapshotRecords } from "./snapshot_stream.ts";
 
 /** Sessions idle longer than this (in replicated time) expire, unless the command says otherwise. */
 export const SESSION_TTL_MS_DEFAULT = 10 * 60 * 1000;
@@ -430,22 +431,15 @@ export class KvStateMachine {
     for (const [, space] of this.#namedSpaces()) space.clear();
   }
 
-  /** Serializes everything (data, sessions, clock) for a snapshot. */
+  /** Every record of a snapshot of this state machine (data, sessions, meta), in order. */
+  records(): Iterable<SnapshotRecord> {
+    return snapshotRecords(this.#spaces);
+  }
+
+  /** Serializes everything (data, sessions, clock) as one snapshot (tests and small states). */
   serialize(): Uint8Array {
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    this.#namedSpaces().forEach(([, space], tag) => {
-      for (const { key, value } of space.scan(EMPTY, undefined)) {
-        const header = new Uint8Array(9);
-        const view = new DataView(header.buffer);
-        header[0] = tag;
-        view.setUint32(1, key.length);
-        view.setUint32(5, value.length);
-        parts.push(header, key, value);
-        total += 9 + key.length + value.length;
-      }
-    });
-    const out = new Uint8Array(total);
+    const parts = [...pieces(this.records(), 1024 * 1024)];
+    const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
     let offset = 0;
     for (const part of parts) {
       out.set(part, offset);
@@ -455,30 +449,20 @@ export class KvStateMachine {
   }
 
   /**
-   * Replaces everything with the contents of `bytes` (made by {@linkcode serialize}). Parses all of
-   * it before changing anything, so malformed input leaves the state as it was.
+   * Replaces everything with the records of `bytes` (snapshot data sent inline, by in-process
+   * transports). Parses all of it before changing anything, so malformed input leaves the state
+   * as it was. Real nodes stage a received snapshot in a new generation instead.
    */
   restore(bytes: Uint8Array): { kind: "ok" } | { kind: "invalid"; message: string } {
-    const records: Array<[number, Uint8Array, Uint8Array]> = [];
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    let offset = 0;
-    while (offset < bytes.length) {
-      if (offset + 9 > bytes.length) return truncated(offset);
-      const tag = bytes[offset];
-      const keyLength = view.getUint32(offset + 1);
-      const valueLength = view.getUint32(offset + 5);
-      const end = offset + 9 + keyLength + valueLength;
-      if (tag > 2) {
-        return { kind: "invalid", message: `Snapshot record tag is ${tag} at ${offset}` };
-      }
-      if (end > bytes.length) return truncated(offset);
-      const key = bytes.subarray(offset + 9, offset + 9 + keyLength);
-      records.push([tag, key, bytes.subarray(offset + 9 + keyLength, end)]);
-      offset = end;
+    const parser = new RecordParser(Number.MAX_SAFE_INTEGER);
+    const parsed = parser.push(bytes);
+    if (parsed.kind === "invalid") return parsed;
+    if (!parser.complete) {
+      return { kind: "invalid", message: "Snapshot data ends in the middle of a record" };
     }
     const spaces = this.#namedSpaces().map(([, space]) => space);
     for (const space of spaces) space.clear();
-    for (const [tag, key, value] of records) spaces[tag].put(key, value);
+    for (const { space, key, value } of parsed.records) spaces[space].put(key, value);
     return { kind: "ok" };
   }
 }
@@ -546,10 +530,6 @@ function expired(clientId: string, why: string): ApplyResult {
     kind: "sessionExpired",
     message: `Session of client "${clientId}" ${why}: start a new session (a new client_id)`,
   };
-}
-
-function truncated(offset: number): { kind: "invalid"; message: string } {
-  return { kind: "invalid", message: `Snapshot data is truncated at byte ${offset}` };
 }
 
 function readNumber(space: KvSpace, key: Uint8Array): number {

@@ -27,7 +27,7 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
-import { crc32, type SnapshotMessage } from "@tinykv/raft";
+import { crc32, CRC32_INIT, crc32Finish, crc32Update, type SnapshotMessage } from "@tinykv/raft";
 import {
   type RaftBatch,
   type RaftEnvelope,
@@ -47,7 +47,7 @@ import {
   toServerError,
 } from "@tinykv/rpc";
 import { Backoff, type Clock, systemClock, type TimeoutHandle } from "@tinykv/timer";
-import type { DriverLog, Envelope, RaftOutbound } from "./driver.ts";
+import type { DriverLog, Envelope, RaftOutbound, SnapshotStagingHandle } from "./driver.ts";
 import type { PeerAddress } from "./replica.ts";
 import {
   envelopeBytesBound,
@@ -82,8 +82,10 @@ export const RECONNECT_MAX_MS_DEFAULT = 2_000;
  */
 export const STREAM_BATCHES_AHEAD_MAX = 4;
 /**
- * How many chunks a snapshot stream may have handed to grpc-js and not yet seen written. Waiting
- * for them also yields the event loop between chunks, so a big snapshot never stalls the node.
+ * How many chunks' worth of snapshot data may be sent beyond what the receiver acknowledged as
+ * stored. grpc-js's write callbacks (under Deno) do not wait for HTTP/2 flow control, so only the
+ * receiver's acknowledgements bound what the sender buffers; waiting for them also yields the
+ * event loop between chunks, so a big snapshot never stalls the node.
  */
 export const SNAPSHOT_CHUNKS_AHEAD_MAX = 4;
 /** How long `close()` lets each stream finish cleanly before cancelling it. */
@@ -683,6 +685,7 @@ class SnapshotSender {
     if (this.#inFlight.has(key)) {
       // The one in flight reports its own outcome, which the Raft core awaits.
       stats.snapshotsDropped++;
+      envelope.snapshotSource?.close();
       return;
     }
     if (this.#waiting.length >= options.snapshotsQueuedMax) {
@@ -690,6 +693,7 @@ class SnapshotSender {
         shard: envelope.shardId,
         peer: envelope.message.to,
       });
+      envelope.snapshotSource?.close();
       queueMicrotask(() => this.#report({ key: "", to, envelope }, false));
       return;
     }
@@ -700,6 +704,7 @@ class SnapshotSender {
 
   /** Cancels every snapshot and resolves once every client is closed. */
   async cancelAll(): Promise<void> {
+    for (const job of this.#waiting) job.envelope.snapshotSource?.close();
     this.#waiting.length = 0;
     for (const active of this.#active) active.cancel();
     this.#active.clear();
@@ -747,43 +752,45 @@ class SnapshotSender {
       client = createGrpcClient(RaftTransportService, job.to.address, {
         maxMessageBytes: options.maxMessageBytes,
       });
-      let settle = (_outcome: SnapshotOutcome) => {};
-      const done = new Promise<SnapshotOutcome>((resolve) => (settle = resolve));
-      const call = client.SendSnapshot(
-        new grpc.Metadata(),
-        { deadline: Date.now() + timeoutMs },
-        (error, ack) => {
-          if (error !== null) settle({ kind: "failed", reason: describe(error) });
-          else if (ack?.installed !== true) {
-            settle({ kind: "failed", reason: ack?.message || "the receiver did not install it" });
-          } else settle({ kind: "installed" });
-        },
-      );
-      call.on("error", () => {});
+      let settled = false;
+      const { promise: done, resolve } = Promise.withResolvers<SnapshotOutcome>();
+      const settle = (outcome: SnapshotOutcome) => {
+        if (settled) return;
+        settled = true;
+        resolve(outcome);
+      };
+      const call = client.SendSnapshot(new grpc.Metadata(), { deadline: Date.now() + timeoutMs });
+      // The receiver acknowledges what it stored; at most a window of chunks is beyond that.
+      let acked = 0;
+      let sent = 0;
+      let onAck = () => {};
+      call.on("data", (ack: SnapshotAck) => {
+        acked = Math.max(acked, ack.receivedBytes);
+        if (ack.installed) settle({ kind: "installed" });
+        onAck();
+      });
+      call.on("error", (error: Error) => settle({ kind: "failed", reason: describe(error) }));
+      call.on("end", () => settle({ kind: "failed", reason: "the receiver did not install it" }));
       handle.cancel = () => call.cancel();
       watchConnection(client.getChannel(), (reason) => {
         settle({ kind: "failed", reason });
         call.cancel();
       });
-      // Write callbacks of the chunks handed to grpc-js, oldest first.
-      const written: Promise<void>[] = [];
+      const windowBytes = SNAPSHOT_CHUNKS_AHEAD_MAX * options.snapshotChunkBytes;
       for (const chunk of snapshotChunks(this.#shared, job.envelope)) {
-        let onWritten = () => {};
-        written.push(new Promise<void>((resolve) => (onWritten = resolve)));
-        const more = call.write(chunk, () => onWritten());
-        const room = !more
-          ? new Promise<void>((resolve) => call.once("drain", () => resolve()))
-          : written.length >= SNAPSHOT_CHUNKS_AHEAD_MAX
-          ? written.shift()!
-          : undefined;
-        if (room === undefined) continue;
-        if ((await Promise.race([room.then(() => "room" as const), done])) !== "room") break;
+        while (sent - acked >= windowBytes && !settled) {
+          await Promise.race([new Promise<void>((wake) => (onAck = wake)), done]);
+        }
+        if (settled) break;
+        call.write(chunk);
+        sent += chunk.data.length;
       }
       call.end();
       return await done;
     } catch (error) {
       return { kind: "failed", reason: describe(error) };
     } finally {
+      job.envelope.snapshotSource?.close();
       client?.close();
     }
   }
@@ -795,31 +802,39 @@ class SnapshotSender {
  */
 function* snapshotChunks(shared: Shared, envelope: SnapshotEnvelope): Generator<SnapshotChunk> {
   const { nodeId, address, clusterId, snapshotChunkBytes } = shared.options;
-  const data = envelope.message.snapshot.data;
   const base = { fromNode: nodeId, fromAddress: address, clusterId, shardId: envelope.shardId };
-  const tail = { checksum: crc32(data), totalBytes: data.length };
-  const empty = new Uint8Array(0);
-  if (data.length === 0) {
-    yield { ...base, envelope: messageToProto(envelope), data: empty, last: true, ...tail };
-    return;
-  }
+  const open = { checksum: 0, totalBytes: 0 };
+  // Read lazily from the sender's view (or the message's own data, sent inline by tests), one
+  // piece ahead, so the last chunk can carry the length and checksum of the whole.
+  const source = envelope.snapshotSource;
+  const data = envelope.message.snapshot.data;
+  const pieces: Iterator<Uint8Array> = source === undefined
+    ? slices(data, snapshotChunkBytes)[Symbol.iterator]()
+    : source.chunks(snapshotChunkBytes)[Symbol.iterator]();
+  let crc = CRC32_INIT;
+  let total = 0;
+  let next = pieces.next();
+  const tail = () => ({ checksum: crc32Finish(crc), totalBytes: total });
   yield {
     ...base,
     envelope: messageToProto(envelope),
-    data: empty,
-    last: false,
-    checksum: 0,
-    totalBytes: 0,
+    data: new Uint8Array(0),
+    last: next.done === true,
+    ...(next.done === true ? tail() : open),
   };
-  for (let offset = 0; offset < data.length; offset += snapshotChunkBytes) {
-    const end = Math.min(offset + snapshotChunkBytes, data.length);
-    const last = end === data.length;
-    yield {
-      ...base,
-      data: data.subarray(offset, end),
-      last,
-      ...(last ? tail : { checksum: 0, totalBytes: 0 }),
-    };
+  while (next.done !== true) {
+    const piece = next.value;
+    crc = crc32Update(crc, piece);
+    total += piece.length;
+    next = pieces.next();
+    const last = next.done === true;
+    yield { ...base, data: piece, last, ...(last ? tail() : open) };
+  }
+}
+
+function* slices(data: Uint8Array, bytes: number): Iterable<Uint8Array> {
+  for (let offset = 0; offset < data.length; offset += bytes) {
+    yield data.subarray(offset, Math.min(offset + bytes, data.length));
   }
 }
 
@@ -840,6 +855,12 @@ export interface RaftTransportServiceOptions {
   readonly log: TransportLog;
   /** Snapshots assembled at once (default {@linkcode SNAPSHOTS_RECEIVING_MAX_DEFAULT}). */
   readonly snapshotsReceivingMax?: number;
+  /**
+   * Where a snapshot's data goes as it arrives (wire it to `Driver.stageSnapshot`): written to
+   * storage piece by piece, so the node never holds a whole snapshot in memory. Without it the
+   * data is assembled in memory (tests of the transport alone).
+   */
+  readonly stageSnapshot?: (envelope: Envelope) => SnapshotStagingHandle | { refused: string };
 }
 
 /**
@@ -877,7 +898,7 @@ export function raftTransportService(options: RaftTransportServiceOptions): Serv
   const receiving = { count: 0 };
   return bindService(RaftTransportService, {
     Send: (call, callback) => receiveBatches(options, call, callback),
-    SendSnapshot: (call, callback) => receiveSnapshot(options, receiving, call, callback),
+    SendSnapshot: (call) => receiveSnapshot(options, receiving, call),
   });
 }
 
@@ -941,19 +962,42 @@ interface Assembly {
   bytes: number;
 }
 
+type SnapshotCall = grpc.ServerDuplexStream<SnapshotChunk, SnapshotAck>;
+
+/** Ends a snapshot call with `failure` (its status) or, with none, the `installed` ack. */
+function endSnapshotCall(call: SnapshotCall, failure: RpcFailure | undefined, bytes: number): void {
+  if (failure !== undefined) {
+    call.emit("error", toServerError(failure));
+    return;
+  }
+  call.write({ installed: true, message: "", receivedBytes: bytes });
+  call.end();
+}
+
+/** Acknowledges the snapshot data stored so far. */
+function acknowledge(call: SnapshotCall, bytes: number): void {
+  call.write({ installed: false, message: "", receivedBytes: bytes });
+}
+
 function receiveSnapshot(
   options: RaftTransportServiceOptions,
   receiving: { count: number },
-  call: grpc.ServerReadableStream<SnapshotChunk, SnapshotAck>,
-  callback: grpc.sendUnaryData<SnapshotAck>,
+  call: SnapshotCall,
 ): void {
   const receivingMax = options.snapshotsReceivingMax ?? SNAPSHOTS_RECEIVING_MAX_DEFAULT;
   if (receiving.count >= receivingMax) {
-    callback(toServerError(rpcFailure(
-      "resourceExhausted",
-      `Cannot receive a snapshot: ${receivingMax} are being received, the limit`,
-    )));
+    endSnapshotCall(
+      call,
+      rpcFailure(
+        "resourceExhausted",
+        `Cannot receive a snapshot: ${receivingMax} are being received, the limit`,
+      ),
+      0,
+    );
     return;
+  }
+  if (options.stageSnapshot !== undefined) {
+    return receiveStaged(options, options.stageSnapshot, receiving, call);
   }
   receiving.count++;
   let done = false;
@@ -964,16 +1008,16 @@ function receiveSnapshot(
     receiving.count--;
     if (failure !== undefined) {
       options.log.warn("Refused a snapshot", { reason: failure.message });
-      callback(toServerError(failure));
+      endSnapshotCall(call, failure, assembly.bytes);
       return;
     }
     options.onEnvelopes([envelope!]);
-    callback(null, { installed: true, message: "" });
+    endSnapshotCall(call, undefined, assembly.bytes);
   };
   call.on("data", (chunk: SnapshotChunk) => {
     if (done) return;
     const step = takeChunk(options, assembly, chunk);
-    if (step.kind === "more") return;
+    if (step.kind === "more") return acknowledge(call, assembly.bytes);
     if (step.kind === "failed") finish(step.failure);
     else finish(undefined, step.envelope);
   });
@@ -989,6 +1033,149 @@ function receiveSnapshot(
   call.on("error", abandon);
   call.on("cancelled", abandon);
   call.on("close", abandon);
+}
+
+/**
+ * Receives a snapshot into storage as it arrives: the first chunk's envelope opens a staging on
+ * the driver, each chunk is written before the next is read (the stream is paused meanwhile, so
+ * memory holds one chunk), and once the last chunk's length and checksum match, the message is
+ * handed to the driver with the token naming the staged data. Any failure abandons the staging.
+ */
+function receiveStaged(
+  options: RaftTransportServiceOptions,
+  stage: (envelope: Envelope) => SnapshotStagingHandle | { refused: string },
+  receiving: { count: number },
+  call: SnapshotCall,
+): void {
+  receiving.count++;
+  let done = false;
+  let first: RaftEnvelope | undefined;
+  let staging: SnapshotStagingHandle | undefined;
+  let bytes = 0;
+  let crc = CRC32_INIT;
+  let chain = Promise.resolve();
+  const finish = (failure: RpcFailure | undefined, envelope?: Envelope) => {
+    if (done) return;
+    done = true;
+    receiving.count--;
+    if (failure !== undefined) {
+      staging?.abort();
+      options.log.warn("Refused a snapshot", { reason: failure.message });
+      endSnapshotCall(call, failure, bytes);
+      return;
+    }
+    options.onEnvelopes([envelope!]);
+    endSnapshotCall(call, undefined, bytes);
+  };
+  const take = async (chunk: SnapshotChunk): Promise<ChunkStep> => {
+    const failed = (kind: Parameters<typeof rpcFailure>[0], message: string): ChunkStep => ({
+      kind: "failed",
+      failure: rpcFailure(kind, message),
+    });
+    const header = checkChunkHeader(options, first, chunk);
+    if (header.kind === "failed") return header;
+    if (first === undefined) {
+      first = chunk.envelope!;
+      const decoded = messageFromProto(first, { snapshotData: new Uint8Array(0) });
+      if (decoded.kind === "invalid") return failed("invalidArgument", decoded.reason);
+      const opened = stage(decoded.envelope);
+      if ("refused" in opened) return failed("failedPrecondition", opened.refused);
+      staging = opened;
+    }
+    bytes += chunk.data.length;
+    if (bytes > options.maxSnapshotBytes) {
+      return failed(
+        "resourceExhausted",
+        `Snapshot of shard ${chunk.shardId} exceeds ${options.maxSnapshotBytes} bytes, the limit`,
+      );
+    }
+    crc = crc32Update(crc, chunk.data);
+    const problem = await staging!.write(chunk.data);
+    if (problem !== undefined) return failed("dataLoss", problem);
+    if (!chunk.last) return { kind: "more" };
+    if (bytes !== chunk.totalBytes || crc32Finish(crc) !== chunk.checksum) {
+      return failed(
+        "dataLoss",
+        `Snapshot of shard ${chunk.shardId} has ${bytes} bytes and checksum ${crc32Finish(crc)}: ` +
+          `the sender sent ${chunk.totalBytes} and ${chunk.checksum}`,
+      );
+    }
+    const staged = await staging!.finish();
+    if (staged.kind === "invalid") return failed("dataLoss", staged.message);
+    const decoded = messageFromProto(first, { snapshotData: staged.data });
+    if (decoded.kind === "invalid") return failed("invalidArgument", decoded.reason);
+    return { kind: "complete", envelope: withSender(decoded.envelope, chunk) };
+  };
+  call.on("data", (chunk: SnapshotChunk) => {
+    if (done) return;
+    call.pause();
+    chain = chain.then(async () => {
+      if (done) return;
+      let step: ChunkStep;
+      try {
+        step = await take(chunk);
+      } catch (error) {
+        step = {
+          kind: "failed",
+          failure: rpcFailure("internal", `Staging the snapshot failed: ${error}`),
+        };
+      }
+      if (step.kind === "more") {
+        acknowledge(call, bytes);
+        call.resume();
+      } else if (step.kind === "failed") finish(step.failure);
+      else finish(undefined, step.envelope);
+    });
+  });
+  call.on("end", () => {
+    chain = chain.then(() =>
+      finish(rpcFailure("invalidArgument", "Snapshot stream ended before its last chunk"))
+    );
+  });
+  const abandon = () => {
+    if (done) return;
+    done = true;
+    receiving.count--;
+    staging?.abort();
+  };
+  call.on("error", abandon);
+  call.on("cancelled", abandon);
+  call.on("close", () => {
+    chain = chain.then(abandon);
+  });
+}
+
+/** Checks a chunk's cluster, envelope placement and shard against the snapshot's first chunk. */
+function checkChunkHeader(
+  options: RaftTransportServiceOptions,
+  first: RaftEnvelope | undefined,
+  chunk: SnapshotChunk,
+): { kind: "ok" } | { kind: "failed"; failure: RpcFailure } {
+  const failed = (kind: Parameters<typeof rpcFailure>[0], message: string) => ({
+    kind: "failed" as const,
+    failure: rpcFailure(kind, message),
+  });
+  if (chunk.clusterId !== options.clusterId) {
+    return failed(
+      "failedPrecondition",
+      `Cannot take a snapshot of cluster "${chunk.clusterId}" from node "${chunk.fromNode}": ` +
+        `this node belongs to cluster "${options.clusterId}"`,
+    );
+  }
+  if (first === undefined && chunk.envelope === undefined) {
+    return failed("invalidArgument", "Snapshot's first chunk has no envelope");
+  }
+  if (first !== undefined && chunk.envelope !== undefined) {
+    return failed("invalidArgument", "Snapshot chunk after the first carries an envelope");
+  }
+  const shard = (first ?? chunk.envelope!).shardId;
+  if (chunk.shardId !== shard) {
+    return failed(
+      "invalidArgument",
+      `Snapshot chunk is for shard ${chunk.shardId}: the snapshot is for shard ${shard}`,
+    );
+  }
+  return { kind: "ok" };
 }
 
 type ChunkStep =

@@ -30,6 +30,7 @@ import {
   GrpcRaftTransport,
   type GrpcRaftTransportOptions,
   raftTransportService,
+  SNAPSHOT_CHUNKS_AHEAD_MAX,
 } from "./transport.ts";
 
 const CLUSTER = "test-cluster";
@@ -412,10 +413,13 @@ function sendRawSnapshot(address: string, chunks: SnapshotChunk[], end = true): 
     maxMessageBytes: MESSAGE_BYTES_MAX,
   });
   return new Promise<number>((resolve) => {
-    const call = client.SendSnapshot(new grpc.Metadata(), {}, (error) => {
+    const call = client.SendSnapshot(new grpc.Metadata(), {});
+    call.on("data", () => {});
+    call.on("status", (status: grpc.StatusObject) => {
       client.close();
-      resolve(error === null ? 0 : error.code);
+      resolve(status.code);
     });
+    call.on("error", () => {});
     for (const chunk of chunks) call.write(chunk);
     if (end) call.end();
   });
@@ -469,5 +473,68 @@ Deno.test("raftTransportService never delivers a half-received or oversized snap
     assert.equal(receiver.deliveries.length, 1);
   } finally {
     await receiver.server.shutdown(100);
+  }
+});
+
+Deno.test("a snapshot sender stays within a window of what the receiver stored", async () => {
+  // The receiver stores a piece only when the test lets it; the sender reads its source lazily
+  // and must not run ahead of the acknowledgements by more than SNAPSHOT_CHUNKS_AHEAD_MAX.
+  let stored = 0;
+  const gates: Array<() => void> = [];
+  const log: LogLine[] = [];
+  const binding = raftTransportService({
+    clusterId: CLUSTER,
+    maxSnapshotBytes: 2 ** 40,
+    onEnvelopes: () => {},
+    log: recordingLog(log),
+    stageSnapshot: () => ({
+      write: () =>
+        new Promise((resolve) =>
+          gates.push(() => {
+            stored++;
+            resolve(undefined);
+          })
+        ),
+      finish: () => Promise.resolve({ kind: "ok", data: new Uint8Array(0) }),
+      abort() {},
+    }),
+  });
+  const server = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMessageBytes: MESSAGE_BYTES_MAX,
+    services: [binding],
+  });
+  const sender = startSender();
+  let produced = 0;
+  try {
+    const envelope = {
+      ...snapshotEnvelope(new Uint8Array(0)),
+      snapshotSource: {
+        *chunks(bytes: number) {
+          for (let i = 0; i < 100; i++) {
+            produced++;
+            yield new Uint8Array(bytes);
+          }
+        },
+        close() {},
+      },
+    };
+    sender.transport.send(peerOn({ address: `127.0.0.1:${server.port}` }), envelope);
+    sender.transport.flush();
+    for (let round = 0; round < 30; round++) {
+      await waitFor(() => gates.length > 0, "the receiver to be asked to store a piece");
+      // Never more than the window (plus the piece being read) beyond what was stored.
+      assert.ok(
+        produced - stored <= SNAPSHOT_CHUNKS_AHEAD_MAX + 2,
+        `${produced} pieces read, ${stored} stored`,
+      );
+      gates.shift()!();
+    }
+    assert.ok(produced < 100, `${produced} pieces read for 30 stored`);
+  } finally {
+    for (const gate of gates) gate();
+    await sender.transport.close();
+    await server.shutdown(0);
   }
 });

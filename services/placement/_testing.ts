@@ -37,7 +37,16 @@ export function replica(fields: Partial<ReplicaStatus> & { shardId: number }): R
 
 /** A node status. */
 export function nodeStatus(node: string, replicas: ReplicaStatus[]): NodeStatusResponse {
-  return { nodeId: node, clusterId: "c", address: `addr-${node}`, startedAtMs: 0, replicas };
+  return {
+    nodeId: node,
+    clusterId: "c",
+    address: `addr-${node}`,
+    startedAtMs: 0,
+    replicas,
+    turnMsMax: 0,
+    slowTurns: 0,
+    turnWriteMs: 0,
+  };
 }
 
 /** A shard view with defaults: shard 1 over the whole space, voters n1–n3 led by n1. */

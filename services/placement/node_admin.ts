@@ -62,7 +62,10 @@ export class NodeAdminPool {
 
   /** The node's status. */
   status(address: string, deadlineMs: number): Promise<RpcResult<NodeStatusResponse>> {
-    return unaryCaller(this.#client(address), "Status")({ withDataHash: false }, { deadlineMs });
+    return unaryCaller(this.#client(address), "Status")({
+      withDataHash: false,
+      resetTurnStats: false,
+    }, { deadlineMs });
   }
 
   /** Creates a replica (`join`: of a running group; otherwise a member of a new one). */

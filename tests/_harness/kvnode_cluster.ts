@@ -181,7 +181,7 @@ export class KvNodeCluster {
     const out: NodeStatusResponse[] = [];
     for (const node of this.nodes) {
       if (!node.process.running) continue;
-      const result = await this.call(node, "Status", { withDataHash });
+      const result = await this.call(node, "Status", { withDataHash, resetTurnStats: false });
       if (result.kind === "ok") out.push(result.response as NodeStatusResponse);
     }
     return out;
@@ -295,7 +295,10 @@ export class KvNodeCluster {
     let found: { node: ClusterNode; confEpoch: number } | undefined;
     await waitFor(async () => {
       for (const node of this.nodes.filter((n) => n.process.running)) {
-        const status = await this.call(node, "Status", { withDataHash: false });
+        const status = await this.call(node, "Status", {
+          withDataHash: false,
+          resetTurnStats: false,
+        });
         if (status.kind !== "ok") continue;
         const replica = (status.response as NodeStatusResponse).replicas.find((r) =>
           r.shardId === shardId && r.role === 4

@@ -34,6 +34,7 @@ import {
 import { type DataOp, Driver, type Envelope } from "../../services/kvnode/driver.ts";
 import { PREFIX, readU64 } from "../../services/kvnode/node_storage.ts";
 import { MemoryNodeStore } from "../../services/kvnode/memory_node_store.ts";
+import { inlineSnapshot } from "../../services/kvnode/snapshot_stream.ts";
 import type { ItemOutcome } from "../../services/kvnode/outcome.ts";
 import type {
   PeerAddress,
@@ -369,7 +370,9 @@ class Simulation {
       nodeId: node.id,
       tuning: this.#tuning,
       outbound: {
-        send: (to, envelope) => queued.push({ to, envelope }),
+        // A snapshot's data is read from its sender's view at once, as the gRPC transport
+        // streams it, and travels inline in the simulated network.
+        send: (to, envelope) => queued.push({ to, envelope: inlineSnapshot(envelope) }),
         flush: () => {
           for (const { to, envelope } of queued.splice(0)) {
             this.#network.send(this.#slot, from, to.nodeId, envelope);

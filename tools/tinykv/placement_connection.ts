@@ -136,6 +136,7 @@ export async function nodeStatuses(
     try {
       return await unaryCaller<typeof NodeAdminService, "Status">(client, "Status")({
         withDataHash: false,
+        resetTurnStats: false,
       }, { deadlineMs });
     } finally {
       client.close();

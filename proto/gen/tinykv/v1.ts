@@ -638,6 +638,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "bool",
                   "id": 1,
                 },
+                "resetTurnStats": {
+                  "type": "bool",
+                  "id": 2,
+                },
               },
             },
             "NodeStatusResponse": {
@@ -662,6 +666,18 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "rule": "repeated",
                   "type": "ReplicaStatus",
                   "id": 5,
+                },
+                "turnMsMax": {
+                  "type": "uint32",
+                  "id": 6,
+                },
+                "slowTurns": {
+                  "type": "uint64",
+                  "id": 7,
+                },
+                "turnWriteMs": {
+                  "type": "uint32",
+                  "id": 8,
                 },
               },
             },
@@ -767,6 +783,7 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "requestType": "SnapshotChunk",
                   "requestStream": true,
                   "responseType": "SnapshotAck",
+                  "responseStream": true,
                 },
               },
             },
@@ -1028,6 +1045,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "message": {
                   "type": "string",
                   "id": 2,
+                },
+                "receivedBytes": {
+                  "type": "uint64",
+                  "id": 3,
                 },
               },
             },
@@ -2591,12 +2612,18 @@ export const TransferLeaderResponse: MessageCodec<TransferLeaderResponse> = mess
 export interface NodeStatusRequest {
   /** Also hash each replica's data (a full read of it: ask for it sparingly). */
   withDataHash: boolean;
+  /**
+   * Start a new window for `turn_ms_max` and `slow_turns` after answering (benchmarks measure
+   * one phase this way; placement never sets it).
+   */
+  resetTurnStats: boolean;
 }
 
 function fromNodeStatusRequest(m: unknown): NodeStatusRequest {
   const r = asRecord(m);
   return {
     withDataHash: toBool(r.withDataHash),
+    resetTurnStats: toBool(r.resetTurnStats),
   };
 }
 
@@ -2619,6 +2646,17 @@ export interface NodeStatusResponse {
   startedAtMs: number;
   /** The field `replicas = 5`. */
   replicas: ReplicaStatus[];
+  /**
+   * The longest turn of the driver loop, in milliseconds, and how many turns took longer than
+   * 100 ms, since the process started or the last `reset_turn_stats`; and of that longest turn,
+   * the milliseconds its storage write took (the rest is the loop's own work and waiting for the
+   * event loop).
+   */
+  turnMsMax: number;
+  /** The field `slow_turns = 7`. */
+  slowTurns: number;
+  /** The field `turn_write_ms = 8`. */
+  turnWriteMs: number;
 }
 
 function fromNodeStatusResponse(m: unknown): NodeStatusResponse {
@@ -2629,6 +2667,9 @@ function fromNodeStatusResponse(m: unknown): NodeStatusResponse {
     address: toText(r.address),
     startedAtMs: toSafeInteger(r.startedAtMs, "tinykv.v1.NodeStatusResponse.startedAtMs"),
     replicas: toArray(r.replicas, "tinykv.v1.NodeStatusResponse.replicas", fromReplicaStatus),
+    turnMsMax: toFloat(r.turnMsMax),
+    slowTurns: toSafeInteger(r.slowTurns, "tinykv.v1.NodeStatusResponse.slowTurns"),
+    turnWriteMs: toFloat(r.turnWriteMs),
   };
 }
 
@@ -2637,6 +2678,9 @@ function checkNodeStatusResponse(m: NodeStatusResponse): void {
   for (const x of m.replicas) {
     checkReplicaStatus(x);
   }
+  checkInteger(m.turnMsMax, "uint32", "tinykv.v1.NodeStatusResponse.turnMsMax");
+  checkInteger(m.slowTurns, "uint64", "tinykv.v1.NodeStatusResponse.slowTurns");
+  checkInteger(m.turnWriteMs, "uint32", "tinykv.v1.NodeStatusResponse.turnWriteMs");
 }
 
 /** Encodes, decodes and creates `tinykv.v1.NodeStatusResponse`. */
@@ -3151,10 +3195,14 @@ export const SnapshotChunk: MessageCodec<SnapshotChunk> = messageCodec(
 
 /** The message `tinykv.v1.SnapshotAck`. */
 export interface SnapshotAck {
-  /** The field `installed = 1`. */
+  /**
+   * Set on the last acknowledgement: the snapshot is complete, checked and handed to the driver.
+   */
   installed: boolean;
   /** The field `message = 2`. */
   message: string;
+  /** Bytes of snapshot data the receiver has stored so far. */
+  receivedBytes: number;
 }
 
 function fromSnapshotAck(m: unknown): SnapshotAck {
@@ -3162,14 +3210,19 @@ function fromSnapshotAck(m: unknown): SnapshotAck {
   return {
     installed: toBool(r.installed),
     message: toText(r.message),
+    receivedBytes: toSafeInteger(r.receivedBytes, "tinykv.v1.SnapshotAck.receivedBytes"),
   };
+}
+
+function checkSnapshotAck(m: SnapshotAck): void {
+  checkInteger(m.receivedBytes, "uint64", "tinykv.v1.SnapshotAck.receivedBytes");
 }
 
 /** Encodes, decodes and creates `tinykv.v1.SnapshotAck`. */
 export const SnapshotAck: MessageCodec<SnapshotAck> = messageCodec(
   "tinykv.v1.SnapshotAck",
   fromSnapshotAck,
-  checkNothing,
+  checkSnapshotAck,
 );
 
 /** A state-machine command as stored in a Raft log entry (never sent by clients). */
@@ -4274,8 +4327,13 @@ export interface NodeAdminClient extends grpc.Client {
 export interface RaftTransportServiceDefinition extends grpc.ServiceDefinition {
   /** The method `Send`. */
   readonly Send: ClientStreamMethodDefinition<RaftBatch, RaftSendSummary>;
-  /** The method `SendSnapshot`. */
-  readonly SendSnapshot: ClientStreamMethodDefinition<SnapshotChunk, SnapshotAck>;
+  /**
+   * The receiver acknowledges each chunk once it is stored (`received_bytes`), and the sender
+   * keeps only a few chunks beyond the last acknowledgement in flight, so neither side buffers
+   * more than that however large the snapshot (HTTP/2 flow control alone does not bound the
+   * sender's buffers). The last acknowledgement has `installed` set.
+   */
+  readonly SendSnapshot: BidiStreamMethodDefinition<SnapshotChunk, SnapshotAck>;
 }
 
 /**
@@ -4296,7 +4354,7 @@ export const RaftTransportService: RaftTransportServiceDefinition = {
   SendSnapshot: {
     path: "/tinykv.v1.RaftTransport/SendSnapshot",
     requestStream: true,
-    responseStream: false,
+    responseStream: true,
     requestSerialize: serializer(SnapshotChunk),
     requestDeserialize: deserializer(SnapshotChunk),
     responseSerialize: serializer(SnapshotAck),
@@ -4308,8 +4366,13 @@ export const RaftTransportService: RaftTransportServiceDefinition = {
 export interface RaftTransportHandlers extends grpc.UntypedServiceImplementation {
   /** The method `Send`. */
   Send: grpc.handleClientStreamingCall<RaftBatch, RaftSendSummary>;
-  /** The method `SendSnapshot`. */
-  SendSnapshot: grpc.handleClientStreamingCall<SnapshotChunk, SnapshotAck>;
+  /**
+   * The receiver acknowledges each chunk once it is stored (`received_bytes`), and the sender
+   * keeps only a few chunks beyond the last acknowledgement in flight, so neither side buffers
+   * more than that however large the snapshot (HTTP/2 flow control alone does not bound the
+   * sender's buffers). The last acknowledgement has `installed` set.
+   */
+  SendSnapshot: grpc.handleBidiStreamingCall<SnapshotChunk, SnapshotAck>;
 }
 
 /**
@@ -4323,12 +4386,16 @@ export interface RaftTransportClient extends grpc.Client {
     options: grpc.CallOptions,
     callback: grpc.requestCallback<RaftSendSummary>,
   ): grpc.ClientWritableStream<RaftBatch>;
-  /** The method `SendSnapshot`. */
+  /**
+   * The receiver acknowledges each chunk once it is stored (`received_bytes`), and the sender
+   * keeps only a few chunks beyond the last acknowledgement in flight, so neither side buffers
+   * more than that however large the snapshot (HTTP/2 flow control alone does not bound the
+   * sender's buffers). The last acknowledgement has `installed` set.
+   */
   SendSnapshot(
     metadata: grpc.Metadata,
     options: grpc.CallOptions,
-    callback: grpc.requestCallback<SnapshotAck>,
-  ): grpc.ClientWritableStream<SnapshotChunk>;
+  ): grpc.ClientDuplexStream<SnapshotChunk, SnapshotAck>;
 }
 
 /** The methods of `tinykv.v1.Placement`, typed for `libs/rpc` and grpc-js. */
