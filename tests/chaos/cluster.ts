@@ -14,6 +14,8 @@ import {
   NodeAdminService,
   type NodeStatusResponse,
   PlacementService,
+  type ReplicaStatus,
+  ReplicaStatus_Role,
 } from "@tinykv/proto/tinykv/v1";
 import {
   createGrpcClient,
@@ -31,7 +33,6 @@ import { ChaosNet, HOST } from "./net.ts";
 
 const MESSAGE_BYTES = 8 * 1024 * 1024;
 const KVNODE_PORT = 7901;
-const LEADER_ROLE = 4;
 const CLUSTER = "chaos";
 const ZK_ROOT = "/tinykv";
 
@@ -261,19 +262,34 @@ export class ChaosCluster {
   /** A node's status (3 s deadline); undefined when it does not answer. */
   async status(node: ChaosNode, withDataHash = false): Promise<NodeStatusResponse | undefined> {
     if (!node.process.running || node.paused) return undefined;
-    const answer = await unaryCaller(node.admin, "Status")({ withDataHash }, { deadlineMs: 3000 });
+    const request = { withDataHash, resetTurnStats: false };
+    const answer = await unaryCaller(node.admin, "Status")(request, { deadlineMs: 3000 });
     return answer.kind === "ok" ? answer.response : undefined;
   }
 
   /** The node that leads `shardId` as the nodes report it, if any answers so. */
   async leaderOf(shardId: number): Promise<ChaosNode | undefined> {
+    return (await this.leaderReplica(shardId))?.node;
+  }
+
+  /**
+   * The replica that leads `shardId` as the nodes report it, with its node and that node's
+   * status; undefined when no answering node leads it. When two say so (a deposed leader that
+   * has not heard of the new term yet), the one of the higher term.
+   */
+  async leaderReplica(
+    shardId: number,
+  ): Promise<{ node: ChaosNode; status: NodeStatusResponse; replica: ReplicaStatus } | undefined> {
+    let best: { node: ChaosNode; status: NodeStatusResponse; replica: ReplicaStatus } | undefined;
     for (const node of this.liveNodes) {
       const status = await this.status(node);
-      if (status?.replicas.some((r) => r.shardId === shardId && r.role === LEADER_ROLE)) {
-        return node;
-      }
+      const replica = status?.replicas.find((r) =>
+        r.shardId === shardId && r.role === ReplicaStatus_Role.LEADER
+      );
+      if (status === undefined || replica === undefined) continue;
+      if (best === undefined || replica.term > best.replica.term) best = { node, status, replica };
     }
-    return undefined;
+    return best;
   }
 
   /**

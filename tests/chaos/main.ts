@@ -11,9 +11,12 @@
  * - scans: ordered, no duplicates, every key acknowledged before the scan began is in it;
  * - durability: after healing, every replica of each shard holds identical data (same applied
  *   index and data hash), and final reads show every acknowledged write;
- * - availability during faults is reported, and a run must complete a floor of operations and
- *   keys (a run that barely sent traffic proves nothing);
- * - every bad-input probe was refused and changed nothing.
+ * - availability during faults is reported, and a run must reach floors of operations and keys,
+ *   in all and for each workload (a run that barely sent traffic proves nothing);
+ * - every bad-input probe was refused and changed nothing;
+ * - every legal request at the limits (4,096-byte keys, 1 MiB values, an append to exactly the
+ *   limit, a compare-and-swap of two 1 MiB values) that got an answer got the right one, and
+ *   enough of them got through (see floors.ts, with the floors on each workload).
  *
  * A failing run saves the history, the fault timeline, a report and the processes' logs under
  * the results folder (default `./data/chaos/<time>-seed-<S>`); a passing one saves the report and
@@ -25,7 +28,7 @@
  */
 import { ChaosCluster } from "./cluster.ts";
 import { run } from "./net.ts";
-import { type FaultEvent, Nemesis, sleep } from "./nemesis.ts";
+import { type FaultEvent, faultTable, Nemesis, sleep } from "./nemesis.ts";
 import { Probes } from "./probes.ts";
 import { judge, type Verdict } from "./verdict.ts";
 import { Workloads } from "./workloads.ts";
@@ -212,6 +215,10 @@ async function saveResults(
     ...verdict.lines.map((l) => `- ${l}`),
     "",
     ...(failed ? ["## Problems", "", ...verdict.problems.map((p) => `- ${p}`), ""] : []),
+    "## Faults by kind",
+    "",
+    ...faultTable(nemesis.timeline),
+    "",
     "## Fault timeline (seconds from start)",
     "",
     ...nemesis.timeline.map(describeFault),

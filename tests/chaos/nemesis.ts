@@ -8,11 +8,14 @@
  * another of its voters at once, or of every kvnode at once; SIGSTOP/SIGCONT pauses
  * longer than the election timeout; partitions on the real network path (halves, one-way,
  * a leader isolated from its peers and sometimes from everything); leader transfers, replica
- * moves, a node drained and retired, a new node joining; ZooKeeper crashes and restarts; the
- * placement leader and gateways killed and restarted.
+ * moves, a shard's leader removing itself from its group through the node admin API (placement
+ * must then re-replicate the shard), a node drained and retired, a new node joining; ZooKeeper
+ * crashes and restarts; the placement leader and gateways killed and restarted.
  *
  * @module
  */
+import { ChangeMembershipRequest_Change } from "@tinykv/proto/tinykv/v1";
+import { unaryCaller } from "@tinykv/rpc";
 import { SimRandom } from "../sim/random.ts";
 import type { ChaosCluster, ChaosNode } from "./cluster.ts";
 import { HOST } from "./net.ts";
@@ -26,6 +29,11 @@ export interface FaultEvent {
   /** Why the fault could not be applied (the cluster refused it); not a test failure. */
   skipped?: string;
 }
+
+/** How long a leader's removal of itself may take to apply (the node admin call's deadline). */
+const REMOVE_TIMEOUT_MS = 10_000;
+/** How long a removed leader's shard is watched for a new leader and its re-replication. */
+const REPLACED_WAIT_MS = 45_000;
 
 /** Sleeps a random time in `[low, high]` ms, cut short at the end of the run. */
 type Hold = (low: number, high: number) => Promise<void>;
@@ -41,6 +49,7 @@ const MENU: ReadonlyArray<readonly [string, number]> = [
   ["isolate-leader", 2],
   ["transfer-leader", 1],
   ["move-replica", 1],
+  ["remove-leader", 1.5],
   ["zookeeper-restart", 1],
   ["placement-leader-kill", 1],
   ["gateway-kill", 1],
@@ -171,6 +180,7 @@ export class Nemesis {
       "isolate-leader": (e, h) => this.#isolateLeader(e, h),
       "transfer-leader": (e) => this.#transferLeader(e),
       "move-replica": (e) => this.#moveReplica(e),
+      "remove-leader": (e) => this.#removeLeader(e),
       "join": (e) => this.#join(e),
       "drain": (e) => this.#drain(e),
       "zookeeper-restart": (e, h) => this.#restartZooKeeper(e, h),
@@ -307,6 +317,112 @@ export class Nemesis {
     else await this.#waitForMoves(30_000);
   }
 
+  /**
+   * A shard's leader asked, through its node admin API, to remove itself from the group (change
+   * REMOVE of its own peer, fenced by the shard's conf epoch), as placement would ask it to. The
+   * leader applies its removal, steps down and deletes its replica; the two voters left elect a
+   * leader and placement re-replicates the shard. Waits (bounded) for both. Only a shard at full
+   * strength is asked, so that one fault never leaves a shard a single voter.
+   */
+  async #removeLeader(event: FaultEvent): Promise<void> {
+    const cluster = this.#cluster;
+    const shardId = this.#random.range(1, cluster.options.shards);
+    const found = await cluster.leaderReplica(shardId);
+    if (found === undefined) return void (event.skipped = `shard ${shardId} has no leader`);
+    const { node, status, replica } = found;
+    const self = replica.voters.find((p) => p.peerId === replica.peerId);
+    event.detail = `shard ${shardId}: leader ${node.nodeId} (peer ${replica.peerId}) at conf ` +
+      `epoch ${replica.confEpoch}`;
+    if (replica.voters.length < cluster.options.replicas || replica.learners.length > 0) {
+      return void (event.skipped = `shard ${shardId} has ${replica.voters.length} voters and ` +
+        `${replica.learners.length} learners: not at full strength`);
+    }
+    if (self === undefined) return void (event.skipped = "the leader is not among its voters");
+    const answer = await unaryCaller(node.admin, "ChangeMembership")({
+      clusterId: status.clusterId,
+      shardId,
+      expectedConfEpoch: replica.confEpoch,
+      change: ChangeMembershipRequest_Change.REMOVE,
+      peer: self,
+      timeoutMs: REMOVE_TIMEOUT_MS - 500,
+    }, { deadlineMs: REMOVE_TIMEOUT_MS });
+    // Re-replication shows as a conf epoch above the removal's (or above the epoch the removal
+    // was asked at, when its answer got lost) with the group at full strength again.
+    let removedAt = replica.confEpoch;
+    if (answer.kind === "ok") {
+      removedAt = answer.response.confEpoch;
+      event.detail += `; removed at conf epoch ${removedAt}`;
+    } else if (answer.kind === "deadlineExceeded" || answer.kind === "unavailable") {
+      // The change may have been proposed: it may still apply, so wait as if it did.
+      event.detail += `; ${answer.kind} (may still apply): ${answer.message}`;
+    } else {
+      return void (event.skipped = `${answer.kind}: ${answer.message}`);
+    }
+    event.detail += await this.#waitReplaced(shardId, { removedPeer: replica.peerId, removedAt });
+    if (answer.kind === "ok") await this.#checkRemovedReplicaGone(event, node, replica.peerId);
+  }
+
+  /**
+   * After a removal that answered ok and the wait for the shard's repair: the removed leader's
+   * replica must be gone from its node ("A replica removed by a committed conf change deletes its
+   * data", DESIGN.md); one left behind is a problem. A node that does not answer proves nothing.
+   */
+  async #checkRemovedReplicaGone(event: FaultEvent, node: ChaosNode, peerId: number) {
+    const status = await this.#cluster.status(node);
+    if (status === undefined) return void (event.detail += "; its node did not answer");
+    const left = status.replicas.find((r) => r.peerId === peerId);
+    if (left === undefined) return void (event.detail += "; the removed replica is deleted");
+    event.detail += "; the removed replica is still on its node";
+    this.problems.push(
+      `shard ${left.shardId}: leader peer ${peerId} on node ${node.nodeId} removed itself (fault ` +
+        `at ${(event.start / 1000).toFixed(1)} s) but its node still hosts it ` +
+        `${((this.#now() - event.start) / 1000).toFixed(1)} s later (role ${left.role}, conf ` +
+        `epoch ${left.confEpoch}, applied ${left.appliedIndex})`,
+    );
+  }
+
+  /**
+   * Waits (bounded) until `shardId` is led by a peer other than `removedPeer` and placement shows
+   * it at full strength again at a conf epoch above `removedAt`, with no move in flight; says when
+   * each happened, or what was missing at the deadline.
+   */
+  async #waitReplaced(
+    shardId: number,
+    { removedPeer, removedAt }: { removedPeer: number; removedAt: number },
+  ): Promise<string> {
+    const cluster = this.#cluster;
+    const start = this.#now();
+    const since = () => `${((this.#now() - start) / 1000).toFixed(1)} s`;
+    let newLeader: string | undefined;
+    let placementView = "no placement leader";
+    while (this.#now() - start < REPLACED_WAIT_MS) {
+      if (newLeader === undefined) {
+        const leader = await cluster.leaderReplica(shardId);
+        if (leader !== undefined && leader.replica.peerId !== removedPeer) {
+          newLeader = `new leader ${leader.node.nodeId} after ${since()}`;
+        }
+      }
+      const placement = await cluster.placementLeader();
+      const shard = placement?.state.shards.find((s) => s.shardId === shardId);
+      if (placement !== undefined && shard !== undefined) {
+        placementView = `placement sees voters ${shard.voters.join(",")}, learners ` +
+          `${shard.learners.join(",") || "none"} at conf epoch ${shard.confEpoch}, ` +
+          `${placement.state.tasks.length} moves`;
+        const moving = placement.state.tasks.some((t) => t.move?.shardId === shardId);
+        if (
+          newLeader !== undefined && !moving && shard.leader !== "" &&
+          shard.learners.length === 0 &&
+          shard.voters.length === cluster.options.replicas && shard.confEpoch > removedAt
+        ) {
+          return `; ${newLeader}; back to ${shard.voters.length} voters ` +
+            `(${shard.voters.join(",")}) after ${since()}`;
+        }
+      }
+      await sleep(500);
+    }
+    return `; after ${since()}: ${newLeader ?? "no other leader yet"}, ${placementView}`;
+  }
+
   /** A new kvnode (fresh data) on a free test host; waits (bounded) for the rebalancing. */
   async #join(event: FaultEvent): Promise<void> {
     const host = this.#freeHost()!;
@@ -393,6 +509,31 @@ export class Nemesis {
     }
     return false;
   }
+}
+
+/**
+ * The report's fault table: one row per kind in the order of first use — how many were applied
+ * and skipped, and the seconds the applied ones lasted.
+ */
+export function faultTable(timeline: readonly FaultEvent[]): string[] {
+  const rows = new Map<string, { applied: number; skipped: number; ms: number }>();
+  for (const event of timeline) {
+    const row = rows.get(event.kind) ?? { applied: 0, skipped: 0, ms: 0 };
+    if (event.skipped === undefined) {
+      row.applied++;
+      row.ms += event.end - event.start;
+    } else {
+      row.skipped++;
+    }
+    rows.set(event.kind, row);
+  }
+  return [
+    "| fault | applied | skipped | seconds applied |",
+    "|---|---:|---:|---:|",
+    ...[...rows].map(([kind, r]) =>
+      `| ${kind} | ${r.applied} | ${r.skipped} | ${(r.ms / 1000).toFixed(1)} |`
+    ),
+  ];
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -6,11 +6,16 @@
  * INVALID_ARGUMENT, an accepted bad request, or a changed value is a problem. Answers of
  * UNAVAILABLE (the gateway is down, a fault at work) leave the probe uncounted.
  *
+ * Each round then sends legal requests at the limits ({@linkcode checkBoundary}: a 1 MiB value
+ * under a 4,096-byte key, an append to exactly 1 MiB and one byte past it, a compare-and-swap of
+ * two 1 MiB values), one kind per round in turn, into {@linkcode Probes.boundary}.
+ *
  * @module
  */
 import { text, TinyKvClient } from "@tinykv/client";
 import { KVService } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
+import { BOUNDARY_KINDS, BoundaryReport, checkBoundary } from "./boundary.ts";
 import { CALL_DEADLINE_MS } from "./workloads.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -29,6 +34,8 @@ export interface ProbeReport {
 /** Sends probes every `intervalMs` until stopped. */
 export class Probes {
   readonly report: ProbeReport = { refused: 0, skipped: 0, problems: [] };
+  /** What the legal requests at the limits saw. */
+  readonly boundary: BoundaryReport = new BoundaryReport();
   readonly #gateways: GrpcClient<typeof KVService>[];
   readonly #client: TinyKvClient;
   readonly #intervalMs: number;
@@ -61,6 +68,12 @@ export class Probes {
         await this.#probe(n);
       } catch (error) {
         this.report.problems.push(`probe ${n}: ${error}`);
+      }
+      const kind = BOUNDARY_KINDS[n % BOUNDARY_KINDS.length];
+      try {
+        this.boundary.add(kind, n, await checkBoundary(this.#client, { round: n, kind }));
+      } catch (error) {
+        this.report.problems.push(`legal boundary probe ${n} (${kind}): ${error}`);
       }
     }
   }

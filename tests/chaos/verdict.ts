@@ -2,28 +2,31 @@
  * What the fault test concludes once the faults are over and the cluster healed: it waits for
  * the cluster to settle, compares every shard's replicas, reads every key the workloads touched,
  * and runs the checks — linearizability of the register history, the append and scan checkers,
- * the bad-input probes, the floors on traffic and faults — into a list of problems (empty when
- * the run passes) and the lines of its report.
+ * the bad-input probes and the legal requests at the limits, the floors on traffic, on each
+ * workload, on faults and on legal boundary probes ({@linkcode evaluateFloors}) — into a list of
+ * problems (empty when the run passes) and the lines of its report.
  *
  * @module
  */
 import { text, TinyKvClient } from "@tinykv/client";
 import { check, registerModel } from "@tinykv/lincheck";
 import type { Operation, RegisterInput, RegisterOutput } from "@tinykv/lincheck";
-import { checkAppends, checkScans, type ListRead, parseTokens } from "./checks.ts";
+import {
+  type AppendReport,
+  checkAppends,
+  checkScans,
+  type ListRead,
+  parseTokens,
+  type ScanReport,
+} from "./checks.ts";
 import type { ChaosCluster } from "./cluster.ts";
+import { evaluateFloors, type RunCounts } from "./floors.ts";
 import { type Nemesis, sleep } from "./nemesis.ts";
 import type { Probes } from "./probes.ts";
 import { type History, prefixEnd } from "./workloads.ts";
 
 /** The linearizability search's budget per key, in steps. */
 export const STEP_BUDGET = 2_000_000;
-/** Completed operations a run must reach per minute of faults. */
-export const OPERATIONS_PER_MINUTE_MIN = 1500;
-/** Distinct keys a run must touch per minute of faults. */
-export const KEYS_PER_MINUTE_MIN = 40;
-/** Faults a run must apply per minute of faults. */
-export const FAULTS_PER_MINUTE_MIN = 4;
 
 /** The outcome of a run: problems (none when it passed) and the report's summary lines. */
 export interface Verdict {
@@ -67,10 +70,24 @@ export async function judge(run: RunRecord): Promise<Verdict> {
   run.log("replicas compared; reading every key back");
   const finals = await finalReads(run, verdict);
   checkRegister(run.history, finals, verdict);
-  const appendKeys = checkAppendWorkload(run.history, finals, verdict);
-  const scanKeys = checkScanWorkload(run.history, finals, verdict);
+  const appends = checkAppendWorkload(run.history, finals, verdict);
+  const scans = checkScanWorkload(run.history, finals, verdict);
   checkProbes(run.probes, verdict);
-  checkFaultsAndTraffic(run, verdict, finals.register.length + appendKeys + scanKeys);
+  const h = run.history;
+  const faults = checkFaults(run, verdict);
+  checkFloors(verdict, (run.faultWindow.end - run.faultWindow.start) / 60_000, {
+    operations: h.completed.register + h.completed.append + h.completed.scan,
+    keys: finals.register.length + appends.keys + scans.writes.ok,
+    faults,
+    register: { operations: h.completed.register, keys: finals.register.length },
+    append: { appends: appends.appends.ok, reads: appends.reads, keys: appends.keys },
+    scan: {
+      writes: scans.writes.ok,
+      scans: scans.scans,
+      prefixes: new Set(h.scans.map((scan) => scan.prefix)).size,
+    },
+    boundary: run.probes.boundary.ok,
+  });
   return verdict;
 }
 
@@ -176,8 +193,8 @@ function checkRegister(h: History, finals: FinalReads, verdict: Verdict): void {
   );
 }
 
-/** Checks the append workload from its unique tokens; returns how many keys it used. */
-function checkAppendWorkload(h: History, finals: FinalReads, verdict: Verdict): number {
+/** Checks the append workload from its unique tokens; returns the checker's report. */
+function checkAppendWorkload(h: History, finals: FinalReads, verdict: Verdict): AppendReport {
   const reads: ListRead[] = [];
   for (const read of h.reads) {
     const parsed = parseTokens(read.value);
@@ -196,11 +213,11 @@ function checkAppendWorkload(h: History, finals: FinalReads, verdict: Verdict): 
       `${report.appends.failed} failed appends and ${report.reads} reads on ${report.keys} ` +
       `keys; ${report.problemCount} problems`,
   );
-  return report.keys;
+  return report;
 }
 
-/** Checks the scan workload; returns how many keys it wrote. */
-function checkScanWorkload(h: History, finals: FinalReads, verdict: Verdict): number {
+/** Checks the scan workload; returns the checker's report. */
+function checkScanWorkload(h: History, finals: FinalReads, verdict: Verdict): ScanReport {
   const report = checkScans({ writes: h.scanWrites, scans: h.scans, finals: finals.scans });
   verdict.problems.push(...report.problems);
   if (report.problemCount > report.problems.length) {
@@ -213,7 +230,7 @@ function checkScanWorkload(h: History, finals: FinalReads, verdict: Verdict): nu
       `failed writes; ${report.scans} scans of ${report.prefixes} prefixes; ` +
       `${report.problemCount} problems`,
   );
-  return report.writes.ok;
+  return report;
 }
 
 function checkProbes(probes: Probes, verdict: Verdict): void {
@@ -224,10 +241,20 @@ function checkProbes(probes: Probes, verdict: Verdict): void {
     `probes: ${refused} bad requests refused with the state untouched, ${skipped} probes ` +
       `skipped (a call could not get through); ${problems.length} problems`,
   );
+  const boundary = probes.boundary;
+  verdict.problems.push(...boundary.wrong);
+  const byKind = (counts: Record<string, number>) =>
+    Object.entries(counts).map(([kind, n]) => `${kind} ${n}`).join(", ");
+  const codes = [...boundary.unknownCodes].map(([code, n]) => `${code} ${n}`).join(", ");
+  verdict.lines.push(
+    `legal boundary probes (4,096-byte keys, 1 MiB values): ${boundary.okTotal} ok ` +
+      `(${byKind(boundary.ok)}), ${boundary.unknownTotal} unknown (${byKind(boundary.unknown)}` +
+      `${codes === "" ? "" : `; ${codes}`}), ${boundary.wrong.length} wrong`,
+  );
 }
 
-/** Counts faults, availability while they were active, and checks the floors. */
-function checkFaultsAndTraffic(run: RunRecord, verdict: Verdict, keys: number): void {
+/** Counts faults and availability while they were active; returns the faults applied. */
+function checkFaults(run: RunRecord, verdict: Verdict): number {
   const { nemesis, history: h, faultWindow } = run;
   const applied = nemesis.timeline.filter((e) => e.skipped === undefined);
   const kinds = new Map<string, number>();
@@ -238,26 +265,17 @@ function checkFaultsAndTraffic(run: RunRecord, verdict: Verdict, keys: number): 
       `${nemesis.timeline.length - applied.length} skipped, over ${seconds.toFixed(0)} s`,
   );
   verdict.lines.push(availabilityLine(h.calls, applied.map((e) => [e.start, e.end] as const)));
-  const completed = h.completed.register + h.completed.append + h.completed.scan;
-  const minutes = seconds / 60;
-  const floors = {
-    operations: Math.floor(OPERATIONS_PER_MINUTE_MIN * minutes),
-    keys: Math.floor(KEYS_PER_MINUTE_MIN * minutes),
-    faults: Math.floor(FAULTS_PER_MINUTE_MIN * minutes),
-  };
+  return applied.length;
+}
+
+/** Checks the run's counts against the floors; one report line lists them all. */
+function checkFloors(verdict: Verdict, minutes: number, counts: RunCounts): void {
+  const { results, problems } = evaluateFloors(counts, minutes);
+  verdict.problems.push(...problems);
   verdict.lines.push(
-    `traffic: ${completed} operations completed (floor ${floors.operations}), ${keys} keys ` +
-      `(floor ${floors.keys})`,
+    `floors (${minutes.toFixed(1)} min of faults): ` +
+      results.map((r) => `${r.what} ${r.seen} (floor ${r.floor})`).join(", "),
   );
-  if (completed < floors.operations) {
-    verdict.problems.push(`only ${completed} operations completed (floor ${floors.operations})`);
-  }
-  if (keys < floors.keys) {
-    verdict.problems.push(`only ${keys} keys were used (floor ${floors.keys})`);
-  }
-  if (applied.length < floors.faults) {
-    verdict.problems.push(`only ${applied.length} faults were applied (floor ${floors.faults})`);
-  }
 }
 
 /**
