@@ -69,7 +69,7 @@ export const SNAPSHOT_STREAMS_MAX_DEFAULT = 4;
 /** How many snapshots may wait for a free stream, by default; more fail at once. */
 export const SNAPSHOTS_QUEUED_MAX_DEFAULT = 64;
 /** How long one snapshot stream may take, by default. */
-export const SNAPSHOT_TIMEOUT_MS_DEFAULT = 120_000;
+export const SNAPSHOT_TIMEOUT_MS_DEFAULT = 60_000;
 /** How many snapshots a receiver assembles at once, by default; more get RESOURCE_EXHAUSTED. */
 export const SNAPSHOTS_RECEIVING_MAX_DEFAULT = 8;
 /** The first reconnect delay, by default (it doubles up to the maximum, with full jitter). */
@@ -134,7 +134,11 @@ export interface GrpcRaftTransportOptions {
   readonly snapshotStreamsMax?: number;
   /** Snapshots waiting for a stream (default {@linkcode SNAPSHOTS_QUEUED_MAX_DEFAULT}). */
   readonly snapshotsQueuedMax?: number;
-  /** The deadline of one snapshot stream (default {@linkcode SNAPSHOT_TIMEOUT_MS_DEFAULT}). */
+  /**
+   * How long a snapshot stream may go without the receiver acknowledging progress before it is
+   * given up (default {@linkcode SNAPSHOT_TIMEOUT_MS_DEFAULT}); a large snapshot that keeps
+   * moving takes as long as it needs.
+   */
   readonly snapshotTimeoutMs?: number;
   /** The first reconnect delay (default {@linkcode RECONNECT_MIN_MS_DEFAULT}). */
   readonly reconnectMinMs?: number;
@@ -759,7 +763,15 @@ class SnapshotSender {
         settled = true;
         resolve(outcome);
       };
-      const call = client.SendSnapshot(new grpc.Metadata(), { deadline: Date.now() + timeoutMs });
+      const call = client.SendSnapshot(new grpc.Metadata(), {});
+      const { clock } = this.#shared;
+      // Given up when the receiver acknowledges nothing for `timeoutMs`.
+      const stalled = () => {
+        settle({ kind: "failed", reason: `no progress acknowledged for ${timeoutMs} ms` });
+        call.cancel();
+      };
+      let watchdog = clock.setTimeout(stalled, timeoutMs);
+      done.finally(() => clock.clearTimeout(watchdog));
       // The receiver acknowledges what it stored; at most a window of chunks is beyond that.
       let acked = 0;
       let sent = 0;
@@ -767,6 +779,8 @@ class SnapshotSender {
       call.on("data", (ack: SnapshotAck) => {
         acked = Math.max(acked, ack.receivedBytes);
         if (ack.installed) settle({ kind: "installed" });
+        clock.clearTimeout(watchdog);
+        if (!settled) watchdog = clock.setTimeout(stalled, timeoutMs);
         onAck();
       });
       call.on("error", (error: Error) => settle({ kind: "failed", reason: describe(error) }));

@@ -538,3 +538,42 @@ Deno.test("a snapshot sender stays within a window of what the receiver stored",
     await server.shutdown(0);
   }
 });
+
+Deno.test("a snapshot whose receiver stops acknowledging is given up and reported failed", async () => {
+  const binding = raftTransportService({
+    clusterId: CLUSTER,
+    maxSnapshotBytes: 2 ** 40,
+    onEnvelopes: () => {},
+    log: recordingLog([]),
+    // The receiver stores the first piece, then hangs.
+    stageSnapshot: () => {
+      let writes = 0;
+      return {
+        write: () => writes++ === 0 ? Promise.resolve(undefined) : new Promise(() => {}),
+        finish: () => Promise.resolve({ kind: "ok", data: new Uint8Array(0) }),
+        abort() {},
+      };
+    },
+  });
+  const server = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMessageBytes: MESSAGE_BYTES_MAX,
+    services: [binding],
+  });
+  const sender = startSender({ snapshotTimeoutMs: 300 });
+  try {
+    const envelope = snapshotEnvelope(randomBytes(2 * 1024 * 1024));
+    sender.transport.send(peerOn({ address: `127.0.0.1:${server.port}` }), envelope);
+    sender.transport.flush();
+    await waitFor(() => sender.statuses.length === 1, "the snapshot to be reported");
+    assert.deepEqual(sender.statuses, [[envelope.shardId, 2, false]]);
+    assert.ok(
+      sender.log.some((l) => JSON.stringify(l).includes("no progress acknowledged for 300 ms")),
+      JSON.stringify(sender.log),
+    );
+  } finally {
+    await sender.transport.close();
+    await server.shutdown(0);
+  }
+});
