@@ -1985,7 +1985,10 @@ export interface CompareAndSwapResponse {
   succeeded: boolean;
   /** Whether the key existed before this request. */
   found: boolean;
-  /** The key's value before this request; empty when `found` is false. */
+  /**
+   * When the comparison did not match: the key's value (empty when `found` is false). Empty when
+   * it matched, since the caller sent that value as `expected`.
+   */
   current: Uint8Array;
 }
 
