@@ -18,6 +18,7 @@
 //
 // Payloads are deterministic pseudo-random bytes (xorshift32 from a seed), never all one byte.
 // Every call has a 15–20 s deadline, so a hang shows as DEADLINE_EXCEEDED in the case that hung.
+import { patternBytes } from "./_harness/bytes.ts";
 import assert from "node:assert/strict";
 import { type KeyValue, KVService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
@@ -64,18 +65,7 @@ const call = {
 // ---------------------------------------------------------------------------------------------
 // Bytes.
 
-/** `length` pseudo-random bytes from `seed` (xorshift32): the same for the same arguments. */
-function bytesOf(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = (Math.imul(seed + 1, 2654435761) ^ 0x9e3779b9) >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x = (x ^ (x << 13)) >>> 0;
-    x = (x ^ (x >>> 17)) >>> 0;
-    x = (x ^ (x << 5)) >>> 0;
-    out[i] = x & 255;
-  }
-  return out;
-}
+const bytesOf = patternBytes;
 
 /** A key of `length` bytes whose first byte is `tag` (each group owns a tag, so a range). */
 function keyOf(tag: number, length: number, seed: number): Uint8Array {

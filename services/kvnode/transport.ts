@@ -861,20 +861,20 @@ export interface RaftTransportServiceOptions {
   /** The largest snapshot assembled, in bytes; a larger one gets RESOURCE_EXHAUSTED. */
   readonly maxSnapshotBytes: number;
   /**
-   * Takes the valid envelopes of one `RaftBatch`, or one complete snapshot message with its data
-   * (wire it to `Driver.receive`). Called synchronously from grpc-js events; must not block.
+   * Takes the valid envelopes of one `RaftBatch`, or one complete snapshot message carrying what
+   * its staging's `finish` returned (wire it to `Driver.receive`). Called synchronously from
+   * grpc-js events; must not block.
    */
   readonly onEnvelopes: (envelopes: Envelope[]) => void;
   /** Where refused streams and dropped envelopes are reported. */
   readonly log: TransportLog;
-  /** Snapshots assembled at once (default {@linkcode SNAPSHOTS_RECEIVING_MAX_DEFAULT}). */
+  /** Snapshots received at once (default {@linkcode SNAPSHOTS_RECEIVING_MAX_DEFAULT}). */
   readonly snapshotsReceivingMax?: number;
   /**
    * Where a snapshot's data goes as it arrives (wire it to `Driver.stageSnapshot`): written to
-   * storage piece by piece, so the node never holds a whole snapshot in memory. Without it the
-   * data is assembled in memory (tests of the transport alone).
+   * storage piece by piece, so the node never holds a whole snapshot in memory.
    */
-  readonly stageSnapshot?: (envelope: Envelope) => SnapshotStagingHandle | { refused: string };
+  readonly stageSnapshot: (envelope: Envelope) => SnapshotStagingHandle | { refused: string };
 }
 
 /**
@@ -885,11 +885,12 @@ export interface RaftTransportServiceOptions {
  * {@linkcode messageFromProto} (including snapshot messages, whose data never rides on `Send`) are
  * dropped and logged.
  *
- * `SendSnapshot` assembles the chunks aside and only when the last one arrived, the length and
- * checksum match and the envelope decodes, hands the complete snapshot message to `onEnvelopes`
- * and acks `installed: true` ("delivered to the driver"). Otherwise nothing reaches the driver and
- * the call ends with RESOURCE_EXHAUSTED (too big, too many at once), DATA_LOSS (checksum or
- * length), FAILED_PRECONDITION (cluster) or INVALID_ARGUMENT (malformed).
+ * `SendSnapshot` hands each chunk's data to a staging opened by `stageSnapshot` (acknowledging
+ * each once stored), and only when the last one arrived and the length and checksum match, hands
+ * the snapshot message to `onEnvelopes` and acks `installed: true` ("delivered to the driver").
+ * Otherwise nothing reaches the driver, the staging is abandoned and the call ends with
+ * RESOURCE_EXHAUSTED (too big, too many at once), DATA_LOSS (checksum, length or records),
+ * FAILED_PRECONDITION (cluster, no such replica) or INVALID_ARGUMENT (malformed).
  *
  * @example
  * ```ts ignore
@@ -898,6 +899,7 @@ export interface RaftTransportServiceOptions {
  *   services: [raftTransportService({
  *     clusterId, maxSnapshotBytes: SNAPSHOT_BYTES_MAX_DEFAULT, log,
  *     onEnvelopes: (envelopes) => driver.receive(envelopes),
+ *     stageSnapshot: (envelope) => driver.stageSnapshot(envelope),
  *   })],
  * });
  * ```
@@ -969,13 +971,6 @@ function withSender(envelope: Envelope, from: { fromNode: string; fromAddress: s
   return { ...envelope, sender: { nodeId: from.fromNode, address: from.fromAddress } };
 }
 
-/** A snapshot being assembled. */
-interface Assembly {
-  envelope: RaftEnvelope | undefined;
-  readonly pieces: Uint8Array[];
-  bytes: number;
-}
-
 type SnapshotCall = grpc.ServerDuplexStream<SnapshotChunk, SnapshotAck>;
 
 /** Ends a snapshot call with `failure` (its status) or, with none, the `installed` ack. */
@@ -1010,43 +1005,7 @@ function receiveSnapshot(
     );
     return;
   }
-  if (options.stageSnapshot !== undefined) {
-    return receiveStaged(options, options.stageSnapshot, receiving, call);
-  }
-  receiving.count++;
-  let done = false;
-  const assembly: Assembly = { envelope: undefined, pieces: [], bytes: 0 };
-  const finish = (failure: RpcFailure | undefined, envelope?: Envelope) => {
-    if (done) return;
-    done = true;
-    receiving.count--;
-    if (failure !== undefined) {
-      options.log.warn("Refused a snapshot", { reason: failure.message });
-      endSnapshotCall(call, failure, assembly.bytes);
-      return;
-    }
-    options.onEnvelopes([envelope!]);
-    endSnapshotCall(call, undefined, assembly.bytes);
-  };
-  call.on("data", (chunk: SnapshotChunk) => {
-    if (done) return;
-    const step = takeChunk(options, assembly, chunk);
-    if (step.kind === "more") return acknowledge(call, assembly.bytes);
-    if (step.kind === "failed") finish(step.failure);
-    else finish(undefined, step.envelope);
-  });
-  call.on("end", () => {
-    finish(rpcFailure("invalidArgument", "Snapshot stream ended before its last chunk"));
-  });
-  // A cancelled call (the sender went away, its deadline passed) emits 'cancelled', then 'close'.
-  const abandon = () => {
-    if (done) return;
-    done = true;
-    receiving.count--;
-  };
-  call.on("error", abandon);
-  call.on("cancelled", abandon);
-  call.on("close", abandon);
+  receiveStaged(options, receiving, call);
 }
 
 /**
@@ -1057,7 +1016,6 @@ function receiveSnapshot(
  */
 function receiveStaged(
   options: RaftTransportServiceOptions,
-  stage: (envelope: Envelope) => SnapshotStagingHandle | { refused: string },
   receiving: { count: number },
   call: SnapshotCall,
 ): void {
@@ -1092,7 +1050,7 @@ function receiveStaged(
       first = chunk.envelope!;
       const decoded = messageFromProto(first, { snapshotData: new Uint8Array(0) });
       if (decoded.kind === "invalid") return failed("invalidArgument", decoded.reason);
-      const opened = stage(decoded.envelope);
+      const opened = options.stageSnapshot(decoded.envelope);
       if ("refused" in opened) return failed("failedPrecondition", opened.refused);
       staging = opened;
     }
@@ -1196,82 +1154,3 @@ type ChunkStep =
   | { readonly kind: "more" }
   | { readonly kind: "complete"; readonly envelope: Envelope }
   | { readonly kind: "failed"; readonly failure: RpcFailure };
-
-/** Adds one chunk to the assembly; on the last one, checks and decodes the whole snapshot. */
-function takeChunk(
-  options: RaftTransportServiceOptions,
-  assembly: Assembly,
-  chunk: SnapshotChunk,
-): ChunkStep {
-  const failed = (kind: Parameters<typeof rpcFailure>[0], message: string): ChunkStep => ({
-    kind: "failed",
-    failure: rpcFailure(kind, message),
-  });
-  if (chunk.clusterId !== options.clusterId) {
-    return failed(
-      "failedPrecondition",
-      `Cannot take a snapshot of cluster "${chunk.clusterId}" from node "${chunk.fromNode}": ` +
-        `this node belongs to cluster "${options.clusterId}"`,
-    );
-  }
-  if (assembly.envelope === undefined) {
-    if (chunk.envelope === undefined) {
-      return failed("invalidArgument", "Snapshot's first chunk has no envelope");
-    }
-    assembly.envelope = chunk.envelope;
-  } else if (chunk.envelope !== undefined) {
-    return failed("invalidArgument", "Snapshot chunk after the first carries an envelope");
-  }
-  if (chunk.shardId !== assembly.envelope.shardId) {
-    return failed(
-      "invalidArgument",
-      `Snapshot chunk is for shard ${chunk.shardId}: the snapshot is for shard ` +
-        `${assembly.envelope.shardId}`,
-    );
-  }
-  assembly.bytes += chunk.data.length;
-  if (assembly.bytes > options.maxSnapshotBytes) {
-    return failed(
-      "resourceExhausted",
-      `Snapshot of shard ${chunk.shardId} exceeds ${options.maxSnapshotBytes} bytes, the limit`,
-    );
-  }
-  // grpc-js hands each message its own buffer, so keeping a view copies nothing twice.
-  if (chunk.data.length > 0) assembly.pieces.push(chunk.data);
-  return chunk.last ? completeSnapshot(assembly, chunk) : { kind: "more" };
-}
-
-function completeSnapshot(assembly: Assembly, last: SnapshotChunk): ChunkStep {
-  const shard = last.shardId;
-  if (assembly.bytes !== last.totalBytes) {
-    return {
-      kind: "failed",
-      failure: rpcFailure(
-        "dataLoss",
-        `Snapshot of shard ${shard} has ${assembly.bytes} bytes: the sender sent ${last.totalBytes}`,
-      ),
-    };
-  }
-  const data = new Uint8Array(assembly.bytes);
-  let offset = 0;
-  for (const piece of assembly.pieces) {
-    data.set(piece, offset);
-    offset += piece.length;
-  }
-  assembly.pieces.length = 0;
-  const checksum = crc32(data);
-  if (checksum !== last.checksum) {
-    return {
-      kind: "failed",
-      failure: rpcFailure(
-        "dataLoss",
-        `Snapshot of shard ${shard} has checksum ${checksum}: the sender's is ${last.checksum}`,
-      ),
-    };
-  }
-  const decoded = messageFromProto(assembly.envelope!, { snapshotData: data });
-  if (decoded.kind === "invalid") {
-    return { kind: "failed", failure: rpcFailure("invalidArgument", decoded.reason) };
-  }
-  return { kind: "complete", envelope: withSender(decoded.envelope, last) };
-}

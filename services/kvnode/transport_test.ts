@@ -23,7 +23,7 @@ import {
   type ServiceBinding,
   startGrpcServer,
 } from "@tinykv/rpc";
-import type { Envelope } from "./driver.ts";
+import type { Envelope, SnapshotStagingHandle } from "./driver.ts";
 import { messageToProto } from "./raft_codec.ts";
 import type { PeerAddress } from "./replica.ts";
 import {
@@ -83,6 +83,7 @@ async function startReceiver(
     maxSnapshotBytes: 64 * 1024 * 1024,
     onEnvelopes: (envelopes) => receiver.deliveries.push(envelopes),
     log: recordingLog(log),
+    stageSnapshot: inMemoryStaging,
   });
   const { Send, SendSnapshot } = RaftTransportService;
   // The real service behind deserializers that measure (and, when asked, corrupt) what arrives.
@@ -115,6 +116,30 @@ async function startReceiver(
   });
   receiver.address = `127.0.0.1:${receiver.server.port}`;
   return receiver;
+}
+
+/**
+ * A staging that keeps the pieces in memory and hands the whole data over as the message's data,
+ * so the test sees what arrived (a kvnode stages into its storage instead).
+ */
+function inMemoryStaging(): SnapshotStagingHandle {
+  const pieces: Uint8Array[] = [];
+  return {
+    write: (piece) => {
+      pieces.push(piece.slice());
+      return Promise.resolve(undefined);
+    },
+    finish: () => {
+      const data = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const piece of pieces) {
+        data.set(piece, at);
+        at += piece.length;
+      }
+      return Promise.resolve({ kind: "ok", data });
+    },
+    abort() {},
+  };
 }
 
 function delivered(receiver: Receiver): Envelope[] {

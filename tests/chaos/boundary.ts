@@ -21,6 +21,9 @@
  * @module
  */
 import { type GetResult, type TinyKvClient, TinyKvError } from "@tinykv/client";
+import { patternBytes } from "../_harness/bytes.ts";
+
+export { patternBytes };
 
 /** The contract's largest key (DESIGN.md "Limits and bad input"). */
 export const KEY_BYTES_MAX = 4096;
@@ -110,19 +113,6 @@ export class BoundaryReport {
 /** The key of round `round`'s check of `kind`: `pb/<round>/<kind>/` padded to 4,096 bytes. */
 export function boundaryKey(round: number, kind: BoundaryKind): string {
   return `pb/${round}/${kind}/`.padEnd(KEY_BYTES_MAX, "k");
-}
-
-/** `length` pseudo-random bytes from `seed` (xorshift32): never all one byte, the same each call. */
-export function patternBytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = (Math.imul(seed + 1, 2654435761) ^ 0x9e3779b9) >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x = (x ^ (x << 13)) >>> 0;
-    x = (x ^ (x >>> 17)) >>> 0;
-    x = (x ^ (x << 5)) >>> 0;
-    out[i] = x & 255;
-  }
-  return out;
 }
 
 /** How a read differs from `expected`, or undefined when it holds exactly those bytes. */
