@@ -7,7 +7,9 @@
  * over); the four nodes are then restarted, so that what follows starts from fresh processes.
  * Then the fourth node gets a replica (CreateReplica, then ChangeMembership ADD_LEARNER on the
  * leader): the leader streams the whole shard to it as a snapshot, read from an LMDB read
- * transaction, and the new replica writes it in bounded transactions as it arrives.
+ * transaction, and the new replica writes it in bounded transactions as it arrives. The move then
+ * ends as placement ends one: the learner is promoted and a source replica removed, and the
+ * source's node deletes its copy of the shard in the background.
  *
  * Meanwhile, every 100 ms it samples each kvnode's resident memory from `/proc/<pid>/status`:
  * `RssAnon` (the process's own memory: heap, buffers) and `RssFile` (pages of the memory-mapped
@@ -100,6 +102,17 @@ async function sampleMemory(pids: readonly number[]): Promise<Array<Memory | und
       Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(block)?.[1]);
     return { vmRss: field("VmRSS"), rssAnon: field("RssAnon"), rssFile: field("RssFile") };
   });
+}
+
+/** Everything a kvnode logged so far. */
+async function logOf(cluster: KvNodeCluster, node: ClusterNode): Promise<string> {
+  let text = "";
+  for await (const entry of Deno.readDir(`${cluster.dataDir}/logs`)) {
+    if (entry.name.startsWith(`kvnode-${node.port}-`)) {
+      text += await Deno.readTextFile(`${cluster.dataDir}/logs/${entry.name}`);
+    }
+  }
+  return text;
 }
 
 function pidOf(node: ClusterNode): number {
@@ -293,6 +306,35 @@ async function main(args: readonly string[]): Promise<number> {
       caughtUp = mine !== undefined && mine.dataKeys >= replica.dataKeys &&
         mine.appliedIndex >= replica.commitIndex;
     }
+    const copySeconds = (performance.now() - moveStarted) / 1000;
+    // Finish the move as placement does: promote the learner, remove a source replica, whose
+    // node then deletes its copy of the shard in the background.
+    const source = members.find((node) => node !== leader)!;
+    const sourcePeer = replica.voters.find((peer) => peer.nodeId === source.nodeId)!;
+    const promoted = await cluster.call(leader, "ChangeMembership", {
+      clusterId: cluster.clusterId,
+      shardId: 1,
+      expectedConfEpoch: (added.response as { confEpoch: number }).confEpoch,
+      change: 2,
+      peer: newPeer,
+      timeoutMs: 30_000,
+    });
+    if (promoted.kind !== "ok") throw new Error(`Promote: ${promoted.message}`);
+    const removed = await cluster.call(leader, "ChangeMembership", {
+      clusterId: cluster.clusterId,
+      shardId: 1,
+      expectedConfEpoch: (promoted.response as { confEpoch: number }).confEpoch,
+      change: 3,
+      peer: sourcePeer,
+      timeoutMs: 30_000,
+    });
+    if (removed.kind !== "ok") throw new Error(`Remove: ${removed.message}`);
+    const deleteStarted = performance.now();
+    while (!(await logOf(cluster, source)).includes("Deleted an unused generation")) {
+      if (performance.now() - moveStarted > MOVE_TIMEOUT_MS) throw new Error("The move timed out");
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const deleteSeconds = (performance.now() - deleteStarted) / 1000;
     const moveSeconds = (performance.now() - moveStarted) / 1000;
     const latencies = (await writer.stop()).sort((a, b) => a - b);
     sampling = false;
@@ -305,6 +347,8 @@ async function main(args: readonly string[]): Promise<number> {
         ? "leader (sends)"
         : node === target
         ? "new replica (receives)"
+        : node === source
+        ? "source (removed, deletes its copy)"
         : "follower",
       baselineRssAnonMib: (baseline[i]?.rssAnon ?? 0) / 1024,
       peakRssAnonMib: peaks[i].rssAnon / 1024,
@@ -319,8 +363,10 @@ async function main(args: readonly string[]): Promise<number> {
       shardKeys: replica.dataKeys,
       valueBytes,
       loadSeconds,
+      copySeconds,
+      copyMibPerSecond: replica.dataBytes / MIB / copySeconds,
+      deleteSeconds,
       moveSeconds,
-      moveMibPerSecond: replica.dataBytes / MIB / moveSeconds,
       writerOps: latencies.length,
       writerP50Ms: percentile(latencies, 0.5),
       writerP99Ms: percentile(latencies, 0.99),
@@ -334,12 +380,11 @@ async function main(args: readonly string[]): Promise<number> {
     };
     if (options.json) console.log(JSON.stringify(result, null, 2));
     say(
-      `\nmoved ${(replica.dataBytes / MIB).toFixed(0)} MiB in ${moveSeconds.toFixed(1)} s ` +
-        `(${
-          result.moveMibPerSecond.toFixed(1)
-        } MiB/s); a writer meanwhile: ${latencies.length} puts, ` +
-        `p50 ${result.writerP50Ms.toFixed(1)} ms, p99 ${result.writerP99Ms.toFixed(1)} ms, ` +
-        `max ${result.writerMaxMs.toFixed(1)} ms\n`,
+      `\nmoved ${(replica.dataBytes / MIB).toFixed(0)} MiB in ${moveSeconds.toFixed(1)} s: the ` +
+        `copy took ${copySeconds.toFixed(1)} s (${result.copyMibPerSecond.toFixed(1)} MiB/s), ` +
+        `the source's deletion of its copy ${deleteSeconds.toFixed(1)} s after its removal; a ` +
+        `writer meanwhile: ${latencies.length} puts, p50 ${result.writerP50Ms.toFixed(1)} ms, ` +
+        `p99 ${result.writerP99Ms.toFixed(1)} ms, max ${result.writerMaxMs.toFixed(1)} ms\n`,
     );
     say(
       "| node | role | RssAnon before MiB | RssAnon peak MiB | VmRSS peak MiB | RssFile peak MiB | longest turn ms (of it writing) | turns > 100 ms |",

@@ -466,6 +466,8 @@ export class Driver {
     const evictions = new Map(this.#evicted);
     const evicted = [...evictions.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
     this.#evicted.clear();
+    // An eviction whose replica is already gone has nothing left to do.
+    for (const [id, eviction] of evictions) if (!this.#replicas.has(id)) eviction.done?.();
     for (const replica of this.#replicas.values()) {
       if (evicted.includes(replica)) continue;
       if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);

@@ -14,7 +14,7 @@ import { type NodeStorage, SPACE } from "./node_storage.ts";
 import { RecordParser, type SnapshotRecord } from "./snapshot_stream.ts";
 
 /** Bytes of records written per transaction while staging. */
-export const STAGE_TRANSACTION_BYTES = 4 * 1024 * 1024;
+export const STAGE_TRANSACTION_BYTES = 1024 * 1024;
 
 /** Options of a {@linkcode SnapshotStaging}. */
 export interface SnapshotStagingOptions {

@@ -343,6 +343,8 @@ export class KvStateMachine {
       if (session.lastActiveMs + ttlMs >= now) continue;
       idle.push({ clientId, expired: session.expired });
     }
+    if (idle.length === 0) return;
+    const before = this.#sessionCount();
     let removed = 0;
     for (const { clientId, expired } of idle) {
       const table = new SessionTable(this.#spaces.sessions, clientId);
@@ -353,7 +355,7 @@ export class KvStateMachine {
         table.expire(now);
       }
     }
-    if (removed > 0) writeNumber(this.#spaces.meta, META_SESSIONS, this.#sessionCount() - removed);
+    if (removed > 0) writeNumber(this.#spaces.meta, META_SESSIONS, before - removed);
   }
 
   /** Reads one key. */
