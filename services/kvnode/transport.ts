@@ -27,7 +27,7 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
-import { crc32, CRC32_INIT, crc32Finish, crc32Update, type SnapshotMessage } from "@tinykv/raft";
+import { CRC32_INIT, crc32Finish, crc32Update, type SnapshotMessage } from "@tinykv/raft";
 import {
   type RaftBatch,
   type RaftEnvelope,
