@@ -104,17 +104,6 @@ async function sampleMemory(pids: readonly number[]): Promise<Array<Memory | und
   });
 }
 
-/** Everything a kvnode logged so far. */
-async function logOf(cluster: KvNodeCluster, node: ClusterNode): Promise<string> {
-  let text = "";
-  for await (const entry of Deno.readDir(`${cluster.dataDir}/logs`)) {
-    if (entry.name.startsWith(`kvnode-${node.port}-`)) {
-      text += await Deno.readTextFile(`${cluster.dataDir}/logs/${entry.name}`);
-    }
-  }
-  return text;
-}
-
 function pidOf(node: ClusterNode): number {
   const pid = node.process.pid;
   if (pid === undefined) throw new Error(`${node.process.name} is not running`);
@@ -330,7 +319,7 @@ async function main(args: readonly string[]): Promise<number> {
     });
     if (removed.kind !== "ok") throw new Error(`Remove: ${removed.message}`);
     const deleteStarted = performance.now();
-    while (!(await logOf(cluster, source)).includes("Deleted an unused generation")) {
+    while (!(await cluster.logOf(source)).includes("Deleted an unused generation")) {
       if (performance.now() - moveStarted > MOVE_TIMEOUT_MS) throw new Error("The move timed out");
       await new Promise((resolve) => setTimeout(resolve, 250));
     }

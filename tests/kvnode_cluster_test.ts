@@ -127,7 +127,7 @@ Deno.test("kvnodes: a follower that fell far behind catches up by snapshot", asy
       // installed; the old generation is deleted in the background. After a restart the replica
       // serves the installed generation.
       await waitFor(
-        async () => (await logOf(cluster, lagging)).includes("Deleted an unused generation"),
+        async () => (await cluster.logOf(lagging)).includes("Deleted an unused generation"),
         { timeoutMs: 20_000, what: "the replaced generation to be deleted" },
       );
       await lagging.process.kill();
@@ -139,17 +139,6 @@ Deno.test("kvnodes: a follower that fell far behind catches up by snapshot", asy
     },
   );
 });
-
-/** Everything a kvnode logged so far. */
-async function logOf(cluster: KvNodeCluster, node: KvNodeCluster["nodes"][number]) {
-  let text = "";
-  for await (const entry of Deno.readDir(`${cluster.dataDir}/logs`)) {
-    if (entry.name.startsWith(`kvnode-${node.port}-`)) {
-      text += await Deno.readTextFile(`${cluster.dataDir}/logs/${entry.name}`);
-    }
-  }
-  return text;
-}
 
 Deno.test("kvnodes: a replica moves under concurrent writes and nothing is lost", async () => {
   await withCluster({ nodes: 4, shards: 1 }, async (cluster) => {

@@ -176,6 +176,17 @@ export class KvNodeCluster {
     return unaryCaller(node.admin, method)(request as any, { deadlineMs: 10_000 }) as any;
   }
 
+  /** Everything a kvnode logged so far (its log files under the cluster's data dir). */
+  async logOf(node: ClusterNode): Promise<string> {
+    let text = "";
+    for await (const entry of Deno.readDir(`${this.dataDir}/logs`)) {
+      if (entry.name.startsWith(`kvnode-${node.port}-`)) {
+        text += await Deno.readTextFile(`${this.dataDir}/logs/${entry.name}`);
+      }
+    }
+    return text;
+  }
+
   /** The status of every running node. */
   async statuses(withDataHash = false): Promise<NodeStatusResponse[]> {
     const out: NodeStatusResponse[] = [];
