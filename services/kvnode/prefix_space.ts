@@ -224,6 +224,9 @@ export class PrefixSpace implements KvSpace {
 
   #encodeLong(key: Uint8Array, value: Uint8Array): Uint8Array {
     const tail = key.subarray(this.#head);
+    if (tail.length > 0xffff) {
+      throw new RangeError(`Cannot store a key of ${key.length} bytes: it is far over any limit`);
+    }
     const record = new Uint8Array(TAIL_LENGTH_BYTES + tail.length + value.length);
     new DataView(record.buffer).setUint16(0, tail.length);
     record.set(tail, TAIL_LENGTH_BYTES);

@@ -12,6 +12,7 @@
 import type { KvSpace } from "./kv_space.ts";
 import { type NodeStorage, SPACE } from "./node_storage.ts";
 import { RecordParser, type SnapshotRecord } from "./snapshot_stream.ts";
+import { KEY_BYTES_MAX } from "@tinykv/shard";
 
 /** Bytes of records written per transaction while staging. */
 export const STAGE_TRANSACTION_BYTES = 1024 * 1024;
@@ -63,6 +64,14 @@ export class SnapshotStaging {
     if (parsed.kind === "invalid") return parsed;
     const limit = this.#options.transactionBytes ?? STAGE_TRANSACTION_BYTES;
     for (const record of parsed.records) {
+      // No space of a replica holds a longer key (client keys, session and meta records).
+      if (record.key.length > KEY_BYTES_MAX) {
+        return {
+          kind: "invalid",
+          message: `Snapshot record has a key of ${record.key.length} bytes: the maximum is ` +
+            `${KEY_BYTES_MAX}`,
+        };
+      }
       this.#batch.push(record);
       this.#batchBytes += record.key.length + record.value.length;
       if (this.#batchBytes >= limit) await this.#flush();

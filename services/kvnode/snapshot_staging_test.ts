@@ -180,3 +180,16 @@ Deno.test("a snapshot for a replica the node does not have is refused before any
     return Promise.resolve();
   });
 });
+
+Deno.test("a snapshot record with a key longer than any key is refused, nothing installed", async () => {
+  await withJoiningReplica(async (driver) => {
+    const staging = driver.stageSnapshot(snapshotEnvelope(10)) as SnapshotStagingHandle;
+    const [piece] = pieces(
+      [{ space: 0, key: new Uint8Array(4097), value: new Uint8Array(1) }],
+      1 << 20,
+    );
+    assert.match(await staging.write(piece) ?? "", /key of 4097 bytes: the maximum is 4096/);
+    staging.abort();
+    assert.equal(driver.replicas()[0].generation, 0);
+  });
+});
