@@ -501,25 +501,17 @@ Deno.test("raftTransportService never delivers a half-received or oversized snap
   }
 });
 
-Deno.test("a snapshot sender stays within a window of what the receiver stored", async () => {
-  // The receiver stores a piece only when the test lets it; the sender reads its source lazily
-  // and must not run ahead of the acknowledgements by more than SNAPSHOT_CHUNKS_AHEAD_MAX.
-  let stored = 0;
-  const gates: Array<() => void> = [];
-  const log: LogLine[] = [];
+/** A receiving server whose snapshots go to stagings whose writes `write` answers. */
+async function startStagingServer(
+  write: () => Promise<string | undefined>,
+): Promise<{ server: GrpcServer; address: string }> {
   const binding = raftTransportService({
     clusterId: CLUSTER,
     maxSnapshotBytes: 2 ** 40,
     onEnvelopes: () => {},
-    log: recordingLog(log),
+    log: recordingLog([]),
     stageSnapshot: () => ({
-      write: () =>
-        new Promise((resolve) =>
-          gates.push(() => {
-            stored++;
-            resolve(undefined);
-          })
-        ),
+      write,
       finish: () => Promise.resolve({ kind: "ok", data: new Uint8Array(0) }),
       abort() {},
     }),
@@ -530,6 +522,22 @@ Deno.test("a snapshot sender stays within a window of what the receiver stored",
     maxMessageBytes: MESSAGE_BYTES_MAX,
     services: [binding],
   });
+  return { server, address: `127.0.0.1:${server.port}` };
+}
+
+Deno.test("a snapshot sender stays within a window of what the receiver stored", async () => {
+  // The receiver stores a piece only when the test lets it; the sender reads its source lazily
+  // and must not run ahead of the acknowledgements by more than SNAPSHOT_CHUNKS_AHEAD_MAX.
+  let stored = 0;
+  const gates: Array<() => void> = [];
+  const { server, address } = await startStagingServer(() =>
+    new Promise((resolve) =>
+      gates.push(() => {
+        stored++;
+        resolve(undefined);
+      })
+    )
+  );
   const sender = startSender();
   let produced = 0;
   try {
@@ -545,7 +553,7 @@ Deno.test("a snapshot sender stays within a window of what the receiver stored",
         close() {},
       },
     };
-    sender.transport.send(peerOn({ address: `127.0.0.1:${server.port}` }), envelope);
+    sender.transport.send(peerOn({ address }), envelope);
     sender.transport.flush();
     for (let round = 0; round < 30; round++) {
       await waitFor(() => gates.length > 0, "the receiver to be asked to store a piece");
@@ -565,31 +573,15 @@ Deno.test("a snapshot sender stays within a window of what the receiver stored",
 });
 
 Deno.test("a snapshot whose receiver stops acknowledging is given up and reported failed", async () => {
-  const binding = raftTransportService({
-    clusterId: CLUSTER,
-    maxSnapshotBytes: 2 ** 40,
-    onEnvelopes: () => {},
-    log: recordingLog([]),
-    // The receiver stores the first piece, then hangs.
-    stageSnapshot: () => {
-      let writes = 0;
-      return {
-        write: () => writes++ === 0 ? Promise.resolve(undefined) : new Promise(() => {}),
-        finish: () => Promise.resolve({ kind: "ok", data: new Uint8Array(0) }),
-        abort() {},
-      };
-    },
-  });
-  const server = await startGrpcServer({
-    host: "127.0.0.1",
-    port: 0,
-    maxMessageBytes: MESSAGE_BYTES_MAX,
-    services: [binding],
-  });
+  // The receiver stores the first piece, then hangs.
+  let writes = 0;
+  const { server, address } = await startStagingServer(() =>
+    writes++ === 0 ? Promise.resolve(undefined) : new Promise(() => {})
+  );
   const sender = startSender({ snapshotTimeoutMs: 300 });
   try {
     const envelope = snapshotEnvelope(randomBytes(2 * 1024 * 1024));
-    sender.transport.send(peerOn({ address: `127.0.0.1:${server.port}` }), envelope);
+    sender.transport.send(peerOn({ address }), envelope);
     sender.transport.flush();
     await waitFor(() => sender.statuses.length === 1, "the snapshot to be reported");
     assert.deepEqual(sender.statuses, [[envelope.shardId, 2, false]]);
