@@ -300,24 +300,24 @@ async function main(args: readonly string[]): Promise<number> {
     // node then deletes its copy of the shard in the background.
     const source = members.find((node) => node !== leader)!;
     const sourcePeer = replica.voters.find((peer) => peer.nodeId === source.nodeId)!;
-    const promoted = await cluster.call(leader, "ChangeMembership", {
-      clusterId: cluster.clusterId,
-      shardId: 1,
-      expectedConfEpoch: (added.response as { confEpoch: number }).confEpoch,
-      change: 2,
-      peer: newPeer,
-      timeoutMs: 30_000,
-    });
-    if (promoted.kind !== "ok") throw new Error(`Promote: ${promoted.message}`);
-    const removed = await cluster.call(leader, "ChangeMembership", {
-      clusterId: cluster.clusterId,
-      shardId: 1,
-      expectedConfEpoch: (promoted.response as { confEpoch: number }).confEpoch,
-      change: 3,
-      peer: sourcePeer,
-      timeoutMs: 30_000,
-    });
-    if (removed.kind !== "ok") throw new Error(`Remove: ${removed.message}`);
+    const change = async (kind: 2 | 3, peer: typeof newPeer, expectedConfEpoch: number) => {
+      const result = await cluster.call(leader, "ChangeMembership", {
+        clusterId: cluster.clusterId,
+        shardId: 1,
+        expectedConfEpoch,
+        change: kind,
+        peer,
+        timeoutMs: 30_000,
+      });
+      if (result.kind !== "ok") throw new Error(`ChangeMembership ${kind}: ${result.message}`);
+      return (result.response as { confEpoch: number }).confEpoch;
+    };
+    const promotedEpoch = await change(
+      2,
+      newPeer,
+      (added.response as { confEpoch: number }).confEpoch,
+    );
+    await change(3, sourcePeer, promotedEpoch);
     const deleteStarted = performance.now();
     while (!(await cluster.logOf(source)).includes("Deleted an unused generation")) {
       if (performance.now() - moveStarted > MOVE_TIMEOUT_MS) throw new Error("The move timed out");

@@ -90,33 +90,21 @@ Deno.test("KvStateMachine applies put, delete, append and reads them back", () =
 
 Deno.test("KvStateMachine compare-and-swap: match, mismatch, expect_absent and delete", () => {
   const { sm } = machine();
-  const cas = (fields: Partial<NonNullable<Command["compareAndSwap"]>>) =>
-    okResult(sm.apply({
-      ...STAMPS,
-      stampMs: 1,
-      compareAndSwap: {
-        key: enc("k"),
-        expected: new Uint8Array(),
-        expectAbsent: false,
-        value: new Uint8Array(),
-        delete: false,
-        ...NO_SESSION,
-        ...fields,
-      },
-    })).result;
-  assert.deepEqual(cas({ expectAbsent: true, value: enc("v1") }), {
+  const casK = (fields: Partial<NonNullable<Command["compareAndSwap"]>>) =>
+    okResult(sm.apply(cas("k", fields))).result;
+  assert.deepEqual(casK({ expectAbsent: true, value: enc("v1") }), {
     kind: "compareAndSwap",
     response: { succeeded: true, found: false, current: new Uint8Array() },
   });
-  const mismatch = cas({ expectAbsent: true, value: enc("v2") });
+  const mismatch = casK({ expectAbsent: true, value: enc("v2") });
   assert.equal(mismatch.kind === "compareAndSwap" && mismatch.response.succeeded, false);
   assert.equal(mismatch.kind === "compareAndSwap" && dec(mismatch.response.current), "v1");
-  const wrong = cas({ expected: enc("nope"), value: enc("v2") });
+  const wrong = casK({ expected: enc("nope"), value: enc("v2") });
   assert.equal(wrong.kind === "compareAndSwap" && wrong.response.succeeded, false);
-  const swapped = cas({ expected: enc("v1"), value: enc("v2") });
+  const swapped = casK({ expected: enc("v1"), value: enc("v2") });
   assert.equal(swapped.kind === "compareAndSwap" && swapped.response.succeeded, true);
   assert.equal(dec(sm.get(enc("k")).value), "v2");
-  const removed = cas({ expected: enc("v2"), delete: true });
+  const removed = casK({ expected: enc("v2"), delete: true });
   assert.equal(removed.kind === "compareAndSwap" && removed.response.succeeded, true);
   assert.equal(sm.get(enc("k")).found, false);
 });
