@@ -160,15 +160,17 @@ Deno.test("placement: deletes an orphan replica left by an abandoned move", asyn
       });
       return status.kind === "ok" && !status.response.replicas.some((r) => r.shardId === 1);
     }, { timeoutMs: 40_000, what: "placement to delete the orphan replica" });
-    const decisions = await placement.call("ListDecisions", { limit: 50 });
-    assert.equal(decisions.kind, "ok");
-    const reasons = decisions.kind === "ok"
-      ? decisions.response.decisions.map((d) => d.reason)
-      : [];
-    assert.ok(
-      reasons.some((r) => r.includes(`deleted replica peer ${orphanPeer.peerId} of shard 1`)),
-      JSON.stringify(reasons),
-    );
+    // Placement records the decision when DeleteReplica returns, which may be just after the
+    // kvnode's status stops listing the replica.
+    const reason = `deleted replica peer ${orphanPeer.peerId} of shard 1`;
+    let reasons: string[] = [];
+    await waitFor(async () => {
+      const decisions = await placement.call("ListDecisions", { limit: 50 });
+      reasons = decisions.kind === "ok" ? decisions.response.decisions.map((d) => d.reason) : [];
+      return reasons.some((r) => r.includes(reason));
+    }, { timeoutMs: 10_000, what: "the orphan decision" }).catch((error) => {
+      throw new Error(`${error}: ${JSON.stringify(reasons)}`);
+    });
     // The group kept its members.
     const after = await state(placement);
     assert.equal(after.shards.find((s) => s.shardId === 1)?.voters.length, 3);
