@@ -57,6 +57,8 @@ export {
   type Ready,
   type Role,
   type SoftState,
+  splitMessages,
+  type SplitMessages,
   type Status,
   type TransferResult,
 } from "./raw_node.ts";

@@ -388,6 +388,44 @@ export class RawNode {
   }
 }
 
+/** A Ready's messages split by when they may leave; see {@linkcode splitMessages}. */
+export interface SplitMessages {
+  /** Messages that may be sent before the Ready's writes are persisted. */
+  readonly early: readonly Message[];
+  /** Messages that must wait until they are. */
+  readonly late: readonly Message[];
+}
+
+/**
+ * Splits `ready.messages` into those a host may send while it persists the Ready's writes and
+ * those that must wait for them (Raft thesis §10.2.1: a leader may write its own log in parallel
+ * with replicating it). Early are a leader's appends and heartbeats, when the Ready changes
+ * neither term nor vote (`persisted` is the hard state stored before it), brings no snapshot, and
+ * the message's commit index is below the Ready's first new entry. Everything else is late:
+ * answers (an acknowledgement promises the entries are durable), votes, snapshots, TimeoutNow.
+ *
+ * The core counts a leader's own new entries as matched at once; that stays safe with early sends
+ * only because a host steps no message between {@linkcode RawNode.ready} and
+ * {@linkcode RawNode.advance}: an acknowledgement that could commit an entry is handled after the
+ * Ready that wrote the entry is persisted. The commit bound keeps a single voter (which commits
+ * its entries as it appends them) from telling learners of a commit it has not yet persisted.
+ */
+export function splitMessages(ready: Ready, persisted: HardState): SplitMessages {
+  const hard = ready.hardState;
+  const voteChanged = hard !== undefined &&
+    (hard.term !== persisted.term || hard.vote !== persisted.vote);
+  if (voteChanged || ready.snapshot !== undefined) return { early: [], late: ready.messages };
+  const firstNew = ready.entries[0]?.index ?? Infinity;
+  const early: Message[] = [];
+  const late: Message[] = [];
+  for (const message of ready.messages) {
+    const leaderMessage = message.type === "append" || message.type === "heartbeat";
+    if (leaderMessage && message.commit < firstNew) early.push(message);
+    else late.push(message);
+  }
+  return { early, late };
+}
+
 function sameSoftState(a: SoftState, b: SoftState): boolean {
   return a.leader === b.leader && a.role === b.role;
 }

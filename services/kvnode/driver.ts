@@ -23,6 +23,7 @@ import {
   type NodeId as PeerId,
   type Prng,
   type Ready,
+  splitMessages,
   type Term,
 } from "@tinykv/raft";
 import { Command, type ScanRequest } from "@tinykv/proto/tinykv/v1";
@@ -226,7 +227,7 @@ export class Driver {
     return this.#options.nodeId;
   }
 
-  /** Loop turns completed (each one LMDB transaction at most). */
+  /** Loop turns that wrote (each one LMDB transaction). */
   get turns(): number {
     return this.#turns;
   }
@@ -477,38 +478,35 @@ export class Driver {
       this.#releaseSnapshotSources();
       return;
     }
+    // A leader's appends and heartbeats leave now, while its own log is written (Raft thesis
+    // §10.2.1); answers, votes and the rest wait for the write (`splitMessages`).
+    const late: Array<[Replica, readonly Message[]]> = [];
+    for (const [replica, ready] of readies) {
+      const { early, late: held } = splitMessages(ready, replica.log.hardState);
+      this.#send(replica, early);
+      late.push([replica, held]);
+    }
+    this.#options.outbound.flush();
     const answers: Array<() => void> = [];
     const removed: Replica[] = [];
     const installed: Replica[] = [];
-    const { store, tuning } = this.#options;
-    const writeStarted = this.#now();
-    await store.write(() => {
-      for (const replica of evicted) {
-        replica.destroy();
-        removed.push(replica);
-      }
-      for (const [replica, ready] of readies) {
-        const summary = replica.persistAndApply(ready, {
-          answers,
-          snapshotEntries: tuning.snapshotEntries,
-          snapshotLogBytes: tuning.snapshotLogBytes,
-        });
-        for (const change of summary.changes) {
-          this.#options.log.info("Applied a membership change", {
-            shard: replica.shardId,
-            change,
-          });
-        }
-        if (summary.replacedGeneration !== undefined) installed.push(replica);
-        if (summary.removed) {
+    // A turn that only sends (a read round, heartbeats and their answers) writes nothing.
+    const writing = readies.filter(([, ready]) => writesSomething(ready));
+    if (writing.length > 0 || evicted.length > 0) {
+      const writeStarted = this.#now();
+      await this.#options.store.write(() => {
+        for (const replica of evicted) {
           replica.destroy();
           removed.push(replica);
         }
-      }
-    });
-    this.#writeMs = this.#now() - writeStarted;
-    this.#turns++;
-    for (const [replica, ready] of readies) this.#send(replica, ready.messages);
+        for (const [replica, ready] of writing) {
+          this.#persistAndApply(replica, ready, answers, installed, removed);
+        }
+      });
+      this.#writeMs = this.#now() - writeStarted;
+      this.#turns++;
+    }
+    for (const [replica, messages] of late) this.#send(replica, messages);
     this.#options.outbound.flush();
     this.#releaseSnapshotSources();
     for (const replica of installed) this.#installed(replica);
@@ -528,6 +526,30 @@ export class Driver {
       const eviction = evictions.get(replica.shardId);
       this.#drop(replica, eviction?.why ?? "it was removed from its group");
       eviction?.done?.();
+    }
+  }
+
+  /** Inside the turn's write: persists one Ready and applies its committed entries. */
+  #persistAndApply(
+    replica: Replica,
+    ready: Ready,
+    answers: Array<() => void>,
+    installed: Replica[],
+    removed: Replica[],
+  ): void {
+    const { tuning } = this.#options;
+    const summary = replica.persistAndApply(ready, {
+      answers,
+      snapshotEntries: tuning.snapshotEntries,
+      snapshotLogBytes: tuning.snapshotLogBytes,
+    });
+    for (const change of summary.changes) {
+      this.#options.log.info("Applied a membership change", { shard: replica.shardId, change });
+    }
+    if (summary.replacedGeneration !== undefined) installed.push(replica);
+    if (summary.removed) {
+      replica.destroy();
+      removed.push(replica);
     }
   }
 
@@ -1203,6 +1225,12 @@ export class Driver {
 }
 
 /** The generation of the staged snapshot a replica's core holds for its next Ready, if any. */
+/** Whether `ready` has anything to persist or apply (else its turn needs no write). */
+function writesSomething(ready: Ready): boolean {
+  return ready.snapshot !== undefined || ready.entries.length > 0 ||
+    ready.hardState !== undefined || ready.committedEntries.length > 0;
+}
+
 function pendingStaged(replica: Replica): number | undefined {
   const pending = replica.node.pendingSnapshot();
   return pending === undefined ? undefined : stagedGeneration(pending.data);
