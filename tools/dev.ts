@@ -29,7 +29,7 @@
  * @module
  */
 import { type Config, loadConfigFromArgs, splitConfigArgs } from "@tinykv/config";
-import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
+import { EXIT_WITH_PARENT_ENV, serviceDenoFlags } from "@tinykv/lifecycle";
 import { NodeAdminService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
@@ -572,6 +572,7 @@ function spawnChild(member: Member, file: Deno.FsFile): Child {
   const process = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      ...serviceDenoFlags(),
       ...spec.permissions,
       new URL(spec.script, import.meta.url).pathname,
       ...spec.args,

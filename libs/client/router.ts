@@ -57,7 +57,13 @@ export interface KvRouterOptions {
 }
 
 const BACKOFF_MIN_MS_DEFAULT = 10;
-const BACKOFF_MAX_MS_DEFAULT = 500;
+/**
+ * The longest pause between attempts. Short, because the pauses come in a failover: the old
+ * leader's node is gone and the others name it or no one until the election ends (a replica that
+ * knows no leader holds the request until one is elected); a long pause would add itself to the
+ * failover time. Attempts stay bounded by the request's deadline.
+ */
+const BACKOFF_MAX_MS_DEFAULT = 100;
 const ATTEMPT_TIMEOUT_MS_MAX_DEFAULT = 2000;
 /** Answer this long before the caller's deadline, so the answer arrives in time. */
 const DEADLINE_MARGIN_MS = 20;

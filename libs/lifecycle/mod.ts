@@ -22,6 +22,19 @@ import { type Logger, openLogger } from "@tinykv/log";
 /** The environment variable a parent sets to make its child exit when the parent does. */
 export const EXIT_WITH_PARENT_ENV = "TINYKV_EXIT_WITH_PARENT";
 
+/**
+ * The environment variable naming extra `deno run` flags for the services the dev cluster, the
+ * tests and the benchmarks start (space-separated), e.g. to profile them:
+ * `TINYKV_SERVICE_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" deno task dev`.
+ */
+export const SERVICE_DENO_FLAGS_ENV = "TINYKV_SERVICE_DENO_FLAGS";
+
+/** The flags {@linkcode SERVICE_DENO_FLAGS_ENV} names (none when unset). */
+export function serviceDenoFlags(): string[] {
+  const flags = Deno.env.get(SERVICE_DENO_FLAGS_ENV) ?? "";
+  return flags.split(" ").filter((flag) => flag !== "");
+}
+
 /** Why a process stops. */
 export type ShutdownReason = "SIGINT" | "SIGTERM" | "parent exited";
 

@@ -57,8 +57,8 @@ export {
   type Ready,
   type Role,
   type SoftState,
-  splitMessages,
   type SplitMessages,
+  splitMessages,
   type Status,
   type TransferResult,
 } from "./raw_node.ts";

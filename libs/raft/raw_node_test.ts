@@ -11,13 +11,7 @@ import { mulberry32 } from "./prng.ts";
 import { RawNode, type Ready, splitMessages } from "./raw_node.ts";
 import { type EntriesResult, type LogReader, MemoryStorage } from "./storage.ts";
 import type { Message } from "./messages.ts";
-import {
-  createEntry,
-  EMPTY_HARD_STATE,
-  type LogIndex,
-  type NodeId,
-  type Term,
-} from "./types.ts";
+import { createEntry, EMPTY_HARD_STATE, type LogIndex, type NodeId, type Term } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 

@@ -131,6 +131,13 @@ export interface DriverOptions {
 export const SLOW_TURN_MS = 100;
 
 /**
+ * How long a request waits on a replica that knows no leader (an election is under way) before
+ * it is answered NOT_LEADER without one: answering at once would send the caller into backoff
+ * just as the election ends, adding its pause to the failover.
+ */
+export const LEADERLESS_WAIT_MS = 1_500;
+
+/**
  * A snapshot being received (see {@linkcode Driver.stageSnapshot}): its pieces are written as they
  * come; {@linkcode finish} returns the `data` to put in the snapshot message handed to the driver.
  */
@@ -156,6 +163,13 @@ export type AdminResult<T> =
   | { readonly kind: "unavailable"; readonly message: string }
   | { readonly kind: "timeout"; readonly message: string };
 
+/** A request held by a replica that knows no leader, since `sinceMs`. */
+interface Held {
+  readonly request: DataRequest;
+  readonly live: LiveRequest;
+  readonly sinceMs: number;
+}
+
 interface LiveRequest {
   readonly deadlineMs: number;
   proposed: boolean;
@@ -178,6 +192,11 @@ export class Driver {
   readonly #options: DriverOptions;
   readonly #replicas = new Map<number, Replica>();
   readonly #live = new Set<LiveRequest>();
+  /**
+   * Requests that reached a replica which knew no leader (shard id → requests), held until one
+   * is elected ({@linkcode LEADERLESS_WAIT_MS} at most): then served here, or redirected to it.
+   */
+  readonly #leaderless = new Map<number, Held[]>();
   #inbox: InboxItem[] = [];
   #inboxRequests = 0;
   #inboxMessages = 0;
@@ -461,6 +480,7 @@ export class Driver {
       for (const replica of this.#replicas.values()) replica.node.tick();
     }
     if (ticked) this.#expireRequests();
+    this.#releaseLeaderless();
     for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
 
     const readies: Array<[Replica, Ready]> = [];
@@ -502,6 +522,10 @@ export class Driver {
         for (const [replica, ready] of writing) {
           this.#persistAndApply(replica, ready, answers, installed, removed);
         }
+        // Answered before the transaction commits: what they answer is decided (committed
+        // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
+        // node's data until the loop's next turn, which starts after the commit.
+        for (const answer of answers.splice(0)) answer();
       });
       this.#writeMs = this.#now() - writeStarted;
       this.#turns++;
@@ -511,7 +535,6 @@ export class Driver {
     this.#releaseSnapshotSources();
     for (const replica of installed) this.#installed(replica);
     if (removed.length > 0) this.#requestCollection();
-    for (const answer of answers) answer();
     for (const [replica, ready] of readies) {
       // A replica removed in this turn is gone (its data is garbage): its reads must not be
       // served from it. `#drop` below answers them UNAVAILABLE (another member will serve them).
@@ -854,6 +877,8 @@ export class Driver {
       });
     }
     const { op } = request;
+    const local = op.kind === "get" && op.serializable;
+    if (!local && !replica.knowsLeader()) return this.#holdLeaderless(request, live);
     if (op.kind === "mutation") return this.#propose(replica, op.command, live);
     // Every limit was checked where the request came in (`checkRequest`); what is left is
     // whether the key belongs to this shard.
@@ -869,9 +894,38 @@ export class Driver {
         result: { kind: "scan", response: replica.machine.scan(op.request) },
       });
     const waiter = { serve, resolve: (outcome: ItemOutcome) => this.#finish(live, outcome) };
-    if (op.kind === "get" && op.serializable) return this.#serveRead(replica, waiter);
+    if (local) return this.#serveRead(replica, waiter);
     if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
     replica.turnReads.push(waiter);
+  }
+
+  #holdLeaderless(request: DataRequest, live: LiveRequest): void {
+    const held = this.#leaderless.get(request.shardId) ?? [];
+    held.push({ request, live, sinceMs: this.#options.clock.now() });
+    this.#leaderless.set(request.shardId, held);
+  }
+
+  /**
+   * Takes up the requests held for want of a leader: those of shards that know one now go
+   * through {@linkcode #acceptChecked} again (served, or redirected); those held for
+   * {@linkcode LEADERLESS_WAIT_MS} are answered NOT_LEADER; answered ones are dropped.
+   */
+  #releaseLeaderless(): void {
+    if (this.#leaderless.size === 0) return;
+    const now = this.#options.clock.now();
+    for (const [shardId, held] of [...this.#leaderless]) {
+      const replica = this.#replicas.get(shardId);
+      const known = replica === undefined || replica.knowsLeader();
+      const waiting = held.filter(({ request, live, sinceMs }) => {
+        if (live.done) return false;
+        if (known) this.#acceptChecked(request, live);
+        else if (now - sinceMs >= LEADERLESS_WAIT_MS) this.#finish(live, this.#notLeader(replica));
+        else return true;
+        return false;
+      });
+      if (waiting.length === 0) this.#leaderless.delete(shardId);
+      else this.#leaderless.set(shardId, waiting);
+    }
   }
 
   /** Serves one read; a failure answers that read only (INTERNAL), never the loop. */

@@ -456,3 +456,36 @@ Deno.test("Driver: DeleteReplica removes an orphan replica and never a possible 
     await cluster.close();
   }
 });
+
+Deno.test("Driver: a replica that knows no leader holds a request until one is elected", async () => {
+  const cluster = await electedCluster();
+  try {
+    // Only one node of three runs: its elections cannot succeed, so it knows no leader.
+    const lone = [...cluster.nodes.keys()].find((n) => n !== cluster.leaderOf(1)!.nodeId)!;
+    const others = [...cluster.nodes.keys()].filter((n) => n !== lone);
+    for (const node of others) await cluster.stop(node);
+    const replica = () => cluster.node(lone).driver.replicas()[0];
+    await cluster.until(() => !replica().knowsLeader(), "the lone node to start an election");
+    let answered = 0;
+    const first = cluster.submit(lone, 1, { kind: "mutation", command: put("k", "first") });
+    first.finally(() => answered++);
+    for (let i = 0; i < 10; i++) await cluster.tick();
+    assert.equal(answered, 0, "held while no leader is known, not answered NOT_LEADER at once");
+    // Held at most LEADERLESS_WAIT_MS (1.5 s: 15 ticks), then NOT_LEADER without a leader.
+    const [refused] = await cluster.settle([first]);
+    assert.equal(refused.kind, "notLeader", JSON.stringify(refused));
+    assert.equal(refused.kind === "notLeader" && refused.leaderNode, "");
+    // Once a leader is elected, a held request is served by it or redirected to it.
+    const second = cluster.submit(lone, 1, { kind: "mutation", command: put("k", "second") });
+    cluster.restart(others[0]);
+    const [outcome] = await cluster.settle([second]);
+    const leader = cluster.leaderOf(1)!;
+    if (leader.nodeId === lone) assert.equal(outcome.kind, "ok", JSON.stringify(outcome));
+    else {
+      assert.equal(outcome.kind, "notLeader", JSON.stringify(outcome));
+      assert.equal(outcome.kind === "notLeader" && outcome.leaderNode, leader.nodeId);
+    }
+  } finally {
+    await cluster.close();
+  }
+});

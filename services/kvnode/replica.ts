@@ -223,6 +223,11 @@ export class Replica {
     return leader === undefined ? undefined : this.peers.get(leader);
   }
 
+  /** Whether this replica knows a leader of its group (itself included). */
+  knowsLeader(): boolean {
+    return this.node.status().leader !== undefined;
+  }
+
   /** Whether this replica currently leads its group. */
   isLeader(): boolean {
     return this.node.status().role === "leader";

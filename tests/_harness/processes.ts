@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { EXIT_WITH_PARENT_ENV } from "@tinykv/lifecycle";
+import { EXIT_WITH_PARENT_ENV, serviceDenoFlags } from "@tinykv/lifecycle";
 import { waitFor } from "@tinykv/zk/testing";
 
 const REPO_ROOT = new URL("../..", import.meta.url).pathname;
@@ -70,6 +70,7 @@ export class ServiceProcess {
       ...this.prefix,
       Deno.execPath(),
       "run",
+      ...serviceDenoFlags(),
       ...SERVICE_PERMISSIONS,
       `${REPO_ROOT}/${this.script}`,
       ...this.args,
