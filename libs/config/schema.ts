@@ -80,6 +80,7 @@ export const CONFIG_SPEC = {
     tick_ms: integer(1, 60_000, 100),
     election_ticks: integer(2, 1000, 10),
     heartbeat_ticks: integer(1, 1000, 1),
+    quiesce_ticks: integer(0, 1_000_000, 20),
     pre_vote: flag(true),
     check_quorum: flag(true),
     inflight_messages_max: integer(1, 65_536, 256),

@@ -5,10 +5,10 @@
  *
  * A script is a sequence of blocks: a command line, `----`, and the expected
  * output, separated by blank lines. Commands:
- * `add-nodes <n> [learners=<id>,...]`, `campaign <id>`, `propose <id> <text>`,
+ * `add-nodes <n> [learners=<id>,...] [quiesce=<ticks>]`, `campaign <id>`, `propose <id> <text>`,
  * `propose-conf-change <id> <addNode|addLearner|removeNode> <node>`,
  * `read-index <id> <request>`, `transfer-leader <id> <target>`,
- * `tick <id> [count]`, `process-ready <id>`, `deliver-msgs [id]`,
+ * `tick <id> [count]`, `wake <id> [leaderLost]`, `process-ready <id>`, `deliver-msgs [id]`,
  * `stabilize`, `status <id>`, `raft-log <id>`.
  *
  * @module
@@ -74,6 +74,9 @@ export class Interpreter {
         return JSON.stringify(this.#raw(num(0)).readIndex(num(1)));
       case "transfer-leader":
         return JSON.stringify(this.#raw(num(0)).transferLeader(num(1) as NodeId));
+      case "wake":
+        this.#raw(num(0)).wake(args[1] === "leaderLost");
+        return "ok";
       case "tick":
         for (let k = 0; k < (args[1] === undefined ? 1 : num(1)); k++) this.#raw(num(0)).tick();
         return "ok";
@@ -101,10 +104,17 @@ export class Interpreter {
   #addNodes(count: number, options: string[]): string {
     const learners = (options.find((o) => o.startsWith("learners="))?.slice(9).split(",") ?? [])
       .map((x) => Number(x) as NodeId);
+    const quiesceTicks = Number(options.find((o) => o.startsWith("quiesce="))?.slice(8) ?? 0);
     const voters = Array.from({ length: count - learners.length }, (_, k) => (k + 1) as NodeId);
     for (const id of [...voters, ...learners]) {
       const storage = new MemoryStorage({ voters, learners });
-      const raw = new RawNode({ id, storage, prng: mulberry32(id), electionTicks: 10 });
+      const raw = new RawNode({
+        id,
+        storage,
+        prng: mulberry32(id),
+        electionTicks: 10,
+        quiesceTicks,
+      });
       this.#nodes.set(id, { raw, storage });
     }
     return `voters=${voters.join(",")} learners=${learners.join(",")}`;
@@ -193,7 +203,7 @@ export function formatMessage(m: Message): string {
     case "requestPreVoteResponse":
       return `${head}${m.reject ? " reject" : ""}`;
     case "heartbeat":
-      return `${head} commit=${m.commit} round=${m.round}`;
+      return `${head} commit=${m.commit} round=${m.round}${m.quiesce ? " quiesce" : ""}`;
     case "heartbeatResponse":
       return `${head} round=${m.round}`;
     case "snapshot":
@@ -224,7 +234,10 @@ function formatReady(ready: Ready): string[] {
 function formatStatus(raw: RawNode): string {
   const s = raw.status();
   const lines = [
-    `${s.role} term=${s.term} leader=${s.leader ?? "none"} commit=${s.commit} applied=${s.applied}`,
+    `${s.role} term=${s.term} leader=${
+      s.leader ?? "none"
+    } commit=${s.commit} applied=${s.applied}` +
+    (raw.quiesced ? " quiesced" : ""),
     `voters=${s.confState.voters.join(",")} learners=${
       s.confState.learners.join(",")
     } epoch=${s.confState.epoch}`,

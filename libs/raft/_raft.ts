@@ -77,6 +77,10 @@ export interface RaftOptions {
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
   readonly readMode: ReadMode;
+  /**
+   * Idle ticks after which a leader quiesces its group (0: never); see {@linkcode Raft.quiesced}.
+   */
+  readonly quiesceTicks: number;
 }
 
 /** The outcome of a ReadIndex request, reported through `Ready.readStates`. */
@@ -159,6 +163,18 @@ export class Raft {
   #timeoutNowSent = false;
   /** Ticks since this node started; see #inLease(). */
   #ticksSinceStart = 0;
+  /**
+   * Quiescence (as CockroachDB's quiesced ranges, TiKV's hibernate regions): a leader whose group
+   * has been fully replicated, applied and idle for `quiesceTicks` ticks tells its followers so
+   * in a last heartbeat (`quiesce`), and from then on neither it nor they do anything on a tick:
+   * no heartbeats, no check-quorum, no election timer. Any message (but heartbeat answers), a
+   * proposal, a read or a transfer at the leader, or the host's {@linkcode wake} ends it. A
+   * follower cannot tell that its leader died while quiet: the host must watch the leader's node
+   * and call `wake(true)` when it stops hearing from it.
+   */
+  quiesced = false;
+  /** Ticks the leader's group has been quiescable in a row. */
+  #idleTicks = 0;
   #readsAwaitingCommit: number[] = [];
   // Invariant: #pendingReads counts the request ids in #readBatches and #readsAwaitingCommit.
   #pendingReads = 0;
@@ -272,6 +288,8 @@ export class Raft {
     this.#roundSentAt.clear();
     this.#ackedSentAt.clear();
     this.#timeoutNowSent = false;
+    this.quiesced = false;
+    this.#idleTicks = 0;
   }
 
   #resetRandomizedElectionTimeout(): void {
@@ -320,6 +338,7 @@ export class Raft {
 
   tick(): void {
     this.#ticksSinceStart++;
+    if (this.quiesced) return;
     if (this.role === "leader") this.#tickHeartbeat();
     else this.#tickElection();
   }
@@ -351,6 +370,69 @@ export class Raft {
       this.heartbeatElapsed = 0;
       this.#broadcastHeartbeat();
     }
+    this.#maybeQuiesce();
+  }
+
+  #maybeQuiesce(): void {
+    if (this.options.quiesceTicks === 0) return;
+    if (!this.#quiescable()) {
+      this.#idleTicks = 0;
+      return;
+    }
+    if (++this.#idleTicks < this.options.quiesceTicks) return;
+    this.quiesced = true;
+    this.#idleTicks = 0;
+    // No lease survives a quiet period: the followers may elect another leader meanwhile.
+    this.#ackedSentAt.clear();
+    for (const [id, pr] of this.progress) {
+      if (id === this.id) continue;
+      const commit = idx(Math.min(pr.match, this.log.committed));
+      this.#send({
+        type: "heartbeat",
+        from: this.id,
+        to: id,
+        term: this.term,
+        commit,
+        round: 0,
+        quiesce: true,
+      });
+    }
+  }
+
+  /** Whether every member has the whole log, all of it committed and applied, nothing pending. */
+  #quiescable(): boolean {
+    const last = this.log.lastIndex();
+    if (this.log.committed !== last || this.log.applied !== last) return false;
+    if (this.transferee !== undefined || this.#pendingReads > 0 || this.#broadcastPending) {
+      return false;
+    }
+    for (const [id, pr] of this.progress) {
+      if (id === this.id) continue;
+      if (pr.match !== last || pr.state !== "replicate" || pr.inflights.count > 0) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Ends quiescence (a no-op when not quiesced). A leader heartbeats at once and must hear from a
+   * majority again before its next check-quorum. A follower told `leaderLost` (the host stopped
+   * hearing from the leader's node) no longer honours the leader's lease: it votes at once and
+   * campaigns within an election timeout.
+   */
+  wake(leaderLost: boolean): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.#idleTicks = 0;
+    if (this.role === "leader") {
+      this.electionElapsed = 0;
+      this.heartbeatElapsed = 0;
+      for (const [id, pr] of this.progress) pr.recentActive = id === this.id;
+      this.#broadcastHeartbeat();
+      return;
+    }
+    if (leaderLost) {
+      this.electionElapsed = Math.max(this.electionElapsed, this.options.electionTicks);
+    }
   }
 
   #quorumActive(): boolean {
@@ -367,6 +449,7 @@ export class Raft {
 
   campaign(kind: CampaignKind): void {
     if (!this.promotable()) return;
+    this.wake(false);
     // A committed membership change not yet applied may change who may vote;
     // wait until the host applied it (as etcd's raft does).
     if (this.#hasUnappliedConfChange()) return;
@@ -414,6 +497,9 @@ export class Raft {
   // ---------------------------------------------------------------- step
 
   step(m: Message): void {
+    // A heartbeat's answer carries nothing a quiet leader needs; a quiesce heartbeat keeps quiet.
+    const quiet = m.type === "heartbeatResponse" || (m.type === "heartbeat" && m.quiesce);
+    if (this.quiesced && !quiet) this.wake(false);
     if (m.term > this.term) {
       if (!this.#stepHigherTerm(m)) return;
     } else if (m.term < this.term) {
@@ -586,6 +672,13 @@ export class Raft {
   #handleHeartbeat(m: HeartbeatMessage): void {
     if (!this.#acceptLeader(m.from)) return;
     this.log.commitTo(m.commit);
+    if (m.quiesce) {
+      // Quiet only with the leader's whole log; else stay awake (the timer runs, and an election
+      // attempt wakes the leader, which then brings this node up to date).
+      const caughtUp = this.log.lastIndex() === m.commit && this.log.committed === m.commit;
+      this.quiesced = caughtUp;
+      if (caughtUp) return;
+    }
     this.#send({
       type: "heartbeatResponse",
       from: this.id,
@@ -760,7 +853,15 @@ export class Raft {
     for (const [id, pr] of this.progress) {
       if (id === this.id) continue;
       const commit = idx(Math.min(pr.match, this.log.committed));
-      this.#send({ type: "heartbeat", from: this.id, to: id, term: this.term, commit, round });
+      this.#send({
+        type: "heartbeat",
+        from: this.id,
+        to: id,
+        term: this.term,
+        commit,
+        round,
+        quiesce: false,
+      });
     }
   }
 
@@ -810,6 +911,7 @@ export class Raft {
   // ---------------------------------------------------------------- proposals
 
   #appendEntries(items: readonly { type: EntryType; data: Uint8Array }[]): LogIndex {
+    this.wake(false);
     let index = this.log.lastIndex();
     const entries = items.map((item) => {
       index = idx(index + 1);
@@ -957,6 +1059,7 @@ export class Raft {
 
   transferLeader(target: NodeId): TransferResult {
     if (this.role !== "leader") return { kind: "notLeader", leader: this.leader };
+    this.wake(false);
     if (target === this.id) return { kind: "ok" };
     if (!this.voters.has(target)) {
       return { kind: "invalid", reason: `Cannot transfer leadership to ${target}: not a voter` };
@@ -987,6 +1090,7 @@ export class Raft {
    */
   readIndex(requestId: number): ReadIndexResult {
     if (this.role !== "leader") return { kind: "notLeader", leader: this.leader };
+    this.wake(false);
     if (this.#pendingReads >= this.options.pendingReadsMax) {
       return { kind: "overloaded", pendingReads: this.#pendingReads };
     }

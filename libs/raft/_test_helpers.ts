@@ -48,6 +48,7 @@ export function newRaft(id: number, voters: readonly number[], options: NewRaftO
     applied: options.applied ?? (0 as LogIndex),
     appendBytesMax: options.appendBytesMax ?? 1 << 20,
     entryOverheadBytes: options.entryOverheadBytes ?? 0,
+    quiesceTicks: options.quiesceTicks ?? 0,
     inflightMessagesMax: options.inflightMessagesMax ?? 256,
     uncommittedBytesMax: options.uncommittedBytesMax ?? 1 << 26,
     committedBytesMax: options.committedBytesMax ?? 1 << 26,

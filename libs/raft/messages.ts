@@ -79,8 +79,13 @@ export interface HeartbeatMessage extends MessageHeader {
   readonly type: "heartbeat";
   /** The commit index the follower may adopt (at most its match index). */
   readonly commit: LogIndex;
-  /** The sequence number of this heartbeat broadcast (from 1, per leader). */
+  /** The sequence number of this heartbeat broadcast (from 1, per leader; 0 with `quiesce`). */
   readonly round: number;
+  /**
+   * The leader quiesces the group: its last heartbeat until something happens. Not answered; a
+   * follower with the whole log stops its election timer (see `Raft.quiesced`).
+   */
+  readonly quiesce: boolean;
 }
 
 /** The answer to a heartbeat, echoing its `round`. */

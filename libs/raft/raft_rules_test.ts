@@ -237,7 +237,15 @@ Deno.test("pre-vote rules: no term change, lease stickiness, stale terms rejecte
     preVote: true,
     checkQuorum: true,
   });
-  sticky.step({ type: "heartbeat", from: n(3), to: n(1), term: t(2), commit: i(0), round: 0 });
+  sticky.step({
+    type: "heartbeat",
+    from: n(3),
+    to: n(1),
+    term: t(2),
+    commit: i(0),
+    round: 0,
+    quiesce: false,
+  });
   sticky.takeMessages();
   sticky.step(
     voteMessage({ from: 2, to: 1, term: 3, lastLogIndex: 2, lastLogTerm: 2, preVote: true }),
@@ -306,6 +314,7 @@ Deno.test("any role steps down on a higher term; candidates yield to a same-term
     term: t(2),
     commit: i(0),
     round: 0,
+    quiesce: false,
   });
   assert.deepEqual([candidate.role, candidate.leader], ["follower", 3]);
 });
@@ -427,7 +436,15 @@ Deno.test("figure 7: a new leader brings each follower's log in line with its ow
 
 Deno.test("a heartbeat moves the follower's commit index and echoes the read round", () => {
   const raft = newRaft(2, [1, 2, 3], { logTerms: [1, 1, 1], term: 1 });
-  raft.step({ type: "heartbeat", from: n(1), to: n(2), term: t(1), commit: i(2), round: 7 });
+  raft.step({
+    type: "heartbeat",
+    from: n(1),
+    to: n(2),
+    term: t(1),
+    commit: i(2),
+    round: 7,
+    quiesce: false,
+  });
   const reply = only(raft, "heartbeatResponse");
   assert.equal(reply.round, 7);
   assert.equal(raft.log.committed, 2);

@@ -67,6 +67,13 @@ export interface RawNodeOptions {
   readonly checkQuorum?: boolean;
   /** How reads are confirmed; `leaseBased` requires `checkQuorum`. Default `safe`. */
   readonly readMode?: ReadMode;
+  /**
+   * Ticks a leader's group must be idle and fully replicated before it quiesces (stops ticking
+   * work: heartbeats, check-quorum, election timers), 0 for never. Default 0. A host that
+   * enables it must call {@linkcode RawNode.wake} with `leaderLost` for a quiesced follower whose
+   * leader's node it stops hearing from.
+   */
+  readonly quiesceTicks?: number;
 }
 
 /** Volatile state whose changes a Ready reports. */
@@ -196,6 +203,7 @@ export class RawNode {
       preVote: options.preVote ?? true,
       checkQuorum: options.checkQuorum ?? true,
       readMode: options.readMode ?? "safe",
+      quiesceTicks: options.quiesceTicks ?? 0,
     });
     this.#previousHardState = this.#raft.hardState();
     this.#previousSoftState = this.#softState();
@@ -204,6 +212,19 @@ export class RawNode {
   /** Advances logical time by one tick (elections, heartbeats, check-quorum). */
   tick(): void {
     this.#raft.tick();
+  }
+
+  /** Whether the group is quiesced here: a tick does nothing until something wakes it. */
+  get quiesced(): boolean {
+    return this.#raft.quiesced;
+  }
+
+  /**
+   * Ends quiescence. `leaderLost`: the host stopped hearing from the leader's node, so this
+   * follower drops the leader's lease at once (votes, and campaigns within an election timeout).
+   */
+  wake(leaderLost = false): void {
+    this.#raft.wake(leaderLost);
   }
 
   /** Feeds a message received from a peer. Messages for other nodes are a host bug. */

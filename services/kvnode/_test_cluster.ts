@@ -24,6 +24,7 @@ export type TestOp =
 export const TEST_TUNING: ReplicaTuning = {
   electionTicks: 5,
   heartbeatTicks: 1,
+  quiesceTicks: 0,
   preVote: true,
   checkQuorum: true,
   inflightMessagesMax: 64,
@@ -88,23 +89,34 @@ export class TestCluster {
 
   #outbound(from: string): RaftOutbound {
     const queued: Array<{ to: PeerAddress; envelope: Envelope }> = [];
+    const pings = new Set<string>();
     return {
       // A snapshot's data is read from the sender's view at once and travels inline.
       send: (to, envelope) => queued.push({ to, envelope: inlineSnapshot(envelope) }),
+      ping: (to) => pings.add(to.nodeId),
       flush: () => {
         const batch = queued.splice(0);
+        const pinged = [...pings];
+        pings.clear();
         queueMicrotask(() => {
           for (const { to, envelope } of batch) this.#deliver(from, to, envelope);
+          for (const to of pinged) this.#ping(from, to);
         });
       },
     };
+  }
+
+  #ping(from: string, to: string): void {
+    if (this.isolated.has(from) || this.isolated.has(to)) return;
+    const target = this.nodes.get(to);
+    if (target?.up) target.driver.receive([], from);
   }
 
   #deliver(from: string, to: PeerAddress, envelope: Envelope): void {
     if (this.isolated.has(from) || this.isolated.has(to.nodeId)) return;
     const target = this.nodes.get(to.nodeId);
     if (target === undefined || !target.up) return;
-    target.driver.receive([envelope]);
+    target.driver.receive([envelope], from);
     if (envelope.message.type === "snapshot") {
       const sender = this.nodes.get(from);
       sender?.driver.reportSnapshot(envelope.shardId, envelope.message.to, true);

@@ -73,6 +73,12 @@ export interface RaftOutbound {
   send(to: PeerAddress, envelope: Envelope): void;
   /** Called at the end of each turn: write out what was queued. */
   flush(): void;
+  /**
+   * Sends the node hosting `to` a sign of life even when nothing is queued for it (leaves with
+   * the next flush): quiesced groups send no heartbeats, so their followers watch the leader's
+   * node instead (see {@linkcode Driver.receive}).
+   */
+  ping(to: PeerAddress): void;
 }
 
 /** Reads the wall clock in Unix milliseconds (stamped into commands by the leader). */
@@ -192,6 +198,10 @@ export class Driver {
   readonly #options: DriverOptions;
   readonly #replicas = new Map<number, Replica>();
   readonly #live = new Set<LiveRequest>();
+  /** Ticks counted so far; the clock of {@linkcode #heardAt}. */
+  #tickCount = 0;
+  /** The tick at which each other node was last heard from (a Raft batch, empty or not). */
+  readonly #heardAt = new Map<string, number>();
   /**
    * Requests that reached a replica which knew no leader (shard id → requests), held until one
    * is elected ({@linkcode LEADERLESS_WAIT_MS} at most): then served here, or redirected to it.
@@ -363,8 +373,13 @@ export class Driver {
     return this.#droppedMessages;
   }
 
-  /** Hands received Raft messages to the loop; drops them past the inbox bound. */
-  receive(envelopes: readonly Envelope[]): void {
+  /**
+   * Hands received Raft messages to the loop; drops them past the inbox bound. `fromNode` (the
+   * sending kvnode, whose batch may be empty: a ping) counts as a sign of its life: a quiesced
+   * follower whose leader's node is not heard from for an election timeout wakes and elects.
+   */
+  receive(envelopes: readonly Envelope[], fromNode?: string): void {
+    if (fromNode !== undefined && fromNode !== "") this.#heardAt.set(fromNode, this.#tickCount);
     const max = this.#options.inboxMessagesMax ?? INBOX_MESSAGES_MAX_DEFAULT;
     for (const envelope of envelopes) {
       if (this.#inboxMessages >= max) {
@@ -477,9 +492,13 @@ export class Driver {
     for (const item of inbox) this.#handle(item);
     const ticked = this.#ticksDue > 0;
     for (; this.#ticksDue > 0; this.#ticksDue--) {
+      this.#tickCount++;
       for (const replica of this.#replicas.values()) replica.node.tick();
     }
-    if (ticked) this.#expireRequests();
+    if (ticked) {
+      this.#expireRequests();
+      this.#watchLeaderNodes();
+    }
     this.#releaseLeaderless();
     for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
 
@@ -897,6 +916,34 @@ export class Driver {
     if (local) return this.#serveRead(replica, waiter);
     if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
     replica.turnReads.push(waiter);
+  }
+
+  /**
+   * Once per tick: pings every node this one shares a group with, and wakes each quiesced
+   * follower whose leader's node was not heard from for an election timeout (it then votes at
+   * once and campaigns within another).
+   */
+  #watchLeaderNodes(): void {
+    const pinged = new Set<string>();
+    const silentAfter = this.#options.tuning.electionTicks;
+    for (const replica of this.#replicas.values()) {
+      for (const peer of replica.peers.values()) {
+        if (peer.nodeId === this.nodeId || pinged.has(peer.nodeId)) continue;
+        pinged.add(peer.nodeId);
+        this.#options.outbound.ping(peer);
+      }
+      if (!replica.node.quiesced || replica.isLeader()) continue;
+      const leader = replica.leader();
+      if (leader === undefined || leader.nodeId === this.nodeId) continue;
+      const heard = this.#heardAt.get(leader.nodeId) ?? 0;
+      if (this.#tickCount - heard >= silentAfter) {
+        this.#options.log.info("Woke a quiesced replica: its leader's node is silent", {
+          shard: replica.shardId,
+          leader: leader.nodeId,
+        });
+        replica.node.wake(true);
+      }
+    }
   }
 
   #holdLeaderless(request: DataRequest, live: LiveRequest): void {

@@ -46,7 +46,7 @@ async function soloLeader(store: MemoryNodeStore) {
     store,
     nodeId: "n1",
     tuning: TEST_TUNING,
-    outbound: { send() {}, flush() {} },
+    outbound: { send() {}, flush() {}, ping() {} },
     clock: { now: () => 1_700_000_000_000 },
     log: { info() {}, warn() {}, error: (msg) => errors.push(msg) },
     seed: 1,

@@ -489,3 +489,47 @@ Deno.test("Driver: a replica that knows no leader holds a request until one is e
     await cluster.close();
   }
 });
+
+Deno.test("Driver: an idle group quiesces, wakes for a write, and re-elects when its leader's node dies", async () => {
+  const cluster = await electedCluster(["n1", "n2", "n3"], { ...TEST_TUNING, quiesceTicks: 3 });
+  const quiesced = () =>
+    [...cluster.nodes.values()].filter((n) => n.up).map((n) => n.driver.replicas()[0])
+      .every((r) => r.node.quiesced);
+  try {
+    const leader = cluster.leaderOf(1)!;
+    const wrote = await cluster.request(leader.nodeId, 1, {
+      kind: "mutation",
+      command: put("k", "1"),
+    });
+    assert.equal(wrote.kind, "ok");
+    await cluster.until(quiesced, "every replica to quiesce", 30);
+    // Quiet for many election timeouts: no election, the same leader (node pings keep it so).
+    for (let i = 0; i < 50; i++) await cluster.tick();
+    assert.ok(quiesced(), "still quiesced");
+    assert.equal(cluster.leaderOf(1)?.nodeId, leader.nodeId);
+    // A write wakes the group.
+    const again = await cluster.request(leader.nodeId, 1, {
+      kind: "mutation",
+      command: put("k", "2"),
+    });
+    assert.equal(again.kind, "ok");
+    assert.ok(!quiesced());
+    await cluster.until(quiesced, "the group to quiesce again", 30);
+    // The leader's node dies while the group is quiet: its followers stop hearing from the node,
+    // wake, and elect a new leader, which serves the latest value.
+    await cluster.stop(leader.nodeId);
+    await cluster.until(
+      () => cluster.leaderOf(1) !== undefined,
+      "a new leader after the quiet leader's node died",
+      40,
+    );
+    const next = cluster.leaderOf(1)!;
+    assert.notEqual(next.nodeId, leader.nodeId);
+    assert.equal(
+      getValue(await cluster.request(next.nodeId, 1, { kind: "get", key: enc("k") })),
+      "2",
+    );
+  } finally {
+    await cluster.close();
+  }
+});

@@ -100,6 +100,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     tuning: {
       electionTicks: config.raft.election_ticks,
       heartbeatTicks: config.raft.heartbeat_ticks,
+      quiesceTicks: config.raft.quiesce_ticks,
       preVote: config.raft.pre_vote,
       checkQuorum: config.raft.check_quorum,
       inflightMessagesMax: config.raft.inflight_messages_max,
@@ -145,7 +146,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       raftTransportService({
         clusterId: cluster.clusterId,
         maxSnapshotBytes: config.storage.map_bytes,
-        onEnvelopes: (envelopes) => driver.receive(envelopes),
+        onEnvelopes: (envelopes, fromNode) => driver.receive(envelopes, fromNode),
         stageSnapshot: (envelope) => driver.stageSnapshot(envelope),
         log: nodeLog,
       }),

@@ -114,6 +114,7 @@ function raftMessageToProto(message: Message): RaftMessage {
     lastLogTerm: 0,
     transfer: false,
     readRound: 0,
+    quiesce: false,
   };
   switch (message.type) {
     case "append":
@@ -141,6 +142,7 @@ function raftMessageToProto(message: Message): RaftMessage {
     case "heartbeat":
       proto.commit = message.commit;
       proto.readRound = message.round;
+      proto.quiesce = message.quiesce;
       return proto;
     case "heartbeatResponse":
       proto.readRound = message.round;
@@ -268,7 +270,8 @@ function checkMessage(m: RaftMessage, snapshotData: Uint8Array | undefined): str
     case "requestPreVoteResponse":
       return checkBool(m.reject, "reject");
     case "heartbeat":
-      return checkCount(m.commit, "commit") ?? checkCount(m.readRound, "read_round");
+      return checkCount(m.commit, "commit") ?? checkCount(m.readRound, "read_round") ??
+        checkBool(m.quiesce, "quiesce");
     case "heartbeatResponse":
       return checkCount(m.readRound, "read_round");
     case "snapshot":
@@ -391,7 +394,13 @@ function messageFrom(m: RaftMessage, snapshotData: Uint8Array): Message {
     case "requestPreVoteResponse":
       return { ...header, type, reject: m.reject };
     case "heartbeat":
-      return { ...header, type, commit: m.commit as LogIndex, round: m.readRound };
+      return {
+        ...header,
+        type,
+        commit: m.commit as LogIndex,
+        round: m.readRound,
+        quiesce: m.quiesce,
+      };
     case "heartbeatResponse":
       return { ...header, type, round: m.readRound };
     case "snapshot": {

@@ -90,11 +90,14 @@ const others: fc.Arbitrary<Message> = fc.oneof(
     type: fc.constantFrom("requestVoteResponse" as const, "requestPreVoteResponse" as const),
     reject: fc.boolean(),
   }).map(({ header, type, reject }) => ({ ...header, type, reject })),
-  fc.record({ header, commit: count, round: count }).map(({ header, commit, round }) => ({
+  fc.record({ header, commit: count, round: count, quiesce: fc.boolean() }).map((
+    { header, commit, round, quiesce },
+  ) => ({
     ...header,
     type: "heartbeat" as const,
     commit: commit as LogIndex,
     round,
+    quiesce,
   })),
   fc.record({ header, round: count }).map(({ header, round }) => ({
     ...header,
@@ -199,6 +202,7 @@ function heartbeatProto(): RaftEnvelope {
       term: 5 as Term,
       commit: 9 as LogIndex,
       round: 4,
+      quiesce: false,
     },
   });
 }

@@ -56,6 +56,8 @@ export interface ReplicaRecord {
 export interface ReplicaTuning {
   readonly electionTicks: number;
   readonly heartbeatTicks: number;
+  /** Idle ticks after which a leader quiesces its group; 0 for never. */
+  readonly quiesceTicks: number;
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
   readonly inflightMessagesMax: number;
@@ -138,6 +140,7 @@ export class Replica {
       prng: options.prng,
       electionTicks: tuning.electionTicks,
       heartbeatTicks: tuning.heartbeatTicks,
+      quiesceTicks: tuning.quiesceTicks,
       preVote: tuning.preVote,
       checkQuorum: tuning.checkQuorum,
       applied: this.log.appliedState.applied,

@@ -64,7 +64,7 @@ async function withJoiningReplica(
       store,
       nodeId: "n2",
       tuning: TEST_TUNING,
-      outbound: { send() {}, flush() {} },
+      outbound: { send() {}, flush() {}, ping() {} },
       clock: { now: () => 1_700_000_000_000 },
       log: { info() {}, warn() {}, error() {} },
       seed: 2,

@@ -297,6 +297,20 @@ export class GrpcRaftTransport implements RaftOutbound {
     if (peer.enqueue(envelope)) this.#dirty.add(peer);
   }
 
+  /** Queues a ping (an empty batch) to `to`'s node, unless something else goes there anyway. */
+  ping(to: PeerAddress): void {
+    const shared = this.#shared;
+    if (shared.closed) return;
+    const key = `${to.nodeId}@${to.address}`;
+    let peer = this.#peers.get(key);
+    if (peer === undefined) {
+      peer = new PeerStream(shared, to.nodeId, to.address);
+      this.#peers.set(key, peer);
+    }
+    peer.requestPing();
+    this.#dirty.add(peer);
+  }
+
   /** Writes out what was queued since the last flush: one run of batches per node. */
   flush(): void {
     if (this.#shared.closed) return;
@@ -420,6 +434,8 @@ class PeerStream {
   readonly #address: string;
   readonly #backoff: Backoff;
   #pending: Envelope[] = [];
+  /** A ping was asked for since the last pack. */
+  #ping = false;
   #pendingBytes = 0;
   #batches: QueuedBatch[] = [];
   #batchesBytes = 0;
@@ -445,6 +461,11 @@ class PeerStream {
 
   get queuedBytes(): number {
     return this.#pendingBytes + this.#batchesBytes;
+  }
+
+  /** Asks for an empty batch at the next flush if nothing else is queued by then. */
+  requestPing(): void {
+    this.#ping = true;
   }
 
   /** Queues an envelope; returns false when it was dropped. */
@@ -517,7 +538,9 @@ class PeerStream {
       messages.push(messageToProto(envelope));
       bytes += size;
     }
-    if (messages.length > 0) push();
+    // A ping only when nothing waits to go: a stalled stream keeps at most one.
+    if (messages.length > 0 || (this.#ping && this.#batches.length === 0)) push();
+    this.#ping = false;
     this.#pending = [];
     this.#pendingBytes = 0;
   }
@@ -865,7 +888,8 @@ export interface RaftTransportServiceOptions {
    * its staging's `finish` returned (wire it to `Driver.receive`). Called synchronously from
    * grpc-js events; must not block.
    */
-  readonly onEnvelopes: (envelopes: Envelope[]) => void;
+  /** Each batch's valid envelopes (none for a ping) and the node that sent it. */
+  readonly onEnvelopes: (envelopes: Envelope[], fromNode: string) => void;
   /** Where refused streams and dropped envelopes are reported. */
   readonly log: TransportLog;
   /** Snapshots received at once (default {@linkcode SNAPSHOTS_RECEIVING_MAX_DEFAULT}). */
@@ -898,7 +922,7 @@ export interface RaftTransportServiceOptions {
  *   host: "127.0.0.1", port: 7901, maxMessageBytes: MESSAGE_BYTES_MAX_DEFAULT,
  *   services: [raftTransportService({
  *     clusterId, maxSnapshotBytes: SNAPSHOT_BYTES_MAX_DEFAULT, log,
- *     onEnvelopes: (envelopes) => driver.receive(envelopes),
+ *     onEnvelopes: (envelopes, fromNode) => driver.receive(envelopes, fromNode),
  *     stageSnapshot: (envelope) => driver.stageSnapshot(envelope),
  *   })],
  * });
@@ -953,7 +977,8 @@ function receiveBatches(
         first: firstReason,
       });
     }
-    if (valid.length > 0) options.onEnvelopes(valid);
+    // An empty batch is a ping: the node is alive (see `Driver.receive`).
+    options.onEnvelopes(valid, batch.fromNode);
   });
   call.on("end", () => {
     if (done) return;
@@ -1036,7 +1061,7 @@ function receiveStaged(
       endSnapshotCall(call, failure, bytes);
       return;
     }
-    options.onEnvelopes([envelope!]);
+    options.onEnvelopes([envelope!], envelope!.sender?.nodeId ?? "");
     endSnapshotCall(call, undefined, bytes);
   };
   const take = async (chunk: SnapshotChunk): Promise<ChunkStep> => {

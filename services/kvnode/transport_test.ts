@@ -184,6 +184,7 @@ function heartbeat(shardId: number, round: number): Envelope {
     term: 3 as Term,
     commit: 7 as LogIndex,
     round,
+    quiesce: false,
   };
   return { shardId, confEpoch: 4, message };
 }

@@ -32,7 +32,8 @@ function summary(result: SimResult): string {
     `snapshots=${s.snapshots} ` +
     `crashes=${s.crashes} (mid-turn ${s.crashesMidTurn}) partitions=${s.partitions} ` +
     `transfers=${s.transfers} moves=${s.movesDone} (aborted ${s.movesAborted}) ops ok/failed/unknown=` +
-    `${s.opsOk}/${s.opsFailed}/${s.opsUnknown} groupsPerTxMax=${s.groupsPerTransactionMax}`;
+    `${s.opsOk}/${s.opsFailed}/${s.opsUnknown} groupsPerTxMax=${s.groupsPerTransactionMax} ` +
+    `quiesced=${s.quiescedReplicaTicks}`;
 }
 
 async function main(args: string[]): Promise<number> {

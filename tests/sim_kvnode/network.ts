@@ -105,6 +105,11 @@ export class SimNetwork {
     this.#cut.add(`${from}>${to}`);
   }
 
+  /** Whether the link from `from` to `to` is up. */
+  linked(from: string, to: string): boolean {
+    return !this.#cut.has(`${from}>${to}`);
+  }
+
   /** Whether any link is cut. */
   get partitioned(): boolean {
     return this.#cut.size > 0;

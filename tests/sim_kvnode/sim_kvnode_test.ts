@@ -24,6 +24,7 @@ Deno.test(`kvnode simulation: seeds 1 to ${SEEDS} keep every check`, async () =>
     "no turn committed 2+ groups",
   );
   assert.ok(sum((r) => r.stats.opsUnknown) > 0, "no operation ended unknown");
+  assert.ok(sum((r) => r.stats.quiescedReplicaTicks) > 0, "no group quiesced");
 });
 
 Deno.test("kvnode simulation: the regression seeds keep every check", async () => {

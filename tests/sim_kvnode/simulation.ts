@@ -102,6 +102,8 @@ export interface SimStats {
   opsUnknown: number;
   /** The most groups whose Raft state or entries one transaction wrote (group commit). */
   groupsPerTransactionMax: number;
+  /** Replica-ticks spent quiesced, summed over the ticks. */
+  quiescedReplicaTicks: number;
 }
 
 /** The result of one run. */
@@ -224,6 +226,8 @@ class Simulation {
     this.#tuning = {
       electionTicks: 10,
       heartbeatTicks: 2,
+      // Half the runs quiesce idle groups, which then rely on the drivers' node pings.
+      quiesceTicks: r.chance(0.5) ? r.range(3, 15) : 0,
       preVote: r.chance(0.8),
       checkQuorum: r.chance(0.8),
       inflightMessagesMax: r.range(4, 64),
@@ -254,6 +258,7 @@ class Simulation {
       opsFailed: 0,
       opsUnknown: 0,
       groupsPerTransactionMax: 0,
+      quiescedReplicaTicks: 0,
     };
     for (let i = 1; i <= nodeCount; i++) {
       const store = new MemoryNodeStore({ observe: (keys) => this.#observeTransaction(keys) });
@@ -373,6 +378,13 @@ class Simulation {
         // A snapshot's data is read from its sender's view at once, as the gRPC transport
         // streams it, and travels inline in the simulated network.
         send: (to, envelope) => queued.push({ to, envelope: inlineSnapshot(envelope) }),
+        // A ping arrives at once over a link that is up (pings carry no Raft state).
+        ping: (to) => {
+          const target = this.#nodes.find((n) => n.id === to.nodeId)?.driver;
+          if (target !== undefined && this.#network.linked(node.id, to.nodeId)) {
+            target.receive([], node.id);
+          }
+        },
         flush: () => {
           for (const { to, envelope } of queued.splice(0)) {
             this.#network.send(this.#slot, from, to.nodeId, envelope);
@@ -504,7 +516,7 @@ class Simulation {
       );
       // As the gRPC transport does, the receiver learns who sent the envelope and where it lives.
       if (delivered) {
-        target.receive([{ ...envelope, sender: { nodeId: from, address: `sim:${from}` } }]);
+        target.receive([{ ...envelope, sender: { nodeId: from, address: `sim:${from}` } }], from);
       }
       if (delivered && m.type === "snapshot") this.#stats.snapshots++;
       // The transport reports every snapshot's outcome to the sender (unless the sender died).
@@ -1043,6 +1055,9 @@ class Simulation {
       if (node.driver === undefined) {
         parts.push(`${node.id}:down`);
         continue;
+      }
+      for (const r of node.driver.replicas()) {
+        if (r.node.quiesced) this.#stats.quiescedReplicaTicks++;
       }
       const replicas = node.driver.replicas().map((r) => {
         const s = r.node.status();

@@ -7,6 +7,333 @@
  */
 
 export const SCRIPTS: Record<string, string> = {
+  "quiescence": `
+add-nodes 3 quiesce=2
+----
+voters=1,2,3 learners=
+
+campaign 1
+----
+ok
+
+stabilize
+----
+> 1 handling Ready
+  role=preCandidate leader=none
+  send 1->2 requestPreVote term=1 last=0/0
+  send 1->3 requestPreVote term=1 last=0/0
+> delivering messages
+  1->2 requestPreVote term=1 last=0/0
+  1->3 requestPreVote term=1 last=0/0
+> 2 handling Ready
+  send 2->1 requestPreVoteResponse term=1
+> 3 handling Ready
+  send 3->1 requestPreVoteResponse term=1
+> delivering messages
+  2->1 requestPreVoteResponse term=1
+  3->1 requestPreVoteResponse term=1
+> 1 handling Ready
+  role=candidate leader=none
+  hard state: term=1 vote=1 commit=0
+  send 1->2 requestVote term=1 last=0/0
+  send 1->3 requestVote term=1 last=0/0
+> delivering messages
+  1->2 requestVote term=1 last=0/0
+  1->3 requestVote term=1 last=0/0
+> 2 handling Ready
+  hard state: term=1 vote=1 commit=0
+  send 2->1 requestVoteResponse term=1
+> 3 handling Ready
+  hard state: term=1 vote=1 commit=0
+  send 3->1 requestVoteResponse term=1
+> delivering messages
+  2->1 requestVoteResponse term=1
+  3->1 requestVoteResponse term=1
+> 1 handling Ready
+  role=leader leader=1
+  entries: [1/1 ""]
+  send 1->2 append term=1 prev=0/0 commit=0 entries=[1/1 ""]
+  send 1->3 append term=1 prev=0/0 commit=0 entries=[1/1 ""]
+> delivering messages
+  1->2 append term=1 prev=0/0 commit=0 entries=[1/1 ""]
+  1->3 append term=1 prev=0/0 commit=0 entries=[1/1 ""]
+> 2 handling Ready
+  role=follower leader=1
+  entries: [1/1 ""]
+  send 2->1 appendResponse term=1 index=1
+> 3 handling Ready
+  role=follower leader=1
+  entries: [1/1 ""]
+  send 3->1 appendResponse term=1 index=1
+> delivering messages
+  2->1 appendResponse term=1 index=1
+  3->1 appendResponse term=1 index=1
+> 1 handling Ready
+  hard state: term=1 vote=1 commit=1
+  committed: [1/1 ""]
+  send 1->2 append term=1 prev=1/1 commit=1 entries=[]
+  send 1->3 append term=1 prev=1/1 commit=1 entries=[]
+> delivering messages
+  1->2 append term=1 prev=1/1 commit=1 entries=[]
+  1->3 append term=1 prev=1/1 commit=1 entries=[]
+> 2 handling Ready
+  hard state: term=1 vote=1 commit=1
+  committed: [1/1 ""]
+  send 2->1 appendResponse term=1 index=1
+> 3 handling Ready
+  hard state: term=1 vote=1 commit=1
+  committed: [1/1 ""]
+  send 3->1 appendResponse term=1 index=1
+> delivering messages
+  2->1 appendResponse term=1 index=1
+  3->1 appendResponse term=1 index=1
+
+propose 1 x
+----
+{"kind":"ok","index":2,"term":1}
+
+stabilize
+----
+> 1 handling Ready
+  entries: [1/2 "x"]
+  send 1->2 append term=1 prev=1/1 commit=1 entries=[1/2 "x"]
+  send 1->3 append term=1 prev=1/1 commit=1 entries=[1/2 "x"]
+> delivering messages
+  1->2 append term=1 prev=1/1 commit=1 entries=[1/2 "x"]
+  1->3 append term=1 prev=1/1 commit=1 entries=[1/2 "x"]
+> 2 handling Ready
+  entries: [1/2 "x"]
+  send 2->1 appendResponse term=1 index=2
+> 3 handling Ready
+  entries: [1/2 "x"]
+  send 3->1 appendResponse term=1 index=2
+> delivering messages
+  2->1 appendResponse term=1 index=2
+  3->1 appendResponse term=1 index=2
+> 1 handling Ready
+  hard state: term=1 vote=1 commit=2
+  committed: [1/2 "x"]
+  send 1->2 append term=1 prev=1/2 commit=2 entries=[]
+  send 1->3 append term=1 prev=1/2 commit=2 entries=[]
+> delivering messages
+  1->2 append term=1 prev=1/2 commit=2 entries=[]
+  1->3 append term=1 prev=1/2 commit=2 entries=[]
+> 2 handling Ready
+  hard state: term=1 vote=1 commit=2
+  committed: [1/2 "x"]
+  send 2->1 appendResponse term=1 index=2
+> 3 handling Ready
+  hard state: term=1 vote=1 commit=2
+  committed: [1/2 "x"]
+  send 3->1 appendResponse term=1 index=2
+> delivering messages
+  2->1 appendResponse term=1 index=2
+  3->1 appendResponse term=1 index=2
+
+tick 1
+----
+ok
+
+stabilize
+----
+> 1 handling Ready
+  send 1->2 heartbeat term=1 commit=2 round=1
+  send 1->3 heartbeat term=1 commit=2 round=1
+> delivering messages
+  1->2 heartbeat term=1 commit=2 round=1
+  1->3 heartbeat term=1 commit=2 round=1
+> 2 handling Ready
+  send 2->1 heartbeatResponse term=1 round=1
+> 3 handling Ready
+  send 3->1 heartbeatResponse term=1 round=1
+> delivering messages
+  2->1 heartbeatResponse term=1 round=1
+  3->1 heartbeatResponse term=1 round=1
+
+tick 1
+----
+ok
+
+stabilize
+----
+> 1 handling Ready
+  send 1->2 heartbeat term=1 commit=2 round=2
+  send 1->3 heartbeat term=1 commit=2 round=2
+  send 1->2 heartbeat term=1 commit=2 round=0 quiesce
+  send 1->3 heartbeat term=1 commit=2 round=0 quiesce
+> delivering messages
+  1->2 heartbeat term=1 commit=2 round=2
+  1->3 heartbeat term=1 commit=2 round=2
+  1->2 heartbeat term=1 commit=2 round=0 quiesce
+  1->3 heartbeat term=1 commit=2 round=0 quiesce
+> 2 handling Ready
+  send 2->1 heartbeatResponse term=1 round=2
+> 3 handling Ready
+  send 3->1 heartbeatResponse term=1 round=2
+> delivering messages
+  2->1 heartbeatResponse term=1 round=2
+  3->1 heartbeatResponse term=1 round=2
+
+status 1
+----
+leader term=1 leader=1 commit=2 applied=2 quiesced
+voters=1,2,3 learners= epoch=0
+  1: replicate match=2 next=3
+  2: replicate match=2 next=3
+  3: replicate match=2 next=3
+
+status 2
+----
+follower term=1 leader=1 commit=2 applied=2 quiesced
+voters=1,2,3 learners= epoch=0
+
+tick 2 40
+----
+ok
+
+tick 1 40
+----
+ok
+
+stabilize
+----
+
+
+propose 1 y
+----
+{"kind":"ok","index":3,"term":1}
+
+stabilize
+----
+> 1 handling Ready
+  entries: [1/3 "y"]
+  send 1->2 heartbeat term=1 commit=2 round=3
+  send 1->3 heartbeat term=1 commit=2 round=3
+  send 1->2 append term=1 prev=1/2 commit=2 entries=[1/3 "y"]
+  send 1->3 append term=1 prev=1/2 commit=2 entries=[1/3 "y"]
+> delivering messages
+  1->2 heartbeat term=1 commit=2 round=3
+  1->3 heartbeat term=1 commit=2 round=3
+  1->2 append term=1 prev=1/2 commit=2 entries=[1/3 "y"]
+  1->3 append term=1 prev=1/2 commit=2 entries=[1/3 "y"]
+> 2 handling Ready
+  entries: [1/3 "y"]
+  send 2->1 heartbeatResponse term=1 round=3
+  send 2->1 appendResponse term=1 index=3
+> 3 handling Ready
+  entries: [1/3 "y"]
+  send 3->1 heartbeatResponse term=1 round=3
+  send 3->1 appendResponse term=1 index=3
+> delivering messages
+  2->1 heartbeatResponse term=1 round=3
+  2->1 appendResponse term=1 index=3
+  3->1 heartbeatResponse term=1 round=3
+  3->1 appendResponse term=1 index=3
+> 1 handling Ready
+  hard state: term=1 vote=1 commit=3
+  committed: [1/3 "y"]
+  send 1->2 append term=1 prev=1/3 commit=2 entries=[]
+  send 1->3 append term=1 prev=1/3 commit=3 entries=[]
+  send 1->2 append term=1 prev=1/3 commit=3 entries=[]
+  send 1->3 append term=1 prev=1/3 commit=3 entries=[]
+> delivering messages
+  1->2 append term=1 prev=1/3 commit=2 entries=[]
+  1->3 append term=1 prev=1/3 commit=3 entries=[]
+  1->2 append term=1 prev=1/3 commit=3 entries=[]
+  1->3 append term=1 prev=1/3 commit=3 entries=[]
+> 2 handling Ready
+  hard state: term=1 vote=1 commit=3
+  committed: [1/3 "y"]
+  send 2->1 appendResponse term=1 index=3
+  send 2->1 appendResponse term=1 index=3
+> 3 handling Ready
+  hard state: term=1 vote=1 commit=3
+  committed: [1/3 "y"]
+  send 3->1 appendResponse term=1 index=3
+  send 3->1 appendResponse term=1 index=3
+> delivering messages
+  2->1 appendResponse term=1 index=3
+  2->1 appendResponse term=1 index=3
+  3->1 appendResponse term=1 index=3
+  3->1 appendResponse term=1 index=3
+
+tick 1 2
+----
+ok
+
+stabilize
+----
+> 1 handling Ready
+  send 1->2 heartbeat term=1 commit=3 round=4
+  send 1->3 heartbeat term=1 commit=3 round=4
+  send 1->2 heartbeat term=1 commit=3 round=5
+  send 1->3 heartbeat term=1 commit=3 round=5
+  send 1->2 heartbeat term=1 commit=3 round=0 quiesce
+  send 1->3 heartbeat term=1 commit=3 round=0 quiesce
+> delivering messages
+  1->2 heartbeat term=1 commit=3 round=4
+  1->3 heartbeat term=1 commit=3 round=4
+  1->2 heartbeat term=1 commit=3 round=5
+  1->3 heartbeat term=1 commit=3 round=5
+  1->2 heartbeat term=1 commit=3 round=0 quiesce
+  1->3 heartbeat term=1 commit=3 round=0 quiesce
+> 2 handling Ready
+  send 2->1 heartbeatResponse term=1 round=4
+  send 2->1 heartbeatResponse term=1 round=5
+> 3 handling Ready
+  send 3->1 heartbeatResponse term=1 round=4
+  send 3->1 heartbeatResponse term=1 round=5
+> delivering messages
+  2->1 heartbeatResponse term=1 round=4
+  2->1 heartbeatResponse term=1 round=5
+  3->1 heartbeatResponse term=1 round=4
+  3->1 heartbeatResponse term=1 round=5
+
+tick 1 2
+----
+ok
+
+stabilize
+----
+
+
+wake 3 leaderLost
+----
+ok
+
+tick 3 10
+----
+ok
+
+stabilize
+----
+> 3 handling Ready
+  role=preCandidate leader=none
+  send 3->1 requestPreVote term=2 last=1/3
+  send 3->2 requestPreVote term=2 last=1/3
+> delivering messages
+  3->1 requestPreVote term=2 last=1/3
+  3->2 requestPreVote term=2 last=1/3
+> 1 handling Ready
+  send 1->2 heartbeat term=1 commit=3 round=6
+  send 1->3 heartbeat term=1 commit=3 round=6
+> delivering messages
+  1->2 heartbeat term=1 commit=3 round=6
+  1->3 heartbeat term=1 commit=3 round=6
+> 2 handling Ready
+  send 2->1 heartbeatResponse term=1 round=6
+> 3 handling Ready
+  role=follower leader=1
+  send 3->1 heartbeatResponse term=1 round=6
+> delivering messages
+  2->1 heartbeatResponse term=1 round=6
+  3->1 heartbeatResponse term=1 round=6
+
+status 3
+----
+follower term=1 leader=1 commit=3 applied=3
+voters=1,2,3 learners= epoch=0
+`,
   "election_and_replication": `
 add-nodes 3
 ----

@@ -977,6 +977,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "RaftSnapshotMetadata",
                   "id": 17,
                 },
+                "quiesce": {
+                  "type": "bool",
+                  "id": 18,
+                },
               },
               "nested": {
                 "Type": {
@@ -3080,6 +3084,8 @@ export interface RaftMessage {
   readRound: number;
   /** snapshot: the metadata travels here, the data on SendSnapshot */
   snapshot?: RaftSnapshotMetadata;
+  /** heartbeat: the leader quiesces the group (its last heartbeat until something happens) */
+  quiesce: boolean;
 }
 
 function fromRaftMessage(m: unknown): RaftMessage {
@@ -3101,6 +3107,7 @@ function fromRaftMessage(m: unknown): RaftMessage {
     lastLogTerm: toSafeInteger(r.lastLogTerm, "tinykv.v1.RaftMessage.lastLogTerm"),
     transfer: toBool(r.transfer),
     readRound: toSafeInteger(r.readRound, "tinykv.v1.RaftMessage.readRound"),
+    quiesce: toBool(r.quiesce),
   };
   if (Object.hasOwn(r, "snapshot") && r.snapshot != null) {
     out.snapshot = fromRaftSnapshotMetadata(r.snapshot);
