@@ -214,6 +214,16 @@ export class RawNode {
     this.#raft.tick();
   }
 
+  /** This node's role now (cheap, unlike {@linkcode status}). */
+  get role(): Role {
+    return this.#raft.role;
+  }
+
+  /** The leader this node knows now, if any (cheap, unlike {@linkcode status}). */
+  get leader(): NodeId | undefined {
+    return this.#raft.leader;
+  }
+
   /** Whether the group is quiesced here: a tick does nothing until something wakes it. */
   get quiesced(): boolean {
     return this.#raft.quiesced;

@@ -487,27 +487,13 @@ export class Driver {
   }
 
   async #turn(): Promise<void> {
-    const inbox = this.#inbox;
-    this.#inbox = [];
-    for (const item of inbox) this.#handle(item);
-    const ticked = this.#ticksDue > 0;
-    for (; this.#ticksDue > 0; this.#ticksDue--) {
-      this.#tickCount++;
-      for (const replica of this.#replicas.values()) replica.node.tick();
-    }
-    if (ticked) {
-      this.#expireRequests();
-      this.#watchLeaderNodes();
-    }
-    this.#releaseLeaderless();
-    for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
-
-    const readies: Array<[Replica, Ready]> = [];
+    this.#intake();
     const evictions = new Map(this.#evicted);
-    const evicted = [...evictions.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
     this.#evicted.clear();
+    const evicted = [...evictions.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
     // An eviction whose replica is already gone has nothing left to do.
     for (const [id, eviction] of evictions) if (!this.#replicas.has(id)) eviction.done?.();
+    const readies: Array<[Replica, Ready]> = [];
     for (const replica of this.#replicas.values()) {
       if (evicted.includes(replica)) continue;
       if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);
@@ -526,48 +512,82 @@ export class Driver {
       late.push([replica, held]);
     }
     this.#options.outbound.flush();
-    const answers: Array<() => void> = [];
-    const removed: Replica[] = [];
-    const installed: Replica[] = [];
-    // A turn that only sends (a read round, heartbeats and their answers) writes nothing.
-    const writing = readies.filter(([, ready]) => writesSomething(ready));
-    if (writing.length > 0 || evicted.length > 0) {
-      const writeStarted = this.#now();
-      await this.#options.store.write(() => {
-        for (const replica of evicted) {
-          replica.destroy();
-          removed.push(replica);
-        }
-        for (const [replica, ready] of writing) {
-          this.#persistAndApply(replica, ready, answers, installed, removed);
-        }
-        // Answered before the transaction commits: what they answer is decided (committed
-        // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
-        // node's data until the loop's next turn, which starts after the commit.
-        for (const answer of answers.splice(0)) answer();
-      });
-      this.#writeMs = this.#now() - writeStarted;
-      this.#turns++;
-    }
+    const { installed, removed } = await this.#write(readies, evicted);
     for (const [replica, messages] of late) this.#send(replica, messages);
     this.#options.outbound.flush();
     this.#releaseSnapshotSources();
     for (const replica of installed) this.#installed(replica);
     if (removed.length > 0) this.#requestCollection();
+    this.#advance(readies, removed);
+    for (const replica of removed) {
+      const eviction = evictions.get(replica.shardId);
+      this.#drop(replica, eviction?.why ?? "it was removed from its group");
+      eviction?.done?.();
+    }
+  }
+
+  /** The start of a turn: the inbox, due ticks, held requests and new ReadIndex rounds. */
+  #intake(): void {
+    const inbox = this.#inbox;
+    this.#inbox = [];
+    for (const item of inbox) this.#handle(item);
+    const ticked = this.#ticksDue > 0;
+    for (; this.#ticksDue > 0; this.#ticksDue--) {
+      this.#tickCount++;
+      for (const replica of this.#replicas.values()) replica.node.tick();
+    }
+    if (ticked) {
+      this.#expireRequests();
+      this.#watchLeaderNodes();
+    }
+    this.#releaseLeaderless();
+    for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
+  }
+
+  /**
+   * The turn's one transaction: deletes the evicted replicas, persists and applies the Readies
+   * that write something (a turn that only sends — a read round, heartbeats and their answers —
+   * writes nothing), and answers the applied proposals.
+   */
+  async #write(
+    readies: ReadonlyArray<[Replica, Ready]>,
+    evicted: readonly Replica[],
+  ): Promise<{ installed: Replica[]; removed: Replica[] }> {
+    const removed: Replica[] = [];
+    const installed: Replica[] = [];
+    const writing = readies.filter(([, ready]) => writesSomething(ready));
+    if (writing.length === 0 && evicted.length === 0) return { installed, removed };
+    const writeStarted = this.#now();
+    await this.#options.store.write(() => {
+      for (const replica of evicted) {
+        replica.destroy();
+        removed.push(replica);
+      }
+      const answers: Array<() => void> = [];
+      for (const [replica, ready] of writing) {
+        this.#persistAndApply(replica, ready, answers, installed, removed);
+      }
+      // Answered before the transaction commits: what they answer is decided (committed
+      // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
+      // node's data until the loop's next turn, which starts after the commit.
+      for (const answer of answers) answer();
+    });
+    this.#writeMs = this.#now() - writeStarted;
+    this.#turns++;
+    return { installed, removed };
+  }
+
+  /** After the write: serves confirmed reads, wakes admin waiters, advances every Ready. */
+  #advance(readies: ReadonlyArray<[Replica, Ready]>, removed: readonly Replica[]): void {
     for (const [replica, ready] of readies) {
       // A replica removed in this turn is gone (its data is garbage): its reads must not be
-      // served from it. `#drop` below answers them UNAVAILABLE (another member will serve them).
+      // served from it. `#drop` answers them UNAVAILABLE (another member will serve them).
       if (!removed.includes(replica)) {
         this.#takeReadStates(replica, ready);
         this.#serveConfirmedReads(replica);
       }
       this.#wakeAppliedWaiters(replica);
       replica.node.advance(ready);
-    }
-    for (const replica of removed) {
-      const eviction = evictions.get(replica.shardId);
-      this.#drop(replica, eviction?.why ?? "it was removed from its group");
-      eviction?.done?.();
     }
   }
 

@@ -222,18 +222,18 @@ export class Replica {
 
   /** The leader this replica knows of, with its address, if any. */
   leader(): PeerAddress | undefined {
-    const leader = this.node.status().leader;
+    const leader = this.node.leader;
     return leader === undefined ? undefined : this.peers.get(leader);
   }
 
   /** Whether this replica knows a leader of its group (itself included). */
   knowsLeader(): boolean {
-    return this.node.status().leader !== undefined;
+    return this.node.leader !== undefined;
   }
 
   /** Whether this replica currently leads its group. */
   isLeader(): boolean {
-    return this.node.status().role === "leader";
+    return this.node.role === "leader";
   }
 
   /**
