@@ -2,10 +2,11 @@
  * Summarizes V8 CPU profiles (`deno run --cpu-prof`, e.g. the services the benchmarks start with
  * `TINYKV_SERVICE_DENO_FLAGS="--cpu-prof --cpu-prof-dir=DIR"`): the share of samples spent in each
  * function itself (self time) and in each source file, over all the profiles given, so the largest
- * cost stands out without a flame-graph viewer.
+ * cost stands out without a flame-graph viewer. `--last S` counts only each profile's final S
+ * seconds (e.g. the idle period after a cluster settled).
  *
  * ```sh
- * deno run --allow-read bench/cpuprofile.ts [--top 30] DIR_OR_FILE...
+ * deno run --allow-read bench/cpuprofile.ts [--top 30] [--last SECONDS] DIR_OR_FILE...
  * ```
  *
  * @module
@@ -36,10 +37,17 @@ export interface SelfTimes {
   totalUs: number;
 }
 
-/** Adds `profile`'s samples to `into` (each sample counts its time delta to its leaf node). */
-export function addSelfTimes(profile: CpuProfile, into: SelfTimes): void {
+/**
+ * Adds `profile`'s samples to `into` (each sample counts its time delta to its leaf node), only
+ * those of its last `lastUs` microseconds when given.
+ */
+export function addSelfTimes(profile: CpuProfile, into: SelfTimes, lastUs = Infinity): void {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
-  for (let i = 0; i < profile.samples.length; i++) {
+  let first = profile.samples.length;
+  for (let spanUs = 0; first > 0 && spanUs < lastUs; first--) {
+    spanUs += Math.max(0, profile.timeDeltas[first - 1] ?? 0);
+  }
+  for (let i = first; i < profile.samples.length; i++) {
     const node = nodes.get(profile.samples[i]);
     const us = Math.max(0, profile.timeDeltas[i] ?? 0);
     if (node === undefined) continue;
@@ -82,15 +90,17 @@ async function profilesIn(path: string): Promise<string[]> {
 
 async function main(): Promise<void> {
   let top = 30;
+  let lastUs = Infinity;
   const paths: string[] = [];
   for (let i = 0; i < Deno.args.length; i++) {
     if (Deno.args[i] === "--top") top = Number(Deno.args[++i]);
+    else if (Deno.args[i] === "--last") lastUs = Number(Deno.args[++i]) * 1e6;
     else paths.push(Deno.args[i]);
   }
   const times: SelfTimes = { byFunction: new Map(), byFile: new Map(), totalUs: 0 };
   for (const path of paths) {
     for (const file of await profilesIn(path)) {
-      addSelfTimes(JSON.parse(await Deno.readTextFile(file)) as CpuProfile, times);
+      addSelfTimes(JSON.parse(await Deno.readTextFile(file)) as CpuProfile, times, lastUs);
     }
   }
   console.log(`Sampled ${(times.totalUs / 1e6).toFixed(2)} s in all.\n`);

@@ -143,6 +143,9 @@ export const SLOW_TURN_MS = 100;
  */
 export const LEADERLESS_WAIT_MS = 1_500;
 
+/** Ticks between pings to the nodes this one shares groups with (see `Driver.receive`). */
+const PING_EVERY_TICKS = 2;
+
 /**
  * A snapshot being received (see {@linkcode Driver.stageSnapshot}): its pieces are written as they
  * come; {@linkcode finish} returns the `data` to put in the snapshot message handed to the driver.
@@ -198,8 +201,20 @@ export class Driver {
   readonly #options: DriverOptions;
   readonly #replicas = new Map<number, Replica>();
   readonly #live = new Set<LiveRequest>();
+  /**
+   * Replicas that may have work on a tick or a Ready: all but the quiesced ones with nothing
+   * pending. A turn looks at these and at {@linkcode #touched} only, so that a thousand quiet
+   * groups cost next to nothing.
+   */
+  readonly #awake = new Set<Replica>();
+  /** Replicas a message, request or snapshot report reached in this turn. */
+  readonly #touched = new Set<Replica>();
+  /** An admin task ran in this turn: it may have touched any replica. */
+  #touchedAll = false;
   /** Ticks counted so far; the clock of {@linkcode #heardAt}. */
   #tickCount = 0;
+  /** The nodes pinged, as of the last ping round. */
+  #pingTargets: Map<string, PeerAddress> | undefined;
   /** The tick at which each other node was last heard from (a Raft batch, empty or not). */
   readonly #heardAt = new Map<string, number>();
   /**
@@ -313,11 +328,13 @@ export class Driver {
 
   #newReplica(record: ReplicaRecord): Replica {
     const seed = Math.floor(this.#prng() * 2 ** 32);
-    return new Replica(this.#options.store, {
+    const replica = new Replica(this.#options.store, {
       record,
       tuning: this.#options.tuning,
       prng: mulberry32(seed),
     });
+    this.#awake.add(replica);
+    return replica;
   }
 
   /**
@@ -482,7 +499,7 @@ export class Driver {
   }
 
   #anyReady(): boolean {
-    for (const replica of this.#replicas.values()) if (replica.node.hasReady()) return true;
+    for (const replica of this.#awake) if (replica.node.hasReady()) return true;
     return false;
   }
 
@@ -493,14 +510,16 @@ export class Driver {
     const evicted = [...evictions.keys()].flatMap((id) => this.#replicas.get(id) ?? []);
     // An eviction whose replica is already gone has nothing left to do.
     for (const [id, eviction] of evictions) if (!this.#replicas.has(id)) eviction.done?.();
+    const inPlay = [...this.#inPlay()];
     const readies: Array<[Replica, Ready]> = [];
-    for (const replica of this.#replicas.values()) {
+    for (const replica of inPlay) {
       if (evicted.includes(replica)) continue;
       if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);
     }
     if (readies.length === 0 && evicted.length === 0) {
       this.#options.outbound.flush();
       this.#releaseSnapshotSources();
+      this.#settleAwake(inPlay);
       return;
     }
     // A leader's appends and heartbeats leave now, while its own log is written (Raft thesis
@@ -524,6 +543,7 @@ export class Driver {
       this.#drop(replica, eviction?.why ?? "it was removed from its group");
       eviction?.done?.();
     }
+    this.#settleAwake(inPlay);
   }
 
   /** The start of a turn: the inbox, due ticks, held requests and new ReadIndex rounds. */
@@ -534,14 +554,14 @@ export class Driver {
     const ticked = this.#ticksDue > 0;
     for (; this.#ticksDue > 0; this.#ticksDue--) {
       this.#tickCount++;
-      for (const replica of this.#replicas.values()) replica.node.tick();
+      for (const replica of this.#inPlay()) replica.node.tick();
     }
     if (ticked) {
       this.#expireRequests();
       this.#watchLeaderNodes();
     }
     this.#releaseLeaderless();
-    for (const replica of this.#replicas.values()) this.#sendReadRound(replica);
+    for (const replica of this.#touched) this.#sendReadRound(replica);
   }
 
   /**
@@ -619,14 +639,16 @@ export class Driver {
     switch (item.kind) {
       case "message":
         this.#inboxMessages--;
+        this.#touch(item.envelope.shardId);
         return this.#step(item.envelope);
       case "request":
         this.#inboxRequests--;
         return this.#accept(item.request, item.live);
       case "task":
+        this.#touchedAll = true;
         return item.run();
       case "snapshotStatus": {
-        const replica = this.#replicas.get(item.shardId);
+        const replica = this.#touch(item.shardId);
         replica?.node.reportSnapshot(item.to as PeerId, item.ok ? "success" : "failure");
         return;
       }
@@ -635,6 +657,31 @@ export class Driver {
         throw new Error(`Unknown inbox item ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  /** Marks the replica of `shardId` (if any) for this turn's tick and Ready; returns it. */
+  #touch(shardId: number): Replica | undefined {
+    const replica = this.#replicas.get(shardId);
+    if (replica !== undefined) this.#touched.add(replica);
+    return replica;
+  }
+
+  /** The replicas this turn looks at: the awake and the touched ones (all after an admin task). */
+  #inPlay(): Iterable<Replica> {
+    if (this.#touchedAll) return this.#replicas.values();
+    if (this.#touched.size === 0) return this.#awake;
+    return new Set([...this.#awake, ...this.#touched]);
+  }
+
+  /** After a turn: a quiesced replica with nothing pending sleeps until something touches it. */
+  #settleAwake(inPlay: Iterable<Replica>): void {
+    for (const replica of inPlay) {
+      if (!this.#replicas.has(replica.shardId)) continue;
+      if (replica.node.quiesced && !replica.node.hasReady()) this.#awake.delete(replica);
+      else this.#awake.add(replica);
+    }
+    this.#touched.clear();
+    this.#touchedAll = false;
   }
 
   #step(envelope: Envelope): void {
@@ -900,7 +947,7 @@ export class Driver {
   }
 
   #acceptChecked(request: DataRequest, live: LiveRequest): void {
-    const replica = this.#replicas.get(request.shardId);
+    const replica = this.#touch(request.shardId);
     if (replica === undefined) {
       return this.#finish(live, {
         kind: "unavailable",
@@ -939,31 +986,43 @@ export class Driver {
   }
 
   /**
-   * Once per tick: pings every node this one shares a group with, and wakes each quiesced
-   * follower whose leader's node was not heard from for an election timeout (it then votes at
-   * once and campaigns within another).
+   * Once per tick: pings every node this one shares a group with (every other tick), and when
+   * one of them has been silent for an election timeout, wakes each quiesced follower it leads
+   * (which then votes at once and campaigns within another timeout).
    */
   #watchLeaderNodes(): void {
-    const pinged = new Set<string>();
+    if (this.#tickCount % PING_EVERY_TICKS === 0 || this.#pingTargets === undefined) {
+      this.#pingTargets = this.#peerNodes();
+      for (const peer of this.#pingTargets.values()) this.#options.outbound.ping(peer);
+    }
     const silentAfter = this.#options.tuning.electionTicks;
+    const silent = new Set<string>();
+    for (const nodeId of this.#pingTargets.keys()) {
+      if (this.#tickCount - (this.#heardAt.get(nodeId) ?? 0) >= silentAfter) silent.add(nodeId);
+    }
+    if (silent.size === 0) return;
     for (const replica of this.#replicas.values()) {
-      for (const peer of replica.peers.values()) {
-        if (peer.nodeId === this.nodeId || pinged.has(peer.nodeId)) continue;
-        pinged.add(peer.nodeId);
-        this.#options.outbound.ping(peer);
-      }
       if (!replica.node.quiesced || replica.isLeader()) continue;
       const leader = replica.leader();
-      if (leader === undefined || leader.nodeId === this.nodeId) continue;
-      const heard = this.#heardAt.get(leader.nodeId) ?? 0;
-      if (this.#tickCount - heard >= silentAfter) {
-        this.#options.log.info("Woke a quiesced replica: its leader's node is silent", {
-          shard: replica.shardId,
-          leader: leader.nodeId,
-        });
-        replica.node.wake(true);
+      if (leader === undefined || !silent.has(leader.nodeId)) continue;
+      this.#options.log.info("Woke a quiesced replica: its leader's node is silent", {
+        shard: replica.shardId,
+        leader: leader.nodeId,
+      });
+      replica.node.wake(true);
+      this.#touched.add(replica);
+    }
+  }
+
+  /** The other nodes this one shares a group with, one peer address each. */
+  #peerNodes(): Map<string, PeerAddress> {
+    const nodes = new Map<string, PeerAddress>();
+    for (const replica of this.#replicas.values()) {
+      for (const peer of replica.peers.values()) {
+        if (peer.nodeId !== this.nodeId && !nodes.has(peer.nodeId)) nodes.set(peer.nodeId, peer);
       }
     }
+    return nodes;
   }
 
   #holdLeaderless(request: DataRequest, live: LiveRequest): void {
@@ -1142,6 +1201,7 @@ export class Driver {
   #expireRequests(): void {
     const now = this.#options.clock.now();
     for (const replica of this.#replicas.values()) {
+      if (replica.appliedWaiters.length === 0) continue;
       const waiting = replica.appliedWaiters.filter((w) => {
         if (w.deadlineMs > now) return true;
         w.resolve({ kind: "timeout" });
@@ -1163,6 +1223,7 @@ export class Driver {
 
   #drop(replica: Replica, why: string): void {
     this.#replicas.delete(replica.shardId);
+    this.#awake.delete(replica);
     replica.failAll({
       kind: "unavailable",
       message: `Shard ${replica.shardId} left node "${this.nodeId}": ${why}`,
