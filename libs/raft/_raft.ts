@@ -740,7 +740,12 @@ export class Raft {
     const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(m.index)) return;
     this.#advanceProgressState(pr, m.index);
-    if (this.maybeCommit()) this.#broadcastPending = true;
+    // A new commit index is broadcast on its own only when it commits a configuration change (a
+    // removed member learns its removal, the rest apply it promptly). Otherwise it rides on the
+    // next append or heartbeat (within a heartbeat interval): that saves an empty append and its
+    // answer per follower and commit, at no cost to latency (clients are answered on commit).
+    const before = this.log.committed;
+    if (this.maybeCommit() && this.pendingConfIndex > before) this.#broadcastPending = true;
     // A paused follower resumes now, unless the pending broadcast covers it.
     else if (wasPaused && !this.#broadcastPending) this.#sendAppend(m.from, true);
     while (this.#sendAppend(m.from, false)) { /* fill the pipeline */ }

@@ -430,6 +430,9 @@ Deno.test("figure 7: a new leader brings each follower's log in line with its ow
     pump(nodes);
     assert.deepEqual(logTerms(follower), logTerms(leader), `follower (${name})`);
     assert.deepEqual(logTerms(leader).slice(0, leaderLog.length), leaderLog);
+    // The new commit index reaches the follower with the next heartbeat.
+    leader.tick();
+    pump(nodes);
     assert.equal(follower.log.committed, leader.log.committed, `commit (${name})`);
   }
 });

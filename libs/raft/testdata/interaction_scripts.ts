@@ -113,22 +113,6 @@ stabilize
 > 1 handling Ready
   hard state: term=1 vote=1 commit=2
   committed: [1/2 "x"]
-  send 1->2 append term=1 prev=1/2 commit=2 entries=[]
-  send 1->3 append term=1 prev=1/2 commit=2 entries=[]
-> delivering messages
-  1->2 append term=1 prev=1/2 commit=2 entries=[]
-  1->3 append term=1 prev=1/2 commit=2 entries=[]
-> 2 handling Ready
-  hard state: term=1 vote=1 commit=2
-  committed: [1/2 "x"]
-  send 2->1 appendResponse term=1 index=2
-> 3 handling Ready
-  hard state: term=1 vote=1 commit=2
-  committed: [1/2 "x"]
-  send 3->1 appendResponse term=1 index=2
-> delivering messages
-  2->1 appendResponse term=1 index=2
-  3->1 appendResponse term=1 index=2
 
 tick 1
 ----
@@ -143,8 +127,12 @@ stabilize
   1->2 heartbeat term=1 commit=2 round=1
   1->3 heartbeat term=1 commit=2 round=1
 > 2 handling Ready
+  hard state: term=1 vote=1 commit=2
+  committed: [1/2 "x"]
   send 2->1 heartbeatResponse term=1 round=1
 > 3 handling Ready
+  hard state: term=1 vote=1 commit=2
+  committed: [1/2 "x"]
   send 3->1 heartbeatResponse term=1 round=1
 > delivering messages
   2->1 heartbeatResponse term=1 round=1
@@ -234,27 +222,17 @@ stabilize
   committed: [1/3 "y"]
   send 1->2 append term=1 prev=1/3 commit=2 entries=[]
   send 1->3 append term=1 prev=1/3 commit=3 entries=[]
-  send 1->2 append term=1 prev=1/3 commit=3 entries=[]
-  send 1->3 append term=1 prev=1/3 commit=3 entries=[]
 > delivering messages
   1->2 append term=1 prev=1/3 commit=2 entries=[]
   1->3 append term=1 prev=1/3 commit=3 entries=[]
-  1->2 append term=1 prev=1/3 commit=3 entries=[]
-  1->3 append term=1 prev=1/3 commit=3 entries=[]
 > 2 handling Ready
-  hard state: term=1 vote=1 commit=3
-  committed: [1/3 "y"]
-  send 2->1 appendResponse term=1 index=3
   send 2->1 appendResponse term=1 index=3
 > 3 handling Ready
   hard state: term=1 vote=1 commit=3
   committed: [1/3 "y"]
   send 3->1 appendResponse term=1 index=3
-  send 3->1 appendResponse term=1 index=3
 > delivering messages
   2->1 appendResponse term=1 index=3
-  2->1 appendResponse term=1 index=3
-  3->1 appendResponse term=1 index=3
   3->1 appendResponse term=1 index=3
 
 tick 1 2
@@ -278,6 +256,8 @@ stabilize
   1->2 heartbeat term=1 commit=3 round=0 quiesce
   1->3 heartbeat term=1 commit=3 round=0 quiesce
 > 2 handling Ready
+  hard state: term=1 vote=1 commit=3
+  committed: [1/3 "y"]
   send 2->1 heartbeatResponse term=1 round=4
   send 2->1 heartbeatResponse term=1 round=5
 > 3 handling Ready
@@ -440,22 +420,6 @@ stabilize
 > 1 handling Ready
   hard state: term=1 vote=1 commit=2
   committed: [1/2 "hello"]
-  send 1->2 append term=1 prev=1/2 commit=2 entries=[]
-  send 1->3 append term=1 prev=1/2 commit=2 entries=[]
-> delivering messages
-  1->2 append term=1 prev=1/2 commit=2 entries=[]
-  1->3 append term=1 prev=1/2 commit=2 entries=[]
-> 2 handling Ready
-  hard state: term=1 vote=1 commit=2
-  committed: [1/2 "hello"]
-  send 2->1 appendResponse term=1 index=2
-> 3 handling Ready
-  hard state: term=1 vote=1 commit=2
-  committed: [1/2 "hello"]
-  send 3->1 appendResponse term=1 index=2
-> delivering messages
-  2->1 appendResponse term=1 index=2
-  3->1 appendResponse term=1 index=2
 
 raft-log 3
 ----
