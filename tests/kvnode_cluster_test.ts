@@ -111,9 +111,15 @@ Deno.test("kvnodes: a follower that fell far behind catches up by snapshot", asy
       await assertHashesAgree(cluster);
       await lagging.process.stop();
       await writeAll(cluster, "while-down", 200);
-      const statuses = await cluster.statuses();
-      const compacted = statuses.flatMap((s) => s.replicas).every((r) => r.logEntries < 200);
-      assert.ok(compacted, "the running replicas compacted their logs");
+      // A follower applies (and so compacts) once the commit index reaches it, with the next
+      // append or heartbeat.
+      let entries: number[] = [];
+      await waitFor(async () => {
+        entries = (await cluster.statuses()).flatMap((s) => s.replicas.map((r) => r.logEntries));
+        return entries.every((count) => count < 200);
+      }, { timeoutMs: 10_000, what: "the running replicas to compact their logs" }).catch((e) => {
+        throw new Error(`${e}: log entries ${JSON.stringify(entries)}`);
+      });
       await cluster.restart(lagging);
       await waitFor(async () => {
         const status = await cluster.call(lagging, "Status", {
