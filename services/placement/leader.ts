@@ -109,6 +109,16 @@ export interface LeaderMetrics {
   orphansDeleted: number;
 }
 
+/**
+ * After this many quiet rounds in a row (nothing changed, nothing to do), placement polls the
+ * kvnodes {@linkcode QUIET_INTERVAL_FACTOR} times less often, until a round sees a change or an
+ * operator asks for a move or a drain: an idle cluster of a thousand shards then costs placement
+ * and the kvnodes (whose statuses it decodes and plans over) a fifth as much.
+ */
+const QUIET_ROUNDS = 3;
+/** How much longer the pause between quiet rounds is than `status_interval_ms`. */
+const QUIET_INTERVAL_FACTOR = 5;
+
 /** A request's outcome for the admin API. */
 export type LeaderAnswer<T> =
   | { readonly kind: "ok"; readonly value: T }
@@ -125,6 +135,10 @@ export class PlacementLeader {
   #running = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
+  /** Rounds in a row that found nothing to do (see {@linkcode QUIET_ROUNDS}). */
+  #quietRounds = 0;
+  /** What the last round saw (`roundSignature`): a change ends a quiet spell. */
+  #lastSignature = "";
   #clusterId = "";
   #map: ShardMap | undefined;
   #mapZkVersion = -1;
@@ -215,7 +229,10 @@ export class PlacementLeader {
       } catch (error) {
         this.#log.warn("Placement round failed", { error });
       }
-      const pause = Math.max(0, this.#settings.statusIntervalMs - (Date.now() - started));
+      const interval = this.#quietRounds >= QUIET_ROUNDS
+        ? QUIET_INTERVAL_FACTOR * this.#settings.statusIntervalMs
+        : this.#settings.statusIntervalMs;
+      const pause = Math.max(0, interval - (Date.now() - started));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, pause);
         this.#wake = () => {
@@ -273,6 +290,25 @@ export class PlacementLeader {
     await this.#publish(views);
     await this.#decisions.flush();
     this.#snapshotOf(nowMs, registered, views, plan.notes);
+    this.#countQuiet(roundSignature(registered, views, this.#map), plan.moves.length === 0);
+  }
+
+  /**
+   * Counts a round as quiet when it saw what the last one saw, started nothing, and nothing
+   * waits on a clock here (a move, a node going down, an orphan's grace period).
+   */
+  #countQuiet(signature: string, nothingPlanned: boolean): void {
+    const quiet = nothingPlanned && signature === this.#lastSignature &&
+      this.#tasks.size === 0 && this.#busy.size === 0 && this.#downSince.size === 0 &&
+      this.#orphansSeen.size === 0;
+    this.#lastSignature = signature;
+    this.#quietRounds = quiet ? this.#quietRounds + 1 : 0;
+  }
+
+  /** Ends a quiet spell at once (an operator asked for something). */
+  #kick(): void {
+    this.#quietRounds = 0;
+    this.#wake?.();
   }
 
   #snapshotOf(
@@ -570,6 +606,7 @@ export class PlacementLeader {
   ): Promise<Task> {
     const task = newTask(move, { ...options, nowMs: Date.now() });
     await this.#saveTask(task);
+    this.#kick();
     this.metrics.movesStarted++;
     this.#decisions.add({
       atMs: Date.now(),
@@ -677,12 +714,33 @@ export class PlacementLeader {
     const written = await this.#zk.setData(PATHS.draining, data, -1);
     if (written.kind === "noNode") await this.#zk.create(PATHS.draining, data);
     this.#draining = next;
+    this.#kick();
     this.#decisions.add({
       atMs: Date.now(),
       event: "drain",
       reason: `operator asked to drain ${node}: its replicas move away`,
     });
   }
+}
+
+/**
+ * What a round saw that matters for planning: the registered nodes, each shard's members,
+ * leader, epoch, commit index and hosts, and the map's version. Equal signatures in a row mean an
+ * idle cluster.
+ */
+function roundSignature(
+  registered: readonly RegisteredNode[],
+  views: ReadonlyMap<number, ShardView>,
+  map: ShardMap | undefined,
+): string {
+  const parts = [`${map?.version ?? 0}`, registered.map((n) => `${n.id}@${n.address}`).join()];
+  for (const view of views.values()) {
+    parts.push(
+      `${view.id}:${view.leader?.nodeId ?? ""}:${view.confEpoch}:${view.commitIndex}:` +
+        [...view.hosted.keys()].join(),
+    );
+  }
+  return parts.join("|");
 }
 
 function describeEncodeError(
