@@ -28,7 +28,7 @@ import { connect, type KvConnection, type Outcome } from "./compare_clients.ts";
 import { connectionCount, type LoadSpec, type Op, parseLoadArgs } from "./compare_flags.ts";
 import { clockTicksPerSecond, type CpuSample, sampleCpu } from "./compare_procs.ts";
 import type { LoadMeasurement } from "./compare_report.ts";
-import { cpuSecondsBetween, LatencyRecorder, sumOf } from "./compare_stats.ts";
+import { cpuSecondsBetween, LatencyRecorder, sumOf, xorshift32 } from "./compare_stats.ts";
 
 /** Requests in flight while preloading. */
 const PRELOAD_IN_FLIGHT = 64;
@@ -59,19 +59,6 @@ function workloadOf(spec: LoadSpec): Workload {
       { length: VALUE_POOL_SIZE },
       () => crypto.getRandomValues(new Uint8Array(spec.valueBytes)),
     ),
-  };
-}
-
-/** A small fast PRNG (crypto per request would cost the driver CPU). */
-function xorshift32(seed: number): () => number {
-  let state = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
   };
 }
 

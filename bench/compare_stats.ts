@@ -177,3 +177,16 @@ export function parseMemTotalKib(meminfo: string): number {
   const kib = /^MemTotal:\s+(\d+) kB$/m.exec(meminfo)?.[1];
   return kib === undefined ? NaN : Number(kib);
 }
+
+/** A small fast PRNG of 32-bit values (crypto per request would cost a load driver CPU). */
+export function xorshift32(seed: number): () => number {
+  let state = seed >>> 0 || 0x9e3779b9;
+  return () => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
+}

@@ -34,6 +34,8 @@
 import { KvNodeStream } from "@tinykv/client";
 import { ItemFailure_Kind, type RequestItem, type ResponseItem } from "@tinykv/proto/tinykv/v1";
 import { KvNodeCluster } from "../tests/_harness/kvnode_cluster.ts";
+import { clockTicksPerSecond as readClockTicks } from "./compare_procs.ts";
+import { LatencyRecorder, xorshift32 } from "./compare_stats.ts";
 
 const MESSAGE_BYTES = 8 * 1024 * 1024;
 const KEY_BYTES = 16;
@@ -126,19 +128,6 @@ function parseOptions(args: string[]): Options {
 /** USER_HZ, the unit of `/proc/<pid>/stat` times; set by `main` from `getconf CLK_TCK`. */
 let clockTicksPerSecond = 100;
 
-async function readClockTicksPerSecond(): Promise<number> {
-  // USER_HZ is 100 on every Linux we run on; `getconf CLK_TCK` confirms it when available.
-  try {
-    const output = await new Deno.Command("getconf", { args: ["CLK_TCK"], stderr: "null" })
-      .output();
-    const ticks = Number(new TextDecoder().decode(output.stdout).trim());
-    if (output.success && Number.isSafeInteger(ticks) && ticks > 0) return ticks;
-  } catch {
-    // No permission to run getconf, or no getconf: use the Linux default.
-  }
-  return 100;
-}
-
 /** CPU-seconds used so far: by the kvnodes, by this process and by the whole machine. */
 interface CpuSample {
   server: number;
@@ -204,19 +193,6 @@ function serverPids(cluster: KvNodeCluster): number[] {
 }
 
 // --- Load --------------------------------------------------------------------------------------
-
-/** A small fast PRNG for keys (crypto.getRandomValues per key would cost the client CPU). */
-function xorshift32(seed: number): () => number {
-  let state = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
-}
 
 /** Routes each request to its shard's leader over one stream per node, following hints. */
 class Router {
@@ -296,28 +272,6 @@ class Router {
   }
 }
 
-/** Latencies in ms, growing as needed. */
-class Latencies {
-  #values = new Float64Array(1 << 16);
-  #count = 0;
-
-  add(ms: number): void {
-    if (this.#count === this.#values.length) {
-      const grown = new Float64Array(this.#values.length * 2);
-      grown.set(this.#values);
-      this.#values = grown;
-    }
-    this.#values[this.#count++] = ms;
-  }
-
-  /** The `q`-quantile (nearest rank). */
-  quantiles(qs: readonly number[]): number[] {
-    const sorted = this.#values.slice(0, this.#count).sort();
-    if (sorted.length === 0) return qs.map(() => NaN);
-    return qs.map((q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]);
-  }
-}
-
 interface LoadContext {
   readonly cluster: KvNodeCluster;
   readonly router: Router;
@@ -330,7 +284,7 @@ interface LoadResult {
   ops: number;
   errors: number;
   seconds: number;
-  latencies: Latencies;
+  latencies: LatencyRecorder;
   serverCpu: number;
   clientCpu: number;
   /** CPU-seconds the rest of the machine used meanwhile (other processes, kernel threads). */
@@ -349,7 +303,7 @@ async function runLoad(
   seconds: number,
 ): Promise<LoadResult> {
   const pids = serverPids(context.cluster);
-  const latencies = new Latencies();
+  const latencies = new LatencyRecorder();
   const result: LoadResult = {
     ops: 0,
     errors: 0,
@@ -553,7 +507,7 @@ async function main(args: string[]): Promise<number> {
     console.error(`kvnode bench: ${error instanceof Error ? error.message : error}`);
     return 2;
   }
-  clockTicksPerSecond = await readClockTicksPerSecond();
+  clockTicksPerSecond = await readClockTicks();
   const report = (line: string) => options.json ? console.error(line) : console.log(line);
   report(
     `# kvnode bench: 3 kvnodes, ${KEY_BYTES} B keys, ${VALUE_BYTES} B values, syncs on, ` +

@@ -384,19 +384,7 @@ export class Raft {
     this.#idleTicks = 0;
     // No lease survives a quiet period: the followers may elect another leader meanwhile.
     this.#ackedSentAt.clear();
-    for (const [id, pr] of this.progress) {
-      if (id === this.id) continue;
-      const commit = idx(Math.min(pr.match, this.log.committed));
-      this.#send({
-        type: "heartbeat",
-        from: this.id,
-        to: id,
-        term: this.term,
-        commit,
-        round: 0,
-        quiesce: true,
-      });
-    }
+    this.#sendHeartbeats(0, true);
   }
 
   /** Whether every member has the whole log, all of it committed and applied, nothing pending. */
@@ -855,6 +843,11 @@ export class Raft {
   #broadcastHeartbeat(): void {
     const round = ++this.#heartbeatRound;
     this.#roundSentAt.set(round, this.#leaderTicks);
+    this.#sendHeartbeats(round, false);
+  }
+
+  /** A heartbeat to every other member, each with the commit index it may adopt. */
+  #sendHeartbeats(round: number, quiesce: boolean): void {
     for (const [id, pr] of this.progress) {
       if (id === this.id) continue;
       const commit = idx(Math.min(pr.match, this.log.committed));
@@ -865,7 +858,7 @@ export class Raft {
         term: this.term,
         commit,
         round,
-        quiesce: false,
+        quiesce,
       });
     }
   }
