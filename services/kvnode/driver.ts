@@ -189,7 +189,7 @@ interface LiveRequest {
 type InboxItem =
   | { readonly kind: "message"; readonly envelope: Envelope }
   | { readonly kind: "request"; readonly request: DataRequest; readonly live: LiveRequest }
-  | { readonly kind: "task"; readonly run: () => void }
+  | { readonly kind: "task"; readonly run: () => void; readonly readOnly: boolean }
   | { readonly kind: "snapshotStatus"; shardId: number; to: number; ok: boolean };
 
 const INBOX_REQUESTS_MAX_DEFAULT = 100_000;
@@ -440,10 +440,11 @@ export class Driver {
   }
 
   /** Runs `work` inside a loop turn, where it may touch replicas; resolves with its result. */
-  #task<T>(work: () => T): Promise<T> {
+  #task<T>(work: () => T, readOnly = false): Promise<T> {
     const { promise, resolve, reject } = Promise.withResolvers<T>();
     this.#inbox.push({
       kind: "task",
+      readOnly,
       run: () => {
         try {
           resolve(work());
@@ -645,7 +646,8 @@ export class Driver {
         this.#inboxRequests--;
         return this.#accept(item.request, item.live);
       case "task":
-        this.#touchedAll = true;
+        // A task that may change a replica may also leave it a Ready: look at every one.
+        if (!item.readOnly) this.#touchedAll = true;
         return item.run();
       case "snapshotStatus": {
         const replica = this.#touch(item.shardId);
@@ -1392,7 +1394,7 @@ export class Driver {
 
   /** Runs `read` on the hosted replicas between two turns (a consistent, read-only look). */
   inspect<T>(read: (replicas: readonly Replica[]) => T): Promise<T> {
-    return this.#task(() => read([...this.#replicas.values()]));
+    return this.#task(() => read([...this.#replicas.values()]), true);
   }
 
   /** The replicas hosted here (read-only use; the loop owns them). */
