@@ -407,7 +407,8 @@ export class Driver {
       this.#inboxMessages++;
       this.#inbox.push({ kind: "message", envelope });
     }
-    this.#wakeUp();
+    // A ping only updates `#heardAt`, which the next tick reads: no turn for it.
+    if (envelopes.length > 0) this.#wakeUp();
   }
 
   /** Reports how sending a snapshot went. */

@@ -288,25 +288,25 @@ export class GrpcRaftTransport implements RaftOutbound {
       this.#snapshots.enqueue(to, envelope as SnapshotEnvelope);
       return;
     }
+    const peer = this.#peer(to);
+    if (peer.enqueue(envelope)) this.#dirty.add(peer);
+  }
+
+  /** The stream to `to`'s node, created on first use. */
+  #peer(to: PeerAddress): PeerStream {
     const key = `${to.nodeId}@${to.address}`;
     let peer = this.#peers.get(key);
     if (peer === undefined) {
-      peer = new PeerStream(shared, to.nodeId, to.address);
+      peer = new PeerStream(this.#shared, to.nodeId, to.address);
       this.#peers.set(key, peer);
     }
-    if (peer.enqueue(envelope)) this.#dirty.add(peer);
+    return peer;
   }
 
   /** Queues a ping (an empty batch) to `to`'s node, unless something else goes there anyway. */
   ping(to: PeerAddress): void {
-    const shared = this.#shared;
-    if (shared.closed) return;
-    const key = `${to.nodeId}@${to.address}`;
-    let peer = this.#peers.get(key);
-    if (peer === undefined) {
-      peer = new PeerStream(shared, to.nodeId, to.address);
-      this.#peers.set(key, peer);
-    }
+    if (this.#shared.closed) return;
+    const peer = this.#peer(to);
     peer.requestPing();
     this.#dirty.add(peer);
   }
