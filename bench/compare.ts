@@ -226,7 +226,9 @@ async function etcdPart(
   const etcd = await EtcdCluster.start(context.registry, { dir, ports: plan.etcd });
   try {
     const target = { system: "etcd" as const, shards: null, endpoints: etcd.endpoints };
-    into.cells.push(...await runCells(context, { ...target, pids: () => etcd.pids() }));
+    if (context.options.cells) {
+      into.cells.push(...await runCells(context, { ...target, pids: () => etcd.pids() }));
+    }
     if (context.options.idle) {
       say("etcd: idle cost");
       into.idle.push(await etcdIdle(etcd, context.ticksPerSecond));
@@ -260,12 +262,14 @@ async function tinyKvPart(
   });
   try {
     await waitWhole(cluster);
-    const cells = await runCells(context, {
-      system: "tinykv",
-      shards,
-      endpoints: [cluster.gateway],
-      pids: () => cluster.pids(),
-    });
+    const cells = context.options.cells
+      ? await runCells(context, {
+        system: "tinykv",
+        shards,
+        endpoints: [cluster.gateway],
+        pids: () => cluster.pids(),
+      })
+      : [];
     if (failover !== undefined) {
       say(`TinyKV ${shards} shards: ${context.options.failoverTrials} failover trials`);
       failover.push(
@@ -361,6 +365,7 @@ async function runComparison(context: RunContext, etcdVersion: string): Promise<
   let move: MoveResult | null = null;
   if (options.etcd) await part("etcd", record, () => etcdPart(context, etcd));
   for (const [i, shards] of options.shards.entries()) {
+    if (!options.cells && !options.failover) break;
     const failover = options.failover && i === options.shards.length - 1
       ? etcd.failover
       : undefined;

@@ -40,6 +40,8 @@ export interface CompareOptions {
   readonly ops: readonly Op[];
   /** Distinct keys (preloaded before the cells). */
   readonly keys: number;
+  /** Run the load cells (false with `--no-cells`: only failover, move and idle). */
+  readonly cells: boolean;
   /** Run etcd (false with `--no-etcd`). */
   readonly etcd: boolean;
   /** Run the leader failover trials (false with `--no-failover`). */
@@ -72,6 +74,7 @@ export const DEFAULT_OPTIONS: CompareOptions = {
   concurrency: [1, 16, 256],
   ops: OPS,
   keys: 20_000,
+  cells: true,
   etcd: true,
   failover: true,
   failoverTrials: 20,
@@ -99,7 +102,7 @@ TinyKV (3 kvnodes, placement, ZooKeeper, a gateway) against a 3-member etcd on t
   --failover-trials N    leader kills per system (default 20)
   --idle-shards LIST     TinyKV shard counts measured idle (default 10,100,1000)
   --move-gib N           size of the moved replica (default 0.4657 = 500 MB)
-  --no-etcd, --no-failover, --no-move, --no-idle   skip that part
+  --no-cells, --no-etcd, --no-failover, --no-move, --no-idle   skip that part
   --json                 the result as JSON on stdout (progress on stderr)
   --out FILE             also write the JSON result to FILE
   --tinykv-root DIR      run the clusters with DIR/tools/dev.ts (another checkout)
@@ -114,6 +117,7 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 type ValueFlag = (options: Mutable<CompareOptions>, value: string, flag: string) => void;
 
 const SWITCHES: Readonly<Record<string, (options: Mutable<CompareOptions>) => void>> = {
+  "--no-cells": (o) => (o.cells = false),
   "--no-etcd": (o) => (o.etcd = false),
   "--no-failover": (o) => (o.failover = false),
   "--no-move": (o) => (o.move = false),

@@ -56,6 +56,7 @@ Deno.test("parseCompareFlags() reads every flag, as --flag value and --flag=valu
     "--no-failover",
     "--no-move",
     "--no-idle",
+    "--no-cells",
     "--json",
     "--out=/tmp/x.json",
     "--tinykv-root",
@@ -72,7 +73,7 @@ Deno.test("parseCompareFlags() reads every flag, as --flag value and --flag=valu
   assert.deepEqual(o.ops, ["put", "mix"]);
   assert.equal(o.failoverTrials, 3);
   assert.deepEqual(o.idleShards, [10]);
-  assert.ok(!o.etcd && !o.failover && !o.move && !o.idle && o.json);
+  assert.ok(!o.etcd && !o.failover && !o.move && !o.idle && !o.cells && o.json);
   assert.equal(o.out, "/tmp/x.json");
   assert.equal(o.tinykvRoot, "/tmp/old");
   assert.equal(o.keys, 500);

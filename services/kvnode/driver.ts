@@ -37,6 +37,7 @@ import {
   type PeerAddress,
   type ReadWaiter,
   Replica,
+  type ReplicaHooks,
   type ReplicaRecord,
   replicaRecordKey,
   type ReplicaTuning,
@@ -213,8 +214,16 @@ export class Driver {
   #touchedAll = false;
   /** Ticks counted so far; the clock of {@linkcode #heardAt}. */
   #tickCount = 0;
-  /** The nodes pinged, as of the last ping round. */
+  /** The nodes to ping; recomputed (undefined) when a replica comes, goes or learns a peer. */
   #pingTargets: Map<string, PeerAddress> | undefined;
+  /** Replicas with a snapshot view open, released at the end of each turn. */
+  readonly #withSources = new Set<Replica>();
+  /** Replicas with {@linkcode Replica.appliedWaiters}, whose deadlines each tick checks. */
+  readonly #waitingApplied = new Set<Replica>();
+  readonly #replicaHooks: ReplicaHooks = {
+    peersChanged: () => (this.#pingTargets = undefined),
+    sourceOpened: (replica) => this.#withSources.add(replica),
+  };
   /** The tick at which each other node was last heard from (a Raft batch, empty or not). */
   readonly #heardAt = new Map<string, number>();
   /**
@@ -318,6 +327,7 @@ export class Driver {
         };
       }
       this.#replicas.set(record.shardId, replica);
+      this.#pingTargets = undefined;
       this.#nextGeneration = Math.max(this.#nextGeneration, replica.generation + 1);
     }
     for (const { generation } of storedGenerations(this.#options.store)) {
@@ -332,6 +342,7 @@ export class Driver {
       record,
       tuning: this.#options.tuning,
       prng: mulberry32(seed),
+      hooks: this.#replicaHooks,
     });
     this.#awake.add(replica);
     return replica;
@@ -737,7 +748,7 @@ export class Driver {
       // learns where the peer lives from the peer's own messages, so it can answer them.
       const known = replica.peers.get(envelope.message.from);
       if (known === undefined || known.address !== sender.address) {
-        replica.peers.set(envelope.message.from, { peerId: envelope.message.from, ...sender });
+        replica.setPeer({ peerId: envelope.message.from, ...sender });
       }
     }
     replica.node.step(envelope.message);
@@ -864,7 +875,9 @@ export class Driver {
 
   /** Closes the snapshot views no message took, at the end of a turn. */
   #releaseSnapshotSources(): void {
-    for (const replica of this.#replicas.values()) replica.releaseSnapshotSources();
+    for (const replica of this.#withSources) {
+      if (!replica.releaseSnapshotSources()) this.#withSources.delete(replica);
+    }
   }
 
   /**
@@ -994,10 +1007,9 @@ export class Driver {
    * (which then votes at once and campaigns within another timeout).
    */
   #watchLeaderNodes(): void {
-    if (this.#tickCount % PING_EVERY_TICKS === 0 || this.#pingTargets === undefined) {
-      this.#pingTargets = this.#peerNodes();
-      for (const peer of this.#pingTargets.values()) this.#options.outbound.ping(peer);
-    }
+    const pingNow = this.#tickCount % PING_EVERY_TICKS === 0 || this.#pingTargets === undefined;
+    this.#pingTargets ??= this.#peerNodes();
+    if (pingNow) for (const peer of this.#pingTargets.values()) this.#options.outbound.ping(peer);
     const silentAfter = this.#options.tuning.electionTicks;
     const silent = new Set<string>();
     for (const nodeId of this.#pingTargets.keys()) {
@@ -1203,8 +1215,11 @@ export class Driver {
 
   #expireRequests(): void {
     const now = this.#options.clock.now();
-    for (const replica of this.#replicas.values()) {
-      if (replica.appliedWaiters.length === 0) continue;
+    for (const replica of this.#waitingApplied) {
+      if (replica.appliedWaiters.length === 0) {
+        this.#waitingApplied.delete(replica);
+        continue;
+      }
       const waiting = replica.appliedWaiters.filter((w) => {
         if (w.deadlineMs > now) return true;
         w.resolve({ kind: "timeout" });
@@ -1227,6 +1242,8 @@ export class Driver {
   #drop(replica: Replica, why: string): void {
     this.#replicas.delete(replica.shardId);
     this.#awake.delete(replica);
+    this.#waitingApplied.delete(replica);
+    this.#pingTargets = undefined;
     replica.failAll({
       kind: "unavailable",
       message: `Shard ${replica.shardId} left node "${this.nodeId}": ${why}`,
@@ -1271,6 +1288,7 @@ export class Driver {
         });
         return await this.#task(() => {
           this.#replicas.set(record.shardId, this.#newReplica(record));
+          this.#pingTargets = undefined;
           return ok({ created: true });
         });
       } finally {
@@ -1340,6 +1358,7 @@ export class Driver {
         const { promise, resolve } = Promise.withResolvers<AppliedWait>();
         const deadlineMs = this.#options.clock.now() + request.timeoutMs;
         replica.value.appliedWaiters.push({ index: result.index, deadlineMs, resolve });
+        this.#waitingApplied.add(replica.value);
         return ok({ index: result.index, applied: promise });
       }
       if (result.kind === "notLeader") {

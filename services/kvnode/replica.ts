@@ -97,6 +97,16 @@ export interface ApplySummary {
 
 const decoder = new TextDecoder();
 
+/** What a replica tells its driver, so the driver need not look at every replica each turn. */
+export interface ReplicaHooks {
+  /** The replica learned where a peer lives (a conf change, or a peer's own message). */
+  peersChanged(): void;
+  /** The replica opened a snapshot view, to be released at the end of the turn. */
+  sourceOpened(replica: Replica): void;
+}
+
+const NO_HOOKS: ReplicaHooks = { peersChanged() {}, sourceOpened() {} };
+
 /** One replica of a shard group hosted on this node. */
 export class Replica {
   readonly record: ReplicaRecord;
@@ -105,7 +115,8 @@ export class Replica {
   #machine: KvStateMachine;
   /** Read views opened for snapshots the core asked for, by snapshot index. */
   readonly #sources = new Map<number, SharedSnapshotSource>();
-  readonly peers: Map<number, PeerAddress>;
+  readonly #peers: Map<number, PeerAddress>;
+  readonly #hooks: ReplicaHooks;
   /** Proposals by log index. */
   readonly pending = new Map<number, PendingProposal>();
   /** Reads of the current turn, not yet sent as a ReadIndex round. */
@@ -122,12 +133,13 @@ export class Replica {
 
   constructor(
     store: NodeStorage,
-    options: { record: ReplicaRecord; tuning: ReplicaTuning; prng: Prng },
+    options: { record: ReplicaRecord; tuning: ReplicaTuning; prng: Prng; hooks?: ReplicaHooks },
   ) {
     const { record, tuning } = options;
     this.#store = store;
+    this.#hooks = options.hooks ?? NO_HOOKS;
     this.record = record;
-    this.peers = new Map(record.peers.map((p) => [p.peerId, p]));
+    this.#peers = new Map(record.peers.map((p) => [p.peerId, p]));
     this.log = new ReplicaLog(store, {
       peerId: record.peerId,
       initialConfState: record.initialConfState,
@@ -191,6 +203,7 @@ export class Replica {
       index,
       new SharedSnapshotSource(() => snapshotRecords(spaces), () => view.close()),
     );
+    this.#hooks.sourceOpened(this);
   }
 
   /** A handle on the data of the snapshot at `index` the core asked for, if its view is open. */
@@ -199,12 +212,27 @@ export class Replica {
     return source === undefined || source.closed ? undefined : source.acquire();
   }
 
-  /** Closes the views nobody took a handle on, and forgets closed ones (end of each turn). */
-  releaseSnapshotSources(): void {
+  /**
+   * Closes the views nobody took a handle on, and forgets closed ones (end of each turn); true
+   * while some view is still open (a snapshot being sent holds it).
+   */
+  releaseSnapshotSources(): boolean {
     for (const [index, source] of this.#sources) {
       source.release();
       if (source.closed) this.#sources.delete(index);
     }
+    return this.#sources.size > 0;
+  }
+
+  /** The members this replica knows the address of, by peer id. */
+  get peers(): ReadonlyMap<number, PeerAddress> {
+    return this.#peers;
+  }
+
+  /** Records where `peer` lives (a conf change, or the peer's own message says so). */
+  setPeer(peer: PeerAddress): void {
+    this.#peers.set(peer.peerId, peer);
+    this.#hooks.peersChanged();
   }
 
   get shardId(): number {
@@ -317,7 +345,7 @@ export class Replica {
       const { change } = decoded;
       const context = parseContext(change.context);
       if (context !== undefined && change.type !== "removeNode") {
-        this.peers.set(change.nodeId, { peerId: change.nodeId, ...context });
+        this.setPeer({ peerId: change.nodeId, ...context });
       }
       const where = this.peers.get(change.nodeId)?.nodeId ?? "?";
       description = `${change.type} peer ${change.nodeId} on ${where} (epoch ${confState.epoch})`;
