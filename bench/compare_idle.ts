@@ -1,9 +1,9 @@
 /**
  * Idle cost: what a cluster costs with no load. A fresh TinyKV cluster with N shards is started,
  * the comparison waits (at most {@linkcode SETTLE_TIMEOUT_MS}) until every shard has a leader
- * followed by its voters and placement has no move in flight (twice in a row), lets it rest a few
- * seconds, and then measures each process's CPU over {@linkcode IDLE_WINDOW_SECONDS} (in % of
- * one core) and its resident memory (VmRSS) at the end. A cluster that does not settle in time is
+ * followed by its voters, placement has no move in flight and no leader moves (for about 10 s),
+ * lets it rest a few seconds, and then measures each process's CPU over
+ * {@linkcode IDLE_WINDOW_SECONDS} (in % of one core) and its resident memory (VmRSS) at the end. A cluster that does not settle in time is
  * measured anyway and reported as not settled, with how many shards had a leader. etcd's members
  * are measured the same way, for reference.
  *
@@ -17,16 +17,24 @@ import {
   summarizeIdle,
   type UnexpectedExit,
 } from "./compare_report.ts";
+import { leaderSignature } from "./compare_shard_view.ts";
 import { cpuSecondsBetween } from "./compare_stats.ts";
 import { TinyKvCluster, type TinyKvPorts } from "./compare_tinykv.ts";
 
-/** The measured window. */
-export const IDLE_WINDOW_SECONDS = 10;
+/** The measured window (long enough that one clock tick of CPU is 0.03 % of a core). */
+export const IDLE_WINDOW_SECONDS = 30;
 /** Bound on the wait for a cluster to settle. */
 export const SETTLE_TIMEOUT_MS = 10 * 60_000;
-/** Rest between the last status poll and the window (polls cost CPU themselves). */
-const REST_MS = 3000;
+/**
+ * Rest between settling and the window. The polls cost CPU themselves, and every process of a
+ * fresh cluster goes through V8's memory reducer once it falls idle: a few full collections over
+ * some tens of seconds (all processes at once, about 1 % of a core each, resident memory
+ * dropping by a third; nothing in their logs). A cluster measured idle should be past that.
+ */
+const REST_MS = 60_000;
 const POLL_INTERVAL_MS = 2000;
+/** Quiet polls in a row that count as settled (about 10 s). */
+const QUIET_POLLS = 5;
 
 /** Measures each named process over the window. */
 export async function measureIdle(
@@ -58,16 +66,24 @@ interface Settling {
   readonly tasks: number | undefined;
 }
 
-/** Polls until whole with no placement task twice in a row, or until `deadlineMs` (Date.now()). */
+/**
+ * Polls until the cluster is whole, placement has no move in flight and no leader has moved, for
+ * {@linkcode QUIET_POLLS} polls in a row (placement balances leaders one move at a time, with
+ * rounds between them, so one quiet poll proves little); or until `deadlineMs` (Date.now()).
+ */
 async function settle(cluster: TinyKvCluster, deadlineMs: number): Promise<Settling> {
   let last: Settling = { settled: false, shardsWithLeader: 0, tasks: undefined };
   let quietPolls = 0;
+  let lastLeaders = "";
   while (Date.now() < deadlineMs) {
     const { view } = await cluster.view();
     const tasks = await cluster.placementTasks();
+    const leaders = leaderSignature(view);
     last = { settled: false, shardsWithLeader: view.shardsWithLeader, tasks };
-    quietPolls = view.whole && tasks === 0 ? quietPolls + 1 : 0;
-    if (quietPolls >= 2) return { ...last, settled: true };
+    const quiet = view.whole && tasks === 0 && leaders === lastLeaders;
+    quietPolls = quiet ? quietPolls + 1 : 0;
+    lastLeaders = leaders;
+    if (quietPolls >= QUIET_POLLS) return { ...last, settled: true };
     await sleep(POLL_INTERVAL_MS);
   }
   return last;

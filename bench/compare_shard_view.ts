@@ -93,6 +93,17 @@ function votersFollow(leader: ReplicaStatus, statuses: readonly NodeStatusRespon
 }
 
 /**
+ * Which node leads each shard, as one string (shard:node pairs in shard order): two views with
+ * the same signature have the same leaders where they were.
+ */
+export function leaderSignature(view: ClusterView): string {
+  return [...view.leaders.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([shard, leader]) => `${shard}:${leader.nodeId}`)
+    .join(",");
+}
+
+/**
  * Picks the shard whose leader's node has run the longest (`startedAtMs`, earliest first; lowest
  * shard id on ties), so that repeated kills spread over the nodes. Undefined when no shard has a
  * leader.

@@ -2,7 +2,7 @@
  * Tests of the cluster view built from kvnode statuses (compare_shard_view.ts): a healthy
  * three-node cluster is whole, and each way it can fall short — a node silent, a shard
  * leaderless, a voter missing or following someone else, a voter short — is not; also the choice
- * of the failover victim and keys of a given hash range.
+ * of the failover victim, the leader signature and keys of a given hash range.
  */
 import assert from "node:assert/strict";
 import { NodeStatusResponse, ReplicaStatus } from "@tinykv/proto/tinykv/v1";
@@ -11,6 +11,7 @@ import {
   FOLLOWER_ROLE,
   keyInRange,
   LEADER_ROLE,
+  leaderSignature,
   pickVictimShard,
   viewOf,
 } from "./compare_shard_view.ts";
@@ -103,4 +104,11 @@ Deno.test("keyInRange() returns a key whose hash lies in the range", () => {
     assert.ok(hash >= range.lo && hash < range.hi, `${hash} in [${range.lo}, ${range.hi})`);
   }
   assert.throws(() => keyInRange("x", { lo: 5, hi: 5 }), /Cannot find a key/);
+});
+
+Deno.test("leaderSignature() changes when a leader moves, not when a poll repeats", () => {
+  const before = leaderSignature(viewOf(cluster([0, 2]), EXPECTED));
+  assert.equal(before, "1:n-a,2:n-c");
+  assert.equal(leaderSignature(viewOf(cluster([0, 2]), EXPECTED)), before);
+  assert.notEqual(leaderSignature(viewOf(cluster([1, 2]), EXPECTED)), before);
 });
