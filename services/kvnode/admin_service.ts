@@ -18,6 +18,7 @@ import { HASH_SPACE, isHashRange } from "@tinykv/shard";
 import type { LogIndex, NodeId as PeerId, Role } from "@tinykv/raft";
 import type { AdminResult, Driver } from "./driver.ts";
 import type { PeerAddress, Replica } from "./replica.ts";
+import { unreachable } from "./_assert.ts";
 
 /** Who this node is, as admin calls check it. */
 export interface NodeIdentity {
@@ -203,7 +204,7 @@ function fromAdmin<T, R>(result: AdminResult<T>, map: (value: T) => R): RpcResul
       return rpcFailure("deadlineExceeded", result.message);
     default: {
       const never: never = result;
-      throw new Error(`Unknown admin result ${JSON.stringify(never)}`);
+      return unreachable(never, "admin result");
     }
   }
 }

@@ -48,6 +48,7 @@ import { SnapshotStaging } from "./snapshot_staging.ts";
 import { deleteGeneration, generationKey, storedGenerations } from "./generations.ts";
 import { SESSION_TTL_MS_DEFAULT } from "./state_machine.ts";
 import { VALUE_BYTES_MAX } from "@tinykv/shard";
+import { unreachable } from "./_assert.ts";
 
 /** A Raft message of one group, as it travels between nodes. */
 export interface Envelope {
@@ -668,7 +669,7 @@ export class Driver {
       }
       default: {
         const never: never = item;
-        throw new Error(`Unknown inbox item ${JSON.stringify(never)}`);
+        return unreachable(never, "inbox item");
       }
     }
   }
@@ -1009,7 +1010,11 @@ export class Driver {
   #watchLeaderNodes(): void {
     const pingNow = this.#tickCount % PING_EVERY_TICKS === 0 || this.#pingTargets === undefined;
     this.#pingTargets ??= this.#peerNodes();
-    if (pingNow) for (const peer of this.#pingTargets.values()) this.#options.outbound.ping(peer);
+    if (pingNow) {
+      for (const peer of this.#pingTargets.values()) {
+        this.#options.outbound.ping(peer);
+      }
+    }
     const silentAfter = this.#options.tuning.electionTicks;
     const silent = new Set<string>();
     for (const nodeId of this.#pingTargets.keys()) {
@@ -1099,6 +1104,7 @@ export class Driver {
     switch (result.kind) {
       case "ok":
         live.proposed = true;
+        replica.replacePending(result.index, result.term);
         replica.pending.set(result.index, {
           term: result.term,
           resolve: (outcome) => this.#finish(live, outcome),
@@ -1122,7 +1128,7 @@ export class Driver {
         return this.#finish(live, { kind: "invalid", message: result.reason });
       default: {
         const never: never = result;
-        throw new Error(`Unknown propose result ${JSON.stringify(never)}`);
+        return unreachable(never, "propose result");
       }
     }
   }
@@ -1165,7 +1171,7 @@ export class Driver {
         return;
       default: {
         const never: never = result;
-        throw new Error(`Unknown read result ${JSON.stringify(never)}`);
+        return unreachable(never, "read result");
       }
     }
   }

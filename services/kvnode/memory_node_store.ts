@@ -21,6 +21,7 @@ import { type KvPair, MemoryKvSpace } from "./kv_space.ts";
 import { identityKey, type NodeStorage, type ReadView, spacePrefix } from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
 import type { KvSpace } from "./kv_space.ts";
+import { assert, AssertionError } from "./_assert.ts";
 
 /** LMDB's key limit with 4 KiB pages, the default of {@linkcode MemoryNodeStore}. */
 export const MEMORY_KEY_BYTES_MAX_DEFAULT = 1978;
@@ -98,7 +99,7 @@ export class MemoryNodeStore implements NodeStorage {
 
   #inTransaction(what: string): Write[] {
     if (this.#running === undefined) {
-      throw new Error(`MemoryNodeStore.${what}() called outside write()`);
+      throw new AssertionError(`MemoryNodeStore.${what}() called outside write()`);
     }
     return this.#running;
   }
@@ -226,7 +227,7 @@ export class MemoryNodeStore implements NodeStorage {
    * the visible state is the committed one). Copies everything: for tests and the simulation.
    */
   readView(): ReadView {
-    if (this.#running !== undefined) throw new Error("MemoryNodeStore.readView() inside write()");
+    assert(this.#running === undefined, "MemoryNodeStore.readView() inside write()");
     const copy = new MemoryKvSpace();
     for (const { key, value } of this.#visible.scan(new Uint8Array(), undefined)) {
       copy.put(key, value);

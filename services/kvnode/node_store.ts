@@ -30,6 +30,7 @@ import { open, type RootDatabase } from "lmdb";
 import type { KvPair, KvSpace } from "./kv_space.ts";
 import { identityKey, type NodeStorage, type ReadView, spacePrefix } from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
+import { assert } from "./_assert.ts";
 
 export {
   identityKey,
@@ -155,7 +156,7 @@ export class NodeStore implements NodeStorage {
       result = work();
       ran = true;
     });
-    if (!ran) throw new Error("LMDB write transaction did not run its work");
+    assert(ran, "LMDB write transaction did not run its work");
     return result as T;
   }
 

@@ -11,6 +11,7 @@ import {
   type ScanResponse,
 } from "@tinykv/proto/tinykv/v1";
 import type { MutationResult } from "./state_machine.ts";
+import { unreachable } from "./_assert.ts";
 
 /** A successful answer: a mutation's result, or a read's. */
 export type ItemResult =
@@ -80,7 +81,7 @@ function resultField(result: ItemResult): Omit<ResponseItem, "id"> {
       return { compareAndSwap: result.response };
     default: {
       const never: never = result;
-      throw new Error(`Unknown result ${JSON.stringify(never)}`);
+      return unreachable(never, "result");
     }
   }
 }

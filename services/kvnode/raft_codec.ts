@@ -31,6 +31,7 @@ import {
   type RaftSnapshotMetadata,
 } from "@tinykv/proto/tinykv/v1";
 import type { Envelope } from "./driver.ts";
+import { unreachable } from "./_assert.ts";
 
 /** The result of {@linkcode messageFromProto}. */
 export type DecodeEnvelopeResult =
@@ -154,7 +155,7 @@ function raftMessageToProto(message: Message): RaftMessage {
       return proto;
     default: {
       const never: never = message;
-      throw new Error(`Unknown Raft message ${JSON.stringify(never)}`);
+      return unreachable(never, "Raft message");
     }
   }
 }
@@ -422,7 +423,7 @@ function messageFrom(m: RaftMessage, snapshotData: Uint8Array): Message {
       return { ...header, type };
     default: {
       const never: never = type;
-      throw new Error(`Unknown Raft message type ${String(never)}`);
+      return unreachable(never, "Raft message type");
     }
   }
 }

@@ -33,6 +33,7 @@ import { ReplicaLog } from "./replica_log.ts";
 import { ENTRY_OVERHEAD_BYTES } from "./raft_codec.ts";
 import { type ApplyResult, KvStateMachine } from "./state_machine.ts";
 import type { ItemOutcome } from "./outcome.ts";
+import { assert, unreachable } from "./_assert.ts";
 
 /** A member of a shard group and where it lives. */
 export interface PeerAddress {
@@ -292,6 +293,7 @@ export class Replica {
       }
     }
     this.#maybeCompact(options.snapshotEntries, options.snapshotLogBytes);
+    this.log.assertConsistent();
     return { removed, changes, replacedGeneration };
   }
 
@@ -366,6 +368,22 @@ export class Replica {
       // Another leader's entry took this index: the proposal can never commit.
       answers.push(() => pending.resolve(lostProposal(this.shardId)));
     }
+  }
+
+  /**
+   * Before a proposal at `index` in `term`: a proposal still pending there is from an earlier
+   * term whose entry another leader's replaced (this node has led again since), so it can never
+   * commit and is answered so. Two proposals at one index in one term would be a bug.
+   */
+  replacePending(index: LogIndex, term: Term): void {
+    const old = this.pending.get(index);
+    if (old === undefined) return;
+    assert(
+      old.term < term,
+      () => `Shard ${this.shardId}: two proposals at index ${index} in term ${term}`,
+    );
+    this.pending.delete(index);
+    old.resolve(lostProposal(this.shardId));
   }
 
   #failPendingUpTo(index: LogIndex, answers: Array<() => void>): void {
@@ -494,7 +512,7 @@ export function outcomeOfApply(result: ApplyResult): ItemOutcome {
       return { kind: "resourceExhausted", message: result.message };
     default: {
       const never: never = result;
-      throw new Error(`Unknown apply result ${JSON.stringify(never)}`);
+      return unreachable(never, "apply result");
     }
   }
 }

@@ -26,6 +26,7 @@ import {
   verifyEntry,
 } from "@tinykv/raft";
 import { makeKey, type NodeStorage, PREFIX, prefixEnd, readU64, writeU64 } from "./node_storage.ts";
+import { assert } from "./_assert.ts";
 
 const STATE_HARD = 0;
 const STATE_APPLIED = 1;
@@ -79,7 +80,8 @@ export class ReplicaLog implements LogReader {
   #generation: number;
   #applied: AppliedState;
   // The log holds (#startIndex, #lastIndex]; #startTerm is the term at #startIndex.
-  // Invariant: #startIndex <= #applied.applied <= #hardState.commit <= #lastIndex.
+  // Invariant: #startIndex <= #applied.applied <= #hardState.commit <= #lastIndex
+  // (`assertConsistent`, after each persisted Ready).
   #startIndex: LogIndex;
   #startTerm: Term;
   #lastIndex: LogIndex;
@@ -255,6 +257,20 @@ export class ReplicaLog implements LogReader {
   append(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     const first = entries[0].index;
+    assert(
+      first <= this.#lastIndex + 1,
+      () => `Replica ${this.#peerId}: entries from ${first} leave a gap after ${this.#lastIndex}`,
+    );
+    // Raft never replaces a committed entry (Log Matching, Leader Completeness: §5.3, §5.4).
+    assert(
+      first > this.#hardState.commit || first > this.#lastIndex,
+      () =>
+        `Replica ${this.#peerId}: entries from ${first} would replace committed ones ` +
+        `(commit ${this.#hardState.commit})`,
+    );
+    entries.forEach((entry, i) =>
+      assert(entry.index === first + i, () => `Replica ${this.#peerId}: entries not contiguous`)
+    );
     if (first <= this.#lastIndex) this.#removeEntries(first, this.#lastIndex + 1);
     for (const entry of entries) {
       if (entry.index <= this.#startIndex) continue;
@@ -273,6 +289,11 @@ export class ReplicaLog implements LogReader {
 
   /** Persists the applied index and membership (with the state machine's writes). */
   setApplied(applied: AppliedState): void {
+    assert(
+      applied.applied >= this.#applied.applied,
+      () =>
+        `Replica ${this.#peerId}: applied index ${applied.applied} after ${this.#applied.applied}`,
+    );
     this.#applied = applied;
     this.#writeJson(STATE_APPLIED, applied);
   }
@@ -296,13 +317,31 @@ export class ReplicaLog implements LogReader {
   compact(index: LogIndex): void {
     if (index <= this.#startIndex) return;
     const term = this.term(index);
-    if (term === undefined || index > this.#applied.applied) {
-      throw new RangeError(`Cannot compact to ${index}: applied is ${this.#applied.applied}`);
-    }
+    assert(
+      term !== undefined && index <= this.#applied.applied,
+      () => `Cannot compact to ${index}: applied is ${this.#applied.applied}`,
+    );
     this.#removeEntries(this.#startIndex + 1, index + 1);
     this.#startIndex = index;
     this.#startTerm = term;
     this.#writeJson(STATE_LOG_START, { index, term });
+  }
+
+  /**
+   * Asserts the log's invariant (at the end of each persisted Ready):
+   * start <= applied <= commit <= last.
+   */
+  assertConsistent(): void {
+    const start = this.#startIndex;
+    const applied = this.#applied.applied;
+    const commit = this.#hardState.commit;
+    const last = this.#lastIndex;
+    assert(
+      start <= applied && applied <= commit && commit <= last,
+      () =>
+        `Replica ${this.#peerId}: log start ${start}, applied ${applied}, commit ${commit}, ` +
+        `last ${last} are out of order`,
+    );
   }
 
   /** Removes every record of this replica's log and Raft state. */

@@ -27,3 +27,26 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
   assert.deepEqual(answers.map((o) => o.kind), ["unknown", "unavailable"]);
   assert.equal(replica.pending.size, 0);
 });
+
+Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and asserts on a same-term one", () => {
+  const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
+  const replica = new Replica(new MemoryNodeStore(), {
+    record: {
+      shardId: 1,
+      peerId: 7,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [peer],
+      initialConfState: { voters: [7 as NodeId], learners: [], epoch: 0 as LogIndex },
+    },
+    tuning: TEST_TUNING,
+    prng: mulberry32(1),
+  });
+  const answers: ItemOutcome[] = [];
+  replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
+  replica.replacePending(5 as LogIndex, 2 as Term);
+  assert.deepEqual(answers.map((o) => o.kind), ["unavailable"]);
+  assert.equal(replica.pending.size, 0);
+  replica.replacePending(6 as LogIndex, 2 as Term);
+  replica.pending.set(6, { term: 2 as Term, resolve: (o) => answers.push(o) });
+  assert.throws(() => replica.replacePending(6 as LogIndex, 2 as Term), { name: "AssertionError" });
+});

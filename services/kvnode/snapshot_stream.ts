@@ -20,6 +20,7 @@
 import type { Envelope } from "./driver.ts";
 import type { KvPair } from "./kv_space.ts";
 import { readU64, writeU64 } from "./node_storage.ts";
+import { assert } from "./_assert.ts";
 
 /** The order in which spaces travel, by their tag. */
 export const SNAPSHOT_SPACES = ["data", "sessions", "meta"] as const;
@@ -192,12 +193,12 @@ export class SharedSnapshotSource {
 
   /** A handle on the view; the view stays open until every handle is closed. */
   acquire(): SnapshotSource {
-    if (this.#closed) throw new Error("Snapshot source is closed");
+    assert(!this.#closed, "Snapshot source is closed");
     this.#users++;
     let open = true;
     return {
       chunks: (bytesMax) => {
-        if (!open) throw new Error("Snapshot source handle is closed");
+        assert(open, "Snapshot source handle is closed");
         return pieces(this.#records(), bytesMax);
       },
       close: () => {

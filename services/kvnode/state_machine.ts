@@ -33,6 +33,7 @@ import {
 } from "@tinykv/shard";
 import { compareBytes, type KvPair, type KvSpace } from "./kv_space.ts";
 import { pieces, RecordParser, type SnapshotRecord, snapshotRecords } from "./snapshot_stream.ts";
+import { unreachable } from "./_assert.ts";
 
 /** Sessions idle longer than this (in replicated time) expire, unless the command says otherwise. */
 export const SESSION_TTL_MS_DEFAULT = 10 * 60 * 1000;
@@ -263,7 +264,7 @@ export class KvStateMachine {
         return this.#compareAndSwap(op);
       default: {
         const never: never = op;
-        throw new Error(`Unknown operation ${JSON.stringify(never)}`);
+        return unreachable(never, "operation");
       }
     }
   }
@@ -506,7 +507,7 @@ function resultToSession(seq: number, outcome: MutationOutcome): SessionResult {
       return { seq, invalid: outcome.message };
     default: {
       const never: never = outcome;
-      throw new Error(`Unknown result ${JSON.stringify(never)}`);
+      return unreachable(never, "result");
     }
   }
 }

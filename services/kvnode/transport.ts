@@ -55,6 +55,7 @@ import {
   messageToProto,
   SHARD_ID_MAX,
 } from "./raft_codec.ts";
+import { assert, unreachable } from "./_assert.ts";
 
 /** The share of `maxMessageBytes` a `RaftBatch` may take by default: half (room for framing). */
 export const BATCH_SHARE_OF_MESSAGE = 0.5;
@@ -490,6 +491,7 @@ class PeerStream {
     }
     this.#pending.push(envelope);
     this.#pendingBytes += bytes;
+    assert(this.queuedBytes <= options.queueBytesMax, "Raft queue past its byte bound");
     return true;
   }
 
@@ -506,7 +508,7 @@ class PeerStream {
         return;
       default: {
         const never: never = this.#state;
-        throw new Error(`Unknown stream state ${JSON.stringify(never)}`);
+        return unreachable(never, "stream state");
       }
     }
   }
