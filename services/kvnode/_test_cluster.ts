@@ -9,6 +9,7 @@ import type { Command, ScanRequest } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE } from "@tinykv/shard";
 import type { LogIndex, NodeId as PeerId } from "@tinykv/raft";
 import { Driver, type Envelope, type RaftOutbound } from "./driver.ts";
+import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { NodeStore } from "./node_store.ts";
 import { inlineSnapshot } from "./snapshot_stream.ts";
 import type { ItemOutcome } from "./outcome.ts";
@@ -41,7 +42,7 @@ export interface TestNode {
   readonly nodeId: string;
   readonly dir: string;
   store: NodeStore;
-  driver: Driver;
+  driver: KvDriver;
   up: boolean;
 }
 
@@ -78,6 +79,7 @@ export class TestCluster {
       clock: { now: () => this.#now },
       log: silentLog,
       seed: [...nodeId].reduce((h, c) => h * 31 + c.charCodeAt(0), 7),
+      app: new KvApplication(),
     });
     const loaded = driver.load();
     if (loaded.kind !== "ok") throw new Error(loaded.message);

@@ -16,8 +16,9 @@ import {
 import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
 import { HASH_SPACE, isHashRange } from "@tinykv/shard";
 import type { LogIndex, NodeId as PeerId, Role } from "@tinykv/raft";
-import type { AdminResult, Driver } from "./driver.ts";
-import type { PeerAddress, Replica } from "./replica.ts";
+import type { AdminResult } from "./driver.ts";
+import type { KvDriver, KvReplica } from "./kv_app.ts";
+import type { PeerAddress } from "./replica.ts";
 import { unreachable } from "./_assert.ts";
 
 /** Who this node is, as admin calls check it. */
@@ -30,7 +31,7 @@ export interface NodeIdentity {
 
 /** Options of {@linkcode nodeAdminService}. */
 export interface AdminServiceOptions {
-  readonly driver: Driver;
+  readonly driver: KvDriver;
   readonly identity: NodeIdentity;
   /** The longest an admin call waits for its change to apply. */
   readonly changeTimeoutMsMax: number;
@@ -216,9 +217,9 @@ function fromAdmin<T, R>(result: AdminResult<T>, map: (value: T) => R): RpcResul
  * index, log length and conf epoch.
  */
 class QuietStatusCache {
-  readonly #entries = new WeakMap<Replica, { key: string; status: ReplicaStatus }>();
+  readonly #entries = new WeakMap<KvReplica, { key: string; status: ReplicaStatus }>();
 
-  get(replica: Replica, build: () => ReplicaStatus): ReplicaStatus {
+  get(replica: KvReplica, build: () => ReplicaStatus): ReplicaStatus {
     if (!replica.node.quiesced) return build();
     const { applied, confState } = replica.log.appliedState;
     const key = `${applied}/${replica.log.entryCount}/${confState.epoch}/${replica.node.leader}`;
@@ -230,7 +231,7 @@ class QuietStatusCache {
   }
 }
 
-function replicaStatus(replica: Replica, withDataHash: boolean): ReplicaStatus {
+function replicaStatus(replica: KvReplica, withDataHash: boolean): ReplicaStatus {
   const status = replica.node.status();
   const { confState, applied } = replica.log.appliedState;
   const toPeer = (peerId: number): Peer => {

@@ -20,12 +20,13 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, type ServiceBinding } from "@tinykv/rpc";
 import { checkRequest } from "@tinykv/shard";
-import type { DataOp, Driver, WallClock } from "./driver.ts";
+import type { WallClock } from "./driver.ts";
+import type { DataOp, KvDriver } from "./kv_app.ts";
 import { type ItemOutcome, toResponseItem } from "./outcome.ts";
 
 /** Options of {@linkcode kvNodeService}. */
 export interface DataServiceOptions {
-  readonly driver: Driver;
+  readonly driver: KvDriver;
   readonly clock: WallClock;
   /** The wait for an item that names none. */
   readonly requestTimeoutMsDefault: number;

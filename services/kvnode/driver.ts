@@ -9,6 +9,11 @@
  * synced waits in the inbox and goes into the next turn, so a busier node writes bigger batches,
  * not more of them.
  *
+ * The driver is generic over the application it replicates ({@linkcode GroupApplication},
+ * application.ts): it never decodes a request or an entry. The kvnode runs the KV application
+ * (kv_app.ts); the driver owns the loop, group commit, the transport, fencing, membership and
+ * snapshots.
+ *
  * Only this loop touches the RawNodes, replicas and state machines; everything else talks to it
  * through the inbox. It never awaits between reading core state and acting on it, except for the
  * turn's one write, during which nothing else touches what it wrote.
@@ -26,9 +31,8 @@ import {
   splitMessages,
   type Term,
 } from "@tinykv/raft";
-import { Command, type ScanRequest } from "@tinykv/proto/tinykv/v1";
 import type { NodeStorage } from "./node_storage.ts";
-import type { ItemOutcome } from "./outcome.ts";
+import type { Failure, GroupApplication, GroupMachine, Outcome } from "./application.ts";
 import {
   type AppliedWait,
   decodeRecord,
@@ -46,8 +50,6 @@ import { PREFIX, prefixEnd } from "./node_storage.ts";
 import { type SnapshotSource, stagedGeneration, stagedToken } from "./snapshot_stream.ts";
 import { SnapshotStaging } from "./snapshot_staging.ts";
 import { deleteGeneration, generationKey, storedGenerations } from "./generations.ts";
-import { SESSION_TTL_MS_DEFAULT } from "./state_machine.ts";
-import { VALUE_BYTES_MAX } from "@tinykv/shard";
 import { unreachable } from "./_assert.ts";
 
 /** A Raft message of one group, as it travels between nodes. */
@@ -95,24 +97,20 @@ export interface DriverLog {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-/** One data-path request. */
-export type DataOp =
-  | { readonly kind: "get"; readonly key: Uint8Array; readonly serializable: boolean }
-  | { readonly kind: "scan"; readonly request: ScanRequest }
-  | { readonly kind: "mutation"; readonly command: Command };
-
-/** A data-path request for one shard. */
-export interface DataRequest {
+/** A data-path request for one shard: the application's `op`. */
+export interface DataRequest<Op> {
   readonly shardId: number;
   /** The caller's conf epoch for the shard, 0 to skip the check. */
   readonly confEpoch: number;
-  readonly op: DataOp;
+  readonly op: Op;
   /** When the caller stops waiting, on the driver's wall clock. */
   readonly deadlineMs: number;
 }
 
 /** Options of a {@linkcode Driver}. */
-export interface DriverOptions {
+export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
+  /** The application the groups replicate. */
+  readonly app: GroupApplication<Op, R, M>;
   readonly store: NodeStorage;
   readonly nodeId: string;
   readonly tuning: ReplicaTuning;
@@ -125,12 +123,6 @@ export interface DriverOptions {
   readonly inboxRequestsMax?: number;
   /** Raft messages waiting in the inbox before new ones are dropped (Raft sends again). */
   readonly inboxMessagesMax?: number;
-  /**
-   * What a leader stamps into every command it proposes, so that every replica applies it alike:
-   * the value limit (default {@linkcode VALUE_BYTES_MAX}) and the session TTL (default
-   * {@linkcode SESSION_TTL_MS_DEFAULT}).
-   */
-  readonly stamps?: { readonly valueBytesMax: number; readonly sessionTtlMs: number };
   /** A monotonic clock in milliseconds, to time turns (default `performance.now`). */
   readonly monotonicMs?: () => number;
 }
@@ -176,7 +168,8 @@ export type AdminResult<T> =
 
 /** A request held by a replica that knows no leader, since `sinceMs`. */
 interface Held {
-  readonly request: DataRequest;
+  // deno-lint-ignore no-explicit-any
+  readonly request: DataRequest<any>;
   readonly live: LiveRequest;
   readonly sinceMs: number;
 }
@@ -185,32 +178,40 @@ interface LiveRequest {
   readonly deadlineMs: number;
   proposed: boolean;
   done: boolean;
-  readonly resolve: (outcome: ItemOutcome) => void;
+  // deno-lint-ignore no-explicit-any
+  readonly resolve: (outcome: Outcome<any>) => void;
 }
 
 type InboxItem =
   | { readonly kind: "message"; readonly envelope: Envelope }
-  | { readonly kind: "request"; readonly request: DataRequest; readonly live: LiveRequest }
+  // deno-lint-ignore no-explicit-any
+  | { readonly kind: "request"; readonly request: DataRequest<any>; readonly live: LiveRequest }
   | { readonly kind: "task"; readonly run: () => void; readonly readOnly: boolean }
   | { readonly kind: "snapshotStatus"; shardId: number; to: number; ok: boolean };
+
+// deno-lint-ignore no-explicit-any
+type AnyReplica = Replica<any, any>;
 
 const INBOX_REQUESTS_MAX_DEFAULT = 100_000;
 const INBOX_MESSAGES_MAX_DEFAULT = 100_000;
 const READ_ROUND_IDS_MAX = 2 ** 31;
 
-/** The driver loop of one kvnode. See the module docs. */
-export class Driver {
-  readonly #options: DriverOptions;
-  readonly #replicas = new Map<number, Replica>();
+/**
+ * The driver loop of one kvnode, running the application `app` of its options on every group: requests
+ * of type `Op`, results of type `R`, state machines of type `M`. See the module docs.
+ */
+export class Driver<Op, R, M extends GroupMachine<R>> {
+  readonly #options: DriverOptions<Op, R, M>;
+  readonly #replicas = new Map<number, Replica<R, M>>();
   readonly #live = new Set<LiveRequest>();
   /**
    * Replicas that may have work on a tick or a Ready: all but the quiesced ones with nothing
    * pending. A turn looks at these and at {@linkcode #touched} only, so that a thousand quiet
    * groups cost next to nothing.
    */
-  readonly #awake = new Set<Replica>();
+  readonly #awake = new Set<Replica<R, M>>();
   /** Replicas a message, request or snapshot report reached in this turn. */
-  readonly #touched = new Set<Replica>();
+  readonly #touched = new Set<Replica<R, M>>();
   /** An admin task ran in this turn: it may have touched any replica. */
   #touchedAll = false;
   /** Ticks counted so far; the clock of {@linkcode #heardAt}. */
@@ -218,9 +219,9 @@ export class Driver {
   /** The nodes to ping; recomputed (undefined) when a replica comes, goes or learns a peer. */
   #pingTargets: Map<string, PeerAddress> | undefined;
   /** Replicas with a snapshot view open, released at the end of each turn. */
-  readonly #withSources = new Set<Replica>();
+  readonly #withSources = new Set<Replica<R, M>>();
   /** Replicas with {@linkcode Replica.appliedWaiters}, whose deadlines each tick checks. */
-  readonly #waitingApplied = new Set<Replica>();
+  readonly #waitingApplied = new Set<Replica<R, M>>();
   readonly #replicaHooks: ReplicaHooks = {
     peersChanged: () => (this.#pingTargets = undefined),
     sourceOpened: (replica) => this.#withSources.add(replica),
@@ -270,7 +271,7 @@ export class Driver {
   readonly #stopping = Promise.withResolvers<void>();
   readonly #failure = Promise.withResolvers<Error>();
 
-  constructor(options: DriverOptions) {
+  constructor(options: DriverOptions<Op, R, M>) {
     this.#options = options;
     this.#now = options.monotonicMs ?? (() => performance.now());
     this.#prng = mulberry32(options.seed);
@@ -337,12 +338,13 @@ export class Driver {
     return { kind: "ok", replicas: this.#replicas.size };
   }
 
-  #newReplica(record: ReplicaRecord): Replica {
+  #newReplica(record: ReplicaRecord): Replica<R, M> {
     const seed = Math.floor(this.#prng() * 2 ** 32);
-    const replica = new Replica(this.#options.store, {
+    const replica = new Replica<R, M>(this.#options.store, {
       record,
       tuning: this.#options.tuning,
       prng: mulberry32(seed),
+      open: (spaces, range) => this.#options.app.open(spaces, range),
       hooks: this.#replicaHooks,
     });
     this.#awake.add(replica);
@@ -430,7 +432,7 @@ export class Driver {
   }
 
   /** Submits a data-path request; resolves with its outcome by its deadline at the latest. */
-  submit(request: DataRequest): Promise<ItemOutcome> {
+  submit(request: DataRequest<Op>): Promise<Outcome<R>> {
     const inboxMax = this.#options.inboxRequestsMax ?? INBOX_REQUESTS_MAX_DEFAULT;
     if (this.#inboxRequests >= inboxMax) {
       return Promise.resolve({
@@ -438,7 +440,7 @@ export class Driver {
         message: `Node "${this.nodeId}" has ${inboxMax} requests queued: the limit`,
       });
     }
-    const { promise, resolve } = Promise.withResolvers<ItemOutcome>();
+    const { promise, resolve } = Promise.withResolvers<Outcome<R>>();
     const live: LiveRequest = {
       deadlineMs: request.deadlineMs,
       proposed: false,
@@ -525,7 +527,7 @@ export class Driver {
     // An eviction whose replica is already gone has nothing left to do.
     for (const [id, eviction] of evictions) if (!this.#replicas.has(id)) eviction.done?.();
     const inPlay = [...this.#inPlay()];
-    const readies: Array<[Replica, Ready]> = [];
+    const readies: Array<[Replica<R, M>, Ready]> = [];
     for (const replica of inPlay) {
       if (evicted.includes(replica)) continue;
       if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);
@@ -538,7 +540,7 @@ export class Driver {
     }
     // A leader's appends and heartbeats leave now, while its own log is written (Raft thesis
     // §10.2.1); answers, votes and the rest wait for the write (`splitMessages`).
-    const late: Array<[Replica, readonly Message[]]> = [];
+    const late: Array<[Replica<R, M>, readonly Message[]]> = [];
     for (const [replica, ready] of readies) {
       const { early, late: held } = splitMessages(ready, replica.log.hardState);
       this.#send(replica, early);
@@ -584,11 +586,11 @@ export class Driver {
    * writes nothing), and answers the applied proposals.
    */
   async #write(
-    readies: ReadonlyArray<[Replica, Ready]>,
-    evicted: readonly Replica[],
-  ): Promise<{ installed: Replica[]; removed: Replica[] }> {
-    const removed: Replica[] = [];
-    const installed: Replica[] = [];
+    readies: ReadonlyArray<[Replica<R, M>, Ready]>,
+    evicted: readonly Replica<R, M>[],
+  ): Promise<{ installed: Replica<R, M>[]; removed: Replica<R, M>[] }> {
+    const removed: Replica<R, M>[] = [];
+    const installed: Replica<R, M>[] = [];
     const writing = readies.filter(([, ready]) => writesSomething(ready));
     if (writing.length === 0 && evicted.length === 0) return { installed, removed };
     const writeStarted = this.#now();
@@ -612,7 +614,10 @@ export class Driver {
   }
 
   /** After the write: serves confirmed reads, wakes admin waiters, advances every Ready. */
-  #advance(readies: ReadonlyArray<[Replica, Ready]>, removed: readonly Replica[]): void {
+  #advance(
+    readies: ReadonlyArray<[Replica<R, M>, Ready]>,
+    removed: readonly Replica<R, M>[],
+  ): void {
     for (const [replica, ready] of readies) {
       // A replica removed in this turn is gone (its data is garbage): its reads must not be
       // served from it. `#drop` answers them UNAVAILABLE (another member will serve them).
@@ -627,11 +632,11 @@ export class Driver {
 
   /** Inside the turn's write: persists one Ready and applies its committed entries. */
   #persistAndApply(
-    replica: Replica,
+    replica: Replica<R, M>,
     ready: Ready,
     answers: Array<() => void>,
-    installed: Replica[],
-    removed: Replica[],
+    installed: Replica<R, M>[],
+    removed: Replica<R, M>[],
   ): void {
     const { tuning } = this.#options;
     const summary = replica.persistAndApply(ready, {
@@ -675,21 +680,21 @@ export class Driver {
   }
 
   /** Marks the replica of `shardId` (if any) for this turn's tick and Ready; returns it. */
-  #touch(shardId: number): Replica | undefined {
+  #touch(shardId: number): Replica<R, M> | undefined {
     const replica = this.#replicas.get(shardId);
     if (replica !== undefined) this.#touched.add(replica);
     return replica;
   }
 
   /** The replicas this turn looks at: the awake and the touched ones (all after an admin task). */
-  #inPlay(): Iterable<Replica> {
+  #inPlay(): Iterable<Replica<R, M>> {
     if (this.#touchedAll) return this.#replicas.values();
     if (this.#touched.size === 0) return this.#awake;
     return new Set([...this.#awake, ...this.#touched]);
   }
 
   /** After a turn: a quiesced replica with nothing pending sleeps until something touches it. */
-  #settleAwake(inPlay: Iterable<Replica>): void {
+  #settleAwake(inPlay: Iterable<Replica<R, M>>): void {
     for (const replica of inPlay) {
       if (!this.#replicas.has(replica.shardId)) continue;
       if (replica.node.quiesced && !replica.node.hasReady()) this.#awake.delete(replica);
@@ -761,7 +766,7 @@ export class Driver {
    * changes through committed entries, and peer ids are never reused, so a member at a newer epoch
    * that does not list the peer knows the removal is final.
    */
-  #answerRemovedPeer(replica: Replica, envelope: Envelope): boolean {
+  #answerRemovedPeer(replica: Replica<R, M>, envelope: Envelope): boolean {
     const from = envelope.message.from;
     const { voters, learners } = replica.log.appliedState.confState;
     if (envelope.confEpoch >= replica.confEpoch) return false;
@@ -784,7 +789,7 @@ export class Driver {
     return true;
   }
 
-  #send(replica: Replica, messages: readonly Message[]): void {
+  #send(replica: Replica<R, M>, messages: readonly Message[]): void {
     for (const message of messages) {
       const to = replica.peers.get(message.to);
       if (to === undefined) {
@@ -885,7 +890,7 @@ export class Driver {
    * A staged snapshot became the replica's current generation: it needs no protection any more,
    * and the generation it replaced is garbage.
    */
-  #installed(replica: Replica): void {
+  #installed(replica: Replica<R, M>): void {
     this.#options.log.info("Installed a snapshot", {
       shard: replica.shardId,
       index: replica.log.appliedState.applied,
@@ -952,7 +957,7 @@ export class Driver {
 
   // --- Data path ---------------------------------------------------------------------------
 
-  #accept(request: DataRequest, live: LiveRequest): void {
+  #accept(request: DataRequest<Op>, live: LiveRequest): void {
     if (live.done) return;
     try {
       this.#acceptChecked(request, live);
@@ -963,7 +968,7 @@ export class Driver {
     }
   }
 
-  #acceptChecked(request: DataRequest, live: LiveRequest): void {
+  #acceptChecked(request: DataRequest<Op>, live: LiveRequest): void {
     const replica = this.#touch(request.shardId);
     if (replica === undefined) {
       return this.#finish(live, {
@@ -980,26 +985,27 @@ export class Driver {
       });
     }
     const { op } = request;
-    const local = op.kind === "get" && op.serializable;
-    if (!local && !replica.knowsLeader()) return this.#holdLeaderless(request, live);
-    if (op.kind === "mutation") return this.#propose(replica, op.command, live);
-    // Every limit was checked where the request came in (`checkRequest`); what is left is
-    // whether the key belongs to this shard.
-    const invalid = op.kind === "get" ? replica.machine.checkKey(op.key) : undefined;
-    if (invalid !== undefined) return this.#finish(live, { kind: "invalid", message: invalid });
-    const serve = op.kind === "get"
-      ? (): ItemOutcome => ({
-        kind: "ok",
-        result: { kind: "get", response: replica.machine.get(op.key) },
-      })
-      : (): ItemOutcome => ({
-        kind: "ok",
-        result: { kind: "scan", response: replica.machine.scan(op.request) },
-      });
-    const waiter = { serve, resolve: (outcome: ItemOutcome) => this.#finish(live, outcome) };
-    if (local) return this.#serveRead(replica, waiter);
-    if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
-    replica.turnReads.push(waiter);
+    const { app } = this.#options;
+    if (!app.isLocal(op) && !replica.knowsLeader()) return this.#holdLeaderless(request, live);
+    const prepared = app.prepare(op, replica.machine, this.#options.clock.now());
+    switch (prepared.kind) {
+      case "invalid":
+        return this.#finish(live, { kind: "invalid", message: prepared.message });
+      case "propose":
+        return this.#propose(replica, prepared.data, live);
+      case "read": {
+        const waiter: ReadWaiter<R> = {
+          serve: () => prepared.serve(replica.machine),
+          resolve: (outcome) => this.#finish(live, outcome),
+        };
+        if (prepared.local) return this.#serveRead(replica, waiter);
+        if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
+        replica.turnReads.push(waiter);
+        return;
+      }
+      default:
+        return unreachable(prepared, "prepared request");
+    }
   }
 
   /**
@@ -1045,7 +1051,7 @@ export class Driver {
     return nodes;
   }
 
-  #holdLeaderless(request: DataRequest, live: LiveRequest): void {
+  #holdLeaderless(request: DataRequest<Op>, live: LiveRequest): void {
     const held = this.#leaderless.get(request.shardId) ?? [];
     held.push({ request, live, sinceMs: this.#options.clock.now() });
     this.#leaderless.set(request.shardId, held);
@@ -1075,8 +1081,8 @@ export class Driver {
   }
 
   /** Serves one read; a failure answers that read only (INTERNAL), never the loop. */
-  #serveRead(replica: Replica, waiter: ReadWaiter): void {
-    let outcome: ItemOutcome;
+  #serveRead(replica: Replica<R, M>, waiter: ReadWaiter<R>): void {
+    let outcome: Outcome<R>;
     try {
       outcome = waiter.serve();
     } catch (error) {
@@ -1086,21 +1092,8 @@ export class Driver {
     waiter.resolve(outcome);
   }
 
-  #propose(replica: Replica, command: Command, live: LiveRequest): void {
-    const request = command.put ?? command.delete ?? command.append ?? command.compareAndSwap;
-    if (request === undefined) {
-      return this.#finish(live, { kind: "invalid", message: "Request has no operation" });
-    }
-    const invalid = replica.machine.checkKey(request.key);
-    if (invalid !== undefined) return this.#finish(live, { kind: "invalid", message: invalid });
-    const stamps = this.#options.stamps;
-    const stamped: Command = {
-      ...command,
-      stampMs: this.#options.clock.now(),
-      valueBytesMax: stamps?.valueBytesMax ?? VALUE_BYTES_MAX,
-      sessionTtlMs: stamps?.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT,
-    };
-    const result = replica.node.propose(Command.encode(stamped));
+  #propose(replica: Replica<R, M>, data: Uint8Array, live: LiveRequest): void {
+    const result = replica.node.propose(data);
     switch (result.kind) {
       case "ok":
         live.proposed = true;
@@ -1133,7 +1126,7 @@ export class Driver {
     }
   }
 
-  #notLeader(replica: Replica): ItemOutcome {
+  #notLeader(replica: Replica<R, M>): Outcome<R> {
     const leader = replica.leader();
     const self = leader?.peerId === replica.peerId;
     return {
@@ -1146,7 +1139,7 @@ export class Driver {
     };
   }
 
-  #sendReadRound(replica: Replica): void {
+  #sendReadRound(replica: Replica<R, M>): void {
     if (replica.turnReads.length === 0) return;
     const waiters = replica.turnReads;
     replica.turnReads = [];
@@ -1176,7 +1169,7 @@ export class Driver {
     }
   }
 
-  #takeReadStates(replica: Replica, ready: Ready): void {
+  #takeReadStates(replica: Replica<R, M>, ready: Ready): void {
     for (const state of ready.readStates) {
       const waiters = replica.confirming.get(state.requestId);
       if (waiters === undefined) continue;
@@ -1190,7 +1183,7 @@ export class Driver {
     }
   }
 
-  #serveConfirmedReads(replica: Replica): void {
+  #serveConfirmedReads(replica: Replica<R, M>): void {
     const applied = replica.log.appliedState.applied;
     let served = 0;
     for (const { index, waiters } of replica.confirmed) {
@@ -1201,7 +1194,7 @@ export class Driver {
     replica.confirmed.splice(0, served);
   }
 
-  #wakeAppliedWaiters(replica: Replica): void {
+  #wakeAppliedWaiters(replica: Replica<R, M>): void {
     const { applied } = replica.log.appliedState;
     const remaining = replica.appliedWaiters.filter((w) => {
       if (w.index > applied) return true;
@@ -1212,7 +1205,7 @@ export class Driver {
     replica.appliedWaiters.push(...remaining);
   }
 
-  #finish(live: LiveRequest, outcome: ItemOutcome): void {
+  #finish(live: LiveRequest, outcome: Outcome<R>): void {
     if (live.done) return;
     live.done = true;
     this.#live.delete(live);
@@ -1245,7 +1238,7 @@ export class Driver {
     }
   }
 
-  #drop(replica: Replica, why: string): void {
+  #drop(replica: Replica<R, M>, why: string): void {
     this.#replicas.delete(replica.shardId);
     this.#awake.delete(replica);
     this.#waitingApplied.delete(replica);
@@ -1399,7 +1392,7 @@ export class Driver {
     });
   }
 
-  #fenced(shardId: number, expectedConfEpoch: number): AdminResult<Replica> {
+  #fenced(shardId: number, expectedConfEpoch: number): AdminResult<Replica<R, M>> {
     const replica = this.#replicas.get(shardId);
     if (replica === undefined) {
       return {
@@ -1419,12 +1412,12 @@ export class Driver {
   }
 
   /** Runs `read` on the hosted replicas between two turns (a consistent, read-only look). */
-  inspect<T>(read: (replicas: readonly Replica[]) => T): Promise<T> {
+  inspect<T>(read: (replicas: readonly Replica<R, M>[]) => T): Promise<T> {
     return this.#task(() => read([...this.#replicas.values()]), true);
   }
 
   /** The replicas hosted here (read-only use; the loop owns them). */
-  replicas(): readonly Replica[] {
+  replicas(): readonly Replica<R, M>[] {
     return [...this.#replicas.values()];
   }
 
@@ -1441,7 +1434,7 @@ function writesSomething(ready: Ready): boolean {
     ready.hardState !== undefined || ready.committedEntries.length > 0;
 }
 
-function pendingStaged(replica: Replica): number | undefined {
+function pendingStaged(replica: AnyReplica): number | undefined {
   const pending = replica.node.pendingSnapshot();
   return pending === undefined ? undefined : stagedGeneration(pending.data);
 }
@@ -1450,15 +1443,15 @@ function ok<T>(value: T): { kind: "ok"; value: T } {
   return { kind: "ok", value };
 }
 
-function internal(message: string): ItemOutcome {
+function internal(message: string): Failure {
   return { kind: "internal", message };
 }
 
-function unknown(message: string): ItemOutcome {
+function unknown(message: string): Failure {
   return { kind: "unknown", message };
 }
 
-function notLeaderAdmin(replica: Replica, nodeId: string): AdminResult<never> {
+function notLeaderAdmin(replica: AnyReplica, nodeId: string): AdminResult<never> {
   const leader = replica.leader();
   return {
     kind: "notLeader",

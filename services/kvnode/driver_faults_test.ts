@@ -7,6 +7,7 @@ import type { Command } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE } from "@tinykv/shard";
 import type { LogIndex, NodeId as PeerId } from "@tinykv/raft";
 import { Driver } from "./driver.ts";
+import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
@@ -50,6 +51,7 @@ async function soloLeader(store: MemoryNodeStore) {
     clock: { now: () => 1_700_000_000_000 },
     log: { info() {}, warn() {}, error: (msg) => errors.push(msg) },
     seed: 1,
+    app: new KvApplication(),
   });
   assert.equal(driver.load().kind, "ok");
   driver.start();
@@ -65,7 +67,7 @@ async function soloLeader(store: MemoryNodeStore) {
   assert.equal(await driver.campaign(1), true);
   await driver.whenIdle();
   assert.ok(driver.replicas()[0].isLeader());
-  const submit = (op: Parameters<Driver["submit"]>[0]["op"]) =>
+  const submit = (op: Parameters<KvDriver["submit"]>[0]["op"]) =>
     driver.submit({ shardId: 1, confEpoch: 0, op, deadlineMs: 1_700_000_060_000 });
   return { driver, errors, submit };
 }

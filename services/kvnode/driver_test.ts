@@ -60,7 +60,7 @@ Deno.test("Driver: a shard group elects, writes, reads linearizably and redirect
     assert.equal(redirected.kind === "notLeader" && redirected.leaderNode, leader.nodeId);
     // A serializable read is served by any replica once it has applied the write.
     await cluster.until(
-      () => cluster.node(follower).driver.replicas()[0].machine.get(enc("k")).found,
+      () => cluster.node(follower).driver.replicas()[0].machine.kv.get(enc("k")).found,
       "the follower to apply",
     );
     const local = await cluster.request(follower, 1, {
@@ -231,7 +231,7 @@ Deno.test("Driver: a node that fell far behind catches up by snapshot", async ()
     cluster.isolated.delete(lagging);
     await cluster.until(() => {
       const replica = cluster.node(lagging).driver.replicas()[0];
-      return replica.machine.get(enc("k59")).found;
+      return replica.machine.kv.get(enc("k59")).found;
     }, "the lagging node to catch up");
     const hashes = [...cluster.nodes.values()].map((n) =>
       n.driver.replicas()[0].machine.dataHash()

@@ -16,6 +16,7 @@ import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
 import { nodeAdminService } from "./admin_service.ts";
 import { kvNodeService } from "./data_service.ts";
 import { Driver } from "./driver.ts";
+import { KvApplication } from "./kv_app.ts";
 import { nodeIdOf, resolveClusterId, storedClusterId } from "./identity.ts";
 import { NodeStore } from "./node_store.ts";
 import { GrpcRaftTransport, raftTransportService } from "./transport.ts";
@@ -113,10 +114,10 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     clock: { now: () => Date.now() },
     log: nodeLog,
     seed: crypto.getRandomValues(new Uint32Array(1))[0],
-    stamps: {
+    app: new KvApplication({
       valueBytesMax: config.storage.value_bytes_max,
       sessionTtlMs: config.kvnode.session_ttl_ms,
-    },
+    }),
   });
   const loadedReplicas = driver.load();
   if (loadedReplicas.kind === "dataLoss") {

@@ -11,6 +11,7 @@ import {
   type ScanResponse,
 } from "@tinykv/proto/tinykv/v1";
 import type { MutationResult } from "./state_machine.ts";
+import type { Outcome } from "./application.ts";
 import { unreachable } from "./_assert.ts";
 
 /** A successful answer: a mutation's result, or a read's. */
@@ -19,24 +20,8 @@ export type ItemResult =
   | { readonly kind: "get"; readonly response: GetResponse }
   | { readonly kind: "scan"; readonly response: ScanResponse };
 
-/** How a request ended. */
-export type ItemOutcome =
-  | { readonly kind: "ok"; readonly result: ItemResult }
-  | {
-    readonly kind: "notLeader";
-    readonly message: string;
-    readonly leaderNode: string;
-    readonly leaderAddress: string;
-    readonly confEpoch: number;
-  }
-  | { readonly kind: "staleEpoch"; readonly message: string; readonly confEpoch: number }
-  | { readonly kind: "invalid"; readonly message: string }
-  | { readonly kind: "unavailable"; readonly message: string }
-  | { readonly kind: "unknown"; readonly message: string }
-  | { readonly kind: "sessionExpired"; readonly message: string }
-  | { readonly kind: "resourceExhausted"; readonly message: string }
-  | { readonly kind: "dataLoss"; readonly message: string }
-  | { readonly kind: "internal"; readonly message: string };
+/** How a KV request ended (see {@linkcode Outcome}). */
+export type ItemOutcome = Outcome<ItemResult>;
 
 const FAILURE_KIND = {
   notLeader: ItemFailure_Kind.NOT_LEADER,

@@ -18,7 +18,6 @@ import {
   type Ready,
   type Term,
 } from "@tinykv/raft";
-import { Command } from "@tinykv/proto/tinykv/v1";
 import type { HashRange } from "@tinykv/shard";
 import { type NodeStorage, type ReadView, SPACE } from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
@@ -31,9 +30,8 @@ import {
 } from "./snapshot_stream.ts";
 import { ReplicaLog } from "./replica_log.ts";
 import { ENTRY_OVERHEAD_BYTES } from "./raft_codec.ts";
-import { type ApplyResult, KvStateMachine } from "./state_machine.ts";
-import type { ItemOutcome } from "./outcome.ts";
-import { assert, unreachable } from "./_assert.ts";
+import type { Failure, GroupMachine, MachineSpaces, Outcome } from "./application.ts";
+import { assert } from "./_assert.ts";
 
 /** A member of a shard group and where it lives. */
 export interface PeerAddress {
@@ -70,9 +68,9 @@ export interface ReplicaTuning {
 }
 
 /** A request waiting for its entry to apply. */
-interface PendingProposal {
+interface PendingProposal<R> {
   readonly term: Term;
-  readonly resolve: (outcome: ItemOutcome) => void;
+  readonly resolve: (outcome: Outcome<R>) => void;
 }
 
 /** How waiting for an entry to apply ended (admin calls wait for their conf change). */
@@ -81,9 +79,9 @@ export type AppliedWait =
   | { readonly kind: "timeout" };
 
 /** A read waiting for its ReadIndex round and then for the applied index. */
-export interface ReadWaiter {
-  readonly serve: () => ItemOutcome;
-  readonly resolve: (outcome: ItemOutcome) => void;
+export interface ReadWaiter<R> {
+  readonly serve: () => Outcome<R>;
+  readonly resolve: (outcome: Outcome<R>) => void;
 }
 
 /** What applying one Ready did to the replica. */
@@ -103,29 +101,31 @@ export interface ReplicaHooks {
   /** The replica learned where a peer lives (a conf change, or a peer's own message). */
   peersChanged(): void;
   /** The replica opened a snapshot view, to be released at the end of the turn. */
-  sourceOpened(replica: Replica): void;
+  // deno-lint-ignore no-explicit-any
+  sourceOpened(replica: Replica<any, any>): void;
 }
 
 const NO_HOOKS: ReplicaHooks = { peersChanged() {}, sourceOpened() {} };
 
-/** One replica of a shard group hosted on this node. */
-export class Replica {
+/** One replica of a shard group hosted on this node, running machines of type `M`. */
+export class Replica<R, M extends GroupMachine<R>> {
   readonly record: ReplicaRecord;
   readonly log: ReplicaLog;
   readonly node: RawNode;
-  #machine: KvStateMachine;
+  readonly #open: (spaces: MachineSpaces, range: HashRange) => M;
+  #machine: M;
   /** Read views opened for snapshots the core asked for, by snapshot index. */
   readonly #sources = new Map<number, SharedSnapshotSource>();
   readonly #peers: Map<number, PeerAddress>;
   readonly #hooks: ReplicaHooks;
   /** Proposals by log index. */
-  readonly pending = new Map<number, PendingProposal>();
+  readonly pending = new Map<number, PendingProposal<R>>();
   /** Reads of the current turn, not yet sent as a ReadIndex round. */
-  turnReads: ReadWaiter[] = [];
+  turnReads: ReadWaiter<R>[] = [];
   /** Reads by ReadIndex request id, waiting for confirmation. */
-  readonly confirming = new Map<number, ReadWaiter[]>();
+  readonly confirming = new Map<number, ReadWaiter<R>[]>();
   /** Confirmed reads waiting for the applied index to reach `index`, in index order. */
-  readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter[] }> = [];
+  readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter<R>[] }> = [];
   /** Waiters for a specific applied index (admin calls waiting for a conf change). */
   readonly appliedWaiters: Array<
     { index: LogIndex; deadlineMs: number; resolve: (result: AppliedWait) => void }
@@ -134,10 +134,18 @@ export class Replica {
 
   constructor(
     store: NodeStorage,
-    options: { record: ReplicaRecord; tuning: ReplicaTuning; prng: Prng; hooks?: ReplicaHooks },
+    options: {
+      record: ReplicaRecord;
+      tuning: ReplicaTuning;
+      prng: Prng;
+      /** Opens the application's state machine over one generation of the replica's spaces. */
+      open: (spaces: MachineSpaces, range: HashRange) => M;
+      hooks?: ReplicaHooks;
+    },
   ) {
     const { record, tuning } = options;
     this.#store = store;
+    this.#open = options.open;
     this.#hooks = options.hooks ?? NO_HOOKS;
     this.record = record;
     this.#peers = new Map(record.peers.map((p) => [p.peerId, p]));
@@ -167,7 +175,7 @@ export class Replica {
   }
 
   /** The state machine, over the spaces of the current generation. */
-  get machine(): KvStateMachine {
+  get machine(): M {
     return this.#machine;
   }
 
@@ -176,14 +184,14 @@ export class Replica {
     return this.log.generation;
   }
 
-  #machineOf(generation: number): KvStateMachine {
+  #machineOf(generation: number): M {
     const space = (tag: number) => this.#store.space(this.peerId, tag, generation);
     const spaces = {
       data: space(SPACE.data),
       sessions: space(SPACE.sessions),
       meta: space(SPACE.meta),
     };
-    return new KvStateMachine(spaces, { range: this.record.range });
+    return this.#open(spaces, this.record.range);
   }
 
   // The core asks for a snapshot between turns, when the committed storage is exactly the state
@@ -318,21 +326,9 @@ export class Replica {
   }
 
   #applyNormal(entry: Entry, answers: Array<() => void>): void {
-    let outcome: ItemOutcome | undefined;
-    if (entry.data.length > 0) {
-      let command: Command | undefined;
-      try {
-        command = Command.decode(entry.data);
-      } catch (error) {
-        // A committed entry that does not decode does not decode on any replica: every replica
-        // skips it alike.
-        outcome = { kind: "invalid", message: `Entry ${entry.index} does not decode: ${error}` };
-      }
-      // An error thrown while applying is not a property of the entry (a full LMDB map, a disk
-      // error, a broken invariant): it aborts the turn's transaction and stops the node, since
-      // skipping the entry here while the other replicas apply it would diverge them silently.
-      if (command !== undefined) outcome = outcomeOfApply(this.machine.apply(command));
-    }
+    // An empty entry is a new leader's (Raft §8): nothing to apply. Anything the machine throws
+    // aborts the turn's transaction and stops the node (see GroupMachine.apply).
+    const outcome = entry.data.length > 0 ? this.machine.apply(entry) : undefined;
     const applied = { applied: entry.index, confState: this.log.appliedState.confState };
     this.log.setApplied(applied);
     this.#answerProposal(entry, outcome, answers);
@@ -358,7 +354,7 @@ export class Replica {
     return { description, removedSelf };
   }
 
-  #answerProposal(entry: Entry, outcome: ItemOutcome | undefined, answers: Array<() => void>) {
+  #answerProposal(entry: Entry, outcome: Outcome<R> | undefined, answers: Array<() => void>) {
     const pending = this.pending.get(entry.index);
     if (pending === undefined) return;
     this.pending.delete(entry.index);
@@ -426,8 +422,8 @@ export class Replica {
    * Answers every waiting request (the replica is going away): reads with `outcome`, proposals with
    * `unknown`, since their entries may be in other members' logs and still commit there.
    */
-  failAll(outcome: ItemOutcome & { readonly message: string }): void {
-    const proposed: ItemOutcome = {
+  failAll(outcome: Failure): void {
+    const proposed: Failure = {
       kind: "unknown",
       message: `${outcome.message} (after proposing: the request may still apply)`,
     };
@@ -492,27 +488,9 @@ function parseContext(
   return undefined;
 }
 
-function lostProposal(shardId: number): ItemOutcome {
+function lostProposal(shardId: number): Failure {
   return {
     kind: "unavailable",
     message: `Shard ${shardId} lost leadership before the request committed: it was not applied`,
   };
-}
-
-/** Maps the state machine's answer to a request outcome. */
-export function outcomeOfApply(result: ApplyResult): ItemOutcome {
-  switch (result.kind) {
-    case "ok":
-      return { kind: "ok", result: result.result };
-    case "sessionExpired":
-      return { kind: "sessionExpired", message: result.message };
-    case "invalid":
-      return { kind: "invalid", message: result.message };
-    case "resourceExhausted":
-      return { kind: "resourceExhausted", message: result.message };
-    default: {
-      const never: never = result;
-      return unreachable(never, "apply result");
-    }
-  }
 }

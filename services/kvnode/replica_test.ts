@@ -3,13 +3,16 @@
 import assert from "node:assert/strict";
 import { type LogIndex, mulberry32, type NodeId, type Term } from "@tinykv/raft";
 import { MemoryNodeStore } from "./memory_node_store.ts";
-import type { ItemOutcome } from "./outcome.ts";
+import type { ItemOutcome, ItemResult } from "./outcome.ts";
+import { KvApplication, type KvMachine } from "./kv_app.ts";
 import { Replica } from "./replica.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
 
+const app = new KvApplication();
+
 Deno.test("Replica.failAll() answers proposals unknown and reads with the outcome", () => {
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
-  const replica = new Replica(new MemoryNodeStore(), {
+  const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
       shardId: 1,
       peerId: 7,
@@ -19,6 +22,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
     },
     tuning: TEST_TUNING,
     prng: mulberry32(1),
+    open: (spaces, range) => app.open(spaces, range),
   });
   const answers: ItemOutcome[] = [];
   replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
@@ -30,7 +34,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
 
 Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and asserts on a same-term one", () => {
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
-  const replica = new Replica(new MemoryNodeStore(), {
+  const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
       shardId: 1,
       peerId: 7,
@@ -40,6 +44,7 @@ Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and
     },
     tuning: TEST_TUNING,
     prng: mulberry32(1),
+    open: (spaces, range) => app.open(spaces, range),
   });
   const answers: ItemOutcome[] = [];
   replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });

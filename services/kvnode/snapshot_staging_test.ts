@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { LogIndex, NodeId as PeerId, Term } from "@tinykv/raft";
 import { HASH_SPACE } from "@tinykv/shard";
 import { Driver, type Envelope, type SnapshotStagingHandle } from "./driver.ts";
+import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { type Generation, storedGenerations } from "./generations.ts";
 import { MemoryKvSpace } from "./kv_space.ts";
 import { NodeStore } from "./node_store.ts";
@@ -55,7 +56,7 @@ function snapshotEnvelope(index: number, data: Uint8Array = new Uint8Array(0)): 
 }
 
 async function withJoiningReplica(
-  test: (driver: Driver, store: NodeStore, restart: () => Promise<Driver>) => Promise<void>,
+  test: (driver: KvDriver, store: NodeStore, restart: () => Promise<KvDriver>) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tinykv-staging-" });
   let store = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
@@ -68,6 +69,7 @@ async function withJoiningReplica(
       clock: { now: () => 1_700_000_000_000 },
       log: { info() {}, warn() {}, error() {} },
       seed: 2,
+      app: new KvApplication(),
     });
     assert.equal(driver.load().kind, "ok");
     driver.start();
@@ -105,7 +107,7 @@ async function withJoiningReplica(
 }
 
 /** Stages `data` through a staging handle and hands the message to the driver. */
-async function deliver(driver: Driver, index: number, data: Uint8Array[]): Promise<number> {
+async function deliver(driver: KvDriver, index: number, data: Uint8Array[]): Promise<number> {
   const staging = driver.stageSnapshot(snapshotEnvelope(index)) as SnapshotStagingHandle;
   assert.ok(!("refused" in staging));
   for (const piece of data) assert.equal(await staging.write(piece), undefined);
@@ -134,11 +136,11 @@ Deno.test("a staged snapshot installs as a new generation and the old one is del
     assert.ok(first > 0);
     const replica = driver.replicas()[0];
     assert.equal(replica.log.appliedState.applied, 10);
-    assert.deepEqual(replica.machine.get(enc("k7")), { found: true, value: enc("a-7") });
+    assert.deepEqual(replica.machine.kv.get(enc("k7")), { found: true, value: enc("a-7") });
     const second = await deliver(driver, 20, snapshotData(30, "b"));
     assert.ok(second > first);
-    assert.deepEqual(driver.replicas()[0].machine.get(enc("k7")).value, enc("b-7"));
-    assert.equal(driver.replicas()[0].machine.get(enc("k40")).found, false);
+    assert.deepEqual(driver.replicas()[0].machine.kv.get(enc("k7")).value, enc("b-7"));
+    assert.equal(driver.replicas()[0].machine.kv.get(enc("k40")).found, false);
     await until(
       () => generations(store).every((g) => g.generation === second),
       "the replaced generations to be deleted",
@@ -146,7 +148,7 @@ Deno.test("a staged snapshot installs as a new generation and the old one is del
     assert.deepEqual(generations(store), [{ peerId: SELF, generation: second }]);
     const restarted = await restart();
     assert.equal(restarted.replicas()[0].generation, second);
-    assert.deepEqual(restarted.replicas()[0].machine.get(enc("k7")).value, enc("b-7"));
+    assert.deepEqual(restarted.replicas()[0].machine.kv.get(enc("k7")).value, enc("b-7"));
   });
 });
 
@@ -168,7 +170,7 @@ Deno.test("a stale staged snapshot and an abandoned staging are deleted, the liv
       () => generations(store).every((g) => g.generation === live),
       "every unused generation to be deleted",
     );
-    assert.deepEqual(driver.replicas()[0].machine.get(enc("k3")).value, enc("live-3"));
+    assert.deepEqual(driver.replicas()[0].machine.kv.get(enc("k3")).value, enc("live-3"));
   });
 });
 

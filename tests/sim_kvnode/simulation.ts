@@ -31,17 +31,18 @@ import {
   registerModel,
   type RegisterOutput,
 } from "@tinykv/lincheck";
-import { type DataOp, Driver, type Envelope } from "../../services/kvnode/driver.ts";
+import { Driver, type Envelope } from "../../services/kvnode/driver.ts";
+import {
+  type DataOp,
+  KvApplication,
+  type KvDriver,
+  type KvReplica,
+} from "../../services/kvnode/kv_app.ts";
 import { PREFIX, readU64 } from "../../services/kvnode/node_storage.ts";
 import { MemoryNodeStore } from "../../services/kvnode/memory_node_store.ts";
 import { inlineSnapshot } from "../../services/kvnode/snapshot_stream.ts";
 import type { ItemOutcome } from "../../services/kvnode/outcome.ts";
-import type {
-  PeerAddress,
-  Replica,
-  ReplicaRecord,
-  ReplicaTuning,
-} from "../../services/kvnode/replica.ts";
+import type { PeerAddress, ReplicaRecord, ReplicaTuning } from "../../services/kvnode/replica.ts";
 import { SimNetwork } from "./network.ts";
 import { SimRandom } from "../sim/random.ts";
 
@@ -120,7 +121,7 @@ class SimFailure extends Error {}
 interface SimNode {
   readonly id: string;
   store: MemoryNodeStore;
-  driver: Driver | undefined;
+  driver: KvDriver | undefined;
   incarnation: number;
   /** Resolves when the driver can no longer go idle: its sync froze or its loop failed. */
   stuck: Promise<void>;
@@ -401,6 +402,7 @@ class Simulation {
         },
       },
       seed: this.#random.seed(),
+      app: new KvApplication(),
     });
     const loaded = driver.load();
     if (loaded.kind !== "ok") throw new SimFailure(`${node.id} cannot load: ${loaded.message}`);
@@ -615,8 +617,8 @@ class Simulation {
   }
 
   /** The replica of `shard` that leads with the highest term, if any. */
-  #leader(shard: number): { node: SimNode; replica: Replica } | undefined {
-    let best: { node: SimNode; replica: Replica } | undefined;
+  #leader(shard: number): { node: SimNode; replica: KvReplica } | undefined {
+    let best: { node: SimNode; replica: KvReplica } | undefined;
     for (const node of this.#up()) {
       const replica = node.driver!.replicas().find((r) => r.shardId === shard);
       if (replica === undefined || !replica.isLeader()) continue;
@@ -798,7 +800,7 @@ class Simulation {
 
   #change(
     move: Move,
-    leader: { node: SimNode; replica: Replica },
+    leader: { node: SimNode; replica: KvReplica },
     change: "addLearner" | "promote" | "remove",
     peer: PeerAddress,
   ): void {
@@ -1016,8 +1018,8 @@ class Simulation {
 
   // --- Checks ------------------------------------------------------------------------------
 
-  #replicasOf(shard: number): Array<{ node: SimNode; replica: Replica }> {
-    const out: Array<{ node: SimNode; replica: Replica }> = [];
+  #replicasOf(shard: number): Array<{ node: SimNode; replica: KvReplica }> {
+    const out: Array<{ node: SimNode; replica: KvReplica }> = [];
     for (const node of this.#up()) {
       for (const replica of node.driver!.replicas()) {
         if (replica.shardId === shard) out.push({ node, replica });
