@@ -5,7 +5,7 @@
 // a committed entry applies through the state machine, and one that does not decode is refused
 // alike on every replica.
 import assert from "node:assert/strict";
-import { type Entry, type LogIndex, type Term } from "@tinykv/raft";
+import type { Entry, LogIndex, Term } from "@tinykv/raft";
 import { Command } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE, keyHash } from "@tinykv/shard";
 import { MemoryKvSpace } from "./kv_space.ts";
