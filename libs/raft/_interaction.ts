@@ -19,7 +19,7 @@ import type { Message } from "./messages.ts";
 import { mulberry32 } from "./prng.ts";
 import { RawNode, type Ready } from "./raw_node.ts";
 import { MemoryStorage } from "./storage.ts";
-import type { ConfChangeType, Entry, LogIndex, NodeId } from "./types.ts";
+import type { ConfChangeType, Entry, LogIndex, PeerId } from "./types.ts";
 
 const decoder = new TextDecoder();
 
@@ -67,13 +67,13 @@ export class Interpreter {
       case "propose":
         return JSON.stringify(this.#raw(num(0)).propose(new TextEncoder().encode(args[1])));
       case "propose-conf-change": {
-        const change = { type: args[1] as ConfChangeType, nodeId: num(2) as NodeId };
+        const change = { type: args[1] as ConfChangeType, nodeId: num(2) as PeerId };
         return JSON.stringify(this.#raw(num(0)).proposeConfChange(change));
       }
       case "read-index":
         return JSON.stringify(this.#raw(num(0)).readIndex(num(1)));
       case "transfer-leader":
-        return JSON.stringify(this.#raw(num(0)).transferLeader(num(1) as NodeId));
+        return JSON.stringify(this.#raw(num(0)).transferLeader(num(1) as PeerId));
       case "wake":
         this.#raw(num(0)).wake(args[1] === "leaderLost");
         return "ok";
@@ -103,9 +103,9 @@ export class Interpreter {
 
   #addNodes(count: number, options: string[]): string {
     const learners = (options.find((o) => o.startsWith("learners="))?.slice(9).split(",") ?? [])
-      .map((x) => Number(x) as NodeId);
+      .map((x) => Number(x) as PeerId);
     const quiesceTicks = Number(options.find((o) => o.startsWith("quiesce="))?.slice(8) ?? 0);
-    const voters = Array.from({ length: count - learners.length }, (_, k) => (k + 1) as NodeId);
+    const voters = Array.from({ length: count - learners.length }, (_, k) => (k + 1) as PeerId);
     for (const id of [...voters, ...learners]) {
       const storage = new MemoryStorage({ voters, learners });
       const raw = new RawNode({

@@ -5,7 +5,7 @@
  */
 
 import { idx } from "./_raft_log.ts";
-import type { LogIndex, NodeId } from "./types.ts";
+import type { LogIndex, PeerId } from "./types.ts";
 
 /** The outcome of an election so far. */
 export type VoteResult = "won" | "lost" | "pending";
@@ -20,8 +20,8 @@ export function majority(voterCount: number): number {
  * voter's match index (missing voters count as 0).
  */
 export function committedIndex(
-  voters: ReadonlySet<NodeId>,
-  matchOf: (id: NodeId) => LogIndex,
+  voters: ReadonlySet<PeerId>,
+  matchOf: (id: PeerId) => LogIndex,
 ): LogIndex {
   if (voters.size === 0) return idx(Number.MAX_SAFE_INTEGER);
   const matches: number[] = [];
@@ -32,8 +32,8 @@ export function committedIndex(
 
 /** Tallies `votes` (true = granted) among `voters`. */
 export function voteResult(
-  voters: ReadonlySet<NodeId>,
-  votes: ReadonlyMap<NodeId, boolean>,
+  voters: ReadonlySet<PeerId>,
+  votes: ReadonlyMap<PeerId, boolean>,
 ): VoteResult {
   let granted = 0;
   let rejected = 0;

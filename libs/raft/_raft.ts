@@ -34,7 +34,7 @@ import {
   type EntryType,
   type HardState,
   type LogIndex,
-  type NodeId,
+  type PeerId,
   type Snapshot,
   type Term,
 } from "./types.ts";
@@ -61,7 +61,7 @@ export type ReadMode = "safe" | "leaseBased";
 
 /** The tunables of the core. All limits are required and positive. */
 export interface RaftOptions {
-  readonly id: NodeId;
+  readonly id: PeerId;
   readonly storage: LogReader;
   readonly prng: Prng;
   readonly electionTicks: number;
@@ -93,11 +93,11 @@ export type ReadState =
 /** The result of a proposal. */
 export type ProposeResult =
   | { readonly kind: "ok"; readonly index: LogIndex; readonly term: Term }
-  | { readonly kind: "notLeader"; readonly leader: NodeId | undefined }
+  | { readonly kind: "notLeader"; readonly leader: PeerId | undefined }
   /** The uncommitted bytes bound is hit (RESOURCE_EXHAUSTED); retry later. */
   | { readonly kind: "overloaded"; readonly uncommittedBytes: number }
   /** A leader transfer is in progress; proposals resume after it ends. */
-  | { readonly kind: "transferring"; readonly transferee: NodeId }
+  | { readonly kind: "transferring"; readonly transferee: PeerId }
   /** Another configuration change is not applied yet. */
   | { readonly kind: "confChangePending"; readonly pendingIndex: LogIndex }
   | { readonly kind: "invalid"; readonly reason: string };
@@ -106,14 +106,14 @@ export type ProposeResult =
 export type ReadIndexResult =
   /** Accepted: a `ReadState` with this request id will appear in a later Ready. */
   | { readonly kind: "ok" }
-  | { readonly kind: "notLeader"; readonly leader: NodeId | undefined }
+  | { readonly kind: "notLeader"; readonly leader: PeerId | undefined }
   /** `pendingReadsMax` reads are waiting already (RESOURCE_EXHAUSTED); retry later. */
   | { readonly kind: "overloaded"; readonly pendingReads: number };
 
 /** The result of a leader transfer request. */
 export type TransferResult =
   | { readonly kind: "ok" }
-  | { readonly kind: "notLeader"; readonly leader: NodeId | undefined }
+  | { readonly kind: "notLeader"; readonly leader: PeerId | undefined }
   | { readonly kind: "invalid"; readonly reason: string };
 
 interface ReadBatch {
@@ -121,32 +121,32 @@ interface ReadBatch {
   round: number;
   index: LogIndex;
   readonly requestIds: number[];
-  readonly acks: Set<NodeId>;
+  readonly acks: Set<PeerId>;
 }
 
 type CampaignKind = "preElection" | "election" | "transfer";
 
 /** The Raft state machine. */
 export class Raft {
-  readonly id: NodeId;
+  readonly id: PeerId;
   readonly log: RaftLog;
   readonly options: RaftOptions;
   term: Term = 0 as Term;
-  vote: NodeId | undefined = undefined;
+  vote: PeerId | undefined = undefined;
   role: Role = "follower";
-  leader: NodeId | undefined = undefined;
-  voters: Set<NodeId> = new Set();
-  learners: Set<NodeId> = new Set();
+  leader: PeerId | undefined = undefined;
+  voters: Set<PeerId> = new Set();
+  learners: Set<PeerId> = new Set();
   confEpoch: LogIndex = idx(0);
   /** Replication progress of every member (including self); maintained on all roles. */
-  readonly progress: Map<NodeId, Progress> = new Map();
-  readonly votes: Map<NodeId, boolean> = new Map();
+  readonly progress: Map<PeerId, Progress> = new Map();
+  readonly votes: Map<PeerId, boolean> = new Map();
   messages: Message[] = [];
   readStates: ReadState[] = [];
   electionElapsed = 0;
   heartbeatElapsed = 0;
   randomizedElectionTimeout = 0;
-  transferee: NodeId | undefined = undefined;
+  transferee: PeerId | undefined = undefined;
   /** Index of the last proposed conf change; a new one waits until it is applied. */
   pendingConfIndex: LogIndex = idx(0);
   uncommittedBytes = 0;
@@ -158,7 +158,7 @@ export class Raft {
   /** When (in #leaderTicks) each recent heartbeat round was sent. */
   #roundSentAt: Map<number, number> = new Map();
   /** Per voter: when the newest heartbeat round it acknowledged was sent. */
-  #ackedSentAt: Map<NodeId, number> = new Map();
+  #ackedSentAt: Map<PeerId, number> = new Map();
   /** A TimeoutNow went out this term: a transfer election may start at any time. */
   #timeoutNowSent = false;
   /** Ticks since this node started; see #inLease(). */
@@ -254,7 +254,7 @@ export class Raft {
     for (const id of [...this.voters, ...this.learners]) this.#ensureProgress(id);
   }
 
-  #ensureProgress(id: NodeId): void {
+  #ensureProgress(id: PeerId): void {
     if (this.progress.has(id)) return;
     const pr = new Progress(idx(this.log.lastIndex() + 1), this.options.inflightMessagesMax);
     if (id === this.id) pr.match = this.log.lastIndex();
@@ -297,7 +297,7 @@ export class Raft {
     this.randomizedElectionTimeout = base + Math.floor(this.options.prng() * base);
   }
 
-  becomeFollower(newTerm: Term, leader: NodeId | undefined): void {
+  becomeFollower(newTerm: Term, leader: PeerId | undefined): void {
     this.#reset(newTerm);
     this.role = "follower";
     this.leader = leader;
@@ -613,7 +613,7 @@ export class Raft {
   }
 
   /** A message from the current term's leader: candidates give up, everyone resets the timer. */
-  #acceptLeader(from: NodeId): boolean {
+  #acceptLeader(from: PeerId): boolean {
     if (this.role === "leader") return false;
     if (this.role !== "follower") this.becomeFollower(this.term, from);
     this.electionElapsed = 0;
@@ -642,7 +642,7 @@ export class Raft {
   }
 
   #sendAppendResponse(
-    to: NodeId,
+    to: PeerId,
     fields: { reject: boolean; index: LogIndex; hintIndex?: LogIndex; hintTerm?: Term },
   ): void {
     this.#send({
@@ -787,7 +787,7 @@ export class Raft {
    * Sends one append (or a snapshot) to `to`. Reports whether a message was
    * sent; an empty append is sent only when `sendIfEmpty` (to carry the commit).
    */
-  #sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+  #sendAppend(to: PeerId, sendIfEmpty: boolean): boolean {
     const pr = this.progress.get(to);
     if (pr === undefined || to === this.id || pr.isPaused()) return false;
     const prevLogIndex = idx(pr.next - 1);
@@ -825,7 +825,7 @@ export class Raft {
     return true;
   }
 
-  #sendSnapshot(to: NodeId, pr: Progress): boolean {
+  #sendSnapshot(to: PeerId, pr: Progress): boolean {
     const snapshot = this.log.snapshot();
     if (snapshot === undefined) return false;
     assert(snapshot.metadata.index > 0, `Need a snapshot for node ${to}, but there is none`);
@@ -891,7 +891,7 @@ export class Raft {
     if (this.role === "leader") this.#broadcastPending = true;
   }
 
-  reportSnapshot(id: NodeId, status: "success" | "failure"): void {
+  reportSnapshot(id: PeerId, status: "success" | "failure"): void {
     const pr = this.progress.get(id);
     if (this.role !== "leader" || pr === undefined || pr.state !== "snapshot") return;
     if (status === "failure") pr.pendingSnapshot = idx(0);
@@ -900,7 +900,7 @@ export class Raft {
     pr.probeSent = true;
   }
 
-  reportUnreachable(id: NodeId): void {
+  reportUnreachable(id: PeerId): void {
     const pr = this.progress.get(id);
     if (this.role !== "leader" || pr === undefined) return;
     if (pr.state === "replicate") pr.becomeProbe();
@@ -1055,7 +1055,7 @@ export class Raft {
 
   // ---------------------------------------------------------------- leader transfer
 
-  transferLeader(target: NodeId): TransferResult {
+  transferLeader(target: PeerId): TransferResult {
     if (this.role !== "leader") return { kind: "notLeader", leader: this.leader };
     this.wake(false);
     if (target === this.id) return { kind: "ok" };
@@ -1073,7 +1073,7 @@ export class Raft {
     return { kind: "ok" };
   }
 
-  #sendTimeoutNow(to: NodeId): void {
+  #sendTimeoutNow(to: PeerId): void {
     this.#timeoutNowSent = true;
     this.#send({ type: "timeoutNow", from: this.id, to, term: this.term });
   }
@@ -1146,7 +1146,7 @@ export class Raft {
     if (this.#readBatches.length > 0) this.#broadcastHeartbeat();
   }
 
-  #acknowledgeRound(from: NodeId, round: number): void {
+  #acknowledgeRound(from: PeerId, round: number): void {
     const sentAt = this.#roundSentAt.get(round);
     if (sentAt !== undefined && sentAt > (this.#ackedSentAt.get(from) ?? -Infinity)) {
       this.#ackedSentAt.set(from, sentAt);

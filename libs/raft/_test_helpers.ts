@@ -10,7 +10,7 @@ import { Raft, type RaftOptions } from "./_raft.ts";
 import type { Message } from "./messages.ts";
 import { mulberry32 } from "./prng.ts";
 import { MemoryStorage } from "./storage.ts";
-import { createEntry, type Entry, type LogIndex, type NodeId, type Term } from "./types.ts";
+import { createEntry, type Entry, type LogIndex, type PeerId, type Term } from "./types.ts";
 
 /** Options for {@linkcode newRaft}. */
 export interface NewRaftOptions extends Partial<Omit<RaftOptions, "id" | "storage">> {
@@ -30,17 +30,17 @@ export function entriesWithTerms(terms: readonly number[], start = 1): Entry[] {
 /** A Raft node `id` of the group `voters`, with a persisted log and hard state. */
 export function newRaft(id: number, voters: readonly number[], options: NewRaftOptions = {}): Raft {
   const storage = new MemoryStorage({
-    voters: voters as NodeId[],
-    learners: (options.learners ?? []) as NodeId[],
+    voters: voters as PeerId[],
+    learners: (options.learners ?? []) as PeerId[],
   });
   storage.append(entriesWithTerms(options.logTerms ?? []));
   storage.setHardState({
     term: (options.term ?? 0) as Term,
-    vote: options.vote as NodeId | undefined,
+    vote: options.vote as PeerId | undefined,
     commit: (options.commit ?? 0) as LogIndex,
   });
   return new Raft({
-    id: id as NodeId,
+    id: id as PeerId,
     storage,
     prng: options.prng ?? mulberry32(id),
     electionTicks: options.electionTicks ?? 10,
@@ -88,8 +88,8 @@ export function pump(nodes: ReadonlyMap<number, Raft>, dropTo: ReadonlySet<numbe
 export const t = (n: number): Term => n as Term;
 /** Casts a number to a LogIndex. */
 export const i = (n: number): LogIndex => n as LogIndex;
-/** Casts a number to a NodeId. */
-export const n = (id: number): NodeId => id as NodeId;
+/** Casts a number to a PeerId. */
+export const n = (id: number): PeerId => id as PeerId;
 
 /** Message shorthand: an append from `from` to `to`. */
 export function appendMessage(

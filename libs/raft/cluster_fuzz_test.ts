@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { bytes, Cluster, mulberry32, randomInt } from "./testing.ts";
-import type { NodeId } from "./types.ts";
+import type { PeerId } from "./types.ts";
 
 function chaos(c: Cluster, prng: () => number, steps: number, readFloors: Map<number, number>) {
   let nextId = 10;
@@ -50,7 +50,7 @@ function changeMembership(c: Cluster, leader: number, prng: () => number, newId:
   if (q < 0.3 && c.ids.length < 7) {
     const id = newId();
     c.addNode(id);
-    raw.proposeConfChange({ type: "addLearner", nodeId: id as NodeId });
+    raw.proposeConfChange({ type: "addLearner", nodeId: id as PeerId });
   } else if (q < 0.6 && conf.learners.length > 0) {
     raw.proposeConfChange({ type: "addNode", nodeId: conf.learners[0] });
   } else if (conf.voters.length > 3) {

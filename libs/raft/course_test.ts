@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { bytes, Cluster, type ClusterOptions, mulberry32, randomInt } from "./testing.ts";
-import type { NodeId } from "./types.ts";
+import type { PeerId } from "./types.ts";
 
 const ELECTION_TICKS = 10;
 
@@ -18,8 +18,8 @@ function cluster(voters: number, seed: number, extra: Partial<ClusterOptions> = 
 }
 
 /** The leader of the highest term among `ids` (running nodes only). */
-function leaderIn(c: Cluster, ids: readonly number[]): NodeId | undefined {
-  let best: NodeId | undefined;
+function leaderIn(c: Cluster, ids: readonly number[]): PeerId | undefined {
+  let best: PeerId | undefined;
   let bestTerm = -1;
   for (const id of ids) {
     const raw = c.node(id).raw;
@@ -34,11 +34,11 @@ function leaderIn(c: Cluster, ids: readonly number[]): NodeId | undefined {
 }
 
 function connectedTo(c: Cluster, id: number): number[] {
-  return c.ids.filter((other) => c.connected(id as NodeId, other));
+  return c.ids.filter((other) => c.connected(id as PeerId, other));
 }
 
-function checkOneLeader(c: Cluster, among: readonly number[] = c.ids): NodeId {
-  let found: NodeId | undefined;
+function checkOneLeader(c: Cluster, among: readonly number[] = c.ids): PeerId {
+  let found: PeerId | undefined;
   const ok = c.tickUntil(() => (found = leaderIn(c, among)) !== undefined, 300);
   assert.ok(ok && found !== undefined, "expected one leader");
   c.leader(); // asserts no two leaders share a term

@@ -12,12 +12,12 @@ import { RaftLog } from "./_raft_log.ts";
 import { MemoryStorage } from "./storage.ts";
 import { entriesWithTerms, i, n, t } from "./_test_helpers.ts";
 import { mulberry32 } from "./prng.ts";
-import type { LogIndex, NodeId } from "./types.ts";
+import type { LogIndex, PeerId } from "./types.ts";
 
 Deno.test("committedIndex() is the largest index a majority has reached (property)", () => {
   fc.assert(
     fc.property(fc.array(fc.nat(1000), { minLength: 1, maxLength: 9 }), (matches) => {
-      const voters = new Set(matches.map((_, k) => (k + 1) as NodeId));
+      const voters = new Set(matches.map((_, k) => (k + 1) as PeerId));
       const got = committedIndex(voters, (id) => matches[id - 1] as LogIndex);
       // Naive: the largest candidate value that at least a majority matches or exceeds.
       let want = 0;

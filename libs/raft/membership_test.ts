@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { bytes, Cluster } from "./testing.ts";
 import { forceLeader, i, n, newRaft } from "./_test_helpers.ts";
-import { createEntry, encodeConfChange, type NodeId, type Term } from "./types.ts";
+import { createEntry, encodeConfChange, type PeerId, type Term } from "./types.ts";
 
 function cluster(voters: number, seed: number, snapshotEveryEntries?: number): Cluster {
   return new Cluster({ voters, seed, node: { electionTicks: 10 }, snapshotEveryEntries });
@@ -168,7 +168,7 @@ Deno.test("applyConfChange() takes effect at once and sets the conf epoch to the
     term: 1 as Term,
     index: i(2),
     type: "confChange",
-    data: encodeConfChange({ type: "addLearner", nodeId: 4 as NodeId }),
+    data: encodeConfChange({ type: "addLearner", nodeId: 4 as PeerId }),
   });
   assert.deepEqual(leader.applyConfChange(add), { voters: [1, 2, 3], learners: [4], epoch: 2 });
   assert.equal(leader.progress.get(n(4))?.state, "probe");
@@ -176,7 +176,7 @@ Deno.test("applyConfChange() takes effect at once and sets the conf epoch to the
     term: 1 as Term,
     index: i(3),
     type: "confChange",
-    data: encodeConfChange({ type: "addNode", nodeId: 4 as NodeId }),
+    data: encodeConfChange({ type: "addNode", nodeId: 4 as PeerId }),
   });
   assert.deepEqual(leader.applyConfChange(promote), {
     voters: [1, 2, 3, 4],
@@ -187,7 +187,7 @@ Deno.test("applyConfChange() takes effect at once and sets the conf epoch to the
     term: 1 as Term,
     index: i(4),
     type: "confChange",
-    data: encodeConfChange({ type: "removeNode", nodeId: 1 as NodeId }),
+    data: encodeConfChange({ type: "removeNode", nodeId: 1 as PeerId }),
   });
   leader.applyConfChange(removeSelf);
   assert.equal(leader.role, "follower");

@@ -5,14 +5,14 @@
  * @module
  */
 
-import type { Entry, LogIndex, NodeId, Snapshot, Term } from "./types.ts";
+import type { Entry, LogIndex, PeerId, Snapshot, Term } from "./types.ts";
 
 /** Fields every message carries. */
 export interface MessageHeader {
   /** The sender. */
-  readonly from: NodeId;
+  readonly from: PeerId;
   /** The receiver. */
-  readonly to: NodeId;
+  readonly to: PeerId;
   /** The sender's current term (for a pre-vote request: the term it would campaign in). */
   readonly term: Term;
 }

@@ -11,7 +11,7 @@
  * changes with learners, leader transfer, ReadIndex (and opt-in lease) reads,
  * a bound on uncommitted bytes, and a CRC-32 checksum on every entry.
  *
- * Conventions: ids are branded positive integers ({@linkcode NodeId}), unique
+ * Conventions: ids are branded positive integers ({@linkcode PeerId}), unique
  * per replica incarnation and never reused. Membership changes take effect
  * when the host applies the entry ({@linkcode RawNode.applyConfChange});
  * `ConfState.epoch` is the index of the last applied change and serves as the
@@ -21,9 +21,9 @@
  *
  * @example A single-node group commits a proposal
  * ```ts
- * import { MemoryStorage, mulberry32, nodeId, RawNode } from "@tinykv/raft";
+ * import { MemoryStorage, mulberry32, peerId, RawNode } from "@tinykv/raft";
  *
- * const id = nodeId(1);
+ * const id = peerId(1);
  * const storage = new MemoryStorage({ voters: [id] });
  * const node = new RawNode({ id, storage, prng: mulberry32(7) });
  * node.campaign();
@@ -78,8 +78,8 @@ export {
   type HardState,
   type LogIndex,
   logIndex,
-  type NodeId,
-  nodeId,
+  type PeerId,
+  peerId,
   type Snapshot,
   type SnapshotMetadata,
   type Term,

@@ -16,25 +16,25 @@ import { mulberry32 } from "./prng.ts";
 import { RawNode } from "./raw_node.ts";
 import { MemoryStorage } from "./storage.ts";
 import type { Message } from "./messages.ts";
-import type { NodeId } from "./types.ts";
+import type { PeerId } from "./types.ts";
 
 const COMPACT_EVERY_ENTRIES = 10_000;
 
 /** Three RawNodes wired directly to each other. */
 class BenchGroup {
-  readonly nodes = new Map<NodeId, { raw: RawNode; storage: MemoryStorage; applied: number }>();
+  readonly nodes = new Map<PeerId, { raw: RawNode; storage: MemoryStorage; applied: number }>();
   readonly leader: RawNode;
   #inbox: Message[] = [];
   committed = 0;
 
   constructor() {
-    const ids = [1, 2, 3] as NodeId[];
+    const ids = [1, 2, 3] as PeerId[];
     for (const id of ids) {
       const storage = new MemoryStorage({ voters: ids });
       const raw = new RawNode({ id, storage, prng: mulberry32(id) });
       this.nodes.set(id, { raw, storage, applied: 0 });
     }
-    this.leader = this.nodes.get(1 as NodeId)!.raw;
+    this.leader = this.nodes.get(1 as PeerId)!.raw;
     this.leader.campaign();
     this.run();
   }

@@ -24,7 +24,7 @@ import type {
   Entry,
   HardState,
   LogIndex,
-  NodeId,
+  PeerId,
   Snapshot,
   Term,
 } from "./types.ts";
@@ -34,7 +34,7 @@ export type { ProposeResult, ReadIndexResult, ReadMode, ReadState, Role, Transfe
 /** Options of a {@linkcode RawNode}. Every limit has a default and must be positive. */
 export interface RawNodeOptions {
   /** This peer's id; must be in the membership the storage holds (or join later). */
-  readonly id: NodeId;
+  readonly id: PeerId;
   /** The durable log, hard state and membership to start from. */
   readonly storage: LogReader;
   /** Randomness for election timeouts, e.g. `mulberry32(seed)`. */
@@ -79,7 +79,7 @@ export interface RawNodeOptions {
 /** Volatile state whose changes a Ready reports. */
 export interface SoftState {
   /** The leader this node knows of, if any. */
-  readonly leader: NodeId | undefined;
+  readonly leader: PeerId | undefined;
   /** This node's role. */
   readonly role: Role;
 }
@@ -126,7 +126,7 @@ export interface Ready {
 /** The leader's view of one peer, as reported by {@linkcode RawNode.status}. */
 export interface PeerStatus {
   /** The peer. */
-  readonly id: NodeId;
+  readonly id: PeerId;
   /** The highest index known to match the leader's log. */
   readonly match: LogIndex;
   /** The next index the leader will send. */
@@ -140,15 +140,15 @@ export interface PeerStatus {
 /** A snapshot of a node's state for monitoring and tests. */
 export interface Status {
   /** This node's id. */
-  readonly id: NodeId;
+  readonly id: PeerId;
   /** The current term. */
   readonly term: Term;
   /** The candidate voted for in this term, if any. */
-  readonly vote: NodeId | undefined;
+  readonly vote: PeerId | undefined;
   /** This node's role. */
   readonly role: Role;
   /** The leader this node knows of, if any. */
-  readonly leader: NodeId | undefined;
+  readonly leader: PeerId | undefined;
   /** The commit index. */
   readonly commit: LogIndex;
   /** The applied index (as acknowledged through `advance`). */
@@ -158,7 +158,7 @@ export interface Status {
   /** The membership as applied by this node. */
   readonly confState: ConfState;
   /** The target of a leader transfer in progress, if any. */
-  readonly transferee: NodeId | undefined;
+  readonly transferee: PeerId | undefined;
   /** Empty unless this node is the leader. */
   readonly peers: readonly PeerStatus[];
 }
@@ -220,7 +220,7 @@ export class RawNode {
   }
 
   /** The leader this node knows now, if any (cheap, unlike {@linkcode status}). */
-  get leader(): NodeId | undefined {
+  get leader(): PeerId | undefined {
     return this.#raft.leader;
   }
 
@@ -276,17 +276,17 @@ export class RawNode {
   }
 
   /** Asks the leader to hand leadership to `target` once it is caught up. */
-  transferLeader(target: NodeId): TransferResult {
+  transferLeader(target: PeerId): TransferResult {
     return this.#raft.transferLeader(target);
   }
 
   /** Reports the outcome of sending a snapshot to `id` (etcd's ReportSnapshot). */
-  reportSnapshot(id: NodeId, status: "success" | "failure"): void {
+  reportSnapshot(id: PeerId, status: "success" | "failure"): void {
     this.#raft.reportSnapshot(id, status);
   }
 
   /** Reports that the last message to `id` could not be delivered. */
-  reportUnreachable(id: NodeId): void {
+  reportUnreachable(id: PeerId): void {
     this.#raft.reportUnreachable(id);
   }
 

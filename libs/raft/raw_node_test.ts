@@ -11,7 +11,7 @@ import { mulberry32 } from "./prng.ts";
 import { RawNode, type Ready, splitMessages } from "./raw_node.ts";
 import { type EntriesResult, type LogReader, MemoryStorage } from "./storage.ts";
 import type { Message } from "./messages.ts";
-import { createEntry, EMPTY_HARD_STATE, type LogIndex, type NodeId, type Term } from "./types.ts";
+import { createEntry, EMPTY_HARD_STATE, type LogIndex, type PeerId, type Term } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 
@@ -124,7 +124,7 @@ Deno.test("step() of a message for another node is a host bug", () => {
 });
 
 /** Peer `from`'s acknowledgement of node 1's log up to `index` in term 1. */
-function appendAck(from: NodeId, index: number): Message {
+function appendAck(from: PeerId, index: number): Message {
   return {
     type: "appendResponse",
     from,

@@ -10,7 +10,7 @@ import { MemoryStorage } from "./storage.ts";
 import { RawNode } from "./raw_node.ts";
 import { mulberry32 } from "./prng.ts";
 import { AssertionError } from "./_assert.ts";
-import type { NodeId } from "./types.ts";
+import type { PeerId } from "./types.ts";
 
 function cluster(seed: number, readMode: "safe" | "leaseBased" = "safe"): Cluster {
   return new Cluster({ voters: 3, seed, node: { electionTicks: 10, readMode } });
@@ -96,7 +96,7 @@ Deno.test("lease-based reads answer without a heartbeat round and require check-
   c.stabilize();
   assert.equal(c.sentCount("heartbeat"), 0);
   assert.deepEqual(c.node(leader).readStates, [{ kind: "ready", requestId: 1, index }]);
-  const id = 1 as NodeId;
+  const id = 1 as PeerId;
   assert.throws(
     () =>
       new RawNode({
@@ -111,7 +111,7 @@ Deno.test("lease-based reads answer without a heartbeat round and require check-
 });
 
 Deno.test("a single-voter group serves reads at once", () => {
-  const id = 1 as NodeId;
+  const id = 1 as PeerId;
   const storage = new MemoryStorage({ voters: [id] });
   const node = new RawNode({ id, storage, prng: mulberry32(3) });
   node.campaign();

@@ -15,7 +15,7 @@ import {
   type HardState,
   type LogIndex,
   logIndex,
-  type NodeId,
+  type PeerId,
   type Snapshot,
   type Term,
 } from "./types.ts";
@@ -113,7 +113,7 @@ export class MemoryStorage implements LogReader {
    * running group, the group's membership and epoch when it was created.
    */
   constructor(
-    confState: { voters: readonly NodeId[]; learners?: readonly NodeId[]; epoch?: LogIndex },
+    confState: { voters: readonly PeerId[]; learners?: readonly PeerId[]; epoch?: LogIndex },
   ) {
     this.#confState = {
       voters: [...confState.voters],

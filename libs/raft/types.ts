@@ -18,7 +18,7 @@ export type LogIndex = number & { readonly __brand: "LogIndex" };
  * incarnation of a replica, so a message from an old incarnation cannot be
  * mistaken for one from the new. 0 is not a valid id.
  */
-export type NodeId = number & { readonly __brand: "NodeId" };
+export type PeerId = number & { readonly __brand: "PeerId" };
 
 /** Brands `value` as a {@linkcode Term}, asserting it is a non-negative safe integer. */
 export function term(value: number): Term {
@@ -32,10 +32,10 @@ export function logIndex(value: number): LogIndex {
   return value as LogIndex;
 }
 
-/** Brands `value` as a {@linkcode NodeId}, asserting it is a positive safe integer. */
-export function nodeId(value: number): NodeId {
-  assert(Number.isSafeInteger(value) && value > 0, `Invalid node id ${value}`);
-  return value as NodeId;
+/** Brands `value` as a {@linkcode PeerId}, asserting it is a positive safe integer. */
+export function peerId(value: number): PeerId {
+  assert(Number.isSafeInteger(value) && value > 0, `Invalid peer id ${value}`);
+  return value as PeerId;
 }
 
 /** What an entry carries: host data, or a configuration change. */
@@ -96,7 +96,7 @@ export interface HardState {
   /** The latest term the node has seen. */
   readonly term: Term;
   /** The candidate voted for in `term`, if any. */
-  readonly vote: NodeId | undefined;
+  readonly vote: PeerId | undefined;
   /** The highest index known to be committed. */
   readonly commit: LogIndex;
 }
@@ -119,9 +119,9 @@ export const EMPTY_HARD_STATE: HardState = {
  */
 export interface ConfState {
   /** The members that vote and count for quorums. */
-  readonly voters: readonly NodeId[];
+  readonly voters: readonly PeerId[];
   /** The members that receive the log but do not vote. */
-  readonly learners: readonly NodeId[];
+  readonly learners: readonly PeerId[];
   /** The index of the conf change entry this membership results from (0 at bootstrap). */
   readonly epoch: LogIndex;
 }
@@ -155,7 +155,7 @@ export interface ConfChange {
   /** What kind of change. */
   readonly type: ConfChangeType;
   /** The peer the change is about. */
-  readonly nodeId: NodeId;
+  readonly nodeId: PeerId;
   /** Opaque host bytes carried with the change. */
   readonly context?: Uint8Array;
 }
@@ -191,5 +191,5 @@ export function decodeConfChange(bytes: Uint8Array): DecodeConfChangeResult {
     return { kind: "invalid", reason: `Conf change node id is ${id}: expected a positive integer` };
   }
   const context = bytes.slice(9);
-  return { kind: "ok", change: { type, nodeId: id as NodeId, context } };
+  return { kind: "ok", change: { type, nodeId: id as PeerId, context } };
 }

@@ -7,7 +7,7 @@
  */
 import type { Command, ScanRequest } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE } from "@tinykv/shard";
-import type { LogIndex, NodeId as PeerId } from "@tinykv/raft";
+import type { LogIndex, PeerId } from "@tinykv/raft";
 import { Driver, type Envelope, type RaftOutbound } from "./driver.ts";
 import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { NodeStore } from "./node_store.ts";

@@ -15,7 +15,7 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
 import { HASH_SPACE, isHashRange } from "@tinykv/shard";
-import type { LogIndex, NodeId as PeerId, Role } from "@tinykv/raft";
+import type { LogIndex, PeerId, Role } from "@tinykv/raft";
 import type { AdminResult } from "./driver.ts";
 import type { KvDriver, KvReplica } from "./kv_app.ts";
 import type { PeerAddress } from "./replica.ts";

@@ -25,7 +25,7 @@ import {
   type LogIndex,
   type Message,
   mulberry32,
-  type NodeId as PeerId,
+  type PeerId,
   type Prng,
   type Ready,
   splitMessages,

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE } from "@tinykv/shard";
-import type { LogIndex, NodeId as PeerId } from "@tinykv/raft";
+import type { LogIndex, PeerId } from "@tinykv/raft";
 import { Driver } from "./driver.ts";
 import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { MemoryNodeStore } from "./memory_node_store.ts";

@@ -17,7 +17,7 @@ import {
   type Entry,
   type LogIndex,
   type Message,
-  type NodeId as PeerId,
+  type PeerId,
   type SnapshotMetadata,
   type Term,
   verifyEntry,

@@ -9,7 +9,7 @@ import {
   type Entry,
   type LogIndex,
   type Message,
-  type NodeId as PeerId,
+  type PeerId,
   type Term,
 } from "@tinykv/raft";
 import { RaftBatch, RaftEnvelope, type RaftMessage } from "@tinykv/proto/tinykv/v1";

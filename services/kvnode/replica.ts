@@ -12,7 +12,7 @@ import {
   decodeConfChange,
   type Entry,
   type LogIndex,
-  type NodeId as PeerId,
+  type PeerId,
   type Prng,
   RawNode,
   type Ready,

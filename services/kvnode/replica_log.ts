@@ -19,7 +19,7 @@ import {
   type InitialState,
   type LogIndex,
   type LogReader,
-  type NodeId,
+  type PeerId,
   type SnapshotMetadata,
   type SnapshotResult,
   type Term,
@@ -354,7 +354,7 @@ export class ReplicaLog implements LogReader {
 }
 
 /** The peer ids of a membership, voters then learners. */
-export function members(confState: ConfState): NodeId[] {
+export function members(confState: ConfState): PeerId[] {
   return [...confState.voters, ...confState.learners];
 }
 

@@ -7,14 +7,14 @@ import {
   createEntry,
   type Entry,
   type LogIndex,
-  type NodeId,
+  type PeerId,
   type Term,
 } from "@tinykv/raft";
 import { makeKey, NodeStore, PREFIX } from "./node_store.ts";
 import { encodeEntry, ReplicaLog } from "./replica_log.ts";
 import { AssertionError } from "./_assert.ts";
 
-const CONF: ConfState = { voters: [1 as NodeId, 2 as NodeId], learners: [], epoch: 0 as LogIndex };
+const CONF: ConfState = { voters: [1 as PeerId, 2 as PeerId], learners: [], epoch: 0 as LogIndex };
 
 function entry(index: number, term: number, text = `e${index}`): Entry {
   return createEntry({
@@ -111,14 +111,14 @@ Deno.test("ReplicaLog keeps hard state, applied state, log start and entries acr
   await withStore(async (store, dir) => {
     const log = open(store);
     const conf: ConfState = {
-      voters: [1 as NodeId],
-      learners: [3 as NodeId],
+      voters: [1 as PeerId],
+      learners: [3 as PeerId],
       epoch: 5 as LogIndex,
     };
     await store.write(() => {
       log.installSnapshot({ index: 10 as LogIndex, term: 4 as Term, confState: conf });
       log.append([entry(11, 4), entry(12, 5)]);
-      log.setHardState({ term: 5 as Term, vote: 1 as NodeId, commit: 12 as LogIndex });
+      log.setHardState({ term: 5 as Term, vote: 1 as PeerId, commit: 12 as LogIndex });
     });
     await store.close();
     const again = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });

@@ -1,7 +1,7 @@
 // Checks Replica.failAll: when a replica goes away, its proposals are answered `unknown` (their
 // entries may still commit on the other members), its reads with the given outcome.
 import assert from "node:assert/strict";
-import { type LogIndex, mulberry32, type NodeId, type Term } from "@tinykv/raft";
+import { type LogIndex, mulberry32, type PeerId, type Term } from "@tinykv/raft";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import type { ItemOutcome, ItemResult } from "./outcome.ts";
 import { KvApplication, type KvMachine } from "./kv_app.ts";
@@ -18,7 +18,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
       peerId: 7,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [peer],
-      initialConfState: { voters: [7 as NodeId], learners: [], epoch: 0 as LogIndex },
+      initialConfState: { voters: [7 as PeerId], learners: [], epoch: 0 as LogIndex },
     },
     tuning: TEST_TUNING,
     prng: mulberry32(1),
@@ -40,7 +40,7 @@ Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and
       peerId: 7,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [peer],
-      initialConfState: { voters: [7 as NodeId], learners: [], epoch: 0 as LogIndex },
+      initialConfState: { voters: [7 as PeerId], learners: [], epoch: 0 as LogIndex },
     },
     tuning: TEST_TUNING,
     prng: mulberry32(1),

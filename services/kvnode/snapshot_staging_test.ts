@@ -4,7 +4,7 @@
 // refused (stale) and an abandoned staging are all deleted in the background, while the one the
 // replica uses survives a restart.
 import assert from "node:assert/strict";
-import type { LogIndex, NodeId as PeerId, Term } from "@tinykv/raft";
+import type { LogIndex, PeerId, Term } from "@tinykv/raft";
 import { HASH_SPACE } from "@tinykv/shard";
 import { Driver, type Envelope, type SnapshotStagingHandle } from "./driver.ts";
 import { KvApplication, type KvDriver } from "./kv_app.ts";

@@ -13,7 +13,7 @@ import {
   createEntry,
   type LogIndex,
   type Message,
-  type NodeId as PeerId,
+  type PeerId,
   type Term,
 } from "@tinykv/raft";
 import { RaftTransportService, type SnapshotChunk } from "@tinykv/proto/tinykv/v1";

@@ -18,7 +18,7 @@ import {
   type RegisterInput,
   type RegisterOutput,
 } from "@tinykv/lincheck";
-import type { NodeId } from "@tinykv/raft";
+import type { PeerId } from "@tinykv/raft";
 import { assert } from "./_assert.ts";
 import { type SimConfig, TICK_UNITS } from "./config.ts";
 import type { ClientOp, ClientOutcome, ClientReply, ClientRequest } from "./node_host.ts";
@@ -52,7 +52,7 @@ interface Client {
   readonly readRatio: number;
   seq: number;
   opNumber: number;
-  leaderHint: NodeId | undefined;
+  leaderHint: PeerId | undefined;
   pending: Pending | undefined;
   /** Ignores wake-ups scheduled before the latest one. */
   wakeToken: number;
@@ -69,9 +69,9 @@ export interface ClientEnv {
   /** The current simulated time. */
   now(): number;
   /** Nodes a client may contact (it does not know which are up). */
-  contactable(): readonly NodeId[];
+  contactable(): readonly PeerId[];
   /** Sends a request to a node over the network. */
-  sendRequest(to: NodeId, request: ClientRequest): void;
+  sendRequest(to: PeerId, request: ClientRequest): void;
   /** Wakes client `client` after `delay` with `token`. */
   scheduleWake(client: number, delay: number, token: number): void;
   /** Records a line of the trace (built only when tracing). */

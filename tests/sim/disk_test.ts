@@ -2,11 +2,11 @@
 // ones never are, and a torn write is detected by its checksum and truncated
 // on recovery instead of being taken as valid.
 import assert from "node:assert/strict";
-import { createEntry, type LogIndex, type NodeId, type Term, verifyEntry } from "@tinykv/raft";
+import { createEntry, type LogIndex, type PeerId, type Term, verifyEntry } from "@tinykv/raft";
 import { hardStateChecksum, SimDisk, tearRecord, verifyRecord } from "./disk.ts";
 import { SimRandom } from "./random.ts";
 
-const CONF = { voters: [1 as NodeId], learners: [], epoch: 0 as LogIndex };
+const CONF = { voters: [1 as PeerId], learners: [], epoch: 0 as LogIndex };
 
 function entries(from: number, to: number, term = 1) {
   const out = [];
@@ -57,7 +57,7 @@ Deno.test("SimDisk.recover() truncates a torn entries write at the first bad ent
 
 Deno.test("tearRecord() always produces a record that fails verification", () => {
   const random = new SimRandom(7);
-  const hardState = { term: 3 as Term, vote: 1 as NodeId, commit: 5 as LogIndex };
+  const hardState = { term: 3 as Term, vote: 1 as PeerId, commit: 5 as LogIndex };
   for (let i = 0; i < 100; i++) {
     const torn = tearRecord({ kind: "entries", entries: entries(1, 4) }, random);
     assert.notEqual(verifyRecord(torn).kind, "ok");

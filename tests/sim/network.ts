@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { NodeId } from "@tinykv/raft";
+import type { PeerId } from "@tinykv/raft";
 import type { SimRandom } from "./random.ts";
 
 /** Message faults of the network. */
@@ -44,17 +44,17 @@ export class SimNetwork {
   }
 
   /** Whether messages from `from` to `to` are dropped by a partition. */
-  cut(from: NodeId, to: NodeId): boolean {
+  cut(from: PeerId, to: PeerId): boolean {
     return this.#cut.size > 0 && this.#cut.has(from * LINK_KEY + to);
   }
 
   /** Cuts the directed link `from` → `to`. */
-  cutLink(from: NodeId, to: NodeId): void {
+  cutLink(from: PeerId, to: PeerId): void {
     this.#cut.add(from * LINK_KEY + to);
   }
 
   /** Splits `ids` into the groups `sides` (messages cross no side boundary). */
-  split(sides: readonly (readonly NodeId[])[]): void {
+  split(sides: readonly (readonly PeerId[])[]): void {
     for (let i = 0; i < sides.length; i++) {
       for (let j = 0; j < sides.length; j++) {
         if (i === j) continue;

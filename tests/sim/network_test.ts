@@ -1,11 +1,11 @@
 // Tests of the simulated network's partitions and delays.
 import assert from "node:assert/strict";
-import type { NodeId } from "@tinykv/raft";
+import type { PeerId } from "@tinykv/raft";
 import { SimNetwork } from "./network.ts";
 import { SimRandom } from "./random.ts";
 
 const FAULTS = { lossRate: 0, duplicateRate: 0, delayMax: 5, spikeRate: 0, spikeMax: 0 };
-const n = (id: number) => id as NodeId;
+const n = (id: number) => id as PeerId;
 
 Deno.test("SimNetwork.split() cuts every link across sides and none within", () => {
   const network = new SimNetwork(FAULTS);

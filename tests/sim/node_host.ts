@@ -17,7 +17,7 @@ import {
   type LogIndex,
   type Message,
   mulberry32,
-  type NodeId,
+  type PeerId,
   RawNode,
   type ReadState,
   type Ready,
@@ -67,12 +67,12 @@ export type ClientOutcome =
   | { readonly kind: "value"; readonly value: string | null }
   | { readonly kind: "list"; readonly tokens: readonly string[] }
   /** Not proposed here (or the proposal was overwritten): retry, possibly at `leader`. */
-  | { readonly kind: "retry"; readonly leader: NodeId | undefined };
+  | { readonly kind: "retry"; readonly leader: PeerId | undefined };
 
 /** A reply on its way to a client. */
 export interface ClientReply {
   /** The node that answered. */
-  readonly from: NodeId;
+  readonly from: PeerId;
   /** The client. */
   readonly client: number;
   /** The client's operation this is about. */
@@ -85,8 +85,8 @@ export interface ClientReply {
 export type InboxItem =
   | { readonly kind: "message"; readonly message: Message }
   | { readonly kind: "request"; readonly request: ClientRequest }
-  | { readonly kind: "snapshotReport"; readonly peer: NodeId; readonly ok: boolean }
-  | { readonly kind: "unreachable"; readonly peer: NodeId };
+  | { readonly kind: "snapshotReport"; readonly peer: PeerId; readonly ok: boolean }
+  | { readonly kind: "unreachable"; readonly peer: PeerId };
 
 /** What a node needs from the simulation around it. */
 export interface HostEnv {
@@ -101,7 +101,7 @@ export interface HostEnv {
   /** Puts a Raft message on the network. */
   send(message: Message): void;
   /** Answers a client over the network. */
-  reply(reply: Omit<ClientReply, "from">, from: NodeId): void;
+  reply(reply: Omit<ClientReply, "from">, from: PeerId): void;
   /** Schedules this node's sync completion after `delay` time units. */
   scheduleSyncDone(node: SimNode, delay: number): void;
   /** Schedules a turn of this node now (after the events already due). */
@@ -128,7 +128,7 @@ interface ReadWaiter {
 /** One node: a disk that survives crashes and a RawNode that does not. */
 export class SimNode {
   /** The node's Raft peer id. */
-  readonly id: NodeId;
+  readonly id: PeerId;
   /** The disk, which survives crashes. */
   readonly disk: SimDisk;
   /** The running core; undefined while down or destroyed. */
@@ -163,7 +163,7 @@ export class SimNode {
   readonly #env: HostEnv;
 
   /** Creates a node whose disk holds the membership `confState` (not started). */
-  constructor(id: NodeId, confState: ConfState, env: HostEnv) {
+  constructor(id: PeerId, confState: ConfState, env: HostEnv) {
     this.id = id;
     this.disk = new SimDisk(confState);
     this.#env = env;
@@ -334,7 +334,7 @@ export class SimNode {
     this.#env.reply(reply, this.id);
   }
 
-  #retry(request: ClientRequest, leader: NodeId | undefined): void {
+  #retry(request: ClientRequest, leader: PeerId | undefined): void {
     this.#reply({
       client: request.client,
       opNumber: request.opNumber,

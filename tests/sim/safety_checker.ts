@@ -22,7 +22,7 @@
  * @module
  */
 
-import type { Entry, LogIndex, NodeId, Snapshot, Term } from "@tinykv/raft";
+import type { Entry, LogIndex, PeerId, Snapshot, Term } from "@tinykv/raft";
 import type { SimLog } from "./sim_log.ts";
 
 /** The names of the checks, as reports print them. */
@@ -64,8 +64,8 @@ interface Known {
 
 /** Global safety checks across all replicas of one group. */
 export class SafetyChecker {
-  readonly #leaderOfTerm: Map<number, NodeId> = new Map();
-  readonly #votes: Map<string, NodeId> = new Map();
+  readonly #leaderOfTerm: Map<number, PeerId> = new Map();
+  readonly #votes: Map<string, PeerId> = new Map();
   // index → term → facts about the entry (index, term) wherever it was seen.
   readonly #entries: Map<number, Map<number, EntryFacts>> = new Map();
   readonly #committed: Map<number, Known> = new Map();
@@ -89,7 +89,7 @@ export class SafetyChecker {
   }
 
   /** A node is leader in `term`: no other node may be. */
-  onLeader(id: NodeId, term: Term): void {
+  onLeader(id: PeerId, term: Term): void {
     this.checks++;
     const other = this.#leaderOfTerm.get(term);
     if (other === undefined) this.#leaderOfTerm.set(term, id);
@@ -102,7 +102,7 @@ export class SafetyChecker {
   }
 
   /** `voter` granted its vote in `term` to `candidate`. */
-  onVoteGranted(voter: NodeId, term: Term, candidate: NodeId): void {
+  onVoteGranted(voter: PeerId, term: Term, candidate: PeerId): void {
     this.checks++;
     const key = `${term}/${voter}`;
     const previous = this.#votes.get(key);
@@ -119,7 +119,7 @@ export class SafetyChecker {
    * A node persisted `entries` (a Ready's) into `log`. Checks log matching for
    * them and records the entries the node's commit index now covers.
    */
-  onPersisted(id: NodeId, log: SimLog, entries: readonly Entry[]): void {
+  onPersisted(id: PeerId, log: SimLog, entries: readonly Entry[]): void {
     let prevTerm: number = entries.length > 0
       ? (log.term((entries[0].index - 1) as LogIndex) ?? -1)
       : -1;
@@ -129,7 +129,7 @@ export class SafetyChecker {
     }
   }
 
-  #checkEntry(id: NodeId, entry: Entry, prevTerm: number): void {
+  #checkEntry(id: PeerId, entry: Entry, prevTerm: number): void {
     this.checks++;
     let byTerm = this.#entries.get(entry.index);
     if (byTerm === undefined) {
@@ -160,7 +160,7 @@ export class SafetyChecker {
    * Records the entries in `log` from `from` up to `commit` as committed, by a
    * node whose current term is `term`, checking earlier records.
    */
-  onCommit(id: NodeId, log: SimLog, from: number, commit: number, term: Term): void {
+  onCommit(id: PeerId, log: SimLog, from: number, commit: number, term: Term): void {
     for (let i = Math.max(from, log.firstIndex()); i <= commit; i++) {
       const entry = log.entryAt(i);
       if (entry === undefined) {
@@ -180,7 +180,7 @@ export class SafetyChecker {
    * A node whose state machine had applied up to `applied` is given `entry` to
    * apply: it must come next, and be the entry every other replica applied there.
    */
-  onApply(id: NodeId, entry: Entry, applied: number): void {
+  onApply(id: PeerId, entry: Entry, applied: number): void {
     this.checks++;
     if (entry.index !== applied + 1) {
       throw new InvariantViolation(
@@ -198,7 +198,7 @@ export class SafetyChecker {
     }
   }
 
-  #record(map: Map<number, Known>, check: CheckName, id: NodeId, entry: Entry, what: string): void {
+  #record(map: Map<number, Known>, check: CheckName, id: PeerId, entry: Entry, what: string): void {
     this.checks++;
     const known = map.get(entry.index);
     if (known === undefined) {
@@ -213,7 +213,7 @@ export class SafetyChecker {
   }
 
   /** A snapshot's last entry must be committed, and be the committed entry there. */
-  onSnapshot(id: NodeId, snapshot: Snapshot): void {
+  onSnapshot(id: PeerId, snapshot: Snapshot): void {
     this.checks++;
     const meta = snapshot.metadata;
     if (meta.index === 0) return;
@@ -236,7 +236,7 @@ export class SafetyChecker {
    * one (the majority that committed it rejects the older term), which the
    * state machine safety check still verifies.
    */
-  checkLeaderLog(id: NodeId, term: Term, log: SimLog, committedAtElection: number): void {
+  checkLeaderLog(id: PeerId, term: Term, log: SimLog, committedAtElection: number): void {
     this.checks++;
     const promised = (index: number) => {
       const committedIn = this.#commitTerm.get(index);

@@ -14,7 +14,7 @@
  */
 
 import { appendListModel, check, type CheckResult, registerModel } from "@tinykv/lincheck";
-import type { ConfState, LogIndex, Message, NodeId, Term } from "@tinykv/raft";
+import type { ConfState, LogIndex, Message, PeerId, Term } from "@tinykv/raft";
 import { assert } from "./_assert.ts";
 import { ClientDriver } from "./clients.ts";
 import { type SimConfig, TICK_UNITS } from "./config.ts";
@@ -32,15 +32,15 @@ type SimEvent =
   | { readonly kind: "deliver"; readonly message: Message }
   | {
     readonly kind: "snapshotReport";
-    readonly node: NodeId;
-    readonly peer: NodeId;
+    readonly node: PeerId;
+    readonly peer: PeerId;
     readonly ok: boolean;
   }
   | { readonly kind: "restart"; readonly node: SimNode }
   | { readonly kind: "destroy"; readonly node: SimNode; readonly why: string }
   | { readonly kind: "chaos" }
   | { readonly kind: "heal"; readonly partition: number }
-  | { readonly kind: "request"; readonly to: NodeId; readonly request: ClientRequest }
+  | { readonly kind: "request"; readonly to: PeerId; readonly request: ClientRequest }
   | { readonly kind: "reply"; readonly reply: ClientReply }
   | { readonly kind: "wake"; readonly client: number; readonly token: number };
 
@@ -103,7 +103,7 @@ export interface SimStats {
 
 interface AdminChange {
   readonly kind: "add" | "promote" | "remove";
-  readonly node: NodeId;
+  readonly node: PeerId;
   readonly index: LogIndex;
   readonly term: Term;
 }
@@ -124,7 +124,7 @@ export class Simulation {
   /** Partitions and message faults. */
   readonly network: SimNetwork;
   /** Every node ever created, by id. */
-  readonly nodes: Map<NodeId, SimNode> = new Map();
+  readonly nodes: Map<PeerId, SimNode> = new Map();
   /** The clients and their recorded history. */
   readonly clients: ClientDriver;
   /** What happened, for the summary. */
@@ -171,7 +171,7 @@ export class Simulation {
     };
     this.#env = this.#hostEnv();
     this.#traceLine(() => `seed ${config.seed}: ${JSON.stringify(config)}`);
-    const voters = Array.from({ length: config.voters }, (_, i) => (i + 1) as NodeId);
+    const voters = Array.from({ length: config.voters }, (_, i) => (i + 1) as PeerId);
     this.#conf = { voters, learners: [], epoch: 0 as LogIndex };
     this.#nextNodeId = config.voters + 1;
     for (const id of voters) this.#startNode(new SimNode(id, this.#conf, this.#env));
@@ -369,8 +369,8 @@ export class Simulation {
     node.destroy();
   }
 
-  #contactable(): NodeId[] {
-    const ids: NodeId[] = [];
+  #contactable(): PeerId[] {
+    const ids: PeerId[] = [];
     for (const node of this.nodes.values()) if (node.state !== "destroyed") ids.push(node.id);
     return ids;
   }
@@ -445,11 +445,11 @@ export class Simulation {
   }
 
   /** The node a client sits beside, whose side of a partition it shares. */
-  #clientHome(client: number): NodeId {
-    return (((client - 1) % this.config.voters) + 1) as NodeId;
+  #clientHome(client: number): PeerId {
+    return (((client - 1) % this.config.voters) + 1) as PeerId;
   }
 
-  #sendToNode(to: NodeId, request: ClientRequest): void {
+  #sendToNode(to: PeerId, request: ClientRequest): void {
     if (this.config.clientsPartitioned && this.network.cut(this.#clientHome(request.client), to)) {
       return;
     }
@@ -462,7 +462,7 @@ export class Simulation {
     });
   }
 
-  #onRequest(to: NodeId, request: ClientRequest): void {
+  #onRequest(to: PeerId, request: ClientRequest): void {
     const node = this.nodes.get(to);
     if (node?.state !== "up") return;
     node.inbox.push({ kind: "request", request });
@@ -549,14 +549,14 @@ export class Simulation {
       const peer = status.peers.find((p) => p.id === id);
       return peer !== undefined && peer.match >= status.commit;
     });
-    let change: { kind: AdminChange["kind"]; node: NodeId };
+    let change: { kind: AdminChange["kind"]; node: PeerId };
     const anyLearner = conf.learners.length > 0 && r.chance(0.1)
       ? r.pick(conf.learners)
       : undefined;
     const promotable = learner ?? anyLearner;
     if (promotable !== undefined && r.chance(0.8)) change = { kind: "promote", node: promotable };
     else if (members < this.config.membersMax && r.chance(0.5)) {
-      change = { kind: "add", node: this.#nextNodeId as NodeId };
+      change = { kind: "add", node: this.#nextNodeId as PeerId };
     } else if (conf.voters.length > 3 || conf.learners.length > 0) {
       const candidates = conf.voters.length > 3
         ? [...conf.voters, ...conf.learners]
@@ -703,7 +703,7 @@ export class Simulation {
 
   /** Replicas that applied the same index hold the same state. */
   #checkConvergence(): void {
-    const digestAt = new Map<number, { id: NodeId; digest: number }>();
+    const digestAt = new Map<number, { id: PeerId; digest: number }>();
     for (const node of this.nodes.values()) {
       if (node.state !== "up") continue;
       const sm = node.disk.live.sm;

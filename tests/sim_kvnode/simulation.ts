@@ -20,7 +20,7 @@
  * @module
  */
 import { Command } from "@tinykv/proto/tinykv/v1";
-import type { ConfState, LogIndex, NodeId as PeerId } from "@tinykv/raft";
+import type { ConfState, LogIndex, PeerId } from "@tinykv/raft";
 import { HASH_SPACE } from "@tinykv/shard";
 import {
   check,

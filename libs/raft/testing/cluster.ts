@@ -16,7 +16,7 @@ import type { Message, MessageType } from "../messages.ts";
 import { mulberry32, type Prng } from "../prng.ts";
 import { RawNode, type RawNodeOptions, type ReadState, type Ready } from "../raw_node.ts";
 import { MemoryStorage } from "../storage.ts";
-import type { ConfChange, ConfState, Entry, LogIndex, NodeId } from "../types.ts";
+import type { ConfChange, ConfState, Entry, LogIndex, PeerId } from "../types.ts";
 
 /** A host state machine driven by the cluster. */
 export interface StateMachine {
@@ -93,7 +93,7 @@ export interface ClusterOptions {
  */
 export class TestNode {
   /** The node's id. */
-  readonly id: NodeId;
+  readonly id: PeerId;
   /** The node's durable storage (survives crashes). */
   readonly storage: MemoryStorage;
   /** The node's durable state machine (survives crashes). */
@@ -108,7 +108,7 @@ export class TestNode {
   appliedEntries: Entry[] = [];
 
   /** Creates a node around its durable storage and state machine (not started). */
-  constructor(id: NodeId, storage: MemoryStorage, stateMachine: StateMachine) {
+  constructor(id: PeerId, storage: MemoryStorage, stateMachine: StateMachine) {
     this.id = id;
     this.storage = storage;
     this.stateMachine = stateMachine;
@@ -133,7 +133,7 @@ export class Cluster {
   /** The generator behind every random choice of the cluster. */
   readonly prng: Prng;
   /** All nodes ever added, crashed or not. */
-  readonly nodes: Map<NodeId, TestNode> = new Map();
+  readonly nodes: Map<PeerId, TestNode> = new Map();
   /** Messages sent, by type (counted before faults). */
   readonly sent: Map<MessageType, number> = new Map();
   /** Ticks elapsed. */
@@ -144,7 +144,7 @@ export class Cluster {
   filter: ((message: Message) => boolean) | undefined = undefined;
   readonly #options: ClusterOptions;
   #queue: InFlight[] = [];
-  #partitionOf: Map<NodeId, number> = new Map();
+  #partitionOf: Map<PeerId, number> = new Map();
   readonly #appliedAt: Map<number, Entry> = new Map();
 
   /** Creates and starts a cluster (no leader yet: tick or campaign). */
@@ -152,15 +152,15 @@ export class Cluster {
     this.#options = options;
     this.prng = mulberry32(options.seed);
     const voters = typeof options.voters === "number"
-      ? Array.from({ length: options.voters }, (_, i) => (i + 1) as NodeId)
-      : options.voters.map((id) => id as NodeId);
-    const learners = (options.learners ?? []).map((id) => id as NodeId);
+      ? Array.from({ length: options.voters }, (_, i) => (i + 1) as PeerId)
+      : options.voters.map((id) => id as PeerId);
+    const learners = (options.learners ?? []).map((id) => id as PeerId);
     for (const id of [...voters, ...learners]) {
       this.#createNode(id, new MemoryStorage({ voters, learners }));
     }
   }
 
-  #createNode(id: NodeId, storage: MemoryStorage): TestNode {
+  #createNode(id: PeerId, storage: MemoryStorage): TestNode {
     assert(!this.nodes.has(id), `Node ${id} already exists`);
     const sm = this.#options.stateMachine?.() ?? new RecordingStateMachine();
     const node = new TestNode(id, storage, sm);
@@ -180,13 +180,13 @@ export class Cluster {
   }
 
   /** All node ids, ascending. */
-  get ids(): NodeId[] {
+  get ids(): PeerId[] {
     return [...this.nodes.keys()].sort((a, b) => a - b);
   }
 
   /** The node with `id`. */
   node(id: number): TestNode {
-    const node = this.nodes.get(id as NodeId);
+    const node = this.nodes.get(id as PeerId);
     assert(node !== undefined, `No node ${id}`);
     return node;
   }
@@ -207,7 +207,7 @@ export class Cluster {
     const leader = this.leader();
     assert(leader !== undefined, `Cannot add node ${id}: no leader`);
     const confState = this.raw(leader).status().confState;
-    return this.#createNode(id as NodeId, new MemoryStorage(confState));
+    return this.#createNode(id as PeerId, new MemoryStorage(confState));
   }
 
   // ---------------------------------------------------------------- faults
@@ -216,7 +216,7 @@ export class Cluster {
   partition(...groups: readonly number[][]): void {
     this.#partitionOf = new Map();
     groups.forEach((group, i) => {
-      for (const id of group) this.#partitionOf.set(id as NodeId, i + 1);
+      for (const id of group) this.#partitionOf.set(id as PeerId, i + 1);
     });
   }
 
@@ -231,7 +231,7 @@ export class Cluster {
   }
 
   /** Whether `a` and `b` can currently exchange messages. */
-  connected(a: NodeId, b: NodeId): boolean {
+  connected(a: PeerId, b: PeerId): boolean {
     return (this.#partitionOf.get(a) ?? 0) === (this.#partitionOf.get(b) ?? 0);
   }
 
@@ -284,7 +284,7 @@ export class Cluster {
   }
 
   /** Carries out one Ready of `id` as a host would (persist, send, apply, advance). */
-  processReady(id: NodeId): void {
+  processReady(id: PeerId): void {
     const node = this.node(id);
     const raw = this.raw(id);
     const ready = raw.ready();
@@ -393,7 +393,7 @@ export class Cluster {
   // ---------------------------------------------------------------- queries
 
   /** The running leaders, ascending by id. */
-  leaders(): NodeId[] {
+  leaders(): PeerId[] {
     return this.ids.filter((id) => this.node(id).raw?.status().role === "leader");
   }
 
@@ -401,9 +401,9 @@ export class Cluster {
    * The running leader of the highest term, if it is the only leader in that
    * term (asserts that no term has two leaders).
    */
-  leader(): NodeId | undefined {
-    const byTerm = new Map<number, NodeId>();
-    let best: NodeId | undefined;
+  leader(): PeerId | undefined {
+    const byTerm = new Map<number, PeerId>();
+    let best: PeerId | undefined;
     let bestTerm = -1;
     for (const id of this.leaders()) {
       const t = this.raw(id).status().term;
@@ -418,8 +418,8 @@ export class Cluster {
   }
 
   /** Ticks until some node leads; returns it. */
-  waitForLeader(ticksMax = 200): NodeId {
-    let found: NodeId | undefined;
+  waitForLeader(ticksMax = 200): PeerId {
+    let found: PeerId | undefined;
     const ok = this.tickUntil(() => (found = this.leader()) !== undefined, ticksMax);
     assert(ok && found !== undefined, `No leader within ${ticksMax} ticks`);
     return found;
