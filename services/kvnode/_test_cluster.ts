@@ -14,6 +14,7 @@ import { NodeStore } from "./node_store.ts";
 import { inlineSnapshot } from "./snapshot_stream.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import type { PeerAddress, ReplicaRecord, ReplicaTuning } from "./replica.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 /** A request as tests write it. */
 export type TestOp =
@@ -135,7 +136,7 @@ export class TestCluster {
     const peers = nodeIds.map((nodeId, i) => this.peer(nodeId, firstPeerId + i));
     for (const peer of peers) {
       const record: ReplicaRecord = {
-        shardId,
+        shardId: toShardId(shardId),
         peerId: peer.peerId,
         range: { lo: 0, hi: HASH_SPACE },
         peers,
@@ -201,7 +202,7 @@ export class TestCluster {
   submit(nodeId: string, shardId: number, op: TestOp): Promise<ItemOutcome> {
     const fullOp = op.kind === "get" ? { ...op, serializable: op.serializable ?? false } : op;
     return this.node(nodeId).driver.submit({
-      shardId,
+      shardId: toShardId(shardId),
       confEpoch: 0,
       op: fullOp,
       deadlineMs: this.#now + 30_000,

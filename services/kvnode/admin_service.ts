@@ -20,6 +20,7 @@ import type { AdminResult } from "./driver.ts";
 import type { KvDriver, KvReplica } from "./kv_app.ts";
 import type { PeerAddress } from "./replica.ts";
 import { unreachable } from "./_assert.ts";
+import { shardId } from "@tinykv/shard";
 
 /** Who this node is, as admin calls check it. */
 export interface NodeIdentity {
@@ -59,7 +60,7 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       if (refused !== undefined) return refused;
       const peers = [...request.voters, ...request.learners].map(peerAddress);
       const result = await driver.createReplica({
-        shardId: request.shardId,
+        shardId: shardId(request.shardId),
         peerId: request.peerId,
         range: { lo: request.rangeLo, hi: request.rangeHi },
         peers,
@@ -85,7 +86,7 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
         return rpcFailure("invalidArgument", 'Field "peer" is missing or has peer_id 0');
       }
       const result = await driver.changeMembership({
-        shardId: request.shardId,
+        shardId: shardId(request.shardId),
         expectedConfEpoch: request.expectedConfEpoch,
         change,
         peer: peerAddress(request.peer),
@@ -97,7 +98,7 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       const refused = clusterCheck(request.clusterId);
       if (refused !== undefined) return refused;
       const result = await driver.transferLeader({
-        shardId: request.shardId,
+        shardId: shardId(request.shardId),
         expectedConfEpoch: request.expectedConfEpoch,
         targetPeerId: request.targetPeerId,
       });
@@ -108,7 +109,7 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       if (refused !== undefined) return refused;
       if (request.peerId === 0) return rpcFailure("invalidArgument", 'Field "peer_id" is 0');
       const result = await driver.deleteReplica({
-        shardId: request.shardId,
+        shardId: shardId(request.shardId),
         peerId: request.peerId,
         confEpoch: request.confEpoch,
       });

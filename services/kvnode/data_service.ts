@@ -19,7 +19,7 @@ import {
   type ResponseItem,
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, type ServiceBinding } from "@tinykv/rpc";
-import { checkRequest } from "@tinykv/shard";
+import { checkRequest, shardId } from "@tinykv/shard";
 import type { WallClock } from "./driver.ts";
 import type { DataOp, KvDriver } from "./kv_app.ts";
 import { type ItemOutcome, toResponseItem } from "./outcome.ts";
@@ -115,7 +115,7 @@ export async function serveItem(
     : Math.min(item.timeoutMs, options.requestTimeoutMsMax);
   try {
     return await options.driver.submit({
-      shardId: item.shardId,
+      shardId: shardId(item.shardId),
       confEpoch: item.confEpoch,
       op: decoded.op,
       deadlineMs: options.clock.now() + timeoutMs,

@@ -50,11 +50,12 @@ import { PREFIX, prefixEnd } from "./node_storage.ts";
 import { type SnapshotSource, stagedGeneration, stagedToken } from "./snapshot_stream.ts";
 import { SnapshotStaging } from "./snapshot_staging.ts";
 import { deleteGeneration, generationKey, storedGenerations } from "./generations.ts";
+import type { ShardId } from "@tinykv/shard";
 import { unreachable } from "./_assert.ts";
 
 /** A Raft message of one group, as it travels between nodes. */
 export interface Envelope {
-  readonly shardId: number;
+  readonly shardId: ShardId;
   readonly confEpoch: number;
   readonly message: Message;
   /** On receipt: the node that sent it and where it listens, when the transport knows. */
@@ -99,7 +100,7 @@ export interface DriverLog {
 
 /** A data-path request for one shard: the application's `op`. */
 export interface DataRequest<Op> {
-  readonly shardId: number;
+  readonly shardId: ShardId;
   /** The caller's conf epoch for the shard, 0 to skip the check. */
   readonly confEpoch: number;
   readonly op: Op;
@@ -187,7 +188,7 @@ type InboxItem =
   // deno-lint-ignore no-explicit-any
   | { readonly kind: "request"; readonly request: DataRequest<any>; readonly live: LiveRequest }
   | { readonly kind: "task"; readonly run: () => void; readonly readOnly: boolean }
-  | { readonly kind: "snapshotStatus"; shardId: number; to: number; ok: boolean };
+  | { readonly kind: "snapshotStatus"; shardId: ShardId; to: number; ok: boolean };
 
 // deno-lint-ignore no-explicit-any
 type AnyReplica = Replica<any, any>;
@@ -426,7 +427,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   /** Reports how sending a snapshot went. */
-  reportSnapshot(shardId: number, to: number, ok: boolean): void {
+  reportSnapshot(shardId: ShardId, to: number, ok: boolean): void {
     this.#inbox.push({ kind: "snapshotStatus", shardId, to, ok });
     this.#wakeUp();
   }
@@ -680,7 +681,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   /** Marks the replica of `shardId` (if any) for this turn's tick and Ready; returns it. */
-  #touch(shardId: number): Replica<R, M> | undefined {
+  #touch(shardId: ShardId): Replica<R, M> | undefined {
     const replica = this.#replicas.get(shardId);
     if (replica !== undefined) this.#touched.add(replica);
     return replica;
@@ -1302,7 +1303,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
    * its own epoch is not older than `confEpoch` and it has applied anything.
    */
   async deleteReplica(
-    request: { shardId: number; peerId: number; confEpoch: number },
+    request: { shardId: ShardId; peerId: number; confEpoch: number },
   ): Promise<AdminResult<{ deleted: boolean }>> {
     type Decided = AdminResult<{ deleted: boolean }> | { kind: "deleting"; done: Promise<void> };
     const decided = await this.#task((): Decided => {
@@ -1333,7 +1334,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   /** Proposes a membership change on the shard's leader here and waits until it applies. */
   async changeMembership(
     request: {
-      shardId: number;
+      shardId: ShardId;
       expectedConfEpoch: number;
       change: "addLearner" | "promote" | "remove";
       peer: PeerAddress;
@@ -1380,7 +1381,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 
   /** Asks the shard's leader here to hand leadership to `targetPeerId`. */
   transferLeader(
-    request: { shardId: number; expectedConfEpoch: number; targetPeerId: number },
+    request: { shardId: ShardId; expectedConfEpoch: number; targetPeerId: number },
   ): Promise<AdminResult<Record<string, never>>> {
     return this.#task(() => {
       const replica = this.#fenced(request.shardId, request.expectedConfEpoch);
@@ -1392,7 +1393,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     });
   }
 
-  #fenced(shardId: number, expectedConfEpoch: number): AdminResult<Replica<R, M>> {
+  #fenced(shardId: ShardId, expectedConfEpoch: number): AdminResult<Replica<R, M>> {
     const replica = this.#replicas.get(shardId);
     if (replica === undefined) {
       return {
@@ -1422,7 +1423,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   /** Tells a replica to campaign now (tests and bootstrap speed-up). */
-  campaign(shardId: number): Promise<boolean> {
+  campaign(shardId: ShardId): Promise<boolean> {
     return this.#task(() => this.#replicas.get(shardId)?.node.campaign().kind === "ok");
   }
 }

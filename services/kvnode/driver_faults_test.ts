@@ -11,6 +11,7 @@ import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -57,18 +58,18 @@ async function soloLeader(store: MemoryNodeStore) {
   driver.start();
   const peer = { peerId: 11, nodeId: "n1", address: "mem:n1" };
   const created = await driver.createReplica({
-    shardId: 1,
+    shardId: toShardId(1),
     peerId: 11,
     range: { lo: 0, hi: HASH_SPACE },
     peers: [peer],
     initialConfState: { voters: [11 as PeerId], learners: [], epoch: 0 as LogIndex },
   });
   assert.equal(created.kind, "ok");
-  assert.equal(await driver.campaign(1), true);
+  assert.equal(await driver.campaign(toShardId(1)), true);
   await driver.whenIdle();
   assert.ok(driver.replicas()[0].isLeader());
   const submit = (op: Parameters<KvDriver["submit"]>[0]["op"]) =>
-    driver.submit({ shardId: 1, confEpoch: 0, op, deadlineMs: 1_700_000_060_000 });
+    driver.submit({ shardId: toShardId(1), confEpoch: 0, op, deadlineMs: 1_700_000_060_000 });
   return { driver, errors, submit };
 }
 

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
 import type { ItemOutcome } from "./outcome.ts";
 import { TEST_TUNING, TestCluster } from "./_test_cluster.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -157,7 +158,7 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
     const newPeer = cluster.peer("n4", 104);
     const members = ["n1", "n2", "n3"].map((n, i) => cluster.peer(n, 101 + i));
     const created = await cluster.node("n4").driver.createReplica({
-      shardId: 1,
+      shardId: toShardId(1),
       peerId: 104,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [...members, newPeer],
@@ -169,7 +170,7 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
     });
     assert.equal(created.kind, "ok");
     const stale = await leader.driver.changeMembership({
-      shardId: 1,
+      shardId: toShardId(1),
       expectedConfEpoch: 99,
       change: "addLearner",
       peer: newPeer,
@@ -181,7 +182,7 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
       const current = cluster.leaderOf(1)!;
       const epoch = current.driver.replicas()[0].confEpoch;
       const result = current.driver.changeMembership({
-        shardId: 1,
+        shardId: toShardId(1),
         expectedConfEpoch: epoch,
         change,
         peer,
@@ -267,7 +268,7 @@ Deno.test("Driver: a replica removed while cut off learns it from a member and d
     const members = ["n1", "n2", "n3"].map((n, i) => cluster.peer(n, 101 + i));
     const newPeer = cluster.peer("n4", 104);
     await cluster.node("n4").driver.createReplica({
-      shardId: 1,
+      shardId: toShardId(1),
       peerId: 104,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [...members, newPeer],
@@ -279,7 +280,7 @@ Deno.test("Driver: a replica removed while cut off learns it from a member and d
       return await ticking(
         cluster,
         current.driver.changeMembership({
-          shardId: 1,
+          shardId: toShardId(1),
           expectedConfEpoch: epoch,
           change: kind,
           peer,
@@ -319,7 +320,7 @@ Deno.test("Driver: a membership change that cannot commit times out on the drive
     const result = await ticking(
       cluster,
       leader.driver.changeMembership({
-        shardId: 1,
+        shardId: toShardId(1),
         expectedConfEpoch: epoch,
         change: "addLearner",
         peer: cluster.peer("n9", 999),
@@ -344,7 +345,7 @@ Deno.test("Driver: a leader applying its own removal serves no read from the dat
     // Reads that arrive with the removal are confirmed in the same turn as it applies, when the
     // replica deletes its data.
     const removal = leader.driver.changeMembership({
-      shardId: 1,
+      shardId: toShardId(1),
       expectedConfEpoch: self.confEpoch,
       change: "remove",
       peer: self.peers.get(self.peerId)!,
@@ -378,7 +379,7 @@ Deno.test("Driver: two CreateReplica calls at once for one shard create one repl
   try {
     const driver = cluster.node("n1").driver;
     const record = (peerId: number) => ({
-      shardId: 7,
+      shardId: toShardId(7),
       peerId,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [cluster.peer("n1", peerId)],
@@ -420,14 +421,14 @@ Deno.test("Driver: DeleteReplica removes an orphan replica and never a possible 
     const memberPeer = member.replicas()[0].peerId;
     const refused = await ticking(
       cluster,
-      member.deleteReplica({ shardId: 1, peerId: memberPeer, confEpoch: epoch }),
+      member.deleteReplica({ shardId: toShardId(1), peerId: memberPeer, confEpoch: epoch }),
     );
     assert.equal(refused.kind, "staleEpoch", JSON.stringify(refused));
     assert.equal(member.replicas().length, 1);
     // Another peer id of the shard: nothing to delete.
     const other = await ticking(
       cluster,
-      member.deleteReplica({ shardId: 1, peerId: 999, confEpoch: epoch + 1 }),
+      member.deleteReplica({ shardId: toShardId(1), peerId: 999, confEpoch: epoch + 1 }),
     );
     assert.deepEqual(other, { kind: "ok", value: { deleted: false } });
     // A replica created for a move that was abandoned before its learner was added: it never
@@ -437,7 +438,7 @@ Deno.test("Driver: DeleteReplica removes an orphan replica and never a possible 
     const replicas = leader.driver.replicas()[0];
     const peers = [...replicas.peers.values()];
     const orphan = await orphanNode.driver.createReplica({
-      shardId: 2,
+      shardId: toShardId(2),
       peerId: 301,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [...peers, cluster.peer("n3", 301)],
@@ -446,7 +447,7 @@ Deno.test("Driver: DeleteReplica removes an orphan replica and never a possible 
     assert.equal(orphan.kind, "ok");
     const deleted = await ticking(
       cluster,
-      orphanNode.driver.deleteReplica({ shardId: 2, peerId: 301, confEpoch: epoch }),
+      orphanNode.driver.deleteReplica({ shardId: toShardId(2), peerId: 301, confEpoch: epoch }),
     );
     assert.deepEqual(deleted, { kind: "ok", value: { deleted: true } });
     assert.deepEqual(orphanNode.driver.replicas().map((r) => r.shardId), [1]);

@@ -32,6 +32,7 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import type { Envelope } from "./driver.ts";
 import { unreachable } from "./_assert.ts";
+import { shardId } from "@tinykv/shard";
 
 /** The result of {@linkcode messageFromProto}. */
 export type DecodeEnvelopeResult =
@@ -218,8 +219,8 @@ export function messageFromProto(
   return {
     kind: "ok",
     envelope: proto.notMember
-      ? { shardId: proto.shardId, confEpoch: proto.confEpoch, message, notMember: true }
-      : { shardId: proto.shardId, confEpoch: proto.confEpoch, message },
+      ? { shardId: shardId(proto.shardId), confEpoch: proto.confEpoch, message, notMember: true }
+      : { shardId: shardId(proto.shardId), confEpoch: proto.confEpoch, message },
   };
 }
 

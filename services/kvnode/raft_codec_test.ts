@@ -15,6 +15,7 @@ import {
 import { RaftBatch, RaftEnvelope, type RaftMessage } from "@tinykv/proto/tinykv/v1";
 import type { Envelope } from "./driver.ts";
 import { envelopeBytesBound, messageFromProto, messageToProto } from "./raft_codec.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const MAX = Number.MAX_SAFE_INTEGER;
 const count = fc.integer({ min: 0, max: MAX });
@@ -133,7 +134,7 @@ const snapshot: fc.Arbitrary<Message> = fc.record({
 }));
 
 const envelope: fc.Arbitrary<Envelope> = fc.record({
-  shardId: fc.integer({ min: 0, max: 0xffff_ffff }),
+  shardId: fc.integer({ min: 0, max: 0xffff_ffff }).map(toShardId),
   confEpoch: count,
   message: fc.oneof(append, others, snapshot),
 }).map((e) => ({ ...e })); // fast-check records have a null prototype.
@@ -179,7 +180,7 @@ Deno.test("messageFromProto() refuses an entry whose bytes changed in flight", (
   fc.assert(
     fc.property(append, fc.nat(), fc.integer({ min: 1, max: 255 }), (message, pick, flip) => {
       fc.pre(message.type === "append" && message.entries.some((e) => e.data.length > 0));
-      const proto = wire({ shardId: 1, confEpoch: 0, message });
+      const proto = wire({ shardId: toShardId(1), confEpoch: 0, message });
       const withData = proto.message!.entries.filter((e) => e.data.length > 0);
       const entry = withData[pick % withData.length];
       entry.data = entry.data.slice();
@@ -193,7 +194,7 @@ Deno.test("messageFromProto() refuses an entry whose bytes changed in flight", (
 
 function heartbeatProto(): RaftEnvelope {
   return messageToProto({
-    shardId: 3,
+    shardId: toShardId(3),
     confEpoch: 2,
     message: {
       type: "heartbeat",
@@ -212,7 +213,7 @@ function appendProto(): RaftEnvelope {
     createEntry({ term: 5 as Term, index: (10 + i) as LogIndex, data: new Uint8Array([i]) })
   );
   return messageToProto({
-    shardId: 3,
+    shardId: toShardId(3),
     confEpoch: 2,
     message: {
       type: "append",
@@ -228,7 +229,7 @@ function appendProto(): RaftEnvelope {
 }
 
 const INVALID_CASES: ReadonlyArray<[string, () => RaftEnvelope, RegExp]> = [
-  ["no message", () => ({ shardId: 1, confEpoch: 0, notMember: false }), /no message/],
+  ["no message", () => ({ shardId: toShardId(1), confEpoch: 0, notMember: false }), /no message/],
   ["unspecified type", () => withMessage(heartbeatProto(), { type: 0 as 1 }), /type 0/],
   ["unknown type", () => withMessage(heartbeatProto(), { type: 99 as 1 }), /type 99/],
   ["peer id 0", () => withMessage(heartbeatProto(), { from: 0 }), /"from"/],
@@ -236,7 +237,11 @@ const INVALID_CASES: ReadonlyArray<[string, () => RaftEnvelope, RegExp]> = [
   ["negative term", () => withMessage(heartbeatProto(), { term: -1 }), /"term"/],
   ["fractional commit", () => withMessage(heartbeatProto(), { commit: 1.5 }), /"commit"/],
   ["unsafe round", () => withMessage(heartbeatProto(), { readRound: 2 ** 53 }), /"read_round"/],
-  ["shard id over uint32", () => ({ ...heartbeatProto(), shardId: 2 ** 32 }), /"shard_id"/],
+  [
+    "shard id over uint32",
+    () => ({ ...heartbeatProto(), shardId: toShardId(2) ** 32 }),
+    /"shard_id"/,
+  ],
   ["negative conf epoch", () => ({ ...heartbeatProto(), confEpoch: -2 }), /"conf_epoch"/],
   ["gap in entries", () => editEntries((e) => e.splice(1, 1)), /index 13: expected 12/],
   ["entry term above message term", () => editEntries((e) => (e[2].term = 6)), /term 6/],

@@ -18,7 +18,7 @@ import {
   type Ready,
   type Term,
 } from "@tinykv/raft";
-import type { HashRange } from "@tinykv/shard";
+import type { HashRange, ShardId } from "@tinykv/shard";
 import { type NodeStorage, type ReadView, SPACE } from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
 import { spacePrefix } from "./node_storage.ts";
@@ -42,7 +42,7 @@ export interface PeerAddress {
 
 /** What a node keeps about each replica it hosts (the record under `01 peer id`). */
 export interface ReplicaRecord {
-  readonly shardId: number;
+  readonly shardId: ShardId;
   readonly peerId: number;
   readonly range: HashRange;
   /** Every member the replica has known, with its address: the bootstrap set plus conf changes. */
@@ -244,7 +244,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     this.#hooks.peersChanged();
   }
 
-  get shardId(): number {
+  get shardId(): ShardId {
     return this.record.shardId;
   }
 
@@ -488,7 +488,7 @@ function parseContext(
   return undefined;
 }
 
-function lostProposal(shardId: number): Failure {
+function lostProposal(shardId: ShardId): Failure {
   return {
     kind: "unavailable",
     message: `Shard ${shardId} lost leadership before the request committed: it was not applied`,

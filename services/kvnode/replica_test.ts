@@ -7,6 +7,7 @@ import type { ItemOutcome, ItemResult } from "./outcome.ts";
 import { KvApplication, type KvMachine } from "./kv_app.ts";
 import { Replica } from "./replica.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const app = new KvApplication();
 
@@ -14,7 +15,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
   const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
-      shardId: 1,
+      shardId: toShardId(1),
       peerId: 7,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [peer],
@@ -36,7 +37,7 @@ Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
   const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
-      shardId: 1,
+      shardId: toShardId(1),
       peerId: 7,
       range: { lo: 0, hi: 2 ** 32 },
       peers: [peer],

@@ -13,6 +13,7 @@ import { MemoryKvSpace } from "./kv_space.ts";
 import { NodeStore } from "./node_store.ts";
 import { pieces, snapshotRecords } from "./snapshot_stream.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const SELF = 21;
@@ -31,7 +32,7 @@ function snapshotData(keys: number, tag: string): Uint8Array[] {
 
 function snapshotEnvelope(index: number, data: Uint8Array = new Uint8Array(0)): Envelope {
   return {
-    shardId: 1,
+    shardId: toShardId(1),
     confEpoch: 0,
     message: {
       type: "snapshot",
@@ -78,7 +79,7 @@ async function withJoiningReplica(
   let driver = open();
   try {
     const created = await driver.createReplica({
-      shardId: 1,
+      shardId: toShardId(1),
       peerId: SELF,
       range: { lo: 0, hi: HASH_SPACE },
       peers: [
@@ -176,7 +177,7 @@ Deno.test("a stale staged snapshot and an abandoned staging are deleted, the liv
 
 Deno.test("a snapshot for a replica the node does not have is refused before any data", async () => {
   await withJoiningReplica((driver) => {
-    const refused = driver.stageSnapshot({ ...snapshotEnvelope(10), shardId: 9 });
+    const refused = driver.stageSnapshot({ ...snapshotEnvelope(10), shardId: toShardId(9) });
     assert.ok("refused" in refused);
     assert.match(refused.refused, /has no replica peer 21 of shard 9/);
     return Promise.resolve();

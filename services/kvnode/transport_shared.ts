@@ -11,6 +11,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { RaftTransportServiceDefinition } from "@tinykv/proto/tinykv/v1";
 import type { GrpcClient } from "@tinykv/rpc";
 import type { Clock } from "@tinykv/timer";
+import type { ShardId } from "@tinykv/shard";
 import type { DriverLog } from "./driver.ts";
 
 /** The share of `maxMessageBytes` a `RaftBatch` may take by default: half (room for framing). */
@@ -54,7 +55,7 @@ export const SNAPSHOT_CHUNK_OVERHEAD_BYTES = 1024;
 export type TransportLog = DriverLog;
 
 /** Reports the outcome of sending one snapshot (wire it to `Driver.reportSnapshot`). */
-export type SnapshotStatusHook = (shardId: number, toPeerId: number, ok: boolean) => void;
+export type SnapshotStatusHook = (shardId: ShardId, toPeerId: number, ok: boolean) => void;
 
 /** Options of a {@linkcode GrpcRaftTransport}. */
 export interface GrpcRaftTransportOptions {

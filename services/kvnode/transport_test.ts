@@ -32,6 +32,7 @@ import {
   raftTransportService,
   SNAPSHOT_CHUNKS_AHEAD_MAX,
 } from "./transport.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const CLUSTER = "test-cluster";
 const MESSAGE_BYTES_MAX = 1024 * 1024;
@@ -186,7 +187,7 @@ function heartbeat(shardId: number, round: number): Envelope {
     round,
     quiesce: false,
   };
-  return { shardId, confEpoch: 4, message };
+  return { shardId: toShardId(shardId), confEpoch: 4, message };
 }
 
 function bigAppend(shardId: number, dataBytes: number, fill: number): Envelope {
@@ -205,7 +206,7 @@ function bigAppend(shardId: number, dataBytes: number, fill: number): Envelope {
     entries: [entry],
     commit: 10 as LogIndex,
   };
-  return { shardId, confEpoch: 1, message };
+  return { shardId: toShardId(shardId), confEpoch: 1, message };
 }
 
 function snapshotEnvelope(data: Uint8Array): Envelope {
@@ -223,7 +224,7 @@ function snapshotEnvelope(data: Uint8Array): Envelope {
       data,
     },
   };
-  return { shardId: 6, confEpoch: 9, message };
+  return { shardId: toShardId(6), confEpoch: 9, message };
 }
 
 function randomBytes(length: number): Uint8Array {

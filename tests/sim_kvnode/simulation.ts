@@ -45,6 +45,7 @@ import type { ItemOutcome } from "../../services/kvnode/outcome.ts";
 import type { PeerAddress, ReplicaRecord, ReplicaTuning } from "../../services/kvnode/replica.ts";
 import { SimNetwork } from "./network.ts";
 import { SimRandom } from "../sim/random.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 /** Slots per tick. */
 export const SLOTS_PER_TICK = 4;
@@ -496,7 +497,7 @@ class Simulation {
 
   #record(shard: number, self: PeerAddress, peers: readonly PeerAddress[]): ReplicaRecord {
     return {
-      shardId: shard,
+      shardId: toShardId(shard),
       peerId: self.peerId,
       range: { lo: 0, hi: HASH_SPACE },
       peers: [...peers],
@@ -640,7 +641,7 @@ class Simulation {
     this.#stats.transfers++;
     this.#trace(`transfer s${shard} ${leader.replica.peerId}>${target}`);
     leader.node.driver!.transferLeader({
-      shardId: shard,
+      shardId: toShardId(shard),
       expectedConfEpoch: leader.replica.confEpoch,
       targetPeerId: target,
     }).then((result) => this.#trace(`transfer s${shard} -> ${result.kind}`));
@@ -770,7 +771,7 @@ class Simulation {
           if (target === undefined) return;
           this.#trace(`move s${move.shard} transfer ${victim.peerId}>${target}`);
           leader.node.driver!.transferLeader({
-            shardId: move.shard,
+            shardId: toShardId(move.shard),
             expectedConfEpoch: leader.replica.confEpoch,
             targetPeerId: target,
           }).then((result) => this.#trace(`move s${move.shard} transfer -> ${result.kind}`));
@@ -809,7 +810,7 @@ class Simulation {
     // The result is ignored: it may end on a real-time timeout. Progress is read from the
     // leader's applied membership instead, which is deterministic.
     leader.node.driver!.changeMembership({
-      shardId: move.shard,
+      shardId: toShardId(move.shard),
       expectedConfEpoch: leader.replica.confEpoch,
       change,
       peer,
@@ -900,7 +901,7 @@ class Simulation {
     client.attempt = attempt;
     this.#trace(`attempt ${client.name} #${op.id} on ${node.id}`);
     node.driver!.submit({
-      shardId: op.shard,
+      shardId: toShardId(op.shard),
       confEpoch: 0,
       op: this.#dataOp(client, op),
       deadlineMs: this.#nowMs + ATTEMPT_MS,
