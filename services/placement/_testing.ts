@@ -5,6 +5,7 @@
  */
 import type { NodeStatusResponse, ReplicaStatus } from "@tinykv/proto/tinykv/v1";
 import type { Member, ShardView } from "./cluster_model.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 /** A member `n<i>` with peer id `peerId`. */
 export function peer(node: string, peerId: number): Member {
@@ -53,7 +54,7 @@ export function nodeStatus(node: string, replicas: ReplicaStatus[]): NodeStatusR
 export function view(fields: Partial<ShardView> = {}): ShardView {
   const voters = [peer("n1", 1), peer("n2", 2), peer("n3", 3)];
   return {
-    id: 1,
+    id: toShardId(1),
     range: { lo: 0, hi: 2 ** 32 },
     voters,
     learners: [],

@@ -13,7 +13,7 @@ import {
   type PlacementTask,
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
-import type { Move } from "@tinykv/shard";
+import { type Move, shardId } from "@tinykv/shard";
 import { type DecisionLog, DECISIONS_MAX } from "./decisions.ts";
 import type { ClusterSnapshot, PlacementLeader } from "./leader.ts";
 import { checkDrain, checkMoveReplica, checkTransferLeader, type Refusal } from "./requests.ts";
@@ -149,7 +149,7 @@ export function placementService(control: PlacementControl): ServiceBinding {
     MoveReplica: (request) =>
       onLeader(async (leader, context) => {
         const checked = checkMoveReplica(context, {
-          shardId: request.shardId,
+          shardId: shardId(request.shardId),
           from: request.fromNode,
           to: request.toNode,
         });
@@ -166,7 +166,7 @@ export function placementService(control: PlacementControl): ServiceBinding {
     TransferLeader: (request) =>
       onLeader(async (leader, context) => {
         const checked = checkTransferLeader(context, {
-          shardId: request.shardId,
+          shardId: shardId(request.shardId),
           to: request.toNode,
         });
         if (checked.kind !== "ok") return refused(checked);

@@ -15,6 +15,7 @@ import {
   type PlannerLimits,
   type PlannerNode,
   type PlannerShard,
+  type ShardId,
   shardId,
   type ShardMap,
 } from "@tinykv/shard";
@@ -36,7 +37,7 @@ export interface HostedReplica {
 
 /** A shard as placement last saw it. */
 export interface ShardView {
-  readonly id: number;
+  readonly id: ShardId;
   readonly range: HashRange;
   readonly voters: readonly Member[];
   readonly learners: readonly Member[];
@@ -96,7 +97,7 @@ export function shardViews(
         { peerId: replica.peerId, nodeId: status.nodeId, address: status.address }
       : undefined;
     views.set(id, {
-      id,
+      id: shardId(id),
       range: { lo: replica.rangeLo, hi: replica.rangeHi },
       voters: replica.voters.map(member),
       learners: replica.learners.map(member),

@@ -21,6 +21,7 @@ import {
   type Plan,
   planMoves,
   type PlannerLimits,
+  type ShardId,
   shardId,
   type ShardMap,
   splitEvenly,
@@ -409,14 +410,14 @@ export class PlacementLeader {
   /** The bootstrap layout: the one a previous leader recorded, or a new one (recorded first). */
   async #bootstrapLayout(
     registered: readonly RegisteredNode[],
-  ): Promise<{ id: number; range: { lo: number; hi: number }; members: Member[] }[]> {
+  ): Promise<{ id: ShardId; range: { lo: number; hi: number }; members: Member[] }[]> {
     const stored = await this.#zk.get(PATHS.bootstrap);
     if (stored !== undefined) return JSON.parse(new TextDecoder().decode(stored.data));
     const { numShards, replicaCount } = this.#settings;
     const firstPeer = await this.#allocatePeerIds(numShards * replicaCount);
     const nodes = [...registered].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const layout = splitEvenly(numShards).map((range, s) => ({
-      id: s + 1,
+      id: shardId(s + 1),
       range,
       members: Array.from({ length: replicaCount }, (_, i) => {
         const node = nodes[(s + i) % nodes.length];

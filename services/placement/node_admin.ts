@@ -18,7 +18,7 @@ import {
   type RpcResult,
   unaryCaller,
 } from "@tinykv/rpc";
-import type { HashRange } from "@tinykv/shard";
+import type { HashRange, ShardId } from "@tinykv/shard";
 import type { Member } from "./cluster_model.ts";
 
 /** The largest admin message placement sends or accepts. */
@@ -72,7 +72,7 @@ export class NodeAdminPool {
   async createReplica(
     target: Member,
     options: {
-      shardId: number;
+      shardId: ShardId;
       range: HashRange;
       voters: readonly Member[];
       learners: readonly Member[];
@@ -97,7 +97,7 @@ export class NodeAdminPool {
   async changeMembership(
     leader: Member,
     options: {
-      shardId: number;
+      shardId: ShardId;
       change: keyof typeof CHANGE_CODES;
       peer: Member;
       expectedConfEpoch: number;
@@ -117,7 +117,7 @@ export class NodeAdminPool {
   /** Asks the shard's leader to hand leadership to `target`. */
   async transferLeader(
     leader: Member,
-    options: { shardId: number; target: Member; expectedConfEpoch: number },
+    options: { shardId: ShardId; target: Member; expectedConfEpoch: number },
   ): Promise<RpcResult<unknown>> {
     if (leader.address === "") return rpcFailure("unavailable", "The leader's address is unknown");
     return await unaryCaller(this.#client(leader.address), "TransferLeader")({
@@ -132,7 +132,7 @@ export class NodeAdminPool {
   /** Deletes replica `peerId` of a shard on `target`, found outside its group at `confEpoch`. */
   async deleteReplica(
     target: { address: string },
-    options: { shardId: number; peerId: number; confEpoch: number },
+    options: { shardId: ShardId; peerId: number; confEpoch: number },
   ): Promise<RpcResult<{ deleted: boolean }>> {
     return await unaryCaller(this.#client(target.address), "DeleteReplica")({
       clusterId: this.#clusterId(),

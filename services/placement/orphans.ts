@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { ShardId } from "@tinykv/shard";
 import type { ShardView } from "./cluster_model.ts";
 
 /** How long a replica must be seen orphaned before placement deletes it. */
@@ -15,7 +16,7 @@ export const ORPHAN_GRACE_MS = 10_000;
 
 /** A replica to delete, and the epoch at which its group does not list it. */
 export interface Orphan {
-  readonly shardId: number;
+  readonly shardId: ShardId;
   readonly nodeId: string;
   readonly peerId: number;
   readonly confEpoch: number;

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { HostedReplica, Member, ShardView } from "./cluster_model.ts";
 import { findOrphans, ORPHAN_GRACE_MS, orphansDue } from "./orphans.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const member = (peerId: number, nodeId: string): Member => ({ peerId, nodeId, address: nodeId });
 const hosted = (peerId: number): HostedReplica => ({
@@ -18,7 +19,7 @@ function view(
 ): ShardView {
   const voters = [member(11, "n1"), member(12, "n2"), member(13, "n3")];
   return {
-    id,
+    id: toShardId(id),
     range: { lo: 0, hi: 2 ** 32 },
     voters,
     learners: [member(14, "n4")],
@@ -38,13 +39,13 @@ Deno.test("findOrphans() lists replicas outside a led shard's configuration, not
     [3, view(3, { leader: false, hosted: [["n5", 35]] })],
   ]);
   assert.deepEqual(findOrphans(views, new Set([2])), [
-    { shardId: 1, nodeId: "n5", peerId: 15, confEpoch: 7 },
+    { shardId: toShardId(1), nodeId: "n5", peerId: 15, confEpoch: 7 },
   ]);
 });
 
 Deno.test("orphansDue() waits for the grace period and forgets a replica that joined", () => {
   const seen = new Map<string, number>();
-  const orphan = { shardId: 1, nodeId: "n5", peerId: 15, confEpoch: 7 };
+  const orphan = { shardId: toShardId(1), nodeId: "n5", peerId: 15, confEpoch: 7 };
   assert.deepEqual(orphansDue(seen, [orphan], 1000), []);
   assert.deepEqual(orphansDue(seen, [orphan], 1000 + ORPHAN_GRACE_MS - 1), []);
   assert.deepEqual(orphansDue(seen, [orphan], 1000 + ORPHAN_GRACE_MS), [orphan]);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Move, nodeId, shardId } from "@tinykv/shard";
+import { type Move, nodeId, type ShardId, shardId } from "@tinykv/shard";
 import type { ShardView } from "./cluster_model.ts";
 
 /** What the checks look at. */
@@ -53,7 +53,7 @@ function liveVoters(context: RequestContext, view: ShardView): number {
 /** Checks `MoveReplica{shard, from, to}`. */
 export function checkMoveReplica(
   context: RequestContext,
-  request: { shardId: number; from: string; to: string },
+  request: { shardId: ShardId; from: string; to: string },
 ): Checked<Move> {
   const shard = shardOf(context, request.shardId);
   if (shard.kind !== "ok") return shard;
@@ -104,7 +104,7 @@ export function checkMoveReplica(
 /** Checks `TransferLeader{shard, to}`. */
 export function checkTransferLeader(
   context: RequestContext,
-  request: { shardId: number; to: string },
+  request: { shardId: ShardId; to: string },
 ): Checked<Move> {
   const shard = shardOf(context, request.shardId);
   if (shard.kind !== "ok") return shard;

@@ -8,6 +8,7 @@ import {
   type RequestContext,
 } from "./requests.ts";
 import { view } from "./_testing.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 function context(fields: Partial<RequestContext> = {}): RequestContext {
   return {
@@ -21,32 +22,44 @@ function context(fields: Partial<RequestContext> = {}): RequestContext {
 }
 
 Deno.test("checkMoveReplica() accepts a valid move and refuses bad ones precisely", () => {
-  const ok = checkMoveReplica(context(), { shardId: 1, from: "n1", to: "n4" });
+  const ok = checkMoveReplica(context(), { shardId: toShardId(1), from: "n1", to: "n4" });
   assert.deepEqual(ok, {
     kind: "ok",
     value: { kind: "moveReplica", shardId: 1, from: "n1", to: "n4" },
   });
   const cases: [Parameters<typeof checkMoveReplica>, string, RegExp][] = [
     [
-      [context(), { shardId: 9, from: "n1", to: "n4" }],
+      [context(), { shardId: toShardId(9), from: "n1", to: "n4" }],
       "invalidArgument",
       /Shard 9 does not exist/,
     ],
-    [[context(), { shardId: 1, from: "n4", to: "n1" }], "invalidArgument", /holds no voter/],
-    [[context(), { shardId: 1, from: "n1", to: "n2" }], "invalidArgument", /already holds shard 1/],
-    [[context(), { shardId: 1, from: "n1", to: "n9" }], "invalidArgument", /not registered/],
     [
-      [context({ busy: new Set([1]) }), { shardId: 1, from: "n1", to: "n4" }],
+      [context(), { shardId: toShardId(1), from: "n4", to: "n1" }],
+      "invalidArgument",
+      /holds no voter/,
+    ],
+    [
+      [context(), { shardId: toShardId(1), from: "n1", to: "n2" }],
+      "invalidArgument",
+      /already holds shard 1/,
+    ],
+    [
+      [context(), { shardId: toShardId(1), from: "n1", to: "n9" }],
+      "invalidArgument",
+      /not registered/,
+    ],
+    [
+      [context({ busy: new Set([1]) }), { shardId: toShardId(1), from: "n1", to: "n4" }],
       "failedPrecondition",
       /in flight/,
     ],
     [
-      [context({ live: new Set(["n1", "n4"]) }), { shardId: 1, from: "n1", to: "n4" }],
+      [context({ live: new Set(["n1", "n4"]) }), { shardId: toShardId(1), from: "n1", to: "n4" }],
       "failedPrecondition",
       /not a majority/,
     ],
     [
-      [context({ draining: new Set(["n4"]) }), { shardId: 1, from: "n1", to: "n4" }],
+      [context({ draining: new Set(["n4"]) }), { shardId: toShardId(1), from: "n1", to: "n4" }],
       "failedPrecondition",
       /draining/,
     ],
@@ -59,11 +72,20 @@ Deno.test("checkMoveReplica() accepts a valid move and refuses bad ones precisel
 });
 
 Deno.test("checkTransferLeader() needs a live voter that does not lead yet", () => {
-  assert.equal(checkTransferLeader(context(), { shardId: 1, to: "n2" }).kind, "ok");
-  assert.equal(checkTransferLeader(context(), { shardId: 1, to: "n4" }).kind, "invalidArgument");
-  assert.equal(checkTransferLeader(context(), { shardId: 1, to: "n1" }).kind, "failedPrecondition");
+  assert.equal(checkTransferLeader(context(), { shardId: toShardId(1), to: "n2" }).kind, "ok");
+  assert.equal(
+    checkTransferLeader(context(), { shardId: toShardId(1), to: "n4" }).kind,
+    "invalidArgument",
+  );
+  assert.equal(
+    checkTransferLeader(context(), { shardId: toShardId(1), to: "n1" }).kind,
+    "failedPrecondition",
+  );
   const noLeader = context({ views: new Map([[1, view({ leader: undefined })]]) });
-  assert.equal(checkTransferLeader(noLeader, { shardId: 1, to: "n2" }).kind, "failedPrecondition");
+  assert.equal(
+    checkTransferLeader(noLeader, { shardId: toShardId(1), to: "n2" }).kind,
+    "failedPrecondition",
+  );
 });
 
 Deno.test("checkDrain() refuses unknown nodes and drains that leave too few nodes", () => {
