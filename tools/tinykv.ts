@@ -18,6 +18,7 @@ import {
   PLACEMENT_DEFAULT,
   runAdmin,
 } from "./tinykv/admin.ts";
+import { SCAN_LIMIT_MAX } from "@tinykv/shard";
 import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
 import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
 import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
@@ -149,7 +150,7 @@ const COMMAND_USAGE: Record<string, string> = {
     "  --value -, not both.",
   scan: "tinykv [flags] scan [--start S] [--end E] [--limit N]\n" +
     "  Lists keys in [S, E) in byte order as KEY<TAB>VALUE lines. Without --limit, every key;\n" +
-    "  with --limit N (1 to 10000), one page and the key to continue from on stderr.",
+    `  with --limit N (1 to ${SCAN_LIMIT_MAX}), one page and the key to continue from on stderr.`,
   status: "tinykv [flags] status\n" +
     "  Prints the nodes, shards and moves in progress as placement's leader sees them.",
   rebalance: "tinykv [flags] rebalance [--dry-run]\n" +
@@ -432,7 +433,7 @@ function parseScan(flags: Flags): Command {
     kind: "scan",
     start: start === undefined ? undefined : decodeArg(flags, start),
     end: end === undefined ? undefined : decodeArg(flags, end),
-    limit: limit === undefined ? undefined : positiveInteger("--limit", limit, 10_000),
+    limit: limit === undefined ? undefined : positiveInteger("--limit", limit, SCAN_LIMIT_MAX),
   };
 }
 
