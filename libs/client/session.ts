@@ -1,5 +1,5 @@
 /**
- * {@linkcode ClientSession}: the exactly-once identity of one client (DESIGN.md "Exactly-once
+ * {@linkcode ClientSession}: the exactly-once identity of one client (docs/design.md "Exactly-once
  * with many requests in flight"): a `client_id`, a `seq` per mutation, and `ack_seq` — the
  * highest seq at or below which every mutation has its answer, so servers may forget those.
  *

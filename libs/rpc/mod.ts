@@ -1,7 +1,7 @@
 /**
  * gRPC helpers shared by every TinyKV service: a server with explicit message bounds and
  * keepalive, typed clients for the generated service definitions, unary handlers written as
- * `async (request, context) => RpcResult`, and the product's one status table (DESIGN.md
+ * `async (request, context) => RpcResult`, and the product's one status table (docs/design.md
  * "Status codes") mapping typed failures to gRPC statuses and back.
  *
  * Test harnesses (channel-churn regression test, child-process servers) live in

@@ -1,5 +1,5 @@
 /**
- * The product's one status table (DESIGN.md "Status codes") as types and functions: service code
+ * The product's one status table (docs/design.md "Status codes") as types and functions: service code
  * returns an {@linkcode RpcResult}; {@linkcode failureToStatus} turns a failure into a grpc-js
  * status for the wire, and {@linkcode failureFromError} turns what a grpc-js client receives back
  * into a typed failure that says whether the request may have been applied and how to retry.
@@ -86,7 +86,7 @@ export interface StatusRow {
 }
 
 /**
- * The status table of DESIGN.md, one row per failure kind. Published codes are never renumbered.
+ * The status table of docs/design.md, one row per failure kind. Published codes are never renumbered.
  *
  * `resourceExhausted` and `internal` report an unknown outcome because grpc-js itself reports
  * them when a *response* is too large or unparsable, after the request was applied.

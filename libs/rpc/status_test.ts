@@ -1,6 +1,6 @@
 /**
  * Checks the status table both ways, row by row: a typed failure maps to the gRPC code of
- * DESIGN.md "Status codes" and back to the same failure, with the documented outcome and retry
+ * docs/design.md "Status codes" and back to the same failure, with the documented outcome and retry
  * advice; codes outside the table become `internal`.
  */
 
@@ -32,7 +32,7 @@ const TABLE: readonly [RpcFailureKind, grpc.status, RpcOutcome, RpcRetry][] = [
   ["cancelled", grpc.status.CANCELLED, "unknown", "now"],
 ];
 
-Deno.test("STATUS_TABLE has exactly the rows of DESIGN.md", () => {
+Deno.test("STATUS_TABLE has exactly the rows of docs/design.md", () => {
   assert.deepStrictEqual(Object.keys(STATUS_TABLE).sort(), TABLE.map(([kind]) => kind).sort());
 });
 

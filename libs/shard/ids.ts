@@ -8,7 +8,7 @@
 export type ShardId = number & { readonly __brand: "ShardId" };
 
 /**
- * A kvnode's id: a short string chosen once per data dir (DESIGN.md, "Ids"). It names a
+ * A kvnode's id: a short string chosen once per data dir (docs/design.md, "Ids"). It names a
  * ZooKeeper znode (`nodes/<node-id>`), so it is 1 to {@linkcode NODE_ID_LENGTH_MAX} characters
  * from `A-Z a-z 0-9 _ . : -`, and neither `.` nor `..`. Create one with {@linkcode nodeId}.
  */

@@ -1,5 +1,5 @@
 /**
- * Every limit of a client request (DESIGN.md "Limits and bad input"), defined once, and the one
+ * Every limit of a client request (docs/design.md "Limits and bad input"), defined once, and the one
  * check that enforces them. The gateway checks each call with {@linkcode checkRequest} before
  * routing it, the kvnode checks each item with it before proposing or reading, and the state
  * machine checks each command with it again when it applies (with the value limit the leader
@@ -125,7 +125,7 @@ export function checkLength(byteLength: number, valueBytesMax: number, field: st
   return { kind: "ok" };
 }
 
-/** The exactly-once fields of a mutation (DESIGN.md "Exactly-once with many requests in flight"). */
+/** The exactly-once fields of a mutation (docs/design.md "Exactly-once with many requests in flight"). */
 export interface SessionFields {
   readonly clientId: string;
   readonly seq: number;

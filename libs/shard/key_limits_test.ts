@@ -13,7 +13,7 @@ import {
   VALUE_BYTES_MAX,
 } from "./key_limits.ts";
 
-Deno.test("key and value limits match DESIGN.md", () => {
+Deno.test("key and value limits match docs/design.md", () => {
   assert.equal(KEY_BYTES_MIN, 1);
   assert.equal(KEY_BYTES_MAX, 4096);
   assert.equal(VALUE_BYTES_MAX, 1048576);

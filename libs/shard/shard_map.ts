@@ -1,5 +1,5 @@
 /**
- * The versioned shard map (DESIGN.md, "Keys, shards, routing"), its validation, and the lookup
+ * The versioned shard map (docs/design.md, "Keys, shards, routing"), its validation, and the lookup
  * of the shard that owns a key.
  *
  * @module

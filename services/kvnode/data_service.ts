@@ -1,5 +1,5 @@
 /**
- * The kvnode's data path: the `KvNode.Batch` bidi stream (DESIGN.md "Gateway → kvnode data
+ * The kvnode's data path: the `KvNode.Batch` bidi stream (docs/design.md "Gateway → kvnode data
  * path"). Each incoming `BatchRequest` carries many items; each item is checked, handed to the
  * driver, and answered on its own as soon as it is done. Answers that finish in the same event-loop
  * turn (a driver turn answers many at once) leave together in one `BatchResponse`, written from a

@@ -1,13 +1,16 @@
 /**
- * {@linkcode Driver}: the one loop that drives every Raft group hosted on a kvnode (STYLE.md
- * "The I/O edge is one driver loop per kvnode").
+ * {@linkcode Driver}: the one loop that drives every Raft group hosted on a kvnode
+ * (docs/style.md "The I/O edge is one driver loop per kvnode").
  *
- * Each turn: drain the inbox (Raft messages, client requests, admin tasks) → tick if due → send
- * the turn's reads as one ReadIndex round per group → collect the Readies of all groups → persist
- * them and apply their committed entries in ONE LMDB transaction, synced (group commit) → send the
- * messages → answer the clients → advance. Whatever arrives while a turn's transaction is being
- * synced waits in the inbox and goes into the next turn, so a busier node writes bigger batches,
- * not more of them.
+ * Each turn (`#turn`): take the inbox (Raft messages, client requests, admin tasks) and the due
+ * ticks, and send the turn's reads as one ReadIndex round per group (`#intake`) → collect the
+ * Readies of the groups that may have work (awake or touched this turn) → send each leader's
+ * appends and heartbeats at once, before its own log is written (`splitMessages`, Raft thesis
+ * §10.2.1) → persist every Ready and apply its committed entries in ONE synced LMDB transaction
+ * (group commit), answering the applied requests inside it (`#write`; a turn with nothing to
+ * persist or apply writes nothing) → send the rest (votes, acknowledgements) → advance
+ * (`#advance`). Whatever arrives while a turn's transaction is being synced waits in the inbox and
+ * goes into the next turn, so a busier node writes bigger batches, not more of them.
  *
  * The driver is generic over the application it replicates ({@linkcode GroupApplication},
  * application.ts): it never decodes a request or an entry. The kvnode runs the KV application

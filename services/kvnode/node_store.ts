@@ -9,7 +9,8 @@
  * | `01` peer id                             | the replica record (shard, range, members)      |
  * | `02` peer id, index                      | a Raft log entry (term, type, checksum, data)    |
  * | `03` peer id, kind                       | Raft state: hard state, applied state, log start |
- * | `04` peer id, space, key                 | state-machine data, sessions and meta            |
+ * | `04` peer id, space, key                 | state-machine data, sessions and meta (gen. 0)  |
+ * | `05` peer id, generation, space, key     | the same, of a later generation (a snapshot)    |
  *
  * Replicas are keyed by their Raft peer id, unique per incarnation, so a replica removed and later
  * re-created never meets its predecessor's records. Numbers in keys are big-endian so that keys sort

@@ -1,6 +1,6 @@
 /**
  * A replica's snapshot as a stream of records, so that no side ever holds a whole shard in memory
- * (DESIGN.md "Storage on a kvnode": "a snapshot is a consistent read transaction over the shard's
+ * (docs/design.md "Storage on a kvnode": "a snapshot is a consistent read transaction over the shard's
  * data, streamed in chunks").
  *
  * - **Format.** The data is a sequence of records `[space u8][key length u32][value length u32]

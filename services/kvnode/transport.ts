@@ -4,7 +4,7 @@
  * Sending ({@linkcode GrpcRaftTransport}, the driver's {@linkcode RaftOutbound}): one long-lived
  * client-streaming `Send` call per destination node carries `RaftBatch`es holding the envelopes of
  * every group queued for that node since the last `flush()` — one grpc-js message for many Raft
- * messages (DESIGN.md "Performance shape"). Each batch stays under `batchBytesMax`; each node's
+ * messages (docs/design.md "Performance shape"). Each batch stays under `batchBytesMax`; each node's
  * queue under `queueBytesMax` (beyond it the newest envelope is dropped and counted: Raft
  * retries). A failed stream is reopened after an exponential backoff with jitter. Snapshots go on
  * their own `SendSnapshot` call in chunks, so a large snapshot never delays heartbeats.

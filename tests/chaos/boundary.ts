@@ -25,7 +25,7 @@ import { patternBytes } from "../_harness/bytes.ts";
 
 export { patternBytes };
 
-/** The contract's largest key (DESIGN.md "Limits and bad input"). */
+/** The contract's largest key (docs/design.md "Limits and bad input"). */
 export const KEY_BYTES_MAX = 4096;
 /** The contract's largest value by default (`storage.value_bytes_max`). */
 export const VALUE_BYTES_MAX = 1024 * 1024;

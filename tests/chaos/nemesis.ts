@@ -365,7 +365,7 @@ export class Nemesis {
   /**
    * After a removal that answered ok and the wait for the shard's repair: the removed leader's
    * replica must be gone from its node ("A replica removed by a committed conf change deletes its
-   * data", DESIGN.md); one left behind is a problem. A node that does not answer proves nothing.
+   * data", docs/design.md); one left behind is a problem. A node that does not answer proves nothing.
    */
   async #checkRemovedReplicaGone(event: FaultEvent, node: ChaosNode, peerId: number) {
     const status = await this.#cluster.status(node);

@@ -16,7 +16,7 @@ export const EXIT = {
   server: 5,
 } as const;
 
-/** A failure kind of the product's status table (DESIGN.md "Status codes"). */
+/** A failure kind of the product's status table (docs/design.md "Status codes"). */
 export type FailureCode =
   | "invalidArgument"
   | "unavailable"

@@ -25,7 +25,7 @@ import {
   type UnexpectedErrorHook,
 } from "../mod.ts";
 
-/** The most keys one Scan may ask for (DESIGN.md "Scan"). */
+/** The most keys one Scan may ask for (docs/design.md "Scan"). */
 const SCAN_LIMIT_MAX = 10_000;
 
 const decoder = new TextDecoder();

@@ -1599,8 +1599,8 @@ export const ItemFailure_Kind = {
   /** This replica does not lead the shard: try `leader_node` (definitely not applied). */
   NOT_LEADER: 1,
   /**
-   * The caller's conf epoch is newer than this replica's, or the replica is gone: refresh the
-   * shard map (definitely not applied).
+   * The caller's conf epoch is newer than this replica's: refresh the shard map (definitely not
+   * applied). A replica that is gone answers UNAVAILABLE.
    */
   STALE_EPOCH: 2,
   /** The request is malformed or breaks a limit (INVALID_ARGUMENT; never proposed). */
@@ -3312,7 +3312,8 @@ export const Command: MessageCodec<Command> = messageCodec(
 );
 
 /**
- * The exactly-once state of one client (DESIGN.md "Exactly-once with many requests in flight").
+ * The exactly-once state of one client (docs/design.md "Exactly-once with many requests in
+ * flight").
  * The result of each applied seq above `ack_seq` is kept beside it as its own SessionResult record.
  */
 export interface ClientSession {
