@@ -16,7 +16,7 @@
 // is not run, the cluster's logs are copied to a temp dir (named in the output), and the next
 // group runs on a fresh cluster.
 //
-// Payloads are deterministic pseudo-random bytes (xorshift32 from a seed), never all one byte.
+// Payloads are deterministic pseudo-random bytes (mulberry32 from a seed), never all one byte.
 // Every call has a 15–20 s deadline, so a hang shows as DEADLINE_EXCEEDED in the case that hung.
 import { patternBytes } from "./_harness/bytes.ts";
 import assert from "node:assert/strict";
@@ -27,7 +27,7 @@ import { waitFor } from "@tinykv/zk/testing";
 import { KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 import type { ServiceProcess } from "./_harness/processes.ts";
 
-// The contract (proto/tinykv/v1/kv.proto; DESIGN.md "Limits and bad input" and "Scan").
+// The contract (proto/tinykv/v1/kv.proto; docs/design.md "Limits and bad input" and "Scan").
 const KEY_MAX = 4096;
 const VALUE_MAX = 1024 * 1024;
 const SCAN_LIMIT_MAX = 10_000;

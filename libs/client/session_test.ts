@@ -2,6 +2,7 @@
 // unanswered seq whatever order answers arrive in, and the outstanding bound refuses new seqs.
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { mulberry32 } from "@tinykv/raft";
 import { ClientSession } from "./session.ts";
 
 Deno.test("ClientSession hands out increasing seqs and acknowledges the answered prefix", () => {
@@ -33,7 +34,7 @@ Deno.test("ClientSession.ackSeq is always below every unanswered seq (property)"
     const session = new ClientSession();
     const open: number[] = [];
     let highest = 0;
-    let pick = seed;
+    const random = mulberry32(seed);
     for (const issue of steps) {
       if (issue || open.length === 0) {
         const next = session.next()!;
@@ -41,8 +42,7 @@ Deno.test("ClientSession.ackSeq is always below every unanswered seq (property)"
         open.push(next.seq);
         highest = next.seq;
       } else {
-        pick = (pick * 1103515245 + 12345) % 2147483648;
-        const [seq] = open.splice(pick % open.length, 1);
+        const [seq] = open.splice(Math.floor(random() * open.length), 1);
         session.answered(seq);
       }
       for (const seq of open) assert.ok(session.ackSeq < seq);

@@ -1,7 +1,8 @@
 // History generators shared by the tests and the benchmark. Each builds a history from a real
 // sequential execution: every operation gets a linearization point, the operations are applied
 // in that order to a plain in-memory store, and each operation's invoke and return times are
-// spread around its point. Such a history is linearizable by construction.
+// spread around its point. Such a history is linearizable by construction. Randomness comes from
+// the caller, seeded: `mulberry32` from `@tinykv/raft`, so benchmarks and tests replay exactly.
 
 import type { AppendListInput, AppendListOutput } from "./list_model.ts";
 import type { Operation } from "./model.ts";
@@ -113,18 +114,6 @@ export function planClients<Input>(
     free[clientId] = returnTime;
   }
   return plans;
-}
-
-/** A small deterministic PRNG (mulberry32), so benchmarks and tests replay exactly. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A random register input on one of `keys` keys, with values unique per operation. */

@@ -7,11 +7,11 @@
 // a failure), so with unknown outcomes the corrupted check only requires "not ok".
 
 import assert from "node:assert/strict";
+import { mulberry32 } from "@tinykv/raft";
 import {
   applyAppendList,
   applyRegister,
   execute,
-  mulberry32,
   planClients,
   randomAppendListInput,
   randomRegisterInput,

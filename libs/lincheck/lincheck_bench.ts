@@ -3,12 +3,12 @@
 // overlapping windows (so all are linearizable), with and without unknown outcomes.
 // Run with `deno bench libs/lincheck/`.
 
+import { mulberry32 } from "@tinykv/raft";
 import {
   applyAppendList,
   applyRegister,
   type ClientPlanOptions,
   execute,
-  mulberry32,
   planClients,
   randomAppendListInput,
   randomRegisterInput,

@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { mulberry32, type Prng } from "@tinykv/raft";
 import { type NodeId, nodeId, type ShardId, shardId } from "./ids.ts";
 import { planMoves } from "./planner.ts";
 import {
@@ -56,7 +57,7 @@ export interface Sim {
   /** How much simulated time one round takes. */
   roundMs: number;
   /** Draws in [0, 1): decides which moves stop half way. */
-  random: () => number;
+  random: Prng;
   /** The chance that a planned move stops half way and stays in flight. */
   partialChance: number;
   /** Every move planned so far. */
@@ -72,17 +73,11 @@ export const SIM_LIMITS: PlannerLimits = {
   deadNodeGraceMs: 25_000,
 };
 
-/** A PRNG for the simulation (mulberry32), so that a fast-check seed replays a run. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/**
+ * The simulation's PRNG: the Raft core's seeded `mulberry32`, so that a fast-check seed replays a
+ * run. Re-exported for the tests that build a {@linkcode Sim}.
+ */
+export { mulberry32 };
 
 /** Node ids `n1`..`n<count>`. */
 export function nodeIds(count: number, first = 1): NodeId[] {

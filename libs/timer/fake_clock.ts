@@ -5,6 +5,7 @@
  */
 
 import { assert } from "./_assert.ts";
+import { BinaryHeap } from "./binary_heap.ts";
 import { type Clock, TIMEOUT_MS_MAX, type TimeoutHandle } from "./clock.ts";
 
 /**
@@ -48,8 +49,11 @@ interface Pending {
 export class FakeClock implements Clock {
   #nowMs: number;
   #nextHandle = 1;
-  /** A binary min-heap on (dueMs, handle). Cleared entries stay until they reach the top. */
-  #heap: Pending[] = [];
+  /**
+   * The timeouts by due time; ties in setting order, as the heap keeps ties in push order.
+   * Cleared entries stay until they reach the top.
+   */
+  readonly #heap = new BinaryHeap<Pending>((a, b) => a.dueMs - b.dueMs);
   /** The timeouts not yet fired or cleared, by handle. */
   #pending = new Map<number, Pending>();
   #advancing = false;
@@ -83,7 +87,7 @@ export class FakeClock implements Clock {
     const handle = this.#nextHandle++;
     const entry: Pending = { handle, dueMs: this.#nowMs + Math.max(0, ms), fn };
     this.#pending.set(handle, entry);
-    this.#push(entry);
+    this.#heap.push(entry);
     return handle as unknown as TimeoutHandle;
   }
 
@@ -162,7 +166,8 @@ export class FakeClock implements Clock {
               `(FAKE_CLOCK_FIRES_PER_ADVANCE_MAX); a callback may be rescheduling itself forever`,
           );
         }
-        this.#pop();
+        const popped = this.#heap.pop();
+        assert(popped === next, "FakeClock popped another timeout than the one it peeked");
         this.#pending.delete(next.handle);
         // Invariant: time never goes back. A timeout overdue after block() fires late.
         this.#nowMs = Math.max(this.#nowMs, next.dueMs);
@@ -178,42 +183,10 @@ export class FakeClock implements Clock {
 
   /** Returns the earliest pending entry, dropping cleared entries from the top first. */
   #peek(): Pending | undefined {
-    while (this.#heap.length > 0 && !this.#pending.has(this.#heap[0].handle)) this.#pop();
-    return this.#heap[0];
-  }
-
-  #push(entry: Pending): void {
-    const heap = this.#heap;
-    heap.push(entry);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(heap[i], heap[parent])) break;
-      [heap[i], heap[parent]] = [heap[parent], heap[i]];
-      i = parent;
+    for (let top = this.#heap.peek(); top !== undefined; top = this.#heap.peek()) {
+      if (this.#pending.has(top.handle)) return top;
+      this.#heap.pop();
     }
+    return undefined;
   }
-
-  #pop(): void {
-    const heap = this.#heap;
-    const last = heap.pop();
-    assert(last !== undefined, "FakeClock heap is empty on pop");
-    if (heap.length === 0) return;
-    heap[0] = last;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      const right = left + 1;
-      let smallest = i;
-      if (left < heap.length && before(heap[left], heap[smallest])) smallest = left;
-      if (right < heap.length && before(heap[right], heap[smallest])) smallest = right;
-      if (smallest === i) return;
-      [heap[i], heap[smallest]] = [heap[smallest], heap[i]];
-      i = smallest;
-    }
-  }
-}
-
-function before(a: Pending, b: Pending): boolean {
-  return a.dueMs < b.dueMs || (a.dueMs === b.dueMs && a.handle < b.handle);
 }

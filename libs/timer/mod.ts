@@ -9,6 +9,8 @@
  *   between named bounds, for retries.
  * - {@linkcode systemClock} for real time and {@linkcode FakeClock} for tests and simulation:
  *   time moves only on `advance()`, and due timeouts fire in a deterministic order.
+ * - {@linkcode BinaryHeap}: a priority queue that keeps ties in push order, behind `FakeClock`
+ *   and the simulation's event queue.
  *
  * @example A fixed timer on a fake clock
  * ```ts
@@ -36,6 +38,7 @@
 
 export { type Clock, systemClock, TIMEOUT_MS_MAX, type TimeoutHandle } from "./clock.ts";
 export { FAKE_CLOCK_FIRES_PER_ADVANCE_MAX, FakeClock } from "./fake_clock.ts";
+export { BinaryHeap, type Comparator } from "./binary_heap.ts";
 export { Timer, type TimerFire, type TimerMode, type TimerOptions } from "./timer.ts";
 export { Backoff, BACKOFF_ATTEMPT_MAX, backoffDelayMs, type BackoffOptions } from "./backoff.ts";
 export { AssertionError } from "./_assert.ts";

@@ -5,22 +5,11 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { mulberry32 } from "@tinykv/raft";
 import { AssertionError } from "./_assert.ts";
 import { systemClock, TIMEOUT_MS_MAX } from "./clock.ts";
 import { FakeClock } from "./fake_clock.ts";
 import { Timer, type TimerFire, type TimerMode } from "./timer.ts";
-
-/** mulberry32: a small seeded PRNG with the shape of Math.random. */
-function seededPrng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function recordingTimer(clock: FakeClock, mode: TimerMode, extra: { prng?: () => number } = {}) {
   const fires: TimerFire[] = [];
@@ -262,7 +251,7 @@ Deno.test("Timer (random) keeps delays in [minMs, maxMs) and repeats for a seed"
       const run = () => {
         const clock = new FakeClock();
         const mode: TimerMode = { kind: "random", minMs, maxMs };
-        const { timer, times } = recordingTimer(clock, mode, { prng: seededPrng(seed) });
+        const { timer, times } = recordingTimer(clock, mode, { prng: mulberry32(seed) });
         timer.start();
         clock.advance(maxMs * 20);
         timer.stop();

@@ -11,6 +11,10 @@
  * - watches that re-arm after each event (`watchData`, `watchChildren`);
  * - connection events: `connected`, `disconnected`, `reconnected`, `expired`, `closed`.
  *
+ * Services connect with {@linkcode connectConfiguredZooKeeper} (or
+ * {@linkcode connectConfiguredZooKeeperRetrying}, to start while ZooKeeper is down): the config's
+ * `[zookeeper]` section and the service's logger, the same way in every service.
+ *
  * Which failures throw and which are returned is listed in `client.ts`'s module doc. The real
  * server for tests and `deno task dev` is started by `@tinykv/zk/server`; test helpers are in
  * `@tinykv/zk/testing`.
@@ -70,3 +74,13 @@ export type {
   ZooKeeperErrorCode,
   ZooKeeperLogger,
 } from "./client.ts";
+export {
+  type ConfiguredConnectOptions,
+  configuredZooKeeperOptions,
+  connectConfiguredZooKeeper,
+  connectConfiguredZooKeeperRetrying,
+  type RetryingConnectOptions,
+  type RetryingConnectResult,
+  type ServiceLog,
+  type ZooKeeperSection,
+} from "./service_connect.ts";

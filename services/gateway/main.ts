@@ -14,7 +14,7 @@ import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
-import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
+import { connectConfiguredZooKeeperRetrying, type ZooKeeperClient } from "@tinykv/zk";
 import { GatewaySession, kvService } from "./kv_service.ts";
 
 /** How long a stopping gateway waits for calls in flight. */
@@ -38,21 +38,15 @@ async function run(config: Config, log: Logger): Promise<number> {
   const viewReady = Promise.withResolvers<ZooKeeperClusterView>();
   // ZooKeeper may be down when the gateway starts: keep trying in the background.
   const connecting = (async () => {
-    while (!stopping) {
-      try {
-        zk = await connectZooKeeper({
-          connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
-          root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
-          sessionTimeoutMs: config.zookeeper.session_timeout_ms,
-        });
-        view = new ZooKeeperClusterView(zk, { log });
-        viewReady.resolve(view);
-        return;
-      } catch (error) {
-        log.warn("Cannot reach ZooKeeper: retrying", { error });
-        await new Promise((resolve) => setTimeout(resolve, ZOOKEEPER_RETRY_MS));
-      }
-    }
+    const connected = await connectConfiguredZooKeeperRetrying(config.zookeeper, {
+      log,
+      retryDelayMs: ZOOKEEPER_RETRY_MS,
+      stopped: () => stopping,
+    });
+    if (connected.kind === "stopped") return;
+    zk = connected.client;
+    view = new ZooKeeperClusterView(zk, { log });
+    viewReady.resolve(view);
   })();
   const router = new KvRouter({
     view: {

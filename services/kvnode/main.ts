@@ -12,7 +12,7 @@ import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { systemClock, Timer } from "@tinykv/timer";
-import { connectZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
+import { connectConfiguredZooKeeper, type ZooKeeperClient } from "@tinykv/zk";
 import { nodeAdminService } from "./admin_service.ts";
 import { kvNodeService } from "./data_service.ts";
 import { Driver } from "./driver.ts";
@@ -45,13 +45,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   const store = NodeStore.open({ dir: dataDir, mapBytes: config.storage.map_bytes });
   const nodeId = await nodeIdOf(store);
   const connect = (connectTimeoutMs?: number) =>
-    connectZooKeeper({
-      connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
-      root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
-      sessionTimeoutMs: config.zookeeper.session_timeout_ms,
-      connectTimeoutMs,
-      logger: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
-    });
+    connectConfiguredZooKeeper(config.zookeeper, { log, connectTimeoutMs });
   // A node that knows its cluster serves its data without ZooKeeper and registers once it can;
   // a new node must learn its cluster id from ZooKeeper first.
   const known = storedClusterId(store);

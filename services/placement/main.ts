@@ -11,7 +11,7 @@ import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
-import { connectZooKeeper } from "@tinykv/zk";
+import { connectConfiguredZooKeeper } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
 import { clusterStateOf, type PlacementControl, placementService } from "./admin_service.ts";
 import { DecisionLog } from "./decisions.ts";
@@ -34,12 +34,7 @@ async function main(args: string[]): Promise<number> {
 async function run(config: Config, log: Logger): Promise<number> {
   const p = config.placement;
   const adminAddress = `${p.host}:${p.admin_port}`;
-  const zk = await connectZooKeeper({
-    connectString: `${config.zookeeper.host}:${config.zookeeper.port}`,
-    root: `${config.zookeeper.root}/${config.zookeeper.cluster}`,
-    sessionTimeoutMs: config.zookeeper.session_timeout_ms,
-    logger: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
-  });
+  const zk = await connectConfiguredZooKeeper(config.zookeeper, { log });
   const metrics: LeaderMetrics = {
     rounds: 0,
     statusFailures: 0,

@@ -5,15 +5,18 @@
  * @module
  */
 
-/** `length` pseudo-random bytes from `seed` (xorshift32). */
+import { mulberry32 } from "@tinykv/raft";
+
+/** `length` pseudo-random bytes from `seed` (the Raft core's mulberry32, four bytes per draw). */
 export function patternBytes(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
-  let x = (Math.imul(seed + 1, 2654435761) ^ 0x9e3779b9) >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x = (x ^ (x << 13)) >>> 0;
-    x = (x ^ (x >>> 17)) >>> 0;
-    x = (x ^ (x << 5)) >>> 0;
-    out[i] = x & 255;
+  const random = mulberry32(seed);
+  for (let i = 0; i < length; i += 4) {
+    // Exact: mulberry32 returns a 32-bit word divided by 2^32.
+    const word = random() * 2 ** 32;
+    for (let byte = 0; byte < 4 && i + byte < length; byte++) {
+      out[i + byte] = (word >>> (8 * byte)) & 255;
+    }
   }
   return out;
 }

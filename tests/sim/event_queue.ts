@@ -1,68 +1,44 @@
 /**
- * {@linkcode EventQueue}: a binary min-heap of timed events. Events at the same
- * time come out in the order they were scheduled, so the run is deterministic.
+ * {@linkcode EventQueue}: the simulation's timed events, on `@tinykv/timer`'s
+ * {@linkcode BinaryHeap}. Events at the same time come out in the order they were
+ * scheduled (the heap keeps ties in push order), so the run is deterministic.
  *
  * @module
  */
 
+import { BinaryHeap } from "@tinykv/timer";
+import { assert } from "./_assert.ts";
+
 interface Slot<T> {
   readonly time: number;
-  readonly seq: number;
   readonly event: T;
 }
 
 /** A priority queue of events ordered by (time, scheduling order). */
 export class EventQueue<T> {
-  #heap: Slot<T>[] = [];
-  #seq = 0;
+  readonly #heap = new BinaryHeap<Slot<T>>((a, b) => a.time - b.time);
 
   /** The number of events waiting. */
   get size(): number {
-    return this.#heap.length;
+    return this.#heap.size;
   }
 
-  /** Schedules `event` at `time`. */
+  /** Schedules `event` at `time` (a finite number: the heap orders by subtraction). */
   push(time: number, event: T): void {
-    const heap = this.#heap;
-    heap.push({ time, seq: this.#seq++, event });
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!less(heap[i], heap[parent])) break;
-      [heap[i], heap[parent]] = [heap[parent], heap[i]];
-      i = parent;
-    }
+    assert(
+      Number.isFinite(time),
+      `Cannot schedule an event at time ${time}: expected a finite time`,
+    );
+    this.#heap.push({ time, event });
   }
 
   /** The time of the earliest event, or undefined when empty. */
   peekTime(): number | undefined {
-    return this.#heap[0]?.time;
+    return this.#heap.peek()?.time;
   }
 
   /** Removes and returns the earliest event with its time. */
   pop(): { time: number; event: T } | undefined {
-    const heap = this.#heap;
-    const top = heap[0];
-    if (top === undefined) return undefined;
-    const last = heap.pop()!;
-    if (heap.length > 0) {
-      heap[0] = last;
-      let i = 0;
-      for (;;) {
-        const left = 2 * i + 1;
-        const right = left + 1;
-        let smallest = i;
-        if (left < heap.length && less(heap[left], heap[smallest])) smallest = left;
-        if (right < heap.length && less(heap[right], heap[smallest])) smallest = right;
-        if (smallest === i) break;
-        [heap[i], heap[smallest]] = [heap[smallest], heap[i]];
-        i = smallest;
-      }
-    }
-    return { time: top.time, event: top.event };
+    return this.#heap.pop();
   }
-}
-
-function less<T>(a: Slot<T>, b: Slot<T>): boolean {
-  return a.time < b.time || (a.time === b.time && a.seq < b.seq);
 }
