@@ -2,11 +2,11 @@
  * The kvnode benchmark: three real kvnode processes (real LMDB with synced commits, real gRPC,
  * real ZooKeeper) on 127.0.0.1, bootstrapped through the node-admin API with one shard group and
  * with ten. For each concurrency a closed loop of N clients puts random 16-byte keys with 256-byte
- * values straight to each shard's leader over the batched data stream (one `KvNodeStream` per
- * node, as a gateway would hold) for a fixed time, and reports writes/s, p50/p99 latency and the
- * CPU the three servers spent per 1000 writes (utime + stime from `/proc/<pid>/stat`, all
- * threads). Then it measures linearizable (ReadIndex) gets of written keys at the highest
- * concurrency.
+ * values straight to each shard's leader over the batched data stream (through `libs/client`'s
+ * router, which holds one `KvNodeStream` per node as a gateway does) for a fixed time, and
+ * reports writes/s, p50/p99 latency and the CPU the three servers spent per 1000 writes (utime +
+ * stime from `/proc/<pid>/stat`, all threads). Then it measures linearizable (ReadIndex) gets of
+ * written keys at the highest concurrency.
  *
  * Each point also prints what skews it on a shared machine: the cores everything else used
  * meanwhile (from `/proc/stat`), how long the kvnodes' main threads waited for a CPU while
@@ -14,7 +14,7 @@
  * (`/proc/<pid>/io`). Deno lets a script read `/proc` only with `--allow-all`, so one `cat` per
  * sample reads these files.
  *
- * The defaults of DESIGN.md "Defaults that are never traded for speed" hold: syncs stay on, reads
+ * The defaults of docs/design.md "Defaults that are never traded for speed" hold: syncs stay on, reads
  * are linearizable. Node flags are the test harness's (50 ms ticks), nothing else.
  *
  * Run (the `bench` task); `--allow-run` starts the kvnodes (`Deno.execPath()`), ZooKeeper's `sh`
@@ -31,25 +31,23 @@
  *
  * @module
  */
-import { KvNodeStream } from "@tinykv/client";
-import { ItemFailure_Kind, type RequestItem, type ResponseItem } from "@tinykv/proto/tinykv/v1";
+import type { KvRouter, RouteOp, RouteResult } from "@tinykv/client";
 import { KvNodeCluster } from "../tests/_harness/kvnode_cluster.ts";
 import { clockTicksPerSecond as readClockTicks } from "./compare_procs.ts";
 import { LatencyRecorder, xorshift32 } from "./compare_stats.ts";
 
-const MESSAGE_BYTES = 8 * 1024 * 1024;
 const KEY_BYTES = 16;
 const VALUE_BYTES = 256;
 /** Distinct random values the clients cycle through (generating one per put costs client CPU). */
 const VALUE_POOL_SIZE = 64;
 /** Written keys kept for the read phase. */
 const READ_KEYS_MAX = 100_000;
-/** How long one item may wait on the server. */
+/** How long one attempt may wait on the server. */
 const ITEM_TIMEOUT_MS = 5000;
+/** How long one request may take, retries included, before it counts as an error. */
+const REQUEST_DEADLINE_MS = 10_000;
 const WARMUP_SECONDS = 1;
 const WARMUP_CONCURRENCY = 16;
-/** Retries of one request after NOT_LEADER/UNAVAILABLE before it counts as an error. */
-const RETRIES_MAX = 20;
 const LEADER_ROLE = 4;
 
 interface Options {
@@ -194,87 +192,50 @@ function serverPids(cluster: KvNodeCluster): number[] {
 
 // --- Load --------------------------------------------------------------------------------------
 
-/** Routes each request to its shard's leader over one stream per node, following hints. */
-class Router {
+/**
+ * Sends each request to its shard's leader through the cluster's router (the product's retry
+ * loop: it follows NOT_LEADER hints and retries UNAVAILABLE, UNKNOWN and broken streams with
+ * backoff until the request's deadline), and counts the retries.
+ */
+class Load {
   readonly #cluster: KvNodeCluster;
-  readonly #streams = new Map<string, KvNodeStream>();
-  readonly #leaders = new Map<number, string>();
-  readonly #addresses: string[];
-  /** Requests answered NOT_LEADER/UNAVAILABLE/UNKNOWN and retried. */
+  readonly #router: KvRouter;
+  /** Attempts beyond the first, over every request (a leader moved, a stream broke). */
   retries = 0;
 
   constructor(cluster: KvNodeCluster) {
     this.#cluster = cluster;
-    this.#addresses = cluster.nodes.map((node) => node.address);
+    this.#router = cluster.router({ attemptTimeoutMsMax: ITEM_TIMEOUT_MS });
   }
 
-  /** Learns every shard's leader from the nodes' status. */
-  async learnLeaders(): Promise<void> {
+  /** Leaders per node address, e.g. `{"127.0.0.1:4001": 4, …}`, once every shard has one. */
+  async leaderSpread(): Promise<Record<string, number>> {
     await this.#cluster.waitForLeaders();
+    const spread: Record<string, number> = {};
+    for (const node of this.#cluster.nodes) spread[node.address] = 0;
     for (const status of await this.#cluster.statuses()) {
       for (const replica of status.replicas) {
-        if (replica.role === LEADER_ROLE) this.#leaders.set(replica.shardId, status.address);
+        if (replica.role === LEADER_ROLE) spread[status.address]++;
       }
     }
-  }
-
-  /** Leaders per node address, e.g. `{"127.0.0.1:4001": 4, …}`. */
-  leaderSpread(): Record<string, number> {
-    const spread: Record<string, number> = {};
-    for (const address of this.#addresses) spread[address] = 0;
-    for (const address of this.#leaders.values()) spread[address]++;
     return spread;
   }
 
-  #stream(address: string): KvNodeStream {
-    let stream = this.#streams.get(address);
-    if (stream === undefined) {
-      stream = new KvNodeStream(address, { maxMessageBytes: MESSAGE_BYTES });
-      this.#streams.set(address, stream);
-    }
-    return stream;
-  }
-
-  /** Sends `item` to the shard's leader; retries NOT_LEADER, UNAVAILABLE and UNKNOWN. */
-  async send(
-    shardId: number,
-    item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">,
-  ): Promise<ResponseItem> {
-    let answer: ResponseItem | undefined;
-    for (let attempt = 0; attempt <= RETRIES_MAX; attempt++) {
-      const address = this.#leaders.get(shardId) ??
-        this.#addresses[attempt % this.#addresses.length];
-      answer = await this.#stream(address).request({
-        ...item,
-        shardId,
-        confEpoch: 0,
-        timeoutMs: ITEM_TIMEOUT_MS,
-      });
-      const failure = answer.failure;
-      if (failure === undefined) return answer;
-      const retry = failure.kind === ItemFailure_Kind.NOT_LEADER ||
-        failure.kind === ItemFailure_Kind.UNAVAILABLE || failure.kind === ItemFailure_Kind.UNKNOWN;
-      if (!retry) return answer;
-      this.retries++;
-      if (failure.kind === ItemFailure_Kind.NOT_LEADER && failure.leaderAddress !== "") {
-        this.#leaders.set(shardId, failure.leaderAddress);
-      } else {
-        this.#leaders.delete(shardId);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
-    return answer!;
+  /** Sends `op` to shard `shardId`; resolves with the answer or the final failure. */
+  async send(shardId: number, op: RouteOp): Promise<RouteResult> {
+    const result = await this.#router.route({ shardId }, op, Date.now() + REQUEST_DEADLINE_MS);
+    this.retries += Math.max(0, result.attempts - 1);
+    return result;
   }
 
   close(): void {
-    for (const stream of this.#streams.values()) stream.close();
-    this.#streams.clear();
+    this.#router.close();
   }
 }
 
 interface LoadContext {
   readonly cluster: KvNodeCluster;
-  readonly router: Router;
+  readonly load: Load;
   readonly values: readonly Uint8Array[];
   /** Keys written so far (a bounded sample), for the read phase. */
   readonly written: Uint8Array[];
@@ -324,14 +285,14 @@ async function runLoad(
     while (performance.now() < end) {
       const { shardId, item } = op === "put" ? putItem(context, next, n++) : getItem(context, next);
       const sent = performance.now();
-      const answer = await context.router.send(shardId, item);
+      const answer = await context.load.send(shardId, item);
       const done = performance.now();
-      if (answer.failure !== undefined) {
+      if (answer.kind !== "ok") {
         result.errors++;
-        result.firstError ??= `${kindName(answer.failure.kind)}: ${answer.failure.message}`;
+        result.firstError ??= `${answer.kind}: ${answer.message}`;
         continue;
       }
-      if (op === "get" && answer.get?.found !== true) {
+      if (op === "get" && answer.item.get?.found !== true) {
         result.errors++;
         result.firstError ??= "A written key was not found";
         continue;
@@ -351,15 +312,11 @@ async function runLoad(
   return result;
 }
 
-function kindName(kind: number): string {
-  return Object.entries(ItemFailure_Kind).find(([, value]) => value === kind)?.[0] ?? `${kind}`;
-}
-
 function putItem(
   context: LoadContext,
   next: () => number,
   n: number,
-): { shardId: number; item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs"> } {
+): { shardId: number; item: RouteOp } {
   const key = new Uint8Array(KEY_BYTES);
   const words = new Uint32Array(key.buffer);
   for (let i = 0; i < words.length; i++) words[i] = next();
@@ -375,7 +332,7 @@ function putItem(
 function getItem(
   context: LoadContext,
   next: () => number,
-): { shardId: number; item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs"> } {
+): { shardId: number; item: RouteOp } {
   const key = context.written[next() % context.written.length];
   return {
     shardId: context.cluster.shardOf(key),
@@ -427,18 +384,17 @@ async function benchShards(
   // A failed start has already closed what it started.
   starting.catch(() => openClusters.delete(starting));
   const cluster = await starting;
-  const router = new Router(cluster);
+  const load = new Load(cluster);
   try {
     await cluster.bootstrap();
-    await router.learnLeaders();
+    const spread = JSON.stringify(await load.leaderSpread());
     const upSeconds = ((performance.now() - startedAt) / 1000).toFixed(1);
-    const spread = JSON.stringify(router.leaderSpread());
     report(`# ${shards} shard(s): cluster up in ${upSeconds} s, leaders per node ${spread}`);
     const values = Array.from(
       { length: VALUE_POOL_SIZE },
       () => crypto.getRandomValues(new Uint8Array(VALUE_BYTES)),
     );
-    const context: LoadContext = { cluster, router, values, written: [] };
+    const context: LoadContext = { cluster, load, values, written: [] };
     const warmup = await runLoad(context, "put", WARMUP_CONCURRENCY, WARMUP_SECONDS);
     if (warmup.ops === 0) throw new Error(`Warm-up wrote nothing: ${warmup.firstError}`);
     const points: Point[] = [];
@@ -453,10 +409,10 @@ async function benchShards(
     const readPoint = toPoint("get", shards, readConcurrency, reads);
     points.push(readPoint);
     report(describe(readPoint, reads.firstError));
-    if (router.retries > 0) report(`#   ${router.retries} requests were retried (leader moved?)`);
+    if (load.retries > 0) report(`#   ${load.retries} attempts were retries (leader moved?)`);
     return points;
   } finally {
-    router.close();
+    load.close();
     await cluster.close();
     openClusters.delete(starting);
   }

@@ -8,6 +8,7 @@
  * @module
  */
 import { decodeShardMap, type ShardMap } from "@tinykv/shard";
+import { type Clock, systemClock } from "@tinykv/timer";
 import type { ZooKeeperClient } from "@tinykv/zk";
 
 /** The cluster as a router sees it. */
@@ -22,15 +23,22 @@ export interface ClusterView {
   close(): void;
 }
 
-/** A view that never changes. */
+/** A view that changes only when told to ({@linkcode StaticClusterView.update}). */
 export class StaticClusterView implements ClusterView {
   #map: ShardMap | undefined;
   readonly #addresses: Map<string, string>;
+  readonly #clock: Clock;
   #waiters: Array<() => void> = [];
 
-  constructor(map: ShardMap | undefined, addresses: Record<string, string>) {
+  /** Creates a view of `map` with kvnodes at `addresses` (node id → `host:port`). */
+  constructor(
+    map: ShardMap | undefined,
+    addresses: Record<string, string>,
+    options: { readonly clock?: Clock } = {},
+  ) {
     this.#map = map;
     this.#addresses = new Map(Object.entries(addresses));
+    this.#clock = options.clock ?? systemClock;
   }
 
   shardMap(): ShardMap | undefined {
@@ -49,7 +57,7 @@ export class StaticClusterView implements ClusterView {
   }
 
   changed(timeoutMs: number): Promise<void> {
-    return waitOrTimeout(this.#waiters, timeoutMs);
+    return waitOrTimeout(this.#waiters, timeoutMs, this.#clock);
   }
 
   close(): void {
@@ -66,6 +74,7 @@ export interface ViewLog {
 export class ZooKeeperClusterView implements ClusterView {
   readonly #zk: ZooKeeperClient;
   readonly #log: ViewLog | undefined;
+  readonly #clock: Clock;
   #map: ShardMap | undefined;
   readonly #addresses = new Map<string, string>();
   readonly #nodeWatches = new Map<string, () => void>();
@@ -76,9 +85,10 @@ export class ZooKeeperClusterView implements ClusterView {
    * Starts following `shardmap` and `nodes/` under the client's root. The first values arrive
    * asynchronously; {@linkcode changed} resolves when the map does.
    */
-  constructor(zk: ZooKeeperClient, options: { log?: ViewLog } = {}) {
+  constructor(zk: ZooKeeperClient, options: { log?: ViewLog; clock?: Clock } = {}) {
     this.#zk = zk;
     this.#log = options.log;
+    this.#clock = options.clock ?? systemClock;
     this.#unwatch.push(zk.watchData("/shardmap", (node) => {
       if (node === undefined) return;
       const decoded = decodeShardMap(node.data);
@@ -129,7 +139,7 @@ export class ZooKeeperClusterView implements ClusterView {
   }
 
   changed(timeoutMs: number): Promise<void> {
-    return waitOrTimeout(this.#waiters, timeoutMs);
+    return waitOrTimeout(this.#waiters, timeoutMs, this.#clock);
   }
 
   close(): void {
@@ -140,11 +150,15 @@ export class ZooKeeperClusterView implements ClusterView {
   }
 }
 
-function waitOrTimeout(waiters: Array<() => void>, timeoutMs: number): Promise<void> {
+function waitOrTimeout(
+  waiters: Array<() => void>,
+  timeoutMs: number,
+  clock: Clock,
+): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(done, Math.max(0, timeoutMs));
+    const timer = clock.setTimeout(done, Math.max(0, timeoutMs));
     function done() {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       const at = waiters.indexOf(done);
       if (at >= 0) waiters.splice(at, 1);
       resolve();

@@ -1,27 +1,47 @@
 /**
  * {@linkcode KvRouter}: sends one request to the kvnode leading its shard and retries until it has
- * a final answer or its deadline comes. The routing core shared by the gateway and the client
- * library:
+ * a final answer or its deadline comes. The one leader-following retry loop of the product, shared
+ * by the gateway, the client library, the test harness and the benchmarks:
  *
- * - key → shard by FNV-1a over the published shard map (hash tags included, `libs/shard`);
+ * - key → shard by FNV-1a over the published shard map (hash tags included, `libs/shard`), or a
+ *   caller's own `locate` where shards were created by hand and no map is published;
  * - shard → leader from a cache, else the map's leader hint, else each replica in turn;
- * - `not_leader` with a hint → straight to that leader; `unavailable`/`unknown` → another replica
- *   after a jittered backoff; `stale_epoch` → wait briefly for a newer map;
+ * - `not_leader` with a hint → straight to that leader; `unavailable`/`unknown` or a broken
+ *   stream → another replica after a jittered backoff; `stale_epoch` → wait briefly for a newer
+ *   map;
  * - every retry carries the same `(client_id, seq, ack_seq)`, so a mutation applies once however
  *   often it is sent;
  * - the answer comes before the deadline: `deadlineExceeded` when some attempt may have applied
  *   the request (outcome unknown), `unavailable` when none can have.
  *
+ * Time comes from an injected {@linkcode Clock}, so the loop runs on a `FakeClock` in tests.
+ *
  * @module
  */
 import { ItemFailure_Kind, type RequestItem, type ResponseItem } from "@tinykv/proto/tinykv/v1";
 import { shardById, type ShardEntry, shardForKey, shardId as toShardId } from "@tinykv/shard";
-import { backoffDelayMs } from "@tinykv/timer";
+import { backoffDelayMs, type Clock } from "@tinykv/timer";
+import { dateClock } from "./_date_clock.ts";
 import type { ClusterView } from "./cluster_view.ts";
-import { BATCH_ITEMS_MAX_DEFAULT, KvNodeStream } from "./kvnode_stream.ts";
+import {
+  BATCH_ITEMS_MAX_DEFAULT,
+  KvNodeStream,
+  type KvNodeStreamOptions,
+  type StreamOutcome,
+} from "./kvnode_stream.ts";
 
 /** An operation as the router sends it: one of the `RequestItem` operation fields. */
 export type RouteOp = Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">;
+
+/** What a request is for: the shard owning a key, or a shard by id (a scan's part). */
+export type RouteTarget = { readonly key: Uint8Array } | { readonly shardId: number };
+
+/**
+ * What the router needs to know of a shard to reach it: its id, conf epoch (sent with each request
+ * for fencing; 0 is never stale), replicas (node ids, resolved by the view's `nodeAddress`) and the
+ * node believed to lead it.
+ */
+export type RouteShard = Pick<ShardEntry, "id" | "confEpoch" | "replicas" | "leaderHint">;
 
 /** The final answer to a routed request. */
 export type RouteResult =
@@ -44,6 +64,12 @@ export type RouteResult =
 /** Options of a {@linkcode KvRouter}. */
 export interface KvRouterOptions {
   readonly view: ClusterView;
+  /**
+   * Finds the shard a target names, or undefined while none is known (the router then waits for
+   * the view to change). Default: the target's entry in the view's shard map. Callers that create
+   * shards by hand and publish no map (test harnesses, benchmarks) say here where a shard lives.
+   */
+  readonly locate?: (target: RouteTarget) => RouteShard | undefined;
   readonly maxMessageBytes: number;
   /** The shortest and longest wait between attempts. */
   readonly backoffMinMs?: number;
@@ -54,6 +80,14 @@ export interface KvRouterOptions {
   readonly prng?: () => number;
   /** Requests per `BatchRequest` to one kvnode (default {@linkcode BATCH_ITEMS_MAX_DEFAULT}). */
   readonly batchItemsMax?: number;
+  /**
+   * The clock deadlines are read on (default: the real clock on `Date.now()`'s scale, epoch
+   * milliseconds, as gRPC deadlines are). Every `deadlineMs` passed to
+   * {@linkcode KvRouter.route} must be on this clock's scale.
+   */
+  readonly clock?: Clock;
+  /** Opens the channel to a kvnode (default: gRPC; an in-memory fake in tests). */
+  readonly connect?: KvNodeStreamOptions["connect"];
 }
 
 const BACKOFF_MIN_MS_DEFAULT = 10;
@@ -63,14 +97,26 @@ const BACKOFF_MIN_MS_DEFAULT = 10;
  * knows no leader holds the request until one is elected); a long pause would add itself to the
  * failover time. Attempts stay bounded by the request's deadline.
  */
-const BACKOFF_MAX_MS_DEFAULT = 100;
+export const BACKOFF_MAX_MS_DEFAULT = 100;
 const ATTEMPT_TIMEOUT_MS_MAX_DEFAULT = 2000;
 /** Answer this long before the caller's deadline, so the answer arrives in time. */
-const DEADLINE_MARGIN_MS = 20;
+export const DEADLINE_MARGIN_MS = 20;
+/** The longest wait for a newer shard map before trying again. */
+const MAP_WAIT_MS_MAX = 200;
+
+/** What one call of {@linkcode KvRouter.route} has seen so far. */
+interface RouteState {
+  attempts: number;
+  maybeApplied: boolean;
+  lastProblem: string;
+  /** The caller's deadline less {@linkcode DEADLINE_MARGIN_MS}, on the router's clock. */
+  readonly until: number;
+}
 
 /** Routes requests to shard leaders. */
 export class KvRouter {
   readonly #options: KvRouterOptions;
+  readonly #clock: Clock;
   readonly #streams = new Map<string, KvNodeStream>();
   /** Shard id → the address that last answered as leader (or was named as leader). */
   readonly #leaders = new Map<number, string>();
@@ -78,6 +124,12 @@ export class KvRouter {
 
   constructor(options: KvRouterOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? dateClock;
+  }
+
+  /** The clock the router reads deadlines on (see {@linkcode KvRouterOptions.clock}). */
+  get clock(): Clock {
+    return this.#clock;
   }
 
   /** The shard a key belongs to under the current map, if there is a map. */
@@ -91,80 +143,53 @@ export class KvRouter {
     return this.#options.view.shardMap()?.shards.map((shard) => shard.id);
   }
 
-  /** Sends `op` for `key` (or to `target.shardId` for a scan) and retries until `deadlineMs`. */
-  async route(
-    target: { readonly key: Uint8Array } | { readonly shardId: number },
-    op: RouteOp,
-    deadlineMs: number,
-  ): Promise<RouteResult> {
-    const until = deadlineMs - DEADLINE_MARGIN_MS;
-    let attempts = 0;
-    let maybeApplied = false;
-    let lastProblem = "no attempt was made before the deadline";
+  /**
+   * Sends `op` to the shard `target` names and retries until `deadlineMs` (on the router's clock).
+   * Resolves {@linkcode DEADLINE_MARGIN_MS} before the deadline at the latest; never rejects.
+   */
+  async route(target: RouteTarget, op: RouteOp, deadlineMs: number): Promise<RouteResult> {
+    const state: RouteState = {
+      attempts: 0,
+      maybeApplied: false,
+      lastProblem: "no attempt was made before the deadline",
+      until: deadlineMs - DEADLINE_MARGIN_MS,
+    };
     while (!this.#closed) {
-      const now = Date.now();
-      if (now >= until) break;
-      const shard = this.#shardFor(target);
+      const now = this.#clock.now();
+      if (now >= state.until) break;
+      const shard = this.#locate(target, state);
       if (shard === undefined) {
-        lastProblem = "no shard map is known yet";
-        await this.#options.view.changed(Math.min(200, until - now));
+        await this.#options.view.changed(Math.min(MAP_WAIT_MS_MAX, state.until - now));
         continue;
       }
-      const address = this.#pickAddress(shard, attempts);
-      attempts++;
+      const address = this.#pickAddress(shard, state.attempts);
+      state.attempts++;
       if (address === undefined) {
-        lastProblem = `shard ${shard.id} has no replica with a known address`;
-        await this.#pause(attempts, until);
+        state.lastProblem = `shard ${shard.id} has no replica with a known address`;
+        await this.#pause(state);
         continue;
       }
       const timeoutMs = Math.min(
-        until - now,
+        state.until - now,
         this.#options.attemptTimeoutMsMax ?? ATTEMPT_TIMEOUT_MS_MAX_DEFAULT,
       );
-      const item = await this.#stream(address).request({
+      const stream = this.#stream(address);
+      const outcome = await stream.send({
         ...op,
         shardId: shard.id,
         confEpoch: shard.confEpoch,
         timeoutMs: Math.max(1, Math.floor(timeoutMs)),
       });
-      const failure = item.failure;
-      if (failure === undefined) {
+      if (outcome.kind === "answered" && outcome.item.failure === undefined) {
+        // The common case, answered without the detour through #settle's promises.
         this.#leaders.set(shard.id, address);
-        return { kind: "ok", item, attempts };
+        return { kind: "ok", item: outcome.item, attempts: state.attempts };
       }
-      lastProblem = `shard ${shard.id} at ${address}: ${failure.message}`;
-      switch (failure.kind) {
-        case ItemFailure_Kind.NOT_LEADER:
-          if (failure.leaderAddress !== "" && failure.leaderAddress !== address) {
-            this.#leaders.set(shard.id, failure.leaderAddress);
-            continue;
-          }
-          this.#leaders.delete(shard.id);
-          await this.#pause(attempts, until);
-          continue;
-        case ItemFailure_Kind.STALE_EPOCH:
-          this.#leaders.delete(shard.id);
-          await this.#options.view.changed(Math.min(200, until - Date.now()));
-          continue;
-        case ItemFailure_Kind.UNKNOWN:
-          maybeApplied = true;
-          this.#forget(address, shard.id, failure.message);
-          await this.#pause(attempts, until);
-          continue;
-        case ItemFailure_Kind.UNAVAILABLE:
-          this.#forget(address, shard.id, failure.message);
-          await this.#pause(attempts, until);
-          continue;
-        default:
-          return {
-            kind: finalKind(failure.kind),
-            message: failure.message,
-            attempts,
-            maybeApplied,
-          };
-      }
+      const final = await this.#settle(outcome, { shard, address, stream }, state);
+      if (final !== undefined) return final;
     }
-    const message = `Request did not complete before its deadline: ${lastProblem}`;
+    const message = `Request did not complete before its deadline: ${state.lastProblem}`;
+    const { attempts, maybeApplied } = state;
     return {
       kind: maybeApplied ? "deadlineExceeded" : "unavailable",
       message,
@@ -173,15 +198,101 @@ export class KvRouter {
     };
   }
 
-  #shardFor(target: { readonly key: Uint8Array } | { readonly shardId: number }) {
-    const map = this.#options.view.shardMap();
-    if (map === undefined) return undefined;
-    return "key" in target
-      ? shardForKey(map, target.key)
-      : shardById(map, toShardId(target.shardId));
+  /**
+   * Acts on one attempt's outcome: returns the final answer, or undefined once ready for the next
+   * attempt (after a pause where one is due).
+   */
+  async #settle(
+    outcome: StreamOutcome,
+    at: { readonly shard: RouteShard; readonly address: string; readonly stream: KvNodeStream },
+    state: RouteState,
+  ): Promise<RouteResult | undefined> {
+    switch (outcome.kind) {
+      case "answered":
+        return await this.#settleAnswer(outcome.item, at, state);
+      case "streamBroken":
+        // A request that had left may have been applied; one that had not, was not.
+        if (outcome.sent) state.maybeApplied = true;
+        state.lastProblem = `shard ${at.shard.id} at ${at.address}: ${outcome.message}`;
+        this.#forgetLeader(at.shard.id, at.address);
+        // The next request to that node opens a fresh channel.
+        this.#dropStream(at.address, at.stream);
+        await this.#pause(state);
+        return undefined;
+      case "overloaded": {
+        const { attempts, maybeApplied } = state;
+        return { kind: "resourceExhausted", message: outcome.message, attempts, maybeApplied };
+      }
+      default: {
+        const unreachable: never = outcome;
+        return unreachable;
+      }
+    }
   }
 
-  #pickAddress(shard: ShardEntry, attempt: number): string | undefined {
+  async #settleAnswer(
+    item: ResponseItem,
+    at: { readonly shard: RouteShard; readonly address: string },
+    state: RouteState,
+  ): Promise<RouteResult | undefined> {
+    const { shard, address } = at;
+    const failure = item.failure;
+    if (failure === undefined) {
+      this.#leaders.set(shard.id, address);
+      return { kind: "ok", item, attempts: state.attempts };
+    }
+    state.lastProblem = `shard ${shard.id} at ${address}: ${failure.message}`;
+    switch (failure.kind) {
+      case ItemFailure_Kind.NOT_LEADER:
+        if (failure.leaderAddress !== "" && failure.leaderAddress !== address) {
+          this.#leaders.set(shard.id, failure.leaderAddress);
+          return undefined;
+        }
+        this.#leaders.delete(shard.id);
+        await this.#pause(state);
+        return undefined;
+      case ItemFailure_Kind.STALE_EPOCH:
+        this.#leaders.delete(shard.id);
+        await this.#options.view.changed(
+          Math.min(MAP_WAIT_MS_MAX, state.until - this.#clock.now()),
+        );
+        return undefined;
+      case ItemFailure_Kind.UNKNOWN:
+        state.maybeApplied = true;
+        this.#forgetLeader(shard.id, address);
+        await this.#pause(state);
+        return undefined;
+      case ItemFailure_Kind.UNAVAILABLE:
+        this.#forgetLeader(shard.id, address);
+        await this.#pause(state);
+        return undefined;
+      default: {
+        const { attempts, maybeApplied } = state;
+        return { kind: finalKind(failure.kind), message: failure.message, attempts, maybeApplied };
+      }
+    }
+  }
+
+  #locate(target: RouteTarget, state: RouteState): RouteShard | undefined {
+    if (this.#options.locate !== undefined) {
+      const shard = this.#options.locate(target);
+      if (shard === undefined) state.lastProblem = "no kvnode is known for the request's shard";
+      return shard;
+    }
+    const map = this.#options.view.shardMap();
+    if (map === undefined) {
+      state.lastProblem = "no shard map is known yet";
+      return undefined;
+    }
+    if ("key" in target) return shardForKey(map, target.key);
+    const shard = shardById(map, toShardId(target.shardId));
+    if (shard === undefined) {
+      state.lastProblem = `shard ${target.shardId} is not in shard map version ${map.version}`;
+    }
+    return shard;
+  }
+
+  #pickAddress(shard: RouteShard, attempt: number): string | undefined {
     const cached = this.#leaders.get(shard.id);
     if (cached !== undefined) return cached;
     const view = this.#options.view;
@@ -197,23 +308,29 @@ export class KvRouter {
     return undefined;
   }
 
-  #forget(address: string, shardId: number, why: string): void {
+  #forgetLeader(shardId: number, address: string): void {
     if (this.#leaders.get(shardId) === address) this.#leaders.delete(shardId);
-    // A broken stream is replaced by a fresh one on the next request to that node.
-    if (/^Stream to /.test(why)) {
-      this.#streams.get(address)?.close();
-      this.#streams.delete(address);
-    }
   }
 
-  async #pause(attempt: number, until: number): Promise<void> {
-    const delay = backoffDelayMs(Math.min(attempt, 16), {
+  /** Closes a broken stream, unless another request replaced it already. */
+  #dropStream(address: string, stream: KvNodeStream): void {
+    if (this.#streams.get(address) !== stream) return;
+    this.#streams.delete(address);
+    stream.close();
+  }
+
+  async #pause(state: RouteState): Promise<void> {
+    // A closed router answers at once: nothing will be tried again.
+    if (this.#closed) return;
+    const delay = backoffDelayMs(Math.min(state.attempts, 16), {
       minMs: this.#options.backoffMinMs ?? BACKOFF_MIN_MS_DEFAULT,
       maxMs: this.#options.backoffMaxMs ?? BACKOFF_MAX_MS_DEFAULT,
       prng: this.#options.prng,
     });
-    const wait = Math.min(delay, until - Date.now());
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    const wait = Math.min(delay, state.until - this.#clock.now());
+    if (wait > 0) {
+      await new Promise<void>((resolve) => this.#clock.setTimeout(() => resolve(), wait));
+    }
   }
 
   #stream(address: string): KvNodeStream {
@@ -222,6 +339,7 @@ export class KvRouter {
       stream = new KvNodeStream(address, {
         maxMessageBytes: this.#options.maxMessageBytes,
         batchItemsMax: this.#options.batchItemsMax ?? BATCH_ITEMS_MAX_DEFAULT,
+        connect: this.#options.connect,
       });
       this.#streams.set(address, stream);
     }

@@ -15,22 +15,26 @@
  *   attempt may have applied the request, else the last failure.
  * - Keys and values are `Uint8Array` or `string` (encoded as UTF-8); results are `Uint8Array`;
  *   {@linkcode text} decodes them.
+ * - Time comes from an injected `Clock` and calls go through an injected
+ *   {@linkcode GatewayConnection} (gRPC by default), so the retry rules run on a `FakeClock` in
+ *   tests.
  *
  * @module
  */
 import { type KeyValue, KVService } from "@tinykv/proto/tinykv/v1";
 import {
   createGrpcClient,
-  type GrpcClient,
   MESSAGE_BYTES_MAX_DEFAULT,
   outcomeOf,
   type RequestOf,
   type ResponseOf,
   type RpcFailure,
   type RpcFailureKind,
+  type RpcResult,
   unaryCaller,
+  type UnaryCallOptions,
 } from "@tinykv/rpc";
-import { backoffDelayMs } from "@tinykv/timer";
+import { backoffDelayMs, type Clock, systemClock } from "@tinykv/timer";
 import { ClientSession } from "./session.ts";
 
 /** Bytes as the client accepts them: raw bytes, or a string sent as its UTF-8 encoding. */
@@ -55,6 +59,46 @@ export interface TinyKvClientOptions {
   readonly clientId?: string;
   /** Randomness for backoff jitter; default `Math.random`. */
   readonly prng?: () => number;
+  /** The clock deadlines and backoff pauses are measured on; default the real one. */
+  readonly clock?: Clock;
+  /** Opens the connection to one gateway; default {@linkcode grpcGatewayConnection}. */
+  readonly connect?: (
+    endpoint: string,
+    options: { readonly maxMessageBytes: number },
+  ) => GatewayConnection;
+}
+
+/** The unary methods of `tinykv.v1.KV`. */
+export type KvMethod = "Get" | "Put" | "Delete" | "Append" | "CompareAndSwap" | "Scan";
+
+/** One gateway as the client reaches it: over gRPC, or an in-memory fake in tests. */
+export interface GatewayConnection {
+  /** Calls `method` with a deadline; never rejects: a failure resolves to a typed result. */
+  call<K extends KvMethod>(
+    method: K,
+    request: RequestOf<(typeof KVService)[K]>,
+    options: UnaryCallOptions,
+  ): Promise<RpcResult<ResponseOf<(typeof KVService)[K]>>>;
+  /** Closes the connection. */
+  close(): void;
+}
+
+/** Opens a gRPC channel to the gateway at `endpoint` (connected lazily, on the first call). */
+export function grpcGatewayConnection(
+  endpoint: string,
+  options: { readonly maxMessageBytes: number },
+): GatewayConnection {
+  const client = createGrpcClient(KVService, endpoint, {
+    maxMessageBytes: options.maxMessageBytes,
+  });
+  return {
+    call: <K extends KvMethod>(
+      method: K,
+      request: RequestOf<(typeof KVService)[K]>,
+      callOptions: UnaryCallOptions,
+    ) => unaryCaller<typeof KVService, K>(client, method)(request, callOptions),
+    close: () => client.close(),
+  };
 }
 
 /** Options every call takes. */
@@ -124,7 +168,7 @@ export interface ScanPage {
 export type { KeyValue };
 
 /**
- * The kind of a {@linkcode TinyKvError}: a row of DESIGN.md "Status codes" (`invalidArgument`,
+ * The kind of a {@linkcode TinyKvError}: a row of docs/design.md "Status codes" (`invalidArgument`,
  * `unavailable`, `deadlineExceeded`, `failedPrecondition`, `resourceExhausted`, `dataLoss`,
  * `internal`), or `cancelled` (the caller's signal, or a closed client).
  */
@@ -150,7 +194,7 @@ const _SAME_KINDS: [TinyKvErrorCode, RpcFailureKind] extends [RpcFailureKind, Ti
  * with the same `(client_id, seq)` until the deadline.
  */
 export class TinyKvError extends Error {
-  /** The kind of failure, one per row of DESIGN.md "Status codes", plus `cancelled`. */
+  /** The kind of failure, one per row of docs/design.md "Status codes", plus `cancelled`. */
   readonly code: TinyKvErrorCode;
   /** Whether the request may have taken effect. Always false for reads. */
   readonly outcomeUnknown: boolean;
@@ -180,7 +224,6 @@ export function text(value: Uint8Array): string {
   return decoder.decode(value);
 }
 
-type Kv = GrpcClient<typeof KVService>;
 type Session = { clientId: string; seq: number; ackSeq: number };
 const NO_SESSION: Session = { clientId: "", seq: 0, ackSeq: 0 };
 
@@ -205,7 +248,9 @@ export class TinyKvClient {
   readonly #deadlineMs: number;
   readonly #maxMessageBytes: number;
   readonly #prng: (() => number) | undefined;
-  readonly #clients = new Map<string, Kv>();
+  readonly #clock: Clock;
+  readonly #connect: NonNullable<TinyKvClientOptions["connect"]>;
+  readonly #connections = new Map<string, GatewayConnection>();
   #session: ClientSession;
   #preferred = 0;
   #closed = false;
@@ -227,6 +272,8 @@ export class TinyKvClient {
     this.#deadlineMs = deadlineMs;
     this.#maxMessageBytes = options.maxMessageBytes ?? MESSAGE_BYTES_MAX_DEFAULT;
     this.#prng = options.prng;
+    this.#clock = options.clock ?? systemClock;
+    this.#connect = options.connect ?? grpcGatewayConnection;
     this.#session = new ClientSession({ clientId: options.clientId });
   }
 
@@ -335,20 +382,20 @@ export class TinyKvClient {
   /** Closes every connection; later calls throw `cancelled`. Idempotent. */
   close(): void {
     this.#closed = true;
-    for (const client of this.#clients.values()) client.close();
-    this.#clients.clear();
+    for (const connection of this.#connections.values()) connection.close();
+    this.#connections.clear();
   }
 
   /**
    * Sends one request, retrying UNAVAILABLE and DEADLINE_EXCEEDED on the next endpoint until the
    * deadline. A mutation's every attempt carries the same `(client_id, seq, ack_seq)`.
    */
-  async #call<K extends "Get" | "Put" | "Delete" | "Append" | "CompareAndSwap" | "Scan">(
+  async #call<K extends KvMethod>(
     method: K,
     build: (session: Session) => RequestOf<(typeof KVService)[K]>,
     options: CallOptions & { mutation: boolean },
   ): Promise<ResponseOf<(typeof KVService)[K]>> {
-    const deadline = Date.now() + (options.deadlineMs ?? this.#deadlineMs);
+    const deadline = this.#clock.now() + (options.deadlineMs ?? this.#deadlineMs);
     if (this.#closed) throw closedError(false);
     const session = this.#session;
     let pair: Session = NO_SESSION;
@@ -369,12 +416,11 @@ export class TinyKvClient {
     try {
       for (;;) {
         if (this.#closed) throw closedError(unknown || (options.mutation && attempts > 0));
-        const remaining = deadline - Date.now();
+        const remaining = deadline - this.#clock.now();
         if (remaining <= 0) break;
         const endpoint = this.#endpoints[this.#preferred];
-        const caller = unaryCaller<typeof KVService, K>(this.#client(endpoint), method);
         attempts++;
-        const result = await caller(request, {
+        const result = await this.#connection(endpoint).call(method, request, {
           deadlineMs: remaining,
           signal: options.signal,
         });
@@ -388,12 +434,12 @@ export class TinyKvClient {
         }
         if (result.kind !== "unavailable" && result.kind !== "deadlineExceeded") break;
         this.#preferred = (this.#preferred + 1) % this.#endpoints.length;
-        await pause(attempts - 1, deadline, this.#prng);
+        await this.#pause(attempts - 1, deadline);
       }
     } finally {
       if (options.mutation) session.answered(pair.seq);
     }
-    if (Date.now() >= deadline && last.kind === "unavailable" && unknown) {
+    if (this.#clock.now() >= deadline && last.kind === "unavailable" && unknown) {
       last = {
         kind: "deadlineExceeded",
         message: `${last.message} (an earlier attempt timed out)`,
@@ -402,13 +448,25 @@ export class TinyKvClient {
     throw new TinyKvError(last, { outcomeUnknown: unknown, attempts });
   }
 
-  #client(endpoint: string): Kv {
-    let client = this.#clients.get(endpoint);
-    if (client === undefined) {
-      client = createGrpcClient(KVService, endpoint, { maxMessageBytes: this.#maxMessageBytes });
-      this.#clients.set(endpoint, client);
+  #connection(endpoint: string): GatewayConnection {
+    let connection = this.#connections.get(endpoint);
+    if (connection === undefined) {
+      connection = this.#connect(endpoint, { maxMessageBytes: this.#maxMessageBytes });
+      this.#connections.set(endpoint, connection);
     }
-    return client;
+    return connection;
+  }
+
+  async #pause(attempt: number, deadline: number): Promise<void> {
+    const delay = backoffDelayMs(Math.min(attempt, 16), {
+      minMs: BACKOFF_MIN_MS,
+      maxMs: BACKOFF_MAX_MS,
+      prng: this.#prng,
+    });
+    const wait = Math.min(delay, deadline - this.#clock.now());
+    if (wait > 0) {
+      await new Promise<void>((resolve) => this.#clock.setTimeout(() => resolve(), wait));
+    }
   }
 }
 
@@ -417,14 +475,4 @@ function closedError(outcomeUnknown: boolean): TinyKvError {
     outcomeUnknown,
     attempts: 0,
   });
-}
-
-async function pause(attempt: number, deadline: number, prng?: () => number): Promise<void> {
-  const delay = backoffDelayMs(Math.min(attempt, 16), {
-    minMs: BACKOFF_MIN_MS,
-    maxMs: BACKOFF_MAX_MS,
-    prng,
-  });
-  const wait = Math.min(delay, deadline - Date.now());
-  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
 }

@@ -1,10 +1,30 @@
-// Checks what TinyKvClient reports when the connection breaks: against a real server process that
-// dies as soon as it receives a call, a mutation ends with its outcome unknown (the request had
-// left; the server might have applied it), while a call to an endpoint where nothing listens ends
+// Checks TinyKvClient's retry rules two ways. On a FakeClock with fake gateway connections and a
+// fixed PRNG: UNAVAILABLE and DEADLINE_EXCEEDED are retried on the next endpoint after known
+// backoffs, with the same (client_id, seq, ack_seq) and the time left as each attempt's deadline;
+// the call ends exactly at its deadline, with DEADLINE_EXCEEDED and `outcomeUnknown` when an
+// attempt of a mutation may have applied (never for a read); other failures are thrown at once; an
+// expired session is replaced for later calls. Against a real server process that dies as soon
+// as it receives a call, a mutation ends with its outcome unknown (the request had left; the
+// server might have applied it), while a call to an endpoint where nothing listens ends
 // UNAVAILABLE with the outcome known: never applied.
 import assert from "node:assert/strict";
+import {
+  type RequestOf,
+  rpcFailure,
+  type RpcFailureKind,
+  rpcOk,
+  type RpcResult,
+} from "@tinykv/rpc";
 import { spawnServerProcess } from "@tinykv/rpc/testing";
-import { TinyKvClient, TinyKvError } from "./tinykv_client.ts";
+import type { KVService } from "@tinykv/proto/tinykv/v1";
+import { backoffDelayMs, FakeClock } from "@tinykv/timer";
+import { runOnClock } from "./testing.ts";
+import {
+  type GatewayConnection,
+  type KvMethod,
+  TinyKvClient,
+  TinyKvError,
+} from "./tinykv_client.ts";
 
 const SERVER_SCRIPT = new URL("../rpc/testdata/kv_server.ts", import.meta.url);
 const SERVER_FLAGS = ["--allow-net=127.0.0.1", "--allow-env"];
@@ -48,4 +68,151 @@ Deno.test("TinyKvClient reports a mutation that never reached a server as not ap
   } finally {
     client.close();
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// On a fake clock, with fake gateways.
+
+const PRNG = () => 0.5;
+
+interface FakeCall {
+  readonly endpoint: string;
+  readonly method: KvMethod;
+  readonly request: RequestOf<(typeof KVService)[KvMethod]>;
+  readonly deadlineMs: number;
+  readonly at: number;
+}
+
+/** What a fake gateway answers: a result, after `afterMs` on the clock (default at once). */
+type FakeAnswer = { readonly result: RpcResult<unknown>; readonly afterMs?: number };
+
+/** A client of fake gateways `a:1` and `b:1` on a fake clock; `answer` decides every call. */
+function fakeClient(answer: (call: FakeCall, index: number) => FakeAnswer, deadlineMs = 1000) {
+  const clock = new FakeClock();
+  const calls: FakeCall[] = [];
+  const closed: string[] = [];
+  const connect = (endpoint: string): GatewayConnection => ({
+    call: ((method, request, options) => {
+      const call = { endpoint, method, request, deadlineMs: options.deadlineMs, at: clock.now() };
+      calls.push(call);
+      const { result, afterMs } = answer(call, calls.length - 1);
+      return new Promise((resolve) =>
+        clock.setTimeout(() => resolve(result as never), afterMs ?? 0)
+      );
+    }) as GatewayConnection["call"],
+    close: () => closed.push(endpoint),
+  });
+  const client = TinyKvClient.connect({
+    endpoints: ["a:1", "b:1"],
+    deadlineMs,
+    clientId: "c-test",
+    prng: PRNG,
+    clock,
+    connect,
+  });
+  return { clock, calls, closed, client };
+}
+
+function fail(kind: RpcFailureKind, afterMs?: number): FakeAnswer {
+  return { result: rpcFailure(kind, `Gateway says ${kind}`), afterMs };
+}
+
+/** The client's pause after its attempt number `attempt` (0-based) with {@linkcode PRNG}. */
+function pauseMs(attempt: number): number {
+  return backoffDelayMs(attempt, { minMs: 10, maxMs: 250, prng: PRNG });
+}
+
+Deno.test("TinyKvClient retries UNAVAILABLE on the next endpoint after a backoff, same seq", async () => {
+  const { clock, calls, client } = fakeClient((_, i) =>
+    i < 2 ? fail("unavailable") : { result: rpcOk({}) }
+  );
+  await runOnClock(clock, client.put("k", "v"));
+  assert.deepEqual([pauseMs(0), pauseMs(1)], [15, 25]);
+  assert.deepEqual(calls.map((c) => [c.endpoint, c.at, c.deadlineMs]), [
+    ["a:1", 0, 1000],
+    ["b:1", 15, 985],
+    ["a:1", 40, 960],
+  ]);
+  const sessions = calls.map((c) => {
+    const put = c.request as RequestOf<(typeof KVService)["Put"]>;
+    return [put.clientId, put.seq, put.ackSeq];
+  });
+  assert.deepEqual(sessions, [["c-test", 1, 0], ["c-test", 1, 0], ["c-test", 1, 0]]);
+  // The next call starts where the last one succeeded, with the next seq.
+  const next = runOnClock(clock, client.put("k", "w"));
+  await next;
+  assert.equal(calls.at(-1)!.endpoint, "a:1");
+  assert.equal((calls.at(-1)!.request as RequestOf<(typeof KVService)["Put"]>).seq, 2);
+  client.close();
+});
+
+Deno.test("TinyKvClient stops retrying exactly at the deadline, outcome known", async () => {
+  const { clock, calls, client } = fakeClient(() => fail("unavailable"));
+  const error = await failure(runOnClock(clock, client.put("k", "v")));
+  assert.equal(error.code, "unavailable");
+  assert.equal(error.outcomeUnknown, false);
+  assert.equal(error.attempts, calls.length);
+  assert.equal(clock.now(), 1000, "the call ends at its deadline");
+  assert.equal(clock.pendingCount, 0);
+  assert.ok(calls.every((c) => c.at < 1000 && c.deadlineMs === 1000 - c.at));
+  client.close();
+});
+
+Deno.test("TinyKvClient reports a mutation with a timed-out attempt as deadlineExceeded, unknown", async () => {
+  // The first attempt times out on the gateway (it may have applied); the rest find no leader.
+  const { clock, client } = fakeClient((_, i) =>
+    i === 0 ? fail("deadlineExceeded", 300) : fail("unavailable")
+  );
+  const error = await failure(runOnClock(clock, client.put("k", "v")));
+  assert.equal(error.code, "deadlineExceeded");
+  assert.equal(error.outcomeUnknown, true);
+  assert.match(error.message, /^Gateway says unavailable \(an earlier attempt timed out\)$/);
+  assert.equal(clock.now(), 1000);
+  client.close();
+});
+
+Deno.test("TinyKvClient never reports a read's outcome as unknown", async () => {
+  const { clock, client } = fakeClient((_, i) =>
+    i === 0 ? fail("deadlineExceeded", 300) : fail("unavailable")
+  );
+  const error = await failure(runOnClock(clock, client.get("k")));
+  assert.equal(error.code, "unavailable");
+  assert.equal(error.outcomeUnknown, false);
+  client.close();
+});
+
+Deno.test("TinyKvClient throws other failures at once, without retrying", async () => {
+  for (const kind of ["invalidArgument", "resourceExhausted", "dataLoss", "internal"] as const) {
+    const { clock, calls, client } = fakeClient(() => fail(kind));
+    const error = await failure(runOnClock(clock, client.put("k", "v")));
+    assert.equal(error.code, kind);
+    assert.equal(error.attempts, 1);
+    assert.equal(calls.length, 1);
+    assert.equal(clock.now(), 0);
+    client.close();
+  }
+});
+
+Deno.test("TinyKvClient starts a new session after FAILED_PRECONDITION, without retrying", async () => {
+  const { clock, calls, client } = fakeClient((_, i) =>
+    i === 0 ? fail("failedPrecondition") : { result: rpcOk({}) }
+  );
+  const error = await failure(runOnClock(clock, client.put("k", "v")));
+  assert.equal(error.code, "failedPrecondition");
+  assert.equal(calls.length, 1);
+  assert.notEqual(client.clientId, "c-test");
+  await runOnClock(clock, client.put("k", "v"));
+  const put = calls[1].request as RequestOf<(typeof KVService)["Put"]>;
+  assert.equal(put.clientId, client.clientId);
+  assert.equal(put.seq, 1);
+  client.close();
+});
+
+Deno.test("TinyKvClient.close() closes every connection and later calls throw cancelled", async () => {
+  const { clock, closed, client } = fakeClient(() => ({ result: rpcOk({}) }));
+  await runOnClock(clock, client.put("k", "v"));
+  client.close();
+  assert.deepEqual(closed, ["a:1"]);
+  const error = await failure(client.put("k", "v"));
+  assert.equal(error.code, "cancelled");
 });

@@ -3,6 +3,8 @@
  * when it is a mutation without one, routed to its shard's leader by `libs/client`'s router
  * (retries keep the same `(client_id, seq)`), and answered with the product's status table before
  * the client's deadline. A scan asks every shard in parallel and merges the pages in key order.
+ * Time is the router's clock, so the handlers run on a `FakeClock` in tests
+ * ({@linkcode kvHandlers} gives them without a gRPC server).
  *
  * @module
  */
@@ -25,6 +27,7 @@ import {
   rpcOk,
   type RpcResult,
   type ServiceBinding,
+  type ServiceHandlers,
 } from "@tinykv/rpc";
 import { checkRequest, compareBytes, type RequestFields, SCAN_BYTES_MAX } from "@tinykv/shard";
 
@@ -80,13 +83,18 @@ export class GatewaySession {
 
 /** The `KV` service of a gateway. */
 export function kvService(options: KvServiceOptions): ServiceBinding {
+  return bindService(KVService, kvHandlers(options));
+}
+
+/** The typed handlers of {@linkcode kvService}, callable without a gRPC server. */
+export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KVService> {
   const track = <T>(work: () => Promise<RpcResult<T>>): Promise<RpcResult<T>> => {
     if (options.inFlight !== undefined) options.inFlight.count++;
     return work().finally(() => {
       if (options.inFlight !== undefined) options.inFlight.count--;
     });
   };
-  return bindService(KVService, {
+  return {
     Get: (request, context) =>
       track(async () => {
         const bad = check({ get: request }, options);
@@ -130,7 +138,7 @@ export function kvService(options: KvServiceOptions): ServiceBinding {
         if (bad !== undefined) return bad;
         return await scan(options, request, deadlineOf(context, options));
       }),
-  });
+  };
 }
 
 type Session = { clientId: string; seq: number; ackSeq: number };
@@ -209,9 +217,12 @@ function answer<T>(
   return rpcFailure(result.kind, result.message);
 }
 
-/** The absolute deadline to route with: the client's, else the default, capped at the maximum. */
+/**
+ * The absolute deadline to route with, on the router's clock (epoch milliseconds unless a test
+ * injected another, as gRPC deadlines are): the client's, else the default, capped at the maximum.
+ */
 function deadlineOf(context: HandlerContext, options: KvServiceOptions): number {
-  const now = Date.now();
+  const now = options.router.clock.now();
   const client = Number.isFinite(context.deadlineMs)
     ? context.deadlineMs
     : now + options.requestTimeoutMs;

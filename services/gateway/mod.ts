@@ -8,4 +8,4 @@
  *
  * @module
  */
-export { GatewaySession, kvService, type KvServiceOptions } from "./kv_service.ts";
+export { GatewaySession, kvHandlers, kvService, type KvServiceOptions } from "./kv_service.ts";

@@ -1,12 +1,21 @@
 /**
  * A cluster of real kvnode processes for integration tests, bootstrapped directly through the
  * node-admin API (no placement): shards over equal FNV-1a ranges, each replicated on every node.
- * Requests go over the batched data stream to whichever node leads, following `not_leader` hints
- * and retrying with the same `(client_id, seq)` until a deadline.
+ * Requests go through `libs/client`'s router (the product's one leader-following retry loop) over
+ * the batched data stream to whichever node leads, following `not_leader` hints and retrying with
+ * the same `(client_id, seq)` until a deadline. With no published map, the router tries any shard
+ * id on every running node ({@linkcode KvNodeCluster.router}).
  *
  * @module
  */
-import { KvNodeStream } from "@tinykv/client";
+import {
+  type ClusterView,
+  KvRouter,
+  type KvRouterOptions,
+  type RouteResult,
+  type RouteShard,
+  type RouteTarget,
+} from "@tinykv/client";
 import {
   ChangeMembershipRequest_Change,
   ItemFailure_Kind,
@@ -20,6 +29,7 @@ import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "
 import {
   encodeShardMap,
   keyHash,
+  type NodeId,
   nodeId as toNodeId,
   shardId as toShardId,
   type ShardMap,
@@ -61,9 +71,18 @@ export class KvNodeCluster {
   readonly zkConnect: string;
   readonly shards: number;
   clusterId = "";
-  readonly #streams = new Map<string, KvNodeStream>();
   readonly #gateways: ServiceProcess[] = [];
-  readonly #leaderHint = new Map<number, string>();
+  /** The router {@linkcode send} uses, made on first use. */
+  #sendRouter: KvRouter | undefined;
+  /** Shard id → the node last seen leading it by {@linkcode waitForLeaders}: routers' first try. */
+  readonly #leaderHints = new Map<number, NodeId>();
+  /** The kvnodes by node id, for routers; there is no published map to name them. */
+  readonly #view: ClusterView = {
+    shardMap: () => undefined,
+    nodeAddress: (id) => this.nodes.find((node) => node.nodeId === id)?.address,
+    changed: (timeoutMs) => new Promise<void>((resolve) => setTimeout(resolve, timeoutMs)),
+    close: () => {},
+  };
 
   private constructor(dataDir: string, clusterName: string, zkConnect: string, shards: number) {
     this.dataDir = dataDir;
@@ -200,14 +219,20 @@ export class KvNodeCluster {
 
   /** Waits until every shard has a leader among the running nodes. */
   async waitForLeaders(timeoutMs = 30_000): Promise<void> {
-    let leaders = new Set<number>();
+    let leaders = new Map<number, NodeId>();
     await waitFor(async () => {
-      leaders = new Set();
+      leaders = new Map();
       for (const status of await this.statuses()) {
-        for (const replica of status.replicas) if (replica.role === 4) leaders.add(replica.shardId);
+        for (const replica of status.replicas) {
+          if (replica.role === 4) leaders.set(replica.shardId, status.nodeId as NodeId);
+        }
       }
       return leaders.size === this.shards;
-    }, { timeoutMs, what: `leaders of ${this.shards} shards (have ${[...leaders].join(",")})` });
+    }, {
+      timeoutMs,
+      what: `leaders of ${this.shards} shards (have ${[...leaders.keys()].join(",")})`,
+    });
+    for (const [shard, leader] of leaders) this.#leaderHints.set(shard, leader);
   }
 
   /** The shard owning `key`. */
@@ -217,66 +242,45 @@ export class KvNodeCluster {
     return ranges.findIndex((r) => r.lo <= hash && hash < r.hi) + 1;
   }
 
-  #stream(address: string): KvNodeStream {
-    let stream = this.#streams.get(address);
-    if (stream === undefined) {
-      stream = new KvNodeStream(address, { maxMessageBytes: MESSAGE_BYTES });
-      this.#streams.set(address, stream);
+  /**
+   * A router to this cluster's shards. No map is published for them, so any shard id (or a key's
+   * shard under {@linkcode shardOf}) is tried on every running node, with conf epoch 0 (never
+   * stale), first on the leader {@linkcode waitForLeaders} saw last, then following NOT_LEADER
+   * hints. Close it when done.
+   */
+  router(
+    options: Partial<Pick<KvRouterOptions, "attemptTimeoutMsMax" | "batchItemsMax">> = {},
+  ): KvRouter {
+    return new KvRouter({
+      view: this.#view,
+      locate: (target) => this.#locate(target),
+      maxMessageBytes: MESSAGE_BYTES,
+      ...options,
+    });
+  }
+
+  #locate(target: RouteTarget): RouteShard {
+    const id = toShardId("key" in target ? this.shardOf(target.key) : target.shardId);
+    const replicas: NodeId[] = [];
+    for (const node of this.nodes) {
+      if (node.process.running && node.nodeId !== "") replicas.push(node.nodeId as NodeId);
     }
-    return stream;
+    return { id, confEpoch: 0, replicas, leaderHint: this.#leaderHints.get(id) };
   }
 
   /**
-   * Sends `item` to the shard's leader, following hints and retrying (same item, so the same
-   * `(client_id, seq)`) on NOT_LEADER, UNAVAILABLE and UNKNOWN until `deadlineMs` passes. Returns
-   * the last answer.
+   * Sends `item` to the shard's leader through the router, retrying (same item, so the same
+   * `(client_id, seq)`) on NOT_LEADER, UNAVAILABLE, UNKNOWN and broken streams until `deadlineMs`
+   * passes. Returns the answer, or the final failure as a `ResponseItem` failure.
    */
   async send(
     shardId: number,
     item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">,
     deadlineMs = 20_000,
   ): Promise<ResponseItem> {
-    const until = Date.now() + deadlineMs;
-    let attempt = 0;
-    let last: ResponseItem | undefined;
-    while (Date.now() < until) {
-      const running = this.nodes.filter((n) => n.process.running);
-      const hinted = this.#leaderHint.get(shardId);
-      const target = running.find((n) => n.address === hinted) ?? running[attempt % running.length];
-      attempt++;
-      last = await this.#stream(target.address).request({
-        ...item,
-        shardId,
-        confEpoch: 0,
-        timeoutMs: 2000,
-      });
-      const failure = last.failure;
-      if (failure === undefined) {
-        this.#leaderHint.set(shardId, target.address);
-        return last;
-      }
-      const retry = failure.kind === ItemFailure_Kind.NOT_LEADER ||
-        failure.kind === ItemFailure_Kind.UNAVAILABLE || failure.kind === ItemFailure_Kind.UNKNOWN;
-      if (!retry) return last;
-      if (failure.kind === ItemFailure_Kind.NOT_LEADER && failure.leaderAddress !== "") {
-        this.#leaderHint.set(shardId, failure.leaderAddress);
-      } else {
-        this.#leaderHint.delete(shardId);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      if (
-        failure.kind === ItemFailure_Kind.UNAVAILABLE || failure.kind === ItemFailure_Kind.UNKNOWN
-      ) {
-        // A broken stream is replaced on the next request.
-        if (/Stream to/.test(failure.message)) this.#dropStream(target.address);
-      }
-    }
-    return last ?? assertNever(`no attempt to shard ${shardId} within ${deadlineMs} ms`);
-  }
-
-  #dropStream(address: string): void {
-    this.#streams.get(address)?.close();
-    this.#streams.delete(address);
+    this.#sendRouter ??= this.router();
+    const result = await this.#sendRouter.route({ shardId }, item, Date.now() + deadlineMs);
+    return result.kind === "ok" ? result.item : failureItem(result);
   }
 
   /** Proposes a membership change on the shard's leader, with the current epoch. */
@@ -410,8 +414,8 @@ export class KvNodeCluster {
 
   /** Stops every process, closes clients and removes data and the ZooKeeper root. */
   async close(): Promise<void> {
-    for (const stream of this.#streams.values()) stream.close();
-    this.#streams.clear();
+    this.#sendRouter?.close();
+    this.#sendRouter = undefined;
     for (const gateway of this.#gateways) await gateway.stop();
     for (const node of this.nodes) {
       node.admin.close();
@@ -422,6 +426,27 @@ export class KvNodeCluster {
   }
 }
 
-function assertNever(message: string): never {
-  throw new Error(message);
+/** The kvnode failure kind each final router result stands for. */
+const FAILURE_KINDS: Readonly<Record<Exclude<RouteResult["kind"], "ok">, ItemFailure_Kind>> = {
+  invalidArgument: ItemFailure_Kind.INVALID,
+  unavailable: ItemFailure_Kind.UNAVAILABLE,
+  deadlineExceeded: ItemFailure_Kind.UNKNOWN,
+  failedPrecondition: ItemFailure_Kind.SESSION_EXPIRED,
+  resourceExhausted: ItemFailure_Kind.RESOURCE_EXHAUSTED,
+  dataLoss: ItemFailure_Kind.DATA_LOSS,
+  internal: ItemFailure_Kind.INTERNAL,
+};
+
+/** A router's final failure as the kvnode failure it stands for, with the router's message. */
+function failureItem(result: Exclude<RouteResult, { kind: "ok" }>): ResponseItem {
+  return {
+    id: 0,
+    failure: {
+      kind: FAILURE_KINDS[result.kind],
+      message: result.message,
+      leaderNode: "",
+      leaderAddress: "",
+      confEpoch: 0,
+    },
+  };
 }
