@@ -54,7 +54,7 @@ import { type SnapshotSource, stagedGeneration, stagedToken } from "./snapshot_s
 import { SnapshotStaging } from "./snapshot_staging.ts";
 import { deleteGeneration, generationKey, storedGenerations } from "./generations.ts";
 import type { ShardId } from "@tinykv/shard";
-import { unreachable } from "./_assert.ts";
+import { assert, AssertionError, unreachable } from "./_assert.ts";
 
 /** A Raft message of one group, as it travels between nodes. */
 export interface Envelope {
@@ -386,6 +386,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     this.#wakeCollector();
     await this.#stopped;
     await this.#collecting;
+    // Admin calls waiting for a conf change: it may still apply on the other members.
+    for (const replica of this.#waitingApplied) {
+      for (const waiter of replica.appliedWaiters.splice(0)) waiter.resolve({ kind: "timeout" });
+    }
     for (const live of this.#live) {
       this.#finish(
         live,
@@ -469,6 +473,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
           resolve(work());
         } catch (error) {
           reject(error);
+          // A broken invariant stops the node, whatever the caller makes of the rejection.
+          if (error instanceof AssertionError) throw error;
         }
       },
     });
@@ -966,7 +972,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     try {
       this.#acceptChecked(request, live);
     } catch (error) {
-      // A failure while serving one request answers that request; the node carries on.
+      // A broken invariant stops the node (the loop's failure path); any other failure while
+      // serving one request answers that request, and the node carries on.
+      if (error instanceof AssertionError) throw error;
       this.#options.log.error("Serving a request failed", { shard: request.shardId, error });
       this.#finish(live, internal(`Serving the request failed: ${error}`));
     }
@@ -992,6 +1000,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const { app } = this.#options;
     if (!app.isLocal(op) && !replica.knowsLeader()) return this.#holdLeaderless(request, live);
     const prepared = app.prepare(op, replica.machine, this.#options.clock.now());
+    assert(
+      prepared.kind !== "read" || prepared.local === app.isLocal(op),
+      "The application's prepared read and isLocal() disagree",
+    );
     switch (prepared.kind) {
       case "invalid":
         return this.#finish(live, { kind: "invalid", message: prepared.message });
@@ -1074,7 +1086,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       const known = replica === undefined || replica.knowsLeader();
       const waiting = held.filter(({ request, live, sinceMs }) => {
         if (live.done) return false;
-        if (known) this.#acceptChecked(request, live);
+        if (known) this.#accept(request, live);
         else if (now - sinceMs >= LEADERLESS_WAIT_MS) this.#finish(live, this.#notLeader(replica));
         else return true;
         return false;
@@ -1090,6 +1102,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     try {
       outcome = waiter.serve();
     } catch (error) {
+      if (error instanceof AssertionError) throw error;
       this.#options.log.error("Serving a read failed", { shard: replica.shardId, error });
       outcome = internal(`Serving the read on shard ${replica.shardId} failed: ${error}`);
     }
@@ -1097,6 +1110,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   #propose(replica: Replica<R, M>, data: Uint8Array, live: LiveRequest): void {
+    // An empty entry is a new leader's and answers nobody (`Replica.#applyNormal`).
+    assert(data.length > 0, () => `Shard ${replica.shardId}: the application proposed nothing`);
     const result = replica.node.propose(data);
     switch (result.kind) {
       case "ok":

@@ -1,7 +1,8 @@
 // Checks how the driver loop takes failures, on a one-replica shard over a MemoryNodeStore that can
-// be made to fail: a read whose serving throws is answered INTERNAL and the node serves on; a
-// storage failure while applying a committed entry stops the loop (`Driver.failed` resolves with
-// the error) rather than skipping the entry, and the entry is never recorded as applied.
+// be made to fail: a read whose serving throws is answered INTERNAL and the node serves on, unless
+// what it throws is a broken invariant (AssertionError), which stops the node; a storage failure
+// while applying a committed entry stops the loop (`Driver.failed` resolves with the error) rather
+// than skipping the entry, and the entry is never recorded as applied.
 import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE } from "@tinykv/shard";
@@ -11,6 +12,7 @@ import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
+import { AssertionError } from "./_assert.ts";
 import { shardId as toShardId } from "@tinykv/shard";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -20,10 +22,15 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 class FaultyStore extends MemoryNodeStore {
   failReadsOf: string | undefined;
   failWritesOf: string | undefined;
+  /** Reads of keys ending in this break an invariant (AssertionError). */
+  breakReadsOf: string | undefined;
 
   override get(key: Uint8Array): Uint8Array | undefined {
     if (this.failReadsOf !== undefined && dec(key).endsWith(this.failReadsOf)) {
       throw new Error("Input/output error (simulated)");
+    }
+    if (this.breakReadsOf !== undefined && dec(key).endsWith(this.breakReadsOf)) {
+      throw new AssertionError("Broken invariant (simulated)");
     }
     return super.get(key);
   }
@@ -100,6 +107,21 @@ Deno.test("Driver answers a read that throws with INTERNAL and serves on", async
       getValue(await submit({ kind: "get", key: enc("after"), serializable: false })),
       "2",
     );
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("Driver stops on a broken invariant while serving a read, not answering INTERNAL", async () => {
+  const store = new FaultyStore();
+  const { driver, submit } = await soloLeader(store);
+  try {
+    store.breakReadsOf = "broken";
+    const answer = submit({ kind: "get", key: enc("broken"), serializable: true });
+    const error = await driver.failed;
+    assert.equal(error.name, "AssertionError");
+    await driver.stop();
+    assert.equal((await answer).kind, "unavailable");
   } finally {
     await driver.stop();
   }

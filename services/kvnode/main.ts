@@ -148,6 +148,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   nodeLog.info("kvnode stopping", { reason });
   const clean = reason === "SIGINT" || reason === "SIGTERM" || reason === "parent exited";
   if (!clean) console.error(`kvnode: ${reason}`);
+  registration.stop();
   ticker.stop();
   await server.shutdown(2000);
   await driver.stop();

@@ -54,8 +54,9 @@ export async function joinCluster(
     }
     return { kind: "ok", clusterId: cluster.clusterId, zk, known: false };
   }
+  let zk: ZooKeeperClient | undefined;
   try {
-    const zk = await connect(ZOOKEEPER_FIRST_CONNECT_MS);
+    zk = await connect(ZOOKEEPER_FIRST_CONNECT_MS);
     const checked = await resolveClusterId(store, zk, { dataDir });
     if (checked.kind === "mismatch") {
       await zk.close();
@@ -63,6 +64,7 @@ export async function joinCluster(
     }
     return { kind: "ok", clusterId: known, zk, known: true };
   } catch (error) {
+    await zk?.close();
     log.warn("ZooKeeper is unreachable: serving without it, registering later", { error });
     return { kind: "ok", clusterId: known, zk: undefined, known: true };
   }
@@ -116,6 +118,11 @@ export class Registration {
     return this.#foreign.promise;
   }
 
+  /** Stops registering (a node shutting down must not register again). */
+  stop(): void {
+    this.#stopping = true;
+  }
+
   /** Stops registering and closes the session (the ephemeral znode goes with it). */
   async close(): Promise<void> {
     this.#stopping = true;
@@ -130,7 +137,12 @@ export class Registration {
       try {
         if (this.#zk === undefined) {
           const client = await connect();
-          const checked = await resolveClusterId(this.#store, client, { dataDir });
+          const checked = await resolveClusterId(this.#store, client, { dataDir }).catch(
+            async (error) => {
+              await client.close(); // the next attempt opens a new session
+              throw error;
+            },
+          );
           this.#zk = client;
           if (checked.kind === "mismatch") return this.#foreign.resolve(checked.message);
           this.#follow(client);

@@ -368,8 +368,10 @@ export class Replica<R, M extends GroupMachine<R>> {
 
   /**
    * Before a proposal at `index` in `term`: a proposal still pending there is from an earlier
-   * term whose entry another leader's replaced (this node has led again since), so it can never
-   * commit and is answered so. Two proposals at one index in one term would be a bug.
+   * term whose entry another leader's replaced in this node's log (it has led again since). That
+   * entry may still be in another member's log and commit there, so its outcome is unknown; only
+   * applying a different entry at its index proves it lost (`#answerProposal`). Two proposals at
+   * one index in one term would be a bug.
    */
   replacePending(index: LogIndex, term: Term): void {
     const old = this.pending.get(index);
@@ -379,7 +381,11 @@ export class Replica<R, M extends GroupMachine<R>> {
       () => `Shard ${this.shardId}: two proposals at index ${index} in term ${term}`,
     );
     this.pending.delete(index);
-    old.resolve(lostProposal(this.shardId));
+    old.resolve({
+      kind: "unknown",
+      message: `Shard ${this.shardId} replaced the proposal's entry in this node's log; another ` +
+        "member may still commit it",
+    });
   }
 
   #failPendingUpTo(index: LogIndex, answers: Array<() => void>): void {
@@ -435,6 +441,8 @@ export class Replica<R, M extends GroupMachine<R>> {
     this.confirmed.length = 0;
     for (const w of this.turnReads) w.resolve(outcome);
     this.turnReads = [];
+    // Admin calls waiting for a conf change: it may still apply on the other members.
+    for (const waiter of this.appliedWaiters.splice(0)) waiter.resolve({ kind: "timeout" });
   }
 
   /**

@@ -33,7 +33,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
   assert.equal(replica.pending.size, 0);
 });
 
-Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and asserts on a same-term one", () => {
+Deno.test("Replica.replacePending() answers an earlier term's proposal unknown, and asserts on a same-term one", () => {
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
   const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
@@ -50,9 +50,34 @@ Deno.test("Replica.replacePending() answers an earlier term's proposal lost, and
   const answers: ItemOutcome[] = [];
   replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
   replica.replacePending(5 as LogIndex, 2 as Term);
-  assert.deepEqual(answers.map((o) => o.kind), ["unavailable"]);
+  assert.deepEqual(answers.map((o) => o.kind), ["unknown"]);
   assert.equal(replica.pending.size, 0);
   replica.replacePending(6 as LogIndex, 2 as Term);
   replica.pending.set(6, { term: 2 as Term, resolve: (o) => answers.push(o) });
   assert.throws(() => replica.replacePending(6 as LogIndex, 2 as Term), { name: "AssertionError" });
+});
+
+Deno.test("Replica.failAll() answers admin calls waiting for a conf change as timed out", () => {
+  const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
+  const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
+    record: {
+      shardId: toShardId(1),
+      peerId: 7,
+      range: { lo: 0, hi: 2 ** 32 },
+      peers: [peer],
+      initialConfState: { voters: [7 as PeerId], learners: [], epoch: 0 as LogIndex },
+    },
+    tuning: TEST_TUNING,
+    prng: mulberry32(1),
+    open: (spaces, range) => app.open(spaces, range),
+  });
+  const waits: string[] = [];
+  replica.appliedWaiters.push({
+    index: 9 as LogIndex,
+    deadlineMs: 1e15,
+    resolve: (w) => waits.push(w.kind),
+  });
+  replica.failAll({ kind: "unavailable", message: "Shard 1 left node n1" });
+  assert.deepEqual(waits, ["timeout"]);
+  assert.equal(replica.appliedWaiters.length, 0);
 });
