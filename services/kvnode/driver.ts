@@ -1217,7 +1217,12 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const { applied } = replica.log.appliedState;
     const remaining = replica.appliedWaiters.filter((w) => {
       if (w.index > applied) return true;
-      w.resolve({ kind: "applied", confEpoch: replica.confEpoch });
+      // The entry applied at the change's index is the change only if it has the change's term
+      // (Log Matching, Raft §5.3). A compacted term cannot be checked: the change counts as
+      // applied, as before this check.
+      const term = replica.log.term(w.index);
+      if (term !== undefined && term !== w.term) w.resolve({ kind: "lost" });
+      else w.resolve({ kind: "applied", confEpoch: replica.confEpoch });
       return false;
     });
     replica.appliedWaiters.length = 0;
@@ -1375,7 +1380,12 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       if (result.kind === "ok") {
         const { promise, resolve } = Promise.withResolvers<AppliedWait>();
         const deadlineMs = this.#options.clock.now() + request.timeoutMs;
-        replica.value.appliedWaiters.push({ index: result.index, deadlineMs, resolve });
+        replica.value.appliedWaiters.push({
+          index: result.index,
+          term: result.term,
+          deadlineMs,
+          resolve,
+        });
         this.#waitingApplied.add(replica.value);
         return ok({ index: result.index, applied: promise });
       }
@@ -1387,6 +1397,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     });
     if (proposed.kind !== "ok") return proposed;
     const applied = await proposed.value.applied;
+    if (applied.kind === "lost") {
+      return {
+        kind: "unavailable",
+        message: `Membership change of shard ${request.shardId} was not applied: another ` +
+          "leader's entry took its place in the log",
+      };
+    }
     if (applied.kind === "timeout") {
       return {
         kind: "timeout",

@@ -259,6 +259,43 @@ async function ticking<T>(cluster: TestCluster, promise: Promise<T>): Promise<T>
   return value as T;
 }
 
+Deno.test("Driver: a membership change whose entry another leader replaced is answered not applied", async () => {
+  const cluster = await electedCluster();
+  try {
+    const old = cluster.leaderOf(1)!;
+    cluster.isolated.add(old.nodeId);
+    const epoch = old.driver.replicas()[0].confEpoch;
+    // Proposed on the cut-off leader: its entry can reach no one.
+    const change = old.driver.changeMembership({
+      shardId: toShardId(1),
+      expectedConfEpoch: epoch,
+      change: "addLearner",
+      peer: cluster.peer("n9", 999),
+      timeoutMs: 60_000,
+    });
+    const others = [...cluster.nodes.keys()].filter((id) => id !== old.nodeId);
+    const newLeader = () =>
+      others.find((id) => cluster.node(id).driver.replicas()[0]?.isLeader() ?? false);
+    await cluster.until(() => newLeader() !== undefined, "a new leader without the old one");
+    // The new leader's entries take the index of the old leader's change.
+    const wrote = await cluster.request(newLeader()!, 1, {
+      kind: "mutation",
+      command: put("after", "1"),
+    });
+    assert.equal(wrote.kind, "ok");
+    cluster.isolated.delete(old.nodeId);
+    const result = await ticking(cluster, change);
+    assert.equal(result.kind, "unavailable", JSON.stringify(result));
+    assert.match(result.kind === "unavailable" ? result.message : "", /another leader's entry/);
+    // The learner was never added anywhere.
+    for (const node of cluster.nodes.values()) {
+      assert.ok(!node.driver.replicas()[0].peers.has(999), node.nodeId);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
 Deno.test("Driver: a replica removed while cut off learns it from a member and deletes itself", async () => {
   const cluster = await TestCluster.create(["n1", "n2", "n3", "n4"]);
   try {

@@ -76,6 +76,8 @@ interface PendingProposal<R> {
 /** How waiting for an entry to apply ended (admin calls wait for their conf change). */
 export type AppliedWait =
   | { readonly kind: "applied"; readonly confEpoch: number }
+  /** Another leader's entry took the index: the change will never apply (not applied). */
+  | { readonly kind: "lost" }
   | { readonly kind: "timeout" };
 
 /** A read waiting for its ReadIndex round and then for the applied index. */
@@ -128,7 +130,13 @@ export class Replica<R, M extends GroupMachine<R>> {
   readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter<R>[] }> = [];
   /** Waiters for a specific applied index (admin calls waiting for a conf change). */
   readonly appliedWaiters: Array<
-    { index: LogIndex; deadlineMs: number; resolve: (result: AppliedWait) => void }
+    {
+      index: LogIndex;
+      /** The term the change was proposed in: the entry applied at `index` must have it. */
+      term: Term;
+      deadlineMs: number;
+      resolve: (result: AppliedWait) => void;
+    }
   > = [];
   readonly #store: NodeStorage;
 

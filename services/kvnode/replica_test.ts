@@ -74,6 +74,7 @@ Deno.test("Replica.failAll() answers admin calls waiting for a conf change as ti
   const waits: string[] = [];
   replica.appliedWaiters.push({
     index: 9 as LogIndex,
+    term: 1 as Term,
     deadlineMs: 1e15,
     resolve: (w) => waits.push(w.kind),
   });
