@@ -35,6 +35,7 @@ import type { KvRouter, RouteOp, RouteResult } from "@tinykv/client";
 import { KvNodeCluster } from "../tests/_harness/kvnode_cluster.ts";
 import { clockTicksPerSecond as readClockTicks } from "./compare_procs.ts";
 import { LatencyRecorder, xorshift32 } from "./compare_stats.ts";
+import { shardId as toShardId } from "@tinykv/shard";
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 256;
@@ -223,7 +224,11 @@ class Load {
 
   /** Sends `op` to shard `shardId`; resolves with the answer or the final failure. */
   async send(shardId: number, op: RouteOp): Promise<RouteResult> {
-    const result = await this.#router.route({ shardId }, op, Date.now() + REQUEST_DEADLINE_MS);
+    const result = await this.#router.route(
+      { shardId: toShardId(shardId) },
+      op,
+      Date.now() + REQUEST_DEADLINE_MS,
+    );
     this.retries += Math.max(0, result.attempts - 1);
     return result;
   }

@@ -19,7 +19,13 @@
  * @module
  */
 import { ItemFailure_Kind, type RequestItem, type ResponseItem } from "@tinykv/proto/tinykv/v1";
-import { shardById, type ShardEntry, shardForKey, shardId as toShardId } from "@tinykv/shard";
+import {
+  shardById,
+  type ShardEntry,
+  shardForKey,
+  type ShardId,
+  shardId as toShardId,
+} from "@tinykv/shard";
 import { backoffDelayMs, type Clock } from "@tinykv/timer";
 import { dateClock } from "./_date_clock.ts";
 import type { ClusterView } from "./cluster_view.ts";
@@ -34,7 +40,7 @@ import {
 export type RouteOp = Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">;
 
 /** What a request is for: the shard owning a key, or a shard by id (a scan's part). */
-export type RouteTarget = { readonly key: Uint8Array } | { readonly shardId: number };
+export type RouteTarget = { readonly key: Uint8Array } | { readonly shardId: ShardId };
 
 /**
  * What the router needs to know of a shard to reach it: its id, conf epoch (sent with each request
@@ -119,7 +125,7 @@ export class KvRouter {
   readonly #clock: Clock;
   readonly #streams = new Map<string, KvNodeStream>();
   /** Shard id → the address that last answered as leader (or was named as leader). */
-  readonly #leaders = new Map<number, string>();
+  readonly #leaders = new Map<ShardId, string>();
   #closed = false;
 
   constructor(options: KvRouterOptions) {
@@ -139,7 +145,7 @@ export class KvRouter {
   }
 
   /** The ids of every shard in the current map, if there is a map. */
-  shards(): number[] | undefined {
+  shards(): ShardId[] | undefined {
     return this.#options.view.shardMap()?.shards.map((shard) => shard.id);
   }
 
@@ -308,7 +314,7 @@ export class KvRouter {
     return undefined;
   }
 
-  #forgetLeader(shardId: number, address: string): void {
+  #forgetLeader(shardId: ShardId, address: string): void {
     if (this.#leaders.get(shardId) === address) this.#leaders.delete(shardId);
   }
 

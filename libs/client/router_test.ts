@@ -269,7 +269,11 @@ Deno.test("KvRouter with a caller's locate sends any shard id to the replicas it
   });
   const result = await runOnClock(
     clock,
-    router.route({ shardId: 77 }, { get: { key: enc("k"), serializable: false } }, START_MS + 1000),
+    router.route(
+      { shardId: shardId(77) },
+      { get: { key: enc("k"), serializable: false } },
+      START_MS + 1000,
+    ),
   );
   assert.equal(result.kind, "ok");
   assert.deepEqual(nodes.received.map((r) => [r.address, r.item.shardId, r.item.confEpoch]), [

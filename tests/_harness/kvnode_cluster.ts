@@ -279,7 +279,11 @@ export class KvNodeCluster {
     deadlineMs = 20_000,
   ): Promise<ResponseItem> {
     this.#sendRouter ??= this.router();
-    const result = await this.#sendRouter.route({ shardId }, item, Date.now() + deadlineMs);
+    const result = await this.#sendRouter.route(
+      { shardId: toShardId(shardId) },
+      item,
+      Date.now() + deadlineMs,
+    );
     return result.kind === "ok" ? result.item : failureItem(result);
   }
 
