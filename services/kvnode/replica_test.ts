@@ -11,9 +11,10 @@ import { shardId as toShardId } from "@tinykv/shard";
 
 const app = new KvApplication();
 
-Deno.test("Replica.failAll() answers proposals unknown and reads with the outcome", () => {
+/** Replica peer 7 of shard 1 (the whole hash space), alone in its group, on a fresh store. */
+function soloReplica(): Replica<ItemResult, KvMachine> {
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
-  const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
+  return new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
       shardId: toShardId(1),
       peerId: 7,
@@ -25,6 +26,10 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
     prng: mulberry32(1),
     open: (spaces, range) => app.open(spaces, range),
   });
+}
+
+Deno.test("Replica.failAll() answers proposals unknown and reads with the outcome", () => {
+  const replica = soloReplica();
   const answers: ItemOutcome[] = [];
   replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
   replica.turnReads.push({ serve: () => assert.fail("served"), resolve: (o) => answers.push(o) });
@@ -34,19 +39,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
 });
 
 Deno.test("Replica.replacePending() answers an earlier term's proposal unknown, and asserts on a same-term one", () => {
-  const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
-  const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
-    record: {
-      shardId: toShardId(1),
-      peerId: 7,
-      range: { lo: 0, hi: 2 ** 32 },
-      peers: [peer],
-      initialConfState: { voters: [7 as PeerId], learners: [], epoch: 0 as LogIndex },
-    },
-    tuning: TEST_TUNING,
-    prng: mulberry32(1),
-    open: (spaces, range) => app.open(spaces, range),
-  });
+  const replica = soloReplica();
   const answers: ItemOutcome[] = [];
   replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
   replica.replacePending(5 as LogIndex, 2 as Term);
@@ -58,19 +51,7 @@ Deno.test("Replica.replacePending() answers an earlier term's proposal unknown, 
 });
 
 Deno.test("Replica.failAll() answers admin calls waiting for a conf change as timed out", () => {
-  const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
-  const replica = new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
-    record: {
-      shardId: toShardId(1),
-      peerId: 7,
-      range: { lo: 0, hi: 2 ** 32 },
-      peers: [peer],
-      initialConfState: { voters: [7 as PeerId], learners: [], epoch: 0 as LogIndex },
-    },
-    tuning: TEST_TUNING,
-    prng: mulberry32(1),
-    open: (spaces, range) => app.open(spaces, range),
-  });
+  const replica = soloReplica();
   const waits: string[] = [];
   replica.appliedWaiters.push({
     index: 9 as LogIndex,
