@@ -237,6 +237,12 @@ Deno.test("client and CLI against a real cluster", async (t) => {
       const limited = await cli(at, "scan", "--start", "cli-", "--end", "cli.", "--limit", "1");
       expectCli(limited, 0, "cli-a\tv2\n");
       assert.match(limited.stderr, /continue with --start cli-b/);
+      // The largest page the contract allows (SCAN_LIMIT_MAX) is accepted; one more is a usage error.
+      expectCli(
+        await cli(at, "scan", "--start", "cli-", "--end", "cli.", "--limit", "10000"),
+        0,
+        "cli-a\tv2\ncli-b\tnew\n",
+      );
       const all = await cli(at, "scan", "--start", "scan-", "--end", "scan.");
       expectCli(all, 0);
       assert.equal(all.stdout.trimEnd().split("\n").length, 57);
@@ -405,6 +411,7 @@ Deno.test("client and CLI against a real cluster", async (t) => {
             ["cas", "k", "--absent"],
             ["get", "k", "--limit", "3"],
             ["scan", "--limit", "0"],
+            ["scan", "--limit", "10001"],
             ["--hex", "get", "xyz"],
             ["--timeout", "soon", "get", "k"],
             ["move", "1", "--to", "n2"],
