@@ -359,9 +359,10 @@ Deno.test("a client cut off for twice its session timeout takes the session as e
 });
 
 Deno.test("connectZooKeeper() throws after connectTimeoutMs when nothing serves", async () => {
+  // A listener that never accepts, held for the test: a port closed again could be taken by
+  // another test's server meanwhile, whose bytes the client would parse as replies.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
   await assert.rejects(
     () =>
       connectZooKeeper({
@@ -380,4 +381,5 @@ Deno.test("connectZooKeeper() throws after connectTimeoutMs when nothing serves"
       return true;
     },
   );
+  listener.close();
 });

@@ -49,12 +49,18 @@ function sectionFor(connectString: string, root: string, cluster: string): ZooKe
   };
 }
 
-/** `127.0.0.1:<port>` where nothing listens. */
-function deadAddress(): string {
+/**
+ * Runs `test` with `127.0.0.1:<port>` where nothing answers: a listener that never accepts, held
+ * for the whole test. (A port merely closed again could be taken by another test's server meanwhile,
+ * and the ZooKeeper client would then parse that server's bytes as replies.)
+ */
+async function withDeadAddress(test: (address: string) => Promise<void>): Promise<void> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return `127.0.0.1:${port}`;
+  try {
+    await test(`127.0.0.1:${(listener.addr as Deno.NetAddr).port}`);
+  } finally {
+    listener.close();
+  }
 }
 
 Deno.test("configuredZooKeeperOptions() takes servers, root, cluster and timeouts from the section", () => {
@@ -107,44 +113,50 @@ Deno.test("configuredZooKeeperOptions() forwards the client's reports to the ser
 });
 
 Deno.test("connectConfiguredZooKeeper() throws ZooKeeperError after connectTimeoutMs when nothing serves", async () => {
-  const section = sectionFor(deadAddress(), "/tinykv", "dev");
-  await assert.rejects(
-    () => connectConfiguredZooKeeper(section, { log: recordingLog(), connectTimeoutMs: 300 }),
-    (error: unknown) => {
-      assert.ok(error instanceof ZooKeeperError);
-      assert.equal(error.code, "timeout");
-      return true;
-    },
-  );
+  await withDeadAddress(async (address) => {
+    const section = sectionFor(address, "/tinykv", "dev");
+    await assert.rejects(
+      () => connectConfiguredZooKeeper(section, { log: recordingLog(), connectTimeoutMs: 300 }),
+      (error: unknown) => {
+        assert.ok(error instanceof ZooKeeperError);
+        assert.equal(error.code, "timeout");
+        return true;
+      },
+    );
+  });
 });
 
 Deno.test("connectConfiguredZooKeeperRetrying() logs each failed attempt and stops when told", async () => {
-  const section = sectionFor(deadAddress(), "/tinykv", "dev");
-  const log = recordingLog();
-  const result = await connectConfiguredZooKeeperRetrying(section, {
-    log,
-    connectTimeoutMs: 200,
-    retryDelayMs: 10,
-    stopped: () => log.lines.length >= 2,
+  await withDeadAddress(async (address) => {
+    const section = sectionFor(address, "/tinykv", "dev");
+    const log = recordingLog();
+    const result = await connectConfiguredZooKeeperRetrying(section, {
+      log,
+      connectTimeoutMs: 200,
+      retryDelayMs: 10,
+      stopped: () => log.lines.length >= 2,
+    });
+    assert.equal(result.kind, "stopped");
+    assert.deepEqual(log.lines, [
+      "warn Cannot reach ZooKeeper: retrying",
+      "warn Cannot reach ZooKeeper: retrying",
+    ]);
+    assert.ok(log.errors.every((error) => error instanceof ZooKeeperError));
   });
-  assert.equal(result.kind, "stopped");
-  assert.deepEqual(log.lines, [
-    "warn Cannot reach ZooKeeper: retrying",
-    "warn Cannot reach ZooKeeper: retrying",
-  ]);
-  assert.ok(log.errors.every((error) => error instanceof ZooKeeperError));
 });
 
 Deno.test("connectConfiguredZooKeeperRetrying() makes no attempt once stopped", async () => {
-  const log = recordingLog();
-  const section = sectionFor(deadAddress(), "/tinykv", "dev");
-  const result = await connectConfiguredZooKeeperRetrying(section, {
-    log,
-    retryDelayMs: 10,
-    stopped: () => true,
+  await withDeadAddress(async (address) => {
+    const log = recordingLog();
+    const section = sectionFor(address, "/tinykv", "dev");
+    const result = await connectConfiguredZooKeeperRetrying(section, {
+      log,
+      retryDelayMs: 10,
+      stopped: () => true,
+    });
+    assert.equal(result.kind, "stopped");
+    assert.deepEqual(log.lines, []);
   });
-  assert.equal(result.kind, "stopped");
-  assert.deepEqual(log.lines, []);
 });
 
 Deno.test("connectConfiguredZooKeeper() connects under <root>/<cluster> and logs the session", async () => {
