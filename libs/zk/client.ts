@@ -182,7 +182,14 @@ interface LibClient {
   getData(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
   exists(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
   getChildren(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
-  connectionManager: { socket?: { destroy(): void } };
+  connectionManager: LibConnectionManager;
+}
+/** The parts of the library's connection manager that closing a session must reach. */
+interface LibConnectionManager {
+  socket?: { destroy(): void };
+  /** Bound to each new socket when it is created (so replacing it affects later sockets). */
+  onSocketConnected(): void;
+  onSocketData(data: Buffer): void;
 }
 const lib = zookeeper as unknown as {
   createClient(connectString: string, options: Record<string, unknown>): LibClient;
@@ -700,8 +707,17 @@ export class ZooKeeperClient {
       await ended.promise;
       clearTimeout(timer);
     }
-    // Ends a connection attempt in progress and any socket the server did not close.
-    session.client.connectionManager.socket?.destroy();
+    // Ends a connection attempt in progress and any socket the server did not close. A retry the
+    // library scheduled before the close (after a refused or dropped connection it waits up to
+    // `reconnectDelayMs`) still opens a socket afterwards, and the closing library would read the
+    // server's connect response as a reply and throw on it, uncaught, ending the process. So any
+    // socket opened from now on is destroyed as it connects, and its bytes are ignored.
+    const manager = session.client.connectionManager;
+    manager.onSocketConnected = function (this: LibConnectionManager) {
+      this.socket?.destroy();
+    };
+    manager.onSocketData = () => {};
+    manager.socket?.destroy();
   }
 
   // ---- Operations ----

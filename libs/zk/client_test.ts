@@ -206,6 +206,33 @@ Deno.test("createEphemeral() nodes disappear when their client closes", async ()
   });
 });
 
+Deno.test("a connect attempt given up while the library waits to retry never comes back to life", async () => {
+  // The library retries a refused connection after a random pause of up to `reconnectDelayMs`.
+  // Given up in that pause, the attempt must not open a socket afterwards: the closing library
+  // would read the server's connect response as a reply and throw on it, uncaught, ending the
+  // process (seen in CI as "Unknown code").
+  const proxy = startTcpProxy(zk.connectString);
+  proxy.pause();
+  try {
+    await assert.rejects(
+      () =>
+        connectZooKeeper({
+          connectString: proxy.connectString,
+          root: "/x",
+          connectTimeoutMs: 200,
+          reconnectDelayMs: 1500,
+        }),
+      (error: unknown) => error instanceof ZooKeeperError && error.code === "timeout",
+    );
+    proxy.resume();
+    // Longer than the pause: a late socket would have connected and been answered by now.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    assert.equal(proxy.connectionCount, 0, "no connection after the attempt was given up");
+  } finally {
+    await proxy.close();
+  }
+});
+
 Deno.test("a short disconnection keeps the session, its ephemerals and its watches", async () => {
   const proxy = startTcpProxy(zk.connectString);
   try {
