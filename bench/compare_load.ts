@@ -28,7 +28,7 @@ import { connect, type KvConnection, type Outcome } from "./compare_clients.ts";
 import { connectionCount, type LoadSpec, type Op, parseLoadArgs } from "./compare_flags.ts";
 import { clockTicksPerSecond, type CpuSample, sampleCpu } from "./compare_procs.ts";
 import type { LoadMeasurement } from "./compare_report.ts";
-import { cpuSecondsBetween, LatencyRecorder, sumOf, xorshift32 } from "./compare_stats.ts";
+import { cpuSecondsBetween, LatencyRecorder, randomWords, sumOf } from "./compare_stats.ts";
 
 /** Requests in flight while preloading. */
 const PRELOAD_IN_FLIGHT = 64;
@@ -131,7 +131,7 @@ async function runLoop(
   const tally: Tally = { ops: 0, errors: 0, errorKinds: {}, firstError: undefined };
   const end = performance.now() + window.seconds * 1000;
   const worker = async (index: number) => {
-    const next = xorshift32((Math.random() * 2 ** 32) ^ (index * 2654435761));
+    const next = randomWords((Math.random() * 2 ** 32) ^ (index * 2654435761));
     while (performance.now() < end) {
       const sent = performance.now();
       const outcome = await request(spec, { ...context, next });

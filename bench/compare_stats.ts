@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { mulberry32 } from "@tinykv/raft";
 
 /** Latencies in milliseconds, in a buffer that grows as needed. */
 export class LatencyRecorder {
@@ -178,15 +179,11 @@ export function parseMemTotalKib(meminfo: string): number {
   return kib === undefined ? NaN : Number(kib);
 }
 
-/** A small fast PRNG of 32-bit values (crypto per request would cost a load driver CPU). */
-export function xorshift32(seed: number): () => number {
-  let state = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
+/**
+ * 32-bit random words from the project's one seeded PRNG (`mulberry32` of libs/raft), cheap enough
+ * for a load driver's every request (crypto per request would cost it CPU).
+ */
+export function randomWords(seed: number): () => number {
+  const next = mulberry32(seed >>> 0);
+  return () => next() * 2 ** 32; // mulberry32 yields word / 2^32: this is the word, exactly
 }

@@ -15,6 +15,7 @@ import {
   parseProcStats,
   parseStatusRssKib,
   quantileOfSorted,
+  randomWords,
   sumOf,
 } from "./compare_stats.ts";
 
@@ -118,4 +119,14 @@ Deno.test("parseCpuModel() and parseMemTotalKib() read the first match or say un
   assert.equal(parseCpuModel(""), "unknown");
   assert.equal(parseMemTotalKib("MemTotal:       24684112 kB\nMemFree: 1 kB\n"), 24684112);
   assert.ok(Number.isNaN(parseMemTotalKib("MemFree: 1 kB\n")));
+});
+
+Deno.test("randomWords() yields whole 32-bit words, the same for the same seed", () => {
+  const a = randomWords(42);
+  const b = randomWords(42);
+  const words = Array.from({ length: 1000 }, () => a());
+  assert.deepEqual(Array.from({ length: 1000 }, () => b()), words);
+  for (const word of words) assert.ok(Number.isInteger(word) && word >= 0 && word < 2 ** 32);
+  assert.ok(new Set(words).size > 990, "spread over the words");
+  assert.notDeepEqual(Array.from({ length: 10 }, randomWords(43)), words.slice(0, 10));
 });

@@ -34,7 +34,7 @@
 import type { KvRouter, RouteOp, RouteResult } from "@tinykv/client";
 import { KvNodeCluster } from "../tests/_harness/kvnode_cluster.ts";
 import { clockTicksPerSecond as readClockTicks } from "./compare_procs.ts";
-import { LatencyRecorder, xorshift32 } from "./compare_stats.ts";
+import { LatencyRecorder, randomWords } from "./compare_stats.ts";
 import { shardId as toShardId } from "@tinykv/shard";
 
 const KEY_BYTES = 16;
@@ -285,7 +285,7 @@ async function runLoad(
   const start = performance.now();
   const end = start + seconds * 1000;
   const client = async (index: number) => {
-    const next = xorshift32((Math.random() * 2 ** 32) ^ index);
+    const next = randomWords((Math.random() * 2 ** 32) ^ index);
     let n = 0;
     while (performance.now() < end) {
       const { shardId, item } = op === "put" ? putItem(context, next, n++) : getItem(context, next);
