@@ -26,8 +26,7 @@ import {
   type ShardId,
   shardId as toShardId,
 } from "@tinykv/shard";
-import { backoffDelayMs, type Clock } from "@tinykv/timer";
-import { dateClock } from "./_date_clock.ts";
+import { backoffDelayMs, type Clock, dateClock } from "@tinykv/timer";
 import type { ClusterView } from "./cluster_view.ts";
 import {
   BATCH_ITEMS_MAX_DEFAULT,

@@ -50,3 +50,14 @@ export const systemClock: Clock = Object.freeze({
   clearTimeout: (handle: TimeoutHandle): void =>
     clearTimeout(handle as unknown as ReturnType<typeof setTimeout>),
 });
+
+/**
+ * The real clock on the scale of `Date.now()` (epoch milliseconds), with the runtime's timeouts:
+ * for code that compares the time with absolute deadlines it is handed, such as gRPC deadlines
+ * (the router of libs/client). Unlike {@linkcode systemClock} it follows steps of the wall clock.
+ */
+export const dateClock: Clock = Object.freeze({
+  now: (): number => Date.now(),
+  setTimeout: systemClock.setTimeout,
+  clearTimeout: systemClock.clearTimeout,
+});

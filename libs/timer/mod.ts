@@ -36,7 +36,7 @@
  * @module
  */
 
-export { type Clock, systemClock, TIMEOUT_MS_MAX, type TimeoutHandle } from "./clock.ts";
+export { type Clock, dateClock, systemClock, TIMEOUT_MS_MAX, type TimeoutHandle } from "./clock.ts";
 export { FAKE_CLOCK_FIRES_PER_ADVANCE_MAX, FakeClock } from "./fake_clock.ts";
 export { BinaryHeap, type Comparator } from "./binary_heap.ts";
 export { Timer, type TimerFire, type TimerMode, type TimerOptions } from "./timer.ts";
