@@ -129,6 +129,21 @@ export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
   readonly inboxMessagesMax?: number;
   /** A monotonic clock in milliseconds, to time turns (default `performance.now`). */
   readonly monotonicMs?: () => number;
+  /** Sees every Ready a replica persists (the simulation's safety checks). */
+  readonly observer?: DriverObserver<R, M>;
+}
+
+/**
+ * Watches the replicas' durable steps from inside the loop. The core simulation (`tests/sim`)
+ * checks Raft's safety properties with it; a throw stops the node as a broken invariant does.
+ */
+export interface DriverObserver<R, M extends GroupMachine<R>> {
+  /**
+   * Inside the turn's transaction, right after `replica` persisted `ready` and applied its
+   * committed entries: `appliedBefore` is the replica's applied index before the Ready (its
+   * snapshot's index when the Ready installs one).
+   */
+  persisted(replica: Replica<R, M>, ready: Ready, appliedBefore: LogIndex): void;
 }
 
 /** A turn longer than this counts as slow (see {@linkcode Driver.turnStats}). */
@@ -370,6 +385,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     this.#stopped = this.#loop().catch((error) => {
       this.#running = false;
       this.#stopping.resolve();
+      for (const resolve of this.#idleWaiters.splice(0)) resolve();
       this.#wakeCollector();
       this.#options.log.error("Driver loop failed: stopping the node", { error });
       this.#failure.resolve(error instanceof Error ? error : new Error(String(error)));
@@ -648,12 +664,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     installed: Replica<R, M>[],
     removed: Replica<R, M>[],
   ): void {
-    const { tuning } = this.#options;
-    const summary = replica.persistAndApply(ready, {
-      answers,
-      snapshotEntries: tuning.snapshotEntries,
-      snapshotLogBytes: tuning.snapshotLogBytes,
-    });
+    const { tuning, observer } = this.#options;
+    const appliedBefore = ready.snapshot?.metadata.index ?? replica.log.appliedState.applied;
+    const summary = replica.persistAndApply(ready, { answers });
+    observer?.persisted(replica, ready, appliedBefore);
     for (const change of summary.changes) {
       this.#options.log.info("Applied a membership change", { shard: replica.shardId, change });
     }
@@ -661,6 +675,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     if (summary.removed) {
       replica.destroy();
       removed.push(replica);
+    } else {
+      replica.compactIfDue(tuning);
     }
   }
 
@@ -1463,13 +1479,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 }
 
-/** The generation of the staged snapshot a replica's core holds for its next Ready, if any. */
 /** Whether `ready` has anything to persist or apply (else its turn needs no write). */
 function writesSomething(ready: Ready): boolean {
   return ready.snapshot !== undefined || ready.entries.length > 0 ||
     ready.hardState !== undefined || ready.committedEntries.length > 0;
 }
 
+/** The generation of the staged snapshot a replica's core holds for its next Ready, if any. */
 function pendingStaged(replica: AnyReplica): number | undefined {
   const pending = replica.node.pendingSnapshot();
   return pending === undefined ? undefined : stagedGeneration(pending.data);

@@ -2,13 +2,14 @@
 // be made to fail: a read whose serving throws is answered INTERNAL and the node serves on, unless
 // what it throws is a broken invariant (AssertionError), which stops the node; a storage failure
 // while applying a committed entry stops the loop (`Driver.failed` resolves with the error) rather
-// than skipping the entry, and the entry is never recorded as applied.
+// than skipping the entry, and the entry is never recorded as applied; a failed loop still answers
+// whenIdle() waiters; the observer sees each persisted Ready after its apply.
 import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE } from "@tinykv/shard";
 import type { LogIndex, PeerId } from "@tinykv/raft";
 import { Driver } from "./driver.ts";
-import { KvApplication, type KvDriver } from "./kv_app.ts";
+import { KvApplication, type KvDriver, type KvDriverOptions } from "./kv_app.ts";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
@@ -49,7 +50,7 @@ function put(key: string, value: string): Command {
 }
 
 /** A started driver leading shard 1 (one voter) on `store`. */
-async function soloLeader(store: MemoryNodeStore) {
+async function soloLeader(store: MemoryNodeStore, observer?: KvDriverOptions["observer"]) {
   const errors: string[] = [];
   const driver = new Driver({
     store,
@@ -60,6 +61,7 @@ async function soloLeader(store: MemoryNodeStore) {
     log: { info() {}, warn() {}, error: (msg) => errors.push(msg) },
     seed: 1,
     app: new KvApplication(),
+    observer,
   });
   assert.equal(driver.load().kind, "ok");
   driver.start();
@@ -144,6 +146,55 @@ Deno.test("Driver stops on a storage failure while applying instead of skipping 
     await driver.stop();
     const outcome = await answer;
     assert.equal(outcome.kind, "unknown", JSON.stringify(outcome));
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("Driver answers whenIdle() waiters when its loop fails, instead of leaving them waiting", async () => {
+  const store = new FaultyStore();
+  const { driver, submit } = await soloLeader(store);
+  try {
+    store.failWritesOf = "doomed";
+    const answer = submit({ kind: "mutation", command: put("doomed", "x") });
+    // Asked before the failing turn ends: the waiter must be answered all the same.
+    const idle = driver.whenIdle();
+    await driver.failed;
+    await idle;
+    await driver.stop();
+    assert.equal((await answer).kind, "unknown");
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("Driver shows its observer each persisted Ready with the applied index before it", async () => {
+  const seen: Array<{ entries: number[]; committed: number[]; before: number; applied: number }> =
+    [];
+  const { driver, submit } = await soloLeader(new MemoryNodeStore(), {
+    persisted: (replica, ready, before) =>
+      seen.push({
+        entries: ready.entries.map((e) => e.index),
+        committed: ready.committedEntries.map((e) => e.index),
+        before,
+        applied: replica.log.appliedState.applied,
+      }),
+  });
+  try {
+    const start = seen.length;
+    assert.ok(start > 0, "the election's Readies were observed");
+    assert.equal((await submit({ kind: "mutation", command: put("k", "v") })).kind, "ok");
+    const after = seen.slice(start);
+    const persisted = after.flatMap((s) => s.entries);
+    const applied = after.flatMap((s) => s.committed);
+    assert.equal(persisted.length, 1);
+    assert.deepEqual(applied, persisted);
+    // Called after the apply: the replica's applied index already counts the Ready's entries.
+    for (const s of after) {
+      if (s.committed.length === 0) continue;
+      assert.equal(s.committed[0], s.before + 1);
+      assert.equal(s.applied, s.committed[s.committed.length - 1]);
+    }
   } finally {
     await driver.stop();
   }

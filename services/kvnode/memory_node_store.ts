@@ -14,6 +14,10 @@
  * - {@linkcode MemoryNodeStore.freezeNextSync} lets the simulation crash a node in the middle of a
  *   turn: the next transaction commits but its sync never completes, so its `write` never
  *   resolves (the driver hangs in that turn, sending nothing), and a crash then loses it.
+ * - With a `syncGate`, a committed transaction's sync completes only when the gate says so (the
+ *   core simulation gives each sync a duration on its clock), and a crash meanwhile may keep it
+ *   (`crash({ keepUnsynced: true })`: the disk wrote it before the power went) or lose it whole:
+ *   an LMDB commit is atomic, never torn.
  *
  * @module
  */
@@ -46,6 +50,9 @@ export class MemoryNodeStore implements NodeStorage {
   #queue: Promise<unknown> = Promise.resolve();
   #freezeNext: (() => void) | undefined;
   #frozen = false;
+  /** The writes of the committed transaction waiting for its sync, if any. */
+  #unsynced: Write[] | undefined;
+  readonly #syncGate: ((synced: () => void) => void) | undefined;
   #crashed = false;
   #inFlight = 0;
   #transactions = 0;
@@ -57,12 +64,18 @@ export class MemoryNodeStore implements NodeStorage {
    * An empty store; `observe` (for the simulation's statistics) sees the keys each transaction
    * wrote, when it syncs. `keyBytesMax` is the longest key it takes (default
    * {@linkcode MEMORY_KEY_BYTES_MAX_DEFAULT}, LMDB's with 4 KiB pages); a longer one throws, as
-   * in LMDB.
+   * in LMDB. `syncGate`, when given, is called as each transaction commits, and the
+   * transaction's sync completes when it calls `synced` (by default a microtask later).
    */
   constructor(
-    options: { observe?: (keys: readonly Uint8Array[]) => void; keyBytesMax?: number } = {},
+    options: {
+      observe?: (keys: readonly Uint8Array[]) => void;
+      keyBytesMax?: number;
+      syncGate?: (synced: () => void) => void;
+    } = {},
   ) {
     this.#observe = options.observe;
+    this.#syncGate = options.syncGate;
     this.keyBytesMax = options.keyBytesMax ?? MEMORY_KEY_BYTES_MAX_DEFAULT;
     this.#visible = new MemoryKvSpace();
     this.#synced = new MemoryKvSpace();
@@ -165,8 +178,12 @@ export class MemoryNodeStore implements NodeStorage {
       freeze();
       return await never<T>();
     }
-    await Promise.resolve();
+    this.#unsynced = writes;
+    const gate = this.#syncGate;
+    if (gate === undefined) await Promise.resolve();
+    else await new Promise<void>((synced) => gate(synced));
     if (this.#crashed) return await never<T>();
+    this.#unsynced = undefined;
     for (const { key, value } of writes) {
       if (value === undefined) this.#synced.delete(key);
       else this.#synced.put(key, value);
@@ -192,19 +209,35 @@ export class MemoryNodeStore implements NodeStorage {
     this.#freezeNext = onFrozen;
   }
 
+  /** Whether a committed transaction waits for its sync (a crash now may keep or lose it). */
+  get syncing(): boolean {
+    return this.#unsynced !== undefined;
+  }
+
   /**
    * The node crashed: this store stops (pending and later transactions never complete) and the
-   * returned store holds only what was synced.
+   * returned store holds what was synced, plus the committed transaction still waiting for its
+   * sync when `keepUnsynced` (its pages reached the disk anyway). The new store has the same
+   * options.
    */
-  crash(): MemoryNodeStore {
+  crash(options: { keepUnsynced?: boolean } = {}): MemoryNodeStore {
     this.#crashed = true;
     const recovered = new MemoryNodeStore({
       observe: this.#observe,
       keyBytesMax: this.keyBytesMax,
+      syncGate: this.#syncGate,
     });
     for (const { key, value } of this.#synced.scan(new Uint8Array(), undefined)) {
       recovered.#visible.put(key, value);
       recovered.#synced.put(key, value);
+    }
+    if (options.keepUnsynced === true && this.#unsynced !== undefined) {
+      for (const { key, value } of this.#unsynced) {
+        for (const space of [recovered.#visible, recovered.#synced]) {
+          if (value === undefined) space.delete(key);
+          else space.put(key, value);
+        }
+      }
     }
     return recovered;
   }

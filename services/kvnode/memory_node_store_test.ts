@@ -63,3 +63,45 @@ Deno.test("MemoryNodeStore.crash() keeps synced transactions and loses a frozen 
   assert.equal(recovered.get(enc("b")), undefined);
   assert.equal(store.inFlight, 1);
 });
+
+Deno.test("MemoryNodeStore with a sync gate: write() resolves when the gate says synced", async () => {
+  const gates: Array<() => void> = [];
+  const store = new MemoryNodeStore({ syncGate: (synced) => gates.push(synced) });
+  let done = false;
+  const writing = store.write(() => store.put(enc("a"), enc("1"))).then(() => (done = true));
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+  assert.equal(gates.length, 1);
+  assert.equal(store.syncing, true);
+  assert.equal(dec(store.get(enc("a"))), "1", "committed: visible before the sync");
+  assert.equal(done, false);
+  gates[0]();
+  await writing;
+  assert.equal(store.syncing, false);
+  assert.equal(store.transactions, 1);
+});
+
+Deno.test("MemoryNodeStore.crash() keeps or loses the transaction waiting for its sync, whole", async () => {
+  for (const keepUnsynced of [false, true]) {
+    const gates: Array<() => void> = [];
+    const store = new MemoryNodeStore({ syncGate: (synced) => gates.push(synced) });
+    const first = store.write(() => store.put(enc("a"), enc("1")));
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    gates[0]();
+    await first;
+    store.write(() => {
+      store.put(enc("b"), enc("2"));
+      store.remove(enc("a"));
+    });
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    assert.equal(store.syncing, true);
+    const recovered = store.crash({ keepUnsynced });
+    assert.deepEqual(keys(recovered), keepUnsynced ? ["b"] : ["a"]);
+    // The recovered store syncs through the same gate.
+    const next = recovered.write(() => recovered.put(enc("c"), enc("3")));
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    assert.equal(gates.length, 3);
+    gates[2]();
+    await next;
+    assert.equal(recovered.transactions, 1);
+  }
+});

@@ -65,6 +65,10 @@ export interface ReplicaTuning {
   readonly snapshotEntries: number;
   /** Compact once the log holds this many payload bytes past its start. */
   readonly snapshotLogBytes: number;
+  /** Bytes of committed entries one Ready hands over at most (the core's default when absent). */
+  readonly committedBytesMax?: number;
+  /** ReadIndex requests a leader holds at once at most (the core's default when absent). */
+  readonly pendingReadsMax?: number;
 }
 
 /** A request waiting for its entry to apply. */
@@ -179,6 +183,8 @@ export class Replica<R, M extends GroupMachine<R>> {
       entryOverheadBytes: ENTRY_OVERHEAD_BYTES,
       inflightMessagesMax: tuning.inflightMessagesMax,
       uncommittedBytesMax: tuning.uncommittedBytesMax,
+      committedBytesMax: tuning.committedBytesMax,
+      pendingReadsMax: tuning.pendingReadsMax,
     });
   }
 
@@ -282,13 +288,11 @@ export class Replica<R, M extends GroupMachine<R>> {
   }
 
   /**
-   * Inside the turn's transaction: persists a Ready, installs its snapshot, applies its committed
-   * entries (answering their proposals after the commit, through `answers`) and maybe compacts.
+   * Inside the turn's transaction: persists a Ready, installs its snapshot and applies its
+   * committed entries (answering their proposals after the commit, through `answers`). The driver
+   * then calls {@linkcode compactIfDue}.
    */
-  persistAndApply(
-    ready: Ready,
-    options: { answers: Array<() => void>; snapshotEntries: number; snapshotLogBytes: number },
-  ): ApplySummary {
+  persistAndApply(ready: Ready, options: { answers: Array<() => void> }): ApplySummary {
     let replacedGeneration: number | undefined;
     if (ready.snapshot !== undefined) {
       replacedGeneration = this.#installSnapshotData(ready.snapshot.data);
@@ -308,7 +312,6 @@ export class Replica<R, M extends GroupMachine<R>> {
         this.#applyNormal(entry, options.answers);
       }
     }
-    this.#maybeCompact(options.snapshotEntries, options.snapshotLogBytes);
     this.log.assertConsistent();
     return { removed, changes, replacedGeneration };
   }
@@ -411,11 +414,13 @@ export class Replica<R, M extends GroupMachine<R>> {
   }
 
   /**
-   * Compacts the log once it holds `snapshotEntries` applied entries or `snapshotLogBytes` bytes
-   * past its start. A snapshot is then the state machine itself, read at its applied index when a
-   * follower needs one, so compacting only drops entries.
+   * Inside the turn's transaction, after {@linkcode persistAndApply}: compacts the log once it
+   * holds `snapshotEntries` applied entries or `snapshotLogBytes` bytes past its start. A
+   * snapshot is then the state machine itself, read at its applied index when a follower needs
+   * one, so compacting only drops entries.
    */
-  #maybeCompact(snapshotEntries: number, snapshotLogBytes: number): void {
+  compactIfDue(options: { snapshotEntries: number; snapshotLogBytes: number }): void {
+    const { snapshotEntries, snapshotLogBytes } = options;
     const { applied } = this.log.appliedState;
     const start = this.log.firstIndex() - 1;
     const byCount = applied - start >= snapshotEntries;
@@ -426,6 +431,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     const keep = byCount && !byBytes ? Math.floor(snapshotEntries / 4) : 0;
     const target = applied - keep;
     if (target > start) this.log.compact(target as LogIndex);
+    this.log.assertConsistent();
   }
 
   #currentRecord(): ReplicaRecord {

@@ -16,10 +16,10 @@ const SEEDS_PER_CASE = 40;
 export function registerSeedTests(label: string, seeds: readonly number[]): void {
   for (let i = 0; i < seeds.length; i += SEEDS_PER_CASE) {
     const chunk = seeds.slice(i, i + SEEDS_PER_CASE);
-    Deno.test(`simulation: ${label} seeds ${chunk[0]}..${chunk[chunk.length - 1]} pass`, () => {
+    Deno.test(`simulation: ${label} seeds ${chunk[0]}..${chunk[chunk.length - 1]} pass`, async () => {
       const failures: string[] = [];
       for (const seed of chunk) {
-        const result = runSeed(seed);
+        const result = await runSeed(seed);
         if (!result.ok) {
           failures.push(
             `seed ${seed}: ${result.check} (${result.kind}): ${result.message}\n` +

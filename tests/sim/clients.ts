@@ -21,8 +21,52 @@ import {
 import type { PeerId } from "@tinykv/raft";
 import { assert } from "./_assert.ts";
 import { type SimConfig, TICK_UNITS } from "./config.ts";
-import type { ClientOp, ClientOutcome, ClientReply, ClientRequest } from "./node_host.ts";
 import type { SimRandom } from "./random.ts";
+import type { SimResult } from "./sim_app.ts";
+
+/** A client operation as sent to a node. Mutations carry the client's dedup `seq`. */
+export type ClientOp =
+  | { readonly kind: "put"; readonly key: string; readonly value: string; readonly seq: number }
+  | {
+    readonly kind: "cas";
+    readonly key: string;
+    readonly expected: string | null;
+    readonly next: string;
+    readonly seq: number;
+  }
+  | { readonly kind: "append"; readonly key: string; readonly token: string; readonly seq: number }
+  | { readonly kind: "get"; readonly key: string }
+  | { readonly kind: "read"; readonly key: string };
+
+/** A request from a client; `opNumber` identifies the client's operation. */
+export interface ClientRequest {
+  /** The client. */
+  readonly client: number;
+  /** The client's operation this is about. */
+  readonly opNumber: number;
+  /** What the client asks. */
+  readonly op: ClientOp;
+}
+
+/** A node's answer to a client. */
+export type ClientOutcome =
+  | { readonly kind: "ok"; readonly result: SimResult }
+  | { readonly kind: "value"; readonly value: string | null }
+  | { readonly kind: "list"; readonly tokens: readonly string[] }
+  /** Not served here (or the outcome is unknown): retry, possibly at `leader`. */
+  | { readonly kind: "retry"; readonly leader: PeerId | undefined };
+
+/** A reply on its way to a client. */
+export interface ClientReply {
+  /** The node that answered. */
+  readonly from: PeerId;
+  /** The client. */
+  readonly client: number;
+  /** The client's operation this is about. */
+  readonly opNumber: number;
+  /** The answer. */
+  readonly outcome: ClientOutcome;
+}
 
 /** The register keys clients use. */
 export const REGISTER_KEYS: readonly string[] = ["x", "y", "z"];

@@ -69,18 +69,21 @@ export interface SimConfig {
   readonly pauseTicksMax: number;
   /** Whether node clocks drift: each node's tick lasts TICK_UNITS - 1 to TICK_UNITS + 1. */
   readonly clockSkew: boolean;
-  /** Probability a crash tears the first unsynced write that did not make it. */
-  readonly tornRate: number;
+  /**
+   * Probability a crash keeps the transaction that was waiting for its sync (the disk wrote it
+   * before the power went); otherwise the crash loses it whole.
+   */
+  readonly keepUnsyncedRate: number;
   /** Time units a disk sync takes, at most. */
   readonly syncUnitsMax: number;
   /** Per tick: probability the admin changes membership. */
   readonly confChangeRate: number;
   /** Per tick: probability the admin asks for a leader transfer. */
   readonly transferRate: number;
-  /** A host snapshots and compacts after this many applied entries. */
+  /** A replica compacts its log after this many applied entries (keeping a quarter of them). */
   readonly snapshotEntries: number;
-  /** Entries a host keeps below its snapshot when compacting. */
-  readonly retainEntries: number;
+  /** Idle ticks after which a leader quiesces the group (0: never). */
+  readonly quiesceTicks: number;
   /** Client think time between operations, in time units, at most. */
   readonly thinkUnitsMax: number;
 }
@@ -119,12 +122,12 @@ export function drawConfig(seed: number): SimConfig {
     pauseRate: calm ? 0 : r.uniform(0, 0.01),
     pauseTicksMax: r.range(1, 40),
     clockSkew: r.chance(0.5),
-    tornRate: r.uniform(0, 1),
+    keepUnsyncedRate: r.uniform(0, 1),
     syncUnitsMax: r.range(1, 8),
     confChangeRate: r.uniform(0, 0.015),
     transferRate: r.uniform(0, 0.01),
     snapshotEntries: r.range(8, 150),
-    retainEntries: r.range(0, 20),
+    quiesceTicks: r.chance(0.3) ? r.range(20, 60) : 0,
     thinkUnitsMax: r.range(2, 60),
   };
 }

@@ -4,31 +4,31 @@ import assert from "node:assert/strict";
 import { EventQueue } from "./event_queue.ts";
 import { runSeed } from "./run_seed.ts";
 
-function traced(seed: number): { lines: string[]; hash: number } {
+async function traced(seed: number): Promise<{ lines: string[]; hash: number }> {
   const lines: string[] = [];
-  const result = runSeed(seed, { trace: (line) => lines.push(line) });
+  const result = await runSeed(seed, { trace: (line) => lines.push(line) });
   assert.ok(result.ok, `seed ${seed} failed: ${!result.ok && result.message}`);
   return { lines, hash: result.ok ? result.traceHash : 0 };
 }
 
-Deno.test("runSeed() gives the identical trace and trace hash twice for one seed", () => {
+Deno.test("runSeed() gives the identical trace and trace hash twice for one seed", async () => {
   for (const seed of [3, 42]) {
-    const first = traced(seed);
-    const second = traced(seed);
+    const first = await traced(seed);
+    const second = await traced(seed);
     assert.equal(first.hash, second.hash);
     assert.deepEqual(first.lines, second.lines);
     assert.ok(first.lines.length > 0);
   }
 });
 
-Deno.test("runSeed() gives different runs for different seeds", () => {
-  assert.notEqual(traced(5).hash, traced(6).hash);
+Deno.test("runSeed() gives different runs for different seeds", async () => {
+  assert.notEqual((await traced(5)).hash, (await traced(6)).hash);
 });
 
-Deno.test("runSeed() does not depend on tracing being on", () => {
-  const quiet = runSeed(11);
+Deno.test("runSeed() does not depend on tracing being on", async () => {
+  const quiet = await runSeed(11);
   assert.ok(quiet.ok);
-  assert.equal(quiet.traceHash, traced(11).hash);
+  assert.equal(quiet.traceHash, (await traced(11)).hash);
 });
 
 Deno.test("EventQueue pops by time, then in scheduling order", () => {

@@ -137,8 +137,8 @@ export function abbreviate(message: string): string[] {
   return out;
 }
 
-function runOne(options: CliOptions, seed: number): number {
-  const result = runSeed(seed, {
+async function runOne(options: CliOptions, seed: number): Promise<number> {
+  const result = await runSeed(seed, {
     trace: options.trace ? (line) => console.log(line) : undefined,
     traceMessages: options.traceMessages,
   });
@@ -158,9 +158,9 @@ const TRACE_TAILS_MAX = 3;
 const TRACE_TAIL_LINES = 40;
 
 /** Replays `seed` here and prints the end of its trace. */
-function printTraceTail(seed: number): void {
+async function printTraceTail(seed: number): Promise<void> {
   const tail: string[] = [];
-  runSeed(seed, {
+  await runSeed(seed, {
     trace: (line) => {
       tail.push(line);
       if (tail.length > TRACE_TAIL_LINES) tail.shift();
@@ -242,7 +242,7 @@ async function main(args: readonly string[]): Promise<number> {
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   // A linearizability failure explains itself; the end of the trace says little about it.
   const traceable = failures.filter((f) => f.check !== "linearizability");
-  for (const failure of traceable.slice(0, TRACE_TAILS_MAX)) printTraceTail(failure.seed);
+  for (const failure of traceable.slice(0, TRACE_TAILS_MAX)) await printTraceTail(failure.seed);
   const failed = failures.map((f) => f.seed).sort((a, b) => a - b);
   console.log(
     `sim: ${seeds.length} seeds (${regression.length} regression + ${range.length} from ` +

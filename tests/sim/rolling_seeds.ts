@@ -5,7 +5,7 @@
  *
  * The range is derived from the date, not from the commit: `start` is the
  * number of whole days since 1970-01-01 UTC times `count`, so consecutive days
- * run adjacent, disjoint ranges, far above the fixed seeds (1..400) and the
+ * run adjacent, disjoint ranges, far above the fixed seeds (1..200) and the
  * ranges people run by hand. The date needs neither `.git` (CI may test a copy
  * without it) nor permission to run `git`; a commit tested again on another
  * day still covers new seeds; and every run on one day runs the same range, so

@@ -57,14 +57,17 @@ export interface RunSeedOptions {
 }
 
 /** Runs `seed` to the end and reports what happened. Never throws. */
-export function runSeed(seed: number, options: RunSeedOptions = {}): SeedResult {
+export async function runSeed(
+  seed: number,
+  options: RunSeedOptions = {},
+): Promise<SeedResult> {
   let sim: Simulation | undefined;
   try {
     sim = new Simulation(drawConfig(seed), {
       trace: options.trace,
       traceMessages: options.traceMessages,
     });
-    sim.run();
+    await sim.run();
     return { seed, ok: true, stats: sim.stats, traceHash: sim.traceHash };
   } catch (error) {
     const { kind, check } = classify(error);

@@ -22,8 +22,16 @@
  * @module
  */
 
-import type { Entry, LogIndex, PeerId, Snapshot, Term } from "@tinykv/raft";
-import type { SimLog } from "./sim_log.ts";
+import type { Entry, LogIndex, LogReader, PeerId, Snapshot, Term } from "@tinykv/raft";
+
+/** The entry at `index` of `log`, if it holds it. */
+function entryAt(log: LogReader, index: number): Entry | undefined {
+  if (index < log.firstIndex() || index > log.lastIndex()) return undefined;
+  const result = log.entries(index as LogIndex, (index + 1) as LogIndex, {
+    bytesMax: Number.MAX_SAFE_INTEGER,
+  });
+  return result.kind === "ok" ? result.entries[0] : undefined;
+}
 
 /** The names of the checks, as reports print them. */
 export type CheckName =
@@ -119,7 +127,7 @@ export class SafetyChecker {
    * A node persisted `entries` (a Ready's) into `log`. Checks log matching for
    * them and records the entries the node's commit index now covers.
    */
-  onPersisted(id: PeerId, log: SimLog, entries: readonly Entry[]): void {
+  onPersisted(id: PeerId, log: LogReader, entries: readonly Entry[]): void {
     let prevTerm: number = entries.length > 0
       ? (log.term((entries[0].index - 1) as LogIndex) ?? -1)
       : -1;
@@ -160,9 +168,9 @@ export class SafetyChecker {
    * Records the entries in `log` from `from` up to `commit` as committed, by a
    * node whose current term is `term`, checking earlier records.
    */
-  onCommit(id: PeerId, log: SimLog, from: number, commit: number, term: Term): void {
+  onCommit(id: PeerId, log: LogReader, from: number, commit: number, term: Term): void {
     for (let i = Math.max(from, log.firstIndex()); i <= commit; i++) {
-      const entry = log.entryAt(i);
+      const entry = entryAt(log, i);
       if (entry === undefined) {
         throw new InvariantViolation(
           "logMatching",
@@ -236,7 +244,7 @@ export class SafetyChecker {
    * one (the majority that committed it rejects the older term), which the
    * state machine safety check still verifies.
    */
-  checkLeaderLog(id: PeerId, term: Term, log: SimLog, committedAtElection: number): void {
+  checkLeaderLog(id: PeerId, term: Term, log: LogReader, committedAtElection: number): void {
     this.checks++;
     const promised = (index: number) => {
       const committedIn = this.#commitTerm.get(index);
@@ -254,7 +262,7 @@ export class SafetyChecker {
     for (let i = log.firstIndex(); i <= last; i++) {
       if (!promised(i)) continue;
       const committed = this.#committed.get(i);
-      const entry = log.entryAt(i);
+      const entry = entryAt(log, i);
       if (committed !== undefined && entry !== undefined && committed.term !== entry.term) {
         throw new InvariantViolation(
           "leaderCompleteness",

@@ -1,15 +1,14 @@
 // Tests of the leader completeness check: an entry committed in term t is promised to the leaders
 // of terms after t (paper §5.4), not to a leader of an older term that wins its election late.
 import assert from "node:assert/strict";
-import { createEntry, type LogIndex, type PeerId, type Term } from "@tinykv/raft";
+import { createEntry, type LogIndex, MemoryStorage, type PeerId, type Term } from "@tinykv/raft";
 import { InvariantViolation, SafetyChecker } from "./safety_checker.ts";
-import { SimLog } from "./sim_log.ts";
 
 const CONF = { voters: [1, 2, 3] as PeerId[], learners: [], epoch: 0 as LogIndex };
 
 /** A log holding one entry per term in `terms`, from index 1. */
-function logOf(terms: readonly number[]): SimLog {
-  const log = new SimLog(CONF);
+function logOf(terms: readonly number[]): MemoryStorage {
+  const log = new MemoryStorage(CONF);
   log.append(terms.map((term, i) =>
     createEntry({
       term: term as Term,

@@ -1,42 +1,64 @@
 /**
- * {@linkcode Simulation}: one seed, one whole Raft group. Nodes
- * ({@linkcode SimNode}) run the real core over simulated disks; a simulated
- * network delays, reorders, loses, duplicates and partitions messages; a chaos
- * process crashes and restarts nodes, changes membership and transfers
- * leadership; clients issue operations. Everything is driven by one event
- * queue on a logical clock and one seeded generator, so a seed replays the run
- * exactly. The run ends with a liveness phase: faults off, every node back up,
- * and within ten election timeouts a leader must commit a new entry on every
- * live voter (thirty in runs with pre-vote off, see below). Then the replicas'
- * states and the client history are checked.
+ * {@linkcode Simulation}: one seed, one whole Raft group. Each node ({@linkcode SimNode}) runs
+ * the real kvnode driver — loop, group commit, persistence, fencing, membership, snapshots — with
+ * the simulation's application over an in-memory store whose syncs take simulated time; a
+ * simulated network delays, reorders, loses, duplicates and partitions messages; a chaos process
+ * crashes (keeping or losing the transaction in its sync), pauses and restarts nodes, changes
+ * membership and transfers leadership through the driver's admin calls; clients issue operations.
+ * Everything is driven by one event queue on a logical clock and one seeded generator: after the
+ * events of each instant, the run waits until every driver is idle or waiting for a sync, so the
+ * drivers' asynchronous loops advance deterministically and a seed replays the run exactly. The
+ * run ends with a liveness phase: faults off, every node back up, and within ten election timeouts
+ * a leader must commit a new entry on every live voter (thirty in runs with pre-vote off, see
+ * below). Then the replicas' states and the client history are checked.
  *
  * @module
  */
 
 import { appendListModel, check, type CheckResult, registerModel } from "@tinykv/lincheck";
-import type { ConfState, LogIndex, Message, PeerId, Term } from "@tinykv/raft";
+import type { ConfState, Message, PeerId } from "@tinykv/raft";
+import type { Envelope } from "../../services/kvnode/driver.ts";
+import type { Outcome } from "../../services/kvnode/application.ts";
+import type { ReplicaTuning } from "../../services/kvnode/replica.ts";
 import { assert } from "./_assert.ts";
-import { ClientDriver } from "./clients.ts";
+import {
+  ClientDriver,
+  type ClientOutcome,
+  type ClientReply,
+  type ClientRequest,
+} from "./clients.ts";
 import { type SimConfig, TICK_UNITS } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
-import { encodeCommand } from "./kv_state_machine.ts";
 import { SimNetwork } from "./network.ts";
-import { type ClientReply, type ClientRequest, type HostEnv, SimNode } from "./node_host.ts";
 import { SimRandom } from "./random.ts";
 import { InvariantViolation, SafetyChecker } from "./safety_checker.ts";
+import type { SimOp, SimResult } from "./sim_app.ts";
+import { type NodeEnv, peerAddress, peerOfNode, SHARD, SimNode, UNIT_MS } from "./sim_node.ts";
 
 type SimEvent =
   | { readonly kind: "tick"; readonly node: SimNode; readonly incarnation: number }
-  | { readonly kind: "turn"; readonly node: SimNode; readonly incarnation: number }
-  | { readonly kind: "syncDone"; readonly node: SimNode; readonly incarnation: number }
-  | { readonly kind: "deliver"; readonly message: Message }
+  | {
+    readonly kind: "syncDone";
+    readonly node: SimNode;
+    readonly incarnation: number;
+    readonly synced: () => void;
+  }
+  | {
+    readonly kind: "deliver";
+    readonly from: SimNode;
+    readonly fromIncarnation: number;
+    readonly to: PeerId;
+    readonly envelope: Envelope;
+  }
   | {
     readonly kind: "snapshotReport";
-    readonly node: PeerId;
+    readonly node: SimNode;
+    readonly incarnation: number;
     readonly peer: PeerId;
     readonly ok: boolean;
   }
   | { readonly kind: "restart"; readonly node: SimNode }
+  | { readonly kind: "resume"; readonly node: SimNode; readonly incarnation: number }
   | { readonly kind: "destroy"; readonly node: SimNode; readonly why: string }
   | { readonly kind: "chaos" }
   | { readonly kind: "heal"; readonly partition: number }
@@ -46,7 +68,7 @@ type SimEvent =
 
 const EVENT_CODES: Record<SimEvent["kind"], number> = {
   tick: 1,
-  turn: 2,
+  resume: 2,
   syncDone: 3,
   deliver: 4,
   snapshotReport: 5,
@@ -73,15 +95,21 @@ export interface SimStats {
   events: number;
   /** Raft messages sent (before faults). */
   messages: number;
+  /** Driver turns (over every node and life). */
+  turns: number;
+  /** Store transactions synced (group commits, record writes). */
+  transactions: number;
   /** Node crashes. */
   crashes: number;
+  /** Crashes that kept the transaction waiting for its sync. */
+  unsyncedKept: number;
+  /** Crashes that lost the transaction waiting for its sync. */
+  unsyncedLost: number;
   /** Node pauses. */
   pauses: number;
-  /** Torn writes that recovery detected and truncated. */
-  tornWrites: number;
   /** Partitions started. */
   partitions: number;
-  /** Membership changes proposed (and accepted by a leader). */
+  /** Membership changes applied (the admin call answered ok). */
   confChanges: number;
   /** Leader transfers requested. */
   transfers: number;
@@ -101,17 +129,20 @@ export interface SimStats {
   endTime: number;
 }
 
+/** A membership change the admin asked for and waits on. */
 interface AdminChange {
   readonly kind: "add" | "promote" | "remove";
   readonly node: PeerId;
-  readonly index: LogIndex;
-  readonly term: Term;
 }
 
+/** The liveness probe: a no-op proposed on a leader, then awaited on every live voter. */
 interface Probe {
-  readonly index: LogIndex;
-  readonly term: Term;
+  readonly term: number;
+  index: number | undefined;
 }
+
+/** Ticks an admin call may wait for its conf change to apply. */
+const ADMIN_TIMEOUT_TICKS = 50;
 
 /** One simulation run of one seed. */
 export class Simulation {
@@ -135,15 +166,18 @@ export class Simulation {
   readonly #queue: EventQueue<SimEvent> = new EventQueue();
   readonly #trace: ((line: string) => void) | undefined;
   readonly #traceMessages: boolean;
-  readonly #env: HostEnv;
+  readonly #env: NodeEnv;
+  readonly #bootstrap: ConfState;
   #nextNodeId: number;
-  #conf: ConfState;
   #partition = 0;
   #admin: AdminChange | undefined = undefined;
   #phase: "faults" | "liveness" | "drain" | "done" = "faults";
   #livenessDeadline = 0;
   #drainDeadline = 0;
   #probe: Probe | undefined = undefined;
+  #failure: unknown = undefined;
+  /** Progress made by callbacks (admin answers, replies): part of {@linkcode #progress}. */
+  #callbacks = 0;
 
   /** Sets up the cluster of `config` (nothing runs until {@linkcode run}). */
   constructor(config: SimConfig, options: SimOptions = {}) {
@@ -155,9 +189,12 @@ export class Simulation {
     this.stats = {
       events: 0,
       messages: 0,
+      turns: 0,
+      transactions: 0,
       crashes: 0,
+      unsyncedKept: 0,
+      unsyncedLost: 0,
       pauses: 0,
-      tornWrites: 0,
       partitions: 0,
       confChanges: 0,
       transfers: 0,
@@ -169,12 +206,12 @@ export class Simulation {
       lincheckSteps: 0,
       endTime: 0,
     };
-    this.#env = this.#hostEnv();
+    this.#env = this.#nodeEnv();
     this.#traceLine(() => `seed ${config.seed}: ${JSON.stringify(config)}`);
     const voters = Array.from({ length: config.voters }, (_, i) => (i + 1) as PeerId);
-    this.#conf = { voters, learners: [], epoch: 0 as LogIndex };
+    this.#bootstrap = { voters, learners: [], epoch: 0 as ConfState["epoch"] };
     this.#nextNodeId = config.voters + 1;
-    for (const id of voters) this.#startNode(new SimNode(id, this.#conf, this.#env));
+    for (const id of voters) this.nodes.set(id, new SimNode(id, this.#env));
     this.clients = new ClientDriver({
       config,
       random: this.random,
@@ -193,28 +230,39 @@ export class Simulation {
     return this.#now;
   }
 
-  #hostEnv(): HostEnv {
+  #nodeEnv(): NodeEnv {
+    const c = this.config;
+    const tuning: ReplicaTuning = {
+      electionTicks: c.electionTicks,
+      heartbeatTicks: c.heartbeatTicks,
+      quiesceTicks: c.quiesceTicks,
+      preVote: c.preVote,
+      checkQuorum: c.checkQuorum,
+      inflightMessagesMax: c.inflightMessagesMax,
+      messageBytesMax: c.appendBytesMax,
+      uncommittedBytesMax: c.uncommittedBytesMax,
+      committedBytesMax: c.committedBytesMax,
+      pendingReadsMax: c.pendingReadsMax,
+      snapshotEntries: c.snapshotEntries,
+      snapshotLogBytes: 64 * 1024 * 1024,
+    };
     return {
-      config: this.config,
+      config: c,
       random: this.random,
       checker: this.checker,
+      tuning,
       now: () => this.#now,
-      send: (message) => this.#sendMessage(message),
-      reply: (reply, from) => this.#sendReply({ ...reply, from }),
-      scheduleSyncDone: (node, delay) =>
+      send: (from, to, envelope) => this.#sendEnvelope(from, to, envelope),
+      ping: (from, to) => this.#ping(from, to),
+      scheduleSync: (node, delay, synced) =>
         this.#queue.push(this.#now + delay, {
           kind: "syncDone",
           node,
           incarnation: node.incarnation,
+          synced,
         }),
-      scheduleTurn: (node) => this.#scheduleTurn(node),
-      onConfApplied: (_node, index, confState) => {
-        if (index > this.#conf.epoch) {
-          this.#conf = confState;
-          this.#traceLine(() =>
-            `membership at ${index}: voters ${confState.voters} learners ${confState.learners}`
-          );
-        }
+      fail: (error) => {
+        this.#failure ??= error;
       },
       trace: (line) => this.#traceLine(line),
     };
@@ -226,17 +274,22 @@ export class Simulation {
   }
 
   /**
-   * Runs the seed to the end. Throws {@linkcode InvariantViolation} when a
-   * check fails (and whatever the core or the harness throws on a bug).
+   * Runs the seed to the end. Throws {@linkcode InvariantViolation} when a check fails (and
+   * whatever the driver, the core or the harness throws on a bug).
    */
-  run(): void {
+  async run(): Promise<void> {
+    for (const node of this.nodes.values()) await node.create(this.#bootstrap);
+    for (const node of this.nodes.values()) this.#startNode(node);
+    await this.#settle();
     const mainEnd = this.config.mainTicks * TICK_UNITS;
     while (this.#phase !== "done") {
       const next = this.#queue.pop();
       assert(next !== undefined, "The event queue ran dry");
       this.#now = next.time;
       if (this.#phase === "faults" && this.#now >= mainEnd) this.#startLiveness();
-      this.#process(next.event);
+      await this.#process(next.event);
+      // Settle once the events of this instant are in: the drivers take them in one turn each.
+      if (this.#queue.peekTime() !== this.#now) await this.#settle();
     }
     this.stats.endTime = this.#now;
     this.#checkConvergence();
@@ -248,43 +301,64 @@ export class Simulation {
     this.stats.safetyChecks = this.checker.checks;
   }
 
-  #process(event: SimEvent): void {
+  /** Lets every driver run until it is idle or waits for a sync; rethrows a failed check. */
+  async #settle(): Promise<void> {
+    for (let round = 0; round < 100_000; round++) {
+      const before = this.#progress();
+      await Promise.all(
+        this.#running().map((n) => Promise.race([n.driver!.whenIdle(), n.parked()])),
+      );
+      for (let i = 0; i < 4; i++) await Promise.resolve();
+      if (this.#failure !== undefined) throw this.#failure;
+      if (this.#progress() === before) return;
+    }
+    throw new Error("The drivers never went idle");
+  }
+
+  #progress(): number {
+    let sum = this.stats.messages + this.#callbacks;
+    for (const node of this.nodes.values()) {
+      sum += node.store.transactions + (node.driver?.turns ?? 0) + (node.store.syncing ? 1 : 0);
+    }
+    return sum;
+  }
+
+  #running(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.driver !== undefined);
+  }
+
+  async #process(event: SimEvent): Promise<void> {
     this.stats.events++;
     this.traceHash = mix(this.traceHash, this.#now);
     this.traceHash = mix(this.traceHash, EVENT_CODES[event.kind]);
     switch (event.kind) {
       case "tick":
         return this.#onTick(event.node, event.incarnation);
-      case "turn":
-        if (event.node.incarnation === event.incarnation) this.#runTurn(event.node);
+      case "syncDone": {
+        const node = event.node;
+        if (node.incarnation !== event.incarnation) return;
+        if (node.pausedUntil > this.#now) node.heldSync = event.synced;
+        else event.synced();
         return;
-      case "syncDone":
-        if (event.node.incarnation === event.incarnation && event.node.state === "up") {
-          if (event.node.pausedUntil > this.#now) {
-            this.#queue.push(event.node.pausedUntil, event);
-            return;
-          }
-          event.node.syncDone();
-          this.#afterTurn(event.node);
-        }
-        return;
+      }
       case "deliver":
-        return this.#deliver(event.message);
+        return this.#deliver(event);
       case "snapshotReport": {
-        const node = this.nodes.get(event.node);
-        if (node?.state === "up") {
-          node.inbox.push({ kind: "snapshotReport", peer: event.peer, ok: event.ok });
-          this.#scheduleTurn(node);
-        }
+        const node = event.node;
+        if (node.incarnation !== event.incarnation || node.driver === undefined) return;
+        node.driver.reportSnapshot(SHARD, event.peer, event.ok);
         return;
       }
       case "restart":
         if (event.node.state === "down") this.#startNode(event.node);
         return;
+      case "resume":
+        if (event.node.incarnation === event.incarnation) this.#resume(event.node);
+        return;
       case "destroy":
         return this.#destroy(event.node, event.why);
       case "chaos":
-        return this.#onChaos();
+        return await this.#onChaos();
       case "heal":
         if (event.partition === this.#partition) this.#heal();
         return;
@@ -300,16 +374,13 @@ export class Simulation {
   // ------------------------------------------------------------------ nodes
 
   #startNode(node: SimNode): void {
-    this.nodes.set(node.id, node);
-    const report = node.start();
-    if (report.torn) this.stats.tornWrites++;
+    node.start();
+    const replica = node.replica;
     this.#traceLine(() =>
-      `n${node.id} starts (incarnation ${node.incarnation}; recovered ${report.survived} unsynced ` +
-      `writes, lost ${report.lost}${report.torn ? ", truncated a torn write" : ""}; applied ` +
-      `${node.disk.live.sm.applied}, commit ${node.disk.live.log.hardState.commit})`
+      `n${node.id} starts (incarnation ${node.incarnation}; applied ` +
+      `${replica?.log.appliedState.applied}, commit ${replica?.log.hardState.commit})`
     );
     // Nodes tick at their own phase within a tick (and maybe their own rate), like real clocks.
-    node.pausedUntil = 0;
     node.tickUnits = TICK_UNITS + (this.config.clockSkew ? this.random.range(-1, 1) : 0);
     const phase = 1 + this.random.int(TICK_UNITS);
     this.#queue.push(this.#now + phase, { kind: "tick", node, incarnation: node.incarnation });
@@ -318,18 +389,8 @@ export class Simulation {
   #onTick(node: SimNode, incarnation: number): void {
     if (node.incarnation !== incarnation || node.state !== "up") return;
     // A paused process misses its timer; it does not catch up afterwards.
-    if (node.pausedUntil <= this.#now) {
-      node.ticksPending++;
-      this.#scheduleTurn(node);
-    }
+    if (node.awake(this.#now)) node.driver!.tick();
     this.#queue.push(this.#now + node.tickUnits, { kind: "tick", node, incarnation });
-  }
-
-  #scheduleTurn(node: SimNode): void {
-    if (node.turnScheduled || node.state !== "up") return;
-    node.turnScheduled = true;
-    const at = Math.max(this.#now, node.pausedUntil);
-    this.#queue.push(at, { kind: "turn", node, incarnation: node.incarnation });
   }
 
   #pause(node: SimNode): void {
@@ -337,36 +398,44 @@ export class Simulation {
     node.pausedUntil = this.#now + duration;
     this.stats.pauses++;
     this.#traceLine(() => `n${node.id} pauses for ${duration}`);
+    this.#queue.push(node.pausedUntil, { kind: "resume", node, incarnation: node.incarnation });
   }
 
-  #runTurn(node: SimNode): void {
-    if (node.state !== "up") return;
-    node.turn();
-    this.#afterTurn(node);
-  }
-
-  #afterTurn(node: SimNode): void {
-    if (node.removedSelf && node.state === "up") {
-      this.#traceLine(() => `n${node.id} applied its own removal and shuts down`);
-      node.destroy();
-      return;
-    }
-    if (node.state === "up" && node.syncing === undefined && node.hasWork) this.#scheduleTurn(node);
+  /** The pause is over: the sync and the deliveries that waited go in, in their order. */
+  #resume(node: SimNode): void {
+    if (node.pausedUntil > this.#now) return;
+    const sync = node.heldSync;
+    node.heldSync = undefined;
+    sync?.();
+    for (const deliver of node.held.splice(0)) deliver();
   }
 
   #crash(node: SimNode): void {
-    const unsynced = node.disk.unsyncedCount;
-    node.crash(this.config.tornRate);
+    const keep = this.random.chance(this.config.keepUnsyncedRate);
+    this.#countLife(node);
+    const { unsynced } = node.crash(keep);
     this.stats.crashes++;
+    if (unsynced && keep) this.stats.unsyncedKept++;
+    if (unsynced && !keep) this.stats.unsyncedLost++;
     const down = 1 + this.random.int(this.config.downTicksMax * TICK_UNITS);
-    this.#traceLine(() => `n${node.id} crashes (${unsynced} unsynced writes), down for ${down}`);
+    const fate = unsynced
+      ? (keep ? ", keeping the transaction in its sync" : ", losing the transaction in its sync")
+      : "";
+    this.#traceLine(() => `n${node.id} crashes${fate}, down for ${down}`);
     this.#queue.push(this.#now + down, { kind: "restart", node });
   }
 
   #destroy(node: SimNode, why: string): void {
     if (node.state === "destroyed") return;
     this.#traceLine(() => `n${node.id} destroyed: ${why}`);
+    this.#countLife(node);
     node.destroy();
+  }
+
+  /** Adds a driver's turns to the totals before it goes. */
+  #countLife(node: SimNode): void {
+    this.stats.turns += node.driver?.turns ?? 0;
+    this.stats.transactions += node.store.transactions;
   }
 
   #contactable(): PeerId[] {
@@ -375,16 +444,19 @@ export class Simulation {
     return ids;
   }
 
-  /** The running leader of the highest term, if any. */
+  /** The awake leader of the highest term, if any. */
   #leader(): SimNode | undefined {
     let best: SimNode | undefined;
     let bestTerm = -1;
     for (const node of this.nodes.values()) {
-      if (node.raw === undefined) continue;
-      const status = node.raw.status();
-      if (status.role === "leader" && status.term > bestTerm) {
+      if (!node.awake(this.#now)) continue;
+      const replica = node.replica;
+      if (replica === undefined) continue;
+      if (replica.node.role !== "leader") continue;
+      const term = replica.node.status().term;
+      if (term > bestTerm) {
         best = node;
-        bestTerm = status.term;
+        bestTerm = term;
       }
     }
     return best;
@@ -392,56 +464,70 @@ export class Simulation {
 
   // ------------------------------------------------------------------ network
 
-  #sendMessage(message: Message): void {
+  #sendEnvelope(from: SimNode, to: PeerId, envelope: Envelope): void {
     this.stats.messages++;
+    const message = envelope.message;
     const faults = this.network.faults;
-    if (this.network.cut(message.from, message.to)) return this.#lost(message, true);
+    if (this.network.cut(from.id, to)) return this.#lost(from, to, message);
     if (faults.lossRate > 0 && this.random.chance(faults.lossRate)) {
-      return this.#lost(message, false);
+      return this.#lost(from, to, message);
     }
     const copies = faults.duplicateRate > 0 && this.random.chance(faults.duplicateRate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       this.#queue.push(this.#now + this.network.drawDelay(this.random), {
         kind: "deliver",
-        message,
+        from,
+        fromIncarnation: from.incarnation,
+        to,
+        envelope,
       });
     }
   }
 
-  #lost(message: Message, unreachable: boolean): void {
-    const sender = this.nodes.get(message.from);
-    if (sender === undefined) return;
-    if (message.type === "snapshot") {
-      this.#queue.push(this.#now + this.network.drawDelay(this.random), {
-        kind: "snapshotReport",
-        node: message.from,
-        peer: message.to,
-        ok: false,
-      });
-    } else if (unreachable && sender.state === "up" && this.random.chance(0.2)) {
-      sender.inbox.push({ kind: "unreachable", peer: message.to });
-      this.#scheduleTurn(sender);
-    }
+  /** A message that never arrives; the transport reports a lost snapshot to its sender. */
+  #lost(from: SimNode, to: PeerId, message: Message): void {
+    if (message.type !== "snapshot") return;
+    this.#queue.push(this.#now + this.network.drawDelay(this.random), {
+      kind: "snapshotReport",
+      node: from,
+      incarnation: from.incarnation,
+      peer: to,
+      ok: false,
+    });
   }
 
-  #deliver(message: Message): void {
-    const target = this.nodes.get(message.to);
-    if (target?.state !== "up" || this.network.cut(message.from, message.to)) {
-      return this.#lost(message, true);
+  #deliver(event: Extract<SimEvent, { kind: "deliver" }>): void {
+    const { from, to, envelope } = event;
+    const message = envelope.message;
+    const target = this.nodes.get(to);
+    if (target?.driver === undefined || this.network.cut(from.id, to)) {
+      return this.#lost(from, to, message);
     }
-    this.traceHash = mix(this.traceHash, message.to * 64 + MESSAGE_CODES[message.type]);
+    this.traceHash = mix(this.traceHash, to * 64 + MESSAGE_CODES[message.type]);
     if (this.#traceMessages) this.#traceLine(() => describeMessage(message));
-    target.inbox.push({ kind: "message", message });
-    this.#scheduleTurn(target);
+    // As the gRPC transport does, the receiver learns who sent the envelope and where it lives.
+    const sender = { nodeId: from.nodeId, address: peerAddress(from.id).address };
+    const driver = target.driver;
+    const deliver = () => driver.receive([{ ...envelope, sender }], from.nodeId);
+    if (target.awake(this.#now)) deliver();
+    else target.held.push(deliver);
     if (message.type === "snapshot") {
       this.stats.snapshotsDelivered++;
       this.#queue.push(this.#now + this.network.drawDelay(this.random), {
         kind: "snapshotReport",
-        node: message.from,
-        peer: message.to,
+        node: from,
+        incarnation: event.fromIncarnation,
+        peer: to,
         ok: true,
       });
     }
+  }
+
+  /** A ping arrives at once over a link that is up (it carries no Raft state). */
+  #ping(from: SimNode, to: PeerId): void {
+    const target = this.nodes.get(to);
+    if (target === undefined || !target.awake(this.#now) || this.network.cut(from.id, to)) return;
+    target.driver!.receive([], from.nodeId);
   }
 
   /** The node a client sits beside, whose side of a partition it shares. */
@@ -464,9 +550,25 @@ export class Simulation {
 
   #onRequest(to: PeerId, request: ClientRequest): void {
     const node = this.nodes.get(to);
-    if (node?.state !== "up") return;
-    node.inbox.push({ kind: "request", request });
-    this.#scheduleTurn(node);
+    if (node?.driver === undefined) return;
+    const op = request.op;
+    const simOp: SimOp = op.kind === "get" || op.kind === "read"
+      ? op
+      : { ...op, client: request.client };
+    const submit = () =>
+      node.submit(simOp, this.#now + ATTEMPT_UNITS, (outcome) => {
+        this.#callbacks++;
+        const answer = clientOutcome(outcome);
+        if (answer === undefined) return;
+        this.#sendReply({
+          client: request.client,
+          opNumber: request.opNumber,
+          outcome: answer,
+          from: node.id,
+        });
+      });
+    if (node.awake(this.#now)) submit();
+    else node.held.push(submit);
   }
 
   #sendReply(reply: ClientReply): void {
@@ -481,14 +583,13 @@ export class Simulation {
 
   // ------------------------------------------------------------------ chaos
 
-  #onChaos(): void {
+  async #onChaos(): Promise<void> {
     this.#queue.push(this.#now + TICK_UNITS, { kind: "chaos" });
-    if (this.#phase === "faults") this.#injectFaults();
+    if (this.#phase === "faults") await this.#injectFaults();
     else this.#checkLiveness();
-    this.#resolveAdmin();
   }
 
-  #injectFaults(): void {
+  async #injectFaults(): Promise<void> {
     const c = this.config;
     const r = this.random;
     if (!this.network.partitioned && r.chance(c.partitionRate)) this.#startPartition();
@@ -497,10 +598,10 @@ export class Simulation {
       if (up.length > 0) this.#crash(r.pick(up));
     }
     if (r.chance(c.pauseRate)) {
-      const up = [...this.nodes.values()].filter((n) => n.state === "up");
+      const up = [...this.nodes.values()].filter((n) => n.awake(this.#now));
       if (up.length > 0) this.#pause(r.pick(up));
     }
-    if (this.#admin === undefined && r.chance(c.confChangeRate)) this.#changeMembership();
+    if (this.#admin === undefined && r.chance(c.confChangeRate)) await this.#changeMembership();
     if (r.chance(c.transferRate)) this.#transferLeader();
   }
 
@@ -538,10 +639,16 @@ export class Simulation {
     this.#traceLine(() => `partition ${this.#partition} healed`);
   }
 
-  #changeMembership(): void {
+  /**
+   * Asks the leader's driver for one membership change (`ChangeMembership`, as placement does):
+   * add a learner (on a new node, created first with the membership the leader knows), promote a
+   * learner, or remove any member, the leader included.
+   */
+  async #changeMembership(): Promise<void> {
     const leader = this.#leader();
-    if (leader?.raw === undefined) return;
-    const status = leader.raw.status();
+    const replica = leader?.replica;
+    if (leader === undefined || replica === undefined) return;
+    const status = replica.node.status();
     const conf = status.confState;
     const r = this.random;
     const members = conf.voters.length + conf.learners.length;
@@ -549,7 +656,7 @@ export class Simulation {
       const peer = status.peers.find((p) => p.id === id);
       return peer !== undefined && peer.match >= status.commit;
     });
-    let change: { kind: AdminChange["kind"]; node: PeerId };
+    let change: AdminChange;
     const anyLearner = conf.learners.length > 0 && r.chance(0.1)
       ? r.pick(conf.learners)
       : undefined;
@@ -564,57 +671,63 @@ export class Simulation {
       change = { kind: "remove", node: r.pick(candidates) };
     } else return;
     if (change.kind === "add") {
-      // The admin creates the replica first, with the group's membership as the leader knows it.
       this.#nextNodeId++;
-      this.#startNode(new SimNode(change.node, conf, this.#env));
+      const node = new SimNode(change.node, this.#env);
+      this.nodes.set(node.id, node);
+      await node.create(conf);
+      this.#startNode(node);
     }
-    const type = change.kind === "add"
-      ? "addLearner"
-      : change.kind === "promote"
-      ? "addNode"
-      : "removeNode";
-    const result = leader.raw.proposeConfChange({ type, nodeId: change.node });
-    this.#traceLine(() => `admin ${type} ${change.node} at leader n${leader.id}: ${result.kind}`);
-    this.#scheduleTurn(leader);
-    if (result.kind !== "ok") {
-      if (change.kind === "add") this.#destroy(this.nodes.get(change.node)!, "never added");
-      return;
-    }
-    this.stats.confChanges++;
-    this.#admin = { ...change, index: result.index, term: result.term };
-  }
-
-  /** Settles the admin's conf change once some replica applied its index. */
-  #resolveAdmin(): void {
-    const admin = this.#admin;
-    if (admin === undefined) return;
-    const applied = this.checker.appliedAt(admin.index);
-    if (applied === undefined) return;
-    this.#admin = undefined;
-    const committed = applied.term === admin.term;
-    this.#traceLine(() =>
-      `admin ${admin.kind} ${admin.node} ${committed ? "committed" : "lost"} at ${admin.index}`
-    );
-    const node = this.nodes.get(admin.node);
-    if (node === undefined) return;
-    if (admin.kind === "remove" && committed) {
-      // The admin learns of the removal a little later; until then the removed replica runs on.
-      const delay = this.random.int(50 * TICK_UNITS);
-      this.#queue.push(this.#now + delay, { kind: "destroy", node, why: "removed from the group" });
-    }
-    if (admin.kind === "add" && !committed) this.#destroy(node, "never added");
+    const driver = leader.driver!;
+    const kind = change.kind === "add" ? "addLearner" : change.kind;
+    this.#admin = change;
+    this.#traceLine(() => `admin ${kind} ${change.node} at leader n${leader.id}`);
+    driver.changeMembership({
+      shardId: SHARD,
+      expectedConfEpoch: replica.confEpoch,
+      change: kind,
+      peer: peerAddress(change.node),
+      timeoutMs: ADMIN_TIMEOUT_TICKS * TICK_UNITS * UNIT_MS,
+    }).then((result) => {
+      this.#callbacks++;
+      this.#admin = undefined;
+      this.#traceLine(() => `admin ${kind} ${change.node}: ${result.kind}`);
+      const node = this.nodes.get(change.node);
+      if (result.kind === "ok") {
+        this.stats.confChanges++;
+        if (change.kind === "remove" && node !== undefined) {
+          // The admin learns of the removal a little later; until then the replica runs on.
+          const delay = this.random.int(50 * TICK_UNITS);
+          this.#queue.push(this.#now + delay, {
+            kind: "destroy",
+            node,
+            why: "removed from the group",
+          });
+        }
+      } else if (change.kind === "add" && result.kind !== "timeout" && node !== undefined) {
+        // Refused or lost: never a member. (After a timeout it may still become one.)
+        this.#destroy(node, "never added");
+      }
+    });
   }
 
   #transferLeader(): void {
     const leader = this.#leader();
-    if (leader?.raw === undefined) return;
-    const voters = leader.raw.status().confState.voters.filter((id) => id !== leader.id);
+    const replica = leader?.replica;
+    if (leader === undefined || replica === undefined) return;
+    const voters = replica.node.status().confState.voters.filter((id) => id !== leader.id);
     if (voters.length === 0) return;
     const target = this.random.pick(voters);
-    const result = leader.raw.transferLeader(target);
     this.stats.transfers++;
-    this.#traceLine(() => `admin transfers leadership n${leader.id} -> n${target}: ${result.kind}`);
-    this.#scheduleTurn(leader);
+    leader.driver!.transferLeader({
+      shardId: SHARD,
+      expectedConfEpoch: replica.confEpoch,
+      targetPeerId: target,
+    }).then((result) => {
+      this.#callbacks++;
+      this.#traceLine(() =>
+        `admin transfers leadership n${leader.id} -> n${target}: ${result.kind}`
+      );
+    });
   }
 
   // ------------------------------------------------------------------ liveness
@@ -639,8 +752,7 @@ export class Simulation {
       if (node.state === "down") this.#startNode(node);
       if (node.pausedUntil > this.#now) {
         node.pausedUntil = this.#now;
-        node.turnScheduled = false;
-        this.#scheduleTurn(node);
+        this.#resume(node);
       }
     }
   }
@@ -660,66 +772,85 @@ export class Simulation {
       throw new InvariantViolation("liveness", this.#livenessReport());
     }
     const leader = this.#leader();
-    if (leader?.raw === undefined) return;
-    const probe = this.#probe;
-    const term = leader.raw.status().term;
-    if (probe !== undefined && probe.term === term) return;
-    const result = leader.raw.propose(encodeCommand({ kind: "noop", tag: `live-${term}` }));
-    if (result.kind === "ok") {
-      this.#probe = { index: result.index, term: result.term };
-      this.#scheduleTurn(leader);
-    }
+    if (leader === undefined) return;
+    const term = leader.replica!.node.status().term;
+    if (this.#probe !== undefined && this.#probe.term === term) return;
+    const probe: Probe = { term, index: undefined };
+    this.#probe = probe;
+    const deadline = this.#now + this.config.electionTicks * TICK_UNITS * 3;
+    leader.submit({ kind: "noop", tag: `live-${term}` }, deadline, (outcome) => {
+      this.#callbacks++;
+      if (outcome.kind === "ok" && outcome.result.kind === "noop") {
+        probe.index = outcome.result.index;
+      } else if (this.#probe === probe) {
+        this.#probe = undefined;
+      }
+    });
   }
 
   #probeApplied(): boolean {
-    const probe = this.#probe;
-    if (probe === undefined) return false;
-    const applied = this.checker.appliedAt(probe.index);
-    if (applied === undefined || applied.term !== probe.term) return false;
-    for (const id of this.#conf.voters) {
+    const index = this.#probe?.index;
+    if (index === undefined) return false;
+    const voters = this.#voters();
+    if (voters === undefined) return false;
+    for (const id of voters) {
       const node = this.nodes.get(id);
       if (node === undefined || node.state !== "up") continue;
-      if (node.disk.live.sm.applied < probe.index) return false;
+      const applied = node.replica?.log.appliedState.applied ?? 0;
+      if (applied < index) return false;
     }
     return true;
+  }
+
+  /** The voters of the latest membership any running replica applied. */
+  #voters(): readonly PeerId[] | undefined {
+    let latest: ConfState | undefined;
+    for (const node of this.#running()) {
+      const conf = node.replica?.log.appliedState.confState;
+      if (conf !== undefined && (latest === undefined || conf.epoch > latest.epoch)) latest = conf;
+    }
+    return latest?.voters;
   }
 
   #livenessReport(): string {
     const parts: string[] = [];
     for (const node of this.nodes.values()) {
-      if (node.raw === undefined) {
-        parts.push(`n${node.id} ${node.state}`);
+      const replica = node.replica;
+      if (replica === undefined) {
+        parts.push(`n${node.id} ${node.state}${node.state === "up" ? " (no replica)" : ""}`);
         continue;
       }
-      const s = node.raw.status();
+      const s = replica.node.status();
       parts.push(`n${node.id} ${s.role} term ${s.term} commit ${s.commit} applied ${s.applied}`);
       if (s.role === "leader") parts.push(`progress ${JSON.stringify(s.peers)}`);
     }
     return `no leader committed a new entry on every live voter in time ` +
-      `(probe ${JSON.stringify(this.#probe)}; voters ${this.#conf.voters}; ${parts.join("; ")})`;
+      `(probe ${JSON.stringify(this.#probe)}; voters ${this.#voters()}; ${parts.join("; ")})`;
   }
 
   // ------------------------------------------------------------------ final checks
 
   /** Replicas that applied the same index hold the same state. */
   #checkConvergence(): void {
-    const digestAt = new Map<number, { id: PeerId; digest: number }>();
-    for (const node of this.nodes.values()) {
-      if (node.state !== "up") continue;
-      const sm = node.disk.live.sm;
-      const digest = sm.digest();
-      const other = digestAt.get(sm.applied);
-      if (other === undefined) digestAt.set(sm.applied, { id: node.id, digest });
+    const digestAt = new Map<number, { id: PeerId; digest: string }>();
+    for (const node of this.#running()) {
+      const replica = node.replica;
+      if (replica === undefined) continue;
+      const applied = replica.log.appliedState.applied;
+      const digest = replica.machine.dataHash();
+      const other = digestAt.get(applied);
+      if (other === undefined) digestAt.set(applied, { id: node.id, digest });
       else if (other.digest !== digest) {
         throw new InvariantViolation(
           "replicaConvergence",
-          `nodes ${other.id} and ${node.id} applied up to ${sm.applied} but hold different states`,
+          `nodes ${other.id} and ${node.id} applied up to ${applied} but hold different states`,
         );
       }
     }
   }
 
   #checkHistory(): void {
+    for (const node of this.nodes.values()) this.#countLife(node);
     const budget = { stepBudget: 2_000_000 };
     const results: CheckResult<unknown, unknown>[] = [
       check(registerModel, this.clients.registers.history(), budget),
@@ -740,6 +871,32 @@ export class Simulation {
         );
       }
     }
+  }
+}
+
+/** Time units one attempt of a request may wait in a driver (the client's attempt timeout). */
+const ATTEMPT_UNITS = 20 * TICK_UNITS;
+
+/**
+ * What a client hears of a driver's outcome: a result, or "retry" (at the leader it names, if
+ * any). A `stale` result (an older seq of a client that moved on) is not answered.
+ */
+function clientOutcome(outcome: Outcome<SimResult>): ClientOutcome | undefined {
+  if (outcome.kind === "notLeader") {
+    const leader = outcome.leaderNode === "" ? undefined : peerOfNode(outcome.leaderNode);
+    return { kind: "retry", leader };
+  }
+  if (outcome.kind !== "ok") return { kind: "retry", leader: undefined };
+  const result = outcome.result;
+  switch (result.kind) {
+    case "stale":
+      return undefined;
+    case "value":
+      return { kind: "value", value: result.value };
+    case "list":
+      return { kind: "list", tokens: result.tokens };
+    default:
+      return { kind: "ok", result };
   }
 }
 

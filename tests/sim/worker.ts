@@ -22,7 +22,8 @@ const scope = self as unknown as {
   postMessage(message: WorkerResponse): void;
 };
 
-scope.onmessage = (event) => {
-  const results = event.data.seeds.map((seed) => runSeed(seed));
+scope.onmessage = async (event) => {
+  const results: SeedResult[] = [];
+  for (const seed of event.data.seeds) results.push(await runSeed(seed));
   scope.postMessage({ results });
 };
