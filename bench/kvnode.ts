@@ -35,7 +35,7 @@ import type { KvRouter, RouteOp, RouteResult } from "@tinykv/client";
 import { KvNodeCluster } from "../tests/_harness/kvnode_cluster.ts";
 import { clockTicksPerSecond as readClockTicks } from "./compare_procs.ts";
 import { LatencyRecorder, randomWords } from "./compare_stats.ts";
-import { shardId as toShardId } from "@tinykv/shard";
+import type { ShardId } from "@tinykv/shard";
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 256;
@@ -223,12 +223,8 @@ class Load {
   }
 
   /** Sends `op` to shard `shardId`; resolves with the answer or the final failure. */
-  async send(shardId: number, op: RouteOp): Promise<RouteResult> {
-    const result = await this.#router.route(
-      { shardId: toShardId(shardId) },
-      op,
-      Date.now() + REQUEST_DEADLINE_MS,
-    );
+  async send(shardId: ShardId, op: RouteOp): Promise<RouteResult> {
+    const result = await this.#router.route({ shardId }, op, Date.now() + REQUEST_DEADLINE_MS);
     this.retries += Math.max(0, result.attempts - 1);
     return result;
   }
@@ -321,7 +317,7 @@ function putItem(
   context: LoadContext,
   next: () => number,
   n: number,
-): { shardId: number; item: RouteOp } {
+): { shardId: ShardId; item: RouteOp } {
   const key = new Uint8Array(KEY_BYTES);
   const words = new Uint32Array(key.buffer);
   for (let i = 0; i < words.length; i++) words[i] = next();
@@ -337,7 +333,7 @@ function putItem(
 function getItem(
   context: LoadContext,
   next: () => number,
-): { shardId: number; item: RouteOp } {
+): { shardId: ShardId; item: RouteOp } {
   const key = context.written[next() % context.written.length];
   return {
     shardId: context.cluster.shardOf(key),

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { KVService } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
 import { assertSurvivesChannelChurn } from "@tinykv/rpc/testing";
+import { shardId } from "@tinykv/shard";
 import { KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -185,7 +186,7 @@ Deno.test("gateway: a leader crash in the middle of writes is only latency to th
     })();
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
-      const leader = await cluster.leaderOf(1);
+      const leader = await cluster.leaderOf(shardId(1));
       await leader.node.process.kill();
       const target = written + 30;
       while (written < target) await new Promise((resolve) => setTimeout(resolve, 20));

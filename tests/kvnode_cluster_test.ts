@@ -11,10 +11,13 @@ import { assertSurvivesChannelChurn } from "@tinykv/rpc/testing";
 import { connectZooKeeper } from "@tinykv/zk";
 import { startZooKeeper } from "@tinykv/zk/server";
 import { waitFor } from "@tinykv/zk/testing";
+import { shardId } from "@tinykv/shard";
 import { NodeStore, PREFIX, prefixEnd, readU64 } from "../services/kvnode/node_store.ts";
 import { type ClusterNode, KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 import { ServiceProcess } from "./_harness/processes.ts";
 
+/** The shard the single-shard tests use. */
+const SHARD = shardId(1);
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -167,17 +170,17 @@ Deno.test("kvnodes: a replica moves under concurrent writes and nothing is lost"
     let written = 0;
     const writer = (async () => {
       while (!stop) {
-        assertOk(await cluster.send(1, put(`moving-${written}`, `v${written}`)));
+        assertOk(await cluster.send(SHARD, put(`moving-${written}`, `v${written}`)));
         written++;
       }
     })();
     try {
-      assert.equal((await cluster.changeMembership(1, "addLearner", newPeer)).kind, "ok");
-      assert.equal((await cluster.changeMembership(1, "promote", newPeer)).kind, "ok");
-      const leader = await cluster.leaderOf(1);
+      assert.equal((await cluster.changeMembership(SHARD, "addLearner", newPeer)).kind, "ok");
+      assert.equal((await cluster.changeMembership(SHARD, "promote", newPeer)).kind, "ok");
+      const leader = await cluster.leaderOf(SHARD);
       const leaving = [n1, n2, n3].find((n) => n !== leader.node)!;
       const leavingPeer = members[[n1, n2, n3].indexOf(leaving)];
-      assert.equal((await cluster.changeMembership(1, "remove", leavingPeer)).kind, "ok");
+      assert.equal((await cluster.changeMembership(SHARD, "remove", leavingPeer)).kind, "ok");
       await waitFor(async () => {
         const status = await cluster.call(leaving, "Status", {
           withDataHash: false,
@@ -198,7 +201,7 @@ Deno.test("kvnodes: a replica moves under concurrent writes and nothing is lost"
 Deno.test("kvnodes: 200 in-flight mutations on one client id, retried out of order, apply once", async () => {
   await withCluster({ nodes: 3, shards: 1 }, async (cluster) => {
     const append = (seq: number) =>
-      cluster.send(1, {
+      cluster.send(SHARD, {
         append: { key: enc("tokens"), value: enc(`${seq},`), clientId: "c-200", seq, ackSeq: 0 },
       });
     const first = await Promise.all(Array.from({ length: 200 }, (_, i) => append(i + 1)));
@@ -206,7 +209,7 @@ Deno.test("kvnodes: 200 in-flight mutations on one client id, retried out of ord
     const retries = Array.from({ length: 200 }, (_, i) => 200 - i).filter((s) => s % 3 === 0);
     (await Promise.all(retries.map(append))).forEach(assertOk);
     const read = assertOk(
-      await cluster.send(1, { get: { key: enc("tokens"), serializable: false } }),
+      await cluster.send(SHARD, { get: { key: enc("tokens"), serializable: false } }),
     );
     const tokens = dec(read.get!.value).split(",").filter((t) => t !== "");
     assert.equal(tokens.length, 200);
@@ -216,7 +219,7 @@ Deno.test("kvnodes: 200 in-flight mutations on one client id, retried out of ord
 
 Deno.test("kvnodes: stale epochs, foreign clusters and bad input are refused precisely", async () => {
   await withCluster({ nodes: 3, shards: 1 }, async (cluster) => {
-    const leader = await cluster.leaderOf(1);
+    const leader = await cluster.leaderOf(SHARD);
     const stale = await cluster.call(leader.node, "ChangeMembership", {
       clusterId: cluster.clusterId,
       shardId: 1,
@@ -235,19 +238,19 @@ Deno.test("kvnodes: stale epochs, foreign clusters and bad input are refused pre
     });
     assert.equal(foreign.kind, "failedPrecondition");
     assert.match("message" in foreign ? foreign.message : "", /belongs to cluster/);
-    const empty = await cluster.send(1, put("", "v"));
+    const empty = await cluster.send(SHARD, put("", "v"));
     assert.equal(empty.failure?.kind, 3, "an empty key is INVALID");
     assert.match(empty.failure!.message, /minimum is 1/);
-    const huge = await cluster.send(1, put("k", "x".repeat(1024 * 1024 + 1)));
+    const huge = await cluster.send(SHARD, put("k", "x".repeat(1024 * 1024 + 1)));
     assert.equal(huge.failure?.kind, 3, "an oversized value is INVALID");
     const unknownShard = await cluster.send(
-      77,
+      shardId(77),
       { get: { key: enc("k"), serializable: false } },
       1000,
     );
     assert.equal(unknownShard.failure?.kind, 4, "an unknown shard is UNAVAILABLE");
     // The node still serves.
-    assertOk(await cluster.send(1, put("after", "bad input")));
+    assertOk(await cluster.send(SHARD, put("after", "bad input")));
   });
 });
 
@@ -268,7 +271,7 @@ Deno.test("kvnodes: a data dir of another cluster is refused at start", async ()
 
 Deno.test("kvnodes: a kvnode survives many client channels opening and closing", async () => {
   await withCluster({ nodes: 3, shards: 1 }, async (cluster) => {
-    const leader = await cluster.leaderOf(1);
+    const leader = await cluster.leaderOf(SHARD);
     await assertSurvivesChannelChurn({
       definition: KvNodeService,
       address: leader.node.address,
@@ -296,7 +299,7 @@ Deno.test("kvnodes: a kvnode survives many client channels opening and closing",
         }),
     });
     assert.ok(leader.node.process.running, "the kvnode is still running");
-    assertOk(await cluster.send(1, put("after-churn", "ok")));
+    assertOk(await cluster.send(SHARD, put("after-churn", "ok")));
   });
 });
 

@@ -18,7 +18,7 @@ import {
   PLACEMENT_DEFAULT,
   runAdmin,
 } from "./tinykv/admin.ts";
-import { SCAN_LIMIT_MAX } from "@tinykv/shard";
+import { SCAN_LIMIT_MAX, type ShardId, shardId } from "@tinykv/shard";
 import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
 import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
 import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
@@ -389,8 +389,8 @@ function parseAdmin(flags: Flags, name: string, args: readonly string[]): AdminC
   }
 }
 
-/** A shard id: an integer from 0 to 2^32 - 1 (the proto's uint32). */
-function shardIdOf(word: string, command: string): number {
+/** A shard id: an integer from 0 to 2^32 - 1 (the proto's uint32), branded here, where it enters. */
+function shardIdOf(word: string, command: string): ShardId {
   const n = Number(word);
   if (!/^\d+$/.test(word) || n > 0xffff_ffff) {
     throw new UsageError(
@@ -398,7 +398,7 @@ function shardIdOf(word: string, command: string): number {
       command,
     );
   }
-  return n;
+  return shardId(n);
 }
 
 function parseCas(flags: Flags, key: Uint8Array): Command<ValueArg> {

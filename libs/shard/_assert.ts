@@ -20,3 +20,8 @@ export class AssertionError extends Error {
 export function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new AssertionError(message);
 }
+
+/** Marks a branch as unreachable; used at the end of exhaustive `switch` statements. */
+export function unreachable(value: never, what = "value"): never {
+  throw new AssertionError(`Unknown ${what}: ${JSON.stringify(value)}`);
+}

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { assert } from "./_assert.ts";
+import { assert, unreachable } from "./_assert.ts";
 import type { NodeId, ShardId } from "./ids.ts";
 import {
   hasLiveMajority,
@@ -184,10 +184,8 @@ function projectInFlight(
       return leader === move.from ? move.to : leader;
     case "transferLeader":
       return move.to;
-    default: {
-      const unreachable: never = move;
-      throw new TypeError(`Unknown move ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(move, "move");
   }
 }
 
@@ -201,10 +199,8 @@ export function touchedNodes(move: Move): NodeId[] {
     case "moveReplica":
     case "transferLeader":
       return [move.from, move.to];
-    default: {
-      const unreachable: never = move;
-      throw new TypeError(`Unknown move ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(move, "move");
   }
 }
 
@@ -280,10 +276,8 @@ export function record(work: Work, shardWork: ShardWork, move: PlannedMove): voi
     case "transferLeader":
       setLeader(work, shardWork, move.to);
       break;
-    default: {
-      const unreachable: never = move;
-      throw new TypeError(`Unknown move ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(move, "move");
   }
 }
 

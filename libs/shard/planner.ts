@@ -50,6 +50,7 @@ import {
   type ShardWork,
   type Work,
 } from "./_planner_work.ts";
+import { unreachable } from "./_assert.ts";
 import type { NodeId } from "./ids.ts";
 import type { Move, MoveCause, Plan, PlannedMove, PlannerInput } from "./planner_types.ts";
 
@@ -261,10 +262,8 @@ function meetNeed(work: Work, shardWork: ShardWork, need: Need): Attempt {
         reason: `shard ${shard.id}: learner on ${need.node} removed because no move in flight ` +
           `uses it`,
       });
-    default: {
-      const unreachable: never = need;
-      throw new TypeError(`Unknown need ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(need, "need");
   }
 }
 
@@ -297,10 +296,8 @@ function describe(move: Move): string {
       return `move from ${move.from} to ${move.to}`;
     case "transferLeader":
       return `transfer leadership from ${move.from} to ${move.to}`;
-    default: {
-      const unreachable: never = move;
-      throw new TypeError(`Unknown move ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(move, "move");
   }
 }
 

@@ -313,6 +313,12 @@ Deno.test("moveSteps() adds before it removes, and moves leadership off a leavin
   assert.deepEqual(moveSteps({ kind: "transferLeader", shardId: s, from: n1, to: n2 }, n1), [
     { kind: "transferLeader", from: n1, to: n2 },
   ]);
+  // An unknown kind of move is a bug: the switch is exhaustive.
+  assert.throws(() => moveSteps({ kind: "splitShard", shardId: s } as never), {
+    name: "AssertionError",
+    message: 'Unknown move: {"kind":"splitShard","shardId":1}',
+  });
+  assert.throws(() => moveSteps({ kind: "splitShard" } as never), AssertionError);
 });
 
 Deno.test("hasLiveMajority() needs more than half of the voters live", () => {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { unreachable } from "./_assert.ts";
 import type { NodeId, ShardId } from "./ids.ts";
 import { SHARD_REPLICAS_MAX } from "./shard_map.ts";
 
@@ -208,10 +209,8 @@ export function moveSteps(move: Move, leader?: NodeId): MoveStep[] {
     }
     case "transferLeader":
       return [{ kind: "transferLeader", from: move.from, to: move.to }];
-    default: {
-      const unreachable: never = move;
-      throw new TypeError(`Unknown move ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(move, "move");
   }
 }
 

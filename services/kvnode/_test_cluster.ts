@@ -6,7 +6,7 @@
  * @module
  */
 import type { Command, ScanRequest } from "@tinykv/proto/tinykv/v1";
-import { HASH_SPACE } from "@tinykv/shard";
+import { HASH_SPACE, type ShardId } from "@tinykv/shard";
 import type { LogIndex, PeerId } from "@tinykv/raft";
 import { Driver, type Envelope, type RaftOutbound } from "./driver.ts";
 import { KvApplication, type KvDriver } from "./kv_app.ts";
@@ -14,7 +14,6 @@ import { NodeStore } from "./node_store.ts";
 import { inlineSnapshot } from "./snapshot_stream.ts";
 import type { ItemOutcome } from "./outcome.ts";
 import type { PeerAddress, ReplicaRecord, ReplicaTuning } from "./replica.ts";
-import { shardId as toShardId } from "@tinykv/shard";
 
 /** A request as tests write it. */
 export type TestOp =
@@ -132,11 +131,11 @@ export class TestCluster {
   }
 
   /** Creates shard `shardId` (the whole hash space) with one voter per node in `nodeIds`. */
-  async createShard(shardId: number, nodeIds: string[], firstPeerId: number): Promise<void> {
+  async createShard(shardId: ShardId, nodeIds: string[], firstPeerId: number): Promise<void> {
     const peers = nodeIds.map((nodeId, i) => this.peer(nodeId, firstPeerId + i));
     for (const peer of peers) {
       const record: ReplicaRecord = {
-        shardId: toShardId(shardId),
+        shardId,
         peerId: peer.peerId,
         range: { lo: 0, hi: HASH_SPACE },
         peers,
@@ -189,7 +188,7 @@ export class TestCluster {
   }
 
   /** The node leading `shardId`, if one leads. */
-  leaderOf(shardId: number): TestNode | undefined {
+  leaderOf(shardId: ShardId): TestNode | undefined {
     for (const node of this.nodes.values()) {
       if (!node.up) continue;
       const replica = node.driver.replicas().find((r) => r.shardId === shardId);
@@ -199,10 +198,10 @@ export class TestCluster {
   }
 
   /** Submits a request to `nodeId` without ticking; see {@linkcode settle}. */
-  submit(nodeId: string, shardId: number, op: TestOp): Promise<ItemOutcome> {
+  submit(nodeId: string, shardId: ShardId, op: TestOp): Promise<ItemOutcome> {
     const fullOp = op.kind === "get" ? { ...op, serializable: op.serializable ?? false } : op;
     return this.node(nodeId).driver.submit({
-      shardId: toShardId(shardId),
+      shardId,
       confEpoch: 0,
       op: fullOp,
       deadlineMs: this.#now + 30_000,
@@ -218,7 +217,7 @@ export class TestCluster {
   }
 
   /** Submits a request to `nodeId`, ticking until it is answered. */
-  async request(nodeId: string, shardId: number, op: TestOp): Promise<ItemOutcome> {
+  async request(nodeId: string, shardId: ShardId, op: TestOp): Promise<ItemOutcome> {
     const [outcome] = await this.settle([this.submit(nodeId, shardId, op)]);
     return outcome;
   }

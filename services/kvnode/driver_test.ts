@@ -10,6 +10,8 @@ import { shardId as toShardId } from "@tinykv/shard";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+/** The shard every test here creates. */
+const SHARD = toShardId(1);
 
 function put(key: string, value: string, clientId = "", seq = 0, ackSeq = 0): Command {
   return {
@@ -37,26 +39,26 @@ function getValue(outcome: ItemOutcome): string | undefined {
 
 async function electedCluster(nodes = ["n1", "n2", "n3"], tuning = TEST_TUNING) {
   const cluster = await TestCluster.create(nodes, tuning);
-  await cluster.createShard(1, nodes, 101);
-  await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader of shard 1");
+  await cluster.createShard(SHARD, nodes, 101);
+  await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader of shard 1");
   return cluster;
 }
 
 Deno.test("Driver: a shard group elects, writes, reads linearizably and redirects", async () => {
   const cluster = await electedCluster();
   try {
-    const leader = cluster.leaderOf(1)!;
-    const wrote = await cluster.request(leader.nodeId, 1, {
+    const leader = cluster.leaderOf(SHARD)!;
+    const wrote = await cluster.request(leader.nodeId, SHARD, {
       kind: "mutation",
       command: put("k", "v"),
     });
     assert.equal(wrote.kind, "ok");
     assert.equal(
-      getValue(await cluster.request(leader.nodeId, 1, { kind: "get", key: enc("k") })),
+      getValue(await cluster.request(leader.nodeId, SHARD, { kind: "get", key: enc("k") })),
       "v",
     );
     const follower = [...cluster.nodes.keys()].find((n) => n !== leader.nodeId)!;
-    const redirected = await cluster.request(follower, 1, { kind: "get", key: enc("k") });
+    const redirected = await cluster.request(follower, SHARD, { kind: "get", key: enc("k") });
     assert.equal(redirected.kind, "notLeader");
     assert.equal(redirected.kind === "notLeader" && redirected.leaderNode, leader.nodeId);
     // A serializable read is served by any replica once it has applied the write.
@@ -64,13 +66,16 @@ Deno.test("Driver: a shard group elects, writes, reads linearizably and redirect
       () => cluster.node(follower).driver.replicas()[0].machine.kv.get(enc("k")).found,
       "the follower to apply",
     );
-    const local = await cluster.request(follower, 1, {
+    const local = await cluster.request(follower, SHARD, {
       kind: "get",
       key: enc("k"),
       serializable: true,
     });
     assert.equal(getValue(local), "v");
-    const missing = await cluster.request(leader.nodeId, 2, { kind: "get", key: enc("k") });
+    const missing = await cluster.request(leader.nodeId, toShardId(2), {
+      kind: "get",
+      key: enc("k"),
+    });
     assert.equal(missing.kind, "unavailable");
   } finally {
     await cluster.close();
@@ -80,18 +85,18 @@ Deno.test("Driver: a shard group elects, writes, reads linearizably and redirect
 Deno.test("Driver: many concurrent writes are group-committed in few turns", async () => {
   const cluster = await electedCluster();
   try {
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     const turnsBefore = leader.driver.turns;
     const writes = Array.from(
       { length: 200 },
       (_, i) =>
-        cluster.submit(leader.nodeId, 1, { kind: "mutation", command: put(`k${i}`, `${i}`) }),
+        cluster.submit(leader.nodeId, SHARD, { kind: "mutation", command: put(`k${i}`, `${i}`) }),
     );
     const outcomes = await cluster.settle(writes);
     assert.deepEqual(outcomes.filter((o) => o.kind !== "ok"), []);
     const turns = leader.driver.turns - turnsBefore;
     assert.ok(turns < 100, `200 writes took ${turns} turns`);
-    const scan = await cluster.request(leader.nodeId, 1, {
+    const scan = await cluster.request(leader.nodeId, SHARD, {
       kind: "scan",
       request: { start: new Uint8Array(), end: new Uint8Array(), limit: 1000 },
     });
@@ -107,9 +112,9 @@ Deno.test("Driver: many concurrent writes are group-committed in few turns", asy
 Deno.test("Driver: a restart of every node keeps data and applies nothing twice", async () => {
   const cluster = await electedCluster();
   try {
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     for (let seq = 1; seq <= 5; seq++) {
-      const outcome = await cluster.request(leader.nodeId, 1, {
+      const outcome = await cluster.request(leader.nodeId, SHARD, {
         kind: "mutation",
         command: append("log", `${seq};`, "client-a", seq),
       });
@@ -117,16 +122,16 @@ Deno.test("Driver: a restart of every node keeps data and applies nothing twice"
     }
     for (const nodeId of ["n1", "n2", "n3"]) await cluster.stop(nodeId);
     for (const nodeId of ["n1", "n2", "n3"]) cluster.restart(nodeId);
-    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader after restart");
-    const newLeader = cluster.leaderOf(1)!;
+    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader after restart");
+    const newLeader = cluster.leaderOf(SHARD)!;
     // A retry of an applied seq after the restart is answered from the session, not re-applied.
-    const retry = await cluster.request(newLeader.nodeId, 1, {
+    const retry = await cluster.request(newLeader.nodeId, SHARD, {
       kind: "mutation",
       command: append("log", "3;", "client-a", 3),
     });
     assert.equal(retry.kind, "ok");
     const value = getValue(
-      await cluster.request(newLeader.nodeId, 1, { kind: "get", key: enc("log") }),
+      await cluster.request(newLeader.nodeId, SHARD, { kind: "get", key: enc("log") }),
     );
     assert.equal(value, "1;2;3;4;5;");
     // Every replica converges to the same data.
@@ -144,17 +149,17 @@ Deno.test("Driver: a restart of every node keeps data and applies nothing twice"
 Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fenced by epoch", async () => {
   const cluster = await TestCluster.create(["n1", "n2", "n3", "n4"]);
   try {
-    await cluster.createShard(1, ["n1", "n2", "n3"], 101);
-    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader");
+    await cluster.createShard(SHARD, ["n1", "n2", "n3"], 101);
+    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader");
     for (let i = 0; i < 20; i++) {
-      const leader = cluster.leaderOf(1)!;
-      const outcome = await cluster.request(leader.nodeId, 1, {
+      const leader = cluster.leaderOf(SHARD)!;
+      const outcome = await cluster.request(leader.nodeId, SHARD, {
         kind: "mutation",
         command: put(`k${i}`, `v${i}`),
       });
       assert.equal(outcome.kind, "ok");
     }
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     const newPeer = cluster.peer("n4", 104);
     const members = ["n1", "n2", "n3"].map((n, i) => cluster.peer(n, 101 + i));
     const created = await cluster.node("n4").driver.createReplica({
@@ -179,7 +184,7 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
     assert.equal(stale.kind, "staleEpoch");
 
     const step = (change: "addLearner" | "promote" | "remove", peer = newPeer) => {
-      const current = cluster.leaderOf(1)!;
+      const current = cluster.leaderOf(SHARD)!;
       const epoch = current.driver.replicas()[0].confEpoch;
       const result = current.driver.changeMembership({
         shardId: toShardId(1),
@@ -192,7 +197,7 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
     };
     assert.equal((await step("addLearner")).kind, "ok");
     assert.equal((await step("promote")).kind, "ok");
-    const removed = members.find((m) => m.nodeId !== cluster.leaderOf(1)!.nodeId)!;
+    const removed = members.find((m) => m.nodeId !== cluster.leaderOf(SHARD)!.nodeId)!;
     assert.equal((await step("remove", removed)).kind, "ok");
     await cluster.until(
       () => cluster.node(removed.nodeId).driver.replicas().length === 0,
@@ -203,7 +208,7 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
       const hashes = live.map((n) => cluster.node(n).driver.replicas()[0]?.machine.dataHash());
       return hashes.every((h) => h !== undefined) && new Set(hashes).size === 1;
     }, "the new replica to hold the same data");
-    const value = await cluster.request(cluster.leaderOf(1)!.nodeId, 1, {
+    const value = await cluster.request(cluster.leaderOf(SHARD)!.nodeId, SHARD, {
       kind: "get",
       key: enc("k19"),
     });
@@ -216,18 +221,18 @@ Deno.test("Driver: a replica moves to a new node (learner, promote, remove), fen
 Deno.test("Driver: a node that fell far behind catches up by snapshot", async () => {
   const cluster = await electedCluster(["n1", "n2", "n3"], { ...TEST_TUNING, snapshotEntries: 16 });
   try {
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     const lagging = [...cluster.nodes.keys()].find((n) => n !== leader.nodeId)!;
     cluster.isolated.add(lagging);
     for (let i = 0; i < 60; i++) {
-      const current = cluster.leaderOf(1)!;
-      const outcome = await cluster.request(current.nodeId, 1, {
+      const current = cluster.leaderOf(SHARD)!;
+      const outcome = await cluster.request(current.nodeId, SHARD, {
         kind: "mutation",
         command: put(`k${i}`, `v${i}`),
       });
       assert.equal(outcome.kind, "ok");
     }
-    const first = cluster.leaderOf(1)!.driver.replicas()[0].log.firstIndex();
+    const first = cluster.leaderOf(SHARD)!.driver.replicas()[0].log.firstIndex();
     assert.ok(first > 16, `the leader compacted its log (first index ${first})`);
     cluster.isolated.delete(lagging);
     await cluster.until(() => {
@@ -262,7 +267,7 @@ async function ticking<T>(cluster: TestCluster, promise: Promise<T>): Promise<T>
 Deno.test("Driver: a membership change whose entry another leader replaced is answered not applied", async () => {
   const cluster = await electedCluster();
   try {
-    const old = cluster.leaderOf(1)!;
+    const old = cluster.leaderOf(SHARD)!;
     cluster.isolated.add(old.nodeId);
     const epoch = old.driver.replicas()[0].confEpoch;
     // Proposed on the cut-off leader: its entry can reach no one.
@@ -278,7 +283,7 @@ Deno.test("Driver: a membership change whose entry another leader replaced is an
       others.find((id) => cluster.node(id).driver.replicas()[0]?.isLeader() ?? false);
     await cluster.until(() => newLeader() !== undefined, "a new leader without the old one");
     // The new leader's entries take the index of the old leader's change.
-    const wrote = await cluster.request(newLeader()!, 1, {
+    const wrote = await cluster.request(newLeader()!, SHARD, {
       kind: "mutation",
       command: put("after", "1"),
     });
@@ -299,9 +304,9 @@ Deno.test("Driver: a membership change whose entry another leader replaced is an
 Deno.test("Driver: a replica removed while cut off learns it from a member and deletes itself", async () => {
   const cluster = await TestCluster.create(["n1", "n2", "n3", "n4"]);
   try {
-    await cluster.createShard(1, ["n1", "n2", "n3"], 101);
-    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a leader");
-    const leader = cluster.leaderOf(1)!;
+    await cluster.createShard(SHARD, ["n1", "n2", "n3"], 101);
+    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader");
+    const leader = cluster.leaderOf(SHARD)!;
     const members = ["n1", "n2", "n3"].map((n, i) => cluster.peer(n, 101 + i));
     const newPeer = cluster.peer("n4", 104);
     await cluster.node("n4").driver.createReplica({
@@ -312,7 +317,7 @@ Deno.test("Driver: a replica removed while cut off learns it from a member and d
       initialConfState: { voters: members.map((m) => m.peerId), learners: [], epoch: 0 } as never,
     });
     const change = async (kind: "addLearner" | "promote" | "remove", peer: typeof newPeer) => {
-      const current = cluster.leaderOf(1)!;
+      const current = cluster.leaderOf(SHARD)!;
       const epoch = current.driver.replicas()[0].confEpoch;
       return await ticking(
         cluster,
@@ -336,7 +341,7 @@ Deno.test("Driver: a replica removed while cut off learns it from a member and d
       () => cluster.node(victim.nodeId).driver.replicas().length === 0,
       "the cut-off replica to learn of its removal",
     );
-    const stillServing = await cluster.request(cluster.leaderOf(1)!.nodeId, 1, {
+    const stillServing = await cluster.request(cluster.leaderOf(SHARD)!.nodeId, SHARD, {
       kind: "mutation",
       command: put("after", "removal"),
     });
@@ -349,7 +354,7 @@ Deno.test("Driver: a replica removed while cut off learns it from a member and d
 Deno.test("Driver: a membership change that cannot commit times out on the driver's clock", async () => {
   const cluster = await electedCluster();
   try {
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     for (const nodeId of cluster.nodes.keys()) {
       if (nodeId !== leader.nodeId) cluster.isolated.add(nodeId);
     }
@@ -373,9 +378,10 @@ Deno.test("Driver: a membership change that cannot commit times out on the drive
 Deno.test("Driver: a leader applying its own removal serves no read from the data it deleted", async () => {
   const cluster = await electedCluster();
   try {
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     assert.equal(
-      (await cluster.request(leader.nodeId, 1, { kind: "mutation", command: put("k", "v") })).kind,
+      (await cluster.request(leader.nodeId, SHARD, { kind: "mutation", command: put("k", "v") }))
+        .kind,
       "ok",
     );
     const self = leader.driver.replicas()[0];
@@ -390,7 +396,7 @@ Deno.test("Driver: a leader applying its own removal serves no read from the dat
     });
     const reads = Array.from(
       { length: 20 },
-      () => cluster.submit(leader.nodeId, 1, { kind: "get", key: enc("k") }),
+      () => cluster.submit(leader.nodeId, SHARD, { kind: "get", key: enc("k") }),
     );
     const outcomes = await cluster.settle(reads);
     assert.equal((await ticking(cluster, removal)).kind, "ok");
@@ -400,10 +406,10 @@ Deno.test("Driver: a leader applying its own removal serves no read from the dat
     }
     assert.equal(leader.driver.replicas().length, 0, "the removed replica is gone");
     // The remaining members elect a leader that still holds the key.
-    await cluster.until(() => cluster.leaderOf(1) !== undefined, "a new leader");
-    const next = cluster.leaderOf(1)!;
+    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a new leader");
+    const next = cluster.leaderOf(SHARD)!;
     assert.equal(
-      getValue(await cluster.request(next.nodeId, 1, { kind: "get", key: enc("k") })),
+      getValue(await cluster.request(next.nodeId, SHARD, { kind: "get", key: enc("k") })),
       "v",
     );
   } finally {
@@ -447,9 +453,10 @@ Deno.test("Driver: two CreateReplica calls at once for one shard create one repl
 Deno.test("Driver: DeleteReplica removes an orphan replica and never a possible member", async () => {
   const cluster = await electedCluster();
   try {
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     assert.equal(
-      (await cluster.request(leader.nodeId, 1, { kind: "mutation", command: put("k", "v") })).kind,
+      (await cluster.request(leader.nodeId, SHARD, { kind: "mutation", command: put("k", "v") }))
+        .kind,
       "ok",
     );
     const epoch = leader.driver.replicas()[0].confEpoch;
@@ -499,13 +506,13 @@ Deno.test("Driver: a replica that knows no leader holds a request until one is e
   const cluster = await electedCluster();
   try {
     // Only one node of three runs: its elections cannot succeed, so it knows no leader.
-    const lone = [...cluster.nodes.keys()].find((n) => n !== cluster.leaderOf(1)!.nodeId)!;
+    const lone = [...cluster.nodes.keys()].find((n) => n !== cluster.leaderOf(SHARD)!.nodeId)!;
     const others = [...cluster.nodes.keys()].filter((n) => n !== lone);
     for (const node of others) await cluster.stop(node);
     const replica = () => cluster.node(lone).driver.replicas()[0];
     await cluster.until(() => !replica().knowsLeader(), "the lone node to start an election");
     let answered = 0;
-    const first = cluster.submit(lone, 1, { kind: "mutation", command: put("k", "first") });
+    const first = cluster.submit(lone, SHARD, { kind: "mutation", command: put("k", "first") });
     first.finally(() => answered++);
     for (let i = 0; i < 10; i++) await cluster.tick();
     assert.equal(answered, 0, "held while no leader is known, not answered NOT_LEADER at once");
@@ -514,10 +521,10 @@ Deno.test("Driver: a replica that knows no leader holds a request until one is e
     assert.equal(refused.kind, "notLeader", JSON.stringify(refused));
     assert.equal(refused.kind === "notLeader" && refused.leaderNode, "");
     // Once a leader is elected, a held request is served by it or redirected to it.
-    const second = cluster.submit(lone, 1, { kind: "mutation", command: put("k", "second") });
+    const second = cluster.submit(lone, SHARD, { kind: "mutation", command: put("k", "second") });
     cluster.restart(others[0]);
     const [outcome] = await cluster.settle([second]);
-    const leader = cluster.leaderOf(1)!;
+    const leader = cluster.leaderOf(SHARD)!;
     if (leader.nodeId === lone) assert.equal(outcome.kind, "ok", JSON.stringify(outcome));
     else {
       assert.equal(outcome.kind, "notLeader", JSON.stringify(outcome));
@@ -534,8 +541,8 @@ Deno.test("Driver: an idle group quiesces, wakes for a write, and re-elects when
     [...cluster.nodes.values()].filter((n) => n.up).map((n) => n.driver.replicas()[0])
       .every((r) => r.node.quiesced);
   try {
-    const leader = cluster.leaderOf(1)!;
-    const wrote = await cluster.request(leader.nodeId, 1, {
+    const leader = cluster.leaderOf(SHARD)!;
+    const wrote = await cluster.request(leader.nodeId, SHARD, {
       kind: "mutation",
       command: put("k", "1"),
     });
@@ -544,9 +551,9 @@ Deno.test("Driver: an idle group quiesces, wakes for a write, and re-elects when
     // Quiet for many election timeouts: no election, the same leader (node pings keep it so).
     for (let i = 0; i < 50; i++) await cluster.tick();
     assert.ok(quiesced(), "still quiesced");
-    assert.equal(cluster.leaderOf(1)?.nodeId, leader.nodeId);
+    assert.equal(cluster.leaderOf(SHARD)?.nodeId, leader.nodeId);
     // A write wakes the group.
-    const again = await cluster.request(leader.nodeId, 1, {
+    const again = await cluster.request(leader.nodeId, SHARD, {
       kind: "mutation",
       command: put("k", "2"),
     });
@@ -557,14 +564,14 @@ Deno.test("Driver: an idle group quiesces, wakes for a write, and re-elects when
     // wake, and elect a new leader, which serves the latest value.
     await cluster.stop(leader.nodeId);
     await cluster.until(
-      () => cluster.leaderOf(1) !== undefined,
+      () => cluster.leaderOf(SHARD) !== undefined,
       "a new leader after the quiet leader's node died",
       40,
     );
-    const next = cluster.leaderOf(1)!;
+    const next = cluster.leaderOf(SHARD)!;
     assert.notEqual(next.nodeId, leader.nodeId);
     assert.equal(
-      getValue(await cluster.request(next.nodeId, 1, { kind: "get", key: enc("k") })),
+      getValue(await cluster.request(next.nodeId, SHARD, { kind: "get", key: enc("k") })),
       "2",
     );
   } finally {

@@ -11,6 +11,7 @@
  * @module
  */
 import type { ZooKeeperClient } from "@tinykv/zk";
+import { unreachable } from "./_assert.ts";
 
 /** The znode under which candidates enlist, relative to the cluster root. */
 export const ELECTION_PATH = "/placement/election";
@@ -82,10 +83,8 @@ export class LeaderElection {
         case "ephemeralLost":
         case "closed":
           return;
-        default: {
-          const unreachable: never = event;
-          throw new TypeError(`Unknown event ${JSON.stringify(unreachable)}`);
-        }
+        default:
+          return unreachable(event, "connection event");
       }
     });
     await this.#zk.mkdirp(ELECTION_PATH);

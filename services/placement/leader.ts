@@ -7,7 +7,12 @@
  *
  * Rounds never overlap; conf-change calls run in the background (one per shard at a time) and
  * their effect is observed by a later round's statuses, so each step is checked before it is
- * retried. Moves are recorded under `placement/tasks/<shard>` so a new leader resumes them.
+ * retried. Moves are recorded under `placement/tasks/<shard>` so a new leader resumes them; a
+ * shard has at most one move in flight.
+ *
+ * A round that fails (ZooKeeper gone mid-round) is retried by the next one. A broken invariant (a
+ * failed assertion) stops the loop instead and resolves {@linkcode PlacementLeader.failed}, and
+ * `main.ts` stops the process.
  *
  * @module
  */
@@ -28,6 +33,7 @@ import {
 } from "@tinykv/shard";
 import type { ZooKeeperClient } from "@tinykv/zk";
 import type { NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
+import { assert, isBrokenInvariant, unreachable } from "./_assert.ts";
 import {
   mapChange,
   maxPeerId,
@@ -148,7 +154,11 @@ export class PlacementLeader {
   #downSince = new Map<string, number>();
   #cutOff = false;
   #draining = new Set<string>();
+  /** The moves in flight, by shard. Invariant: a shard has at most one move in flight. */
   #tasks = new Map<number, Task>();
+  /** Shards whose move {@linkcode startMove} is recording: in flight, not yet in `#tasks`. */
+  readonly #starting = new Set<number>();
+  /** Shards with a conf-change call in flight. Invariant: at most one call per shard. */
   #busy = new Set<number>();
   /** Orphan replicas seen, by `orphanKey`, with when first seen. */
   readonly #orphansSeen = new Map<string, number>();
@@ -157,6 +167,7 @@ export class PlacementLeader {
   #waitReason = new Map<number, string>();
   #snapshot: ClusterSnapshot | undefined;
   #maxPeerSeen = 0;
+  readonly #failure = Promise.withResolvers<Error>();
 
   constructor(
     zk: ZooKeeperClient,
@@ -185,6 +196,14 @@ export class PlacementLeader {
   /** The cluster as of the last round, undefined before the first. */
   get snapshot(): ClusterSnapshot | undefined {
     return this.#snapshot;
+  }
+
+  /**
+   * Resolves with the broken invariant (a failed assertion) that stopped the loop. This instance
+   * can no longer lead correctly: the process must stop, so that another instance leads.
+   */
+  get failed(): Promise<Error> {
+    return this.#failure.promise;
   }
 
   /** Loads what a previous leader left (tasks, draining nodes, the map) and starts the loop. */
@@ -228,6 +247,7 @@ export class PlacementLeader {
       try {
         await this.#round();
       } catch (error) {
+        if (isBrokenInvariant(error)) return this.#fail(error);
         this.#log.warn("Placement round failed", { error });
       }
       const interval = this.#quietRounds >= QUIET_ROUNDS
@@ -242,6 +262,14 @@ export class PlacementLeader {
         };
       });
     }
+  }
+
+  /** Stops the loop for a broken invariant; {@linkcode failed} resolves with it. */
+  #fail(error: Error): void {
+    this.#running = false;
+    this.#wake?.();
+    this.#log.error("Placement leader loop failed: a broken invariant stops it", { error });
+    this.#failure.resolve(error);
   }
 
   async #readMap(): Promise<void> {
@@ -414,6 +442,12 @@ export class PlacementLeader {
     const stored = await this.#zk.get(PATHS.bootstrap);
     if (stored !== undefined) return JSON.parse(new TextDecoder().decode(stored.data));
     const { numShards, replicaCount } = this.#settings;
+    // Invariant: a shard's replicas are on distinct nodes. `#round` bootstraps only once
+    // `replicaCount` nodes are registered, so each shard takes `replicaCount` of them in turn.
+    assert(
+      registered.length >= replicaCount,
+      () => `Bootstrap with ${registered.length} nodes: fewer than ${replicaCount} replicas`,
+    );
     const firstPeer = await this.#allocatePeerIds(numShards * replicaCount);
     const nodes = [...registered].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const layout = splitEvenly(numShards).map((range, s) => ({
@@ -454,7 +488,7 @@ export class PlacementLeader {
 
   /** Deletes replicas seen outside their group for a while (see `orphans.ts`). */
   async #deleteOrphans(views: ReadonlyMap<number, ShardView>, nowMs: number): Promise<void> {
-    const busy = new Set([...this.#tasks.keys(), ...this.#busy]);
+    const busy = new Set([...this.#movesInFlight(), ...this.#busy]);
     for (const orphan of orphansDue(this.#orphansSeen, findOrphans(views, busy), nowMs)) {
       const address = this.#registry.address(orphan.nodeId);
       if (address === undefined) continue;
@@ -525,21 +559,25 @@ export class PlacementLeader {
       case "createReplica":
       case "changeMembership":
       case "transferLeader":
+        // `nextAction` asks for a call only on a shard it saw; `#runTasks` skips busy shards.
+        assert(view !== undefined, () => `Action "${action.kind}" on unknown shard ${id}`);
+        assert(!this.#busy.has(id), () => `Shard ${id} got a second call in flight`);
         this.#waitReason.delete(id);
         this.#busy.add(id);
-        this.#call(action, view!).then(
+        this.#call(action, view).then(
           (result) => this.#callEnded(id, action, result),
-          (error) => this.#callEnded(id, action, { kind: "internal", message: String(error) }),
-        );
+          (error) => {
+            if (isBrokenInvariant(error)) throw error;
+            this.#callEnded(id, action, { kind: "internal", message: String(error) });
+          },
+        ).catch((error) => this.#fail(error instanceof Error ? error : new Error(String(error))));
         return;
-      default: {
-        const unreachable: never = action;
-        throw new TypeError(`Unknown action ${JSON.stringify(unreachable)}`);
-      }
+      default:
+        return unreachable(action, "task action");
     }
   }
 
-  #call(action: TaskAction, view: ShardView): Promise<RpcResult<unknown>> {
+  #call(action: CallAction, view: ShardView): Promise<RpcResult<unknown>> {
     switch (action.kind) {
       case "createReplica":
         return this.#admin.createReplica(action.node, {
@@ -564,12 +602,12 @@ export class PlacementLeader {
           expectedConfEpoch: action.expectedConfEpoch,
         });
       default:
-        throw new TypeError(`Action "${action.kind}" makes no call`);
+        return unreachable(action, "call action");
     }
   }
 
   #callEnded(id: number, action: TaskAction, result: RpcResult<unknown>): void {
-    this.#busy.delete(id);
+    assert(this.#busy.delete(id), () => `A call on shard ${id} ended that was not in flight`);
     this.#callEndedMs.set(id, Date.now());
     const task = this.#tasks.get(id);
     if (result.kind === "ok" || task === undefined || !this.#running) return;
@@ -600,13 +638,26 @@ export class PlacementLeader {
     this.#log.info(`Move ${event}`, { shard: id, reason });
   }
 
-  /** Starts a move; the caller checked it. */
+  /**
+   * Starts a move; the caller checked it, against {@linkcode requestContext}'s `busy` shards, with
+   * no `await` in between. The shard counts as busy from this call on, before the task is written.
+   */
   async startMove(
     move: Move,
     options: { cause: string; reason: string; leader?: string },
   ): Promise<Task> {
+    const id = move.shardId;
+    assert(
+      !this.#tasks.has(id) && !this.#starting.has(id),
+      () => `Shard ${id} already has a move in flight: cannot start ${JSON.stringify(move)}`,
+    );
     const task = newTask(move, { ...options, nowMs: Date.now() });
-    await this.#saveTask(task);
+    this.#starting.add(id);
+    try {
+      await this.#saveTask(task);
+    } finally {
+      this.#starting.delete(id);
+    }
     this.#kick();
     this.metrics.movesStarted++;
     this.#decisions.add({
@@ -638,7 +689,7 @@ export class PlacementLeader {
     }));
     if (dryRun) return plan;
     for (const move of plan.moves) {
-      if (this.#tasks.has(move.shardId)) continue;
+      if (this.#movesInFlight().has(move.shardId)) continue;
       const { cause, reason, ...bare } = move;
       await this.startMove(bare as Move, {
         cause,
@@ -692,9 +743,14 @@ export class PlacementLeader {
       views: snapshot.views,
       live: new Set(snapshot.registered.map((node) => node.id)),
       draining: this.#draining,
-      busy: new Set(this.#tasks.keys()),
+      busy: this.#movesInFlight(),
       replicaCount: this.#settings.replicaCount,
     };
+  }
+
+  /** The shards with a move in flight, counting those {@linkcode startMove} is recording. */
+  #movesInFlight(): Set<number> {
+    return new Set([...this.#tasks.keys(), ...this.#starting]);
   }
 
   /** Plans a round now (from the last round's views); starts it unless `dryRun`. */
@@ -723,6 +779,12 @@ export class PlacementLeader {
     });
   }
 }
+
+/** The actions {@linkcode nextAction} answers that make a call to a kvnode. */
+type CallAction = Extract<
+  TaskAction,
+  { kind: "createReplica" | "changeMembership" | "transferLeader" }
+>;
 
 /**
  * What a round saw that matters for planning: the registered nodes, each shard's members,

@@ -1,7 +1,8 @@
 /**
  * The placement process: wires the config, the logger, ZooKeeper, the leader election, the leader
  * loop (while this instance leads), the `Placement` admin gRPC service and the HTTP status page,
- * and shuts them down cleanly on SIGINT/SIGTERM.
+ * and shuts them down cleanly on SIGINT/SIGTERM. A broken invariant (a failed assertion in the
+ * leader loop, a leadership change or an admin handler) stops it with exit code 2.
  *
  * Run: `deno run <permissions> services/placement/main.ts [--config FILE] [--section.key=value …]`.
  *
@@ -13,6 +14,7 @@ import type { Logger } from "@tinykv/log";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectConfiguredZooKeeper } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
+import { isBrokenInvariant } from "./_assert.ts";
 import { clusterStateOf, type PlacementControl, placementService } from "./admin_service.ts";
 import { DecisionLog } from "./decisions.ts";
 import { type ElectionState, LeaderElection } from "./election.ts";
@@ -48,6 +50,9 @@ async function run(config: Config, log: Logger): Promise<number> {
   const decisions = new DecisionLog(zk);
   let leader: PlacementLeader | undefined;
   const admin = new NodeAdminPool(() => leader?.clusterId ?? "");
+  // A broken invariant, wherever it shows, stops the process: this instance can no longer lead
+  // correctly, and another one takes over once its election znode is gone.
+  const broken = Promise.withResolvers<Error>();
   const settings = {
     numShards: config.sharding.num_shards,
     replicaCount: config.sharding.replica_count,
@@ -70,6 +75,7 @@ async function run(config: Config, log: Logger): Promise<number> {
         const next = new PlacementLeader(zk, { settings, log, decisions, admin, metrics });
         await next.start();
         leader = next;
+        next.failed.then(broken.resolve);
         log.info("Became the placement leader", { address: adminAddress });
         console.log(`placement ${adminAddress} is the leader`);
       } else if (state.kind !== "leader" && leader !== undefined) {
@@ -81,6 +87,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       }
     }).catch((error) => {
       log.error("Leadership change failed", { error });
+      if (isBrokenInvariant(error)) broken.resolve(error);
     });
   };
   const election = new LeaderElection(zk, {
@@ -99,7 +106,10 @@ async function run(config: Config, log: Logger): Promise<number> {
     port: p.admin_port,
     maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
     services: [placementService(control)],
-    onUnexpectedError: (error, method) => log.error("Handler failed", { method, error }),
+    onUnexpectedError: (error, method) => {
+      log.error("Handler failed", { method, error });
+      if (isBrokenInvariant(error)) broken.resolve(error);
+    },
   });
   const httpAbort = new AbortController();
   const http = serveHttp({
@@ -119,8 +129,13 @@ async function run(config: Config, log: Logger): Promise<number> {
     `placement serving on ${adminAddress} (http ${p.host}:${p.http_port}, pid ${Deno.pid})`,
   );
 
-  const signal = await waitForShutdown();
-  log.info("placement stopping", { signal });
+  const failed = broken.promise.then((error) =>
+    `Stopping: a broken invariant, placement cannot go on safely: ${error.message}`
+  );
+  const reason = await Promise.race([waitForShutdown(), failed]);
+  log.info("placement stopping", { reason });
+  const clean = reason === "SIGINT" || reason === "SIGTERM" || reason === "parent exited";
+  if (!clean) console.error(`placement: ${reason}`);
   await election.stop();
   await transitions;
   await leader?.stop();
@@ -130,7 +145,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   admin.close();
   await zk.close();
   console.log(`placement ${adminAddress} stopped`);
-  return 0;
+  return clean ? 0 : 2;
 }
 
 if (import.meta.main) {

@@ -11,6 +11,7 @@
  * @module
  */
 import { type Move, type MoveStep, moveSteps, nodeId } from "@tinykv/shard";
+import { assert, unreachable } from "./_assert.ts";
 import type { Member, ShardView } from "./cluster_model.ts";
 
 /** How far behind the leader's commit index a learner may be and still be promoted. */
@@ -25,9 +26,15 @@ export interface Task {
   readonly cause: TaskCause;
   readonly reason: string;
   readonly steps: readonly MoveStep[];
-  /** The step being worked on; `steps.length` once done. */
+  /**
+   * The step being worked on; `steps.length` once done.
+   * Invariant: `0 <= stepIndex <= steps.length`.
+   */
   readonly stepIndex: number;
-  /** The peer id of the replica being added, once allocated (kept so a retry reuses it). */
+  /**
+   * The peer id of the replica being added, once allocated (kept so a retry reuses it). A positive
+   * integer never used before, so no other member of the shard holds it.
+   */
   readonly newPeerId?: number;
   readonly startedAtMs: number;
   /** When the current step began: a step that makes no progress for {@linkcode STEP_TIMEOUT_MS} fails. */
@@ -102,7 +109,12 @@ export function nextAction(
   view: ShardView | undefined,
   nodes: NodeLookup,
 ): TaskAction {
-  if (task.stepIndex >= task.steps.length) return { kind: "done" };
+  assert(
+    Number.isSafeInteger(task.stepIndex) && task.stepIndex >= 0 &&
+      task.stepIndex <= task.steps.length,
+    () => `Task of shard ${task.move.shardId} is at step ${task.stepIndex} of ${task.steps.length}`,
+  );
+  if (task.stepIndex === task.steps.length) return { kind: "done" };
   if (view === undefined) return { kind: "fail", why: `shard ${task.move.shardId} is unknown` };
   const step = task.steps[task.stepIndex];
   switch (step.kind) {
@@ -114,15 +126,17 @@ export function nextAction(
       return transferLeader(view, step.from, step.to, nodes);
     case "removeMember":
       return removeMember(view, step.node, nodes);
-    default: {
-      const unreachable: never = step;
-      throw new TypeError(`Unknown step ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(step, "move step");
   }
 }
 
 function findMember(members: readonly Member[], node: string): Member | undefined {
   return members.find((m) => m.nodeId === node);
+}
+
+function findPeer(members: readonly Member[], peerId: number): Member | undefined {
+  return members.find((m) => m.peerId === peerId);
 }
 
 function addLearner(task: Task, view: ShardView, node: string, nodes: NodeLookup): TaskAction {
@@ -142,8 +156,16 @@ function addLearner(task: Task, view: ShardView, node: string, nodes: NodeLookup
     return { kind: "fail", why: `cannot add ${node} to shard ${view.id}: it is not registered` };
   }
   if (task.newPeerId === undefined) return { kind: "allocatePeerId" };
+  const newPeerId = task.newPeerId;
+  // Invariant: a peer id is unique within a shard. The new one was allocated above every peer id
+  // placement had seen and is never reused, and `node` holds no member: no member may hold it.
+  const holder = findPeer([...view.voters, ...view.learners], newPeerId);
+  assert(
+    holder === undefined,
+    () => `New peer ${newPeerId} for ${node} in shard ${view.id} is already ${holder?.nodeId}'s`,
+  );
   if (view.leader === undefined) return { kind: "wait", why: `shard ${view.id} has no leader` };
-  const peer: Member = { peerId: task.newPeerId, nodeId: node, address };
+  const peer: Member = { peerId: newPeerId, nodeId: node, address };
   if (view.hosted.get(node)?.peerId !== task.newPeerId) {
     return {
       kind: "createReplica",
@@ -249,8 +271,12 @@ function removeMember(view: ShardView, node: string, nodes: NodeLookup): TaskAct
   };
 }
 
-/** The task after its current step is done. */
+/** The task after its current step is done; a task already done has no step to finish. */
 export function advanced(task: Task, nowMs: number): Task {
+  assert(
+    task.stepIndex < task.steps.length,
+    () => `Task of shard ${task.move.shardId} advanced past its last step ${task.steps.length}`,
+  );
   return {
     ...task,
     stepIndex: task.stepIndex + 1,
@@ -299,10 +325,8 @@ export function moveEnds(move: Move): { from: string; to: string } {
     case "moveReplica":
     case "transferLeader":
       return { from: move.from, to: move.to };
-    default: {
-      const unreachable: never = move;
-      throw new TypeError(`Unknown move ${JSON.stringify(unreachable)}`);
-    }
+    default:
+      return unreachable(move, "move");
   }
 }
 
@@ -311,14 +335,42 @@ export function encodeTask(task: Task): string {
   return JSON.stringify(task);
 }
 
-/** Decodes a task znode; undefined when it is not a task. */
+const MOVE_KINDS: ReadonlySet<unknown> = new Set<Move["kind"]>([
+  "addReplica",
+  "removeReplica",
+  "moveReplica",
+  "transferLeader",
+]);
+const STEP_KINDS: ReadonlySet<unknown> = new Set<MoveStep["kind"]>([
+  "addLearner",
+  "promoteLearner",
+  "transferLeader",
+  "removeMember",
+]);
+
+/**
+ * Reports whether a parsed task znode holds a task {@linkcode nextAction} and
+ * {@linkcode moveEnds} can run: a move and steps of known kinds, a step index within the steps
+ * and, once allocated, a positive new peer id (both functions assert all of that).
+ */
+function isRunnableTask(value: unknown): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  const task = value as { move?: { kind?: unknown }; steps?: unknown; stepIndex?: unknown };
+  if (!MOVE_KINDS.has(task.move?.kind) || !Array.isArray(task.steps)) return false;
+  if (!task.steps.every((step) => STEP_KINDS.has(step?.kind))) return false;
+  const stepIndex = task.stepIndex;
+  if (typeof stepIndex !== "number" || !Number.isSafeInteger(stepIndex)) return false;
+  if (stepIndex < 0 || stepIndex > task.steps.length) return false;
+  const newPeerId = (value as { newPeerId?: unknown }).newPeerId;
+  return newPeerId === undefined ||
+    (typeof newPeerId === "number" && Number.isSafeInteger(newPeerId) && newPeerId > 0);
+}
+
+/** Decodes a task znode; undefined when it is not a task this leader can run. */
 export function decodeTask(text: string): Task | undefined {
   try {
     const value = JSON.parse(text);
-    if (
-      typeof value !== "object" || value === null || typeof value.move?.kind !== "string" ||
-      !Array.isArray(value.steps) || !Number.isSafeInteger(value.stepIndex)
-    ) return undefined;
+    if (!isRunnableTask(value)) return undefined;
     return { failures: 0, stepStartedAtMs: Date.now(), ...value } as Task;
   } catch {
     return undefined;

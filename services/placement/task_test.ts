@@ -1,14 +1,18 @@
 // Checks the move state machine step by step: each step first looks whether its effect is already
 // visible (idempotence), asks for the change fenced by the conf epoch as seen, waits for a leader,
-// a caught-up learner or a live majority, and fails with a reason when the move cannot go on.
+// a caught-up learner or a live majority, and fails with a reason when the move cannot go on. Then
+// its invariants: a new peer id is no member's, the step index stays within the steps (decodeTask
+// refuses a stored task that breaks either), and its switches are exhaustive.
 import assert from "node:assert/strict";
 import { nodeId, shardId } from "@tinykv/shard";
+import { AssertionError } from "./_assert.ts";
 import {
   advanced,
   decodeTask,
   encodeTask,
   expired,
   failedOnce,
+  moveEnds,
   newTask,
   nextAction,
   STEP_FAILURES_MAX,
@@ -149,4 +153,52 @@ Deno.test("encodeTask() and decodeTask() round-trip; garbage decodes to undefine
   assert.deepEqual(decodeTask(encodeTask(task)), task);
   assert.equal(decodeTask("{"), undefined);
   assert.equal(decodeTask('{"move":1}'), undefined);
+});
+
+Deno.test("decodeTask() refuses unknown kinds, a step index outside the steps, a bad peer id", () => {
+  const task = { ...moveN1ToN4(), newPeerId: 40 };
+  const encoded = (fields: Record<string, unknown>) => JSON.stringify({ ...task, ...fields });
+  assert.equal(decodeTask(encoded({ stepIndex: task.steps.length }))?.stepIndex, 4);
+  assert.equal(decodeTask(encoded({ stepIndex: -1 })), undefined);
+  assert.equal(decodeTask(encoded({ stepIndex: task.steps.length + 1 })), undefined);
+  assert.equal(decodeTask(encoded({ newPeerId: 0 })), undefined);
+  assert.equal(decodeTask(encoded({ newPeerId: "40" })), undefined);
+  assert.equal(decodeTask(encoded({ move: { ...task.move, kind: "splitShard" } })), undefined);
+  assert.equal(decodeTask(encoded({ steps: [...task.steps, { kind: "splitShard" }] })), undefined);
+  assert.equal(decodeTask(encoded({ steps: [null] })), undefined);
+});
+
+Deno.test("nextAction() asserts that no member of the shard holds the new peer id", () => {
+  // Peer ids are allocated above every one placement has seen: n2's peer 2 cannot be reused.
+  const task = { ...moveN1ToN4(), newPeerId: 2 };
+  assert.throws(() => nextAction(task, view(), everyone), {
+    name: "AssertionError",
+    message: "New peer 2 for n4 in shard 1 is already n2's",
+  });
+});
+
+Deno.test("nextAction() and advanced() assert that the step index stays within the steps", () => {
+  const task = moveN1ToN4();
+  const done = { ...task, stepIndex: task.steps.length };
+  assert.equal(nextAction(done, view(), everyone).kind, "done");
+  assert.throws(() => advanced(done, 1), {
+    name: "AssertionError",
+    message: "Task of shard 1 advanced past its last step 4",
+  });
+  assert.throws(() => nextAction({ ...task, stepIndex: -1 }, view(), everyone), AssertionError);
+  assert.throws(() => nextAction({ ...task, stepIndex: 5 }, view(), everyone), {
+    message: "Task of shard 1 is at step 5 of 4",
+  });
+});
+
+Deno.test("nextAction() and moveEnds() assert that their switches are exhaustive", () => {
+  const task = { ...moveN1ToN4(), steps: [{ kind: "splitShard" } as never] };
+  assert.throws(() => nextAction(task, view(), everyone), {
+    name: "AssertionError",
+    message: 'Unknown move step: {"kind":"splitShard"}',
+  });
+  assert.throws(() => moveEnds({ kind: "splitShard" } as never), {
+    name: "AssertionError",
+    message: 'Unknown move: {"kind":"splitShard"}',
+  });
 });

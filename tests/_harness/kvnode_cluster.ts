@@ -31,6 +31,7 @@ import {
   keyHash,
   type NodeId,
   nodeId as toNodeId,
+  type ShardId,
   shardId as toShardId,
   type ShardMap,
   splitEvenly,
@@ -75,7 +76,7 @@ export class KvNodeCluster {
   /** The router {@linkcode send} uses, made on first use. */
   #sendRouter: KvRouter | undefined;
   /** Shard id → the node last seen leading it by {@linkcode waitForLeaders}: routers' first try. */
-  readonly #leaderHints = new Map<number, NodeId>();
+  readonly #leaderHints = new Map<ShardId, NodeId>();
   /** The kvnodes by node id, for routers; there is no published map to name them. */
   readonly #view: ClusterView = {
     shardMap: () => undefined,
@@ -219,12 +220,12 @@ export class KvNodeCluster {
 
   /** Waits until every shard has a leader among the running nodes. */
   async waitForLeaders(timeoutMs = 30_000): Promise<void> {
-    let leaders = new Map<number, NodeId>();
+    let leaders = new Map<ShardId, NodeId>();
     await waitFor(async () => {
       leaders = new Map();
       for (const status of await this.statuses()) {
         for (const replica of status.replicas) {
-          if (replica.role === 4) leaders.set(replica.shardId, status.nodeId as NodeId);
+          if (replica.role === 4) leaders.set(toShardId(replica.shardId), status.nodeId as NodeId);
         }
       }
       return leaders.size === this.shards;
@@ -236,10 +237,10 @@ export class KvNodeCluster {
   }
 
   /** The shard owning `key`. */
-  shardOf(key: Uint8Array): number {
+  shardOf(key: Uint8Array): ShardId {
     const hash = keyHash(key);
     const ranges = splitEvenly(this.shards);
-    return ranges.findIndex((r) => r.lo <= hash && hash < r.hi) + 1;
+    return toShardId(ranges.findIndex((r) => r.lo <= hash && hash < r.hi) + 1);
   }
 
   /**
@@ -260,7 +261,7 @@ export class KvNodeCluster {
   }
 
   #locate(target: RouteTarget): RouteShard {
-    const id = toShardId("key" in target ? this.shardOf(target.key) : target.shardId);
+    const id = "key" in target ? this.shardOf(target.key) : target.shardId;
     const replicas: NodeId[] = [];
     for (const node of this.nodes) {
       if (node.process.running && node.nodeId !== "") replicas.push(node.nodeId as NodeId);
@@ -274,22 +275,18 @@ export class KvNodeCluster {
    * passes. Returns the answer, or the final failure as a `ResponseItem` failure.
    */
   async send(
-    shardId: number,
+    shardId: ShardId,
     item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">,
     deadlineMs = 20_000,
   ): Promise<ResponseItem> {
     this.#sendRouter ??= this.router();
-    const result = await this.#sendRouter.route(
-      { shardId: toShardId(shardId) },
-      item,
-      Date.now() + deadlineMs,
-    );
+    const result = await this.#sendRouter.route({ shardId }, item, Date.now() + deadlineMs);
     return result.kind === "ok" ? result.item : failureItem(result);
   }
 
   /** Proposes a membership change on the shard's leader, with the current epoch. */
   async changeMembership(
-    shardId: number,
+    shardId: ShardId,
     change: "addLearner" | "promote" | "remove",
     peer: Peer,
   ): Promise<RpcResult<unknown>> {
@@ -310,7 +307,7 @@ export class KvNodeCluster {
   }
 
   /** The node leading `shardId` and the shard's conf epoch there. */
-  async leaderOf(shardId: number): Promise<{ node: ClusterNode; confEpoch: number }> {
+  async leaderOf(shardId: ShardId): Promise<{ node: ClusterNode; confEpoch: number }> {
     let found: { node: ClusterNode; confEpoch: number } | undefined;
     await waitFor(async () => {
       for (const node of this.nodes.filter((n) => n.process.running)) {

@@ -15,6 +15,7 @@ import {
   ReplicaStatus_Role,
 } from "@tinykv/proto/tinykv/v1";
 import { type RpcFailure, type RpcResult, unaryCaller } from "@tinykv/rpc";
+import { type ShardId, shardId } from "@tinykv/shard";
 import { EXIT, exitCodeOf } from "./exit_codes.ts";
 import {
   NODE_STATUS_DEADLINE_MS_MAX,
@@ -41,8 +42,8 @@ export const DRAIN_CALL_DEADLINE_MS_MAX = 5000;
 export type AdminCommand =
   | { kind: "status" }
   | { kind: "rebalance"; dryRun: boolean }
-  | { kind: "move"; shardId: number; from: string; to: string }
-  | { kind: "transfer-leader"; shardId: number; to: string }
+  | { kind: "move"; shardId: ShardId; from: string; to: string }
+  | { kind: "transfer-leader"; shardId: ShardId; to: string }
   | { kind: "drain"; nodeId: string; wait: boolean };
 
 /** The options every admin command takes. */
@@ -146,7 +147,7 @@ const clusterState: PlacementCall<ClusterStateResponse> = (client, options) =>
 
 /** What `ClusterState` lacks, read from the kvnodes: one entry per shard that a node reported. */
 interface ShardStats {
-  shardId: number;
+  shardId: ShardId;
   appliedIndex: number;
   dataKeys: number;
   dataBytes: number;
@@ -191,7 +192,7 @@ function shardStatsOf(
         (!knownIsLeader && replica.appliedIndex > known.appliedIndex)
       ) {
         stats.set(replica.shardId, {
-          shardId: replica.shardId,
+          shardId: shardId(replica.shardId),
           appliedIndex: replica.appliedIndex,
           dataKeys: replica.dataKeys,
           dataBytes: replica.dataBytes,

@@ -1,7 +1,7 @@
-// Checks the kvnode's assertions: a holding condition passes, a broken one throws AssertionError
+// Checks the shared assertions: a holding condition passes, a broken one throws AssertionError
 // with its message (built lazily when given as a function), and unreachable() always throws.
 import assertNode from "node:assert/strict";
-import { assert, AssertionError, unreachable } from "./_assert.ts";
+import { assert, AssertionError, unreachable } from "./mod.ts";
 
 Deno.test("assert() passes a holding condition and throws AssertionError otherwise", () => {
   assert(1 + 1 === 2, "arithmetic");
@@ -17,6 +17,7 @@ Deno.test("assert() passes a holding condition and throws AssertionError otherwi
 
 Deno.test("unreachable() names what it got", () => {
   assertNode.throws(() => unreachable("x" as never, "stream state"), {
+    name: "AssertionError",
     message: 'Unknown stream state: "x"',
   });
 });
