@@ -37,12 +37,10 @@ import {
 import type { NodeStorage } from "./node_storage.ts";
 import type { Failure, GroupApplication, GroupMachine, Outcome } from "./application.ts";
 import {
-  type AppliedWait,
   decodeRecord,
   encodeContext,
   encodeRecord,
   type PeerAddress,
-  type ReadWaiter,
   Replica,
   type ReplicaHooks,
   type ReplicaRecord,
@@ -55,6 +53,7 @@ import { SnapshotStaging } from "./snapshot_staging.ts";
 import { deleteGeneration, generationKey, storedGenerations } from "./generations.ts";
 import type { ShardId } from "@tinykv/shard";
 import { assert, AssertionError, unreachable } from "./_assert.ts";
+import { type ReadWaiter, RoundIds } from "./replica_waiters.ts";
 
 /** A Raft message of one group, as it travels between nodes. */
 export interface Envelope {
@@ -213,7 +212,6 @@ type AnyReplica = Replica<any, any>;
 
 const INBOX_REQUESTS_MAX_DEFAULT = 100_000;
 const INBOX_MESSAGES_MAX_DEFAULT = 100_000;
-const READ_ROUND_IDS_MAX = 2 ** 31;
 
 /**
  * The driver loop of one kvnode, running the application `app` of its options on every group: requests
@@ -268,7 +266,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   #running = false;
   #stopped: Promise<void> | undefined;
   #prng: Prng;
-  #readRound = 0;
+  readonly #readRounds = new RoundIds();
   #turns = 0;
   #turnMsMax = 0;
   #turnWriteMsOfMax = 0;
@@ -403,9 +401,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     await this.#stopped;
     await this.#collecting;
     // Admin calls waiting for a conf change: it may still apply on the other members.
-    for (const replica of this.#waitingApplied) {
-      for (const waiter of replica.appliedWaiters.splice(0)) waiter.resolve({ kind: "timeout" });
-    }
+    for (const replica of this.#waitingApplied) replica.appliedWaiters.failAll();
     for (const live of this.#live) {
       this.#finish(
         live,
@@ -1032,8 +1028,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
         };
         if (prepared.local) return this.#serveRead(replica, waiter);
         if (!replica.isLeader()) return this.#finish(live, this.#notLeader(replica));
-        replica.turnReads.push(waiter);
-        return;
+        return replica.reads.queue(waiter);
       }
       default:
         return unreachable(prepared, "prepared request");
@@ -1175,74 +1170,25 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   #sendReadRound(replica: Replica<R, M>): void {
-    if (replica.turnReads.length === 0) return;
-    const waiters = replica.turnReads;
-    replica.turnReads = [];
-    this.#readRound = (this.#readRound % READ_ROUND_IDS_MAX) + 1;
-    const result = replica.node.readIndex(this.#readRound);
-    switch (result.kind) {
-      case "ok":
-        replica.confirming.set(this.#readRound, waiters);
-        return;
-      case "notLeader": {
-        const outcome = this.#notLeader(replica);
-        for (const waiter of waiters) waiter.resolve(outcome);
-        return;
-      }
-      case "overloaded":
-        for (const waiter of waiters) {
-          waiter.resolve({
-            kind: "resourceExhausted",
-            message: `Shard ${replica.shardId} has ${result.pendingReads} reads waiting: the limit`,
-          });
-        }
-        return;
-      default: {
-        const never: never = result;
-        return unreachable(never, "read result");
-      }
-    }
+    if (!replica.reads.queued) return;
+    const notLeader = () => this.#notLeader(replica);
+    replica.reads.sendRound(replica.node, this.#readRounds.next(), notLeader, replica.shardId);
   }
 
   #takeReadStates(replica: Replica<R, M>, ready: Ready): void {
-    for (const state of ready.readStates) {
-      const waiters = replica.confirming.get(state.requestId);
-      if (waiters === undefined) continue;
-      replica.confirming.delete(state.requestId);
-      if (state.kind === "dropped") {
-        const outcome = this.#notLeader(replica);
-        for (const waiter of waiters) waiter.resolve(outcome);
-      } else {
-        replica.confirmed.push({ index: state.index, waiters });
-      }
-    }
+    if (ready.readStates.length === 0) return;
+    replica.reads.take(ready.readStates, () => this.#notLeader(replica));
   }
 
   #serveConfirmedReads(replica: Replica<R, M>): void {
     const applied = replica.log.appliedState.applied;
-    let served = 0;
-    for (const { index, waiters } of replica.confirmed) {
-      if (index > applied) break;
-      for (const waiter of waiters) this.#serveRead(replica, waiter);
-      served++;
-    }
-    replica.confirmed.splice(0, served);
+    replica.reads.serveApplied(applied, (waiter) => this.#serveRead(replica, waiter));
   }
 
   #wakeAppliedWaiters(replica: Replica<R, M>): void {
-    const { applied } = replica.log.appliedState;
-    const remaining = replica.appliedWaiters.filter((w) => {
-      if (w.index > applied) return true;
-      // The entry applied at the change's index is the change only if it has the change's term
-      // (Log Matching, Raft §5.3). A compacted term cannot be checked: the change counts as
-      // applied, as before this check.
-      const term = replica.log.term(w.index);
-      if (term !== undefined && term !== w.term) w.resolve({ kind: "lost" });
-      else w.resolve({ kind: "applied", confEpoch: replica.confEpoch });
-      return false;
-    });
-    replica.appliedWaiters.length = 0;
-    replica.appliedWaiters.push(...remaining);
+    if (replica.appliedWaiters.size === 0) return;
+    const { log } = replica;
+    replica.appliedWaiters.wake(log.appliedState.applied, (i) => log.term(i), replica.confEpoch);
   }
 
   #finish(live: LiveRequest, outcome: Outcome<R>): void {
@@ -1255,17 +1201,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   #expireRequests(): void {
     const now = this.#options.clock.now();
     for (const replica of this.#waitingApplied) {
-      if (replica.appliedWaiters.length === 0) {
-        this.#waitingApplied.delete(replica);
-        continue;
-      }
-      const waiting = replica.appliedWaiters.filter((w) => {
-        if (w.deadlineMs > now) return true;
-        w.resolve({ kind: "timeout" });
-        return false;
-      });
-      replica.appliedWaiters.length = 0;
-      replica.appliedWaiters.push(...waiting);
+      replica.appliedWaiters.expire(now);
+      if (replica.appliedWaiters.size === 0) this.#waitingApplied.delete(replica);
     }
     for (const live of this.#live) {
       if (live.deadlineMs > now) continue;
@@ -1394,16 +1331,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       };
       const result = replica.value.node.proposeConfChange(change);
       if (result.kind === "ok") {
-        const { promise, resolve } = Promise.withResolvers<AppliedWait>();
         const deadlineMs = this.#options.clock.now() + request.timeoutMs;
-        replica.value.appliedWaiters.push({
-          index: result.index,
-          term: result.term,
-          deadlineMs,
-          resolve,
-        });
+        const applied = replica.value.appliedWaiters.add(result.index, result.term, deadlineMs);
         this.#waitingApplied.add(replica.value);
-        return ok({ index: result.index, applied: promise });
+        return ok({ index: result.index, applied });
       }
       if (result.kind === "notLeader") {
         return notLeaderAdmin(replica.value, this.nodeId);

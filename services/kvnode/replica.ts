@@ -32,6 +32,7 @@ import { ReplicaLog } from "./replica_log.ts";
 import { ENTRY_OVERHEAD_BYTES } from "./raft_codec.ts";
 import type { Failure, GroupMachine, MachineSpaces, Outcome } from "./application.ts";
 import { assert } from "./_assert.ts";
+import { AppliedWaiters, ReadRounds } from "./replica_waiters.ts";
 
 /** A member of a shard group and where it lives. */
 export interface PeerAddress {
@@ -77,19 +78,6 @@ interface PendingProposal<R> {
   readonly resolve: (outcome: Outcome<R>) => void;
 }
 
-/** How waiting for an entry to apply ended (admin calls wait for their conf change). */
-export type AppliedWait =
-  | { readonly kind: "applied"; readonly confEpoch: number }
-  /** Another leader's entry took the index: the change will never apply (not applied). */
-  | { readonly kind: "lost" }
-  | { readonly kind: "timeout" };
-
-/** A read waiting for its ReadIndex round and then for the applied index. */
-export interface ReadWaiter<R> {
-  readonly serve: () => Outcome<R>;
-  readonly resolve: (outcome: Outcome<R>) => void;
-}
-
 /** What applying one Ready did to the replica. */
 export interface ApplySummary {
   /** The replica itself was removed from its group. */
@@ -126,22 +114,10 @@ export class Replica<R, M extends GroupMachine<R>> {
   readonly #hooks: ReplicaHooks;
   /** Proposals by log index. */
   readonly pending = new Map<number, PendingProposal<R>>();
-  /** Reads of the current turn, not yet sent as a ReadIndex round. */
-  turnReads: ReadWaiter<R>[] = [];
-  /** Reads by ReadIndex request id, waiting for confirmation. */
-  readonly confirming = new Map<number, ReadWaiter<R>[]>();
-  /** Confirmed reads waiting for the applied index to reach `index`, in index order. */
-  readonly confirmed: Array<{ index: LogIndex; waiters: ReadWaiter<R>[] }> = [];
-  /** Waiters for a specific applied index (admin calls waiting for a conf change). */
-  readonly appliedWaiters: Array<
-    {
-      index: LogIndex;
-      /** The term the change was proposed in: the entry applied at `index` must have it. */
-      term: Term;
-      deadlineMs: number;
-      resolve: (result: AppliedWait) => void;
-    }
-  > = [];
+  /** Linearizable reads on their way through ReadIndex. */
+  readonly reads = new ReadRounds<R>();
+  /** Admin calls waiting for their conf change to apply. */
+  readonly appliedWaiters = new AppliedWaiters();
   readonly #store: NodeStorage;
 
   constructor(
@@ -449,14 +425,9 @@ export class Replica<R, M extends GroupMachine<R>> {
     };
     for (const pending of this.pending.values()) pending.resolve(proposed);
     this.pending.clear();
-    for (const waiters of this.confirming.values()) for (const w of waiters) w.resolve(outcome);
-    this.confirming.clear();
-    for (const { waiters } of this.confirmed) for (const w of waiters) w.resolve(outcome);
-    this.confirmed.length = 0;
-    for (const w of this.turnReads) w.resolve(outcome);
-    this.turnReads = [];
+    this.reads.failAll(outcome);
     // Admin calls waiting for a conf change: it may still apply on the other members.
-    for (const waiter of this.appliedWaiters.splice(0)) waiter.resolve({ kind: "timeout" });
+    this.appliedWaiters.failAll();
   }
 
   /**

@@ -32,7 +32,7 @@ Deno.test("Replica.failAll() answers proposals unknown and reads with the outcom
   const replica = soloReplica();
   const answers: ItemOutcome[] = [];
   replica.pending.set(5, { term: 1 as Term, resolve: (o) => answers.push(o) });
-  replica.turnReads.push({ serve: () => assert.fail("served"), resolve: (o) => answers.push(o) });
+  replica.reads.queue({ serve: () => assert.fail("served"), resolve: (o) => answers.push(o) });
   replica.failAll({ kind: "unavailable", message: "Shard 1 left node n1" });
   assert.deepEqual(answers.map((o) => o.kind), ["unknown", "unavailable"]);
   assert.equal(replica.pending.size, 0);
@@ -50,16 +50,10 @@ Deno.test("Replica.replacePending() answers an earlier term's proposal unknown, 
   assert.throws(() => replica.replacePending(6 as LogIndex, 2 as Term), { name: "AssertionError" });
 });
 
-Deno.test("Replica.failAll() answers admin calls waiting for a conf change as timed out", () => {
+Deno.test("Replica.failAll() answers admin calls waiting for a conf change as timed out", async () => {
   const replica = soloReplica();
-  const waits: string[] = [];
-  replica.appliedWaiters.push({
-    index: 9 as LogIndex,
-    term: 1 as Term,
-    deadlineMs: 1e15,
-    resolve: (w) => waits.push(w.kind),
-  });
+  const wait = replica.appliedWaiters.add(9 as LogIndex, 1 as Term, 1e15);
   replica.failAll({ kind: "unavailable", message: "Shard 1 left node n1" });
-  assert.deepEqual(waits, ["timeout"]);
-  assert.equal(replica.appliedWaiters.length, 0);
+  assert.equal((await wait).kind, "timeout");
+  assert.equal(replica.appliedWaiters.size, 0);
 });
