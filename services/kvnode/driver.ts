@@ -24,7 +24,6 @@
  * @module
  */
 import {
-  type ConfChange,
   type LogIndex,
   type Message,
   mulberry32,
@@ -38,13 +37,10 @@ import type { NodeStorage } from "./node_storage.ts";
 import type { Failure, GroupApplication, GroupMachine, Outcome } from "./application.ts";
 import {
   decodeRecord,
-  encodeContext,
-  encodeRecord,
   type PeerAddress,
   Replica,
   type ReplicaHooks,
   type ReplicaRecord,
-  replicaRecordKey,
   type ReplicaTuning,
 } from "./replica.ts";
 import { PREFIX, prefixEnd } from "./node_storage.ts";
@@ -54,6 +50,14 @@ import { deleteGeneration, generationKey, storedGenerations } from "./generation
 import type { ShardId } from "@tinykv/shard";
 import { assert, AssertionError, unreachable } from "./_assert.ts";
 import { type ReadWaiter, RoundIds } from "./replica_waiters.ts";
+import {
+  type AdminHost,
+  type AdminResult,
+  changeMembership,
+  createReplica,
+  deleteReplica,
+  transferLeader,
+} from "./driver_admin.ts";
 
 /** A Raft message of one group, as it travels between nodes. */
 export interface Envelope {
@@ -174,15 +178,7 @@ export interface SnapshotStagingHandle {
 /** Bytes of one snapshot record at most: a 4 KiB key and a value of up to 64 MiB, with room. */
 const SNAPSHOT_RECORD_BYTES_MAX = 80 * 1024 * 1024;
 
-/** The result of an admin call. */
-export type AdminResult<T> =
-  | { readonly kind: "ok"; readonly value: T }
-  | { readonly kind: "notFound"; readonly message: string }
-  | { readonly kind: "staleEpoch"; readonly message: string; readonly confEpoch: number }
-  | { readonly kind: "notLeader"; readonly message: string; readonly leader?: PeerAddress }
-  | { readonly kind: "invalid"; readonly message: string }
-  | { readonly kind: "unavailable"; readonly message: string }
-  | { readonly kind: "timeout"; readonly message: string };
+export type { AdminResult } from "./driver_admin.ts";
 
 /** A request held by a replica that knows no leader, since `sinceMs`. */
 interface Held {
@@ -287,11 +283,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   /** Resolved when the loop stops: a task asked of it then will never run. */
   readonly #stopping = Promise.withResolvers<void>();
   readonly #failure = Promise.withResolvers<Error>();
+  readonly #admin: AdminHost<R, M>;
 
   constructor(options: DriverOptions<Op, R, M>) {
     this.#options = options;
     this.#now = options.monotonicMs ?? (() => performance.now());
     this.#prng = mulberry32(options.seed);
+    this.#admin = this.#adminHost();
   }
 
   /** The node this driver runs on. */
@@ -1227,171 +1225,50 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     this.#options.log.info("Removed a replica", { shard: replica.shardId, why });
   }
 
-  // --- Admin -------------------------------------------------------------------------------
+  // --- Admin (driver_admin.ts) --------------------------------------------------------------
 
-  /**
-   * Creates a replica (idempotent for the same peer id). The shard is reserved from the check to
-   * the end of the record's write, so two calls at once cannot both create one: the second gets
-   * UNAVAILABLE (same peer: retry to learn the outcome) or INVALID (another peer).
-   */
-  createReplica(record: ReplicaRecord): Promise<AdminResult<{ created: boolean }>> {
-    return this.#task((): AdminResult<{ created: boolean }> | { kind: "reserved" } => {
-      const existing = this.#replicas.get(record.shardId);
-      const creating = this.#creating.get(record.shardId);
-      const other = existing?.peerId ?? creating;
-      if (other !== undefined && other !== record.peerId) {
-        return {
-          kind: "invalid",
-          message: `Shard ${record.shardId} already has replica peer ${other} on node ` +
-            `"${this.nodeId}": cannot create peer ${record.peerId}`,
-        };
-      }
-      if (existing !== undefined) return ok({ created: false });
-      if (creating !== undefined) {
-        return {
-          kind: "unavailable",
-          message: `Replica peer ${record.peerId} of shard ${record.shardId} is being created ` +
-            `on node "${this.nodeId}": retry`,
-        };
-      }
-      this.#creating.set(record.shardId, record.peerId);
-      return { kind: "reserved" };
-    }).then(async (decided) => {
-      if (decided.kind !== "reserved") return decided;
-      try {
-        await this.#options.store.write(() => {
-          this.#options.store.put(replicaRecordKey(record.peerId), encodeRecord(record));
-        });
-        return await this.#task(() => {
-          this.#replicas.set(record.shardId, this.#newReplica(record));
-          this.#pingTargets = undefined;
-          return ok({ created: true });
-        });
-      } finally {
-        this.#creating.delete(record.shardId);
-      }
-    });
+  /** What the admin calls use of the loop's state; see `AdminHost`. */
+  #adminHost(): AdminHost<R, M> {
+    return {
+      nodeId: this.nodeId,
+      store: this.#options.store,
+      nowMs: () => this.#options.clock.now(),
+      task: (work) => this.#task(work),
+      replica: (shardId) => this.#replicas.get(shardId),
+      creating: this.#creating,
+      host: (record) => {
+        this.#replicas.set(record.shardId, this.#newReplica(record));
+        this.#pingTargets = undefined;
+      },
+      evict: (shardId, why, done) => this.#evicted.set(shardId, { why, done }),
+      waitingApplied: (replica) => this.#waitingApplied.add(replica),
+    };
   }
 
-  /**
-   * Deletes the replica `peerId` of a shard, which the caller (placement) found outside its group's
-   * configuration at `confEpoch`. Refused (`staleEpoch`) while the replica may be a member: when
-   * its own epoch is not older than `confEpoch` and it has applied anything.
-   */
-  async deleteReplica(
+  /** Creates a replica; see `createReplica` in driver_admin.ts. */
+  createReplica(record: ReplicaRecord): Promise<AdminResult<{ created: boolean }>> {
+    return createReplica(this.#admin, record);
+  }
+
+  /** Deletes a replica found outside its group; see `deleteReplica` in driver_admin.ts. */
+  deleteReplica(
     request: { shardId: ShardId; peerId: number; confEpoch: number },
   ): Promise<AdminResult<{ deleted: boolean }>> {
-    type Decided = AdminResult<{ deleted: boolean }> | { kind: "deleting"; done: Promise<void> };
-    const decided = await this.#task((): Decided => {
-      const replica = this.#replicas.get(request.shardId);
-      if (replica === undefined || replica.peerId !== request.peerId) return ok({ deleted: false });
-      const { applied, confState } = replica.log.appliedState;
-      if (confState.epoch >= request.confEpoch && applied > 0) {
-        return {
-          kind: "staleEpoch",
-          message: `Replica peer ${request.peerId} of shard ${request.shardId} on node ` +
-            `"${this.nodeId}" is at conf epoch ${confState.epoch} with entries applied: it may ` +
-            `be a member, so it is not deleted on the word of epoch ${request.confEpoch}`,
-          confEpoch: confState.epoch,
-        };
-      }
-      const { promise, resolve } = Promise.withResolvers<void>();
-      this.#evicted.set(request.shardId, {
-        why: `an admin call found it outside its group at conf epoch ${request.confEpoch}`,
-        done: resolve,
-      });
-      return { kind: "deleting", done: promise };
-    });
-    if (decided.kind !== "deleting") return decided;
-    await decided.done;
-    return ok({ deleted: true });
+    return deleteReplica(this.#admin, request);
   }
 
-  /** Proposes a membership change on the shard's leader here and waits until it applies. */
-  async changeMembership(
-    request: {
-      shardId: ShardId;
-      expectedConfEpoch: number;
-      change: "addLearner" | "promote" | "remove";
-      peer: PeerAddress;
-      timeoutMs: number;
-    },
+  /** Proposes a membership change here and waits until it applies (driver_admin.ts). */
+  changeMembership(
+    request: Parameters<typeof changeMembership>[1],
   ): Promise<AdminResult<{ confEpoch: number }>> {
-    const proposed = await this.#task(() => {
-      const replica = this.#fenced(request.shardId, request.expectedConfEpoch);
-      if (replica.kind !== "ok") return replica;
-      const change: ConfChange = {
-        type: request.change === "remove"
-          ? "removeNode"
-          : request.change === "promote"
-          ? "addNode"
-          : "addLearner",
-        nodeId: request.peer.peerId as PeerId,
-        context: encodeContext(request.peer),
-      };
-      const result = replica.value.node.proposeConfChange(change);
-      if (result.kind === "ok") {
-        const deadlineMs = this.#options.clock.now() + request.timeoutMs;
-        const applied = replica.value.appliedWaiters.add(result.index, result.term, deadlineMs);
-        this.#waitingApplied.add(replica.value);
-        return ok({ index: result.index, applied });
-      }
-      if (result.kind === "notLeader") {
-        return notLeaderAdmin(replica.value, this.nodeId);
-      }
-      const reason = "reason" in result ? result.reason : result.kind;
-      return { kind: "unavailable" as const, message: `Cannot change membership: ${reason}` };
-    });
-    if (proposed.kind !== "ok") return proposed;
-    const applied = await proposed.value.applied;
-    if (applied.kind === "lost") {
-      return {
-        kind: "unavailable",
-        message: `Membership change of shard ${request.shardId} was not applied: another ` +
-          "leader's entry took its place in the log",
-      };
-    }
-    if (applied.kind === "timeout") {
-      return {
-        kind: "timeout",
-        message: `Membership change of shard ${request.shardId} not applied within ` +
-          `${request.timeoutMs} ms (it may still apply)`,
-      };
-    }
-    return ok({ confEpoch: applied.confEpoch });
+    return changeMembership(this.#admin, request);
   }
 
-  /** Asks the shard's leader here to hand leadership to `targetPeerId`. */
+  /** Asks the shard's leader here to hand leadership to another member (driver_admin.ts). */
   transferLeader(
     request: { shardId: ShardId; expectedConfEpoch: number; targetPeerId: number },
   ): Promise<AdminResult<Record<string, never>>> {
-    return this.#task(() => {
-      const replica = this.#fenced(request.shardId, request.expectedConfEpoch);
-      if (replica.kind !== "ok") return replica;
-      const result = replica.value.node.transferLeader(request.targetPeerId as PeerId);
-      if (result.kind === "ok") return ok({});
-      if (result.kind === "notLeader") return notLeaderAdmin(replica.value, this.nodeId);
-      return { kind: "invalid" as const, message: result.reason };
-    });
-  }
-
-  #fenced(shardId: ShardId, expectedConfEpoch: number): AdminResult<Replica<R, M>> {
-    const replica = this.#replicas.get(shardId);
-    if (replica === undefined) {
-      return {
-        kind: "notFound",
-        message: `Shard ${shardId} has no replica on node "${this.nodeId}"`,
-      };
-    }
-    if (replica.confEpoch !== expectedConfEpoch) {
-      return {
-        kind: "staleEpoch",
-        message: `Shard ${shardId} is at conf epoch ${replica.confEpoch}, not the expected ` +
-          `${expectedConfEpoch}`,
-        confEpoch: replica.confEpoch,
-      };
-    }
-    return ok(replica);
+    return transferLeader(this.#admin, request);
   }
 
   /** Runs `read` on the hosted replicas between two turns (a consistent, read-only look). */
@@ -1422,25 +1299,12 @@ function pendingStaged(replica: AnyReplica): number | undefined {
   return pending === undefined ? undefined : stagedGeneration(pending.data);
 }
 
-function ok<T>(value: T): { kind: "ok"; value: T } {
-  return { kind: "ok", value };
-}
-
 function internal(message: string): Failure {
   return { kind: "internal", message };
 }
 
 function unknown(message: string): Failure {
   return { kind: "unknown", message };
-}
-
-function notLeaderAdmin(replica: AnyReplica, nodeId: string): AdminResult<never> {
-  const leader = replica.leader();
-  return {
-    kind: "notLeader",
-    message: `Shard ${replica.shardId}: node "${nodeId}" is not the leader`,
-    leader,
-  };
 }
 
 /** The index type, re-exported for callers that wait on applied indexes. */
