@@ -633,7 +633,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     return { installed, removed };
   }
 
-  /** After the write: serves confirmed reads, wakes admin waiters, advances every Ready. */
+  /** After the write: serves confirmed reads, advances every Ready. */
   #advance(
     readies: ReadonlyArray<[Replica<R, M>, Ready]>,
     removed: readonly Replica<R, M>[],
@@ -645,7 +645,6 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
         this.#takeReadStates(replica, ready);
         this.#serveConfirmedReads(replica);
       }
-      this.#wakeAppliedWaiters(replica);
       replica.node.advance(ready);
     }
   }
@@ -662,6 +661,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const appliedBefore = ready.snapshot?.metadata.index ?? replica.log.appliedState.applied;
     const summary = replica.persistAndApply(ready, { answers });
     observer?.persisted(replica, ready, appliedBefore);
+    // Admin calls whose change applied now: checked while the log still holds the terms of what
+    // this Ready applied (before compaction, or before the replica's removal deletes its log).
+    // Like proposals, they are answered before the commit: what they answer is committed.
+    this.#wakeAppliedWaiters(replica);
     for (const change of summary.changes) {
       this.#options.log.info("Applied a membership change", { shard: replica.shardId, change });
     }

@@ -132,7 +132,7 @@ interface AppliedWaiter {
 export class AppliedWaiters {
   readonly #waiters: AppliedWaiter[] = [];
 
-  /** Whether any call waits. */
+  /** How many calls wait. */
   get size(): number {
     return this.#waiters.length;
   }
@@ -146,16 +146,18 @@ export class AppliedWaiters {
 
   /**
    * Answers the calls whose index is applied (`applied`): the entry applied there is theirs only if
-   * it has their term (Log Matching, Raft §5.3), which `termAt` tells; a compacted term cannot be
-   * checked, and the change counts as applied, at `confEpoch`.
+   * it has their term (Log Matching, Raft §5.3), which `termAt` tells: `applied` at `confEpoch`,
+   * else `lost`. A term that is gone (a snapshot installed past the index: this replica applied
+   * someone's state, not the entry) cannot tell: `timeout`, the change may or may not have
+   * applied. (The replica's own compaction keeps a tail of entries, so this is rare otherwise: a
+   * log cut whole past `snapshot_log_bytes` in the turn that applied the change.)
    */
   wake(applied: number, termAt: (index: LogIndex) => Term | undefined, confEpoch: number): void {
     this.#settle((w) => {
       if (w.index > applied) return undefined;
       const term = termAt(w.index);
-      return term !== undefined && term !== w.term
-        ? { kind: "lost" }
-        : { kind: "applied", confEpoch };
+      if (term === undefined) return { kind: "timeout" };
+      return term === w.term ? { kind: "applied", confEpoch } : { kind: "lost" };
     });
   }
 

@@ -100,7 +100,7 @@ export class SimNode {
   readonly #env: NodeEnv;
   #commitChecked = 0;
   #lastLeaderTerm = -1;
-  #parkedWaiters: Array<() => void> = [];
+  #parked = Promise.withResolvers<void>();
 
   constructor(id: PeerId, env: NodeEnv) {
     this.id = id;
@@ -220,10 +220,7 @@ export class SimNode {
    * its driver then waits for the simulation, not for a microtask.
    */
   parked(): Promise<void> {
-    if (this.store.syncing) return Promise.resolve();
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#parkedWaiters.push(resolve);
-    return promise;
+    return this.store.syncing ? Promise.resolve() : this.#parked.promise;
   }
 
   #gate(synced: () => void): void {
@@ -231,7 +228,8 @@ export class SimNode {
     if (this.state !== "up") return synced();
     const env = this.#env;
     env.scheduleSync(this, 1 + env.random.int(env.config.syncUnitsMax), synced);
-    for (const resolve of this.#parkedWaiters.splice(0)) resolve();
+    this.#parked.resolve();
+    this.#parked = Promise.withResolvers<void>();
   }
 
   #send(to: PeerId, envelope: Envelope): void {

@@ -5,9 +5,10 @@
  * simulated network delays, reorders, loses, duplicates and partitions messages; a chaos process
  * crashes (keeping or losing the transaction in its sync), pauses and restarts nodes, changes
  * membership and transfers leadership through the driver's admin calls; clients issue operations.
- * Everything is driven by one event queue on a logical clock and one seeded generator: after the
- * events of each instant, the run waits until every driver is idle or waiting for a sync, so the
- * drivers' asynchronous loops advance deterministically and a seed replays the run exactly. The
+ * Everything is driven by one event queue on a logical clock and one seeded generator: before time
+ * moves past an instant, the run waits until every driver is idle or waiting for a sync, and
+ * nothing but microtasks runs meanwhile, so the drivers' asynchronous loops advance
+ * deterministically and a seed replays the run exactly. The
  * run ends with a liveness phase: faults off, every node back up, and within ten election timeouts
  * a leader must commit a new entry on every live voter (thirty in runs with pre-vote off, see
  * below). Then the replicas' states and the client history are checked.
@@ -59,7 +60,13 @@ type SimEvent =
   }
   | { readonly kind: "restart"; readonly node: SimNode }
   | { readonly kind: "resume"; readonly node: SimNode; readonly incarnation: number }
-  | { readonly kind: "destroy"; readonly node: SimNode; readonly why: string }
+  | {
+    readonly kind: "destroy";
+    readonly node: SimNode;
+    readonly why: string;
+    /** Only if the node is in no membership a running replica applied by then. */
+    readonly unlessMember?: boolean;
+  }
   | { readonly kind: "chaos" }
   | { readonly kind: "heal"; readonly partition: number }
   | { readonly kind: "request"; readonly to: PeerId; readonly request: ClientRequest }
@@ -133,6 +140,8 @@ export interface SimStats {
 interface AdminChange {
   readonly kind: "add" | "promote" | "remove";
   readonly node: PeerId;
+  /** The node whose driver was asked. */
+  readonly leader: PeerId;
 }
 
 /** The liveness probe: a no-op proposed on a leader, then awaited on every live voter. */
@@ -288,7 +297,9 @@ export class Simulation {
       this.#now = next.time;
       if (this.#phase === "faults" && this.#now >= mainEnd) this.#startLiveness();
       await this.#process(next.event);
-      // Settle once the events of this instant are in: the drivers take them in one turn each.
+      // Before time moves on, every driver settles. Within an instant the drivers also run as their
+      // microtasks come between the events (deterministically: the same seed, the same order), so
+      // the events of one instant may reach a driver in one turn or in several.
       if (this.#queue.peekTime() !== this.#now) await this.#settle();
     }
     this.stats.endTime = this.#now;
@@ -345,8 +356,11 @@ export class Simulation {
         return this.#deliver(event);
       case "snapshotReport": {
         const node = event.node;
-        if (node.incarnation !== event.incarnation || node.driver === undefined) return;
-        node.driver.reportSnapshot(SHARD, event.peer, event.ok);
+        const driver = node.driver;
+        if (node.incarnation !== event.incarnation || driver === undefined) return;
+        const report = () => driver.reportSnapshot(SHARD, event.peer, event.ok);
+        if (node.awake(this.#now)) report();
+        else node.held.push(report);
         return;
       }
       case "restart":
@@ -356,6 +370,7 @@ export class Simulation {
         if (event.node.incarnation === event.incarnation) this.#resume(event.node);
         return;
       case "destroy":
+        if (event.unlessMember === true && this.#isMember(event.node.id)) return;
         return this.#destroy(event.node, event.why);
       case "chaos":
         return await this.#onChaos();
@@ -411,6 +426,7 @@ export class Simulation {
   }
 
   #crash(node: SimNode): void {
+    this.#adminLost(node);
     const keep = this.random.chance(this.config.keepUnsyncedRate);
     this.#countLife(node);
     const { unsynced } = node.crash(keep);
@@ -425,8 +441,43 @@ export class Simulation {
     this.#queue.push(this.#now + down, { kind: "restart", node });
   }
 
+  /**
+   * The node asked to make the admin's change went down: its answer never comes. The admin gives
+   * up on it as on a timeout (the change may still apply).
+   */
+  #adminLost(node: SimNode): void {
+    const admin = this.#admin;
+    if (admin?.leader !== node.id) return;
+    this.#admin = undefined;
+    this.#traceLine(() => `admin ${admin.kind} ${admin.node}: no answer (n${node.id} went down)`);
+    this.#afterTimeout(admin);
+  }
+
+  /** After an admin change timed out: an added node that never became a member goes later. */
+  #afterTimeout(change: AdminChange): void {
+    const node = this.nodes.get(change.node);
+    if (change.kind !== "add" || node === undefined) return;
+    this.#queue.push(this.#now + ADMIN_TIMEOUT_TICKS * TICK_UNITS, {
+      kind: "destroy",
+      node,
+      why: "never added",
+      unlessMember: true,
+    });
+  }
+
+  /** Whether `id` is a voter or learner of the latest membership a running replica applied. */
+  #isMember(id: PeerId): boolean {
+    let latest: ConfState | undefined;
+    for (const node of this.#running()) {
+      const conf = node.replica?.log.appliedState.confState;
+      if (conf !== undefined && (latest === undefined || conf.epoch > latest.epoch)) latest = conf;
+    }
+    return latest !== undefined && (latest.voters.includes(id) || latest.learners.includes(id));
+  }
+
   #destroy(node: SimNode, why: string): void {
     if (node.state === "destroyed") return;
+    this.#adminLost(node);
     this.#traceLine(() => `n${node.id} destroyed: ${why}`);
     this.#countLife(node);
     node.destroy();
@@ -484,13 +535,16 @@ export class Simulation {
     }
   }
 
-  /** A message that never arrives; the transport reports a lost snapshot to its sender. */
-  #lost(from: SimNode, to: PeerId, message: Message): void {
+  /**
+   * A message that never arrives; the transport reports a lost snapshot to its sender (to the life
+   * of the sender that sent it: `incarnation`).
+   */
+  #lost(from: SimNode, to: PeerId, message: Message, incarnation = from.incarnation): void {
     if (message.type !== "snapshot") return;
     this.#queue.push(this.#now + this.network.drawDelay(this.random), {
       kind: "snapshotReport",
       node: from,
-      incarnation: from.incarnation,
+      incarnation,
       peer: to,
       ok: false,
     });
@@ -501,7 +555,7 @@ export class Simulation {
     const message = envelope.message;
     const target = this.nodes.get(to);
     if (target?.driver === undefined || this.network.cut(from.id, to)) {
-      return this.#lost(from, to, message);
+      return this.#lost(from, to, message, event.fromIncarnation);
     }
     this.traceHash = mix(this.traceHash, to * 64 + MESSAGE_CODES[message.type]);
     if (this.#traceMessages) this.#traceLine(() => describeMessage(message));
@@ -594,8 +648,12 @@ export class Simulation {
     const r = this.random;
     if (!this.network.partitioned && r.chance(c.partitionRate)) this.#startPartition();
     if (r.chance(c.crashRate)) {
+      // Half the crashes hit a node whose transaction waits for its sync, if there is one: the
+      // moment a crash can keep or lose a written Ready.
       const up = [...this.nodes.values()].filter((n) => n.state === "up");
-      if (up.length > 0) this.#crash(r.pick(up));
+      const syncing = up.filter((n) => n.store.syncing);
+      const pool = syncing.length > 0 && r.chance(0.5) ? syncing : up;
+      if (pool.length > 0) this.#crash(r.pick(pool));
     }
     if (r.chance(c.pauseRate)) {
       const up = [...this.nodes.values()].filter((n) => n.awake(this.#now));
@@ -656,7 +714,7 @@ export class Simulation {
       const peer = status.peers.find((p) => p.id === id);
       return peer !== undefined && peer.match >= status.commit;
     });
-    let change: AdminChange;
+    let change: Omit<AdminChange, "leader">;
     const anyLearner = conf.learners.length > 0 && r.chance(0.1)
       ? r.pick(conf.learners)
       : undefined;
@@ -679,7 +737,8 @@ export class Simulation {
     }
     const driver = leader.driver!;
     const kind = change.kind === "add" ? "addLearner" : change.kind;
-    this.#admin = change;
+    const asked: AdminChange = { ...change, leader: leader.id };
+    this.#admin = asked;
     this.#traceLine(() => `admin ${kind} ${change.node} at leader n${leader.id}`);
     driver.changeMembership({
       shardId: SHARD,
@@ -689,6 +748,7 @@ export class Simulation {
       timeoutMs: ADMIN_TIMEOUT_TICKS * TICK_UNITS * UNIT_MS,
     }).then((result) => {
       this.#callbacks++;
+      if (this.#admin !== asked) return;
       this.#admin = undefined;
       this.#traceLine(() => `admin ${kind} ${change.node}: ${result.kind}`);
       const node = this.nodes.get(change.node);
@@ -703,8 +763,10 @@ export class Simulation {
             why: "removed from the group",
           });
         }
-      } else if (change.kind === "add" && result.kind !== "timeout" && node !== undefined) {
-        // Refused or lost: never a member. (After a timeout it may still become one.)
+      } else if (result.kind === "timeout") {
+        this.#afterTimeout(asked);
+      } else if (change.kind === "add" && node !== undefined) {
+        // Refused or lost: never a member.
         this.#destroy(node, "never added");
       }
     });
@@ -850,7 +912,8 @@ export class Simulation {
   }
 
   #checkHistory(): void {
-    for (const node of this.nodes.values()) this.#countLife(node);
+    // A destroyed node's last life was counted when it was destroyed.
+    for (const node of this.nodes.values()) if (node.state !== "destroyed") this.#countLife(node);
     const budget = { stepBudget: 2_000_000 };
     const results: CheckResult<unknown, unknown>[] = [
       check(registerModel, this.clients.registers.history(), budget),
