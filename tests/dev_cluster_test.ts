@@ -15,189 +15,22 @@ import assert from "node:assert/strict";
 import { KVService, NodeAdminService } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import { waitFor } from "@tinykv/zk/testing";
-import { freePort } from "./_harness/processes.ts";
+import {
+  anyAlive,
+  devArgs,
+  devPorts,
+  type DevProcess,
+  killDev,
+  liveProcesses,
+  processesMentioning,
+  REPO_ROOT,
+  type RunningDev,
+  runUntilServing,
+  startDev,
+  stopDev,
+} from "./_harness/dev_cluster.ts";
 
-const DEV_SCRIPT = new URL("../tools/dev.ts", import.meta.url).pathname;
-const REPO_ROOT = new URL("..", import.meta.url).pathname;
 const SHARDS = 4;
-
-interface DevProcess {
-  readonly child: Deno.ChildProcess;
-  output(): string;
-  readonly done: Promise<void>;
-}
-
-function startDev(args: string[]): DevProcess {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-net=127.0.0.1",
-      "--allow-env",
-      DEV_SCRIPT,
-      ...args,
-    ],
-    cwd: REPO_ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  const decoder = new TextDecoder();
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
-  };
-  const done = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => {});
-  return { child, output: () => text, done };
-}
-
-/**
- * The live (not zombie) processes, with their command lines, as `ps` lists them. Asked of `ps`
- * because Deno reads `/proc` only with every permission, and a test must not get "nothing found"
- * for an answer it was not allowed to read.
- */
-async function liveProcesses(): Promise<Array<{ pid: number; args: string }>> {
-  const output = await new Deno.Command("ps", {
-    args: ["-eo", "pid=,stat=,args="],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(output.success, `ps failed: ${new TextDecoder().decode(output.stderr)}`);
-  const processes: Array<{ pid: number; args: string }> = [];
-  for (const line of new TextDecoder().decode(output.stdout).split("\n")) {
-    const match = /^\s*(\d+)\s+(\S+)\s+(.*)$/.exec(line);
-    if (match !== null && !match[2].startsWith("Z")) {
-      processes.push({ pid: Number(match[1]), args: match[3] });
-    }
-  }
-  assert.ok(processes.some((p) => p.pid === Deno.pid), "ps lists this test's own process");
-  return processes;
-}
-
-/** The live processes whose command line mentions `text` (the test's unique data dir). */
-async function processesMentioning(text: string): Promise<number[]> {
-  return (await liveProcesses()).filter((p) => p.args.includes(text)).map((p) => p.pid);
-}
-
-async function anyAlive(pids: readonly number[]): Promise<boolean> {
-  const live = new Set((await liveProcesses()).map((p) => p.pid));
-  return pids.some((pid) => live.has(pid));
-}
-
-/** Four consecutive free ports (checked when asked). */
-function freePortRun(): number {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    try {
-      const listeners = [0, 1, 2, 3].map((i) =>
-        Deno.listen({ hostname: "127.0.0.1", port: base + i })
-      );
-      for (const listener of listeners) listener.close();
-      return base;
-    } catch {
-      // Taken: try another run.
-    }
-  }
-  throw new Error("Cannot find four consecutive free ports");
-}
-
-/** The ports of a dev cluster started by a test (none of them the defaults). */
-interface DevPorts {
-  /** The first kvnode's; the others follow it. */
-  readonly base: number;
-  readonly gateway: number;
-  readonly zk: number;
-  readonly admin: number;
-  readonly http: number;
-}
-
-function devPorts(): DevPorts {
-  return {
-    base: freePortRun(),
-    gateway: freePort(),
-    zk: freePort(),
-    admin: freePort(),
-    http: freePort(),
-  };
-}
-
-/** The command line of a dev cluster with its data and logs in `dataDir`, on `ports`. */
-function devArgs(dataDir: string, ports: DevPorts): string[] {
-  return [
-    `--storage.data_dir=${dataDir}`,
-    `--log.dir=${dataDir}/logs`,
-    `--zookeeper.port=${ports.zk}`,
-    `--kvnode.port=${ports.base}`,
-    `--rpc_server.port=${ports.gateway}`,
-    `--placement.admin_port=${ports.admin}`,
-    `--placement.http_port=${ports.http}`,
-    `--sharding.num_shards=${SHARDS}`,
-    "--raft.tick_ms=50",
-  ];
-}
-
-interface RunningDev {
-  readonly dev: DevProcess;
-  readonly pids: number[];
-}
-
-async function runUntilServing(args: string[]): Promise<RunningDev> {
-  const dev = startDev(args);
-  let exited = false;
-  dev.child.status.then(() => (exited = true));
-  try {
-    await waitFor(() => exited || /dev: press Ctrl-C to stop/.test(dev.output()), {
-      timeoutMs: 90_000,
-      what: "the dev cluster to serve",
-    });
-    if (exited) throw new Error("dev exited before the cluster served");
-  } catch (error) {
-    killQuietly(dev.child, "SIGINT");
-    await dev.done;
-    throw new Error(`${error}\ndev printed:\n${dev.output()}`);
-  }
-  const pids = [...dev.output().matchAll(/[(,] ?pid (\d+)\)/g)].map((m) => Number(m[1]));
-  return { dev, pids };
-}
-
-function killQuietly(child: Deno.ChildProcess, signal: Deno.Signal): void {
-  try {
-    child.kill(signal);
-  } catch {
-    // Already gone.
-  }
-}
-
-/**
- * Kills a dev cluster that a failed test left running (its services and ZooKeeper exit with it);
- * does nothing once it has exited.
- */
-async function killDev(running: RunningDev | undefined): Promise<void> {
-  if (running === undefined) return;
-  killQuietly(running.dev.child, "SIGKILL");
-  await running.dev.done;
-}
-
-async function stopDev({ dev, pids }: RunningDev, dataDir: string): Promise<void> {
-  dev.child.kill("SIGINT");
-  const status = await dev.child.status;
-  await dev.done;
-  assert.equal(status.code, 0, `dev exited with ${status.code}:\n${dev.output()}`);
-  assert.match(dev.output(), /dev: stopped; data kept in/);
-  await waitFor(async () => !(await anyAlive(pids)), {
-    timeoutMs: 15_000,
-    what: `every process of the dev cluster to exit (${pids.join(", ")})`,
-  });
-  // Also the ones it does not report, such as ZooKeeper's watchdog shell.
-  let left: number[] = [];
-  await waitFor(async () => (left = await processesMentioning(dataDir)).length === 0, {
-    timeoutMs: 15_000,
-    what: `no process mentioning ${dataDir}`,
-  }).catch((error) => {
-    throw new Error(`${error}; left: ${left.join(", ")}`);
-  });
-}
 
 /** The `deno task tinykv …` commands the dev cluster printed, in order. */
 function printedCommands(output: string): string[] {

@@ -36,7 +36,9 @@ Deno.test("placement: bootstraps shards on 3 kvnodes and every shard serves writ
     assert.equal(status.shards.length, 4);
     assert.equal(status.isLeader, true);
     const metrics = await (await fetch(`http://127.0.0.1:${placement.httpPort}/metrics`)).text();
-    assert.match(metrics, /tinykv_placement_rounds \d+/);
+    assert.match(metrics, /# TYPE tinykv_placement_rounds_total counter/);
+    assert.match(metrics, /tinykv_placement_rounds_total \d+/);
+    assert.match(metrics, /tinykv_placement_is_leader 1/);
     const page = await (await fetch(`http://127.0.0.1:${placement.httpPort}/`)).text();
     assert.match(page, /TinyKV placement/);
     const decisions = await placement.call("ListDecisions", { limit: 10 });

@@ -31,6 +31,11 @@
 import { type Config, loadConfigFromArgs, splitConfigArgs } from "@tinykv/config";
 import { EXIT_WITH_PARENT_ENV, serviceDenoFlags } from "@tinykv/lifecycle";
 import { NodeAdminService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
+import {
+  GATEWAY_METRICS_PORT_OFFSET,
+  KVNODE_METRICS_PORT_OFFSET,
+  metricsPort,
+} from "@tinykv/metrics";
 import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
 import { PLACEMENT_DEFAULT } from "./tinykv/admin.ts";
@@ -354,7 +359,14 @@ function kvnodeSpec(config: Config, args: readonly string[], index: number): Ser
     port,
     script: "../services/kvnode/main.ts",
     permissions: KVNODE_PERMISSIONS,
-    args: [...args, `--kvnode.port=${port}`],
+    args: [
+      ...args,
+      `--kvnode.port=${port}`,
+      // A port named for the first kvnode: the others take the ports after it.
+      ...(config.kvnode.http_port === 0
+        ? []
+        : [`--kvnode.http_port=${config.kvnode.http_port + index}`]),
+    ],
     ready: /serving on/,
   };
 }
@@ -755,7 +767,24 @@ function printStatus(config: Config, { zk, members, kvnodes, view }: Cluster): v
   console.log("Try it from another terminal:");
   for (const command of cliCommands(config)) console.log(`  ${command}`);
   console.log(`  open ${statusPage} (placement's status page)`);
+  const gatewayMetrics = metricsPort(
+    config.gateway.http_port,
+    config.rpc_server.port,
+    GATEWAY_METRICS_PORT_OFFSET,
+  );
+  const kvnodeMetrics = kvnodes.map((_, i) => kvnodeMetricsPort(config, i)?.port);
+  const host = config.rpc_server.host;
+  console.log(
+    `  curl http://${host}:${gatewayMetrics?.port}/metrics (Prometheus metrics; also kvnodes ` +
+      `:${kvnodeMetrics.join(", :")}, placement ${statusPage}metrics; deploy/prometheus.yml)`,
+  );
   console.log("");
+}
+
+/** The `/metrics` port of the kvnode at `index` (0, 1, 2): see `kvnodeSpec`. */
+function kvnodeMetricsPort(config: Config, index: number) {
+  const named = config.kvnode.http_port === 0 ? 0 : config.kvnode.http_port + index;
+  return metricsPort(named, config.kvnode.port + index, KVNODE_METRICS_PORT_OFFSET);
 }
 
 /** Copy-pasteable `tinykv` commands; they name the gateway and placement when not the CLI's defaults. */

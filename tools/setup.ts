@@ -5,9 +5,10 @@
  *
  * With `--faults` it also makes sure of what the fault test (`deno task test:chaos`, part of
  * `deno task test`) needs to build its test hosts: `ip` (Debian's `iproute2`) and `nft`
- * (`nftables`).
+ * (`nftables`). With `--test`, everything the whole suite needs: that, and Prometheus (Debian's
+ * `prometheus`, which `tests/prometheus_test.ts` runs against the dev cluster).
  *
- * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft tools/setup.ts [--faults]`
+ * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/bin/prometheus tools/setup.ts [--faults | --test]`
  *
  * @module
  */
@@ -95,6 +96,12 @@ const FAULT_TEST_TOOLS: readonly Requirement[] = [
   },
 ];
 
+const PROMETHEUS: Requirement = {
+  what: "Prometheus (/usr/bin/prometheus)",
+  packageName: "prometheus",
+  present: () => commandSucceeds("/usr/bin/prometheus", ["--version"]),
+};
+
 /** Installs the packages of the requirements that are missing, with one `apt-get update`. */
 async function ensure(requirements: readonly Requirement[]): Promise<void> {
   const missing: Requirement[] = [];
@@ -130,19 +137,26 @@ function checkDenoVersion(): void {
 }
 
 /**
- * Runs every setup step (with `faults`, also the fault test's tools); throws with a message
- * saying what is missing and how to fix it.
+ * Runs every setup step (with `faults`, also the fault test's tools; with `test`, everything the
+ * test suite needs); throws with a message saying what is missing and how to fix it.
  */
-export async function setup(options: { faults?: boolean } = {}): Promise<void> {
+export async function setup(options: { faults?: boolean; test?: boolean } = {}): Promise<void> {
   checkDenoVersion();
-  await ensure([ZOOKEEPER, ...(options.faults ? FAULT_TEST_TOOLS : [])]);
+  const faults = options.faults === true || options.test === true;
+  await ensure([
+    ZOOKEEPER,
+    ...(faults ? FAULT_TEST_TOOLS : []),
+    ...(options.test === true ? [PROMETHEUS] : []),
+  ]);
 }
 
 if (import.meta.main) {
   try {
-    const unknown = Deno.args.filter((arg) => arg !== "--faults");
-    if (unknown.length > 0) throw new Error(`Unknown argument "${unknown[0]}": expected --faults`);
-    await setup({ faults: Deno.args.includes("--faults") });
+    const unknown = Deno.args.filter((arg) => arg !== "--faults" && arg !== "--test");
+    if (unknown.length > 0) {
+      throw new Error(`Unknown argument "${unknown[0]}": expected --faults or --test`);
+    }
+    await setup({ faults: Deno.args.includes("--faults"), test: Deno.args.includes("--test") });
   } catch (error) {
     console.error(`setup: ${error instanceof Error ? error.message : String(error)}`);
     Deno.exit(1);

@@ -123,6 +123,7 @@ export class KvRouter {
   readonly #options: KvRouterOptions;
   readonly #clock: Clock;
   readonly #streams = new Map<string, KvNodeStream>();
+  readonly #stats = { retries: 0, redirects: 0 };
   /** Shard id → the address that last answered as leader (or was named as leader). */
   readonly #leaders = new Map<ShardId, string>();
   #closed = false;
@@ -135,6 +136,19 @@ export class KvRouter {
   /** The clock the router reads deadlines on (see {@linkcode KvRouterOptions.clock}). */
   get clock(): Clock {
     return this.#clock;
+  }
+
+  /**
+   * Counts since the router was made: `retries`, attempts after a request's first (whatever the
+   * cause); `redirects`, attempts sent to the leader a NOT_LEADER answer named.
+   */
+  get stats(): { readonly retries: number; readonly redirects: number } {
+    return { ...this.#stats };
+  }
+
+  /** The streams open to kvnodes (one per kvnode address). */
+  get streams(): number {
+    return this.#streams.size;
   }
 
   /** The shard a key belongs to under the current map, if there is a map. */
@@ -169,6 +183,7 @@ export class KvRouter {
       }
       const address = this.#pickAddress(shard, state.attempts);
       state.attempts++;
+      if (state.attempts > 1) this.#stats.retries++;
       if (address === undefined) {
         state.lastProblem = `shard ${shard.id} has no replica with a known address`;
         await this.#pause(state);
@@ -251,6 +266,7 @@ export class KvRouter {
       case ItemFailure_Kind.NOT_LEADER:
         if (failure.leaderAddress !== "" && failure.leaderAddress !== address) {
           this.#leaders.set(shard.id, failure.leaderAddress);
+          this.#stats.redirects++;
           return undefined;
         }
         this.#leaders.delete(shard.id);

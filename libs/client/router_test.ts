@@ -5,7 +5,8 @@
 // the request and DEADLINE_EXCEEDED when one may have (an UNKNOWN answer, a broken stream after
 // the request left); it stops exactly DEADLINE_MARGIN_MS before the deadline with nothing left
 // pending; final failures come back at once; a stale epoch waits for a newer map; a broken stream
-// is replaced by a fresh one; and a caller's `locate` replaces the map.
+// is replaced by a fresh one; a caller's `locate` replaces the map; and `stats` counts retries and
+// redirects.
 import assert from "node:assert/strict";
 import { ItemFailure_Kind, type RequestItem } from "@tinykv/proto/tinykv/v1";
 import { nodeId, shardForKey, shardId, type ShardMap, splitEvenly } from "@tinykv/shard";
@@ -74,7 +75,10 @@ Deno.test("KvRouter.route() follows a NOT_LEADER hint at once and remembers the 
   const second = await route("k", put("k"), 1000);
   assert.equal(second.attempts, 1, "the leader is remembered");
   assert.equal(nodes.received.at(-1)!.address, NODES.n2);
+  assert.deepEqual(router.stats, { retries: 1, redirects: 1 });
+  assert.equal(router.streams, 2, "one stream to n1, one to n2");
   router.close();
+  assert.equal(router.streams, 0);
 });
 
 Deno.test("KvRouter.route() sends the map's shard id and conf epoch, and the same session on every retry", async () => {
@@ -108,6 +112,7 @@ Deno.test("KvRouter.route() backs off and retries UNAVAILABLE on the next replic
   const result = await route("k", put("k"), 5000);
   assert.equal(result.kind, "ok");
   assert.equal(result.attempts, 4);
+  assert.deepEqual(router.stats, { retries: 3, redirects: 0 });
   // The map's hint first, then each replica in turn, after pauses of growing ceilings.
   const pauses = [pauseMs(1), pauseMs(2), pauseMs(3)];
   assert.deepEqual(pauses, [25, 45, 55]);

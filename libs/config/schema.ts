@@ -107,6 +107,8 @@ export const CONFIG_SPEC = {
     request_timeout_ms: integer(1, 600_000, 5000),
     request_timeout_max_ms: integer(1, 600_000, 30_000),
     batch_requests_max: integer(1, 4096, 64),
+    /** Prometheus `/metrics`; 0: `rpc_server.port` + 90 (7790 in dev). */
+    http_port: integer(0, 65535, 0),
   },
   placement: {
     host: text("127.0.0.1"),
@@ -121,6 +123,8 @@ export const CONFIG_SPEC = {
   kvnode: {
     host: text("127.0.0.1"),
     port: port(7901),
+    /** Prometheus `/metrics`; 0: `kvnode.port` + 1000 (8901–8903 in dev). */
+    http_port: integer(0, 65535, 0),
     session_ttl_ms: integer(1000, 86_400_000, 600_000),
   },
 } as const satisfies Record<string, Record<string, KeySpec>>;

@@ -73,6 +73,7 @@ export {
   type RpcRetry,
   STATUS_ORIGIN_TRAILER,
   STATUS_TABLE,
+  statusName,
   type StatusRow,
   toServerError,
 } from "./status.ts";

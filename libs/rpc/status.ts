@@ -152,6 +152,24 @@ export function failureToStatus(failure: RpcFailure): GrpcStatus {
 }
 
 /**
+ * The gRPC status name a result is answered with: `OK`, or the failure's (`NOT_FOUND`,
+ * `UNAVAILABLE`, …), as metrics label requests.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { rpcFailure, rpcOk, statusName } from "./status.ts";
+ *
+ * assert.equal(statusName(rpcOk({})), "OK");
+ * assert.equal(statusName(rpcFailure("invalidArgument", "Key is empty")), "INVALID_ARGUMENT");
+ * ```
+ */
+export function statusName(result: RpcResult<unknown>): string {
+  if (result.kind === "ok") return "OK";
+  return grpc.status[STATUS_TABLE[result.kind].code] ?? "UNKNOWN";
+}
+
+/**
  * Maps a received gRPC status back to a failure. Codes outside the table (UNKNOWN, NOT_FOUND,
  * UNIMPLEMENTED, …) never come from TinyKV handlers; they become `internal` with the code's name
  * in front of the message, so they are not retried blindly.

@@ -47,7 +47,7 @@ export const ZOOKEEPER_JARS: readonly string[] = [
 
 /** What to tell a user whose machine lacks ZooKeeper. */
 export const ZOOKEEPER_SETUP_HINT =
-  'run the setup ("deno run -A tools/setup.ts") or install the Debian package "zookeeper"';
+  'run the setup ("deno task setup") or install the Debian package "zookeeper"';
 
 /** Default ZooKeeper tick; sessions may then be as short as two ticks (400 ms). */
 export const TICK_TIME_MS_DEFAULT = 200;

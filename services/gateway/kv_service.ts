@@ -28,6 +28,7 @@ import {
   type RpcResult,
   type ServiceBinding,
   type ServiceHandlers,
+  statusName,
 } from "@tinykv/rpc";
 import { checkRequest, compareBytes, type RequestFields, SCAN_BYTES_MAX } from "@tinykv/shard";
 
@@ -42,6 +43,10 @@ export interface KvServiceOptions {
   readonly valueBytesMax: number;
   /** Counts calls in flight, so a graceful shutdown can wait for them. */
   readonly inFlight?: { count: number };
+  /** Sees each call as it ends: its method, its status (`OK`, `NOT_FOUND`, …), how long it took. */
+  readonly observe?: (method: string, status: string, seconds: number) => void;
+  /** The monotonic clock calls are timed with, in milliseconds (default `performance.now`). */
+  readonly monotonicMs?: () => number;
   /** Where the gateway reports renewing its session. */
   readonly log?: { info(msg: string, fields?: Record<string, unknown>): void };
 }
@@ -88,15 +93,23 @@ export function kvService(options: KvServiceOptions): ServiceBinding {
 
 /** The typed handlers of {@linkcode kvService}, callable without a gRPC server. */
 export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KVService> {
-  const track = <T>(work: () => Promise<RpcResult<T>>): Promise<RpcResult<T>> => {
+  const now = options.monotonicMs ?? (() => performance.now());
+  const track = <T>(
+    method: string,
+    work: () => Promise<RpcResult<T>>,
+  ): Promise<RpcResult<T>> => {
     if (options.inFlight !== undefined) options.inFlight.count++;
-    return work().finally(() => {
+    const started = now();
+    return work().then((result) => {
+      options.observe?.(method, statusName(result), (now() - started) / 1000);
+      return result;
+    }).finally(() => {
       if (options.inFlight !== undefined) options.inFlight.count--;
     });
   };
   return {
     Get: (request, context) =>
-      track(async () => {
+      track("Get", async () => {
         const bad = check({ get: request }, options);
         if (bad !== undefined) return bad;
         const result = await options.router.route({ key: request.key }, {
@@ -105,35 +118,31 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
         return answer(result, (item) => item.get as GetResponse);
       }),
     Put: (request, context) =>
-      track(() =>
+      track("Put", () =>
         mutate(options, context, { put: request }, (session) => ({
           put: { ...request, ...session },
-        }), (item) => item.put as PutResponse)
-      ),
+        }), (item) => item.put as PutResponse)),
     Delete: (request, context) =>
-      track(() =>
+      track("Delete", () =>
         mutate(options, context, { delete: request }, (session) => ({
           delete: { ...request, ...session },
-        }), (item) => item.delete as DeleteResponse)
-      ),
+        }), (item) => item.delete as DeleteResponse)),
     Append: (request, context) =>
-      track(() =>
+      track("Append", () =>
         mutate(options, context, { append: request }, (session) => ({
           append: { ...request, ...session },
-        }), (item) => item.append as AppendResponse)
-      ),
+        }), (item) => item.append as AppendResponse)),
     CompareAndSwap: (request, context) =>
-      track(() =>
+      track("CompareAndSwap", () =>
         mutate(
           options,
           context,
           { compareAndSwap: request },
           (session) => ({ compareAndSwap: { ...request, ...session } }),
           (item) => item.compareAndSwap as CompareAndSwapResponse,
-        )
-      ),
+        )),
     Scan: (request, context) =>
-      track(async () => {
+      track("Scan", async () => {
         const bad = check({ scan: request }, options);
         if (bad !== undefined) return bad;
         return await scan(options, request, deadlineOf(context, options));

@@ -5,7 +5,8 @@
 // map's shard id and conf epoch; every kvnode outcome maps to its row of the status table; the
 // answer comes DEADLINE_MARGIN_MS before the client's deadline (or the default, capped at the
 // maximum); the gateway's own session is given, renewed and retried as documented; and a scan
-// merges every shard's page in key order and pages through every key once.
+// merges every shard's page in key order and pages through every key once; each call's method,
+// status and duration reach `observe` (the gateway's metrics).
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { ClientSession, KvRouter, StaticClusterView } from "@tinykv/client";
@@ -74,6 +75,7 @@ function gateway(handle: FakeKvNodeHandler, map: ShardMap | null = MAP) {
   });
   const session = new GatewaySession(new ClientSession({ clientId: "g-1" }));
   const inFlight = { count: 0 };
+  const observed: Array<{ method: string; status: string; seconds: number }> = [];
   const handlers = kvHandlers({
     router,
     session,
@@ -81,11 +83,13 @@ function gateway(handle: FakeKvNodeHandler, map: ShardMap | null = MAP) {
     requestTimeoutMsMax: REQUEST_TIMEOUT_MS_MAX,
     valueBytesMax: VALUE_BYTES_MAX,
     inFlight,
+    observe: (method, status, seconds) => observed.push({ method, status, seconds }),
+    monotonicMs: () => clock.now(),
   });
   /** Runs one handler call to its answer on the fake clock. */
   const call = <T>(answer: Promise<RpcResult<T>> | RpcResult<T>) =>
     runOnClock(clock, Promise.resolve(answer));
-  return { clock, nodes, router, session, inFlight, handlers, call };
+  return { clock, nodes, router, session, inFlight, observed, handlers, call };
 }
 
 /** A handler context with the client's deadline (`Infinity`: none). */
@@ -435,4 +439,22 @@ Deno.test("kvService refuses a scan while no shard map is known", async () => {
     /^No shard map is known yet$/,
   );
   assert.equal(nodes.received.length, 0);
+});
+
+Deno.test("kvService reports each call's method, status and duration to observe()", async () => {
+  const { handlers, call, observed, clock } = gateway((request) => {
+    clock.advance(3);
+    return { answer: answerOf(request) };
+  });
+  assert.equal((await call(handlers.Put(put("k"), context()))).kind, "ok");
+  assertFailure(
+    await call(handlers.Get({ key: enc(""), serializable: false }, context())),
+    "invalidArgument",
+  );
+  assert.deepEqual(observed.map(({ method, status }) => [method, status]), [
+    ["Put", "OK"],
+    ["Get", "INVALID_ARGUMENT"],
+  ]);
+  assert.ok(observed[0].seconds >= 0.003, `the Put took ${observed[0].seconds} s`);
+  assert.equal(observed[1].seconds, 0);
 });

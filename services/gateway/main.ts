@@ -13,9 +13,16 @@ import { KvRouter, ZooKeeperClusterView } from "@tinykv/client";
 import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
+import {
+  GATEWAY_METRICS_PORT_OFFSET,
+  metricsPort,
+  newRegistry,
+  startMetrics,
+} from "@tinykv/metrics";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectConfiguredZooKeeperRetrying, type ZooKeeperClient } from "@tinykv/zk";
 import { GatewaySession, kvService } from "./kv_service.ts";
+import { gatewayMetrics } from "./metrics.ts";
 
 /** How long a stopping gateway waits for calls in flight. */
 const DRAIN_MS_MAX = 10_000;
@@ -64,6 +71,19 @@ async function run(config: Config, log: Logger): Promise<number> {
     batchItemsMax: config.gateway.batch_requests_max,
   });
   const inFlight = { count: 0 };
+  const registry = newRegistry();
+  const metrics = gatewayMetrics(registry, { router, inFlight });
+  const metricsAbort = new AbortController();
+  const metricsServer = await startMetrics(registry, {
+    host: config.rpc_server.host,
+    port: metricsPort(
+      config.gateway.http_port,
+      config.rpc_server.port,
+      GATEWAY_METRICS_PORT_OFFSET,
+    ),
+    signal: metricsAbort.signal,
+    log,
+  });
   const server = await startGrpcServer({
     host: config.rpc_server.host,
     port: config.rpc_server.port,
@@ -76,13 +96,15 @@ async function run(config: Config, log: Logger): Promise<number> {
         requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
         valueBytesMax: config.storage.value_bytes_max,
         inFlight,
+        observe: metrics.observe,
         log,
       }),
     ],
     onUnexpectedError: (error, method) => log.error("Handler failed", { method, error }),
   });
-  log.info("gateway serving", { address });
-  console.log(`gateway serving on ${address} (pid ${Deno.pid})`);
+  const metricsAt = metricsServer === undefined ? "" : `metrics :${metricsServer.addr.port}, `;
+  log.info("gateway serving", { address, metricsPort: metricsServer?.addr.port });
+  console.log(`gateway serving on ${address} (${metricsAt}pid ${Deno.pid})`);
 
   const signal = await waitForShutdown();
   log.info("gateway stopping", { signal, inFlight: inFlight.count });
@@ -90,6 +112,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   // Stop accepting new calls, let those in flight finish (bounded), then close everything.
   const drained = server.shutdown(DRAIN_MS_MAX);
   await drained;
+  metricsAbort.abort();
+  await metricsServer?.finished;
   router.close();
   view?.close();
   await connecting;

@@ -132,13 +132,14 @@ export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
   readonly inboxMessagesMax?: number;
   /** A monotonic clock in milliseconds, to time turns (default `performance.now`). */
   readonly monotonicMs?: () => number;
-  /** Sees every Ready a replica persists (the simulation's safety checks). */
+  /** Sees every Ready a replica persists and every turn (safety checks, metrics). */
   readonly observer?: DriverObserver<R, M>;
 }
 
 /**
- * Watches the replicas' durable steps from inside the loop. The core simulation (`tests/sim`)
- * checks Raft's safety properties with it; a throw stops the node as a broken invariant does.
+ * Watches the loop from inside: the core simulation (`tests/sim`) checks Raft's safety properties
+ * with `persisted`, the kvnode's metrics time turns with `turned`. A throw stops the node as a
+ * broken invariant does.
  */
 export interface DriverObserver<R, M extends GroupMachine<R>> {
   /**
@@ -146,7 +147,21 @@ export interface DriverObserver<R, M extends GroupMachine<R>> {
    * committed entries: `appliedBefore` is the replica's applied index before the Ready (its
    * snapshot's index when the Ready installs one).
    */
-  persisted(replica: Replica<R, M>, ready: Ready, appliedBefore: LogIndex): void;
+  persisted?(replica: Replica<R, M>, ready: Ready, appliedBefore: LogIndex): void;
+  /** After each turn that wrote: its length, its transaction's, and the entries it persisted. */
+  turned?(turn: TurnReport): void;
+}
+
+/** One turn that wrote, as {@linkcode DriverObserver.turned} sees it. */
+export interface TurnReport {
+  /** The whole turn, in milliseconds. */
+  readonly ms: number;
+  /** Its one transaction, to the commit being durable, in milliseconds. */
+  readonly writeMs: number;
+  /** Log entries persisted, over every group (the group commit's size). */
+  readonly entries: number;
+  /** Groups whose Ready the transaction persisted or applied. */
+  readonly groups: number;
 }
 
 /** A turn longer than this counts as slow (see {@linkcode Driver.turnStats}). */
@@ -269,6 +284,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   #slowTurns = 0;
   /** How long the current turn's write took (of the turn's time, the part spent on disk). */
   #writeMs = 0;
+  /** What the current turn's write persisted, if it wrote. */
+  #turnWrote: { entries: number; groups: number } | undefined;
   readonly #now: () => number;
   readonly #idleWaiters: Array<() => void> = [];
   /**
@@ -417,6 +434,11 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     this.#wakeUp();
   }
 
+  /** Raft messages, requests and tasks waiting in the inbox for the next turn. */
+  get inboxDepth(): number {
+    return this.#inbox.length;
+  }
+
   /** Raft messages dropped because the inbox was full. */
   get droppedMessages(): number {
     return this.#droppedMessages;
@@ -507,8 +529,14 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       }
       const started = this.#now();
       this.#writeMs = 0;
+      this.#turnWrote = undefined;
       await this.#turn();
       const took = this.#now() - started;
+      // Set by `#write` during the turn (TypeScript narrowed the field at the reset above).
+      const wrote = this.#turnWrote as { entries: number; groups: number } | undefined;
+      if (wrote !== undefined) {
+        this.#options.observer?.turned?.({ ms: took, writeMs: this.#writeMs, ...wrote });
+      }
       if (took > this.#turnMsMax) {
         this.#turnMsMax = took;
         this.#turnWriteMsOfMax = this.#writeMs;
@@ -630,6 +658,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     });
     this.#writeMs = this.#now() - writeStarted;
     this.#turns++;
+    let entries = 0;
+    for (const [, ready] of writing) entries += ready.entries.length;
+    this.#turnWrote = { entries, groups: writing.length };
     return { installed, removed };
   }
 
@@ -660,7 +691,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const { tuning, observer } = this.#options;
     const appliedBefore = ready.snapshot?.metadata.index ?? replica.log.appliedState.applied;
     const summary = replica.persistAndApply(ready, { answers });
-    observer?.persisted(replica, ready, appliedBefore);
+    observer?.persisted?.(replica, ready, appliedBefore);
     // Admin calls whose change applied now: checked while the log still holds the terms of what
     // this Ready applied (before compaction, or before the replica's removal deletes its log).
     // Like proposals, they are answered before the commit: what they answer is committed.
@@ -833,6 +864,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
           replica.node.reportSnapshot(message.to, "failure");
           continue;
         }
+        replica.counters.snapshotsSent++;
         this.#options.outbound.send(to, {
           shardId: replica.shardId,
           confEpoch: replica.confEpoch,
@@ -1128,6 +1160,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     switch (result.kind) {
       case "ok":
         live.proposed = true;
+        replica.counters.proposals++;
         replica.replacePending(result.index, result.term);
         replica.pending.set(result.index, {
           term: result.term,

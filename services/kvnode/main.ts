@@ -10,6 +10,12 @@
 import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
+import {
+  KVNODE_METRICS_PORT_OFFSET,
+  metricsPort,
+  newRegistry,
+  startMetrics,
+} from "@tinykv/metrics";
 import { startGrpcServer } from "@tinykv/rpc";
 import { systemClock, Timer } from "@tinykv/timer";
 import { connectConfiguredZooKeeper } from "@tinykv/zk";
@@ -18,6 +24,7 @@ import { kvNodeService } from "./data_service.ts";
 import { Driver } from "./driver.ts";
 import { KvApplication } from "./kv_app.ts";
 import { nodeIdOf } from "./identity.ts";
+import { kvnodeMetrics } from "./metrics.ts";
 import { joinCluster, Registration } from "./registration.ts";
 import { NodeStore } from "./node_store.ts";
 import { GrpcRaftTransport, raftTransportService } from "./transport.ts";
@@ -58,9 +65,12 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     log: nodeLog,
     onSnapshotStatus: (shardId, to, ok) => driver.reportSnapshot(shardId, to, ok),
   });
+  const registry = newRegistry();
+  const metrics = kvnodeMetrics(registry);
   const driver = new Driver({
     store,
     nodeId,
+    observer: metrics.observer,
     tuning: {
       electionTicks: config.raft.election_ticks,
       heartbeatTicks: config.raft.heartbeat_ticks,
@@ -118,6 +128,23 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     onUnexpectedError: (error, method) => nodeLog.error("Handler failed", { method, error }),
   });
   driver.start();
+  metrics.attach({
+    replicas: () => driver.replicas(),
+    get inboxDepth() {
+      return driver.inboxDepth;
+    },
+    get droppedMessages() {
+      return driver.droppedMessages;
+    },
+    transportStats: () => transport.stats(),
+  });
+  const metricsAbort = new AbortController();
+  const metricsServer = await startMetrics(registry, {
+    host: config.kvnode.host,
+    port: metricsPort(config.kvnode.http_port, config.kvnode.port, KVNODE_METRICS_PORT_OFFSET),
+    signal: metricsAbort.signal,
+    log: nodeLog,
+  });
   const ticker = new Timer({
     clock: systemClock,
     mode: { kind: "fixed", periodMs: config.raft.tick_ms },
@@ -133,10 +160,16 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   });
   const registered = registration.start();
   if (!joined.known) await registered;
-  nodeLog.info("kvnode serving", { address, replicas: loadedReplicas.replicas, dataDir });
+  const metricsAt = metricsServer === undefined ? "" : `metrics :${metricsServer.addr.port}, `;
+  nodeLog.info("kvnode serving", {
+    address,
+    replicas: loadedReplicas.replicas,
+    dataDir,
+    metricsPort: metricsServer?.addr.port,
+  });
   console.log(
     `kvnode ${nodeId} serving on ${address} (cluster ${clusterId}, ` +
-      `${loadedReplicas.replicas} replicas, data in ${dataDir}, pid ${Deno.pid})`,
+      `${loadedReplicas.replicas} replicas, data in ${dataDir}, ${metricsAt}pid ${Deno.pid})`,
   );
 
   // A failed driver loop (a storage error, a broken invariant) stops the node: its memory may be
@@ -150,6 +183,8 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   if (!clean) console.error(`kvnode: ${reason}`);
   registration.stop();
   ticker.stop();
+  metricsAbort.abort();
+  await metricsServer?.finished;
   await server.shutdown(2000);
   await driver.stop();
   await transport.close();

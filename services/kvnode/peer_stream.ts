@@ -212,6 +212,7 @@ export class PeerStream {
       this.#batchesBytes -= bytes;
       this.#aheadBytes += bytes;
       stats.batchesSent++;
+      stats.bytesSent += queued.bytes;
       stats.envelopesSent += queued.envelopes;
       try {
         const more = state.call.write(queued.batch, () => {

@@ -116,6 +116,8 @@ export class Replica<R, M extends GroupMachine<R>> {
   readonly pending = new Map<number, PendingProposal<R>>();
   /** Linearizable reads on their way through ReadIndex. */
   readonly reads = new ReadRounds<R>();
+  /** Counts since the replica was opened here, for metrics. */
+  readonly counters = { proposals: 0, snapshotsSent: 0, snapshotsReceived: 0 };
   /** Admin calls waiting for their conf change to apply. */
   readonly appliedWaiters = new AppliedWaiters();
   readonly #store: NodeStorage;
@@ -271,6 +273,7 @@ export class Replica<R, M extends GroupMachine<R>> {
   persistAndApply(ready: Ready, options: { answers: Array<() => void> }): ApplySummary {
     let replacedGeneration: number | undefined;
     if (ready.snapshot !== undefined) {
+      this.counters.snapshotsReceived++;
       replacedGeneration = this.#installSnapshotData(ready.snapshot.data);
       this.log.installSnapshot(ready.snapshot.metadata);
       this.#failPendingUpTo(ready.snapshot.metadata.index, options.answers);

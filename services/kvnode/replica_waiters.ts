@@ -32,6 +32,12 @@ export class ReadRounds<R> {
   readonly #confirming = new Map<number, ReadWaiter<R>[]>();
   /** Confirmed reads waiting for the applied index to reach `index`, in index order. */
   readonly #confirmed: Array<{ index: LogIndex; waiters: ReadWaiter<R>[] }> = [];
+  #rounds = 0;
+
+  /** ReadIndex rounds the core took so far (for metrics). */
+  get rounds(): number {
+    return this.#rounds;
+  }
 
   /** Whether reads of this turn wait for their round. */
   get queued(): boolean {
@@ -55,6 +61,7 @@ export class ReadRounds<R> {
     const result = node.readIndex(roundId);
     switch (result.kind) {
       case "ok":
+        this.#rounds++;
         this.#confirming.set(roundId, waiters);
         return;
       case "notLeader":

@@ -94,6 +94,7 @@ export class GrpcRaftTransport implements RaftOutbound {
       stats: {
         envelopesSent: 0,
         batchesSent: 0,
+        bytesSent: 0,
         droppedQueueFull: 0,
         droppedOversized: 0,
         droppedInvalid: 0,

@@ -112,6 +112,8 @@ export interface RaftTransportStats {
   envelopesSent: number;
   /** `RaftBatch`es handed to a `Send` stream. */
   batchesSent: number;
+  /** Bytes of those batches (estimated from each envelope's bound, so a little more). */
+  bytesSent: number;
   /** Envelopes dropped because their node's queue held `queueBytesMax`. */
   droppedQueueFull: number;
   /** Envelopes dropped because they would not fit in a batch of `batchBytesMax` alone. */

@@ -1,18 +1,18 @@
 /**
  * The placement HTTP endpoint: `GET /status` (the cluster state as JSON, the same as the admin
- * API's `ClusterState`), `GET /metrics` (Prometheus text counters) and `GET /` (a minimal page).
+ * API's `ClusterState`), `GET /metrics` (Prometheus, see metrics.ts) and `GET /` (a minimal page).
  *
  * @module
  */
 import type { ClusterStateResponse } from "@tinykv/proto/tinykv/v1";
-import type { LeaderMetrics } from "./leader.ts";
+import { metricsResponse, type Registry } from "@tinykv/metrics";
 
 /** What the HTTP endpoint shows. */
 export interface HttpView {
   /** The cluster state as this instance knows it (empty shards when it does not lead). */
   state(): Promise<ClusterStateResponse>;
-  /** The counters; the leader's since this process started. */
-  metrics(): LeaderMetrics & { isLeader: number };
+  /** The process's metrics (metrics.ts). */
+  readonly registry: Registry;
 }
 
 /** Serves the endpoint on `host:port` until `signal` aborts. */
@@ -35,9 +35,7 @@ async function handle(view: HttpView, request: Request): Promise<Response> {
     case "/status":
       return Response.json(await view.state());
     case "/metrics":
-      return new Response(metricsText(view.metrics()), {
-        headers: { "content-type": "text/plain; version=0.0.4" },
-      });
+      return (await metricsResponse(view.registry, request))!;
     case "/":
       return new Response(page(await view.state()), {
         headers: { "content-type": "text/html; charset=utf-8" },
@@ -45,14 +43,6 @@ async function handle(view: HttpView, request: Request): Promise<Response> {
     default:
       return new Response("Not found\n", { status: 404 });
   }
-}
-
-/** Prometheus text of the counters. */
-export function metricsText(metrics: object): string {
-  const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-  return Object.entries(metrics as Record<string, number>)
-    .map(([name, value]) => `tinykv_placement_${snake(name)} ${value}`)
-    .join("\n") + "\n";
 }
 
 function escape(text: string): string {

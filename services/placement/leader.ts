@@ -104,16 +104,17 @@ export interface ClusterSnapshot {
   readonly notes: readonly string[];
 }
 
-/** Counters for `/metrics`. */
+/** What the leader loop counts for `/metrics` (`PlacementMetrics` in metrics.ts). */
 export interface LeaderMetrics {
-  rounds: number;
-  statusFailures: number;
-  movesStarted: number;
-  movesDone: number;
-  movesFailed: number;
-  stepFailures: number;
-  mapPublications: number;
-  orphansDeleted: number;
+  round(): void;
+  statusFailure(): void;
+  moveStarted(cause: string): void;
+  moveEnded(cause: string, event: "done" | "failed"): void;
+  stepFailure(): void;
+  mapPublished(): void;
+  orphanDeleted(): void;
+  /** A round's planning took `seconds`. */
+  planned(seconds: number): void;
 }
 
 /**
@@ -290,7 +291,7 @@ export class PlacementLeader {
       return;
     }
     const nowMs = Date.now();
-    this.metrics.rounds++;
+    this.metrics.round();
     if (this.#clusterId === "") {
       const id = await this.#zk.get(PATHS.clusterId);
       if (id !== undefined) this.#clusterId = new TextDecoder().decode(id.data).trim();
@@ -372,7 +373,7 @@ export class PlacementLeader {
     answers.forEach((answer, i) => {
       if (answer.kind === "ok") out.push(answer.response);
       else {
-        this.metrics.statusFailures++;
+        this.metrics.statusFailure();
         this.#log.debug("Status failed", { node: registered[i].id, message: answer.message });
       }
     });
@@ -425,7 +426,7 @@ export class PlacementLeader {
     }
     await this.#zk.delete(PATHS.bootstrap);
     await this.#readMap();
-    this.metrics.mapPublications++;
+    this.metrics.mapPublished();
     this.#decisions.add({
       atMs: Date.now(),
       event: "bootstrap",
@@ -500,7 +501,7 @@ export class PlacementLeader {
       }
       this.#orphansSeen.delete(orphanKey(orphan));
       if (!result.response.deleted) continue;
-      this.metrics.orphansDeleted++;
+      this.metrics.orphanDeleted();
       this.#decisions.add({
         atMs: Date.now(),
         event: "orphan",
@@ -611,7 +612,7 @@ export class PlacementLeader {
     this.#callEndedMs.set(id, Date.now());
     const task = this.#tasks.get(id);
     if (result.kind === "ok" || task === undefined || !this.#running) return;
-    this.metrics.stepFailures++;
+    this.metrics.stepFailure();
     const failed = failedOnce(task, `${action.kind}: ${result.message}`);
     this.#log.info("A move step failed; retrying", { shard: id, error: failed.lastError });
     // The next round abandons the task if it failed too often (see `expired`).
@@ -632,8 +633,7 @@ export class PlacementLeader {
     this.#tasks.delete(id);
     this.#waitReason.delete(id);
     this.#lastMoveMs.set(id, Date.now());
-    if (event === "done") this.metrics.movesDone++;
-    else this.metrics.movesFailed++;
+    this.metrics.moveEnded(task.cause, event);
     this.#decisions.add({ atMs: Date.now(), event, reason, move: task.move, cause: task.cause });
     this.#log.info(`Move ${event}`, { shard: id, reason });
   }
@@ -659,7 +659,7 @@ export class PlacementLeader {
       this.#starting.delete(id);
     }
     this.#kick();
-    this.metrics.movesStarted++;
+    this.metrics.moveStarted(options.cause);
     this.#decisions.add({
       atMs: Date.now(),
       event: "started",
@@ -677,6 +677,7 @@ export class PlacementLeader {
     nowMs: number,
     dryRun: boolean,
   ): Promise<Plan> {
+    const planStarted = performance.now();
     const plan = planMoves(plannerInput(views, {
       registered,
       downSinceMs: this.#downSince,
@@ -687,6 +688,7 @@ export class PlacementLeader {
       limits: this.#settings.limits,
       nowMs,
     }));
+    if (!dryRun) this.metrics.planned((performance.now() - planStarted) / 1000);
     if (dryRun) return plan;
     for (const move of plan.moves) {
       if (this.#movesInFlight().has(move.shardId)) continue;
@@ -725,7 +727,7 @@ export class PlacementLeader {
       this.#map = next;
       this.#mapZkVersion = written.version;
       this.#lastPublishMs = Date.now();
-      this.metrics.mapPublications++;
+      this.metrics.mapPublished();
       return;
     }
     this.#log.warn("Shard map publication refused: re-reading it", { outcome: written.kind });

@@ -15,7 +15,9 @@ import type {
 } from "@tinykv/zk";
 import { AssertionError } from "./_assert.ts";
 import { DecisionLog, DECISIONS_PATH } from "./decisions.ts";
-import { type LeaderMetrics, PATHS, PlacementLeader } from "./leader.ts";
+import { PATHS, PlacementLeader } from "./leader.ts";
+import { PlacementMetrics } from "./metrics.ts";
+import { newRegistry } from "@tinykv/metrics";
 import { NodeAdminPool } from "./node_admin.ts";
 
 /** The ZooKeeper calls the leader makes, on a map of paths; no watch ever fires after the first. */
@@ -105,16 +107,7 @@ function recordingLog(): { log: Logger; warnings: string[]; errors: string[] } {
 
 function newLeader(zk: MemoryZooKeeper, log: Logger, statusIntervalMs: number): PlacementLeader {
   const client = zk as unknown as ZooKeeperClient;
-  const metrics: LeaderMetrics = {
-    rounds: 0,
-    statusFailures: 0,
-    movesStarted: 0,
-    movesDone: 0,
-    movesFailed: 0,
-    stepFailures: 0,
-    mapPublications: 0,
-    orphansDeleted: 0,
-  };
+  const metrics = new PlacementMetrics(newRegistry());
   return new PlacementLeader(client, {
     settings: {
       numShards: 1,

@@ -11,6 +11,7 @@
 import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
+import { newRegistry } from "@tinykv/metrics";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectConfiguredZooKeeper } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
@@ -19,7 +20,8 @@ import { clusterStateOf, type PlacementControl, placementService } from "./admin
 import { DecisionLog } from "./decisions.ts";
 import { type ElectionState, LeaderElection } from "./election.ts";
 import { serveHttp } from "./http_status.ts";
-import { type LeaderMetrics, MOVES_MAX, PlacementLeader } from "./leader.ts";
+import { MOVES_MAX, PlacementLeader } from "./leader.ts";
+import { placementGauges, PlacementMetrics } from "./metrics.ts";
 import { ADMIN_MESSAGE_BYTES_MAX, NodeAdminPool } from "./node_admin.ts";
 
 /** How many seconds of snapshot streaming the planner may queue. */
@@ -37,16 +39,12 @@ async function run(config: Config, log: Logger): Promise<number> {
   const p = config.placement;
   const adminAddress = `${p.host}:${p.admin_port}`;
   const zk = await connectConfiguredZooKeeper(config.zookeeper, { log });
-  const metrics: LeaderMetrics = {
-    rounds: 0,
-    statusFailures: 0,
-    movesStarted: 0,
-    movesDone: 0,
-    movesFailed: 0,
-    stepFailures: 0,
-    mapPublications: 0,
-    orphansDeleted: 0,
-  };
+  const registry = newRegistry();
+  const metrics = new PlacementMetrics(registry);
+  placementGauges(registry, {
+    snapshot: () => leader?.snapshot,
+    replicaCount: config.sharding.replica_count,
+  });
   const decisions = new DecisionLog(zk);
   let leader: PlacementLeader | undefined;
   const admin = new NodeAdminPool(() => leader?.clusterId ?? "");
@@ -121,7 +119,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       const address = await election.leaderAddress().catch(() => undefined);
       return clusterStateOf(undefined, { address: address ?? "", isLeader: false });
     },
-    metrics: () => ({ ...metrics, isLeader: leader === undefined ? 0 : 1 }),
+    registry,
   }, { host: p.host, port: p.http_port, signal: httpAbort.signal });
   await election.start();
   log.info("placement serving", { adminAddress, httpPort: p.http_port });

@@ -49,6 +49,13 @@ export {
   PATHS,
   PlacementLeader,
 } from "./leader.ts";
+export {
+  nodeCounts,
+  placementGauges,
+  PlacementMetrics,
+  type PlacementSources,
+  underReplicated,
+} from "./metrics.ts";
 export { NodeRegistry, NODES_PATH } from "./registry.ts";
 export { checkDrain, checkMoveReplica, checkTransferLeader } from "./requests.ts";
 export {
