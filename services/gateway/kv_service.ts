@@ -31,6 +31,7 @@ import {
   statusName,
 } from "@tinykv/rpc";
 import { checkRequest, compareBytes, type RequestFields, SCAN_BYTES_MAX } from "@tinykv/shard";
+import { assert } from "./_assert.ts";
 
 /** Options of {@linkcode kvService}. */
 export interface KvServiceOptions {
@@ -104,7 +105,9 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
       options.observe?.(method, statusName(result), (now() - started) / 1000);
       return result;
     }).finally(() => {
-      if (options.inFlight !== undefined) options.inFlight.count--;
+      if (options.inFlight === undefined) return;
+      options.inFlight.count--;
+      assert(options.inFlight.count >= 0, "More calls ended than started");
     });
   };
   return {
@@ -273,6 +276,14 @@ async function scan(
     }
   }
   kvs.sort((a, b) => compareBytes(a.key, b.key));
+  // Shards own disjoint ranges: one key in two shards' pages is a routing or placement bug, which
+  // must not reach the client as a duplicate.
+  for (let i = 1; i < kvs.length; i++) {
+    assert(
+      compareBytes(kvs[i - 1].key, kvs[i].key) < 0,
+      () => `Two shards answered a scan with the same key (${kvs[i].key.length} bytes)`,
+    );
+  }
   const out: KeyValue[] = [];
   let bytes = 0;
   for (const kv of kvs) {

@@ -5,8 +5,9 @@
 // map's shard id and conf epoch; every kvnode outcome maps to its row of the status table; the
 // answer comes DEADLINE_MARGIN_MS before the client's deadline (or the default, capped at the
 // maximum); the gateway's own session is given, renewed and retried as documented; and a scan
-// merges every shard's page in key order and pages through every key once; each call's method,
-// status and duration reach `observe` (the gateway's metrics).
+// merges every shard's page in key order and pages through every key once (one key in two shards'
+// pages is a broken invariant); each call's method, status and duration reach `observe` (the
+// gateway's metrics).
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { ClientSession, KvRouter, StaticClusterView } from "@tinykv/client";
@@ -457,4 +458,15 @@ Deno.test("kvService reports each call's method, status and duration to observe(
   ]);
   assert.ok(observed[0].seconds >= 0.003, `the Put took ${observed[0].seconds} s`);
   assert.equal(observed[1].seconds, 0);
+});
+
+Deno.test("kvService treats one key in two shards' scan pages as a broken invariant, not a page", async () => {
+  // Every shard answers with the same key: a routing or placement bug the client must never see.
+  const { handlers, call } = gateway(() => ({
+    answer: { scan: { kvs: [{ key: enc("k"), value: enc("v") }], more: false, next: enc("") } },
+  }));
+  await assert.rejects(
+    call(handlers.Scan({ start: new Uint8Array(), end: new Uint8Array(), limit: 5 }, context())),
+    { name: "AssertionError", message: /Two shards answered a scan with the same key/ },
+  );
 });

@@ -2,7 +2,8 @@
  * The gateway process: serves the client API `tinykv.v1.KV` on `rpc_server.host:port`, routing
  * every request to its shard's leader from the shard map published in ZooKeeper. Stateless: any
  * number can run side by side. It keeps routing with the last map it has while ZooKeeper is down,
- * and on SIGINT/SIGTERM it stops accepting calls, finishes those in flight, then exits.
+ * and on SIGINT/SIGTERM it stops accepting calls, finishes those in flight, then exits. A broken
+ * invariant (a failed assertion in a handler) stops it with exit code 2.
  *
  * Run: `deno run --allow-read --allow-write --allow-net --allow-env --allow-sys
  * services/gateway/main.ts [--config FILE] [--section.key=value …]`.
@@ -21,6 +22,7 @@ import {
 } from "@tinykv/metrics";
 import { startGrpcServer } from "@tinykv/rpc";
 import { connectConfiguredZooKeeperRetrying, type ZooKeeperClient } from "@tinykv/zk";
+import { isBrokenInvariant } from "./_assert.ts";
 import { GatewaySession, kvService } from "./kv_service.ts";
 import { gatewayMetrics } from "./metrics.ts";
 
@@ -71,6 +73,8 @@ async function run(config: Config, log: Logger): Promise<number> {
     batchItemsMax: config.gateway.batch_requests_max,
   });
   const inFlight = { count: 0 };
+  // A broken invariant in a handler stops the process (see _assert.ts).
+  const broken = Promise.withResolvers<Error>();
   const registry = newRegistry();
   const metrics = gatewayMetrics(registry, { router, inFlight });
   const metricsAbort = new AbortController();
@@ -100,14 +104,22 @@ async function run(config: Config, log: Logger): Promise<number> {
         log,
       }),
     ],
-    onUnexpectedError: (error, method) => log.error("Handler failed", { method, error }),
+    onUnexpectedError: (error, method) => {
+      log.error("Handler failed", { method, error });
+      if (isBrokenInvariant(error)) broken.resolve(error);
+    },
   });
   const metricsAt = metricsServer === undefined ? "" : `metrics :${metricsServer.addr.port}, `;
   log.info("gateway serving", { address, metricsPort: metricsServer?.addr.port });
   console.log(`gateway serving on ${address} (${metricsAt}pid ${Deno.pid})`);
 
-  const signal = await waitForShutdown();
-  log.info("gateway stopping", { signal, inFlight: inFlight.count });
+  const failed = broken.promise.then((error) =>
+    `Stopping: a broken invariant, the gateway cannot go on safely: ${error.message}`
+  );
+  const reason = await Promise.race([waitForShutdown(), failed]);
+  log.info("gateway stopping", { reason, inFlight: inFlight.count });
+  const clean = reason === "SIGINT" || reason === "SIGTERM" || reason === "parent exited";
+  if (!clean) console.error(`gateway: ${reason}`);
   stopping = true;
   // Stop accepting new calls, let those in flight finish (bounded), then close everything.
   const drained = server.shutdown(DRAIN_MS_MAX);
@@ -119,7 +131,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   await connecting;
   await zk?.close();
   console.log("gateway stopped");
-  return 0;
+  return clean ? 0 : 2;
 }
 
 if (import.meta.main) {
