@@ -141,7 +141,7 @@ function valuePool(bytes: number): Uint8Array[] {
 
 function put(key: string, value: Uint8Array): Omit<RequestItem, "id"> {
   const request = { key: new TextEncoder().encode(key), value, clientId: "", seq: 0, ackSeq: 0 };
-  return { shardId: 1, confEpoch: 0, timeoutMs: 30_000, put: request };
+  return { shardId: 1, confEpoch: 0, timeoutMs: 30_000, traceId: "", put: request };
 }
 
 /** Fills shard 1 through its leader with `count` values; returns the bytes written. */

@@ -293,6 +293,7 @@ Deno.test("kvnodes: a kvnode survives many client channels opening and closing",
               shardId: 1,
               confEpoch: 0,
               timeoutMs: 2000,
+              traceId: "",
               get: { key: enc("k"), serializable: true },
             }],
           });

@@ -22,10 +22,14 @@ import { SCAN_LIMIT_MAX, type ShardId, shardId } from "@tinykv/shard";
 import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
 import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
 import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
+import { formatTrace, newTraceId, readTrace } from "./tinykv/trace.ts";
+import { checkTraceId } from "@tinykv/shard";
 
 export { EXIT };
 
 const ENDPOINT_DEFAULT = "127.0.0.1:7700";
+/** Where the dev cluster's services log (`log.dir`); `tinykv trace` reads it. */
+const LOGS_DEFAULT = "./data/logs";
 const SCAN_PAGE_SIZE = 1000;
 /** The VALUE that means "read the value from stdin". */
 const STDIN_ARG = "-";
@@ -55,6 +59,7 @@ Usage:
   tinykv [flags] move SHARD --from NODE --to NODE
   tinykv [flags] transfer-leader SHARD --to NODE
   tinykv [flags] drain NODE [--no-wait]
+  tinykv trace ID [--logs DIR]
   tinykv COMMAND --help
 
 Flags (anywhere on the line; "--" ends flags, so later words may start with "-"):
@@ -68,6 +73,9 @@ Flags (anywhere on the line; "--" ends flags, so later words may start with "-")
   --json                print one JSON document per command on stdout, errors included
   --hex                 KEY, VALUE and the values of --expected/--value/--start/--end are hex,
                         and human output prints keys and values as hex
+  --trace               (data commands) follow the request through the services: each logs its
+                        steps under a new trace id, printed on stderr with the command that
+                        shows them (tinykv trace ID)
   -h, --help            show this help
 
 Values from stdin:
@@ -162,6 +170,11 @@ const COMMAND_USAGE: Record<string, string> = {
   drain: "tinykv [flags] drain NODE [--no-wait]\n" +
     "  Marks NODE draining, then waits (--timeout, default 10 minutes) until it holds no\n" +
     "  replica, with a progress bar. --no-wait returns once the node is marked.",
+  trace: "tinykv trace ID [--logs DIR]\n" +
+    "  Prints the steps of a request sent with --trace, from the services' logs in DIR\n" +
+    `  (default ${LOGS_DEFAULT}, the dev cluster's log.dir), oldest first: the gateway that\n` +
+    "  received and answered it, the kvnode that took it in, proposed it at a log index and\n" +
+    "  answered it. Exit 1 when no line names ID. Reading DIR needs --allow-read for it.",
 };
 
 const ADMIN_COMMANDS = new Set(["status", "rebalance", "move", "transfer-leader", "drain"]);
@@ -187,7 +200,8 @@ type Command<V = Uint8Array> =
     expected: V | undefined;
     value: V | undefined;
   }
-  | { kind: "scan"; start?: Uint8Array; end?: Uint8Array; limit?: number };
+  | { kind: "scan"; start?: Uint8Array; end?: Uint8Array; limit?: number }
+  | { kind: "trace"; id: string; logs: string };
 
 interface Flags {
   endpoints: string[];
@@ -196,9 +210,13 @@ interface Flags {
   json: boolean;
   hex: boolean;
   help: boolean;
+  /** `--trace`: follow the request (data commands). */
+  trace: boolean;
   /** Command flags by name (`--absent` and `--delete` hold ""). */
   named: Map<string, string>;
   words: string[];
+  /** With `--trace`, the id this run's request is followed under. */
+  traceId?: string;
 }
 
 /** A bad command line; `command` names the command whose usage to show, if known. */
@@ -223,8 +241,18 @@ const VALUED = new Set([
   "limit",
   "from",
   "to",
+  "logs",
 ]);
-const SWITCHES = new Set(["json", "hex", "help", "absent", "delete", "dry-run", "no-wait"]);
+const SWITCHES = new Set([
+  "json",
+  "hex",
+  "help",
+  "trace",
+  "absent",
+  "delete",
+  "dry-run",
+  "no-wait",
+]);
 const COMMAND_FLAGS: Record<string, readonly string[]> = {
   cas: ["expected", "absent", "value", "delete"],
   scan: ["start", "end", "limit"],
@@ -232,6 +260,7 @@ const COMMAND_FLAGS: Record<string, readonly string[]> = {
   move: ["from", "to"],
   "transfer-leader": ["to"],
   drain: ["no-wait"],
+  trace: ["logs"],
 };
 
 function parseFlags(args: readonly string[]): Flags {
@@ -242,6 +271,7 @@ function parseFlags(args: readonly string[]): Flags {
     json: false,
     hex: false,
     help: false,
+    trace: false,
     named: new Map(),
     words: [],
   };
@@ -282,6 +312,7 @@ function setSwitch(flags: Flags, name: string): void {
   if (name === "json") flags.json = true;
   else if (name === "hex") flags.hex = true;
   else if (name === "help") flags.help = true;
+  else if (name === "trace") flags.trace = true;
   else flags.named.set(name, "");
 }
 
@@ -332,6 +363,14 @@ function parseCommand(flags: Flags): Command<ValueArg> {
     );
   }
   if (ADMIN_COMMANDS.has(name)) return { kind: "admin", admin: parseAdmin(flags, name, rest) };
+  if (flags.trace && (ADMIN_COMMANDS.has(name) || name === "trace")) {
+    throw new UsageError(`Flag "--trace" applies to data commands, not "${name}"`, name);
+  }
+  if (name === "trace") {
+    const problem = checkTraceId(rest[0]);
+    if (problem !== undefined) throw new UsageError(problem, name);
+    return { kind: "trace", id: rest[0], logs: flags.named.get("logs") ?? LOGS_DEFAULT };
+  }
   const key = rest[0] === undefined ? undefined : decodeArg(flags, rest[0]);
   switch (name) {
     case "get":
@@ -359,6 +398,7 @@ const ARITY: Record<string, number> = {
   move: 1,
   "transfer-leader": 1,
   drain: 1,
+  trace: 1,
 };
 
 function parseAdmin(flags: Flags, name: string, args: readonly string[]): AdminCommand {
@@ -555,7 +595,7 @@ const STDIO: Output = {
 
 /** Runs one data command; returns the exit code. */
 async function run(command: Command, flags: Flags, client: TinyKvClient, io: Output) {
-  const call = { deadlineMs: flags.timeoutMs };
+  const call = { deadlineMs: flags.timeoutMs, traceId: flags.traceId };
   const print = (line: string, json: unknown) =>
     flags.json ? io.out(JSON.stringify(json)) : io.out(line);
   switch (command.kind) {
@@ -589,6 +629,7 @@ async function run(command: Command, flags: Flags, client: TinyKvClient, io: Out
       return await runScan(command, flags, client, io);
     case "help":
     case "admin":
+    case "trace":
       throw new Error(`run() was given "${command.kind}"`);
     default:
       return command satisfies never;
@@ -605,8 +646,8 @@ async function runCas(
     command.key,
     command.expected === undefined ? { expectAbsent: true } : { expected: command.expected },
     command.value === undefined
-      ? { delete: true, deadlineMs: flags.timeoutMs }
-      : { value: command.value, deadlineMs: flags.timeoutMs },
+      ? { delete: true, deadlineMs: flags.timeoutMs, traceId: flags.traceId }
+      : { value: command.value, deadlineMs: flags.timeoutMs, traceId: flags.traceId },
   );
   if (flags.json) {
     await io.out(JSON.stringify({
@@ -632,7 +673,12 @@ async function runScan(
   client: TinyKvClient,
   io: Output,
 ): Promise<number> {
-  const range = { start: command.start, end: command.end, deadlineMs: flags.timeoutMs };
+  const range = {
+    start: command.start,
+    end: command.end,
+    deadlineMs: flags.timeoutMs,
+    traceId: flags.traceId,
+  };
   const entries: KeyValue[] = [];
   let next: Uint8Array | undefined;
   const take = async (page: readonly KeyValue[]) => {
@@ -662,6 +708,34 @@ async function runScan(
   return EXIT.ok;
 }
 
+async function runTrace(
+  command: Extract<Command, { kind: "trace" }>,
+  flags: Flags,
+  io: Output,
+): Promise<number> {
+  let lines;
+  try {
+    lines = await readTrace(command.logs, command.id);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotCapable
+      ? `run with --allow-read=${command.logs}`
+      : error instanceof Error
+      ? error.message
+      : String(error);
+    await io.err(`error: cannot read the logs in ${command.logs}: ${reason}`);
+    return EXIT.usage;
+  }
+  if (flags.json) {
+    await io.out(JSON.stringify({ trace: command.id, lines }));
+  } else {
+    for (const line of formatTrace(lines)) await io.out(line);
+    if (lines.length === 0) {
+      await io.err(`No log line in ${command.logs} names trace ${command.id}`);
+    }
+  }
+  return lines.length > 0 ? EXIT.ok : EXIT.negative;
+}
+
 async function usageError(error: UsageError, json: boolean, io: Output): Promise<number> {
   const usage = error.command === undefined ? USAGE : `Usage: ${COMMAND_USAGE[error.command]}`;
   await io.err(`error: ${error.message}\n\n${usage}`);
@@ -687,6 +761,11 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
   if (command.kind === "admin") {
     const options = { placements: flags.placements, timeoutMs: flags.timeoutMs, json: flags.json };
     return await runAdmin(command.admin, options, io);
+  }
+  if (command.kind === "trace") return await runTrace(command, flags, io);
+  if (flags.trace) {
+    flags.traceId = newTraceId();
+    await io.err(`trace ${flags.traceId}: deno task tinykv trace ${flags.traceId}`);
   }
   const client = TinyKvClient.connect({
     endpoints: flags.endpoints,

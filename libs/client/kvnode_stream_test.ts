@@ -53,7 +53,7 @@ async function withRecordingServer(
 function put(bytes: number) {
   const value = new Uint8Array(bytes).fill(7);
   const put = { key: new Uint8Array([1]), value, clientId: "", seq: 0, ackSeq: 0 };
-  return { shardId: 1, confEpoch: 0, timeoutMs: 5000, put };
+  return { shardId: 1, confEpoch: 0, timeoutMs: 5000, traceId: "", put };
 }
 
 Deno.test("KvNodeStream bounds each batch in items and in bytes", async () => {
@@ -103,7 +103,13 @@ const enc = (text: string) => new TextEncoder().encode(text);
 const dec = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
 function get(key: string): Omit<RequestItem, "id"> {
-  return { shardId: 1, confEpoch: 0, timeoutMs: 1000, get: { key: enc(key), serializable: false } };
+  return {
+    shardId: 1,
+    confEpoch: 0,
+    timeoutMs: 1000,
+    traceId: "",
+    get: { key: enc(key), serializable: false },
+  };
 }
 
 /** A fake kvnode that holds every request (no answer), and a stream to it. */

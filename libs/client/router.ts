@@ -36,7 +36,12 @@ import {
 } from "./kvnode_stream.ts";
 
 /** An operation as the router sends it: one of the `RequestItem` operation fields. */
-export type RouteOp = Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">;
+export type RouteOp =
+  & Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs" | "traceId">
+  & {
+    /** Follow the request under this id in every service's log (empty or absent: not traced). */
+    readonly traceId?: string;
+  };
 
 /** What a request is for: the shard owning a key, or a shard by id (a scan's part). */
 export type RouteTarget = { readonly key: Uint8Array } | { readonly shardId: ShardId };
@@ -196,6 +201,7 @@ export class KvRouter {
       const stream = this.#stream(address);
       const outcome = await stream.send({
         ...op,
+        traceId: op.traceId ?? "",
         shardId: shard.id,
         confEpoch: shard.confEpoch,
         timeoutMs: Math.max(1, Math.floor(timeoutMs)),

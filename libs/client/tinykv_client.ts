@@ -31,6 +31,7 @@ import {
   type RpcFailure,
   type RpcFailureKind,
   type RpcResult,
+  traceMetadata,
   unaryCaller,
   type UnaryCallOptions,
 } from "@tinykv/rpc";
@@ -107,6 +108,11 @@ export interface CallOptions {
   readonly deadlineMs?: number;
   /** Cancels the call: it then throws `cancelled` (outcome unknown for a mutation). */
   readonly signal?: AbortSignal;
+  /**
+   * Asks the services to follow this call under this id (1 to 64 characters of A-Z a-z 0-9 . _
+   * -): each logs its steps with field `trace`; `tinykv trace ID` reads them back.
+   */
+  readonly traceId?: string;
 }
 
 /** The result of {@linkcode TinyKvClient.get}. */
@@ -342,7 +348,12 @@ export class TinyKvClient {
       value,
       delete: remove,
       ...session,
-    }), { mutation: true, deadlineMs: action.deadlineMs, signal: action.signal });
+    }), {
+      mutation: true,
+      deadlineMs: action.deadlineMs,
+      signal: action.signal,
+      traceId: action.traceId,
+    });
     return { succeeded: response.succeeded, found: response.found, current: response.current };
   }
 
@@ -423,6 +434,7 @@ export class TinyKvClient {
         const result = await this.#connection(endpoint).call(method, request, {
           deadlineMs: remaining,
           signal: options.signal,
+          metadata: traceMetadata(options.traceId),
         });
         if (result.kind === "ok") return result.response;
         last = result;

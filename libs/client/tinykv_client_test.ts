@@ -81,6 +81,8 @@ interface FakeCall {
   readonly request: RequestOf<(typeof KVService)[KvMethod]>;
   readonly deadlineMs: number;
   readonly at: number;
+  /** The `tinykv-trace` metadata the call carried, if any. */
+  readonly trace: string | undefined;
 }
 
 /** What a fake gateway answers: a result, after `afterMs` on the clock (default at once). */
@@ -93,7 +95,15 @@ function fakeClient(answer: (call: FakeCall, index: number) => FakeAnswer, deadl
   const closed: string[] = [];
   const connect = (endpoint: string): GatewayConnection => ({
     call: ((method, request, options) => {
-      const call = { endpoint, method, request, deadlineMs: options.deadlineMs, at: clock.now() };
+      const trace = options.metadata?.get("tinykv-trace")[0]?.toString();
+      const call = {
+        endpoint,
+        method,
+        request,
+        deadlineMs: options.deadlineMs,
+        at: clock.now(),
+        trace,
+      };
       calls.push(call);
       const { result, afterMs } = answer(call, calls.length - 1);
       return new Promise((resolve) =>
@@ -215,4 +225,14 @@ Deno.test("TinyKvClient.close() closes every connection and later calls throw ca
   assert.deepEqual(closed, ["a:1"]);
   const error = await failure(client.put("k", "v"));
   assert.equal(error.code, "cancelled");
+});
+
+Deno.test("TinyKvClient sends a call's traceId as metadata tinykv-trace on every attempt", async () => {
+  const { clock, calls, client } = fakeClient((_, i) =>
+    i === 0 ? fail("unavailable") : { result: rpcOk({}) }
+  );
+  await runOnClock(clock, client.put("k", "v", { traceId: "t-1" }));
+  assert.deepEqual(calls.map((c) => c.trace), ["t-1", "t-1"]);
+  await runOnClock(clock, client.put("k", "v"));
+  assert.equal(calls.at(-1)!.trace, undefined);
 });

@@ -76,4 +76,6 @@ export {
   statusName,
   type StatusRow,
   toServerError,
+  TRACE_METADATA,
+  traceMetadata,
 } from "./status.ts";

@@ -262,3 +262,18 @@ export function toServerError(failure: RpcFailure): grpc.ServerErrorResponse {
 const NEVER_CONNECTED = /^No connection established/;
 /** grpc-js's words for a request it refused to send: too large for the channel's bound. */
 const TOO_LARGE_TO_SEND = /^Attempted to send message with a size larger than/;
+
+/**
+ * The request metadata key that asks the services to follow one client request: its value is the
+ * trace id (`checkTraceId` in `@tinykv/shard`), which every log line about the request carries as
+ * field `trace`; `tinykv trace ID` reads them back.
+ */
+export const TRACE_METADATA = "tinykv-trace";
+
+/** Request metadata asking to follow the request as `traceId`; undefined when none is given. */
+export function traceMetadata(traceId: string | undefined): grpc.Metadata | undefined {
+  if (traceId === undefined) return undefined;
+  const metadata = new grpc.Metadata();
+  metadata.set(TRACE_METADATA, traceId);
+  return metadata;
+}

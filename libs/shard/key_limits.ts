@@ -20,6 +20,8 @@ export const VALUE_BYTES_MAX = 1024 * 1024;
 export const CLIENT_ID_BYTES_MAX = 128;
 /** The most keys one scan may ask for. */
 export const SCAN_LIMIT_MAX = 10_000;
+/** The longest trace id a client may give a request (metadata `tinykv-trace`), in characters. */
+export const TRACE_ID_CHARS_MAX = 64;
 /** Keys and values in one scan answer before it is cut (at least one pair is always returned). */
 export const SCAN_BYTES_MAX = 1024 * 1024;
 /**
@@ -270,4 +272,26 @@ export function checkScan(scan: ScanFields): LimitViolation | undefined {
 
 function violation(check: SizeCheck, field: string): LimitViolation | undefined {
   return check.kind === "ok" ? undefined : { field, message: check.message };
+}
+
+/**
+ * Why `id` cannot name a traced request, or undefined when it can: 1 to
+ * {@linkcode TRACE_ID_CHARS_MAX} characters of `A-Z a-z 0-9 . _ -` (it goes into every log line
+ * about the request, and `tinykv trace` looks it up).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkTraceId } from "./key_limits.ts";
+ *
+ * assert.equal(checkTraceId("t-5f2a9c01"), undefined);
+ * assert.match(checkTraceId("a b")!, /A-Z a-z 0-9/);
+ * ```
+ */
+export function checkTraceId(id: string): string | undefined {
+  if (id.length >= 1 && id.length <= TRACE_ID_CHARS_MAX && /^[A-Za-z0-9._-]+$/.test(id)) {
+    return undefined;
+  }
+  return `Trace id ${JSON.stringify(id.slice(0, TRACE_ID_CHARS_MAX + 1))} is not 1 to ` +
+    `${TRACE_ID_CHARS_MAX} characters of A-Z a-z 0-9 . _ - (TRACE_ID_CHARS_MAX)`;
 }

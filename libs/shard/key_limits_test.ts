@@ -4,10 +4,12 @@
 import assert from "node:assert/strict";
 import {
   checkRequest,
+  checkTraceId,
   CLIENT_ID_BYTES_MAX,
   KEY_BYTES_MAX,
   KEY_BYTES_MIN,
   SCAN_LIMIT_MAX,
+  TRACE_ID_CHARS_MAX,
   validateKey,
   validateValue,
   VALUE_BYTES_MAX,
@@ -146,4 +148,15 @@ Deno.test("checkRequest() messages name the field and the limit", () => {
   );
   const scan = checkRequest({ scan: { start: bytes(0), end: bytes(0), limit: 0 } }, LIMITS);
   assert.equal(scan?.message, 'Field "limit" is 0: expected 1 to 10000 (SCAN_LIMIT_MAX)');
+});
+
+Deno.test("checkTraceId() takes 1 to TRACE_ID_CHARS_MAX characters of A-Z a-z 0-9 . _ - only", () => {
+  assert.equal(checkTraceId("a"), undefined);
+  assert.equal(checkTraceId("x".repeat(TRACE_ID_CHARS_MAX)), undefined);
+  assert.equal(checkTraceId("t-AZ.az_09"), undefined);
+  assert.match(checkTraceId("x".repeat(TRACE_ID_CHARS_MAX + 1))!, /TRACE_ID_CHARS_MAX/);
+  assert.match(checkTraceId("")!, /not 1 to 64 characters/);
+  for (const bad of ["a b", "é", "a/b", "a\nb", '"']) {
+    assert.ok(checkTraceId(bad) !== undefined, bad);
+  }
 });

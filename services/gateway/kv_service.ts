@@ -23,14 +23,22 @@ import { ClientSession, type KvRouter, type RouteOp, type RouteResult } from "@t
 import {
   bindService,
   type HandlerContext,
+  type RpcFailure,
   rpcFailure,
   rpcOk,
   type RpcResult,
   type ServiceBinding,
   type ServiceHandlers,
   statusName,
+  TRACE_METADATA,
 } from "@tinykv/rpc";
-import { checkRequest, compareBytes, type RequestFields, SCAN_BYTES_MAX } from "@tinykv/shard";
+import {
+  checkRequest,
+  checkTraceId,
+  compareBytes,
+  type RequestFields,
+  SCAN_BYTES_MAX,
+} from "@tinykv/shard";
 import { assert } from "./_assert.ts";
 
 /** Options of {@linkcode kvService}. */
@@ -97,12 +105,27 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
   const now = options.monotonicMs ?? (() => performance.now());
   const track = <T>(
     method: string,
-    work: () => Promise<RpcResult<T>>,
+    context: HandlerContext,
+    work: (traceId: string) => Promise<RpcResult<T>>,
   ): Promise<RpcResult<T>> => {
     if (options.inFlight !== undefined) options.inFlight.count++;
     const started = now();
-    return work().then((result) => {
-      options.observe?.(method, statusName(result), (now() - started) / 1000);
+    const trace = traceOf(context);
+    const traceId = typeof trace === "string" ? trace : "";
+    if (traceId !== "") options.log?.info("Traced request received", { trace: traceId, method });
+    const answered = typeof trace === "string" ? work(traceId) : Promise.resolve(trace);
+    return answered.then((result) => {
+      const seconds = (now() - started) / 1000;
+      const status = statusName(result);
+      options.observe?.(method, status, seconds);
+      if (traceId !== "") {
+        options.log?.info("Traced request answered", {
+          trace: traceId,
+          method,
+          status,
+          ms: Math.round(seconds * 1000 * 100) / 100,
+        });
+      }
       return result;
     }).finally(() => {
       if (options.inFlight === undefined) return;
@@ -112,48 +135,87 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
   };
   return {
     Get: (request, context) =>
-      track("Get", async () => {
+      track("Get", context, async (traceId) => {
         const bad = check({ get: request }, options);
         if (bad !== undefined) return bad;
         const result = await options.router.route({ key: request.key }, {
           get: { key: request.key, serializable: request.serializable },
+          traceId,
         }, deadlineOf(context, options));
         return answer(result, (item) => item.get as GetResponse);
       }),
     Put: (request, context) =>
-      track("Put", () =>
+      track("Put", context, (traceId) =>
         mutate(options, context, { put: request }, (session) => ({
           put: { ...request, ...session },
-        }), (item) => item.put as PutResponse)),
+        }), (item) =>
+          item.put as PutResponse, traceId)),
     Delete: (request, context) =>
-      track("Delete", () =>
-        mutate(options, context, { delete: request }, (session) => ({
-          delete: { ...request, ...session },
-        }), (item) => item.delete as DeleteResponse)),
+      track(
+        "Delete",
+        context,
+        (traceId) =>
+          mutate(
+            options,
+            context,
+            { delete: request },
+            (session) => ({
+              delete: { ...request, ...session },
+            }),
+            (item) => item.delete as DeleteResponse,
+            traceId,
+          ),
+      ),
     Append: (request, context) =>
-      track("Append", () =>
-        mutate(options, context, { append: request }, (session) => ({
-          append: { ...request, ...session },
-        }), (item) => item.append as AppendResponse)),
+      track(
+        "Append",
+        context,
+        (traceId) =>
+          mutate(
+            options,
+            context,
+            { append: request },
+            (session) => ({
+              append: { ...request, ...session },
+            }),
+            (item) => item.append as AppendResponse,
+            traceId,
+          ),
+      ),
     CompareAndSwap: (request, context) =>
-      track("CompareAndSwap", () =>
+      track("CompareAndSwap", context, (traceId) =>
         mutate(
           options,
           context,
           { compareAndSwap: request },
           (session) => ({ compareAndSwap: { ...request, ...session } }),
           (item) => item.compareAndSwap as CompareAndSwapResponse,
+          traceId,
         )),
     Scan: (request, context) =>
-      track("Scan", async () => {
+      track("Scan", context, async (traceId) => {
         const bad = check({ scan: request }, options);
         if (bad !== undefined) return bad;
-        return await scan(options, request, deadlineOf(context, options));
+        return await scan(options, request, deadlineOf(context, options), traceId);
       }),
   };
 }
 
 type Session = { clientId: string; seq: number; ackSeq: number };
+
+/**
+ * The trace id the client asked for (metadata `tinykv-trace`): "" when none, or INVALID_ARGUMENT
+ * when it is not 1 to TRACE_ID_CHARS_MAX characters of A-Z a-z 0-9 . _ -.
+ */
+function traceOf(context: HandlerContext): string | RpcFailure {
+  const values = context.metadata.get(TRACE_METADATA);
+  if (values.length === 0) return "";
+  const id = String(values[0]);
+  const problem = values.length > 1
+    ? "Metadata tinykv-trace is given more than once"
+    : checkTraceId(id);
+  return problem === undefined ? id : rpcFailure("invalidArgument", problem);
+}
 
 /** Checks, gives a session, routes and answers one mutation. */
 async function mutate<T>(
@@ -162,6 +224,7 @@ async function mutate<T>(
   fields: RequestFields,
   build: (session: Session) => RouteOp,
   pick: (item: NonNullable<Extract<RouteResult, { kind: "ok" }>["item"]>) => T,
+  traceId: string,
 ): Promise<RpcResult<T>> {
   const bad = check(fields, options);
   if (bad !== undefined) return bad;
@@ -170,7 +233,8 @@ async function mutate<T>(
   const target = { key: request.key };
   if (request.clientId !== "") {
     const session = { clientId: request.clientId, seq: request.seq, ackSeq: request.ackSeq };
-    return answer(await options.router.route(target, build(session), deadlineMs), pick);
+    const op = { ...build(session), traceId };
+    return answer(await options.router.route(target, op, deadlineMs), pick);
   }
   for (let renewed = false;; renewed = true) {
     const session = options.session.current;
@@ -185,7 +249,7 @@ async function mutate<T>(
     try {
       result = await options.router.route(
         target,
-        build({ clientId: session.clientId, ...next }),
+        { ...build({ clientId: session.clientId, ...next }), traceId },
         deadlineMs,
       );
     } finally {
@@ -256,11 +320,14 @@ async function scan(
   options: KvServiceOptions,
   request: ScanRequest,
   deadlineMs: number,
+  traceId: string,
 ): Promise<RpcResult<ScanResponse>> {
   const shards = options.router.shards();
   if (shards === undefined) return rpcFailure("unavailable", "No shard map is known yet");
   const pages = await Promise.all(
-    shards.map((shardId) => options.router.route({ shardId }, { scan: request }, deadlineMs)),
+    shards.map((shardId) =>
+      options.router.route({ shardId }, { scan: request, traceId }, deadlineMs)
+    ),
   );
   const kvs: KeyValue[] = [];
   let resume: Uint8Array | undefined;

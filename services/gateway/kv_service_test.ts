@@ -30,6 +30,7 @@ import {
   shardId,
   type ShardMap,
   splitEvenly,
+  TRACE_ID_CHARS_MAX,
 } from "@tinykv/shard";
 import { FakeClock } from "@tinykv/timer";
 import { GatewaySession, kvHandlers } from "./kv_service.ts";
@@ -77,6 +78,7 @@ function gateway(handle: FakeKvNodeHandler, map: ShardMap | null = MAP) {
   const session = new GatewaySession(new ClientSession({ clientId: "g-1" }));
   const inFlight = { count: 0 };
   const observed: Array<{ method: string; status: string; seconds: number }> = [];
+  const logged: Array<Record<string, unknown>> = [];
   const handlers = kvHandlers({
     router,
     session,
@@ -85,12 +87,13 @@ function gateway(handle: FakeKvNodeHandler, map: ShardMap | null = MAP) {
     valueBytesMax: VALUE_BYTES_MAX,
     inFlight,
     observe: (method, status, seconds) => observed.push({ method, status, seconds }),
+    log: { info: (msg, fields) => logged.push({ msg, ...fields }) },
     monotonicMs: () => clock.now(),
   });
   /** Runs one handler call to its answer on the fake clock. */
   const call = <T>(answer: Promise<RpcResult<T>> | RpcResult<T>) =>
     runOnClock(clock, Promise.resolve(answer));
-  return { clock, nodes, router, session, inFlight, observed, handlers, call };
+  return { clock, nodes, router, session, inFlight, observed, logged, handlers, call };
 }
 
 /** A handler context with the client's deadline (`Infinity`: none). */
@@ -469,4 +472,35 @@ Deno.test("kvService treats one key in two shards' scan pages as a broken invari
     call(handlers.Scan({ start: new Uint8Array(), end: new Uint8Array(), limit: 5 }, context())),
     { name: "AssertionError", message: /Two shards answered a scan with the same key/ },
   );
+});
+
+Deno.test("kvService follows a request the client asked to trace, and refuses a malformed trace id", async () => {
+  const { handlers, call, nodes, logged } = gateway(ok);
+  const traced = (id: string) => {
+    const ctx = context();
+    ctx.metadata.set("tinykv-trace", id);
+    return ctx;
+  };
+  const id = "t-".padEnd(TRACE_ID_CHARS_MAX, "x");
+  assert.equal((await call(handlers.Put(put("k"), traced(id)))).kind, "ok");
+  assert.equal(nodes.received.at(-1)!.item.traceId, id, "the kvnode gets the trace id");
+  assert.deepEqual(logged.map((l) => [l.msg, l.trace, l.method, l.status]), [
+    ["Traced request received", id, "Put", undefined],
+    ["Traced request answered", id, "Put", "OK"],
+  ]);
+  assert.equal(
+    (await call(handlers.Get({ key: enc("k"), serializable: false }, context()))).kind,
+    "ok",
+  );
+  assert.equal(nodes.received.at(-1)!.item.traceId, "", "an untraced request");
+  assert.equal(logged.length, 2, "nothing logged for it");
+  const sent = nodes.received.length;
+  for (const bad of [id + "x", "a b", ""]) {
+    assertFailure(
+      await call(handlers.Put(put("k"), traced(bad))),
+      "invalidArgument",
+      /Trace id .* is not 1 to 64 characters/,
+    );
+  }
+  assert.equal(nodes.received.length, sent, "a malformed trace id reaches no kvnode");
 });

@@ -19,7 +19,7 @@ import {
   type ResponseItem,
 } from "@tinykv/proto/tinykv/v1";
 import { bindService, type ServiceBinding } from "@tinykv/rpc";
-import { checkRequest, shardId } from "@tinykv/shard";
+import { checkRequest, checkTraceId, shardId } from "@tinykv/shard";
 import type { WallClock } from "./driver.ts";
 import type { DataOp, KvDriver } from "./kv_app.ts";
 import { type ItemOutcome, toResponseItem } from "./outcome.ts";
@@ -119,6 +119,7 @@ export async function serveItem(
       confEpoch: item.confEpoch,
       op: decoded.op,
       deadlineMs: options.clock.now() + timeoutMs,
+      traceId: item.traceId === "" ? undefined : item.traceId,
     });
   } catch (error) {
     return { kind: "internal", message: `Request ${item.id} failed: ${error}` };
@@ -131,6 +132,8 @@ type Decoded = { kind: "ok"; op: DataOp } | { kind: "invalid"; message: string }
 function decodeItem(item: RequestItem, options: DataServiceOptions): Decoded {
   const violation = checkRequest(item, { valueBytesMax: options.valueBytesMax });
   if (violation !== undefined) return { kind: "invalid", message: violation.message };
+  const badTrace = item.traceId === "" ? undefined : checkTraceId(item.traceId);
+  if (badTrace !== undefined) return { kind: "invalid", message: badTrace };
   if (item.scan !== undefined) return { kind: "ok", op: { kind: "scan", request: item.scan } };
   if (item.get !== undefined) {
     return {

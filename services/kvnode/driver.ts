@@ -112,6 +112,8 @@ export interface DataRequest<Op> {
   readonly op: Op;
   /** When the caller stops waiting, on the driver's wall clock. */
   readonly deadlineMs: number;
+  /** The client asked to follow this request: its steps are logged with field `trace`. */
+  readonly traceId?: string;
 }
 
 /** Options of a {@linkcode Driver}. */
@@ -207,6 +209,8 @@ interface LiveRequest {
   readonly deadlineMs: number;
   proposed: boolean;
   done: boolean;
+  /** Set for a traced request: its id and shard, for the log lines of its steps. */
+  readonly trace?: { readonly trace: string; readonly shard: ShardId };
   // deno-lint-ignore no-explicit-any
   readonly resolve: (outcome: Outcome<any>) => void;
 }
@@ -481,12 +485,17 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       });
     }
     const { promise, resolve } = Promise.withResolvers<Outcome<R>>();
+    const trace = request.traceId === undefined || request.traceId === ""
+      ? undefined
+      : { trace: request.traceId, shard: request.shardId };
     const live: LiveRequest = {
       deadlineMs: request.deadlineMs,
       proposed: false,
       done: false,
       resolve,
+      trace,
     };
+    if (trace !== undefined) this.#options.log.info("Traced request arrived", trace);
     this.#live.add(live);
     this.#inboxRequests++;
     this.#inbox.push({ kind: "request", request, live });
@@ -1161,6 +1170,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       case "ok":
         live.proposed = true;
         replica.counters.proposals++;
+        if (live.trace !== undefined) {
+          this.#options.log.info("Traced request proposed", {
+            ...live.trace,
+            index: result.index,
+            term: result.term,
+          });
+        }
         replica.replacePending(result.index, result.term);
         replica.pending.set(result.index, {
           term: result.term,
@@ -1229,6 +1245,14 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     if (live.done) return;
     live.done = true;
     this.#live.delete(live);
+    if (live.trace !== undefined) {
+      const failure = outcome.kind === "ok" ? {} : { message: outcome.message };
+      this.#options.log.info("Traced request answered", {
+        ...live.trace,
+        outcome: outcome.kind,
+        ...failure,
+      });
+    }
     live.resolve(outcome);
   }
 

@@ -52,13 +52,18 @@ function put(key: string, value: string): Command {
 /** A started driver leading shard 1 (one voter) on `store`. */
 async function soloLeader(store: MemoryNodeStore, observer?: KvDriverOptions["observer"]) {
   const errors: string[] = [];
+  const infos: Array<Record<string, unknown>> = [];
   const driver = new Driver({
     store,
     nodeId: "n1",
     tuning: TEST_TUNING,
     outbound: { send() {}, flush() {}, ping() {} },
     clock: { now: () => 1_700_000_000_000 },
-    log: { info() {}, warn() {}, error: (msg) => errors.push(msg) },
+    log: {
+      info: (msg, fields) => infos.push({ msg, ...fields }),
+      warn() {},
+      error: (msg) => errors.push(msg),
+    },
     seed: 1,
     app: new KvApplication(),
     observer,
@@ -79,7 +84,7 @@ async function soloLeader(store: MemoryNodeStore, observer?: KvDriverOptions["ob
   assert.ok(driver.replicas()[0].isLeader());
   const submit = (op: Parameters<KvDriver["submit"]>[0]["op"]) =>
     driver.submit({ shardId: toShardId(1), confEpoch: 0, op, deadlineMs: 1_700_000_060_000 });
-  return { driver, errors, submit };
+  return { driver, errors, infos, submit };
 }
 
 function getValue(outcome: ItemOutcome): string | undefined {
@@ -195,6 +200,36 @@ Deno.test("Driver shows its observer each persisted Ready with the applied index
       assert.equal(s.committed[0], s.before + 1);
       assert.equal(s.applied, s.committed[s.committed.length - 1]);
     }
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("Driver logs each step of a traced request with its trace id, and nothing for others", async () => {
+  const { driver, infos, submit } = await soloLeader(new MemoryNodeStore());
+  try {
+    const before = infos.length;
+    const deadlineMs = 1_700_000_060_000;
+    const traced = await driver.submit({
+      shardId: toShardId(1),
+      confEpoch: 0,
+      op: { kind: "mutation", command: put("k", "v") },
+      deadlineMs,
+      traceId: "t-42",
+    });
+    assert.equal(traced.kind, "ok");
+    const lines = infos.slice(before).filter((l) => l.trace === "t-42");
+    assert.deepEqual(lines.map((l) => l.msg), [
+      "Traced request arrived",
+      "Traced request proposed",
+      "Traced request answered",
+    ]);
+    assert.equal(lines[1].shard, 1);
+    assert.ok(typeof lines[1].index === "number" && lines[1].index > 0);
+    assert.equal(lines[2].outcome, "ok");
+    const count = infos.length;
+    assert.equal((await submit({ kind: "mutation", command: put("k", "w") })).kind, "ok");
+    assert.equal(infos.slice(count).filter((l) => l.trace !== undefined).length, 0);
   } finally {
     await driver.stop();
   }

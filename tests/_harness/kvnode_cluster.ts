@@ -12,6 +12,7 @@ import {
   type ClusterView,
   KvRouter,
   type KvRouterOptions,
+  type RouteOp,
   type RouteResult,
   type RouteShard,
   type RouteTarget,
@@ -22,7 +23,6 @@ import {
   NodeAdminService,
   type NodeStatusResponse,
   type Peer,
-  type RequestItem,
   type ResponseItem,
 } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
@@ -276,7 +276,7 @@ export class KvNodeCluster {
    */
   async send(
     shardId: ShardId,
-    item: Omit<RequestItem, "id" | "shardId" | "confEpoch" | "timeoutMs">,
+    item: RouteOp,
     deadlineMs = 20_000,
   ): Promise<ResponseItem> {
     this.#sendRouter ??= this.router();

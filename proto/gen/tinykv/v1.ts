@@ -317,6 +317,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "uint32",
                   "id": 4,
                 },
+                "traceId": {
+                  "type": "string",
+                  "id": 5,
+                },
                 "get": {
                   "type": "GetRequest",
                   "id": 10,
@@ -2108,6 +2112,12 @@ export interface RequestItem {
   confEpoch: number;
   /** How long the caller waits for this item, in milliseconds; 0 means the node's default. */
   timeoutMs: number;
+  /**
+   * Set when the client asked to follow this request (metadata `tinykv-trace`, 1 to 64 characters
+   * of A-Z a-z 0-9 . _ -): every service logs each step of it at info level with field `trace`,
+   * and `tinykv trace ID` reads them back. Empty: not traced.
+   */
+  traceId: string;
   /** The field `get = 10`. */
   get?: GetRequest;
   /** The field `put = 11`. */
@@ -2132,6 +2142,7 @@ function fromRequestItem(m: unknown): RequestItem {
     shardId: toFloat(r.shardId),
     confEpoch: toSafeInteger(r.confEpoch, "tinykv.v1.RequestItem.confEpoch"),
     timeoutMs: toFloat(r.timeoutMs),
+    traceId: toText(r.traceId),
   };
   if (Object.hasOwn(r, "get") && r.get != null) {
     out.get = fromGetRequest(r.get);
