@@ -34,6 +34,17 @@ export interface KvSpace {
   clear(): void;
 }
 
+/** The keys of `space` and their bytes (keys and values), counted by a scan of all of it. */
+export function countPairs(space: KvSpace): { keys: number; bytes: number } {
+  let keys = 0;
+  let bytes = 0;
+  for (const { key, value } of space.scan(new Uint8Array(0), undefined)) {
+    keys++;
+    bytes += key.length + value.length;
+  }
+  return { keys, bytes };
+}
+
 /** An in-memory {@linkcode KvSpace} on a sorted array, for tests and the simulation. */
 export class MemoryKvSpace implements KvSpace {
   // Invariant: #keys is strictly ascending and #values[i] belongs to #keys[i].

@@ -3,7 +3,7 @@
 // durability across a reopen and that neighbouring prefixes never see each other's keys.
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { compareBytes, type KvSpace, MemoryKvSpace } from "./kv_space.ts";
+import { compareBytes, countPairs, type KvSpace, MemoryKvSpace } from "./kv_space.ts";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import { NodeStore, prefixEnd, SPACE } from "./node_store.ts";
 
@@ -135,4 +135,12 @@ Deno.test("prefixEnd() is the least key above every key with the prefix", () => 
   assert.deepEqual(prefixEnd(new Uint8Array([1, 2])), new Uint8Array([1, 3]));
   assert.deepEqual(prefixEnd(new Uint8Array([1, 0xff])), new Uint8Array([2]));
   assert.throws(() => prefixEnd(new Uint8Array([0xff])), RangeError);
+});
+
+Deno.test("countPairs() counts a space's keys and the bytes of its keys and values", () => {
+  const space = new MemoryKvSpace();
+  assert.deepEqual(countPairs(space), { keys: 0, bytes: 0 });
+  space.put(new Uint8Array([1, 2]), new Uint8Array([3]));
+  space.put(new Uint8Array([4]), new Uint8Array(0));
+  assert.deepEqual(countPairs(space), { keys: 2, bytes: 4 });
 });

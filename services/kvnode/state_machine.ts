@@ -31,7 +31,7 @@ import {
   SCAN_BYTES_MAX,
   validateKey,
 } from "@tinykv/shard";
-import { compareBytes, type KvPair, type KvSpace } from "./kv_space.ts";
+import { compareBytes, countPairs, type KvPair, type KvSpace } from "./kv_space.ts";
 import { pieces, RecordParser, type SnapshotRecord, snapshotRecords } from "./snapshot_stream.ts";
 import { unreachable } from "./_assert.ts";
 
@@ -310,7 +310,7 @@ export class KvStateMachine {
   // transaction, so Status never scans the data (and the counts travel with snapshots).
   #ensureCounters(): void {
     if (this.#spaces.meta.get(META_KEYS) !== undefined) return;
-    const { keys, bytes } = this.#countData();
+    const { keys, bytes } = countPairs(this.#spaces.data);
     writeNumber(this.#spaces.meta, META_KEYS, keys);
     writeNumber(this.#spaces.meta, META_BYTES, bytes);
   }
@@ -385,21 +385,11 @@ export class KvStateMachine {
 
   /** Keys, and bytes of keys and values (kept as counters; counted once for older data). */
   dataSize(): { keys: number; bytes: number } {
-    if (this.#spaces.meta.get(META_KEYS) === undefined) return this.#countData();
+    if (this.#spaces.meta.get(META_KEYS) === undefined) return countPairs(this.#spaces.data);
     return {
       keys: readNumber(this.#spaces.meta, META_KEYS),
       bytes: readNumber(this.#spaces.meta, META_BYTES),
     };
-  }
-
-  #countData(): { keys: number; bytes: number } {
-    let keys = 0;
-    let bytes = 0;
-    for (const { key, value } of this.#spaces.data.scan(EMPTY, undefined)) {
-      keys++;
-      bytes += key.length + value.length;
-    }
-    return { keys, bytes };
   }
 
   /** A SHA-256 (hex) of the data, the sessions and the clock, in key order. */

@@ -20,7 +20,7 @@ import type {
   Outcome,
   Prepared,
 } from "../../services/kvnode/application.ts";
-import type { KvSpace } from "../../services/kvnode/kv_space.ts";
+import { countPairs, type KvSpace } from "../../services/kvnode/kv_space.ts";
 import { RecordParser } from "../../services/kvnode/snapshot_stream.ts";
 
 /** A mutation proposed through the log (entry data, as JSON). */
@@ -160,13 +160,7 @@ export class SimMachine implements GroupMachine<SimResult> {
   }
 
   dataSize(): { keys: number; bytes: number } {
-    let keys = 0;
-    let bytes = 0;
-    for (const { key, value } of this.#spaces.data.scan(EMPTY, undefined)) {
-      keys++;
-      bytes += key.length + value.length;
-    }
-    return { keys, bytes };
+    return countPairs(this.#spaces.data);
   }
 
   /** FNV-1a over every record of every space, with lengths: equal states, equal hashes. */
