@@ -128,16 +128,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     onUnexpectedError: (error, method) => nodeLog.error("Handler failed", { method, error }),
   });
   driver.start();
-  metrics.attach({
-    replicas: () => driver.replicas(),
-    get inboxDepth() {
-      return driver.inboxDepth;
-    },
-    get droppedMessages() {
-      return driver.droppedMessages;
-    },
-    transportStats: () => transport.stats(),
-  });
+  metrics.attach(driver, () => transport.stats());
   const metricsAbort = new AbortController();
   const metricsServer = await startMetrics(registry, {
     host: config.kvnode.host,

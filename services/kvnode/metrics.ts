@@ -24,12 +24,17 @@ import type { GroupMachine } from "./application.ts";
 import type { Replica } from "./replica.ts";
 import type { RaftTransportStats } from "./transport_shared.ts";
 
-/** What the metrics read at scrape time. */
-export interface KvNodeSources {
+/** What the metrics read of the driver at scrape time (the driver itself fits). */
+export interface DriverSource {
   // deno-lint-ignore no-explicit-any
   replicas(): readonly Replica<any, GroupMachine<any>>[];
   readonly inboxDepth: number;
   readonly droppedMessages: number;
+}
+
+/** What the metrics read at scrape time: the driver and the transport's counters. */
+interface KvNodeSources {
+  readonly driver: DriverSource;
   transportStats(): RaftTransportStats;
 }
 
@@ -45,7 +50,7 @@ const ENTRY_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384]
 export function kvnodeMetrics(registry: Registry): {
   // deno-lint-ignore no-explicit-any
   observer: DriverObserver<any, any>;
-  attach(sources: KvNodeSources): void;
+  attach(driver: DriverSource, transportStats: () => RaftTransportStats): void;
 } {
   let sources: KvNodeSources | undefined;
   const turn = new Histogram({
@@ -80,7 +85,7 @@ export function kvnodeMetrics(registry: Registry): {
       groups.observe(report.groups);
     },
   };
-  const replicas = () => sources?.replicas() ?? [];
+  const replicas = () => sources?.driver.replicas() ?? [];
   new Gauge({
     name: "tinykv_kvnode_replica_role",
     help: "1 for the role each hosted replica has now (follower, preCandidate, candidate, leader).",
@@ -170,14 +175,14 @@ export function kvnodeMetrics(registry: Registry): {
     help: "Raft messages, requests and tasks waiting for the driver's next turn.",
     registers: [registry],
     collect() {
-      this.set(sources?.inboxDepth ?? 0);
+      this.set(sources?.driver.inboxDepth ?? 0);
     },
   });
   followingCounter(
     registry,
     "tinykv_kvnode_messages_dropped_total",
     "Raft messages dropped because the driver's inbox was full.",
-    () => sources?.droppedMessages ?? 0,
+    () => sources?.driver.droppedMessages ?? 0,
   );
   const transport = () => sources?.transportStats();
   followingCounter(
@@ -201,7 +206,10 @@ export function kvnodeMetrics(registry: Registry): {
       return s === undefined ? 0 : s.droppedQueueFull + s.droppedOversized + s.droppedInvalid;
     },
   );
-  return { observer, attach: (given) => (sources = given) };
+  return {
+    observer,
+    attach: (driver, transportStats) => (sources = { driver, transportStats }),
+  };
 }
 
 // deno-lint-ignore no-explicit-any

@@ -36,28 +36,19 @@ Deno.test("kvnodeMetrics() reads the replicas at scrape time and times the drive
   });
   assert.equal(driver.load().kind, "ok");
   driver.start();
-  metrics.attach({
-    replicas: () => driver.replicas(),
-    get inboxDepth() {
-      return driver.inboxDepth;
-    },
-    get droppedMessages() {
-      return driver.droppedMessages;
-    },
-    transportStats: () => ({
-      envelopesSent: 4,
-      batchesSent: 2,
-      bytesSent: 300,
-      droppedQueueFull: 1,
-      droppedOversized: 0,
-      droppedInvalid: 0,
-      queuedBytes: 0,
-      streamFailures: 0,
-      snapshotsSent: 0,
-      snapshotsFailed: 0,
-      snapshotsDropped: 0,
-    }),
-  });
+  metrics.attach(driver, () => ({
+    envelopesSent: 4,
+    batchesSent: 2,
+    bytesSent: 300,
+    droppedQueueFull: 1,
+    droppedOversized: 0,
+    droppedInvalid: 0,
+    queuedBytes: 0,
+    streamFailures: 0,
+    snapshotsSent: 0,
+    snapshotsFailed: 0,
+    snapshotsDropped: 0,
+  }));
   try {
     const created = await driver.createReplica({
       shardId: SHARD,
