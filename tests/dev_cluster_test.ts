@@ -105,7 +105,7 @@ Deno.test("deno task dev runs ZooKeeper and kvnodes, stops on SIGINT, keeps data
         `kvnode     127.0.0.1:${base + 2}`,
       ]
     ) assert.ok(output.includes(`  ${row} `), `status table row "${row}":\n${output}`);
-    assert.match(output, new RegExp(`status page http://127\\.0\\.0\\.1:${httpPort}/`));
+    assert.match(output, new RegExp(`dashboard http://127\\.0\\.0\\.1:${httpPort}/`));
     // The CLI's defaults are the dev ports; these are not, so the commands name them.
     const endpoint = `--endpoint 127.0.0.1:${gatewayPort}`;
     const commands = printedCommands(output);

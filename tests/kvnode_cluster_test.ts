@@ -102,6 +102,15 @@ Deno.test("kvnodes: writes survive kill -9 of a minority and of every node, repl
     await readAll(cluster, "before", 60);
     await readAll(cluster, "minority-down", 60);
     await assertHashesAgree(cluster);
+    // Each status counts the reads its replicas served since the restart, and its data file.
+    const statuses = await cluster.statuses();
+    const reads = statuses.flatMap((s) => s.replicas).reduce((sum, r) => sum + r.reads, 0);
+    assert.ok(reads >= 120, `the replicas counted ${reads} reads of the 120 made`);
+    for (const status of statuses) assert.ok(status.diskBytes > 0, `${status.nodeId}: no disk`);
+    await writeAll(cluster, "after", 30);
+    const proposals = (await cluster.statuses()).flatMap((s) => s.replicas)
+      .reduce((sum, r) => sum + r.proposals, 0);
+    assert.ok(proposals >= 30, `the leaders counted ${proposals} proposals of the 30 writes`);
   });
 });
 

@@ -40,7 +40,45 @@ Deno.test("placement: bootstraps shards on 3 kvnodes and every shard serves writ
     assert.match(metrics, /tinykv_placement_rounds_total \d+/);
     assert.match(metrics, /tinykv_placement_is_leader 1/);
     const page = await (await fetch(`http://127.0.0.1:${placement.httpPort}/`)).text();
-    assert.match(page, /TinyKV placement/);
+    assert.match(page, /<title>TinyKV dashboard<\/title>/);
+    // The dashboard's view, with replica details once asked for, and its guarded actions.
+    const http = `http://127.0.0.1:${placement.httpPort}`;
+    await fetch(`${http}/api/view`).then((r) => r.body?.cancel());
+    await waitFor(async () => {
+      const { view } = await (await fetch(`${http}/api/view`)).json();
+      return view?.detail === true && view.shards.length === 4 &&
+        view.shards.every((s: { applied: number | null }) => s.applied !== null && s.applied > 0);
+    }, { timeoutMs: 10_000, what: "the dashboard's view with replica details" });
+    const act = (path: string, body: unknown, headers: Record<string, string>) =>
+      fetch(`${http}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    const confirm = { "x-tinykv-confirm": "yes" };
+    const drainOne = { nodeId: cluster.nodes[0].nodeId };
+    assert.equal((await act("/api/drain", drainOne, {})).status, 403, "no confirmation header");
+    assert.equal(
+      (await act("/api/drain", drainOne, { ...confirm, origin: "http://elsewhere.example" }))
+        .status,
+      403,
+      "another site's page",
+    );
+    const unknown = await act("/api/drain", { nodeId: "nope" }, confirm);
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.code, "INVALID_ARGUMENT");
+    assert.match(unknown.body.message, /nope/);
+    const badField = await act("/api/transfer-leader", { shardId: "1", toNode: "x" }, confirm);
+    assert.deepEqual(badField, {
+      status: 400,
+      body: { ok: false, code: "INVALID_ARGUMENT", message: 'Field "shardId" must be a number' },
+    });
+    const plan = await act("/api/rebalance", { dryRun: true }, confirm);
+    assert.equal(plan.status, 200);
+    assert.deepEqual(plan.body.result.moves, []);
+    const after = await (await fetch(`${http}/status`)).json();
+    assert.ok(after.nodes.every((n: { draining: boolean }) => !n.draining), "nothing drained");
+    assert.deepEqual(after.tasks, []);
     const decisions = await placement.call("ListDecisions", { limit: 10 });
     assert.equal(decisions.kind, "ok");
     assert.ok(

@@ -741,7 +741,7 @@ function printStatus(config: Config, { zk, members, kvnodes, view }: Cluster): v
     const member = members.find((m) => m.spec.service === service);
     if (member?.child === undefined) continue;
     const detail = service === "placement"
-      ? `status page ${statusPage}`
+      ? `dashboard ${statusPage}`
       : "client API (gRPC tinykv.v1.KV)";
     rows.push([service, member.address, member.child.pid, detail]);
   }
@@ -766,7 +766,7 @@ function printStatus(config: Config, { zk, members, kvnodes, view }: Cluster): v
   console.log("");
   console.log("Try it from another terminal:");
   for (const command of cliCommands(config)) console.log(`  ${command}`);
-  console.log(`  open ${statusPage} (placement's status page)`);
+  console.log(`  open ${statusPage} (the live dashboard)`);
   const gatewayMetrics = metricsPort(
     config.gateway.http_port,
     config.rpc_server.port,

@@ -5,10 +5,12 @@
  *
  * With `--faults` it also makes sure of what the fault test (`deno task test:chaos`, part of
  * `deno task test`) needs to build its test hosts: `ip` (Debian's `iproute2`) and `nft`
- * (`nftables`). With `--test`, everything the whole suite needs: that, and Prometheus (Debian's
- * `prometheus`, which `tests/prometheus_test.ts` runs against the dev cluster).
+ * (`nftables`). With `--test`, everything the whole suite needs: that, Prometheus (Debian's
+ * `prometheus`, which `tests/prometheus_test.ts` runs against the dev cluster) and Chromium
+ * (Debian's `chromium`, the headless browser in which `tests/dashboard_test.ts` drives
+ * placement's dashboard).
  *
- * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/bin/prometheus tools/setup.ts [--faults | --test]`
+ * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/bin/prometheus,/usr/bin/chromium tools/setup.ts [--faults | --test]`
  *
  * @module
  */
@@ -102,6 +104,12 @@ const PROMETHEUS: Requirement = {
   present: () => commandSucceeds("/usr/bin/prometheus", ["--version"]),
 };
 
+const CHROMIUM: Requirement = {
+  what: "Chromium (/usr/bin/chromium)",
+  packageName: "chromium",
+  present: () => commandSucceeds("/usr/bin/chromium", ["--version"]),
+};
+
 /** Installs the packages of the requirements that are missing, with one `apt-get update`. */
 async function ensure(requirements: readonly Requirement[]): Promise<void> {
   const missing: Requirement[] = [];
@@ -146,7 +154,7 @@ export async function setup(options: { faults?: boolean; test?: boolean } = {}):
   await ensure([
     ZOOKEEPER,
     ...(faults ? FAULT_TEST_TOOLS : []),
-    ...(options.test === true ? [PROMETHEUS] : []),
+    ...(options.test === true ? [PROMETHEUS, CHROMIUM] : []),
   ]);
 }
 

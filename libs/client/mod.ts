@@ -45,6 +45,13 @@ export {
 } from "./router.ts";
 export { ClientSession, SESSION_OUTSTANDING_MAX_DEFAULT } from "./session.ts";
 export {
+  decodeGatewayInfo,
+  encodeGatewayInfo,
+  type GatewayInfo,
+  gatewayPath,
+  GATEWAYS_PATH,
+} from "./gateway_registry.ts";
+export {
   type Bytes,
   bytes,
   type CallOptions,

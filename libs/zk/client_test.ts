@@ -12,6 +12,7 @@ import {
   type ZooKeeperClient,
   ZooKeeperError,
 } from "./client.ts";
+import { keepEphemeral } from "./presence.ts";
 import {
   randomTestRoot,
   removeTestRoot,
@@ -359,6 +360,38 @@ Deno.test("after an expiry, an ephemeral another session took meanwhile is left 
     const node = await observer.get("/nodes/n1");
     assert.equal(text(node?.data), "observer's", "another session's node is never replaced");
     assert.equal((await observer.exists("/nodes/n1"))?.ephemeralOwner, observer.sessionId);
+  });
+});
+
+Deno.test("keepEphemeral claims its znode back when another session took it during an expiry", async () => {
+  await withExpirableClient(async ({ client, observer, events, proxy }) => {
+    const warnings: string[] = [];
+    const stop = keepEphemeral(client, "/gateways/g1", "client's", {
+      retryMs: 50,
+      warn: (message) => warnings.push(message),
+    });
+    try {
+      await waitFor(async () => (await observer.exists("/gateways/g1")) !== undefined, {
+        what: "the first claim",
+      });
+      proxy.pause();
+      await waitFor(async () => (await observer.exists("/gateways/g1")) === undefined, {
+        what: "the server to expire the session",
+      });
+      assert.equal((await observer.createEphemeral("/gateways/g1", "observer's")).kind, "ok");
+      proxy.resume();
+      await waitFor(() => events.some((e) => e.kind === "ephemeralLost"), {
+        what: "the client to give the znode up",
+      });
+      await waitFor(
+        async () => (await observer.exists("/gateways/g1"))?.ephemeralOwner === client.sessionId,
+        { what: "keepEphemeral to claim it back" },
+      );
+      assert.equal(text((await observer.get("/gateways/g1"))?.data), "client's");
+      assert.deepEqual(warnings, []);
+    } finally {
+      stop();
+    }
   });
 });
 

@@ -74,6 +74,7 @@ export type {
   ZooKeeperErrorCode,
   ZooKeeperLogger,
 } from "./client.ts";
+export { claimEphemeral, keepEphemeral } from "./presence.ts";
 export {
   type ConfiguredConnectOptions,
   configuredZooKeeperOptions,

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { KvRouter, ZooKeeperClusterView } from "@tinykv/client";
+import { encodeGatewayInfo, gatewayPath, KvRouter, ZooKeeperClusterView } from "@tinykv/client";
 import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
@@ -21,7 +21,11 @@ import {
   startMetrics,
 } from "@tinykv/metrics";
 import { startGrpcServer } from "@tinykv/rpc";
-import { connectConfiguredZooKeeperRetrying, type ZooKeeperClient } from "@tinykv/zk";
+import {
+  connectConfiguredZooKeeperRetrying,
+  keepEphemeral,
+  type ZooKeeperClient,
+} from "@tinykv/zk";
 import { isBrokenInvariant } from "./_assert.ts";
 import { GatewaySession, kvService } from "./kv_service.ts";
 import { gatewayMetrics } from "./metrics.ts";
@@ -41,8 +45,11 @@ async function main(args: string[]): Promise<number> {
 
 async function run(config: Config, log: Logger): Promise<number> {
   const address = `${config.rpc_server.host}:${config.rpc_server.port}`;
+  const startedAtMs = Date.now();
   let stopping = false;
   let zk: ZooKeeperClient | undefined;
+  let unregister = () => {};
+  const metricsReady = Promise.withResolvers<string | undefined>();
   let view: ZooKeeperClusterView | undefined;
   const viewReady = Promise.withResolvers<ZooKeeperClusterView>();
   // ZooKeeper may be down when the gateway starts: keep trying in the background.
@@ -56,6 +63,15 @@ async function run(config: Config, log: Logger): Promise<number> {
     zk = connected.client;
     view = new ZooKeeperClusterView(zk, { log });
     viewReady.resolve(view);
+    // Listed for placement's dashboard, which reads every gateway's metrics.
+    const metricsAddress = (await metricsReady.promise) ?? "";
+    if (stopping) return;
+    unregister = keepEphemeral(
+      zk,
+      gatewayPath(address),
+      encodeGatewayInfo({ address, metricsAddress, startedAtMs }),
+      { retryMs: ZOOKEEPER_RETRY_MS, warn: (message, fields) => log.warn(message, fields) },
+    );
   })();
   const router = new KvRouter({
     view: {
@@ -109,6 +125,11 @@ async function run(config: Config, log: Logger): Promise<number> {
       if (isBrokenInvariant(error)) broken.resolve(error);
     },
   });
+  metricsReady.resolve(
+    metricsServer === undefined
+      ? undefined
+      : `${config.rpc_server.host}:${metricsServer.addr.port}`,
+  );
   const metricsAt = metricsServer === undefined ? "" : `metrics :${metricsServer.addr.port}, `;
   log.info("gateway serving", { address, metricsPort: metricsServer?.addr.port });
   console.log(`gateway serving on ${address} (${metricsAt}pid ${Deno.pid})`);
@@ -121,6 +142,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   const clean = reason === "SIGINT" || reason === "SIGTERM" || reason === "parent exited";
   if (!clean) console.error(`gateway: ${reason}`);
   stopping = true;
+  unregister();
+  metricsReady.resolve(undefined);
   // Stop accepting new calls, let those in flight finish (bounded), then close everything.
   const drained = server.shutdown(DRAIN_MS_MAX);
   await drained;

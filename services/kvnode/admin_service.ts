@@ -36,6 +36,8 @@ export interface AdminServiceOptions {
   readonly identity: NodeIdentity;
   /** The longest an admin call waits for its change to apply. */
   readonly changeTimeoutMsMax: number;
+  /** Bytes of the node's data file in use (`NodeStore.usedBytes`); 0 when not given. */
+  readonly diskBytes?: () => number;
 }
 
 const ROLE: Record<Role, ReplicaStatus_Role> = {
@@ -132,6 +134,7 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
         turnMsMax: Math.ceil(driver.turnStats.turnMsMax),
         slowTurns: driver.turnStats.slowTurns,
         turnWriteMs: Math.ceil(driver.turnStats.turnWriteMs),
+        diskBytes: options.diskBytes?.() ?? 0,
       };
       if (request.resetTurnStats) driver.resetTurnStats();
       return rpcOk(response);
@@ -215,7 +218,7 @@ function fromAdmin<T, R>(result: AdminResult<T>, map: (value: T) => R): RpcResul
  * The statuses of quiesced replicas, which cannot change until something wakes them (placement
  * asks every second; with a thousand quiet replicas, building each status anew is most of an idle
  * kvnode's work). An entry is reused only while its replica stays quiesced at the same applied
- * index, log length and conf epoch.
+ * index, log length, conf epoch, leader and count of reads served.
  */
 class QuietStatusCache {
   readonly #entries = new WeakMap<KvReplica, { key: string; status: ReplicaStatus }>();
@@ -223,7 +226,8 @@ class QuietStatusCache {
   get(replica: KvReplica, build: () => ReplicaStatus): ReplicaStatus {
     if (!replica.node.quiesced) return build();
     const { applied, confState } = replica.log.appliedState;
-    const key = `${applied}/${replica.log.entryCount}/${confState.epoch}/${replica.node.leader}`;
+    const key = `${applied}/${replica.log.entryCount}/${confState.epoch}/${replica.node.leader}/` +
+      `${replica.counters.reads}`;
     const cached = this.#entries.get(replica);
     if (cached?.key === key) return cached.status;
     const status = build();
@@ -261,5 +265,7 @@ function replicaStatus(replica: KvReplica, withDataHash: boolean): ReplicaStatus
     dataBytes: size.bytes,
     dataHash: withDataHash ? replica.machine.dataHash() : "",
     progress: status.peers.map((p) => ({ peerId: p.id, matchIndex: p.match })),
+    proposals: replica.counters.proposals,
+    reads: replica.counters.reads,
   };
 }

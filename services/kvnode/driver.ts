@@ -1064,6 +1064,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       case "propose":
         return this.#propose(replica, prepared.data, live);
       case "read": {
+        if (prepared.local || replica.isLeader()) replica.counters.reads++;
         const waiter: ReadWaiter<R> = {
           serve: () => prepared.serve(replica.machine),
           resolve: (outcome) => this.#finish(live, outcome),

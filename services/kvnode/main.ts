@@ -116,7 +116,12 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
         streamItemsMax: STREAM_ITEMS_MAX,
         responseBytesMax: Math.floor(config.rpc_server.max_message_bytes / 2),
       }),
-      nodeAdminService({ driver, identity, changeTimeoutMsMax: CHANGE_TIMEOUT_MS_MAX }),
+      nodeAdminService({
+        driver,
+        identity,
+        changeTimeoutMsMax: CHANGE_TIMEOUT_MS_MAX,
+        diskBytes: () => store.usedBytes(),
+      }),
       raftTransportService({
         clusterId,
         maxSnapshotBytes: config.storage.map_bytes,

@@ -68,6 +68,12 @@ export class NodeStore implements NodeStorage {
     return (this.#db as unknown as { maxKeySize: number }).maxKeySize;
   }
 
+  /** Bytes of the data file in use: the pages LMDB has written up to its last (free ones too). */
+  usedBytes(): number {
+    const stats = this.#db.getStats() as { pageSize?: number; lastPageNumber?: number };
+    return ((stats.lastPageNumber ?? -1) + 1) * (stats.pageSize ?? 0);
+  }
+
   /** Opens (or creates) the environment in `options.dir`. */
   static open(options: NodeStoreOptions): NodeStore {
     Deno.mkdirSync(options.dir, { recursive: true });

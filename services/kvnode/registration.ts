@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { ZooKeeperClient } from "@tinykv/zk";
+import { claimEphemeral, type ZooKeeperClient } from "@tinykv/zk";
 import type { NodeStorage } from "./node_storage.ts";
 import { resolveClusterId, storedClusterId } from "./identity.ts";
 import type { DriverLog } from "./driver.ts";
@@ -172,17 +172,5 @@ async function register(
   nodeId: string,
   info: { address: string; startedAtMs: number },
 ): Promise<void> {
-  await zk.mkdirp("/nodes");
-  const path = `/nodes/${nodeId}`;
-  const data = new TextEncoder().encode(JSON.stringify(info));
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const created = await zk.createEphemeral(path, data);
-    if (created.kind === "ok") return;
-    if (created.kind !== "nodeExists") {
-      throw new Error(`Cannot register node "${nodeId}" in ZooKeeper: ${created.kind}`);
-    }
-    // A previous run of this node (same data dir) left its znode until its session expires.
-    await zk.delete(path);
-  }
-  throw new Error(`Cannot register node "${nodeId}": "${path}" exists and could not be replaced`);
+  await claimEphemeral(zk, `/nodes/${nodeId}`, new TextEncoder().encode(JSON.stringify(info)));
 }

@@ -117,7 +117,7 @@ export class Replica<R, M extends GroupMachine<R>> {
   /** Linearizable reads on their way through ReadIndex. */
   readonly reads = new ReadRounds<R>();
   /** Counts since the replica was opened here, for metrics. */
-  readonly counters = { proposals: 0, snapshotsSent: 0, snapshotsReceived: 0 };
+  readonly counters = { proposals: 0, reads: 0, snapshotsSent: 0, snapshotsReceived: 0 };
   /** Admin calls waiting for their conf change to apply. */
   readonly appliedWaiters = new AppliedWaiters();
   readonly #store: NodeStorage;

@@ -32,6 +32,8 @@ export function replica(fields: Partial<ReplicaStatus> & { shardId: number }): R
     dataBytes: 0,
     dataHash: "",
     progress: [],
+    proposals: 0,
+    reads: 0,
     ...fields,
   };
 }
@@ -47,6 +49,7 @@ export function nodeStatus(node: string, replicas: ReplicaStatus[]): NodeStatusR
     turnMsMax: 0,
     slowTurns: 0,
     turnWriteMs: 0,
+    diskBytes: 0,
   };
 }
 

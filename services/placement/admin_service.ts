@@ -12,7 +12,14 @@ import {
   PlacementService,
   type PlacementTask,
 } from "@tinykv/proto/tinykv/v1";
-import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
+import {
+  bindService,
+  rpcFailure,
+  rpcOk,
+  type RpcResult,
+  type ServiceBinding,
+  type ServiceHandlers,
+} from "@tinykv/rpc";
 import { type Move, shardId } from "@tinykv/shard";
 import { type DecisionLog, DECISIONS_MAX } from "./decisions.ts";
 import type { ClusterSnapshot, PlacementLeader } from "./leader.ts";
@@ -119,6 +126,16 @@ const NOT_READY = "The placement leader has not finished its first round yet";
 
 /** The `Placement` service. */
 export function placementService(control: PlacementControl): ServiceBinding {
+  return bindService(PlacementService, placementHandlers(control));
+}
+
+/**
+ * The `Placement` handlers: the gRPC service's, and the dashboard's actions (dashboard/http.ts)
+ * call the same ones, so a request is checked and answered alike whichever way it comes.
+ */
+export function placementHandlers(
+  control: PlacementControl,
+): ServiceHandlers<typeof PlacementService> {
   /** Runs `body` on the leader with its request context, or answers why not. */
   const onLeader = async <T>(
     body: (
@@ -132,7 +149,7 @@ export function placementService(control: PlacementControl): ServiceBinding {
     if (context === undefined) return rpcFailure("unavailable", NOT_READY);
     return await body(leader, context);
   };
-  return bindService(PlacementService, {
+  return {
     ClusterState: async () => {
       const leader = control.leader();
       if (leader === undefined) return await notLeader(control);
@@ -209,5 +226,5 @@ export function placementService(control: PlacementControl): ServiceBinding {
         }));
       return rpcOk({ decisions });
     },
-  });
+  };
 }

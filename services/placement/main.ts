@@ -1,7 +1,7 @@
 /**
  * The placement process: wires the config, the logger, ZooKeeper, the leader election, the leader
- * loop (while this instance leads), the `Placement` admin gRPC service and the HTTP status page,
- * and shuts them down cleanly on SIGINT/SIGTERM. A broken invariant (a failed assertion in the
+ * loop (while this instance leads), the `Placement` admin gRPC service, the HTTP endpoint (status,
+ * metrics and the live dashboard), and shuts them down cleanly on SIGINT/SIGTERM. A broken invariant (a failed assertion in the
  * leader loop, a leadership change or an admin handler) stops it with exit code 2.
  *
  * Run: `deno run <permissions> services/placement/main.ts [--config FILE] [--section.key=value …]`.
@@ -16,16 +16,26 @@ import { startGrpcServer } from "@tinykv/rpc";
 import { connectConfiguredZooKeeper } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
 import { isBrokenInvariant } from "./_assert.ts";
-import { clusterStateOf, type PlacementControl, placementService } from "./admin_service.ts";
+import {
+  clusterStateOf,
+  type PlacementControl,
+  placementHandlers,
+  placementService,
+} from "./admin_service.ts";
+import { DashboardCollector, DECISIONS_SHOWN } from "./dashboard/collector.ts";
+import { loadAssets } from "./dashboard/http.ts";
 import { DecisionLog } from "./decisions.ts";
 import { type ElectionState, LeaderElection } from "./election.ts";
 import { serveHttp } from "./http_status.ts";
 import { MOVES_MAX, PlacementLeader } from "./leader.ts";
 import { placementGauges, PlacementMetrics } from "./metrics.ts";
 import { ADMIN_MESSAGE_BYTES_MAX, NodeAdminPool } from "./node_admin.ts";
+import { gatewayDirectory } from "./registry.ts";
 
 /** How many seconds of snapshot streaming the planner may queue. */
 const SNAPSHOT_QUEUE_SECONDS = 60;
+/** How long the dashboard waits for a kvnode's status or a gateway's metrics. */
+const DASHBOARD_PULL_MS = 900;
 
 async function main(args: string[]): Promise<number> {
   return await runService(args, {
@@ -109,6 +119,37 @@ async function run(config: Config, log: Logger): Promise<number> {
       if (isBrokenInvariant(error)) broken.resolve(error);
     },
   });
+  const warn = (message: string, fields?: Record<string, unknown>) => log.warn(message, fields);
+  const gateways = gatewayDirectory(zk, warn);
+  await gateways.start();
+  const collector = new DashboardCollector({
+    snapshot: () => leader?.snapshot,
+    leaderAddress: () => election.leaderAddress(),
+    decisions: () => decisions.recent(DECISIONS_SHOWN),
+    gateways: () => gateways.entries().map((entry) => entry.value),
+    nodeStatus: async (address) => {
+      const answer = await admin.status(address, DASHBOARD_PULL_MS);
+      return answer.kind === "ok" ? answer.response : undefined;
+    },
+    scrape: async (address) => {
+      try {
+        const response = await fetch(`http://${address}/metrics`, {
+          signal: AbortSignal.timeout(DASHBOARD_PULL_MS),
+        });
+        const text = await response.text();
+        return response.ok ? text : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    now: () => Date.now(),
+    warn,
+  });
+  const dashboard = {
+    assets: await loadAssets(warn),
+    collector,
+    handlers: placementHandlers(control),
+  };
   const httpAbort = new AbortController();
   const http = serveHttp({
     state: async () => {
@@ -120,8 +161,10 @@ async function run(config: Config, log: Logger): Promise<number> {
       return clusterStateOf(undefined, { address: address ?? "", isLeader: false });
     },
     registry,
+    dashboard,
   }, { host: p.host, port: p.http_port, signal: httpAbort.signal });
   await election.start();
+  collector.start();
   log.info("placement serving", { adminAddress, httpPort: p.http_port });
   console.log(
     `placement serving on ${adminAddress} (http ${p.host}:${p.http_port}, pid ${Deno.pid})`,
@@ -138,6 +181,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   await transitions;
   await leader?.stop();
   await server.shutdown(2000);
+  await collector.stop();
+  gateways.close();
   httpAbort.abort();
   await http.finished;
   admin.close();

@@ -1,78 +1,83 @@
 /**
- * The kvnodes registered in ZooKeeper (`nodes/<id>`, ephemeral, JSON `{"address", …}`), followed
- * with watches: a join or a departure is seen as soon as ZooKeeper reports it, and a node that
- * re-registers at another address is seen there.
+ * Directories of ephemeral znodes that processes register in, followed with watches: a join or a
+ * departure is seen as soon as ZooKeeper reports it, and a changed registration is seen at once.
+ * The kvnodes register under `nodes/<id>` (JSON `{"address", …}`, {@linkcode NodeRegistry}); the
+ * gateways under `gateways/<address>` (`GatewayInfo`, read by the dashboard).
  *
  * @module
  */
+import { decodeGatewayInfo, type GatewayInfo, GATEWAYS_PATH } from "@tinykv/client";
 import type { ZooKeeperClient } from "@tinykv/zk";
 import type { RegisteredNode } from "./cluster_model.ts";
 
 /** Where kvnodes register, relative to the cluster root. */
 export const NODES_PATH = "/nodes";
 
-/** The registered kvnodes. */
-export class NodeRegistry {
+type Warn = (message: string, fields?: Record<string, unknown>) => void;
+
+/** The children of one znode and what each holds, decoded; a child that does not decode is left out. */
+export class ZnodeDirectory<T> {
   readonly #zk: ZooKeeperClient;
-  readonly #warn: (message: string, fields?: Record<string, unknown>) => void;
-  readonly #addresses = new Map<string, string>();
+  readonly #path: string;
+  readonly #decode: (data: Uint8Array) => T | undefined;
+  readonly #warn: Warn;
+  readonly #values = new Map<string, T>();
   readonly #watches = new Map<string, () => void>();
   #children: string[] = [];
   #unwatch: (() => void) | undefined;
 
   constructor(
     zk: ZooKeeperClient,
-    warn: (message: string, fields?: Record<string, unknown>) => void,
+    options: { path: string; decode: (data: Uint8Array) => T | undefined; warn: Warn },
   ) {
     this.#zk = zk;
-    this.#warn = warn;
+    this.#path = options.path;
+    this.#decode = options.decode;
+    this.#warn = options.warn;
   }
 
-  /** Starts following the registry. */
+  /** Starts following the directory (creating it when missing). */
   async start(): Promise<void> {
-    await this.#zk.mkdirp(NODES_PATH);
-    this.#unwatch = this.#zk.watchChildren(NODES_PATH, (children) => {
+    await this.#zk.mkdirp(this.#path);
+    this.#unwatch = this.#zk.watchChildren(this.#path, (children) => {
       this.#children = [...children ?? []].sort();
       for (const [id, unwatch] of this.#watches) {
         if (this.#children.includes(id)) continue;
         unwatch();
         this.#watches.delete(id);
-        this.#addresses.delete(id);
+        this.#values.delete(id);
       }
       for (const id of this.#children) {
-        if (!this.#watches.has(id)) this.#watches.set(id, this.#watchNode(id));
+        if (!this.#watches.has(id)) this.#watches.set(id, this.#watchChild(id));
       }
     });
   }
 
-  #watchNode(id: string): () => void {
-    return this.#zk.watchData(`${NODES_PATH}/${id}`, (node) => {
+  #watchChild(id: string): () => void {
+    return this.#zk.watchData(`${this.#path}/${id}`, (node) => {
       if (node === undefined) {
-        this.#addresses.delete(id);
+        this.#values.delete(id);
         return;
       }
-      try {
-        const info = JSON.parse(new TextDecoder().decode(node.data));
-        if (typeof info.address === "string") this.#addresses.set(id, info.address);
-      } catch {
-        this.#warn("Ignored a malformed node registration", { node: id });
-      }
+      const value = this.#decode(node.data);
+      if (value !== undefined) this.#values.set(id, value);
+      else this.#warn("Ignored a malformed registration", { path: `${this.#path}/${id}` });
     });
   }
 
-  /** The registered nodes whose address is known, ordered by id. */
-  registered(): RegisteredNode[] {
-    const out: RegisteredNode[] = [];
+  /** The registered children whose data is known, ordered by name. */
+  entries(): Array<{ id: string; value: T }> {
+    const out: Array<{ id: string; value: T }> = [];
     for (const id of this.#children) {
-      const address = this.#addresses.get(id);
-      if (address !== undefined) out.push({ id, address });
+      const value = this.#values.get(id);
+      if (value !== undefined) out.push({ id, value });
     }
     return out;
   }
 
-  /** The address of a registered node. */
-  address(id: string): string | undefined {
-    return this.#children.includes(id) ? this.#addresses.get(id) : undefined;
+  /** What a registered child holds. */
+  get(id: string): T | undefined {
+    return this.#children.includes(id) ? this.#values.get(id) : undefined;
   }
 
   /** Stops following. */
@@ -81,4 +86,47 @@ export class NodeRegistry {
     for (const unwatch of this.#watches.values()) unwatch();
     this.#watches.clear();
   }
+}
+
+function decodeNodeAddress(data: Uint8Array): string | undefined {
+  try {
+    const info = JSON.parse(new TextDecoder().decode(data));
+    return typeof info?.address === "string" ? info.address : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The registered kvnodes. */
+export class NodeRegistry {
+  readonly #directory: ZnodeDirectory<string>;
+
+  constructor(zk: ZooKeeperClient, warn: Warn) {
+    this.#directory = new ZnodeDirectory(zk, { path: NODES_PATH, decode: decodeNodeAddress, warn });
+  }
+
+  /** Starts following the registry. */
+  start(): Promise<void> {
+    return this.#directory.start();
+  }
+
+  /** The registered nodes whose address is known, ordered by id. */
+  registered(): RegisteredNode[] {
+    return this.#directory.entries().map(({ id, value }) => ({ id, address: value }));
+  }
+
+  /** The address of a registered node. */
+  address(id: string): string | undefined {
+    return this.#directory.get(id);
+  }
+
+  /** Stops following. */
+  close(): void {
+    this.#directory.close();
+  }
+}
+
+/** The gateways registered now (each keeps its znode while it runs). */
+export function gatewayDirectory(zk: ZooKeeperClient, warn: Warn): ZnodeDirectory<GatewayInfo> {
+  return new ZnodeDirectory(zk, { path: GATEWAYS_PATH, decode: decodeGatewayInfo, warn });
 }

@@ -683,6 +683,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "uint32",
                   "id": 8,
                 },
+                "diskBytes": {
+                  "type": "uint64",
+                  "id": 9,
+                },
               },
             },
             "ReplicaStatus": {
@@ -761,6 +765,14 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "rule": "repeated",
                   "type": "PeerProgress",
                   "id": 18,
+                },
+                "proposals": {
+                  "type": "uint64",
+                  "id": 19,
+                },
+                "reads": {
+                  "type": "uint64",
+                  "id": 20,
                 },
               },
               "nested": {
@@ -2675,6 +2687,8 @@ export interface NodeStatusResponse {
   slowTurns: number;
   /** The field `turn_write_ms = 8`. */
   turnWriteMs: number;
+  /** Bytes of the node's data file in use (LMDB pages written), 0 when unknown. */
+  diskBytes: number;
 }
 
 function fromNodeStatusResponse(m: unknown): NodeStatusResponse {
@@ -2688,6 +2702,7 @@ function fromNodeStatusResponse(m: unknown): NodeStatusResponse {
     turnMsMax: toFloat(r.turnMsMax),
     slowTurns: toSafeInteger(r.slowTurns, "tinykv.v1.NodeStatusResponse.slowTurns"),
     turnWriteMs: toFloat(r.turnWriteMs),
+    diskBytes: toSafeInteger(r.diskBytes, "tinykv.v1.NodeStatusResponse.diskBytes"),
   };
 }
 
@@ -2699,6 +2714,7 @@ function checkNodeStatusResponse(m: NodeStatusResponse): void {
   checkInteger(m.turnMsMax, "uint32", "tinykv.v1.NodeStatusResponse.turnMsMax");
   checkInteger(m.slowTurns, "uint64", "tinykv.v1.NodeStatusResponse.slowTurns");
   checkInteger(m.turnWriteMs, "uint32", "tinykv.v1.NodeStatusResponse.turnWriteMs");
+  checkInteger(m.diskBytes, "uint64", "tinykv.v1.NodeStatusResponse.diskBytes");
 }
 
 /** Encodes, decodes and creates `tinykv.v1.NodeStatusResponse`. */
@@ -2749,6 +2765,14 @@ export interface ReplicaStatus {
   dataHash: string;
   /** On the leader: how far each member's log is known to match. */
   progress: PeerProgress[];
+  /**
+   * Requests this replica took as the shard's leader since its process started: entries it
+   * proposed (writes) and reads it served or queued for ReadIndex (serializable reads count on
+   * any replica). Counters: a rate is the difference of two statuses over their time apart.
+   */
+  proposals: number;
+  /** The field `reads = 20`. */
+  reads: number;
 }
 
 function fromReplicaStatus(m: unknown): ReplicaStatus {
@@ -2772,6 +2796,8 @@ function fromReplicaStatus(m: unknown): ReplicaStatus {
     dataBytes: toSafeInteger(r.dataBytes, "tinykv.v1.ReplicaStatus.dataBytes"),
     dataHash: toText(r.dataHash),
     progress: toArray(r.progress, "tinykv.v1.ReplicaStatus.progress", fromPeerProgress),
+    proposals: toSafeInteger(r.proposals, "tinykv.v1.ReplicaStatus.proposals"),
+    reads: toSafeInteger(r.reads, "tinykv.v1.ReplicaStatus.reads"),
   };
 }
 
@@ -2798,6 +2824,8 @@ function checkReplicaStatus(m: ReplicaStatus): void {
   for (const x of m.progress) {
     checkPeerProgress(x);
   }
+  checkInteger(m.proposals, "uint64", "tinykv.v1.ReplicaStatus.proposals");
+  checkInteger(m.reads, "uint64", "tinykv.v1.ReplicaStatus.reads");
 }
 
 /** Encodes, decodes and creates `tinykv.v1.ReplicaStatus`. */
