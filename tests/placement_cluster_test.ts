@@ -71,7 +71,11 @@ Deno.test("placement: bootstraps shards on 3 kvnodes and every shard serves writ
     const badField = await act("/api/transfer-leader", { shardId: "1", toNode: "x" }, confirm);
     assert.deepEqual(badField, {
       status: 400,
-      body: { ok: false, code: "INVALID_ARGUMENT", message: 'Field "shardId" must be a number' },
+      body: {
+        ok: false,
+        code: "INVALID_ARGUMENT",
+        message: 'Field "shardId" must be a number: got "1"',
+      },
     });
     const plan = await act("/api/rebalance", { dryRun: true }, confirm);
     assert.equal(plan.status, 200);

@@ -9,7 +9,8 @@
  */
 import { decodeShardMap, type ShardMap } from "@tinykv/shard";
 import { type Clock, systemClock } from "@tinykv/timer";
-import type { ZooKeeperClient } from "@tinykv/zk";
+import { ZnodeDirectory, type ZooKeeperClient } from "@tinykv/zk";
+import { decodeNodeAddress, NODES_PATH } from "./registrations.ts";
 
 /** The cluster as a router sees it. */
 export interface ClusterView {
@@ -76,8 +77,7 @@ export class ZooKeeperClusterView implements ClusterView {
   readonly #log: ViewLog | undefined;
   readonly #clock: Clock;
   #map: ShardMap | undefined;
-  readonly #addresses = new Map<string, string>();
-  readonly #nodeWatches = new Map<string, () => void>();
+  readonly #nodes: ZnodeDirectory<string>;
   readonly #unwatch: Array<() => void> = [];
   #waiters: Array<() => void> = [];
 
@@ -100,34 +100,15 @@ export class ZooKeeperClusterView implements ClusterView {
       this.#map = decoded.map;
       for (const wake of this.#waiters.splice(0)) wake();
     }));
-    this.#unwatch.push(
-      zk.watchChildren("/nodes", (children) => this.#nodesChanged(children ?? [])),
-    );
-  }
-
-  #nodesChanged(children: string[]): void {
-    for (const [id, unwatch] of this.#nodeWatches) {
-      if (children.includes(id)) continue;
-      // A node that left keeps its last address: it may come back at the same place, and a
-      // request to a dead address fails fast and is retried elsewhere.
-      unwatch();
-      this.#nodeWatches.delete(id);
-    }
-    for (const id of children) {
-      if (this.#nodeWatches.has(id)) continue;
-      this.#nodeWatches.set(
-        id,
-        this.#zk.watchData(`/nodes/${id}`, (node) => {
-          if (node === undefined) return;
-          try {
-            const info = JSON.parse(new TextDecoder().decode(node.data));
-            if (typeof info.address === "string") this.#addresses.set(id, info.address);
-          } catch {
-            this.#log?.warn("Ignored a malformed node registration", { node: id });
-          }
-        }),
-      );
-    }
+    // A node that left keeps its last address: it may come back at the same place, and a request
+    // to a dead address fails fast and is retried elsewhere.
+    this.#nodes = new ZnodeDirectory(zk, {
+      path: NODES_PATH,
+      decode: decodeNodeAddress,
+      warn: (message, fields) => this.#log?.warn(message, fields),
+      keepDeparted: true,
+    });
+    this.#nodes.start();
   }
 
   shardMap(): ShardMap | undefined {
@@ -135,7 +116,7 @@ export class ZooKeeperClusterView implements ClusterView {
   }
 
   nodeAddress(nodeId: string): string | undefined {
-    return this.#addresses.get(nodeId);
+    return this.#nodes.get(nodeId);
   }
 
   changed(timeoutMs: number): Promise<void> {
@@ -144,8 +125,7 @@ export class ZooKeeperClusterView implements ClusterView {
 
   close(): void {
     for (const unwatch of this.#unwatch.splice(0)) unwatch();
-    for (const unwatch of this.#nodeWatches.values()) unwatch();
-    this.#nodeWatches.clear();
+    this.#nodes.close();
     for (const wake of this.#waiters.splice(0)) wake();
   }
 }

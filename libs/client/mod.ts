@@ -46,11 +46,13 @@ export {
 export { ClientSession, SESSION_OUTSTANDING_MAX_DEFAULT } from "./session.ts";
 export {
   decodeGatewayInfo,
+  decodeNodeAddress,
   encodeGatewayInfo,
   type GatewayInfo,
   gatewayPath,
   GATEWAYS_PATH,
-} from "./gateway_registry.ts";
+  NODES_PATH,
+} from "./registrations.ts";
 export {
   type Bytes,
   bytes,

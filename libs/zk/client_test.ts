@@ -388,6 +388,12 @@ Deno.test("keepEphemeral claims its znode back when another session took it duri
         { what: "keepEphemeral to claim it back" },
       );
       assert.equal(text((await observer.get("/gateways/g1"))?.data), "client's");
+      // Deleted by someone else: claimed again.
+      await observer.delete("/gateways/g1");
+      await waitFor(
+        async () => (await observer.exists("/gateways/g1"))?.ephemeralOwner === client.sessionId,
+        { what: "keepEphemeral to claim it back after a delete" },
+      );
       assert.deepEqual(warnings, []);
     } finally {
       stop();

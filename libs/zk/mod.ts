@@ -75,6 +75,7 @@ export type {
   ZooKeeperLogger,
 } from "./client.ts";
 export { claimEphemeral, keepEphemeral } from "./presence.ts";
+export { ZnodeDirectory, type ZnodeDirectoryOptions } from "./directory.ts";
 export {
   type ConfiguredConnectOptions,
   configuredZooKeeperOptions,

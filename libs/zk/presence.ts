@@ -31,8 +31,9 @@ export async function claimEphemeral(
 
 /**
  * Keeps `path` claimed while the process runs: claims it until that succeeds (retrying every
- * `retryMs`), and again whenever the client gives up restoring it after a session expiry (another
- * session's znode was in the way). Returns a function that stops it.
+ * `retryMs`), and again whenever it disappears (someone deleted it) or the client gives up
+ * restoring it after a session expiry (another session's znode was in the way). Returns a
+ * function that stops it.
  */
 export function keepEphemeral(
   zk: ZooKeeperClient,
@@ -62,9 +63,15 @@ export function keepEphemeral(
   const unlisten = zk.onConnectionEvent((event) => {
     if (event.kind === "ephemeralLost" && event.path === path) void claim();
   });
+  let claimedOnce = false;
+  const unwatch = zk.watchData(path, (node) => {
+    if (node !== undefined) claimedOnce = true;
+    else if (claimedOnce && !stopped) void claim();
+  });
   void claim();
   return () => {
     stopped = true;
     unlisten();
+    unwatch();
   };
 }

@@ -34,6 +34,8 @@ import { gatewayMetrics } from "./metrics.ts";
 const DRAIN_MS_MAX = 10_000;
 /** How long to wait between attempts to reach ZooKeeper. */
 const ZOOKEEPER_RETRY_MS = 2000;
+/** Hosts that mean "every address": a gateway listening on one is not listed in ZooKeeper. */
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]", ""]);
 
 async function main(args: string[]): Promise<number> {
   return await runService(args, {
@@ -63,9 +65,16 @@ async function run(config: Config, log: Logger): Promise<number> {
     zk = connected.client;
     view = new ZooKeeperClusterView(zk, { log });
     viewReady.resolve(view);
-    // Listed for placement's dashboard, which reads every gateway's metrics.
+    // Listed for placement's dashboard, which reads every gateway's metrics; an address of every
+    // interface names no one place to reach (and would be the same on every host).
     const metricsAddress = (await metricsReady.promise) ?? "";
     if (stopping) return;
+    if (WILDCARD_HOSTS.has(config.rpc_server.host)) {
+      log.warn("Not listed for placement's dashboard: rpc_server.host listens on every address", {
+        host: config.rpc_server.host,
+      });
+      return;
+    }
     unregister = keepEphemeral(
       zk,
       gatewayPath(address),

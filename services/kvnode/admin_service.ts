@@ -36,7 +36,7 @@ export interface AdminServiceOptions {
   readonly identity: NodeIdentity;
   /** The longest an admin call waits for its change to apply. */
   readonly changeTimeoutMsMax: number;
-  /** Bytes of the node's data file in use (`NodeStore.usedBytes`); 0 when not given. */
+  /** Bytes of the node's data file up to its last page (`NodeStore.usedBytes`); 0 when not given. */
   readonly diskBytes?: () => number;
 }
 

@@ -1064,7 +1064,6 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       case "propose":
         return this.#propose(replica, prepared.data, live);
       case "read": {
-        if (prepared.local || replica.isLeader()) replica.counters.reads++;
         const waiter: ReadWaiter<R> = {
           serve: () => prepared.serve(replica.machine),
           resolve: (outcome) => this.#finish(live, outcome),
@@ -1152,6 +1151,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 
   /** Serves one read; a failure answers that read only (INTERNAL), never the loop. */
   #serveRead(replica: Replica<R, M>, waiter: ReadWaiter<R>): void {
+    replica.counters.reads++;
     let outcome: Outcome<R>;
     try {
       outcome = waiter.serve();

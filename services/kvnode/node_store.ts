@@ -68,7 +68,7 @@ export class NodeStore implements NodeStorage {
     return (this.#db as unknown as { maxKeySize: number }).maxKeySize;
   }
 
-  /** Bytes of the data file in use: the pages LMDB has written up to its last (free ones too). */
+  /** The data file's size up to its last written page (LMDB's high-water mark: free pages count). */
   usedBytes(): number {
     const stats = this.#db.getStats() as { pageSize?: number; lastPageNumber?: number };
     return ((stats.lastPageNumber ?? -1) + 1) * (stats.pageSize ?? 0);

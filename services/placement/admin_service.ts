@@ -1,6 +1,6 @@
 /**
- * The `tinykv.v1.Placement` admin service and the JSON view of the cluster shared with the HTTP
- * status page. Handlers decode the request, check it against the leader's last view
+ * The `tinykv.v1.Placement` admin service (its handlers are also the dashboard's actions) and the
+ * JSON view of the cluster shared with the HTTP endpoint's `/status`. Handlers decode the request, check it against the leader's last view
  * (`requests.ts`), start the move, and map the answer through the product's status table. An
  * instance that does not lead answers UNAVAILABLE naming the leader's admin address.
  *

@@ -36,6 +36,8 @@ import { gatewayDirectory } from "./registry.ts";
 const SNAPSHOT_QUEUE_SECONDS = 60;
 /** How long the dashboard waits for a kvnode's status or a gateway's metrics. */
 const DASHBOARD_PULL_MS = 900;
+/** The most of a gateway's `/metrics` the dashboard reads (a gateway's is about 20 KB). */
+const SCRAPE_BYTES_MAX = 1 << 20;
 
 async function main(args: string[]): Promise<number> {
   return await runService(args, {
@@ -121,7 +123,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   });
   const warn = (message: string, fields?: Record<string, unknown>) => log.warn(message, fields);
   const gateways = gatewayDirectory(zk, warn);
-  await gateways.start();
+  gateways.start();
   const collector = new DashboardCollector({
     snapshot: () => leader?.snapshot,
     leaderAddress: () => election.leaderAddress(),
@@ -131,17 +133,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       const answer = await admin.status(address, DASHBOARD_PULL_MS);
       return answer.kind === "ok" ? answer.response : undefined;
     },
-    scrape: async (address) => {
-      try {
-        const response = await fetch(`http://${address}/metrics`, {
-          signal: AbortSignal.timeout(DASHBOARD_PULL_MS),
-        });
-        const text = await response.text();
-        return response.ok ? text : undefined;
-      } catch {
-        return undefined;
-      }
-    },
+    scrape: (address) => scrapeMetrics(address),
     now: () => Date.now(),
     warn,
   });
@@ -149,6 +141,11 @@ async function run(config: Config, log: Logger): Promise<number> {
     assets: await loadAssets(warn),
     collector,
     handlers: placementHandlers(control),
+    listen: { host: p.host, port: p.http_port },
+    onUnexpectedError: (error: unknown, method: string) => {
+      log.error("Handler failed", { method, error });
+      if (isBrokenInvariant(error)) broken.resolve(error);
+    },
   };
   const httpAbort = new AbortController();
   const http = serveHttp({
@@ -189,6 +186,30 @@ async function run(config: Config, log: Logger): Promise<number> {
   await zk.close();
   console.log(`placement ${adminAddress} stopped`);
   return clean ? 0 : 2;
+}
+
+/** The text of `http://<address>/metrics`, or undefined when it fails, is slow or too large. */
+async function scrapeMetrics(address: string): Promise<string | undefined> {
+  try {
+    const response = await fetch(`http://${address}/metrics`, {
+      signal: AbortSignal.timeout(DASHBOARD_PULL_MS),
+    });
+    if (!response.ok || response.body === null) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    let text = "";
+    const decoder = new TextDecoder();
+    let bytes = 0;
+    for await (const chunk of response.body) {
+      bytes += chunk.length;
+      if (bytes > SCRAPE_BYTES_MAX) return undefined; // Leaving the loop cancels the body.
+      text += decoder.decode(chunk, { stream: true });
+    }
+    return text + decoder.decode();
+  } catch {
+    return undefined;
+  }
 }
 
 if (import.meta.main) {

@@ -3,7 +3,7 @@
  * status, bootstraps the shards, replaces dead replicas, rebalances replicas and leaders with the
  * pure planner of `@tinykv/shard`, runs each move as a resumable, epoch-fenced state machine
  * recorded in ZooKeeper, and publishes the versioned shard map. Operators use the
- * `tinykv.v1.Placement` gRPC API or the HTTP status page.
+ * `tinykv.v1.Placement` gRPC API, the CLI, or the live dashboard on the HTTP port.
  *
  * @example Build the views of a cluster from kvnode statuses
  * ```ts

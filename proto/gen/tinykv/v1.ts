@@ -2687,7 +2687,10 @@ export interface NodeStatusResponse {
   slowTurns: number;
   /** The field `turn_write_ms = 8`. */
   turnWriteMs: number;
-  /** Bytes of the node's data file in use (LMDB pages written), 0 when unknown. */
+  /**
+   * Bytes of the node's data file up to its last written page (LMDB's high-water mark: free
+   * pages inside it count), 0 when unknown.
+   */
   diskBytes: number;
 }
 
@@ -2766,9 +2769,10 @@ export interface ReplicaStatus {
   /** On the leader: how far each member's log is known to match. */
   progress: PeerProgress[];
   /**
-   * Requests this replica took as the shard's leader since its process started: entries it
-   * proposed (writes) and reads it served or queued for ReadIndex (serializable reads count on
-   * any replica). Counters: a rate is the difference of two statuses over their time apart.
+   * Requests this replica took since its process started: entries it proposed as leader
+   * (writes) and reads it served (linearizable ones on the leader once confirmed, serializable
+   * ones on any replica). Counters: a rate is the difference of two statuses over their time
+   * apart.
    */
   proposals: number;
   /** The field `reads = 20`. */

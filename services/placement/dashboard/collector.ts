@@ -18,7 +18,9 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import { clusterStateOf, moveToProto, taskToProto } from "../admin_service.ts";
 import type { Decision } from "../decisions.ts";
+import type { ShardView } from "../cluster_model.ts";
 import type { ClusterSnapshot } from "../leader.ts";
+import type { Task } from "../task.ts";
 import {
   countsBetween,
   type GatewayCounts,
@@ -37,6 +39,8 @@ export const HISTORY_MS = 10 * 60_000;
 export const DETAIL_LINGER_MS = 15_000;
 /** How many recent decisions a view lists. */
 export const DECISIONS_SHOWN = 30;
+/** How many rounds a kvnode's last status is shown after it stopped answering. */
+export const STATUS_STALE_ROUNDS = 3;
 
 /** Where the collector reads from. */
 export interface DashboardSources {
@@ -65,7 +69,7 @@ export interface NodeRow {
   readonly downSinceMs: number;
   readonly replicas: number;
   readonly leaders: number;
-  /** Bytes of its data file in use; null when its status is not known. */
+  /** Its data file's size up to the last written page; null when not known. */
   readonly diskBytes: number | null;
 }
 
@@ -101,6 +105,11 @@ export interface MoveRow {
   readonly steps: number;
   readonly startedAtMs: number;
   readonly lastError: string;
+  /**
+   * While the move's new replica is a member: how far its log matches (as the shard's leader
+   * knows it) against the leader's commit index; null before, or when the leader does not say.
+   */
+  readonly catchUp: { readonly match: number; readonly commit: number } | null;
 }
 
 /** A gateway, with its calls. */
@@ -251,12 +260,17 @@ export class DashboardCollector {
   async #gather(): Promise<DashboardUpdate> {
     const sources = this.#sources;
     const snapshot = sources.snapshot();
-    const detail = snapshot !== undefined &&
-      (this.#watchers.size > 0 || sources.now() < this.#detailUntilMs);
+    const watched = this.#watchers.size > 0 || sources.now() < this.#detailUntilMs;
+    const detail = snapshot !== undefined && watched;
+    if (!detail) this.#statuses.clear();
+    // The leader keeps the charts' history whether or not anyone watches; another instance
+    // gathers only for a page open on it (it shows where the leader is, and the gateways).
     const [gateways, statuses, leaderAddress] = await Promise.all([
-      this.#gatherGateways(),
+      snapshot !== undefined || watched ? this.#gatherGateways() : this.#noGateways(),
       detail ? this.#gatherStatuses(snapshot) : Promise.resolve(new Map()),
-      snapshot === undefined ? sources.leaderAddress().catch(() => undefined) : undefined,
+      snapshot === undefined && watched
+        ? sources.leaderAddress().catch(() => undefined)
+        : undefined,
     ]);
     const atMs = sources.now();
     const state = clusterStateOf(snapshot, { address: "", isLeader: snapshot !== undefined });
@@ -282,7 +296,7 @@ export class DashboardCollector {
         downSinceMs: node.downSinceMs,
         replicas: node.replicas,
         leaders: node.leaders,
-        diskBytes: statuses.get(node.nodeId)?.diskBytes ?? null,
+        diskBytes: statuses.get(node.nodeId)?.diskBytes || null,
       })),
       shards: state.shards.map((shard) => {
         const replicas = byShard.get(shard.shardId) ?? [];
@@ -307,7 +321,9 @@ export class DashboardCollector {
             : null,
         };
       }),
-      moves: (snapshot?.tasks ?? []).map(taskToProto).map((task) => ({
+      moves: (snapshot?.tasks ?? []).map((raw) => ({ task: taskToProto(raw), raw })).map((
+        { task, raw },
+      ) => ({
         shardId: task.move?.shardId ?? 0,
         kind: task.move?.kind ?? "",
         from: task.move?.fromNode ?? "",
@@ -319,8 +335,12 @@ export class DashboardCollector {
         steps: task.steps,
         startedAtMs: task.startedAtMs,
         lastError: task.lastError,
+        catchUp: catchUpOf(raw, snapshot?.views.get(raw.move.shardId)),
       })),
-      decisions: sources.decisions().slice(-DECISIONS_SHOWN).map((decision) => ({
+      // Another instance's decisions are its own, from when it led: not the cluster's now.
+      decisions: (snapshot === undefined ? [] : sources.decisions().slice(-DECISIONS_SHOWN)).map((
+        decision,
+      ) => ({
         atMs: decision.atMs,
         event: decision.event,
         reason: decision.reason,
@@ -338,24 +358,28 @@ export class DashboardCollector {
   }
 
   /** Scrapes every gateway; rates over the time since each one's previous scrape. */
-  async #gatherGateways(): Promise<{
-    rows: GatewayRow[];
-    intervals: Array<{ counts: GatewayCounts; seconds: number }>;
-    rps: Record<string, number>;
-    p99Ms: Record<string, number>;
-  }> {
+  async #gatherGateways(): Promise<GatewayRound> {
     const sources = this.#sources;
     const gateways = sources.gateways();
-    const texts = await Promise.all(
-      gateways.map((g) => g.metricsAddress === "" ? undefined : sources.scrape(g.metricsAddress)),
+    // Each answer is timed as it arrives: a slow gateway must not stretch another's interval.
+    const answers = await Promise.all(
+      gateways.map((g) =>
+        g.metricsAddress === ""
+          ? undefined
+          : sources.scrape(g.metricsAddress).then((text) => ({ text, atMs: sources.now() }))
+      ),
     );
-    const atMs = sources.now();
     const rows: GatewayRow[] = [];
     const intervals: Array<{ counts: GatewayCounts; seconds: number }> = [];
+    const keys = new Set<string>();
     gateways.forEach((gateway, i) => {
-      const text = texts[i];
+      const text = answers[i]?.text;
+      const atMs = answers[i]?.atMs ?? 0;
       const counts = text === undefined ? undefined : gatewayCounts(parsePrometheusText(text));
-      const previous = this.#gatewayCounts.get(gateway.address);
+      // A gateway restarted at the same address is another process: its counts start anew.
+      const key = `${gateway.address}/${gateway.startedAtMs}`;
+      keys.add(key);
+      const previous = this.#gatewayCounts.get(key);
       let rps: number | null = null;
       if (counts !== undefined && previous !== undefined && atMs > previous.atMs) {
         const between = countsBetween(previous.value, counts);
@@ -365,7 +389,7 @@ export class DashboardCollector {
           rps = totalRequests(between) / seconds;
         }
       }
-      if (counts !== undefined) this.#gatewayCounts.set(gateway.address, { atMs, value: counts });
+      if (counts !== undefined) this.#gatewayCounts.set(key, { atMs, value: counts });
       rows.push({
         address: gateway.address,
         metricsAddress: gateway.metricsAddress,
@@ -374,9 +398,8 @@ export class DashboardCollector {
         rps,
       });
     });
-    const listed = new Set(gateways.map((g) => g.address));
-    for (const address of this.#gatewayCounts.keys()) {
-      if (!listed.has(address)) this.#gatewayCounts.delete(address);
+    for (const key of this.#gatewayCounts.keys()) {
+      if (!keys.has(key)) this.#gatewayCounts.delete(key);
     }
     const rps: Record<string, number> = {};
     for (const { counts, seconds } of intervals) {
@@ -392,18 +415,31 @@ export class DashboardCollector {
     return { rows, intervals, rps, p99Ms };
   }
 
-  /** Each live node's status, by node id (a node that does not answer keeps its last one). */
+  /** A round without the gateways (nobody watches another instance than the leader). */
+  #noGateways(): Promise<GatewayRound> {
+    this.#gatewayCounts.clear();
+    return Promise.resolve({ rows: [], intervals: [], rps: {}, p99Ms: {} });
+  }
+
+  /**
+   * Each live node's status, by node id, timed as it arrives. A node that does not answer keeps
+   * its last status for {@linkcode STATUS_STALE_ROUNDS} rounds, then shows as unknown.
+   */
   async #gatherStatuses(snapshot: ClusterSnapshot): Promise<Map<string, NodeStatusResponse>> {
+    const sources = this.#sources;
     const answers = await Promise.all(
-      snapshot.registered.map((node) => this.#sources.nodeStatus(node.address)),
+      snapshot.registered.map((node) =>
+        sources.nodeStatus(node.address).then((status) => ({ status, atMs: sources.now() }))
+      ),
     );
-    const atMs = this.#sources.now();
+    const staleBeforeMs = sources.now() - STATUS_STALE_ROUNDS * this.#intervalMs;
     const out = new Map<string, NodeStatusResponse>();
     snapshot.registered.forEach((node, i) => {
-      const answer = answers[i];
+      const { status: answer, atMs } = answers[i];
       if (answer !== undefined) this.#statuses.set(node.id, { atMs, value: answer });
-      const status = this.#statuses.get(node.id)?.value;
-      if (status !== undefined) out.set(node.id, status);
+      const known = this.#statuses.get(node.id);
+      if (known !== undefined && known.atMs < staleBeforeMs) this.#statuses.delete(node.id);
+      else if (known !== undefined) out.set(node.id, known.value);
     });
     const registered = new Set(snapshot.registered.map((node) => node.id));
     for (const id of this.#statuses.keys()) {
@@ -447,6 +483,14 @@ export class DashboardCollector {
   }
 }
 
+/** What one round read from the gateways. */
+interface GatewayRound {
+  readonly rows: GatewayRow[];
+  readonly intervals: Array<{ counts: GatewayCounts; seconds: number }>;
+  readonly rps: Record<string, number>;
+  readonly p99Ms: Record<string, number>;
+}
+
 interface ReplicaRate {
   readonly atMs: number;
   readonly requests: number;
@@ -457,4 +501,13 @@ interface ReplicaCounts {
   readonly status: ReplicaStatus;
   readonly requests: number;
   readonly rps: number | null;
+}
+
+function catchUpOf(
+  task: Task,
+  view: ShardView | undefined,
+): { match: number; commit: number } | null {
+  if (task.newPeerId === undefined || view === undefined) return null;
+  const match = view.progress.get(task.newPeerId);
+  return match === undefined ? null : { match, commit: view.commitIndex };
 }

@@ -7,14 +7,17 @@ import { nodeStatus, peer, replica, view } from "../_testing.ts";
 import type { Decision } from "../decisions.ts";
 import type { ClusterSnapshot } from "../leader.ts";
 import {
+  DASHBOARD_INTERVAL_MS,
   DashboardCollector,
   type DashboardSources,
   type DashboardUpdate,
   DETAIL_LINGER_MS,
   HISTORY_MS,
+  STATUS_STALE_ROUNDS,
 } from "./collector.ts";
 import { LATENCY_METRIC, REQUESTS_METRIC } from "./gateway_stats.ts";
-import { shardId } from "@tinykv/shard";
+import { nodeId, shardId } from "@tinykv/shard";
+import { newTask } from "../task.ts";
 
 /** A gateway's metrics, under the gateway's names. */
 function gatewayMetrics() {
@@ -55,7 +58,7 @@ function snapshotOf(): ClusterSnapshot {
     bootstrapped: true,
     mapVersion: 3,
     registered: ["n1", "n2", "n3"].map((id) => ({ id, address: `addr-${id}` })),
-    downSinceMs: new Map(),
+    downSinceMs: new Map([["n4", 500]]),
     draining: new Set(["n3"]),
     views: new Map([[1, shard1], [2, shard2]]),
     tasks: [],
@@ -109,7 +112,9 @@ Deno.test("the collector's view: nodes, shards, leaders per node, and no detail 
     ["n1", "live", 2, 1],
     ["n2", "live", 2, 1],
     ["n3", "draining", 2, 0],
+    ["n4", "down", 0, 0],
   ]);
+  assert.equal(first?.nodes[3].downSinceMs, 500);
   assert.deepEqual(first?.shards.map((s) => [s.id, s.leader, s.term, s.requests]), [
     [1, "n1", null, null],
     [2, "n2", null, null],
@@ -146,6 +151,24 @@ Deno.test("the collector's view: nodes, shards, leaders per node, and no detail 
   const calls = state.statusCalls;
   await collector.collect();
   assert.equal(state.statusCalls, calls, "the linger passed: no more pulls");
+});
+
+Deno.test("a kvnode that stops answering keeps its last status a few rounds, then shows unknown", async () => {
+  const { state, sources } = fakeSources();
+  const collector = new DashboardCollector(sources);
+  collector.current();
+  state.statuses.set("addr-n1", nodeStatus("n1", [replica({ shardId: 1, role: 4, term: 3 })]));
+  await collector.collect();
+  assert.equal(collector.current().view!.shards[0].term, 3);
+  state.statuses.delete("addr-n1");
+  for (let round = 1; round <= STATUS_STALE_ROUNDS; round++) {
+    state.nowMs += DASHBOARD_INTERVAL_MS;
+    await collector.collect();
+    assert.equal(collector.current().view!.shards[0].term, 3, `round ${round} after`);
+  }
+  state.nowMs += DASHBOARD_INTERVAL_MS;
+  await collector.collect();
+  assert.equal(collector.current().view!.shards[0].term, null);
 });
 
 Deno.test("the collector totals the gateways: rates and p99 by method between scrapes", async () => {
@@ -191,9 +214,48 @@ Deno.test("the collector totals the gateways: rates and p99 by method between sc
   assert.ok(history[0].atMs >= state.nowMs - HISTORY_MS);
 });
 
+Deno.test("a move in flight shows its step and how far its new replica caught up", async () => {
+  const { state, sources } = fakeSources();
+  const move = newTask(
+    { kind: "moveReplica", shardId: shardId(1), from: nodeId("n3"), to: nodeId("n4") },
+    { cause: "operator", reason: "asked", leader: "n1", nowMs: 5 },
+  );
+  const base = snapshotOf();
+  const learner = peer("n4", 9);
+  state.snapshot = {
+    ...base,
+    tasks: [{ ...move, stepIndex: 1, newPeerId: 9 }],
+    views: new Map([
+      ...base.views,
+      [1, view({ learners: [learner], progress: new Map([[1, 100], [9, 40]]) })],
+    ]),
+  };
+  const collector = new DashboardCollector(sources);
+  await collector.collect();
+  const [shown] = collector.current().view!.moves;
+  assert.deepEqual(shown, {
+    shardId: 1,
+    kind: "moveReplica",
+    from: "n3",
+    to: "n4",
+    cause: "operator",
+    reason: "asked",
+    step: move.steps[1].kind,
+    stepIndex: 1,
+    steps: move.steps.length,
+    startedAtMs: 5,
+    lastError: "",
+    catchUp: { match: 40, commit: 100 },
+  });
+  assert.deepEqual(collector.current().view!.shards[0].learners, ["n4"]);
+  // Before the new replica has a peer id, nothing to say.
+  state.snapshot = { ...base, tasks: [move] };
+  await collector.collect();
+  assert.equal(collector.current().view!.moves[0].catchUp, null);
+});
+
 Deno.test("a follower's view names the leader; a failing source is a warning, not a stop", async () => {
   const { state, sources } = fakeSources();
-  state.snapshot = undefined;
   const collector = new DashboardCollector({
     ...sources,
     decisions: () => {
@@ -203,12 +265,18 @@ Deno.test("a follower's view names the leader; a failing source is a warning, no
   await collector.collect();
   assert.equal(collector.current().view, undefined);
   assert.deepEqual(state.warnings, ["The dashboard's round failed"]);
+  state.snapshot = undefined;
   const follower = new DashboardCollector(sources);
+  state.decisions = [{ atMs: 1, event: "leader", reason: "from when it led" }];
+  await follower.collect();
+  assert.equal(follower.current().view?.placement.leaderAddress, "", "unwatched: not asked");
+  // current() counts as watching: the next round asks where the leader is.
   await follower.collect();
   const { view: seen } = follower.current();
   assert.equal(seen?.placement.isLeader, false);
   assert.equal(seen?.placement.leaderAddress, "127.0.0.1:9999");
   assert.deepEqual(seen?.shards, []);
+  assert.deepEqual(seen?.decisions, [], "its own old decisions are not the cluster's");
 });
 
 Deno.test("stopping the collector ends its watchers' streams", async () => {

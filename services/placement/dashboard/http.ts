@@ -12,9 +12,12 @@
  *   `{"shardId": n, "toNode": "id"}`, `POST /api/drain` `{"nodeId": "id"}`: the same handlers as
  *   the gRPC admin API (admin_service.ts), answered as `{"ok": true, "result": …}` or
  *   `{"ok": false, "code": "FAILED_PRECONDITION", "message": …}` with a matching HTTP status.
- *   An action must come as JSON with the header `x-tinykv-confirm: yes` and, when the browser
- *   names an origin, from this page's own: another site's page cannot send either without a
- *   preflight this server never grants, so it cannot act through an operator's browser.
+ *   An action must come as JSON with the header `x-tinykv-confirm: yes`, addressed to this
+ *   server by a name it answers to (`Host`: 127.0.0.1, localhost, [::1] or the configured host,
+ *   on its port), and, when the browser names an origin, from the page's own. Another site's
+ *   page cannot send the header without a preflight this server never grants; one that rebinds
+ *   its own name to this address is refused by the `Host` check; and the page may not be framed
+ *   (`frame-ancestors 'none'`), so it cannot be clicked through from another site either.
  *
  * @module
  */
@@ -31,6 +34,20 @@ export const ACTION_BODY_BYTES_MAX = 4096;
 export const EVENT_STREAMS_MAX = 64;
 /** How often an idle event stream gets a comment. */
 export const KEEPALIVE_MS = 15_000;
+/**
+ * The most events queued for a client that does not read them; past it the stream is closed
+ * (the browser reconnects and starts from a fresh `init`), so a stalled client costs no memory.
+ */
+export const EVENT_STREAM_QUEUED_MAX = 8;
+
+/** The headers of the page and its assets: nothing from elsewhere, never inside a frame. */
+const PAGE_HEADERS = {
+  "content-security-policy":
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  "x-frame-options": "DENY",
+  "x-content-type-options": "nosniff",
+  "cache-control": "no-cache",
+} as const;
 
 /** A static file of the page. */
 export interface Asset {
@@ -80,6 +97,13 @@ export interface DashboardHttp {
   readonly assets: Assets;
   readonly collector: DashboardCollector;
   readonly handlers: ServiceHandlers<typeof PlacementService>;
+  /** The host and port this server listens on (an action must be addressed to them). */
+  readonly listen: { readonly host: string; readonly port: number };
+  /**
+   * Sees a handler's exception (as the gRPC service's `onUnexpectedError`: placement stops on a
+   * broken invariant); the action is answered INTERNAL.
+   */
+  readonly onUnexpectedError: (error: unknown, method: string) => void;
 }
 
 /** Answers a dashboard route, or undefined when `request` is for another. */
@@ -101,22 +125,20 @@ export function dashboardRoute(
   if (request.method !== "GET") return undefined;
   const asset = dashboard.assets.get(path);
   if (asset !== undefined) {
-    return new Response(asset.body, {
-      headers: { "content-type": asset.type, "cache-control": "no-cache" },
-    });
+    return new Response(asset.body, { headers: { "content-type": asset.type, ...PAGE_HEADERS } });
   }
   switch (path) {
     case "/api/view":
       return Response.json(dashboard.collector.current());
     case "/events":
-      return events(dashboard.collector, request.signal);
+      return events(dashboard.collector);
   }
   return undefined;
 }
 
-function events(collector: DashboardCollector, signal: AbortSignal): Response {
+function events(collector: DashboardCollector): Response {
   if (collector.watchers >= EVENT_STREAMS_MAX) {
-    return new Response(`Too many dashboards open (${EVENT_STREAMS_MAX}); close one\n`, {
+    return new Response(`Too many dashboards open (${EVENT_STREAMS_MAX}): close one\n`, {
       status: 503,
     });
   }
@@ -124,11 +146,25 @@ function events(collector: DashboardCollector, signal: AbortSignal): Response {
   let stop = () => {};
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
+      let closed = false;
+      const close = () => {
+        if (closed) return;
+        closed = true;
+        stop();
+        try {
+          controller.close();
+        } catch {
+          // Already closed.
+        }
+      };
       const send = (text: string) => {
+        if (closed) return;
+        // desiredSize is 1 minus the events queued: a client this far behind is not reading.
+        if ((controller.desiredSize ?? 0) <= 1 - EVENT_STREAM_QUEUED_MAX) return close();
         try {
           controller.enqueue(encoder.encode(text));
         } catch {
-          stop(); // The stream closed under us.
+          close(); // The stream closed under us.
         }
       };
       send(`event: init\ndata: ${JSON.stringify(collector.current())}\n\n`);
@@ -142,22 +178,7 @@ function events(collector: DashboardCollector, signal: AbortSignal): Response {
         forgetStop();
         clearInterval(keepalive);
       };
-      signal.addEventListener("abort", () => {
-        stop();
-        try {
-          controller.close();
-        } catch {
-          // Already closed.
-        }
-      }, { once: true });
-      forgetStop = collector.onStop(() => {
-        stop();
-        try {
-          controller.close();
-        } catch {
-          // Already closed.
-        }
-      });
+      forgetStop = collector.onStop(close);
     },
     cancel() {
       stop();
@@ -185,58 +206,118 @@ function refuse(status: number, code: string, message: string): Response {
   return Response.json({ ok: false, code, message }, { status });
 }
 
-async function action(dashboard: DashboardHttp, request: Request, path: string) {
+async function action(
+  dashboard: DashboardHttp,
+  request: Request,
+  path: string,
+): Promise<Response> {
   if (request.headers.get(CONFIRM_HEADER) !== "yes") {
     return refuse(403, "PERMISSION_DENIED", `An action needs the header "${CONFIRM_HEADER}: yes"`);
   }
+  const host = request.headers.get("host") ?? "";
+  if (!answersTo(dashboard.listen, host)) {
+    return refuse(
+      403,
+      "PERMISSION_DENIED",
+      `Actions are taken only when addressed to ${dashboard.listen.host}:` +
+        `${dashboard.listen.port} (or localhost): got Host "${host}"`,
+    );
+  }
   const origin = request.headers.get("origin");
-  const host = request.headers.get("host");
-  if (origin !== null && (host === null || new URL(origin).host !== host)) {
-    return refuse(403, "PERMISSION_DENIED", `Actions are taken only from the dashboard's own page`);
+  if (origin !== null && hostOf(origin) !== host) {
+    return refuse(
+      403,
+      "PERMISSION_DENIED",
+      `Actions are taken only from the dashboard's own page: got Origin "${origin}"`,
+    );
   }
   if (!(request.headers.get("content-type") ?? "").startsWith("application/json")) {
     return refuse(415, "INVALID_ARGUMENT", "An action's body must be application/json");
   }
   const body = await readBody(request);
   if (typeof body === "string") return refuse(400, "INVALID_ARGUMENT", body);
-  const { handlers } = dashboard;
+  const method = `/tinykv.v1.Placement/${path.slice("/api/".length)}`;
+  try {
+    return answer(await call(dashboard.handlers, path, body, method));
+  } catch (error) {
+    dashboard.onUnexpectedError(error, method);
+    return refuse(500, "INTERNAL", `The action failed: ${error}`);
+  }
+}
+
+function answer(result: RpcResult<unknown> | Response): Response {
+  if (result instanceof Response) return result;
+  if (result.kind === "ok") return Response.json({ ok: true, result: result.response });
+  const code = statusName(result);
+  return refuse(HTTP_STATUS[code] ?? 500, code, result.message);
+}
+
+async function call(
+  handlers: ServiceHandlers<typeof PlacementService>,
+  path: string,
+  body: Record<string, unknown>,
+  method: string,
+): Promise<RpcResult<unknown> | Response> {
   const context = {
-    method: `/tinykv.v1.Placement/${path.slice("/api/".length)}`,
+    method,
     metadata: new grpc.Metadata(),
     deadlineMs: Infinity,
-    signal: request.signal,
+    signal: NEVER_ABORTED,
   };
-  let result: RpcResult<unknown>;
   switch (path) {
     case "/api/rebalance": {
       const dryRun = field(body, "dryRun", "boolean");
       if (typeof dryRun === "string") return refuse(400, "INVALID_ARGUMENT", dryRun);
-      result = await handlers.Rebalance({ dryRun: dryRun.value }, context);
-      break;
+      return await handlers.Rebalance({ dryRun: dryRun.value }, context);
     }
     case "/api/transfer-leader": {
       const shardId = field(body, "shardId", "number");
       if (typeof shardId === "string") return refuse(400, "INVALID_ARGUMENT", shardId);
       if (!Number.isInteger(shardId.value) || shardId.value < 0 || shardId.value > 0xffffffff) {
-        return refuse(400, "INVALID_ARGUMENT", `Field "shardId" is not a shard id`);
+        return refuse(
+          400,
+          "INVALID_ARGUMENT",
+          `Field "shardId" must be an integer from 0 to 4294967295: got ${shardId.value}`,
+        );
       }
       const toNode = field(body, "toNode", "string");
       if (typeof toNode === "string") return refuse(400, "INVALID_ARGUMENT", toNode);
-      result = await handlers.TransferLeader(
+      return await handlers.TransferLeader(
         { shardId: shardId.value, toNode: toNode.value },
         context,
       );
-      break;
     }
     default: {
       const nodeId = field(body, "nodeId", "string");
       if (typeof nodeId === "string") return refuse(400, "INVALID_ARGUMENT", nodeId);
-      result = await handlers.DrainNode({ nodeId: nodeId.value }, context);
+      return await handlers.DrainNode({ nodeId: nodeId.value }, context);
     }
   }
-  if (result.kind === "ok") return Response.json({ ok: true, result: result.response });
-  const code = statusName(result);
-  return refuse(HTTP_STATUS[code] ?? 500, code, result.message);
+}
+
+/** Actions answer no cancellation: once checked, a move is started or refused whole. */
+const NEVER_ABORTED = new AbortController().signal;
+
+const LOOPBACK_NAMES = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+/** Whether `host` (a Host header) names this server: a loopback name or its own host, its port. */
+export function answersTo(listen: { host: string; port: number }, host: string): boolean {
+  const match = /^(\[[^\]]*\]|[^:]+)(?::(\d+))?$/.exec(host.toLowerCase());
+  if (match === null || Number(match[2] ?? 80) !== listen.port) return false;
+  const name = match[1];
+  const own = listen.host.includes(":")
+    ? `[${listen.host.toLowerCase()}]`
+    : listen.host.toLowerCase();
+  return LOOPBACK_NAMES.has(name) || name === own;
+}
+
+/** The `host:port` of an origin, or undefined when it is not a URL (`null`, a sandboxed frame). */
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The body as a JSON object, or why not. */
@@ -282,6 +363,9 @@ function field<T extends keyof FieldTypes>(
 ): { value: FieldTypes[T] } | string {
   const value: unknown = body[name];
   const actual: string = typeof value;
-  if (actual !== type) return `Field "${name}" must be a ${type}`;
+  if (actual !== type) {
+    const got = value === undefined ? "it is missing" : `got ${JSON.stringify(value)}`;
+    return `Field "${name}" must be a ${type}: ${got}`;
+  }
   return { value: value as FieldTypes[T] };
 }

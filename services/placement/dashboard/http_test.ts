@@ -4,10 +4,12 @@ import { rpcFailure, rpcOk, type ServiceHandlers } from "@tinykv/rpc";
 import { DashboardCollector } from "./collector.ts";
 import {
   ACTION_BODY_BYTES_MAX,
+  answersTo,
   type Assets,
   CONFIRM_HEADER,
   type DashboardHttp,
   dashboardRoute,
+  EVENT_STREAM_QUEUED_MAX,
   loadAssets,
 } from "./http.ts";
 
@@ -31,14 +33,20 @@ function recordingHandlers() {
     },
     DrainNode: (request: { nodeId: string }) => {
       calls.push(["DrainNode", request]);
+      if (request.nodeId === "boom") throw new Error("a broken invariant");
       return rpcFailure("failedPrecondition", "Draining it would leave too few nodes");
     },
   } as unknown as ServiceHandlers<typeof PlacementService>;
   return { calls, handlers };
 }
 
-function dashboardOf(): { dashboard: DashboardHttp; calls: Array<[string, unknown]> } {
+function dashboardOf(): {
+  dashboard: DashboardHttp;
+  calls: Array<[string, unknown]>;
+  unexpected: Array<[unknown, string]>;
+} {
   const { calls, handlers } = recordingHandlers();
+  const unexpected: Array<[unknown, string]> = [];
   const collector = new DashboardCollector({
     snapshot: () => undefined,
     leaderAddress: () => Promise.resolve(undefined),
@@ -49,7 +57,17 @@ function dashboardOf(): { dashboard: DashboardHttp; calls: Array<[string, unknow
     now: () => 1,
     warn: () => {},
   });
-  return { dashboard: { assets, collector, handlers }, calls };
+  return {
+    dashboard: {
+      assets,
+      collector,
+      handlers,
+      listen: { host: "127.0.0.1", port: 7880 },
+      onUnexpectedError: (error, method) => unexpected.push([error, method]),
+    },
+    calls,
+    unexpected,
+  };
 }
 
 async function serve(dashboard: DashboardHttp, request: Request): Promise<Response | undefined> {
@@ -73,6 +91,8 @@ Deno.test("the page and its assets are served from here, uPlot included", async 
   const { dashboard } = dashboardOf();
   const page = await serve(dashboard, new Request("http://x/"));
   assert.equal(page?.headers.get("content-type"), "text/html; charset=utf-8");
+  assert.match(page?.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+  assert.equal(page?.headers.get("x-frame-options"), "DENY");
   const html = await page!.text();
   for (const asset of ["/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"]) {
     assert.ok(html.includes(asset), `the page loads ${asset}`);
@@ -107,6 +127,29 @@ Deno.test("the event stream opens with the view and history, and ends when the c
   assert.equal(dashboard.collector.watchers, 0);
 });
 
+Deno.test("a client that stops reading is let go after EVENT_STREAM_QUEUED_MAX events", async () => {
+  const { dashboard } = dashboardOf();
+  const response = (await serve(dashboard, new Request("http://x/events")))!;
+  for (let i = 0; i < EVENT_STREAM_QUEUED_MAX + 5; i++) await dashboard.collector.collect();
+  assert.equal(dashboard.collector.watchers, 0, "the stalled stream was closed");
+  const reader = response.body!.getReader();
+  let events = 0;
+  while (!(await reader.read()).done) events++;
+  assert.ok(events <= EVENT_STREAM_QUEUED_MAX, `${events} events were queued`);
+  await dashboard.collector.stop();
+});
+
+Deno.test("answersTo(): loopback names and the configured host, on the port", () => {
+  const listen = { host: "10.0.0.5", port: 7880 };
+  for (const host of ["127.0.0.1:7880", "localhost:7880", "[::1]:7880", "10.0.0.5:7880"]) {
+    assert.equal(answersTo(listen, host), true, host);
+  }
+  for (const host of ["evil.example:7880", "127.0.0.1:7881", "127.0.0.1", "", "10.0.0.5:80"]) {
+    assert.equal(answersTo(listen, host), false, host);
+  }
+  assert.equal(answersTo({ host: "::1", port: 80 }, "[::1]"), true);
+});
+
 Deno.test("an action needs the confirmation header and this page's origin", async () => {
   const { dashboard, calls } = dashboardOf();
   const body = JSON.stringify({ nodeId: "n1" });
@@ -118,6 +161,14 @@ Deno.test("an action needs the confirmation header and this page's origin", asyn
   const form = await serve(dashboard, post("/api/drain", body, { "content-type": "text/plain" }));
   assert.equal(form?.status, 415);
   assert.deepEqual(calls, [], "nothing reached placement");
+  const rebound = await serve(
+    dashboard,
+    post("/api/drain", body, { host: "evil.example:7880", origin: "http://evil.example:7880" }),
+  );
+  assert.equal(rebound?.status, 403, "a page that rebound its name to this address");
+  assert.match((await rebound!.json()).message, /got Host "evil.example:7880"/);
+  const sandboxed = await serve(dashboard, post("/api/drain", body, { origin: "null" }));
+  assert.equal(sandboxed?.status, 403);
   const own = await serve(dashboard, post("/api/drain", body, { origin: "http://127.0.0.1:7880" }));
   assert.equal(own?.status, 409, "the handler's FAILED_PRECONDITION");
   assert.deepEqual(await own!.json(), {
@@ -128,6 +179,14 @@ Deno.test("an action needs the confirmation header and this page's origin", asyn
   assert.deepEqual(calls, [["DrainNode", { nodeId: "n1" }]]);
 });
 
+Deno.test("a handler that throws answers INTERNAL and is reported as the gRPC service reports it", async () => {
+  const { dashboard, unexpected } = dashboardOf();
+  const response = (await serve(dashboard, post("/api/drain", '{"nodeId": "boom"}')))!;
+  assert.equal(response.status, 500);
+  assert.equal((await response.json()).code, "INTERNAL");
+  assert.deepEqual(unexpected.map(([, method]) => method), ["/tinykv.v1.Placement/drain"]);
+});
+
 Deno.test("an action's body: fields checked precisely, at most ACTION_BODY_BYTES_MAX bytes", async () => {
   const { dashboard, calls } = dashboardOf();
   const answer = async (path: string, body: string) => {
@@ -136,11 +195,15 @@ Deno.test("an action's body: fields checked precisely, at most ACTION_BODY_BYTES
   };
   assert.deepEqual(await answer("/api/transfer-leader", '{"shardId": 1.5, "toNode": "n2"}'), {
     status: 400,
-    body: { ok: false, code: "INVALID_ARGUMENT", message: 'Field "shardId" is not a shard id' },
+    body: {
+      ok: false,
+      code: "INVALID_ARGUMENT",
+      message: 'Field "shardId" must be an integer from 0 to 4294967295: got 1.5',
+    },
   });
   assert.equal(
     (await answer("/api/transfer-leader", '{"shardId": 1}')).body.message,
-    'Field "toNode" must be a string',
+    'Field "toNode" must be a string: it is missing',
   );
   assert.equal(
     (await answer("/api/rebalance", "[]")).body.message,

@@ -49,10 +49,19 @@ function clock(ms) {
  */
 function syncChildren(parent, items, key, create, update) {
   const existing = new Map();
-  for (const child of [...parent.children]) existing.set(child.dataset.key, child);
+  for (const child of [...parent.children]) {
+    // A child without a key, or a second one with the same key, is not reused: removed below.
+    if (child.dataset.key === undefined || existing.has(child.dataset.key)) child.remove();
+    else existing.set(child.dataset.key, child);
+  }
+  const seen = new Map();
   let at = 0;
   for (const item of items) {
-    const id = String(key(item));
+    // Items with the same key (two identical decisions in one millisecond) get distinct ones.
+    const base = String(key(item));
+    const repeat = seen.get(base) ?? 0;
+    seen.set(base, repeat + 1);
+    const id = repeat === 0 ? base : `${base}#${repeat}`;
     let child = existing.get(id);
     if (child === undefined) {
       child = create(item);
@@ -83,7 +92,9 @@ function render() {
       ? `· map v${view.placement.mapVersion}${
         view.placement.bootstrapped ? "" : " (not bootstrapped)"
       }`
-      : `· the leader is ${view.placement.leaderAddress || "unknown"}: open its dashboard`,
+      : `· this instance does not lead: the leader's admin API is at ${
+        view.placement.leaderAddress || "an unknown address"
+      }; its dashboard is on that host's placement HTTP port`,
   );
   setText($("#total-rps"), number(view.totals.rps, 1));
   setText($("#total-requests"), String(view.totals.requests));
@@ -143,9 +154,11 @@ function renderGrid() {
             return;
           }
           const role = roleOf(shard, node.id);
-          cell.dataset.role = role;
+          if (cell.dataset.role !== role) {
+            cell.dataset.role = role;
+            cell.title = role === "" ? "" : `shard ${shard.id}: ${role} on ${node.id}`;
+          }
           setText(cell, ROLE_MARK[role]);
-          cell.title = role === "" ? "" : `shard ${shard.id}: ${role} on ${node.id}`;
         },
       );
     },
@@ -282,6 +295,17 @@ function renderMoves() {
             clock(move.startedAtMs),
         ),
       );
+      if (move.catchUp !== null) {
+        const { match, commit } = move.catchUp;
+        li.append(
+          el(
+            "div",
+            { class: "catch-up", "data-match": match, "data-commit": commit },
+            `new replica's log at ${match} of the leader's ${commit}` +
+              (commit > 0 ? ` (${Math.min(100, Math.floor((100 * match) / commit))}%)` : ""),
+          ),
+        );
+      }
       if (move.lastError !== "") li.append(el("div", { class: "error" }, move.lastError));
       li.title = move.reason;
     },
@@ -460,6 +484,7 @@ async function post(path, body) {
  */
 function ask({ title, body, targets, confirm }) {
   const dialog = $("#confirm");
+  if (dialog.open) return;
   setText($("#confirm-title"), title);
   $("#confirm-body").replaceChildren(...body);
   const label = $("#confirm-target-label");
@@ -528,7 +553,15 @@ function describeMove(move) {
 }
 
 async function confirmRebalance() {
-  const plan = await post("/api/rebalance", { dryRun: true });
+  const button = $("#action-rebalance");
+  if (button.disabled || $("#confirm").open) return;
+  button.disabled = true;
+  let plan;
+  try {
+    plan = await post("/api/rebalance", { dryRun: true });
+  } finally {
+    button.disabled = false;
+  }
   if (!plan.ok) return;
   const moves = plan.result.moves;
   const body = moves.length === 0 ? [el("p", {}, "The planner finds nothing to move.")] : [

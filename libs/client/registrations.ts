@@ -1,10 +1,25 @@
 /**
- * Where gateways list themselves in ZooKeeper: `gateways/<host:port>` (ephemeral, relative to the
- * cluster root), holding a {@linkcode GatewayInfo} as JSON. Placement's dashboard reads it to find
- * every gateway's `/metrics`; clients do not need it (any gateway serves any key).
+ * What processes register in ZooKeeper (ephemeral znodes, relative to the cluster root):
+ * kvnodes under `nodes/<node-id>` (JSON `{address, startedAtMs}`, written by the kvnode, read by
+ * gateways and placement), gateways under `gateways/<host:port>` (a {@linkcode GatewayInfo},
+ * read by placement's dashboard to find every gateway's `/metrics`; clients do not need it: any
+ * gateway serves any key).
  *
  * @module
  */
+
+/** Where kvnodes register, relative to the cluster root. */
+export const NODES_PATH = "/nodes";
+
+/** The address a kvnode's registration names; undefined when it is not one. */
+export function decodeNodeAddress(data: Uint8Array): string | undefined {
+  try {
+    const info = JSON.parse(new TextDecoder().decode(data));
+    return typeof info?.address === "string" ? info.address : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The parent of the gateways' znodes, relative to the cluster root. */
 export const GATEWAYS_PATH = "/gateways";
