@@ -140,6 +140,8 @@ Exit codes:
      instance reachable, or drain still waiting at --timeout)
   5  any other failure (FAILED_PRECONDITION, e.g. a move already in flight or a drain that would
      leave too few nodes; DATA_LOSS, INTERNAL, cancelled)
+  6  refused: no credential the server accepts (UNAUTHENTICATED) or a role that may not make the
+     call (PERMISSION_DENIED)
 `;
 
 const COMMAND_USAGE: Record<string, string> = {

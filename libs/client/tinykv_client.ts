@@ -176,7 +176,8 @@ export type { KeyValue };
 /**
  * The kind of a {@linkcode TinyKvError}: a row of docs/design.md "Status codes" (`invalidArgument`,
  * `unavailable`, `deadlineExceeded`, `failedPrecondition`, `resourceExhausted`, `dataLoss`,
- * `internal`), or `cancelled` (the caller's signal, or a closed client).
+ * `internal`, `unauthenticated`, `permissionDenied`), or `cancelled` (the caller's signal, or a
+ * closed client).
  */
 export type TinyKvErrorCode =
   | "invalidArgument"
@@ -186,7 +187,9 @@ export type TinyKvErrorCode =
   | "resourceExhausted"
   | "dataLoss"
   | "internal"
-  | "cancelled";
+  | "cancelled"
+  | "unauthenticated"
+  | "permissionDenied";
 
 // Invariant: the codes are exactly the status table's failure kinds.
 const _SAME_KINDS: [TinyKvErrorCode, RpcFailureKind] extends [RpcFailureKind, TinyKvErrorCode]

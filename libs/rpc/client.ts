@@ -15,6 +15,12 @@ import {
   type UnaryFlags,
 } from "./server.ts";
 import { failureFromError, type RpcResult } from "./status.ts";
+import {
+  channelCredentials,
+  type ClientTls,
+  tlsChannelOptions,
+  tokenInterceptor,
+} from "./security.ts";
 
 /** The grpc-js client method of a method definition, in its full-argument form. */
 export type ClientMethodOf<M> = M extends UnaryFlags ? (
@@ -55,6 +61,10 @@ const CLIENT_CLASSES = new WeakMap<grpc.ServiceDefinition, grpc.ServiceClientCon
 export interface GrpcClientOptions {
   /** The largest message sent or received, in bytes; larger ones fail with RESOURCE_EXHAUSTED. */
   maxMessageBytes: number;
+  /** Connect with TLS, trusting this CA (security.ts); plaintext without. */
+  tls?: ClientTls;
+  /** Send this credential (a libs/auth token) with every call and stream. */
+  token?: string;
 }
 
 /**
@@ -83,8 +93,10 @@ export function createGrpcClient<D extends grpc.ServiceDefinition>(
     Client = grpc.makeGenericClientConstructor(definition, first.path.split("/")[1]);
     CLIENT_CLASSES.set(definition, Client);
   }
-  return new Client(address, grpc.credentials.createInsecure(), {
+  return new Client(address, channelCredentials(options.tls), {
     ...channelOptions(options.maxMessageBytes),
+    ...tlsChannelOptions(options.tls),
+    ...(options.token === undefined ? {} : { interceptors: [tokenInterceptor(options.token)] }),
     // Each client owns its connection, so close() really closes it. grpc-js's default global pool
     // shares connections between clients of one address and keeps them after close().
     "grpc.use_local_subchannel_pool": 1,

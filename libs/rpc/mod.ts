@@ -47,6 +47,18 @@ export {
   type UnexpectedErrorHook,
 } from "./server.ts";
 export {
+  authenticateCall,
+  AUTHORIZATION_METADATA,
+  callerOf,
+  channelCredentials,
+  type ClientTls,
+  type ServerAuth,
+  serverCredentials,
+  type ServerTls,
+  tlsChannelOptions,
+  tokenInterceptor,
+} from "./security.ts";
+export {
   type ClientMethodOf,
   createGrpcClient,
   type GrpcClient,

@@ -14,6 +14,14 @@
 import * as grpc from "@grpc/grpc-js";
 import { assert } from "./_assert.ts";
 import type { Buffer } from "node:buffer";
+import type { Claims } from "@tinykv/auth";
+import {
+  authenticateCall,
+  callerOf,
+  type ServerAuth,
+  serverCredentials,
+  type ServerTls,
+} from "./security.ts";
 import { RpcError, type RpcFailure, rpcFailure, type RpcResult, toServerError } from "./status.ts";
 
 /** A sensible `maxMessageBytes`: a 1 MiB value plus its key and framing, with headroom. */
@@ -46,6 +54,10 @@ export interface GrpcServerOptions {
   services: readonly ServiceBinding[];
   /** Reports a handler's unexpected exception; defaults to `console.error`. */
   onUnexpectedError?: UnexpectedErrorHook;
+  /** Serve TLS with this certificate and key (security.ts); plaintext without. */
+  tls?: ServerTls;
+  /** Require a credential on every call and stream (security.ts); none checked without. */
+  auth?: ServerAuth;
 }
 
 /** How {@linkcode GrpcServer.shutdown} ended. */
@@ -98,14 +110,14 @@ export function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer>
   const server = new grpc.Server(channelOptions(options.maxMessageBytes));
   const onUnexpectedError = options.onUnexpectedError ?? defaultUnexpectedError;
   for (const service of options.services) {
-    const [definition, implementation] = guardService(service, onUnexpectedError);
+    const [definition, implementation] = guardService(service, onUnexpectedError, options.auth);
     server.addService(definition, implementation);
   }
   const host = options.host.includes(":") ? `[${options.host}]` : options.host;
   return new Promise((resolve, reject) => {
     server.bindAsync(
       `${host}:${options.port}`,
-      grpc.ServerCredentials.createInsecure(),
+      serverCredentials(options.tls),
       (error, port) => {
         if (error !== null) {
           server.forceShutdown();
@@ -158,6 +170,7 @@ class MalformedRequest {
 function guardService(
   service: ServiceBinding,
   onUnexpectedError: UnexpectedErrorHook,
+  auth: ServerAuth | undefined,
 ): [grpc.ServiceDefinition, grpc.UntypedServiceImplementation] {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const implementation: grpc.UntypedServiceImplementation = {};
@@ -166,7 +179,9 @@ function guardService(
     assert(handler !== undefined, `Service has no handler for "${method.path}"`);
     if (method.requestStream || method.responseStream) {
       definition[name] = method;
-      implementation[name] = handler;
+      implementation[name] = auth === undefined
+        ? handler
+        : guardStream(handler, method, auth, onUnexpectedError);
       continue;
     }
     definition[name] = {
@@ -184,6 +199,7 @@ function guardService(
       handler as grpc.handleUnaryCall<unknown, unknown>,
       method.path,
       onUnexpectedError,
+      auth,
     );
   }
   return [definition, implementation];
@@ -193,8 +209,9 @@ function guardUnary(
   handler: grpc.handleUnaryCall<unknown, unknown>,
   path: string,
   onUnexpectedError: UnexpectedErrorHook,
+  auth: ServerAuth | undefined,
 ): grpc.handleUnaryCall<unknown, unknown> {
-  return (call, callback) => {
+  const run: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
     if (call.request instanceof MalformedRequest) {
       callback(toServerError(rpcFailure("invalidArgument", call.request.message)));
       return;
@@ -205,6 +222,46 @@ function guardUnary(
       callback(toServerError(unexpectedFailure(error, path, onUnexpectedError)));
     }
   };
+  if (auth === undefined) return run;
+  // The credential is checked first: a refused caller learns nothing of its request's fate.
+  return (call, callback) => {
+    authenticateCall(auth, call, path).then((checked) => {
+      if (checked.kind === "ok") run(call, callback);
+      else callback(toServerError(checked));
+    }, (error) => callback(toServerError(unexpectedFailure(error, path, onUnexpectedError))));
+  };
+}
+
+/**
+ * A streaming handler behind the credential check: a refused stream is ended with the refusal's
+ * status before the handler sees it (its messages wait unread meanwhile).
+ */
+function guardStream(
+  handler: grpc.UntypedHandleCall,
+  method: grpc.MethodDefinition<unknown, unknown>,
+  auth: ServerAuth,
+  onUnexpectedError: UnexpectedErrorHook,
+): grpc.UntypedHandleCall {
+  const path = method.path;
+  const clientStream = method.requestStream && !method.responseStream;
+  return ((
+    call: grpc.ServerReadableStream<unknown, unknown>,
+    callback?: grpc.sendUnaryData<unknown>,
+  ) => {
+    const refuse = (failure: RpcFailure) => {
+      const error = toServerError(failure);
+      if (clientStream && callback !== undefined) callback(error);
+      else (call as unknown as { emit(event: string, error: unknown): void }).emit("error", error);
+    };
+    authenticateCall(auth, call, path).then((checked) => {
+      if (checked.kind !== "ok") return refuse(checked);
+      try {
+        (handler as (call: unknown, callback?: unknown) => void)(call, callback);
+      } catch (error) {
+        refuse(unexpectedFailure(error, path, onUnexpectedError));
+      }
+    }, (error) => refuse(unexpectedFailure(error, path, onUnexpectedError)));
+  }) as unknown as grpc.UntypedHandleCall;
 }
 
 function unexpectedFailure(
@@ -228,6 +285,8 @@ export interface HandlerContext {
   readonly deadlineMs: number;
   /** Aborted when the client cancels or its deadline passes. */
   readonly signal: AbortSignal;
+  /** Who called, when the server checks credentials (security.ts). */
+  readonly caller?: Claims;
 }
 
 /**
@@ -295,6 +354,7 @@ export function unaryHandler<Req, Res>(
       metadata: call.metadata,
       deadlineMs: deadline instanceof Date ? deadline.getTime() : deadline,
       signal: abort.signal,
+      caller: callerOf(call),
     };
     const respond = (result: RpcResult<Res>) => {
       call.off("cancelled", onCancelled);

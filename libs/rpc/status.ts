@@ -23,7 +23,9 @@ export type RpcFailureKind =
   | "resourceExhausted"
   | "dataLoss"
   | "internal"
-  | "cancelled";
+  | "cancelled"
+  | "unauthenticated"
+  | "permissionDenied";
 
 /**
  * A failed RPC. `message` follows the product's error style (sentence case, no trailing period,
@@ -48,6 +50,10 @@ export type RpcFailure =
     | { kind: "internal"; message: string }
     /** The caller cancelled the call; the outcome is unknown. */
     | { kind: "cancelled"; message: string }
+    /** The call carried no credential the server accepts; nothing was done. */
+    | { kind: "unauthenticated"; message: string }
+    /** The caller's role may not make this call; nothing was done. */
+    | { kind: "permissionDenied"; message: string }
   )
   & {
     /**
@@ -110,6 +116,12 @@ export const STATUS_TABLE: Readonly<Record<RpcFailureKind, StatusRow>> = {
   dataLoss: { code: grpc.status.DATA_LOSS, outcome: "unknown", retry: "never" },
   internal: { code: grpc.status.INTERNAL, outcome: "unknown", retry: "never" },
   cancelled: { code: grpc.status.CANCELLED, outcome: "unknown", retry: "now" },
+  unauthenticated: { code: grpc.status.UNAUTHENTICATED, outcome: "notApplied", retry: "never" },
+  permissionDenied: {
+    code: grpc.status.PERMISSION_DENIED,
+    outcome: "notApplied",
+    retry: "never",
+  },
 };
 
 const KIND_BY_CODE: ReadonlyMap<grpc.status, RpcFailureKind> = new Map(

@@ -142,6 +142,8 @@ export function legalFailure(what: string, error: unknown): Failure {
     case "invalidArgument":
     case "internal":
     case "dataLoss":
+    case "unauthenticated":
+    case "permissionDenied":
       return {
         kind: "wrong",
         why: `${what} got ${error.code} on a legal request: ${error.message}`,

@@ -14,6 +14,7 @@ export const EXIT = {
   invalidArgument: 3,
   retryable: 4,
   server: 5,
+  refused: 6,
 } as const;
 
 /** A failure kind of the product's status table (docs/design.md "Status codes"). */
@@ -25,7 +26,9 @@ export type FailureCode =
   | "failedPrecondition"
   | "dataLoss"
   | "internal"
-  | "cancelled";
+  | "cancelled"
+  | "unauthenticated"
+  | "permissionDenied";
 
 /** The exit code of a failure of kind `code`. */
 export function exitCodeOf(code: FailureCode): number {
@@ -41,6 +44,9 @@ export function exitCodeOf(code: FailureCode): number {
     case "internal":
     case "cancelled":
       return EXIT.server;
+    case "unauthenticated":
+    case "permissionDenied":
+      return EXIT.refused;
     default:
       return code satisfies never;
   }
