@@ -24,6 +24,7 @@ import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
 import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
 import { formatTrace, newTraceId, readTrace } from "./tinykv/trace.ts";
 import { checkTraceId } from "@tinykv/shard";
+import type { ClientSecurity } from "@tinykv/rpc";
 
 export { EXIT };
 
@@ -44,7 +45,10 @@ const STDIN_MIB = STDIN_VALUE_BYTES_MAX / (1024 * 1024);
 const MESSAGE_BYTES_MAX = STDIN_VALUE_BYTES_MAX + 1024 * 1024;
 
 /** The usage text of `tinykv --help`. */
-export const USAGE = `tinykv: read and write a TinyKV cluster through its gateways, and administer
+export /** The name checked in servers' certificates unless `--server-name` says otherwise. */
+const SERVER_NAME_DEFAULT = "tinykv";
+
+const USAGE = `tinykv: read and write a TinyKV cluster through its gateways, and administer
 it through placement
 
 Usage:
@@ -76,6 +80,11 @@ Flags (anywhere on the line; "--" ends flags, so later words may start with "-")
   --trace               (data commands) follow the request through the services: each logs its
                         steps under a new trace id, printed on stderr with the command that
                         shows them (tinykv trace ID)
+  --ca FILE             connect with TLS, trusting this CA (PEM) (default: \$TINYKV_CA; none:
+                        plaintext)
+  --token-file FILE     send the token in FILE with every call (default: \$TINYKV_TOKEN_FILE;
+                        none: no credential). Credentials are never picked up otherwise
+  --server-name NAME    the name checked in the servers' certificates (default ${SERVER_NAME_DEFAULT})
   -h, --help            show this help
 
 Values from stdin:
@@ -207,6 +216,10 @@ type Command<V = Uint8Array> =
 
 interface Flags {
   endpoints: string[];
+  /** `--ca`, `--token-file`, `--server-name` (files not read yet). */
+  ca: string | undefined;
+  tokenFile: string | undefined;
+  serverName: string | undefined;
   placements: string[];
   timeoutMs: number | undefined;
   json: boolean;
@@ -234,6 +247,9 @@ class UsageError extends Error {
 
 const VALUED = new Set([
   "endpoint",
+  "ca",
+  "token-file",
+  "server-name",
   "placement",
   "timeout",
   "expected",
@@ -268,6 +284,9 @@ const COMMAND_FLAGS: Record<string, readonly string[]> = {
 function parseFlags(args: readonly string[]): Flags {
   const flags: Flags = {
     endpoints: [],
+    ca: undefined,
+    tokenFile: undefined,
+    serverName: undefined,
     placements: [],
     timeoutMs: undefined,
     json: false,
@@ -327,6 +346,11 @@ function setValued(flags: Flags, name: string, value: string): void {
       }
       (name === "endpoint" ? flags.endpoints : flags.placements).push(address);
     }
+  } else if (name === "ca" || name === "token-file" || name === "server-name") {
+    const key = name === "ca" ? "ca" : name === "token-file" ? "tokenFile" : "serverName";
+    if (flags[key] !== undefined) throw new UsageError(`Flag "--${name}" is given twice`);
+    if (value === "") throw new UsageError(`Flag "--${name}" needs a value`);
+    flags[key] = value;
   } else if (name === "timeout") {
     flags.timeoutMs = positiveInteger("--timeout", value, 3_600_000);
   } else {
@@ -745,6 +769,42 @@ async function usageError(error: UsageError, json: boolean, io: Output): Promise
   return EXIT.usage;
 }
 
+/**
+ * TLS and the token the flags (or `TINYKV_CA`, `TINYKV_TOKEN_FILE`) name; nothing else is looked
+ * for. A file that cannot be read is a usage error naming it.
+ */
+async function securityOf(flags: Flags): Promise<ClientSecurity> {
+  const env = (name: string) => {
+    try {
+      const value = Deno.env.get(name);
+      return value === "" ? undefined : value;
+    } catch {
+      return undefined; // Not allowed to read it: not set, as far as this run knows.
+    }
+  };
+  const caFile = flags.ca ?? env("TINYKV_CA");
+  const tokenFile = flags.tokenFile ?? env("TINYKV_TOKEN_FILE");
+  const read = async (what: string, path: string) => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new UsageError(`Cannot read the ${what} file "${path}": ${reason}`);
+    }
+  };
+  const tls = caFile === undefined ? undefined : {
+    ca: await read("--ca", caFile),
+    serverName: flags.serverName ?? SERVER_NAME_DEFAULT,
+  };
+  const token = tokenFile === undefined
+    ? undefined
+    : (await read("--token-file", tokenFile)).trim();
+  if (token !== undefined && !token.startsWith("tkv1.")) {
+    throw new UsageError(`The --token-file file "${tokenFile}" holds no TinyKV token`);
+  }
+  return { tls, token };
+}
+
 /** Runs `tinykv` with `args`; returns the exit code. */
 export async function main(args: readonly string[], io: Output = STDIO): Promise<number> {
   let flags: Flags;
@@ -760,8 +820,20 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
     await io.out(command.text.trimEnd());
     return EXIT.ok;
   }
+  let security: ClientSecurity;
+  try {
+    security = await securityOf(flags);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    return await usageError(error, flags.json, io);
+  }
   if (command.kind === "admin") {
-    const options = { placements: flags.placements, timeoutMs: flags.timeoutMs, json: flags.json };
+    const options = {
+      placements: flags.placements,
+      timeoutMs: flags.timeoutMs,
+      json: flags.json,
+      security,
+    };
     return await runAdmin(command.admin, options, io);
   }
   if (command.kind === "trace") return await runTrace(command, flags, io);
@@ -773,6 +845,7 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
     endpoints: flags.endpoints,
     deadlineMs: flags.timeoutMs,
     maxMessageBytes: MESSAGE_BYTES_MAX,
+    security,
   });
   try {
     return await run(command, flags, client, io);

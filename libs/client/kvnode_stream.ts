@@ -24,7 +24,7 @@ import {
   type RequestItem,
   type ResponseItem,
 } from "@tinykv/proto/tinykv/v1";
-import { createGrpcClient } from "@tinykv/rpc";
+import { type ClientSecurity, createGrpcClient } from "@tinykv/rpc";
 
 /** Requests one stream may have waiting for answers; beyond it requests fail at once. */
 export const STREAM_REQUESTS_MAX_DEFAULT = 16_384;
@@ -64,10 +64,11 @@ export interface BatchChannel {
 /** Opens a gRPC channel to the kvnode at `address` (connected lazily, on the first call). */
 export function grpcBatchChannel(
   address: string,
-  options: { readonly maxMessageBytes: number },
+  options: { readonly maxMessageBytes: number; readonly security?: ClientSecurity },
 ): BatchChannel {
   const client = createGrpcClient(KvNodeService, address, {
     maxMessageBytes: options.maxMessageBytes,
+    ...options.security,
   });
   return {
     open(events: BatchCallEvents): BatchCall {
@@ -85,6 +86,8 @@ export function grpcBatchChannel(
 export interface KvNodeStreamOptions {
   /** grpc-js's message bound, as the kvnode's. */
   readonly maxMessageBytes: number;
+  /** TLS and the caller's token (none: plaintext, no credential). */
+  readonly security?: ClientSecurity;
   /** Requests waiting for answers (default {@linkcode STREAM_REQUESTS_MAX_DEFAULT}). */
   readonly requestsMax?: number;
   /** Items per `BatchRequest` (default {@linkcode BATCH_ITEMS_MAX_DEFAULT}). */
@@ -99,7 +102,10 @@ export interface KvNodeStreamOptions {
    * Opens the channel to the kvnode, once, on the first request (default: a gRPC channel,
    * {@linkcode grpcBatchChannel}).
    */
-  readonly connect?: (address: string, options: { maxMessageBytes: number }) => BatchChannel;
+  readonly connect?: (
+    address: string,
+    options: { maxMessageBytes: number; security?: ClientSecurity },
+  ) => BatchChannel;
 }
 
 /**
@@ -245,6 +251,7 @@ export class KvNodeStream {
     const maxMessageBytes = this.#options.maxMessageBytes;
     this.#channel ??= (this.#options.connect ?? grpcBatchChannel)(this.address, {
       maxMessageBytes,
+      security: this.#options.security,
     });
     const call: BatchCall = this.#channel.open({
       onResponse: (response) => this.#answer(response),

@@ -26,6 +26,7 @@ import {
   type ShardId,
   shardId as toShardId,
 } from "@tinykv/shard";
+import type { ClientSecurity } from "@tinykv/rpc";
 import { backoffDelayMs, type Clock, dateClock } from "@tinykv/timer";
 import type { ClusterView } from "./cluster_view.ts";
 import {
@@ -81,6 +82,8 @@ export interface KvRouterOptions {
    */
   readonly locate?: (target: RouteTarget) => RouteShard | undefined;
   readonly maxMessageBytes: number;
+  /** TLS and the token for the streams to kvnodes (none: plaintext, no credential). */
+  readonly security?: ClientSecurity;
   /** The shortest and longest wait between attempts. */
   readonly backoffMinMs?: number;
   readonly backoffMaxMs?: number;
@@ -365,6 +368,7 @@ export class KvRouter {
     if (stream === undefined) {
       stream = new KvNodeStream(address, {
         maxMessageBytes: this.#options.maxMessageBytes,
+        security: this.#options.security,
         batchItemsMax: this.#options.batchItemsMax ?? BATCH_ITEMS_MAX_DEFAULT,
         connect: this.#options.connect,
       });

@@ -23,6 +23,7 @@
  */
 import { type KeyValue, KVService } from "@tinykv/proto/tinykv/v1";
 import {
+  type ClientSecurity,
   createGrpcClient,
   MESSAGE_BYTES_MAX_DEFAULT,
   outcomeOf,
@@ -62,10 +63,12 @@ export interface TinyKvClientOptions {
   readonly prng?: () => number;
   /** The clock deadlines and backoff pauses are measured on; default the real one. */
   readonly clock?: Clock;
+  /** TLS (trusting the cluster's CA) and the caller's token; default plaintext, no credential. */
+  readonly security?: ClientSecurity;
   /** Opens the connection to one gateway; default {@linkcode grpcGatewayConnection}. */
   readonly connect?: (
     endpoint: string,
-    options: { readonly maxMessageBytes: number },
+    options: { readonly maxMessageBytes: number; readonly security?: ClientSecurity },
   ) => GatewayConnection;
 }
 
@@ -87,10 +90,11 @@ export interface GatewayConnection {
 /** Opens a gRPC channel to the gateway at `endpoint` (connected lazily, on the first call). */
 export function grpcGatewayConnection(
   endpoint: string,
-  options: { readonly maxMessageBytes: number },
+  options: { readonly maxMessageBytes: number; readonly security?: ClientSecurity },
 ): GatewayConnection {
   const client = createGrpcClient(KVService, endpoint, {
     maxMessageBytes: options.maxMessageBytes,
+    ...options.security,
   });
   return {
     call: <K extends KvMethod>(
@@ -259,6 +263,7 @@ export class TinyKvClient {
   readonly #prng: (() => number) | undefined;
   readonly #clock: Clock;
   readonly #connect: NonNullable<TinyKvClientOptions["connect"]>;
+  readonly #security: ClientSecurity | undefined;
   readonly #connections = new Map<string, GatewayConnection>();
   #session: ClientSession;
   #preferred = 0;
@@ -283,6 +288,7 @@ export class TinyKvClient {
     this.#prng = options.prng;
     this.#clock = options.clock ?? systemClock;
     this.#connect = options.connect ?? grpcGatewayConnection;
+    this.#security = options.security;
     this.#session = new ClientSession({ clientId: options.clientId });
   }
 
@@ -466,7 +472,10 @@ export class TinyKvClient {
   #connection(endpoint: string): GatewayConnection {
     let connection = this.#connections.get(endpoint);
     if (connection === undefined) {
-      connection = this.#connect(endpoint, { maxMessageBytes: this.#maxMessageBytes });
+      connection = this.#connect(endpoint, {
+        maxMessageBytes: this.#maxMessageBytes,
+        security: this.#security,
+      });
       this.#connections.set(endpoint, connection);
     }
     return connection;

@@ -24,6 +24,11 @@ function text(fallback: string): KeySpec<string> {
   return { schema: z.string().min(1).default(fallback), expected: "a non-empty string" };
 }
 
+/** A file path, or "" for none. */
+function optionalPath(): KeySpec<string> {
+  return { schema: z.string().max(4096).default(""), expected: 'a file path, or "" for none' };
+}
+
 function flag(fallback: boolean): KeySpec<boolean> {
   return { schema: z.boolean().default(fallback), expected: "true or false" };
 }
@@ -126,6 +131,21 @@ export const CONFIG_SPEC = {
     /** Prometheus `/metrics`; 0: `kvnode.port` + 1000 (8901–8903 in dev). */
     http_port: integer(0, 65535, 0),
     session_ttl_ms: integer(1000, 86_400_000, 600_000),
+  },
+  security: {
+    /** The cluster's CA (PEM): servers present certificates it signed; clients trust it. */
+    ca_file: optionalPath(),
+    /** This process's certificate and key (PEM): TLS on every port it serves when set. */
+    cert_file: optionalPath(),
+    key_file: optionalPath(),
+    /** The cluster's token verify key (Ed25519, SPKI PEM): every call needs a credential when set. */
+    verify_key_file: optionalPath(),
+    /** This process's own token, sent with the calls it makes. */
+    token_file: optionalPath(),
+    /** The name clients check in servers' certificates (every TinyKV server certificate has it). */
+    server_name: text("tinykv"),
+    /** Serve off loopback without TLS and credentials anyway. */
+    insecure: flag(false),
   },
 } as const satisfies Record<string, Record<string, KeySpec>>;
 

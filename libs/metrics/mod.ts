@@ -86,13 +86,20 @@ export async function metricsResponse(
  */
 export async function serveMetrics(
   registry: Registry,
-  options: { host: string; port: number; signal: AbortSignal },
+  options: {
+    host: string;
+    port: number;
+    signal: AbortSignal;
+    /** Serve HTTPS with this certificate and key (PEM). */
+    tls?: { readonly cert: string; readonly key: string };
+  },
 ): Promise<Deno.HttpServer<Deno.NetAddr>> {
   const listening = Promise.withResolvers<void>();
   const server = Deno.serve({
     hostname: options.host,
     port: options.port,
     signal: options.signal,
+    ...(options.tls === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
     onListen: () => listening.resolve(),
   }, async (request) =>
     await metricsResponse(registry, request) ??
@@ -133,6 +140,8 @@ export async function startMetrics(
     port: { port: number; derived: boolean } | undefined;
     signal: AbortSignal;
     log: { warn(msg: string, fields?: Record<string, unknown>): void };
+    /** Serve HTTPS with this certificate and key (PEM). */
+    tls?: { readonly cert: string; readonly key: string };
   },
 ): Promise<Deno.HttpServer<Deno.NetAddr> | undefined> {
   const { port } = options;
@@ -145,6 +154,7 @@ export async function startMetrics(
       host: options.host,
       port: port.port,
       signal: options.signal,
+      tls: options.tls,
     });
   } catch (error) {
     if (!port.derived || !(error instanceof Deno.errors.AddrInUse)) throw error;

@@ -51,6 +51,7 @@ export {
   AUTHORIZATION_METADATA,
   callerOf,
   channelCredentials,
+  type ClientSecurity,
   type ClientTls,
   type ServerAuth,
   serverCredentials,
@@ -58,6 +59,16 @@ export {
   tlsChannelOptions,
   tokenInterceptor,
 } from "./security.ts";
+export {
+  claimsOf,
+  exposureRefusal,
+  isLoopback,
+  loadServiceSecurity,
+  type Policy,
+  type SecuritySection,
+  servicePolicy,
+  type ServiceSecurity,
+} from "./service_security.ts";
 export {
   type ClientMethodOf,
   createGrpcClient,

@@ -41,6 +41,12 @@ export interface ClientTls {
   readonly serverName?: string;
 }
 
+/** How a client connects and what it sends: `createGrpcClient`'s `tls` and `token`. */
+export interface ClientSecurity {
+  readonly tls?: ClientTls;
+  readonly token?: string;
+}
+
 /** How a server checks credentials. */
 export interface ServerAuth {
   /** Verifies a token (a `TokenVerifier` of libs/auth). */

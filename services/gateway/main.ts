@@ -20,7 +20,14 @@ import {
   newRegistry,
   startMetrics,
 } from "@tinykv/metrics";
-import { startGrpcServer } from "@tinykv/rpc";
+import {
+  exposureRefusal,
+  loadServiceSecurity,
+  type Policy,
+  servicePolicy,
+  type ServiceSecurity,
+  startGrpcServer,
+} from "@tinykv/rpc";
 import {
   connectConfiguredZooKeeperRetrying,
   keepEphemeral,
@@ -45,8 +52,26 @@ async function main(args: string[]): Promise<number> {
   });
 }
 
+/** Who may call a gateway: applications and operators. */
+const GATEWAY_POLICY: Policy = servicePolicy([["/tinykv.v1.KV/", ["client", "admin"]]]);
+
 async function run(config: Config, log: Logger): Promise<number> {
   const address = `${config.rpc_server.host}:${config.rpc_server.port}`;
+  let security: ServiceSecurity;
+  try {
+    security = await loadServiceSecurity(config.security, {
+      cluster: config.zookeeper.cluster,
+      role: "gateway",
+    });
+  } catch (error) {
+    console.error(`gateway: ${(error as Error).message}`);
+    return 2;
+  }
+  const exposed = exposureRefusal(config.rpc_server.host, security, config.security);
+  if (exposed !== undefined) {
+    console.error(`gateway: ${exposed}`);
+    return 2;
+  }
   const startedAtMs = Date.now();
   let stopping = false;
   let zk: ZooKeeperClient | undefined;
@@ -96,6 +121,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     },
     maxMessageBytes: config.rpc_server.max_message_bytes,
     batchItemsMax: config.gateway.batch_requests_max,
+    security: security.client,
   });
   const inFlight = { count: 0 };
   // A broken invariant in a handler stops the process (see _assert.ts).
@@ -112,6 +138,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     ),
     signal: metricsAbort.signal,
     log,
+    tls: security.serverTls,
   });
   const server = await startGrpcServer({
     host: config.rpc_server.host,
@@ -133,6 +160,8 @@ async function run(config: Config, log: Logger): Promise<number> {
       log.error("Handler failed", { method, error });
       if (isBrokenInvariant(error)) broken.resolve(error);
     },
+    tls: security.serverTls,
+    auth: security.auth(GATEWAY_POLICY),
   });
   metricsReady.resolve(
     metricsServer === undefined

@@ -18,11 +18,14 @@ function randomHex(bytes: number): string {
   return Array.from(raw, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The node id stored in `store`, choosing and storing a new one (`n-<8 hex>`) the first time. */
-export async function nodeIdOf(store: NodeStorage): Promise<string> {
+/**
+ * The node id stored in `store`; the first time, `assigned` (the node's token names it) or a new
+ * one (`n-<8 hex>`), stored.
+ */
+export async function nodeIdOf(store: NodeStorage, assigned?: string): Promise<string> {
   const existing = store.getIdentity(NODE_ID);
   if (existing !== undefined) return existing;
-  const chosen = `n-${randomHex(4)}`;
+  const chosen = assigned ?? `n-${randomHex(4)}`;
   await store.write(() => store.putIdentity(NODE_ID, chosen));
   return chosen;
 }

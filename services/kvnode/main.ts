@@ -16,7 +16,14 @@ import {
   newRegistry,
   startMetrics,
 } from "@tinykv/metrics";
-import { startGrpcServer } from "@tinykv/rpc";
+import {
+  exposureRefusal,
+  loadServiceSecurity,
+  type Policy,
+  servicePolicy,
+  type ServiceSecurity,
+  startGrpcServer,
+} from "@tinykv/rpc";
 import { systemClock, Timer } from "@tinykv/timer";
 import { connectConfiguredZooKeeper } from "@tinykv/zk";
 import { nodeAdminService } from "./admin_service.ts";
@@ -43,10 +50,44 @@ async function main(args: string[]): Promise<number> {
   });
 }
 
+/**
+ * Who may call a kvnode: the gateways its data stream, placement and operators its admin
+ * service, other kvnodes its Raft transport (each only as itself: transport_service.ts).
+ */
+const KVNODE_POLICY: Policy = servicePolicy([
+  ["/tinykv.v1.KvNode/", ["gateway"]],
+  ["/tinykv.v1.NodeAdmin/", ["placement", "admin"]],
+  ["/tinykv.v1.RaftTransport/", ["kvnode"]],
+]);
+
 async function run(config: Config, dataDir: string, log: Logger): Promise<number> {
   const address = `${config.kvnode.host}:${config.kvnode.port}`;
+  let security: ServiceSecurity;
+  try {
+    security = await loadServiceSecurity(config.security, {
+      cluster: config.zookeeper.cluster,
+      role: "kvnode",
+    });
+  } catch (error) {
+    console.error(`kvnode: ${(error as Error).message}`);
+    return 2;
+  }
+  const exposed = exposureRefusal(config.kvnode.host, security, config.security);
+  if (exposed !== undefined) {
+    console.error(`kvnode: ${exposed}`);
+    return 2;
+  }
   const store = NodeStore.open({ dir: dataDir, mapBytes: config.storage.map_bytes });
-  const nodeId = await nodeIdOf(store);
+  // With credentials, the node is who its token says: a new data dir takes that id.
+  const nodeId = await nodeIdOf(store, security.identity?.sub);
+  if (security.identity !== undefined && security.identity.sub !== nodeId) {
+    console.error(
+      `kvnode: The data dir "${dataDir}" belongs to node "${nodeId}", but the token names ` +
+        `"${security.identity.sub}" ([security] token_file)`,
+    );
+    await store.close();
+    return 2;
+  }
   const connect = (connectTimeoutMs?: number) =>
     connectConfiguredZooKeeper(config.zookeeper, { log, connectTimeoutMs });
   const joined = await joinCluster(store, { dataDir, connect, log });
@@ -62,6 +103,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     address,
     clusterId,
     maxMessageBytes: config.rpc_server.max_message_bytes,
+    security: security.client,
     log: nodeLog,
     onSnapshotStatus: (shardId, to, ok) => driver.reportSnapshot(shardId, to, ok),
   });
@@ -131,6 +173,8 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       }),
     ],
     onUnexpectedError: (error, method) => nodeLog.error("Handler failed", { method, error }),
+    tls: security.serverTls,
+    auth: security.auth(KVNODE_POLICY),
   });
   driver.start();
   metrics.attach(driver, () => transport.stats());
@@ -140,6 +184,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     port: metricsPort(config.kvnode.http_port, config.kvnode.port, KVNODE_METRICS_PORT_OFFSET),
     signal: metricsAbort.signal,
     log: nodeLog,
+    tls: security.serverTls,
   });
   const ticker = new Timer({
     clock: systemClock,

@@ -168,6 +168,7 @@ export class PeerStream {
     try {
       client = createGrpcClient(RaftTransportService, this.#address, {
         maxMessageBytes: options.maxMessageBytes,
+        ...options.security,
       });
       const opened = client;
       let settle = () => {};

@@ -127,6 +127,7 @@ export class SnapshotSender {
     try {
       client = createGrpcClient(RaftTransportService, job.to.address, {
         maxMessageBytes: options.maxMessageBytes,
+        ...options.security,
       });
       let settled = false;
       const { promise: done, resolve } = Promise.withResolvers<SnapshotOutcome>();

@@ -18,6 +18,7 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import {
   bindService,
+  callerOf,
   type RpcFailure,
   rpcFailure,
   type ServiceBinding,
@@ -109,6 +110,13 @@ function receiveBatches(
         `"${batch.fromNode}": this node belongs to cluster "${options.clusterId}"`;
       options.log.warn(message);
       callback(toServerError(rpcFailure("failedPrecondition", message)));
+      return;
+    }
+    const impostor = impersonation(call, batch.fromNode);
+    if (impostor !== undefined) {
+      done = true;
+      options.log.warn(impostor);
+      callback(toServerError(rpcFailure("permissionDenied", impostor)));
       return;
     }
     received += batch.messages.length;
@@ -219,7 +227,7 @@ function receiveStaged(
       kind: "failed",
       failure: rpcFailure(kind, message),
     });
-    const header = checkChunkHeader(options, first, chunk);
+    const header = checkChunkHeader(options, first, chunk, impersonation(call, chunk.fromNode));
     if (header.kind === "failed") return header;
     if (first === undefined) {
       first = chunk.envelope!;
@@ -292,16 +300,30 @@ function receiveStaged(
   });
 }
 
+/**
+ * Why a stream's sender is not the node it says it is: with credentials on, the node named in a
+ * batch or chunk must be the one whose token opened the stream (a kvnode can speak only for
+ * itself: its votes, its data, where it lives). Undefined when it is, or when no credentials are
+ * checked.
+ */
+function impersonation(call: object, claimed: string): string | undefined {
+  const caller = callerOf(call);
+  if (caller === undefined || caller.sub === claimed) return undefined;
+  return `Node "${caller.sub}" may not send Raft messages as node "${claimed}"`;
+}
+
 /** Checks a chunk's cluster, envelope placement and shard against the snapshot's first chunk. */
 function checkChunkHeader(
   options: RaftTransportServiceOptions,
   first: RaftEnvelope | undefined,
   chunk: SnapshotChunk,
+  impostor: string | undefined,
 ): { kind: "ok" } | { kind: "failed"; failure: RpcFailure } {
   const failed = (kind: Parameters<typeof rpcFailure>[0], message: string) => ({
     kind: "failed" as const,
     failure: rpcFailure(kind, message),
   });
+  if (impostor !== undefined) return failed("permissionDenied", impostor);
   if (chunk.clusterId !== options.clusterId) {
     return failed(
       "failedPrecondition",

@@ -9,7 +9,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import type { RaftTransportServiceDefinition } from "@tinykv/proto/tinykv/v1";
-import type { GrpcClient } from "@tinykv/rpc";
+import type { ClientSecurity, GrpcClient } from "@tinykv/rpc";
 import type { Clock } from "@tinykv/timer";
 import type { ShardId } from "@tinykv/shard";
 import type { DriverLog } from "./driver.ts";
@@ -67,6 +67,8 @@ export interface GrpcRaftTransportOptions {
   readonly clusterId: string;
   /** grpc-js's message bound on the clients (as the servers', e.g. `MESSAGE_BYTES_MAX_DEFAULT`). */
   readonly maxMessageBytes: number;
+  /** TLS and the node's token for its streams to other nodes (none: plaintext, no credential). */
+  readonly security?: ClientSecurity;
   /**
    * The largest `RaftBatch`, in bytes: at most half of `maxMessageBytes`, which is the default.
    * The config makes sure the largest Raft message (an AppendEntries of `raft.message_bytes_max`,

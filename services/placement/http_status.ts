@@ -22,12 +22,19 @@ export interface HttpView {
 /** Serves the endpoint on `host:port` until `signal` aborts. */
 export function serveHttp(
   view: HttpView,
-  options: { host: string; port: number; signal: AbortSignal },
+  options: {
+    host: string;
+    port: number;
+    signal: AbortSignal;
+    /** Serve HTTPS with this certificate and key (PEM). */
+    tls?: { readonly cert: string; readonly key: string };
+  },
 ): Deno.HttpServer {
   return Deno.serve({
     hostname: options.host,
     port: options.port,
     signal: options.signal,
+    ...(options.tls === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
     onListen: () => {},
   }, (request) => handle(view, request));
 }

@@ -12,7 +12,14 @@ import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
 import { newRegistry } from "@tinykv/metrics";
-import { startGrpcServer } from "@tinykv/rpc";
+import {
+  exposureRefusal,
+  loadServiceSecurity,
+  type Policy,
+  servicePolicy,
+  type ServiceSecurity,
+  startGrpcServer,
+} from "@tinykv/rpc";
 import { connectConfiguredZooKeeper } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
 import { isBrokenInvariant } from "./_assert.ts";
@@ -47,9 +54,27 @@ async function main(args: string[]): Promise<number> {
   });
 }
 
+/** Who may call placement's admin API: operators. */
+const PLACEMENT_POLICY: Policy = servicePolicy([["/tinykv.v1.Placement/", ["admin"]]]);
+
 async function run(config: Config, log: Logger): Promise<number> {
   const p = config.placement;
   const adminAddress = `${p.host}:${p.admin_port}`;
+  let security: ServiceSecurity;
+  try {
+    security = await loadServiceSecurity(config.security, {
+      cluster: config.zookeeper.cluster,
+      role: "placement",
+    });
+  } catch (error) {
+    console.error(`placement: ${(error as Error).message}`);
+    return 2;
+  }
+  const exposed = exposureRefusal(p.host, security, config.security);
+  if (exposed !== undefined) {
+    console.error(`placement: ${exposed}`);
+    return 2;
+  }
   const zk = await connectConfiguredZooKeeper(config.zookeeper, { log });
   const registry = newRegistry();
   const metrics = new PlacementMetrics(registry);
@@ -59,7 +84,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   });
   const decisions = new DecisionLog(zk);
   let leader: PlacementLeader | undefined;
-  const admin = new NodeAdminPool(() => leader?.clusterId ?? "");
+  const admin = new NodeAdminPool(() => leader?.clusterId ?? "", security.client);
   // A broken invariant, wherever it shows, stops the process: this instance can no longer lead
   // correctly, and another one takes over once its election znode is gone.
   const broken = Promise.withResolvers<Error>();
@@ -116,12 +141,18 @@ async function run(config: Config, log: Logger): Promise<number> {
     port: p.admin_port,
     maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
     services: [placementService(control)],
+    tls: security.serverTls,
+    auth: security.auth(PLACEMENT_POLICY),
     onUnexpectedError: (error, method) => {
       log.error("Handler failed", { method, error });
       if (isBrokenInvariant(error)) broken.resolve(error);
     },
   });
   const warn = (message: string, fields?: Record<string, unknown>) => log.warn(message, fields);
+  // Gateways serve their metrics over HTTPS when the cluster has TLS: trust its CA for them.
+  const scrapeClient = security.client.tls === undefined
+    ? undefined
+    : Deno.createHttpClient({ caCerts: [security.client.tls.ca] });
   const gateways = gatewayDirectory(zk, warn);
   gateways.start();
   const collector = new DashboardCollector({
@@ -133,7 +164,7 @@ async function run(config: Config, log: Logger): Promise<number> {
       const answer = await admin.status(address, DASHBOARD_PULL_MS);
       return answer.kind === "ok" ? answer.response : undefined;
     },
-    scrape: (address) => scrapeMetrics(address),
+    scrape: (address) => scrapeMetrics(address, scrapeClient),
     now: () => Date.now(),
     warn,
   });
@@ -142,6 +173,11 @@ async function run(config: Config, log: Logger): Promise<number> {
     collector,
     handlers: placementHandlers(control),
     listen: { host: p.host, port: p.http_port },
+    // With credentials on, changes go through the admin API with an admin's token: the page's
+    // buttons carry none.
+    actionsRefused: security.auth(PLACEMENT_POLICY) === undefined
+      ? undefined
+      : "Credentials are on: act with the tinykv CLI and an admin token (--token-file)",
     onUnexpectedError: (error: unknown, method: string) => {
       log.error("Handler failed", { method, error });
       if (isBrokenInvariant(error)) broken.resolve(error);
@@ -159,7 +195,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     },
     registry,
     dashboard,
-  }, { host: p.host, port: p.http_port, signal: httpAbort.signal });
+  }, { host: p.host, port: p.http_port, signal: httpAbort.signal, tls: security.serverTls });
   await election.start();
   collector.start();
   log.info("placement serving", { adminAddress, httpPort: p.http_port });
@@ -180,6 +216,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   await server.shutdown(2000);
   await collector.stop();
   gateways.close();
+  scrapeClient?.close();
   httpAbort.abort();
   await http.finished;
   admin.close();
@@ -188,11 +225,18 @@ async function run(config: Config, log: Logger): Promise<number> {
   return clean ? 0 : 2;
 }
 
-/** The text of `http://<address>/metrics`, or undefined when it fails, is slow or too large. */
-async function scrapeMetrics(address: string): Promise<string | undefined> {
+/**
+ * The text of `http://<address>/metrics` (`https` with `tls`, a client trusting the cluster's
+ * CA), or undefined when it fails, is slow or too large.
+ */
+async function scrapeMetrics(
+  address: string,
+  tls: Deno.HttpClient | undefined,
+): Promise<string | undefined> {
   try {
-    const response = await fetch(`http://${address}/metrics`, {
+    const response = await fetch(`${tls === undefined ? "http" : "https"}://${address}/metrics`, {
       signal: AbortSignal.timeout(DASHBOARD_PULL_MS),
+      ...(tls === undefined ? {} : { client: tls }),
     });
     if (!response.ok || response.body === null) {
       await response.body?.cancel();

@@ -12,6 +12,7 @@ import {
   type NodeStatusResponse,
 } from "@tinykv/proto/tinykv/v1";
 import {
+  type ClientSecurity,
   createGrpcClient,
   type GrpcClient,
   rpcFailure,
@@ -38,10 +39,12 @@ const CHANGE_CODES = {
 export class NodeAdminPool {
   readonly #clients = new Map<string, GrpcClient<typeof NodeAdminService>>();
   readonly #clusterId: () => string;
+  readonly #security: ClientSecurity;
 
   /** `clusterId` is read at each call (it is learned after start). */
-  constructor(clusterId: () => string) {
+  constructor(clusterId: () => string, security: ClientSecurity = {}) {
     this.#clusterId = clusterId;
+    this.#security = security;
   }
 
   #client(address: string): GrpcClient<typeof NodeAdminService> {
@@ -54,6 +57,7 @@ export class NodeAdminPool {
       }
       client = createGrpcClient(NodeAdminService, address, {
         maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
+        ...this.#security,
       });
       this.#clients.set(address, client);
     }

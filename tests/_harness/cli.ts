@@ -10,7 +10,8 @@ const REPO_ROOT = new URL("../..", import.meta.url).pathname;
 /** The permissions of `deno task tinykv`. */
 export const CLI_PERMISSIONS = [
   "--allow-net",
-  "--allow-env=GRPC_*,grpc_proxy,https_proxy,http_proxy,no_grpc_proxy,no_proxy",
+  "--allow-env=GRPC_*,grpc_proxy,https_proxy,http_proxy,no_grpc_proxy,no_proxy,TINYKV_CA,TINYKV_TOKEN_FILE",
+  "--allow-read=./data",
 ];
 
 /** What one CLI run returned. */

@@ -14,7 +14,7 @@ import {
   type PlacementTask,
   ReplicaStatus_Role,
 } from "@tinykv/proto/tinykv/v1";
-import { type RpcFailure, type RpcResult, unaryCaller } from "@tinykv/rpc";
+import { type ClientSecurity, type RpcFailure, type RpcResult, unaryCaller } from "@tinykv/rpc";
 import { type ShardId, shardId } from "@tinykv/shard";
 import { EXIT, exitCodeOf } from "./exit_codes.ts";
 import {
@@ -53,6 +53,8 @@ export interface AdminOptions {
   /** `--timeout`: the call's deadline, or for `drain` the bound on the whole wait. */
   timeoutMs: number | undefined;
   json: boolean;
+  /** `--ca`, `--token-file`: TLS and the caller's token (none: plaintext, no credential). */
+  security?: ClientSecurity;
 }
 
 /** Where an admin command writes. */
@@ -91,7 +93,7 @@ export async function runAdmin(
   options: AdminOptions,
   io: AdminOutput,
 ): Promise<number> {
-  const connection = new PlacementConnection(options.placements);
+  const connection = new PlacementConnection(options.placements, options.security);
   const timeoutMs = options.timeoutMs ??
     (command.kind === "drain" && command.wait
       ? DRAIN_TIMEOUT_MS_DEFAULT
@@ -162,6 +164,7 @@ async function runStatus(context: AdminContext): Promise<number> {
   const statuses = await nodeStatuses(
     live.map((n) => n.address),
     Math.min(remaining, NODE_STATUS_DEADLINE_MS_MAX),
+    context.options.security,
   );
   const stats = shardStatsOf(state, statuses);
   if (context.options.json) {

@@ -12,6 +12,7 @@ import {
   PlacementService,
 } from "@tinykv/proto/tinykv/v1";
 import {
+  type ClientSecurity,
   createGrpcClient,
   type GrpcClient,
   rpcFailure,
@@ -44,9 +45,11 @@ export class PlacementConnection {
   readonly #clients = new Map<string, PlacementClient>();
   /** The address that answered last, tried first next time. */
   #preferred: string | undefined;
+  readonly #security: ClientSecurity;
 
-  constructor(endpoints: readonly string[]) {
+  constructor(endpoints: readonly string[], security: ClientSecurity = {}) {
     this.#endpoints = endpoints;
+    this.#security = security;
   }
 
   #client(address: string): PlacementClient {
@@ -54,6 +57,7 @@ export class PlacementConnection {
     if (client === undefined) {
       client = createGrpcClient(PlacementService, address, {
         maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
+        ...this.#security,
       });
       this.#clients.set(address, client);
     }
@@ -128,10 +132,12 @@ function withAddress<T>(result: RpcResult<T>, address: string): RpcResult<T> {
 export async function nodeStatuses(
   addresses: readonly string[],
   deadlineMs: number,
+  security: ClientSecurity = {},
 ): Promise<NodeStatusResponse[]> {
   const answers = await Promise.all(addresses.map(async (address) => {
     const client = createGrpcClient(NodeAdminService, address, {
       maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
+      ...security,
     });
     try {
       return await unaryCaller<typeof NodeAdminService, "Status">(client, "Status")({

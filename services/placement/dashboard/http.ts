@@ -99,6 +99,8 @@ export interface DashboardHttp {
   readonly handlers: ServiceHandlers<typeof PlacementService>;
   /** The host and port this server listens on (an action must be addressed to them). */
   readonly listen: { readonly host: string; readonly port: number };
+  /** Why actions are refused here (credentials are on: the page carries none); undefined: taken. */
+  readonly actionsRefused?: string;
   /**
    * Sees a handler's exception (as the gRPC service's `onUnexpectedError`: placement stops on a
    * broken invariant); the action is answered INTERNAL.
@@ -211,6 +213,9 @@ async function action(
   request: Request,
   path: string,
 ): Promise<Response> {
+  if (dashboard.actionsRefused !== undefined) {
+    return refuse(403, "PERMISSION_DENIED", dashboard.actionsRefused);
+  }
   if (request.headers.get(CONFIRM_HEADER) !== "yes") {
     return refuse(403, "PERMISSION_DENIED", `An action needs the header "${CONFIRM_HEADER}: yes"`);
   }

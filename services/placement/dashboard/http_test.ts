@@ -233,3 +233,16 @@ Deno.test("an action's body: fields checked precisely, at most ACTION_BODY_BYTES
   const plan = await answer("/api/rebalance", '{"dryRun": true}');
   assert.deepEqual(plan.body, { ok: true, result: { moves: [], notes: ["balanced"] } });
 });
+
+Deno.test("with credentials on, the page's actions are refused: they carry no token", async () => {
+  const { dashboard, calls } = dashboardOf();
+  const secure = { ...dashboard, actionsRefused: "Credentials are on: use the CLI" };
+  const response = (await serve(secure, post("/api/drain", '{"nodeId": "n1"}')))!;
+  assert.equal(response.status, 403);
+  assert.deepEqual(await response.json(), {
+    ok: false,
+    code: "PERMISSION_DENIED",
+    message: "Credentials are on: use the CLI",
+  });
+  assert.deepEqual(calls, []);
+});

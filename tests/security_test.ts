@@ -1,0 +1,286 @@
+// A cluster with TLS and credentials on every gRPC port (3 kvnodes, placement, a gateway as real
+// processes, certificates from a test CA, tokens of the cluster's key): an application with a
+// client token writes and reads through the gateway, with the library and with the CLI (--ca,
+// --token-file). Each refusal the issue names is made and checked to change nothing: a plaintext
+// client; no token; a token of another cluster; an admin call with a client's token; a node call
+// with a gateway's token; a Raft batch sent with one kvnode's token in another kvnode's name.
+// Last, a kvnode told to listen off loopback without TLS and credentials refuses to start.
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { type Claims, exportPem, generateKeyPair, mintToken } from "@tinykv/auth";
+import { makeCertificate, makeCertificateAuthority } from "@tinykv/auth/pki";
+import { TinyKvClient, TinyKvError } from "@tinykv/client";
+import {
+  NodeAdminService,
+  PlacementService,
+  type RaftBatch,
+  RaftTransportService,
+} from "@tinykv/proto/tinykv/v1";
+import { type ClientSecurity, createGrpcClient, unaryCaller } from "@tinykv/rpc";
+import { randomTestRoot, removeTestRoot, testZooKeeper, waitFor } from "@tinykv/zk/testing";
+import { runCli } from "./_harness/cli.ts";
+import { freePort, SERVICE_PERMISSIONS, ServiceProcess } from "./_harness/processes.ts";
+
+const REPO_ROOT = new URL("..", import.meta.url).pathname;
+const CLUSTER = "secure";
+const HOUR = 3_600_000;
+
+/** Credentials for one cluster, under the repository's data dir (the CLI may read it there). */
+async function makeCredentials(dir: string) {
+  const ca = await makeCertificateAuthority(`${dir}/ca`);
+  const server = await makeCertificate(dir, ca, "server", ["tinykv", "127.0.0.1"]);
+  const keys = await generateKeyPair();
+  await Deno.writeTextFile(`${dir}/verify.pem`, await exportPem(keys.verify));
+  const tokenFile = async (
+    name: string,
+    claims: Partial<Claims> & Pick<Claims, "role" | "sub">,
+  ) => {
+    const path = `${dir}/${name}.token`;
+    const token = await mintToken(keys.signing, {
+      cluster: CLUSTER,
+      iat: Date.now(),
+      exp: Date.now() + HOUR,
+      ...claims,
+    });
+    await Deno.writeTextFile(path, token + "\n");
+    return path;
+  };
+  return { ca, server, verify: `${dir}/verify.pem`, tokenFile };
+}
+
+function securityFlags(
+  credentials: Awaited<ReturnType<typeof makeCredentials>>,
+  tokenFile: string,
+): string[] {
+  return [
+    `--security.ca_file=${credentials.ca.cert}`,
+    `--security.cert_file=${credentials.server.cert}`,
+    `--security.key_file=${credentials.server.key}`,
+    `--security.verify_key_file=${credentials.verify}`,
+    `--security.token_file=${tokenFile}`,
+  ];
+}
+
+Deno.test("security: TLS and tokens end to end, and every refusal changes nothing", async () => {
+  const zk = await testZooKeeper();
+  const root = randomTestRoot();
+  const dir = `${REPO_ROOT}data/security-test-${crypto.randomUUID().slice(0, 8)}`;
+  const processes: ServiceProcess[] = [];
+  const closers: Array<() => void> = [];
+  try {
+    const credentials = await makeCredentials(`${dir}/pki`);
+    const [zkHost, zkPort] = zk.connectString.split(":");
+    const common = (name: string) => [
+      `--zookeeper.host=${zkHost}`,
+      `--zookeeper.port=${zkPort}`,
+      `--zookeeper.root=${root}`,
+      `--zookeeper.cluster=${CLUSTER}`,
+      "--zookeeper.session_timeout_ms=4000",
+      `--storage.data_dir=${dir}/data`,
+      `--log.dir=${dir}/logs/${name}`,
+      "--log.stderr=false",
+      "--sharding.num_shards=2",
+      "--raft.tick_ms=50",
+      "--placement.status_interval_ms=300",
+    ];
+    const kvnodePorts = [freePort(), freePort(), freePort()];
+    for (const [i, port] of kvnodePorts.entries()) {
+      const token = await credentials.tokenFile(`n${i + 1}`, { role: "kvnode", sub: `n${i + 1}` });
+      processes.push(
+        new ServiceProcess(`kvnode n${i + 1}`, "services/kvnode/main.ts", [
+          ...common(`n${i + 1}`),
+          `--kvnode.port=${port}`,
+          `--kvnode.http_port=${freePort()}`,
+          ...securityFlags(credentials, token),
+        ]),
+      );
+    }
+    const adminPort = freePort();
+    const placementToken = await credentials.tokenFile("placement", {
+      role: "placement",
+      sub: "placement-1",
+    });
+    processes.push(
+      new ServiceProcess("placement", "services/placement/main.ts", [
+        ...common("placement"),
+        `--placement.admin_port=${adminPort}`,
+        `--placement.http_port=${freePort()}`,
+        ...securityFlags(credentials, placementToken),
+      ]),
+    );
+    const gatewayPort = freePort();
+    const gatewayToken = await credentials.tokenFile("gateway", {
+      role: "gateway",
+      sub: "gateway-1",
+    });
+    processes.push(
+      new ServiceProcess("gateway", "services/gateway/main.ts", [
+        ...common("gateway"),
+        `--rpc_server.port=${gatewayPort}`,
+        `--gateway.http_port=${freePort()}`,
+        ...securityFlags(credentials, gatewayToken),
+      ]),
+    );
+    await Promise.all(processes.map((p) => p.start(/serving on/)));
+
+    const caPem = await Deno.readTextFile(credentials.ca.cert);
+    const tls = { ca: caPem, serverName: "tinykv" };
+    const read = (path: string) => Deno.readTextFile(path).then((t) => t.trim());
+    const clientTokenFile = await credentials.tokenFile("app", { role: "client", sub: "app" });
+    const adminTokenFile = await credentials.tokenFile("ops", { role: "admin", sub: "ops" });
+    const clientToken = await read(clientTokenFile);
+    const adminToken = await read(adminTokenFile);
+    const gateway = `127.0.0.1:${gatewayPort}`;
+    const client = (security: ClientSecurity, deadlineMs = 20_000) => {
+      const c = TinyKvClient.connect({ endpoints: [gateway], deadlineMs, security });
+      closers.push(() => c.close());
+      return c;
+    };
+
+    // An application with a client token: the whole path works with TLS and tokens everywhere
+    // (gateway → kvnode streams, kvnode ↔ kvnode Raft, placement → kvnode admin).
+    const app = client({ tls, token: clientToken });
+    await app.put("hello", "world");
+    assert.equal(new TextDecoder().decode((await app.get("hello")).value), "world");
+
+    const codeOf = async (call: () => Promise<unknown>) => {
+      try {
+        await call();
+        return "ok";
+      } catch (error) {
+        if (!(error instanceof TinyKvError)) throw error;
+        return error.code;
+      }
+    };
+    assert.equal(
+      await codeOf(() => client({ token: clientToken }, 3000).put("hello", "plaintext")),
+      "unavailable",
+      "a plaintext client cannot reach a TLS port",
+    );
+    assert.equal(await codeOf(() => client({ tls }, 3000).put("hello", "anon")), "unauthenticated");
+    const foreign = await read(
+      await credentials.tokenFile("foreign", { role: "client", sub: "app", cluster: "other" }),
+    );
+    assert.equal(
+      await codeOf(() => client({ tls, token: foreign }, 3000).put("hello", "foreign")),
+      "unauthenticated",
+    );
+    assert.equal(new TextDecoder().decode((await app.get("hello")).value), "world", "unchanged");
+
+    // The CLI, with the flags, and without a token.
+    const cli = (args: string[]) =>
+      runCli(["--endpoint", gateway, "--ca", credentials.ca.cert, ...args]);
+    const put = await cli(["--token-file", clientTokenFile, "put", "cli", "yes"]);
+    assert.equal(put.code, 0, put.stderr);
+    const got = await cli(["--token-file", clientTokenFile, "get", "cli"]);
+    assert.equal(got.stdout.trim(), "yes");
+    const anonymous = await cli(["--timeout", "3000", "put", "cli", "no"]);
+    assert.equal(anonymous.code, 6, anonymous.stderr);
+    assert.match(anonymous.stderr, /unauthenticated: .*needs a credential/);
+
+    // Placement's admin API needs an admin: a client's token is refused and nothing drains.
+    const placementAs = (token: string) => {
+      const c = createGrpcClient(PlacementService, `127.0.0.1:${adminPort}`, {
+        maxMessageBytes: 4 << 20,
+        tls,
+        token,
+      });
+      closers.push(() => c.close());
+      return c;
+    };
+    const state = await unaryCaller(placementAs(adminToken), "ClusterState")({}, {
+      deadlineMs: 5000,
+    });
+    assert.equal(state.kind, "ok");
+    const nodeIds = state.kind === "ok" ? state.response.nodes.map((n) => n.nodeId) : [];
+    assert.deepEqual(nodeIds, ["n1", "n2", "n3"], "each kvnode is who its token says");
+    const drained = await unaryCaller(placementAs(clientToken), "DrainNode")({ nodeId: "n1" }, {
+      deadlineMs: 5000,
+    });
+    if (drained.kind === "ok") assert.fail("a client drained a node");
+    assert.equal(drained.kind, "permissionDenied");
+    assert.match(
+      drained.message,
+      /"app" \(role client\) may not call "\/tinykv.v1.Placement\/DrainNode": only admin/,
+    );
+    const after = await unaryCaller(placementAs(adminToken), "ClusterState")({}, {
+      deadlineMs: 5000,
+    });
+    assert.ok(after.kind === "ok" && after.response.nodes.every((n) => !n.draining));
+
+    // A kvnode's admin service is for placement and operators, not gateways.
+    const nodeAdmin = createGrpcClient(NodeAdminService, `127.0.0.1:${kvnodePorts[0]}`, {
+      maxMessageBytes: 4 << 20,
+      tls,
+      token: await read(gatewayToken),
+    });
+    closers.push(() => nodeAdmin.close());
+    const status = await unaryCaller(nodeAdmin, "Status")({
+      withDataHash: false,
+      resetTurnStats: false,
+    }, { deadlineMs: 5000 });
+    assert.equal(status.kind, "permissionDenied");
+
+    // A Raft batch sent with n1's token in n3's name is refused before any message is read.
+    const transport = createGrpcClient(RaftTransportService, `127.0.0.1:${kvnodePorts[1]}`, {
+      maxMessageBytes: 4 << 20,
+      tls,
+      token: await read(`${dir}/pki/n1.token`),
+    }) as unknown as grpc.Client & {
+      Send(
+        callback: (error: grpc.ServiceError | null) => void,
+      ): grpc.ClientWritableStream<RaftBatch>;
+    };
+    closers.push(() => transport.close());
+    const clusterId = new TextDecoder().decode(
+      (await waitForClusterId(zk.connectString, root)).data,
+    ).trim();
+    const forged = await new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = transport.Send(resolve);
+      call.write({ fromNode: "n3", clusterId, messages: [], fromAddress: "127.0.0.1:1" });
+      call.end();
+    });
+    assert.equal(forged?.code, grpc.status.PERMISSION_DENIED);
+    assert.match(forged?.details ?? "", /Node "n1" may not send Raft messages as node "n3"/);
+    assert.equal(new TextDecoder().decode((await app.get("hello")).value), "world");
+  } finally {
+    for (const close of closers) close();
+    await Promise.all(processes.map((p) => p.stop()));
+    await removeTestRoot(zk.connectString, root);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+async function waitForClusterId(connectString: string, root: string) {
+  const { connectZooKeeper } = await import("@tinykv/zk");
+  const zk = await connectZooKeeper({ connectString, root: `${root}/${CLUSTER}` });
+  try {
+    let node: Awaited<ReturnType<typeof zk.get>>;
+    await waitFor(async () => (node = await zk.get("/cluster_id")) !== undefined, {
+      what: "the cluster id",
+    });
+    return node!;
+  } finally {
+    await zk.close();
+  }
+}
+
+Deno.test("security: a service refuses to listen off loopback without TLS and credentials", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...SERVICE_PERMISSIONS,
+      `${REPO_ROOT}services/kvnode/main.ts`,
+      "--kvnode.host=0.0.0.0",
+      `--kvnode.port=${freePort()}`,
+      "--storage.data_dir=/nonexistent/never-created",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 2);
+  assert.match(
+    new TextDecoder().decode(output.stderr),
+    /Refusing to listen on "0.0.0.0" without TLS and credentials: set \[security\]/,
+  );
+});
