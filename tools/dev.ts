@@ -24,7 +24,14 @@
  *
  * Flags: `--fresh` (wipe ZooKeeper's, the kvnodes' and the logs' directories first), `--nodes N`
  * (run N kvnodes, default 3), `--no-restart` (a process that exits stays down; the rest keeps
- * running), `--config FILE` (default `default_config.toml`) and any `--section.key=value` override.
+ * running), `--secure` (see below), `--config FILE` (default `default_config.toml`) and any
+ * `--section.key=value` override.
+ *
+ * `--secure` runs a cluster of its own under `<data_dir>/secure` (ZooKeeper, kvnodes, logs) with
+ * TLS and credentials on every port: on its first start it makes a CA, a server certificate, the
+ * cluster's keys and a token per process (kvnodes `n1`, `n2`, …; `placement`, `gateway`) and for
+ * the operator (`admin.token`, `client.token`) in `<data_dir>/secure/pki` (tools/credentials.ts),
+ * and it prints its "try it" commands with `--ca` and `--token-file`.
  *
  * @module
  */
@@ -36,7 +43,8 @@ import {
   KVNODE_METRICS_PORT_OFFSET,
   metricsPort,
 } from "@tinykv/metrics";
-import { createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
+import { type ClientSecurity, createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
+import { credentialFiles, ensureTokenFile, initCredentials } from "./credentials.ts";
 import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
 import { PLACEMENT_DEFAULT } from "./tinykv/admin.ts";
 
@@ -124,16 +132,31 @@ interface DevFlags {
   readonly nodes: number;
   /** Restart a kvnode, placement or the gateway that exits (false with `--no-restart`). */
   readonly restart: boolean;
+  /** TLS and credentials everywhere, in a cluster of its own (`--secure`). */
+  readonly secure: boolean;
 }
+
+/** The credentials of a `--secure` dev cluster. */
+interface SecureDev {
+  /** Where they are: `<data_dir>/secure/pki`. */
+  readonly pki: string;
+  /** How dev itself and the printed commands connect: TLS and the admin's token. */
+  readonly client: ClientSecurity;
+}
+
+/** Set once a `--secure` cluster's credentials are ready; undefined for a plain dev cluster. */
+let secure: SecureDev | undefined;
 
 /** Parses `--fresh`, `--nodes N` and `--no-restart`; returns a message for anything else. */
 function parseDevFlags(rest: readonly string[]): DevFlags | string {
   let fresh = false;
   let nodes = KVNODES_DEFAULT;
   let restart = true;
+  let secureFlag = false;
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i];
     if (arg === "--fresh") fresh = true;
+    else if (arg === "--secure") secureFlag = true;
     else if (arg === "--no-restart") restart = false;
     else if (arg === "--nodes" || arg.startsWith("--nodes=")) {
       const text = arg === "--nodes" ? rest[++i] : arg.slice("--nodes=".length);
@@ -143,11 +166,11 @@ function parseDevFlags(rest: readonly string[]): DevFlags | string {
       }
       nodes = value;
     } else {
-      return `Unknown argument "${arg}": expected --fresh, --nodes N, --no-restart, ` +
+      return `Unknown argument "${arg}": expected --fresh, --nodes N, --no-restart, --secure, ` +
         "--config FILE or --section.key=value";
     }
   }
-  return { fresh, nodes, restart };
+  return { fresh, nodes, restart, secure: secureFlag };
 }
 
 /** Removes the dev cluster's data: ZooKeeper's, each kvnode's and the logs. */
@@ -203,7 +226,36 @@ function parseCommandLine(args: readonly string[]): DevCommandLine | string {
     ...(split.path === undefined ? [] : [`--config=${split.path}`]),
     ...split.overrides.map(([key, value]) => `--${key}=${value}`),
   ];
-  return { config, flags, childArgs };
+  if (!flags.secure) return { config, flags, childArgs };
+  // A secure cluster of its own: its data, logs and credentials under <data_dir>/secure.
+  const dir = `${config.storage.data_dir}/secure`;
+  const pki = `${dir}/pki`;
+  const files = credentialFiles(pki);
+  const securedConfig: Config = {
+    ...config,
+    storage: { ...config.storage, data_dir: dir },
+    log: { ...config.log, dir: `${dir}/logs` },
+    security: {
+      ...config.security,
+      ca_file: files.ca,
+      cert_file: files.cert,
+      key_file: files.key,
+      verify_key_file: files.verify,
+    },
+  };
+  return {
+    config: securedConfig,
+    flags,
+    childArgs: [
+      ...childArgs,
+      `--storage.data_dir=${dir}`,
+      `--log.dir=${dir}/logs`,
+      `--security.ca_file=${files.ca}`,
+      `--security.cert_file=${files.cert}`,
+      `--security.key_file=${files.key}`,
+      `--security.verify_key_file=${files.verify}`,
+    ],
+  };
 }
 
 async function main(args: string[]): Promise<number> {
@@ -214,6 +266,14 @@ async function main(args: string[]): Promise<number> {
   }
   const { config, flags } = commandLine;
   if (flags.fresh) await wipe(config, flags.nodes);
+  if (flags.secure) {
+    try {
+      secure = await prepareSecure(config, flags.nodes);
+    } catch (error) {
+      console.error(`dev: Cannot make the --secure cluster's credentials: ${errorMessage(error)}`);
+      return 1;
+    }
+  }
   const zkDir = `${config.storage.data_dir}/zk`;
   await Deno.mkdir(zkDir, { recursive: true });
   await Deno.mkdir(config.log.dir, { recursive: true });
@@ -299,6 +359,41 @@ async function runCluster(
   }
 }
 
+/**
+ * Makes what a `--secure` cluster lacks of its credentials (kept across restarts): the CA and
+ * server certificate for the configured hosts, the keys, and a token per process and for the
+ * operator.
+ */
+async function prepareSecure(config: Config, nodes: number): Promise<SecureDev> {
+  const pki = `${config.storage.data_dir}/pki`;
+  const hosts = [
+    ...new Set([config.kvnode.host, config.placement.host, config.rpc_server.host, "localhost"]),
+  ];
+  const made = await initCredentials(pki, { hosts });
+  if (made.length > 0) say(`--secure: made a CA, a server certificate and the keys in ${pki}`);
+  const cluster = config.zookeeper.cluster;
+  for (let i = 0; i < nodes; i++) {
+    await ensureTokenFile(pki, `n${i + 1}`, { cluster, role: "kvnode", sub: `n${i + 1}` });
+  }
+  await ensureTokenFile(pki, "placement", { cluster, role: "placement", sub: "placement" });
+  await ensureTokenFile(pki, "gateway", { cluster, role: "gateway", sub: "gateway" });
+  await ensureTokenFile(pki, "client", { cluster, role: "client", sub: "dev-client" });
+  const admin = await ensureTokenFile(pki, "admin", { cluster, role: "admin", sub: "dev-admin" });
+  const files = credentialFiles(pki);
+  return {
+    pki,
+    client: {
+      tls: { ca: await Deno.readTextFile(files.ca), serverName: config.security.server_name },
+      token: (await Deno.readTextFile(admin)).trim(),
+    },
+  };
+}
+
+/** The `--security.token_file` of a `--secure` cluster's process `name` (none otherwise). */
+function tokenArgs(name: string): string[] {
+  return secure === undefined ? [] : [`--security.token_file=${secure.pki}/${name}.token`];
+}
+
 /** What happens when a service process exits, for the line printed once the cluster serves. */
 function restartPolicy(flags: DevFlags): string {
   return flags.restart
@@ -327,7 +422,7 @@ async function startCluster(
     host: config.placement.host,
     script: "../services/placement/main.ts",
     permissions: SERVICE_PERMISSIONS,
-    args,
+    args: [...args, ...tokenArgs("placement")],
     ready: /placement serving on/,
   });
   await supervisor.start({
@@ -336,7 +431,7 @@ async function startCluster(
     host: config.rpc_server.host,
     script: "../services/gateway/main.ts",
     permissions: SERVICE_PERMISSIONS,
-    args,
+    args: [...args, ...tokenArgs("gateway")],
     ready: /gateway serving on/,
   });
   const kvnodes = supervisor.members.filter((m) => m.spec.service === "kvnode")
@@ -366,6 +461,7 @@ function kvnodeSpec(config: Config, args: readonly string[], index: number): Ser
       ...(config.kvnode.http_port === 0
         ? []
         : [`--kvnode.http_port=${config.kvnode.http_port + index}`]),
+      ...tokenArgs(`n${index + 1}`),
     ],
     ready: /serving on/,
   };
@@ -678,6 +774,7 @@ function outputRecorder(path: string, file: Deno.FsFile): { write(bytes: Uint8Ar
 function adminClient(config: Config, address: string): GrpcClient<typeof NodeAdminService> {
   return createGrpcClient(NodeAdminService, address, {
     maxMessageBytes: config.rpc_server.max_message_bytes,
+    ...secure?.client,
   });
 }
 
@@ -733,7 +830,8 @@ interface Cluster {
 /** Prints a table of the processes, where the logs are and the `tinykv` commands to try. */
 function printStatus(config: Config, { zk, members, kvnodes, view }: Cluster): void {
   const { statuses, leaders } = view;
-  const statusPage = `http://${config.placement.host}:${config.placement.http_port}/`;
+  const scheme = secure === undefined ? "http" : "https";
+  const statusPage = `${scheme}://${config.placement.host}:${config.placement.http_port}/`;
   const rows: Array<[string, string, number, string]> = [
     ["ZooKeeper", zk.connectString, zk.pid, `data in ${zk.dataDir}`],
   ];
@@ -774,10 +872,18 @@ function printStatus(config: Config, { zk, members, kvnodes, view }: Cluster): v
   );
   const kvnodeMetrics = kvnodes.map((_, i) => kvnodeMetricsPort(config, i)?.port);
   const host = config.rpc_server.host;
+  const cacert = secure === undefined ? "" : `--cacert ${secure.pki}/ca.crt `;
   console.log(
-    `  curl http://${host}:${gatewayMetrics?.port}/metrics (Prometheus metrics; also kvnodes ` +
-      `:${kvnodeMetrics.join(", :")}, placement ${statusPage}metrics; deploy/prometheus.yml)`,
+    `  curl ${cacert}${scheme}://${host}:${gatewayMetrics?.port}/metrics (Prometheus metrics; ` +
+      `also kvnodes :${kvnodeMetrics.join(", :")}, placement ${statusPage}metrics; ` +
+      "deploy/prometheus.yml)",
   );
+  if (secure !== undefined) {
+    console.log(
+      `  (--secure: TLS and credentials on every port; the CA, keys and tokens are in ` +
+        `${secure.pki}; admin.token may do everything, client.token reads and writes)`,
+    );
+  }
   console.log("");
 }
 
@@ -791,8 +897,12 @@ function kvnodeMetricsPort(config: Config, index: number) {
 function cliCommands(config: Config): string[] {
   const gateway = `${config.rpc_server.host}:${config.rpc_server.port}`;
   const placement = `${config.placement.host}:${config.placement.admin_port}`;
-  const data = gateway === CLI_ENDPOINT_DEFAULT ? "" : ` --endpoint ${gateway}`;
-  const admin = placement === PLACEMENT_DEFAULT ? "" : ` --placement ${placement}`;
+  const credentials = secure === undefined
+    ? ""
+    : ` --ca ${secure.pki}/ca.crt --token-file ${secure.pki}/admin.token`;
+  const data = (gateway === CLI_ENDPOINT_DEFAULT ? "" : ` --endpoint ${gateway}`) + credentials;
+  const admin = (placement === PLACEMENT_DEFAULT ? "" : ` --placement ${placement}`) +
+    credentials;
   return [
     `deno task tinykv${data} put hello world`,
     `deno task tinykv${data} get hello`,
