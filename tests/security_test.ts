@@ -4,7 +4,9 @@
 // --token-file). Each refusal the issue names is made and checked to change nothing: a plaintext
 // client; no token; a token of another cluster; an admin call with a client's token; a node call
 // with a gateway's token; a Raft batch sent with one kvnode's token in another kvnode's name.
-// Last, a kvnode told to listen off loopback without TLS and credentials refuses to start.
+// A kvnode speaks only for its own replicas, even in its own name; a process without the
+// cluster's ZooKeeper credential changes no znode. Last, a kvnode told to listen off loopback
+// without TLS and credentials refuses to start.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { type Claims, exportPem, generateKeyPair, mintToken } from "@tinykv/auth";
@@ -18,6 +20,11 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import { type ClientSecurity, createGrpcClient, unaryCaller } from "@tinykv/rpc";
 import { randomTestRoot, removeTestRoot, testZooKeeper, waitFor } from "@tinykv/zk/testing";
+import { connectZooKeeper } from "@tinykv/zk";
+import { peerId } from "@tinykv/raft";
+import { shardId } from "@tinykv/shard";
+import type { Envelope } from "../services/kvnode/driver.ts";
+import { messageToProto } from "../services/kvnode/raft_codec.ts";
 import { runCli } from "./_harness/cli.ts";
 import { freePort, SERVICE_PERMISSIONS, ServiceProcess } from "./_harness/processes.ts";
 
@@ -69,6 +76,7 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
   const closers: Array<() => void> = [];
   try {
     const credentials = await makeCredentials(`${dir}/pki`);
+    await Deno.writeTextFile(`${dir}/pki/zookeeper.digest`, "tinykv:zk-secret\n");
     const [zkHost, zkPort] = zk.connectString.split(":");
     const common = (name: string) => [
       `--zookeeper.host=${zkHost}`,
@@ -82,6 +90,7 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
       "--sharding.num_shards=2",
       "--raft.tick_ms=50",
       "--placement.status_interval_ms=300",
+      `--zookeeper.digest_file=${dir}/pki/zookeeper.digest`,
     ];
     const kvnodePorts = [freePort(), freePort(), freePort()];
     for (const [i, port] of kvnodePorts.entries()) {
@@ -242,17 +251,85 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
     });
     assert.equal(forged?.code, grpc.status.PERMISSION_DENIED);
     assert.match(forged?.details ?? "", /Node "n1" may not send Raft messages as node "n3"/);
+
+    // In its own name, n1 speaks only for its own replicas: a notice "you are no longer a member"
+    // for n2's replica, from a peer id nobody has or from n3's replica, changes nothing.
+    const n2Admin = createGrpcClient(NodeAdminService, `127.0.0.1:${kvnodePorts[1]}`, {
+      maxMessageBytes: 4 << 20,
+      tls,
+      token: adminToken,
+    });
+    closers.push(() => n2Admin.close());
+    const n2Replicas = async () => {
+      const answer = await unaryCaller(n2Admin, "Status")({
+        withDataHash: false,
+        resetTurnStats: false,
+      }, { deadlineMs: 5000 });
+      if (answer.kind !== "ok") assert.fail(`n2's status: ${answer.message}`);
+      return answer.response.replicas;
+    };
+    const [victim] = await n2Replicas();
+    const n3Peer = victim.voters.find((v) => v.nodeId === "n3")!.peerId;
+    const notices = [victim.peerId + 777, n3Peer].map((from) =>
+      messageToProto({
+        shardId: shardId(victim.shardId),
+        confEpoch: 1_000_000_000,
+        notMember: true,
+        message: {
+          type: "heartbeatResponse",
+          from: peerId(from),
+          to: peerId(victim.peerId),
+          term: 0,
+          round: 0,
+        },
+      } as Envelope)
+    );
+    const sent = await new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = transport.Send(resolve);
+      call.write({ fromNode: "n1", clusterId, messages: notices, fromAddress: "127.0.0.1:1" });
+      call.end();
+    });
+    assert.equal(sent, null, "n1 may send in its own name");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.ok(
+      (await n2Replicas()).some((r) => r.shardId === victim.shardId),
+      "n2 kept its replica",
+    );
+    assert.equal(new TextDecoder().decode((await app.get("hello")).value), "world");
+
+    // ZooKeeper: a process without the cluster's credential reads the znodes but changes none.
+    const stranger = await connectZooKeeper({
+      connectString: zk.connectString,
+      root: `${root}/${CLUSTER}`,
+    });
+    try {
+      assert.ok((await stranger.get("/shardmap")) !== undefined, "readable");
+      await assert.rejects(stranger.setData("/shardmap", "forged", -1), /NO_AUTH|auth/i);
+      await assert.rejects(
+        stranger.createEphemeral("/nodes/fake", '{"address":"127.0.0.1:1"}'),
+        /NO_AUTH|auth/i,
+      );
+    } finally {
+      await stranger.close();
+    }
     assert.equal(new TextDecoder().decode((await app.get("hello")).value), "world");
   } finally {
     for (const close of closers) close();
     await Promise.all(processes.map((p) => p.stop()));
+    // The cluster's znodes may be deleted only with its credential.
+    const owner = await connectZooKeeper({
+      connectString: zk.connectString,
+      root: `${root}/${CLUSTER}`,
+      digest: { user: "tinykv", password: "zk-secret" },
+    }).catch(() => undefined);
+    await owner?.deleteRecursive("/").catch(() => {});
+    await owner?.close();
     await removeTestRoot(zk.connectString, root);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
 
 async function waitForClusterId(connectString: string, root: string) {
-  const { connectZooKeeper } = await import("@tinykv/zk");
   const zk = await connectZooKeeper({ connectString, root: `${root}/${CLUSTER}` });
   try {
     let node: Awaited<ReturnType<typeof zk.get>>;

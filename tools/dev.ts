@@ -28,10 +28,11 @@
  * `--section.key=value` override.
  *
  * `--secure` runs a cluster of its own under `<data_dir>/secure` (ZooKeeper, kvnodes, logs) with
- * TLS and credentials on every port: on its first start it makes a CA, a server certificate, the
- * cluster's keys and a token per process (kvnodes `n1`, `n2`, …; `placement`, `gateway`) and for
- * the operator (`admin.token`, `client.token`) in `<data_dir>/secure/pki` (tools/credentials.ts),
- * and it prints its "try it" commands with `--ca` and `--token-file`.
+ * TLS and credentials on every port and a ZooKeeper credential: on its first start it makes a CA,
+ * a server certificate, the cluster's keys, a token per process (kvnodes `n1`, `n2`, …;
+ * `placement`, `gateway`) and for the operator (`admin.token`, `client.token`), and
+ * `zookeeper.digest`, in `<data_dir>/secure/pki` (tools/credentials.ts), and it prints its "try
+ * it" commands with `--ca` and `--token-file`.
  *
  * @module
  */
@@ -235,6 +236,7 @@ function parseCommandLine(args: readonly string[]): DevCommandLine | string {
     ...config,
     storage: { ...config.storage, data_dir: dir },
     log: { ...config.log, dir: `${dir}/logs` },
+    zookeeper: { ...config.zookeeper, digest_file: `${pki}/zookeeper.digest` },
     security: {
       ...config.security,
       ca_file: files.ca,
@@ -254,6 +256,7 @@ function parseCommandLine(args: readonly string[]): DevCommandLine | string {
       `--security.cert_file=${files.cert}`,
       `--security.key_file=${files.key}`,
       `--security.verify_key_file=${files.verify}`,
+      `--zookeeper.digest_file=${pki}/zookeeper.digest`,
     ],
   };
 }
@@ -371,6 +374,14 @@ async function prepareSecure(config: Config, nodes: number): Promise<SecureDev> 
   ];
   const made = await initCredentials(pki, { hosts });
   if (made.length > 0) say(`--secure: made a CA, a server certificate and the keys in ${pki}`);
+  const digest = config.zookeeper.digest_file;
+  try {
+    await Deno.stat(digest);
+  } catch {
+    const password = crypto.getRandomValues(new Uint8Array(18));
+    const text = btoa(String.fromCharCode(...password)).replace(/[+/=]/g, "x");
+    await Deno.writeTextFile(digest, `tinykv:${text}\n`, { mode: 0o600 });
+  }
   const cluster = config.zookeeper.cluster;
   for (let i = 0; i < nodes; i++) {
     await ensureTokenFile(pki, `n${i + 1}`, { cluster, role: "kvnode", sub: `n${i + 1}` });

@@ -44,11 +44,11 @@ const STDIN_MIB = STDIN_VALUE_BYTES_MAX / (1024 * 1024);
  */
 const MESSAGE_BYTES_MAX = STDIN_VALUE_BYTES_MAX + 1024 * 1024;
 
-/** The usage text of `tinykv --help`. */
-export /** The name checked in servers' certificates unless `--server-name` says otherwise. */
+/** The name checked in servers' certificates unless `--server-name` says otherwise. */
 const SERVER_NAME_DEFAULT = "tinykv";
 
-const USAGE = `tinykv: read and write a TinyKV cluster through its gateways, and administer
+/** The usage text of `tinykv --help`. */
+export const USAGE = `tinykv: read and write a TinyKV cluster through its gateways, and administer
 it through placement
 
 Usage:
@@ -792,10 +792,19 @@ async function securityOf(flags: Flags): Promise<ClientSecurity> {
       throw new UsageError(`Cannot read the ${what} file "${path}": ${reason}`);
     }
   };
+  if (caFile === undefined && flags.serverName !== undefined) {
+    throw new UsageError(`Flag "--server-name" needs --ca (it names what TLS checks)`);
+  }
+  if (caFile === undefined && tokenFile !== undefined) {
+    throw new UsageError(`A token is sent only over TLS: --token-file needs --ca`);
+  }
   const tls = caFile === undefined ? undefined : {
     ca: await read("--ca", caFile),
     serverName: flags.serverName ?? SERVER_NAME_DEFAULT,
   };
+  if (tls !== undefined && !tls.ca.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new UsageError(`The --ca file "${caFile}" holds no PEM certificate`);
+  }
   const token = tokenFile === undefined
     ? undefined
     : (await read("--token-file", tokenFile)).trim();

@@ -71,6 +71,11 @@ export const CONFIG_SPEC = {
     root: ZNODE_ROOT,
     cluster: CLUSTER_NAME,
     session_timeout_ms: integer(1000, 600_000, 10_000),
+    /**
+     * A file holding the cluster's ZooKeeper credential, `user:password` (digest scheme): the
+     * services authenticate with it and the znodes they create may be changed only with it.
+     */
+    digest_file: optionalPath(),
   },
   rpc_server: {
     host: text("127.0.0.1"),

@@ -1,8 +1,10 @@
 /**
  * TLS and credentials on TinyKV's gRPC ports. A server may serve TLS (its certificate and key) and
  * may require a credential on every call and stream: the token of libs/auth in the
- * `authorization` metadata (`Bearer <token>`), verified before the handler runs or the request is
- * decoded into anything, then checked against the roles the method allows. A refused call is
+ * `authorization` metadata (`Bearer <token>`), verified before the handler runs (grpc-js has
+ * decoded a unary request by then, within the message bound; a stream's messages stay unread),
+ * then checked against the roles the method allows, when a call or stream opens (a stream opened
+ * with a token lives on past its expiry; tokens are long-lived). A refused call is
  * answered UNAUTHENTICATED (no token, or one the server does not accept) or PERMISSION_DENIED (a
  * role the method does not allow), with a message, and reaches no handler.
  *

@@ -81,6 +81,15 @@ export async function loadServiceSecurity(
   if (cert_file !== "" && ca_file === "") {
     throw new Error("[security] cert_file needs ca_file (the CA that signed it)");
   }
+  if (token_file !== "" && ca_file === "") {
+    throw new Error("[security] token_file needs ca_file: a token is sent only over TLS");
+  }
+  if (verify_key_file !== "" && token_file === "") {
+    throw new Error(
+      "[security] verify_key_file needs token_file: with credentials on, this process's own " +
+        "calls to the others need its token",
+    );
+  }
   const ca = ca_file === "" ? undefined : await readFile("ca_file", ca_file);
   const serverTls = cert_file === "" ? undefined : {
     cert: await readFile("cert_file", cert_file),

@@ -70,6 +70,11 @@ Deno.test("security settings that do not fit stop the service, naming the key or
   await assert.rejects(refused({ key_file: "" }), /cert_file and key_file go together/);
   await assert.rejects(refused({ ca_file: "" }), /cert_file needs ca_file/);
   await assert.rejects(
+    refused({ ca_file: "", cert_file: "", key_file: "" }),
+    /token_file needs ca_file: a token is sent only over TLS/,
+  );
+  await assert.rejects(refused({ token_file: "" }), /verify_key_file needs token_file/);
+  await assert.rejects(
     refused({ cert_file: `${dir}/missing.crt` }),
     /Cannot read cert_file ".*missing.crt"/,
   );
@@ -97,7 +102,9 @@ Deno.test("off loopback, a service needs TLS and credentials, or insecure = true
   assert.equal(exposureRefusal("0.0.0.0", off, { ...OFF, insecure: true }), undefined);
   const on = await loadServiceSecurity(ON, { cluster: "dev" });
   assert.equal(exposureRefusal("10.0.0.5", on, ON), undefined);
-  const tlsOnly = await loadServiceSecurity({ ...ON, verify_key_file: "" }, { cluster: "dev" });
+  const tlsOnly = await loadServiceSecurity({ ...ON, verify_key_file: "", token_file: "" }, {
+    cluster: "dev",
+  });
   assert.match(exposureRefusal("10.0.0.5", tlsOnly, ON)!, /without TLS and credentials/);
 });
 

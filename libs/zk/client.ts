@@ -16,6 +16,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import zookeeper from "node-zookeeper-client";
 import { assert } from "./_assert.ts";
 
@@ -155,6 +156,12 @@ export interface ConnectZooKeeperOptions {
   reconnectDelayMs?: number;
   /** Where to report; default silent. */
   logger?: ZooKeeperLogger;
+  /**
+   * The cluster's ZooKeeper credential (digest scheme). With it, the session authenticates as
+   * `user`, and every znode this client creates (the root's missing ancestors too) may be read
+   * by anyone but changed only by that user; without it, znodes are created open to all.
+   */
+  digest?: { readonly user: string; readonly password: string };
 }
 
 // The parts of node-zookeeper-client used here; the package ships no types.
@@ -176,12 +183,13 @@ interface LibClient {
   getSessionId(): Buffer;
   getSessionPassword(): Buffer;
   getSessionTimeout(): number;
-  create(path: string, data: Buffer, mode: number, callback: LibCallback): void;
+  create(path: string, data: Buffer, acls: unknown[], mode: number, callback: LibCallback): void;
   remove(path: string, version: number, callback: LibCallback): void;
   setData(path: string, data: Buffer, version: number, callback: LibCallback): void;
   getData(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
   exists(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
   getChildren(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
+  addAuthInfo(scheme: string, auth: Buffer): void;
   connectionManager: LibConnectionManager;
 }
 /** The parts of the library's connection manager that closing a session must reach. */
@@ -195,7 +203,23 @@ const lib = zookeeper as unknown as {
   createClient(connectString: string, options: Record<string, unknown>): LibClient;
   CreateMode: Record<string, number>;
   Exception: Record<string, number>;
+  ACL: (new (permission: number, id: unknown) => unknown) & { OPEN_ACL_UNSAFE: unknown[] };
+  Id: new (scheme: string, id: string) => unknown;
+  Permission: Record<"READ" | "ALL", number>;
 };
+
+/**
+ * The ACL of every znode a client with `digest` creates: anyone may read, only the digest's user
+ * may change (ZooKeeper's digest id is `user:base64(sha1("user:password"))`).
+ */
+function aclsOf(digest: ConnectZooKeeperOptions["digest"]): unknown[] {
+  if (digest === undefined) return lib.ACL.OPEN_ACL_UNSAFE;
+  const hash = createHash("sha1").update(`${digest.user}:${digest.password}`).digest("base64");
+  return [
+    new lib.ACL(lib.Permission.READ, new lib.Id("world", "anyone")),
+    new lib.ACL(lib.Permission.ALL, new lib.Id("digest", `${digest.user}:${hash}`)),
+  ];
+}
 const CODE = lib.Exception;
 const LIB_MODES: Record<CreateMode, number> = {
   persistent: lib.CreateMode.PERSISTENT,
@@ -244,7 +268,11 @@ export function connectZooKeeper(options: ConnectZooKeeperOptions): Promise<ZooK
  * watch; they must not throw (a throw is logged and ignored).
  */
 export class ZooKeeperClient {
-  #options: Required<Omit<ConnectZooKeeperOptions, "logger">>;
+  #options: Required<Omit<ConnectZooKeeperOptions, "logger" | "digest">> & {
+    digest?: ConnectZooKeeperOptions["digest"];
+  };
+  /** The ACL of the znodes this client creates (see `digest`). */
+  readonly #acls: unknown[];
   #logger: ZooKeeperLogger;
   #root: string;
   #session: Session | undefined;
@@ -268,7 +296,9 @@ export class ZooKeeperClient {
       connectTimeoutMs: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
       operationTimeoutMs: options.operationTimeoutMs ?? OPERATION_TIMEOUT_MS_DEFAULT,
       reconnectDelayMs: options.reconnectDelayMs ?? RECONNECT_DELAY_MS_DEFAULT,
+      digest: options.digest,
     };
+    this.#acls = aclsOf(options.digest);
     this.#sessionReady.promise.catch(() => {});
   }
 
@@ -326,7 +356,7 @@ export class ZooKeeperClient {
     const full = this.#full(path);
     const outcome = await this.#call(
       false,
-      (client, done) => client.create(full, toBuffer(bytes), mode, done),
+      (client, done) => client.create(full, toBuffer(bytes), this.#acls, mode, done),
     );
     switch (outcome.code) {
       case CODE.OK:
@@ -373,9 +403,13 @@ export class ZooKeeperClient {
       ...prefixes.slice(1).map((prefix) => this.#root + prefix),
     ];
     for (const full of fullPaths) {
+      // The root's ancestors (`/tinykv`) are shared by every cluster: only the root and what is
+      // under it carry this cluster's ACL.
+      const inside = full === this.#root || full.startsWith(`${this.#root}/`) || this.#root === "/";
+      const acls = inside ? this.#acls : lib.ACL.OPEN_ACL_UNSAFE;
       const outcome = await this.#call(
         true,
-        (client, done) => client.create(full, Buffer.alloc(0), LIB_MODES.persistent, done),
+        (client, done) => client.create(full, Buffer.alloc(0), acls, LIB_MODES.persistent, done),
       );
       if (outcome.code !== CODE.OK && outcome.code !== CODE.NODE_EXISTS) {
         throw this.#serverError("mkdirp", path, outcome.code);
@@ -516,6 +550,10 @@ export class ZooKeeperClient {
       spinDelay: this.#options.reconnectDelayMs,
       retries: 0,
     });
+    const digest = this.#options.digest;
+    if (digest !== undefined) {
+      client.addAuthInfo("digest", Buffer.from(`${digest.user}:${digest.password}`));
+    }
     const session: Session = {
       client,
       id: "",

@@ -81,6 +81,7 @@ export {
   configuredZooKeeperOptions,
   connectConfiguredZooKeeper,
   connectConfiguredZooKeeperRetrying,
+  readDigestFile,
   type RetryingConnectOptions,
   type RetryingConnectResult,
   type ServiceLog,

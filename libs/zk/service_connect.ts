@@ -29,6 +29,28 @@ export interface ZooKeeperSection {
   readonly cluster: string;
   /** The session timeout to ask for. */
   readonly session_timeout_ms: number;
+  /** A file holding the ZooKeeper credential, `user:password` (digest); "" or absent for none. */
+  readonly digest_file?: string;
+}
+
+/**
+ * The digest credential in `path` (`user:password` on its first line). Throws, naming the file,
+ * when it cannot be read or is not one.
+ */
+export function readDigestFile(path: string): { user: string; password: string } {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new Error(`Cannot read zookeeper.digest_file "${path}": ${reason}`);
+  }
+  const line = text.split("\n")[0].trim();
+  const colon = line.indexOf(":");
+  if (colon < 1 || colon === line.length - 1) {
+    throw new Error(`zookeeper.digest_file "${path}" must hold "user:password" on its first line`);
+  }
+  return { user: line.slice(0, colon), password: line.slice(colon + 1) };
 }
 
 /** The methods of a service's logger used here (`@tinykv/log`'s `Logger` has them). */
@@ -80,6 +102,9 @@ export function configuredZooKeeperOptions(
     sessionTimeoutMs: section.session_timeout_ms,
     connectTimeoutMs: options.connectTimeoutMs,
     logger,
+    ...(section.digest_file === undefined || section.digest_file === ""
+      ? {}
+      : { digest: readDigestFile(section.digest_file) }),
   };
 }
 

@@ -31,6 +31,7 @@ import {
 import {
   connectConfiguredZooKeeperRetrying,
   keepEphemeral,
+  readDigestFile,
   type ZooKeeperClient,
 } from "@tinykv/zk";
 import { isBrokenInvariant } from "./_assert.ts";
@@ -59,6 +60,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   const address = `${config.rpc_server.host}:${config.rpc_server.port}`;
   let security: ServiceSecurity;
   try {
+    // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
+    if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
     security = await loadServiceSecurity(config.security, {
       cluster: config.zookeeper.cluster,
       role: "gateway",

@@ -802,7 +802,23 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const replica = this.#replicas.get(envelope.shardId);
     // Replicas are created only by admin calls, never by a message for an unknown group.
     if (replica === undefined || envelope.message.to !== replica.peerId) return;
+    // A message speaks for the peer `message.from`, which must live on the node it came from (the
+    // transport authenticates that node when credentials are on): a node speaks for its own
+    // replicas only. A peer not known yet (added while this replica could not hear of it) is
+    // learned from its own node below; a notice of removal must come from a known peer.
+    const { sender } = envelope;
+    const known = replica.peers.get(envelope.message.from);
+    if (sender !== undefined && known !== undefined && known.nodeId !== sender.nodeId) {
+      this.#options.log.warn("Dropped a Raft message: its peer lives on another node", {
+        shard: replica.shardId,
+        peer: envelope.message.from,
+        peerNode: known.nodeId,
+        sender: sender.nodeId,
+      });
+      return;
+    }
     if (envelope.notMember) {
+      if (sender !== undefined && known === undefined) return;
       if (envelope.confEpoch > replica.confEpoch) {
         this.#evicted.set(replica.shardId, {
           why: "a member told it that it is no longer in its group",
@@ -811,11 +827,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       return;
     }
     if (this.#answerRemovedPeer(replica, envelope)) return;
-    const { sender } = envelope;
     if (sender !== undefined) {
       // A replica that missed the conf change adding a peer (it caught up by snapshot) still
       // learns where the peer lives from the peer's own messages, so it can answer them.
-      const known = replica.peers.get(envelope.message.from);
       if (known === undefined || known.address !== sender.address) {
         replica.setPeer({ peerId: envelope.message.from, ...sender });
       }

@@ -24,8 +24,9 @@ import {
   type ServiceSecurity,
   startGrpcServer,
 } from "@tinykv/rpc";
+import { isNodeId } from "@tinykv/shard";
 import { systemClock, Timer } from "@tinykv/timer";
-import { connectConfiguredZooKeeper } from "@tinykv/zk";
+import { connectConfiguredZooKeeper, readDigestFile } from "@tinykv/zk";
 import { nodeAdminService } from "./admin_service.ts";
 import { kvNodeService } from "./data_service.ts";
 import { Driver } from "./driver.ts";
@@ -51,12 +52,14 @@ async function main(args: string[]): Promise<number> {
 }
 
 /**
- * Who may call a kvnode: the gateways its data stream, placement and operators its admin
- * service, other kvnodes its Raft transport (each only as itself: transport_service.ts).
+ * Who may call a kvnode: the gateways its data stream; placement its admin service, of which an
+ * operator may read the status (changes go through placement, which checks them); other kvnodes
+ * its Raft transport (each only as itself: transport_service.ts and the driver).
  */
 const KVNODE_POLICY: Policy = servicePolicy([
   ["/tinykv.v1.KvNode/", ["gateway"]],
-  ["/tinykv.v1.NodeAdmin/", ["placement", "admin"]],
+  ["/tinykv.v1.NodeAdmin/Status", ["placement", "admin"]],
+  ["/tinykv.v1.NodeAdmin/", ["placement"]],
   ["/tinykv.v1.RaftTransport/", ["kvnode"]],
 ]);
 
@@ -64,6 +67,8 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   const address = `${config.kvnode.host}:${config.kvnode.port}`;
   let security: ServiceSecurity;
   try {
+    // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
+    if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
     security = await loadServiceSecurity(config.security, {
       cluster: config.zookeeper.cluster,
       role: "kvnode",
@@ -78,6 +83,13 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     return 2;
   }
   const store = NodeStore.open({ dir: dataDir, mapBytes: config.storage.map_bytes });
+  if (security.identity !== undefined && !isNodeId(security.identity.sub)) {
+    console.error(
+      `kvnode: The token names "${security.identity.sub}", which cannot be a node id ` +
+        "(1 to 64 characters of A-Z a-z 0-9 _ . : -)",
+    );
+    return 2;
+  }
   // With credentials, the node is who its token says: a new data dir takes that id.
   const nodeId = await nodeIdOf(store, security.identity?.sub);
   if (security.identity !== undefined && security.identity.sub !== nodeId) {

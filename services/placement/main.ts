@@ -20,7 +20,7 @@ import {
   type ServiceSecurity,
   startGrpcServer,
 } from "@tinykv/rpc";
-import { connectConfiguredZooKeeper } from "@tinykv/zk";
+import { connectConfiguredZooKeeper, readDigestFile } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
 import { isBrokenInvariant } from "./_assert.ts";
 import {
@@ -62,6 +62,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   const adminAddress = `${p.host}:${p.admin_port}`;
   let security: ServiceSecurity;
   try {
+    // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
+    if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
     security = await loadServiceSecurity(config.security, {
       cluster: config.zookeeper.cluster,
       role: "placement",

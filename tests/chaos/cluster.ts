@@ -18,6 +18,7 @@ import {
   ReplicaStatus_Role,
 } from "@tinykv/proto/tinykv/v1";
 import {
+  type ClientSecurity,
   createGrpcClient,
   type GrpcClient,
   type RequestOf,
@@ -28,7 +29,14 @@ import {
 } from "@tinykv/rpc";
 import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
 import { waitFor } from "@tinykv/zk/testing";
+import type { Role } from "@tinykv/auth";
 import { freePort, ServiceProcess } from "../_harness/processes.ts";
+import {
+  credentialFiles,
+  ensureTokenFile,
+  initCredentials,
+  SERVER_NAME,
+} from "../../tools/credentials.ts";
 import { ChaosNet, HOST } from "./net.ts";
 
 const MESSAGE_BYTES = 8 * 1024 * 1024;
@@ -86,11 +94,67 @@ export class ChaosCluster {
   zk: ZooKeeperServer | undefined;
   readonly #zkPort: number;
   #incarnations = 0;
+  /** How the test's own clients connect: TLS and an admin's token (set by `start`). */
+  clientSecurity: ClientSecurity = {};
+  /** The client role's token, for the workloads and probes. */
+  clientToken = "";
+  /** How the nodes' admin clients connect: TLS and a placement-role token (the nemesis). */
+  #nodeSecurity: ClientSecurity = {};
 
   private constructor(net: ChaosNet, options: ChaosClusterOptions, zkPort: number) {
     this.net = net;
     this.options = options;
     this.#zkPort = zkPort;
+  }
+
+  get #pki(): string {
+    return `${this.options.dir}/pki`;
+  }
+
+  /**
+   * The cluster runs secure, as a deployment off one machine must: TLS and tokens on every port
+   * and a ZooKeeper credential (tools/credentials.ts makes them, for every test host's address).
+   */
+  async #makeCredentials(): Promise<void> {
+    const hosts = ["127.0.0.1", this.net.address(HOST)];
+    for (let host = 0; host < this.net.hosts; host++) hosts.push(this.net.address(host));
+    await initCredentials(this.#pki, { hosts });
+    await Deno.writeTextFile(`${this.#pki}/zookeeper.digest`, `tinykv:${crypto.randomUUID()}\n`);
+    const files = credentialFiles(this.#pki);
+    const admin = await ensureTokenFile(this.#pki, "admin", {
+      cluster: CLUSTER,
+      role: "admin",
+      sub: "chaos-admin",
+    });
+    const client = await ensureTokenFile(this.#pki, "client", {
+      cluster: CLUSTER,
+      role: "client",
+      sub: "chaos-client",
+    });
+    // The nemesis asks kvnodes for changes as placement would: it needs placement's role there.
+    const nemesis = await ensureTokenFile(this.#pki, "nemesis", {
+      cluster: CLUSTER,
+      role: "placement",
+      sub: "chaos-nemesis",
+    });
+    const tls = { ca: await Deno.readTextFile(files.ca), serverName: SERVER_NAME };
+    this.clientSecurity = { tls, token: (await Deno.readTextFile(admin)).trim() };
+    this.#nodeSecurity = { tls, token: (await Deno.readTextFile(nemesis)).trim() };
+    this.clientToken = (await Deno.readTextFile(client)).trim();
+  }
+
+  /** `--security.*` and the ZooKeeper credential of a process whose token is `<name>.token`. */
+  async #securityFlags(name: string, role: Role): Promise<string[]> {
+    const files = credentialFiles(this.#pki);
+    const token = await ensureTokenFile(this.#pki, name, { cluster: CLUSTER, role, sub: name });
+    return [
+      `--security.ca_file=${files.ca}`,
+      `--security.cert_file=${files.cert}`,
+      `--security.key_file=${files.key}`,
+      `--security.verify_key_file=${files.verify}`,
+      `--security.token_file=${token}`,
+      `--zookeeper.digest_file=${this.#pki}/zookeeper.digest`,
+    ];
   }
 
   /** Makes the network and starts every process; resolves once every shard has a leader. */
@@ -99,6 +163,7 @@ export class ChaosCluster {
     const cluster = new ChaosCluster(net, options, freePort());
     try {
       await Deno.mkdir(`${options.dir}/logs`, { recursive: true });
+      await cluster.#makeCredentials();
       await cluster.startZooKeeper();
       await Promise.all(
         Array.from({ length: options.nodes }, (_, host) => cluster.startNewNode(host)),
@@ -169,6 +234,8 @@ export class ChaosCluster {
         `--kvnode.host=${this.net.address(host)}`,
         `--kvnode.port=${KVNODE_PORT}`,
         "--raft.tick_ms=50",
+        // Its node id is its token's: one per incarnation.
+        ...(await this.#securityFlags(`k${host}-${incarnation}`, "kvnode")),
       ],
       { prefix: this.net.prefix(host) },
     );
@@ -176,7 +243,10 @@ export class ChaosCluster {
       host,
       address,
       process,
-      admin: createGrpcClient(NodeAdminService, address, { maxMessageBytes: MESSAGE_BYTES }),
+      admin: createGrpcClient(NodeAdminService, address, {
+        maxMessageBytes: MESSAGE_BYTES,
+        ...this.#nodeSecurity,
+      }),
       nodeId: "",
       paused: false,
       retired: false,
@@ -202,12 +272,16 @@ export class ChaosCluster {
       "--placement.status_interval_ms=300",
       "--placement.shard_cooldown_ms=2000",
       "--placement.down_after_ms=10000",
+      ...(await this.#securityFlags(`placement-${adminPort}`, "placement")),
     ]);
     const adminAddress = `127.0.0.1:${adminPort}`;
     this.placements.push({
       process,
       adminAddress,
-      admin: createGrpcClient(PlacementService, adminAddress, { maxMessageBytes: MESSAGE_BYTES }),
+      admin: createGrpcClient(PlacementService, adminAddress, {
+        maxMessageBytes: MESSAGE_BYTES,
+        ...this.clientSecurity,
+      }),
     });
     await process.start(/placement serving on/, 60_000);
   }
@@ -217,6 +291,7 @@ export class ChaosCluster {
     const process = new ServiceProcess(`gateway :${port}`, "services/gateway/main.ts", [
       ...this.#commonFlags(),
       `--rpc_server.port=${port}`,
+      ...(await this.#securityFlags(`gateway-${port}`, "gateway")),
     ]);
     this.gateways.push({ process, address: `127.0.0.1:${port}` });
     await process.start(/gateway serving on/, 60_000);

@@ -157,8 +157,11 @@ function replayCommand(args: ChaosArgs): string {
 async function runFaults(cluster: ChaosCluster, args: ChaosArgs, clock: Clock) {
   const { now, log } = clock;
   const endpoints = cluster.gateways.map((g) => g.address);
+  // The test's clients use the client role's token, over TLS.
+  const security = { ...cluster.clientSecurity, token: cluster.clientToken };
   const workloads = new Workloads({
     endpoints,
+    security,
     seed: args.seed,
     registerWorkers: 4,
     appendWorkers: 3,
@@ -167,7 +170,7 @@ async function runFaults(cluster: ChaosCluster, args: ChaosArgs, clock: Clock) {
     rotateMs: 30_000,
     now,
   });
-  const probes = new Probes(endpoints, 5000);
+  const probes = new Probes(endpoints, 5000, security);
   const nemesis = new Nemesis(cluster, args.seed ^ 0x5bd1e995, now, log);
   let verdict: Verdict;
   try {

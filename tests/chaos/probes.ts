@@ -14,7 +14,13 @@
  */
 import { text, TinyKvClient } from "@tinykv/client";
 import { KVService } from "@tinykv/proto/tinykv/v1";
-import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
+import {
+  type ClientSecurity,
+  createGrpcClient,
+  type GrpcClient,
+  type RpcResult,
+  unaryCaller,
+} from "@tinykv/rpc";
 import { BOUNDARY_KINDS, BoundaryReport, checkBoundary } from "./boundary.ts";
 import { CALL_DEADLINE_MS } from "./workloads.ts";
 
@@ -42,11 +48,11 @@ export class Probes {
   #stopped = false;
   #done: Promise<void> = Promise.resolve();
 
-  constructor(endpoints: readonly string[], intervalMs: number) {
+  constructor(endpoints: readonly string[], intervalMs: number, security: ClientSecurity = {}) {
     this.#gateways = endpoints.map((address) =>
-      createGrpcClient(KVService, address, { maxMessageBytes: 8 * 1024 * 1024 })
+      createGrpcClient(KVService, address, { maxMessageBytes: 8 * 1024 * 1024, ...security })
     );
-    this.#client = TinyKvClient.connect({ endpoints, deadlineMs: CALL_DEADLINE_MS });
+    this.#client = TinyKvClient.connect({ endpoints, deadlineMs: CALL_DEADLINE_MS, security });
     this.#intervalMs = intervalMs;
   }
 

@@ -134,6 +134,7 @@ async function finalReads(run: RunRecord, verdict: Verdict): Promise<FinalReads>
   const client = TinyKvClient.connect({
     endpoints: run.cluster.gateways.map((g) => g.address),
     deadlineMs: 15_000,
+    security: { ...run.cluster.clientSecurity, token: run.cluster.clientToken },
   });
   try {
     for (const key of new Set(h.register.map((op) => op.input.key))) {

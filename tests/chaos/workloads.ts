@@ -15,6 +15,7 @@
  * @module
  */
 import { type Bytes, text, TinyKvClient, TinyKvError } from "@tinykv/client";
+import type { ClientSecurity } from "@tinykv/rpc";
 import type { Operation, RegisterInput, RegisterOutput } from "@tinykv/lincheck";
 import { SimRandom } from "../sim/random.ts";
 import type { AppendOp, Outcome, ScanRead, ScanWrite } from "./checks.ts";
@@ -53,6 +54,8 @@ export class History {
 /** How many workers of each kind, and how often keys rotate. */
 export interface WorkloadOptions {
   readonly endpoints: readonly string[];
+  /** TLS and the client's token. */
+  readonly security?: ClientSecurity;
   readonly seed: number;
   readonly registerWorkers: number;
   readonly appendWorkers: number;
@@ -85,7 +88,11 @@ export class Workloads {
       name: string,
       body: (client: TinyKvClient, random: SimRandom) => Promise<void>,
     ) => {
-      const client = TinyKvClient.connect({ endpoints: o.endpoints, deadlineMs: CALL_DEADLINE_MS });
+      const client = TinyKvClient.connect({
+        endpoints: o.endpoints,
+        deadlineMs: CALL_DEADLINE_MS,
+        security: o.security,
+      });
       this.#clients.push(client);
       const random = new SimRandom(seeds.seed());
       this.#workers.push(
