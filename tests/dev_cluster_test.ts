@@ -469,7 +469,7 @@ Deno.test("deno task dev refuses bad flags before starting anything", async () =
         [["--nodes", "2"], /must be at least sharding\.replica_count \(3\)/],
         [
           ["--verbose"],
-          /Unknown argument "--verbose": expected --fresh, --nodes N, --no-restart, --config FILE/,
+          /Unknown argument "--verbose": expected --fresh, --nodes N, --no-restart, --secure, --config FILE/,
         ],
         [["--no-restart=yes"], /Unknown argument "--no-restart=yes"/],
       ] as const

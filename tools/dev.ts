@@ -46,27 +46,33 @@ import {
 } from "@tinykv/metrics";
 import { type ClientSecurity, createGrpcClient, type GrpcClient, unaryCaller } from "@tinykv/rpc";
 import { credentialFiles, ensureTokenFile, initCredentials } from "./credentials.ts";
+import { servicePermissions } from "./service_permissions.ts";
 import { startZooKeeper, type ZooKeeperServer } from "@tinykv/zk/server";
 import { PLACEMENT_DEFAULT } from "./tinykv/admin.ts";
 
 /** kvnodes the dev cluster runs unless `--nodes` says otherwise. */
 const KVNODES_DEFAULT = 3;
 const KVNODES_MAX = 9;
-const SERVICE_PERMISSIONS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env",
-  "--allow-sys",
-];
-const KVNODE_PERMISSIONS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env",
-  "--allow-sys",
-  "--allow-ffi",
-];
+/** Where TinyKV's code and npm packages are: every service reads them. */
+const CODE_DIR = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** The `--config` file the services read, when one is named. */
+let configFile: string | undefined;
+
+/**
+ * The permissions of `service` (tools/service_permissions.ts), with its own token file when the
+ * cluster is `--secure`.
+ */
+function permissionsOf(
+  service: "kvnode" | "placement" | "gateway",
+  config: Config,
+  tokenName: string,
+): string[] {
+  const token_file = secure === undefined ? "" : `${secure.pki}/${tokenName}.token`;
+  return servicePermissions(service, { ...config, security: { ...config.security, token_file } }, {
+    code: CODE_DIR,
+    configFile,
+  });
+}
 const START_TIMEOUT_MS = 60_000;
 const LEADER_ROLE = 4;
 /** The gateway `tinykv` talks to without `--endpoint` (`ENDPOINT_DEFAULT` in tools/tinykv.ts). */
@@ -223,6 +229,7 @@ function parseCommandLine(args: readonly string[]): DevCommandLine | string {
   }
   // The children get the config part of the command line only.
   const split = splitConfigArgs(args);
+  configFile = split.path;
   const childArgs = [
     ...(split.path === undefined ? [] : [`--config=${split.path}`]),
     ...split.overrides.map(([key, value]) => `--${key}=${value}`),
@@ -432,7 +439,7 @@ async function startCluster(
     port: config.placement.admin_port,
     host: config.placement.host,
     script: "../services/placement/main.ts",
-    permissions: SERVICE_PERMISSIONS,
+    permissions: permissionsOf("placement", config, "placement"),
     args: [...args, ...tokenArgs("placement")],
     ready: /placement serving on/,
   });
@@ -441,7 +448,7 @@ async function startCluster(
     port: config.rpc_server.port,
     host: config.rpc_server.host,
     script: "../services/gateway/main.ts",
-    permissions: SERVICE_PERMISSIONS,
+    permissions: permissionsOf("gateway", config, "gateway"),
     args: [...args, ...tokenArgs("gateway")],
     ready: /gateway serving on/,
   });
@@ -464,7 +471,7 @@ function kvnodeSpec(config: Config, args: readonly string[], index: number): Ser
     host: config.kvnode.host,
     port,
     script: "../services/kvnode/main.ts",
-    permissions: KVNODE_PERMISSIONS,
+    permissions: permissionsOf("kvnode", config, `n${index + 1}`),
     args: [
       ...args,
       `--kvnode.port=${port}`,
