@@ -102,6 +102,8 @@ export const CONFIG_SPEC = {
   storage: {
     data_dir: text("./data"),
     map_bytes: integer(16 * MIB, 1024 * GIB, 16 * GIB),
+    /** The largest snapshot a kvnode receives: a larger declared or sent one is refused. */
+    snapshot_bytes_max: integer(MIB, 1024 * GIB, 8 * GIB),
     value_bytes_max: integer(1, 64 * MIB, MIB),
   },
   log: {

@@ -178,7 +178,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       }),
       raftTransportService({
         clusterId,
-        maxSnapshotBytes: config.storage.map_bytes,
+        maxSnapshotBytes: config.storage.snapshot_bytes_max,
         onEnvelopes: (envelopes, fromNode) => driver.receive(envelopes, fromNode),
         stageSnapshot: (envelope) => driver.stageSnapshot(envelope),
         log: nodeLog,

@@ -164,7 +164,12 @@ export class SnapshotSender {
         call.cancel();
       });
       const windowBytes = SNAPSHOT_CHUNKS_AHEAD_MAX * options.snapshotChunkBytes;
-      for (const chunk of snapshotChunks(this.#shared, job.envelope)) {
+      // The size is declared up front: a receiver refuses one above its maximum before any data.
+      const source = job.envelope.snapshotSource;
+      const declared = source === undefined
+        ? job.envelope.message.snapshot.data.length
+        : await source.sizeBytes();
+      for (const chunk of snapshotChunks(this.#shared, job.envelope, declared)) {
         while (sent - acked >= windowBytes && !settled) {
           await Promise.race([new Promise<void>((wake) => (onAck = wake)), done]);
         }
@@ -184,10 +189,15 @@ export class SnapshotSender {
 }
 
 /**
- * The chunks of one snapshot: the envelope (metadata only), then the data in pieces of
- * `snapshotChunkBytes`; the last one carries `last`, the CRC-32 of the whole data and its length.
+ * The chunks of one snapshot: the envelope (metadata only) with the data's `declared` size, then
+ * the data in pieces of `snapshotChunkBytes`; the last one carries `last`, the CRC-32 of the whole
+ * data and its length.
  */
-function* snapshotChunks(shared: Shared, envelope: SnapshotEnvelope): Generator<SnapshotChunk> {
+function* snapshotChunks(
+  shared: Shared,
+  envelope: SnapshotEnvelope,
+  declared: number,
+): Generator<SnapshotChunk> {
   const { nodeId, address, clusterId, snapshotChunkBytes } = shared.options;
   const base = { fromNode: nodeId, fromAddress: address, clusterId, shardId: envelope.shardId };
   const open = { checksum: 0, totalBytes: 0 };
@@ -207,7 +217,7 @@ function* snapshotChunks(shared: Shared, envelope: SnapshotEnvelope): Generator<
     envelope: messageToProto(envelope),
     data: new Uint8Array(0),
     last: next.done === true,
-    ...(next.done === true ? tail() : open),
+    ...(next.done === true ? tail() : { ...open, totalBytes: declared }),
   };
   while (next.done !== true) {
     const piece = next.value;

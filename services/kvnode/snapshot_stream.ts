@@ -26,6 +26,8 @@ import { assert } from "./_assert.ts";
 export const SNAPSHOT_SPACES = ["data", "sessions", "meta"] as const;
 /** Bytes of a record's header: the space tag and the two lengths. */
 export const RECORD_HEADER_BYTES = 9;
+/** Records counted between two pauses when a snapshot's size is measured. */
+export const SIZE_SLICE_RECORDS = 4096;
 
 /** Something whose pairs can be listed in key order (a space, or one seen through a read view). */
 export interface PairSource {
@@ -172,6 +174,11 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 export interface SnapshotSource {
   /** The data in pieces of at most `bytesMax` bytes. */
   chunks(bytesMax: number): Iterable<Uint8Array>;
+  /**
+   * The data's size in bytes, exactly what {@linkcode chunks} yields: counted over the view,
+   * pausing every {@linkcode SIZE_SLICE_RECORDS} records so the driver's turns go on meanwhile.
+   */
+  sizeBytes(): Promise<number>;
   /** Releases this handle (idempotent); the view closes with its last handle. */
   close(): void;
 }
@@ -200,6 +207,20 @@ export class SharedSnapshotSource {
       chunks: (bytesMax) => {
         assert(open, "Snapshot source handle is closed");
         return pieces(this.#records(), bytesMax);
+      },
+      sizeBytes: async () => {
+        assert(open, "Snapshot source handle is closed");
+        let bytes = 0;
+        let since = 0;
+        for (const record of this.#records()) {
+          bytes += RECORD_HEADER_BYTES + record.key.length + record.value.length;
+          if (++since === SIZE_SLICE_RECORDS) {
+            since = 0;
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            assert(open, "Snapshot source handle is closed");
+          }
+        }
+        return bytes;
       },
       close: () => {
         if (!open) return;

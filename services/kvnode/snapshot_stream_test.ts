@@ -88,11 +88,16 @@ Deno.test("a snapshot source serves the state its view was opened on", async () 
     });
     const parser = new RecordParser(1 << 20);
     const records: SnapshotRecord[] = [];
+    let sent = 0;
     for (const piece of source.chunks(4096)) {
+      sent += piece.length;
       const parsed = parser.push(piece);
       if (parsed.kind === "ok") records.push(...parsed.records);
     }
     assert.equal(records.length, 100);
+    // The size a sender declares is exactly what it sends (measured over the same view).
+    assert.equal(await source.sizeBytes(), sent);
+    assert.ok(sent > 100 * 1000);
     assert.ok(
       records.every((r, i) => r.value.length === 1000 && r.value[0] === records[i].value[0]),
     );

@@ -207,6 +207,7 @@ function receiveStaged(
   let first: RaftEnvelope | undefined;
   let staging: SnapshotStagingHandle | undefined;
   let bytes = 0;
+  let declared = 0;
   let crc = CRC32_INIT;
   let chain = Promise.resolve();
   const finish = (failure: RpcFailure | undefined, envelope?: Envelope) => {
@@ -230,6 +231,16 @@ function receiveStaged(
     const header = checkChunkHeader(options, first, chunk, impersonation(call, chunk.fromNode));
     if (header.kind === "failed") return header;
     if (first === undefined) {
+      // The first chunk declares the size (0 from a sender that does not: then only the
+      // maximum bounds it); a snapshot above the maximum is refused before anything is staged.
+      declared = chunk.totalBytes;
+      if (declared > options.maxSnapshotBytes) {
+        return failed(
+          "resourceExhausted",
+          `Snapshot of shard ${chunk.shardId} declares ${declared} bytes: the maximum is ` +
+            `${options.maxSnapshotBytes} (storage.snapshot_bytes_max)`,
+        );
+      }
       first = chunk.envelope!;
       const decoded = messageFromProto(first, { snapshotData: new Uint8Array(0) });
       if (decoded.kind === "invalid") return failed("invalidArgument", decoded.reason);
@@ -242,6 +253,12 @@ function receiveStaged(
       return failed(
         "resourceExhausted",
         `Snapshot of shard ${chunk.shardId} exceeds ${options.maxSnapshotBytes} bytes, the limit`,
+      );
+    }
+    if (declared > 0 && bytes > declared) {
+      return failed(
+        "invalidArgument",
+        `Snapshot of shard ${chunk.shardId} sent ${bytes} bytes: it declared ${declared}`,
       );
     }
     crc = crc32Update(crc, chunk.data);

@@ -486,18 +486,42 @@ Deno.test("raftTransportService never delivers a half-received or oversized snap
       false,
     );
     assert.equal(bigCode, grpc.status.RESOURCE_EXHAUSTED);
+    // Declared above maxSnapshotBytes: refused at the first chunk; at the maximum it is taken.
+    const maxBytes = 64 * 1024 * 1024;
+    const declaredTooBig = await sendRawSnapshot(receiver.address, [
+      { ...first, totalBytes: maxBytes + 1 },
+    ], false);
+    assert.equal(declaredTooBig, grpc.status.RESOURCE_EXHAUSTED);
+    // Declared at the maximum: accepted (this stream then ends early, which is its refusal).
+    const declaredAtMax = await sendRawSnapshot(receiver.address, [
+      { ...first, totalBytes: maxBytes },
+    ]);
+    assert.equal(declaredAtMax, grpc.status.INVALID_ARGUMENT);
+    // More than it declared.
+    const moreThanDeclared = await sendRawSnapshot(receiver.address, [
+      { ...first, totalBytes: 700 },
+      piece,
+      piece,
+    ], false);
+    assert.equal(moreThanDeclared, grpc.status.INVALID_ARGUMENT);
     // Another cluster.
     const otherCode = await sendRawSnapshot(receiver.address, [{ ...first, clusterId: "x" }]);
     assert.equal(otherCode, grpc.status.FAILED_PRECONDITION);
     assert.equal(receiver.deliveries.length, 0);
-    // The complete snapshot goes through.
+    // The complete snapshot goes through, undeclared (an older sender) or declared whole.
     const okCode = await sendRawSnapshot(receiver.address, [
       first,
       piece,
       { ...short, totalBytes: 1024 },
     ]);
     assert.equal(okCode, 0);
-    assert.equal(receiver.deliveries.length, 1);
+    const declaredCode = await sendRawSnapshot(receiver.address, [
+      { ...first, totalBytes: 1024 },
+      piece,
+      { ...short, totalBytes: 1024 },
+    ]);
+    assert.equal(declaredCode, 0);
+    assert.equal(receiver.deliveries.length, 2);
   } finally {
     await receiver.server.shutdown(100);
   }
@@ -552,6 +576,7 @@ Deno.test("a snapshot sender stays within a window of what the receiver stored",
             yield new Uint8Array(bytes);
           }
         },
+        sizeBytes: () => Promise.resolve(0),
         close() {},
       },
     };

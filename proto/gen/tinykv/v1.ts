@@ -3206,7 +3206,10 @@ export interface SnapshotChunk {
   last: boolean;
   /** On the last chunk: CRC-32 of the whole data. */
   checksum: number;
-  /** The field `total_bytes = 8`. */
+  /**
+   * On the first chunk, the size of the whole data the sender declares (the receiver refuses one
+   * above its storage.snapshot_bytes_max, and any data beyond it); on the last, the size sent.
+   */
   totalBytes: number;
   /** Where the sending node listens, as in RaftBatch. */
   fromAddress: string;
