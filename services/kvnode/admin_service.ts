@@ -20,6 +20,7 @@ import type { AdminResult } from "./driver.ts";
 import type { KvDriver, KvReplica } from "./kv_app.ts";
 import type { PeerAddress } from "./replica.ts";
 import { unreachable } from "./_assert.ts";
+import { hashSpacesInSlices } from "./state_machine.ts";
 import { shardId } from "@tinykv/shard";
 
 /** Who this node is, as admin calls check it. */
@@ -118,13 +119,29 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       return fromAdmin(result, (value) => ({ deleted: value.deleted }));
     },
     Status: async (request) => {
-      const replicas = await driver.inspect((all) =>
-        all.map((replica) =>
-          request.withDataHash
-            ? replicaStatus(replica, true)
-            : quietStatuses.get(replica, () => replicaStatus(replica, false))
-        )
+      // With the data hash: each replica's status and a read view of its data at that status's
+      // applied index are taken between turns; the hashing runs afterwards, outside the driver's
+      // loop, in slices (state_machine.ts hashSpacesInSlices).
+      const taken = await driver.inspect((all) =>
+        all.map((replica) => ({
+          status: request.withDataHash
+            ? replicaStatus(replica)
+            : quietStatuses.get(replica, () => replicaStatus(replica)),
+          view: request.withDataHash ? replica.openDataView() : undefined,
+        }))
       );
+      const replicas: ReplicaStatus[] = [];
+      for (const { status, view } of taken) {
+        if (view === undefined) {
+          replicas.push(status);
+          continue;
+        }
+        try {
+          replicas.push({ ...status, dataHash: await hashSpacesInSlices(view.spaces) });
+        } finally {
+          view.close();
+        }
+      }
       const response: NodeStatusResponse = {
         nodeId: identity.nodeId,
         clusterId: identity.clusterId,
@@ -236,7 +253,7 @@ class QuietStatusCache {
   }
 }
 
-function replicaStatus(replica: KvReplica, withDataHash: boolean): ReplicaStatus {
+function replicaStatus(replica: KvReplica): ReplicaStatus {
   const status = replica.node.status();
   const { confState, applied } = replica.log.appliedState;
   const toPeer = (peerId: number): Peer => {
@@ -263,7 +280,7 @@ function replicaStatus(replica: KvReplica, withDataHash: boolean): ReplicaStatus
     logBytes: replica.log.entryBytes,
     dataKeys: size.keys,
     dataBytes: size.bytes,
-    dataHash: withDataHash ? replica.machine.dataHash() : "",
+    dataHash: "",
     progress: status.peers.map((p) => ({ peerId: p.id, matchIndex: p.match })),
     proposals: replica.counters.proposals,
     reads: replica.counters.reads,

@@ -186,23 +186,34 @@ export class Replica<R, M extends GroupMachine<R>> {
     return this.#open(spaces, this.record.range);
   }
 
+  /**
+   * A read view of the replica's spaces as committed now; between turns (in `Driver.inspect`)
+   * that is exactly the state at its applied index. The caller reads it at leisure, then closes it.
+   */
+  openDataView(): { spaces: Record<"data" | "sessions" | "meta", PrefixSpace>; close(): void } {
+    const view: ReadView = this.#store.readView();
+    const generation = this.generation;
+    const reader = (tag: number) =>
+      new PrefixSpace(view, spacePrefix(this.peerId, generation, tag));
+    return {
+      spaces: {
+        data: reader(SPACE.data),
+        sessions: reader(SPACE.sessions),
+        meta: reader(SPACE.meta),
+      },
+      close: () => view.close(),
+    };
+  }
+
   // The core asks for a snapshot between turns, when the committed storage is exactly the state
   // at the applied index: open the view now, it is that snapshot's data.
   #openSource(index: LogIndex): void {
     const open = this.#sources.get(index);
     if (open !== undefined && !open.closed) return;
-    const view: ReadView = this.#store.readView();
-    const generation = this.generation;
-    const reader = (tag: number) =>
-      new PrefixSpace(view, spacePrefix(this.peerId, generation, tag));
-    const spaces = {
-      data: reader(SPACE.data),
-      sessions: reader(SPACE.sessions),
-      meta: reader(SPACE.meta),
-    };
+    const { spaces, close } = this.openDataView();
     this.#sources.set(
       index,
-      new SharedSnapshotSource(() => snapshotRecords(spaces), () => view.close()),
+      new SharedSnapshotSource(() => snapshotRecords(spaces), close),
     );
     this.#hooks.sourceOpened(this);
   }

@@ -32,7 +32,13 @@ import {
   validateKey,
 } from "@tinykv/shard";
 import { compareBytes, countPairs, type KvPair, type KvSpace } from "./kv_space.ts";
-import { pieces, RecordParser, type SnapshotRecord, snapshotRecords } from "./snapshot_stream.ts";
+import {
+  type PairSource,
+  pieces,
+  RecordParser,
+  type SnapshotRecord,
+  snapshotRecords,
+} from "./snapshot_stream.ts";
 import { unreachable } from "./_assert.ts";
 
 /** Sessions idle longer than this (in replicated time) expire, unless the command says otherwise. */
@@ -99,6 +105,56 @@ const META_KEYS = encoder.encode("keys");
 const META_BYTES = encoder.encode("bytes");
 const META_SESSIONS = encoder.encode("sessions");
 const EMPTY = new Uint8Array(0);
+
+/** Pairs hashed between two pauses of {@linkcode hashSpacesInSlices}. */
+export const HASH_SLICE_PAIRS = 4096;
+
+/**
+ * Hashes `spaces` as {@linkcode StateMachine.dataHash} does (SHA-256 over the data, the sessions
+ * and the meta space, each named, then its pairs in key order, every piece length-prefixed),
+ * yielding after every {@linkcode HASH_SLICE_PAIRS} pairs; returns the hex digest.
+ */
+export function* hashSpaces(
+  spaces: Readonly<Record<"data" | "sessions" | "meta", PairSource>>,
+): Generator<void, string> {
+  const hash = createHash("sha256");
+  const length = new Uint8Array(4);
+  const view = new DataView(length.buffer);
+  const feed = (bytes: Uint8Array) => {
+    view.setUint32(0, bytes.length);
+    hash.update(length);
+    hash.update(bytes);
+  };
+  let since = 0;
+  for (const tag of ["data", "sessions", "meta"] as const) {
+    feed(encoder.encode(tag));
+    for (const { key, value } of spaces[tag].scan(EMPTY, undefined)) {
+      feed(key);
+      feed(value);
+      if (++since === HASH_SLICE_PAIRS) {
+        since = 0;
+        yield;
+      }
+    }
+  }
+  return hash.digest("hex");
+}
+
+/**
+ * {@linkcode hashSpaces} over a read view, pausing between slices (a timer turn each) so that a
+ * hash of a large shard never holds the driver's loop: the caller opens the view between turns.
+ */
+export async function hashSpacesInSlices(
+  spaces: Readonly<Record<"data" | "sessions" | "meta", PairSource>>,
+): Promise<string> {
+  const hashing = hashSpaces(spaces);
+  let step = hashing.next();
+  while (step.done !== true) {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    step = hashing.next();
+  }
+  return step.value;
+}
 
 /** The KV state machine of one replica. See the module docs. */
 export class KvStateMachine {
@@ -394,22 +450,10 @@ export class KvStateMachine {
 
   /** A SHA-256 (hex) of the data, the sessions and the clock, in key order. */
   dataHash(): string {
-    const hash = createHash("sha256");
-    const length = new Uint8Array(4);
-    const view = new DataView(length.buffer);
-    const feed = (bytes: Uint8Array) => {
-      view.setUint32(0, bytes.length);
-      hash.update(length);
-      hash.update(bytes);
-    };
-    for (const [tag, space] of this.#namedSpaces()) {
-      feed(encoder.encode(tag));
-      for (const { key, value } of space.scan(EMPTY, undefined)) {
-        feed(key);
-        feed(value);
-      }
-    }
-    return hash.digest("hex");
+    const hashing = hashSpaces(this.#spaces);
+    let step = hashing.next();
+    while (step.done !== true) step = hashing.next();
+    return step.value;
   }
 
   #namedSpaces(): Array<[string, KvSpace]> {

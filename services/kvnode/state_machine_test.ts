@@ -7,6 +7,8 @@ import { HASH_SPACE, keyHash, VALUE_BYTES_MAX } from "@tinykv/shard";
 import { MemoryKvSpace } from "./kv_space.ts";
 import {
   type ApplyResult,
+  HASH_SLICE_PAIRS,
+  hashSpacesInSlices,
   KvStateMachine,
   LEGACY_VALUE_BYTES_MAX,
   SESSION_RESULTS_MAX,
@@ -409,4 +411,14 @@ Deno.test("KvStateMachine expires sessions by the TTL the leader stamped", () =>
   okResult(sm.apply(stamped(10_000, 1)));
   okResult(sm.apply(stamped(11_900, 2)));
   assert.equal(sm.apply(stamped(14_000, 3)).kind, "sessionExpired");
+});
+
+Deno.test("the hash taken in slices off the loop equals dataHash(), past one slice", async () => {
+  const { sm, spaces } = machine();
+  for (let i = 0; i < HASH_SLICE_PAIRS + 10; i++) {
+    okResult(sm.apply(put(`k${i}`, `v${i}`, { clientId: "c", seq: i + 1, ackSeq: i })));
+  }
+  assert.equal(await hashSpacesInSlices(spaces), sm.dataHash());
+  const empty = machine();
+  assert.equal(await hashSpacesInSlices(empty.spaces), empty.sm.dataHash());
 });
