@@ -65,6 +65,7 @@ export {
   isLoopback,
   loadServiceSecurity,
   type Policy,
+  prepareServiceSecurity,
   type SecuritySection,
   servicePolicy,
   type ServiceSecurity,

@@ -141,6 +141,26 @@ export async function loadServiceSecurity(
   };
 }
 
+/**
+ * What a service does first: loads `[security]` for `options.role` (after `options.check`, e.g.
+ * that the ZooKeeper credential can be read) and checks that it may listen on `options.host`.
+ * The security, or the message to stop with.
+ */
+export async function prepareServiceSecurity(
+  section: SecuritySection,
+  options: { cluster: string; role: Role; host: string; check?: () => void },
+): Promise<{ kind: "ok"; security: ServiceSecurity } | { kind: "refused"; message: string }> {
+  let security: ServiceSecurity;
+  try {
+    options.check?.();
+    security = await loadServiceSecurity(section, options);
+  } catch (error) {
+    return { kind: "refused", message: error instanceof Error ? error.message : String(error) };
+  }
+  const exposed = exposureRefusal(options.host, security, section);
+  return exposed === undefined ? { kind: "ok", security } : { kind: "refused", message: exposed };
+}
+
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/i;
 
 /** Whether `host` is a loopback address (or `localhost`). */

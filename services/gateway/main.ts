@@ -20,14 +20,7 @@ import {
   newRegistry,
   startMetrics,
 } from "@tinykv/metrics";
-import {
-  exposureRefusal,
-  loadServiceSecurity,
-  type Policy,
-  servicePolicy,
-  type ServiceSecurity,
-  startGrpcServer,
-} from "@tinykv/rpc";
+import { type Policy, prepareServiceSecurity, servicePolicy, startGrpcServer } from "@tinykv/rpc";
 import {
   connectConfiguredZooKeeperRetrying,
   keepEphemeral,
@@ -58,23 +51,20 @@ const GATEWAY_POLICY: Policy = servicePolicy([["/tinykv.v1.KV/", ["client", "adm
 
 async function run(config: Config, log: Logger): Promise<number> {
   const address = `${config.rpc_server.host}:${config.rpc_server.port}`;
-  let security: ServiceSecurity;
-  try {
-    // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
-    if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
-    security = await loadServiceSecurity(config.security, {
-      cluster: config.zookeeper.cluster,
-      role: "gateway",
-    });
-  } catch (error) {
-    console.error(`gateway: ${(error as Error).message}`);
+  // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
+  const prepared = await prepareServiceSecurity(config.security, {
+    cluster: config.zookeeper.cluster,
+    role: "gateway",
+    host: config.rpc_server.host,
+    check: () => {
+      if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
+    },
+  });
+  if (prepared.kind === "refused") {
+    console.error(`gateway: ${prepared.message}`);
     return 2;
   }
-  const exposed = exposureRefusal(config.rpc_server.host, security, config.security);
-  if (exposed !== undefined) {
-    console.error(`gateway: ${exposed}`);
-    return 2;
-  }
+  const { security } = prepared;
   const startedAtMs = Date.now();
   let stopping = false;
   let zk: ZooKeeperClient | undefined;

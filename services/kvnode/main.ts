@@ -16,14 +16,7 @@ import {
   newRegistry,
   startMetrics,
 } from "@tinykv/metrics";
-import {
-  exposureRefusal,
-  loadServiceSecurity,
-  type Policy,
-  servicePolicy,
-  type ServiceSecurity,
-  startGrpcServer,
-} from "@tinykv/rpc";
+import { type Policy, prepareServiceSecurity, servicePolicy, startGrpcServer } from "@tinykv/rpc";
 import { isNodeId } from "@tinykv/shard";
 import { systemClock, Timer } from "@tinykv/timer";
 import { connectConfiguredZooKeeper, readDigestFile } from "@tinykv/zk";
@@ -65,23 +58,20 @@ const KVNODE_POLICY: Policy = servicePolicy([
 
 async function run(config: Config, dataDir: string, log: Logger): Promise<number> {
   const address = `${config.kvnode.host}:${config.kvnode.port}`;
-  let security: ServiceSecurity;
-  try {
-    // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
-    if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
-    security = await loadServiceSecurity(config.security, {
-      cluster: config.zookeeper.cluster,
-      role: "kvnode",
-    });
-  } catch (error) {
-    console.error(`kvnode: ${(error as Error).message}`);
+  // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
+  const prepared = await prepareServiceSecurity(config.security, {
+    cluster: config.zookeeper.cluster,
+    role: "kvnode",
+    host: config.kvnode.host,
+    check: () => {
+      if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
+    },
+  });
+  if (prepared.kind === "refused") {
+    console.error(`kvnode: ${prepared.message}`);
     return 2;
   }
-  const exposed = exposureRefusal(config.kvnode.host, security, config.security);
-  if (exposed !== undefined) {
-    console.error(`kvnode: ${exposed}`);
-    return 2;
-  }
+  const { security } = prepared;
   const store = NodeStore.open({ dir: dataDir, mapBytes: config.storage.map_bytes });
   if (security.identity !== undefined && !isNodeId(security.identity.sub)) {
     console.error(

@@ -12,14 +12,7 @@ import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
 import { newRegistry } from "@tinykv/metrics";
-import {
-  exposureRefusal,
-  loadServiceSecurity,
-  type Policy,
-  servicePolicy,
-  type ServiceSecurity,
-  startGrpcServer,
-} from "@tinykv/rpc";
+import { type Policy, prepareServiceSecurity, servicePolicy, startGrpcServer } from "@tinykv/rpc";
 import { connectConfiguredZooKeeper, readDigestFile } from "@tinykv/zk";
 import { PLANNER_LIMITS_DEFAULT } from "@tinykv/shard";
 import { isBrokenInvariant } from "./_assert.ts";
@@ -60,23 +53,20 @@ const PLACEMENT_POLICY: Policy = servicePolicy([["/tinykv.v1.Placement/", ["admi
 async function run(config: Config, log: Logger): Promise<number> {
   const p = config.placement;
   const adminAddress = `${p.host}:${p.admin_port}`;
-  let security: ServiceSecurity;
-  try {
-    // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
-    if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
-    security = await loadServiceSecurity(config.security, {
-      cluster: config.zookeeper.cluster,
-      role: "placement",
-    });
-  } catch (error) {
-    console.error(`placement: ${(error as Error).message}`);
+  // A ZooKeeper credential that cannot be read stops the service now, not at its first use.
+  const prepared = await prepareServiceSecurity(config.security, {
+    cluster: config.zookeeper.cluster,
+    role: "placement",
+    host: p.host,
+    check: () => {
+      if (config.zookeeper.digest_file !== "") readDigestFile(config.zookeeper.digest_file);
+    },
+  });
+  if (prepared.kind === "refused") {
+    console.error(`placement: ${prepared.message}`);
     return 2;
   }
-  const exposed = exposureRefusal(p.host, security, config.security);
-  if (exposed !== undefined) {
-    console.error(`placement: ${exposed}`);
-    return 2;
-  }
+  const { security } = prepared;
   const zk = await connectConfiguredZooKeeper(config.zookeeper, { log });
   const registry = newRegistry();
   const metrics = new PlacementMetrics(registry);
