@@ -285,9 +285,11 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
         },
       } as Envelope)
     );
+    // With an address, and without one (nothing to learn: still checked).
     const sent = await new Promise<grpc.ServiceError | null>((resolve) => {
       const call = transport.Send(resolve);
       call.write({ fromNode: "n1", clusterId, messages: notices, fromAddress: "127.0.0.1:1" });
+      call.write({ fromNode: "n1", clusterId, messages: notices, fromAddress: "" });
       call.end();
     });
     assert.equal(sent, null, "n1 may send in its own name");

@@ -66,11 +66,13 @@ function permissionsOf(
   service: "kvnode" | "placement" | "gateway",
   config: Config,
   tokenName: string,
+  kvnodePort?: number,
 ): string[] {
   const token_file = secure === undefined ? "" : `${secure.pki}/${tokenName}.token`;
   return servicePermissions(service, { ...config, security: { ...config.security, token_file } }, {
     code: CODE_DIR,
     configFile,
+    kvnodePort,
   });
 }
 const START_TIMEOUT_MS = 60_000;
@@ -471,7 +473,7 @@ function kvnodeSpec(config: Config, args: readonly string[], index: number): Ser
     host: config.kvnode.host,
     port,
     script: "../services/kvnode/main.ts",
-    permissions: permissionsOf("kvnode", config, `n${index + 1}`),
+    permissions: permissionsOf("kvnode", config, `n${index + 1}`, port),
     args: [
       ...args,
       `--kvnode.port=${port}`,

@@ -1,6 +1,6 @@
 /**
  * The Deno permissions of each TinyKV service, named from its config: the paths it reads and
- * writes, the hosts it reaches, the environment variables and system information it reads, and
+ * writes (its own files: not the other services' data or the cluster's other credentials), the hosts it reaches, the environment variables and system information it reads, and
  * (a kvnode) the native library it loads. `deno task dev` starts every service with them; the
  * deployment guide's units use the same lists.
  *
@@ -53,10 +53,15 @@ function credentialPaths(config: Config): string[] {
 export function servicePermissions(
   service: "kvnode" | "placement" | "gateway",
   config: Config,
-  options: { code: string; configFile?: string },
+  options: { code: string; configFile?: string; kvnodePort?: number },
 ): string[] {
+  // Of the code, what is read at run time (modules load without a read permission): the default
+  // config, the dashboard's page, the npm packages' files. Not the data dir around it, where the
+  // other services' data and the cluster's credentials may live.
   const read = [
-    options.code,
+    `${options.code}/default_config.toml`,
+    `${options.code}/services`,
+    `${options.code}/node_modules`,
     config.log.dir,
     ...credentialPaths(config),
     ...(options.configFile === undefined ? [] : [options.configFile]),
@@ -64,8 +69,10 @@ export function servicePermissions(
   const write = [config.log.dir];
   const hosts = new Set([config.zookeeper.host]);
   if (service === "kvnode") {
-    read.push(config.storage.data_dir);
-    write.push(config.storage.data_dir);
+    // Its own data dir only (main.ts: <data_dir>/kvnode-<port>).
+    const own = `${config.storage.data_dir}/kvnode-${options.kvnodePort ?? config.kvnode.port}`;
+    read.push(own);
+    write.push(own);
     hosts.add(config.kvnode.host);
   } else if (service === "placement") {
     hosts.add(config.placement.host);

@@ -16,10 +16,14 @@ Deno.test("each service's permissions name its paths, hosts and variables", () =
   const flags = (service: "kvnode" | "placement" | "gateway") =>
     servicePermissions(service, loaded.config, { code: "/opt/tinykv" });
   const kvnode = flags("kvnode");
-  assert.ok(kvnode.includes(
-    "--allow-read=/opt/tinykv,/var/log/tinykv,/etc/tinykv/ca.crt,/etc/tinykv/n1.token,/srv/tinykv",
-  ));
-  assert.ok(kvnode.includes("--allow-write=/var/log/tinykv,/srv/tinykv"));
+  assert.ok(
+    kvnode.includes(
+      "--allow-read=/opt/tinykv/default_config.toml,/opt/tinykv/services,/opt/tinykv/node_modules," +
+        "/var/log/tinykv,/etc/tinykv/ca.crt,/etc/tinykv/n1.token,/srv/tinykv/kvnode-7901",
+    ),
+    kvnode.join(" "),
+  );
+  assert.ok(kvnode.includes("--allow-write=/var/log/tinykv,/srv/tinykv/kvnode-7901"));
   assert.ok(kvnode.includes("--allow-net=10.0.0.9,10.0.0.5,127.0.0.1"));
   assert.ok(kvnode.includes("--allow-ffi=/opt/tinykv/node_modules"));
   assert.ok(kvnode.some((f) => f.startsWith("--allow-env=") && f.includes(KVNODE_ENV[0])));

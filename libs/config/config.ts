@@ -182,6 +182,11 @@ function checkAcrossKeys(config: Config): string | undefined {
   if (raft.message_bytes_max > room) {
     return `key "raft.message_bytes_max" must be at most ${room} (half of "rpc_server.max_message_bytes" less 64 KiB): got ${raft.message_bytes_max}`;
   }
+  // Snapshots being received are staged in the node's LMDB map beside its data.
+  const snapshotMax = Math.floor(storage.map_bytes / 2);
+  if (storage.snapshot_bytes_max > snapshotMax) {
+    return `key "storage.snapshot_bytes_max" must be at most ${snapshotMax} (half of "storage.map_bytes"): got ${storage.snapshot_bytes_max}`;
+  }
   return undefined;
 }
 

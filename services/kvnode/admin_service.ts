@@ -52,6 +52,8 @@ const ROLE: Record<Role, ReplicaStatus_Role> = {
 export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
   const { driver, identity } = options;
   const quietStatuses = new QuietStatusCache();
+  // One data hash at a time: each holds a read view (an LMDB reader) while it runs.
+  const hashing = { running: false };
   const clusterCheck = (clusterId: string) =>
     clusterId === identity.clusterId ? undefined : rpcFailure(
       "failedPrecondition",
@@ -118,28 +120,25 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       });
       return fromAdmin(result, (value) => ({ deleted: value.deleted }));
     },
-    Status: async (request) => {
-      // With the data hash: each replica's status and a read view of its data at that status's
-      // applied index are taken between turns; the hashing runs afterwards, outside the driver's
-      // loop, in slices (state_machine.ts hashSpacesInSlices).
-      const taken = await driver.inspect((all) =>
-        all.map((replica) => ({
-          status: request.withDataHash
-            ? replicaStatus(replica)
-            : quietStatuses.get(replica, () => replicaStatus(replica)),
-          view: request.withDataHash ? replica.openDataView() : undefined,
-        }))
-      );
-      const replicas: ReplicaStatus[] = [];
-      for (const { status, view } of taken) {
-        if (view === undefined) {
-          replicas.push(status);
-          continue;
+    Status: async (request, context) => {
+      let replicas: ReplicaStatus[];
+      if (!request.withDataHash) {
+        replicas = await driver.inspect((all) =>
+          all.map((replica) => quietStatuses.get(replica, () => replicaStatus(replica)))
+        );
+      } else {
+        if (hashing.running) {
+          return rpcFailure(
+            "resourceExhausted",
+            `Node "${identity.nodeId}" is already hashing its data for another Status call: ` +
+              "retry later",
+          );
         }
+        hashing.running = true;
         try {
-          replicas.push({ ...status, dataHash: await hashSpacesInSlices(view.spaces) });
+          replicas = await hashedStatuses(driver, context.signal);
         } finally {
-          view.close();
+          hashing.running = false;
         }
       }
       const response: NodeStatusResponse = {
@@ -251,6 +250,33 @@ class QuietStatusCache {
     this.#entries.set(replica, { key, status });
     return status;
   }
+}
+
+/**
+ * Each replica's status with the hash of its data at that status's applied index: the status and
+ * a read view are taken between turns, one replica at a time, and the view is hashed outside the
+ * driver's loop in slices (state_machine.ts `hashSpacesInSlices`), then closed. Stops when the
+ * caller cancels.
+ */
+async function hashedStatuses(driver: KvDriver, signal: AbortSignal): Promise<ReplicaStatus[]> {
+  const shards = await driver.inspect((all) => all.map((replica) => replica.shardId));
+  const out: ReplicaStatus[] = [];
+  for (const shard of shards) {
+    if (signal.aborted) throw new Error("The Status call was cancelled");
+    const taken = await driver.inspect((all) => {
+      const replica = all.find((r) => r.shardId === shard);
+      return replica === undefined
+        ? undefined
+        : { status: replicaStatus(replica), view: replica.openDataView() };
+    });
+    if (taken === undefined) continue; // Removed meanwhile.
+    try {
+      out.push({ ...taken.status, dataHash: await hashSpacesInSlices(taken.view.spaces) });
+    } finally {
+      taken.view.close();
+    }
+  }
+  return out;
 }
 
 function replicaStatus(replica: KvReplica): ReplicaStatus {

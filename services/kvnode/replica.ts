@@ -111,6 +111,8 @@ export class Replica<R, M extends GroupMachine<R>> {
   /** Read views opened for snapshots the core asked for, by snapshot index. */
   readonly #sources = new Map<number, SharedSnapshotSource>();
   readonly #peers: Map<number, PeerAddress>;
+  /** Peers known only from their own messages, not (yet) from the configuration. */
+  readonly #unconfirmed = new Set<number>();
   readonly #hooks: ReplicaHooks;
   /** Proposals by log index. */
   readonly pending = new Map<number, PendingProposal<R>>();
@@ -244,7 +246,28 @@ export class Replica<R, M extends GroupMachine<R>> {
   /** Records where `peer` lives (a conf change, or the peer's own message says so). */
   setPeer(peer: PeerAddress): void {
     this.#peers.set(peer.peerId, peer);
+    this.#unconfirmed.delete(peer.peerId);
     this.#hooks.peersChanged();
+  }
+
+  /**
+   * Records where a peer lives as its own messages say (it must be answered): a peer that the
+   * configuration does not list stays unconfirmed until it does (see {@linkcode isConfirmed}).
+   */
+  learnPeer(peer: PeerAddress): void {
+    const { voters, learners } = this.log.appliedState.confState;
+    const id = peer.peerId as PeerId;
+    const fresh = !this.#peers.has(peer.peerId);
+    this.#peers.set(peer.peerId, peer);
+    if (fresh && !voters.includes(id) && !learners.includes(id)) this.#unconfirmed.add(peer.peerId);
+    this.#hooks.peersChanged();
+  }
+
+  /** Whether `peerId` is known from the configuration (not only from its own messages). */
+  isConfirmed(peerId: number): boolean {
+    if (!this.#unconfirmed.has(peerId)) return this.#peers.has(peerId);
+    const { voters, learners } = this.log.appliedState.confState;
+    return voters.includes(peerId as PeerId) || learners.includes(peerId as PeerId);
   }
 
   get shardId(): ShardId {

@@ -125,6 +125,14 @@ export class SnapshotSender {
     const timeoutMs = options.snapshotTimeoutMs;
     let client: TransportClient | undefined;
     try {
+      // The size is declared up front (a receiver refuses one above its maximum before any data),
+      // measured before the call opens: no receiver slot or progress watchdog waits on it.
+      let stopped = false;
+      handle.cancel = () => (stopped = true);
+      const source = job.envelope.snapshotSource;
+      const declared = source === undefined
+        ? job.envelope.message.snapshot.data.length
+        : await source.sizeBytes(() => stopped || this.#shared.closed);
       client = createGrpcClient(RaftTransportService, job.to.address, {
         maxMessageBytes: options.maxMessageBytes,
         ...options.security,
@@ -164,11 +172,6 @@ export class SnapshotSender {
         call.cancel();
       });
       const windowBytes = SNAPSHOT_CHUNKS_AHEAD_MAX * options.snapshotChunkBytes;
-      // The size is declared up front: a receiver refuses one above its maximum before any data.
-      const source = job.envelope.snapshotSource;
-      const declared = source === undefined
-        ? job.envelope.message.snapshot.data.length
-        : await source.sizeBytes();
       for (const chunk of snapshotChunks(this.#shared, job.envelope, declared)) {
         while (sent - acked >= windowBytes && !settled) {
           await Promise.race([new Promise<void>((wake) => (onAck = wake)), done]);

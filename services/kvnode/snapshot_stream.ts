@@ -28,6 +28,8 @@ export const SNAPSHOT_SPACES = ["data", "sessions", "meta"] as const;
 export const RECORD_HEADER_BYTES = 9;
 /** Records counted between two pauses when a snapshot's size is measured. */
 export const SIZE_SLICE_RECORDS = 4096;
+/** Bytes read between two pauses (large values make few records a long slice). */
+export const SLICE_BYTES_MAX = 16 * 1024 * 1024;
 
 /** Something whose pairs can be listed in key order (a space, or one seen through a read view). */
 export interface PairSource {
@@ -176,9 +178,10 @@ export interface SnapshotSource {
   chunks(bytesMax: number): Iterable<Uint8Array>;
   /**
    * The data's size in bytes, exactly what {@linkcode chunks} yields: counted over the view,
-   * pausing every {@linkcode SIZE_SLICE_RECORDS} records so the driver's turns go on meanwhile.
+   * pausing every {@linkcode SIZE_SLICE_RECORDS} records or {@linkcode SLICE_BYTES_MAX} bytes so
+   * the driver's turns go on meanwhile. Throws once `stopped()` turns true.
    */
-  sizeBytes(): Promise<number>;
+  sizeBytes(stopped?: () => boolean): Promise<number>;
   /** Releases this handle (idempotent); the view closes with its last handle. */
   close(): void;
 }
@@ -208,15 +211,20 @@ export class SharedSnapshotSource {
         assert(open, "Snapshot source handle is closed");
         return pieces(this.#records(), bytesMax);
       },
-      sizeBytes: async () => {
+      sizeBytes: async (stopped = () => false) => {
         assert(open, "Snapshot source handle is closed");
         let bytes = 0;
-        let since = 0;
+        let records = 0;
+        let sliceBytes = 0;
         for (const record of this.#records()) {
-          bytes += RECORD_HEADER_BYTES + record.key.length + record.value.length;
-          if (++since === SIZE_SLICE_RECORDS) {
-            since = 0;
+          const size = RECORD_HEADER_BYTES + record.key.length + record.value.length;
+          bytes += size;
+          sliceBytes += size;
+          if (++records === SIZE_SLICE_RECORDS || sliceBytes >= SLICE_BYTES_MAX) {
+            records = 0;
+            sliceBytes = 0;
             await new Promise((resolve) => setTimeout(resolve, 0));
+            if (stopped()) throw new Error("Measuring the snapshot was stopped");
             assert(open, "Snapshot source handle is closed");
           }
         }

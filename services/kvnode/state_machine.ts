@@ -36,6 +36,7 @@ import {
   type PairSource,
   pieces,
   RecordParser,
+  SLICE_BYTES_MAX,
   type SnapshotRecord,
   snapshotRecords,
 } from "./snapshot_stream.ts";
@@ -106,7 +107,7 @@ const META_BYTES = encoder.encode("bytes");
 const META_SESSIONS = encoder.encode("sessions");
 const EMPTY = new Uint8Array(0);
 
-/** Pairs hashed between two pauses of {@linkcode hashSpacesInSlices}. */
+/** Pairs hashed between two pauses of {@linkcode hashSpacesInSlices} (or `SLICE_BYTES_MAX`). */
 export const HASH_SLICE_PAIRS = 4096;
 
 /**
@@ -125,14 +126,17 @@ export function* hashSpaces(
     hash.update(length);
     hash.update(bytes);
   };
-  let since = 0;
+  let pairs = 0;
+  let bytes = 0;
   for (const tag of ["data", "sessions", "meta"] as const) {
     feed(encoder.encode(tag));
     for (const { key, value } of spaces[tag].scan(EMPTY, undefined)) {
       feed(key);
       feed(value);
-      if (++since === HASH_SLICE_PAIRS) {
-        since = 0;
+      bytes += key.length + value.length;
+      if (++pairs === HASH_SLICE_PAIRS || bytes >= SLICE_BYTES_MAX) {
+        pairs = 0;
+        bytes = 0;
         yield;
       }
     }

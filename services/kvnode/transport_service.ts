@@ -86,7 +86,7 @@ export function raftTransportService(options: RaftTransportServiceOptions): Serv
         `expected a positive integer`,
     );
   }
-  const receiving = { count: 0 };
+  const receiving = { count: 0, bytes: 0 };
   return bindService(RaftTransportService, {
     Send: (call, callback) => receiveBatches(options, call, callback),
     SendSnapshot: (call) => receiveSnapshot(options, receiving, call),
@@ -125,7 +125,7 @@ function receiveBatches(
     let firstReason = "";
     for (const proto of batch.messages) {
       const decoded = messageFromProto(proto);
-      if (decoded.kind === "ok") valid.push(withSender(decoded.envelope, batch));
+      if (decoded.kind === "ok") valid.push(withSender(decoded.envelope, batch, call));
       else if (invalid++ === 0) firstReason = decoded.reason;
     }
     if (invalid > 0) {
@@ -149,7 +149,20 @@ function receiveBatches(
 }
 
 /** Attaches who sent an envelope, so the driver can learn a peer's address from its messages. */
-function withSender(envelope: Envelope, from: { fromNode: string; fromAddress: string }): Envelope {
+/**
+ * The envelope with the node it came from. With credentials on, that is always the authenticated
+ * node (its address may be empty: nothing to learn then), so the driver can check every message;
+ * without, only a sender naming both its node and address is taken.
+ */
+function withSender(
+  envelope: Envelope,
+  from: { fromNode: string; fromAddress: string },
+  call: object,
+): Envelope {
+  const caller = callerOf(call);
+  if (caller !== undefined) {
+    return { ...envelope, sender: { nodeId: caller.sub, address: from.fromAddress } };
+  }
   if (from.fromNode === "" || from.fromAddress === "") return envelope;
   return { ...envelope, sender: { nodeId: from.fromNode, address: from.fromAddress } };
 }
@@ -173,7 +186,7 @@ function acknowledge(call: SnapshotCall, bytes: number): void {
 
 function receiveSnapshot(
   options: RaftTransportServiceOptions,
-  receiving: { count: number },
+  receiving: { count: number; bytes: number },
   call: SnapshotCall,
 ): void {
   const receivingMax = options.snapshotsReceivingMax ?? SNAPSHOTS_RECEIVING_MAX_DEFAULT;
@@ -199,7 +212,7 @@ function receiveSnapshot(
  */
 function receiveStaged(
   options: RaftTransportServiceOptions,
-  receiving: { count: number },
+  receiving: { count: number; bytes: number },
   call: SnapshotCall,
 ): void {
   receiving.count++;
@@ -208,12 +221,18 @@ function receiveStaged(
   let staging: SnapshotStagingHandle | undefined;
   let bytes = 0;
   let declared = 0;
+  let reserved = 0;
+  const release = () => {
+    receiving.bytes -= reserved;
+    reserved = 0;
+  };
   let crc = CRC32_INIT;
   let chain = Promise.resolve();
   const finish = (failure: RpcFailure | undefined, envelope?: Envelope) => {
     if (done) return;
     done = true;
     receiving.count--;
+    release();
     if (failure !== undefined) {
       staging?.abort();
       options.log.warn("Refused a snapshot", { reason: failure.message });
@@ -241,10 +260,22 @@ function receiveStaged(
             `${options.maxSnapshotBytes} (storage.snapshot_bytes_max)`,
         );
       }
+      // All snapshots being received at once stay within the maximum too (they are staged in
+      // the node's LMDB map): an undeclared one counts as the maximum.
+      const reserve = declared > 0 ? declared : options.maxSnapshotBytes;
+      if (receiving.bytes + reserve > options.maxSnapshotBytes) {
+        return failed(
+          "resourceExhausted",
+          `Snapshot of shard ${chunk.shardId} needs ${reserve} bytes: ${receiving.bytes} of the ` +
+            `${options.maxSnapshotBytes} (storage.snapshot_bytes_max) are being received`,
+        );
+      }
+      receiving.bytes += reserve;
+      reserved = reserve;
       first = chunk.envelope!;
       const decoded = messageFromProto(first, { snapshotData: new Uint8Array(0) });
       if (decoded.kind === "invalid") return failed("invalidArgument", decoded.reason);
-      const opened = options.stageSnapshot(decoded.envelope);
+      const opened = options.stageSnapshot(withSender(decoded.envelope, chunk, call));
       if ("refused" in opened) return failed("failedPrecondition", opened.refused);
       staging = opened;
     }
@@ -276,7 +307,7 @@ function receiveStaged(
     if (staged.kind === "invalid") return failed("dataLoss", staged.message);
     const decoded = messageFromProto(first, { snapshotData: staged.data });
     if (decoded.kind === "invalid") return failed("invalidArgument", decoded.reason);
-    return { kind: "complete", envelope: withSender(decoded.envelope, chunk) };
+    return { kind: "complete", envelope: withSender(decoded.envelope, chunk, call) };
   };
   call.on("data", (chunk: SnapshotChunk) => {
     if (done) return;
@@ -308,6 +339,7 @@ function receiveStaged(
     if (done) return;
     done = true;
     receiving.count--;
+    release();
     staging?.abort();
   };
   call.on("error", abandon);

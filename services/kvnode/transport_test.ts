@@ -522,6 +522,28 @@ Deno.test("raftTransportService never delivers a half-received or oversized snap
     ]);
     assert.equal(declaredCode, 0);
     assert.equal(receiver.deliveries.length, 2);
+    // Snapshots received at once share the maximum: while one declaring 40 MiB is open, another
+    // declaring 40 MiB is refused; 24 MiB still fits.
+    const open = createGrpcClient(RaftTransportService, receiver.address, {
+      maxMessageBytes: MESSAGE_BYTES_MAX,
+    });
+    const held = open.SendSnapshot(new grpc.Metadata(), {});
+    held.on("data", () => {});
+    held.on("error", () => {});
+    const acked = new Promise((resolve) => held.once("data", resolve));
+    held.write({ ...first, totalBytes: 40 * 1024 * 1024 });
+    held.write(piece);
+    await acked;
+    const second = await sendRawSnapshot(receiver.address, [
+      { ...first, totalBytes: 40 * 1024 * 1024 },
+    ], false);
+    assert.equal(second, grpc.status.RESOURCE_EXHAUSTED);
+    const fits = await sendRawSnapshot(receiver.address, [
+      { ...first, totalBytes: 24 * 1024 * 1024 },
+    ]);
+    assert.equal(fits, grpc.status.INVALID_ARGUMENT, "taken (then ended early)");
+    held.cancel();
+    open.close();
   } finally {
     await receiver.server.shutdown(100);
   }
