@@ -13,7 +13,14 @@ import {
   type ReplicaStatus,
   ReplicaStatus_Role,
 } from "@tinykv/proto/tinykv/v1";
-import { bindService, rpcFailure, rpcOk, type RpcResult, type ServiceBinding } from "@tinykv/rpc";
+import {
+  bindService,
+  RpcError,
+  rpcFailure,
+  rpcOk,
+  type RpcResult,
+  type ServiceBinding,
+} from "@tinykv/rpc";
 import { HASH_SPACE, isHashRange } from "@tinykv/shard";
 import type { LogIndex, PeerId, Role } from "@tinykv/raft";
 import type { AdminResult } from "./driver.ts";
@@ -262,7 +269,9 @@ async function hashedStatuses(driver: KvDriver, signal: AbortSignal): Promise<Re
   const shards = await driver.inspect((all) => all.map((replica) => replica.shardId));
   const out: ReplicaStatus[] = [];
   for (const shard of shards) {
-    if (signal.aborted) throw new Error("The Status call was cancelled");
+    if (signal.aborted) {
+      throw new RpcError(rpcFailure("cancelled", "The Status call was cancelled"));
+    }
     const taken = await driver.inspect((all) => {
       const replica = all.find((r) => r.shardId === shard);
       return replica === undefined
