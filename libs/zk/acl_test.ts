@@ -47,3 +47,39 @@ Deno.test("znodes made with the cluster's digest are read by all, changed only w
     await removeTestRoot(zk.connectString, root.slice(0, root.lastIndexOf("/")));
   }
 });
+
+Deno.test("a credential set on a cluster made without it says its znodes stay open", async () => {
+  const root = `${randomTestRoot()}/cluster`;
+  const before = await connectZooKeeper({ connectString: zk.connectString, root });
+  await before.create("/shardmap", "v1");
+  await before.close();
+  const warnings: string[] = [];
+  const after = await connectZooKeeper({
+    connectString: zk.connectString,
+    root,
+    digest: DIGEST,
+    logger: { warn: (message) => warnings.push(message) },
+  });
+  const fresh = `${randomTestRoot()}/cluster`;
+  const protectedWarnings: string[] = [];
+  const made = await connectZooKeeper({
+    connectString: zk.connectString,
+    root: fresh,
+    digest: DIGEST,
+    logger: { warn: (message) => protectedWarnings.push(message) },
+  });
+  try {
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0],
+      /may be changed by anyone: it was created without the cluster's credential/,
+    );
+    assert.deepEqual(protectedWarnings, [], "a root made with the credential is not open");
+  } finally {
+    await after.deleteRecursive("/");
+    await after.close();
+    await made.close();
+    await removeTestRoot(zk.connectString, root.slice(0, root.lastIndexOf("/")));
+    await removeTestRoot(zk.connectString, fresh.slice(0, fresh.lastIndexOf("/")));
+  }
+});

@@ -190,6 +190,7 @@ interface LibClient {
   exists(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
   getChildren(path: string, watcher: (() => void) | undefined, callback: LibCallback): void;
   addAuthInfo(scheme: string, auth: Buffer): void;
+  getACL(path: string, callback: LibCallback): void;
   connectionManager: LibConnectionManager;
 }
 /** The parts of the library's connection manager that closing a session must reach. */
@@ -329,11 +330,36 @@ export class ZooKeeperClient {
       const session = await client.#openSession(client.#options.connectTimeoutMs);
       client.#install(session, false);
       await client.mkdirp("/");
+      await client.#warnIfOpen();
     } catch (error) {
       await client.close();
       throw error;
     }
     return client;
+  }
+
+  /**
+   * With a credential, whether anyone may still change the root: it was created without one (the
+   * cluster existed before the credential was set, or someone else made it). Says so, loudly:
+   * the credential protects only what is created with it.
+   */
+  async #warnIfOpen(): Promise<void> {
+    if (this.#options.digest === undefined) return;
+    const outcome = await this.#call(true, (client, done) => client.getACL(this.#root, done));
+    if (outcome.code !== CODE.OK) return;
+    const acls = (outcome.results[0] ?? []) as Array<
+      { permission: number; id: { scheme: string; id: string } }
+    >;
+    const open = acls.some((acl) =>
+      acl.id.scheme === "world" && (acl.permission & ~lib.Permission.READ) !== 0
+    );
+    if (open) {
+      this.#logger.warn?.(
+        `ZooKeeper root "${this.#root}" may be changed by anyone: it was created without the ` +
+          "cluster's credential, and so were the znodes under it then (zookeeper.digest_file " +
+          "protects only znodes created with it)",
+      );
+    }
   }
 
   /** Subscribes to connection events; returns the unsubscribe function. */
