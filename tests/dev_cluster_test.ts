@@ -22,6 +22,7 @@ import {
   type DevProcess,
   killDev,
   liveProcesses,
+  printedCommands,
   processesMentioning,
   REPO_ROOT,
   type RunningDev,
@@ -33,9 +34,6 @@ import {
 const SHARDS = 4;
 
 /** The `deno task tinykv …` commands the dev cluster printed, in order. */
-function printedCommands(output: string): string[] {
-  return [...output.matchAll(/^ {2}(deno task tinykv .*)$/gm)].map((m) => m[1]);
-}
 
 /** Runs a printed `deno task tinykv …` command as a user would paste it (no quoting needed). */
 async function runPrinted(

@@ -8,15 +8,12 @@ import {
   devArgs,
   devPorts,
   killDev,
+  printedCommands,
   REPO_ROOT,
   type RunningDev,
   runUntilServing,
   stopDev,
 } from "./_harness/dev_cluster.ts";
-
-function printedCommands(output: string): string[] {
-  return [...output.matchAll(/^ {2}(deno task tinykv .*)$/gm)].map((m) => m[1]);
-}
 
 /** Runs `deno task tinykv …` words as a user would paste them, from the repository root. */
 async function run(

@@ -849,8 +849,6 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       return `peer ${message.from} lives on node "${known.nodeId}", not "${sender.nodeId}"`;
     }
     if (replica.isConfirmed(message.from)) return undefined;
-    const { voters, learners } = replica.log.appliedState.confState;
-    if (voters.includes(message.from) || learners.includes(message.from)) return undefined;
     if (envelope.notMember || message.type === "snapshot" || message.type === "timeoutNow") {
       return `peer ${message.from} of node "${sender.nodeId}" is not a member it knows`;
     }

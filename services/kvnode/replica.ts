@@ -265,7 +265,7 @@ export class Replica<R, M extends GroupMachine<R>> {
 
   /** Whether `peerId` is known from the configuration (not only from its own messages). */
   isConfirmed(peerId: number): boolean {
-    if (!this.#unconfirmed.has(peerId)) return this.#peers.has(peerId);
+    if (this.#peers.has(peerId) && !this.#unconfirmed.has(peerId)) return true;
     const { voters, learners } = this.log.appliedState.confState;
     return voters.includes(peerId as PeerId) || learners.includes(peerId as PeerId);
   }

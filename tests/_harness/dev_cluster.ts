@@ -208,3 +208,8 @@ export async function stopDev({ dev, pids }: RunningDev, dataDir: string): Promi
     throw new Error(`${error}; left: ${left.join(", ")}`);
   });
 }
+
+/** The `deno task tinykv …` commands dev printed under "Try it". */
+export function printedCommands(output: string): string[] {
+  return [...output.matchAll(/^ {2}(deno task tinykv .*)$/gm)].map((m) => m[1]);
+}
