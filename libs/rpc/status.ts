@@ -215,6 +215,10 @@ export function failureFromError(error: unknown): RpcFailure {
       if (failure.kind === "resourceExhausted" && TOO_LARGE_TO_SEND.test(details)) {
         return { ...failure, outcome: "notApplied" };
       }
+      // The deadline passed while grpc-js still waited for a connection: nothing was sent.
+      if (failure.kind === "deadlineExceeded" && WAITING_FOR_CONNECTION.test(details)) {
+        return rpcFailure("unavailable", `No connection in time: ${details}`);
+      }
       return failure;
     }
   }
@@ -272,6 +276,8 @@ export function toServerError(failure: RpcFailure): grpc.ServerErrorResponse {
 
 /** grpc-js's words for an UNAVAILABLE before any request left: no connection was ever made. */
 const NEVER_CONNECTED = /^No connection established/;
+/** grpc-js's words for a deadline that passed before the call had a connection to go on. */
+const WAITING_FOR_CONNECTION = /Waiting for LB pick/;
 /** grpc-js's words for a request it refused to send: too large for the channel's bound. */
 const TOO_LARGE_TO_SEND = /^Attempted to send message with a size larger than/;
 

@@ -72,6 +72,21 @@ Deno.test("failureFromStatus() refuses status OK: it is not a failure", () => {
   assert.throws(() => failureFromStatus({ code: grpc.status.OK, details: "" }), /status OK/);
 });
 
+Deno.test("failureFromError(): a deadline that passed before any connection is not applied", () => {
+  const waited = failureFromError({
+    code: grpc.status.DEADLINE_EXCEEDED,
+    details: "Deadline exceeded after 0.002s,metadata filters: 0.001s,Waiting for LB pick",
+  });
+  assert.equal(waited.kind, "unavailable");
+  assert.equal(outcomeOf(waited), "notApplied");
+  const sent = failureFromError({
+    code: grpc.status.DEADLINE_EXCEEDED,
+    details: "Deadline exceeded",
+  });
+  assert.equal(sent.kind, "deadlineExceeded");
+  assert.equal(outcomeOf(sent), "unknown");
+});
+
 Deno.test("failureFromError() maps values without a code to internal", () => {
   assert.deepStrictEqual(
     failureFromError(new Error("boom")),
