@@ -231,6 +231,30 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
     }, { deadlineMs: 5000 });
     assert.equal(status.kind, "permissionDenied");
 
+    // A backup needs the admin role (placement's shard map, then each leader's ExportShard, over
+    // TLS): a client's token is refused and writes nothing; an operator's copies every shard.
+    const backup = (tokenFile: string, into: string) =>
+      runCli([
+        "--placement",
+        `127.0.0.1:${adminPort}`,
+        "--ca",
+        credentials.ca.cert,
+        "--token-file",
+        tokenFile,
+        "--json",
+        "backup",
+        into,
+      ]);
+    const refusedBackup = await backup(clientTokenFile, `${dir}/backup-client`);
+    assert.equal(refusedBackup.code, 6, JSON.stringify(refusedBackup));
+    assert.equal(JSON.parse(refusedBackup.stdout).error.code, "permissionDenied");
+    assert.deepEqual([...Deno.readDirSync(`${dir}/backup-client`)], [], "nothing written");
+    const adminBackup = await backup(adminTokenFile, `${dir}/backup-admin`);
+    assert.equal(adminBackup.code, 0, JSON.stringify(adminBackup));
+    const manifest = JSON.parse(adminBackup.stdout).manifest;
+    assert.equal(manifest.shards.length, 2);
+    assert.ok(manifest.keys >= 2, `the backup holds "hello" and "cli": ${manifest.keys} keys`);
+
     // A Raft batch sent with n1's token in n3's name is refused before any message is read.
     const transport = createGrpcClient(RaftTransportService, `127.0.0.1:${kvnodePorts[1]}`, {
       maxMessageBytes: 4 << 20,

@@ -5,9 +5,11 @@
  * codes ({@linkcode USAGE}).
  *
  * Permissions: `--allow-net` (the gateways of `--endpoint`, the placement instances of
- * `--placement`, and for `status` the kvnodes placement lists) and `--allow-env` for grpc-js's
- * `GRPC_*` and proxy variables. Checking whether stdout is a terminal, and reading a VALUE of `-`
- * from stdin (`tools/tinykv/stdin.ts`), need none.
+ * `--placement`, and for `status` and `backup` the kvnodes placement lists), `--allow-env` for
+ * grpc-js's `GRPC_*` and proxy variables and `TINYKV_CA`/`TINYKV_TOKEN_FILE`, `--allow-read` for
+ * the `--ca` and `--token-file` files, `trace`'s logs and `restore`'s DIR, and `--allow-write` for
+ * `backup`'s DIR. Checking whether stdout is a terminal, and reading a VALUE of `-` from stdin
+ * (`tools/tinykv/stdin.ts`), need none.
  *
  * @module
  */
@@ -23,6 +25,12 @@ import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
 import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
 import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
 import { formatTrace, newTraceId, readTrace } from "./tinykv/trace.ts";
+import {
+  BACKUP_FORMAT,
+  BACKUP_TIMEOUT_MS_DEFAULT,
+  runBackup,
+  runRestore,
+} from "./tinykv/backup.ts";
 import { checkTraceId } from "@tinykv/shard";
 import type { ClientSecurity } from "@tinykv/rpc";
 
@@ -63,6 +71,8 @@ Usage:
   tinykv [flags] move SHARD --from NODE --to NODE
   tinykv [flags] transfer-leader SHARD --to NODE
   tinykv [flags] drain NODE [--no-wait]
+  tinykv [flags] backup DIR
+  tinykv [flags] restore DIR
   tinykv trace ID [--logs DIR]
   tinykv COMMAND --help
 
@@ -73,7 +83,8 @@ Flags (anywhere on the line; "--" ends flags, so later words may start with "-")
                         comma-separate for several (tried in order; a non-leader's answer naming
                         the leader is followed once) (default ${PLACEMENT_DEFAULT})
   --timeout MS          deadline of each request, retries included (default 5000); for drain,
-                        the bound on the whole wait (default ${DRAIN_TIMEOUT_MS_DEFAULT}, 10 minutes)
+                        the bound on the whole wait (default ${DRAIN_TIMEOUT_MS_DEFAULT}, 10 minutes); for
+                        backup, per shard, and for restore, per write (default ${BACKUP_TIMEOUT_MS_DEFAULT})
   --json                print one JSON document per command on stdout, errors included
   --hex                 KEY, VALUE and the values of --expected/--value/--start/--end are hex,
                         and human output prints keys and values as hex
@@ -137,6 +148,19 @@ Admin output:
                      {"started": true, "task": {"move": {...}, "step": S, ...}}
     drain            one document at the end: {"node": N, "replicas": COUNT, "done": BOOL, ...}
 
+Backup and restore:
+  backup DIR   copies every shard from its leader into DIR (new or empty): each shard at one
+               applied index, after a linearizable read barrier, so it holds every write
+               acknowledged before the command started. DIR gets shard-N.pairs files and, last,
+               manifest.json (format ${BACKUP_FORMAT}: per shard its range, applied index, term,
+               node, keys, bytes and SHA-256). Talks to placement (--placement) and the kvnodes
+               it lists; needs the admin role. Prints a table of the shards copied
+               (--json: {"ok": true, "dir": DIR, "manifest": {...}})
+  restore DIR  checks the whole backup first (manifest, SHA-256, counts, every key's shard),
+               refuses a cluster that holds any key, then writes every pair through the
+               gateways (--endpoint). The new cluster may have another number of shards
+               (--json: {"ok": true, "keys": N, "bytes": N, "shards": N})
+
 Exit codes:
   0  success
   1  get: the key does not exist; cas: the comparison did not match (nothing changed)
@@ -147,8 +171,9 @@ Exit codes:
   4  retryable failure: UNAVAILABLE, DEADLINE_EXCEEDED (a write's outcome is then unknown) or
      RESOURCE_EXHAUSTED; the client already retried until the deadline (also: no placement
      instance reachable, or drain still waiting at --timeout)
-  5  any other failure (FAILED_PRECONDITION, e.g. a move already in flight or a drain that would
-     leave too few nodes; DATA_LOSS, INTERNAL, cancelled)
+  5  any other failure (FAILED_PRECONDITION, e.g. a move already in flight, a drain that would
+     leave too few nodes, a backup DIR that is not empty, a restore into a cluster with keys;
+     DATA_LOSS, e.g. a backup file whose checksum differs; INTERNAL, cancelled)
   6  refused: no credential the server accepts (UNAUTHENTICATED) or a role that may not make the
      call (PERMISSION_DENIED)
 `;
@@ -181,6 +206,12 @@ const COMMAND_USAGE: Record<string, string> = {
   drain: "tinykv [flags] drain NODE [--no-wait]\n" +
     "  Marks NODE draining, then waits (--timeout, default 10 minutes) until it holds no\n" +
     "  replica, with a progress bar. --no-wait returns once the node is marked.",
+  backup: "tinykv [flags] backup DIR\n" +
+    "  Copies every shard, each at one applied index, into DIR (new or empty) with checksums\n" +
+    "  and a manifest written last. Needs --placement and the admin role.",
+  restore: "tinykv [flags] restore DIR\n" +
+    "  Checks the backup in DIR, then writes all of it into the cluster behind --endpoint,\n" +
+    "  which must hold no key.",
   trace: "tinykv trace ID [--logs DIR]\n" +
     "  Prints the steps of a request sent with --trace, from the services' logs in DIR\n" +
     `  (default ${LOGS_DEFAULT}, the dev cluster's log.dir), oldest first: the gateway that\n` +
@@ -212,7 +243,9 @@ type Command<V = Uint8Array> =
     value: V | undefined;
   }
   | { kind: "scan"; start?: Uint8Array; end?: Uint8Array; limit?: number }
-  | { kind: "trace"; id: string; logs: string };
+  | { kind: "trace"; id: string; logs: string }
+  | { kind: "backup"; dir: string }
+  | { kind: "restore"; dir: string };
 
 interface Flags {
   endpoints: string[];
@@ -392,6 +425,13 @@ function parseCommand(flags: Flags): Command<ValueArg> {
   if (flags.trace && (ADMIN_COMMANDS.has(name) || name === "trace")) {
     throw new UsageError(`Flag "--trace" applies to data commands, not "${name}"`, name);
   }
+  if (name === "backup" || name === "restore") {
+    if (flags.trace) {
+      throw new UsageError(`Flag "--trace" applies to data commands, not "${name}"`, name);
+    }
+    if (rest[0] === "") throw new UsageError(`Command "${name}" needs a DIR`, name);
+    return { kind: name, dir: rest[0] };
+  }
   if (name === "trace") {
     const problem = checkTraceId(rest[0]);
     if (problem !== undefined) throw new UsageError(problem, name);
@@ -425,6 +465,8 @@ const ARITY: Record<string, number> = {
   "transfer-leader": 1,
   drain: 1,
   trace: 1,
+  backup: 1,
+  restore: 1,
 };
 
 function parseAdmin(flags: Flags, name: string, args: readonly string[]): AdminCommand {
@@ -656,6 +698,8 @@ async function run(command: Command, flags: Flags, client: TinyKvClient, io: Out
     case "help":
     case "admin":
     case "trace":
+    case "backup":
+    case "restore":
       throw new Error(`run() was given "${command.kind}"`);
     default:
       return command satisfies never;
@@ -846,6 +890,25 @@ export async function main(args: readonly string[], io: Output = STDIO): Promise
     return await runAdmin(command.admin, options, io);
   }
   if (command.kind === "trace") return await runTrace(command, flags, io);
+  if (command.kind === "backup") {
+    return await runBackup({
+      placements: flags.placements,
+      dir: command.dir,
+      timeoutMs: flags.timeoutMs,
+      json: flags.json,
+      security,
+    }, io);
+  }
+  if (command.kind === "restore") {
+    return await runRestore({
+      endpoints: flags.endpoints,
+      dir: command.dir,
+      timeoutMs: flags.timeoutMs,
+      json: flags.json,
+      security,
+      maxMessageBytes: MESSAGE_BYTES_MAX,
+    }, io);
+  }
   if (flags.trace) {
     flags.traceId = newTraceId();
     await io.err(`trace ${flags.traceId}: deno task tinykv trace ${flags.traceId}`);

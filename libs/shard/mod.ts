@@ -141,3 +141,10 @@ export {
   type PlannerShard,
 } from "./planner_types.ts";
 export { compareBytes } from "./bytes.ts";
+export {
+  FRAME_LENGTH_BYTES,
+  type FramedPair,
+  framePair,
+  type FrameProblem,
+  FrameReader,
+} from "./pair_frames.ts";

@@ -1,7 +1,7 @@
 /**
  * The kvnode's `NodeAdmin` service: replica lifecycle (create, membership changes, leadership
- * transfer, deleting a replica outside its group), each fenced by cluster id and the shard's expected conf epoch, and the node's status
- * as placement pulls it.
+ * transfer, deleting a replica outside its group), each fenced by cluster id and the shard's expected conf epoch, the node's status
+ * as placement pulls it, and a shard's export for backups (`export_shard.ts`).
  *
  * @module
  */
@@ -28,6 +28,7 @@ import type { KvDriver, KvReplica } from "./kv_app.ts";
 import type { PeerAddress } from "./replica.ts";
 import { unreachable } from "./_assert.ts";
 import { hashSpacesInSlices } from "./state_machine.ts";
+import { exportShardHandler } from "./export_shard.ts";
 import { shardId } from "@tinykv/shard";
 
 /** Who this node is, as admin calls check it. */
@@ -46,6 +47,8 @@ export interface AdminServiceOptions {
   readonly changeTimeoutMsMax: number;
   /** Bytes of the node's data file up to its last page (`NodeStore.usedBytes`); 0 when not given. */
   readonly diskBytes?: () => number;
+  /** The driver's wall clock in Unix milliseconds (default `Date.now`). */
+  readonly now?: () => number;
 }
 
 const ROLE: Record<Role, ReplicaStatus_Role> = {
@@ -127,6 +130,12 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       });
       return fromAdmin(result, (value) => ({ deleted: value.deleted }));
     },
+    ExportShard: exportShardHandler({
+      driver,
+      nodeId: identity.nodeId,
+      clusterId: identity.clusterId,
+      now: options.now ?? Date.now,
+    }),
     Status: async (request, context) => {
       let replicas: ReplicaStatus[];
       if (!request.withDataHash) {

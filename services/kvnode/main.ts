@@ -52,6 +52,7 @@ async function main(args: string[]): Promise<number> {
 const KVNODE_POLICY: Policy = servicePolicy([
   ["/tinykv.v1.KvNode/", ["gateway"]],
   ["/tinykv.v1.NodeAdmin/Status", ["placement", "admin"]],
+  ["/tinykv.v1.NodeAdmin/ExportShard", ["placement", "admin"]],
   ["/tinykv.v1.NodeAdmin/", ["placement"]],
   ["/tinykv.v1.RaftTransport/", ["kvnode"]],
 ]);

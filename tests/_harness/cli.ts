@@ -11,7 +11,8 @@ const REPO_ROOT = new URL("../..", import.meta.url).pathname;
 export const CLI_PERMISSIONS = [
   "--allow-net",
   "--allow-env=GRPC_*,grpc_proxy,https_proxy,http_proxy,no_grpc_proxy,no_proxy,TINYKV_CA,TINYKV_TOKEN_FILE",
-  "--allow-read=./data",
+  "--allow-read",
+  "--allow-write",
 ];
 
 /** What one CLI run returned. */

@@ -467,6 +467,11 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "requestType": "DeleteReplicaRequest",
                   "responseType": "DeleteReplicaResponse",
                 },
+                "ExportShard": {
+                  "requestType": "ExportShardRequest",
+                  "responseType": "ExportShardChunk",
+                  "responseStream": true,
+                },
               },
             },
             "Peer": {
@@ -606,6 +611,87 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "deleted": {
                   "type": "bool",
                   "id": 1,
+                },
+              },
+            },
+            "ExportShardRequest": {
+              "fields": {
+                "clusterId": {
+                  "type": "string",
+                  "id": 1,
+                },
+                "shardId": {
+                  "type": "uint32",
+                  "id": 2,
+                },
+                "timeoutMs": {
+                  "type": "uint32",
+                  "id": 3,
+                },
+              },
+            },
+            "ExportShardChunk": {
+              "fields": {
+                "header": {
+                  "type": "ExportShardHeader",
+                  "id": 1,
+                },
+                "pairs": {
+                  "rule": "repeated",
+                  "type": "KeyValue",
+                  "id": 2,
+                },
+                "trailer": {
+                  "type": "ExportShardTrailer",
+                  "id": 3,
+                },
+              },
+            },
+            "ExportShardHeader": {
+              "fields": {
+                "shardId": {
+                  "type": "uint32",
+                  "id": 1,
+                },
+                "rangeLo": {
+                  "type": "uint64",
+                  "id": 2,
+                },
+                "rangeHi": {
+                  "type": "uint64",
+                  "id": 3,
+                },
+                "appliedIndex": {
+                  "type": "uint64",
+                  "id": 4,
+                },
+                "term": {
+                  "type": "uint64",
+                  "id": 5,
+                },
+                "confEpoch": {
+                  "type": "uint64",
+                  "id": 6,
+                },
+                "nodeId": {
+                  "type": "string",
+                  "id": 7,
+                },
+              },
+            },
+            "ExportShardTrailer": {
+              "fields": {
+                "keys": {
+                  "type": "uint64",
+                  "id": 1,
+                },
+                "bytes": {
+                  "type": "uint64",
+                  "id": 2,
+                },
+                "sha256": {
+                  "type": "bytes",
+                  "id": 3,
                 },
               },
             },
@@ -2582,6 +2668,162 @@ export const DeleteReplicaResponse: MessageCodec<DeleteReplicaResponse> = messag
   checkNothing,
 );
 
+/** The message `tinykv.v1.ExportShardRequest`. */
+export interface ExportShardRequest {
+  /** The field `cluster_id = 1`. */
+  clusterId: string;
+  /** The field `shard_id = 2`. */
+  shardId: number;
+  /** How long to wait for the read barrier, in milliseconds; 0 means the node's default. */
+  timeoutMs: number;
+}
+
+function fromExportShardRequest(m: unknown): ExportShardRequest {
+  const r = asRecord(m);
+  return {
+    clusterId: toText(r.clusterId),
+    shardId: toFloat(r.shardId),
+    timeoutMs: toFloat(r.timeoutMs),
+  };
+}
+
+function checkExportShardRequest(m: ExportShardRequest): void {
+  checkInteger(m.shardId, "uint32", "tinykv.v1.ExportShardRequest.shardId");
+  checkInteger(m.timeoutMs, "uint32", "tinykv.v1.ExportShardRequest.timeoutMs");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ExportShardRequest`. */
+export const ExportShardRequest: MessageCodec<ExportShardRequest> = messageCodec(
+  "tinykv.v1.ExportShardRequest",
+  fromExportShardRequest,
+  checkExportShardRequest,
+);
+
+/**
+ * One message of an export: the first carries only `header`, the last only `trailer`, those
+ * between only `pairs` (about 1 MiB each). A stream that ends without a trailer is incomplete.
+ */
+export interface ExportShardChunk {
+  /** The field `header = 1`. */
+  header?: ExportShardHeader;
+  /** The field `pairs = 2`. */
+  pairs: KeyValue[];
+  /** The field `trailer = 3`. */
+  trailer?: ExportShardTrailer;
+}
+
+function fromExportShardChunk(m: unknown): ExportShardChunk {
+  const r = asRecord(m);
+  const out: ExportShardChunk = {
+    pairs: toArray(r.pairs, "tinykv.v1.ExportShardChunk.pairs", fromKeyValue),
+  };
+  if (Object.hasOwn(r, "header") && r.header != null) {
+    out.header = fromExportShardHeader(r.header);
+  }
+  if (Object.hasOwn(r, "trailer") && r.trailer != null) {
+    out.trailer = fromExportShardTrailer(r.trailer);
+  }
+  return out;
+}
+
+function checkExportShardChunk(m: ExportShardChunk): void {
+  if (m.header !== undefined) {
+    checkExportShardHeader(m.header);
+  }
+  if (m.trailer !== undefined) {
+    checkExportShardTrailer(m.trailer);
+  }
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ExportShardChunk`. */
+export const ExportShardChunk: MessageCodec<ExportShardChunk> = messageCodec(
+  "tinykv.v1.ExportShardChunk",
+  fromExportShardChunk,
+  checkExportShardChunk,
+);
+
+/** Where the copy was taken. */
+export interface ExportShardHeader {
+  /** The field `shard_id = 1`. */
+  shardId: number;
+  /** The shard's FNV-1a hash range [range_lo, range_hi). */
+  rangeLo: number;
+  /** The field `range_hi = 3`. */
+  rangeHi: number;
+  /** The applied index the copy is exactly the state at, and the replica's term then. */
+  appliedIndex: number;
+  /** The field `term = 5`. */
+  term: number;
+  /** The field `conf_epoch = 6`. */
+  confEpoch: number;
+  /** The node that served the copy. */
+  nodeId: string;
+}
+
+function fromExportShardHeader(m: unknown): ExportShardHeader {
+  const r = asRecord(m);
+  return {
+    shardId: toFloat(r.shardId),
+    rangeLo: toSafeInteger(r.rangeLo, "tinykv.v1.ExportShardHeader.rangeLo"),
+    rangeHi: toSafeInteger(r.rangeHi, "tinykv.v1.ExportShardHeader.rangeHi"),
+    appliedIndex: toSafeInteger(r.appliedIndex, "tinykv.v1.ExportShardHeader.appliedIndex"),
+    term: toSafeInteger(r.term, "tinykv.v1.ExportShardHeader.term"),
+    confEpoch: toSafeInteger(r.confEpoch, "tinykv.v1.ExportShardHeader.confEpoch"),
+    nodeId: toText(r.nodeId),
+  };
+}
+
+function checkExportShardHeader(m: ExportShardHeader): void {
+  checkInteger(m.shardId, "uint32", "tinykv.v1.ExportShardHeader.shardId");
+  checkInteger(m.rangeLo, "uint64", "tinykv.v1.ExportShardHeader.rangeLo");
+  checkInteger(m.rangeHi, "uint64", "tinykv.v1.ExportShardHeader.rangeHi");
+  checkInteger(m.appliedIndex, "uint64", "tinykv.v1.ExportShardHeader.appliedIndex");
+  checkInteger(m.term, "uint64", "tinykv.v1.ExportShardHeader.term");
+  checkInteger(m.confEpoch, "uint64", "tinykv.v1.ExportShardHeader.confEpoch");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ExportShardHeader`. */
+export const ExportShardHeader: MessageCodec<ExportShardHeader> = messageCodec(
+  "tinykv.v1.ExportShardHeader",
+  fromExportShardHeader,
+  checkExportShardHeader,
+);
+
+/** What was sent, for the receiver to check. */
+export interface ExportShardTrailer {
+  /** Pairs sent, and bytes of their keys and values. */
+  keys: number;
+  /** The field `bytes = 2`. */
+  bytes: number;
+  /**
+   * SHA-256 over every pair in order, each framed as its key's length (4 bytes, big-endian), the
+   * key, its value's length (4 bytes, big-endian) and the value: a backup's shard file is exactly
+   * those bytes, so this is also the file's digest.
+   */
+  sha256: Uint8Array;
+}
+
+function fromExportShardTrailer(m: unknown): ExportShardTrailer {
+  const r = asRecord(m);
+  return {
+    keys: toSafeInteger(r.keys, "tinykv.v1.ExportShardTrailer.keys"),
+    bytes: toSafeInteger(r.bytes, "tinykv.v1.ExportShardTrailer.bytes"),
+    sha256: toBytes(r.sha256),
+  };
+}
+
+function checkExportShardTrailer(m: ExportShardTrailer): void {
+  checkInteger(m.keys, "uint64", "tinykv.v1.ExportShardTrailer.keys");
+  checkInteger(m.bytes, "uint64", "tinykv.v1.ExportShardTrailer.bytes");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ExportShardTrailer`. */
+export const ExportShardTrailer: MessageCodec<ExportShardTrailer> = messageCodec(
+  "tinykv.v1.ExportShardTrailer",
+  fromExportShardTrailer,
+  checkExportShardTrailer,
+);
+
 /** The message `tinykv.v1.TransferLeaderRequest`. */
 export interface TransferLeaderRequest {
   /** The field `cluster_id = 1`. */
@@ -4026,6 +4268,14 @@ export interface UnaryMethodDefinition<Req, Res> extends grpc.MethodDefinition<R
   readonly responseStream: false;
 }
 
+/** A server-streaming method: grpc-js's `MethodDefinition` with its stream flags fixed. */
+export interface ServerStreamMethodDefinition<Req, Res> extends grpc.MethodDefinition<Req, Res> {
+  /** Whether the client sends a stream: always false here. */
+  readonly requestStream: false;
+  /** Whether the server sends a stream: always true here. */
+  readonly responseStream: true;
+}
+
 /** A client-streaming method: grpc-js's `MethodDefinition` with its stream flags fixed. */
 export interface ClientStreamMethodDefinition<Req, Res> extends grpc.MethodDefinition<Req, Res> {
   /** Whether the client sends a stream: always true here. */
@@ -4258,6 +4508,13 @@ export interface NodeAdminServiceDefinition extends grpc.ServiceDefinition {
    * its learner was added, or one removed while it could not hear of it (a learner never asks).
    */
   readonly DeleteReplica: UnaryMethodDefinition<DeleteReplicaRequest, DeleteReplicaResponse>;
+  /**
+   * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
+   * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
+   * sends every key and value of the shard at one applied index, in key order. Also open to the
+   * admin role.
+   */
+  readonly ExportShard: ServerStreamMethodDefinition<ExportShardRequest, ExportShardChunk>;
 }
 
 /**
@@ -4311,6 +4568,15 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     responseSerialize: serializer(DeleteReplicaResponse),
     responseDeserialize: deserializer(DeleteReplicaResponse),
   },
+  ExportShard: {
+    path: "/tinykv.v1.NodeAdmin/ExportShard",
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: serializer(ExportShardRequest),
+    requestDeserialize: deserializer(ExportShardRequest),
+    responseSerialize: serializer(ExportShardChunk),
+    responseDeserialize: deserializer(ExportShardChunk),
+  },
 };
 
 /** grpc-js server handlers for `tinykv.v1.NodeAdmin` (raw callback style). */
@@ -4331,6 +4597,13 @@ export interface NodeAdminHandlers extends grpc.UntypedServiceImplementation {
    * its learner was added, or one removed while it could not hear of it (a learner never asks).
    */
   DeleteReplica: grpc.handleUnaryCall<DeleteReplicaRequest, DeleteReplicaResponse>;
+  /**
+   * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
+   * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
+   * sends every key and value of the shard at one applied index, in key order. Also open to the
+   * admin role.
+   */
+  ExportShard: grpc.handleServerStreamingCall<ExportShardRequest, ExportShardChunk>;
 }
 
 /**
@@ -4378,6 +4651,17 @@ export interface NodeAdminClient extends grpc.Client {
     options: grpc.CallOptions,
     callback: grpc.requestCallback<DeleteReplicaResponse>,
   ): grpc.ClientUnaryCall;
+  /**
+   * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
+   * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
+   * sends every key and value of the shard at one applied index, in key order. Also open to the
+   * admin role.
+   */
+  ExportShard(
+    request: ExportShardRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+  ): grpc.ClientReadableStream<ExportShardChunk>;
 }
 
 /** The methods of `tinykv.v1.RaftTransport`, typed for `libs/rpc` and grpc-js. */
