@@ -371,9 +371,12 @@ Deno.test("keepEphemeral claims its znode back when another session took it duri
       warn: (message) => warnings.push(message),
     });
     try {
-      await waitFor(async () => (await observer.exists("/gateways/g1")) !== undefined, {
-        what: "the first claim",
-      });
+      // Seen by the client itself: its answer comes after the claim's create's on the session,
+      // so the pause below cannot cut that create (its outcome unknown, the claim retried).
+      await waitFor(
+        async () => (await client.exists("/gateways/g1"))?.ephemeralOwner === client.sessionId,
+        { what: "the first claim" },
+      );
       proxy.pause();
       await waitFor(async () => (await observer.exists("/gateways/g1")) === undefined, {
         what: "the server to expire the session",

@@ -31,9 +31,9 @@ export async function claimEphemeral(
 
 /**
  * Keeps `path` claimed while the process runs: claims it until that succeeds (retrying every
- * `retryMs`), and again whenever it disappears (someone deleted it) or the client gives up
- * restoring it after a session expiry (another session's znode was in the way). Returns a
- * function that stops it.
+ * `retryMs`) and a check finds it owned by this session, and again whenever it disappears
+ * (someone deleted it) or the client gives up restoring it after a session expiry (another
+ * session's znode was in the way). Returns a function that stops it.
  */
 export function keepEphemeral(
   zk: ZooKeeperClient,
@@ -46,13 +46,26 @@ export function keepEphemeral(
 ): () => void {
   let stopped = false;
   let claiming = false;
+  let again = false;
   const claim = async () => {
-    if (claiming) return;
+    if (claiming) {
+      // Not dropped: the znode may have gone after the running claim created it (see below).
+      again = true;
+      return;
+    }
     claiming = true;
     while (!stopped) {
+      again = false;
       try {
         await claimEphemeral(zk, path, data);
-        break;
+        // Checked, not assumed: the watch reports a value only when it differs from the last it
+        // reported, so when it last saw the znode absent (this claim's own delete of another
+        // session's znode, or the deletion that started the claim) and someone deletes the
+        // znode this claim created before the watch reads it back, the watch reports nothing.
+        // That read, sent when the creation's event came, is ahead of this one on the session.
+        const stat = await zk.exists(path);
+        const owned = stat !== undefined && stat.ephemeralOwner === zk.sessionId;
+        if (owned && !again) break;
       } catch (error) {
         options.warn("Cannot register in ZooKeeper: retrying", { path, error });
         await new Promise((resolve) => setTimeout(resolve, options.retryMs));
