@@ -3,15 +3,8 @@ import { FRAME_LENGTH_BYTES, framePair, FrameReader } from "./pair_frames.ts";
 
 const enc = new TextEncoder();
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
+/** The parts one after another. */
+const concat = (parts: Uint8Array[]) => Uint8Array.from(parts.flatMap((part) => [...part]));
 
 Deno.test("framePair: big-endian lengths before the key and the value", () => {
   const framed = framePair(enc.encode("ab"), enc.encode("xyz"));
