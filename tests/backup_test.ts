@@ -4,7 +4,10 @@
 // older one), plus the largest key and value the API allows, byte for byte; it restores into a
 // fresh cluster with another number of shards. A damaged backup is refused before anything is
 // written, a restore into a cluster that holds keys is refused, a backup into a directory that is
-// not empty is refused; each with its documented exit code and the cluster left as it was.
+// not empty is refused; each with its documented exit code and the cluster left as it was. At
+// small limits (128 KiB values, 1 MiB messages) values at the limit export in several messages,
+// a backup holding a larger value is refused whole, and a follower refuses an export naming the
+// leader.
 import assert from "node:assert/strict";
 import { bytes, text, TinyKvClient } from "@tinykv/client";
 import { KEY_BYTES_MAX } from "@tinykv/shard";
@@ -20,10 +23,58 @@ import {
 } from "./_harness/dev_cluster.ts";
 import { patternBytes } from "./_harness/bytes.ts";
 import { EXIT } from "../tools/tinykv.ts";
-import { type Manifest, MANIFEST_FILE } from "../tools/tinykv/backup.ts";
+import { type Manifest, MANIFEST_FILE, readShardFile } from "../tools/tinykv/backup.ts";
+import * as grpc from "@grpc/grpc-js";
+import { type ExportShardChunk, NodeAdminService, PlacementService } from "@tinykv/proto/tinykv/v1";
+import { createGrpcClient, failureFromError, unaryCaller } from "@tinykv/rpc";
 
 /** The default `storage.value_bytes_max`: the largest value the API takes. */
 const VALUE_BYTES_MAX = 1024 * 1024;
+/** A small cluster's `storage.value_bytes_max` and `rpc_server.max_message_bytes`. */
+const SMALL_VALUE_BYTES_MAX = 128 * 1024;
+const SMALL_MESSAGE_BYTES_MAX = 1024 * 1024;
+
+/** Placement's cluster state. */
+async function stateOf(placement: string) {
+  const admin = createGrpcClient(PlacementService, placement, { maxMessageBytes: 8 << 20 });
+  try {
+    const state = await unaryCaller(admin, "ClusterState")({}, { deadlineMs: 5000 });
+    if (state.kind !== "ok") assert.fail(`ClusterState: ${state.message}`);
+    return state.response;
+  } finally {
+    admin.close();
+  }
+}
+
+/** One `ExportShard` call's failure, or "ok" when it streamed to its end. */
+async function exportOnce(address: string, clusterId: string, shard: number) {
+  const admin = createGrpcClient(NodeAdminService, address, { maxMessageBytes: 8 << 20 });
+  try {
+    const call = admin.ExportShard(
+      { clusterId, shardId: shard, timeoutMs: 2000 },
+      new grpc.Metadata(),
+      {},
+    );
+    for await (const _ of call as AsyncIterable<ExportShardChunk>) { /* drained */ }
+    return { kind: "ok", message: "" };
+  } catch (error) {
+    return failureFromError(error);
+  } finally {
+    admin.close();
+  }
+}
+
+/** The pairs of a backup, by key as text, each shard file read and checked as restore does. */
+async function readBackup(dir: string, manifest: Manifest): Promise<Map<string, Uint8Array>> {
+  const pairs = new Map<string, Uint8Array>();
+  for (const shard of manifest.shards) {
+    await readShardFile(dir, shard, (key, value) => {
+      pairs.set(text(key), value);
+      return Promise.resolve();
+    });
+  }
+  return pairs;
+}
 const WRITERS = 4;
 const KEYS_PER_WRITER = 40;
 
@@ -183,6 +234,52 @@ Deno.test("backup under load, then restore into a fresh cluster: every acknowled
       clientB.close();
     }
     await stopDev(running, dirB);
+    running = undefined;
+
+    // Cluster S, at small limits: values of at most 128 KiB, messages of at most 1 MiB.
+    const dirS = `${root}/s`;
+    const portsS = devPorts();
+    running = await runUntilServing([
+      "--fresh",
+      "--no-restart",
+      ...devArgs(dirS, portsS, 1),
+      `--rpc_server.max_message_bytes=${SMALL_MESSAGE_BYTES_MAX}`,
+      `--storage.value_bytes_max=${SMALL_VALUE_BYTES_MAX}`,
+      "--raft.message_bytes_max=262144",
+    ]);
+    const s = at(portsS);
+    const clientS = TinyKvClient.connect({ endpoints: [s.gateway], maxMessageBytes: 4 << 20 });
+    try {
+      // The backup's 1 MiB value is over S's limit: refused before any pair is written.
+      const tooLarge = await runCli(["--endpoint", s.gateway, "restore", backup]);
+      expectCli(tooLarge, EXIT.invalidArgument);
+      assert.match(tooLarge.stderr, /refuses the backup's largest value \(1048576 bytes\)/);
+      assert.equal((await everything(clientS)).size, 0, "nothing was written");
+
+      // Values at S's limit, 1.5 MiB in the one shard: exported in several messages of at most
+      // 1 MiB, and the copy reads back whole.
+      const values = Array.from({ length: 12 }, (_, i) => patternBytes(SMALL_VALUE_BYTES_MAX, i));
+      for (const [i, value] of values.entries()) await clientS.put(`big-${i}`, value);
+      const small = `${root}/small`;
+      const copied = await runCli(["--placement", s.placement, "--json", "backup", small]);
+      expectCli(copied, EXIT.ok);
+      const smallManifest: Manifest = JSON.parse(copied.stdout).manifest;
+      assert.equal(smallManifest.keys, 12);
+      const pairs = await readBackup(small, smallManifest);
+      for (const [i, value] of values.entries()) assert.deepEqual(pairs.get(`big-${i}`), value);
+
+      // A follower refuses an export and names the leader.
+      const [shard] = await (await stateOf(s.placement)).shards;
+      const follower = shard.voters.find((v) => v !== shard.leader)!;
+      const followerAddress = (await stateOf(s.placement)).nodes.find((n) => n.nodeId === follower)!
+        .address;
+      const refused = await exportOnce(followerAddress, smallManifest.cluster_id, shard.shardId);
+      assert.equal(refused.kind, "unavailable", JSON.stringify(refused));
+      assert.match(refused.message, /the leader is at 127\.0\.0\.1:\d+$/);
+    } finally {
+      clientS.close();
+    }
+    await stopDev(running, dirS);
     running = undefined;
   } finally {
     await killDev(running);

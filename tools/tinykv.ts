@@ -84,7 +84,8 @@ Flags (anywhere on the line; "--" ends flags, so later words may start with "-")
                         the leader is followed once) (default ${PLACEMENT_DEFAULT})
   --timeout MS          deadline of each request, retries included (default 5000); for drain,
                         the bound on the whole wait (default ${DRAIN_TIMEOUT_MS_DEFAULT}, 10 minutes); for
-                        backup, per shard, and for restore, per write (default ${BACKUP_TIMEOUT_MS_DEFAULT})
+                        backup, the bound on reaching each shard's leader and then on each
+                        wait for its data, and for restore, per write (default ${BACKUP_TIMEOUT_MS_DEFAULT})
   --json                print one JSON document per command on stdout, errors included
   --hex                 KEY, VALUE and the values of --expected/--value/--start/--end are hex,
                         and human output prints keys and values as hex
@@ -157,9 +158,12 @@ Backup and restore:
                it lists; needs the admin role. Prints a table of the shards copied
                (--json: {"ok": true, "dir": DIR, "manifest": {...}})
   restore DIR  checks the whole backup first (manifest, SHA-256, counts, every key's shard),
-               refuses a cluster that holds any key, then writes every pair through the
-               gateways (--endpoint). The new cluster may have another number of shards
-               (--json: {"ok": true, "keys": N, "bytes": N, "shards": N})
+               refuses a cluster that holds any key, writes the largest value first and alone
+               (a cluster with a smaller storage.value_bytes_max refuses it with nothing
+               written), then every pair through the gateways (--endpoint). The new cluster
+               may have another number of shards (--json: {"ok": true, "keys": N, "bytes": N,
+               "shards": N}; a failure midway adds "written" and "keys" to the error: start
+               a new cluster to restore again)
 
 Exit codes:
   0  success

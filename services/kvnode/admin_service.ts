@@ -15,6 +15,7 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import {
   bindService,
+  MESSAGE_BYTES_MAX_DEFAULT,
   RpcError,
   rpcFailure,
   rpcOk,
@@ -49,6 +50,8 @@ export interface AdminServiceOptions {
   readonly diskBytes?: () => number;
   /** The driver's wall clock in Unix milliseconds (default `Date.now`). */
   readonly now?: () => number;
+  /** The server's largest message (`rpc_server.max_message_bytes`), for export chunks. */
+  readonly messageBytesMax?: number;
 }
 
 const ROLE: Record<Role, ReplicaStatus_Role> = {
@@ -135,6 +138,7 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       nodeId: identity.nodeId,
       clusterId: identity.clusterId,
       now: options.now ?? Date.now,
+      messageBytesMax: options.messageBytesMax ?? MESSAGE_BYTES_MAX_DEFAULT,
     }),
     Status: async (request, context) => {
       let replicas: ReplicaStatus[];

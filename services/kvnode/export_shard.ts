@@ -23,8 +23,21 @@ import { type RpcFailure, rpcFailure, toServerError } from "@tinykv/rpc";
 import { FRAME_LENGTH_BYTES, shardId } from "@tinykv/shard";
 import type { KvDriver } from "./kv_app.ts";
 
-/** Bytes of keys and values per chunk of an export (a chunk ends after the pair that passes it). */
+/**
+ * Bytes per chunk of an export, framing of each pair included ({@linkcode PAIR_OVERHEAD_BYTES}),
+ * and never more than half the server's largest message: a chunk ends before the pair that would
+ * pass it (a pair larger than that goes alone; the config keeps it within one message).
+ */
 export const EXPORT_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Pairs per chunk: each chunk is read from the view synchronously, on the event loop the driver
+ * shares, so it stays short (a quarter of a slice of the Status data hash, `HASH_SLICE_PAIRS`).
+ */
+export const EXPORT_CHUNK_PAIRS = 1024;
+/** Protobuf bytes around one pair in a chunk, at most (tags and length varints). */
+const PAIR_OVERHEAD_BYTES = 16;
+/** How long one message may wait for the caller to take it before the export gives up. */
+export const EXPORT_STALL_MS_MAX = 60_000;
 /** Exports running at once on one node. */
 export const EXPORTS_MAX = 2;
 /** The barrier's wait when the request gives none. */
@@ -39,6 +52,8 @@ export interface ExportShardOptions {
   readonly clusterId: string;
   /** The driver's wall clock, in Unix milliseconds. */
   readonly now: () => number;
+  /** The server's largest message (`rpc_server.max_message_bytes`). */
+  readonly messageBytesMax: number;
 }
 
 type ExportCall = grpc.ServerWritableStream<ExportShardRequest, ExportShardChunk>;
@@ -88,6 +103,11 @@ async function exportShard(
   const timeoutMs = request.timeoutMs === 0
     ? EXPORT_BARRIER_TIMEOUT_MS_DEFAULT
     : Math.min(request.timeoutMs, EXPORT_BARRIER_TIMEOUT_MS_MAX);
+  // The incarnation of the replica the barrier runs on: a view of another (the replica removed and
+  // created again meanwhile, e.g. a new learner with none of the data) must not be exported.
+  const before = await options.driver.inspect((all) =>
+    all.find((r) => r.shardId === shard)?.peerId
+  );
   const barrier = await options.driver.submit({
     shardId: shard,
     confEpoch: 0,
@@ -117,7 +137,7 @@ async function exportShard(
   if (call.cancelled) return undefined;
   const taken = await options.driver.inspect((all) => {
     const replica = all.find((r) => r.shardId === shard);
-    if (replica === undefined) return undefined;
+    if (replica === undefined || replica.peerId !== before) return undefined;
     const { applied, confState } = replica.log.appliedState;
     return {
       header: {
@@ -143,21 +163,23 @@ async function exportShard(
     const hash = createHash("sha256");
     let keys = 0;
     let bytes = 0;
+    const budget = Math.min(EXPORT_CHUNK_BYTES, Math.floor(options.messageBytesMax / 2));
     let chunk: KeyValue[] = [];
     let chunkBytes = 0;
     for (const { key, value } of taken.view.spaces.data.scan(new Uint8Array(), undefined)) {
+      const size = key.length + value.length + PAIR_OVERHEAD_BYTES;
+      if (chunk.length > 0 && (chunkBytes + size > budget || chunk.length >= EXPORT_CHUNK_PAIRS)) {
+        if (!await write(call, { pairs: chunk })) return undefined;
+        chunk = [];
+        chunkBytes = 0;
+      }
       // The view's buffers may be reused by the next read: keep copies.
       const pair = { key: key.slice(), value: value.slice() };
       hashFramed(hash, pair.key, pair.value);
       keys++;
       bytes += key.length + value.length;
       chunk.push(pair);
-      chunkBytes += key.length + value.length;
-      if (chunkBytes >= EXPORT_CHUNK_BYTES) {
-        if (!await write(call, { pairs: chunk })) return undefined;
-        chunk = [];
-        chunkBytes = 0;
-      }
+      chunkBytes += size;
     }
     if (chunk.length > 0 && !await write(call, { pairs: chunk })) return undefined;
     const trailer = { keys, bytes, sha256: new Uint8Array(hash.digest()) };
@@ -182,28 +204,33 @@ function hashFramed(hash: ReturnType<typeof createHash>, key: Uint8Array, value:
 }
 
 /**
- * Writes one message; waits while the stream is full. False once the caller has gone (the export
- * stops there).
+ * Writes one message and waits until grpc-js has handed it to HTTP/2 (so at most one message is
+ * queued in the kvnode per export, whatever its size). False once the caller has gone, or has not
+ * taken a message for {@linkcode EXPORT_STALL_MS_MAX} (the export stops there).
  */
 async function write(call: ExportCall, chunk: ExportShardChunk): Promise<boolean> {
   if (call.cancelled || call.destroyed) return false;
-  if (call.write(chunk)) {
-    // Let the event loop run between chunks even while the stream takes them (an admin path:
-    // the timer's few milliseconds per MiB do not matter).
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    return !call.cancelled;
-  }
   return await new Promise<boolean>((resolve) => {
+    let settled = false;
     const done = (ok: boolean) => {
-      call.off("drain", onDrain);
+      if (settled) return;
+      settled = true;
+      clearTimeout(stalled);
       call.off("cancelled", onGone);
       call.off("close", onGone);
-      resolve(ok);
+      resolve(ok && !call.cancelled);
     };
-    const onDrain = () => done(true);
     const onGone = () => done(false);
-    call.on("drain", onDrain);
+    const stalled = setTimeout(() => {
+      done(false);
+      // The slot and the read view are released by the caller of `write` either way.
+      fail(
+        call,
+        rpcFailure("deadlineExceeded", `The caller took no message for ${EXPORT_STALL_MS_MAX} ms`),
+      );
+    }, EXPORT_STALL_MS_MAX);
     call.on("cancelled", onGone);
     call.on("close", onGone);
+    call.write(chunk, (error: unknown) => done(error === undefined || error === null));
   });
 }

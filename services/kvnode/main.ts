@@ -52,7 +52,7 @@ async function main(args: string[]): Promise<number> {
 const KVNODE_POLICY: Policy = servicePolicy([
   ["/tinykv.v1.KvNode/", ["gateway"]],
   ["/tinykv.v1.NodeAdmin/Status", ["placement", "admin"]],
-  ["/tinykv.v1.NodeAdmin/ExportShard", ["placement", "admin"]],
+  ["/tinykv.v1.NodeAdmin/ExportShard", ["admin"]],
   ["/tinykv.v1.NodeAdmin/", ["placement"]],
   ["/tinykv.v1.RaftTransport/", ["kvnode"]],
 ]);
@@ -166,6 +166,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
         identity,
         changeTimeoutMsMax: CHANGE_TIMEOUT_MS_MAX,
         diskBytes: () => store.usedBytes(),
+        messageBytesMax: config.rpc_server.max_message_bytes,
       }),
       raftTransportService({
         clusterId,

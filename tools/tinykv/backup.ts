@@ -66,6 +66,8 @@ export const BACKUP_TIMEOUT_MS_DEFAULT = 60_000;
 export const BACKUP_SHARDS_IN_FLIGHT = 2;
 /** Writes in flight during a restore. */
 export const RESTORE_IN_FLIGHT = 64;
+/** Bytes of keys and values in flight during a restore (one pair over it goes alone). */
+export const RESTORE_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 /** The largest value a backup may hold: the largest `storage.value_bytes_max` a server allows. */
 export const BACKUP_VALUE_BYTES_MAX = 64 * 1024 * 1024;
 /** The largest message of an export: a chunk ends after the pair that passes 1 MiB. */
@@ -147,13 +149,20 @@ function failWith(kind: RpcFailure["kind"], message: string): never {
   throw new CommandFailure(rpcFailure(kind, message));
 }
 
-async function reportFailure(error: unknown, json: boolean, io: BackupOutput): Promise<number> {
+async function reportFailure(
+  error: unknown,
+  json: boolean,
+  io: BackupOutput,
+  extra: Record<string, unknown> = {},
+): Promise<number> {
   let failure: RpcFailure;
   if (error instanceof CommandFailure) failure = error.failure;
   else if (error instanceof TinyKvError) failure = rpcFailure(error.code, error.message);
   else throw error;
   if (json) {
-    await io.out(JSON.stringify({ error: { code: failure.kind, message: failure.message } }));
+    await io.out(
+      JSON.stringify({ error: { code: failure.kind, message: failure.message, ...extra } }),
+    );
   } else {
     await io.err(`error: ${failure.kind}: ${failure.message}`);
   }
@@ -207,11 +216,15 @@ export async function runBackup(options: BackupOptions, io: BackupOutput): Promi
     const problem = checkManifest(manifest);
     if (problem !== undefined) failWith("unavailable", `The shards copied do not fit: ${problem}`);
     const temporary = `${options.dir}/${MANIFEST_FILE}.partial`;
-    await writeSynced(
-      temporary,
-      new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"),
-    );
-    await Deno.rename(temporary, `${options.dir}/${MANIFEST_FILE}`);
+    await onDisk("write", temporary, async () => {
+      await syncDir(options.dir); // the shard files' renames, before the manifest names them
+      await writeSynced(
+        temporary,
+        new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"),
+      );
+      await Deno.rename(temporary, `${options.dir}/${MANIFEST_FILE}`);
+      await syncDir(options.dir);
+    });
     if (options.json) {
       await io.out(JSON.stringify({ ok: true, dir: options.dir, manifest }));
     } else {
@@ -308,6 +321,11 @@ async function findClusterId(
   throw new CommandFailure(last);
 }
 
+/** The least time left worth another export attempt. */
+const ATTEMPT_MS_MIN = 1000;
+/** grpc-js's refusal of a message over a size limit: the same next time, so not retried. */
+const MESSAGE_TOO_LARGE = /(Sent|Received) message larger than max/;
+
 /** The leader's address named in an UNAVAILABLE answer of a replica that does not lead. */
 const LEADER_AT = /the leader is at (\S+)$/;
 
@@ -334,11 +352,14 @@ async function exportWithRetries(
       if (tried.has(address)) continue;
       tried.add(address);
       const remaining = deadlineAt - Date.now();
-      if (remaining <= 0) break;
+      if (remaining < ATTEMPT_MS_MIN) break;
       const outcome = await exportFrom(context, shard, address, remaining);
       if (outcome.kind === "ok") return outcome.shard;
       last = outcome.failure;
-      if (last.kind !== "unavailable" && last.kind !== "resourceExhausted") {
+      if (
+        (last.kind !== "unavailable" && last.kind !== "resourceExhausted") ||
+        MESSAGE_TOO_LARGE.test(last.message)
+      ) {
         throw new CommandFailure(last);
       }
       const leader = LEADER_AT.exec(last.message)?.[1];
@@ -378,7 +399,13 @@ async function exportFrom(
     maxMessageBytes: EXPORT_MESSAGE_BYTES_MAX,
     ...context.security,
   });
-  const output = await Deno.open(partial, { write: true, create: true, truncate: true });
+  const output = await onDisk(
+    "create",
+    partial,
+    () => Deno.open(partial, { write: true, create: true, truncate: true }),
+  );
+  let idle = false;
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   const closeOutput = () => {
     if (!closed) output.close();
@@ -392,8 +419,18 @@ async function exportFrom(
         timeoutMs: Math.min(deadlineMs, 60_000),
       },
       new grpc.Metadata(),
-      { deadline: Date.now() + deadlineMs },
+      {},
     );
+    // No deadline on the whole stream (a large shard takes as long as it takes): the barrier has
+    // `timeoutMs`, and then each message must come within the shard's timeout.
+    const awaitNext = (ms: number) => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => {
+        idle = true;
+        call.cancel();
+      }, ms);
+    };
+    awaitNext(deadlineMs + 1000);
     const hash = createHash("sha256");
     let header: ExportShardChunk["header"];
     let keys = 0;
@@ -407,6 +444,7 @@ async function exportFrom(
     };
     try {
       for await (const chunk of call as AsyncIterable<ExportShardChunk>) {
+        awaitNext(context.timeoutMs);
         if (header === undefined) {
           if (chunk.header === undefined) return problem("the export does not start with a header");
           header = chunk.header;
@@ -426,9 +464,9 @@ async function exportFrom(
           if (!equalBytes(sent.sha256, digest)) {
             return problem("the SHA-256 of the pairs received differs from the kvnode's");
           }
-          await output.sync();
+          await onDisk("sync", partial, () => output.sync());
           closeOutput();
-          await Deno.rename(partial, `${context.dir}/${file}`);
+          await onDisk("rename", partial, () => Deno.rename(partial, `${context.dir}/${file}`));
           return {
             kind: "ok",
             shard: {
@@ -449,16 +487,31 @@ async function exportFrom(
         for (const pair of chunk.pairs) {
           const framed = framePair(pair.key, pair.value);
           hash.update(framed);
-          await writeAll(output, framed);
+          await onDisk("write", partial, () => writeAll(output, framed));
           keys++;
           bytes += pair.key.length + pair.value.length;
         }
       }
     } catch (error) {
+      if (error instanceof CommandFailure) {
+        call.cancel();
+        throw error;
+      }
+      if (idle) {
+        return {
+          kind: "failed",
+          failure: rpcFailure(
+            "deadlineExceeded",
+            `Kvnode at ${address} sent nothing of shard ${shard.shardId} for ` +
+              `${header === undefined ? deadlineMs + 1000 : context.timeoutMs} ms`,
+          ),
+        };
+      }
       return { kind: "failed", failure: withAddress(failureFromError(error), address) };
     }
     return problem("the export ended without its trailer");
   } finally {
+    clearTimeout(idleTimer);
     closeOutput();
     client.close();
   }
@@ -488,6 +541,25 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
+/** Runs a local file operation; its failure ends the command naming `path`. */
+async function onDisk<T>(what: string, path: string, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    return failWith("failedPrecondition", `Cannot ${what} "${path}": ${messageOf(error)}`);
+  }
+}
+
+/** Makes the renames in `dir` durable (a rename is a change of the directory). */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await Deno.open(dir, { read: true });
+  try {
+    await handle.sync();
+  } finally {
+    handle.close();
+  }
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -507,6 +579,9 @@ export function checkManifest(manifest: unknown): string | undefined {
   if (!Array.isArray(m.shards) || m.shards.length === 0) return "the manifest lists no shards";
   const counts = ["shard_id", "range_lo", "range_hi", "applied_index", "keys", "bytes"] as const;
   for (const shard of m.shards) {
+    if (typeof shard !== "object" || shard === null || Array.isArray(shard)) {
+      return `a shard is ${JSON.stringify(shard)}, not an object`;
+    }
     for (const field of counts) {
       const value = (shard as unknown as Record<string, unknown>)[field];
       if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
@@ -588,7 +663,12 @@ export async function readShardFile(
   try {
     const buffer = new Uint8Array(READ_BYTES);
     while (true) {
-      const n = await file.read(buffer);
+      let n: number | null;
+      try {
+        n = await file.read(buffer);
+      } catch (error) {
+        return bad(`cannot be read: ${messageOf(error)}`);
+      }
       if (n === null) break;
       const chunk = buffer.slice(0, n);
       hash.update(chunk);
@@ -642,8 +722,16 @@ export async function runRestore(options: RestoreOptions, io: BackupOutput): Pro
   });
   try {
     const manifest = await readManifest(options.dir);
-    // Everything is checked before anything is written.
-    for (const shard of manifest.shards) await readShardFile(options.dir, shard);
+    // Everything is checked before anything is written, the largest value included: it is
+    // written first, alone, so that a cluster whose storage.value_bytes_max is smaller refuses
+    // it while it holds nothing of the backup.
+    let largest: { key: Uint8Array; value: Uint8Array } | undefined;
+    for (const shard of manifest.shards) {
+      await readShardFile(options.dir, shard, (key, value) => {
+        if (largest === undefined || value.length > largest.value.length) largest = { key, value };
+        return Promise.resolve();
+      });
+    }
     const first = await client.scan({ limit: 1 });
     if (first.entries.length > 0) {
       failWith(
@@ -652,10 +740,30 @@ export async function runRestore(options: RestoreOptions, io: BackupOutput): Pro
           "cluster's data and writes only into an empty cluster",
       );
     }
+    if (largest !== undefined) {
+      try {
+        await client.put(largest.key, largest.value);
+      } catch (error) {
+        // Over the value limit, or over the gateway's message limit (refused as it arrives).
+        if (
+          error instanceof TinyKvError &&
+          (error.code === "invalidArgument" ||
+            (error.code === "resourceExhausted" && MESSAGE_TOO_LARGE.test(error.message)))
+        ) {
+          failWith(
+            "invalidArgument",
+            `The cluster at ${options.endpoints.join(",")} refuses the backup's largest value ` +
+              `(${largest.value.length} bytes): ${error.message}; nothing was written`,
+          );
+        }
+        throw error;
+      }
+    }
     const started = Date.now();
     let written = 0;
     let bytes = 0;
     const inFlight = new Set<Promise<void>>();
+    let inFlightBytes = 0;
     let failed: unknown;
     const stopped = async () => {
       await Promise.allSettled(inFlight);
@@ -668,17 +776,28 @@ export async function runRestore(options: RestoreOptions, io: BackupOutput): Pro
       for (const shard of manifest.shards) {
         await readShardFile(options.dir, shard, async (key, value) => {
           if (failed !== undefined) throw failed;
+          const size = key.length + value.length;
+          while (
+            inFlight.size > 0 &&
+            (inFlight.size >= RESTORE_IN_FLIGHT || inFlightBytes + size > RESTORE_IN_FLIGHT_BYTES)
+          ) {
+            await Promise.race(inFlight);
+          }
+          if (failed !== undefined) throw failed;
+          inFlightBytes += size;
           const put = client.put(key, value).then(
             () => {
               written++;
-              bytes += key.length + value.length;
+              bytes += size;
             },
             (error) => {
               failed ??= error;
             },
-          ).finally(() => inFlight.delete(put));
+          ).finally(() => {
+            inFlight.delete(put);
+            inFlightBytes -= size;
+          });
           inFlight.add(put);
-          if (inFlight.size >= RESTORE_IN_FLIGHT) await Promise.race(inFlight);
         });
       }
       await Promise.allSettled(inFlight);
@@ -688,7 +807,7 @@ export async function runRestore(options: RestoreOptions, io: BackupOutput): Pro
       await writePairs();
     } catch (error) {
       await stopped();
-      throw error;
+      return await reportFailure(error, options.json, io, { written, keys: manifest.keys });
     }
     const seconds = (Date.now() - started) / 1000;
     if (options.json) {

@@ -4511,8 +4511,8 @@ export interface NodeAdminServiceDefinition extends grpc.ServiceDefinition {
   /**
    * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
    * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
-   * sends every key and value of the shard at one applied index, in key order. Also open to the
-   * admin role.
+   * sends every key and value of the shard at one applied index, in key order. Open to the admin
+   * role only (not to placement).
    */
   readonly ExportShard: ServerStreamMethodDefinition<ExportShardRequest, ExportShardChunk>;
 }
@@ -4600,8 +4600,8 @@ export interface NodeAdminHandlers extends grpc.UntypedServiceImplementation {
   /**
    * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
    * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
-   * sends every key and value of the shard at one applied index, in key order. Also open to the
-   * admin role.
+   * sends every key and value of the shard at one applied index, in key order. Open to the admin
+   * role only (not to placement).
    */
   ExportShard: grpc.handleServerStreamingCall<ExportShardRequest, ExportShardChunk>;
 }
@@ -4654,8 +4654,8 @@ export interface NodeAdminClient extends grpc.Client {
   /**
    * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
    * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
-   * sends every key and value of the shard at one applied index, in key order. Also open to the
-   * admin role.
+   * sends every key and value of the shard at one applied index, in key order. Open to the admin
+   * role only (not to placement).
    */
   ExportShard(
     request: ExportShardRequest,
