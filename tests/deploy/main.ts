@@ -11,11 +11,12 @@
  *    stopped (SIGTERM, as `systemctl stop`), its certificate is renewed (the guide's certificate
  *    rotation), it is started again and `deno task caught-up` waits until it serves and its
  *    replicas caught up;
- * 2. a restart of the ZooKeeper ensemble's leader, after the first kvnode.
+ * 2. a restart of the ZooKeeper ensemble's leader, after the first kvnode;
+ * 3. a restart of one gateway behind the load balancer.
  *
  * Then it checks: every key reads back with its latest acknowledged value, or a value of unknown
  * outcome (nothing lost); every shard's replicas hold the same data; each restarted kvnode serves
- * its renewed certificate; the ensemble has one leader; and the cluster served throughout (no
+ * its renewed certificate; the metrics ports answer over HTTPS; and the cluster served throughout (no
  * stretch of more than {@linkcode GAP_MS_MAX} ms without an acknowledged write, at least
  * {@linkcode ACKED_RATIO_MIN} of writes acknowledged). It prints the timings and availability.
  *
@@ -53,6 +54,7 @@ async function preflight(): Promise<string | undefined> {
   if (Deno.uid() !== 0) return "The deploy test needs root (network namespaces)";
   const needs: Array<[string, string[], string]> = [
     ["ip", ["-V"], "ip (iproute2)"],
+    ["curl", ["--version"], "curl"],
     ["setpriv", ["--version"], "setpriv (util-linux)"],
     ["java", ["-version"], "java (Debian's zookeeper package brings it)"],
     ["/usr/sbin/haproxy", ["-v"], "haproxy"],
@@ -260,6 +262,55 @@ async function restartZooKeeperLeader(cluster: DeployCluster, clock: Clock): Pro
   return line;
 }
 
+/**
+ * Restarts a gateway under load (the guide's "Restarting a gateway"): clients whose connection it
+ * held reconnect through haproxy, which routes them to the other gateway until it is back.
+ */
+async function restartGateway(cluster: DeployCluster, clock: Clock): Promise<string> {
+  const [host] = cluster.hostsWith("gateway");
+  const t0 = clock.now();
+  const stopped = await cluster.stop(host, "gateway");
+  if (stopped.killed || stopped.status?.code !== 0) {
+    throw new Error(
+      `The gateway on ${host.guide.name} did not stop cleanly: ${JSON.stringify(stopped)}`,
+    );
+  }
+  await cluster.startService(host, "gateway");
+  const line = `gateway ${host.guide.name} restarted behind haproxy in ` +
+    `${((clock.now() - t0) / 1000).toFixed(1)} s`;
+  clock.log(line);
+  return line;
+}
+
+/**
+ * The metrics ports serve HTTPS with the host's certificate: what the guide's curl does, for one
+ * kvnode, one gateway and one placement instance.
+ */
+async function checkMetrics(cluster: DeployCluster): Promise<string[]> {
+  const problems: string[] = [];
+  const targets = [
+    [`${cluster.kvnodes[0].host.address}:8901`, "tinykv_kvnode_"],
+    [`${cluster.hostsWith("gateway")[0].address}:7790`, "tinykv_gateway_"],
+    [`${cluster.hostsWith("placement")[0].address}:7880`, "tinykv_placement_"],
+  ];
+  for (const [address, prefix] of targets) {
+    try {
+      const body = await run("curl", [
+        "-sf",
+        "--cacert",
+        cluster.admin.ca,
+        `https://${address}/metrics`,
+      ]);
+      if (!body.includes(prefix)) {
+        problems.push(`https://${address}/metrics has no ${prefix} metric`);
+      }
+    } catch (error) {
+      problems.push(`curl https://${address}/metrics failed: ${error}`);
+    }
+  }
+  return problems;
+}
+
 async function waitFor(
   condition: () => Promise<boolean>,
   timeoutMs: number,
@@ -395,6 +446,7 @@ async function exercise(cluster: DeployCluster, clock: Clock): Promise<Outcome> 
       reports.push(await restartKvnode(cluster, kv, clock));
       if (i === 0) lines.push(await restartZooKeeperLeader(cluster, clock));
     }
+    lines.push(await restartGateway(cluster, clock));
     windowEnd = now();
     for (const r of reports) {
       lines.push(
@@ -407,6 +459,7 @@ async function exercise(cluster: DeployCluster, clock: Clock): Promise<Outcome> 
     await load.stop();
     log("load stopped; checking");
     await waitStatus(cluster, "a healthy cluster after the restarts", (s) => healthy(s, 3), 60_000);
+    problems.push(...await checkMetrics(cluster));
     for (const r of reports) {
       const kv = cluster.kvnodes.find((k) => k.nodeId === r.node)!;
       const served = await servedSerial(`${kv.host.address}:7901`);
@@ -512,6 +565,8 @@ async function main(): Promise<number> {
       `cluster serves: ZooKeeper ensemble on 3 hosts, 3 kvnodes, 2 placement, 2 gateways behind ` +
         `haproxy at ${cluster.balancerAddress}; writes start`,
     );
+    const shown = await cluster.tinykv(["status"]);
+    log(`tinykv status (exit ${shown.code}):\n${shown.stdout}${shown.stderr}`);
     outcome = await exercise(cluster, clock);
   } catch (error) {
     outcome = {
