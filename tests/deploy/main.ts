@@ -36,9 +36,9 @@ import { availability, judgeWrites, readAll, WriteLoad } from "./load.ts";
 /** The longest the whole run may take before it gives up (and cleans up). */
 export const RUN_MS_MAX = 8 * 60_000;
 /** The longest stretch without an acknowledged write that still counts as serving. */
-export const GAP_MS_MAX = 5000;
+export const GAP_MS_MAX = 3000;
 /** The least share of writes acknowledged during the restarts. */
-export const ACKED_RATIO_MIN = 0.98;
+export const ACKED_RATIO_MIN = 0.99;
 const WORKERS = 4;
 const KEYS_PER_WORKER = 50;
 const WRITES_PER_SECOND = 20;
