@@ -28,7 +28,7 @@
  * @module
  */
 import { NodeAdminService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
-import { createGrpcClient, unaryCaller } from "@tinykv/rpc";
+import { type ClientSecurity, createGrpcClient, unaryCaller } from "@tinykv/rpc";
 import { run } from "../chaos/net.ts";
 import { DeployCluster, HAPROXY_UNIT, type KvNodeHost } from "./cluster.ts";
 import { availability, judgeWrites, readAll, WriteLoad } from "./load.ts";
@@ -421,8 +421,7 @@ interface Outcome {
 /** The run after the cluster serves: load, restarts, checks. */
 async function exercise(cluster: DeployCluster, clock: Clock): Promise<Outcome> {
   const { now, log } = clock;
-  const problems: string[] = [];
-  const lines: string[] = [];
+  const outcome: Outcome = { problems: [], lines: [] };
   const security = {
     tls: { ca: await Deno.readTextFile(cluster.admin.ca), serverName: "tinykv" },
     token: (await Deno.readTextFile(cluster.admin.clientToken)).trim(),
@@ -436,45 +435,57 @@ async function exercise(cluster: DeployCluster, clock: Clock): Promise<Outcome> 
     now,
   });
   load.start();
-  let windowStart = 0;
-  let windowEnd = 0;
+  const window = { startMs: 0, endMs: 0 };
   try {
     await sleep(3000);
-    windowStart = now();
+    window.startMs = now();
     const reports: RestartReport[] = [];
     for (const [i, kv] of cluster.kvnodes.entries()) {
       reports.push(await restartKvnode(cluster, kv, clock));
-      if (i === 0) lines.push(await restartZooKeeperLeader(cluster, clock));
+      if (i === 0) outcome.lines.push(await restartZooKeeperLeader(cluster, clock));
     }
-    lines.push(await restartGateway(cluster, clock));
-    windowEnd = now();
-    for (const r of reports) {
-      lines.push(
-        `${r.node}: led ${r.leadersBefore}, ${r.transfers} transfers in ${r.rounds} round(s), ` +
-          `leaders away in ${(r.leadersAwayMs / 1000).toFixed(1)} s, down ` +
-          `${(r.downMs / 1000).toFixed(1)} s, caught up in ${(r.caughtUpMs / 1000).toFixed(1)} s`,
-      );
-    }
+    outcome.lines.push(await restartGateway(cluster, clock));
+    window.endMs = now();
+    outcome.lines.push(...reports.map(reportLine));
     await sleep(2000);
     await load.stop();
     log("load stopped; checking");
     await waitStatus(cluster, "a healthy cluster after the restarts", (s) => healthy(s, 3), 60_000);
-    problems.push(...await checkMetrics(cluster));
+    outcome.problems.push(...await checkMetrics(cluster));
     for (const r of reports) {
       const kv = cluster.kvnodes.find((k) => k.nodeId === r.node)!;
       const served = await servedSerial(`${kv.host.address}:7901`);
       if (served !== r.serial) {
-        problems.push(`${r.node} serves certificate ${served}, not its renewed ${r.serial}`);
+        outcome.problems.push(
+          `${r.node} serves certificate ${served}, not its renewed ${r.serial}`,
+        );
       }
     }
   } catch (error) {
-    problems.push(`the run stopped: ${error instanceof Error ? error.stack : String(error)}`);
+    outcome.problems.push(`the run stopped: ${error instanceof Error ? error.stack : error}`);
     await load.stop().catch(() => {});
-    windowEnd ||= now();
+    window.endMs ||= now();
   }
-  const served = availability(load.history, windowStart, windowEnd);
-  lines.push(
-    `writes during the restarts (${((windowEnd - windowStart) / 1000).toFixed(1)} s): ` +
+  judgeAvailability(load, window, outcome);
+  await judgeDurability(cluster, load, security, outcome);
+  return outcome;
+}
+
+function reportLine(r: RestartReport): string {
+  return `${r.node}: led ${r.leadersBefore}, ${r.transfers} transfers in ${r.rounds} round(s), ` +
+    `leaders away in ${(r.leadersAwayMs / 1000).toFixed(1)} s, down ` +
+    `${(r.downMs / 1000).toFixed(1)} s, caught up in ${(r.caughtUpMs / 1000).toFixed(1)} s`;
+}
+
+/** The cluster served the writes made during the restarts (`window`). */
+function judgeAvailability(
+  load: WriteLoad,
+  window: { startMs: number; endMs: number },
+  outcome: Outcome,
+): void {
+  const served = availability(load.history, window.startMs, window.endMs);
+  outcome.lines.push(
+    `writes during the restarts (${((window.endMs - window.startMs) / 1000).toFixed(1)} s): ` +
       `${served.attempts} sent, ${served.acknowledged} acknowledged ` +
       `(${(served.ratio * 100).toFixed(2)} %), ${served.failed} failed, ${served.unknown} ` +
       `unknown ${JSON.stringify(served.codes)}; longest stretch without an acknowledgement ` +
@@ -482,37 +493,46 @@ async function exercise(cluster: DeployCluster, clock: Clock): Promise<Outcome> 
       `slowest acknowledged write ${served.slowestAckMs.toFixed(0)} ms`,
   );
   if (served.longestGapMs > GAP_MS_MAX) {
-    problems.push(
+    outcome.problems.push(
       `no write was acknowledged for ${served.longestGapMs.toFixed(0)} ms (at most ${GAP_MS_MAX})`,
     );
   }
   if (served.ratio < ACKED_RATIO_MIN) {
-    problems.push(`only ${(served.ratio * 100).toFixed(2)} % of writes were acknowledged`);
+    outcome.problems.push(`only ${(served.ratio * 100).toFixed(2)} % of writes were acknowledged`);
   }
+}
+
+/** Every key reads back with its latest acknowledged value; every shard's replicas agree. */
+async function judgeDurability(
+  cluster: DeployCluster,
+  load: WriteLoad,
+  security: ClientSecurity,
+  outcome: Outcome,
+): Promise<void> {
   const { reads, failures } = await readAll(load.keys, {
     endpoint: cluster.balancerAddress,
     security,
     parallel: 8,
   });
-  problems.push(...failures.map((f) => `final read failed: ${f}`));
+  outcome.problems.push(...failures.map((f) => `final read failed: ${f}`));
   const verdict = judgeWrites(load.history, reads);
-  lines.push(
+  outcome.lines.push(
     `durability: ${verdict.keys} keys, ${verdict.acknowledged} acknowledged writes in all; ` +
       `${verdict.latest} keys read back with their latest acknowledged value, ` +
-      `${verdict.unknownApplied} with a write of unknown outcome; ${verdict.problems.length} lost`,
+      `${verdict.unknownApplied} with a write of unknown outcome; ` +
+      `${verdict.problems.length} lost or unexplained`,
   );
-  problems.push(...verdict.problems);
+  outcome.problems.push(...verdict.problems);
   if (verdict.keys !== WORKERS * KEYS_PER_WORKER) {
-    problems.push(`only ${verdict.keys} of ${WORKERS * KEYS_PER_WORKER} keys were written`);
+    outcome.problems.push(`only ${verdict.keys} of ${WORKERS * KEYS_PER_WORKER} keys were written`);
   }
   const disagree = await checkReplicasAgree(cluster);
-  lines.push(
-    `replicas: ${
-      disagree.length === 0 ? "every shard's 3 replicas hold the same data" : "DISAGREE"
-    }`,
+  outcome.lines.push(
+    disagree.length === 0
+      ? "replicas: every shard's 3 replicas hold the same data"
+      : "replicas: DISAGREE",
   );
-  problems.push(...disagree);
-  return { problems, lines };
+  outcome.problems.push(...disagree);
 }
 
 /** Copies the hosts' journals and logs to `results`. */
