@@ -496,6 +496,18 @@ Deno.test("deno task dev refuses a bad config before starting anything", async (
       /Cannot load config "default_config\.toml": key "zookeeper\.port" must be an integer from 1 to 65535: got 70000/,
     );
     assert.deepEqual([...Deno.readDirSync(dataDir)], [], "nothing may be created");
+    // An ensemble is for a deployment: dev runs its own ZooKeeper on host:port.
+    const ensemble = startDev([
+      `--storage.data_dir=${dataDir}`,
+      "--zookeeper.servers=10.0.0.11:2181,10.0.0.12:2181",
+    ]);
+    assert.equal((await ensemble.child.status).code, 2);
+    await ensemble.done;
+    assert.match(
+      ensemble.output(),
+      /Key "zookeeper\.servers" is "10\.0\.0\.11:2181,10\.0\.0\.12:2181": the dev cluster runs its own ZooKeeper/,
+    );
+    assert.deepEqual([...Deno.readDirSync(dataDir)], [], "nothing may be created");
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }

@@ -5,7 +5,7 @@
  * `deno task credentials` (docs/deploy.md):
  *
  * ```
- * deno task credentials init DIR --cluster NAME [--hosts H1,H2]   CA, server certificate, keys
+ * deno task credentials init DIR [--hosts H1,H2]                  CA, server certificate, keys
  * deno task credentials token DIR --cluster NAME --role ROLE --sub NAME [--days N]
  * deno task credentials cert DIR --name NAME --hosts H1,H2          another certificate of the CA
  * ```

@@ -229,6 +229,11 @@ function parseCommandLine(args: readonly string[]): DevCommandLine | string {
     return `Flag "--nodes" is ${flags.nodes}: it must be at least sharding.replica_count ` +
       `(${config.sharding.replica_count})`;
   }
+  if (config.zookeeper.servers !== "") {
+    return `Key "zookeeper.servers" is "${config.zookeeper.servers}": the dev cluster runs its ` +
+      'own ZooKeeper on zookeeper.host and zookeeper.port, so it must be "" here (an ensemble ' +
+      "is for a deployment: docs/deploy.md)";
+  }
   // The children get the config part of the command line only.
   const split = splitConfigArgs(args);
   configFile = split.path;

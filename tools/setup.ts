@@ -5,12 +5,13 @@
  *
  * With `--faults` it also makes sure of what the fault test (`deno task test:chaos`, part of
  * `deno task test`) needs to build its test hosts: `ip` (Debian's `iproute2`) and `nft`
- * (`nftables`). With `--test`, everything the whole suite needs: that, Prometheus (Debian's
- * `prometheus`, which `tests/prometheus_test.ts` runs against the dev cluster) and Chromium
- * (Debian's `chromium`, the headless browser in which `tests/dashboard_test.ts` drives
- * placement's dashboard).
+ * (`nftables`). With `--deploy`, what the deployment test (`deno task test:deploy`) needs: those
+ * and the load balancer of the deployment guide, haproxy (Debian's `haproxy`). With `--test`,
+ * everything the whole suite needs: those, Prometheus (Debian's `prometheus`, which
+ * `tests/prometheus_test.ts` runs against the dev cluster) and Chromium (Debian's `chromium`, the
+ * headless browser in which `tests/dashboard_test.ts` drives placement's dashboard).
  *
- * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/bin/prometheus,/usr/bin/chromium tools/setup.ts [--faults | --test]`
+ * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/sbin/haproxy,/usr/bin/prometheus,/usr/bin/chromium tools/setup.ts [--faults | --deploy | --test]`
  *
  * @module
  */
@@ -98,6 +99,12 @@ const FAULT_TEST_TOOLS: readonly Requirement[] = [
   },
 ];
 
+const HAPROXY: Requirement = {
+  what: "haproxy (/usr/sbin/haproxy)",
+  packageName: "haproxy",
+  present: () => commandSucceeds("/usr/sbin/haproxy", ["-v"]),
+};
+
 const PROMETHEUS: Requirement = {
   what: "Prometheus (/usr/bin/prometheus)",
   packageName: "prometheus",
@@ -145,26 +152,37 @@ function checkDenoVersion(): void {
 }
 
 /**
- * Runs every setup step (with `faults`, also the fault test's tools; with `test`, everything the
- * test suite needs); throws with a message saying what is missing and how to fix it.
+ * Runs every setup step (with `faults`, also the fault test's tools; with `deploy`, those and
+ * haproxy; with `test`, everything the test suite needs); throws with a message saying what is
+ * missing and how to fix it.
  */
-export async function setup(options: { faults?: boolean; test?: boolean } = {}): Promise<void> {
+export async function setup(
+  options: { faults?: boolean; deploy?: boolean; test?: boolean } = {},
+): Promise<void> {
   checkDenoVersion();
-  const faults = options.faults === true || options.test === true;
+  const test = options.test === true;
+  const deploy = options.deploy === true || test;
+  const faults = options.faults === true || deploy;
   await ensure([
     ZOOKEEPER,
     ...(faults ? FAULT_TEST_TOOLS : []),
-    ...(options.test === true ? [PROMETHEUS, CHROMIUM] : []),
+    ...(deploy ? [HAPROXY] : []),
+    ...(test ? [PROMETHEUS, CHROMIUM] : []),
   ]);
 }
 
 if (import.meta.main) {
   try {
-    const unknown = Deno.args.filter((arg) => arg !== "--faults" && arg !== "--test");
+    const known = ["--faults", "--deploy", "--test"];
+    const unknown = Deno.args.filter((arg) => !known.includes(arg));
     if (unknown.length > 0) {
-      throw new Error(`Unknown argument "${unknown[0]}": expected --faults or --test`);
+      throw new Error(`Unknown argument "${unknown[0]}": expected --faults, --deploy or --test`);
     }
-    await setup({ faults: Deno.args.includes("--faults"), test: Deno.args.includes("--test") });
+    await setup({
+      faults: Deno.args.includes("--faults"),
+      deploy: Deno.args.includes("--deploy"),
+      test: Deno.args.includes("--test"),
+    });
   } catch (error) {
     console.error(`setup: ${error instanceof Error ? error.message : String(error)}`);
     Deno.exit(1);

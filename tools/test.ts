@@ -7,10 +7,11 @@
  * format, lint and type checks. The exit code is 0 only when nothing failed.
  *
  * Then, on a full run, the fault test (`tests/chaos/main.ts`) runs for {@linkcode CHAOS_MINUTES}
- * minutes of faults against a real cluster and counts as one test.
+ * minutes of faults against a real cluster and counts as one test, and the deployment test
+ * (`tests/deploy/main.ts`: the guide's cluster on separate hosts, rolled under load) as another.
  *
- * `deno task test path/…` runs only the tests under the given paths, without the three checks
- * and the fault test.
+ * `deno task test path/…` runs only the tests under the given paths, without the three checks,
+ * the fault test and the deployment test.
  *
  * @module
  */
@@ -44,6 +45,9 @@ const CHAOS_PERMISSIONS = [
   "--allow-env",
   "--allow-sys",
 ];
+
+/** What the deployment test needs: the same as the fault test (root, namespaces, processes). */
+const DEPLOY_PERMISSIONS = CHAOS_PERMISSIONS;
 
 interface Tally {
   passed: number;
@@ -153,6 +157,11 @@ async function main(paths: string[]): Promise<number> {
       "tests/chaos/main.ts",
       "--minutes",
       String(CHAOS_MINUTES),
+    ]);
+    await runCheck(tally, "deployment test", [
+      "run",
+      ...DEPLOY_PERMISSIONS,
+      "tests/deploy/main.ts",
     ]);
   }
   console.log(`\n${tally.passed} passed, ${tally.failed} failed`);

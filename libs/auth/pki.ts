@@ -1,8 +1,8 @@
 /**
  * Certificates for TinyKV's TLS, made with `openssl` (Debian's, always present where TinyKV runs):
  * a certificate authority and certificates it signs, each naming the hosts it serves. The dev
- * cluster's `--secure` mode and the tests use it; a real deployment brings its own CA
- * (docs/deploy.md).
+ * cluster's `--secure` mode, the tests and `deno task credentials` (with which a deployment makes
+ * its CA and certificates, docs/deploy.md) use it.
  *
  * @module
  */

@@ -8,6 +8,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import type { z } from "zod";
 import { commandBytesMax, KEY_BYTES_MAX } from "@tinykv/shard";
 import { type Config, CONFIG_SCHEMA, CONFIG_SPEC, keySpec } from "./schema.ts";
+import { parseZooKeeperServers, ZOOKEEPER_SERVERS_EXPECTED } from "./zookeeper_servers.ts";
 
 /** Bytes a Raft batch keeps for framing besides one message's entries. */
 const RAFT_FRAMING_BYTES = 64 * 1024;
@@ -59,7 +60,7 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadConfigResult {
     return { kind: "error", message: describeIssue(source, raw, parsed.error.issues[0]) };
   }
   const config = parsed.data as Config;
-  const crossCheck = checkAcrossKeys(config);
+  const crossCheck = checkFormats(config) ?? checkAcrossKeys(config);
   if (crossCheck !== undefined) {
     return { kind: "error", message: `Cannot load config ${source}: ${crossCheck}` };
   }
@@ -159,6 +160,15 @@ function show(value: unknown): string {
     return Array.isArray(value) ? "an array" : "a table";
   }
   return String(value);
+}
+
+/** Keys whose text has a format of its own; returns a message for the first one broken. */
+function checkFormats(config: Config): string | undefined {
+  const { servers } = config.zookeeper;
+  if (servers === "") return undefined;
+  const parsed = parseZooKeeperServers(servers);
+  if (parsed.kind === "ok") return undefined;
+  return `key "zookeeper.servers" must be ${ZOOKEEPER_SERVERS_EXPECTED}: ${parsed.problem}`;
 }
 
 /** Rules that relate several keys; returns a message for the first one broken. */

@@ -99,6 +99,17 @@ const BAD_FILES: Array<{ name: string; text: string; expect: RegExp }> = [
     expect: /key "zookeeper\.cluster" must be a name of 1 to 63 characters/,
   },
   {
+    name: "a ZooKeeper connect string with a server without its port",
+    text: '[zookeeper]\nservers = "10.0.0.11:2181,10.0.0.12"\n',
+    expect:
+      /^Cannot load config "test\.toml": key "zookeeper\.servers" must be a ZooKeeper connect string, "host:port" entries separated by commas \(e\.g\. "10\.0\.0\.11:2181,10\.0\.0\.12:2181,10\.0\.0\.13:2181"\), or "" for zookeeper\.host and zookeeper\.port: server 2 "10\.0\.0\.12" has no port: write "host:port"$/,
+  },
+  {
+    name: "a ZooKeeper connect string that is not a string",
+    text: "[zookeeper]\nservers = 2181\n",
+    expect: /key "zookeeper\.servers" must be a ZooKeeper connect string, .*: got 2181$/,
+  },
+  {
     name: "a TOML syntax error",
     text: "[raft]\ntick_ms = = 3\n",
     expect: /^Cannot parse config file "test\.toml": line 2, column \d+: /,
@@ -120,6 +131,23 @@ for (const bad of BAD_FILES) {
     assert.match(errorOf(fromText(bad.text)), bad.expect);
   });
 }
+
+Deno.test("loadConfig() takes a ZooKeeper ensemble's servers; empty means host:port", () => {
+  const ensemble = fromText(
+    '[zookeeper]\nservers = "10.0.0.11:2181,10.0.0.12:2181,10.0.0.13:2181"\n',
+  );
+  assert.equal(ensemble.kind, "ok", JSON.stringify(ensemble));
+  if (ensemble.kind === "ok") {
+    assert.equal(ensemble.config.zookeeper.servers, "10.0.0.11:2181,10.0.0.12:2181,10.0.0.13:2181");
+  }
+  const single = fromText("", [["zookeeper.servers", '""']]);
+  assert.equal(single.kind, "ok");
+  if (single.kind === "ok") assert.equal(single.config.zookeeper.servers, "");
+  assert.match(
+    errorOf(fromText("", [["zookeeper.servers", "a:1,a:1"]])),
+    /key "zookeeper\.servers" must be .*: server 2 "a:1" repeats server 1$/,
+  );
+});
 
 Deno.test("loadConfig() names a missing file", () => {
   const result = loadConfig({ path: "/nonexistent/tinykv.toml" });

@@ -22,3 +22,12 @@ export {
   splitConfigArgs,
 } from "./config.ts";
 export { type Config, CONFIG_SPEC, type KeySpec, keySpec, type SectionName } from "./schema.ts";
+export {
+  parseZooKeeperServers,
+  ZOOKEEPER_SERVERS_EXPECTED,
+  ZOOKEEPER_SERVERS_MAX,
+  type ZooKeeperServerAddress,
+  type ZooKeeperServerKeys,
+  zooKeeperServers,
+  type ZooKeeperServersResult,
+} from "./zookeeper_servers.ts";

@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from "zod";
+import { ZOOKEEPER_SERVERS_EXPECTED } from "./zookeeper_servers.ts";
 
 /** One leaf key: its zod schema and the words used when a value does not fit. */
 export interface KeySpec<T = unknown> {
@@ -66,7 +67,17 @@ const GIB = 1024 * MIB;
 /** The sections and keys of a TinyKV config file, with defaults equal to `default_config.toml`. */
 export const CONFIG_SPEC = {
   zookeeper: {
+    /**
+     * Every server of the ZooKeeper ensemble, as a connect string (`"h1:2181,h2:2181,h3:2181"`;
+     * checked by `parseZooKeeperServers`); "" for the one server `host:port`.
+     */
+    servers: {
+      schema: z.string().max(16_384).default(""),
+      expected: ZOOKEEPER_SERVERS_EXPECTED,
+    },
+    /** The one ZooKeeper server's host, used when `servers` is empty. */
     host: text("127.0.0.1"),
+    /** Its client port, used when `servers` is empty. */
     port: port(2181),
     root: ZNODE_ROOT,
     cluster: CLUSTER_NAME,

@@ -44,6 +44,11 @@ export interface Work {
   readonly health: ReadonlyMap<NodeId, NodeHealth>;
   /** The nodes that may receive replicas and leaders (`up`), sorted by id. */
   readonly eligible: readonly NodeId[];
+  /**
+   * Eligible nodes that leader balancing gives no leadership now: an operator moved one away
+   * from them within the cooldown (`PlannerNode.leadersMovedAwayMs`).
+   */
+  readonly leadersHeld: ReadonlySet<NodeId>;
   /** Voters per node once the moves in flight and planned finish. */
   readonly replicas: Map<NodeId, number>;
   /** Leaders per node once the moves in flight and planned finish. */
@@ -110,6 +115,12 @@ export function newWork(input: PlannerInput): Work {
   for (const node of input.nodes) health.set(node.id, nodeHealth(input, node));
   const eligible = input.nodes.filter((node) => health.get(node.id)?.kind === "up")
     .map((node) => node.id).sort(byId);
+  const leadersHeld = new Set(
+    input.nodes.filter((node) =>
+      node.leadersMovedAwayMs !== undefined &&
+      input.nowMs - node.leadersMovedAwayMs < input.limits.shardCooldownMs
+    ).map((node) => node.id),
+  );
   const inFlight = new Map<ShardId, Move[]>();
   for (const move of input.movesInFlight) {
     inFlight.set(move.shardId, [...inFlight.get(move.shardId) ?? [], move]);
@@ -119,6 +130,7 @@ export function newWork(input: PlannerInput): Work {
     limits: input.limits,
     health,
     eligible,
+    leadersHeld,
     replicas: new Map(),
     leaders: new Map(),
     touching: new Map(),

@@ -18,7 +18,8 @@
  *    along the shortest such chain (an augmenting path, so a balance reachable by transfers is
  *    found). A chain waits when a shorter one is only held up by a busy or cooling shard; a
  *    node inside a chain needs budget for two transfers, and without it only the chain's tail
- *    is planned, leaving a shorter chain for the next round.
+ *    is planned, leaving a shorter chain for the next round. A node an operator moved a
+ *    leadership away from within the cooldown gets none (it is being emptied of leaders).
  *
  * Safety: every move starts from a live majority and keeps one at each of its steps (see
  * {@linkcode moveSteps}): a new voter joins as a learner and is promoted before anything is
@@ -489,7 +490,9 @@ function planOneLeaderChain(work: Work): boolean {
   const edges = leaderEdges(work, "now");
   const soon = leaderEdges(work, "later");
   const starts = [...work.eligible].sort((a, b) => led(b) - led(a) || byId(a, b));
-  const fewest = Math.min(...work.eligible.map(led));
+  const receivers = work.eligible.filter((node) => !work.leadersHeld.has(node));
+  if (receivers.length === 0) return false;
+  const fewest = Math.min(...receivers.map(led));
   for (const start of starts) {
     if (led(start) - fewest < 2) return false;
     const found = shortestLeaderChain(work, edges, start);
@@ -558,7 +561,7 @@ function leaderEdges(work: Work, when: "now" | "later"): Map<NodeId, LeaderEdge[
       continue;
     }
     for (const to of [...shardWork.shard.voters].sort(byId)) {
-      if (to === leader || !isEligible(work, to)) continue;
+      if (to === leader || !isEligible(work, to) || work.leadersHeld.has(to)) continue;
       edges.set(leader, [...edges.get(leader) ?? [], { shardWork, to }]);
     }
   }

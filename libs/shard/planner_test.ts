@@ -169,6 +169,36 @@ Deno.test("planMoves() fixes leader imbalance alone with transfers only", () => 
   assert(sim.history.every((move) => move.kind === "transferLeader"));
 });
 
+Deno.test("planMoves() gives no leadership to a node an operator is emptying of leaders", () => {
+  // An operator moved n1's leaderships to n2 and n3 (a restart is coming): balancing must not
+  // hand n1 other shards' leaderships for the cooldown, then may again.
+  const shards = [0, 1, 2, 3, 4, 5].map((i) =>
+    shard(i, i % 2 === 0 ? ["n2", "n1", "n3"] : ["n3", "n1", "n2"])
+  );
+  const movedAway = NOW - 1000;
+  const nodes = [
+    { id: n1, live: true, leadersMovedAwayMs: movedAway },
+    { id: n2, live: true },
+    { id: n3, live: true },
+  ];
+  assert.deepEqual(plan(input({ nodes, shards })).moves, []);
+  const later = plan(input({ nodes, shards, nowMs: movedAway + SIM_LIMITS.shardCooldownMs }));
+  assert.ok(later.moves.length > 0, "after the cooldown, leaders come back");
+  assert.ok(later.moves.every((m) => m.kind === "transferLeader" && m.to === n1));
+  // Without the hold, the same cluster balances at once.
+  const unheld = plan(input({ shards }));
+  assert.ok(unheld.moves.some((m) => m.kind === "transferLeader" && m.to === n1));
+  // A held node still hands its own leaderships on, and the others still balance among
+  // themselves: n2 leads 4, n3 none, n1 (held) none.
+  const lopsided = [0, 1, 2, 3].map((i) => shard(i, ["n2", "n1", "n3"]));
+  const among = plan(input({ nodes, shards: lopsided }));
+  assert.ok(among.moves.length > 0);
+  assert.ok(
+    among.moves.every((m) => m.kind === "transferLeader" && m.to === n3),
+    JSON.stringify(among.moves),
+  );
+});
+
 Deno.test("planMoves() balances leaders through a chain of transfers", () => {
   // Replicas are balanced (3, 3, 2, 2). n1 leads two shards whose other voter is n2; only n2
   // shares a shard with n3, which leads none.

@@ -30,6 +30,13 @@ export interface PlannerNode {
    * once.
    */
   readonly deadSinceMs?: number;
+  /**
+   * When an operator last moved a shard's leadership away from this node. For
+   * {@linkcode PlannerLimits.shardCooldownMs} after it, leader balancing moves no leadership onto
+   * the node: the operator is emptying it of leaders (before restarting it, say), and balancing
+   * would hand other shards' leaderships straight back.
+   */
+  readonly leadersMovedAwayMs?: number;
 }
 
 /** A shard's Raft group as placement last saw it. */

@@ -81,6 +81,7 @@ export {
   configuredZooKeeperOptions,
   connectConfiguredZooKeeper,
   connectConfiguredZooKeeperRetrying,
+  connectStringOf,
   readDigestFile,
   type RetryingConnectOptions,
   type RetryingConnectResult,

@@ -19,9 +19,14 @@ import {
  * `Config["zookeeper"]` is one).
  */
 export interface ZooKeeperSection {
-  /** ZooKeeper's host. */
+  /**
+   * Every server of the ensemble as a ZooKeeper connect string (`"h1:2181,h2:2181,h3:2181"`,
+   * checked by `@tinykv/config`); "" or absent for the one server `host:port`.
+   */
+  readonly servers?: string;
+  /** ZooKeeper's host, when `servers` is empty. */
   readonly host: string;
-  /** ZooKeeper's client port. */
+  /** ZooKeeper's client port, when `servers` is empty. */
   readonly port: number;
   /** The parent of every cluster's znodes, e.g. `/tinykv`. */
   readonly root: string;
@@ -84,8 +89,8 @@ export type RetryingConnectResult =
 
 /**
  * The options {@linkcode connectConfiguredZooKeeper} passes to `connectZooKeeper`: the section's
- * `host:port`, the root `<root>/<cluster>`, its session timeout, and a logger that forwards the
- * client's reports to `log`.
+ * servers (its connect string, or `host:port` when it names none), the root `<root>/<cluster>`,
+ * its session timeout, and a logger that forwards the client's reports to `log`.
  */
 export function configuredZooKeeperOptions(
   section: ZooKeeperSection,
@@ -97,7 +102,7 @@ export function configuredZooKeeperOptions(
     warn: (message) => log.warn(message),
   };
   return {
-    connectString: `${section.host}:${section.port}`,
+    connectString: connectStringOf(section),
     root: `${section.root}/${section.cluster}`,
     sessionTimeoutMs: section.session_timeout_ms,
     connectTimeoutMs: options.connectTimeoutMs,
@@ -106,6 +111,12 @@ export function configuredZooKeeperOptions(
       ? {}
       : { digest: readDigestFile(section.digest_file) }),
   };
+}
+
+/** The connect string of `section`: its `servers`, or `host:port` when that is empty. */
+export function connectStringOf(section: ZooKeeperSection): string {
+  const servers = section.servers ?? "";
+  return servers === "" ? `${section.host}:${section.port}` : servers;
 }
 
 /**

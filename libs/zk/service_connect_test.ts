@@ -90,6 +90,33 @@ Deno.test("configuredZooKeeperOptions() takes servers, root, cluster and timeout
       connectTimeoutMs: 2000,
       expected: { connectString: "zk.local:12181", root: "/a/b/prod-1", sessionTimeoutMs: 1000 },
     },
+    {
+      // An ensemble: every server goes to the client, and host:port is not used.
+      section: {
+        servers: "10.0.0.11:2181,10.0.0.12:2181,10.0.0.13:2181",
+        host: "127.0.0.1",
+        port: 2181,
+        root: "/tinykv",
+        cluster: "prod",
+        session_timeout_ms: 10_000,
+      },
+      expected: {
+        connectString: "10.0.0.11:2181,10.0.0.12:2181,10.0.0.13:2181",
+        root: "/tinykv/prod",
+        sessionTimeoutMs: 10_000,
+      },
+    },
+    {
+      section: {
+        servers: "",
+        host: "10.0.0.9",
+        port: 2181,
+        root: "/tinykv",
+        cluster: "dev",
+        session_timeout_ms: 10_000,
+      },
+      expected: { connectString: "10.0.0.9:2181", root: "/tinykv/dev", sessionTimeoutMs: 10_000 },
+    },
   ];
   for (const { section, connectTimeoutMs, expected } of cases) {
     const options = configuredZooKeeperOptions(section, { log: recordingLog(), connectTimeoutMs });
@@ -182,6 +209,46 @@ Deno.test("connectConfiguredZooKeeper() connects under <root>/<cluster> and logs
     await client.close();
     await removeTestRoot(zk.connectString, root);
   }
+});
+
+/**
+ * Runs `test` with `127.0.0.1:<port>` where a server accepts each connection and closes it at
+ * once, as a ZooKeeper server outside a quorum does.
+ */
+async function withClosingAddress(test: (address: string) => Promise<void>): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for await (const conn of listener) conn.close();
+  })().catch(() => {});
+  try {
+    await test(`127.0.0.1:${(listener.addr as Deno.NetAddr).port}`);
+  } finally {
+    listener.close();
+    await accepting;
+  }
+}
+
+Deno.test("connectConfiguredZooKeeper() reaches an ensemble through any server of `servers`", async () => {
+  // A connect string whose other server closes every connection: the client tries the servers in
+  // a random order, so the session opens through the one that serves, whichever it tries first.
+  // (A server that accepts and never answers would stall node-zookeeper-client: it bounds only
+  // the TCP connect, not the wait for the session's answer.)
+  await withClosingAddress(async (dead) => {
+    const root = randomTestRoot();
+    const section = { ...sectionFor(zk.connectString, root, "c1"), servers: "" };
+    for (const servers of [`${dead},${zk.connectString}`, `${zk.connectString},${dead}`]) {
+      const client = await connectConfiguredZooKeeper({ ...section, servers }, {
+        log: recordingLog(),
+        connectTimeoutMs: 10_000,
+      });
+      try {
+        await client.create(`/via-${servers.indexOf(dead)}`, "x");
+      } finally {
+        await client.close();
+      }
+    }
+    await removeTestRoot(zk.connectString, root);
+  });
 });
 
 Deno.test("connectConfiguredZooKeeperRetrying() connects once ZooKeeper becomes reachable", async () => {

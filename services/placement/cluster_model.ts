@@ -191,6 +191,8 @@ export interface PlannerInputOptions {
   readonly draining: ReadonlySet<string>;
   readonly movesInFlight: readonly Move[];
   readonly lastMoveMs: ReadonlyMap<number, number>;
+  /** When an operator last moved a leadership away from each node (`leadersMovedAwayMs`). */
+  readonly leadersMovedAwayMs?: ReadonlyMap<string, number>;
   readonly replicaCount: number;
   readonly limits: PlannerLimits;
   readonly nowMs: number;
@@ -201,11 +203,15 @@ export function plannerInput(
   views: ReadonlyMap<number, ShardView>,
   options: PlannerInputOptions,
 ): PlannerInput {
-  const nodes: PlannerNode[] = options.registered.map((node) => ({
-    id: nodeId(node.id),
-    live: true,
-    draining: options.draining.has(node.id),
-  }));
+  const nodes: PlannerNode[] = options.registered.map((node) => {
+    const movedAway = options.leadersMovedAwayMs?.get(node.id);
+    return {
+      id: nodeId(node.id),
+      live: true,
+      draining: options.draining.has(node.id),
+      ...(movedAway === undefined ? {} : { leadersMovedAwayMs: movedAway }),
+    };
+  });
   const registered = new Set(options.registered.map((node) => node.id));
   for (const node of [...memberNodes(views)].sort()) {
     if (registered.has(node)) continue;

@@ -60,7 +60,7 @@ Deno.test("trackDowntime() keeps first absence times and forgets nodes that came
   assert.deepEqual([...second], [["n2", 100]]);
 });
 
-Deno.test("plannerInput() marks registered nodes live and absent members down since they left", () => {
+Deno.test("plannerInput() marks registered nodes live and absent members down since they left, and when an operator moved leaders away", () => {
   const views = shardViews(
     [nodeStatus("n1", [replica({ shardId: 1, peerId: 11, role: 4, voters })])],
     undefined,
@@ -74,13 +74,14 @@ Deno.test("plannerInput() marks registered nodes live and absent members down si
     draining: new Set(["n2"]),
     movesInFlight: [],
     lastMoveMs: new Map([[1, 9]]),
+    leadersMovedAwayMs: new Map([["n2", 700]]),
     replicaCount: 3,
     limits: PLANNER_LIMITS_DEFAULT,
     nowMs: 1000,
   });
   assert.deepEqual(input.nodes, [
     { id: "n1", live: true, draining: false },
-    { id: "n2", live: true, draining: true },
+    { id: "n2", live: true, draining: true, leadersMovedAwayMs: 700 },
     { id: "n4", live: true, draining: false },
     { id: "n3", live: false, deadSinceMs: 42 },
   ]);

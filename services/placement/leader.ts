@@ -165,6 +165,11 @@ export class PlacementLeader {
   readonly #orphansSeen = new Map<string, number>();
   #callEndedMs = new Map<number, number>();
   #lastMoveMs = new Map<number, number>();
+  /**
+   * When an operator last moved a leadership away from each node: leader balancing gives such a
+   * node none for the shard cooldown (see `PlannerNode.leadersMovedAwayMs`).
+   */
+  #leadersMovedAwayMs = new Map<string, number>();
   #waitReason = new Map<number, string>();
   #snapshot: ClusterSnapshot | undefined;
   #maxPeerSeen = 0;
@@ -652,6 +657,9 @@ export class PlacementLeader {
       () => `Shard ${id} already has a move in flight: cannot start ${JSON.stringify(move)}`,
     );
     const task = newTask(move, { ...options, nowMs: Date.now() });
+    if (options.cause === "operator" && move.kind === "transferLeader") {
+      this.#leadersMovedAwayMs.set(move.from, Date.now());
+    }
     this.#starting.add(id);
     try {
       await this.#saveTask(task);
@@ -684,6 +692,7 @@ export class PlacementLeader {
       draining: this.#draining,
       movesInFlight: [...this.#tasks.values()].map((task) => task.move),
       lastMoveMs: this.#lastMoveMs,
+      leadersMovedAwayMs: this.#leadersMovedAwayMs,
       replicaCount: this.#settings.replicaCount,
       limits: this.#settings.limits,
       nowMs,

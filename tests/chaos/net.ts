@@ -6,8 +6,10 @@
  * the product uses — nothing inside the product knows about them.
  *
  * Names carry the runner's PID (`tkvc<pid>…`), so a run never touches another run's network, and
- * the leftovers of a run that died (its PID gone) are removed by the next one. Needs root,
- * `ip` (iproute2) and `nft` (nftables); `tools/setup.ts` installs nftables.
+ * the leftovers of a run that died (its PID gone) are removed by the next one. Another test that
+ * builds hosts this way (the deployment test, `tests/deploy`) passes a name prefix and a
+ * `10.X.0.0/16` of its own ({@linkcode NetNames}), so the two never meet. Needs root, `ip`
+ * (iproute2) and `nft` (nftables); `tools/setup.ts` installs nftables.
  *
  * @module
  */
@@ -15,7 +17,19 @@
 /** The root namespace: ZooKeeper, placement, gateways and clients. */
 export const HOST = -1;
 
-const NAME_PREFIX = "tkvc";
+/**
+ * How a user of {@linkcode ChaosNet} names its namespaces and links, and where its addresses come
+ * from: `prefix` (4 letters, so names stay within Linux's 15 characters) then the runner's PID,
+ * and a free `/24` under `<subnet16>.0.0/16`.
+ */
+export interface NetNames {
+  readonly prefix: string;
+  /** The first two octets, e.g. `"10.213"`. */
+  readonly subnet16: string;
+}
+
+/** The fault test's names: `tkvc<pid>…` on 10.213.0.0/16. */
+export const CHAOS_NAMES: NetNames = { prefix: "tkvc", subnet16: "10.213" };
 
 /** Runs a command; throws with its output when it fails. */
 export async function run(command: string, args: readonly string[], stdin?: string) {
@@ -57,10 +71,10 @@ async function processAlive(pid: number): Promise<boolean> {
   }
 }
 
-/** Removes namespaces and bridges left by fault-test runs whose process is gone. */
-export async function removeLeftovers(): Promise<string[]> {
+/** Removes namespaces and bridges left by runs (named by `names`) whose process is gone. */
+export async function removeLeftovers(names: NetNames = CHAOS_NAMES): Promise<string[]> {
   const removed: string[] = [];
-  const pattern = new RegExp(`^${NAME_PREFIX}(\\d+)`);
+  const pattern = new RegExp(`^${names.prefix}(\\d+)`);
   const namespaces = (await run("ip", ["netns", "list"])).split("\n").map((l) => l.split(" ")[0]);
   for (const name of namespaces) {
     const pid = Number(pattern.exec(name)?.[1]);
@@ -81,14 +95,14 @@ export async function removeLeftovers(): Promise<string[]> {
   return removed;
 }
 
-/** A `/24` under 10.213.0.0/16 that no interface here uses, starting the search at `pid`. */
-async function freeSubnet(pid: number): Promise<string> {
+/** A `/24` under `<subnet16>.0.0/16` that no interface here uses, starting the search at `pid`. */
+async function freeSubnet(pid: number, subnet16: string): Promise<string> {
   const used = await run("ip", ["-4", "-o", "addr", "show"]);
   for (let i = 0; i < 250; i++) {
-    const subnet = `10.213.${(pid + i) % 250}`;
+    const subnet = `${subnet16}.${(pid + i) % 250}`;
     if (!used.includes(` ${subnet}.`)) return subnet;
   }
-  throw new Error("Cannot find a free /24 in 10.213.0.0/16 for the test hosts");
+  throw new Error(`Cannot find a free /24 in ${subnet16}.0.0/16 for the test hosts`);
 }
 
 /** A bridge with `hosts` network namespaces on it, and the partitions between them. */
@@ -105,12 +119,18 @@ export class ChaosNet {
     this.#subnet = subnet;
   }
 
-  /** Creates the bridge and `hosts` namespaces (removing dead runs' leftovers first). */
-  static async create(hosts: number): Promise<ChaosNet> {
+  /**
+   * Creates the bridge and `hosts` namespaces (removing dead runs' leftovers first), named by
+   * `names` (by default the fault test's).
+   */
+  static async create(hosts: number, names: NetNames = CHAOS_NAMES): Promise<ChaosNet> {
     if (hosts < 1 || hosts > 50) throw new Error(`Cannot make ${hosts} test hosts: 1 to 50`);
-    await removeLeftovers();
+    if (!/^[a-z]{4}$/.test(names.prefix) || !/^\d{1,3}\.\d{1,3}$/.test(names.subnet16)) {
+      throw new Error(`Bad test host names ${JSON.stringify(names)}: 4 letters, "A.B"`);
+    }
+    await removeLeftovers(names);
     const pid = Deno.pid;
-    const net = new ChaosNet(hosts, `${NAME_PREFIX}${pid}`, await freeSubnet(pid));
+    const net = new ChaosNet(hosts, `${names.prefix}${pid}`, await freeSubnet(pid, names.subnet16));
     try {
       await run("ip", ["link", "add", net.#bridge, "type", "bridge"]);
       await run("ip", ["addr", "add", `${net.address(HOST)}/24`, "dev", net.#bridge]);
