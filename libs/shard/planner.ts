@@ -375,8 +375,11 @@ function removeExtraVoter(work: Work, shardWork: ShardWork): Attempt {
 
 function moveLeaderOffDraining(work: Work, shardWork: ShardWork, from: NodeId): Attempt {
   const { shard } = shardWork;
+  // A node an operator is emptying of leaders (leadersHeld) is the last choice: it leads fewest
+  // exactly because it is about to restart.
+  const held = (node: NodeId) => work.leadersHeld.has(node) ? 1 : 0;
   const candidates = shard.voters.filter((node) => isEligible(work, node)).sort((a, b) =>
-    countOf(work.leaders, a) - countOf(work.leaders, b) || byId(a, b)
+    held(a) - held(b) || countOf(work.leaders, a) - countOf(work.leaders, b) || byId(a, b)
   );
   if (candidates.length === 0) {
     return {

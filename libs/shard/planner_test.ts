@@ -151,6 +151,27 @@ Deno.test("planMoves() moves leadership off a draining node that must keep its r
   });
 });
 
+Deno.test("planMoves() moves a draining node's leadership to a held node only as a last resort", () => {
+  // n2 leads fewest because an operator is emptying it of leaders: a drain of n1 picks n3.
+  const held = { id: n2, live: true, leadersMovedAwayMs: NOW - 1000 };
+  const result = plan(input({
+    nodes: [{ id: n1, live: true, draining: true }, held, { id: n3, live: true }],
+    shards: [shard(1, ["n1", "n2", "n3"]), shard(2, ["n3", "n1", "n2"])],
+  }));
+  assert.deepEqual(
+    result.moves.filter((m) => m.kind === "transferLeader").map((m) =>
+      m.kind === "transferLeader" && m.to
+    ),
+    [n3],
+  );
+  // With only the held node eligible besides, it still takes the leadership.
+  const only = plan(input({
+    nodes: [{ id: n1, live: true, draining: true }, held, { id: n3, live: false }],
+    shards: [shard(1, ["n1", "n2", "n3"])],
+  }));
+  assert.deepEqual(only.moves.map((m) => m.kind === "transferLeader" && m.to), [n2]);
+});
+
 Deno.test("planMoves() fixes leader imbalance alone with transfers only", () => {
   const shards = [0, 1, 2, 3, 4, 5].map((i) => shard(i, ["n1", "n2", "n3"]));
   const result = plan(input({ shards }));

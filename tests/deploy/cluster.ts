@@ -232,7 +232,7 @@ export class DeployCluster {
   #pathMap(host: TestHost): Map<string, string> {
     const map = new Map(HOST_PATHS.map((p) => [p, `${host.root}${p}`]));
     map.set(GUIDE_CODE, REPO);
-    map.set("/usr/bin/deno", Deno.execPath());
+    map.set("/usr/local/bin/deno", Deno.execPath());
     return map;
   }
 
@@ -289,7 +289,7 @@ export class DeployCluster {
   /** The guide's ZooKeeper steps: zoo.cfg, and myid in the data dir (owned by zookeeper). */
   async #installZooKeeper(host: TestHost): Promise<void> {
     const conf = `${host.root}/etc/zookeeper/tinykv`;
-    const data = `${host.root}/var/lib/zookeeper`;
+    const data = `${host.root}/var/lib/zookeeper/tinykv`;
     await Deno.mkdir(conf, { recursive: true });
     await Deno.mkdir(data, { recursive: true });
     const cfg = await Deno.readTextFile(`${DEPLOY}/zookeeper/zoo.cfg`);

@@ -49,7 +49,7 @@ Deno.test("each unit runs its service with exactly the permissions its config ne
     const command = unitCommand(unit);
     const script = `${GUIDE_CODE}/services/${service}/main.ts`;
     const at = command.argv.indexOf(script);
-    assert.deepEqual(command.argv.slice(0, 3), ["/usr/bin/deno", "run", "--cached-only"]);
+    assert.deepEqual(command.argv.slice(0, 3), ["/usr/local/bin/deno", "run", "--cached-only"]);
     assert.deepEqual(command.argv.slice(at), [script, `--config=/etc/tinykv/${service}.toml`]);
     assert.equal(command.workingDirectory, GUIDE_CODE, "deno finds deno.json from there");
     assert.equal(command.user, "tinykv");

@@ -1,8 +1,8 @@
 /**
- * The deployment test's steady write load and its verdicts. Workers write through the load
+ * The deployment test's steady write load and its verdicts. Workers append through the load
  * balancer, each to keys of its own, one write at a time at a fixed pace, and record every write
- * with its outcome. Afterwards {@linkcode judgeWrites} checks that every key reads back with its
- * latest acknowledged value (nothing lost) and {@linkcode availability} says how the cluster
+ * with its outcome. Afterwards {@linkcode judgeWrites} checks that every key holds every
+ * acknowledged append (nothing lost) and {@linkcode availability} says how the cluster
  * served meanwhile. The judges are pure.
  *
  * @module
@@ -33,20 +33,24 @@ export type FinalReads = ReadonlyMap<string, string | undefined>;
 export interface WritesVerdict {
   readonly keys: number;
   readonly acknowledged: number;
-  /** Keys whose final value is their latest acknowledged one. */
+  /** Keys that hold every acknowledged write, in order, and nothing they should not. */
   readonly latest: number;
-  /** Keys whose final value is a write of unknown outcome (allowed: it may have applied last). */
+  /** Writes of unknown outcome found applied (allowed). */
   readonly unknownApplied: number;
   /** What is wrong: a lost or unexplained value per key. */
   readonly problems: readonly string[];
 }
 
+/** What separates the tokens the workers append to a key. */
+export const TOKEN_SEPARATOR = "|";
+
 /**
- * Checks each key's final value against its history. With one write in flight per key at a time,
- * the latest acknowledged write is the last one that took effect, unless a write of unknown
- * outcome did (such a write may take effect at any time after it started). So the final value
- * must be the latest acknowledged one or one of the unknown-outcome ones; a key never acknowledged
- * may also be absent. Anything else is a lost write or a value nobody wrote.
+ * Checks each key's final value against its history of appends (each write appends
+ * `TOKEN_SEPARATOR + value`, a value unique to the write), so that every acknowledged write is
+ * checked, not only each key's last one: every acknowledged token is there exactly once and in
+ * the order the writes were made (one write in flight per key at a time); a token of unknown
+ * outcome may be there at most once, anywhere after its write started; a definitely failed
+ * token, a repeated token or one nobody wrote is a problem.
  */
 export function judgeWrites(history: readonly WriteRecord[], reads: FinalReads): WritesVerdict {
   const byKey = new Map<string, WriteRecord[]>();
@@ -60,29 +64,36 @@ export function judgeWrites(history: readonly WriteRecord[], reads: FinalReads):
   let unknownApplied = 0;
   const problems: string[] = [];
   for (const [key, records] of byKey) {
-    const acked = records.filter((r) => r.outcome === "ok");
-    acknowledged += acked.length;
-    const last = acked.reduce<WriteRecord | undefined>(
-      (best, r) => (best === undefined || r.startMs > best.startMs ? r : best),
-      undefined,
-    );
-    const unknown = new Set(records.filter((r) => r.outcome === "unknown").map((r) => r.value));
+    const written = new Map(records.map((r) => [r.value, r]));
+    acknowledged += records.filter((r) => r.outcome === "ok").length;
     if (!reads.has(key)) {
       problems.push(`key ${key}: not read back`);
       continue;
     }
-    const value = reads.get(key);
-    if (last !== undefined && value === last.value) latest++;
-    else if (value !== undefined && unknown.has(value)) unknownApplied++;
-    else if (last === undefined && value === undefined) latest++;
-    else {
-      const found = value === undefined ? "nothing" : `"${value}"`;
-      const expected = last === undefined ? "nothing" : `"${last.value}"`;
-      problems.push(
-        `key ${key}: read ${found}, but its latest acknowledged write is ${expected}` +
-          (unknown.size > 0 ? ` (or one of ${unknown.size} of unknown outcome)` : ""),
-      );
+    const tokens = (reads.get(key) ?? "").split(TOKEN_SEPARATOR).slice(1);
+    const seen = new Set<string>();
+    const before = problems.length;
+    let lastAckedStart = -Infinity;
+    for (const token of tokens) {
+      const record = written.get(token);
+      if (record === undefined) problems.push(`key ${key}: holds "${token}", which nobody wrote`);
+      else if (seen.has(token)) problems.push(`key ${key}: holds "${token}" twice`);
+      else if (record.outcome === "failed") {
+        problems.push(`key ${key}: holds "${token}", a write that definitely failed`);
+      } else if (record.outcome === "ok") {
+        if (record.startMs < lastAckedStart) {
+          problems.push(`key ${key}: acknowledged "${token}" is out of order`);
+        }
+        lastAckedStart = record.startMs;
+      } else unknownApplied++;
+      seen.add(token);
     }
+    for (const record of records) {
+      if (record.outcome === "ok" && !seen.has(record.value)) {
+        problems.push(`key ${key}: acknowledged write "${record.value}" is lost`);
+      }
+    }
+    if (problems.length === before) latest++;
   }
   return { keys: byKey.size, acknowledged, latest, unknownApplied, problems };
 }
@@ -195,7 +206,7 @@ export class WriteLoad {
       const value = `w${worker}-s${seq}`;
       const startMs = now();
       try {
-        await client.put(key, value);
+        await client.append(key, `${TOKEN_SEPARATOR}${value}`);
         this.history.push({ key, value, startMs, endMs: now(), outcome: "ok" });
       } catch (error) {
         if (!(error instanceof TinyKvError)) throw error;
