@@ -337,9 +337,25 @@ function javaArgs(options: LaunchOptions): string[] {
 }
 
 async function readPid(stdout: ReadableStream<Uint8Array>): Promise<number> {
+  const read = await readReportedPid(stdout, PID_REPORT_TIMEOUT_MS);
+  if (typeof read === "number") return read;
+  throw new ZooKeeperStartError(
+    `Cannot start ZooKeeper: the watchdog reported no pid (it wrote "${read.printed}")`,
+  );
+}
+
+/**
+ * The PID a watchdog prints as the first line of its stdout (and nothing else there), or what it
+ * printed instead when that is not a PID or no line came within `timeoutMs`. Also used by the
+ * deployment test's process watchdog.
+ */
+export async function readReportedPid(
+  stdout: ReadableStream<Uint8Array>,
+  timeoutMs: number,
+): Promise<number | { printed: string }> {
   const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  const timer = setTimeout(() => reader.cancel().catch(() => {}), PID_REPORT_TIMEOUT_MS);
+  const timer = setTimeout(() => reader.cancel().catch(() => {}), timeoutMs);
   try {
     while (!text.includes("\n")) {
       const { value, done } = await reader.read();
@@ -351,12 +367,7 @@ async function readPid(stdout: ReadableStream<Uint8Array>): Promise<number> {
     await reader.cancel().catch(() => {});
   }
   const pid = Number(text.trim());
-  if (!Number.isSafeInteger(pid) || pid <= 0) {
-    throw new ZooKeeperStartError(
-      `Cannot start ZooKeeper: the watchdog reported no pid (it wrote "${text.trim()}")`,
-    );
-  }
-  return pid;
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : { printed: text.trim() };
 }
 
 /** Asks the server `ruok`; true when it answers `imok`. Connection failures mean "not yet". */

@@ -19,9 +19,10 @@
 import { createHash } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
 import type { ExportShardChunk, ExportShardRequest, KeyValue } from "@tinykv/proto/tinykv/v1";
-import { type RpcFailure, rpcFailure, toServerError } from "@tinykv/rpc";
+import { type RpcFailure, rpcFailure, type RpcFailureKind, toServerError } from "@tinykv/rpc";
 import { FRAME_LENGTH_BYTES, shardId } from "@tinykv/shard";
 import type { KvDriver } from "./kv_app.ts";
+import type { Failure } from "./application.ts";
 
 /**
  * Bytes per chunk of an export, framing of each pair included ({@linkcode PAIR_OVERHEAD_BYTES}),
@@ -57,6 +58,22 @@ export interface ExportShardOptions {
 }
 
 type ExportCall = grpc.ServerWritableStream<ExportShardRequest, ExportShardChunk>;
+
+/**
+ * The status of a failed barrier: a replica that does not lead, or no answer in time (a read: it
+ * changed nothing), sends the caller elsewhere (UNAVAILABLE, retried).
+ */
+const BARRIER_FAILURE: Record<Failure["kind"], RpcFailureKind> = {
+  notLeader: "unavailable",
+  staleEpoch: "unavailable",
+  invalid: "invalidArgument",
+  unavailable: "unavailable",
+  unknown: "unavailable",
+  sessionExpired: "unavailable",
+  resourceExhausted: "resourceExhausted",
+  dataLoss: "dataLoss",
+  internal: "internal",
+};
 
 /** The handler of `NodeAdmin.ExportShard`. */
 export function exportShardHandler(options: ExportShardOptions): (call: ExportCall) => void {
@@ -118,19 +135,8 @@ async function exportShard(
     const leader = barrier.kind === "notLeader" && barrier.leaderAddress !== ""
       ? `: the leader is at ${barrier.leaderAddress}`
       : "";
-    const kind = barrier.kind === "notLeader" || barrier.kind === "unknown"
-      ? "unavailable"
-      : barrier.kind === "resourceExhausted"
-      ? "resourceExhausted"
-      : barrier.kind === "invalid"
-      ? "invalidArgument"
-      : barrier.kind === "dataLoss"
-      ? "dataLoss"
-      : barrier.kind === "internal"
-      ? "internal"
-      : "unavailable";
     return rpcFailure(
-      kind,
+      BARRIER_FAILURE[barrier.kind],
       `Node "${options.nodeId}" cannot export shard ${shard}: ${barrier.message}${leader}`,
     );
   }

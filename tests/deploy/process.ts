@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { readReportedPid } from "@tinykv/zk/server";
 
 // Arguments: the output file, then the command. (A background job's stdin is /dev/null in a
 // non-interactive shell, so the watcher reads the pipe through a copy of it, fd 3.)
@@ -173,24 +174,9 @@ export class HostProcess {
 
 /** Reads the PID the watchdog prints on its stdout (nothing else is printed there). */
 async function readPid(stream: ReadableStream<Uint8Array>, name: string): Promise<number> {
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  const timer = setTimeout(() => reader.cancel().catch(() => {}), PID_TIMEOUT_MS);
-  try {
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-  } finally {
-    clearTimeout(timer);
-    await reader.cancel().catch(() => {});
-  }
-  const pid = Number(text.trim());
-  if (!Number.isSafeInteger(pid) || pid <= 0) {
-    throw new Error(`${name}: the watchdog reported no PID (it printed "${text.trim()}")`);
-  }
-  return pid;
+  const read = await readReportedPid(stream, PID_TIMEOUT_MS);
+  if (typeof read === "number") return read;
+  throw new Error(`${name}: the watchdog reported no PID (it printed "${read.printed}")`);
 }
 
 async function fileSize(path: string): Promise<number> {
