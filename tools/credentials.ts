@@ -153,6 +153,10 @@ function hostsOf(flags: Map<string, string>): string[] {
 
 /** Runs the tool; returns its exit code. */
 export async function main(args: readonly string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(USAGE);
+    return 0;
+  }
   let parsed: ReturnType<typeof flagValues>;
   try {
     parsed = flagValues(args);

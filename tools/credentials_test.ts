@@ -47,3 +47,19 @@ Deno.test("credentials init makes what is missing, once; tokens verify with its 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("credentials init works in a directory named relative to the current one", async () => {
+  // As `deno task dev --secure` names its own: "./data/secure/pki" (openssl runs inside the
+  // directory, so a relative CA path would be looked for below it).
+  const parent = await Deno.makeTempDir({ prefix: "tinykv-credentials-" });
+  const cwd = Deno.cwd();
+  try {
+    Deno.chdir(parent);
+    const made = await initCredentials("./nested/pki", { hosts: ["127.0.0.1"] });
+    assert.equal(made.length, 4);
+    assert.ok((await Deno.stat(`${parent}/nested/pki/server.crt`)).isFile);
+  } finally {
+    Deno.chdir(cwd);
+    await Deno.remove(parent, { recursive: true });
+  }
+});

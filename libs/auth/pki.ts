@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 
 /** A PEM certificate and its key. */
 export interface CertificateFiles {
@@ -88,10 +89,13 @@ export async function makeCertificate(
       "-req",
       "-in",
       `${name}.csr`,
+      // openssl runs in `dir`: the CA's paths, relative to this process's directory, are made
+      // absolute (a relative `dir` such as the dev cluster's "./data/secure/pki" is not also
+      // the CA's directory from there).
       "-CA",
-      ca.cert,
+      resolve(ca.cert),
       "-CAkey",
-      ca.key,
+      resolve(ca.key),
       "-CAcreateserial",
       "-out",
       `${name}.crt`,
