@@ -223,11 +223,18 @@ export function parseArgs(args: readonly string[], env: (name: string) => string
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
     return `Flag "--timeout" must be a number of milliseconds above 0`;
   }
+  if (flags.has("server-name") && flags.get("ca") === undefined && env("TINYKV_CA") === undefined) {
+    return `Flag "--server-name" needs --ca (it names what TLS checks)`;
+  }
+  const tokenFile = flags.get("token-file") ?? env("TINYKV_TOKEN_FILE");
+  if (tokenFile !== undefined && (flags.get("ca") ?? env("TINYKV_CA")) === undefined) {
+    return "A token is sent only over TLS: --token-file needs --ca";
+  }
   const parsed: Args = {
     node: words[0],
     placements,
     ca: flags.get("ca") ?? env("TINYKV_CA"),
-    tokenFile: flags.get("token-file") ?? env("TINYKV_TOKEN_FILE"),
+    tokenFile,
     serverName: flags.get("server-name") ?? SERVER_NAME_DEFAULT,
     lag,
     timeoutMs,

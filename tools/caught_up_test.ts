@@ -151,6 +151,11 @@ Deno.test("parseArgs() reads the node, flags and defaults, and refuses bad input
     [["kv1", "--placement", "a:1", "--timeout", "0"], /^Flag "--timeout" must be/],
     [["kv1", "--placement"], /^Flag "--placement" needs a value$/],
     [["kv1", "--bogus", "1"], /^Unknown flag "--bogus"$/],
+    [
+      ["kv1", "--placement", "a:1", "--token-file", "t"],
+      /^A token is sent only over TLS: --token-file needs --ca$/,
+    ],
+    [["kv1", "--placement", "a:1", "--server-name", "x"], /^Flag "--server-name" needs --ca/],
   ];
   for (const [args, expected] of bad) {
     const result = parseArgs(args, () => undefined);

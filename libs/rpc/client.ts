@@ -63,7 +63,7 @@ export interface GrpcClientOptions {
   maxMessageBytes: number;
   /** Connect with TLS, trusting this CA (security.ts); plaintext without. */
   tls?: ClientTls;
-  /** Send this credential (a libs/auth token) with every call and stream. */
+  /** Send this credential (a libs/auth token) with every call and stream; needs `tls`. */
   token?: string;
 }
 
@@ -86,6 +86,10 @@ export function createGrpcClient<D extends grpc.ServiceDefinition>(
   address: string,
   options: GrpcClientOptions,
 ): GrpcClient<D> {
+  if (options.token !== undefined && options.tls === undefined) {
+    // A token in plaintext is a credential given away to anyone on the path.
+    throw new Error(`A token is sent only over TLS: the client of "${address}" has no CA`);
+  }
   let Client = CLIENT_CLASSES.get(definition);
   if (Client === undefined) {
     const first = Object.values(definition)[0];

@@ -166,8 +166,13 @@ function batch(port: number, options: { token?: string }): Promise<grpc.StatusOb
 
 Deno.test("TLS and tokens: each refusal has its status and reaches no handler", async () => {
   await withServer(async (port, reached) => {
-    const plaintext = await get(port, { plaintext: true, token: await token() });
+    const plaintext = await get(port, { plaintext: true });
     assert.equal(plaintext.kind, "unavailable", "a plaintext client cannot talk to a TLS port");
+    const secret = await token();
+    assert.throws(
+      () => clientOf(KVService, port, { plaintext: true, token: secret }),
+      /A token is sent only over TLS: the client of "127\.0\.0\.1:\d+" has no CA/,
+    );
     const cases: Array<[string, string | undefined, string, RegExp]> = [
       ["no token", undefined, "unauthenticated", /needs a credential/],
       ["another cluster", await token({ cluster: "c-2" }), "unauthenticated", /cluster "c-2"/],
