@@ -248,7 +248,11 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
     const refusedBackup = await backup(clientTokenFile, `${dir}/backup-client`);
     assert.equal(refusedBackup.code, 6, JSON.stringify(refusedBackup));
     assert.equal(JSON.parse(refusedBackup.stdout).error.code, "permissionDenied");
-    assert.deepEqual([...Deno.readDirSync(`${dir}/backup-client`)], [], "nothing written");
+    assert.throws(
+      () => Deno.statSync(`${dir}/backup-client`),
+      Deno.errors.NotFound,
+      "a failed backup leaves nothing behind, not even the directory it made",
+    );
     const adminBackup = await backup(adminTokenFile, `${dir}/backup-admin`);
     assert.equal(adminBackup.code, 0, JSON.stringify(adminBackup));
     const manifest = JSON.parse(adminBackup.stdout).manifest;

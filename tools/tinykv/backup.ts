@@ -40,6 +40,7 @@ import {
   unaryCaller,
 } from "@tinykv/rpc";
 import {
+  compareBytes,
   framePair,
   FrameReader,
   HASH_SPACE,
@@ -156,13 +157,15 @@ async function reportFailure(
   extra: Record<string, unknown> = {},
 ): Promise<number> {
   let failure: RpcFailure;
+  let outcomeUnknown = false;
   if (error instanceof CommandFailure) failure = error.failure;
-  else if (error instanceof TinyKvError) failure = rpcFailure(error.code, error.message);
-  else throw error;
+  else if (error instanceof TinyKvError) {
+    failure = rpcFailure(error.code, error.message);
+    outcomeUnknown = error.outcomeUnknown;
+  } else throw error;
   if (json) {
-    await io.out(
-      JSON.stringify({ error: { code: failure.kind, message: failure.message, ...extra } }),
-    );
+    const { kind: code, message } = failure;
+    await io.out(JSON.stringify({ error: { code, message, outcomeUnknown, ...extra } }));
   } else {
     await io.err(`error: ${failure.kind}: ${failure.message}`);
   }
@@ -175,8 +178,9 @@ async function reportFailure(
 export async function runBackup(options: BackupOptions, io: BackupOutput): Promise<number> {
   const connection = new PlacementConnection(options.placements, options.security);
   const timeoutMs = options.timeoutMs ?? BACKUP_TIMEOUT_MS_DEFAULT;
+  let created: { dirMade: boolean } | undefined;
   try {
-    await prepareEmptyDir(options.dir);
+    created = await prepareEmptyDir(options.dir);
     const startedAt = new Date();
     const state = await clusterState(connection, timeoutMs);
     if (!state.bootstrapped || state.shards.length === 0) {
@@ -245,9 +249,28 @@ export async function runBackup(options: BackupOptions, io: BackupOutput): Promi
     }
     return EXIT.ok;
   } catch (error) {
+    // A failed backup leaves nothing behind: what it wrote into DIR goes (DIR too if it made it),
+    // so the same command can run again.
+    if (created !== undefined) await removeWritten(options.dir, created.dirMade);
     return await reportFailure(error, options.json, io);
   } finally {
     connection.close();
+  }
+}
+
+/** Removes the files a failed backup wrote in `dir` (it was empty), and `dir` if it made it. */
+async function removeWritten(dir: string, dirMade: boolean): Promise<void> {
+  try {
+    if (dirMade) await Deno.remove(dir, { recursive: true });
+    else {
+      for await (const entry of Deno.readDir(dir)) {
+        if (/^shard-\d+\.pairs(\.partial)?$|^manifest\.json\.partial$/.test(entry.name)) {
+          await Deno.remove(`${dir}/${entry.name}`);
+        }
+      }
+    }
+  } catch {
+    // Best effort: the failure being reported matters more.
   }
 }
 
@@ -261,8 +284,11 @@ interface ExportContext {
   addresses: Map<string, string>;
 }
 
-/** A directory that does not exist yet (created) or is empty; anything else is refused. */
-async function prepareEmptyDir(dir: string): Promise<void> {
+/**
+ * A directory that does not exist yet (created, readable by its owner only) or is empty; anything
+ * else is refused. Reports whether it made the directory.
+ */
+async function prepareEmptyDir(dir: string): Promise<{ dirMade: boolean }> {
   try {
     for await (const entry of Deno.readDir(dir)) {
       failWith(
@@ -277,11 +303,13 @@ async function prepareEmptyDir(dir: string): Promise<void> {
       failWith("failedPrecondition", `Cannot use directory "${dir}": ${messageOf(error)}`);
     }
     try {
-      await Deno.mkdir(dir, { recursive: true });
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     } catch (mkdirError) {
       failWith("failedPrecondition", `Cannot create directory "${dir}": ${messageOf(mkdirError)}`);
     }
+    return { dirMade: true };
   }
+  return { dirMade: false };
 }
 
 async function clusterState(connection: PlacementConnection, timeoutMs: number) {
@@ -402,7 +430,7 @@ async function exportFrom(
   const output = await onDisk(
     "create",
     partial,
-    () => Deno.open(partial, { write: true, create: true, truncate: true }),
+    () => Deno.open(partial, { write: true, create: true, truncate: true, mode: 0o600 }),
   );
   let idle = false;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -528,7 +556,7 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
 }
 
 async function writeSynced(path: string, bytes: Uint8Array): Promise<void> {
-  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
   try {
     await writeAll(file, bytes);
     await file.sync();
@@ -636,7 +664,7 @@ async function readManifest(dir: string): Promise<Manifest> {
 
 /**
  * Reads the pairs of one shard file, checking as it goes that each key is a valid key of the
- * shard's range and each value within {@linkcode BACKUP_VALUE_BYTES_MAX}; at the end, that the
+ * shard's range, after the one before in byte order (so each key once), and each value within {@linkcode BACKUP_VALUE_BYTES_MAX}; at the end, that the
  * file's SHA-256, pair count and bytes are the manifest's. `onPair` may be undefined (a check
  * only). Throws a DATA_LOSS {@linkcode CommandFailure} naming the file and the problem.
  */
@@ -660,6 +688,7 @@ export async function readShardFile(
   // The first problem with the pairs; the rest of the file is still hashed, so that a corrupt
   // file is reported as one (its SHA-256 differs) rather than by the symptom met first.
   let problem: string | undefined;
+  let previous: Uint8Array | undefined;
   try {
     const buffer = new Uint8Array(READ_BYTES);
     while (true) {
@@ -686,7 +715,12 @@ export async function readShardFile(
           problem = `pair ${keys + 1}: its key hashes to ${h}, outside shard ${shard.shard_id}'s ` +
             `range [${shard.range_lo}, ${shard.range_hi})`;
         }
+        if (problem === undefined && previous !== undefined && compareBytes(previous, key) >= 0) {
+          problem = `pair ${keys + 1}: its key does not come after the one before (an export ` +
+            "lists each key once, in byte order)";
+        }
         if (problem !== undefined) break;
+        previous = key;
         keys++;
         bytes += key.length + value.length;
         if (onPair !== undefined) await onPair(key, value);
@@ -768,7 +802,8 @@ export async function runRestore(options: RestoreOptions, io: BackupOutput): Pro
     const stopped = async () => {
       await Promise.allSettled(inFlight);
       await io.err(
-        `restore stopped after writing ${written} of ${manifest.keys} keys: the cluster holds ` +
+        `restore stopped after writing ${written} of ${manifest.keys} keys (at least: up to ` +
+          `${RESTORE_IN_FLIGHT} more may have been written without an answer): the cluster holds ` +
           "part of the backup (start a new cluster to restore again)",
       );
     };

@@ -108,6 +108,15 @@ Deno.test("readShardFile reads every pair back, the largest key included, and ch
       /its SHA-256 is .* the file is damaged/,
     );
     await assert.rejects(readShardFile(dir, { ...entry, file: "shard-9.pairs" }), /cannot be read/);
+    // A key twice, or out of order, is not an export's: refused even with matching checksums.
+    for (const keys of [["a", "a"], ["b", "a"]]) {
+      const twice = await shardFile(dir, keys.map((k) => [enc.encode(k), enc.encode("v")]));
+      await assert.rejects(
+        readShardFile(dir, twice),
+        /pair 2: its key does not come after the one before/,
+        keys.join(","),
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
