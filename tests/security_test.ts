@@ -187,6 +187,20 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
     const anonymous = await cli(["--timeout", "3000", "put", "cli", "no"]);
     assert.equal(anonymous.code, 6, anonymous.stderr);
     assert.match(anonymous.stderr, /unauthenticated: .*needs a credential/);
+    // A certificate for another name is refused by the CLI's TLS at once, not retried.
+    const wrongName = await cli([
+      "--server-name",
+      "elsewhere",
+      "--token-file",
+      clientTokenFile,
+      "get",
+      "cli",
+    ]);
+    assert.equal(wrongName.code, 6, wrongName.stderr);
+    assert.match(
+      wrongName.stderr,
+      /unauthenticated: TLS did not accept the server's certificate \(check the CA and the server name\)/,
+    );
 
     // Placement's admin API needs an admin: a client's token is refused and nothing drains.
     const placementAs = (token: string) => {

@@ -179,7 +179,8 @@ Exit codes:
      leave too few nodes, a backup DIR that is not empty, a restore into a cluster with keys;
      DATA_LOSS, e.g. a backup file whose checksum differs; INTERNAL, cancelled)
   6  refused: no credential the server accepts (UNAUTHENTICATED) or a role that may not make the
-     call (PERMISSION_DENIED)
+     call (PERMISSION_DENIED); also a server certificate TLS does not accept (signed by another
+     CA than --ca, or not for --server-name), at once, without retrying
 `;
 
 const COMMAND_USAGE: Record<string, string> = {

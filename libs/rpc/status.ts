@@ -209,6 +209,15 @@ export function failureFromError(error: unknown): RpcFailure {
         : "";
       const failure = failureFromStatus({ code, details });
       if (fromServer(error)) return failure;
+      // The client's TLS refused the server's certificate (another CA, another name, expired):
+      // nothing was sent, and no retry mends a trust setting.
+      if (failure.kind === "unavailable" && CERTIFICATE_REFUSED.test(details)) {
+        return rpcFailure(
+          "unauthenticated",
+          "TLS did not accept the server's certificate (check the CA and the server name): " +
+            details.replace(/\s*Resolution note:\s*$/, ""),
+        );
+      }
       if (failure.kind === "unavailable" && !NEVER_CONNECTED.test(details)) {
         return { ...failure, outcome: "unknown" };
       }
@@ -276,6 +285,9 @@ export function toServerError(failure: RpcFailure): grpc.ServerErrorResponse {
 
 /** grpc-js's words for an UNAVAILABLE before any request left: no connection was ever made. */
 const NEVER_CONNECTED = /^No connection established/;
+/** Node's TLS words for a server certificate it does not accept. */
+const CERTIFICATE_REFUSED =
+  /unable to verify the first certificate|unable to get (local )?issuer certificate|self[- ]signed certificate|certificate has expired|certificate is not yet valid|ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames|certificate signature failure/i;
 /** grpc-js's words for a deadline that passed before the call had a connection to go on. */
 const WAITING_FOR_CONNECTION = /Waiting for LB pick/;
 /** grpc-js's words for a request it refused to send: too large for the channel's bound. */

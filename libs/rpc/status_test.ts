@@ -129,3 +129,28 @@ Deno.test("failureFromError() tells a server's UNAVAILABLE from one grpc-js made
   };
   assert.equal(outcomeOf(failureFromError(tooLargeReceived)), "unknown");
 });
+
+Deno.test("failureFromError(): a server certificate the client refuses is not retried", () => {
+  const cases = [
+    "No connection established. Last error: Error: unable to verify the first certificate. " +
+    "Resolution note: ",
+    "No connection established. Last error: Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP " +
+    "does not match certificate's altnames: Host: wrong. is not in the cert's altnames: " +
+    "DNS:tinykv. Resolution note: ",
+    "No connection established. Last error: Error: certificate has expired.",
+  ];
+  for (const details of cases) {
+    const failure = failureFromError({ code: grpc.status.UNAVAILABLE, details });
+    assert.equal(failure.kind, "unauthenticated", details);
+    assert.equal(retryOf(failure), "never");
+    assert.equal(outcomeOf(failure), "notApplied");
+    assert.match(failure.message, /^TLS did not accept the server's certificate \(check the CA/);
+    assert.doesNotMatch(failure.message, /Resolution note/);
+  }
+  // A connection that failed for any other reason is still worth another try.
+  const refused = failureFromError({
+    code: grpc.status.UNAVAILABLE,
+    details: "No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1",
+  });
+  assert.equal(refused.kind, "unavailable");
+});
