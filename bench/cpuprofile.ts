@@ -2,7 +2,7 @@
  * Summarizes V8 CPU profiles (`deno run --cpu-prof`, e.g. the services the benchmarks start with
  * `TINYKV_SERVICE_DENO_FLAGS="--cpu-prof --cpu-prof-dir=DIR"`): the share of samples spent in each
  * function itself (self time) and in each source file, over all the profiles given, so the largest
- * cost stands out without a flame-graph viewer. `--last S` counts only each profile's final S
+ * cost stands out without a flame-graph viewer; and the total (inclusive) time of each function. `--last S` counts only each profile's final S
  * seconds (e.g. the idle period after a cluster settled).
  *
  * ```sh
@@ -34,6 +34,8 @@ export interface CpuProfile {
 export interface SelfTimes {
   readonly byFunction: Map<string, number>;
   readonly byFile: Map<string, number>;
+  /** Total (inclusive) time by function: samples with the function anywhere on the stack. */
+  readonly byFunctionTotal: Map<string, number>;
   totalUs: number;
 }
 
@@ -43,6 +45,10 @@ export interface SelfTimes {
  */
 export function addSelfTimes(profile: CpuProfile, into: SelfTimes, lastUs = Infinity): void {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parents = new Map<number, number>();
+  for (const node of profile.nodes) {
+    for (const child of node.children ?? []) parents.set(child, node.id);
+  }
   let first = profile.samples.length;
   for (let spanUs = 0; first > 0 && spanUs < lastUs; first--) {
     spanUs += Math.max(0, profile.timeDeltas[first - 1] ?? 0);
@@ -51,13 +57,27 @@ export function addSelfTimes(profile: CpuProfile, into: SelfTimes, lastUs = Infi
     const node = nodes.get(profile.samples[i]);
     const us = Math.max(0, profile.timeDeltas[i] ?? 0);
     if (node === undefined) continue;
-    const { functionName, url, lineNumber } = node.callFrame;
-    const file = shortUrl(url);
-    const name = `${functionName || "(anonymous)"} ${file}:${lineNumber + 1}`;
+    const name = nameOf(node);
     into.byFunction.set(name, (into.byFunction.get(name) ?? 0) + us);
+    const file = shortUrl(node.callFrame.url);
     into.byFile.set(file, (into.byFile.get(file) ?? 0) + us);
     into.totalUs += us;
+    const onStack = new Set<string>();
+    for (let id: number | undefined = node.id; id !== undefined; id = parents.get(id)) {
+      const frame = nodes.get(id);
+      if (frame !== undefined && frame.callFrame.functionName !== "(root)") {
+        onStack.add(nameOf(frame));
+      }
+    }
+    for (const name of onStack) {
+      into.byFunctionTotal.set(name, (into.byFunctionTotal.get(name) ?? 0) + us);
+    }
   }
+}
+
+function nameOf(node: ProfileNode): string {
+  const { functionName, url, lineNumber } = node.callFrame;
+  return `${functionName || "(anonymous)"} ${shortUrl(url)}:${lineNumber + 1}`;
 }
 
 /** A URL shortened to what identifies it: the repository path or the npm package's file. */
@@ -97,7 +117,12 @@ async function main(): Promise<void> {
     else if (Deno.args[i] === "--last") lastUs = Number(Deno.args[++i]) * 1e6;
     else paths.push(Deno.args[i]);
   }
-  const times: SelfTimes = { byFunction: new Map(), byFile: new Map(), totalUs: 0 };
+  const times: SelfTimes = {
+    byFunction: new Map(),
+    byFile: new Map(),
+    byFunctionTotal: new Map(),
+    totalUs: 0,
+  };
   for (const path of paths) {
     for (const file of await profilesIn(path)) {
       addSelfTimes(JSON.parse(await Deno.readTextFile(file)) as CpuProfile, times, lastUs);
@@ -108,6 +133,8 @@ async function main(): Promise<void> {
   for (const row of topRows(times.byFunction, times.totalUs, top)) console.log(row);
   console.log("\n| self | ms | file |\n|---:|---:|---|");
   for (const row of topRows(times.byFile, times.totalUs, top)) console.log(row);
+  console.log("\n| total | ms | function (self and what it called) |\n|---:|---:|---|");
+  for (const row of topRows(times.byFunctionTotal, times.totalUs, top)) console.log(row);
 }
 
 if (import.meta.main) await main();
