@@ -9,9 +9,10 @@
  * and the load balancer of the deployment guide, haproxy (Debian's `haproxy`). With `--test`,
  * everything the whole suite needs: those, Prometheus (Debian's `prometheus`, which
  * `tests/prometheus_test.ts` runs against the dev cluster) and Chromium (Debian's `chromium`, the
- * headless browser in which `tests/dashboard_test.ts` drives placement's dashboard).
+ * headless browser in which `tests/dashboard_test.ts` drives placement's dashboard) and etcdctl
+ * (Debian's `etcd-client`, the real etcd client `tests/etcd_api_test.ts` runs against the gateway).
  *
- * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/sbin/haproxy,/usr/bin/prometheus,/usr/bin/chromium tools/setup.ts [--faults | --deploy | --test]`
+ * Run: `deno run --allow-read=/usr/share/java --allow-run=apt-get,java,/usr/bin/java,/usr/sbin/ip,/usr/sbin/nft,/usr/sbin/haproxy,/usr/bin/prometheus,/usr/bin/chromium,/usr/bin/etcdctl tools/setup.ts [--faults | --deploy | --test]`
  *
  * @module
  */
@@ -111,6 +112,12 @@ const PROMETHEUS: Requirement = {
   present: () => commandSucceeds("/usr/bin/prometheus", ["--version"]),
 };
 
+const ETCDCTL: Requirement = {
+  what: "etcdctl (/usr/bin/etcdctl)",
+  packageName: "etcd-client",
+  present: () => commandSucceeds("/usr/bin/etcdctl", ["version"]),
+};
+
 const CHROMIUM: Requirement = {
   what: "Chromium (/usr/bin/chromium)",
   packageName: "chromium",
@@ -167,7 +174,7 @@ export async function setup(
     ZOOKEEPER,
     ...(faults ? FAULT_TEST_TOOLS : []),
     ...(deploy ? [HAPROXY] : []),
-    ...(test ? [PROMETHEUS, CHROMIUM] : []),
+    ...(test ? [PROMETHEUS, CHROMIUM, ETCDCTL] : []),
   ]);
 }
 

@@ -193,7 +193,8 @@ export type TinyKvErrorCode =
   | "internal"
   | "cancelled"
   | "unauthenticated"
-  | "permissionDenied";
+  | "permissionDenied"
+  | "unimplemented";
 
 // Invariant: the codes are exactly the status table's failure kinds.
 const _SAME_KINDS: [TinyKvErrorCode, RpcFailureKind] extends [RpcFailureKind, TinyKvErrorCode]

@@ -25,7 +25,8 @@ export type RpcFailureKind =
   | "internal"
   | "cancelled"
   | "unauthenticated"
-  | "permissionDenied";
+  | "permissionDenied"
+  | "unimplemented";
 
 /**
  * A failed RPC. `message` follows the product's error style (sentence case, no trailing period,
@@ -54,6 +55,8 @@ export type RpcFailure =
     | { kind: "unauthenticated"; message: string }
     /** The caller's role may not make this call; nothing was done. */
     | { kind: "permissionDenied"; message: string }
+    /** TinyKV does not have what was asked (an etcd lease, say); nothing was done. */
+    | { kind: "unimplemented"; message: string }
   )
   & {
     /**
@@ -122,6 +125,7 @@ export const STATUS_TABLE: Readonly<Record<RpcFailureKind, StatusRow>> = {
     outcome: "notApplied",
     retry: "never",
   },
+  unimplemented: { code: grpc.status.UNIMPLEMENTED, outcome: "notApplied", retry: "never" },
 };
 
 const KIND_BY_CODE: ReadonlyMap<grpc.status, RpcFailureKind> = new Map(

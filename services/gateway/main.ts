@@ -10,7 +10,15 @@
  *
  * @module
  */
-import { encodeGatewayInfo, gatewayPath, KvRouter, ZooKeeperClusterView } from "@tinykv/client";
+import {
+  decodeGatewayInfo,
+  encodeGatewayInfo,
+  type GatewayInfo,
+  gatewayPath,
+  GATEWAYS_PATH,
+  KvRouter,
+  ZooKeeperClusterView,
+} from "@tinykv/client";
 import type { Config } from "@tinykv/config";
 import { runService, waitForShutdown } from "@tinykv/lifecycle";
 import type { Logger } from "@tinykv/log";
@@ -20,15 +28,25 @@ import {
   newRegistry,
   startMetrics,
 } from "@tinykv/metrics";
-import { type Policy, prepareServiceSecurity, servicePolicy, startGrpcServer } from "@tinykv/rpc";
+import {
+  bindService,
+  type Policy,
+  prepareServiceSecurity,
+  servicePolicy,
+  startGrpcServer,
+} from "@tinykv/rpc";
+import { KVService } from "@tinykv/proto/tinykv/v1";
+import { shardForKey } from "@tinykv/shard";
 import {
   connectConfiguredZooKeeperRetrying,
   keepEphemeral,
   readDigestFile,
+  ZnodeDirectory,
   type ZooKeeperClient,
 } from "@tinykv/zk";
 import { isBrokenInvariant } from "./_assert.ts";
-import { GatewaySession, kvService } from "./kv_service.ts";
+import { etcdServices } from "./etcd_service.ts";
+import { GatewaySession, kvHandlers } from "./kv_service.ts";
 import { gatewayMetrics } from "./metrics.ts";
 
 /** How long a stopping gateway waits for calls in flight. */
@@ -47,7 +65,10 @@ async function main(args: string[]): Promise<number> {
 }
 
 /** Who may call a gateway: applications and operators. */
-const GATEWAY_POLICY: Policy = servicePolicy([["/tinykv.v1.KV/", ["client", "admin"]]]);
+const GATEWAY_POLICY: Policy = servicePolicy([
+  ["/tinykv.v1.KV/", ["client", "admin"]],
+  ["/etcdserverpb.", ["client", "admin"]],
+]);
 
 async function run(config: Config, log: Logger): Promise<number> {
   const address = `${config.rpc_server.host}:${config.rpc_server.port}`;
@@ -71,6 +92,8 @@ async function run(config: Config, log: Logger): Promise<number> {
   let unregister = () => {};
   const metricsReady = Promise.withResolvers<string | undefined>();
   let view: ZooKeeperClusterView | undefined;
+  // The gateways, listed as etcd members by Cluster.MemberList.
+  let gateways: ZnodeDirectory<GatewayInfo> | undefined;
   const viewReady = Promise.withResolvers<ZooKeeperClusterView>();
   // ZooKeeper may be down when the gateway starts: keep trying in the background.
   const connecting = (async () => {
@@ -83,6 +106,12 @@ async function run(config: Config, log: Logger): Promise<number> {
     zk = connected.client;
     view = new ZooKeeperClusterView(zk, { log });
     viewReady.resolve(view);
+    gateways = new ZnodeDirectory(zk, {
+      path: GATEWAYS_PATH,
+      decode: decodeGatewayInfo,
+      warn: (message, fields) => log.warn(message, fields),
+    });
+    gateways.start();
     // Listed for placement's dashboard, which reads every gateway's metrics; an address of every
     // interface names no one place to reach (and would be the same on every host).
     const metricsAddress = (await metricsReady.promise) ?? "";
@@ -133,20 +162,32 @@ async function run(config: Config, log: Logger): Promise<number> {
     log,
     tls: security.serverTls,
   });
+  const kv = kvHandlers({
+    router,
+    session: new GatewaySession(),
+    requestTimeoutMs: config.gateway.request_timeout_ms,
+    requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
+    valueBytesMax: config.storage.value_bytes_max,
+    inFlight,
+    observe: metrics.observe,
+    log,
+  });
   const server = await startGrpcServer({
     host: config.rpc_server.host,
     port: config.rpc_server.port,
     maxMessageBytes: config.rpc_server.max_message_bytes,
     services: [
-      kvService({
-        router,
-        session: new GatewaySession(),
-        requestTimeoutMs: config.gateway.request_timeout_ms,
-        requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
-        valueBytesMax: config.storage.value_bytes_max,
-        inFlight,
-        observe: metrics.observe,
-        log,
+      bindService(KVService, kv),
+      ...etcdServices({
+        kv,
+        address,
+        members: () => gateways?.entries().map((entry) => entry.value) ?? [],
+        clusterId: () => view?.shardMap()?.clusterId,
+        shardOf: (key) => {
+          const map = view?.shardMap();
+          return map === undefined ? undefined : shardForKey(map, key).id;
+        },
+        maxMessageBytes: config.rpc_server.max_message_bytes,
       }),
     ],
     onUnexpectedError: (error, method) => {
@@ -181,6 +222,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   metricsAbort.abort();
   await metricsServer?.finished;
   router.close();
+  gateways?.close();
   view?.close();
   await connecting;
   await zk?.close();

@@ -144,6 +144,7 @@ export function legalFailure(what: string, error: unknown): Failure {
     case "dataLoss":
     case "unauthenticated":
     case "permissionDenied":
+    case "unimplemented":
       return {
         kind: "wrong",
         why: `${what} got ${error.code} on a legal request: ${error.message}`,

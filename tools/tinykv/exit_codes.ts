@@ -28,7 +28,8 @@ export type FailureCode =
   | "internal"
   | "cancelled"
   | "unauthenticated"
-  | "permissionDenied";
+  | "permissionDenied"
+  | "unimplemented";
 
 /** The exit code of a failure of kind `code`. */
 export function exitCodeOf(code: FailureCode): number {
@@ -40,6 +41,7 @@ export function exitCodeOf(code: FailureCode): number {
     case "resourceExhausted":
       return EXIT.retryable;
     case "failedPrecondition":
+    case "unimplemented":
     case "dataLoss":
     case "internal":
     case "cancelled":
