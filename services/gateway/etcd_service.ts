@@ -334,7 +334,7 @@ class EtcdKv {
         await this.#swap(key, context, (state) => {
           const run = runBranch(request, key, state, this.#header);
           outcome = run.outcome;
-          return run.after;
+          return run.writes ? run.after : undefined;
         });
       }
       return rpcOk({ header: this.#header(), ...outcome! });
@@ -475,13 +475,14 @@ class EtcdKv {
   async #swap(
     key: Uint8Array,
     context: HandlerContext,
-    change: (state: KeyState) => KeyState,
+    change: (state: KeyState) => KeyState | undefined,
     guess?: KeyState,
   ): Promise<KeyState> {
     let state = guess ?? await this.#get(key, false, context);
     for (let attempt = 1;; attempt++) {
       const after = change(state);
-      if (!state.found && !after.found) return state;
+      // Nothing to write (a branch without writes; absent stays absent): the read decided it.
+      if (after === undefined || (!state.found && !after.found)) return state;
       const result = await this.#call(this.#options.kv.CompareAndSwap({
         ...NO_SESSION,
         key,
@@ -590,16 +591,22 @@ function runBranch(
   key: Uint8Array,
   state: KeyState,
   header: () => ResponseHeader,
-): { outcome: { succeeded: boolean; responses: ResponseOp[] }; after: KeyState } {
+): {
+  outcome: { succeeded: boolean; responses: ResponseOp[] };
+  after: KeyState;
+  writes: boolean;
+} {
   const succeeded = request.compare.every((compare) => holds(compare, state));
   let current = state;
+  let writes = false;
   const responses: ResponseOp[] = [];
   for (const op of succeeded ? request.success : request.failure) {
     responses.push(step(op, key, current, header));
     if (op.requestPut !== undefined) current = { found: true, value: op.requestPut.value };
     if (op.requestDeleteRange !== undefined) current = ABSENT;
+    writes ||= op.requestPut !== undefined || op.requestDeleteRange !== undefined;
   }
-  return { outcome: { succeeded, responses }, after: current };
+  return { outcome: { succeeded, responses }, after: current, writes };
 }
 
 function step(
