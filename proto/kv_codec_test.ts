@@ -167,8 +167,22 @@ Deno.test("the wire format keeps kv.proto's names and field numbers", () => {
   assert.deepStrictEqual(ids("CompareAndSwapResponse"), { succeeded: 1, found: 2, current: 3 });
   assert.deepStrictEqual(ids("ScanResponse"), { kvs: 1, more: 2, next: 3 });
   assert.deepStrictEqual(ids("KeyValue"), { key: 1, value: 2 });
+  assert.deepStrictEqual(ids("TxnCompare"), { key: 1, result: 2, target: 3, value: 4 });
+  assert.deepStrictEqual(ids("TxnOp"), { kind: 1, key: 2, value: 3, prev: 4 });
+  assert.deepStrictEqual(ids("TxnOpResult"), { found: 1, value: 2 });
+  assert.deepStrictEqual(ids("TxnRequest"), {
+    compares: 1,
+    success: 2,
+    failure: 3,
+    clientId: 4,
+    seq: 5,
+    ackSeq: 6,
+  });
+  assert.deepStrictEqual(ids("TxnResponse"), { succeeded: 1, results: 2 });
   assert.deepStrictEqual(
     Object.values(KVService).map((m) => m.path),
-    ["Get", "Put", "Delete", "Append", "CompareAndSwap", "Scan"].map((m) => `/tinykv.v1.KV/${m}`),
+    ["Get", "Put", "Delete", "Append", "CompareAndSwap", "Scan", "Txn"].map((m) =>
+      `/tinykv.v1.KV/${m}`
+    ),
   );
 });

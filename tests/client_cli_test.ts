@@ -56,7 +56,9 @@ function expectCli(run: CliRun, code: number, stdout?: string | RegExp): void {
 async function lossyGateway(target: string, lose: number): Promise<GrpcServer & { lost: number }> {
   const kv = createGrpcClient(KVService, target, { maxMessageBytes: 8 << 20 });
   const state = { lost: 0 };
-  const forward = <K extends "Get" | "Put" | "Delete" | "Append" | "CompareAndSwap" | "Scan">(
+  const forward = <
+    K extends "Get" | "Put" | "Delete" | "Append" | "CompareAndSwap" | "Scan" | "Txn",
+  >(
     method: K,
     mutation: boolean,
   ) =>
@@ -81,6 +83,7 @@ async function lossyGateway(target: string, lose: number): Promise<GrpcServer & 
       Append: forward("Append", true),
       CompareAndSwap: forward("CompareAndSwap", true),
       Scan: forward("Scan", false),
+      Txn: forward("Txn", true),
     })],
   });
   return {

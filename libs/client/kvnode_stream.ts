@@ -138,6 +138,12 @@ export function requestItemBytes(item: RequestItem): number {
   }
   if (item.get !== undefined) bytes += item.get.key.length;
   if (item.scan !== undefined) bytes += item.scan.start.length + item.scan.end.length;
+  if (item.txn !== undefined) {
+    bytes += 3 * item.txn.clientId.length;
+    for (const entry of [...item.txn.compares, ...item.txn.success, ...item.txn.failure]) {
+      bytes += entry.key.length + entry.value.length + 16;
+    }
+  }
   return bytes;
 }
 

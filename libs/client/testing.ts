@@ -76,6 +76,7 @@ export function answerOf(request: RequestItem): Omit<ResponseItem, "id"> {
   if (request.compareAndSwap !== undefined) {
     return { compareAndSwap: { succeeded: false, found: false, current: new Uint8Array() } };
   }
+  if (request.txn !== undefined) return { txn: { succeeded: true, results: [] } };
   return { scan: { kvs: [], more: false, next: new Uint8Array() } };
 }
 

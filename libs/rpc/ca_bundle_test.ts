@@ -41,6 +41,7 @@ async function withServer(
         Append: refuse,
         CompareAndSwap: refuse,
         Scan: refuse,
+        Txn: refuse,
       }),
     ],
     tls: { cert: pem(cert.cert), key: pem(cert.key), ca },

@@ -73,6 +73,7 @@ async function withServer(
     Append: unimplemented,
     CompareAndSwap: unimplemented,
     Scan: unimplemented,
+    Txn: unimplemented,
   });
   const kvnode = bindService(KvNodeService, {
     Batch: (call: grpc.ServerDuplexStream<unknown, unknown>) => {

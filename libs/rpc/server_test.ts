@@ -290,6 +290,7 @@ Deno.test("a raw handler that throws synchronously ends with internal", async ()
     Append: fail,
     CompareAndSwap: fail,
     Scan: fail,
+    Txn: fail,
   };
   const service: ServiceBinding = { definition: KVService, implementation };
   await withServer({ service }, async ({ client, bugs }) => {

@@ -40,6 +40,21 @@ export function commandBytesMax(valueBytesMax: number): number {
   return KEY_BYTES_MAX + 2 * valueBytesMax + CLIENT_ID_BYTES_MAX + COMMAND_OVERHEAD_BYTES;
 }
 
+/** The most compares of a Txn, and the most operations in each of its branches (etcd's default). */
+export const TXN_OPS_MAX = 128;
+/** What a Txn's size counts for each compare and operation besides its key and value (framing). */
+export const TXN_ENTRY_OVERHEAD_BYTES = 16;
+
+/**
+ * The most bytes a Txn may carry: its keys and values, {@linkcode TXN_ENTRY_OVERHEAD_BYTES} per
+ * compare and operation — what the largest compare-and-swap carries (a key and two values), so a
+ * Txn's command is never larger than {@linkcode commandBytesMax}. The values a Txn's branch
+ * returns are bounded the same way (2 × `valueBytesMax`) when it applies.
+ */
+export function txnBytesMax(valueBytesMax: number): number {
+  return KEY_BYTES_MAX + 2 * valueBytesMax;
+}
+
 /**
  * The outcome of {@linkcode validateKey} and {@linkcode validateValue}. A rejection names the
  * limit it hit, so a gateway can answer `INVALID_ARGUMENT` with that message.
@@ -139,6 +154,25 @@ export interface MutationFields extends SessionFields {
   readonly key: Uint8Array;
 }
 
+/** A Txn (kv.proto `TxnRequest`): compares and two branches of operations, one session. */
+export interface TxnFields extends SessionFields {
+  readonly compares: ReadonlyArray<{
+    readonly key: Uint8Array;
+    readonly result: number;
+    readonly target: number;
+    readonly value: Uint8Array;
+  }>;
+  readonly success: ReadonlyArray<TxnOpFields>;
+  readonly failure: ReadonlyArray<TxnOpFields>;
+}
+
+/** One operation of a Txn (kv.proto `TxnOp`; kind 1 GET, 2 PUT, 3 DELETE). */
+export interface TxnOpFields {
+  readonly kind: number;
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+
 /** A scan's range and limit (kv.proto `ScanRequest`). */
 export interface ScanFields {
   readonly start: Uint8Array;
@@ -160,6 +194,7 @@ export interface RequestFields {
     readonly value: Uint8Array;
   };
   readonly scan?: ScanFields;
+  readonly txn?: TxnFields;
 }
 
 /** Why a request breaks a limit: a message naming the field and the limit. */
@@ -188,12 +223,13 @@ export function checkRequest(
   request: RequestFields,
   limits: { readonly valueBytesMax: number },
 ): LimitViolation | undefined {
-  const { get, put, delete: del, append, compareAndSwap: cas, scan } = request;
-  const present = [get, put, del, append, cas, scan].filter((op) => op !== undefined).length;
+  const { get, put, delete: del, append, compareAndSwap: cas, scan, txn } = request;
+  const present = [get, put, del, append, cas, scan, txn].filter((op) => op !== undefined).length;
   if (present !== 1) {
     return { field: "op", message: `Request has ${present} operations: expected 1` };
   }
   if (scan !== undefined) return checkScan(scan);
+  if (txn !== undefined) return checkTxn(txn, limits.valueBytesMax);
   if (get !== undefined) return violation(validateKey(get.key), "key");
   const mutation = (put ?? del ?? append ?? cas)!;
   const values: Array<[string, Uint8Array]> = cas !== undefined
@@ -218,6 +254,85 @@ function checkMutation(
     if (size !== undefined) return size;
   }
   return checkSession(mutation);
+}
+
+/**
+ * Checks a Txn: at most {@linkcode TXN_OPS_MAX} compares and as many operations per branch, at
+ * least one key in all; known compare results (0–3) and targets (0 VALUE, 1 EXISTS), and operation
+ * kinds (1 GET, 2 PUT, 3 DELETE); every key 1 B – 4 KiB and every value within `valueBytesMax`; all
+ * of it within {@linkcode txnBytesMax}; the session fields. The keys' shard is checked by whoever
+ * knows the shard map (the gateway, then the shard when it applies).
+ */
+export function checkTxn(txn: TxnFields, valueBytesMax: number): LimitViolation | undefined {
+  for (
+    const [field, list] of [
+      ["compares", txn.compares],
+      ["success", txn.success],
+      ["failure", txn.failure],
+    ] as const
+  ) {
+    if (list.length > TXN_OPS_MAX) {
+      return {
+        field,
+        message: `Field "${field}" has ${list.length} entries: the maximum is ${TXN_OPS_MAX} ` +
+          "(TXN_OPS_MAX)",
+      };
+    }
+  }
+  const entries = txn.compares.length + txn.success.length + txn.failure.length;
+  if (entries === 0) {
+    return { field: "compares", message: "Txn names no key: expected a compare or an operation" };
+  }
+  let bytes = 0;
+  const entry = (
+    field: string,
+    key: Uint8Array,
+    value: Uint8Array | undefined,
+  ): LimitViolation | undefined => {
+    bytes += key.length + (value?.length ?? 0) + TXN_ENTRY_OVERHEAD_BYTES;
+    return violation(validateKey(key, `${field}.key`), `${field}.key`) ??
+      (value === undefined ? undefined : violation(
+        validateValue(value, { valueBytesMax, field: `${field}.value` }),
+        `${field}.value`,
+      ));
+  };
+  for (const [i, compare] of txn.compares.entries()) {
+    const field = `compares[${i}]`;
+    if (!Number.isInteger(compare.result) || compare.result < 0 || compare.result > 3) {
+      return { field, message: `Field "${field}.result" is ${compare.result}: expected 0 to 3` };
+    }
+    if (compare.target !== 0 && compare.target !== 1) {
+      return {
+        field,
+        message: `Field "${field}.target" is ${compare.target}: expected 0 (VALUE) or 1 (EXISTS)`,
+      };
+    }
+    const bad = entry(field, compare.key, compare.value);
+    if (bad !== undefined) return bad;
+  }
+  for (const [name, ops] of [["success", txn.success], ["failure", txn.failure]] as const) {
+    for (const [i, op] of ops.entries()) {
+      const field = `${name}[${i}]`;
+      if (op.kind !== 1 && op.kind !== 2 && op.kind !== 3) {
+        return {
+          field,
+          message: `Field "${field}.kind" is ${op.kind}: expected 1 (GET), 2 (PUT) or 3 (DELETE)`,
+        };
+      }
+      const bad = entry(field, op.key, op.kind === 2 ? op.value : undefined);
+      if (bad !== undefined) return bad;
+    }
+  }
+  const max = txnBytesMax(valueBytesMax);
+  if (bytes > max) {
+    return {
+      field: "txn",
+      message: `Txn carries ${bytes} bytes of keys and values (${TXN_ENTRY_OVERHEAD_BYTES} more ` +
+        `for each of its ${entries} compares and operations): the maximum is ${max} ` +
+        "(2 × storage.value_bytes_max + KEY_BYTES_MAX)",
+    };
+  }
+  return checkSession(txn);
 }
 
 /**

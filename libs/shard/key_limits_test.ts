@@ -10,6 +10,10 @@ import {
   KEY_BYTES_MIN,
   SCAN_LIMIT_MAX,
   TRACE_ID_CHARS_MAX,
+  TXN_ENTRY_OVERHEAD_BYTES,
+  TXN_OPS_MAX,
+  txnBytesMax,
+  type TxnFields,
   validateKey,
   validateValue,
   VALUE_BYTES_MAX,
@@ -159,4 +163,81 @@ Deno.test("checkTraceId() takes 1 to TRACE_ID_CHARS_MAX characters of A-Z a-z 0-
   for (const bad of ["a b", "é", "a/b", "a\nb", '"']) {
     assert.ok(checkTraceId(bad) !== undefined, bad);
   }
+});
+
+const txnOp = (kind: number, key: Uint8Array, value = bytes(0)) => ({ kind, key, value });
+const txnOf = (fields: Partial<TxnFields>): TxnFields => ({
+  compares: [],
+  success: [],
+  failure: [],
+  ...noSession,
+  ...fields,
+});
+
+/** A value limit under which 128 operations in each branch still fit a Txn's byte bound. */
+const TXN_LIMITS = { valueBytesMax: 1024 };
+
+Deno.test("checkTxn() takes every limit at the limit and refuses one past it", () => {
+  const key = bytes(1);
+  const get = txnOp(1, key);
+  const ok = (fields: Partial<TxnFields>) => {
+    const problem = checkRequest({ txn: txnOf(fields) }, TXN_LIMITS);
+    assert.equal(problem, undefined, problem?.message ?? "");
+  };
+  const refused = (fields: Partial<TxnFields>, field: string) =>
+    assert.equal(checkRequest({ txn: txnOf(fields) }, TXN_LIMITS)?.field, field);
+
+  refused({}, "compares");
+  ok({ success: [get] });
+  const many = Array.from({ length: TXN_OPS_MAX }, () => get);
+  ok({ success: many, failure: many });
+  refused({ success: [...many, get] }, "success");
+  refused({ failure: [...many, get] }, "failure");
+  const compare = { key, result: 0, target: 0, value: bytes(0) };
+  ok({ compares: Array.from({ length: TXN_OPS_MAX }, () => compare) });
+  refused({ compares: Array.from({ length: TXN_OPS_MAX + 1 }, () => compare) }, "compares");
+
+  // Keys and values as everywhere: the key 1 B – KEY_BYTES_MAX, each value within the limit.
+  ok({ success: [txnOp(2, bytes(KEY_BYTES_MAX), bytes(TXN_LIMITS.valueBytesMax))] });
+  refused({ success: [txnOp(2, bytes(KEY_BYTES_MAX + 1))] }, "success[0].key");
+  refused({ success: [txnOp(1, bytes(0))] }, "success[0].key");
+  refused({ success: [txnOp(2, key, bytes(TXN_LIMITS.valueBytesMax + 1))] }, "success[0].value");
+  refused(
+    { compares: [{ ...compare, value: bytes(TXN_LIMITS.valueBytesMax + 1) }] },
+    "compares[0].value",
+  );
+  // A GET's or DELETE's value is not sent anywhere: not counted.
+  ok({ success: [txnOp(3, key, bytes(TXN_LIMITS.valueBytesMax + 1))] });
+
+  // Unknown kinds, results and targets.
+  refused({ success: [txnOp(0, key)] }, "success[0]");
+  refused({ success: [txnOp(4, key)] }, "success[0]");
+  refused({ compares: [{ ...compare, result: 4 }] }, "compares[0]");
+  refused({ compares: [{ ...compare, target: 2 }] }, "compares[0]");
+
+  // In all at most txnBytesMax: 2 values and a key of the largest size, framing counted.
+  const max = txnBytesMax(TXN_LIMITS.valueBytesMax);
+  const full = (extra: number) => [
+    txnOp(
+      2,
+      bytes(KEY_BYTES_MAX - 3 * TXN_ENTRY_OVERHEAD_BYTES - 2 + extra),
+      bytes(TXN_LIMITS.valueBytesMax),
+    ),
+    txnOp(2, bytes(1), bytes(TXN_LIMITS.valueBytesMax)),
+    txnOp(1, bytes(1)),
+  ];
+  assert.equal(
+    full(0).reduce(
+      (n, op) =>
+        n + op.key.length + (op.kind === 2 ? op.value.length : 0) + TXN_ENTRY_OVERHEAD_BYTES,
+      0,
+    ),
+    max,
+  );
+  ok({ success: full(0) });
+  refused({ success: full(1) }, "txn");
+
+  // The session fields as for every mutation.
+  refused({ success: [get], clientId: "", seq: 1 }, "client_id");
+  ok({ success: [get], clientId: "c", seq: 2, ackSeq: 1 });
 });

@@ -7,18 +7,17 @@
  * - `Range`: one key is a `Get` (linearizable unless `serializable`); a range or prefix pages
  *   through `Scan` (every shard, merged in key order), then applies `limit`, `keys_only`,
  *   `count_only` and the sort order; `count` is the number of keys in the whole range.
- * - `Put` is a `Put`; with `prev_kv`, a read and a compare-and-swap from that value, repeated until
- *   the swap matches, so the previous value returned is the one replaced.
- * - `DeleteRange`: one key is a `Delete` (with `prev_kv`, a compare-and-swap that deletes); a range
- *   is deleted key by key from a scan — not one atomic step.
- * - `Txn` whose compares and operations all name one key: read the key, evaluate the compares and
- *   run the chosen branch on that value, then make the change with one compare-and-swap from the
- *   value read (again from the new value when another write came between). Keys in different
- *   shards are FAILED_PRECONDITION; several keys of one shard are not supported yet.
+ * - `Put` is a `Put`; with `prev_kv`, a one-operation `Txn` that returns the value it replaced.
+ * - `DeleteRange`: one key is a `Delete` (with `prev_kv`, a one-operation `Txn`); a range is
+ *   scanned, then deleted key by key — not one atomic step.
+ * - `Txn` is TinyKV's `Txn` (atomic, in one shard): value compares as they are; version, create
+ *   and mod revision compares against 0 become existence compares; lease compares (a lease is
+ *   always 0) are decided here. Keys in several shards are FAILED_PRECONDITION (the gateway's
+ *   `Txn` says which shards).
  * - Revisions: TinyKV keeps no history and no cluster-wide revision. Every revision and version it
  *   reports is 1 (a key that exists), compares on them accept only 0 (absent), and whatever needs
- *   history (a past revision, `Compact` of history, revision filters) is UNIMPLEMENTED, as are
- *   leases and etcd's auth API.
+ *   history (a past revision, revision filters) is UNIMPLEMENTED, as are leases, etcd's auth API
+ *   and watches.
  * - `Maintenance.Status` and `Cluster.MemberList` describe the gateways: each is a member.
  *
  * @module
@@ -51,7 +50,16 @@ import {
   type TxnResponse,
   WatchService,
 } from "@tinykv/proto/etcdserverpb";
-import type { KeyValue, KVService } from "@tinykv/proto/tinykv/v1";
+import {
+  type KeyValue,
+  type KVService,
+  type TxnCompare as TinyKvTxnCompare,
+  TxnCompare_Result,
+  TxnCompare_Target,
+  type TxnOp as TinyKvTxnOp,
+  TxnOp_Kind,
+  type TxnOpResult as TinyKvTxnOpResult,
+} from "@tinykv/proto/tinykv/v1";
 import {
   bindService,
   type HandlerContext,
@@ -64,13 +72,12 @@ import {
   toServerError,
 } from "@tinykv/rpc";
 import { compareBytes, fnv1a32, SCAN_LIMIT_MAX } from "@tinykv/shard";
+import { describeKey } from "./kv_service.ts";
 
 /** The version `Maintenance.Status` reports: the etcd API it speaks, and that it is TinyKV. */
 export const ETCD_API_VERSION = "3.4.0+tinykv";
 /** The revision, create revision, mod revision and version of every key TinyKV reports. */
 export const REVISION = 1;
-/** Attempts of a read-then-swap (`prev_kv`, a one-key `Txn`) before it gives up. */
-export const SWAP_ATTEMPTS_MAX = 64;
 /** Deletes of one range `DeleteRange` keeps in flight. */
 const RANGE_DELETES_IN_FLIGHT = 16;
 /** Room left in a message for everything but the keys and values. */
@@ -92,8 +99,6 @@ export interface EtcdServiceOptions {
   readonly members: () => readonly GatewayMember[];
   /** The cluster's id (from the shard map), when known. */
   readonly clusterId: () => string | undefined;
-  /** The shard a key belongs to, when the shard map is known. */
-  readonly shardOf: (key: Uint8Array) => number | undefined;
   /** The largest message the gateway sends (`rpc_server.max_message_bytes`). */
   readonly maxMessageBytes: number;
 }
@@ -196,11 +201,6 @@ export function etcdHandlers(options: EtcdServiceOptions): {
   };
 }
 
-/** One key's state as a one-key `Txn` or a `prev_kv` swap sees and changes it. */
-type KeyState = { readonly found: false } | { readonly found: true; readonly value: Uint8Array };
-
-const ABSENT: KeyState = { found: false };
-
 /** A failure a step of a call ended with, thrown to leave nested loops; caught by the handler. */
 class Stop {
   constructor(readonly failure: RpcFailure) {}
@@ -226,8 +226,10 @@ class EtcdKv {
         );
       }
       if (request.rangeEnd.length === 0) {
-        const state = await this.#get(request.key, request.serializable, context);
-        const all = state.found ? [{ key: request.key, value: state.value }] : [];
+        const got = await this.#call(
+          this.#options.kv.Get({ key: request.key, serializable: request.serializable }, context),
+        );
+        const all = got.found ? [{ key: request.key, value: got.value }] : [];
         return rpcOk(this.#rangeAnswer(request, all));
       }
       const all = await this.#scanAll(request.key, request.rangeEnd, context, !request.countOnly);
@@ -237,24 +239,15 @@ class EtcdKv {
 
   async put(request: EtcdPutRequest, context: HandlerContext): Promise<RpcResult<EtcdPutResponse>> {
     return await this.#run(async () => {
-      if (request.lease !== 0) return rpcFailure("unimplemented", noLeases(request.lease));
-      if (request.ignoreValue || request.ignoreLease) {
-        return rpcFailure(
-          "unimplemented",
-          "Put with ignore_value or ignore_lease needs leases and per-key history, " +
-            "which TinyKV does not keep",
-        );
-      }
+      const unsupported = unsupportedPut(request);
+      if (unsupported !== undefined) return rpcFailure("unimplemented", unsupported);
       if (!request.prevKv) {
         await this.#call(
           this.#options.kv.Put({ ...NO_SESSION, key: request.key, value: request.value }, context),
         );
         return rpcOk({ header: this.#header() });
       }
-      const before = await this.#swap(request.key, context, () => ({
-        found: true,
-        value: request.value,
-      }));
+      const [before] = await this.#txn([], [putOp(request.key, request.value, true)], context);
       return rpcOk({
         header: this.#header(),
         ...(before.found ? { prevKv: keyValue(request.key, before.value, false) } : {}),
@@ -268,139 +261,106 @@ class EtcdKv {
   ): Promise<RpcResult<DeleteRangeResponse>> {
     return await this.#run(async () => {
       if (request.rangeEnd.length === 0) {
-        if (!request.prevKv) {
-          const { deleted } = await this.#call(
-            this.#options.kv.Delete({ ...NO_SESSION, key: request.key }, context),
-          );
-          return rpcOk({ header: this.#header(), deleted: deleted ? 1 : 0, prevKvs: [] });
-        }
-        const before = await this.#swap(request.key, context, () => ABSENT);
+        const { found, prevKv } = await this.#deleteOne(request.key, request.prevKv, context);
         return rpcOk({
           header: this.#header(),
-          deleted: before.found ? 1 : 0,
-          prevKvs: before.found ? [keyValue(request.key, before.value, false)] : [],
+          deleted: found ? 1 : 0,
+          prevKvs: prevKv === undefined ? [] : [prevKv],
         });
       }
-      const found = await this.#scanAll(request.key, request.rangeEnd, context, request.prevKv);
+      const keys = await this.#scanAll(request.key, request.rangeEnd, context, false);
       const prevKvs: EtcdKeyValue[] = [];
       let deleted = 0;
       let next = 0;
       const worker = async () => {
-        while (next < found.length) {
-          const pair = found[next++];
-          if (request.prevKv) {
-            // From the value the scan saw: the value returned is the one deleted.
-            const before = await this.#swap(
-              pair.key,
-              context,
-              () => ABSENT,
-              { found: true, value: pair.value },
-            );
-            if (before.found) {
-              deleted++;
-              prevKvs.push(keyValue(pair.key, before.value, false));
-            }
-          } else {
-            const { deleted: was } = await this.#call(
-              this.#options.kv.Delete({ ...NO_SESSION, key: pair.key }, context),
-            );
-            if (was) deleted++;
-          }
+        while (next < keys.length) {
+          const { found, prevKv } = await this.#deleteOne(
+            keys[next++].key,
+            request.prevKv,
+            context,
+          );
+          if (found) deleted++;
+          if (prevKv !== undefined) prevKvs.push(prevKv);
         }
       };
       await Promise.all(
-        Array.from({ length: Math.min(RANGE_DELETES_IN_FLIGHT, found.length) }, worker),
+        Array.from({ length: Math.min(RANGE_DELETES_IN_FLIGHT, keys.length) }, worker),
       );
       prevKvs.sort((a, b) => compareBytes(a.key, b.key));
       return rpcOk({ header: this.#header(), deleted, prevKvs });
     });
   }
 
+  /** Deletes one key: a `Delete`, or with `prevKv` a one-operation Txn that returns the value. */
+  async #deleteOne(
+    key: Uint8Array,
+    prevKv: boolean,
+    context: HandlerContext,
+  ): Promise<{ found: boolean; prevKv?: EtcdKeyValue }> {
+    if (!prevKv) {
+      const { deleted } = await this.#call(
+        this.#options.kv.Delete({ ...NO_SESSION, key }, context),
+      );
+      return { found: deleted };
+    }
+    const [before] = await this.#txn([], [deleteOp(key, true)], context);
+    return before.found
+      ? { found: true, prevKv: keyValue(key, before.value, false) }
+      : { found: false };
+  }
+
   async txn(request: TxnRequest, context: HandlerContext): Promise<RpcResult<TxnResponse>> {
     return await this.#run(async () => {
-      const key = this.#txnKey(request);
-      if (key === undefined) {
-        // No compare and no operation: the success branch, which is empty.
-        return rpcOk({ header: this.#header(), succeeded: true, responses: [] });
+      const compares: TinyKvTxnCompare[] = [];
+      let never = false;
+      for (const compare of request.compare) {
+        const mapped = compareOf(compare);
+        if (mapped === "always") continue;
+        if (mapped === "never") never = true;
+        else compares.push(mapped);
       }
-      const mutates = [...request.success, ...request.failure].some((op) =>
-        op.requestPut !== undefined || op.requestDeleteRange !== undefined
-      );
-      let outcome: { succeeded: boolean; responses: ResponseOp[] } | undefined;
-      if (!mutates) {
-        const state = await this.#get(key, false, context);
-        outcome = runBranch(request, key, state, this.#header).outcome;
-      } else {
-        await this.#swap(key, context, (state) => {
-          const run = runBranch(request, key, state, this.#header);
-          outcome = run.outcome;
-          return run.writes ? run.after : undefined;
+      const success = request.success.map(opOf);
+      const failure = request.failure.map(opOf);
+      const keyOf = compares[0]?.key ?? success[0]?.key ?? failure[0]?.key;
+      if (keyOf === undefined) {
+        // Nothing to read or write: only a lease compare (always 0) decides the branch.
+        const succeeded = !never;
+        const ops = succeeded ? request.success : request.failure;
+        return rpcOk({ header: this.#header(), succeeded, responses: ops.map(() => ({})) });
+      }
+      // A lease compare that fails (a lease is always 0 here) fails the Txn: a compare that can
+      // never hold (existence LESS than 0) says so to the shard, which still runs the failure
+      // branch atomically.
+      if (never) {
+        compares.push({
+          key: keyOf,
+          result: TxnCompare_Result.LESS,
+          target: TxnCompare_Target.EXISTS,
+          value: EMPTY,
         });
       }
-      return rpcOk({ header: this.#header(), ...outcome! });
+      const answer = await this.#call(this.#options.kv.Txn({
+        ...NO_SESSION,
+        compares,
+        success,
+        failure,
+      }, context));
+      const ops = answer.succeeded ? request.success : request.failure;
+      const responses = ops.map((op, i) => responseOf(op, answer.results[i], this.#header));
+      return rpcOk({ header: this.#header(), succeeded: answer.succeeded, responses });
     });
   }
 
-  /**
-   * The one key a `Txn` names, after refusing what TinyKV cannot run: ranges (their keys are
-   * spread over shards), nested transactions, keys in several shards, several keys.
-   */
-  #txnKey(request: TxnRequest): Uint8Array | undefined {
-    const keys: Uint8Array[] = [];
-    for (const compare of request.compare) {
-      if (compare.rangeEnd.length > 0) throw new Stop(spreadRange("A Txn compare"));
-      const problem = unsupportedCompare(compare);
-      if (problem !== undefined) throw new Stop(rpcFailure("unimplemented", problem));
-      keys.push(compare.key);
-    }
-    for (const op of [...request.success, ...request.failure]) {
-      if (op.requestTxn !== undefined) {
-        throw new Stop(
-          rpcFailure("unimplemented", "A Txn inside a Txn is not supported by TinyKV"),
-        );
-      }
-      if (op.requestRange !== undefined) {
-        if (op.requestRange.rangeEnd.length > 0) throw new Stop(spreadRange("A Txn Range"));
-        const unsupported = unsupportedRange(op.requestRange);
-        if (unsupported !== undefined) throw new Stop(rpcFailure("unimplemented", unsupported));
-        keys.push(op.requestRange.key);
-      } else if (op.requestPut !== undefined) {
-        const put = op.requestPut;
-        if (put.lease !== 0) throw new Stop(rpcFailure("unimplemented", noLeases(put.lease)));
-        if (put.ignoreValue || put.ignoreLease) {
-          throw new Stop(
-            rpcFailure("unimplemented", "Put with ignore_value or ignore_lease is not supported"),
-          );
-        }
-        keys.push(put.key);
-      } else if (op.requestDeleteRange !== undefined) {
-        if (op.requestDeleteRange.rangeEnd.length > 0) {
-          throw new Stop(spreadRange("A Txn DeleteRange"));
-        }
-        keys.push(op.requestDeleteRange.key);
-      } else {
-        throw new Stop(rpcFailure("invalidArgument", "A Txn operation names no request"));
-      }
-    }
-    if (keys.length === 0) return undefined;
-    const first = keys[0];
-    const other = keys.find((key) => compareBytes(key, first) !== 0);
-    if (other === undefined) return first;
-    const a = this.#options.shardOf(first);
-    const b = this.#options.shardOf(other);
-    if (a !== undefined && b !== undefined && a !== b) {
-      throw new Stop(rpcFailure(
-        "failedPrecondition",
-        `A Txn's keys must be in one shard: ${describeKey(first)} is in shard ${a} and ` +
-          `${describeKey(other)} in shard ${b} (give related keys one hash tag, {tag}, so that ` +
-          "they share a shard)",
-      ));
-    }
-    throw new Stop(rpcFailure(
-      "unimplemented",
-      `A Txn over several keys (${describeKey(first)} and ${describeKey(other)}) is not ` +
-        "supported yet: TinyKV runs a Txn whose compares and operations name one key",
-    ));
+  /** A Txn without compares (every one succeeds): the results of its operations. */
+  async #txn(
+    compares: TinyKvTxnCompare[],
+    success: TinyKvTxnOp[],
+    context: HandlerContext,
+  ): Promise<TinyKvTxnOpResult[]> {
+    const answer = await this.#call(
+      this.#options.kv.Txn({ ...NO_SESSION, compares, success, failure: [] }, context),
+    );
+    return answer.results;
   }
 
   #rangeAnswer(request: RangeRequest, all: readonly KeyValue[]): RangeResponse {
@@ -445,8 +405,8 @@ class EtcdKv {
         this.#options.kv.Scan({ start: from, end, limit: SCAN_LIMIT_MAX }, context),
       );
       for (const pair of page.kvs) {
-        // Values are dropped when unused (a count, a delete without prev_kv), so that a count
-        // over many keys holds only keys.
+        // Values are dropped when unused (a count, a delete), so that a count over many keys holds
+        // only keys.
         all.push(values ? pair : { key: pair.key, value: EMPTY });
         bytes += pair.key.length + (values ? pair.value.length : 0);
       }
@@ -459,47 +419,6 @@ class EtcdKv {
       }
       if (!page.more) return all;
       from = page.next;
-    }
-  }
-
-  async #get(key: Uint8Array, serializable: boolean, context: HandlerContext): Promise<KeyState> {
-    const got = await this.#call(this.#options.kv.Get({ key, serializable }, context));
-    return got.found ? { found: true, value: got.value } : ABSENT;
-  }
-
-  /**
-   * Changes one key from the state it is in to `change(state)` with a compare-and-swap from that
-   * state, reading it first (unless `guess` is given) and again from what the swap found until
-   * one matches; returns the state the successful swap replaced.
-   */
-  async #swap(
-    key: Uint8Array,
-    context: HandlerContext,
-    change: (state: KeyState) => KeyState | undefined,
-    guess?: KeyState,
-  ): Promise<KeyState> {
-    let state = guess ?? await this.#get(key, false, context);
-    for (let attempt = 1;; attempt++) {
-      const after = change(state);
-      // Nothing to write (a branch without writes; absent stays absent): the read decided it.
-      if (after === undefined || (!state.found && !after.found)) return state;
-      const result = await this.#call(this.#options.kv.CompareAndSwap({
-        ...NO_SESSION,
-        key,
-        expected: state.found ? state.value : EMPTY,
-        expectAbsent: !state.found,
-        value: after.found ? after.value : EMPTY,
-        delete: !after.found,
-      }, context));
-      if (result.succeeded) return state;
-      if (attempt >= SWAP_ATTEMPTS_MAX) {
-        throw new Stop(rpcFailure(
-          "unavailable",
-          `Key ${describeKey(key)} changed under ${attempt} attempts to read and swap it: ` +
-            "nothing was written; retry",
-        ));
-      }
-      state = result.found ? { found: true, value: result.current } : ABSENT;
     }
   }
 
@@ -533,6 +452,14 @@ function keyValue(key: Uint8Array, value: Uint8Array, keysOnly: boolean): EtcdKe
   };
 }
 
+function putOp(key: Uint8Array, value: Uint8Array, prev: boolean): TinyKvTxnOp {
+  return { kind: TxnOp_Kind.PUT, key, value, prev };
+}
+
+function deleteOp(key: Uint8Array, prev: boolean): TinyKvTxnOp {
+  return { kind: TxnOp_Kind.DELETE, key, value: EMPTY, prev };
+}
+
 /** What of a `RangeRequest` TinyKV cannot do, if anything. */
 function unsupportedRange(request: RangeRequest): string | undefined {
   if (request.revision > 0) {
@@ -560,111 +487,132 @@ function unsupportedRange(request: RangeRequest): string | undefined {
   return undefined;
 }
 
-/** What of a `Compare` TinyKV cannot evaluate, if anything. */
-function unsupportedCompare(compare: Compare): string | undefined {
-  const known: number[] = Object.values(Compare_CompareResult);
-  if (!known.includes(compare.result)) return `Compare with result ${compare.result}: unknown`;
-  switch (compare.target) {
-    case Compare_CompareTarget.VALUE:
-      return undefined;
-    case Compare_CompareTarget.VERSION:
-    case Compare_CompareTarget.CREATE:
-    case Compare_CompareTarget.MOD:
-    case Compare_CompareTarget.LEASE: {
-      const operand = compare.version ?? compare.createRevision ?? compare.modRevision ??
-        compare.lease ?? 0;
-      if (operand === 0) return undefined;
-      const what = compare.target === Compare_CompareTarget.LEASE
-        ? "a lease (TinyKV has no leases)"
-        : "a revision or version (TinyKV keeps no per-key history)";
-      return `Compare of ${describeKey(compare.key)} against ${operand}: ${what}; compare ` +
-        "against 0 (the key is absent) instead";
-    }
-    default:
-      return `Compare with target ${compare.target}: unknown`;
+/** What of a `PutRequest` TinyKV cannot do, if anything. */
+function unsupportedPut(request: EtcdPutRequest): string | undefined {
+  if (request.lease !== 0) return noLeases(request.lease);
+  if (request.ignoreValue || request.ignoreLease) {
+    return "Put with ignore_value or ignore_lease needs leases and per-key history, which " +
+      "TinyKV does not keep";
   }
+  return undefined;
 }
 
-/** Runs the branch a one-key `Txn`'s compares choose on `state`: its answers and the new state. */
-function runBranch(
-  request: TxnRequest,
-  key: Uint8Array,
-  state: KeyState,
-  header: () => ResponseHeader,
-): {
-  outcome: { succeeded: boolean; responses: ResponseOp[] };
-  after: KeyState;
-  writes: boolean;
-} {
-  const succeeded = request.compare.every((compare) => holds(compare, state));
-  let current = state;
-  let writes = false;
-  const responses: ResponseOp[] = [];
-  for (const op of succeeded ? request.success : request.failure) {
-    responses.push(step(op, key, current, header));
-    if (op.requestPut !== undefined) current = { found: true, value: op.requestPut.value };
-    if (op.requestDeleteRange !== undefined) current = ABSENT;
-    writes ||= op.requestPut !== undefined || op.requestDeleteRange !== undefined;
+/**
+ * An etcd compare as TinyKV's: on the value, or on existence (version, create and mod revision
+ * are 1 for a key that exists, 0 for one that does not, and are compared only against 0). A lease
+ * is always 0: its compare against 0 is decided here ("always" or "never").
+ */
+function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
+  if (compare.rangeEnd.length > 0) throw new Stop(spreadRange("A Txn compare"));
+  const results: number[] = Object.values(Compare_CompareResult);
+  if (!results.includes(compare.result)) {
+    throw new Stop(
+      rpcFailure("invalidArgument", `Compare with result ${compare.result}: unknown`),
+    );
   }
-  return { outcome: { succeeded, responses }, after: current, writes };
+  const result = compare.result as number as TxnCompare_Result;
+  if (compare.target === Compare_CompareTarget.VALUE) {
+    return {
+      key: compare.key,
+      result,
+      target: TxnCompare_Target.VALUE,
+      value: compare.value ?? EMPTY,
+    };
+  }
+  const known: number[] = [
+    Compare_CompareTarget.VERSION,
+    Compare_CompareTarget.CREATE,
+    Compare_CompareTarget.MOD,
+    Compare_CompareTarget.LEASE,
+  ];
+  if (!known.includes(compare.target)) {
+    throw new Stop(
+      rpcFailure("invalidArgument", `Compare with target ${compare.target}: unknown`),
+    );
+  }
+  const operand = compare.version ?? compare.createRevision ?? compare.modRevision ??
+    compare.lease ?? 0;
+  if (operand !== 0) {
+    const what = compare.target === Compare_CompareTarget.LEASE
+      ? "a lease (TinyKV has no leases)"
+      : "a revision or version (TinyKV keeps no per-key history)";
+    throw new Stop(rpcFailure(
+      "unimplemented",
+      `Compare of ${describeKey(compare.key)} against ${operand}: ${what}; compare against 0 ` +
+        "(the key is absent) instead",
+    ));
+  }
+  if (compare.target === Compare_CompareTarget.LEASE) {
+    const holds = compare.result === Compare_CompareResult.EQUAL;
+    return holds ? "always" : "never";
+  }
+  return { key: compare.key, result, target: TxnCompare_Target.EXISTS, value: EMPTY };
 }
 
-function step(
-  op: RequestOp,
-  key: Uint8Array,
-  state: KeyState,
-  header: () => ResponseHeader,
-): ResponseOp {
+/** An etcd Txn operation as TinyKV's (one key each; no nested Txn, no leases). */
+function opOf(op: RequestOp): TinyKvTxnOp {
+  if (op.requestTxn !== undefined) {
+    throw new Stop(rpcFailure("unimplemented", "A Txn inside a Txn is not supported by TinyKV"));
+  }
   if (op.requestRange !== undefined) {
     const range = op.requestRange;
-    const found = state.found ? [keyValue(key, state.value, range.keysOnly)] : [];
-    const kvs = range.countOnly ? [] : found;
-    return { responseRange: { header: header(), kvs, more: false, count: found.length } };
+    if (range.rangeEnd.length > 0) throw new Stop(spreadRange("A Txn Range"));
+    const unsupported = unsupportedRange(range);
+    if (unsupported !== undefined) throw new Stop(rpcFailure("unimplemented", unsupported));
+    return { kind: TxnOp_Kind.GET, key: range.key, value: EMPTY, prev: false };
   }
   if (op.requestPut !== undefined) {
+    const unsupported = unsupportedPut(op.requestPut);
+    if (unsupported !== undefined) throw new Stop(rpcFailure("unimplemented", unsupported));
+    return putOp(op.requestPut.key, op.requestPut.value, op.requestPut.prevKv);
+  }
+  if (op.requestDeleteRange !== undefined) {
+    if (op.requestDeleteRange.rangeEnd.length > 0) {
+      throw new Stop(spreadRange("A Txn DeleteRange"));
+    }
+    return deleteOp(op.requestDeleteRange.key, op.requestDeleteRange.prevKv);
+  }
+  throw new Stop(rpcFailure("invalidArgument", "A Txn operation names no request"));
+}
+
+/** The etcd response to one operation of the branch that ran, from what TinyKV's op found. */
+function responseOf(
+  op: RequestOp,
+  result: TinyKvTxnOpResult | undefined,
+  header: () => ResponseHeader,
+): ResponseOp {
+  if (result === undefined) {
+    throw new Stop(rpcFailure("internal", "A Txn answered fewer results than operations"));
+  }
+  if (op.requestRange !== undefined) {
+    const range = op.requestRange;
+    const found = result.found ? [keyValue(range.key, result.value, range.keysOnly)] : [];
     return {
-      responsePut: {
+      responseRange: {
         header: header(),
-        ...(op.requestPut.prevKv && state.found
-          ? { prevKv: keyValue(key, state.value, false) }
-          : {}),
+        kvs: range.countOnly ? [] : found,
+        more: false,
+        count: found.length,
       },
     };
   }
-  const prevKv = op.requestDeleteRange!.prevKv;
+  if (op.requestPut !== undefined) {
+    const put = op.requestPut;
+    return {
+      responsePut: {
+        header: header(),
+        ...(put.prevKv && result.found ? { prevKv: keyValue(put.key, result.value, false) } : {}),
+      },
+    };
+  }
+  const del = op.requestDeleteRange!;
   return {
     responseDeleteRange: {
       header: header(),
-      deleted: state.found ? 1 : 0,
-      prevKvs: prevKv && state.found ? [keyValue(key, state.value, false)] : [],
+      deleted: result.found ? 1 : 0,
+      prevKvs: del.prevKv && result.found ? [keyValue(del.key, result.value, false)] : [],
     },
   };
-}
-
-/** Whether `compare` holds for the key in `state` (etcd: a value compare on an absent key fails). */
-function holds(compare: Compare, state: KeyState): boolean {
-  let order: number;
-  if (compare.target === Compare_CompareTarget.VALUE) {
-    if (!state.found) return false;
-    order = compareBytes(state.value, compare.value ?? EMPTY);
-  } else {
-    // Version, create and mod revision are 1 for a key that exists, 0 for one that does not; a
-    // lease is always 0. The operand is 0 (unsupportedCompare).
-    const mine = compare.target === Compare_CompareTarget.LEASE ? 0 : state.found ? REVISION : 0;
-    order = Math.sign(mine);
-  }
-  switch (compare.result) {
-    case Compare_CompareResult.EQUAL:
-      return order === 0;
-    case Compare_CompareResult.GREATER:
-      return order > 0;
-    case Compare_CompareResult.LESS:
-      return order < 0;
-    case Compare_CompareResult.NOT_EQUAL:
-      return order !== 0;
-    default:
-      return false;
-  }
 }
 
 function spreadRange(what: string): RpcFailure {
@@ -677,13 +625,6 @@ function spreadRange(what: string): RpcFailure {
 
 function noLeases(lease: number): string {
   return `Lease ${lease}: TinyKV has no leases (keys live until deleted)`;
-}
-
-/** A key for a message: its text when printable and short, else its length. */
-export function describeKey(key: Uint8Array): string {
-  const text = new TextDecoder("utf-8", { fatal: false }).decode(key.subarray(0, 64));
-  const printable = /^[\x20-\x7e]*$/.test(text) && key.length <= 64;
-  return printable ? JSON.stringify(text) : `of ${key.length} bytes`;
 }
 
 /** etcd services and methods TinyKV does not have, and why (answered UNIMPLEMENTED). */

@@ -2,10 +2,11 @@
 // an in-memory stand-in for `tinykv.v1.KV` (keys in byte order, scans in small pages, a
 // compare-and-swap that another writer can beat). Range answers one key, a prefix, a range and
 // everything with etcd's `limit`, `more` and `count`, keys only, counts only and both sort orders;
-// put and delete with `prev_kv` return exactly the value they replaced, also when a concurrent
-// write beats their first swap; a one-key Txn runs the branch its compares choose and makes its
-// change in one swap; what TinyKV cannot do is refused with its status and a reason, and nothing
-// changes; Status and MemberList describe the gateways. The real clients (etcdctl, npm etcd3)
+// put and delete with `prev_kv` return exactly the value they replaced (a one-operation Txn); a Txn
+// becomes TinyKV's Txn (value compares as they are, revision compares against 0 as existence, lease
+// compares decided by the gateway) and its answers map back per operation; what TinyKV cannot do is
+// refused with its status and a reason, and nothing changes; Status and MemberList describe the
+// gateways. The real clients (etcdctl, npm etcd3)
 // run against a dev cluster in tests/etcd_api_test.ts.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
@@ -15,9 +16,18 @@ import {
   type RangeRequest,
   RangeRequest_SortOrder,
   RangeRequest_SortTarget,
-  type TxnRequest,
+  type TxnRequest as EtcdTxnRequest,
 } from "@tinykv/proto/etcdserverpb";
-import type { CompareAndSwapResponse, KeyValue, KVService } from "@tinykv/proto/tinykv/v1";
+import {
+  type CompareAndSwapResponse,
+  type KeyValue,
+  type KVService,
+  type TxnCompare,
+  TxnCompare_Target,
+  TxnOp_Kind,
+  type TxnRequest,
+  type TxnResponse,
+} from "@tinykv/proto/tinykv/v1";
 import {
   type HandlerContext,
   rpcFailure,
@@ -32,9 +42,10 @@ import {
   etcdServices,
   idOf,
   REVISION,
-  SWAP_ATTEMPTS_MAX,
 } from "./etcd_service.ts";
 
+/** Two shards by the key's hash, as the gateway's shard map would say. */
+const shardOf = (key: Uint8Array) => (keyHash(key) < 2 ** 31 ? 1 : 2);
 const enc = (text: string) => new TextEncoder().encode(text);
 const dec = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -53,8 +64,7 @@ const PAGE = 3;
 class FakeKv {
   readonly pairs = new Map<string, KeyValue>();
   readonly calls: string[] = [];
-  /** Runs before each compare-and-swap (a concurrent writer). */
-  beforeSwap: (() => void) | undefined;
+  readonly txns: TxnRequest[] = [];
   /** A failure every call answers with, when set. */
   failAll: RpcResult<never> | undefined;
 
@@ -91,7 +101,6 @@ class FakeKv {
       Append: () => answer("Append", () => rpcFailure("internal", "not used")),
       CompareAndSwap: (request) =>
         answer<CompareAndSwapResponse>("CompareAndSwap", () => {
-          this.beforeSwap?.();
           const pair = this.pairs.get(hex(request.key));
           const matches = request.expectAbsent
             ? pair === undefined
@@ -106,6 +115,38 @@ class FakeKv {
           if (request.delete) this.pairs.delete(hex(request.key));
           else this.pairs.set(hex(request.key), { key: request.key, value: request.value });
           return rpcOk({ succeeded: true, found: pair !== undefined, current: new Uint8Array() });
+        }),
+      Txn: (request) =>
+        answer<TxnResponse>("Txn", () => {
+          const entries = [...request.compares, ...request.success, ...request.failure];
+          const shards = new Set(entries.map((entry) => shardOf(entry.key)));
+          if (shards.size > 1) {
+            return rpcFailure("failedPrecondition", "A Txn's keys must be in one shard");
+          }
+          const holds = (compare: TxnCompare) => {
+            const pair = this.pairs.get(hex(compare.key));
+            let order: number;
+            if (compare.target === TxnCompare_Target.VALUE) {
+              if (pair === undefined) return false;
+              order = Math.sign(compareBytes(pair.value, compare.value));
+            } else order = pair === undefined ? 0 : 1;
+            return [order === 0, order > 0, order < 0, order !== 0][compare.result];
+          };
+          const succeeded = request.compares.every(holds);
+          const results = (succeeded ? request.success : request.failure).map((op) => {
+            const pair = this.pairs.get(hex(op.key));
+            const found = pair !== undefined;
+            const value = op.kind === TxnOp_Kind.GET || op.prev
+              ? pair?.value ?? new Uint8Array()
+              : new Uint8Array();
+            if (op.kind === TxnOp_Kind.PUT) {
+              this.pairs.set(hex(op.key), { key: op.key, value: op.value });
+            }
+            if (op.kind === TxnOp_Kind.DELETE) this.pairs.delete(hex(op.key));
+            return { found, value };
+          });
+          this.txns.push(request);
+          return rpcOk({ succeeded, results });
         }),
       Scan: ({ start, end, limit }) =>
         answer("Scan", () => {
@@ -131,8 +172,6 @@ function setup(overrides: Partial<EtcdServiceOptions> = {}) {
     address: "127.0.0.1:7700",
     members: () => [{ address: "127.0.0.1:7700" }, { address: "127.0.0.1:7701" }],
     clusterId: () => "c-test",
-    // Two shards by the key's hash, as the gateway's shard map would say.
-    shardOf: (key) => (keyHash(key) < 2 ** 31 ? 1 : 2),
     maxMessageBytes: 4 * 1024 * 1024,
     ...overrides,
   };
@@ -269,7 +308,7 @@ Deno.test("Range refuses what needs history or another sort, and an answer over 
   assert.match((over as { message: string }).message, /rpc_server\.max_message_bytes/);
 });
 
-Deno.test("Put and DeleteRange return exactly the value they replaced, also when beaten once", async () => {
+Deno.test("Put and DeleteRange with prev_kv return the value they replaced, in one Txn each", async () => {
   const { fake, etcd } = setup();
   const put = (key: string, value: string, prevKv = false) =>
     etcd.kv.Put({
@@ -285,25 +324,17 @@ Deno.test("Put and DeleteRange return exactly the value they replaced, also when
   assert.equal(first.prevKv, undefined, "no previous value: none returned");
   const second = ok(await put("k", "v2", true));
   assert.equal(dec(second.prevKv!.value), "v1");
-
-  // Another writer changes the key between the read and the first swap: the swap fails, and the
-  // second one replaces (and returns) the other writer's value.
-  let beaten = false;
-  fake.beforeSwap = () => {
-    if (beaten) return;
-    beaten = true;
-    fake.set("k", "other");
-  };
-  const third = ok(await put("k", "v3", true));
-  assert.equal(dec(third.prevKv!.value), "other");
-  assert.equal(fake.value("k"), "v3");
-  fake.beforeSwap = undefined;
+  assert.equal(fake.value("k"), "v2");
+  assert.deepEqual(fake.calls, ["Txn", "Txn"], "the read and the write are one atomic step");
+  assert.deepEqual(fake.txns[1].success.map((op) => [op.kind, dec(op.key), op.prev]), [
+    [TxnOp_Kind.PUT, "k", true],
+  ]);
 
   const deleted = ok(
     await etcd.kv.DeleteRange({ key: enc("k"), rangeEnd: new Uint8Array(), prevKv: true }, CONTEXT),
   );
   assert.equal(deleted.deleted, 1);
-  assert.equal(dec(deleted.prevKvs[0].value), "v3");
+  assert.equal(dec(deleted.prevKvs[0].value), "v2");
   assert.equal(fake.value("k"), undefined);
   const again = ok(
     await etcd.kv.DeleteRange({ key: enc("k"), rangeEnd: new Uint8Array(), prevKv: true }, CONTEXT),
@@ -321,13 +352,16 @@ Deno.test("Put and DeleteRange return exactly the value they replaced, also when
   );
   assert.deepEqual(fake.calls, ["Put", "Delete"]);
 
-  // A key that keeps changing: refused after SWAP_ATTEMPTS_MAX swaps, UNAVAILABLE (not applied).
-  let n = 0;
-  fake.beforeSwap = () => fake.set("hot", `w${n++}`);
-  const hot = await put("hot", "mine", true);
-  assert.equal(hot.kind, "unavailable");
-  assert.equal(n, SWAP_ATTEMPTS_MAX);
-  assert.notEqual(fake.value("hot"), "mine");
+  const leased = await etcd.kv.Put({
+    key: enc("k"),
+    value: enc("x"),
+    lease: 5,
+    prevKv: false,
+    ignoreValue: false,
+    ignoreLease: false,
+  }, CONTEXT);
+  assert.equal(leased.kind, "unimplemented");
+  assert.match((leased as { message: string }).message, /Lease 5: TinyKV has no leases/);
 });
 
 Deno.test("DeleteRange of a prefix deletes every key in it and returns them in key order", async () => {
@@ -348,7 +382,7 @@ Deno.test("DeleteRange of a prefix deletes every key in it and returns them in k
   assert.deepEqual([...fake.pairs.values()].map((p) => dec(p.key)), ["e"]);
 });
 
-function txn(overrides: Partial<TxnRequest>): TxnRequest {
+function txn(overrides: Partial<EtcdTxnRequest>): EtcdTxnRequest {
   return { compare: [], success: [], failure: [], ...overrides };
 }
 
@@ -373,15 +407,29 @@ const putOp = (key: string, value: string) => ({
 
 const getOp = (key: string) => ({ requestRange: range({ key: enc(key) }) });
 
-Deno.test("a one-key Txn runs the branch its compares choose and changes the key in one swap", async () => {
+const deleteOp = (key: string) => ({
+  requestDeleteRange: { key: enc(key), rangeEnd: new Uint8Array(), prevKv: true },
+});
+
+/** A key in the same shard as `key`, or in the other one. */
+function keyBeside(key: string, same: boolean): string {
+  for (let i = 0;; i++) {
+    const other = `${key}-${i}`;
+    if ((shardOf(enc(other)) === shardOf(enc(key))) === same) return other;
+  }
+}
+
+Deno.test("a Txn runs the branch its compares choose, on TinyKV's Txn, and maps each answer back", async () => {
   const { fake, etcd } = setup();
   fake.set("k", "v1");
+  const near = keyBeside("k", true);
+  fake.set(near, "n1");
 
   const hit = ok(
     await etcd.kv.Txn(
       txn({
-        compare: [valueIs("k", "v1")],
-        success: [putOp("k", "v2"), getOp("k")],
+        compare: [valueIs("k", "v1"), valueIs(near, "n1")],
+        success: [putOp("k", "v2"), getOp("k"), deleteOp(near), getOp(near)],
         failure: [getOp("k")],
       }),
       CONTEXT,
@@ -390,9 +438,21 @@ Deno.test("a one-key Txn runs the branch its compares choose and changes the key
   assert.equal(hit.succeeded, true);
   assert.equal(dec(hit.responses[0].responsePut!.prevKv!.value), "v1");
   assert.equal(dec(hit.responses[1].responseRange!.kvs[0].value), "v2", "reads its own put");
+  assert.deepEqual(
+    [
+      hit.responses[2].responseDeleteRange!.deleted,
+      dec(hit.responses[2].responseDeleteRange!.prevKvs[0].value),
+    ],
+    [1, "n1"],
+  );
+  assert.deepEqual([
+    hit.responses[3].responseRange!.count,
+    hit.responses[3].responseRange!.kvs.length,
+  ], [0, 0]);
   assert.equal(fake.value("k"), "v2");
+  assert.equal(fake.value(near), undefined);
+  assert.equal(fake.txns.length, 1, "one atomic Txn");
 
-  fake.calls.length = 0;
   const miss = ok(
     await etcd.kv.Txn(
       txn({ compare: [valueIs("k", "v1")], success: [putOp("k", "v3")], failure: [getOp("k")] }),
@@ -402,9 +462,8 @@ Deno.test("a one-key Txn runs the branch its compares choose and changes the key
   assert.equal(miss.succeeded, false);
   assert.equal(dec(miss.responses[0].responseRange!.kvs[0].value), "v2");
   assert.equal(fake.value("k"), "v2");
-  assert.deepEqual(fake.calls, ["Get"], "a branch that writes nothing swaps nothing");
 
-  // Create only when absent: create_revision = 0.
+  // Create only when absent: create_revision = 0 becomes "does not exist".
   const absent = {
     result: Compare_CompareResult.EQUAL,
     target: Compare_CompareTarget.CREATE,
@@ -421,60 +480,65 @@ Deno.test("a one-key Txn runs the branch its compares choose and changes the key
   );
   assert.equal(notAgain.succeeded, false);
   assert.equal(fake.value("new"), "n1");
-
-  // A value compare on an absent key fails (as in etcd), whatever the operator.
-  const notEqual = { ...valueIs("ghost", "x"), result: Compare_CompareResult.NOT_EQUAL };
-  const ghost = ok(await etcd.kv.Txn(txn({ compare: [notEqual] }), CONTEXT));
-  assert.equal(ghost.succeeded, false);
-
-  // Beaten between its read and its swap: evaluated again on the new value.
-  fake.set("k", "v1");
-  let beaten = false;
-  fake.beforeSwap = () => {
-    if (beaten) return;
-    beaten = true;
-    fake.set("k", "other");
+  const exists = {
+    ...absent,
+    result: Compare_CompareResult.GREATER,
+    target: Compare_CompareTarget.VERSION,
+    version: 0,
   };
-  const raced = ok(
+  assert.equal(ok(await etcd.kv.Txn(txn({ compare: [exists] }), CONTEXT)).succeeded, true);
+
+  // A lease is always 0: "lease = 0" holds, "lease > 0" fails the Txn (its failure branch runs).
+  const lease = (result: Compare_CompareResult) => ({
+    result,
+    target: Compare_CompareTarget.LEASE,
+    key: enc("k"),
+    lease: 0,
+    rangeEnd: new Uint8Array(),
+  });
+  const leaseHolds = ok(
+    await etcd.kv.Txn(
+      txn({ compare: [lease(Compare_CompareResult.EQUAL)], success: [getOp("k")] }),
+      CONTEXT,
+    ),
+  );
+  assert.equal(leaseHolds.succeeded, true);
+  const leaseFails = ok(
     await etcd.kv.Txn(
       txn({
-        compare: [valueIs("k", "v1")],
-        success: [putOp("k", "v9")],
-        failure: [putOp("k", "lost")],
+        compare: [lease(Compare_CompareResult.GREATER)],
+        success: [putOp("k", "no")],
+        failure: [getOp("k")],
       }),
       CONTEXT,
     ),
   );
-  assert.equal(raced.succeeded, false, "the compare saw the other writer's value");
-  assert.equal(fake.value("k"), "lost");
+  assert.equal(leaseFails.succeeded, false);
+  assert.equal(fake.value("k"), "v2");
 
   const empty = ok(await etcd.kv.Txn(txn({}), CONTEXT));
   assert.deepEqual([empty.succeeded, empty.responses.length], [true, 0]);
 });
 
 Deno.test("a Txn TinyKV cannot run is refused with its status and changes nothing", async () => {
-  const { fake, etcd, options } = setup();
+  const { fake, etcd } = setup();
   fake.set("k", "v");
-  // Two keys of different shards, and two of the same shard.
-  let other = "a";
-  for (let i = 0; options.shardOf(enc(other)) === options.shardOf(enc("k")); i++) other = `a${i}`;
-  let same = "b";
-  for (let i = 0; options.shardOf(enc(same)) !== options.shardOf(enc("k")); i++) same = `b${i}`;
-  const refusals: Array<[TxnRequest, string, RegExp]> = [
+  const far = keyBeside("k", false);
+  const refusals: Array<[EtcdTxnRequest, string, RegExp]> = [
     [
-      txn({ compare: [valueIs("k", "v")], success: [putOp(other, "x")] }),
+      txn({ compare: [valueIs("k", "v")], success: [putOp(far, "x")] }),
       "failedPrecondition",
-      /must be in one shard: "k" is in shard \d and "a\d*" in shard \d/,
-    ],
-    [
-      txn({ compare: [valueIs("k", "v")], success: [putOp(same, "x")] }),
-      "unimplemented",
-      /several keys/,
+      /must be in one shard/,
     ],
     [
       txn({ compare: [{ ...valueIs("k", "v"), rangeEnd: enc("z") }] }),
       "failedPrecondition",
       /range_end is set/,
+    ],
+    [
+      txn({ success: [{ requestRange: range({ key: enc("a"), rangeEnd: enc("b") }) }] }),
+      "failedPrecondition",
+      /A Txn Range names a range/,
     ],
     [
       txn({
@@ -495,14 +559,15 @@ Deno.test("a Txn TinyKV cannot run is refused with its status and changes nothin
       /Lease 7: TinyKV has no leases/,
     ],
     [txn({ success: [{ requestTxn: txn({}) }] }), "unimplemented", /inside a Txn/],
+    [txn({ success: [{}] }), "invalidArgument", /names no request/],
   ];
   for (const [request, kind, message] of refusals) {
     const result = await etcd.kv.Txn(request, CONTEXT);
     assert.equal(result.kind, kind, JSON.stringify(result));
     assert.match((result as { message: string }).message, message);
   }
-  assert.deepEqual(fake.calls, [], "nothing was read or written");
   assert.equal(fake.value("k"), "v");
+  assert.equal(fake.value(far), undefined);
 });
 
 Deno.test("a failure of the KV underneath is the etcd call's failure", async () => {

@@ -18,6 +18,7 @@ import {
   type PutResponse,
   type ScanRequest,
   type ScanResponse,
+  type TxnResponse,
 } from "@tinykv/proto/tinykv/v1";
 import { ClientSession, type KvRouter, type RouteOp, type RouteResult } from "@tinykv/client";
 import {
@@ -38,6 +39,7 @@ import {
   compareBytes,
   type RequestFields,
   SCAN_BYTES_MAX,
+  type TxnFields,
 } from "@tinykv/shard";
 import { assert } from "./_assert.ts";
 
@@ -192,6 +194,24 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
           (item) => item.compareAndSwap as CompareAndSwapResponse,
           traceId,
         )),
+    Txn: (request, context) =>
+      track("Txn", context, async (traceId) => {
+        const bad = check({ txn: request }, options);
+        if (bad !== undefined) return bad;
+        const keys = [...request.compares, ...request.success, ...request.failure].map((e) =>
+          e.key
+        );
+        const spread = oneShard(options, keys);
+        if (spread !== undefined) return spread;
+        return await mutate(
+          options,
+          context,
+          { txn: request },
+          (session) => ({ txn: { ...request, ...session } }),
+          (item) => item.txn as TxnResponse,
+          traceId,
+        );
+      }),
     Scan: (request, context) =>
       track("Scan", context, async (traceId) => {
         const bad = check({ scan: request }, options);
@@ -228,9 +248,10 @@ async function mutate<T>(
 ): Promise<RpcResult<T>> {
   const bad = check(fields, options);
   if (bad !== undefined) return bad;
-  const request = (fields.put ?? fields.delete ?? fields.append ?? fields.compareAndSwap)!;
+  const request = (fields.put ?? fields.delete ?? fields.append ?? fields.compareAndSwap ??
+    fields.txn)!;
   const deadlineMs = deadlineOf(context, options);
-  const target = { key: request.key };
+  const target = { key: "key" in request ? request.key : txnKey(request) };
   if (request.clientId !== "") {
     const session = { clientId: request.clientId, seq: request.seq, ackSeq: request.ackSeq };
     const op = { ...build(session), traceId };
@@ -303,6 +324,42 @@ function deadlineOf(context: HandlerContext, options: KvServiceOptions): number 
     ? context.deadlineMs
     : now + options.requestTimeoutMs;
   return Math.min(client, now + options.requestTimeoutMsMax);
+}
+
+/** The key a Txn is routed by (checkTxn made sure it names one). */
+function txnKey(txn: TxnFields): Uint8Array {
+  return (txn.compares[0] ?? txn.success[0] ?? txn.failure[0]).key;
+}
+
+/**
+ * FAILED_PRECONDITION when `keys` fall in more than one shard of the gateway's map (a Txn runs in
+ * one shard); undefined when they share one, or no map is known yet (the router then waits for
+ * one, and the shard checks the keys again when it applies).
+ */
+function oneShard(options: KvServiceOptions, keys: readonly Uint8Array[]): RpcFailure | undefined {
+  const first = options.router.shardOf(keys[0])?.id;
+  if (first === undefined) return undefined;
+  for (const key of keys) {
+    const shard = options.router.shardOf(key)?.id;
+    if (shard === undefined) return undefined;
+    if (shard === first) continue;
+    return rpcFailure(
+      "failedPrecondition",
+      `A Txn's keys must be in one shard: ${describeKey(keys[0])} is in shard ${first} and ` +
+        `${describeKey(key)} in shard ${shard} (give related keys one hash tag, {tag}, so that ` +
+        "they share a shard)",
+    );
+  }
+  return undefined;
+}
+
+/** A key for a message: its text when printable and at most 64 bytes, else its length. */
+export function describeKey(key: Uint8Array): string {
+  if (key.length <= 64) {
+    const text = new TextDecoder().decode(key);
+    if (/^[\x20-\x7e]*$/.test(text)) return JSON.stringify(text);
+  }
+  return `of ${key.length} bytes`;
 }
 
 /** Checks a request against every limit (libs/shard `checkRequest`). */

@@ -18,7 +18,13 @@ import {
   FakeKvNodes,
   runOnClock,
 } from "@tinykv/client/testing";
-import { ItemFailure_Kind, type KeyValue, type PutRequest } from "@tinykv/proto/tinykv/v1";
+import {
+  ItemFailure_Kind,
+  type KeyValue,
+  type PutRequest,
+  TxnOp_Kind,
+  type TxnRequest,
+} from "@tinykv/proto/tinykv/v1";
 import type { HandlerContext, RpcResult } from "@tinykv/rpc";
 import {
   CLIENT_ID_BYTES_MAX,
@@ -503,4 +509,44 @@ Deno.test("kvService follows a request the client asked to trace, and refuses a 
     );
   }
   assert.equal(nodes.received.length, sent, "a malformed trace id reaches no kvnode");
+});
+
+Deno.test("kvService routes a Txn to the shard of its keys with the gateway's session, and refuses keys of two shards", async () => {
+  const { handlers, call, nodes } = gateway(ok);
+  const op = (key: string) => ({
+    kind: TxnOp_Kind.PUT,
+    key: enc(key),
+    value: enc("v"),
+    prev: false,
+  });
+  const txn = (keys: string[]): TxnRequest => ({
+    compares: [],
+    success: keys.map(op),
+    failure: [],
+    clientId: "",
+    seq: 0,
+    ackSeq: 0,
+  });
+  const tagged = ["{cart7}:a", "{cart7}:b", "{cart7}:c"];
+  assertFailure(await call(handlers.Txn(txn(tagged), context())), "ok");
+  const { item } = nodes.received.at(-1)!;
+  assert.equal(item.shardId, shardForKey(MAP, enc(tagged[0])).id);
+  assert.deepEqual([item.txn!.clientId, item.txn!.seq], ["g-1", 1]);
+
+  // Two keys of different shards: refused before any kvnode sees it, naming both shards.
+  let other = "x0";
+  for (let i = 1; shardForKey(MAP, enc(other)).id === shardForKey(MAP, enc("a")).id; i++) {
+    other = `x${i}`;
+  }
+  const before = nodes.received.length;
+  const refused = await call(handlers.Txn(txn(["a", other]), context()));
+  assertFailure(
+    refused,
+    "failedPrecondition",
+    /must be in one shard: "a" is in shard \d and "x\d+" in shard \d/,
+  );
+  // A Txn past a limit: INVALID_ARGUMENT naming it.
+  const empty = await call(handlers.Txn(txn([]), context()));
+  assertFailure(empty, "invalidArgument", /names no key/);
+  assert.equal(nodes.received.length, before, "no kvnode saw either");
 });

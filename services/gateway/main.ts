@@ -36,7 +36,6 @@ import {
   startGrpcServer,
 } from "@tinykv/rpc";
 import { KVService } from "@tinykv/proto/tinykv/v1";
-import { shardForKey } from "@tinykv/shard";
 import {
   connectConfiguredZooKeeperRetrying,
   keepEphemeral,
@@ -183,10 +182,6 @@ async function run(config: Config, log: Logger): Promise<number> {
         address,
         members: () => gateways?.entries().map((entry) => entry.value) ?? [],
         clusterId: () => view?.shardMap()?.clusterId,
-        shardOf: (key) => {
-          const map = view?.shardMap();
-          return map === undefined ? undefined : shardForKey(map, key).id;
-        },
         maxMessageBytes: config.rpc_server.max_message_bytes,
       }),
     ],

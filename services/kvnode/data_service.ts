@@ -150,6 +150,7 @@ function decodeItem(item: RequestItem, options: DataServiceOptions): Decoded {
     delete: item.delete,
     append: item.append,
     compareAndSwap: item.compareAndSwap,
+    txn: item.txn,
   };
   return { kind: "ok", op: { kind: "mutation", command } };
 }
@@ -179,5 +180,6 @@ function approximateBytes(item: ResponseItem): number {
   if (item.compareAndSwap !== undefined) bytes += item.compareAndSwap.current.length;
   for (const kv of item.scan?.kvs ?? []) bytes += kv.key.length + kv.value.length + 8;
   if (item.scan !== undefined) bytes += item.scan.next.length;
+  for (const result of item.txn?.results ?? []) bytes += result.value.length + 8;
   return bytes;
 }

@@ -125,10 +125,12 @@ export class KvApplication implements GroupApplication<DataOp, ItemResult, KvMac
     kv: KvStateMachine,
     nowMs: number,
   ): Prepared<ItemResult, KvMachine> {
-    const request = command.put ?? command.delete ?? command.append ?? command.compareAndSwap;
-    if (request === undefined) return { kind: "invalid", message: "Request has no operation" };
-    const invalid = kv.checkKey(request.key);
-    if (invalid !== undefined) return { kind: "invalid", message: invalid };
+    const keys = commandKeys(command);
+    if (keys.length === 0) return { kind: "invalid", message: "Request has no operation" };
+    for (const key of keys) {
+      const invalid = kv.checkKey(key);
+      if (invalid !== undefined) return { kind: "invalid", message: invalid };
+    }
     const stamped: Command = {
       ...command,
       stampMs: nowMs,
@@ -137,6 +139,15 @@ export class KvApplication implements GroupApplication<DataOp, ItemResult, KvMac
     };
     return { kind: "propose", data: Command.encode(stamped) };
   }
+}
+
+/** Every key a mutation names (a Txn's compares and both branches). */
+export function commandKeys(command: Command): Uint8Array[] {
+  const request = command.put ?? command.delete ?? command.append ?? command.compareAndSwap;
+  if (request !== undefined) return [request.key];
+  const txn = command.txn;
+  if (txn === undefined) return [];
+  return [...txn.compares, ...txn.success, ...txn.failure].map((entry) => entry.key);
 }
 
 /** The kvnode's driver: the generic driver running the KV application. */

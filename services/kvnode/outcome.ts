@@ -64,6 +64,8 @@ function resultField(result: ItemResult): Omit<ResponseItem, "id"> {
       return { append: result.response };
     case "compareAndSwap":
       return { compareAndSwap: result.response };
+    case "txn":
+      return { txn: result.response };
     default: {
       const never: never = result;
       return unreachable(never, "result");

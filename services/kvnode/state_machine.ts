@@ -10,16 +10,23 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import type {
-  AppendResponse,
-  ClientSession,
-  Command,
-  CompareAndSwapResponse,
-  DeleteResponse,
-  PutResponse,
-  ScanRequest,
-  ScanResponse,
-  SessionResult,
+import {
+  type AppendResponse,
+  type ClientSession,
+  type Command,
+  type CompareAndSwapResponse,
+  type DeleteResponse,
+  type PutResponse,
+  type ScanRequest,
+  type ScanResponse,
+  type SessionResult,
+  type TxnCompare,
+  TxnCompare_Result,
+  TxnCompare_Target,
+  TxnOp_Kind,
+  type TxnOpResult,
+  type TxnRequest,
+  type TxnResponse,
 } from "@tinykv/proto/tinykv/v1";
 import { SessionTable } from "./session_table.ts";
 import {
@@ -68,7 +75,8 @@ export type MutationResult =
   | { readonly kind: "put"; readonly response: PutResponse }
   | { readonly kind: "delete"; readonly response: DeleteResponse }
   | { readonly kind: "append"; readonly response: AppendResponse }
-  | { readonly kind: "compareAndSwap"; readonly response: CompareAndSwapResponse };
+  | { readonly kind: "compareAndSwap"; readonly response: CompareAndSwapResponse }
+  | { readonly kind: "txn"; readonly response: TxnResponse };
 
 /** What one mutation did: a result, or a refusal that changed nothing (remembered alike). */
 type MutationOutcome = MutationResult | { readonly kind: "refused"; readonly message: string };
@@ -208,8 +216,13 @@ export class KvStateMachine {
     if (op === undefined) return { kind: "invalid", message: "Command has no operation" };
     const violation = checkRequest({ [op.kind]: op.request }, { valueBytesMax });
     if (violation !== undefined) return { kind: "invalid", message: violation.message };
-    const keyProblem = this.checkKey(op.request.key);
-    if (keyProblem !== undefined) return { kind: "invalid", message: keyProblem };
+    const keys = op.kind === "txn"
+      ? [...op.request.compares, ...op.request.success, ...op.request.failure].map((e) => e.key)
+      : [op.request.key];
+    for (const key of keys) {
+      const keyProblem = this.checkKey(key);
+      if (keyProblem !== undefined) return { kind: "invalid", message: keyProblem };
+    }
     const limits = { valueBytesMax, legacy: command.valueBytesMax === 0 };
     const { clientId, seq, ackSeq } = op.request;
     if (clientId === "") return answerOf(this.#mutate(op, limits), false);
@@ -322,10 +335,75 @@ export class KvStateMachine {
         return this.#append(op.request.key, op.request.value, limits);
       case "compareAndSwap":
         return this.#compareAndSwap(op);
+      case "txn":
+        return this.#txn(op.request, limits);
       default: {
         const never: never = op;
         return unreachable(never, "operation");
       }
+    }
+  }
+
+  /**
+   * Runs a Txn: the branch its compares choose, each operation seeing the ones before it. What the
+   * branch returns is worked out first, on an overlay of its own writes, so a branch whose values
+   * would pass the bound is refused with nothing changed; then its writes apply in order.
+   */
+  #txn(request: TxnRequest, limits: Limits): MutationOutcome {
+    const succeeded = request.compares.every((compare) => this.#holds(compare));
+    const ops = succeeded ? request.success : request.failure;
+    const overlay = new Map<string, Uint8Array | null>();
+    const read = (key: Uint8Array): Uint8Array | undefined => {
+      const written = overlay.get(hexOf(key));
+      return written === undefined ? this.#spaces.data.get(key) : written ?? undefined;
+    };
+    const results: TxnOpResult[] = [];
+    let bytes = 0;
+    for (const op of ops) {
+      const current = read(op.key);
+      const found = current !== undefined;
+      const returned = op.kind === TxnOp_Kind.GET || op.prev ? current ?? EMPTY : EMPTY;
+      results.push({ found, value: returned });
+      bytes += returned.length;
+      if (op.kind === TxnOp_Kind.PUT) overlay.set(hexOf(op.key), op.value);
+      if (op.kind === TxnOp_Kind.DELETE) overlay.set(hexOf(op.key), null);
+    }
+    const max = 2 * limits.valueBytesMax;
+    if (bytes > max) {
+      return {
+        kind: "refused",
+        message: `Txn would return ${bytes} bytes of values: the maximum is ${max} ` +
+          "(2 × storage.value_bytes_max); nothing changed",
+      };
+    }
+    for (const op of ops) {
+      if (op.kind === TxnOp_Kind.PUT) this.#setData(op.key, op.value);
+      if (op.kind === TxnOp_Kind.DELETE) this.#deleteData(op.key);
+    }
+    return { kind: "txn", response: { succeeded, results } };
+  }
+
+  /** Whether a Txn compare holds now (a value compare on an absent key fails, as in etcd). */
+  #holds(compare: TxnCompare): boolean {
+    const current = this.#spaces.data.get(compare.key);
+    let order: number;
+    if (compare.target === TxnCompare_Target.VALUE) {
+      if (current === undefined) return false;
+      order = Math.sign(compareBytes(current, compare.value));
+    } else {
+      order = current === undefined ? 0 : 1;
+    }
+    switch (compare.result) {
+      case TxnCompare_Result.EQUAL:
+        return order === 0;
+      case TxnCompare_Result.GREATER:
+        return order > 0;
+      case TxnCompare_Result.LESS:
+        return order < 0;
+      case TxnCompare_Result.NOT_EQUAL:
+        return order !== 0;
+      default:
+        return false;
     }
   }
 
@@ -519,7 +597,8 @@ type Operation =
   | { kind: "put"; request: NonNullable<Command["put"]> }
   | { kind: "delete"; request: NonNullable<Command["delete"]> }
   | { kind: "append"; request: NonNullable<Command["append"]> }
-  | { kind: "compareAndSwap"; request: NonNullable<Command["compareAndSwap"]> };
+  | { kind: "compareAndSwap"; request: NonNullable<Command["compareAndSwap"]> }
+  | { kind: "txn"; request: NonNullable<Command["txn"]> };
 
 function commandOp(command: Command): Operation | undefined {
   if (command.put !== undefined) return { kind: "put", request: command.put };
@@ -528,7 +607,14 @@ function commandOp(command: Command): Operation | undefined {
   if (command.compareAndSwap !== undefined) {
     return { kind: "compareAndSwap", request: command.compareAndSwap };
   }
+  if (command.txn !== undefined) return { kind: "txn", request: command.txn };
   return undefined;
+}
+
+function hexOf(bytes: Uint8Array): string {
+  let out = "";
+  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
+  return out;
 }
 
 function resultToSession(seq: number, outcome: MutationOutcome): SessionResult {
@@ -541,6 +627,8 @@ function resultToSession(seq: number, outcome: MutationOutcome): SessionResult {
       return { seq, append: outcome.response };
     case "compareAndSwap":
       return { seq, compareAndSwap: outcome.response };
+    case "txn":
+      return { seq, txn: outcome.response };
     case "refused":
       return { seq, invalid: outcome.message };
     default: {
@@ -557,6 +645,7 @@ function resultFromSession(stored: SessionResult): MutationOutcome {
   if (stored.compareAndSwap !== undefined) {
     return { kind: "compareAndSwap", response: stored.compareAndSwap };
   }
+  if (stored.txn !== undefined) return { kind: "txn", response: stored.txn };
   if (stored.invalid !== undefined) return { kind: "refused", message: stored.invalid };
   throw new Error(`Session result of seq ${stored.seq} holds no response`);
 }

@@ -1,8 +1,15 @@
 // Checks KvStateMachine on in-memory spaces: each operation's semantics, keys outside the shard,
 // exactly-once sessions (duplicates, many requests in flight out of order, ack_seq, expiry and
-// tombstones, the results bound), scans, snapshots (serialize/restore) and data hashes.
+// tombstones, the results bound), scans, snapshots (serialize/restore) and data hashes; and Txn:
+// its branches, compares, bounds and exactly-once answer.
 import assert from "node:assert/strict";
-import type { Command } from "@tinykv/proto/tinykv/v1";
+import {
+  type Command,
+  type TxnCompare,
+  TxnCompare_Result,
+  TxnCompare_Target,
+  TxnOp_Kind,
+} from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE, keyHash, VALUE_BYTES_MAX } from "@tinykv/shard";
 import { MemoryKvSpace } from "./kv_space.ts";
 import {
@@ -421,4 +428,171 @@ Deno.test("the hash taken in slices off the loop equals dataHash(), past one sli
   assert.equal(await hashSpacesInSlices(spaces), sm.dataHash());
   const empty = machine();
   assert.equal(await hashSpacesInSlices(empty.spaces), empty.sm.dataHash());
+});
+
+function txn(
+  fields: Partial<NonNullable<Command["txn"]>>,
+  options: { stamps?: Partial<typeof STAMPS>; stampMs?: number } = {},
+): Command {
+  return {
+    ...STAMPS,
+    ...options.stamps,
+    stampMs: options.stampMs ?? 1,
+    txn: { compares: [], success: [], failure: [], ...NO_SESSION, ...fields },
+  };
+}
+
+const valueIs = (
+  key: string,
+  value: string,
+  result: TxnCompare_Result = TxnCompare_Result.EQUAL,
+) => ({
+  key: enc(key),
+  result,
+  target: TxnCompare_Target.VALUE,
+  value: enc(value),
+});
+const exists = (key: string, result: TxnCompare_Result) => ({
+  key: enc(key),
+  result,
+  target: TxnCompare_Target.EXISTS,
+  value: new Uint8Array(),
+});
+const txnPut = (key: string, value: string, prev = false) => ({
+  kind: TxnOp_Kind.PUT,
+  key: enc(key),
+  value: enc(value),
+  prev,
+});
+const txnGet = (key: string) => ({
+  kind: TxnOp_Kind.GET,
+  key: enc(key),
+  value: new Uint8Array(),
+  prev: false,
+});
+const txnDelete = (key: string, prev = false) => ({
+  kind: TxnOp_Kind.DELETE,
+  key: enc(key),
+  value: new Uint8Array(),
+  prev,
+});
+
+function txnAnswer(result: ApplyResult) {
+  const ok = okResult(result);
+  assert.equal(ok.result.kind, "txn");
+  return ok.result.kind === "txn" ? ok.result.response : assert.fail();
+}
+
+Deno.test("KvStateMachine runs a Txn's chosen branch atomically, each operation seeing the last", () => {
+  const { sm } = machine();
+  okResult(sm.apply(put("a", "1")));
+  okResult(sm.apply(put("b", "2")));
+  const hit = txnAnswer(sm.apply(txn({
+    compares: [valueIs("a", "1"), exists("b", TxnCompare_Result.GREATER)],
+    success: [
+      txnPut("a", "10", true),
+      txnGet("a"),
+      txnDelete("b", true),
+      txnGet("b"),
+      txnPut("c", "3"),
+    ],
+    failure: [txnGet("a")],
+  })));
+  assert.equal(hit.succeeded, true);
+  assert.deepEqual(hit.results.map((r) => [r.found, dec(r.value)]), [
+    [true, "1"],
+    [true, "10"],
+    [true, "2"],
+    [false, ""],
+    [false, ""],
+  ]);
+  assert.equal(dec(sm.get(enc("a")).value), "10");
+  assert.equal(sm.get(enc("b")).found, false);
+  assert.equal(dec(sm.get(enc("c")).value), "3");
+  assert.deepEqual(sm.dataSize(), { keys: 2, bytes: 1 + 2 + 1 + 1 });
+
+  const miss = txnAnswer(sm.apply(txn({
+    compares: [valueIs("a", "1")],
+    success: [txnPut("a", "never")],
+    failure: [txnGet("a"), txnPut("d", "4")],
+  })));
+  assert.equal(miss.succeeded, false);
+  assert.deepEqual(miss.results.map((r) => dec(r.value)), ["10", ""]);
+  assert.equal(dec(sm.get(enc("a")).value), "10");
+  assert.equal(dec(sm.get(enc("d")).value), "4");
+});
+
+Deno.test("KvStateMachine Txn compares: value order, existence, and a value compare on an absent key fails", () => {
+  const { sm } = machine();
+  okResult(sm.apply(put("k", "m")));
+  const holds = (compare: TxnCompare) =>
+    txnAnswer(sm.apply(txn({ compares: [compare] }))).succeeded;
+  assert.equal(holds(valueIs("k", "m")), true);
+  assert.equal(holds(valueIs("k", "a", TxnCompare_Result.GREATER)), true);
+  assert.equal(holds(valueIs("k", "z", TxnCompare_Result.LESS)), true);
+  assert.equal(holds(valueIs("k", "m", TxnCompare_Result.NOT_EQUAL)), false);
+  assert.equal(holds(valueIs("k", "m", TxnCompare_Result.GREATER)), false);
+  for (const result of [0, 1, 2, 3] as TxnCompare_Result[]) {
+    assert.equal(holds(valueIs("absent", "", result)), false, `value compare ${result}`);
+  }
+  assert.equal(holds(exists("absent", TxnCompare_Result.EQUAL)), true);
+  assert.equal(holds(exists("k", TxnCompare_Result.EQUAL)), false);
+  assert.equal(holds(exists("k", TxnCompare_Result.NOT_EQUAL)), true);
+  assert.equal(holds(exists("k", TxnCompare_Result.LESS)), false);
+});
+
+Deno.test("KvStateMachine refuses a Txn whose answer would pass the bound, or with a key of another shard, changing nothing", () => {
+  const small = { valueBytesMax: 10 };
+  const { sm } = machine();
+  okResult(sm.apply(put("a", "x".repeat(10))));
+  okResult(sm.apply(put("b", "y".repeat(10))));
+  // 2 × value_bytes_max = 20 bytes of values returned: at the bound it runs, one past it is refused.
+  const atBound = txnAnswer(
+    sm.apply(txn({ success: [txnGet("a"), txnGet("b")] }, { stamps: small })),
+  );
+  assert.equal(atBound.results.length, 2);
+  okResult(sm.apply(put("c", "z")));
+  const over = sm.apply(
+    txn({ success: [txnPut("d", "new"), txnGet("a"), txnGet("b"), txnGet("c")] }, {
+      stamps: small,
+    }),
+  );
+  assert.equal(over.kind, "invalid");
+  assert.match(
+    (over as { message: string }).message,
+    /would return 21 bytes of values: the maximum is 20/,
+  );
+  assert.equal(sm.get(enc("d")).found, false, "the first put did not apply");
+
+  // A shard holding half of the hash space: a Txn naming a key of the other half is refused.
+  const half = machine({ lo: 0, hi: HASH_SPACE / 2 });
+  const inside = ["k0", "k1", "k2", "k3", "k4", "k5"].find((k) =>
+    keyHash(enc(k)) < HASH_SPACE / 2
+  )!;
+  const outside = ["k0", "k1", "k2", "k3", "k4", "k5"].find((k) =>
+    keyHash(enc(k)) >= HASH_SPACE / 2
+  )!;
+  const refused = half.sm.apply(txn({ success: [txnPut(inside, "v"), txnPut(outside, "v")] }));
+  assert.equal(refused.kind, "invalid");
+  assert.equal(half.sm.get(enc(inside)).found, false);
+});
+
+Deno.test("KvStateMachine answers a Txn retried in its session with the first answer, applying it once", () => {
+  const { sm } = machine();
+  const session = { clientId: "c1", seq: 1, ackSeq: 0 };
+  const first = txnAnswer(sm.apply(txn({
+    compares: [exists("n", TxnCompare_Result.EQUAL)],
+    success: [txnPut("n", "1", true)],
+    failure: [txnGet("n")],
+    ...session,
+  })));
+  assert.equal(first.succeeded, true);
+  const retried = okResult(sm.apply(txn({
+    compares: [exists("n", TxnCompare_Result.EQUAL)],
+    success: [txnPut("n", "1", true)],
+    failure: [txnGet("n")],
+    ...session,
+  })));
+  assert.equal(retried.duplicate, true);
+  assert.deepEqual(retried.result, { kind: "txn", response: first });
 });

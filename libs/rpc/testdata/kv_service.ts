@@ -132,5 +132,6 @@ export function kvTestService(
       };
       return rpcOk(response);
     },
+    Txn: () => rpcFailure("unimplemented", "The test KV service has no Txn"),
   }, options);
 }

@@ -58,6 +58,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "requestType": "ScanRequest",
                   "responseType": "ScanResponse",
                 },
+                "Txn": {
+                  "requestType": "TxnRequest",
+                  "responseType": "TxnResponse",
+                },
               },
             },
             "KeyValue": {
@@ -268,6 +272,128 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 },
               },
             },
+            "TxnCompare": {
+              "fields": {
+                "key": {
+                  "type": "bytes",
+                  "id": 1,
+                },
+                "result": {
+                  "type": "Result",
+                  "id": 2,
+                },
+                "target": {
+                  "type": "Target",
+                  "id": 3,
+                },
+                "value": {
+                  "type": "bytes",
+                  "id": 4,
+                },
+              },
+              "nested": {
+                "Result": {
+                  "values": {
+                    "EQUAL": 0,
+                    "GREATER": 1,
+                    "LESS": 2,
+                    "NOT_EQUAL": 3,
+                  },
+                },
+                "Target": {
+                  "values": {
+                    "VALUE": 0,
+                    "EXISTS": 1,
+                  },
+                },
+              },
+            },
+            "TxnOp": {
+              "fields": {
+                "kind": {
+                  "type": "Kind",
+                  "id": 1,
+                },
+                "key": {
+                  "type": "bytes",
+                  "id": 2,
+                },
+                "value": {
+                  "type": "bytes",
+                  "id": 3,
+                },
+                "prev": {
+                  "type": "bool",
+                  "id": 4,
+                },
+              },
+              "nested": {
+                "Kind": {
+                  "values": {
+                    "KIND_UNSPECIFIED": 0,
+                    "GET": 1,
+                    "PUT": 2,
+                    "DELETE": 3,
+                  },
+                },
+              },
+            },
+            "TxnOpResult": {
+              "fields": {
+                "found": {
+                  "type": "bool",
+                  "id": 1,
+                },
+                "value": {
+                  "type": "bytes",
+                  "id": 2,
+                },
+              },
+            },
+            "TxnRequest": {
+              "fields": {
+                "compares": {
+                  "rule": "repeated",
+                  "type": "TxnCompare",
+                  "id": 1,
+                },
+                "success": {
+                  "rule": "repeated",
+                  "type": "TxnOp",
+                  "id": 2,
+                },
+                "failure": {
+                  "rule": "repeated",
+                  "type": "TxnOp",
+                  "id": 3,
+                },
+                "clientId": {
+                  "type": "string",
+                  "id": 4,
+                },
+                "seq": {
+                  "type": "uint64",
+                  "id": 5,
+                },
+                "ackSeq": {
+                  "type": "uint64",
+                  "id": 6,
+                },
+              },
+            },
+            "TxnResponse": {
+              "fields": {
+                "succeeded": {
+                  "type": "bool",
+                  "id": 1,
+                },
+                "results": {
+                  "rule": "repeated",
+                  "type": "TxnOpResult",
+                  "id": 2,
+                },
+              },
+            },
             "KvNode": {
               "methods": {
                 "Batch": {
@@ -297,6 +423,7 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                     "append",
                     "compareAndSwap",
                     "scan",
+                    "txn",
                   ],
                 },
               },
@@ -345,6 +472,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "ScanRequest",
                   "id": 15,
                 },
+                "txn": {
+                  "type": "TxnRequest",
+                  "id": 16,
+                },
               },
             },
             "BatchResponse": {
@@ -366,6 +497,7 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                     "append",
                     "compareAndSwap",
                     "scan",
+                    "txn",
                     "failure",
                   ],
                 },
@@ -398,6 +530,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "scan": {
                   "type": "ScanResponse",
                   "id": 15,
+                },
+                "txn": {
+                  "type": "TxnResponse",
+                  "id": 16,
                 },
                 "failure": {
                   "type": "ItemFailure",
@@ -1166,6 +1302,7 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                     "delete",
                     "append",
                     "compareAndSwap",
+                    "txn",
                   ],
                 },
               },
@@ -1197,6 +1334,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "compareAndSwap": {
                   "type": "CompareAndSwapRequest",
                   "id": 13,
+                },
+                "txn": {
+                  "type": "TxnRequest",
+                  "id": 14,
                 },
               },
             },
@@ -1232,6 +1373,7 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                     "delete",
                     "append",
                     "compareAndSwap",
+                    "txn",
                     "invalid",
                   ],
                 },
@@ -1256,6 +1398,10 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "compareAndSwap": {
                   "type": "CompareAndSwapResponse",
                   "id": 13,
+                },
+                "txn": {
+                  "type": "TxnResponse",
+                  "id": 15,
                 },
                 "invalid": {
                   "type": "string",
@@ -1693,6 +1839,59 @@ function toSafeInteger(value: unknown, field: string): number {
 function toArray<T>(value: unknown, field: string, convert: (x: unknown, field: string) => T): T[] {
   return Array.isArray(value) ? value.map((x) => convert(x, field)) : [];
 }
+
+/** How the key's state must compare with the operand. */
+export const TxnCompare_Result = {
+  /** The value `EQUAL = 0`. */
+  EQUAL: 0,
+  /** The value `GREATER = 1`. */
+  GREATER: 1,
+  /** The value `LESS = 2`. */
+  LESS: 2,
+  /** The value `NOT_EQUAL = 3`. */
+  NOT_EQUAL: 3,
+} as const;
+/**
+ * A value of `tinykv.v1.TxnCompare.Result`. Decoding may yield numbers outside this union
+ * (proto3 enums are open): handle them as unknown.
+ */
+export type TxnCompare_Result = (typeof TxnCompare_Result)[keyof typeof TxnCompare_Result];
+
+/** What of the key is compared. */
+export const TxnCompare_Target = {
+  /**
+   * The key's value against `value`, byte by byte; on a key that does not exist every value
+   * compare fails (as in etcd).
+   */
+  VALUE: 0,
+  /**
+   * 1 when the key exists, 0 when it does not, against 0: EQUAL means absent, GREATER or
+   * NOT_EQUAL present.
+   */
+  EXISTS: 1,
+} as const;
+/**
+ * A value of `tinykv.v1.TxnCompare.Target`. Decoding may yield numbers outside this union
+ * (proto3 enums are open): handle them as unknown.
+ */
+export type TxnCompare_Target = (typeof TxnCompare_Target)[keyof typeof TxnCompare_Target];
+
+/** The enum `tinykv.v1.TxnOp.Kind`. */
+export const TxnOp_Kind = {
+  /** The value `KIND_UNSPECIFIED = 0`. */
+  KIND_UNSPECIFIED: 0,
+  /** Reads the key. */
+  GET: 1,
+  /** Sets the key to `value`. */
+  PUT: 2,
+  /** Removes the key. */
+  DELETE: 3,
+} as const;
+/**
+ * A value of `tinykv.v1.TxnOp.Kind`. Decoding may yield numbers outside this union
+ * (proto3 enums are open): handle them as unknown.
+ */
+export type TxnOp_Kind = (typeof TxnOp_Kind)[keyof typeof TxnOp_Kind];
 
 /** The enum `tinykv.v1.ItemFailure.Kind`. */
 export const ItemFailure_Kind = {
@@ -2170,6 +2369,155 @@ export const ScanResponse: MessageCodec<ScanResponse> = messageCodec(
   checkNothing,
 );
 
+/** One condition of a Txn, on one key. */
+export interface TxnCompare {
+  /** The key: 1 B to 4 KiB. */
+  key: Uint8Array;
+  /** The field `result = 2`. */
+  result: TxnCompare_Result;
+  /** The field `target = 3`. */
+  target: TxnCompare_Target;
+  /** The operand of a VALUE compare: at most 1 MiB by default. */
+  value: Uint8Array;
+}
+
+function fromTxnCompare(m: unknown): TxnCompare {
+  const r = asRecord(m);
+  return {
+    key: toBytes(r.key),
+    result: toEnum<TxnCompare_Result>(r.result),
+    target: toEnum<TxnCompare_Target>(r.target),
+    value: toBytes(r.value),
+  };
+}
+
+/** Encodes, decodes and creates `tinykv.v1.TxnCompare`. */
+export const TxnCompare: MessageCodec<TxnCompare> = messageCodec(
+  "tinykv.v1.TxnCompare",
+  fromTxnCompare,
+  checkNothing,
+);
+
+/** One operation of a Txn. */
+export interface TxnOp {
+  /** The field `kind = 1`. */
+  kind: TxnOp_Kind;
+  /** The key: 1 B to 4 KiB. */
+  key: Uint8Array;
+  /** PUT: the new value. */
+  value: Uint8Array;
+  /** PUT and DELETE: also return the value the operation replaced. */
+  prev: boolean;
+}
+
+function fromTxnOp(m: unknown): TxnOp {
+  const r = asRecord(m);
+  return {
+    kind: toEnum<TxnOp_Kind>(r.kind),
+    key: toBytes(r.key),
+    value: toBytes(r.value),
+    prev: toBool(r.prev),
+  };
+}
+
+/** Encodes, decodes and creates `tinykv.v1.TxnOp`. */
+export const TxnOp: MessageCodec<TxnOp> = messageCodec(
+  "tinykv.v1.TxnOp",
+  fromTxnOp,
+  checkNothing,
+);
+
+/** What one operation of a Txn found. */
+export interface TxnOpResult {
+  /** GET: whether the key exists. PUT and DELETE: whether it existed before the operation. */
+  found: boolean;
+  /** GET: the key's value. PUT and DELETE with `prev`: the value replaced. Else empty. */
+  value: Uint8Array;
+}
+
+function fromTxnOpResult(m: unknown): TxnOpResult {
+  const r = asRecord(m);
+  return {
+    found: toBool(r.found),
+    value: toBytes(r.value),
+  };
+}
+
+/** Encodes, decodes and creates `tinykv.v1.TxnOpResult`. */
+export const TxnOpResult: MessageCodec<TxnOpResult> = messageCodec(
+  "tinykv.v1.TxnOpResult",
+  fromTxnOpResult,
+  checkNothing,
+);
+
+/**
+ * Compares and changes keys of one shard atomically. Limits: at most 128 compares and 128
+ * operations in each branch; keys 1 B to 4 KiB; the values of compares and of the PUTs of each
+ * branch at most 1 MiB (storage.value_bytes_max) in all; the values a branch returns at most
+ * twice that (else the Txn is INVALID_ARGUMENT when it applies, and nothing changes).
+ */
+export interface TxnRequest {
+  /** The field `compares = 1`. */
+  compares: TxnCompare[];
+  /** The field `success = 2`. */
+  success: TxnOp[];
+  /** The field `failure = 3`. */
+  failure: TxnOp[];
+  /** The client session for exactly-once; empty for none. */
+  clientId: string;
+  /** Unique per client_id, greater than zero when client_id is set. */
+  seq: number;
+  /** Every seq of this client at or below ack_seq has its answer; the server may forget them. */
+  ackSeq: number;
+}
+
+function fromTxnRequest(m: unknown): TxnRequest {
+  const r = asRecord(m);
+  return {
+    compares: toArray(r.compares, "tinykv.v1.TxnRequest.compares", fromTxnCompare),
+    success: toArray(r.success, "tinykv.v1.TxnRequest.success", fromTxnOp),
+    failure: toArray(r.failure, "tinykv.v1.TxnRequest.failure", fromTxnOp),
+    clientId: toText(r.clientId),
+    seq: toSafeInteger(r.seq, "tinykv.v1.TxnRequest.seq"),
+    ackSeq: toSafeInteger(r.ackSeq, "tinykv.v1.TxnRequest.ackSeq"),
+  };
+}
+
+function checkTxnRequest(m: TxnRequest): void {
+  checkInteger(m.seq, "uint64", "tinykv.v1.TxnRequest.seq");
+  checkInteger(m.ackSeq, "uint64", "tinykv.v1.TxnRequest.ackSeq");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.TxnRequest`. */
+export const TxnRequest: MessageCodec<TxnRequest> = messageCodec(
+  "tinykv.v1.TxnRequest",
+  fromTxnRequest,
+  checkTxnRequest,
+);
+
+/** The result of a Txn. */
+export interface TxnResponse {
+  /** Whether every compare held (the `success` branch ran). */
+  succeeded: boolean;
+  /** One result per operation of the branch that ran, in order. */
+  results: TxnOpResult[];
+}
+
+function fromTxnResponse(m: unknown): TxnResponse {
+  const r = asRecord(m);
+  return {
+    succeeded: toBool(r.succeeded),
+    results: toArray(r.results, "tinykv.v1.TxnResponse.results", fromTxnOpResult),
+  };
+}
+
+/** Encodes, decodes and creates `tinykv.v1.TxnResponse`. */
+export const TxnResponse: MessageCodec<TxnResponse> = messageCodec(
+  "tinykv.v1.TxnResponse",
+  fromTxnResponse,
+  checkNothing,
+);
+
 /** Many requests, each answered on its own. */
 export interface BatchRequest {
   /** The field `items = 1`. */
@@ -2231,6 +2579,8 @@ export interface RequestItem {
    * this shard (empty when the shard has no more keys in the range).
    */
   scan?: ScanRequest;
+  /** The field `txn = 16`. */
+  txn?: TxnRequest;
 }
 
 function fromRequestItem(m: unknown): RequestItem {
@@ -2260,6 +2610,9 @@ function fromRequestItem(m: unknown): RequestItem {
   if (Object.hasOwn(r, "scan") && r.scan != null) {
     out.scan = fromScanRequest(r.scan);
   }
+  if (Object.hasOwn(r, "txn") && r.txn != null) {
+    out.txn = fromTxnRequest(r.txn);
+  }
   return out;
 }
 
@@ -2282,6 +2635,9 @@ function checkRequestItem(m: RequestItem): void {
   }
   if (m.scan !== undefined) {
     checkScanRequest(m.scan);
+  }
+  if (m.txn !== undefined) {
+    checkTxnRequest(m.txn);
   }
 }
 
@@ -2334,6 +2690,8 @@ export interface ResponseItem {
   compareAndSwap?: CompareAndSwapResponse;
   /** The field `scan = 15`. */
   scan?: ScanResponse;
+  /** The field `txn = 16`. */
+  txn?: TxnResponse;
   /** The field `failure = 20`. */
   failure?: ItemFailure;
 }
@@ -2360,6 +2718,9 @@ function fromResponseItem(m: unknown): ResponseItem {
   }
   if (Object.hasOwn(r, "scan") && r.scan != null) {
     out.scan = fromScanResponse(r.scan);
+  }
+  if (Object.hasOwn(r, "txn") && r.txn != null) {
+    out.txn = fromTxnResponse(r.txn);
   }
   if (Object.hasOwn(r, "failure") && r.failure != null) {
     out.failure = fromItemFailure(r.failure);
@@ -3550,6 +3911,8 @@ export interface Command {
   append?: AppendRequest;
   /** The field `compare_and_swap = 13`. */
   compareAndSwap?: CompareAndSwapRequest;
+  /** The field `txn = 14`. */
+  txn?: TxnRequest;
 }
 
 function fromCommand(m: unknown): Command {
@@ -3571,6 +3934,9 @@ function fromCommand(m: unknown): Command {
   if (Object.hasOwn(r, "compareAndSwap") && r.compareAndSwap != null) {
     out.compareAndSwap = fromCompareAndSwapRequest(r.compareAndSwap);
   }
+  if (Object.hasOwn(r, "txn") && r.txn != null) {
+    out.txn = fromTxnRequest(r.txn);
+  }
   return out;
 }
 
@@ -3589,6 +3955,9 @@ function checkCommand(m: Command): void {
   }
   if (m.compareAndSwap !== undefined) {
     checkCompareAndSwapRequest(m.compareAndSwap);
+  }
+  if (m.txn !== undefined) {
+    checkTxnRequest(m.txn);
   }
 }
 
@@ -3657,6 +4026,8 @@ export interface SessionResult {
   append?: AppendResponse;
   /** The field `compare_and_swap = 13`. */
   compareAndSwap?: CompareAndSwapResponse;
+  /** The field `txn = 15`. */
+  txn?: TxnResponse;
   /**
    * The mutation was refused when it applied (an Append past the value limit): the message of
    * its INVALID_ARGUMENT answer. Nothing changed.
@@ -3680,6 +4051,9 @@ function fromSessionResult(m: unknown): SessionResult {
   }
   if (Object.hasOwn(r, "compareAndSwap") && r.compareAndSwap != null) {
     out.compareAndSwap = fromCompareAndSwapResponse(r.compareAndSwap);
+  }
+  if (Object.hasOwn(r, "txn") && r.txn != null) {
+    out.txn = fromTxnResponse(r.txn);
   }
   if (Object.hasOwn(r, "invalid") && r.invalid != null) {
     out.invalid = toText(r.invalid);
@@ -4313,6 +4687,13 @@ export interface KVServiceDefinition extends grpc.ServiceDefinition {
    * shards is not a snapshot of the whole cluster.
    */
   readonly Scan: UnaryMethodDefinition<ScanRequest, ScanResponse>;
+  /**
+   * Compares and changes keys of one shard atomically: when every compare holds, the `success`
+   * operations run, else the `failure` ones, in order, each seeing the ones before it. Every key
+   * must hash to one shard (give related keys one hash tag, `{tag}`); keys of several shards are
+   * FAILED_PRECONDITION. A Txn whose compares fail is OK with `succeeded = false`.
+   */
+  readonly Txn: UnaryMethodDefinition<TxnRequest, TxnResponse>;
 }
 
 /** The key-value client API served by every gateway. */
@@ -4371,6 +4752,15 @@ export const KVService: KVServiceDefinition = {
     responseSerialize: serializer(ScanResponse),
     responseDeserialize: deserializer(ScanResponse),
   },
+  Txn: {
+    path: "/tinykv.v1.KV/Txn",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: serializer(TxnRequest),
+    requestDeserialize: deserializer(TxnRequest),
+    responseSerialize: serializer(TxnResponse),
+    responseDeserialize: deserializer(TxnResponse),
+  },
 };
 
 /** grpc-js server handlers for `tinykv.v1.KV` (raw callback style). */
@@ -4394,6 +4784,13 @@ export interface KVHandlers extends grpc.UntypedServiceImplementation {
    * shards is not a snapshot of the whole cluster.
    */
   Scan: grpc.handleUnaryCall<ScanRequest, ScanResponse>;
+  /**
+   * Compares and changes keys of one shard atomically: when every compare holds, the `success`
+   * operations run, else the `failure` ones, in order, each seeing the ones before it. Every key
+   * must hash to one shard (give related keys one hash tag, `{tag}`); keys of several shards are
+   * FAILED_PRECONDITION. A Txn whose compares fail is OK with `succeeded = false`.
+   */
+  Txn: grpc.handleUnaryCall<TxnRequest, TxnResponse>;
 }
 
 /** A grpc-js client of `tinykv.v1.KV`, as `createGrpcClient(KVService, …)` returns it. */
@@ -4446,6 +4843,18 @@ export interface KVClient extends grpc.Client {
     metadata: grpc.Metadata,
     options: grpc.CallOptions,
     callback: grpc.requestCallback<ScanResponse>,
+  ): grpc.ClientUnaryCall;
+  /**
+   * Compares and changes keys of one shard atomically: when every compare holds, the `success`
+   * operations run, else the `failure` ones, in order, each seeing the ones before it. Every key
+   * must hash to one shard (give related keys one hash tag, `{tag}`); keys of several shards are
+   * FAILED_PRECONDITION. A Txn whose compares fail is OK with `succeeded = false`.
+   */
+  Txn(
+    request: TxnRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<TxnResponse>,
   ): grpc.ClientUnaryCall;
 }
 
