@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { type Claims, exportPem, generateKeyPair, mintToken } from "@tinykv/auth";
 import { makeCertificate, makeCertificateAuthority } from "@tinykv/auth/pki";
 import { TinyKvClient, TinyKvError } from "@tinykv/client";
+import { KVService as EtcdKVService } from "@tinykv/proto/etcdserverpb";
 import {
   NodeAdminService,
   PlacementService,
@@ -151,6 +152,46 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
     const app = client({ tls, token: clientToken });
     await app.put("hello", "world");
     assert.equal(new TextDecoder().decode((await app.get("hello")).value), "world");
+
+    // etcd's API on the same port takes the same credentials: a client token reads and writes,
+    // no token is UNAUTHENTICATED, a token of another role PERMISSION_DENIED.
+    const etcdRange = async (security: ClientSecurity) => {
+      const etcd = createGrpcClient(EtcdKVService, gateway, {
+        maxMessageBytes: 8 << 20,
+        ...security,
+      });
+      try {
+        const key = new TextEncoder().encode("hello");
+        return await unaryCaller(etcd, "Range")({
+          key,
+          rangeEnd: new Uint8Array(),
+          limit: 0,
+          revision: 0,
+          sortOrder: 0,
+          sortTarget: 0,
+          serializable: false,
+          keysOnly: false,
+          countOnly: false,
+          minModRevision: 0,
+          maxModRevision: 0,
+          minCreateRevision: 0,
+          maxCreateRevision: 0,
+        }, { deadlineMs: 10_000 });
+      } finally {
+        etcd.close();
+      }
+    };
+    const etcdOk = await etcdRange({ tls, token: clientToken });
+    assert.equal(etcdOk.kind, "ok", JSON.stringify(etcdOk));
+    assert.equal(
+      new TextDecoder().decode(etcdOk.kind === "ok" ? etcdOk.response.kvs[0].value : undefined),
+      "world",
+    );
+    assert.equal((await etcdRange({ tls })).kind, "unauthenticated");
+    assert.equal(
+      (await etcdRange({ tls, token: await read(gatewayToken) })).kind,
+      "permissionDenied",
+    );
 
     const codeOf = async (call: () => Promise<unknown>) => {
       try {
