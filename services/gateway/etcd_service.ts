@@ -232,7 +232,12 @@ class EtcdKv {
         const all = got.found ? [{ key: request.key, value: got.value }] : [];
         return rpcOk(this.#rangeAnswer(request, all));
       }
-      const all = await this.#scanAll(request.key, request.rangeEnd, context, !request.countOnly);
+      const all = await this.#scanAll(
+        request.key,
+        request.rangeEnd,
+        context,
+        !request.countOnly && !request.keysOnly,
+      );
       return rpcOk(this.#rangeAnswer(request, all));
     });
   }
