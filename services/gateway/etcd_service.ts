@@ -273,7 +273,20 @@ class EtcdKv {
           prevKvs: prevKv === undefined ? [] : [prevKv],
         });
       }
-      const keys = await this.#scanAll(request.key, request.rangeEnd, context, false);
+      const keys = await this.#scanAll(request.key, request.rangeEnd, context, request.prevKv);
+      // The previous values go back in one answer: refused before anything is deleted when they
+      // would not fit in it.
+      const room = this.#options.maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
+      const scanned = keys.reduce((sum, pair) => sum + pair.key.length + pair.value.length, 0);
+      if (request.prevKv && scanned > room) {
+        return rpcFailure(
+          "resourceExhausted",
+          `DeleteRange with prev_kv would return ${keys.length} keys and ${scanned} bytes of ` +
+            `keys and values: the most one answer holds is about ${room} bytes ` +
+            "(rpc_server.max_message_bytes); nothing was deleted: delete without prev_kv, or a " +
+            "smaller range",
+        );
+      }
       const prevKvs: EtcdKeyValue[] = [];
       let deleted = 0;
       let next = 0;
@@ -292,6 +305,16 @@ class EtcdKv {
         Array.from({ length: Math.min(RANGE_DELETES_IN_FLIGHT, keys.length) }, worker),
       );
       prevKvs.sort((a, b) => compareBytes(a.key, b.key));
+      const returned = prevKvs.reduce((sum, kv) => sum + kv.key.length + kv.value.length, 0);
+      if (returned > room) {
+        // Values written into the range after the scan made the answer too large to send.
+        return rpcFailure(
+          "resourceExhausted",
+          `DeleteRange deleted ${deleted} keys, but their previous values (${returned} bytes ` +
+            `with the keys) grew past what one answer holds, about ${room} bytes, after the ` +
+            "range was read: the keys are deleted; their previous values cannot be returned",
+        );
+      }
       return rpcOk({ header: this.#header(), deleted, prevKvs });
     });
   }

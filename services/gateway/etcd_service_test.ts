@@ -627,3 +627,25 @@ Deno.test("every etcd service TinyKV lacks is declared, so its calls get a reaso
   }
   assert.equal(new Set(paths).size, paths.length, "no method is declared twice");
 });
+
+Deno.test("DeleteRange with prev_kv whose values would not fit one answer deletes nothing", async () => {
+  // 100 bytes of room past the overhead.
+  const { fake, etcd } = setup({ maxMessageBytes: 64 * 1024 + 100 });
+  fake.set("r/1", "x".repeat(40));
+  fake.set("r/2", "y".repeat(40));
+  fake.set("r/3", "z".repeat(40));
+  const refused = await etcd.kv.DeleteRange({
+    key: enc("r/"),
+    rangeEnd: prefixEnd("r/"),
+    prevKv: true,
+  }, CONTEXT);
+  assert.equal(refused.kind, "resourceExhausted");
+  assert.match((refused as { message: string }).message, /nothing was deleted/);
+  assert.equal(fake.pairs.size, 3);
+  // Two of them fit (2 × (3 + 40) = 86 bytes): deleted and returned.
+  fake.pairs.delete(hex(enc("r/3")));
+  const fits = ok(
+    await etcd.kv.DeleteRange({ key: enc("r/"), rangeEnd: prefixEnd("r/"), prevKv: true }, CONTEXT),
+  );
+  assert.deepEqual([fits.deleted, fits.prevKvs.length, fake.pairs.size], [2, 2, 0]);
+});

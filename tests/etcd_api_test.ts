@@ -1,0 +1,542 @@
+// etcd's v3 API on the gateway's client port (services/gateway/etcd_service.ts), checked from
+// outside with real etcd clients against a real dev cluster (3 kvnodes, 4 shards, placement,
+// ZooKeeper, a gateway): Debian's `etcdctl` 3.4 (`deno task setup --test` installs it), one
+// subprocess per command, and the npm client `etcd3`.
+//
+// With etcdctl: put and get of one key; `get --prefix` returns exactly the keys under the prefix,
+// spread over every shard, in key order (neighbours just outside it stay out); `--keys-only`;
+// `--limit 2` says `more` and counts the whole range; a missing key prints nothing and exits 0;
+// `del` of one key (1, then 0 deleted), `del --prefix --prev-kv` returns every pair it deleted and
+// they are gone; `put --prev-kv` returns the value it replaced. `txn`: a value compare that holds
+// runs the success branch (its put is visible afterwards), one that does not runs the failure
+// branch and changes nothing, `create("k") = "0"` creates only when the key is absent. Refusals,
+// each with its gRPC status and a message that says why, and nothing changed: a txn on keys of two
+// shards (FAILED_PRECONDITION naming both shards), `lease grant`, `get --rev`, a `mod` compare
+// against a revision and `watch` (which the server cancels) UNIMPLEMENTED. `endpoint status` and
+// `member list` show the gateway as a member, with one id in both and its client URL. Limits, at
+// the limit and one past it: a key of exactly 4,096 bytes reads back whole and one of 4,097 is
+// INVALID_ARGUMENT and writes nothing; a value of exactly 1 MiB (the dev cluster's
+// `storage.value_bytes_max`), put through etcdctl's stdin, reads back byte for byte, and one byte
+// more is INVALID_ARGUMENT and leaves the old value as it was.
+//
+// With etcd3: put, get, prefix reads and counts, deleting a prefix, if-then-else and
+// create-if-absent transactions, and a lease grant refused (GRPCNotImplementedError).
+//
+// Payloads are deterministic pseudo-random printable bytes (etcdctl takes keys on its command
+// line). Every etcdctl run is bounded (its --command-timeout, and a kill after 30 s), and so is
+// every wait. Afterwards every process of the cluster is still alive, and the cluster stops
+// cleanly.
+import { Buffer } from "node:buffer";
+import assert from "node:assert/strict";
+import { Etcd3, GRPCNotImplementedError } from "etcd3";
+import { keyHash, splitEvenly } from "@tinykv/shard";
+import { patternBytes } from "./_harness/bytes.ts";
+import {
+  devArgs,
+  devPorts,
+  killDev,
+  liveProcesses,
+  type RunningDev,
+  runUntilServing,
+  stopDev,
+} from "./_harness/dev_cluster.ts";
+
+// The contract (docs/design.md "Limits and bad input"), restated on purpose.
+/** The longest key (KEY_BYTES_MAX in libs/shard). */
+const KEY_MAX = 4096;
+/** The largest value: the dev cluster's default `storage.value_bytes_max`. */
+const VALUE_MAX = 1024 * 1024;
+
+const SHARDS = 4;
+const ETCDCTL = "/usr/bin/etcdctl";
+/** How long one etcdctl command may take before it is killed. */
+const ETCDCTL_KILL_MS = 30_000;
+
+/** What one etcdctl command printed, and how it exited. */
+interface EtcdctlRun {
+  readonly args: readonly string[];
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** A pair as etcdctl's JSON output carries it (base64), decoded. */
+interface Pair {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly hasValue: boolean;
+}
+
+/** A `RangeResponse` as `etcdctl get -w json` prints it, its pairs decoded. */
+interface RangeAnswer {
+  readonly kvs: Pair[];
+  readonly count: number;
+  readonly more: boolean;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function fromBase64(text: string): Uint8Array {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function pairOf(kv: { key: string; value?: string }): Pair {
+  return {
+    key: decoder.decode(fromBase64(kv.key)),
+    value: fromBase64(kv.value ?? ""),
+    hasValue: kv.value !== undefined,
+  };
+}
+
+/** `length` pseudo-random bytes from `alphabet` (patternBytes, mapped onto it). */
+function printable(length: number, seed: number, alphabet: string): Uint8Array {
+  const codes = encoder.encode(alphabet);
+  return patternBytes(length, seed).map((byte) => codes[byte % codes.length]);
+}
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/** Every printable ASCII character, and newlines. */
+const TEXT = ALNUM + " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\n";
+
+/**
+ * The shard a key is in on a fresh cluster of {@linkcode SHARDS} shards: placement splits the hash
+ * space evenly and numbers the shards from 1 (services/placement/leader.ts, bootstrap).
+ */
+function shardOf(key: string): number {
+  const hash = keyHash(encoder.encode(key));
+  return splitEvenly(SHARDS).findIndex((range) => hash >= range.lo && hash < range.hi) + 1;
+}
+
+/** `perShard` keys `<prefix>item-<i>` in each shard, the first ones found, in key order. */
+function keysInEveryShard(prefix: string, perShard: number): string[] {
+  const counts = new Map<number, number>();
+  const keys: string[] = [];
+  for (let i = 0; keys.length < SHARDS * perShard; i++) {
+    assert.ok(i < 10_000, `found ${keys.length} keys in every shard under ${prefix}`);
+    const key = `${prefix}item-${i}`;
+    const shard = shardOf(key);
+    if ((counts.get(shard) ?? 0) >= perShard) continue;
+    counts.set(shard, (counts.get(shard) ?? 0) + 1);
+    keys.push(key);
+  }
+  return keys.sort();
+}
+
+/** Runs etcdctl against `endpoint`, with `stdin` fed to it when given. */
+async function etcdctl(
+  endpoint: string,
+  args: readonly string[],
+  stdin?: string | Uint8Array,
+): Promise<EtcdctlRun> {
+  const child = new Deno.Command(ETCDCTL, {
+    args: [`--endpoints=${endpoint}`, "--dial-timeout=5s", "--command-timeout=15s", ...args],
+    env: { ETCDCTL_API: "3" },
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(ETCDCTL_KILL_MS),
+  }).spawn();
+  const output = child.output();
+  if (stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(typeof stdin === "string" ? encoder.encode(stdin) : stdin);
+    await writer.close();
+  }
+  const { code, signal, stdout, stderr } = await output;
+  assert.equal(signal, null, `etcdctl ${args.join(" ")} was killed after ${ETCDCTL_KILL_MS} ms`);
+  return { args, code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+/** A short summary of a run for assertion messages (long arguments and output cut). */
+function describe(run: EtcdctlRun): string {
+  const cut = (text: string) => (text.length > 600 ? `${text.slice(0, 600)}…` : text);
+  const args = run.args.map((arg) => (arg.length > 80 ? `<${arg.length} bytes>` : arg));
+  return `etcdctl ${args.join(" ")}: exit ${run.code}\nstdout: ${cut(run.stdout)}\n` +
+    `stderr: ${cut(run.stderr)}`;
+}
+
+/** The run exited 0; its stdout. */
+function ok(run: EtcdctlRun): string {
+  assert.equal(run.code, 0, `expected exit 0:\n${describe(run)}`);
+  return run.stdout;
+}
+
+/** The run exited 0 and printed JSON (`-w json`); that JSON. */
+// deno-lint-ignore no-explicit-any
+function json(run: EtcdctlRun): any {
+  return JSON.parse(ok(run));
+}
+
+/**
+ * The run failed with gRPC status `code` (as etcdctl prints it, `rpc error: code = Unimplemented
+ * desc = ...`); its message, which must match every one of `why`.
+ */
+function refused(run: EtcdctlRun, code: string, why: readonly RegExp[]): string {
+  assert.notEqual(run.code, 0, `expected a refusal (${code}), got exit 0:\n${describe(run)}`);
+  const match = /^Error: .*?rpc error: code = (\w+) desc = (.*?)\)?$/m.exec(run.stderr);
+  assert.ok(match !== null, `expected "Error: rpc error: code = ${code}":\n${describe(run)}`);
+  assert.equal(match[1], code, `expected status ${code}:\n${describe(run)}`);
+  for (const pattern of why) {
+    assert.match(match[2], pattern, `the message of ${code} says why:\n${describe(run)}`);
+  }
+  return match[2];
+}
+
+Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 client", async (t) => {
+  const etcdctlInstalled = await Deno.stat(ETCDCTL).then(() => true, () => false);
+  assert.ok(etcdctlInstalled, `${ETCDCTL} is missing: run deno task setup --test`);
+  const root = await Deno.makeTempDir({ prefix: "tinykv-etcd-" });
+  const dir = `${root}/dev`;
+  const ports = devPorts();
+  const endpoint = `127.0.0.1:${ports.gateway}`;
+  let running: RunningDev | undefined;
+  const ctl = (...args: string[]) => etcdctl(endpoint, args);
+  /** `etcdctl get ARGS -w json`, decoded. */
+  const get = async (...args: string[]): Promise<RangeAnswer> => {
+    const answer = json(await ctl("get", ...args, "-w", "json"));
+    return {
+      kvs: (answer.kvs ?? []).map(pairOf),
+      count: answer.count ?? 0,
+      more: answer.more ?? false,
+    };
+  };
+  /** The value of `key` as text, or undefined when it is absent. */
+  const valueOf = async (key: string): Promise<string | undefined> => {
+    const { kvs } = await get(key);
+    assert.ok(kvs.length <= 1, `one key read back at most: ${kvs.length}`);
+    return kvs.length === 0 ? undefined : decoder.decode(kvs[0].value);
+  };
+  try {
+    running = await runUntilServing(["--fresh", "--no-restart", ...devArgs(dir, ports, SHARDS)]);
+
+    await t.step("etcdctl: put, get, prefix, keys only, limit, a missing key", async () => {
+      assert.equal(ok(await ctl("put", "hello", "world")), "OK\n");
+      assert.equal(ok(await ctl("get", "hello")), "hello\nworld\n");
+      assert.equal(ok(await ctl("get", "hello", "--print-value-only")), "world\n");
+
+      // Keys in every shard under the prefix, and neighbours on each side that are not under it.
+      const keys = keysInEveryShard("ctl/p/", 2);
+      assert.equal(new Set(keys.map(shardOf)).size, SHARDS, `keys in every shard: ${keys}`);
+      for (const key of [...keys, "ctl/p", "ctl/p.", "ctl/p0"]) {
+        ok(await ctl("put", key, `v:${key}`));
+      }
+      const all = await get("--prefix", "ctl/p/");
+      assert.deepEqual(all.kvs.map((kv) => kv.key), keys, "exactly the prefix's keys, in order");
+      for (const kv of all.kvs) assert.equal(decoder.decode(kv.value), `v:${kv.key}`);
+      assert.equal(all.count, keys.length);
+      assert.equal(all.more, false);
+      // The simple output: key, value, key, value...
+      assert.equal(
+        ok(await ctl("get", "--prefix", "ctl/p/")),
+        keys.map((key) => `${key}\nv:${key}\n`).join(""),
+      );
+
+      const keysOnly = await get("--prefix", "ctl/p/", "--keys-only");
+      assert.deepEqual(keysOnly.kvs.map((kv) => kv.key), keys);
+      assert.ok(
+        keysOnly.kvs.every((kv) => !kv.hasValue),
+        `--keys-only returns no values: ${JSON.stringify(keysOnly.kvs)}`,
+      );
+
+      const limited = await get("--prefix", "ctl/p/", "--limit", "2");
+      assert.deepEqual(limited.kvs.map((kv) => kv.key), keys.slice(0, 2));
+      assert.equal(limited.more, true, "more keys than the limit: more is true");
+      assert.equal(limited.count, keys.length, "count is the whole range's");
+
+      const missing = await ctl("get", "ctl/missing");
+      assert.equal(ok(missing), "", `a missing key prints nothing:\n${describe(missing)}`);
+      assert.deepEqual(await get("ctl/missing"), { kvs: [], count: 0, more: false });
+    });
+
+    await t.step("etcdctl: del of one key, del --prefix --prev-kv, put --prev-kv", async () => {
+      ok(await ctl("put", "ctl/d/one", "1"));
+      assert.equal(json(await ctl("del", "ctl/d/one", "-w", "json")).deleted, 1);
+      // etcdctl's JSON leaves out a deleted count of 0.
+      assert.equal(json(await ctl("del", "ctl/d/one", "-w", "json")).deleted ?? 0, 0);
+      assert.equal(ok(await ctl("del", "ctl/d/one")), "0\n");
+      assert.equal(await valueOf("ctl/d/one"), undefined);
+
+      const keys = keysInEveryShard("ctl/d/many/", 2);
+      for (const key of keys) ok(await ctl("put", key, `gone:${key}`));
+      ok(await ctl("put", "ctl/d/manz", "stays"));
+      const deleted = json(await ctl("del", "--prefix", "--prev-kv", "ctl/d/many/", "-w", "json"));
+      assert.equal(deleted.deleted, keys.length);
+      const prev = (deleted.prev_kvs ?? []).map(pairOf)
+        .map((kv: Pair) => [kv.key, decoder.decode(kv.value)])
+        .sort();
+      assert.deepEqual(prev, keys.map((key) => [key, `gone:${key}`]), "every deleted pair");
+      assert.deepEqual(await get("--prefix", "ctl/d/many/"), { kvs: [], count: 0, more: false });
+      assert.equal(await valueOf("ctl/d/manz"), "stays", "a key outside the prefix stays");
+
+      // put --prev-kv: nothing before the first put, then the value it replaced.
+      assert.equal(ok(await ctl("put", "--prev-kv", "ctl/prev", "first")), "OK\n");
+      assert.equal(
+        ok(await ctl("put", "--prev-kv", "ctl/prev", "second")),
+        "OK\nctl/prev\nfirst\n",
+      );
+      const prevKv = json(await ctl("put", "--prev-kv", "ctl/prev", "third", "-w", "json")).prev_kv;
+      assert.ok(prevKv !== undefined, "put --prev-kv -w json carries prev_kv");
+      assert.deepEqual(pairOf(prevKv), {
+        key: "ctl/prev",
+        value: encoder.encode("second"),
+        hasValue: true,
+      });
+      assert.equal(await valueOf("ctl/prev"), "third");
+    });
+
+    await t.step("etcdctl: txn on value and create compares", async () => {
+      ok(await ctl("put", "ctl/t", "v1"));
+      const holds = json(
+        await etcdctl(
+          endpoint,
+          ["txn", "-w", "json"],
+          'value("ctl/t") = "v1"\n\nput ctl/t v2\nget ctl/t\n\nput ctl/t failed\n\n',
+        ),
+      );
+      assert.equal(holds.succeeded, true, `the compare holds: ${JSON.stringify(holds)}`);
+      assert.equal(holds.responses.length, 2);
+      assert.deepEqual(
+        holds.responses[1].Response.ResponseRange.kvs.map(pairOf),
+        [{ key: "ctl/t", value: encoder.encode("v2"), hasValue: true }],
+        "the branch's get sees its put",
+      );
+      assert.equal(await valueOf("ctl/t"), "v2");
+
+      const fails = await etcdctl(
+        endpoint,
+        ["txn"],
+        'value("ctl/t") = "v1"\n\nput ctl/t v3\n\nget ctl/t\n\n',
+      );
+      assert.equal(ok(fails), "FAILURE\n\nctl/t\nv2\n", "the failure branch's get ran");
+      assert.equal(await valueOf("ctl/t"), "v2", "a txn whose compare fails changes nothing");
+
+      const script = (value: string) =>
+        `create("ctl/c") = "0"\n\nput ctl/c ${value}\n\nget ctl/c\n\n`;
+      assert.equal(ok(await etcdctl(endpoint, ["txn"], script("first"))), "SUCCESS\n\nOK\n");
+      const again = json(await etcdctl(endpoint, ["txn", "-w", "json"], script("second")));
+      // etcdctl's JSON leaves out succeeded when it is false.
+      assert.equal(again.succeeded ?? false, false, `the key exists: ${JSON.stringify(again)}`);
+      assert.equal(
+        decoder.decode(pairOf(again.responses[0].Response.ResponseRange.kvs[0]).value),
+        "first",
+      );
+      assert.equal(await valueOf("ctl/c"), "first", "created only when absent");
+
+      // Keys that share a hash tag share a shard: one atomic Txn over several of them.
+      ok(await ctl("put", "{cart}:count", "1"));
+      const tagged = json(
+        await etcdctl(
+          endpoint,
+          ["txn", "-w", "json"],
+          'value("{cart}:count") = "1"\ncreate("{cart}:item") = "0"\n\n' +
+            "put {cart}:count 2\nput {cart}:item apple\nget {cart}:item\n\n\n",
+        ),
+      );
+      assert.equal(tagged.succeeded, true, JSON.stringify(tagged));
+      assert.equal(
+        decoder.decode(pairOf(tagged.responses[2].Response.ResponseRange.kvs[0]).value),
+        "apple",
+      );
+      assert.equal(await valueOf("{cart}:count"), "2");
+      assert.equal(await valueOf("{cart}:item"), "apple");
+      const stale = await etcdctl(
+        endpoint,
+        ["txn"],
+        'value("{cart}:count") = "1"\n\nput {cart}:count 3\ndel {cart}:item\n\n\n',
+      );
+      assert.equal(ok(stale), "FAILURE\n", "the compare no longer holds");
+      assert.equal(await valueOf("{cart}:item"), "apple", "neither write applied");
+    });
+
+    await t.step("etcdctl: refusals say why and change nothing", async () => {
+      // A txn on keys of two shards: a compare that holds, and a put into another shard.
+      const a = "ctl/x/a";
+      const other = keysInEveryShard("ctl/x/", 1).find((key) => shardOf(key) !== shardOf(a))!;
+      ok(await ctl("put", a, "x"));
+      const spread = await etcdctl(
+        endpoint,
+        ["txn"],
+        `value("${a}") = "x"\n\nput ${other} y\n\n\n`,
+      );
+      refused(spread, "FailedPrecondition", [
+        new RegExp(`"${a}"`),
+        new RegExp(`"${other}"`),
+        new RegExp(`shard ${shardOf(a)}\\b`),
+        new RegExp(`shard ${shardOf(other)}\\b`),
+        /one shard/,
+      ]);
+      assert.equal(await valueOf(other), undefined, "the refused txn wrote nothing");
+      assert.equal(await valueOf(a), "x");
+
+      refused(await ctl("lease", "grant", "10"), "Unimplemented", [/no leases/]);
+      refused(await ctl("get", "--rev=5", "ctl/t"), "Unimplemented", [/revision 5/, /history/]);
+
+      const mod = await etcdctl(endpoint, ["txn"], 'mod("ctl/t") > "3"\n\nput ctl/t mod\n\n\n');
+      refused(mod, "Unimplemented", [/"ctl\/t"/, /\b3\b/, /history/]);
+      assert.equal(await valueOf("ctl/t"), "v2", "the refused txn changed nothing");
+
+      // The server cancels a watch at once: etcdctl says why and exits 5 (its ExitInterrupted).
+      const watch = await ctl("watch", "ctl/t");
+      assert.equal(watch.code, 5, `watch is canceled:\n${describe(watch)}`);
+      assert.match(
+        watch.stderr,
+        /^watch was canceled \(rpc error: code = Unimplemented desc = .*watches\)$/m,
+        describe(watch),
+      );
+      assert.match(watch.stderr, /^Error: watch is canceled by the server$/m, describe(watch));
+      assert.equal(watch.stdout, "", "no event");
+    });
+
+    await t.step("etcdctl: endpoint status and member list show the gateway", async () => {
+      const [status] = json(await ctl("endpoint", "status", "-w", "json"));
+      assert.equal(status.Endpoint, endpoint);
+      const memberId = status.Status.header.member_id;
+      assert.ok(Number.isSafeInteger(memberId) && memberId > 0, `member id ${memberId}`);
+      assert.match(status.Status.version, /^3\.\d+\.\d+/, "an etcd API version");
+
+      const list = json(await ctl("member", "list", "-w", "json"));
+      assert.equal(list.header.member_id, memberId, "member list answers from the same member");
+      const gateway = list.members.find((m: { ID: number }) => m.ID === memberId);
+      assert.ok(gateway !== undefined, `the gateway is a member: ${JSON.stringify(list)}`);
+      assert.deepEqual(gateway.clientURLs, [`http://${endpoint}`]);
+      assert.equal(list.header.cluster_id, status.Status.header.cluster_id, "one cluster id");
+    });
+
+    await t.step("limits: a key of 4096 bytes, a value of 1 MiB, and one byte more", async () => {
+      // The etcd3 client reads back the bytes that etcdctl wrote.
+      const client = new Etcd3({ hosts: endpoint });
+      try {
+        const key = "ctl/key/" + decoder.decode(printable(KEY_MAX - 8, 1, ALNUM));
+        assert.equal(encoder.encode(key).length, KEY_MAX);
+        assert.equal(ok(await ctl("put", key, "at the limit")), "OK\n");
+        const read = await get(key);
+        assert.equal(read.kvs.length, 1, "the 4096-byte key is found");
+        assert.equal(read.kvs[0].key, key, "the 4096-byte key reads back whole");
+        assert.equal(decoder.decode(read.kvs[0].value), "at the limit");
+        assert.deepEqual(await client.getAll().prefix("ctl/key/").keys(), [key]);
+        refused(await ctl("put", `${key}X`, "one past"), "InvalidArgument", [
+          /"key" has 4097 bytes/,
+          /maximum is 4096/,
+        ]);
+        const under = await get("--prefix", key, "--keys-only");
+        assert.deepEqual(under.kvs.map((kv) => kv.key), [key], "the 4097-byte key was not written");
+
+        // Values go through stdin: one argument may have at most 128 KiB.
+        const value = printable(VALUE_MAX, 2, TEXT);
+        assert.equal(ok(await etcdctl(endpoint, ["put", "ctl/big"], value)), "OK\n");
+        const stored = await client.get("ctl/big").buffer();
+        assert.ok(
+          stored !== null && equalBytes(stored, value),
+          `the 1 MiB value reads back byte for byte (read ${stored?.length} bytes)`,
+        );
+        const [pair] = (await get("ctl/big")).kvs;
+        assert.ok(equalBytes(pair.value, value), "etcdctl -w json reads the same bytes");
+        const printed = ok(await ctl("get", "ctl/big", "--print-value-only"));
+        assert.ok(
+          printed === `${decoder.decode(value)}\n`,
+          "--print-value-only: the value, a newline",
+        );
+
+        const over = printable(VALUE_MAX + 1, 3, TEXT);
+        refused(await etcdctl(endpoint, ["put", "ctl/big"], over), "InvalidArgument", [
+          /"value" has 1048577 bytes/,
+          /maximum is 1048576/,
+        ]);
+        const after = await client.get("ctl/big").buffer();
+        assert.ok(
+          after !== null && equalBytes(after, value),
+          `the refused put left the old value as it was (read ${after?.length} bytes)`,
+        );
+
+        // A prefix delete whose previous values would not fit in one answer (the dev cluster's
+        // rpc_server.max_message_bytes is 8 MiB) is refused before anything is deleted.
+        const bigKeys = Array.from({ length: 9 }, (_, i) => `ctl/bulk/${i}`);
+        for (const key of bigKeys) await client.put(key).value(Buffer.from(value));
+        refused(await ctl("del", "--prefix", "--prev-kv", "ctl/bulk/"), "ResourceExhausted", [
+          /would return 9 keys/,
+          /nothing was deleted/,
+        ]);
+        assert.equal(await client.getAll().prefix("ctl/bulk/").count(), 9, "nothing deleted");
+        assert.equal(ok(await ctl("del", "--prefix", "ctl/bulk/")), "9\n", "without prev_kv");
+      } finally {
+        client.close();
+      }
+    });
+
+    await t.step("etcd3: put, get, prefix, delete, transactions, lease refused", async () => {
+      const client = new Etcd3({ hosts: endpoint });
+      try {
+        await client.put("js/one").value("1");
+        assert.equal(await client.get("js/one").string(), "1");
+        assert.equal(await client.get("js/missing").string(), null);
+
+        const keys = keysInEveryShard("js/p/", 2);
+        for (const key of keys) await client.put(key).value(`v:${key}`);
+        await client.put("js/p0").value("outside");
+        assert.deepEqual(
+          await client.getAll().prefix("js/p/").strings(),
+          Object.fromEntries(keys.map((key) => [key, `v:${key}`])),
+        );
+        assert.deepEqual(await client.getAll().prefix("js/p/").keys(), keys, "in key order");
+        assert.equal(await client.getAll().prefix("js/p/").count(), keys.length);
+
+        // If-then-else: the compare holds, then it does not.
+        const holds = await client.if("js/one", "Value", "==", "1")
+          .then(client.put("js/one").value("2"))
+          .else(client.get("js/one"))
+          .commit();
+        assert.equal(holds.succeeded, true);
+        assert.equal(await client.get("js/one").string(), "2");
+        const fails = await client.if("js/one", "Value", "==", "1")
+          .then(client.put("js/one").value("3"))
+          .else(client.get("js/one"))
+          .commit();
+        assert.equal(fails.succeeded, false);
+        assert.equal(fails.responses[0].response_range?.kvs[0].value.toString(), "2");
+        assert.equal(await client.get("js/one").string(), "2", "the failed compare wrote nothing");
+
+        // Create if absent.
+        const create = (value: string) =>
+          client.if("js/created", "Create", "==", 0)
+            .then(client.put("js/created").value(value))
+            .commit();
+        assert.equal((await create("first")).succeeded, true);
+        assert.equal((await create("second")).succeeded, false);
+        assert.equal(await client.get("js/created").string(), "first");
+
+        const deleted = await client.delete().prefix("js/p/");
+        assert.equal(Number(deleted.deleted), keys.length);
+        assert.equal(await client.getAll().prefix("js/p/").count(), 0);
+        assert.equal(await client.get("js/p0").string(), "outside");
+        assert.equal(Number((await client.delete().key("js/one")).deleted), 1);
+        assert.equal(Number((await client.delete().key("js/one")).deleted), 0);
+
+        const lease = client.lease(10);
+        lease.on("lost", () => {}); // The grant's refusal is what is checked here.
+        await assert.rejects(lease.grant(), (error: unknown) => {
+          assert.ok(error instanceof GRPCNotImplementedError, `${error}`);
+          assert.match(error.message, /no leases/);
+          return true;
+        });
+      } finally {
+        client.close();
+      }
+    });
+
+    // No process of the cluster exited during the test.
+    const live = new Set((await liveProcesses()).map((p) => p.pid));
+    const gone = running.pids.filter((pid) => !live.has(pid));
+    assert.deepEqual(gone, [], `every process of the cluster is alive:\n${running.dev.output()}`);
+    assert.doesNotMatch(running.dev.output(), / exited \(pid /, "no process exited");
+    await stopDev(running, dir);
+    running = undefined;
+  } finally {
+    await killDev(running);
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
