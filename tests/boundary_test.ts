@@ -1,5 +1,5 @@
 // Boundary values of the client API `tinykv.v1.KV` (issue 12), end to end: every RPC (Get, Put,
-// Delete, Append, CompareAndSwap, Scan) through a real gateway process on three real kvnode
+// Delete, Append, CompareAndSwap, Scan, Txn) through a real gateway process on three real kvnode
 // processes (4 shards, each on all three nodes), one cluster for the whole file.
 //
 // It checks keys of 1 B to 4,096 B, including lengths around LMDB's internal key limits, through
@@ -7,22 +7,40 @@
 // byte 3,000, stored distinctly and scanned exactly once each in byte order (pages of any size,
 // start and end between such keys); values, appends and compare-and-swaps of exactly 1 MiB;
 // scans of 1 MiB values cut into pages; session ids and sequence numbers at their limits with
-// exactly-once retries; and many 1 MiB messages at once. One past a limit must get
-// INVALID_ARGUMENT with a message that names the field and the limit, and change nothing (read
-// back). Each case is one step: after it every process must still be alive, and after each group
-// every shard must take a write and every replica must have applied the same entries to the same
-// data (equal data hashes). A case that kills a process fails with the process's output and log;
-// one that fails and leaves a shard that takes no write says so. Either way the rest of its group
-// is not run, the cluster's logs are copied to a temp dir (named in the output), and the next
-// group runs on a fresh cluster.
+// exactly-once retries; many 1 MiB messages at once; and Txns at their limits (keys and values
+// of exactly 2 × 1 MiB + 4,096 bytes in all, 128 compares and 128 operations per branch, values
+// and keys at the limit, branches that return exactly 2 × 1 MiB, keys of two shards). One past a
+// limit must get INVALID_ARGUMENT with a message that names the field and the limit, and change
+// nothing (read back). Each case is one step: after it every process must still be alive, and after
+// each group every shard must take a write and every replica must have applied the same entries to
+// the same data (equal data hashes). A case that kills a process fails with the process's output
+// and log; one that fails and leaves a shard that takes no write says so. Either way the rest of
+// its group is not run, the cluster's logs are copied to a temp dir (named in the output), and the
+// next group runs on a fresh cluster.
 //
 // Payloads are deterministic pseudo-random bytes (mulberry32 from a seed), never all one byte.
 // Every call has a 15–20 s deadline, so a hang shows as DEADLINE_EXCEEDED in the case that hung.
 import { patternBytes } from "./_harness/bytes.ts";
 import assert from "node:assert/strict";
-import { type KeyValue, KVService, type NodeStatusResponse } from "@tinykv/proto/tinykv/v1";
+import {
+  type KeyValue,
+  KVService,
+  type NodeStatusResponse,
+  type TxnCompare,
+  TxnCompare_Result,
+  TxnCompare_Target,
+  type TxnOp,
+  TxnOp_Kind,
+  type TxnResponse,
+} from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, type GrpcClient, type RpcResult, unaryCaller } from "@tinykv/rpc";
-import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from "@tinykv/shard";
+import {
+  KEY_BYTES_MAX,
+  TXN_ENTRY_OVERHEAD_BYTES,
+  TXN_OPS_MAX,
+  txnBytesMax,
+  VALUE_BYTES_MAX,
+} from "@tinykv/shard";
 import { waitFor } from "@tinykv/zk/testing";
 import { KvNodeCluster } from "./_harness/kvnode_cluster.ts";
 import type { ServiceProcess } from "./_harness/processes.ts";
@@ -42,7 +60,7 @@ const NO_SESSION = { clientId: "", seq: 0, ackSeq: 0 };
 const EMPTY = new Uint8Array();
 
 type Kv = GrpcClient<typeof KVService>;
-type Method = "Get" | "Put" | "Delete" | "Append" | "CompareAndSwap" | "Scan";
+type Method = "Get" | "Put" | "Delete" | "Append" | "CompareAndSwap" | "Scan" | "Txn";
 type Req<M extends Method> = Parameters<Kv[M]>[0];
 type Options = { deadlineMs: number };
 
@@ -60,6 +78,8 @@ const call = {
     unaryCaller<typeof KVService, "CompareAndSwap">(kv, "CompareAndSwap")(r, o),
   Scan: (kv: Kv, r: Req<"Scan">, o: Options = CALL) =>
     unaryCaller<typeof KVService, "Scan">(kv, "Scan")(r, o),
+  Txn: (kv: Kv, r: Req<"Txn">, o: Options = CALL) =>
+    unaryCaller<typeof KVService, "Txn">(kv, "Txn")(r, o),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -143,7 +163,7 @@ function ok<T>(result: RpcResult<T>, what: string): T {
 }
 
 /** Field names that are no ordinary English words, so a message may name them unquoted. */
-const PLAIN_FIELDS = new Set(["key", "value", "client_id", "seq", "ack_seq"]);
+const PLAIN_FIELDS = new Set(["key", "value", "client_id", "seq", "ack_seq", "txn"]);
 
 /**
  * Whether `message` names `field`: quoted ("limit", 'limit', `limit`), as "field limit", or as a
@@ -151,8 +171,10 @@ const PLAIN_FIELDS = new Set(["key", "value", "client_id", "seq", "ack_seq"]);
  * "expected 1 to 10000" for the field "expected").
  */
 function namesField(message: string, field: string): boolean {
-  const word = PLAIN_FIELDS.has(field) ? `|\\b${field}\\b` : "";
-  return new RegExp(`["'\`]${field}["'\`]|\\bfield ${field}\\b${word}`, "i").test(message);
+  // A field of a list entry ("success[0].value") is matched literally.
+  const name = field.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const word = PLAIN_FIELDS.has(field) ? `|\\b${name}\\b` : "";
+  return new RegExp(`["'\`]${name}["'\`]|\\bfield ${name}\\b${word}`, "i").test(message);
 }
 
 /** Whether `message` has the number `n`, written with or without thousands separators. */
@@ -1148,6 +1170,626 @@ const BIG_MESSAGES: Group = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Txn at its limits (tag 0x90). A Txn's keys must share a shard: each key here is the tag byte,
+// a hash tag `{name}` (only the bytes between the first `{` and the next `}` are hashed), then
+// pseudo-random bytes, so keys of one name share a shard.
+
+/** What a Txn may carry: 4,096 + 2 × 1,048,576 bytes of keys and values, 16 more per entry. */
+const TXN_MAX = KEY_MAX + 2 * VALUE_MAX;
+/** What a Txn's branch may return: 2 × 1,048,576 bytes of values. */
+const TXN_ANSWER_MAX = 2 * VALUE_MAX;
+const TXN_A = bytesOf(VALUE_MAX, 91);
+const TXN_B = bytesOf(VALUE_MAX, 92);
+const TXN_C = bytesOf(VALUE_MAX, 93);
+
+/** A key of `length` bytes: the tag byte 0x90, the hash tag `{name}`, pseudo-random bytes. */
+function taggedKey(name: string, length: number, seed: number): Uint8Array {
+  const head = concat([0x90], new TextEncoder().encode(`{${name}}`));
+  assert.ok(length >= head.length, `a ${length}-byte key has no room for {${name}}`);
+  const key = keyOf(0x90, length, seed);
+  key.set(head);
+  return key;
+}
+
+/** The range `[start, end)` of every key {@linkcode taggedKey} makes with `name`. */
+function taggedRange(name: string): { start: Uint8Array; end: Uint8Array } {
+  const start = concat([0x90], new TextEncoder().encode(`{${name}}`));
+  const end = start.slice();
+  end[end.length - 1]++;
+  return { start, end };
+}
+
+type Compared = keyof typeof TxnCompare_Result;
+
+/** A VALUE compare: the key's value `result` `value` (fails on an absent key). */
+const ifValue = (key: Uint8Array, result: Compared, value: Uint8Array): TxnCompare => ({
+  key,
+  result: TxnCompare_Result[result],
+  target: TxnCompare_Target.VALUE,
+  value,
+});
+/** An EXISTS compare (against 0): EQUAL holds on an absent key, GREATER on a present one. */
+const ifExists = (key: Uint8Array, result: Compared): TxnCompare => ({
+  key,
+  result: TxnCompare_Result[result],
+  target: TxnCompare_Target.EXISTS,
+  value: EMPTY,
+});
+const ifAbsent = (key: Uint8Array) => ifExists(key, "EQUAL");
+const txnGet = (key: Uint8Array): TxnOp => ({
+  kind: TxnOp_Kind.GET,
+  key,
+  value: EMPTY,
+  prev: false,
+});
+const txnPut = (key: Uint8Array, value: Uint8Array, prev = false): TxnOp => ({
+  kind: TxnOp_Kind.PUT,
+  key,
+  value,
+  prev,
+});
+const txnDelete = (key: Uint8Array, prev = false): TxnOp => ({
+  kind: TxnOp_Kind.DELETE,
+  key,
+  value: EMPTY,
+  prev,
+});
+
+type TxnFields = Partial<Req<"Txn">>;
+
+function txn(kv: Kv, fields: TxnFields, o: Options = BIG_CALL) {
+  return call.Txn(kv, { compares: [], success: [], failure: [], ...NO_SESSION, ...fields }, o);
+}
+
+/** The bytes a Txn carries as the contract counts them (the model of `checkTxn`'s sum). */
+function txnBytes(fields: TxnFields): number {
+  let bytes = 0;
+  for (const c of fields.compares ?? []) {
+    bytes += c.key.length + c.value.length + TXN_ENTRY_OVERHEAD_BYTES;
+  }
+  for (const op of [...fields.success ?? [], ...fields.failure ?? []]) {
+    const value = op.kind === TxnOp_Kind.PUT ? op.value.length : 0;
+    bytes += op.key.length + value + TXN_ENTRY_OVERHEAD_BYTES;
+  }
+  return bytes;
+}
+
+/** What one operation of a Txn should find: `found`, and the value it returns (else empty). */
+type Found = { found: boolean; value?: Uint8Array };
+
+/** The Txn ran the branch `succeeded` says, and its results are `expected`, byte for byte. */
+function expectTxn(
+  answer: TxnResponse,
+  succeeded: boolean,
+  expected: readonly Found[],
+  what = "txn",
+): void {
+  assert.equal(answer.succeeded, succeeded, `${what}: succeeded`);
+  assert.equal(
+    answer.results.length,
+    expected.length,
+    `${what}: ${answer.results.length} results, expected ${expected.length}`,
+  );
+  for (const [i, e] of expected.entries()) {
+    assert.equal(answer.results[i].found, e.found, `${what}: results[${i}].found`);
+    assertBytes(answer.results[i].value, e.value ?? EMPTY, `${what}: results[${i}].value`);
+  }
+}
+
+/** INVALID_ARGUMENT saying the Txn would return `bytes` bytes and the maximum, 2 × 1 MiB. */
+function expectAnswerTooBig(result: RpcResult<unknown>, bytes: number): void {
+  expectInvalid(result, "txn", TXN_ANSWER_MAX);
+  assert.ok(
+    result.kind === "invalidArgument" && mentionsNumber(result.message, bytes),
+    `expected a message saying the Txn would return ${bytes} bytes, got: ${describe(result)}`,
+  );
+}
+
+// The Txn of exactly the maximum: a 1 MiB VALUE compare and a 1 MiB PUT, both on one key of
+// (4,096 − 2 × 16) / 2 = 2,032 bytes; one past it puts to a key of 2,033 bytes instead.
+const AT_MAX_KEY = taggedKey("t90", (KEY_MAX - 2 * TXN_ENTRY_OVERHEAD_BYTES) / 2, 1);
+const PAST_MAX_KEY = taggedKey("t90", AT_MAX_KEY.length + 1, 2);
+// A value and a key at their limits, and one byte past them.
+const LONG_KEY = taggedKey("t91", KEY_MAX, 3);
+const TOO_LONG_KEY = taggedKey("t91", KEY_MAX + 1, 4);
+// 128 keys of 4,096 bytes with 1 KiB values, and 129 small keys.
+const MANY = Array.from({ length: TXN_OPS_MAX }, (_, i) => ({
+  key: taggedKey("t92", KEY_MAX, 200 + i),
+  value: bytesOf(1024, 200 + i),
+})).sort((a, b) => compareBytes(a.key, b.key));
+const TOO_MANY = Array.from({ length: TXN_OPS_MAX + 1 }, (_, i) => taggedKey("t93", 24, 400 + i));
+// Two 1 MiB values, a 1-byte one, and keys for the branches' writes.
+const READ_A = taggedKey("t94", 24, 1);
+const READ_B = taggedKey("t94", 24, 2);
+const READ_ONE = taggedKey("t94", 24, 3);
+const ONE_BYTE = bytesOf(1, 94);
+const txnTarget = (seed: number) => taggedKey("t94", 24, 10 + seed);
+
+/**
+ * A Txn at both of its limits under the hash tag `name`: 2,101,248 bytes in (a 1 MiB compare on a
+ * 1,350-byte key, a 1 MiB PUT with prev on a 1,348-byte key, a GET of the first key) and 2,097,152
+ * bytes out (the value the PUT replaced and the value read).
+ */
+function atBothLimits(name: string, seed: number) {
+  const compared = taggedKey(name, 1350, seed);
+  const replaced = taggedKey(name, 1348, seed + 1);
+  const kept = bytesOf(VALUE_MAX, 10 * seed);
+  const old = bytesOf(VALUE_MAX, 10 * seed + 1);
+  const fresh = bytesOf(VALUE_MAX, 10 * seed + 2);
+  const request = {
+    compares: [ifValue(compared, "EQUAL", kept)],
+    success: [txnPut(replaced, fresh, true), txnGet(compared)],
+  };
+  assert.equal(txnBytes(request), TXN_MAX);
+  return {
+    /** Stores the value compared and the value replaced. */
+    store: async (kv: Kv) => {
+      await put(kv, compared, kept, BIG_CALL);
+      await put(kv, replaced, old, BIG_CALL);
+    },
+    /** Runs the Txn: it succeeds and returns both 1 MiB values whole. */
+    run: async (kv: Kv) => {
+      const answer = ok(await txn(kv, request), `txn {${name}}`);
+      expectTxn(answer, true, [{ found: true, value: old }, { found: true, value: kept }], name);
+    },
+    /** The PUT applied, the compared value is unchanged. */
+    check: async (kv: Kv) => {
+      await expectValue(kv, replaced, fresh, "after the txn");
+      await expectValue(kv, compared, kept, "after the txn");
+    },
+  };
+}
+
+const TXN: Group = {
+  name: "Txn: 2 × 1 MiB + 4 KiB in all, 128 compares and operations, answers of 2 × 1 MiB",
+  cases: [
+    test("the limits in this test are the ones libs/shard enforces", () => {
+      assert.equal(txnBytesMax(VALUE_MAX), TXN_MAX);
+      assert.equal(TXN_MAX, 2_101_248);
+      assert.equal(TXN_OPS_MAX, 128);
+      assert.equal(TXN_ENTRY_OVERHEAD_BYTES, 16);
+      return Promise.resolve();
+    }),
+    test(`a Txn of exactly ${TXN_MAX} bytes (1 MiB compare, 1 MiB PUT with prev on a 2,032-byte key): Get returns every byte`, async (kv) => {
+      await put(kv, AT_MAX_KEY, TXN_A, BIG_CALL);
+      await expectValue(kv, AT_MAX_KEY, TXN_A, "before the txn");
+      const request = {
+        compares: [ifValue(AT_MAX_KEY, "EQUAL", TXN_A)],
+        success: [txnPut(AT_MAX_KEY, TXN_B, true)],
+      };
+      assert.equal(txnBytes(request), TXN_MAX);
+      expectTxn(ok(await txn(kv, request), "txn"), true, [{ found: true, value: TXN_A }]);
+      await expectValue(kv, AT_MAX_KEY, TXN_B, "after the txn");
+    }),
+    test(`a Txn of exactly ${TXN_MAX} bytes whose 1 MiB compare fails runs its 1 MiB failure PUT`, async (kv) => {
+      const request = {
+        compares: [ifValue(AT_MAX_KEY, "EQUAL", TXN_A)],
+        failure: [txnPut(AT_MAX_KEY, TXN_C, true)],
+      };
+      assert.equal(txnBytes(request), TXN_MAX);
+      expectTxn(ok(await txn(kv, request), "txn"), false, [{ found: true, value: TXN_B }]);
+      await expectValue(kv, AT_MAX_KEY, TXN_C, "after the txn");
+    }),
+    test(`one byte more (the PUT on a 2,033-byte key): INVALID_ARGUMENT naming "txn" and ${TXN_MAX}; nothing changed`, async (kv) => {
+      const request = {
+        compares: [ifValue(AT_MAX_KEY, "EQUAL", TXN_C)],
+        success: [txnPut(PAST_MAX_KEY, TXN_A)],
+      };
+      assert.equal(txnBytes(request), TXN_MAX + 1);
+      const answer = await txn(kv, request);
+      expectInvalid(answer, "txn", TXN_MAX);
+      assert.ok(
+        answer.kind === "invalidArgument" && mentionsNumber(answer.message, TXN_MAX + 1),
+        `expected the message to say the Txn carries ${TXN_MAX + 1} bytes: ${describe(answer)}`,
+      );
+      await expectValue(kv, AT_MAX_KEY, TXN_C, "after the rejected txn");
+      await expectAbsent(kv, PAST_MAX_KEY, "after the rejected txn");
+    }),
+    test("a PUT of 1,048,576 bytes under a 4,096-byte key, then a GET of it: every byte", async (kv) => {
+      expectTxn(ok(await txn(kv, { success: [txnPut(LONG_KEY, TXN_A)] }), "put"), true, [
+        { found: false },
+      ]);
+      const read = ok(await txn(kv, { success: [txnGet(LONG_KEY)] }), "get");
+      expectTxn(read, true, [{ found: true, value: TXN_A }], "get");
+      await expectValue(kv, LONG_KEY, TXN_A, "after the txn");
+    }),
+    test('a PUT of 1,048,577 bytes: INVALID_ARGUMENT naming "success[0].value" (or "failure[1].value") and 1048576; unchanged', async (kv) => {
+      expectInvalid(
+        await txn(kv, { success: [txnPut(LONG_KEY, OVER)] }),
+        "success[0].value",
+        VALUE_MAX,
+      );
+      expectInvalid(
+        await txn(kv, {
+          compares: [ifAbsent(LONG_KEY)],
+          failure: [txnGet(LONG_KEY), txnPut(LONG_KEY, OVER)],
+        }),
+        "failure[1].value",
+        VALUE_MAX,
+      );
+      await expectValue(kv, LONG_KEY, TXN_A, "after the rejected txns");
+    }),
+    test('a compare operand of 1,048,577 bytes: INVALID_ARGUMENT naming "compares[0].value" and 1048576; unchanged', async (kv) => {
+      const answer = await txn(kv, {
+        compares: [ifValue(LONG_KEY, "NOT_EQUAL", OVER)],
+        success: [txnDelete(LONG_KEY)],
+      });
+      expectInvalid(answer, "compares[0].value", VALUE_MAX);
+      await expectValue(kv, LONG_KEY, TXN_A, "after the rejected txn");
+    }),
+    test("a 4,097-byte key in a GET, a PUT or a compare: INVALID_ARGUMENT naming its field and 4096; nothing stored", async (kv) => {
+      const small = bytesOf(8, 95);
+      expectInvalid(
+        await txn(kv, { success: [txnGet(TOO_LONG_KEY)] }),
+        "success[0].key",
+        KEY_MAX,
+      );
+      expectInvalid(
+        await txn(kv, { success: [txnGet(LONG_KEY), txnPut(TOO_LONG_KEY, small)] }),
+        "success[1].key",
+        KEY_MAX,
+      );
+      expectInvalid(
+        await txn(kv, { compares: [ifAbsent(TOO_LONG_KEY)], success: [txnPut(LONG_KEY, small)] }),
+        "compares[0].key",
+        KEY_MAX,
+      );
+      await expectNothingStored(kv, TOO_LONG_KEY);
+      await expectValue(kv, LONG_KEY, TXN_A, "after the rejected txns");
+    }),
+    test('an empty key: INVALID_ARGUMENT naming "success[1].key" and 1; nothing changed', async (kv) => {
+      const answer = await txn(kv, {
+        success: [txnDelete(LONG_KEY), txnPut(EMPTY, bytesOf(8, 96))],
+      });
+      expectInvalid(answer, "success[1].key", 1);
+      await expectNothingStored(kv, EMPTY);
+      await expectValue(kv, LONG_KEY, TXN_A, "after the rejected txn");
+    }),
+    test("128 compares and 128 operations in each branch, all on 4,096-byte keys: every one runs", async (kv) => {
+      const request = {
+        compares: MANY.map((p) => ifAbsent(p.key)),
+        success: MANY.map((p) => txnPut(p.key, p.value)),
+        failure: MANY.map((p) => txnGet(p.key)),
+      };
+      assert.ok(txnBytes(request) <= TXN_MAX);
+      const answer = ok(await txn(kv, request), "txn");
+      expectTxn(answer, true, MANY.map(() => ({ found: false })));
+      await expectScan(kv, { ...taggedRange("t92"), limit: 1000 }, MANY);
+    }),
+    test("128 VALUE compares of which the 128th fails: the 128 GETs of the failure branch run, whole", async (kv) => {
+      const request = {
+        compares: MANY.map((p, i) =>
+          ifValue(p.key, "EQUAL", i === 127 ? bytesOf(1024, 1) : p.value)
+        ),
+        success: MANY.map((p) => txnDelete(p.key)),
+        failure: MANY.map((p) => txnGet(p.key)),
+      };
+      const answer = ok(await txn(kv, request), "txn");
+      expectTxn(answer, false, MANY.map((p) => ({ found: true, value: p.value })));
+      await expectScan(kv, { ...taggedRange("t92"), limit: 1000 }, MANY);
+    }),
+    test("128 VALUE compares that hold: the 128 DELETEs (with prev) run, each returning its value", async (kv) => {
+      const request = {
+        compares: MANY.map((p) => ifValue(p.key, "EQUAL", p.value)),
+        success: MANY.map((p) => txnDelete(p.key, true)),
+        failure: MANY.map((p) => txnGet(p.key)),
+      };
+      const answer = ok(await txn(kv, request), "txn");
+      expectTxn(answer, true, MANY.map((p) => ({ found: true, value: p.value })));
+      await expectScan(kv, { ...taggedRange("t92"), limit: 1000 }, []);
+    }),
+    test('129 compares, or 129 operations in a branch: INVALID_ARGUMENT naming "compares", "success" or "failure" and 128; nothing stored', async (kv) => {
+      const small = bytesOf(8, 97);
+      const few = TOO_MANY.slice(0, TXN_OPS_MAX);
+      expectInvalid(
+        await txn(kv, { compares: TOO_MANY.map(ifAbsent), success: [txnPut(TOO_MANY[0], small)] }),
+        "compares",
+        TXN_OPS_MAX,
+      );
+      expectInvalid(
+        await txn(kv, { success: TOO_MANY.map((key) => txnPut(key, small)) }),
+        "success",
+        TXN_OPS_MAX,
+      );
+      expectInvalid(
+        await txn(kv, {
+          compares: few.map((key) => ifExists(key, "GREATER")),
+          success: few.map((key) => txnGet(key)),
+          failure: TOO_MANY.map((key) => txnPut(key, small)),
+        }),
+        "failure",
+        TXN_OPS_MAX,
+      );
+      await expectScan(kv, { ...taggedRange("t93"), limit: 1000 }, []);
+    }),
+    test("two 1 MiB values and a 1-byte value are stored under one hash tag", async (kv) => {
+      await put(kv, READ_A, TXN_A, BIG_CALL);
+      await put(kv, READ_B, TXN_B, BIG_CALL);
+      await put(kv, READ_ONE, ONE_BYTE);
+      await expectValue(kv, READ_A, TXN_A);
+      await expectValue(kv, READ_B, TXN_B);
+      await expectValue(kv, READ_ONE, ONE_BYTE);
+    }),
+    test(`a branch whose GETs return exactly ${TXN_ANSWER_MAX} bytes: OK, both values whole; its PUT applies`, async (kv) => {
+      const answer = ok(
+        await txn(kv, {
+          compares: [ifExists(READ_A, "GREATER")],
+          success: [txnGet(READ_A), txnGet(READ_B), txnPut(txnTarget(1), bytesOf(8, 1))],
+        }),
+        "txn",
+      );
+      expectTxn(answer, true, [
+        { found: true, value: TXN_A },
+        { found: true, value: TXN_B },
+        { found: false },
+      ]);
+      await expectValue(kv, txnTarget(1), bytesOf(8, 1), "after the txn");
+    }),
+    test(`one byte more (a third GET, of 1 byte): INVALID_ARGUMENT "would return ${TXN_ANSWER_MAX + 1} bytes", max ${TXN_ANSWER_MAX}; its PUT and DELETE not applied`, async (kv) => {
+      const answer = await txn(kv, {
+        success: [
+          txnGet(READ_A),
+          txnGet(READ_B),
+          txnGet(READ_ONE),
+          txnPut(txnTarget(1), bytesOf(8, 2)),
+          txnDelete(READ_B),
+        ],
+      });
+      expectAnswerTooBig(answer, TXN_ANSWER_MAX + 1);
+      await expectValue(kv, txnTarget(1), bytesOf(8, 1), "after the refused txn");
+      await expectValue(kv, READ_B, TXN_B, "after the refused txn");
+    }),
+    test("the same in the failure branch; the values PUT and DELETE return with prev count too", async (kv) => {
+      const failing = await txn(kv, {
+        compares: [ifAbsent(READ_A)],
+        success: [txnPut(txnTarget(2), bytesOf(8, 3))],
+        failure: [
+          txnGet(READ_A),
+          txnGet(READ_B),
+          txnPut(txnTarget(2), bytesOf(8, 4)),
+          txnGet(READ_ONE),
+        ],
+      });
+      expectAnswerTooBig(failing, TXN_ANSWER_MAX + 1);
+      await expectAbsent(kv, txnTarget(2), "after the refused txn");
+      const prev = await txn(kv, {
+        success: [
+          txnGet(READ_A),
+          txnPut(READ_B, bytesOf(8, 5), true),
+          txnDelete(READ_ONE, true),
+        ],
+      });
+      expectAnswerTooBig(prev, TXN_ANSWER_MAX + 1);
+      await expectValue(kv, READ_B, TXN_B, "after the refused txn");
+      await expectValue(kv, READ_ONE, ONE_BYTE, "after the refused txn");
+    }),
+    test(`the branch's own 1 MiB PUT read twice returns ${TXN_ANSWER_MAX} bytes: OK; read three times: refused, not written`, async (kv) => {
+      const answer = ok(
+        await txn(kv, {
+          success: [txnPut(txnTarget(3), TXN_C), txnGet(txnTarget(3)), txnGet(txnTarget(3))],
+        }),
+        "txn",
+      );
+      expectTxn(answer, true, [
+        { found: false },
+        { found: true, value: TXN_C },
+        { found: true, value: TXN_C },
+      ]);
+      await expectValue(kv, txnTarget(3), TXN_C, "after the txn");
+      const refused = await txn(kv, {
+        success: [
+          txnPut(txnTarget(4), TXN_C),
+          txnGet(txnTarget(4)),
+          txnGet(txnTarget(4)),
+          txnGet(READ_ONE),
+        ],
+      });
+      expectAnswerTooBig(refused, TXN_ANSWER_MAX + 1);
+      await expectAbsent(kv, txnTarget(4), "after the refused txn");
+    }),
+    test(`a retried Txn (client_id, seq) that returned ${TXN_ANSWER_MAX} bytes returns them again; it applied once`, async (kv) => {
+      const key = txnTarget(5);
+      const request = {
+        compares: [ifAbsent(key)],
+        success: [txnGet(READ_A), txnGet(READ_B), txnPut(key, bytesOf(8, 6))],
+        failure: [txnPut(key, bytesOf(8, 7))],
+        clientId: clientIdOf(CLIENT_ID_MAX, 90),
+        seq: 1,
+        ackSeq: 0,
+      };
+      const expected = [{ found: true, value: TXN_A }, { found: true, value: TXN_B }, {
+        found: false,
+      }];
+      expectTxn(ok(await txn(kv, request), "txn"), true, expected);
+      expectTxn(ok(await txn(kv, request), "retried txn"), true, expected, "retried txn");
+      await expectValue(kv, key, bytesOf(8, 6), "after the retried txn");
+    }),
+    test("a retried Txn that was refused (it would return too much) is refused again, even once it fits", async (kv) => {
+      const key = txnTarget(6);
+      const request = {
+        success: [txnGet(READ_A), txnGet(READ_B), txnGet(READ_ONE), txnPut(key, bytesOf(8, 8))],
+        clientId: clientIdOf(40, 91),
+        seq: 1,
+        ackSeq: 0,
+      };
+      expectAnswerTooBig(await txn(kv, request), TXN_ANSWER_MAX + 1);
+      await put(kv, READ_ONE, EMPTY);
+      expectAnswerTooBig(await txn(kv, request), TXN_ANSWER_MAX + 1);
+      await expectAbsent(kv, key, "after the retried txn");
+      const next = { ...request, seq: 2, ackSeq: 1 };
+      const answer = ok(await txn(kv, next), "the next seq");
+      expectTxn(answer, true, [
+        { found: true, value: TXN_A },
+        { found: true, value: TXN_B },
+        { found: true },
+        { found: false },
+      ]);
+      await expectValue(kv, key, bytesOf(8, 8), "after the next seq");
+    }),
+    test(`a Txn at both limits: ${TXN_MAX} bytes in, ${TXN_ANSWER_MAX} bytes out, every byte`, async (kv) => {
+      const both = atBothLimits("t98", 1000);
+      await both.store(kv);
+      await both.run(kv);
+      await both.check(kv);
+    }),
+    test("8 such Txns at once from one gRPC client (8 hash tags), every byte", async (kv) => {
+      const all = Array.from({ length: 8 }, (_, i) => atBothLimits(`t99-${i}`, 1100 + 10 * i));
+      for (const both of all) await both.store(kv);
+      await Promise.all(all.map((both) => both.run(kv)));
+      for (const both of all) await both.check(kv);
+    }),
+    test(
+      "keys of two shards: INVALID_ARGUMENT naming both shards, also with two 1 MiB PUTs; nothing written",
+      async (kv, env) => {
+        const first = taggedKey("t95-0", 24, 1);
+        const shard = env.cluster.shardOf(first);
+        let other: Uint8Array | undefined;
+        for (let i = 1; other === undefined; i++) {
+          const key = taggedKey(`t95-${i}`, 24, 1 + i);
+          if (env.cluster.shardOf(key) !== shard) other = key;
+        }
+        const otherShard = env.cluster.shardOf(other);
+        const requests: TxnFields[] = [
+          { success: [txnPut(first, bytesOf(8, 9)), txnPut(other, bytesOf(8, 10))] },
+          { compares: [ifAbsent(other)], success: [txnPut(first, bytesOf(8, 11))] },
+          { compares: [ifAbsent(first)], failure: [txnDelete(first), txnGet(other)] },
+          { success: [txnPut(first, TXN_A), txnPut(other, TXN_B)] },
+        ];
+        for (const [i, request] of requests.entries()) {
+          const answer = await txn(kv, request);
+          const what = `request ${i}: expected INVALID_ARGUMENT naming shards ${shard} and ` +
+            `${otherShard}, got ${describe(answer)}`;
+          assert.ok(answer.kind === "invalidArgument", what);
+          assert.match(answer.message, new RegExp(`\\bshard ${shard}\\b`), what);
+          assert.match(answer.message, new RegExp(`\\bshard ${otherShard}\\b`), what);
+        }
+        await expectAbsent(kv, first, "after the refused txns");
+        await expectAbsent(kv, other, "after the refused txns");
+      },
+    ),
+    test("an empty Txn, an operation of kind 0 and a compare result of 4: INVALID_ARGUMENT", async (kv) => {
+      expectInvalid(await txn(kv, {}), "txn");
+      const key = taggedKey("t96", 24, 1);
+      expectInvalid(
+        await txn(kv, {
+          success: [txnPut(key, bytesOf(8, 12)), {
+            ...txnGet(key),
+            kind: TxnOp_Kind.KIND_UNSPECIFIED,
+          }],
+        }),
+        "success[1].kind",
+      );
+      expectInvalid(
+        await txn(kv, {
+          compares: [{ ...ifAbsent(key), result: Number(4) as TxnCompare_Result }],
+          success: [txnPut(key, bytesOf(8, 13))],
+        }),
+        "compares[0].result",
+      );
+      await expectAbsent(kv, key, "after the rejected txns");
+    }),
+    test("compares: VALUE =, !=, >, < and EXISTS on present and absent keys choose the branch", async (kv) => {
+      const key = taggedKey("t96", 24, 2);
+      const absent = taggedKey("t96", 24, 3);
+      const m = new Uint8Array([0x6d]);
+      await put(kv, key, m);
+      const cases: [TxnCompare, boolean][] = [
+        [ifValue(key, "EQUAL", m), true],
+        [ifValue(key, "EQUAL", new Uint8Array([0x6e])), false],
+        [ifValue(key, "NOT_EQUAL", new Uint8Array([0x6e])), true],
+        [ifValue(key, "NOT_EQUAL", m), false],
+        [ifValue(key, "GREATER", new Uint8Array([0x6c])), true],
+        [ifValue(key, "GREATER", EMPTY), true],
+        [ifValue(key, "GREATER", m), false],
+        [ifValue(key, "LESS", new Uint8Array([0x6e])), true],
+        [ifValue(key, "LESS", new Uint8Array([0x6d, 0x00])), true],
+        [ifValue(key, "LESS", m), false],
+        [ifExists(key, "EQUAL"), false],
+        [ifExists(key, "GREATER"), true],
+        [ifExists(key, "NOT_EQUAL"), true],
+        [ifExists(absent, "EQUAL"), true],
+        [ifExists(absent, "GREATER"), false],
+        [ifValue(absent, "EQUAL", EMPTY), false],
+        [ifValue(absent, "NOT_EQUAL", m), false],
+        [ifValue(absent, "LESS", m), false],
+      ];
+      for (const [i, [compare, holds]] of cases.entries()) {
+        const answer = ok(
+          await txn(kv, {
+            compares: [ifExists(key, "GREATER"), compare],
+            success: [txnGet(key)],
+            failure: [txnGet(absent)],
+          }),
+          `compare ${i}`,
+        );
+        expectTxn(
+          answer,
+          holds,
+          [holds ? { found: true, value: m } : { found: false }],
+          `compare ${i}`,
+        );
+      }
+      const none = ok(await txn(kv, { compares: [ifValue(key, "EQUAL", m)] }), "compares only");
+      expectTxn(none, true, [], "compares only");
+      await expectValue(kv, key, m, "after the compares");
+      await expectAbsent(kv, absent, "after the compares");
+    }),
+    test("each operation sees the ones before it; the last write stays", async (kv) => {
+      const key = taggedKey("t96", 24, 4);
+      const [v1, v2, v3] = [bytesOf(10, 14), bytesOf(20, 15), bytesOf(30, 16)];
+      const answer = ok(
+        await txn(kv, {
+          success: [
+            txnPut(key, v1),
+            txnGet(key),
+            txnPut(key, v2, true),
+            txnDelete(key, true),
+            txnGet(key),
+            txnDelete(key, true),
+            txnPut(key, v3, true),
+            txnGet(key),
+          ],
+        }),
+        "txn",
+      );
+      expectTxn(answer, true, [
+        { found: false },
+        { found: true, value: v1 },
+        { found: true, value: v1 },
+        { found: true, value: v2 },
+        { found: false },
+        { found: false },
+        { found: false },
+        { found: true, value: v3 },
+      ]);
+      await expectValue(kv, key, v3, "after the txn");
+    }),
+    test("a retried Txn (client_id, seq) returns the first answer and applies once, even after another write", async (kv) => {
+      const key = taggedKey("t97", 24, 1);
+      const [v1, v2, v3] = [bytesOf(10, 17), bytesOf(20, 18), bytesOf(30, 19)];
+      const request = {
+        compares: [ifAbsent(key)],
+        success: [txnPut(key, v1), txnGet(key)],
+        failure: [txnPut(key, v2, true), txnGet(key)],
+        clientId: clientIdOf(CLIENT_ID_MAX, 92),
+        seq: 1,
+        ackSeq: 0,
+      };
+      const first = [{ found: false }, { found: true, value: v1 }];
+      expectTxn(ok(await txn(kv, request), "txn"), true, first);
+      expectTxn(ok(await txn(kv, request), "retried txn"), true, first, "retried txn");
+      await expectValue(kv, key, v1, "after the retried txn");
+      await put(kv, key, v3);
+      expectTxn(ok(await txn(kv, request), "retried txn"), true, first, "retried txn");
+      await expectValue(kv, key, v3, "after another client's write and the retried txn");
+      const next = ok(await txn(kv, { ...request, seq: 2, ackSeq: 1 }), "the next seq");
+      expectTxn(next, false, [{ found: true, value: v3 }, { found: true, value: v2 }], "next seq");
+      await expectValue(kv, key, v2, "after the next seq");
+    }),
+  ],
+};
+
+// ---------------------------------------------------------------------------------------------
 // The run.
 
 const GROUPS: readonly Group[] = [
@@ -1160,6 +1802,7 @@ const GROUPS: readonly Group[] = [
   COMMON_PREFIXES,
   SESSIONS,
   BIG_MESSAGES,
+  TXN,
 ];
 
 /**

@@ -12,8 +12,8 @@
  *   scanned, then deleted key by key — not one atomic step.
  * - `Txn` is TinyKV's `Txn` (atomic, in one shard): value compares as they are; version, create
  *   and mod revision compares against 0 become existence compares; lease compares (a lease is
- *   always 0) are decided here. Keys in several shards are FAILED_PRECONDITION (the gateway's
- *   `Txn` says which shards).
+ *   always 0) are decided here. Keys in several shards are FAILED_PRECONDITION naming two shards
+ *   (TinyKV's own `Txn` says INVALID_ARGUMENT).
  * - Revisions: TinyKV keeps no history and no cluster-wide revision. Every revision and version it
  *   reports is 1 (a key that exists), compares on them accept only 0 (absent), and whatever needs
  *   history (a past revision, revision filters) is UNIMPLEMENTED, as are leases, etcd's auth API
@@ -72,7 +72,7 @@ import {
   toServerError,
 } from "@tinykv/rpc";
 import { compareBytes, fnv1a32, SCAN_LIMIT_MAX } from "@tinykv/shard";
-import { describeKey } from "./kv_service.ts";
+import { describeKey, spreadOverShards } from "./kv_service.ts";
 
 /** The version `Maintenance.Status` reports: the etcd API it speaks, and that it is TinyKV. */
 export const ETCD_API_VERSION = "3.4.0+tinykv";
@@ -99,6 +99,8 @@ export interface EtcdServiceOptions {
   readonly members: () => readonly GatewayMember[];
   /** The cluster's id (from the shard map), when known. */
   readonly clusterId: () => string | undefined;
+  /** The shard a key belongs to, when the shard map is known. */
+  readonly shardOf: (key: Uint8Array) => number | undefined;
   /** The largest message the gateway sends (`rpc_server.max_message_bytes`). */
   readonly maxMessageBytes: number;
 }
@@ -359,6 +361,11 @@ class EtcdKv {
       // A lease compare that fails (a lease is always 0 here) fails the Txn: a compare that can
       // never hold (existence LESS than 0) says so to the shard, which still runs the failure
       // branch atomically.
+      // etcd answers a request its cluster cannot run FAILED_PRECONDITION (TinyKV's own Txn says
+      // INVALID_ARGUMENT: retrying never helps either way).
+      const keys = [...compares, ...success, ...failure].map((entry) => entry.key);
+      const spread = spreadOverShards(this.#options.shardOf, keys);
+      if (spread !== undefined) return rpcFailure("failedPrecondition", spread);
       if (never) {
         compares.push({
           key: keyOf,

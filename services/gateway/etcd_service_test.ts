@@ -172,6 +172,7 @@ function setup(overrides: Partial<EtcdServiceOptions> = {}) {
     address: "127.0.0.1:7700",
     members: () => [{ address: "127.0.0.1:7700" }, { address: "127.0.0.1:7701" }],
     clusterId: () => "c-test",
+    shardOf,
     maxMessageBytes: 4 * 1024 * 1024,
     ...overrides,
   };
@@ -528,7 +529,7 @@ Deno.test("a Txn TinyKV cannot run is refused with its status and changes nothin
     [
       txn({ compare: [valueIs("k", "v")], success: [putOp(far, "x")] }),
       "failedPrecondition",
-      /must be in one shard/,
+      /must be in one shard: key "k" is in shard \d and key "k-\d+" in shard \d/,
     ],
     [
       txn({ compare: [{ ...valueIs("k", "v"), rangeEnd: enc("z") }] }),

@@ -201,8 +201,8 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
         const keys = [...request.compares, ...request.success, ...request.failure].map((e) =>
           e.key
         );
-        const spread = oneShard(options, keys);
-        if (spread !== undefined) return spread;
+        const spread = spreadOverShards((key) => options.router.shardOf(key)?.id, keys);
+        if (spread !== undefined) return rpcFailure("invalidArgument", spread);
         return await mutate(
           options,
           context,
@@ -332,34 +332,40 @@ function txnKey(txn: TxnFields): Uint8Array {
 }
 
 /**
- * FAILED_PRECONDITION when `keys` fall in more than one shard of the gateway's map (a Txn runs in
- * one shard); undefined when they share one, or no map is known yet (the router then waits for
- * one, and the shard checks the keys again when it applies).
+ * INVALID_ARGUMENT when `keys` fall in more than one shard of the gateway's map (a Txn runs in one
+ * shard, and TinyKV's shards are fixed, so no retry helps); undefined when they share one, or no
+ * map is known yet (the router then waits for one, and the shard checks the keys again when it
+ * applies). The etcd API answers the same case FAILED_PRECONDITION (etcd_service.ts).
  */
-function oneShard(options: KvServiceOptions, keys: readonly Uint8Array[]): RpcFailure | undefined {
-  const first = options.router.shardOf(keys[0])?.id;
+export function spreadOverShards(
+  shardOf: (key: Uint8Array) => number | undefined,
+  keys: readonly Uint8Array[],
+): string | undefined {
+  if (keys.length === 0) return undefined;
+  const first = shardOf(keys[0]);
   if (first === undefined) return undefined;
   for (const key of keys) {
-    const shard = options.router.shardOf(key)?.id;
+    const shard = shardOf(key);
     if (shard === undefined) return undefined;
     if (shard === first) continue;
-    return rpcFailure(
-      "failedPrecondition",
-      `A Txn's keys must be in one shard: ${describeKey(keys[0])} is in shard ${first} and ` +
-        `${describeKey(key)} in shard ${shard} (give related keys one hash tag, {tag}, so that ` +
-        "they share a shard)",
-    );
+    return `A Txn's keys must be in one shard: key ${describeKey(keys[0])} is in shard ${first} ` +
+      `and key ${describeKey(key)} in shard ${shard} (give related keys one hash tag, {tag}, so ` +
+      "that they share a shard)";
   }
   return undefined;
 }
 
-/** A key for a message: its text when printable and at most 64 bytes, else its length. */
+/**
+ * A key for a message: its text when printable and at most 64 bytes, else its length and its first
+ * bytes in hex (so that two keys of one length are told apart).
+ */
 export function describeKey(key: Uint8Array): string {
   if (key.length <= 64) {
     const text = new TextDecoder().decode(key);
     if (/^[\x20-\x7e]*$/.test(text)) return JSON.stringify(text);
   }
-  return `of ${key.length} bytes`;
+  const head = [...key.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `of ${key.length} bytes starting 0x${head}`;
 }
 
 /** Checks a request against every limit (libs/shard `checkRequest`). */

@@ -511,7 +511,7 @@ Deno.test("kvService follows a request the client asked to trace, and refuses a 
   assert.equal(nodes.received.length, sent, "a malformed trace id reaches no kvnode");
 });
 
-Deno.test("kvService routes a Txn to the shard of its keys with the gateway's session, and refuses keys of two shards", async () => {
+Deno.test("kvService routes a Txn to the shard of its keys with the gateway's session, and refuses keys of two shards (INVALID_ARGUMENT)", async () => {
   const { handlers, call, nodes } = gateway(ok);
   const op = (key: string) => ({
     kind: TxnOp_Kind.PUT,
@@ -542,8 +542,8 @@ Deno.test("kvService routes a Txn to the shard of its keys with the gateway's se
   const refused = await call(handlers.Txn(txn(["a", other]), context()));
   assertFailure(
     refused,
-    "failedPrecondition",
-    /must be in one shard: "a" is in shard \d and "x\d+" in shard \d/,
+    "invalidArgument",
+    /must be in one shard: key "a" is in shard \d and key "x\d+" in shard \d/,
   );
   // A Txn past a limit: INVALID_ARGUMENT naming it.
   const empty = await call(handlers.Txn(txn([]), context()));

@@ -182,6 +182,7 @@ async function run(config: Config, log: Logger): Promise<number> {
         address,
         members: () => gateways?.entries().map((entry) => entry.value) ?? [],
         clusterId: () => view?.shardMap()?.clusterId,
+        shardOf: (key) => router.shardOf(key)?.id,
         maxMessageBytes: config.rpc_server.max_message_bytes,
       }),
     ],

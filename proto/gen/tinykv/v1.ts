@@ -2451,10 +2451,13 @@ export const TxnOpResult: MessageCodec<TxnOpResult> = messageCodec(
 );
 
 /**
- * Compares and changes keys of one shard atomically. Limits: at most 128 compares and 128
- * operations in each branch; keys 1 B to 4 KiB; the values of compares and of the PUTs of each
- * branch at most 1 MiB (storage.value_bytes_max) in all; the values a branch returns at most
- * twice that (else the Txn is INVALID_ARGUMENT when it applies, and nothing changes).
+ * Compares and changes keys of one shard atomically. Limits: at least one key, at most 128
+ * compares and 128 operations in each branch; every key 1 B to 4 KiB; every value (a compare's
+ * operand, a PUT's value) at most 1 MiB by default (storage.value_bytes_max); all keys and values,
+ * counting 16 bytes more for each compare and operation, at most 2 × storage.value_bytes_max +
+ * 4,096 bytes (what the largest CompareAndSwap carries); the values the branch returns at most
+ * 2 × storage.value_bytes_max (else the Txn is INVALID_ARGUMENT when it applies, and nothing
+ * changes). Keys of several shards are INVALID_ARGUMENT.
  */
 export interface TxnRequest {
   /** The field `compares = 1`. */
@@ -4691,7 +4694,7 @@ export interface KVServiceDefinition extends grpc.ServiceDefinition {
    * Compares and changes keys of one shard atomically: when every compare holds, the `success`
    * operations run, else the `failure` ones, in order, each seeing the ones before it. Every key
    * must hash to one shard (give related keys one hash tag, `{tag}`); keys of several shards are
-   * FAILED_PRECONDITION. A Txn whose compares fail is OK with `succeeded = false`.
+   * INVALID_ARGUMENT. A Txn whose compares fail is OK with `succeeded = false`.
    */
   readonly Txn: UnaryMethodDefinition<TxnRequest, TxnResponse>;
 }
@@ -4788,7 +4791,7 @@ export interface KVHandlers extends grpc.UntypedServiceImplementation {
    * Compares and changes keys of one shard atomically: when every compare holds, the `success`
    * operations run, else the `failure` ones, in order, each seeing the ones before it. Every key
    * must hash to one shard (give related keys one hash tag, `{tag}`); keys of several shards are
-   * FAILED_PRECONDITION. A Txn whose compares fail is OK with `succeeded = false`.
+   * INVALID_ARGUMENT. A Txn whose compares fail is OK with `succeeded = false`.
    */
   Txn: grpc.handleUnaryCall<TxnRequest, TxnResponse>;
 }
@@ -4848,7 +4851,7 @@ export interface KVClient extends grpc.Client {
    * Compares and changes keys of one shard atomically: when every compare holds, the `success`
    * operations run, else the `failure` ones, in order, each seeing the ones before it. Every key
    * must hash to one shard (give related keys one hash tag, `{tag}`); keys of several shards are
-   * FAILED_PRECONDITION. A Txn whose compares fail is OK with `succeeded = false`.
+   * INVALID_ARGUMENT. A Txn whose compares fail is OK with `succeeded = false`.
    */
   Txn(
     request: TxnRequest,
