@@ -84,6 +84,7 @@ async function lossyGateway(target: string, lose: number): Promise<GrpcServer & 
       CompareAndSwap: forward("CompareAndSwap", true),
       Scan: forward("Scan", false),
       Txn: forward("Txn", true),
+      Watch: (call) => call.end(),
     })],
   });
   return {

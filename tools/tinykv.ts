@@ -21,6 +21,7 @@ import {
   runAdmin,
 } from "./tinykv/admin.ts";
 import { SCAN_LIMIT_MAX, type ShardId, shardId } from "@tinykv/shard";
+import { WatchEvent_Kind } from "@tinykv/proto/tinykv/v1";
 import { EXIT, exitCodeOf } from "./tinykv/exit_codes.ts";
 import { bytesOfHex, hexOf } from "./tinykv/hex.ts";
 import { type ByteReader, readStdinValue, STDIN_VALUE_BYTES_MAX } from "./tinykv/stdin.ts";
@@ -66,6 +67,7 @@ Usage:
   tinykv [flags] append KEY (VALUE | -)
   tinykv [flags] cas KEY (--expected V | --absent) (--value V | --delete)   (V may be -)
   tinykv [flags] scan [--start S] [--end E] [--limit N]
+  tinykv [flags] watch KEY [--prefix] [--from SHARD:INDEX,...] [--count N]
   tinykv [flags] status
   tinykv [flags] rebalance [--dry-run]
   tinykv [flags] move SHARD --from NODE --to NODE
@@ -200,6 +202,14 @@ const COMMAND_USAGE: Record<string, string> = {
   scan: "tinykv [flags] scan [--start S] [--end E] [--limit N]\n" +
     "  Lists keys in [S, E) in byte order as KEY<TAB>VALUE lines. Without --limit, every key;\n" +
     `  with --limit N (1 to ${SCAN_LIMIT_MAX}), one page and the key to continue from on stderr.`,
+  watch: "tinykv [flags] watch KEY [--prefix] [--from SHARD:INDEX,...] [--count N]\n" +
+    "  Prints every change of KEY (with --prefix, of every key under KEY; an empty KEY with\n" +
+    "  --prefix is every key) from now on, one line each: PUT<TAB>KEY<TAB>VALUE or\n" +
+    "  DELETE<TAB>KEY, then <TAB>SHARD:INDEX (--json: one document per change, and one\n" +
+    '  {"positions": [...]} per update). Stderr shows where the watch started; when it\n' +
+    "  ends (Ctrl-C, --count changes printed, or --timeout MS passed) it prints the --from\n" +
+    "  that resumes it without missing or repeating a change. Exit 3 when a --from position\n" +
+    "  is no longer held (OUT_OF_RANGE).",
   status: "tinykv [flags] status\n" +
     "  Prints the nodes, shards and moves in progress as placement's leader sees them.",
   rebalance: "tinykv [flags] rebalance [--dry-run]\n" +
@@ -248,6 +258,13 @@ type Command<V = Uint8Array> =
     value: V | undefined;
   }
   | { kind: "scan"; start?: Uint8Array; end?: Uint8Array; limit?: number }
+  | {
+    kind: "watch";
+    key: Uint8Array;
+    prefix: boolean;
+    from: Array<{ shard: number; index: number }>;
+    count: number | undefined;
+  }
   | { kind: "trace"; id: string; logs: string }
   | { kind: "backup"; dir: string }
   | { kind: "restore"; dir: string };
@@ -298,6 +315,7 @@ const VALUED = new Set([
   "from",
   "to",
   "logs",
+  "count",
 ]);
 const SWITCHES = new Set([
   "json",
@@ -308,10 +326,12 @@ const SWITCHES = new Set([
   "delete",
   "dry-run",
   "no-wait",
+  "prefix",
 ]);
 const COMMAND_FLAGS: Record<string, readonly string[]> = {
   cas: ["expected", "absent", "value", "delete"],
   scan: ["start", "end", "limit"],
+  watch: ["prefix", "from", "count"],
   rebalance: ["dry-run"],
   move: ["from", "to"],
   "transfer-leader": ["to"],
@@ -452,6 +472,8 @@ function parseCommand(flags: Flags): Command<ValueArg> {
       return { kind: name, key: key!, value: valueArg(flags, rest[1]) };
     case "cas":
       return parseCas(flags, key!);
+    case "watch":
+      return parseWatch(flags, key!);
     default:
       return parseScan(flags);
   }
@@ -464,6 +486,7 @@ const ARITY: Record<string, number> = {
   append: 2,
   cas: 1,
   scan: 0,
+  watch: 1,
   status: 0,
   rebalance: 0,
   move: 1,
@@ -535,6 +558,31 @@ function parseCas(flags: Flags, key: Uint8Array): Command<ValueArg> {
     key,
     expected: expected === undefined ? undefined : valueArg(flags, expected),
     value: value === undefined ? undefined : valueArg(flags, value),
+  };
+}
+
+function parseWatch(flags: Flags, key: Uint8Array): Command {
+  const from: Array<{ shard: number; index: number }> = [];
+  const positions = flags.named.get("from");
+  for (const part of positions === undefined ? [] : positions.split(",")) {
+    const match = /^(\d+):(\d+)$/.exec(part.trim());
+    const shard = Number(match?.[1]);
+    const index = Number(match?.[2]);
+    if (match === null || shard > 0xffff_ffff || !Number.isSafeInteger(index)) {
+      throw new UsageError(
+        `Flag "--from" has "${part}": expected SHARD:INDEX pairs, comma-separated`,
+        "watch",
+      );
+    }
+    from.push({ shard, index });
+  }
+  const count = flags.named.get("count");
+  return {
+    kind: "watch",
+    key,
+    prefix: flags.named.has("prefix"),
+    from,
+    count: count === undefined ? undefined : positiveInteger("--count", count, 1_000_000_000),
   };
 }
 
@@ -700,6 +748,8 @@ async function run(command: Command, flags: Flags, client: TinyKvClient, io: Out
       return await runCas(command, flags, client, io);
     case "scan":
       return await runScan(command, flags, client, io);
+    case "watch":
+      return await runWatch(command, flags, client, io);
     case "help":
     case "admin":
     case "trace":
@@ -740,6 +790,86 @@ async function runCas(
     );
   }
   return result.succeeded ? EXIT.ok : EXIT.negative;
+}
+
+async function runWatch(
+  command: Extract<Command, { kind: "watch" }>,
+  flags: Flags,
+  client: TinyKvClient,
+  io: Output,
+): Promise<number> {
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  const timer = flags.timeoutMs === undefined
+    ? undefined
+    : setTimeout(() => stop.abort(), flags.timeoutMs);
+  const reached = new Map<number, number>(command.from.map((p) => [p.shard, p.index]));
+  let printed = 0;
+  try {
+    let first = true;
+    for await (
+      const update of client.watch(command.key, {
+        prefix: command.prefix,
+        start: command.from,
+        signal: stop.signal,
+        traceId: flags.traceId,
+      })
+    ) {
+      for (const position of update.positions) reached.set(position.shard, position.index);
+      if (first) {
+        first = false;
+        if (!flags.json) await io.err(`Watching from ${describePositions(reached)}`);
+      }
+      for (const [i, event] of update.events.entries()) {
+        const put = event.kind === WatchEvent_Kind.PUT;
+        if (flags.json) {
+          await io.out(JSON.stringify({
+            kind: put ? "put" : "delete",
+            key: jsonBytes(event.key),
+            ...(put ? { value: jsonBytes(event.value) } : {}),
+            shard: event.shard,
+            index: event.index,
+          }));
+        } else {
+          const value = put ? `\t${human(flags, event.value)}` : "";
+          await io.out(
+            `${put ? "PUT" : "DELETE"}\t${human(flags, event.key)}${value}\t` +
+              `${event.shard}:${event.index}`,
+          );
+        }
+        printed++;
+        const next = update.events[i + 1];
+        const sameIndex = next !== undefined && next.shard === event.shard &&
+          next.index === event.index;
+        if (command.count !== undefined && printed >= command.count && !sameIndex) {
+          // The rest of this update is not printed (the changes of one index all are): resume
+          // from the last index printed.
+          reached.set(event.shard, event.index);
+          stop.abort();
+          break;
+        }
+      }
+      if (flags.json && !stop.signal.aborted) {
+        await io.out(JSON.stringify({ positions: update.positions }));
+      }
+      if (stop.signal.aborted) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    Deno.removeSignalListener("SIGINT", onSignal);
+  }
+  if (flags.json) await io.out(JSON.stringify({ positions: positionsOf(reached) }));
+  else await io.err(`Resume with --from ${describePositions(reached)}`);
+  return EXIT.ok;
+}
+
+function positionsOf(reached: Map<number, number>): Array<{ shard: number; index: number }> {
+  return [...reached].sort(([a], [b]) => a - b).map(([shard, index]) => ({ shard, index }));
+}
+
+function describePositions(reached: Map<number, number>): string {
+  return positionsOf(reached).map((p) => `${p.shard}:${p.index}`).join(",");
 }
 
 async function runScan(

@@ -41,6 +41,7 @@ async function withRecordingServer(
         });
         call.on("end", () => call.end());
       },
+      Watch: (call) => call.end(),
     })],
   });
   try {

@@ -76,4 +76,6 @@ export {
   type TinyKvClientOptions,
   TinyKvError,
   type TinyKvErrorCode,
+  type WatchOptions,
+  type WatchUpdate,
 } from "./tinykv_client.ts";

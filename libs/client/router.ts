@@ -171,6 +171,37 @@ export class KvRouter {
   }
 
   /**
+   * Where to reach shard `id`'s leader, best guess first (the leader last seen or named, the map's
+   * hint, then every replica), and the shard's conf epoch; undefined while no map names the shard.
+   * For calls that are not requests of the data stream (watches).
+   */
+  candidates(id: ShardId): { confEpoch: number; addresses: string[] } | undefined {
+    const map = this.#options.view.shardMap();
+    const shard = map === undefined ? undefined : shardById(map, toShardId(id));
+    if (shard === undefined) return undefined;
+    const view = this.#options.view;
+    const addresses: string[] = [];
+    const add = (address: string | undefined) => {
+      if (address !== undefined && !addresses.includes(address)) addresses.push(address);
+    };
+    add(this.#leaders.get(shard.id));
+    if (shard.leaderHint !== undefined) add(view.nodeAddress(shard.leaderHint));
+    for (const node of shard.replicas) add(view.nodeAddress(node));
+    return { confEpoch: shard.confEpoch, addresses };
+  }
+
+  /** A call other than the data stream found (or was told of) shard `id`'s leader. */
+  noteLeader(id: ShardId, address: string | undefined): void {
+    if (address === undefined || address === "") this.#leaders.delete(id);
+    else this.#leaders.set(id, address);
+  }
+
+  /** Resolves when the shard map or node addresses change, or after `timeoutMs`. */
+  mapChanged(timeoutMs: number): Promise<void> {
+    return this.#options.view.changed(timeoutMs);
+  }
+
+  /**
    * Sends `op` to the shard `target` names and retries until `deadlineMs` (on the router's clock).
    * Resolves {@linkcode DEADLINE_MARGIN_MS} before the deadline at the latest; never rejects.
    */

@@ -21,10 +21,19 @@
  *
  * @module
  */
-import { type KeyValue, KVService } from "@tinykv/proto/tinykv/v1";
+import {
+  type KeyValue,
+  KVService,
+  type WatchEvent,
+  type WatchPosition,
+  type WatchRequest,
+  type WatchResponse,
+} from "@tinykv/proto/tinykv/v1";
+import * as grpc from "@grpc/grpc-js";
 import {
   type ClientSecurity,
   createGrpcClient,
+  failureFromError,
   MESSAGE_BYTES_MAX_DEFAULT,
   outcomeOf,
   type RequestOf,
@@ -83,6 +92,15 @@ export interface GatewayConnection {
     request: RequestOf<(typeof KVService)[K]>,
     options: UnaryCallOptions,
   ): Promise<RpcResult<ResponseOf<(typeof KVService)[K]>>>;
+  /** Opens a `Watch` stream; what arrives goes to `events` (absent: this gateway has no watches). */
+  watch?(
+    request: WatchRequest,
+    options: { readonly metadata?: grpc.Metadata },
+    events: {
+      onResponse(response: WatchResponse): void;
+      onEnd(failure: RpcFailure): void;
+    },
+  ): { pause(): void; resume(): void; cancel(): void };
   /** Closes the connection. */
   close(): void;
 }
@@ -102,8 +120,53 @@ export function grpcGatewayConnection(
       request: RequestOf<(typeof KVService)[K]>,
       callOptions: UnaryCallOptions,
     ) => unaryCaller<typeof KVService, K>(client, method)(request, callOptions),
+    watch: (request, watchOptions, events) => {
+      const call = client.Watch(request, watchOptions.metadata ?? new grpc.Metadata(), {});
+      let ended = false;
+      const end = (failure: RpcFailure) => {
+        if (ended) return;
+        ended = true;
+        events.onEnd(failure);
+      };
+      call.on("data", (response: WatchResponse) => {
+        if (!ended) events.onResponse(response);
+      });
+      call.on("error", (error: unknown) => end(failureFromError(error)));
+      call.on(
+        "end",
+        () =>
+          setImmediate(() => end({ kind: "unavailable", message: "The gateway ended the watch" })),
+      );
+      return {
+        pause: () => call.pause(),
+        resume: () => call.resume(),
+        cancel: () => {
+          ended = true;
+          call.cancel();
+        },
+      };
+    },
     close: () => client.close(),
   };
+}
+
+/** What {@linkcode TinyKvClient.watch} watches and from where. */
+export interface WatchOptions {
+  /** Watch every key starting with the key (an empty key: every key). */
+  readonly prefix?: boolean;
+  /** Resume after these positions (as a watch reported them); shards not named start now. */
+  readonly start?: readonly WatchPosition[];
+  /** Ends the watch: the iteration then finishes without an error. */
+  readonly signal?: AbortSignal;
+  /** Follow the watch in the services' logs (see {@linkcode CallOptions.traceId}). */
+  readonly traceId?: string;
+}
+
+/** One message of a watch: events (possibly none) and the positions reached. */
+export interface WatchUpdate {
+  readonly events: readonly WatchEvent[];
+  /** Where the watch stands in each shard that moved (every shard, in the first update). */
+  readonly positions: readonly WatchPosition[];
 }
 
 /** Options every call takes. */
@@ -194,7 +257,8 @@ export type TinyKvErrorCode =
   | "cancelled"
   | "unauthenticated"
   | "permissionDenied"
-  | "unimplemented";
+  | "unimplemented"
+  | "outOfRange";
 
 // Invariant: the codes are exactly the status table's failure kinds.
 const _SAME_KINDS: [TinyKvErrorCode, RpcFailureKind] extends [RpcFailureKind, TinyKvErrorCode]
@@ -401,6 +465,90 @@ export class TinyKvClient {
   }
 
   /** Closes every connection; later calls throw `cancelled`. Idempotent. */
+  /**
+   * Watches `key` (with `prefix`, every key under it): the first update lists where the watch
+   * starts in each shard; later ones carry every put and delete after that, once, in each key's
+   * order. When a gateway fails or stops, the watch resumes on the next endpoint from the last
+   * positions, so nothing is missed or repeated. It throws {@linkcode TinyKvError} when it
+   * cannot go on (`outOfRange`: a position no longer held; `resourceExhausted`: too slow;
+   * `invalidArgument`), and ends quietly when `signal` aborts.
+   */
+  async *watch(
+    key: Bytes,
+    options: WatchOptions = {},
+  ): AsyncGenerator<WatchUpdate, void, undefined> {
+    const positions = new Map<number, number>(
+      (options.start ?? []).map((position) => [position.shard, position.index]),
+    );
+    let attempts = 0;
+    let last: RpcFailure = { kind: "unavailable", message: "No gateway answered" };
+    while (!this.#closed && !aborted(options.signal)) {
+      const endpoint = this.#endpoints[this.#preferred];
+      const connection = this.#connection(endpoint);
+      if (connection.watch === undefined) {
+        throw new TinyKvError(
+          { kind: "unimplemented", message: "This connection has no watches" },
+          {
+            outcomeUnknown: false,
+            attempts,
+          },
+        );
+      }
+      attempts++;
+      const queue: Array<WatchResponse | RpcFailure> = [];
+      let wake: (() => void) | undefined;
+      const push = (item: WatchResponse | RpcFailure) => {
+        queue.push(item);
+        if (queue.length > 16) stream.pause();
+        wake?.();
+      };
+      const request: WatchRequest = {
+        key: bytes(key),
+        prefix: options.prefix ?? false,
+        start: [...positions].map(([shard, index]) => ({ shard, index })),
+      };
+      const stream = connection.watch(request, { metadata: traceMetadata(options.traceId) }, {
+        onResponse: (response) => push(response),
+        onEnd: (failure) => push(failure),
+      });
+      const onAbort = () => {
+        stream.cancel();
+        wake?.();
+      };
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for (;;) {
+          if (aborted(options.signal) || this.#closed) return;
+          const item = queue.shift();
+          if (item === undefined) {
+            await new Promise<void>((resolve) => (wake = resolve));
+            wake = undefined;
+            continue;
+          }
+          if (queue.length <= 4) stream.resume();
+          if ("kind" in item) {
+            last = item;
+            break;
+          }
+          attempts = 0;
+          for (const position of item.positions) positions.set(position.shard, position.index);
+          yield { events: item.events, positions: item.positions };
+        }
+      } finally {
+        options.signal?.removeEventListener("abort", onAbort);
+        stream.cancel();
+      }
+      if (last.kind !== "unavailable" && last.kind !== "cancelled") {
+        throw new TinyKvError(last, { outcomeUnknown: false, attempts });
+      }
+      if (attempts > 3 * this.#endpoints.length + 10) {
+        throw new TinyKvError(last, { outcomeUnknown: false, attempts });
+      }
+      this.#preferred = (this.#preferred + 1) % this.#endpoints.length;
+      await this.#pause(attempts - 1, this.#clock.now() + BACKOFF_MAX_MS);
+    }
+  }
+
   close(): void {
     this.#closed = true;
     for (const connection of this.#connections.values()) connection.close();
@@ -493,6 +641,10 @@ export class TinyKvClient {
       await new Promise<void>((resolve) => this.#clock.setTimeout(() => resolve(), wait));
     }
   }
+}
+
+function aborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted ?? false;
 }
 
 function closedError(outcomeUnknown: boolean): TinyKvError {

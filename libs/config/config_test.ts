@@ -157,7 +157,7 @@ Deno.test("loadConfig() names a missing file", () => {
 Deno.test("loadConfig() refuses a flag for an unknown key and a wrongly typed flag", () => {
   assert.match(
     errorOf(fromText("", [["kvnode.prt", "1"]])),
-    /^Cannot apply flag "--kvnode\.prt": unknown key "kvnode\.prt" \(known keys: kvnode\.host, kvnode\.port, kvnode\.http_port, kvnode\.session_ttl_ms\)$/,
+    /^Cannot apply flag "--kvnode\.prt": unknown key "kvnode\.prt" \(known keys: kvnode\.host, kvnode\.port, kvnode\.http_port, kvnode\.session_ttl_ms, kvnode\.watch_window_bytes\)$/,
   );
   assert.match(
     errorOf(fromText("", [["a.b.c", "1"]])),

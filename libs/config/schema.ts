@@ -149,6 +149,8 @@ export const CONFIG_SPEC = {
     /** Prometheus `/metrics`; 0: `kvnode.port` + 1000 (8901–8903 in dev). */
     http_port: integer(0, 65535, 0),
     session_ttl_ms: integer(1000, 86_400_000, 600_000),
+    /** The recent changes every replica keeps for watches, all replicas of a node together. */
+    watch_window_bytes: integer(MIB, 16 * GIB, 64 * MIB),
   },
   security: {
     /** The cluster's CA (PEM): servers present certificates it signed; clients trust it. */

@@ -42,6 +42,7 @@ async function withServer(
         CompareAndSwap: refuse,
         Scan: refuse,
         Txn: refuse,
+        Watch: (call) => call.end(),
       }),
     ],
     tls: { cert: pem(cert.cert), key: pem(cert.key), ca },

@@ -74,12 +74,14 @@ async function withServer(
     CompareAndSwap: unimplemented,
     Scan: unimplemented,
     Txn: unimplemented,
+    Watch: unimplemented,
   });
   const kvnode = bindService(KvNodeService, {
     Batch: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
       reached.push(`Batch by ${callerOf(call)?.sub}`);
       call.end();
     },
+    Watch: unimplemented,
   });
   const transport = bindService(RaftTransportService, {
     Send: (

@@ -291,6 +291,7 @@ Deno.test("a raw handler that throws synchronously ends with internal", async ()
     CompareAndSwap: fail,
     Scan: fail,
     Txn: fail,
+    Watch: fail,
   };
   const service: ServiceBinding = { definition: KVService, implementation };
   await withServer({ service }, async ({ client, bugs }) => {

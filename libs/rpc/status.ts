@@ -26,7 +26,8 @@ export type RpcFailureKind =
   | "cancelled"
   | "unauthenticated"
   | "permissionDenied"
-  | "unimplemented";
+  | "unimplemented"
+  | "outOfRange";
 
 /**
  * A failed RPC. `message` follows the product's error style (sentence case, no trailing period,
@@ -57,6 +58,11 @@ export type RpcFailure =
     | { kind: "permissionDenied"; message: string }
     /** TinyKV does not have what was asked (an etcd lease, say); nothing was done. */
     | { kind: "unimplemented"; message: string }
+    /**
+     * A position outside what the server holds: a watch position compacted away (the message
+     * names the oldest one still held), or an etcd revision in the future; nothing was done.
+     */
+    | { kind: "outOfRange"; message: string }
   )
   & {
     /**
@@ -126,6 +132,7 @@ export const STATUS_TABLE: Readonly<Record<RpcFailureKind, StatusRow>> = {
     retry: "never",
   },
   unimplemented: { code: grpc.status.UNIMPLEMENTED, outcome: "notApplied", retry: "never" },
+  outOfRange: { code: grpc.status.OUT_OF_RANGE, outcome: "notApplied", retry: "never" },
 };
 
 const KIND_BY_CODE: ReadonlyMap<grpc.status, RpcFailureKind> = new Map(

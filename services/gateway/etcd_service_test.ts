@@ -116,6 +116,7 @@ class FakeKv {
           else this.pairs.set(hex(request.key), { key: request.key, value: request.value });
           return rpcOk({ succeeded: true, found: pair !== undefined, current: new Uint8Array() });
         }),
+      Watch: (call) => call.end(),
       Txn: (request) =>
         answer<TxnResponse>("Txn", () => {
           const entries = [...request.compares, ...request.success, ...request.failure];

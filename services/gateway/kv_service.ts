@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type * as grpc from "@grpc/grpc-js";
 import {
   type AppendResponse,
   type CompareAndSwapResponse,
@@ -19,6 +20,8 @@ import {
   type ScanRequest,
   type ScanResponse,
   type TxnResponse,
+  type WatchRequest,
+  type WatchResponse,
 } from "@tinykv/proto/tinykv/v1";
 import { ClientSession, type KvRouter, type RouteOp, type RouteResult } from "@tinykv/client";
 import {
@@ -31,6 +34,7 @@ import {
   type ServiceBinding,
   type ServiceHandlers,
   statusName,
+  toServerError,
   TRACE_METADATA,
 } from "@tinykv/rpc";
 import {
@@ -42,6 +46,7 @@ import {
   type TxnFields,
 } from "@tinykv/shard";
 import { assert } from "./_assert.ts";
+import { type GatewayWatches, watchHandler } from "./watch.ts";
 
 /** Options of {@linkcode kvService}. */
 export interface KvServiceOptions {
@@ -60,6 +65,8 @@ export interface KvServiceOptions {
   readonly monotonicMs?: () => number;
   /** Where the gateway reports renewing its session. */
   readonly log?: { info(msg: string, fields?: Record<string, unknown>): void };
+  /** The gateway's watches (none: `Watch` is UNIMPLEMENTED, in tests of the other calls). */
+  readonly watches?: GatewayWatches;
 }
 
 /**
@@ -135,7 +142,16 @@ export function kvHandlers(options: KvServiceOptions): ServiceHandlers<typeof KV
       assert(options.inFlight.count >= 0, "More calls ended than started");
     });
   };
+  const watches = options.watches;
+  const watch = watches === undefined
+    ? (call: grpc.ServerWritableStream<WatchRequest, WatchResponse>) =>
+      void call.emit(
+        "error",
+        toServerError(rpcFailure("unimplemented", "This gateway serves no watches")),
+      )
+    : watchHandler(watches, (call) => traceOf({ metadata: call.metadata } as HandlerContext));
   return {
+    Watch: watch,
     Get: (request, context) =>
       track("Get", context, async (traceId) => {
         const bad = check({ get: request }, options);

@@ -46,6 +46,7 @@ import {
 import { isBrokenInvariant } from "./_assert.ts";
 import { etcdServices } from "./etcd_service.ts";
 import { GatewaySession, kvHandlers } from "./kv_service.ts";
+import { GatewayWatches, grpcShardStreams } from "./watch.ts";
 import { gatewayMetrics } from "./metrics.ts";
 
 /** How long a stopping gateway waits for calls in flight. */
@@ -161,8 +162,14 @@ async function run(config: Config, log: Logger): Promise<number> {
     log,
     tls: security.serverTls,
   });
+  const shardStreams = grpcShardStreams({
+    maxMessageBytes: config.rpc_server.max_message_bytes,
+    security: security.client,
+  });
+  const watches = new GatewayWatches({ router, open: shardStreams.open, log });
   const kv = kvHandlers({
     router,
+    watches,
     session: new GatewaySession(),
     requestTimeoutMs: config.gateway.request_timeout_ms,
     requestTimeoutMsMax: config.gateway.request_timeout_max_ms,
@@ -212,12 +219,15 @@ async function run(config: Config, log: Logger): Promise<number> {
   stopping = true;
   unregister();
   metricsReady.resolve(undefined);
+  // Watches never finish by themselves: end them now (clients resume on another gateway).
+  watches.close();
   // Stop accepting new calls, let those in flight finish (bounded), then close everything.
   const drained = server.shutdown(DRAIN_MS_MAX);
   await drained;
   metricsAbort.abort();
   await metricsServer?.finished;
   router.close();
+  shardStreams.close();
   gateways?.close();
   view?.close();
   await connecting;

@@ -48,6 +48,12 @@ export interface MachineSpaces {
   readonly meta: KvSpace;
 }
 
+/** Which replica a state machine belongs to. */
+export interface ReplicaIdentity {
+  readonly shardId: number;
+  readonly peerId: number;
+}
+
 /** One replica's state machine, over one generation of its spaces. */
 export interface GroupMachine<R> {
   /**
@@ -82,8 +88,11 @@ export type Prepared<R, M> =
 
 /** The application the driver replicates: requests of type `Op`, results of type `R`. */
 export interface GroupApplication<Op, R, M extends GroupMachine<R>> {
-  /** The state machine of a replica of the shard owning `range`, over `spaces`. */
-  open(spaces: MachineSpaces, range: HashRange): M;
+  /**
+   * The state machine of replica `replica` of the shard owning `range`, over `spaces`: when the
+   * replica opens, and again when a snapshot replaces its state.
+   */
+  open(spaces: MachineSpaces, range: HashRange, replica: ReplicaIdentity): M;
   /**
    * Turns a request into a proposal or a read, on the replica's current state machine; `nowMs`
    * is the driver's wall clock (a leader stamps it into what it proposes).

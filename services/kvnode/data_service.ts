@@ -23,6 +23,8 @@ import { checkRequest, checkTraceId, shardId } from "@tinykv/shard";
 import type { WallClock } from "./driver.ts";
 import type { DataOp, KvDriver } from "./kv_app.ts";
 import { type ItemOutcome, toResponseItem } from "./outcome.ts";
+import type { WatchHub } from "./watch_hub.ts";
+import { watchHandler, type WatchServiceOptions, WatchSweeper } from "./watch_service.ts";
 
 /** Options of {@linkcode kvNodeService}. */
 export interface DataServiceOptions {
@@ -40,10 +42,18 @@ export interface DataServiceOptions {
   readonly responseBytesMax: number;
 }
 
-/** The `KvNode` service of a kvnode. */
-export function kvNodeService(options: DataServiceOptions): ServiceBinding {
+/** The `KvNode` service of a kvnode: the data stream, and watches on `watches`. */
+export function kvNodeService(
+  options: DataServiceOptions & {
+    readonly watches: WatchHub;
+    readonly log?: WatchServiceOptions["log"];
+  },
+): ServiceBinding {
+  const watchOptions = { driver: options.driver, hub: options.watches, log: options.log };
+  const sweeper = new WatchSweeper(watchOptions);
   return bindService(KvNodeService, {
     Batch: (call) => serveStream(call, options),
+    Watch: watchHandler(watchOptions, sweeper),
   });
 }
 

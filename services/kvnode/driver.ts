@@ -380,7 +380,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       record,
       tuning: this.#options.tuning,
       prng: mulberry32(seed),
-      open: (spaces, range) => this.#options.app.open(spaces, range),
+      open: (spaces, range, replica) => this.#options.app.open(spaces, range, replica),
       hooks: this.#replicaHooks,
     });
     this.#awake.add(replica);

@@ -17,11 +17,13 @@ import type {
   MachineSpaces,
   Outcome,
   Prepared,
+  ReplicaIdentity,
 } from "./application.ts";
 import type { Driver, DriverOptions } from "./driver.ts";
 import type { ItemResult } from "./outcome.ts";
 import type { Replica } from "./replica.ts";
 import { type ApplyResult, KvStateMachine, SESSION_TTL_MS_DEFAULT } from "./state_machine.ts";
+import type { EventWindow, WatchChange, WatchHub } from "./watch_hub.ts";
 import { unreachable } from "./_assert.ts";
 
 /** One data-path request of the KV application. */
@@ -38,16 +40,39 @@ export interface KvStamps {
   readonly sessionTtlMs: number;
 }
 
+/** Options of a {@linkcode KvApplication}. */
+export interface KvApplicationOptions extends Partial<KvStamps> {
+  /** The node's watch windows: every replica's changes are recorded there. */
+  readonly watches?: WatchHub;
+}
+
 /** The state machine of one KV replica, as the driver sees it. */
 export class KvMachine implements GroupMachine<ItemResult> {
   /** The KV state machine itself (reads, checks, stats). */
   readonly kv: KvStateMachine;
+  readonly #watches: { readonly hub: WatchHub; window: EventWindow } | undefined;
+  /** The changes of the entry being applied. */
+  #changes: WatchChange[] = [];
 
-  constructor(kv: KvStateMachine) {
+  constructor(kv: KvStateMachine, watches?: { hub: WatchHub; window: EventWindow }) {
     this.kv = kv;
+    this.#watches = watches === undefined ? undefined : { ...watches };
+    if (watches !== undefined) {
+      kv.onChange = (kind, key, value) => this.#changes.push({ kind, key, value });
+    }
   }
 
   apply(entry: Entry): Outcome<ItemResult> {
+    const watches = this.#watches;
+    if (watches === undefined) return this.#apply(entry);
+    this.#changes = [];
+    const outcome = this.#apply(entry);
+    watches.hub.record(watches.window, entry.index, this.#changes);
+    this.#changes = [];
+    return outcome;
+  }
+
+  #apply(entry: Entry): Outcome<ItemResult> {
     let command: Command;
     try {
       command = Command.decode(entry.data);
@@ -62,7 +87,12 @@ export class KvMachine implements GroupMachine<ItemResult> {
   }
 
   restore(data: Uint8Array): { kind: "ok" } | { kind: "invalid"; message: string } {
-    return this.kv.restore(data);
+    const restored = this.kv.restore(data);
+    const watches = this.#watches;
+    if (restored.kind === "ok" && watches !== undefined) {
+      watches.window = watches.hub.restart(watches.window);
+    }
+    return restored;
   }
 
   dataSize(): { keys: number; bytes: number } {
@@ -77,16 +107,21 @@ export class KvMachine implements GroupMachine<ItemResult> {
 /** The KV application: see the module docs. */
 export class KvApplication implements GroupApplication<DataOp, ItemResult, KvMachine> {
   readonly #stamps: KvStamps;
+  readonly #watches: WatchHub | undefined;
 
-  constructor(stamps: Partial<KvStamps> = {}) {
+  constructor(options: KvApplicationOptions = {}) {
     this.#stamps = {
-      valueBytesMax: stamps.valueBytesMax ?? VALUE_BYTES_MAX,
-      sessionTtlMs: stamps.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT,
+      valueBytesMax: options.valueBytesMax ?? VALUE_BYTES_MAX,
+      sessionTtlMs: options.sessionTtlMs ?? SESSION_TTL_MS_DEFAULT,
     };
+    this.#watches = options.watches;
   }
 
-  open(spaces: MachineSpaces, range: HashRange): KvMachine {
-    return new KvMachine(new KvStateMachine(spaces, { range }));
+  open(spaces: MachineSpaces, range: HashRange, replica?: ReplicaIdentity): KvMachine {
+    const kv = new KvStateMachine(spaces, { range });
+    const hub = this.#watches;
+    if (hub === undefined || replica === undefined) return new KvMachine(kv);
+    return new KvMachine(kv, { hub, window: hub.attach(replica.shardId, replica.peerId) });
   }
 
   isLocal(op: DataOp): boolean {

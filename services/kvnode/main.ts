@@ -24,6 +24,7 @@ import { nodeAdminService } from "./admin_service.ts";
 import { kvNodeService } from "./data_service.ts";
 import { Driver } from "./driver.ts";
 import { KvApplication } from "./kv_app.ts";
+import { WatchHub } from "./watch_hub.ts";
 import { nodeIdOf } from "./identity.ts";
 import { kvnodeMetrics } from "./metrics.ts";
 import { joinCluster, Registration } from "./registration.ts";
@@ -112,6 +113,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   });
   const registry = newRegistry();
   const metrics = kvnodeMetrics(registry);
+  const watches = new WatchHub({ bytesMax: config.kvnode.watch_window_bytes });
   const driver = new Driver({
     store,
     nodeId,
@@ -135,6 +137,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     app: new KvApplication({
       valueBytesMax: config.storage.value_bytes_max,
       sessionTtlMs: config.kvnode.session_ttl_ms,
+      watches,
     }),
   });
   const loadedReplicas = driver.load();
@@ -160,6 +163,8 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
         valueBytesMax: config.storage.value_bytes_max,
         streamItemsMax: STREAM_ITEMS_MAX,
         responseBytesMax: Math.floor(config.rpc_server.max_message_bytes / 2),
+        watches,
+        log: nodeLog,
       }),
       nodeAdminService({
         driver,

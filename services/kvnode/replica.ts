@@ -30,7 +30,13 @@ import {
 } from "./snapshot_stream.ts";
 import { ReplicaLog } from "./replica_log.ts";
 import { ENTRY_OVERHEAD_BYTES } from "./raft_codec.ts";
-import type { Failure, GroupMachine, MachineSpaces, Outcome } from "./application.ts";
+import type {
+  Failure,
+  GroupMachine,
+  MachineSpaces,
+  Outcome,
+  ReplicaIdentity,
+} from "./application.ts";
 import { assert } from "./_assert.ts";
 import { AppliedWaiters, ReadRounds } from "./replica_waiters.ts";
 
@@ -106,7 +112,7 @@ export class Replica<R, M extends GroupMachine<R>> {
   readonly record: ReplicaRecord;
   readonly log: ReplicaLog;
   readonly node: RawNode;
-  readonly #open: (spaces: MachineSpaces, range: HashRange) => M;
+  readonly #open: (spaces: MachineSpaces, range: HashRange, replica: ReplicaIdentity) => M;
   #machine: M;
   /** Read views opened for snapshots the core asked for, by snapshot index. */
   readonly #sources = new Map<number, SharedSnapshotSource>();
@@ -131,7 +137,7 @@ export class Replica<R, M extends GroupMachine<R>> {
       tuning: ReplicaTuning;
       prng: Prng;
       /** Opens the application's state machine over one generation of the replica's spaces. */
-      open: (spaces: MachineSpaces, range: HashRange) => M;
+      open: (spaces: MachineSpaces, range: HashRange, replica: ReplicaIdentity) => M;
       hooks?: ReplicaHooks;
     },
   ) {
@@ -185,7 +191,10 @@ export class Replica<R, M extends GroupMachine<R>> {
       sessions: space(SPACE.sessions),
       meta: space(SPACE.meta),
     };
-    return this.#open(spaces, this.record.range);
+    return this.#open(spaces, this.record.range, {
+      shardId: this.record.shardId,
+      peerId: this.record.peerId,
+    });
   }
 
   /**

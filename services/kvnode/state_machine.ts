@@ -458,7 +458,14 @@ export class KvStateMachine {
     writeNumber(this.#spaces.meta, META_BYTES, readNumber(this.#spaces.meta, META_BYTES) + bytes);
   }
 
+  /**
+   * Told of every change to the data as it is made (the watch window's feed, set by
+   * `KvMachine`): a put with its new value, a delete of a key that existed with an empty value.
+   */
+  onChange: ((kind: "put" | "delete", key: Uint8Array, value: Uint8Array) => void) | undefined;
+
   #setData(key: Uint8Array, value: Uint8Array): void {
+    this.onChange?.("put", key, value);
     const previous = this.#spaces.data.get(key);
     this.#spaces.data.put(key, value);
     if (previous === undefined) this.#adjustCounters(1, key.length + value.length);
@@ -468,6 +475,7 @@ export class KvStateMachine {
   #deleteData(key: Uint8Array): boolean {
     const previous = this.#spaces.data.get(key);
     if (previous === undefined) return false;
+    this.onChange?.("delete", key, EMPTY);
     this.#spaces.data.delete(key);
     this.#adjustCounters(-1, -(key.length + previous.length));
     return true;

@@ -154,6 +154,7 @@ export function legalFailure(what: string, error: unknown): Failure {
     case "resourceExhausted":
     case "failedPrecondition":
     case "cancelled":
+    case "outOfRange":
       return {
         kind: "unknown",
         code: error.code,

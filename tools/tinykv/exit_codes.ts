@@ -29,12 +29,14 @@ export type FailureCode =
   | "cancelled"
   | "unauthenticated"
   | "permissionDenied"
-  | "unimplemented";
+  | "unimplemented"
+  | "outOfRange";
 
 /** The exit code of a failure of kind `code`. */
 export function exitCodeOf(code: FailureCode): number {
   switch (code) {
     case "invalidArgument":
+    case "outOfRange":
       return EXIT.invalidArgument;
     case "unavailable":
     case "deadlineExceeded":

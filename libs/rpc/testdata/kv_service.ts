@@ -133,5 +133,6 @@ export function kvTestService(
       return rpcOk(response);
     },
     Txn: () => rpcFailure("unimplemented", "The test KV service has no Txn"),
+    Watch: (call) => call.end(),
   }, options);
 }

@@ -62,6 +62,11 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "requestType": "TxnRequest",
                   "responseType": "TxnResponse",
                 },
+                "Watch": {
+                  "requestType": "WatchRequest",
+                  "responseType": "WatchResponse",
+                  "responseStream": true,
+                },
               },
             },
             "KeyValue": {
@@ -394,12 +399,92 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 },
               },
             },
+            "WatchPosition": {
+              "fields": {
+                "shard": {
+                  "type": "uint32",
+                  "id": 1,
+                },
+                "index": {
+                  "type": "uint64",
+                  "id": 2,
+                },
+              },
+            },
+            "WatchRequest": {
+              "fields": {
+                "key": {
+                  "type": "bytes",
+                  "id": 1,
+                },
+                "prefix": {
+                  "type": "bool",
+                  "id": 2,
+                },
+                "start": {
+                  "rule": "repeated",
+                  "type": "WatchPosition",
+                  "id": 3,
+                },
+              },
+            },
+            "WatchEvent": {
+              "fields": {
+                "kind": {
+                  "type": "Kind",
+                  "id": 1,
+                },
+                "key": {
+                  "type": "bytes",
+                  "id": 2,
+                },
+                "value": {
+                  "type": "bytes",
+                  "id": 3,
+                },
+                "shard": {
+                  "type": "uint32",
+                  "id": 4,
+                },
+                "index": {
+                  "type": "uint64",
+                  "id": 5,
+                },
+              },
+              "nested": {
+                "Kind": {
+                  "values": {
+                    "PUT": 0,
+                    "DELETE": 1,
+                  },
+                },
+              },
+            },
+            "WatchResponse": {
+              "fields": {
+                "events": {
+                  "rule": "repeated",
+                  "type": "WatchEvent",
+                  "id": 1,
+                },
+                "positions": {
+                  "rule": "repeated",
+                  "type": "WatchPosition",
+                  "id": 2,
+                },
+              },
+            },
             "KvNode": {
               "methods": {
                 "Batch": {
                   "requestType": "BatchRequest",
                   "requestStream": true,
                   "responseType": "BatchResponse",
+                  "responseStream": true,
+                },
+                "Watch": {
+                  "requestType": "ShardWatchRequest",
+                  "responseType": "ShardWatchResponse",
                   "responseStream": true,
                 },
               },
@@ -475,6 +560,51 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "txn": {
                   "type": "TxnRequest",
                   "id": 16,
+                },
+              },
+            },
+            "ShardWatchRequest": {
+              "fields": {
+                "shardId": {
+                  "type": "uint32",
+                  "id": 1,
+                },
+                "confEpoch": {
+                  "type": "uint64",
+                  "id": 2,
+                },
+                "start": {
+                  "type": "bytes",
+                  "id": 3,
+                },
+                "end": {
+                  "type": "bytes",
+                  "id": 4,
+                },
+                "resume": {
+                  "type": "bool",
+                  "id": 5,
+                },
+                "afterIndex": {
+                  "type": "uint64",
+                  "id": 6,
+                },
+                "traceId": {
+                  "type": "string",
+                  "id": 7,
+                },
+              },
+            },
+            "ShardWatchResponse": {
+              "fields": {
+                "events": {
+                  "rule": "repeated",
+                  "type": "WatchEvent",
+                  "id": 1,
+                },
+                "index": {
+                  "type": "uint64",
+                  "id": 2,
                 },
               },
             },
@@ -1893,6 +2023,19 @@ export const TxnOp_Kind = {
  */
 export type TxnOp_Kind = (typeof TxnOp_Kind)[keyof typeof TxnOp_Kind];
 
+/** The enum `tinykv.v1.WatchEvent.Kind`. */
+export const WatchEvent_Kind = {
+  /** The key was set (created or replaced) to `value`. */
+  PUT: 0,
+  /** The key was removed. */
+  DELETE: 1,
+} as const;
+/**
+ * A value of `tinykv.v1.WatchEvent.Kind`. Decoding may yield numbers outside this union
+ * (proto3 enums are open): handle them as unknown.
+ */
+export type WatchEvent_Kind = (typeof WatchEvent_Kind)[keyof typeof WatchEvent_Kind];
+
 /** The enum `tinykv.v1.ItemFailure.Kind`. */
 export const ItemFailure_Kind = {
   /** Never sent. */
@@ -2521,6 +2664,152 @@ export const TxnResponse: MessageCodec<TxnResponse> = messageCodec(
   checkNothing,
 );
 
+/**
+ * Where a watch stands in one shard: every change of the watched keys in that shard up to its
+ * applied index `index` was delivered.
+ */
+export interface WatchPosition {
+  /** The field `shard = 1`. */
+  shard: number;
+  /** The field `index = 2`. */
+  index: number;
+}
+
+function fromWatchPosition(m: unknown): WatchPosition {
+  const r = asRecord(m);
+  return {
+    shard: toFloat(r.shard),
+    index: toSafeInteger(r.index, "tinykv.v1.WatchPosition.index"),
+  };
+}
+
+function checkWatchPosition(m: WatchPosition): void {
+  checkInteger(m.shard, "uint32", "tinykv.v1.WatchPosition.shard");
+  checkInteger(m.index, "uint64", "tinykv.v1.WatchPosition.index");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.WatchPosition`. */
+export const WatchPosition: MessageCodec<WatchPosition> = messageCodec(
+  "tinykv.v1.WatchPosition",
+  fromWatchPosition,
+  checkWatchPosition,
+);
+
+/** What to watch, and from where. */
+export interface WatchRequest {
+  /**
+   * The key: 1 B to 4 KiB; with `prefix`, every key starting with it (0 B to 4 KiB: empty is every
+   * key).
+   */
+  key: Uint8Array;
+  /** The field `prefix = 2`. */
+  prefix: boolean;
+  /**
+   * Where to resume: for each shard listed, the changes after its `index` (positions a watch
+   * reported); a shard not listed starts now. At most one position per shard, and only shards the
+   * watch covers.
+   */
+  start: WatchPosition[];
+}
+
+function fromWatchRequest(m: unknown): WatchRequest {
+  const r = asRecord(m);
+  return {
+    key: toBytes(r.key),
+    prefix: toBool(r.prefix),
+    start: toArray(r.start, "tinykv.v1.WatchRequest.start", fromWatchPosition),
+  };
+}
+
+function checkWatchRequest(m: WatchRequest): void {
+  for (const x of m.start) {
+    checkWatchPosition(x);
+  }
+}
+
+/** Encodes, decodes and creates `tinykv.v1.WatchRequest`. */
+export const WatchRequest: MessageCodec<WatchRequest> = messageCodec(
+  "tinykv.v1.WatchRequest",
+  fromWatchRequest,
+  checkWatchRequest,
+);
+
+/** One change of one key. */
+export interface WatchEvent {
+  /** The field `kind = 1`. */
+  kind: WatchEvent_Kind;
+  /** The field `key = 2`. */
+  key: Uint8Array;
+  /** PUT: the new value. DELETE: empty. */
+  value: Uint8Array;
+  /**
+   * The shard of the key, and the applied index of the change in that shard's log. The changes of
+   * one Txn share an index.
+   */
+  shard: number;
+  /** The field `index = 5`. */
+  index: number;
+}
+
+function fromWatchEvent(m: unknown): WatchEvent {
+  const r = asRecord(m);
+  return {
+    kind: toEnum<WatchEvent_Kind>(r.kind),
+    key: toBytes(r.key),
+    value: toBytes(r.value),
+    shard: toFloat(r.shard),
+    index: toSafeInteger(r.index, "tinykv.v1.WatchEvent.index"),
+  };
+}
+
+function checkWatchEvent(m: WatchEvent): void {
+  checkInteger(m.shard, "uint32", "tinykv.v1.WatchEvent.shard");
+  checkInteger(m.index, "uint64", "tinykv.v1.WatchEvent.index");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.WatchEvent`. */
+export const WatchEvent: MessageCodec<WatchEvent> = messageCodec(
+  "tinykv.v1.WatchEvent",
+  fromWatchEvent,
+  checkWatchEvent,
+);
+
+/** Events, and the positions they reach. */
+export interface WatchResponse {
+  /** In each key's order; the events of one Txn arrive in one response. */
+  events: WatchEvent[];
+  /**
+   * The position reached in each shard that moved (every shard watched, in the first response).
+   * Positions also move without events, at most every half second, as shards apply other keys'
+   * changes.
+   */
+  positions: WatchPosition[];
+}
+
+function fromWatchResponse(m: unknown): WatchResponse {
+  const r = asRecord(m);
+  return {
+    events: toArray(r.events, "tinykv.v1.WatchResponse.events", fromWatchEvent),
+    positions: toArray(r.positions, "tinykv.v1.WatchResponse.positions", fromWatchPosition),
+  };
+}
+
+function checkWatchResponse(m: WatchResponse): void {
+  for (const x of m.events) {
+    checkWatchEvent(x);
+  }
+  for (const x of m.positions) {
+    checkWatchPosition(x);
+  }
+}
+
+/** Encodes, decodes and creates `tinykv.v1.WatchResponse`. */
+export const WatchResponse: MessageCodec<WatchResponse> = messageCodec(
+  "tinykv.v1.WatchResponse",
+  fromWatchResponse,
+  checkWatchResponse,
+);
+
 /** Many requests, each answered on its own. */
 export interface BatchRequest {
   /** The field `items = 1`. */
@@ -2649,6 +2938,86 @@ export const RequestItem: MessageCodec<RequestItem> = messageCodec(
   "tinykv.v1.RequestItem",
   fromRequestItem,
   checkRequestItem,
+);
+
+/** One shard's part of a watch. */
+export interface ShardWatchRequest {
+  /** The field `shard_id = 1`. */
+  shardId: number;
+  /** As in RequestItem: 0 skips the check. */
+  confEpoch: number;
+  /** The first key watched (inclusive; empty: from the first key). */
+  start: Uint8Array;
+  /** The key to stop before (exclusive; empty: to the last key). */
+  end: Uint8Array;
+  /**
+   * Set: the changes after `after_index`. Unset: the changes after the leader's applied index
+   * when the watch starts.
+   */
+  resume: boolean;
+  /** The field `after_index = 6`. */
+  afterIndex: number;
+  /** Set when the client asked to follow this request (as in RequestItem). */
+  traceId: string;
+}
+
+function fromShardWatchRequest(m: unknown): ShardWatchRequest {
+  const r = asRecord(m);
+  return {
+    shardId: toFloat(r.shardId),
+    confEpoch: toSafeInteger(r.confEpoch, "tinykv.v1.ShardWatchRequest.confEpoch"),
+    start: toBytes(r.start),
+    end: toBytes(r.end),
+    resume: toBool(r.resume),
+    afterIndex: toSafeInteger(r.afterIndex, "tinykv.v1.ShardWatchRequest.afterIndex"),
+    traceId: toText(r.traceId),
+  };
+}
+
+function checkShardWatchRequest(m: ShardWatchRequest): void {
+  checkInteger(m.shardId, "uint32", "tinykv.v1.ShardWatchRequest.shardId");
+  checkInteger(m.confEpoch, "uint64", "tinykv.v1.ShardWatchRequest.confEpoch");
+  checkInteger(m.afterIndex, "uint64", "tinykv.v1.ShardWatchRequest.afterIndex");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ShardWatchRequest`. */
+export const ShardWatchRequest: MessageCodec<ShardWatchRequest> = messageCodec(
+  "tinykv.v1.ShardWatchRequest",
+  fromShardWatchRequest,
+  checkShardWatchRequest,
+);
+
+/**
+ * Changes of one shard, in index order, and the index they reach: every change of the watched
+ * keys up to `index` was sent. The first message carries the starting index and no events.
+ */
+export interface ShardWatchResponse {
+  /** The field `events = 1`. */
+  events: WatchEvent[];
+  /** The field `index = 2`. */
+  index: number;
+}
+
+function fromShardWatchResponse(m: unknown): ShardWatchResponse {
+  const r = asRecord(m);
+  return {
+    events: toArray(r.events, "tinykv.v1.ShardWatchResponse.events", fromWatchEvent),
+    index: toSafeInteger(r.index, "tinykv.v1.ShardWatchResponse.index"),
+  };
+}
+
+function checkShardWatchResponse(m: ShardWatchResponse): void {
+  for (const x of m.events) {
+    checkWatchEvent(x);
+  }
+  checkInteger(m.index, "uint64", "tinykv.v1.ShardWatchResponse.index");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ShardWatchResponse`. */
+export const ShardWatchResponse: MessageCodec<ShardWatchResponse> = messageCodec(
+  "tinykv.v1.ShardWatchResponse",
+  fromShardWatchResponse,
+  checkShardWatchResponse,
 );
 
 /** Many responses, in any order. */
@@ -4697,6 +5066,16 @@ export interface KVServiceDefinition extends grpc.ServiceDefinition {
    * INVALID_ARGUMENT. A Txn whose compares fail is OK with `succeeded = false`.
    */
   readonly Txn: UnaryMethodDefinition<TxnRequest, TxnResponse>;
+  /**
+   * Streams the changes of one key, or of every key under a prefix: each put and each delete that
+   * applies after the watch starts, once and in each key's order, with its shard and that shard's
+   * applied index. The first response lists the starting position in every shard watched (the
+   * watch has started); later ones carry events and the positions they reach. A client that
+   * resumes with the last positions it saw misses nothing and sees nothing twice. A position the
+   * shard no longer holds is OUT_OF_RANGE naming the oldest it holds; a watcher too slow to take
+   * its events is cut with RESOURCE_EXHAUSTED (docs/design.md "Watch").
+   */
+  readonly Watch: ServerStreamMethodDefinition<WatchRequest, WatchResponse>;
 }
 
 /** The key-value client API served by every gateway. */
@@ -4764,6 +5143,15 @@ export const KVService: KVServiceDefinition = {
     responseSerialize: serializer(TxnResponse),
     responseDeserialize: deserializer(TxnResponse),
   },
+  Watch: {
+    path: "/tinykv.v1.KV/Watch",
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: serializer(WatchRequest),
+    requestDeserialize: deserializer(WatchRequest),
+    responseSerialize: serializer(WatchResponse),
+    responseDeserialize: deserializer(WatchResponse),
+  },
 };
 
 /** grpc-js server handlers for `tinykv.v1.KV` (raw callback style). */
@@ -4794,6 +5182,16 @@ export interface KVHandlers extends grpc.UntypedServiceImplementation {
    * INVALID_ARGUMENT. A Txn whose compares fail is OK with `succeeded = false`.
    */
   Txn: grpc.handleUnaryCall<TxnRequest, TxnResponse>;
+  /**
+   * Streams the changes of one key, or of every key under a prefix: each put and each delete that
+   * applies after the watch starts, once and in each key's order, with its shard and that shard's
+   * applied index. The first response lists the starting position in every shard watched (the
+   * watch has started); later ones carry events and the positions they reach. A client that
+   * resumes with the last positions it saw misses nothing and sees nothing twice. A position the
+   * shard no longer holds is OUT_OF_RANGE naming the oldest it holds; a watcher too slow to take
+   * its events is cut with RESOURCE_EXHAUSTED (docs/design.md "Watch").
+   */
+  Watch: grpc.handleServerStreamingCall<WatchRequest, WatchResponse>;
 }
 
 /** A grpc-js client of `tinykv.v1.KV`, as `createGrpcClient(KVService, …)` returns it. */
@@ -4859,12 +5257,34 @@ export interface KVClient extends grpc.Client {
     options: grpc.CallOptions,
     callback: grpc.requestCallback<TxnResponse>,
   ): grpc.ClientUnaryCall;
+  /**
+   * Streams the changes of one key, or of every key under a prefix: each put and each delete that
+   * applies after the watch starts, once and in each key's order, with its shard and that shard's
+   * applied index. The first response lists the starting position in every shard watched (the
+   * watch has started); later ones carry events and the positions they reach. A client that
+   * resumes with the last positions it saw misses nothing and sees nothing twice. A position the
+   * shard no longer holds is OUT_OF_RANGE naming the oldest it holds; a watcher too slow to take
+   * its events is cut with RESOURCE_EXHAUSTED (docs/design.md "Watch").
+   */
+  Watch(
+    request: WatchRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+  ): grpc.ClientReadableStream<WatchResponse>;
 }
 
 /** The methods of `tinykv.v1.KvNode`, typed for `libs/rpc` and grpc-js. */
 export interface KvNodeServiceDefinition extends grpc.ServiceDefinition {
   /** The method `Batch`. */
   readonly Batch: BidiStreamMethodDefinition<BatchRequest, BatchResponse>;
+  /**
+   * The changes of one shard's keys in [start, end), served by the shard's leader from the
+   * window of recent changes every replica keeps (docs/design.md "Watch"). The stream ends with
+   * UNAVAILABLE when this replica stops leading, is removed or installs a snapshot (resume on the
+   * leader from the last index); OUT_OF_RANGE when `after_index` is older than the window;
+   * RESOURCE_EXHAUSTED when the caller fell behind the window.
+   */
+  readonly Watch: ServerStreamMethodDefinition<ShardWatchRequest, ShardWatchResponse>;
 }
 
 /**
@@ -4882,12 +5302,29 @@ export const KvNodeService: KvNodeServiceDefinition = {
     responseSerialize: serializer(BatchResponse),
     responseDeserialize: deserializer(BatchResponse),
   },
+  Watch: {
+    path: "/tinykv.v1.KvNode/Watch",
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: serializer(ShardWatchRequest),
+    requestDeserialize: deserializer(ShardWatchRequest),
+    responseSerialize: serializer(ShardWatchResponse),
+    responseDeserialize: deserializer(ShardWatchResponse),
+  },
 };
 
 /** grpc-js server handlers for `tinykv.v1.KvNode` (raw callback style). */
 export interface KvNodeHandlers extends grpc.UntypedServiceImplementation {
   /** The method `Batch`. */
   Batch: grpc.handleBidiStreamingCall<BatchRequest, BatchResponse>;
+  /**
+   * The changes of one shard's keys in [start, end), served by the shard's leader from the
+   * window of recent changes every replica keeps (docs/design.md "Watch"). The stream ends with
+   * UNAVAILABLE when this replica stops leading, is removed or installs a snapshot (resume on the
+   * leader from the last index); OUT_OF_RANGE when `after_index` is older than the window;
+   * RESOURCE_EXHAUSTED when the caller fell behind the window.
+   */
+  Watch: grpc.handleServerStreamingCall<ShardWatchRequest, ShardWatchResponse>;
 }
 
 /** A grpc-js client of `tinykv.v1.KvNode`, as `createGrpcClient(KvNodeService, …)` returns it. */
@@ -4897,6 +5334,18 @@ export interface KvNodeClient extends grpc.Client {
     metadata: grpc.Metadata,
     options: grpc.CallOptions,
   ): grpc.ClientDuplexStream<BatchRequest, BatchResponse>;
+  /**
+   * The changes of one shard's keys in [start, end), served by the shard's leader from the
+   * window of recent changes every replica keeps (docs/design.md "Watch"). The stream ends with
+   * UNAVAILABLE when this replica stops leading, is removed or installs a snapshot (resume on the
+   * leader from the last index); OUT_OF_RANGE when `after_index` is older than the window;
+   * RESOURCE_EXHAUSTED when the caller fell behind the window.
+   */
+  Watch(
+    request: ShardWatchRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+  ): grpc.ClientReadableStream<ShardWatchResponse>;
 }
 
 /** The methods of `tinykv.v1.NodeAdmin`, typed for `libs/rpc` and grpc-js. */

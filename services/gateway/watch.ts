@@ -1,0 +1,551 @@
+/**
+ * Watches on a gateway (docs/design.md "Watch"): one client watch is a `KvNode.Watch` stream to
+ * the leader of every shard it covers (one shard for a key, or for a prefix holding a hash tag;
+ * every shard for any other prefix or range), merged into one stream of events and positions.
+ *
+ * Each shard's part remembers the last index it reached; when its stream ends for a reason a
+ * retry can cure (the replica stopped leading, moved, restarted, the gateway lost the node), the
+ * gateway opens it again on the shard's leader from that index, so nothing is missed and nothing
+ * is sent twice. Positions the shard no longer holds, bad requests and a watcher cut for being
+ * slow end the client's watch with that status.
+ *
+ * Flow control: when the client's stream takes no more, every shard stream of that watch is
+ * paused, so the gateway holds at most what is already in flight; the kvnode's window then
+ * decides when a watcher is too slow.
+ *
+ * @module
+ */
+import * as grpc from "@grpc/grpc-js";
+import {
+  KvNodeService,
+  type ShardWatchRequest,
+  type ShardWatchResponse,
+  type WatchEvent,
+  type WatchPosition,
+  type WatchRequest,
+  type WatchResponse,
+} from "@tinykv/proto/tinykv/v1";
+import type { KvRouter } from "@tinykv/client";
+import {
+  type ClientSecurity,
+  createGrpcClient,
+  failureFromError,
+  type RpcFailure,
+  rpcFailure,
+  toServerError,
+} from "@tinykv/rpc";
+import {
+  compareBytes,
+  hashTag,
+  KEY_BYTES_MAX,
+  type ShardId,
+  shardId as toShardId,
+} from "@tinykv/shard";
+
+/** The trailer a kvnode names the shard's leader in (kvnode watch_service.ts). */
+const LEADER_ADDRESS_TRAILER = "tinykv-leader-address";
+/** Watches one gateway serves at once. */
+export const GATEWAY_WATCHES_MAX = 4096;
+/** The wait for a shard map before a watch fails. */
+const MAP_WAIT_MS = 5000;
+/** The pause before opening a shard's stream again: from the first to the longest. */
+const RETRY_MIN_MS = 25;
+const RETRY_MAX_MS = 1000;
+
+/** One open `KvNode.Watch` call, as the gateway uses it. */
+export interface ShardStream {
+  pause(): void;
+  resume(): void;
+  cancel(): void;
+}
+
+/** What a {@linkcode ShardStream} reports. */
+export interface ShardStreamEvents {
+  onMessage(response: ShardWatchResponse): void;
+  /** The call ended: always with a failure (a watch never ends by itself). */
+  onEnd(failure: RpcFailure, leaderAddress: string | undefined): void;
+}
+
+/** Opens `KvNode.Watch` calls (gRPC; a fake in tests). */
+export type OpenShardStream = (
+  address: string,
+  request: ShardWatchRequest,
+  events: ShardStreamEvents,
+) => ShardStream;
+
+/** `KvNode.Watch` over gRPC, one channel per kvnode address. */
+export function grpcShardStreams(
+  options: { readonly maxMessageBytes: number; readonly security?: ClientSecurity },
+): { open: OpenShardStream; close(): void } {
+  const clients = new Map<string, ReturnType<typeof createGrpcClient<typeof KvNodeService>>>();
+  const clientOf = (address: string) => {
+    let client = clients.get(address);
+    if (client === undefined) {
+      client = createGrpcClient(KvNodeService, address, {
+        maxMessageBytes: options.maxMessageBytes,
+        ...options.security,
+      });
+      clients.set(address, client);
+    }
+    return client;
+  };
+  return {
+    open(address, request, events) {
+      const call = clientOf(address).Watch(request, new grpc.Metadata(), {});
+      let ended = false;
+      call.on("data", (response: ShardWatchResponse) => {
+        if (!ended) events.onMessage(response);
+      });
+      call.on("error", (error: grpc.ServiceError) => {
+        if (ended) return;
+        ended = true;
+        const leader = error.metadata?.get(LEADER_ADDRESS_TRAILER)[0];
+        events.onEnd(failureFromError(error), typeof leader === "string" ? leader : undefined);
+      });
+      call.on("end", () => {
+        // A clean end without a status error: the kvnode went away in an orderly way.
+        setImmediate(() => {
+          if (ended) return;
+          ended = true;
+          events.onEnd(rpcFailure("unavailable", `Watch stream from ${address} ended`), undefined);
+        });
+      });
+      return {
+        pause: () => call.pause(),
+        resume: () => call.resume(),
+        cancel: () => {
+          ended = true;
+          call.cancel();
+        },
+      };
+    },
+    close() {
+      for (const client of clients.values()) client.close();
+      clients.clear();
+    },
+  };
+}
+
+/** A watch's keys: `[start, end)`, `end` undefined meaning to the last key. */
+export interface WatchRange {
+  readonly start: Uint8Array;
+  readonly end: Uint8Array | undefined;
+}
+
+/** Where a merged watch's messages go. */
+export interface WatchOutput {
+  /** Sends a response; false asks for no more until {@linkcode GatewayWatch.resume}. */
+  send(response: WatchResponse): boolean;
+  /** The watch ended with `failure` (once; not after {@linkcode GatewayWatch.cancel}). */
+  end(failure: RpcFailure): void;
+}
+
+/** Options of {@linkcode GatewayWatches}. */
+export interface GatewayWatchesOptions {
+  readonly router: Pick<
+    KvRouter,
+    "candidates" | "noteLeader" | "mapChanged" | "shards" | "shardOf"
+  >;
+  readonly open: OpenShardStream;
+  readonly log?: { warn(message: string, fields: Record<string, unknown>): void };
+  readonly watchesMax?: number;
+}
+
+/** The watches of one gateway. */
+export class GatewayWatches {
+  readonly #options: GatewayWatchesOptions;
+  readonly #open = new Set<GatewayWatch>();
+  #closed = false;
+
+  constructor(options: GatewayWatchesOptions) {
+    this.#options = options;
+  }
+
+  /** Watches open now. */
+  get count(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Starts a watch of `range` from `start` (shard → index; shards not named start now), or
+   * returns why it cannot start. `traceId` follows it to the kvnodes.
+   */
+  async start(
+    range: WatchRange,
+    start: ReadonlyMap<number, number>,
+    output: WatchOutput,
+    traceId = "",
+  ): Promise<GatewayWatch | RpcFailure> {
+    if (this.#closed) return rpcFailure("unavailable", "The gateway is stopping");
+    const max = this.#options.watchesMax ?? GATEWAY_WATCHES_MAX;
+    if (this.#open.size >= max) {
+      return rpcFailure("resourceExhausted", `The gateway serves ${max} watches: the limit`);
+    }
+    const shards = await this.#shardsOf(range);
+    if (shards === undefined) {
+      return rpcFailure("unavailable", `No shard map is known yet after ${MAP_WAIT_MS} ms`);
+    }
+    for (const id of start.keys()) {
+      if (!shards.includes(toShardId(id))) {
+        return rpcFailure(
+          "invalidArgument",
+          `Watch start position names shard ${id}, which the watch does not cover ` +
+            `(it covers ${describeShards(shards)})`,
+        );
+      }
+    }
+    const watch = new GatewayWatch(this.#options, range, shards, start, output, traceId, () => {
+      this.#open.delete(watch);
+    });
+    this.#open.add(watch);
+    watch.begin();
+    return watch;
+  }
+
+  /** Ends every watch (the gateway is stopping). */
+  close(): void {
+    this.#closed = true;
+    for (const watch of [...this.#open]) {
+      watch.fail(rpcFailure("unavailable", "The gateway is stopping: resume on another one"));
+    }
+  }
+
+  async #shardsOf(range: WatchRange): Promise<ShardId[] | undefined> {
+    const until = Date.now() + MAP_WAIT_MS;
+    while (true) {
+      const shards = this.#options.router.shards();
+      if (shards !== undefined) {
+        const single = singleShardKey(range);
+        if (single === undefined) return shards;
+        const entry = this.#options.router.shardOf(single);
+        if (entry !== undefined) return [entry.id];
+      }
+      const left = until - Date.now();
+      if (left <= 0) return undefined;
+      await this.#options.router.mapChanged(Math.min(left, 200));
+    }
+  }
+}
+
+/**
+ * A key every key of `range` shares a shard with, when there is one: a single key, or a prefix
+ * holding a whole hash tag (every key under it has the same tag).
+ */
+export function singleShardKey(range: WatchRange): Uint8Array | undefined {
+  const { start, end } = range;
+  if (end === undefined) return undefined;
+  if (end.length === start.length + 1 && end[start.length] === 0 && startsWith(end, start)) {
+    return start;
+  }
+  const prefixEnd = prefixEndOf(start);
+  if (
+    prefixEnd !== undefined && compareBytes(prefixEnd, end) === 0 && hashTag(start) !== undefined
+  ) {
+    return start;
+  }
+  return undefined;
+}
+
+/** The first key after every key starting with `prefix`; undefined when there is none. */
+export function prefixEndOf(prefix: Uint8Array): Uint8Array | undefined {
+  for (let i = prefix.length - 1; i >= 0; i--) {
+    if (prefix[i] !== 0xff) {
+      const end = prefix.slice(0, i + 1);
+      end[i]++;
+      return end;
+    }
+  }
+  return undefined;
+}
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
+  return true;
+}
+
+function describeShards(shards: readonly ShardId[]): string {
+  return shards.length === 1 ? `shard ${shards[0]}` : `shards ${shards.join(", ")}`;
+}
+
+/** One shard's part of a watch. */
+interface ShardPart {
+  readonly id: ShardId;
+  /** The last index reached; undefined until the first stream started (a watch from now). */
+  position: number | undefined;
+  stream: ShardStream | undefined;
+  started: boolean;
+  attempts: number;
+  retry: ReturnType<typeof setTimeout> | undefined;
+  lastProblem: string;
+  /** Messages that arrived before every shard started, sent once they have. */
+  held: ShardWatchResponse[];
+}
+
+/** One client watch, merged over its shards. */
+export class GatewayWatch {
+  readonly #options: GatewayWatchesOptions;
+  readonly #range: WatchRange;
+  readonly #parts: ShardPart[];
+  readonly #output: WatchOutput;
+  readonly #traceId: string;
+  readonly #onClosed: () => void;
+  #announced = false;
+  #paused = false;
+  #closed = false;
+
+  constructor(
+    options: GatewayWatchesOptions,
+    range: WatchRange,
+    shards: readonly ShardId[],
+    start: ReadonlyMap<number, number>,
+    output: WatchOutput,
+    traceId: string,
+    onClosed: () => void,
+  ) {
+    this.#options = options;
+    this.#range = range;
+    this.#output = output;
+    this.#traceId = traceId;
+    this.#onClosed = onClosed;
+    this.#parts = shards.map((id) => ({
+      id,
+      position: start.get(id),
+      stream: undefined,
+      started: false,
+      attempts: 0,
+      retry: undefined,
+      lastProblem: "",
+      held: [],
+    }));
+  }
+
+  /** Where the watch stands in each shard it has started in. */
+  positions(): WatchPosition[] {
+    return this.#parts.filter((part) => part.position !== undefined)
+      .map((part) => ({ shard: part.id, index: part.position! }));
+  }
+
+  begin(): void {
+    for (const part of this.#parts) this.#connect(part);
+  }
+
+  /** The client's stream takes messages again. */
+  resume(): void {
+    if (this.#closed || !this.#paused) return;
+    this.#paused = false;
+    for (const part of this.#parts) if (part.started) part.stream?.resume();
+  }
+
+  /** The client went away: stop everything, report nothing. */
+  cancel(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const part of this.#parts) {
+      clearTimeout(part.retry);
+      part.stream?.cancel();
+    }
+    this.#onClosed();
+  }
+
+  /** Ends the watch with `failure`. */
+  fail(failure: RpcFailure): void {
+    if (this.#closed) return;
+    this.cancel();
+    this.#output.end(failure);
+  }
+
+  #connect(part: ShardPart): void {
+    if (this.#closed) return;
+    part.retry = undefined;
+    const target = this.#options.router.candidates(part.id);
+    const address = target?.addresses[part.attempts % Math.max(1, target.addresses.length)];
+    if (target === undefined || address === undefined) {
+      part.lastProblem = target === undefined
+        ? `shard ${part.id} is not in the shard map`
+        : `shard ${part.id} has no replica with a known address`;
+      this.#retryLater(part);
+      return;
+    }
+    const request: ShardWatchRequest = {
+      shardId: part.id,
+      confEpoch: target.confEpoch,
+      start: this.#range.start,
+      end: this.#range.end ?? new Uint8Array(0),
+      resume: part.position !== undefined,
+      afterIndex: part.position ?? 0,
+      traceId: this.#traceId,
+    };
+    let fresh = true;
+    part.stream = this.#options.open(address, request, {
+      onMessage: (response) => {
+        if (this.#closed) return;
+        if (fresh) {
+          fresh = false;
+          part.attempts = 0;
+          this.#options.router.noteLeader(part.id, address);
+        }
+        this.#receive(part, response);
+      },
+      onEnd: (failure, leaderAddress) => {
+        if (this.#closed) return;
+        part.stream = undefined;
+        part.lastProblem = `shard ${part.id} at ${address}: ${failure.message}`;
+        if (!retryable(failure)) {
+          this.fail(rpcFailure(failure.kind, `Shard ${part.id}: ${failure.message}`));
+          return;
+        }
+        if (leaderAddress !== undefined && leaderAddress !== "" && leaderAddress !== address) {
+          this.#options.router.noteLeader(part.id, leaderAddress);
+          part.attempts = 0;
+          this.#connect(part);
+          return;
+        }
+        this.#options.router.noteLeader(part.id, undefined);
+        this.#retryLater(part);
+      },
+    });
+    // A stream opened again while the client's stream is full, or before every shard started,
+    // waits with the others.
+    if (part.started && (this.#paused || !this.#announced)) part.stream.pause();
+  }
+
+  #retryLater(part: ShardPart): void {
+    part.attempts++;
+    if (part.attempts === 20) {
+      this.#options.log?.warn("Watch cannot reach a shard's leader", {
+        shard: part.id,
+        problem: part.lastProblem,
+      });
+    }
+    const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(part.attempts, 10));
+    part.retry = setTimeout(() => this.#connect(part), delay * (0.5 + Math.random() / 2));
+  }
+
+  #receive(part: ShardPart, response: ShardWatchResponse): void {
+    if (!part.started) {
+      part.started = true;
+      part.position = response.index;
+      if (!this.#announced) {
+        // Hold this shard until every shard has started, so the first message lists them all.
+        part.stream?.pause();
+        if (this.#parts.every((p) => p.started)) this.#announce();
+      }
+      return;
+    }
+    if (!this.#announced) {
+      // A message that was on its way when the stream was paused.
+      part.held.push(response);
+      return;
+    }
+    this.#forward(part, response);
+  }
+
+  #forward(part: ShardPart, response: ShardWatchResponse): void {
+    if (response.index <= (part.position ?? 0) && response.events.length === 0) return;
+    const events: WatchEvent[] = response.events.filter((event) =>
+      event.index > (part.position ?? 0)
+    );
+    part.position = Math.max(part.position ?? 0, response.index);
+    this.#send({ events, positions: [{ shard: part.id, index: part.position }] });
+  }
+
+  #announce(): void {
+    this.#announced = true;
+    this.#send({ events: [], positions: this.positions() });
+    for (const part of this.#parts) {
+      for (const response of part.held.splice(0)) this.#forward(part, response);
+    }
+    if (!this.#paused) { for (const part of this.#parts) part.stream?.resume(); }
+  }
+
+  #send(response: WatchResponse): void {
+    if (this.#closed) return;
+    if (!this.#output.send(response) && !this.#paused) {
+      this.#paused = true;
+      for (const part of this.#parts) part.stream?.pause();
+    }
+  }
+}
+
+/** Whether a shard stream that ended with `failure` should be opened again. */
+function retryable(failure: RpcFailure): boolean {
+  switch (failure.kind) {
+    case "unavailable":
+    case "deadlineExceeded":
+    case "cancelled":
+    case "internal":
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** Checks a `tinykv.v1.KV/Watch` request; returns its range and start, or why it is invalid. */
+export function parseWatchRequest(
+  request: WatchRequest,
+): { range: WatchRange; start: Map<number, number> } | { message: string } {
+  const { key, prefix } = request;
+  if (key.length > KEY_BYTES_MAX) {
+    return { message: `Key has ${key.length} bytes: the maximum is ${KEY_BYTES_MAX}` };
+  }
+  if (!prefix && key.length === 0) {
+    return { message: "Key has 0 bytes: the minimum is 1 (set prefix to watch every key)" };
+  }
+  const start = new Map<number, number>();
+  for (const position of request.start) {
+    if (start.has(position.shard)) {
+      return { message: `Watch start names shard ${position.shard} twice` };
+    }
+    if (!Number.isSafeInteger(position.index)) {
+      return {
+        message: `Watch start index ${position.index} of shard ${position.shard} is too large`,
+      };
+    }
+    start.set(position.shard, position.index);
+  }
+  const end = prefix ? prefixEndOf(key) : concatZero(key);
+  return { range: { start: key, end }, start };
+}
+
+function concatZero(key: Uint8Array): Uint8Array {
+  const end = new Uint8Array(key.length + 1);
+  end.set(key);
+  return end;
+}
+
+type WatchCall = grpc.ServerWritableStream<WatchRequest, WatchResponse>;
+
+/** The `tinykv.v1.KV/Watch` handler over `watches`. */
+export function watchHandler(
+  watches: GatewayWatches,
+  traceOf: (call: WatchCall) => string | RpcFailure,
+): (call: WatchCall) => void {
+  return (call) => {
+    const fail = (failure: RpcFailure) => {
+      if (!call.cancelled && !call.destroyed) call.emit("error", toServerError(failure));
+    };
+    const trace = traceOf(call);
+    if (typeof trace !== "string") return fail(trace);
+    const parsed = parseWatchRequest(call.request);
+    if ("message" in parsed) return fail(rpcFailure("invalidArgument", parsed.message));
+    let watch: GatewayWatch | undefined;
+    let gone = false;
+    const onGone = () => {
+      gone = true;
+      watch?.cancel();
+    };
+    call.on("cancelled", onGone);
+    call.on("close", onGone);
+    call.on("error", onGone);
+    call.on("drain", () => watch?.resume());
+    void watches.start(parsed.range, parsed.start, {
+      send: (response) => gone || call.destroyed ? true : call.write(response),
+      end: fail,
+    }, trace).then((started) => {
+      if ("kind" in started) return fail(started);
+      watch = started;
+      if (gone) watch.cancel();
+    });
+  };
+}
