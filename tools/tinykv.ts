@@ -173,7 +173,7 @@ Exit codes:
   2  usage error (bad command, flag or argument; or for a VALUE of "-", a stdin that cannot be
      read, is over ${STDIN_MIB} MiB, or with --hex is not hex)
   3  the server rejected the request as invalid (INVALID_ARGUMENT, e.g. an empty key, an unknown
-     shard or node)
+     shard or node; or OUT_OF_RANGE, a watch position no longer held)
   4  retryable failure: UNAVAILABLE, DEADLINE_EXCEEDED (a write's outcome is then unknown) or
      RESOURCE_EXHAUSTED; the client already retried until the deadline (also: no placement
      instance reachable, or drain still waiting at --timeout)

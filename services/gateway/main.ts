@@ -149,7 +149,12 @@ async function run(config: Config, log: Logger): Promise<number> {
   // A broken invariant in a handler stops the process (see _assert.ts).
   const broken = Promise.withResolvers<Error>();
   const registry = newRegistry();
-  const metrics = gatewayMetrics(registry, { router, inFlight });
+  const shardStreams = grpcShardStreams({
+    maxMessageBytes: config.rpc_server.max_message_bytes,
+    security: security.client,
+  });
+  const watches = new GatewayWatches({ router, open: shardStreams.open, log });
+  const metrics = gatewayMetrics(registry, { router, inFlight, watches });
   const metricsAbort = new AbortController();
   const metricsServer = await startMetrics(registry, {
     host: config.rpc_server.host,
@@ -162,11 +167,6 @@ async function run(config: Config, log: Logger): Promise<number> {
     log,
     tls: security.serverTls,
   });
-  const shardStreams = grpcShardStreams({
-    maxMessageBytes: config.rpc_server.max_message_bytes,
-    security: security.client,
-  });
-  const watches = new GatewayWatches({ router, open: shardStreams.open, log });
   const kv = kvHandlers({
     router,
     watches,

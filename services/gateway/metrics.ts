@@ -19,6 +19,8 @@ import {
 export interface GatewaySources {
   readonly router: KvRouter;
   readonly inFlight: { readonly count: number };
+  /** The gateway's watches, when it serves them. */
+  readonly watches?: { readonly count: number };
 }
 
 /** Registers the gateway's metrics; the returned `observe` records one finished call. */
@@ -45,6 +47,14 @@ export function gatewayMetrics(
     registers: [registry],
     collect() {
       this.set(sources.inFlight.count);
+    },
+  });
+  new Gauge({
+    name: "tinykv_gateway_watches",
+    help: "Client watches open now (each holds one stream per shard it covers).",
+    registers: [registry],
+    collect() {
+      this.set(sources.watches?.count ?? 0);
     },
   });
   new Gauge({

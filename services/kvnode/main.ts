@@ -26,7 +26,7 @@ import { Driver } from "./driver.ts";
 import { KvApplication } from "./kv_app.ts";
 import { WatchHub } from "./watch_hub.ts";
 import { nodeIdOf } from "./identity.ts";
-import { kvnodeMetrics } from "./metrics.ts";
+import { kvnodeMetrics, watchMetrics } from "./metrics.ts";
 import { joinCluster, Registration } from "./registration.ts";
 import { NodeStore } from "./node_store.ts";
 import { GrpcRaftTransport, raftTransportService } from "./transport.ts";
@@ -187,6 +187,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
   });
   driver.start();
   metrics.attach(driver, () => transport.stats());
+  watchMetrics(registry, watches);
   const metricsAbort = new AbortController();
   const metricsServer = await startMetrics(registry, {
     host: config.kvnode.host,

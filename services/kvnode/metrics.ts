@@ -253,3 +253,64 @@ function replicaCounter(
     },
   });
 }
+
+/** What {@linkcode watchMetrics} reads: the node's watch windows. */
+export interface WatchStatsSource {
+  readonly stats: {
+    bytes: number;
+    events: number;
+    watchers: number;
+    recorded: number;
+    evicted: number;
+    watchersCut: number;
+  };
+}
+
+/** Registers the metrics of the node's watch windows and watchers (read when scraped). */
+export function watchMetrics(registry: Registry, hub: WatchStatsSource): void {
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  const counter = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  gauge(
+    "tinykv_kvnode_watch_window_bytes",
+    "Bytes the watch windows of every replica hold (kvnode.watch_window_bytes bounds them).",
+    () => hub.stats.bytes,
+  );
+  gauge(
+    "tinykv_kvnode_watch_window_changes",
+    "Changes the watch windows hold.",
+    () => hub.stats.events,
+  );
+  gauge("tinykv_kvnode_watchers", "Watchers this node serves now.", () => hub.stats.watchers);
+  counter(
+    "tinykv_kvnode_watch_changes_recorded_total",
+    "Changes recorded in the watch windows since start.",
+    () => hub.stats.recorded,
+  );
+  counter(
+    "tinykv_kvnode_watch_changes_evicted_total",
+    "Changes dropped from the watch windows (budget, snapshot, replica gone) since start.",
+    () => hub.stats.evicted,
+  );
+  counter(
+    "tinykv_kvnode_watchers_cut_total",
+    "Watchers ended by the node (not leading, replica gone, fell behind the window) since start.",
+    () => hub.stats.watchersCut,
+  );
+}

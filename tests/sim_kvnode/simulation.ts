@@ -44,6 +44,14 @@ import { inlineSnapshot } from "../../services/kvnode/snapshot_stream.ts";
 import type { ItemOutcome } from "../../services/kvnode/outcome.ts";
 import type { PeerAddress, ReplicaRecord, ReplicaTuning } from "../../services/kvnode/replica.ts";
 import { SimNetwork } from "./network.ts";
+import { type EventWindow, WatchHub } from "../../services/kvnode/watch_hub.ts";
+
+/** The watch windows' budget per simulated node: small, so that eviction happens too. */
+const WATCH_WINDOW_BYTES = 64 * 1024;
+
+function hexOf(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 import { SimRandom } from "../sim/random.ts";
 import { shardId as toShardId } from "@tinykv/shard";
 
@@ -129,6 +137,8 @@ interface SimNode {
   unstick: () => void;
   frozen: boolean;
   armed: boolean;
+  /** The watch windows of the running incarnation (a restart starts them empty). */
+  watches: WatchHub | undefined;
 }
 
 type OperationId = ReturnType<HistoryRecorder<RegisterInput, RegisterOutput>["invoke"]>;
@@ -372,6 +382,9 @@ class Simulation {
     node.incarnation++;
     const from = { node: node.id, incarnation: node.incarnation };
     const queued: Array<{ to: PeerAddress; envelope: Envelope }> = [];
+    // A small budget, so that eviction happens too.
+    const watches = new WatchHub({ bytesMax: WATCH_WINDOW_BYTES });
+    node.watches = watches;
     const driver = new Driver({
       store: node.store,
       nodeId: node.id,
@@ -403,7 +416,7 @@ class Simulation {
         },
       },
       seed: this.#random.seed(),
-      app: new KvApplication(),
+      app: new KvApplication({ watches }),
     });
     const loaded = driver.load();
     if (loaded.kind !== "ok") throw new SimFailure(`${node.id} cannot load: ${loaded.message}`);
@@ -1029,7 +1042,51 @@ class Simulation {
     return out;
   }
 
+  /**
+   * Every two replicas of a shard whose watch windows both hold an index hold the same changes
+   * for it (the feed is as deterministic as the data), and a window holds nothing past its
+   * replica's applied index.
+   */
+  #checkWindows(): void {
+    for (let shard = 1; shard <= SHARDS; shard++) {
+      const held: Array<{ where: string; window: EventWindow }> = [];
+      for (const { node, replica } of this.#replicasOf(shard)) {
+        const window = node.watches?.windowOf(shard);
+        if (window === undefined || window.closed || window.start === undefined) continue;
+        if (window.peerId !== replica.peerId) continue;
+        const where = `${node.id}/${replica.peerId}`;
+        if (window.applied > replica.log.appliedState.applied) {
+          this.#fail(
+            `Shard ${shard}: the watch window of ${where} reached ${window.applied}, past its ` +
+              `replica's applied index ${replica.log.appliedState.applied}`,
+          );
+        }
+        held.push({ where, window });
+      }
+      for (let i = 1; i < held.length; i++) {
+        const a = held[0];
+        const b = held[i];
+        const from = Math.max(a.window.start!, b.window.start!);
+        const to = Math.min(a.window.applied, b.window.applied);
+        if (from > to) continue;
+        const changes = (window: EventWindow) =>
+          [...window.events].filter((e) => !e.evicted && e.index >= from && e.index <= to)
+            .map((e) => `${e.index}:${e.event.kind}:${hexOf(e.event.key)}=${hexOf(e.event.value)}`)
+            .join(" ");
+        const left = changes(a.window);
+        const right = changes(b.window);
+        if (left !== right) {
+          this.#fail(
+            `Shard ${shard}: the watch windows of ${a.where} and ${b.where} differ over ` +
+              `[${from}, ${to}]: ${left.slice(0, 200)} vs ${right.slice(0, 200)}`,
+          );
+        }
+      }
+    }
+  }
+
   #checkHashes(): void {
+    this.#checkWindows();
     for (let shard = 1; shard <= SHARDS; shard++) {
       const byApplied = new Map<number, { hash: string; where: string }>();
       for (const { node, replica } of this.#replicasOf(shard)) {
