@@ -6,21 +6,31 @@
 // With etcdctl: put and get of one key; `get --prefix` returns exactly the keys under the prefix,
 // spread over every shard, in key order (neighbours just outside it stay out); `--keys-only`;
 // `--limit 2` says `more` and counts the whole range; a missing key prints nothing and exits 0;
+// `--sort-by=VALUE` (order NONE, as etcdctl sends it) sorts by value before the limit, and
+// `--sort-by=MODIFY` keeps key order (every revision is 1); on a prefix of 32 MiB, more than a
+// Range may hold while it reads (4 answers of 8 MiB less 64 KiB), `--limit 1` answers the first
+// key (and with `--order=DESCEND` the last) with the whole count, while the whole prefix, and
+// sorting it by value, are RESOURCE_EXHAUSTED saying why;
 // `del` of one key (1, then 0 deleted), `del --prefix --prev-kv` returns every pair it deleted and
 // they are gone; `put --prev-kv` returns the value it replaced. `txn`: a value compare that holds
 // runs the success branch (its put is visible afterwards), one that does not runs the failure
 // branch and changes nothing, `create("k") = "0"` creates only when the key is absent. Refusals,
 // each with its gRPC status and a message that says why, and nothing changed: a txn on keys of two
 // shards (FAILED_PRECONDITION naming both shards), `lease grant`, `get --rev`, a `mod` compare
-// against a revision and `watch` (which the server cancels) UNIMPLEMENTED. `endpoint status` and
-// `member list` show the gateway as a member, with one id in both and its client URL. Limits, at
+// against a revision UNIMPLEMENTED; a txn that puts one key twice, and `compaction 2` (past the
+// current revision, 1), with etcd's own error; a `--limit` of 2^53 INVALID_ARGUMENT (2^53 - 1
+// works); `watch`, which the server refuses as etcd refuses a watch (created and canceled, with
+// the reason). `endpoint status` and `member list` show the gateway as a member, with one id in
+// both and a client URL etcdctl dials: `endpoint status --cluster` and `endpoint health --cluster`
+// reach it. Limits, at
 // the limit and one past it: a key of exactly 4,096 bytes reads back whole and one of 4,097 is
 // INVALID_ARGUMENT and writes nothing; a value of exactly 1 MiB (the dev cluster's
 // `storage.value_bytes_max`), put through etcdctl's stdin, reads back byte for byte, and one byte
 // more is INVALID_ARGUMENT and leaves the old value as it was.
 //
 // With etcd3: put, get, prefix reads and counts, deleting a prefix, if-then-else and
-// create-if-absent transactions, and a lease grant refused (GRPCNotImplementedError).
+// create-if-absent transactions, a lease grant refused (GRPCNotImplementedError), and a watch whose
+// create() rejects at once with the server's reason instead of waiting forever.
 //
 // Payloads are deterministic pseudo-random printable bytes (etcdctl takes keys on its command
 // line). Every etcdctl run is bounded (its --command-timeout, and a kill after 30 s), and so is
@@ -249,6 +259,48 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
       assert.deepEqual(await get("ctl/missing"), { kvs: [], count: 0, more: false });
     });
 
+    await t.step(
+      "etcdctl: get --sort-by=VALUE sorts before the limit, --sort-by=MODIFY keeps key order",
+      async () => {
+        // Keys in every shard, their values in another order than the keys (the key's number,
+        // counting down), two of them equal.
+        const keys = keysInEveryShard("ctl/s/", 2);
+        const valueOf = (i: number) =>
+          `value-${String(Math.max(keys.length - i, 2)).padStart(2, "0")}`;
+        for (const [i, key] of keys.entries()) ok(await ctl("put", key, valueOf(i)));
+        const pairs = (answer: RangeAnswer) =>
+          answer.kvs.map((kv) => `${kv.key}=${decoder.decode(kv.value)}`);
+        const byValue = keys.map((key, i) => ({ key, value: valueOf(i) }))
+          .sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : a.key < b.key ? -1 : 1))
+          .map(({ key, value }) => `${key}=${value}`);
+        assert.notDeepEqual(byValue.map((pair) => pair.split("=")[0]), keys, "not key order");
+
+        const ascending = await get("--prefix", "ctl/s/", "--sort-by=VALUE");
+        assert.deepEqual(
+          pairs(ascending),
+          byValue,
+          "ascending by value, equal values in key order",
+        );
+        const descending = await get("--prefix", "ctl/s/", "--sort-by=VALUE", "--order=DESCEND");
+        assert.deepEqual(
+          descending.kvs.map((kv) => decoder.decode(kv.value)),
+          byValue.map((pair) => pair.split("=")[1]).reverse(),
+        );
+        const limited = await get("--prefix", "ctl/s/", "--sort-by=VALUE", "--limit", "2");
+        assert.deepEqual(pairs(limited), byValue.slice(0, 2), "the smallest values, whatever key");
+        assert.deepEqual([limited.count, limited.more], [keys.length, true]);
+
+        for (const order of ["ASCEND", "DESCEND"]) {
+          const modified = await get("--prefix", "ctl/s/", "--sort-by=MODIFY", `--order=${order}`);
+          assert.deepEqual(
+            modified.kvs.map((kv) => kv.key),
+            keys,
+            `every revision is 1 (${order})`,
+          );
+        }
+      },
+    );
+
     await t.step("etcdctl: del of one key, del --prefix --prev-kv, put --prev-kv", async () => {
       ok(await ctl("put", "ctl/d/one", "1"));
       assert.equal(json(await ctl("del", "ctl/d/one", "-w", "json")).deleted, 1);
@@ -376,19 +428,50 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
       refused(mod, "Unimplemented", [/"ctl\/t"/, /\b3\b/, /history/]);
       assert.equal(await valueOf("ctl/t"), "v2", "the refused txn changed nothing");
 
-      // The server cancels a watch at once: etcdctl says why and exits 5 (its ExitInterrupted).
+      // The server refuses a watch as etcd does (created and canceled at once, with the reason):
+      // etcdctl says why and exits 5 (its ExitInterrupted).
       const watch = await ctl("watch", "ctl/t");
       assert.equal(watch.code, 5, `watch is canceled:\n${describe(watch)}`);
       assert.match(
         watch.stderr,
-        /^watch was canceled \(rpc error: code = Unimplemented desc = .*watches\)$/m,
+        /^watch was canceled \(Watch of "ctl\/t" refused: .*does not serve etcd watches yet\)$/m,
         describe(watch),
       );
       assert.match(watch.stderr, /^Error: watch is canceled by the server$/m, describe(watch));
       assert.equal(watch.stdout, "", "no event");
+
+      // etcd's own errors, word for word, so that etcdctl (and clientv3) recognise them.
+      const twice = await etcdctl(endpoint, ["txn"], "\nput ctl/dup a\nput ctl/dup b\n\n\n");
+      assert.notEqual(twice.code, 0, describe(twice));
+      assert.match(
+        twice.stderr,
+        /code = InvalidArgument desc = etcdserver: duplicate key given in txn request/,
+        describe(twice),
+      );
+      assert.match(twice.stderr, /^Error: etcdserver: duplicate key given in txn request$/m);
+      assert.equal(await valueOf("ctl/dup"), undefined, "the refused txn wrote nothing");
+      assert.equal(ok(await ctl("compaction", "1")), "compacted revision 1\n");
+      const future = await ctl("compaction", "2");
+      assert.notEqual(future.code, 0, describe(future));
+      assert.match(
+        future.stderr,
+        /^Error: etcdserver: mvcc: required revision is a future revision$/m,
+        describe(future),
+      );
+
+      // A limit a number cannot hold exactly is refused, naming the field; one less is served.
+      refused(
+        await ctl("get", "--prefix", "ctl/p/", "--limit", String(2 ** 53)),
+        "InvalidArgument",
+        [
+          /RangeRequest\.limit": 9007199254740992 is not a safe integer/,
+        ],
+      );
+      const safe = await get("--prefix", "ctl/p/", "--limit", String(2 ** 53 - 1));
+      assert.deepEqual([safe.kvs.length, safe.count, safe.more], [SHARDS * 2, SHARDS * 2, false]);
     });
 
-    await t.step("etcdctl: endpoint status and member list show the gateway", async () => {
+    await t.step("etcdctl: endpoint status --cluster, member list show the gateway", async () => {
       const [status] = json(await ctl("endpoint", "status", "-w", "json"));
       assert.equal(status.Endpoint, endpoint);
       const memberId = status.Status.header.member_id;
@@ -399,8 +482,24 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
       assert.equal(list.header.member_id, memberId, "member list answers from the same member");
       const gateway = list.members.find((m: { ID: number }) => m.ID === memberId);
       assert.ok(gateway !== undefined, `the gateway is a member: ${JSON.stringify(list)}`);
-      assert.deepEqual(gateway.clientURLs, [`http://${endpoint}`]);
+      // No http:// scheme: etcdctl 3.4 would send it in the :authority, which the server refuses.
+      assert.deepEqual(gateway.clientURLs, [endpoint]);
       assert.equal(list.header.cluster_id, status.Status.header.cluster_id, "one cluster id");
+
+      // --cluster: etcdctl dials every member's client URL.
+      const cluster = json(await ctl("endpoint", "status", "--cluster", "-w", "json"));
+      assert.deepEqual(
+        cluster.map((s: { Endpoint: string; Status: { header: { member_id: number } } }) => [
+          s.Endpoint,
+          s.Status.header.member_id,
+        ]),
+        [[endpoint, memberId]],
+      );
+      const health = json(await ctl("endpoint", "health", "--cluster", "-w", "json"));
+      assert.deepEqual(
+        health.map((h: { endpoint: string; health: boolean }) => [h.endpoint, h.health]),
+        [[endpoint, true]],
+      );
     });
 
     await t.step("limits: a key of 4096 bytes, a value of 1 MiB, and one byte more", async () => {
@@ -459,12 +558,36 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
         ]);
         assert.equal(await client.getAll().prefix("ctl/bulk/").count(), 9, "nothing deleted");
         assert.equal(ok(await ctl("del", "--prefix", "ctl/bulk/")), "9\n", "without prev_kv");
+
+        // 32 values of 1 MiB: 33,555,520 bytes with keys and framing, past the 33,292,288 a
+        // Range may hold while it reads (4 × (8 MiB - 64 KiB)). A limit keeps the first (or
+        // last) values only, and counts the rest.
+        const huge = Array.from({ length: 32 }, (_, i) => `ctl/huge/${String(i).padStart(2, "0")}`);
+        for (const key of huge) await client.put(key).value(Buffer.from(value));
+        const first = await get("--prefix", "ctl/huge/", "--limit", "1");
+        assert.deepEqual(first.kvs.map((kv) => kv.key), [huge[0]]);
+        assert.ok(equalBytes(first.kvs[0].value, value), "the first value, whole");
+        assert.deepEqual([first.count, first.more], [32, true]);
+        const last = await get("--prefix", "ctl/huge/", "--limit", "1", "--order=DESCEND");
+        assert.deepEqual([last.kvs.map((kv) => kv.key), last.count], [[huge[31]], 32]);
+        assert.equal(await client.getAll().prefix("ctl/huge/").count(), 32);
+        refused(await ctl("get", "--prefix", "ctl/huge/"), "ResourceExhausted", [
+          /Range answer would hold at least 8 keys/,
+          /rpc_server\.max_message_bytes/,
+          /ask with a limit/,
+        ]);
+        refused(
+          await ctl("get", "--prefix", "ctl/huge/", "--sort-by=VALUE", "--limit", "1"),
+          "ResourceExhausted",
+          [/Range would hold 32 keys/, /the most it may is 33292288 bytes/],
+        );
+        assert.equal(ok(await ctl("del", "--prefix", "ctl/huge/")), "32\n");
       } finally {
         client.close();
       }
     });
 
-    await t.step("etcd3: put, get, prefix, delete, transactions, lease refused", async () => {
+    await t.step("etcd3: put, get, prefix, delete, txn, lease and watch refused", async () => {
       const client = new Etcd3({ hosts: endpoint });
       try {
         await client.put("js/one").value("1");
@@ -519,6 +642,27 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
           assert.match(error.message, /no leases/);
           return true;
         });
+
+        // A watch is refused as etcd refuses one: create() rejects with the reason, at once.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("watch().create() still waits")), 10_000);
+        });
+        try {
+          await assert.rejects(
+            Promise.race([client.watch().key("js/watched").create(), late]),
+            (error: unknown) => {
+              assert.ok(error instanceof Error, `${error}`);
+              assert.match(
+                error.message,
+                /^Watcher canceled: Watch of "js\/watched" refused: .*does not serve etcd watches/,
+              );
+              return true;
+            },
+          );
+        } finally {
+          clearTimeout(timer);
+        }
       } finally {
         client.close();
       }

@@ -5,19 +5,27 @@
  *
  * What maps how (docs/design.md "The etcd API" is the reference):
  * - `Range`: one key is a `Get` (linearizable unless `serializable`); a range or prefix pages
- *   through `Scan` (every shard, merged in key order), then applies `limit`, `keys_only`,
- *   `count_only` and the sort order; `count` is the number of keys in the whole range.
+ *   through `Scan` (every shard, merged in key order; linearizable per shard, not a snapshot across
+ *   shards; `serializable` is ignored), keeping values only for the keys it answers with and
+ *   counting the rest; `count` is the number of keys in the whole range. Sorting follows etcd:
+ *   order NONE with a target other than the key is ascending; by value compares bytes; by version,
+ *   create or mod revision (all 1) keeps key order. At most `rangesInFlightMax` ranges (Range and
+ *   DeleteRange over a range) run at once in a gateway; past it RESOURCE_EXHAUSTED.
  * - `Put` is a `Put`; with `prev_kv`, a one-operation `Txn` that returns the value it replaced.
  * - `DeleteRange`: one key is a `Delete` (with `prev_kv`, a one-operation `Txn`); a range is
- *   scanned, then deleted key by key — not one atomic step.
+ *   scanned, then deleted key by key — not one atomic step. After a failed delete no other starts;
+ *   the answer says how many keys were deleted (DEADLINE_EXCEEDED: the outcome is partial).
  * - `Txn` is TinyKV's `Txn` (atomic, in one shard): value compares as they are; version, create
  *   and mod revision compares against 0 become existence compares; lease compares (a lease is
  *   always 0) are decided here. Keys in several shards are FAILED_PRECONDITION naming two shards
- *   (TinyKV's own `Txn` says INVALID_ARGUMENT).
+ *   (TinyKV's own `Txn` says INVALID_ARGUMENT). A branch that writes a key twice, and a Txn whose
+ *   answer might not fit one message, are INVALID_ARGUMENT before anything is proposed.
  * - Revisions: TinyKV keeps no history and no cluster-wide revision. Every revision and version it
  *   reports is 1 (a key that exists), compares on them accept only 0 (absent), and whatever needs
- *   history (a past revision, revision filters) is UNIMPLEMENTED, as are leases, etcd's auth API
- *   and watches.
+ *   history (a past revision, revision filters) is UNIMPLEMENTED, as are leases and etcd's auth
+ *   API. `Compact` up to revision 1 does nothing; past it, etcd's "future revision" error.
+ * - `Watch`: TinyKV's watches (etcd_watch.ts), from now on, with revisions of 1; a watch from an
+ *   earlier revision is refused as etcd refuses one (created and canceled at once, with the reason).
  * - `Maintenance.Status` and `Cluster.MemberList` describe the gateways: each is a member.
  *
  * @module
@@ -28,6 +36,8 @@ import {
   type AlarmRequest,
   AlarmRequest_AlarmAction,
   ClusterService,
+  type CompactionRequest,
+  type CompactionResponse,
   type Compare,
   Compare_CompareResult,
   Compare_CompareTarget,
@@ -48,6 +58,8 @@ import {
   type ResponseOp,
   type TxnRequest,
   type TxnResponse,
+  type WatchRequest,
+  type WatchResponse,
   WatchService,
 } from "@tinykv/proto/etcdserverpb";
 import {
@@ -60,19 +72,25 @@ import {
   TxnOp_Kind,
   type TxnOpResult as TinyKvTxnOpResult,
 } from "@tinykv/proto/tinykv/v1";
+import { raftMessageRoom } from "@tinykv/config";
 import {
   bindService,
   type HandlerContext,
+  outcomeOf,
   type RpcFailure,
   rpcFailure,
   rpcOk,
   type RpcResult,
   type ServiceBinding,
   type ServiceHandlers,
+  statusName,
   toServerError,
 } from "@tinykv/rpc";
-import { compareBytes, fnv1a32, SCAN_LIMIT_MAX } from "@tinykv/shard";
+import { commandBytesMax, compareBytes, fnv1a32, SCAN_LIMIT_MAX } from "@tinykv/shard";
+import { assert } from "./_assert.ts";
+import { serveEtcdWatch } from "./etcd_watch.ts";
 import { describeKey, spreadOverShards } from "./kv_service.ts";
+import type { GatewayWatches } from "./watch.ts";
 
 /** The version `Maintenance.Status` reports: the etcd API it speaks, and that it is TinyKV. */
 export const ETCD_API_VERSION = "3.4.0+tinykv";
@@ -80,8 +98,35 @@ export const ETCD_API_VERSION = "3.4.0+tinykv";
 export const REVISION = 1;
 /** Deletes of one range `DeleteRange` keeps in flight. */
 const RANGE_DELETES_IN_FLIGHT = 16;
-/** Room left in a message for everything but the keys and values. */
+/** Room left in a message for everything but the keys and values and their framing. */
 const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
+/**
+ * What one `KeyValue` takes in an answer besides its key and value: field tags, lengths and the
+ * three revisions of 1 (at most 21 bytes; etcd_service_test.ts checks the encoding against it).
+ */
+export const KEY_VALUE_FRAMING_BYTES = 24;
+/**
+ * What one operation's response takes in a Txn answer besides its key and value: its tags and
+ * lengths, its header, the framing of one `KeyValue` and a count (at most 57 bytes).
+ */
+export const RESPONSE_OP_FRAMING_BYTES = 64;
+/**
+ * How many answers' worth of keys and values (the message size less 64 KiB) a Range may hold while
+ * it reads, when it cannot answer as it goes: sorted by value, or the last keys of a descending
+ * limit (and the keys a DeleteRange deletes).
+ */
+const RANGE_HELD_ANSWERS = 4;
+/** Range and DeleteRange calls over a range (not one key) a gateway runs at once by default. */
+export const RANGES_IN_FLIGHT_MAX = 8;
+/** Hosts that mean "every address", which name no one place for a client to dial. */
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]", ""]);
+/**
+ * etcd's own words for a revision past the current one and for a key written twice in a Txn's
+ * branch. Kept word for word, against the house style of messages: etcd's client libraries
+ * (clientv3's `rpctypes`) recognise these errors by their text.
+ */
+const FUTURE_REVISION = "etcdserver: mvcc: required revision is a future revision";
+const DUPLICATE_KEY = "etcdserver: duplicate key given in txn request";
 
 /** A gateway as `Cluster.MemberList` lists it. */
 export interface GatewayMember {
@@ -103,6 +148,21 @@ export interface EtcdServiceOptions {
   readonly shardOf: (key: Uint8Array) => number | undefined;
   /** The largest message the gateway sends (`rpc_server.max_message_bytes`). */
   readonly maxMessageBytes: number;
+  /**
+   * The largest value a shard stores and answers with (`storage.value_bytes_max`), which bounds
+   * what a Txn can return. Default: the largest a config with `maxMessageBytes` admits
+   * ({@linkcode valueBytesBound}), which holds for every kvnode whose messages are no larger.
+   */
+  readonly valueBytesMax?: number;
+  /** Whether the client port serves TLS: client URLs are then `https://` (default false). */
+  readonly tls?: boolean;
+  /** The gateway's watches (none: `Watch` is UNIMPLEMENTED, in tests of the other calls). */
+  readonly watches?: GatewayWatches;
+  /**
+   * How many ranges (Range and DeleteRange over a range) run at once; default
+   * {@linkcode RANGES_IN_FLIGHT_MAX}.
+   */
+  readonly rangesInFlightMax?: number;
 }
 
 /**
@@ -116,12 +176,39 @@ export function idOf(name: string): number {
   return high * 0x10000 + low || 1;
 }
 
+/**
+ * The largest `storage.value_bytes_max` a config with `maxMessageBytes` admits: its largest
+ * command must fit half a message less 64 KiB (libs/config). 0 when none fits.
+ */
+export function valueBytesBound(maxMessageBytes: number): number {
+  return Math.max(0, Math.floor((raftMessageRoom(maxMessageBytes) - commandBytesMax(0)) / 2));
+}
+
+/**
+ * The client URL etcd clients dial to reach the gateway at `address` (`host:port`):
+ * `https://host:port` when the gateway serves TLS, else `host:port` without a scheme. etcdctl 3.4
+ * dials one endpoint (`endpoint status --cluster`) with the endpoint's whole text as the HTTP/2
+ * `:authority`, and the HTTP/2 server of Deno's runtime refuses `http://host:port` there (GOAWAY,
+ * PROTOCOL_ERROR: not an authority); with TLS, etcdctl sends the host name instead. etcd clients
+ * dial an endpoint without a scheme in plaintext, or with the TLS options they were given. A host
+ * of every address (`0.0.0.0`, `::`) is listed as 127.0.0.1, and an IPv6 host in brackets.
+ */
+export function clientUrlOf(address: string, tls: boolean): string {
+  const colon = address.lastIndexOf(":");
+  assert(colon >= 0, () => `A gateway's address has no port: ${JSON.stringify(address)}`);
+  let host = address.slice(0, colon);
+  const port = address.slice(colon + 1);
+  if (WILDCARD_HOSTS.has(host)) host = "127.0.0.1";
+  else if (host.includes(":") && !host.startsWith("[")) host = `[${host}]`;
+  return tls ? `https://${host}:${port}` : `${host}:${port}`;
+}
+
 /** The etcd services of a gateway: KV, Watch, Maintenance, Cluster, and what TinyKV lacks. */
 export function etcdServices(options: EtcdServiceOptions): ServiceBinding[] {
   const handlers = etcdHandlers(options);
   return [
     bindService(EtcdKVService, handlers.kv),
-    bindService(WatchService, handlers.watch),
+    watchBinding(handlers.watch),
     bindService(MaintenanceService, handlers.maintenance),
     bindService(ClusterService, handlers.cluster),
     ...UNSUPPORTED.map(({ service, methods, why }) => unsupportedService(service, methods, why)),
@@ -152,18 +239,16 @@ export function etcdHandlers(options: EtcdServiceOptions): {
       Put: (request, context) => kv.put(request, context),
       DeleteRange: (request, context) => kv.deleteRange(request, context),
       Txn: (request, context) => kv.txn(request, context),
-      Compact: () => Promise.resolve(rpcOk({ header: header() })),
+      Compact: (request) => Promise.resolve(compact(request, header)),
     },
     watch: {
-      Watch: (call) => {
-        call.on("error", () => {});
-        call.emit(
-          "error",
-          toServerError(
-            rpcFailure("unimplemented", "TinyKV's gateway does not serve etcd watches"),
-          ),
-        );
-      },
+      Watch: (call) =>
+        options.watches === undefined
+          ? void call.emit(
+            "error",
+            toServerError(rpcFailure("unimplemented", "This gateway serves no watches")),
+          )
+          : serveEtcdWatch(call, { watches: options.watches, header, describeKey }, isUndecoded),
     },
     maintenance: {
       Alarm: (request: AlarmRequest) =>
@@ -194,12 +279,55 @@ export function etcdHandlers(options: EtcdServiceOptions): {
           ID: idOf(address),
           name: `gateway-${address}`,
           peerURLs: [],
-          clientURLs: [`http://${address}`],
+          clientURLs: [clientUrlOf(address, options.tls ?? false)],
           isLearner: false,
         }));
         return Promise.resolve(rpcOk({ header: header(), members }));
       },
     },
+  };
+}
+
+/**
+ * `Compact`: TinyKV keeps no history, so compacting up to the current revision (always 1) does
+ * nothing; a later revision does not exist yet, which etcd answers OUT_OF_RANGE (`outOfRange`).
+ */
+function compact(
+  request: CompactionRequest,
+  header: () => ResponseHeader,
+): RpcResult<CompactionResponse> {
+  if (request.revision > REVISION) return rpcFailure("outOfRange", FUTURE_REVISION);
+  return rpcOk({ header: header() });
+}
+
+/** A message of a stream that could not be decoded, and why. */
+class UndecodedRequest {
+  constructor(readonly message: string) {}
+}
+
+function isUndecoded(request: unknown): request is UndecodedRequest {
+  return request instanceof UndecodedRequest;
+}
+
+/**
+ * The Watch service, its requests decoded in the handler's care: one that cannot be decoded (an
+ * int64 past 2^53, which a number cannot hold) reaches it as an {@linkcode UndecodedRequest}, as
+ * libs/rpc answers a unary call INVALID_ARGUMENT (grpc-js alone would end a stream INTERNAL).
+ */
+function watchBinding(handlers: ServiceHandlers<typeof WatchService>): ServiceBinding {
+  const binding = bindService(WatchService, handlers);
+  const method = WatchService.Watch;
+  const requestDeserialize = (bytes: Buffer): WatchRequest | UndecodedRequest => {
+    try {
+      return method.requestDeserialize(bytes);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return new UndecodedRequest(`Cannot decode the request of "${method.path}": ${reason}`);
+    }
+  };
+  return {
+    definition: { ...binding.definition, Watch: { ...method, requestDeserialize } },
+    implementation: binding.implementation,
   };
 }
 
@@ -211,10 +339,22 @@ class Stop {
 class EtcdKv {
   readonly #options: EtcdServiceOptions;
   readonly #header: () => ResponseHeader;
+  /** The most bytes of keys, values and their framing one answer holds. */
+  readonly #room: number;
+  readonly #valueBytesMax: number;
+  readonly #rangesInFlightMax: number;
+  #rangesInFlight = 0;
 
   constructor(options: EtcdServiceOptions, header: () => ResponseHeader) {
     this.#options = options;
     this.#header = header;
+    this.#room = options.maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
+    this.#valueBytesMax = options.valueBytesMax ?? valueBytesBound(options.maxMessageBytes);
+    this.#rangesInFlightMax = options.rangesInFlightMax ?? RANGES_IN_FLIGHT_MAX;
+    assert(
+      Number.isSafeInteger(this.#rangesInFlightMax) && this.#rangesInFlightMax > 0,
+      () => `rangesInFlightMax must be a positive integer: got ${this.#rangesInFlightMax}`,
+    );
   }
 
   async range(request: RangeRequest, context: HandlerContext): Promise<RpcResult<RangeResponse>> {
@@ -231,16 +371,13 @@ class EtcdKv {
         const got = await this.#call(
           this.#options.kv.Get({ key: request.key, serializable: request.serializable }, context),
         );
-        const all = got.found ? [{ key: request.key, value: got.value }] : [];
-        return rpcOk(this.#rangeAnswer(request, all));
+        const found = got.found ? [{ key: request.key, value: got.value }] : [];
+        return rpcOk(this.#rangeAnswer(request, found, found.length));
       }
-      const all = await this.#scanAll(
-        request.key,
-        request.rangeEnd,
-        context,
-        !request.countOnly && !request.keysOnly,
-      );
-      return rpcOk(this.#rangeAnswer(request, all));
+      return await this.#inRangeSlot(async () => {
+        const { kvs, count } = await this.#readRange(request, context);
+        return rpcOk(this.#rangeAnswer(request, kvs, count));
+      });
     });
   }
 
@@ -275,50 +412,97 @@ class EtcdKv {
           prevKvs: prevKv === undefined ? [] : [prevKv],
         });
       }
-      const keys = await this.#scanAll(request.key, request.rangeEnd, context, request.prevKv);
-      // The previous values go back in one answer: refused before anything is deleted when they
-      // would not fit in it.
-      const room = this.#options.maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
-      const scanned = keys.reduce((sum, pair) => sum + pair.key.length + pair.value.length, 0);
-      if (request.prevKv && scanned > room) {
-        return rpcFailure(
-          "resourceExhausted",
-          `DeleteRange with prev_kv would return ${keys.length} keys and ${scanned} bytes of ` +
-            `keys and values: the most one answer holds is about ${room} bytes ` +
-            "(rpc_server.max_message_bytes); nothing was deleted: delete without prev_kv, or a " +
-            "smaller range",
-        );
-      }
-      const prevKvs: EtcdKeyValue[] = [];
-      let deleted = 0;
-      let next = 0;
-      const worker = async () => {
-        while (next < keys.length) {
-          const { found, prevKv } = await this.#deleteOne(
-            keys[next++].key,
-            request.prevKv,
-            context,
-          );
-          if (found) deleted++;
-          if (prevKv !== undefined) prevKvs.push(prevKv);
-        }
-      };
-      await Promise.all(
-        Array.from({ length: Math.min(RANGE_DELETES_IN_FLIGHT, keys.length) }, worker),
-      );
-      prevKvs.sort((a, b) => compareBytes(a.key, b.key));
-      const returned = prevKvs.reduce((sum, kv) => sum + kv.key.length + kv.value.length, 0);
-      if (returned > room) {
-        // Values written into the range after the scan made the answer too large to send.
-        return rpcFailure(
-          "resourceExhausted",
-          `DeleteRange deleted ${deleted} keys, but their previous values (${returned} bytes ` +
-            `with the keys) grew past what one answer holds, about ${room} bytes, after the ` +
-            "range was read: the keys are deleted; their previous values cannot be returned",
-        );
-      }
-      return rpcOk({ header: this.#header(), deleted, prevKvs });
+      return await this.#inRangeSlot(() => this.#deleteRangeOfKeys(request, context));
     });
+  }
+
+  /**
+   * Deletes every key of a range: scanned first (the previous values go back in one answer, so
+   * with `prev_kv` a range whose pairs would not fit is refused before anything is deleted), then
+   * deleted key by key.
+   */
+  async #deleteRangeOfKeys(
+    request: DeleteRangeRequest,
+    context: HandlerContext,
+  ): Promise<RpcResult<DeleteRangeResponse>> {
+    const room = this.#room;
+    const held = RANGE_HELD_ANSWERS * room;
+    const kept = new KeptPairs(held, Infinity, heldTooMuch("DeleteRange", held));
+    let count = 0;
+    let bytes = 0;
+    await this.#scanEach(request.key, request.rangeEnd, context, (pair) => {
+      count++;
+      const value = request.prevKv ? pair.value : EMPTY;
+      bytes += answerBytes(pair.key, value);
+      // Refused below: from here on only counted, for the message.
+      if (request.prevKv && bytes > room) return;
+      kept.push(pair.key, value);
+    });
+    if (request.prevKv && bytes > room) {
+      return rpcFailure(
+        "resourceExhausted",
+        `DeleteRange with prev_kv would return ${count} keys and ${bytes} bytes of keys, ` +
+          `values and their framing: the most one answer holds is about ${room} bytes ` +
+          "(rpc_server.max_message_bytes); nothing was deleted: delete without prev_kv, or a " +
+          "smaller range",
+      );
+    }
+    const done = await this.#deleteAll(kept.pairs(), request.prevKv, context);
+    if (done.kind !== "ok") return done;
+    const { deleted, prevKvs } = done.response;
+    prevKvs.sort((a, b) => compareBytes(a.key, b.key));
+    const returned = prevKvs.reduce((sum, kv) => sum + answerBytes(kv.key, kv.value), 0);
+    if (returned > room) {
+      // Values written into the range after the scan made the answer too large to send.
+      return rpcFailure(
+        "resourceExhausted",
+        `DeleteRange deleted ${deleted} keys, but their previous values (${returned} bytes ` +
+          "with the keys and their framing) grew past what one answer holds, about " +
+          `${room} bytes, after the range was read: the keys are deleted; their previous ` +
+          "values cannot be returned",
+      );
+    }
+    return rpcOk({ header: this.#header(), deleted, prevKvs });
+  }
+
+  /**
+   * Deletes `pairs`' keys, {@linkcode RANGE_DELETES_IN_FLIGHT} at a time. After a delete fails no
+   * other starts, those in flight are waited for, and the failure says how many of the keys were
+   * deleted: the first failure's status when nothing changed (no key deleted, and every failed
+   * delete definitely not applied), else DEADLINE_EXCEEDED, TinyKV's "outcome unknown".
+   */
+  async #deleteAll(
+    pairs: readonly KeyValue[],
+    prevKv: boolean,
+    context: HandlerContext,
+  ): Promise<RpcResult<{ deleted: number; prevKvs: EtcdKeyValue[] }>> {
+    const prevKvs: EtcdKeyValue[] = [];
+    let deleted = 0;
+    let next = 0;
+    let stop = false;
+    const failures: RpcFailure[] = [];
+    const worker = async () => {
+      while (!stop && next < pairs.length) {
+        const key = pairs[next++].key;
+        try {
+          const done = await this.#deleteOne(key, prevKv, context);
+          if (done.found) deleted++;
+          if (done.prevKv !== undefined) prevKvs.push(done.prevKv);
+        } catch (error) {
+          stop = true;
+          if (!(error instanceof Stop)) throw error;
+          failures.push(error.failure);
+        }
+      }
+    };
+    const workers = Array.from({ length: Math.min(RANGE_DELETES_IN_FLIGHT, pairs.length) }, worker);
+    const settled = await Promise.allSettled(workers);
+    for (const result of settled) {
+      // A bug in one worker, reported once every delete in flight has ended.
+      if (result.status === "rejected") throw result.reason;
+    }
+    if (failures.length === 0) return rpcOk({ deleted, prevKvs });
+    return partialDelete(failures, { deleted, tried: next, total: pairs.length });
   }
 
   /** Deletes one key: a `Delete`, or with `prevKv` a one-operation Txn that returns the value. */
@@ -341,16 +525,12 @@ class EtcdKv {
 
   async txn(request: TxnRequest, context: HandlerContext): Promise<RpcResult<TxnResponse>> {
     return await this.#run(async () => {
-      const compares: TinyKvTxnCompare[] = [];
-      let never = false;
-      for (const compare of request.compare) {
-        const mapped = compareOf(compare);
-        if (mapped === "always") continue;
-        if (mapped === "never") never = true;
-        else compares.push(mapped);
-      }
+      const { compares, never } = comparesOf(request.compare);
       const success = request.success.map(opOf);
       const failure = request.failure.map(opOf);
+      if (writesKeyTwice(request.success) || writesKeyTwice(request.failure)) {
+        return rpcFailure("invalidArgument", DUPLICATE_KEY);
+      }
       const keyOf = compares[0]?.key ?? success[0]?.key ?? failure[0]?.key;
       if (keyOf === undefined) {
         // Nothing to read or write: only a lease compare (always 0) decides the branch.
@@ -358,14 +538,16 @@ class EtcdKv {
         const ops = succeeded ? request.success : request.failure;
         return rpcOk({ header: this.#header(), succeeded, responses: ops.map(() => ({})) });
       }
-      // A lease compare that fails (a lease is always 0 here) fails the Txn: a compare that can
-      // never hold (existence LESS than 0) says so to the shard, which still runs the failure
-      // branch atomically.
       // etcd answers a request its cluster cannot run FAILED_PRECONDITION (TinyKV's own Txn says
       // INVALID_ARGUMENT: retrying never helps either way).
       const keys = [...compares, ...success, ...failure].map((entry) => entry.key);
       const spread = spreadOverShards(this.#options.shardOf, keys);
       if (spread !== undefined) return rpcFailure("failedPrecondition", spread);
+      const tooLarge = this.#txnAnswerRefusal(request);
+      if (tooLarge !== undefined) return tooLarge;
+      // A lease compare that fails (a lease is always 0 here) fails the Txn: a compare that can
+      // never hold (existence LESS than 0) says so to the shard, which still runs the failure
+      // branch atomically.
       if (never) {
         compares.push({
           key: keyOf,
@@ -386,6 +568,29 @@ class EtcdKv {
     });
   }
 
+  /**
+   * INVALID_ARGUMENT when the answer to a branch of `request` might not fit one message, before
+   * anything is proposed (an answer built after the Txn applied could not be sent, and the caller
+   * would not learn that it applied). A shard returns at most 2 × `valueBytesMax` bytes of values
+   * from one branch; the keys come from the request.
+   */
+  #txnAnswerRefusal(request: TxnRequest): RpcFailure | undefined {
+    for (
+      const [branch, ops] of [["success", request.success], ["failure", request.failure]] as const
+    ) {
+      const bytes = txnAnswerBytesMax(ops, this.#valueBytesMax);
+      if (bytes <= this.#room) continue;
+      return rpcFailure(
+        "invalidArgument",
+        `Txn's ${branch} branch could answer ${bytes} bytes (its keys, up to 2 × ` +
+          `${this.#valueBytesMax} bytes of values, ${RESPONSE_OP_FRAMING_BYTES} bytes per ` +
+          `operation): the most one answer holds is about ${this.#room} bytes ` +
+          "(rpc_server.max_message_bytes); nothing was done: read fewer keys per Txn",
+      );
+    }
+    return undefined;
+  }
+
   /** A Txn without compares (every one succeeds): the results of its operations. */
   async #txn(
     compares: TinyKvTxnCompare[],
@@ -398,62 +603,115 @@ class EtcdKv {
     return answer.results;
   }
 
-  #rangeAnswer(request: RangeRequest, all: readonly KeyValue[]): RangeResponse {
-    const sorted = request.sortOrder === RangeRequest_SortOrder.DESCEND ? [...all].reverse() : all;
-    const limited = request.limit > 0 ? sorted.slice(0, request.limit) : sorted;
+  /** The answer to a Range: `kept` (ordered and limited), and the number of keys in the range. */
+  #rangeAnswer(request: RangeRequest, kept: readonly KeyValue[], count: number): RangeResponse {
     const kvs = request.countOnly
       ? []
-      : limited.map((pair) => keyValue(pair.key, pair.value, request.keysOnly));
+      : kept.map((pair) => keyValue(pair.key, pair.value, request.keysOnly));
     let bytes = 0;
-    for (const pair of kvs) bytes += pair.key.length + pair.value.length;
-    const room = this.#options.maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
-    if (bytes > room) {
-      throw new Stop(rpcFailure(
-        "resourceExhausted",
-        `Range answer holds ${kvs.length} keys and ${bytes} bytes of keys and values: the most ` +
-          `one answer holds is about ${room} bytes (rpc_server.max_message_bytes); ` +
-          "ask with a limit, or keys only, and continue from the last key",
-      ));
-    }
+    for (const pair of kvs) bytes += answerBytes(pair.key, pair.value);
+    if (bytes > this.#room) throw new Stop(answerTooLarge(this.#room, false)(kvs.length, bytes));
     return {
       header: this.#header(),
       kvs,
-      more: !request.countOnly && kvs.length < all.length,
-      count: all.length,
+      more: !request.countOnly && kvs.length < count,
+      count,
     };
   }
 
-  /** Every pair in `[start, end)` (etcd's `range_end`; `\0` is "to the end"), in key order. */
-  async #scanAll(
+  /**
+   * Reads a Range over `[key, range_end)`: the pairs it answers with, in its order and within its
+   * limit, and the number of keys in the whole range. Values are kept only for pairs it may
+   * answer with, copied out of the pages: the first `limit` (in key order), the last `limit`
+   * (descending), or every pair when sorting by value, which needs them all. What is kept is
+   * bounded: an answer's worth when it is the answer, {@linkcode RANGE_HELD_ANSWERS} otherwise.
+   */
+  async #readRange(
+    request: RangeRequest,
+    context: HandlerContext,
+  ): Promise<{ kvs: KeyValue[]; count: number }> {
+    let count = 0;
+    if (request.countOnly) {
+      await this.#scanEach(request.key, request.rangeEnd, context, () => count++);
+      return { kvs: [], count };
+    }
+    const limit = request.limit > 0 ? request.limit : Infinity;
+    const order = rangeOrderOf(request);
+    const byValue = order === "valueAscending" || order === "valueDescending";
+    // What is kept is the answer (bounded by one answer's room), or what it is chosen from.
+    const keptIsAnswer = order === "keyAscending" ||
+      (limit === Infinity && !(byValue && request.keysOnly));
+    const held = RANGE_HELD_ANSWERS * this.#room;
+    const kept = keptIsAnswer
+      ? new KeptPairs(this.#room, Infinity, answerTooLarge(this.#room, true))
+      : new KeptPairs(
+        held,
+        order === "keyDescending" ? limit : Infinity,
+        heldTooMuch("Range", held),
+      );
+    await this.#scanEach(request.key, request.rangeEnd, context, (pair) => {
+      count++;
+      if (order === "keyAscending" && kept.length >= limit) return;
+      kept.push(pair.key, request.keysOnly && !byValue ? EMPTY : pair.value);
+    });
+    const pairs = kept.pairs();
+    if (order === "keyDescending") return { kvs: pairs.reverse().slice(0, limit), count };
+    if (byValue) {
+      // Array sort is stable: pairs of one value stay in key order.
+      const sign = order === "valueDescending" ? -1 : 1;
+      pairs.sort((a, b) => sign * compareBytes(a.value, b.value));
+      return { kvs: pairs.slice(0, limit), count };
+    }
+    return { kvs: pairs, count };
+  }
+
+  /**
+   * Pages through `[start, rangeEnd)` (etcd's `range_end`; `\0` is "to the end") in key order,
+   * giving `visit` each pair (a view into its page: copy what is kept). Stops with CANCELLED when
+   * the caller went away.
+   */
+  async #scanEach(
     start: Uint8Array,
     rangeEnd: Uint8Array,
     context: HandlerContext,
-    values: boolean,
-  ): Promise<KeyValue[]> {
-    const end = rangeEnd.length === 1 && rangeEnd[0] === 0 ? new Uint8Array() : rangeEnd;
-    if (end.length > 0 && compareBytes(start, end) >= 0) return [];
-    const all: KeyValue[] = [];
-    let bytes = 0;
-    const room = this.#options.maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
+    visit: (pair: KeyValue) => void,
+  ): Promise<void> {
+    const end = rangeEnd.length === 1 && rangeEnd[0] === 0 ? EMPTY : rangeEnd;
+    if (end.length > 0 && compareBytes(start, end) >= 0) return;
     for (let from = start;;) {
+      if (context.signal.aborted) {
+        throw new Stop(rpcFailure("cancelled", "The caller went away while the range was read"));
+      }
       const page = await this.#call(
         this.#options.kv.Scan({ start: from, end, limit: SCAN_LIMIT_MAX }, context),
       );
-      for (const pair of page.kvs) {
-        // Values are dropped when unused (a count, a delete), so that a count over many keys holds
-        // only keys.
-        all.push(values ? pair : { key: pair.key, value: EMPTY });
-        bytes += pair.key.length + (values ? pair.value.length : 0);
-      }
-      if (bytes > room * 4) {
-        throw new Stop(rpcFailure(
-          "resourceExhausted",
-          `Range holds more than ${room * 4} bytes of keys and values: ask for a smaller range ` +
-            "or with a limit and continue from the last key",
-        ));
-      }
-      if (!page.more) return all;
+      for (const pair of page.kvs) visit(pair);
+      if (!page.more) return;
       from = page.next;
+    }
+  }
+
+  /**
+   * Runs a Range or DeleteRange over a range if fewer than `rangesInFlightMax` run: each may hold
+   * up to {@linkcode RANGE_HELD_ANSWERS} answers' worth of keys and values, so their number
+   * bounds the gateway's memory. Past it, RESOURCE_EXHAUSTED (retry later), not a queue.
+   */
+  async #inRangeSlot<T>(work: () => Promise<RpcResult<T>>): Promise<RpcResult<T>> {
+    const max = this.#rangesInFlightMax;
+    if (this.#rangesInFlight >= max) {
+      return rpcFailure(
+        "resourceExhausted",
+        `Cannot start another read of a range on this gateway: ${max} Range and DeleteRange ` +
+          "calls over ranges are in flight, the most it runs at once (RANGES_IN_FLIGHT_MAX); " +
+          "retry later",
+      );
+    }
+    this.#rangesInFlight++;
+    try {
+      return await work();
+    } finally {
+      this.#rangesInFlight--;
+      assert(this.#rangesInFlight >= 0, "More ranges ended than started");
     }
   }
 
@@ -475,6 +733,136 @@ class EtcdKv {
 
 const EMPTY = new Uint8Array();
 const NO_SESSION = { clientId: "", seq: 0, ackSeq: 0 };
+
+/** What a pair takes in an answer: its key, its value and a `KeyValue`'s framing. */
+function answerBytes(key: Uint8Array, value: Uint8Array): number {
+  return key.length + value.length + KEY_VALUE_FRAMING_BYTES;
+}
+
+/**
+ * The pairs a Range or DeleteRange keeps while it reads, copied out of their pages (a view would
+ * hold its whole page), and their answer bytes, at most `bytesMax`: past it, the call stops with
+ * what `full` says. With a `window`, only the last `window` pairs pushed are kept.
+ */
+class KeptPairs {
+  readonly #bytesMax: number;
+  readonly #window: number;
+  readonly #full: (pairs: number, bytes: number) => RpcFailure;
+  readonly #pairs: Array<KeyValue | undefined> = [];
+  /** The index of the oldest pair kept; the ones before it were dropped from the window. */
+  #first = 0;
+  #bytes = 0;
+
+  constructor(
+    bytesMax: number,
+    window: number,
+    full: (pairs: number, bytes: number) => RpcFailure,
+  ) {
+    this.#bytesMax = bytesMax;
+    this.#window = window;
+    this.#full = full;
+  }
+
+  /** How many pairs are kept. */
+  get length(): number {
+    return this.#pairs.length - this.#first;
+  }
+
+  push(key: Uint8Array, value: Uint8Array): void {
+    this.#pairs.push({ key: key.slice(), value: value.length === 0 ? EMPTY : value.slice() });
+    this.#bytes += answerBytes(key, value);
+    if (this.length > this.#window) {
+      const dropped = this.#pairs[this.#first]!;
+      this.#pairs[this.#first++] = undefined;
+      this.#bytes -= answerBytes(dropped.key, dropped.value);
+      // Amortized: the array is shifted once half of it was dropped.
+      if (this.#first > 1024 && this.#first * 2 > this.#pairs.length) {
+        this.#pairs.splice(0, this.#first);
+        this.#first = 0;
+      }
+    }
+    // Invariant: what is kept stays within its bound, or the call stops.
+    if (this.#bytes > this.#bytesMax) throw new Stop(this.#full(this.length, this.#bytes));
+  }
+
+  /** The pairs kept, oldest first. */
+  pairs(): KeyValue[] {
+    return this.#pairs.slice(this.#first) as KeyValue[];
+  }
+}
+
+/** The refusal of a Range answer past `room` bytes (`atLeast`: found while it was read). */
+function answerTooLarge(
+  room: number,
+  atLeast: boolean,
+): (pairs: number, bytes: number) => RpcFailure {
+  return (pairs, bytes) =>
+    rpcFailure(
+      "resourceExhausted",
+      `Range answer would hold ${atLeast ? "at least " : ""}${pairs} keys and ${bytes} bytes ` +
+        `of keys, values and their framing: the most one answer holds is about ${room} bytes ` +
+        "(rpc_server.max_message_bytes); ask with a limit, or keys only, and continue from " +
+        "the last key",
+    );
+}
+
+/** The refusal of a `call` that would hold more than `bytesMax` while it reads its range. */
+function heldTooMuch(call: string, bytesMax: number): (pairs: number, bytes: number) => RpcFailure {
+  return (pairs, bytes) =>
+    rpcFailure(
+      "resourceExhausted",
+      `${call} would hold ${pairs} keys and ${bytes} bytes of keys, values and their framing ` +
+        `while it reads the range: the most it may is ${bytesMax} bytes ` +
+        `(${RANGE_HELD_ANSWERS} answers of rpc_server.max_message_bytes less 64 KiB); ask for a ` +
+        "smaller range, or a smaller limit, and continue from the last key",
+    );
+}
+
+/**
+ * The failure of a range delete that stopped after `failures`: how many of the keys were
+ * deleted; the first failure's status when nothing changed, else DEADLINE_EXCEEDED.
+ */
+function partialDelete(
+  failures: readonly RpcFailure[],
+  counts: { deleted: number; tried: number; total: number },
+): RpcFailure {
+  const [first] = failures;
+  const unknown = failures.filter((failure) => outcomeOf(failure) === "unknown").length;
+  const untried = counts.total - counts.tried;
+  const why = `a delete failed (${statusName(first)}: ${first.message})`;
+  if (counts.deleted === 0 && unknown === 0) {
+    return rpcFailure(
+      first.kind,
+      `DeleteRange deleted 0 of the range's ${counts.total} keys: ${why}, and ${untried} ` +
+        "were not tried; nothing changed",
+    );
+  }
+  return rpcFailure(
+    "deadlineExceeded",
+    `Outcome unknown: DeleteRange deleted ${counts.deleted} of the range's ${counts.total} ` +
+      `keys, then ${why}; ${unknown} failed deletes may have applied and ${untried} keys were ` +
+      "not tried: read the range, or delete it again",
+  );
+}
+
+type RangeOrder = "keyAscending" | "keyDescending" | "valueAscending" | "valueDescending";
+
+/**
+ * The order a Range answers in, as etcd sorts: order NONE with a target other than the key is
+ * ascending by that target. Every version and revision TinyKV reports is 1, so sorting by them
+ * (a stable sort of equal targets) keeps key order, in either direction.
+ */
+function rangeOrderOf(request: RangeRequest): RangeOrder {
+  const descending = request.sortOrder === RangeRequest_SortOrder.DESCEND;
+  switch (request.sortTarget) {
+    case RangeRequest_SortTarget.KEY:
+      return descending ? "keyDescending" : "keyAscending";
+    case RangeRequest_SortTarget.VALUE:
+      return descending ? "valueDescending" : "valueAscending";
+    default:
+      return "keyAscending";
+  }
+}
 
 function keyValue(key: Uint8Array, value: Uint8Array, keysOnly: boolean): EtcdKeyValue {
   return {
@@ -506,11 +894,10 @@ function unsupportedRange(request: RangeRequest): string | undefined {
   ) {
     return "Range with revision filters: TinyKV keeps no per-key revisions";
   }
-  if (
-    request.sortOrder !== RangeRequest_SortOrder.NONE &&
-    request.sortTarget !== RangeRequest_SortTarget.KEY
-  ) {
-    return `Range sorted by target ${request.sortTarget}: TinyKV sorts by key only`;
+  const targets: number[] = Object.values(RangeRequest_SortTarget);
+  if (!targets.includes(request.sortTarget)) {
+    return `Range sorted by target ${request.sortTarget}: expected KEY, VERSION, CREATE, MOD or ` +
+      "VALUE";
   }
   if (
     request.sortOrder !== RangeRequest_SortOrder.NONE &&
@@ -532,10 +919,33 @@ function unsupportedPut(request: EtcdPutRequest): string | undefined {
   return undefined;
 }
 
+/** A Txn's compares as TinyKV's, and whether one of them can never hold. */
+function comparesOf(list: readonly Compare[]): { compares: TinyKvTxnCompare[]; never: boolean } {
+  const compares: TinyKvTxnCompare[] = [];
+  let never = false;
+  for (const compare of list) {
+    const mapped = compareOf(compare);
+    if (mapped === "always") continue;
+    if (mapped === "never") never = true;
+    else compares.push(mapped);
+  }
+  return { compares, never };
+}
+
+/** The operand field of each compare target (the `target_union` member it must use). */
+const OPERAND_FIELDS = {
+  [Compare_CompareTarget.VERSION]: ["version", "version"],
+  [Compare_CompareTarget.CREATE]: ["createRevision", "create_revision"],
+  [Compare_CompareTarget.MOD]: ["modRevision", "mod_revision"],
+  [Compare_CompareTarget.VALUE]: ["value", "value"],
+  [Compare_CompareTarget.LEASE]: ["lease", "lease"],
+} as const;
+
 /**
  * An etcd compare as TinyKV's: on the value, or on existence (version, create and mod revision
  * are 1 for a key that exists, 0 for one that does not, and are compared only against 0). A lease
- * is always 0: its compare against 0 is decided here ("always" or "never").
+ * is always 0: its compare against 0 is decided here ("always" or "never"). The operand must be
+ * the target's member of `target_union` (or none: 0, or an empty value, as etcd reads it).
  */
 function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
   if (compare.rangeEnd.length > 0) throw new Stop(spreadRange("A Txn compare"));
@@ -546,6 +956,20 @@ function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
     );
   }
   const result = compare.result as number as TxnCompare_Result;
+  const fields = OPERAND_FIELDS[compare.target as keyof typeof OPERAND_FIELDS];
+  if (fields === undefined) {
+    throw new Stop(
+      rpcFailure("invalidArgument", `Compare with target ${compare.target}: unknown`),
+    );
+  }
+  for (const [field, name] of Object.values(OPERAND_FIELDS)) {
+    if (field === fields[0] || compare[field] === undefined) continue;
+    throw new Stop(rpcFailure(
+      "invalidArgument",
+      `Compare of ${describeKey(compare.key)} gives its operand in "${name}": its target ` +
+        `compares "${fields[1]}"`,
+    ));
+  }
   if (compare.target === Compare_CompareTarget.VALUE) {
     return {
       key: compare.key,
@@ -553,17 +977,6 @@ function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
       target: TxnCompare_Target.VALUE,
       value: compare.value ?? EMPTY,
     };
-  }
-  const known: number[] = [
-    Compare_CompareTarget.VERSION,
-    Compare_CompareTarget.CREATE,
-    Compare_CompareTarget.MOD,
-    Compare_CompareTarget.LEASE,
-  ];
-  if (!known.includes(compare.target)) {
-    throw new Stop(
-      rpcFailure("invalidArgument", `Compare with target ${compare.target}: unknown`),
-    );
   }
   const operand = compare.version ?? compare.createRevision ?? compare.modRevision ??
     compare.lease ?? 0;
@@ -582,6 +995,51 @@ function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
     return holds ? "always" : "never";
   }
   return { key: compare.key, result, target: TxnCompare_Target.EXISTS, value: EMPTY };
+}
+
+/**
+ * Whether a Txn branch writes one key twice — two puts, or a put and a delete — which etcd refuses
+ * ("duplicate key given in txn request"). As in etcd, reads of any key and several deletes of one
+ * key are allowed, and each branch is checked on its own.
+ */
+function writesKeyTwice(ops: readonly RequestOp[]): boolean {
+  const hex = (key: Uint8Array) => Array.from(key, (b) => b.toString(16).padStart(2, "0")).join("");
+  const deleted = new Set<string>();
+  for (const op of ops) {
+    if (op.requestDeleteRange !== undefined) deleted.add(hex(op.requestDeleteRange.key));
+  }
+  const put = new Set<string>();
+  for (const op of ops) {
+    if (op.requestPut === undefined) continue;
+    const key = hex(op.requestPut.key);
+    if (put.has(key) || deleted.has(key)) return true;
+    put.add(key);
+  }
+  return false;
+}
+
+/**
+ * The most bytes of keys, values and framing the answer to a branch of `ops` can hold: the keys
+ * its operations return (reads unless counts only, writes with `prev_kv`), their framing, and the
+ * values, at most one per operation that returns one and 2 × `valueBytesMax` in all (what a shard
+ * lets one branch return).
+ */
+function txnAnswerBytesMax(ops: readonly RequestOp[], valueBytesMax: number): number {
+  let bytes = 0;
+  let values = 0;
+  for (const op of ops) {
+    bytes += RESPONSE_OP_FRAMING_BYTES;
+    const range = op.requestRange;
+    const written = op.requestPut ?? op.requestDeleteRange;
+    if (range !== undefined && !range.countOnly) {
+      bytes += range.key.length;
+      if (!range.keysOnly) values++;
+    } else if (written !== undefined && written.prevKv) {
+      bytes += written.key.length;
+      values++;
+    }
+  }
+  return bytes + Math.min(values, 2) * valueBytesMax;
 }
 
 /** An etcd Txn operation as TinyKV's (one key each; no nested Txn, no leases). */

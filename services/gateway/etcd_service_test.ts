@@ -1,14 +1,27 @@
-// Checks the etcd API's mapping onto the gateway's own KV handlers without processes or sockets:
-// an in-memory stand-in for `tinykv.v1.KV` (keys in byte order, scans in small pages, a
-// compare-and-swap that another writer can beat). Range answers one key, a prefix, a range and
-// everything with etcd's `limit`, `more` and `count`, keys only, counts only and both sort orders;
-// put and delete with `prev_kv` return exactly the value they replaced (a one-operation Txn); a Txn
-// becomes TinyKV's Txn (value compares as they are, revision compares against 0 as existence, lease
-// compares decided by the gateway) and its answers map back per operation; what TinyKV cannot do is
-// refused with its status and a reason, and nothing changes; Status and MemberList describe the
-// gateways. The real clients (etcdctl, npm etcd3)
-// run against a dev cluster in tests/etcd_api_test.ts.
+// Checks the etcd API's mapping onto the gateway's own KV handlers, mostly without processes or
+// sockets: an in-memory stand-in for `tinykv.v1.KV` (keys in byte order, scans in small pages whose
+// pairs are views into one buffer, as decoded answers are; a compare-and-swap that another writer
+// can beat; scans and deletes that can be held and failed). Range answers one key, a prefix, a
+// range and everything with etcd's `limit`, `more` and `count`, keys only, counts only, both
+// orders, and sorted by value (order NONE is ascending, the whole range before the limit) or by
+// revision (key order); it holds values only for what it answers (copied out of the page), at most
+// one answer's worth or, sorting by value or keeping the last keys, 4, each at the limit and one
+// past; at most `rangesInFlightMax` ranges run at once. Put and delete with `prev_kv` return
+// exactly the value they replaced (a one-operation Txn); a range delete whose values would not fit
+// deletes nothing, and one whose delete fails starts no other, waits for those in flight and says
+// how many keys it deleted, with the status of the outcome. A Txn becomes TinyKV's Txn (value
+// compares as they are, revision compares against 0 as existence, lease compares decided by the
+// gateway) and its answers map back per operation; one whose answer might not fit a message, one
+// that writes a key twice, and a compare with a misplaced operand are refused before anything is
+// proposed; what TinyKV cannot do is refused with its status and a reason, and nothing changes.
+// Compact past revision 1, Status, MemberList (client URLs etcdctl can dial) and the framing
+// constants are checked; on a real gRPC server, an int64 past 2^53 is INVALID_ARGUMENT on a call
+// and on the Watch stream, Watch refuses each create as etcd does on a stream that stays open, and
+// Deno's HTTP/2 server refuses `http://host:port` as an authority. The real clients (etcdctl, npm
+// etcd3) run against a dev cluster in tests/etcd_api_test.ts.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import {
   Compare_CompareResult,
@@ -16,10 +29,16 @@ import {
   type RangeRequest,
   RangeRequest_SortOrder,
   RangeRequest_SortTarget,
+  RangeResponse,
+  type ResponseOp,
   type TxnRequest as EtcdTxnRequest,
+  TxnResponse as EtcdTxnResponse,
+  WatchRequest,
+  WatchResponse,
 } from "@tinykv/proto/etcdserverpb";
 import {
   type CompareAndSwapResponse,
+  type DeleteResponse,
   type KeyValue,
   type KVService,
   type TxnCompare,
@@ -34,14 +53,19 @@ import {
   rpcOk,
   type RpcResult,
   type ServiceHandlers,
+  startGrpcServer,
 } from "@tinykv/rpc";
 import { compareBytes, keyHash } from "@tinykv/shard";
 import {
+  clientUrlOf,
   etcdHandlers,
   type EtcdServiceOptions,
   etcdServices,
   idOf,
+  KEY_VALUE_FRAMING_BYTES,
+  RESPONSE_OP_FRAMING_BYTES,
   REVISION,
+  valueBytesBound,
 } from "./etcd_service.ts";
 
 /** Two shards by the key's hash, as the gateway's shard map would say. */
@@ -67,6 +91,10 @@ class FakeKv {
   readonly txns: TxnRequest[] = [];
   /** A failure every call answers with, when set. */
   failAll: RpcResult<never> | undefined;
+  /** When set, every Scan waits for it before it answers. */
+  scanGate: Promise<void> | undefined;
+  /** When set, answers a Delete of `key` in its place (undefined: the stand-in deletes). */
+  onDelete: ((key: string) => Promise<RpcResult<DeleteResponse>> | undefined) | undefined;
 
   set(key: string, value: string): void {
     this.pairs.set(hex(enc(key)), { key: enc(key), value: enc(value) });
@@ -97,7 +125,9 @@ class FakeKv {
           this.pairs.set(hex(key), { key, value });
           return rpcOk({});
         }),
-      Delete: ({ key }) => answer("Delete", () => rpcOk({ deleted: this.pairs.delete(hex(key)) })),
+      Delete: ({ key }) =>
+        this.onDelete?.(dec(key)) ??
+          answer("Delete", () => rpcOk({ deleted: this.pairs.delete(hex(key)) })),
       Append: () => answer("Append", () => rpcFailure("internal", "not used")),
       CompareAndSwap: (request) =>
         answer<CompareAndSwapResponse>("CompareAndSwap", () => {
@@ -149,21 +179,38 @@ class FakeKv {
           this.txns.push(request);
           return rpcOk({ succeeded, results });
         }),
-      Scan: ({ start, end, limit }) =>
-        answer("Scan", () => {
+      Scan: async ({ start, end, limit }) => {
+        await this.scanGate;
+        return await answer("Scan", () => {
           const inRange = this.#sorted().filter((p) =>
             compareBytes(p.key, start) >= 0 && (end.length === 0 || compareBytes(p.key, end) < 0)
           );
-          const kvs = inRange.slice(0, Math.min(limit, PAGE));
+          const kvs = pageOf(inRange.slice(0, Math.min(limit, PAGE)));
           const more = inRange.length > kvs.length;
           return rpcOk({
             kvs,
             more,
             next: more ? inRange[kvs.length].key : new Uint8Array(),
           });
-        }),
+        });
+      },
     };
   }
+}
+
+/**
+ * A page's pairs as a decoded answer has them: views into one buffer of the whole page, so that a
+ * handler that keeps a view keeps the page.
+ */
+function pageOf(pairs: readonly KeyValue[]): KeyValue[] {
+  const page = new Uint8Array(pairs.reduce((sum, p) => sum + p.key.length + p.value.length, 0));
+  let at = 0;
+  const view = (bytes: Uint8Array) => {
+    page.set(bytes, at);
+    at += bytes.length;
+    return page.subarray(at - bytes.length, at);
+  };
+  return pairs.map((pair) => ({ key: view(pair.key), value: view(pair.value) }));
 }
 
 function setup(overrides: Partial<EtcdServiceOptions> = {}) {
@@ -283,15 +330,13 @@ Deno.test("Range's limit, more and count, keys only, counts only and descending 
   assert.equal(negative.kind, "invalidArgument");
 });
 
-Deno.test("Range refuses what needs history or another sort, and an answer over the message limit", async () => {
+Deno.test("Range refuses what needs history or an unknown sort, and an answer over the message limit", async () => {
   const { fake, etcd } = setup({ maxMessageBytes: 64 * 1024 + 100 });
   const refusals: Array<[Partial<RangeRequest>, RegExp]> = [
     [{ revision: 5 }, /revision 5: TinyKV keeps no history/],
     [{ minModRevision: 2 }, /revision filters/],
-    [
-      { sortOrder: RangeRequest_SortOrder.ASCEND, sortTarget: RangeRequest_SortTarget.VALUE },
-      /sorts by key only/,
-    ],
+    [{ sortTarget: 5 as RangeRequest_SortTarget }, /target 5: expected KEY, VERSION/],
+    [{ sortOrder: 3 as RangeRequest_SortOrder }, /sort order 3: expected NONE/],
   ];
   for (const [fields, message] of refusals) {
     const result = await etcd.kv.Range(range({ key: enc("k"), ...fields }), CONTEXT);
@@ -300,11 +345,12 @@ Deno.test("Range refuses what needs history or another sort, and an answer over 
   }
   assert.deepEqual(fake.calls, [], "a refused Range reads nothing");
 
-  // 100 bytes of room past the overhead: 90 fit, 101 do not.
-  fake.set("big1", "x".repeat(86));
+  // 100 bytes of room past the overhead: a 4-byte key, a 72-byte value and 24 bytes of framing
+  // fit, one byte more does not.
+  fake.set("big1", "x".repeat(72));
   const fits = await etcd.kv.Range(range({ key: enc("big1") }), CONTEXT);
   assert.equal(fits.kind, "ok");
-  fake.set("big1", "x".repeat(97));
+  fake.set("big1", "x".repeat(73));
   const over = await etcd.kv.Range(range({ key: enc("big1") }), CONTEXT);
   assert.equal(over.kind, "resourceExhausted");
   assert.match((over as { message: string }).message, /rpc_server\.max_message_bytes/);
@@ -483,10 +529,11 @@ Deno.test("a Txn runs the branch its compares choose, on TinyKV's Txn, and maps 
   assert.equal(notAgain.succeeded, false);
   assert.equal(fake.value("new"), "n1");
   const exists = {
-    ...absent,
     result: Compare_CompareResult.GREATER,
     target: Compare_CompareTarget.VERSION,
+    key: enc("new"),
     version: 0,
+    rangeEnd: new Uint8Array(),
   };
   assert.equal(ok(await etcd.kv.Txn(txn({ compare: [exists] }), CONTEXT)).succeeded, true);
 
@@ -579,7 +626,7 @@ Deno.test("a failure of the KV underneath is the etcd call's failure", async () 
   assert.deepEqual(result, { kind: "unavailable", message: "No leader for shard 3" });
 });
 
-Deno.test("Status and MemberList describe the gateways; Compact changes nothing", async () => {
+Deno.test("Status and MemberList describe the gateways; Compact up to revision 1 changes nothing", async () => {
   const { fake, etcd } = setup();
   fake.set("k", "v");
   const status = ok(await etcd.maintenance.Status({}, CONTEXT));
@@ -587,13 +634,16 @@ Deno.test("Status and MemberList describe the gateways; Compact changes nothing"
   assert.equal(status.header?.clusterId, idOf("c-test"));
   assert.match(status.version, /^3\.4\.0\+tinykv$/);
   const members = ok(await etcd.cluster.MemberList({ linearizable: false }, CONTEXT)).members;
-  assert.deepEqual(members.map((m) => m.clientURLs), [
-    ["http://127.0.0.1:7700"],
-    ["http://127.0.0.1:7701"],
-  ]);
+  assert.deepEqual(members.map((m) => m.clientURLs), [["127.0.0.1:7700"], ["127.0.0.1:7701"]]);
   assert.equal(members[0].ID, status.header?.memberId);
   assert.notEqual(members[0].ID, members[1].ID);
   ok(await etcd.kv.Compact({ revision: 1, physical: true }, CONTEXT));
+  ok(await etcd.kv.Compact({ revision: 0, physical: false }, CONTEXT));
+  // One past the current revision: etcd's error, word for word (its clients match the text).
+  assert.deepEqual(await etcd.kv.Compact({ revision: 2, physical: false }, CONTEXT), {
+    kind: "invalidArgument",
+    message: "etcdserver: mvcc: required revision is a future revision",
+  });
   assert.equal(fake.value("k"), "v");
   const alarms = ok(await etcd.maintenance.Alarm({ action: 0, memberID: 0, alarm: 0 }, CONTEXT));
   assert.deepEqual(alarms.alarms, []);
@@ -633,21 +683,648 @@ Deno.test("every etcd service TinyKV lacks is declared, so its calls get a reaso
 Deno.test("DeleteRange with prev_kv whose values would not fit one answer deletes nothing", async () => {
   // 100 bytes of room past the overhead.
   const { fake, etcd } = setup({ maxMessageBytes: 64 * 1024 + 100 });
-  fake.set("r/1", "x".repeat(40));
-  fake.set("r/2", "y".repeat(40));
-  fake.set("r/3", "z".repeat(40));
-  const refused = await etcd.kv.DeleteRange({
-    key: enc("r/"),
-    rangeEnd: prefixEnd("r/"),
-    prevKv: true,
-  }, CONTEXT);
+  const deleteAll = () =>
+    etcd.kv.DeleteRange({ key: enc("r/"), rangeEnd: prefixEnd("r/"), prevKv: true }, CONTEXT);
+  fake.set("r/1", "x".repeat(23));
+  fake.set("r/2", "y".repeat(24));
+  fake.set("r/3", "z".repeat(23));
+  const refused = await deleteAll();
   assert.equal(refused.kind, "resourceExhausted");
-  assert.match((refused as { message: string }).message, /nothing was deleted/);
-  assert.equal(fake.pairs.size, 3);
-  // Two of them fit (2 × (3 + 40) = 86 bytes): deleted and returned.
-  fake.pairs.delete(hex(enc("r/3")));
-  const fits = ok(
-    await etcd.kv.DeleteRange({ key: enc("r/"), rangeEnd: prefixEnd("r/"), prevKv: true }, CONTEXT),
+  assert.match(
+    (refused as { message: string }).message,
+    /would return 3 keys and 151 bytes.*nothing was deleted/,
   );
+  assert.equal(fake.pairs.size, 3);
+  // One past: 2 × (3 + 24) + 23 + 24 = 101 bytes with the framing of two pairs.
+  fake.pairs.delete(hex(enc("r/3")));
+  const onePast = await deleteAll();
+  assert.equal(onePast.kind, "resourceExhausted");
+  assert.match((onePast as { message: string }).message, /2 keys and 101 bytes/);
+  assert.equal(fake.pairs.size, 2);
+  // At the limit (2 × (3 + 23 + 24) = 100 bytes): deleted and returned.
+  fake.set("r/2", "y".repeat(23));
+  const fits = ok(await deleteAll());
   assert.deepEqual([fits.deleted, fits.prevKvs.length, fake.pairs.size], [2, 2, 0]);
+});
+
+Deno.test("Range sorts by value as etcd does with order NONE, and by revisions in key order", async () => {
+  const { fake, etcd } = setup();
+  // Values out of key order, two of them equal, one a prefix of another (bytewise: shorter first).
+  const values: Record<string, string> = {
+    s1: "pear",
+    s2: "apple",
+    s3: "fig",
+    s4: "apple",
+    s5: "ap",
+  };
+  for (const [key, value] of Object.entries(values)) fake.set(key, value);
+  const whole = { key: enc("s"), rangeEnd: prefixEnd("s") };
+  const sorted = async (fields: Partial<RangeRequest>) => {
+    const answer = ok(await etcd.kv.Range(range({ ...whole, ...fields }), CONTEXT));
+    return { ...answer, pairs: answer.kvs.map((kv) => `${dec(kv.key)}=${dec(kv.value)}`) };
+  };
+  const byValue = { sortTarget: RangeRequest_SortTarget.VALUE };
+
+  // etcdctl get --sort-by=VALUE sends order NONE: ascending by value; equal values in key order.
+  const none = await sorted(byValue);
+  assert.deepEqual(none.pairs, ["s5=ap", "s2=apple", "s4=apple", "s3=fig", "s1=pear"]);
+  const ascend = await sorted({ ...byValue, sortOrder: RangeRequest_SortOrder.ASCEND });
+  assert.deepEqual(ascend.pairs, none.pairs);
+  const descend = await sorted({ ...byValue, sortOrder: RangeRequest_SortOrder.DESCEND });
+  assert.deepEqual(descend.pairs, ["s1=pear", "s3=fig", "s2=apple", "s4=apple", "s5=ap"]);
+
+  // The whole range is sorted before the limit: the smallest values, though the last keys.
+  const limited = await sorted({ ...byValue, limit: 2 });
+  assert.deepEqual(limited.pairs, ["s5=ap", "s2=apple"]);
+  assert.deepEqual([limited.more, limited.count], [true, 5]);
+  const keysOnly = await sorted({ ...byValue, limit: 3, keysOnly: true });
+  assert.deepEqual(
+    keysOnly.pairs,
+    ["s5=", "s2=", "s4="],
+    "sorted by the values it does not return",
+  );
+
+  // Every version and revision is 1: sorted by them, in either direction, is key order.
+  for (
+    const target of [
+      RangeRequest_SortTarget.VERSION,
+      RangeRequest_SortTarget.CREATE,
+      RangeRequest_SortTarget.MOD,
+    ]
+  ) {
+    for (const order of [RangeRequest_SortOrder.NONE, RangeRequest_SortOrder.DESCEND]) {
+      const answer = await sorted({ sortTarget: target, sortOrder: order, limit: 4 });
+      assert.deepEqual(keysOf(answer.kvs), ["s1", "s2", "s3", "s4"], `target ${target}`);
+      assert.deepEqual([answer.more, answer.count], [true, 5]);
+    }
+  }
+});
+
+Deno.test("Range with a limit holds values only for the keys it answers, and counts the rest", async () => {
+  // 100 bytes of room past the overhead; each pair below takes 100 (3 + 73 + 24 of framing), so
+  // the range holds 10 answers' worth: more than the 4 a Range may hold while it reads.
+  const { fake, etcd } = setup({ maxMessageBytes: 64 * 1024 + 100 });
+  for (let i = 0; i < 10; i++) fake.set(`b/${i}`, String(i).repeat(73));
+  const whole = { key: enc("b/"), rangeEnd: prefixEnd("b/") };
+
+  const first = ok(await etcd.kv.Range(range({ ...whole, limit: 1 }), CONTEXT));
+  assert.deepEqual([keysOf(first.kvs), first.count, first.more], [["b/0"], 10, true]);
+  assert.equal(dec(first.kvs[0].value), "0".repeat(73));
+  // What is answered is copied out of the page it came in: the page is not held.
+  assert.equal(first.kvs[0].value.buffer.byteLength, 73);
+  assert.equal(first.kvs[0].key.buffer.byteLength, 3);
+
+  const last = ok(
+    await etcd.kv.Range(
+      range({ ...whole, limit: 1, sortOrder: RangeRequest_SortOrder.DESCEND }),
+      CONTEXT,
+    ),
+  );
+  assert.deepEqual([keysOf(last.kvs), last.count, last.more], [["b/9"], 10, true]);
+  assert.equal(dec(last.kvs[0].value), "9".repeat(73));
+
+  const counted = ok(await etcd.kv.Range(range({ ...whole, countOnly: true }), CONTEXT));
+  assert.deepEqual([counted.count, counted.kvs.length], [10, 0]);
+  // Three keys of 3 bytes take 81 bytes with their framing; a fourth would take 108.
+  const keys = ok(await etcd.kv.Range(range({ ...whole, keysOnly: true, limit: 3 }), CONTEXT));
+  assert.deepEqual([keysOf(keys.kvs), keys.count, keys.more], [["b/0", "b/1", "b/2"], 10, true]);
+  const allKeys = await etcd.kv.Range(range({ ...whole, keysOnly: true }), CONTEXT);
+  assert.equal(allKeys.kind, "resourceExhausted");
+  assert.match((allKeys as { message: string }).message, /at least 4 keys and 108 bytes/);
+
+  // Without a limit the answer is the whole range: refused as soon as it cannot fit.
+  const all = await etcd.kv.Range(range(whole), CONTEXT);
+  assert.equal(all.kind, "resourceExhausted");
+  assert.match((all as { message: string }).message, /at least 2 keys and 200 bytes/);
+});
+
+Deno.test("Range keeps at most 4 answers' worth while it sorts by value or keeps the last keys", async () => {
+  // 100 bytes of room past the overhead: a Range may hold 400 while it reads.
+  const { fake, etcd } = setup({ maxMessageBytes: 64 * 1024 + 100 });
+  const set = (key: string, valueBytes: number) => fake.set(key, "v".repeat(valueBytes));
+  // Four pairs of 100 bytes each (3 + 73 + 24): 400, at the limit.
+  for (let i = 1; i <= 4; i++) set(`h/${i}`, 73);
+  const whole = { key: enc("h/"), rangeEnd: prefixEnd("h/") };
+  const byValue = range({ ...whole, sortTarget: RangeRequest_SortTarget.VALUE, limit: 1 });
+  const atLimit = ok(await etcd.kv.Range(byValue, CONTEXT));
+  assert.deepEqual([keysOf(atLimit.kvs), atLimit.count], [["h/1"], 4]);
+  set("h/4", 74);
+  const onePast = await etcd.kv.Range(byValue, CONTEXT);
+  assert.equal(onePast.kind, "resourceExhausted");
+  assert.match((onePast as { message: string }).message, /4 keys and 401 bytes .* 400 bytes/);
+
+  // Descending with limit 2 keeps a window of the last 2 pairs: at most 400 at any time, though
+  // the answer (the last two, small) fits.
+  fake.pairs.clear();
+  set("h/1", 173); // 200 bytes with its key and framing
+  set("h/2", 173);
+  set("h/3", 1);
+  set("h/4", 1);
+  const descend = range({ ...whole, limit: 2, sortOrder: RangeRequest_SortOrder.DESCEND });
+  const window = ok(await etcd.kv.Range(descend, CONTEXT));
+  assert.deepEqual([keysOf(window.kvs), window.count, window.more], [["h/4", "h/3"], 4, true]);
+  set("h/2", 174);
+  const wider = await etcd.kv.Range(descend, CONTEXT);
+  assert.equal(wider.kind, "resourceExhausted");
+  assert.match(
+    (wider as { message: string }).message,
+    /^Range would hold 2 keys and 401 bytes .*the most it may is 400 bytes/,
+  );
+});
+
+Deno.test("Range and DeleteRange over ranges run at most rangesInFlightMax at once", async () => {
+  const { fake, etcd } = setup({ rangesInFlightMax: 2 });
+  for (const key of ["g/1", "g/2", "g/3"]) fake.set(key, "v");
+  const gate = Promise.withResolvers<void>();
+  fake.scanGate = gate.promise;
+  const prefix = { key: enc("g/"), rangeEnd: prefixEnd("g/") };
+  // At the limit: two ranges in flight, waiting on their scans.
+  const first = etcd.kv.Range(range(prefix), CONTEXT);
+  const second = etcd.kv.DeleteRange({ ...prefix, prevKv: false }, CONTEXT);
+  // One past: refused at once, with what to do.
+  for (
+    const refused of [
+      await etcd.kv.Range(range({ ...prefix, countOnly: true }), CONTEXT),
+      await etcd.kv.DeleteRange({ ...prefix, prevKv: false }, CONTEXT),
+    ]
+  ) {
+    assert.equal(refused.kind, "resourceExhausted");
+    assert.match((refused as { message: string }).message, /2 Range and DeleteRange .*retry later/);
+  }
+  // One key is not a range: served meanwhile.
+  assert.equal(ok(await etcd.kv.Range(range({ key: enc("g/1") }), CONTEXT)).count, 1);
+  gate.resolve();
+  assert.equal(ok(await first).count, 3);
+  assert.equal(ok(await second).deleted, 3);
+  // Both slots are free again.
+  fake.set("g/4", "v");
+  assert.equal(ok(await etcd.kv.Range(range(prefix), CONTEXT)).count, 1);
+});
+
+/** Deletes of `keys` that wait until released, each with the answer it is released with. */
+function heldDeletes(fake: FakeKv) {
+  const started: string[] = [];
+  const release = new Map<string, (result: RpcResult<DeleteResponse>) => void>();
+  fake.onDelete = (key) => {
+    started.push(key);
+    return new Promise((resolve) => release.set(key, resolve));
+  };
+  const answer = (key: string, result: RpcResult<DeleteResponse> | "deleted") => {
+    const deleted = result === "deleted";
+    if (deleted) fake.pairs.delete(hex(enc(key)));
+    release.get(key)!(deleted ? rpcOk({ deleted: true }) : result);
+  };
+  return { started, answer };
+}
+
+/** Lets every promise callback that can run, run (the stand-in answers without timers). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 1000; i++) await Promise.resolve();
+}
+
+Deno.test("DeleteRange starts no delete after one fails, waits for those in flight, and says how many it deleted", async () => {
+  const { fake, etcd } = setup();
+  const keys = Array.from({ length: 40 }, (_, i) => `x/${String(i).padStart(2, "0")}`);
+  for (const key of keys) fake.set(key, "v");
+  const deletes = heldDeletes(fake);
+  let answered = false;
+  const call = Promise.resolve(etcd.kv.DeleteRange(
+    { key: enc("x/"), rangeEnd: prefixEnd("x/"), prevKv: false },
+    CONTEXT,
+  )).finally(() => (answered = true));
+  await settle();
+  assert.equal(deletes.started.length, 16, "16 deletes in flight");
+
+  deletes.answer(keys[0], rpcFailure("unavailable", "No leader for shard 2"));
+  await settle();
+  assert.equal(answered, false, "no answer while deletes are in flight");
+  for (const key of keys.slice(1, 16)) deletes.answer(key, "deleted");
+  const result = await call;
+  assert.equal(deletes.started.length, 16, "no delete started after the failure");
+  assert.equal(result.kind, "deadlineExceeded", "some keys were deleted: a partial outcome");
+  const message = (result as { message: string }).message;
+  assert.match(message, /^Outcome unknown: DeleteRange deleted 15 of the range's 40 keys, then /);
+  assert.match(message, /a delete failed \(UNAVAILABLE: No leader for shard 2\); 0 failed /);
+  assert.match(message, /deletes may have applied and 24 keys were not tried/);
+  assert.equal(fake.pairs.size, 25);
+});
+
+Deno.test("DeleteRange that changed nothing before its deletes failed keeps the failure's status", async () => {
+  const { fake, etcd } = setup();
+  for (let i = 0; i < 20; i++) fake.set(`y/${String(i).padStart(2, "0")}`, "v");
+  const deletes = heldDeletes(fake);
+  const call = etcd.kv.DeleteRange(
+    { key: enc("y/"), rangeEnd: prefixEnd("y/"), prevKv: false },
+    CONTEXT,
+  );
+  await settle();
+  for (const key of [...deletes.started]) {
+    deletes.answer(key, rpcFailure("unavailable", "No leader for shard 1"));
+  }
+  const result = await call;
+  assert.equal(result.kind, "unavailable");
+  const message = (result as { message: string }).message;
+  assert.match(message, /deleted 0 of the range's 20 keys: a delete failed \(UNAVAILABLE: /);
+  assert.match(message, /No leader for shard 1\), and 4 were not tried; nothing changed$/);
+
+  // A delete whose outcome is unknown may have applied: DEADLINE_EXCEEDED, though none is known.
+  const again = etcd.kv.DeleteRange(
+    { key: enc("y/"), rangeEnd: prefixEnd("y/"), prevKv: false },
+    CONTEXT,
+  );
+  deletes.started.length = 0;
+  await settle();
+  deletes.answer(deletes.started[0], rpcFailure("deadlineExceeded", "No answer in time"));
+  for (const key of deletes.started.slice(1)) {
+    deletes.answer(key, rpcFailure("unavailable", "No leader for shard 1"));
+  }
+  const unknown = await again;
+  assert.equal(unknown.kind, "deadlineExceeded");
+  assert.match(
+    (unknown as { message: string }).message,
+    /deleted 0 of the range's 20 keys, .*; 1 failed deletes may have applied and 4 keys/,
+  );
+  assert.equal(fake.pairs.size, 20);
+});
+
+Deno.test("a Txn whose answer might not fit one message is refused before it is proposed", async () => {
+  // 1,000 bytes of room past the overhead; values of at most 100 bytes. Keys of one hash tag
+  // share a shard.
+  const { fake, etcd } = setup({ maxMessageBytes: 64 * 1024 + 1000, valueBytesMax: 100 });
+  const k = "{t}k";
+  fake.set(k, "v");
+  // A put with prev_kv and a get return a key and a value each: 2 × 64 bytes of framing, the two
+  // keys, and 2 values of at most 100 bytes.
+  const bound = (key: string) => 2 * 64 + enc(k).length + enc(key).length + 2 * 100;
+  const key = "{t}" + "x".repeat(1000 - bound("{t}"));
+  assert.equal(bound(key), 1000);
+  for (const branch of ["success", "failure"] as const) {
+    const request = (other: string) =>
+      txn({
+        compare: [valueIs(k, branch === "success" ? "v" : "not v")],
+        [branch]: [putOp(k, `by ${branch}`), getOp(other)],
+      });
+    fake.txns.length = 0;
+    const atLimit = ok(await etcd.kv.Txn(request(key), CONTEXT));
+    assert.equal(atLimit.succeeded, branch === "success");
+    assert.equal(fake.value(k), `by ${branch}`);
+    fake.set(k, "v");
+    const onePast = await etcd.kv.Txn(request(`${key}x`), CONTEXT);
+    assert.equal(onePast.kind, "invalidArgument", branch);
+    assert.match(
+      (onePast as { message: string }).message,
+      new RegExp(`^Txn's ${branch} branch could answer 1001 bytes .*about 1000 bytes .*nothing`),
+    );
+    assert.equal(fake.txns.length, 1, "the refused Txn was not proposed");
+    assert.equal(fake.value(k), "v");
+  }
+  // Counts only return no key and no value: 64 bytes each, 15 of them fit, 16 do not.
+  const count = (i: number) => ({ requestRange: range({ key: enc(`{t}${i}`), countOnly: true }) });
+  const fifteen = Array.from({ length: 15 }, (_, i) => count(i));
+  assert.equal(ok(await etcd.kv.Txn(txn({ success: fifteen }), CONTEXT)).responses.length, 15);
+  const sixteen = [...fifteen, count(15)];
+  assert.equal((await etcd.kv.Txn(txn({ success: sixteen }), CONTEXT)).kind, "invalidArgument");
+});
+
+Deno.test("valueBytesBound() is the largest value limit a config admits for a message size", () => {
+  // docs/design.md "Limits and bad input": 2,062,144 bytes with the default 8 MiB messages.
+  assert.equal(valueBytesBound(8 * 1024 * 1024), 2_062_144);
+  assert.equal(valueBytesBound(64 * 1024), 0);
+  // With that limit no Txn a gateway accepts can answer more than one message holds: 2 values,
+  // keys of as many bytes as a Txn carries (4,096 + 2 values), 128 operations' framing.
+  const max = 8 * 1024 * 1024;
+  const value = valueBytesBound(max);
+  assert.ok(2 * value + (4096 + 2 * value) + 128 * 64 <= max - 64 * 1024);
+});
+
+Deno.test("the framing constants bound what a KeyValue and a Txn operation take when encoded", () => {
+  const key = new Uint8Array(4096).fill(0x6b);
+  const value = new Uint8Array(3 << 20).fill(0x76); // past 2^21: a 4-byte length
+  const header = { clusterId: 2 ** 48 - 1, memberId: 2 ** 48 - 1, revision: REVISION, raftTerm: 0 };
+  const kv = {
+    key,
+    value,
+    createRevision: REVISION,
+    modRevision: REVISION,
+    version: REVISION,
+    lease: 0,
+  };
+  const rangeBytes = (kvs: typeof kv[]) =>
+    RangeResponse.encode({ header, kvs, more: true, count: 2 ** 40 }).length;
+  assert.ok(rangeBytes([kv]) - rangeBytes([]) <= 4096 + value.length + KEY_VALUE_FRAMING_BYTES);
+  const txnBytes = (responses: ResponseOp[]) =>
+    EtcdTxnResponse.encode({ header, succeeded: true, responses }).length;
+  const empty = txnBytes([]);
+  const ops: ResponseOp[] = [
+    { responseRange: { header, kvs: [kv], more: false, count: 1 } },
+    { responsePut: { header, prevKv: kv } },
+    { responseDeleteRange: { header, deleted: 1, prevKvs: [kv] } },
+  ];
+  for (const op of ops) {
+    const bytes = txnBytes([op]) - empty;
+    assert.ok(
+      bytes <= 4096 + value.length + RESPONSE_OP_FRAMING_BYTES,
+      `${Object.keys(op)}: ${bytes - 4096 - value.length} bytes of framing`,
+    );
+  }
+});
+
+Deno.test("a Txn that writes one key twice in a branch is refused as etcd refuses it", async () => {
+  const { fake, etcd } = setup();
+  fake.set("k", "v");
+  const del = (key: string) => ({
+    requestDeleteRange: { key: enc(key), rangeEnd: new Uint8Array(), prevKv: false },
+  });
+  const refused: EtcdTxnRequest[] = [
+    txn({ success: [putOp("k", "1"), putOp("k", "2")] }),
+    txn({ success: [del("k"), putOp("k", "1")] }),
+    txn({ failure: [putOp("k", "1"), getOp("k"), del("k")] }),
+  ];
+  for (const request of refused) {
+    assert.deepEqual(await etcd.kv.Txn(request, CONTEXT), {
+      kind: "invalidArgument",
+      message: "etcdserver: duplicate key given in txn request",
+    });
+  }
+  assert.equal(fake.txns.length, 0, "nothing was proposed");
+  assert.equal(fake.value("k"), "v");
+  // Reads of a written key, two deletes of one key, and one write of a key in each branch are
+  // allowed, as in etcd.
+  const allowed: EtcdTxnRequest[] = [
+    txn({ success: [getOp("k"), putOp("k", "1"), getOp("k")] }),
+    txn({ success: [del("k"), del("k")] }),
+    txn({ success: [putOp("k", "2")], failure: [putOp("k", "3")] }),
+  ];
+  for (const request of allowed) ok(await etcd.kv.Txn(request, CONTEXT));
+  assert.equal(fake.txns.length, 3);
+  assert.equal(fake.value("k"), "2");
+});
+
+Deno.test("a compare whose operand is in another member than its target's is refused", async () => {
+  const { fake, etcd } = setup();
+  fake.set("k", "v");
+  const compare = (target: Compare_CompareTarget, operand: Record<string, unknown>) => ({
+    result: Compare_CompareResult.EQUAL,
+    target,
+    key: enc("k"),
+    rangeEnd: new Uint8Array(),
+    ...operand,
+  });
+  const refusals: Array<[ReturnType<typeof compare>, RegExp]> = [
+    [
+      compare(Compare_CompareTarget.VALUE, { version: 0 }),
+      /in "version": its target compares "value"/,
+    ],
+    [
+      compare(Compare_CompareTarget.MOD, { createRevision: 0 }),
+      /in "create_revision": its target compares "mod_revision"/,
+    ],
+    [compare(Compare_CompareTarget.LEASE, { value: enc("v") }), /in "value": .* "lease"/],
+  ];
+  for (const [wrong, message] of refusals) {
+    const result = await etcd.kv.Txn(
+      txn({ compare: [wrong], success: [putOp("k", "x")] }),
+      CONTEXT,
+    );
+    assert.equal(result.kind, "invalidArgument");
+    assert.match((result as { message: string }).message, message);
+  }
+  assert.equal(fake.value("k"), "v");
+  // No operand at all is etcd's 0 (or an empty value): "version = 0" fails, the key exists.
+  const none = ok(
+    await etcd.kv.Txn(
+      txn({ compare: [compare(Compare_CompareTarget.VERSION, {})], success: [putOp("k", "x")] }),
+      CONTEXT,
+    ),
+  );
+  assert.equal(none.succeeded, false);
+});
+
+Deno.test("clientUrlOf() gives a URL etcd clients dial: https with TLS, no wildcard host", () => {
+  const cases: Array<[string, boolean, string]> = [
+    ["127.0.0.1:7700", false, "127.0.0.1:7700"],
+    ["127.0.0.1:7700", true, "https://127.0.0.1:7700"],
+    ["gw1.example:7700", true, "https://gw1.example:7700"],
+    ["0.0.0.0:7700", false, "127.0.0.1:7700"],
+    ["0.0.0.0:7700", true, "https://127.0.0.1:7700"],
+    [":7700", false, "127.0.0.1:7700"],
+    [":::7700", false, "127.0.0.1:7700"],
+    ["[::]:7700", false, "127.0.0.1:7700"],
+    ["::1:7700", false, "[::1]:7700"],
+    ["[::1]:7700", true, "https://[::1]:7700"],
+  ];
+  for (const [address, tls, url] of cases) {
+    assert.equal(clientUrlOf(address, tls), url, `${address} (TLS ${tls})`);
+  }
+});
+
+Deno.test("MemberList lists a gateway on every address at 127.0.0.1, with its own id", async () => {
+  const { etcd } = setup({
+    address: "0.0.0.0:7700",
+    members: () => [{ address: "10.0.0.2:7700" }],
+    tls: true,
+  });
+  const status = ok(await etcd.maintenance.Status({}, CONTEXT));
+  const members = ok(await etcd.cluster.MemberList({ linearizable: false }, CONTEXT)).members;
+  assert.deepEqual(members.map((m) => [m.ID, m.clientURLs]), [
+    [idOf("0.0.0.0:7700"), ["https://127.0.0.1:7700"]],
+    [idOf("10.0.0.2:7700"), ["https://10.0.0.2:7700"]],
+  ]);
+  assert.equal(members[0].ID, status.header?.memberId);
+});
+
+/** `promise`, or a failure naming `what` after `ms` milliseconds. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`No ${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The etcd services of `setup()` on a real gRPC server on 127.0.0.1, and a raw client of it. */
+async function served(overrides: Partial<EtcdServiceOptions> = {}) {
+  const { fake, options } = setup(overrides);
+  const server = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMessageBytes: options.maxMessageBytes,
+    services: etcdServices(options),
+  });
+  const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+  const close = async () => {
+    client.close();
+    await server.shutdown(1000);
+  };
+  return { fake, server, client, close };
+}
+
+const raw = (bytes: Buffer) => bytes;
+
+/** A protobuf varint. */
+function varint(n: bigint): number[] {
+  const out: number[] = [];
+  for (; n >= 0x80n; n >>= 7n) out.push(Number(n & 0x7fn) | 0x80);
+  out.push(Number(n));
+  return out;
+}
+
+Deno.test("an int64 past 2^53 is refused INVALID_ARGUMENT naming its field, on a call and a stream", async () => {
+  const { fake, client, close } = await served();
+  fake.set("k", "v");
+  try {
+    // RangeRequest { key: "k", range_end: "l", limit: n }.
+    const rangeWith = (limit: bigint) =>
+      within(
+        new Promise<{ code: number; details: string; count?: number }>((resolve) => {
+          const bytes = Buffer.from([0x0a, 1, 0x6b, 0x12, 1, 0x6c, 0x18, ...varint(limit)]);
+          client.makeUnaryRequest("/etcdserverpb.KV/Range", raw, raw, bytes, (error, answer) => {
+            if (error !== null) resolve({ code: error.code, details: error.details });
+            else resolve({ code: 0, details: "", count: RangeResponse.decode(answer!).count });
+          });
+        }),
+        5000,
+        "Range answer",
+      );
+    assert.deepEqual(await rangeWith(2n ** 53n - 1n), { code: 0, details: "", count: 1 });
+    const past = await rangeWith(2n ** 53n);
+    assert.equal(past.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(
+      past.details,
+      /"etcdserverpb\.RangeRequest\.limit": 9007199254740992 is not a safe/,
+    );
+
+    // WatchRequest { create_request { key: "k", start_revision: n } }.
+    const watchWith = (revision: bigint) =>
+      within(
+        new Promise<{ code: number; details: string; answers: WatchResponse[] }>((resolve) => {
+          const stream = client.makeBidiStreamRequest("/etcdserverpb.Watch/Watch", raw, raw);
+          const answers: WatchResponse[] = [];
+          stream.on("data", (bytes: Buffer) => {
+            answers.push(WatchResponse.decode(bytes));
+            stream.end();
+          });
+          stream.on("error", () => {});
+          stream.on("status", (status: grpc.StatusObject) =>
+            resolve({ code: status.code, details: status.details, answers }));
+          const create = [0x0a, 1, 0x6b, 0x18, ...varint(revision)];
+          stream.write(Buffer.from([0x0a, create.length, ...create]));
+        }),
+        5000,
+        "end of the Watch stream",
+      );
+    const fits = await watchWith(2n ** 53n - 1n);
+    assert.deepEqual([fits.code, fits.answers.length, fits.answers[0].canceled], [0, 1, true]);
+    const watchPast = await watchWith(2n ** 53n);
+    assert.deepEqual([watchPast.code, watchPast.answers.length], [grpc.status.INVALID_ARGUMENT, 0]);
+    assert.match(watchPast.details, /startRevision": 9007199254740992 is not a safe integer/);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("Watch refuses each create as etcd refuses a watch, keeps the stream open, ends it with the client", async () => {
+  const { client, close } = await served();
+  try {
+    const stream = client.makeBidiStreamRequest(
+      "/etcdserverpb.Watch/Watch",
+      (request: WatchRequest) => Buffer.from(WatchRequest.encode(request)),
+      (bytes: Buffer) => WatchResponse.decode(bytes),
+    );
+    const answers: WatchResponse[] = [];
+    let next = Promise.withResolvers<void>();
+    stream.on("data", (answer: WatchResponse) => {
+      answers.push(answer);
+      next.resolve();
+    });
+    const ended = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
+    stream.on("error", () => {});
+    const create = (key: string) =>
+      WatchRequest.create({
+        createRequest: {
+          key: enc(key),
+          rangeEnd: new Uint8Array(),
+          startRevision: 0,
+          progressNotify: false,
+          filters: [],
+          prevKv: false,
+          watchId: 0,
+          fragment: false,
+        },
+      });
+    const ask = async (request: WatchRequest, count: number) => {
+      stream.write(request);
+      while (answers.length < count) {
+        await within(next.promise, 5000, `Watch answer ${count}`);
+        next = Promise.withResolvers<void>();
+      }
+    };
+    await ask(create("w/1"), 1);
+    await ask(create("w/2"), 2);
+    await ask(WatchRequest.create({ progressRequest: {} }), 3);
+    const [first, second, progress] = answers;
+    for (const [answer, key] of [[first, "w/1"], [second, "w/2"]] as const) {
+      assert.deepEqual(
+        [answer.watchId, answer.created, answer.canceled, answer.header?.revision],
+        [-1, true, true, REVISION],
+      );
+      assert.match(
+        answer.cancelReason,
+        new RegExp(`"${key}" refused: .*does not serve etcd watches`),
+      );
+    }
+    assert.deepEqual([progress.watchId, progress.created, progress.canceled], [-1, false, false]);
+    assert.equal(progress.header?.memberId, idOf("127.0.0.1:7700"));
+    // A cancel of a watch that does not exist gets no answer, as in etcd; the client then ends.
+    stream.write(WatchRequest.create({ cancelRequest: { watchId: 5 } }));
+    stream.end();
+    const status = await within(ended, 5000, "end of the Watch stream");
+    assert.equal(status.code, grpc.status.OK, status.details);
+    assert.equal(answers.length, 3);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("the gateway's HTTP/2 server accepts the authority of a client URL, not of http://host:port", async () => {
+  // etcdctl 3.4 dials one endpoint (endpoint status --cluster) with the endpoint's text as the
+  // :authority. Deno's HTTP/2 server refuses a URL there (GOAWAY, PROTOCOL_ERROR), so the client
+  // URLs of MemberList carry no http:// scheme.
+  const { server, close } = await served();
+  const statusWith = (authority: string) =>
+    within(
+      new Promise<string>((resolve) => {
+        const session = http2.connect(`http://127.0.0.1:${server.port}`);
+        session.on("error", () => {});
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/etcdserverpb.Maintenance/Status",
+          ":authority": authority,
+          "content-type": "application/grpc",
+          "te": "trailers",
+        });
+        let grpcStatus = "none";
+        stream.on("trailers", (trailers) => (grpcStatus = String(trailers["grpc-status"])));
+        stream.on("error", () => {});
+        stream.on("data", () => {});
+        stream.on("close", () => {
+          resolve(`rst ${stream.rstCode}, grpc-status ${grpcStatus}`);
+          session.close();
+        });
+        stream.end(new Uint8Array([0, 0, 0, 0, 0]));
+      }),
+      5000,
+      `an answer with :authority ${authority}`,
+    );
+  try {
+    const url = clientUrlOf(`127.0.0.1:${server.port}`, false);
+    assert.equal(await statusWith(url), "rst 0, grpc-status 0");
+    assert.equal(await statusWith(`http://${url}`), "rst 1, grpc-status none");
+  } finally {
+    await close();
+  }
 });

@@ -67,7 +67,13 @@ async function main(args: string[]): Promise<number> {
 /** Who may call a gateway: applications and operators. */
 const GATEWAY_POLICY: Policy = servicePolicy([
   ["/tinykv.v1.KV/", ["client", "admin"]],
-  ["/etcdserverpb.", ["client", "admin"]],
+  // The etcd services the gateway serves, each named (a service added later needs its own row).
+  ["/etcdserverpb.KV/", ["client", "admin"]],
+  ["/etcdserverpb.Watch/", ["client", "admin"]],
+  ["/etcdserverpb.Maintenance/", ["client", "admin"]],
+  ["/etcdserverpb.Cluster/", ["client", "admin"]],
+  ["/etcdserverpb.Lease/", ["client", "admin"]],
+  ["/etcdserverpb.Auth/", ["client", "admin"]],
 ]);
 
 async function run(config: Config, log: Logger): Promise<number> {
@@ -191,6 +197,9 @@ async function run(config: Config, log: Logger): Promise<number> {
         clusterId: () => view?.shardMap()?.clusterId,
         shardOf: (key) => router.shardOf(key)?.id,
         maxMessageBytes: config.rpc_server.max_message_bytes,
+        valueBytesMax: config.storage.value_bytes_max,
+        tls: security.serverTls !== undefined,
+        watches,
       }),
     ],
     onUnexpectedError: (error, method) => {

@@ -9,9 +9,10 @@
  * is sent twice. Positions the shard no longer holds, bad requests and a watcher cut for being
  * slow end the client's watch with that status.
  *
- * Flow control: when the client's stream takes no more, every shard stream of that watch is
- * paused, so the gateway holds at most what is already in flight; the kvnode's window then
- * decides when a watcher is too slow.
+ * Flow control: the kvnode streams are always read, so a kvnode's status (a watcher it had to
+ * cut) is never stuck behind unread messages. When the client's stream takes no more, the watch
+ * keeps what arrives in a queue of at most {@linkcode GatewayWatchesOptions.queueBytesMax} bytes
+ * and sends it as the client drains; a client slower than that is cut with RESOURCE_EXHAUSTED.
  *
  * @module
  */
@@ -149,7 +150,15 @@ export interface GatewayWatchesOptions {
   readonly open: OpenShardStream;
   readonly log?: { warn(message: string, fields: Record<string, unknown>): void };
   readonly watchesMax?: number;
+  /**
+   * Bytes of events one watch may hold for a client that reads too slowly (default
+   * {@linkcode WATCH_QUEUE_BYTES_MAX_DEFAULT}); past it, the watch is cut.
+   */
+  readonly queueBytesMax?: number;
 }
+
+/** The default of {@linkcode GatewayWatchesOptions.queueBytesMax}. */
+export const WATCH_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 
 /** The watches of one gateway. */
 export class GatewayWatches {
@@ -291,7 +300,10 @@ export class GatewayWatch {
   readonly #traceId: string;
   readonly #onClosed: () => void;
   #announced = false;
+  /** The client's stream takes no more: responses wait in `#queue`. */
   #paused = false;
+  readonly #queue: WatchResponse[] = [];
+  #queuedBytes = 0;
   #closed = false;
 
   constructor(
@@ -334,7 +346,11 @@ export class GatewayWatch {
   resume(): void {
     if (this.#closed || !this.#paused) return;
     this.#paused = false;
-    for (const part of this.#parts) if (part.started) part.stream?.resume();
+    while (!this.#paused && !this.#closed && this.#queue.length > 0) {
+      const response = this.#queue.shift()!;
+      this.#queuedBytes -= responseBytes(response);
+      if (!this.#output.send(response)) this.#paused = true;
+    }
   }
 
   /** The client went away: stop everything, report nothing. */
@@ -407,7 +423,7 @@ export class GatewayWatch {
     });
     // A stream opened again while the client's stream is full, or before every shard started,
     // waits with the others.
-    if (part.started && (this.#paused || !this.#announced)) part.stream.pause();
+    if (part.started && !this.#announced) part.stream.pause();
   }
 
   #retryLater(part: ShardPart): void {
@@ -456,16 +472,33 @@ export class GatewayWatch {
     for (const part of this.#parts) {
       for (const response of part.held.splice(0)) this.#forward(part, response);
     }
-    if (!this.#paused) { for (const part of this.#parts) part.stream?.resume(); }
+    for (const part of this.#parts) part.stream?.resume();
   }
 
   #send(response: WatchResponse): void {
     if (this.#closed) return;
-    if (!this.#output.send(response) && !this.#paused) {
-      this.#paused = true;
-      for (const part of this.#parts) part.stream?.pause();
+    if (!this.#paused) {
+      if (!this.#output.send(response)) this.#paused = true;
+      return;
+    }
+    this.#queue.push(response);
+    this.#queuedBytes += responseBytes(response);
+    const max = this.#options.queueBytesMax ?? WATCH_QUEUE_BYTES_MAX_DEFAULT;
+    if (this.#queuedBytes > max) {
+      this.fail(rpcFailure(
+        "resourceExhausted",
+        `The client reads its watch too slowly: ${this.#queuedBytes} bytes of changes wait ` +
+          `for it, and a watch holds at most ${max}; resume from the last positions received`,
+      ));
     }
   }
+}
+
+/** About the bytes `response` takes on the wire. */
+function responseBytes(response: WatchResponse): number {
+  let bytes = 16 + response.positions.length * 16;
+  for (const event of response.events) bytes += 32 + event.key.length + event.value.length;
+  return bytes;
 }
 
 /** Whether a shard stream that ended with `failure` should be opened again. */

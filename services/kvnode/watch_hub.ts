@@ -398,14 +398,7 @@ export class WatchHub {
     const window = watcher.window;
     while (!watcher.closed && !watcher.blocked && watcher.position < window.applied) {
       if (watcher.position < window.oldestPosition()) {
-        this.#stats.watchersCut++;
-        watcher.fail({
-          kind: "resourceExhausted",
-          message: `Shard ${window.shardId}: the watcher fell behind: it was sent every change ` +
-            `up to index ${watcher.position}, and this node now holds changes from index ` +
-            `${window.oldestPosition() + 1} on (kvnode.watch_window_bytes); resume from the ` +
-            `last position to get the error naming the oldest one held`,
-        });
+        this.#cutBehind(watcher);
         return;
       }
       const events: WatchEvent[] = [];
@@ -459,13 +452,27 @@ export class WatchHub {
       }
       touched.add(window);
     }
+    // A watcher whose unsent changes went is cut now, even one waiting for its transport: it
+    // cannot be served any more, and it must not wait for a drain that may never come.
     for (const window of touched) {
       for (const watcher of [...window.watchers]) {
         if (watcher.position < window.oldestPosition() && watcher.position < window.applied) {
-          this.pump(watcher);
+          this.#cutBehind(watcher);
         }
       }
     }
+  }
+
+  #cutBehind(watcher: ShardWatcher): void {
+    const window = watcher.window;
+    this.#stats.watchersCut++;
+    watcher.fail({
+      kind: "resourceExhausted",
+      message: `Shard ${window.shardId}: the watcher fell behind: it was sent every change ` +
+        `up to index ${watcher.position}, and this node now holds changes from index ` +
+        `${window.oldestPosition() + 1} on (kvnode.watch_window_bytes); resume from the ` +
+        `last position to get the error naming the oldest one held`,
+    });
   }
 
   #drop(held: HeldEvent): void {
