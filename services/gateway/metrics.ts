@@ -20,7 +20,7 @@ export interface GatewaySources {
   readonly router: KvRouter;
   readonly inFlight: { readonly count: number };
   /** The gateway's watches, when it serves them. */
-  readonly watches?: { readonly count: number };
+  readonly watches?: { readonly count: number; readonly queuedBytes: number };
 }
 
 /** Registers the gateway's metrics; the returned `observe` records one finished call. */
@@ -55,6 +55,14 @@ export function gatewayMetrics(
     registers: [registry],
     collect() {
       this.set(sources.watches?.count ?? 0);
+    },
+  });
+  new Gauge({
+    name: "tinykv_gateway_watch_queued_bytes",
+    help: "Bytes of changes the watches hold for clients that read too slowly (at most 256 MiB).",
+    registers: [registry],
+    collect() {
+      this.set(sources.watches?.queuedBytes ?? 0);
     },
   });
   new Gauge({

@@ -155,7 +155,15 @@ export interface GatewayWatchesOptions {
    * {@linkcode WATCH_QUEUE_BYTES_MAX_DEFAULT}); past it, the watch is cut.
    */
   readonly queueBytesMax?: number;
+  /**
+   * Bytes all watches of the gateway may hold for slow clients together (default
+   * {@linkcode WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT}); a watch whose queue would pass it is cut.
+   */
+  readonly queueBytesTotalMax?: number;
 }
+
+/** The default of {@linkcode GatewayWatchesOptions.queueBytesTotalMax}. */
+export const WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT = 256 * 1024 * 1024;
 
 /** The default of {@linkcode GatewayWatchesOptions.queueBytesMax}. */
 export const WATCH_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
@@ -164,6 +172,8 @@ export const WATCH_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 export class GatewayWatches {
   readonly #options: GatewayWatchesOptions;
   readonly #open = new Set<GatewayWatch>();
+  /** Bytes every watch holds for its slow client, together. */
+  readonly #queued = { bytes: 0 };
   #closed = false;
 
   constructor(options: GatewayWatchesOptions) {
@@ -173,6 +183,11 @@ export class GatewayWatches {
   /** Watches open now. */
   get count(): number {
     return this.#open.size;
+  }
+
+  /** Bytes the watches hold for clients that read too slowly, together. */
+  get queuedBytes(): number {
+    return this.#queued.bytes;
   }
 
   /**
@@ -205,7 +220,7 @@ export class GatewayWatches {
     }
     const watch = new GatewayWatch(this.#options, range, shards, start, output, traceId, () => {
       this.#open.delete(watch);
-    });
+    }, this.#queued);
     this.#open.add(watch);
     watch.begin();
     return watch;
@@ -304,6 +319,8 @@ export class GatewayWatch {
   #paused = false;
   readonly #queue: WatchResponse[] = [];
   #queuedBytes = 0;
+  /** What every watch of the gateway holds (this one's `#queuedBytes` included). */
+  readonly #shared: { bytes: number };
   #closed = false;
 
   constructor(
@@ -314,7 +331,9 @@ export class GatewayWatch {
     output: WatchOutput,
     traceId: string,
     onClosed: () => void,
+    queued: { bytes: number } = { bytes: 0 },
   ) {
+    this.#shared = queued;
     this.#options = options;
     this.#range = range;
     this.#output = output;
@@ -348,7 +367,9 @@ export class GatewayWatch {
     this.#paused = false;
     while (!this.#paused && !this.#closed && this.#queue.length > 0) {
       const response = this.#queue.shift()!;
-      this.#queuedBytes -= responseBytes(response);
+      const bytes = responseBytes(response);
+      this.#queuedBytes -= bytes;
+      this.#shared.bytes -= bytes;
       if (!this.#output.send(response)) this.#paused = true;
     }
   }
@@ -361,6 +382,9 @@ export class GatewayWatch {
       clearTimeout(part.retry);
       part.stream?.cancel();
     }
+    this.#shared.bytes -= this.#queuedBytes;
+    this.#queuedBytes = 0;
+    this.#queue.length = 0;
     this.#onClosed();
   }
 
@@ -481,14 +505,24 @@ export class GatewayWatch {
       if (!this.#output.send(response)) this.#paused = true;
       return;
     }
+    const bytes = responseBytes(response);
     this.#queue.push(response);
-    this.#queuedBytes += responseBytes(response);
+    this.#queuedBytes += bytes;
+    this.#shared.bytes += bytes;
     const max = this.#options.queueBytesMax ?? WATCH_QUEUE_BYTES_MAX_DEFAULT;
+    const totalMax = this.#options.queueBytesTotalMax ?? WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT;
     if (this.#queuedBytes > max) {
       this.fail(rpcFailure(
         "resourceExhausted",
         `The client reads its watch too slowly: ${this.#queuedBytes} bytes of changes wait ` +
           `for it, and a watch holds at most ${max}; resume from the last positions received`,
+      ));
+    } else if (this.#shared.bytes > totalMax) {
+      this.fail(rpcFailure(
+        "resourceExhausted",
+        `The client reads its watch too slowly: the gateway holds ${this.#shared.bytes} bytes ` +
+          `of changes for slow watchers, at most ${totalMax} in all; resume from the last ` +
+          "positions received",
       ));
     }
   }
