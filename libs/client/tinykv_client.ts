@@ -57,6 +57,8 @@ export const CLIENT_DEADLINE_MS_DEFAULT = 5000;
 export const SCAN_PAGE_SIZE_DEFAULT = 1000;
 const BACKOFF_MIN_MS = 10;
 const BACKOFF_MAX_MS = 250;
+/** How long a watch tries the endpoints again after the last message it got, before it fails. */
+export const WATCH_RECONNECT_MS = 30_000;
 
 /** Options of {@linkcode TinyKvClient.connect}. */
 export interface TinyKvClientOptions {
@@ -481,6 +483,7 @@ export class TinyKvClient {
       (options.start ?? []).map((position) => [position.shard, position.index]),
     );
     let attempts = 0;
+    let lastHeard = this.#clock.now();
     let last: RpcFailure = { kind: "unavailable", message: "No gateway answered" };
     while (!this.#closed && !aborted(options.signal)) {
       const endpoint = this.#endpoints[this.#preferred];
@@ -531,6 +534,7 @@ export class TinyKvClient {
             break;
           }
           attempts = 0;
+          lastHeard = this.#clock.now();
           for (const position of item.positions) positions.set(position.shard, position.index);
           yield { events: item.events, positions: item.positions };
         }
@@ -541,8 +545,11 @@ export class TinyKvClient {
       if (last.kind !== "unavailable" && last.kind !== "cancelled") {
         throw new TinyKvError(last, { outcomeUnknown: false, attempts });
       }
-      if (attempts > 3 * this.#endpoints.length + 10) {
-        throw new TinyKvError(last, { outcomeUnknown: false, attempts });
+      if (this.#clock.now() - lastHeard > WATCH_RECONNECT_MS) {
+        throw new TinyKvError({
+          kind: last.kind,
+          message: `${last.message} (no gateway served the watch for ${WATCH_RECONNECT_MS} ms)`,
+        }, { outcomeUnknown: false, attempts });
       }
       this.#preferred = (this.#preferred + 1) % this.#endpoints.length;
       await this.#pause(attempts - 1, this.#clock.now() + BACKOFF_MAX_MS);
