@@ -19,28 +19,46 @@
 // shards (FAILED_PRECONDITION naming both shards), `lease grant`, `get --rev`, a `mod` compare
 // against a revision UNIMPLEMENTED; a txn that puts one key twice, and `compaction 2` (past the
 // current revision, 1), with etcd's own error; a `--limit` of 2^53 INVALID_ARGUMENT (2^53 - 1
-// works); `watch`, which the server refuses as etcd refuses a watch (created and canceled, with
-// the reason). `endpoint status` and `member list` show the gateway as a member, with one id in
-// both and a client URL etcdctl dials: `endpoint status --cluster` and `endpoint health --cluster`
-// reach it. Limits, at
-// the limit and one past it: a key of exactly 4,096 bytes reads back whole and one of 4,097 is
-// INVALID_ARGUMENT and writes nothing; a value of exactly 1 MiB (the dev cluster's
-// `storage.value_bytes_max`), put through etcdctl's stdin, reads back byte for byte, and one byte
-// more is INVALID_ARGUMENT and leaves the old value as it was.
+// works); `watch --rev=5` and `watch --prev-kv`, which the server refuses as etcd refuses a watch
+// (created and canceled, with the reason: etcdctl exits 5). `endpoint status` and `member list`
+// show the gateway as a member, with one id in both and a client URL etcdctl dials: `endpoint
+// status --cluster` and `endpoint health --cluster` reach it. Limits, at the limit and one past
+// it: a key of exactly 4,096 bytes reads back whole and one of 4,097 is INVALID_ARGUMENT and writes
+// nothing; a value of exactly 1 MiB (the dev cluster's `storage.value_bytes_max`), put through
+// etcdctl's stdin, reads back byte for byte, and one byte more is INVALID_ARGUMENT and leaves the
+// old value as it was.
 //
 // With etcd3: put, get, prefix reads and counts, deleting a prefix, if-then-else and
-// create-if-absent transactions, a lease grant refused (GRPCNotImplementedError), and a watch whose
-// create() rejects at once with the server's reason instead of waiting forever.
+// create-if-absent transactions, a lease grant refused (GRPCNotImplementedError); a watch of the
+// prefix "js/" receives the puts and deletes of keys in every shard made after create() resolved
+// (a delete of a whole prefix too), with keys and values, none of the keys beside the prefix, and
+// cancel() ends it.
+//
+// Watches with etcdctl (`etcdctl watch` runs in the background; it prints nothing when it starts,
+// so the test puts numbered markers until it prints one, then writes, waits (bounded) until the
+// last change is printed and stops it): `watch KEY` prints exactly, in order and in etcdctl's
+// simple format, the puts and deletes of KEY made after it started (not the put before it, not a
+// longer or shorter key or another key of its shard, not a delete of a missing key);
+// `watch --prefix P` prints every put and delete under P made after it started, in every shard
+// (each key's in order; a Txn's two puts; a `del --prefix`), none beside it; `watch KEY` keeps
+// printing while its shard's leadership moves to another kvnode (`tinykv transfer-leader`, leaders
+// kept balanced so placement leaves them be): every put made before, during and after the
+// transfer, numbered, is printed exactly once and in order.
 //
 // Payloads are deterministic pseudo-random printable bytes (etcdctl takes keys on its command
-// line). Every etcdctl run is bounded (its --command-timeout, and a kill after 30 s), and so is
-// every wait. Afterwards every process of the cluster is still alive, and the cluster stops
-// cleanly.
+// line). Every etcdctl run is bounded (its --command-timeout, and a kill after 30 s; a watch is
+// killed after 90 s), and so is every wait. The cluster's ports avoid the dev defaults and the
+// ranges other tests use. Afterwards every process of the cluster is still alive, and the cluster
+// stops cleanly.
 import { Buffer } from "node:buffer";
 import assert from "node:assert/strict";
-import { Etcd3, GRPCNotImplementedError } from "etcd3";
+import { Etcd3, GRPCNotImplementedError, type IKeyValue } from "etcd3";
+import { type ClusterStateResponse, PlacementService } from "@tinykv/proto/tinykv/v1";
+import { createGrpcClient, unaryCaller } from "@tinykv/rpc";
 import { keyHash, splitEvenly } from "@tinykv/shard";
+import { waitFor } from "@tinykv/zk/testing";
 import { patternBytes } from "./_harness/bytes.ts";
+import { runCli } from "./_harness/cli.ts";
 import {
   devArgs,
   devPorts,
@@ -61,6 +79,8 @@ const SHARDS = 4;
 const ETCDCTL = "/usr/bin/etcdctl";
 /** How long one etcdctl command may take before it is killed. */
 const ETCDCTL_KILL_MS = 30_000;
+/** How long an `etcdctl watch` may run before it is killed. */
+const WATCH_KILL_MS = 90_000;
 
 /** What one etcdctl command printed, and how it exited. */
 interface EtcdctlRun {
@@ -193,13 +213,201 @@ function refused(run: EtcdctlRun, code: string, why: readonly RegExp[]): string 
   return match[2];
 }
 
+/** A change as `etcdctl watch` prints it (simple output: a type, a key and a value line). */
+interface Printed {
+  readonly type: "PUT" | "DELETE";
+  readonly key: string;
+  readonly value: string;
+}
+
+/** `etcdctl watch`'s simple output of `changes`. */
+function printedText(changes: readonly Printed[]): string {
+  return changes.map((change) => `${change.type}\n${change.key}\n${change.value}\n`).join("");
+}
+
+/** `etcdctl watch ARGS` running in the background, its output collected as it comes. */
+class EtcdctlWatch {
+  readonly args: readonly string[];
+  stdout = "";
+  stderr = "";
+  readonly #child: Deno.ChildProcess;
+  readonly #reading: Promise<unknown>;
+
+  constructor(endpoint: string, args: readonly string[]) {
+    this.args = ["watch", ...args];
+    this.#child = new Deno.Command(ETCDCTL, {
+      args: [`--endpoints=${endpoint}`, "--dial-timeout=5s", ...this.args],
+      env: { ETCDCTL_API: "3" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(WATCH_KILL_MS),
+    }).spawn();
+    const collect = async (from: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
+      for await (const text of from.pipeThrough(new TextDecoderStream())) this[into] += text;
+    };
+    this.#reading = Promise.all([
+      collect(this.#child.stdout, "stdout"),
+      collect(this.#child.stderr, "stderr"),
+    ]);
+  }
+
+  /** The changes printed so far (whole ones: a value line ended). */
+  printed(): Printed[] {
+    const lines = this.stdout.split("\n");
+    const changes: Printed[] = [];
+    for (let i = 0; i + 3 < lines.length; i += 3) {
+      const type = lines[i];
+      assert.ok(type === "PUT" || type === "DELETE", `a change's type, line ${i}:\n${this.stdout}`);
+      changes.push({ type, key: lines[i + 1], value: lines[i + 2] });
+    }
+    return changes;
+  }
+
+  /** Whether `check` holds of the changes printed within `timeoutMs` (polled). */
+  async seen(check: (printed: Printed[]) => boolean, timeoutMs: number): Promise<boolean> {
+    return await waitFor(() => check(this.printed()), { timeoutMs }).then(() => true, () => false);
+  }
+
+  /** Waits (bounded) until `check` holds of the changes printed. */
+  async until(check: (printed: Printed[]) => boolean, what: string): Promise<void> {
+    if (await this.seen(check, 20_000)) return;
+    throw new Error(
+      `etcdctl ${this.args.join(" ")} printed no ${what} within 20 s:\n` +
+        `stdout: ${this.stdout}\nstderr: ${this.stderr}`,
+    );
+  }
+
+  /** Stops it (SIGTERM) unless it exited by itself; how it ran. */
+  async stop(): Promise<EtcdctlRun> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // It exited by itself.
+    }
+    const { code } = await this.#child.status;
+    await this.#reading;
+    return { args: this.args, code, stdout: this.stdout, stderr: this.stderr };
+  }
+}
+
+/**
+ * Puts `key` = `start-N` (N = 0, 1, …) until `watch` prints it: the watch is then live (etcdctl
+ * prints nothing when it starts). Returns N. Every marker put after the watch started is printed:
+ * `start-K` to `start-N`, see {@linkcode afterMarkers}.
+ */
+async function startMarkers(
+  watch: EtcdctlWatch,
+  ctl: (...args: string[]) => Promise<EtcdctlRun>,
+  key: string,
+): Promise<number> {
+  for (let n = 0; n < 30; n++) {
+    ok(await ctl("put", key, `start-${n}`));
+    const printed = (changes: Printed[]) =>
+      changes.some((change) => change.key === key && change.value === `start-${n}`);
+    if (await watch.seen(printed, 1000)) return n;
+  }
+  throw new Error(
+    `etcdctl ${watch.args.join(" ")} printed none of 30 markers:\n` +
+      `stdout: ${watch.stdout}\nstderr: ${watch.stderr}`,
+  );
+}
+
+/**
+ * The changes printed after the markers of `key` (all first, in order, `start-K` to `start-last`
+ * with nothing missing).
+ */
+function afterMarkers(printed: readonly Printed[], key: string, last: number): Printed[] {
+  const isMarker = (change: Printed) => change.key === key && /^start-\d+$/.test(change.value);
+  const count = printed.findIndex((change) => !isMarker(change));
+  const markers = count === -1 ? printed : printed.slice(0, count);
+  const first = last - markers.length + 1;
+  assert.ok(first >= 0, `markers: ${JSON.stringify(markers)}`);
+  assert.deepEqual(
+    markers,
+    Array.from({ length: markers.length }, (_, i) => ({
+      type: "PUT",
+      key,
+      value: `start-${first + i}`,
+    })),
+    "the markers put after the watch started, each once, in order",
+  );
+  const rest = printed.slice(markers.length);
+  assert.ok(!rest.some(isMarker), `no marker after the others: ${JSON.stringify(rest)}`);
+  return rest;
+}
+
+/** Each key's changes, in the order printed. */
+function byKey(changes: readonly Printed[]): Map<string, string[]> {
+  const keys = new Map<string, string[]>();
+  for (const change of changes) {
+    const list = keys.get(change.key) ?? [];
+    list.push(change.type === "PUT" ? `PUT ${change.value}` : "DELETE");
+    keys.set(change.key, list);
+  }
+  return keys;
+}
+
+/** Placement's view, through its admin API. */
+async function clusterState(admin: string): Promise<ClusterStateResponse> {
+  const client = createGrpcClient(PlacementService, admin, { maxMessageBytes: 4 * 1024 * 1024 });
+  try {
+    const answer = await unaryCaller(client, "ClusterState")({}, { deadlineMs: 5_000 });
+    assert.equal(answer.kind, "ok", JSON.stringify(answer));
+    return (answer as { response: ClusterStateResponse }).response;
+  } finally {
+    client.close();
+  }
+}
+
+/** `promise`, or a failure naming `what` after `ms` milliseconds. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`No ${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Ports a test must leave alone: the dev defaults and others' (7700-7999, 17700-18999, …). */
+const PORTS_AVOIDED: readonly (readonly [number, number])[] = [
+  [7700, 7999],
+  [17700, 18999],
+  [22181, 22181],
+  [24300, 24400],
+];
+
+/** {@linkcode devPorts}, drawn again until neither they nor their metrics ports are avoided. */
+function testPorts(): ReturnType<typeof devPorts> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const ports = devPorts();
+    const used = [
+      ...[0, 1, 2, 3].flatMap((i) => [ports.base + i, ports.base + 1000 + i]),
+      ports.gateway,
+      ports.gateway + 90,
+      ports.zk,
+      ports.admin,
+      ports.http,
+    ];
+    if (!used.some((port) => PORTS_AVOIDED.some(([lo, hi]) => port >= lo && port <= hi))) {
+      return ports;
+    }
+  }
+  throw new Error("Cannot find ports outside the avoided ranges");
+}
+
 Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 client", async (t) => {
   const etcdctlInstalled = await Deno.stat(ETCDCTL).then(() => true, () => false);
   assert.ok(etcdctlInstalled, `${ETCDCTL} is missing: run deno task setup --test`);
   const root = await Deno.makeTempDir({ prefix: "tinykv-etcd-" });
   const dir = `${root}/dev`;
-  const ports = devPorts();
+  const ports = testPorts();
   const endpoint = `127.0.0.1:${ports.gateway}`;
+  const admin = `127.0.0.1:${ports.admin}`;
   let running: RunningDev | undefined;
   const ctl = (...args: string[]) => etcdctl(endpoint, args);
   /** `etcdctl get ARGS -w json`, decoded. */
@@ -428,17 +636,25 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
       refused(mod, "Unimplemented", [/"ctl\/t"/, /\b3\b/, /history/]);
       assert.equal(await valueOf("ctl/t"), "v2", "the refused txn changed nothing");
 
-      // The server refuses a watch as etcd does (created and canceled at once, with the reason):
-      // etcdctl says why and exits 5 (its ExitInterrupted).
-      const watch = await ctl("watch", "ctl/t");
-      assert.equal(watch.code, 5, `watch is canceled:\n${describe(watch)}`);
-      assert.match(
-        watch.stderr,
-        /^watch was canceled \(Watch of "ctl\/t" refused: .*does not serve etcd watches yet\)$/m,
-        describe(watch),
-      );
-      assert.match(watch.stderr, /^Error: watch is canceled by the server$/m, describe(watch));
-      assert.equal(watch.stdout, "", "no event");
+      // A watch from a past revision, or with previous values, is refused as etcd refuses a
+      // watch (created and canceled at once, with the reason): etcdctl says why and exits 5 (its
+      // ExitInterrupted).
+      const refusals: [string[], RegExp][] = [
+        [["--rev=5"], /it asks to start at revision 5, .*watch from now \(start_revision 0\)/],
+        [["--prev-kv"], /TinyKV's watch events carry no previous value \(prev_kv\)/],
+      ];
+      for (const [args, why] of refusals) {
+        const watch = await ctl("watch", ...args, "ctl/t");
+        assert.equal(watch.code, 5, `watch is canceled:\n${describe(watch)}`);
+        assert.match(
+          watch.stderr,
+          /^watch was canceled \(Watch on key "ctl\/t" refused: .*\)$/m,
+          describe(watch),
+        );
+        assert.match(watch.stderr, why, describe(watch));
+        assert.match(watch.stderr, /^Error: watch is canceled by the server$/m, describe(watch));
+        assert.equal(watch.stdout, "", "no event");
+      }
 
       // etcd's own errors, word for word, so that etcdctl (and clientv3) recognise them.
       const twice = await etcdctl(endpoint, ["txn"], "\nput ctl/dup a\nput ctl/dup b\n\n\n");
@@ -587,7 +803,7 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
       }
     });
 
-    await t.step("etcd3: put, get, prefix, delete, txn, lease and watch refused", async () => {
+    await t.step("etcd3: put, get, prefix, delete, txn, lease refused", async () => {
       const client = new Etcd3({ hosts: endpoint });
       try {
         await client.put("js/one").value("1");
@@ -642,31 +858,259 @@ Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 clien
           assert.match(error.message, /no leases/);
           return true;
         });
-
-        // A watch is refused as etcd refuses one: create() rejects with the reason, at once.
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const late = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("watch().create() still waits")), 10_000);
-        });
-        try {
-          await assert.rejects(
-            Promise.race([client.watch().key("js/watched").create(), late]),
-            (error: unknown) => {
-              assert.ok(error instanceof Error, `${error}`);
-              assert.match(
-                error.message,
-                /^Watcher canceled: Watch of "js\/watched" refused: .*does not serve etcd watches/,
-              );
-              return true;
-            },
-          );
-        } finally {
-          clearTimeout(timer);
-        }
       } finally {
         client.close();
       }
     });
+
+    await t.step('etcd3: watch().prefix("js/").create() receives puts and deletes', async () => {
+      const client = new Etcd3({ hosts: endpoint });
+      try {
+        await client.put("js/w/before").value("made before the watch");
+        const watcher = await within(client.watch().prefix("js/").create(), 10_000, "create()");
+        const seen: string[] = [];
+        let revisions = "";
+        const failures: unknown[] = [];
+        watcher.on("put", (kv: IKeyValue) => {
+          seen.push(`put ${kv.key.toString()}=${kv.value.toString()}`);
+          revisions = `${kv.create_revision}/${kv.mod_revision}/${kv.version}`;
+        });
+        watcher.on("delete", (kv: IKeyValue) => seen.push(`delete ${kv.key.toString()}`));
+        watcher.on("error", (error: unknown) => failures.push(error));
+
+        const keys = keysInEveryShard("js/w/", 1);
+        const expected: string[] = [];
+        for (const key of keys) {
+          await client.put(key).value(`1:${key}`);
+          expected.push(`put ${key}=1:${key}`);
+        }
+        for (const beside of ["js", "jt/w", "j"]) await client.put(beside).value("beside");
+        await client.put(keys[0]).value("2");
+        expected.push(`put ${keys[0]}=2`);
+        assert.equal(Number((await client.delete().key(keys[1])).deleted), 1);
+        expected.push(`delete ${keys[1]}`);
+        // The rest of js/w/, the key made before the watch included.
+        assert.equal(Number((await client.delete().prefix("js/w/")).deleted), keys.length);
+        for (const key of ["js/w/before", keys[0], ...keys.slice(2)]) {
+          expected.push(`delete ${key}`);
+        }
+
+        await waitFor(() => seen.length >= expected.length || failures.length > 0, {
+          timeoutMs: 15_000,
+          what: `${expected.length} events (seen: ${JSON.stringify(seen)})`,
+        });
+        assert.deepEqual(failures, []);
+        // Events of different shards arrive in any order; each key's in the order made.
+        const perKey = (events: string[]) => {
+          const keyed = new Map<string, string[]>();
+          for (const event of events) {
+            const key = event.split(" ")[1].split("=")[0];
+            keyed.set(key, [...keyed.get(key) ?? [], event]);
+          }
+          return Object.fromEntries([...keyed].sort());
+        };
+        assert.deepEqual(perKey(seen), perKey(expected), `every change once: ${seen}`);
+        assert.equal(seen.length, expected.length);
+        assert.equal(revisions, "1/1/1", "every revision is 1");
+        await within(watcher.cancel(), 10_000, "cancel()");
+      } finally {
+        client.close();
+      }
+    });
+
+    await t.step(
+      "etcdctl watch KEY prints exactly the changes of KEY made after it started",
+      async () => {
+        const key = "ctl/w/key";
+        const sameShard = keysInEveryShard("ctl/w/other-", 1).find((k) =>
+          shardOf(k) === shardOf(key)
+        )!;
+        ok(await ctl("put", key, "before"));
+        const watch = new EtcdctlWatch(endpoint, [key]);
+        let last = -1;
+        try {
+          last = await startMarkers(watch, ctl, key);
+          ok(await ctl("put", key, "one"));
+          ok(await ctl("put", `${key}2`, "a longer key"));
+          ok(await ctl("put", "ctl/w/ke", "a shorter key"));
+          ok(await ctl("put", sameShard, "another key of its shard"));
+          ok(await ctl("put", key, "two"));
+          assert.equal(ok(await ctl("del", key)), "1\n");
+          assert.equal(ok(await ctl("del", key)), "0\n", "a delete of a missing key");
+          ok(await ctl("put", key, "three"));
+          await watch.until(
+            (printed) => printed.some((change) => change.value === "three"),
+            "put of three",
+          );
+        } finally {
+          await watch.stop();
+        }
+        const rest = afterMarkers(watch.printed(), key, last);
+        const expected: Printed[] = [
+          { type: "PUT", key, value: "one" },
+          { type: "PUT", key, value: "two" },
+          { type: "DELETE", key, value: "" },
+          { type: "PUT", key, value: "three" },
+        ];
+        assert.deepEqual(rest, expected, watch.stdout);
+        // Byte for byte, as etcdctl prints them.
+        assert.ok(watch.stdout.endsWith(printedText(expected)), watch.stdout);
+      },
+    );
+
+    await t.step(
+      "etcdctl watch --prefix prints every change under it, in every shard",
+      async () => {
+        const prefix = "ctl/wp/";
+        const keys = keysInEveryShard(prefix, 1);
+        const marker = `${prefix}marker`;
+        ok(await ctl("put", keys[0], "before"));
+        const watch = new EtcdctlWatch(endpoint, ["--prefix", prefix]);
+        const expected: Printed[] = [];
+        const put = async (key: string, value: string) => {
+          ok(await ctl("put", key, value));
+          expected.push({ type: "PUT", key, value });
+        };
+        let last = -1;
+        try {
+          last = await startMarkers(watch, ctl, marker);
+          for (const key of keys) await put(key, `1:${key}`);
+          for (const beside of ["ctl/wp", "ctl/wp0", "ctl/wq/x", "ctl/w"]) {
+            ok(await ctl("put", beside, "beside"));
+          }
+          await put(keys[1], "2");
+          await put(keys[2], "2");
+          assert.equal(ok(await ctl("del", keys[0])), "1\n");
+          expected.push({ type: "DELETE", key: keys[0], value: "" });
+          // A Txn's two puts (keys of one hash tag: one shard).
+          const tagged = [`${prefix}{t}a`, `${prefix}{t}b`];
+          const txn = await etcdctl(
+            endpoint,
+            ["txn"],
+            `\nput ${tagged[0]} ta\nput ${tagged[1]} tb\n\n\n`,
+          );
+          assert.equal(ok(txn), "SUCCESS\n\nOK\n\nOK\n", describe(txn));
+          expected.push({ type: "PUT", key: tagged[0], value: "ta" });
+          expected.push({ type: "PUT", key: tagged[1], value: "tb" });
+          // A prefix delete: one change per key.
+          assert.equal(ok(await ctl("del", "--prefix", `${prefix}item-`)), "3\n");
+          for (const key of keys.slice(1)) expected.push({ type: "DELETE", key, value: "" });
+          await watch.until(
+            (printed) =>
+              printed.filter((change) => change.key !== marker).length >= expected.length,
+            `${expected.length} changes`,
+          );
+        } finally {
+          await watch.stop();
+        }
+        const rest = afterMarkers(watch.printed(), marker, last);
+        assert.deepEqual(
+          Object.fromEntries([...byKey(rest)].sort()),
+          Object.fromEntries([...byKey(expected)].sort()),
+          `each key's changes, once, in order:\n${watch.stdout}`,
+        );
+        assert.equal(rest.length, expected.length, "nothing else");
+      },
+    );
+
+    await t.step(
+      "etcdctl watch prints every put once, in order, across a leader transfer of its shard",
+      async () => {
+        // The shard of a node leading the most moves to a voter leading the fewest: leaders stay
+        // balanced, so placement leaves them be.
+        let state = await clusterState(admin);
+        await waitFor(async () => {
+          state = await clusterState(admin);
+          return state.tasks.length === 0 && state.shards.length === SHARDS &&
+            state.shards.every((s) => s.leader !== "" && s.voters.length === 3);
+        }, { timeoutMs: 20_000, what: "every shard led, 3 voters each, no move in flight" });
+        const leads = (node: string) => state.shards.filter((s) => s.leader === node).length;
+        const shard = [...state.shards].sort((a, b) => leads(b.leader) - leads(a.leader))[0];
+        const to = shard.voters.filter((v) => v !== shard.leader)
+          .sort((a, b) => leads(a) - leads(b))[0];
+        const key = keysInEveryShard("ctl/wl/", 1).find((k) => shardOf(k) === shard.shardId)!;
+        const watch = new EtcdctlWatch(endpoint, [key]);
+        const outcomes: { value: string; run: EtcdctlRun }[] = [];
+        let last = -1;
+        let writing = true;
+        const acknowledged = () => outcomes.filter((o) => o.run.code === 0).length;
+        try {
+          last = await startMarkers(watch, ctl, key);
+          const writer = (async () => {
+            for (let i = 0; writing; i++) {
+              outcomes.push({ value: `v-${i}`, run: await ctl("put", key, `v-${i}`) });
+            }
+          })();
+          try {
+            await waitFor(() => acknowledged() >= 10, {
+              timeoutMs: 20_000,
+              what: "10 puts before the transfer",
+            });
+            const transfer = await runCli([
+              "--placement",
+              admin,
+              "transfer-leader",
+              String(shard.shardId),
+              "--to",
+              to,
+            ]);
+            assert.equal(transfer.code, 0, JSON.stringify(transfer));
+            assert.match(
+              transfer.stdout,
+              new RegExp(`^Started: leader of shard ${shard.shardId} moved to ${to}`),
+            );
+            await waitFor(async () => {
+              const now = await clusterState(admin);
+              return now.shards.find((s) => s.shardId === shard.shardId)?.leader === to;
+            }, { timeoutMs: 20_000, what: `shard ${shard.shardId} led by ${to}` });
+            const after = acknowledged();
+            await waitFor(() => acknowledged() >= after + 10, {
+              timeoutMs: 20_000,
+              what: "10 puts after the transfer",
+            });
+          } finally {
+            writing = false;
+            await writer;
+          }
+          const lastValue = outcomes.findLast((o) => o.run.code === 0)!.value;
+          await watch.until(
+            (printed) => printed.some((change) => change.value === lastValue),
+            `the last put (${lastValue})`,
+          );
+        } finally {
+          await watch.stop();
+        }
+        const printed = afterMarkers(watch.printed(), key, last);
+        // A put that failed UNAVAILABLE was not applied; one that failed DEADLINE_EXCEEDED may
+        // have been (its outcome is unknown).
+        const failed = outcomes.filter((o) => o.run.code !== 0);
+        for (const { run } of failed) {
+          assert.match(run.stderr, /code = (DeadlineExceeded|Unavailable)/, describe(run));
+        }
+        const unknown = failed.filter((o) => /code = DeadlineExceeded/.test(o.run.stderr));
+        const values = printed.map((change) => {
+          assert.deepEqual([change.type, change.key], ["PUT", key]);
+          return change.value;
+        });
+        const numbers = values.map((value) => Number(value.slice(2)));
+        assert.ok(
+          numbers.every((n, i) => i === 0 || n > numbers[i - 1]),
+          `each put once, in order: ${values}`,
+        );
+        const acked = outcomes.filter((o) => o.run.code === 0).map((o) => o.value);
+        assert.deepEqual(
+          values.filter((value) => acked.includes(value)),
+          acked,
+          "every acknowledged put printed",
+        );
+        const extra = values.filter((value) => !acked.includes(value));
+        assert.ok(
+          extra.every((value) => unknown.some((o) => o.value === value)),
+          `only puts that were made: ${extra}`,
+        );
+        assert.ok(acked.length >= 20, `${acked.length} puts`);
+      },
+    );
 
     // No process of the cluster exited during the test.
     const live = new Set((await liveProcesses()).map((p) => p.pid));

@@ -574,6 +574,9 @@ function parseWatch(flags: Flags, key: Uint8Array): Command {
         "watch",
       );
     }
+    if (from.some((position) => position.shard === shard)) {
+      throw new UsageError(`Flag "--from" names shard ${shard} twice`, "watch");
+    }
     from.push({ shard, index });
   }
   const count = flags.named.get("count");

@@ -479,9 +479,16 @@ export class TinyKvClient {
     key: Bytes,
     options: WatchOptions = {},
   ): AsyncGenerator<WatchUpdate, void, undefined> {
-    const positions = new Map<number, number>(
-      (options.start ?? []).map((position) => [position.shard, position.index]),
-    );
+    const positions = new Map<number, number>();
+    for (const position of options.start ?? []) {
+      if (positions.has(position.shard)) {
+        throw new TinyKvError({
+          kind: "invalidArgument",
+          message: `Watch start names shard ${position.shard} twice`,
+        }, { outcomeUnknown: false, attempts: 0 });
+      }
+      positions.set(position.shard, position.index);
+    }
     let attempts = 0;
     let lastHeard = this.#clock.now();
     let last: RpcFailure = { kind: "unavailable", message: "No gateway answered" };
@@ -552,7 +559,7 @@ export class TinyKvClient {
         }, { outcomeUnknown: false, attempts });
       }
       this.#preferred = (this.#preferred + 1) % this.#endpoints.length;
-      await this.#pause(attempts - 1, this.#clock.now() + BACKOFF_MAX_MS);
+      await this.#pause(Math.max(0, attempts - 1), this.#clock.now() + BACKOFF_MAX_MS);
     }
   }
 

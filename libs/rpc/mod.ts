@@ -103,3 +103,10 @@ export {
   TRACE_METADATA,
   traceMetadata,
 } from "./status.ts";
+export {
+  canSend,
+  SEND_WINDOW_POLL_MS,
+  type SendStream,
+  sessionOf,
+  whenCanSend,
+} from "./send_window.ts";

@@ -59,7 +59,6 @@ import {
   type TxnRequest,
   type TxnResponse,
   type WatchRequest,
-  type WatchResponse,
   WatchService,
 } from "@tinykv/proto/etcdserverpb";
 import {
@@ -966,7 +965,7 @@ function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
     if (field === fields[0] || compare[field] === undefined) continue;
     throw new Stop(rpcFailure(
       "invalidArgument",
-      `Compare of ${describeKey(compare.key)} gives its operand in "${name}": its target ` +
+      `Compare on key ${describeKey(compare.key)} gives its operand in "${name}": its target ` +
         `compares "${fields[1]}"`,
     ));
   }
@@ -986,7 +985,7 @@ function compareOf(compare: Compare): TinyKvTxnCompare | "always" | "never" {
       : "a revision or version (TinyKV keeps no per-key history)";
     throw new Stop(rpcFailure(
       "unimplemented",
-      `Compare of ${describeKey(compare.key)} against ${operand}: ${what}; compare against 0 ` +
+      `Compare on key ${describeKey(compare.key)} against ${operand}: ${what}; compare against 0 ` +
         "(the key is absent) instead",
     ));
   }

@@ -14,11 +14,15 @@
 // gateway) and its answers map back per operation; one whose answer might not fit a message, one
 // that writes a key twice, and a compare with a misplaced operand are refused before anything is
 // proposed; what TinyKV cannot do is refused with its status and a reason, and nothing changes.
-// Compact past revision 1, Status, MemberList (client URLs etcdctl can dial) and the framing
-// constants are checked; on a real gRPC server, an int64 past 2^53 is INVALID_ARGUMENT on a call
-// and on the Watch stream, Watch refuses each create as etcd does on a stream that stays open, and
-// Deno's HTTP/2 server refuses `http://host:port` as an authority. The real clients (etcdctl, npm
-// etcd3) run against a dev cluster in tests/etcd_api_test.ts.
+// Compact past revision 1 (OUT_OF_RANGE, etcd's words), Status, MemberList (client URLs etcdctl can
+// dial) and the framing constants are checked. On a real gRPC server: an int64 past 2^53 is
+// INVALID_ARGUMENT on a call and on the Watch stream (2^53 - 1 as a start revision is decoded,
+// then refused as etcd refuses a watch, with the reason); Watch serves the gateway's watches (real
+// `GatewayWatches` over fake kvnode streams the test plays: created once the key's shard started,
+// its changes as etcd events, progress, cancel, the stream ended by the client), and without them
+// is UNIMPLEMENTED; Deno's HTTP/2 server refuses `http://host:port` as an authority. Watch itself
+// is checked in etcd_watch_test.ts; the real clients (etcdctl, npm etcd3) run against a dev
+// cluster in tests/etcd_api_test.ts.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
@@ -26,6 +30,7 @@ import * as grpc from "@grpc/grpc-js";
 import {
   Compare_CompareResult,
   Compare_CompareTarget,
+  Event_EventType,
   type RangeRequest,
   RangeRequest_SortOrder,
   RangeRequest_SortTarget,
@@ -33,6 +38,7 @@ import {
   type ResponseOp,
   type TxnRequest as EtcdTxnRequest,
   TxnResponse as EtcdTxnResponse,
+  WatchCreateRequest,
   WatchRequest,
   WatchResponse,
 } from "@tinykv/proto/etcdserverpb";
@@ -41,11 +47,13 @@ import {
   type DeleteResponse,
   type KeyValue,
   type KVService,
+  type ShardWatchRequest,
   type TxnCompare,
   TxnCompare_Target,
   TxnOp_Kind,
   type TxnRequest,
   type TxnResponse,
+  WatchEvent_Kind,
 } from "@tinykv/proto/tinykv/v1";
 import {
   type HandlerContext,
@@ -55,7 +63,7 @@ import {
   type ServiceHandlers,
   startGrpcServer,
 } from "@tinykv/rpc";
-import { compareBytes, keyHash } from "@tinykv/shard";
+import { compareBytes, keyHash, nodeId, shardId, splitEvenly } from "@tinykv/shard";
 import {
   clientUrlOf,
   etcdHandlers,
@@ -67,6 +75,7 @@ import {
   REVISION,
   valueBytesBound,
 } from "./etcd_service.ts";
+import { GatewayWatches, type ShardStreamEvents } from "./watch.ts";
 
 /** Two shards by the key's hash, as the gateway's shard map would say. */
 const shardOf = (key: Uint8Array) => (keyHash(key) < 2 ** 31 ? 1 : 2);
@@ -639,9 +648,10 @@ Deno.test("Status and MemberList describe the gateways; Compact up to revision 1
   assert.notEqual(members[0].ID, members[1].ID);
   ok(await etcd.kv.Compact({ revision: 1, physical: true }, CONTEXT));
   ok(await etcd.kv.Compact({ revision: 0, physical: false }, CONTEXT));
-  // One past the current revision: etcd's error, word for word (its clients match the text).
+  // One past the current revision: etcd's error, word for word (its clients match the text), and
+  // its status (OUT_OF_RANGE, rpctypes.ErrGRPCFutureRev).
   assert.deepEqual(await etcd.kv.Compact({ revision: 2, physical: false }, CONTEXT), {
-    kind: "invalidArgument",
+    kind: "outOfRange",
     message: "etcdserver: mvcc: required revision is a future revision",
   });
   assert.equal(fake.value("k"), "v");
@@ -1146,9 +1156,54 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
   }
 }
 
-/** The etcd services of `setup()` on a real gRPC server on 127.0.0.1, and a raw client of it. */
+/** A `KvNode.Watch` call the gateway's watches opened, played by the test. */
+interface FakeShardStream {
+  readonly request: ShardWatchRequest;
+  readonly events: ShardStreamEvents;
+  cancelled: boolean;
+}
+
+/**
+ * The gateway's watches over the two shards of {@linkcode shardOf}, each at `kvnode-<id>:1`; every
+ * `KvNode.Watch` call they open is recorded in `opened`, for the test to answer.
+ */
+function fakeWatches(): { watches: GatewayWatches; opened: FakeShardStream[] } {
+  const opened: FakeShardStream[] = [];
+  const entries = splitEvenly(2).map((range, i) => ({
+    id: shardId(i + 1),
+    range,
+    replicas: [nodeId(`n${i + 1}`)],
+    learners: [],
+    confEpoch: 1,
+  }));
+  const watches = new GatewayWatches({
+    router: {
+      shards: () => entries.map((entry) => entry.id),
+      shardOf: (key) => entries[shardOf(key) - 1],
+      candidates: (id) => ({ confEpoch: 1, addresses: [`kvnode-${id}:1`] }),
+      noteLeader: () => {},
+      mapChanged: () => Promise.resolve(),
+    },
+    open: (_address, request, events) => {
+      const stream: FakeShardStream = { request, events, cancelled: false };
+      opened.push(stream);
+      return {
+        pause: () => {},
+        resume: () => {},
+        cancel: () => (stream.cancelled = true),
+      };
+    },
+  });
+  return { watches, opened };
+}
+
+/**
+ * The etcd services of `setup()` on a real gRPC server on 127.0.0.1, with the gateway's watches of
+ * {@linkcode fakeWatches} (unless `overrides` says otherwise), and a raw client of it.
+ */
 async function served(overrides: Partial<EtcdServiceOptions> = {}) {
-  const { fake, options } = setup(overrides);
+  const { watches, opened } = fakeWatches();
+  const { fake, options } = setup({ watches, ...overrides });
   const server = await startGrpcServer({
     host: "127.0.0.1",
     port: 0,
@@ -1159,8 +1214,9 @@ async function served(overrides: Partial<EtcdServiceOptions> = {}) {
   const close = async () => {
     client.close();
     await server.shutdown(1000);
+    watches.close();
   };
-  return { fake, server, client, close };
+  return { fake, server, client, close, watches, opened };
 }
 
 const raw = (bytes: Buffer) => bytes;
@@ -1217,8 +1273,14 @@ Deno.test("an int64 past 2^53 is refused INVALID_ARGUMENT naming its field, on a
         5000,
         "end of the Watch stream",
       );
+    // 2^53 - 1 is decoded, and refused as etcd refuses a watch: TinyKV watches from now only.
     const fits = await watchWith(2n ** 53n - 1n);
-    assert.deepEqual([fits.code, fits.answers.length, fits.answers[0].canceled], [0, 1, true]);
+    assert.deepEqual([fits.code, fits.answers.length], [grpc.status.OK, 1]);
+    assert.deepEqual([fits.answers[0].created, fits.answers[0].canceled], [true, true]);
+    assert.match(
+      fits.answers[0].cancelReason,
+      /^Watch on key "k" refused: it asks to start at revision 9007199254740991, /,
+    );
     const watchPast = await watchWith(2n ** 53n);
     assert.deepEqual([watchPast.code, watchPast.answers.length], [grpc.status.INVALID_ARGUMENT, 0]);
     assert.match(watchPast.details, /startRevision": 9007199254740992 is not a safe integer/);
@@ -1227,8 +1289,8 @@ Deno.test("an int64 past 2^53 is refused INVALID_ARGUMENT naming its field, on a
   }
 });
 
-Deno.test("Watch refuses each create as etcd refuses a watch, keeps the stream open, ends it with the client", async () => {
-  const { client, close } = await served();
+Deno.test("Watch serves the gateway's watches: created once the key's shard started, events, progress, cancel, the end", async () => {
+  const { client, close, watches, opened } = await served();
   try {
     const stream = client.makeBidiStreamRequest(
       "/etcdserverpb.Watch/Watch",
@@ -1243,48 +1305,90 @@ Deno.test("Watch refuses each create as etcd refuses a watch, keeps the stream o
     });
     const ended = new Promise<grpc.StatusObject>((resolve) => stream.on("status", resolve));
     stream.on("error", () => {});
-    const create = (key: string) =>
-      WatchRequest.create({
-        createRequest: {
-          key: enc(key),
-          rangeEnd: new Uint8Array(),
-          startRevision: 0,
-          progressNotify: false,
-          filters: [],
-          prevKv: false,
-          watchId: 0,
-          fragment: false,
-        },
-      });
-    const ask = async (request: WatchRequest, count: number) => {
-      stream.write(request);
+    /** Sends `request` (when given), then waits (bounded) until `count` answers arrived in all. */
+    const ask = async (request: WatchRequest | undefined, count: number) => {
+      if (request !== undefined) stream.write(request);
       while (answers.length < count) {
         await within(next.promise, 5000, `Watch answer ${count}`);
         next = Promise.withResolvers<void>();
       }
     };
-    await ask(create("w/1"), 1);
-    await ask(create("w/2"), 2);
-    await ask(WatchRequest.create({ progressRequest: {} }), 3);
-    const [first, second, progress] = answers;
-    for (const [answer, key] of [[first, "w/1"], [second, "w/2"]] as const) {
-      assert.deepEqual(
-        [answer.watchId, answer.created, answer.canceled, answer.header?.revision],
-        [-1, true, true, REVISION],
-      );
-      assert.match(
-        answer.cancelReason,
-        new RegExp(`"${key}" refused: .*does not serve etcd watches`),
-      );
+    const key = enc("w/1");
+    stream.write(WatchRequest.create({ createRequest: WatchCreateRequest.create({ key }) }));
+    for (const deadline = Date.now() + 5000; opened.length === 0;) {
+      assert.ok(Date.now() < deadline, "No kvnode stream opened within 5000 ms");
+      await new Promise((resolve) => setTimeout(resolve, 2));
     }
+    const [part] = opened;
+    assert.deepEqual(
+      [part.request.shardId, dec(part.request.start), dec(part.request.end), part.request.resume],
+      [shardOf(key), "w/1", "w/1\0", false],
+      "one key: its shard, [key, key + 0x00)",
+    );
+    // Nothing until the shard started; then created, with the header of every etcd answer.
+    await ask(WatchRequest.create({ progressRequest: {} }), 1);
+    part.events.onMessage({ events: [], index: 3 });
+    await ask(undefined, 2);
+    const [progress, created] = answers;
     assert.deepEqual([progress.watchId, progress.created, progress.canceled], [-1, false, false]);
-    assert.equal(progress.header?.memberId, idOf("127.0.0.1:7700"));
+    assert.deepEqual(
+      [created.watchId, created.created, created.canceled, created.cancelReason],
+      [0, true, false, ""],
+    );
+    assert.deepEqual(created.header, {
+      clusterId: idOf("c-test"),
+      memberId: idOf("127.0.0.1:7700"),
+      revision: REVISION,
+      raftTerm: 0,
+    });
+
+    part.events.onMessage({
+      index: 4,
+      events: [{ kind: WatchEvent_Kind.PUT, key, value: enc("v"), shard: 1, index: 4 }],
+    });
+    await ask(undefined, 3);
+    const [event] = answers[2].events;
+    assert.deepEqual(
+      [answers[2].watchId, event.type, dec(event.kv!.key), dec(event.kv!.value)],
+      [0, Event_EventType.PUT, "w/1", "v"],
+    );
+    assert.equal(event.kv!.modRevision, REVISION);
+
+    await ask(WatchRequest.create({ cancelRequest: { watchId: 0 } }), 4);
+    assert.deepEqual([answers[3].watchId, answers[3].canceled], [0, true]);
+    assert.equal(part.cancelled, true);
+    assert.equal(watches.count, 0);
     // A cancel of a watch that does not exist gets no answer, as in etcd; the client then ends.
     stream.write(WatchRequest.create({ cancelRequest: { watchId: 5 } }));
     stream.end();
     const status = await within(ended, 5000, "end of the Watch stream");
     assert.equal(status.code, grpc.status.OK, status.details);
-    assert.equal(answers.length, 3);
+    assert.equal(answers.length, 4);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("Watch without the gateway's watches is UNIMPLEMENTED (unit tests of the other calls)", async () => {
+  const { client, close } = await served({ watches: undefined });
+  try {
+    const status = await within(
+      new Promise<grpc.StatusObject>((resolve) => {
+        const stream = client.makeBidiStreamRequest("/etcdserverpb.Watch/Watch", raw, raw);
+        stream.on("data", () => {});
+        stream.on("error", () => {});
+        stream.on("status", resolve);
+        stream.write(
+          Buffer.from(WatchRequest.encode(WatchRequest.create({ progressRequest: {} }))),
+        );
+      }),
+      5000,
+      "end of the Watch stream",
+    );
+    assert.deepEqual(
+      [status.code, status.details],
+      [grpc.status.UNIMPLEMENTED, "This gateway serves no watches"],
+    );
   } finally {
     await close();
   }

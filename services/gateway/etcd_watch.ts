@@ -28,7 +28,7 @@ import {
   type WatchResponse,
 } from "@tinykv/proto/etcdserverpb";
 import { WatchEvent_Kind } from "@tinykv/proto/tinykv/v1";
-import { type RpcFailure, rpcFailure, toServerError } from "@tinykv/rpc";
+import { canSend, type RpcFailure, rpcFailure, toServerError, whenCanSend } from "@tinykv/rpc";
 import { compareBytes, KEY_BYTES_MAX } from "@tinykv/shard";
 import type { GatewayWatch, GatewayWatches, WatchRange } from "./watch.ts";
 
@@ -62,11 +62,19 @@ export function serveEtcdWatch(
   let nextId = 0;
   let closed = false;
   let blocked = false;
+  // Deno's HTTP/2 server takes every write: whether the client takes more is its send window
+  // (libs/rpc send_window.ts). Until it does, each watch queues (and cuts a client too slow).
   const write = (response: WatchResponse): boolean => {
     if (closed || call.destroyed) return true;
-    const ok = call.write(response);
-    if (!ok) blocked = true;
-    return ok;
+    const more = call.write(response) && canSend(call);
+    if (!more && !blocked) {
+      blocked = true;
+      whenCanSend(call, () => {
+        blocked = false;
+        for (const entry of open.values()) entry.watch?.resume();
+      });
+    }
+    return more;
   };
   const answer = (watchId: number, fields: Partial<WatchResponse>) =>
     write({
@@ -94,10 +102,6 @@ export function serveEtcdWatch(
   call.on("error", closeAll);
   call.on("cancelled", closeAll);
   call.on("close", closeAll);
-  call.on("drain", () => {
-    blocked = false;
-    for (const entry of open.values()) entry.watch?.resume();
-  });
   call.on("end", () => {
     closeAll();
     call.end();
@@ -130,7 +134,8 @@ export function serveEtcdWatch(
       while (open.has(nextId)) nextId++;
       id = nextId++;
     } else if (open.has(id)) {
-      refuse(id, `Watch id ${id} is already in use on this stream`);
+      // As etcd: the refusal is not about the watch that holds the id, which goes on.
+      refuse(-1, `Watch id ${id} is already in use on this stream`);
       return;
     }
     const problem = checkCreate(create, options.describeKey);
@@ -192,6 +197,7 @@ export function serveEtcdWatch(
       }
       entry.watch = started;
       if (entry.canceled) started.cancel();
+      else if (!blocked) started.resume();
     });
   });
 }
@@ -201,7 +207,7 @@ function checkCreate(
   create: WatchCreateRequest,
   describeKey: (key: Uint8Array) => string,
 ): string | undefined {
-  const what = `Watch of ${describeKey(create.key)}`;
+  const what = `Watch on key ${describeKey(create.key)}`;
   if (create.startRevision !== 0) {
     return `${what} refused: it asks to start at revision ${create.startRevision}, and TinyKV ` +
       "keeps no cluster-wide revision to start from (each shard has its own log); watch from " +

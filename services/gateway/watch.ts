@@ -28,12 +28,14 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import type { KvRouter } from "@tinykv/client";
 import {
+  canSend,
   type ClientSecurity,
   createGrpcClient,
   failureFromError,
   type RpcFailure,
   rpcFailure,
   toServerError,
+  whenCanSend,
 } from "@tinykv/rpc";
 import {
   compareBytes,
@@ -200,12 +202,13 @@ export class GatewayWatches {
     output: WatchOutput,
     traceId = "",
   ): Promise<GatewayWatch | RpcFailure> {
-    if (this.#closed) return rpcFailure("unavailable", "The gateway is stopping");
-    const max = this.#options.watchesMax ?? GATEWAY_WATCHES_MAX;
-    if (this.#open.size >= max) {
-      return rpcFailure("resourceExhausted", `The gateway serves ${max} watches: the limit`);
-    }
+    const refused = this.#refusal();
+    if (refused !== undefined) return refused;
     const shards = await this.#shardsOf(range);
+    // Checked again: the gateway may have stopped, or other watches started, while this one
+    // waited for the map.
+    const late = this.#refusal();
+    if (late !== undefined) return late;
     if (shards === undefined) {
       return rpcFailure("unavailable", `No shard map is known yet after ${MAP_WAIT_MS} ms`);
     }
@@ -224,6 +227,16 @@ export class GatewayWatches {
     this.#open.add(watch);
     watch.begin();
     return watch;
+  }
+
+  /** Why no watch can start now, if none can. */
+  #refusal(): RpcFailure | undefined {
+    if (this.#closed) return rpcFailure("unavailable", "The gateway is stopping");
+    const max = this.#options.watchesMax ?? GATEWAY_WATCHES_MAX;
+    if (this.#open.size >= max) {
+      return rpcFailure("resourceExhausted", `The gateway serves ${max} watches: the limit`);
+    }
+    return undefined;
   }
 
   /** Ends every watch (the gateway is stopping). */
@@ -304,6 +317,8 @@ interface ShardPart {
   lastProblem: string;
   /** Messages that arrived before every shard started, sent once they have. */
   held: ShardWatchResponse[];
+  /** Leaders named in a row without a message from any: past 2, the backoff applies. */
+  hops: number;
 }
 
 /** One client watch, merged over its shards. */
@@ -348,6 +363,7 @@ export class GatewayWatch {
       retry: undefined,
       lastProblem: "",
       held: [],
+      hops: 0,
     }));
   }
 
@@ -423,6 +439,7 @@ export class GatewayWatch {
         if (fresh) {
           fresh = false;
           part.attempts = 0;
+          part.hops = 0;
           this.#options.router.noteLeader(part.id, address);
         }
         this.#receive(part, response);
@@ -437,8 +454,15 @@ export class GatewayWatch {
         }
         if (leaderAddress !== undefined && leaderAddress !== "" && leaderAddress !== address) {
           this.#options.router.noteLeader(part.id, leaderAddress);
-          part.attempts = 0;
-          this.#connect(part);
+          // Straight to the named leader, unless names keep bouncing (a leader that just died):
+          // then with the growing backoff, over the replicas.
+          part.hops++;
+          if (part.hops <= 2) {
+            part.attempts = 0;
+            this.#connect(part);
+          } else {
+            this.#retryLater(part);
+          }
           return;
         }
         this.#options.router.noteLeader(part.id, undefined);
@@ -605,14 +629,30 @@ export function watchHandler(
     call.on("cancelled", onGone);
     call.on("close", onGone);
     call.on("error", onGone);
-    call.on("drain", () => watch?.resume());
+    // Deno's HTTP/2 server takes every write: whether the client takes more is its send window
+    // (libs/rpc send_window.ts). Until it does, the watch queues (and cuts a client too slow).
+    let waiting = false;
+    const waitToSend = () => {
+      if (waiting) return;
+      waiting = true;
+      whenCanSend(call, () => {
+        waiting = false;
+        watch?.resume();
+      });
+    };
     void watches.start(parsed.range, parsed.start, {
-      send: (response) => gone || call.destroyed ? true : call.write(response),
+      send: (response) => {
+        if (gone || call.destroyed) return true;
+        const more = call.write(response) && canSend(call);
+        if (!more) waitToSend();
+        return more;
+      },
       end: fail,
     }, trace).then((started) => {
       if ("kind" in started) return fail(started);
       watch = started;
       if (gone) watch.cancel();
+      else if (!waiting) watch.resume();
     });
   };
 }

@@ -52,6 +52,8 @@ export interface MachineSpaces {
 export interface ReplicaIdentity {
   readonly shardId: number;
   readonly peerId: number;
+  /** The index the state being opened has applied (the replica's, or the snapshot's). */
+  readonly applied: number;
 }
 
 /** One replica's state machine, over one generation of its spaces. */

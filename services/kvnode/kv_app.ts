@@ -121,7 +121,8 @@ export class KvApplication implements GroupApplication<DataOp, ItemResult, KvMac
     const kv = new KvStateMachine(spaces, { range });
     const hub = this.#watches;
     if (hub === undefined || replica === undefined) return new KvMachine(kv);
-    return new KvMachine(kv, { hub, window: hub.attach(replica.shardId, replica.peerId) });
+    const window = hub.attach(replica.shardId, replica.peerId, replica.applied);
+    return new KvMachine(kv, { hub, window });
   }
 
   isLocal(op: DataOp): boolean {

@@ -152,7 +152,7 @@ export class Replica<R, M extends GroupMachine<R>> {
       initialConfState: record.initialConfState,
       snapshotTaken: (index) => this.#openSource(index),
     });
-    this.#machine = this.#machineOf(this.log.generation);
+    this.#machine = this.#machineOf(this.log.generation, this.log.appliedState.applied);
     this.node = new RawNode({
       id: record.peerId as PeerId,
       storage: this.log,
@@ -184,7 +184,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     return this.log.generation;
   }
 
-  #machineOf(generation: number): M {
+  #machineOf(generation: number, applied: number): M {
     const space = (tag: number) => this.#store.space(this.peerId, tag, generation);
     const spaces = {
       data: space(SPACE.data),
@@ -194,6 +194,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     return this.#open(spaces, this.record.range, {
       shardId: this.record.shardId,
       peerId: this.record.peerId,
+      applied,
     });
   }
 
@@ -317,7 +318,10 @@ export class Replica<R, M extends GroupMachine<R>> {
     let replacedGeneration: number | undefined;
     if (ready.snapshot !== undefined) {
       this.counters.snapshotsReceived++;
-      replacedGeneration = this.#installSnapshotData(ready.snapshot.data);
+      replacedGeneration = this.#installSnapshotData(
+        ready.snapshot.data,
+        ready.snapshot.metadata.index,
+      );
       this.log.installSnapshot(ready.snapshot.metadata);
       this.#failPendingUpTo(ready.snapshot.metadata.index, options.answers);
     }
@@ -343,7 +347,7 @@ export class Replica<R, M extends GroupMachine<R>> {
    * written as they arrived), returning the generation it replaces; inline data (in-process
    * transports) is restored into the current generation.
    */
-  #installSnapshotData(data: Uint8Array): number | undefined {
+  #installSnapshotData(data: Uint8Array, index: number): number | undefined {
     const staged = stagedGeneration(data);
     if (staged === undefined) {
       const restored = this.machine.restore(data);
@@ -354,7 +358,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     }
     const replaced = this.generation;
     this.log.setGeneration(staged);
-    this.#machine = this.#machineOf(staged);
+    this.#machine = this.#machineOf(staged, index);
     return replaced;
   }
 

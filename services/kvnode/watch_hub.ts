@@ -48,8 +48,9 @@ export type WatchFailure = {
 /** Where a watcher's messages go. */
 export interface WatchSink {
   /**
-   * Sends events (possibly none: progress) and the index they reach. Returns false when the
-   * transport wants no more for now; the hub then waits for {@linkcode ShardWatcher.resume}.
+   * Sends events (possibly none: progress) and the index they reach; the first message, sent
+   * as the watcher registers, is its position with no events. Returns false when the transport
+   * wants no more for now; the hub then waits for {@linkcode ShardWatcher.resume}.
    */
   send(events: WatchEvent[], index: number): boolean;
   /** Ends the watch with a failure (called at most once, never after the watcher is closed). */
@@ -111,6 +112,12 @@ class EventQueue {
 
   *[Symbol.iterator](): Generator<HeldEvent> {
     for (let i = this.#head; i < this.#items.length; i++) yield this.#items[i];
+  }
+
+  /** Keeps only the events `keep` says to, in order. */
+  retain(keep: (event: HeldEvent) => boolean): void {
+    this.#items = this.#items.slice(this.#head).filter(keep);
+    this.#head = 0;
   }
 }
 
@@ -214,8 +221,10 @@ export interface ShardWatchSpec {
 export class WatchHub {
   readonly #bytesMax: number;
   readonly #windows = new Map<number, EventWindow>();
-  /** Every held event of every window, oldest first (eviction order). */
+  /** Every held event of every window, oldest first (eviction order), and some dropped ones. */
   readonly #all = new EventQueue();
+  /** Dropped events still in `#all` (they go when eviction reaches them, or in a compaction). */
+  #dropped = 0;
   #bytes = 0;
   readonly #dirty = new Set<EventWindow>();
   #flushQueued = false;
@@ -236,7 +245,8 @@ export class WatchHub {
   } {
     let watchers = 0;
     for (const window of this.#windows.values()) watchers += window.watchers.size;
-    return { bytes: this.#bytes, events: this.#all.length, watchers, ...this.#stats };
+    const events = this.#all.length - this.#dropped;
+    return { bytes: this.#bytes, events, watchers, ...this.#stats };
   }
 
   /** Whether any watcher is registered (the sweep has work). */
@@ -255,7 +265,7 @@ export class WatchHub {
    * and again when a snapshot replaces its state. Either way the new window starts empty, and the
    * watchers of the old one end (they resume on the leader from their position).
    */
-  attach(shardId: number, peerId: number): EventWindow {
+  attach(shardId: number, peerId: number, applied?: number): EventWindow {
     const old = this.#windows.get(shardId);
     if (old !== undefined) {
       this.#close(old, {
@@ -266,6 +276,11 @@ export class WatchHub {
       });
     }
     const window = new EventWindow(shardId, peerId);
+    // The state opened at `applied`: every change after it will pass through `record`.
+    if (applied !== undefined) {
+      window.start = applied + 1;
+      window.applied = applied;
+    }
     this.#windows.set(shardId, window);
     return window;
   }
@@ -317,6 +332,7 @@ export class WatchHub {
   /**
    * Inside a turn, on the replica's leader: registers a watcher at the replica's applied index
    * `applied` (its log ends at `lastIndex`). Fails when the position asked for is not held.
+   * Sends the watcher's first message, its position with no events, before anything else.
    */
   register(
     window: EventWindow,
@@ -341,6 +357,8 @@ export class WatchHub {
     if (position < window.oldestPosition()) return outOfRange(window, position);
     const watcher = new ShardWatcher(this, window, spec, position, sink);
     window.watchers.add(watcher);
+    // The first message is the position, here and now: the changes after it go in a later task.
+    watcher.send([], position);
     if (position < window.applied) this.#markDirty(window);
     return { kind: "ok", watcher, position };
   }
@@ -441,10 +459,14 @@ export class WatchHub {
     while (this.#bytes > this.#bytesMax) {
       const held = this.#all.shift();
       if (held === undefined) break;
-      if (held.evicted) continue;
+      if (held.evicted) {
+        this.#dropped--;
+        continue;
+      }
       const window = held.window;
       // The window's first event is this one: both queues are in the order events were recorded.
       this.#drop(window.events.shift()!);
+      this.#dropped--;
       // Its index is no longer whole: drop the rest of it too.
       window.start = held.index + 1;
       while ((window.events.first()?.index ?? Infinity) <= held.index) {
@@ -479,6 +501,7 @@ export class WatchHub {
     if (held.evicted) return;
     held.evicted = true;
     this.#bytes -= held.bytes;
+    this.#dropped++;
     this.#stats.evicted++;
   }
 
@@ -486,6 +509,13 @@ export class WatchHub {
     if (window.closed) return;
     window.closed = true;
     for (const held of window.events) this.#drop(held);
+    window.events.retain(() => false);
+    // A closed window's events are dropped but still in `#all`, holding their keys and values
+    // beyond the budget until eviction reaches them: compact once they are half of it.
+    if (this.#dropped * 2 > this.#all.length) {
+      this.#all.retain((held) => !held.evicted);
+      this.#dropped = 0;
+    }
     for (const watcher of [...window.watchers]) {
       this.#stats.watchersCut++;
       watcher.fail(failure);

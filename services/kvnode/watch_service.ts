@@ -8,7 +8,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { ShardWatchRequest, ShardWatchResponse, WatchEvent } from "@tinykv/proto/tinykv/v1";
-import { rpcFailure, toServerError } from "@tinykv/rpc";
+import { canSend, rpcFailure, toServerError, whenCanSend } from "@tinykv/rpc";
 import { checkTraceId, KEY_BYTES_MAX, shardId } from "@tinykv/shard";
 import type { KvDriver } from "./kv_app.ts";
 import type { ShardWatcher, WatchFailure, WatchHub } from "./watch_hub.ts";
@@ -125,10 +125,23 @@ async function serveWatch(
   call.on("cancelled", onGone);
   call.on("close", onGone);
   call.on("error", onGone);
+  // Deno's HTTP/2 server takes every write: whether the caller takes more is its send window
+  // (libs/rpc send_window.ts). The watcher waits for it, and is cut if the window evicts its changes.
+  let waiting = false;
+  const waitToSend = () => {
+    if (waiting) return;
+    waiting = true;
+    whenCanSend(call, () => {
+      waiting = false;
+      held.watcher?.resume();
+    });
+  };
   const sink = {
     send(events: WatchEvent[], index: number): boolean {
       if (gone || call.destroyed) return true;
-      return call.write({ events, index });
+      const more = call.write({ events, index }) && canSend(call);
+      if (!more) waitToSend();
+      return more;
     },
     close(failure: WatchFailure): void {
       if (trace !== undefined) {
@@ -137,7 +150,6 @@ async function serveWatch(
       end(call, failure);
     },
   };
-  call.on("drain", () => held.watcher?.resume());
   let registered: Awaited<ReturnType<typeof register>>;
   try {
     registered = await register(options, request, sink);
@@ -154,8 +166,9 @@ async function serveWatch(
     watcher.cancel();
     return;
   }
-  // The first message: the position the watch starts from.
-  watcher.send([], registered.position);
+  // The window may have opened before the watcher was known here.
+  if (!waiting) watcher.resume();
+  // The first message, the position the watch starts from, went out when it registered.
   hub.pump(watcher);
   sweeper.ensureRunning();
 }
