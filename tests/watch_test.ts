@@ -82,6 +82,8 @@ const KEY_MAX = 4096;
 const VALUE_MAX = 1024 * 1024;
 /** The smallest `kvnode.watch_window_bytes`. */
 const SMALL_WINDOW_BYTES = 1024 * 1024;
+/** The largest value a cluster with that window may allow (2 × it + 64 KiB fits the window). */
+const SMALL_WINDOW_VALUE_MAX = (SMALL_WINDOW_BYTES - 64 * 1024) / 2;
 const SHARDS = 4;
 const MESSAGE_BYTES = 8 * 1024 * 1024;
 /** How long one CLI run may take before it is killed and the test fails. */
@@ -1141,6 +1143,8 @@ Deno.test("watch: a 1 MiB window: OUT_OF_RANGE, and a slow watcher cut", async (
     running = await runUntilServing([
       ...devArgs(dir, ports, SHARDS),
       `--kvnode.watch_window_bytes=${SMALL_WINDOW_BYTES}`,
+      // The smallest window holds the largest Txn's changes only with smaller values.
+      `--storage.value_bytes_max=${SMALL_WINDOW_VALUE_MAX}`,
       "--no-restart",
     ]);
     const pids = [...running.pids];

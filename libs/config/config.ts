@@ -171,6 +171,14 @@ function checkFormats(config: Config): string | undefined {
   return `key "zookeeper.servers" must be ${ZOOKEEPER_SERVERS_EXPECTED}: ${parsed.problem}`;
 }
 
+/**
+ * The smallest `kvnode.watch_window_bytes` for `valueBytesMax`: one entry's changes (at most two
+ * values at the limit, 4 KiB of keys and 96 bytes per change) must fit the window, with room.
+ */
+export function watchWindowBytesMin(valueBytesMax: number): number {
+  return 2 * valueBytesMax + 64 * 1024;
+}
+
 /** Rules that relate several keys; returns a message for the first one broken. */
 function checkAcrossKeys(config: Config): string | undefined {
   const { raft, gateway, rpc_server, storage } = config;
@@ -191,6 +199,12 @@ function checkAcrossKeys(config: Config): string | undefined {
   }
   if (raft.message_bytes_max > room) {
     return `key "raft.message_bytes_max" must be at most ${room} (half of "rpc_server.max_message_bytes" less 64 KiB): got ${raft.message_bytes_max}`;
+  }
+  // The changes of one entry travel to a watcher together: the window must hold the largest (a
+  // Txn of two values at the limit, with its keys and each change's overhead) with room to spare.
+  const windowMin = watchWindowBytesMin(storage.value_bytes_max);
+  if (config.kvnode.watch_window_bytes < windowMin) {
+    return `key "kvnode.watch_window_bytes" must be at least ${windowMin} (2 × "storage.value_bytes_max" + 64 KiB: the changes of the largest Txn): got ${config.kvnode.watch_window_bytes}`;
   }
   // Snapshots being received are staged in the node's LMDB map beside its data.
   const snapshotMax = Math.floor(storage.map_bytes / 2);

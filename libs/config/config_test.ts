@@ -124,7 +124,20 @@ const BAD_FILES: Array<{ name: string; text: string; expect: RegExp }> = [
     text: "[rpc_server]\nmax_message_bytes = 1048576\n[storage]\nvalue_bytes_max = 1048576\n",
     expect: /key "storage\.value_bytes_max" must be at most 227136: its largest command/,
   },
+  {
+    name: "a watch window smaller than the largest Txn's changes (one byte short)",
+    text: "[kvnode]\nwatch_window_bytes = 2162687\n",
+    expect:
+      /key "kvnode\.watch_window_bytes" must be at least 2162688 \(2 × "storage\.value_bytes_max" \+ 64 KiB: the changes of the largest Txn\): got 2162687$/,
+  },
 ];
+
+Deno.test("loadConfig() takes a watch window exactly as large as the largest Txn's changes", () => {
+  const loaded = fromText("[kvnode]\nwatch_window_bytes = 2162688\n");
+  assert.equal(loaded.kind, "ok", JSON.stringify(loaded));
+  if (loaded.kind !== "ok") return;
+  assert.equal(loaded.config.kvnode.watch_window_bytes, 2 * 1024 * 1024 + 64 * 1024);
+});
 
 for (const bad of BAD_FILES) {
   Deno.test(`loadConfig() refuses ${bad.name} with a precise message`, () => {
