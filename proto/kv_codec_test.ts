@@ -179,10 +179,19 @@ Deno.test("the wire format keeps kv.proto's names and field numbers", () => {
     ackSeq: 6,
   });
   assert.deepStrictEqual(ids("TxnResponse"), { succeeded: 1, results: 2 });
+  assert.deepStrictEqual(ids("WatchPosition"), { shard: 1, index: 2 });
+  assert.deepStrictEqual(ids("WatchRequest"), { key: 1, prefix: 2, start: 3 });
+  assert.deepStrictEqual(ids("WatchEvent"), { kind: 1, key: 2, value: 3, shard: 4, index: 5 });
+  assert.deepStrictEqual(ids("WatchResponse"), { events: 1, positions: 2 });
   assert.deepStrictEqual(
     Object.values(KVService).map((m) => m.path),
-    ["Get", "Put", "Delete", "Append", "CompareAndSwap", "Scan", "Txn"].map((m) =>
+    ["Get", "Put", "Delete", "Append", "CompareAndSwap", "Scan", "Txn", "Watch"].map((m) =>
       `/tinykv.v1.KV/${m}`
     ),
+  );
+  assert.deepStrictEqual(
+    [KVService.Watch.requestStream, KVService.Watch.responseStream],
+    [false, true],
+    "Watch is a server stream",
   );
 });
