@@ -1,7 +1,8 @@
 // Watches (`tinykv.v1.KV/Watch`, docs/design.md "Watch") end to end against real dev clusters
 // (`tools/dev.ts`: ZooKeeper, kvnodes, placement, a gateway; 4 shards of 3 replicas), through the
 // `tinykv watch` CLI (a subprocess with the permissions of `deno task tinykv`), `TinyKvClient.watch`
-// and a raw gRPC client.
+// and a raw gRPC client; and etcd's Watch on the gateway's etcd API through Debian's `etcdctl` 3.4
+// (a subprocess) and the npm client `etcd3`.
 //
 // A cluster of 4 kvnodes with the default window (64 MiB):
 // - CLI, one key: `watch KEY --count N --json` prints exactly the puts and deletes of KEY made after
@@ -20,7 +21,11 @@
 //   another, across a leader transfer (`tinykv transfer-leader`), a replica move off a shard's
 //   leader onto the 4th kvnode (`tinykv move`), and a shard leader's kvnode killed with SIGKILL
 //   (dev restarts it): it sees every acknowledged write exactly once, in order per key and per
-//   shard, and no write that was not made (nor one that failed as not applied).
+//   shard, and no write that was not made (nor one that failed as not applied). So do, over the
+//   same writes, an `etcdctl watch --prefix` (in the background, live once it prints one of the
+//   markers put until it does; killed by its pid at the end) and an etcd3 `watch().prefix()`, each
+//   on one etcd Watch stream that goes on throughout: no cancel, no reconnect, etcdctl never exits
+//   nor reports anything on stderr.
 // - The gateway stopped (SIGTERM to its pid; dev restarts it): changes written straight to the
 //   kvnodes while it is down, and through it once it is back, arrive exactly once when the watch
 //   resumes with `start:` the positions it had reached before; a watch left open throughout
@@ -39,6 +44,7 @@
 // Every wait is bounded; no process of either cluster exits, and both stop cleanly on Ctrl-C.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
+import { Etcd3, type IKeyValue } from "etcd3";
 import {
   ClientSession,
   KvRouter,
@@ -93,6 +99,10 @@ const CLI_KILL_MS = 30_000;
  * itself and prints what it got (and where it would resume), for the failure message.
  */
 const WATCH_TIMEOUT = "10000";
+/** Debian's etcdctl 3.4 (`deno task setup --test` installs it). */
+const ETCDCTL = "/usr/bin/etcdctl";
+/** A backstop: an `etcdctl watch` still running after this is killed (the test kills it first). */
+const ETCDCTL_WATCH_KILL_MS = 120_000;
 /** Ports people use on this machine: the test's clusters stay off them. */
 const RESERVED_PORTS: ReadonlyArray<readonly [number, number]> = [
   [7700, 7999],
@@ -283,6 +293,92 @@ class CliProcess {
   }
 }
 
+/**
+ * `etcdctl watch ARGS…` (v3 API, simple output) in the background against a gateway's etcd port,
+ * its output collected as it comes. It prints nothing when it starts: see the markers of the
+ * TinyKvClient step.
+ */
+class EtcdctlWatch {
+  readonly args: readonly string[];
+  readonly #child: Deno.ChildProcess;
+  readonly #done: Promise<Deno.CommandStatus>;
+  #stdout = "";
+  #stderr = "";
+  /** Set once the process has been waited for: its pid is no longer ours to signal. */
+  #reaped = false;
+
+  constructor(endpoint: string, args: readonly string[]) {
+    this.args = ["watch", ...args];
+    this.#child = new Deno.Command(ETCDCTL, {
+      args: [`--endpoints=${endpoint}`, "--dial-timeout=5s", ...this.args],
+      env: { ETCDCTL_API: "3" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(ETCDCTL_WATCH_KILL_MS),
+    }).spawn();
+    const collect = async (from: ReadableStream<Uint8Array>, add: (text: string) => void) => {
+      for await (const text of from.pipeThrough(new TextDecoderStream())) add(text);
+    };
+    const reading = Promise.all([
+      collect(this.#child.stdout, (text) => (this.#stdout += text)),
+      collect(this.#child.stderr, (text) => (this.#stderr += text)),
+    ]);
+    const status = this.#child.status.then((status) => {
+      this.#reaped = true;
+      return status;
+    });
+    this.#done = Promise.all([status, reading]).then(([status]) => status);
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Whether it still runs (it never ends by itself: a canceled watch makes it exit). */
+  get running(): boolean {
+    return !this.#reaped;
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  describe(): string {
+    const cut = (text: string) => (text.length > 3000 ? `…${text.slice(-3000)}` : text);
+    return `etcdctl ${this.args.join(" ")} (pid ${this.pid}, ` +
+      `${this.running ? "running" : "exited"})\nstdout: ${cut(this.#stdout)}\n` +
+      `stderr: ${cut(this.#stderr)}`;
+  }
+
+  /** The changes printed so far (whole ones: `PUT`/`DELETE`, the key, the value line ended). */
+  printed(): Change[] {
+    const lines = this.#stdout.split("\n");
+    const changes: Change[] = [];
+    for (let i = 0; i + 3 < lines.length; i += 3) {
+      const [type, key, value] = lines.slice(i, i + 3);
+      assert.ok(
+        type === "PUT" || type === "DELETE",
+        `a change's type, line ${i}:\n${this.describe()}`,
+      );
+      changes.push(type === "PUT" ? put(key, value) : del(key));
+    }
+    return changes;
+  }
+
+  /** Kills it by its pid (SIGTERM) unless it has exited; how it ended (bounded). */
+  async kill(): Promise<Deno.CommandStatus> {
+    if (!this.#reaped) {
+      try {
+        Deno.kill(this.pid, "SIGTERM");
+      } catch {
+        // It exited just now.
+      }
+    }
+    return await within(this.#done, 10_000, `etcdctl (pid ${this.pid}) to exit once killed`);
+  }
+}
+
 /** A change as the test makes it. */
 interface Change {
   readonly kind: "put" | "delete";
@@ -407,11 +503,13 @@ function assertExactly(seen: readonly Seen[], expected: readonly Change[], what:
   assertShardOrder(seen, context);
 }
 
-function short(event: Seen): string {
+/** A change for messages; its shard and index when the watch reported them. */
+function short(event: Change & { readonly shard?: number; readonly index?: number }): string {
   const value = event.value === undefined
     ? ""
     : `=${event.value.length > 24 ? `<${event.value.length}>` : event.value}`;
-  return `${event.kind} ${event.key.slice(0, 40)}${value} @${event.shard}:${event.index}`;
+  const at = event.shard === undefined ? "" : ` @${event.shard}:${event.index}`;
+  return `${event.kind} ${event.key.slice(0, 40)}${value}${at}`;
 }
 
 /** Each event in its key's shard; each shard's indexes strictly increasing. */
@@ -776,13 +874,15 @@ Deno.test("watch: CLI, limits, leader changes and a move, gateway restart", asyn
     });
 
     await t.step(
-      "TinyKvClient: every acknowledged write once, in order, across a leader transfer, a " +
-        "move and a leader's kvnode killed",
+      "TinyKvClient, etcdctl and etcd3: every acknowledged write once, in order, across a leader " +
+        "transfer, a move and a leader's kvnode killed",
       async () => {
         const prefix = "w2/";
         const keys = keysInEveryShard(prefix, 2);
+        /** Where the markers that tell when etcdctl watches go: under the prefix, no writer's key. */
+        const marker = `${prefix}marker`;
         await stateWhere(admin, settled, "a settled cluster", 30_000);
-        // The watch, in the background.
+        // The TinyKvClient watch, in the background.
         const stop = new AbortController();
         const seen: Seen[] = [];
         const updates: WatchUpdate[] = [];
@@ -799,174 +899,277 @@ Deno.test("watch: CLI, limits, leader changes and a move, gateway restart", asyn
         });
         assert.equal(watchError, undefined, `the watch started: ${watchError}`);
 
-        // The writer: value i goes to keys[i % 8]; every outcome is kept.
-        const outcomes = new Map<string, "ok" | "unknown" | "failed">();
-        const failures: string[] = [];
-        let writing = true;
-        let acknowledged = 0;
-        const writer = (async () => {
-          for (let i = 0; writing; i++) {
-            const value = String(i);
-            try {
-              await kv.put(keys[i % keys.length], value, { deadlineMs: 10_000 });
-              outcomes.set(value, "ok");
-              acknowledged++;
-            } catch (error) {
-              if (!(error instanceof TinyKvError)) throw error;
-              outcomes.set(value, error.outcomeUnknown ? "unknown" : "failed");
-              failures.push(`${value}: ${error.code}: ${error.message}`);
+        // Real etcd clients watch the same prefix on the gateway's etcd API (its client port), on
+        // one etcd Watch stream each, which must keep delivering throughout: no cancel, no
+        // reconnect. (A reconnected etcd client asks to resume from a revision, which TinyKV
+        // cannot honour; the gateway resumes its shard streams itself, so through the transfer,
+        // the move and the kill the etcd stream stays the same one.)
+        const etcd = new Etcd3({ hosts: gateway });
+        let ctlWatch: EtcdctlWatch | undefined;
+        try {
+          // etcd3: created once the watch has started in every shard, so it gets every change
+          // made after create() resolved, the markers included.
+          const watcher = await within(
+            etcd.watch().prefix(prefix).create(),
+            10_000,
+            "etcd3 watch create()",
+          );
+          const etcdSeen: Change[] = [];
+          const etcdTrouble: string[] = [];
+          let cancelling = false;
+          watcher.on("put", (pair: IKeyValue) => {
+            etcdSeen.push(put(pair.key.toString(), pair.value.toString()));
+          });
+          watcher.on("delete", (pair: IKeyValue) => etcdSeen.push(del(pair.key.toString())));
+          watcher.on("error", (error: unknown) => etcdTrouble.push(`error: ${error}`));
+          watcher.on(
+            "disconnected",
+            (error: unknown) => etcdTrouble.push(`disconnected: ${error}`),
+          );
+          watcher.on("connected", () => etcdTrouble.push("connected again"));
+          watcher.on("end", () => {
+            if (!cancelling) etcdTrouble.push("ended");
+          });
+          // etcdctl prints nothing when its watch starts: markers until it prints one. The
+          // TinyKvClient and etcd3 watches started before the first marker; etcdctl gets the
+          // markers from some K on, `start-K` to the last.
+          ctlWatch = new EtcdctlWatch(gateway, ["--prefix", prefix]);
+          const ctl = ctlWatch;
+          let lastMarker = -1;
+          for (let n = 0; lastMarker < 0; n++) {
+            assert.ok(n < 30, `etcdctl printed none of 30 markers:\n${ctl.describe()}`);
+            await kv.put(marker, `start-${n}`);
+            const printed = () =>
+              ctl.printed().some((change) =>
+                change.key === marker && change.value === `start-${n}`
+              );
+            await waitFor(() => printed() || !ctl.running, { timeoutMs: 1000 }).catch(() => {});
+            assert.ok(ctl.running, `etcdctl watch runs:\n${ctl.describe()}`);
+            if (printed()) lastMarker = n;
+          }
+
+          // The writer: value i goes to keys[i % 8]; every outcome is kept.
+          const outcomes = new Map<string, "ok" | "unknown" | "failed">();
+          const failures: string[] = [];
+          let writing = true;
+          let acknowledged = 0;
+          const writer = (async () => {
+            for (let i = 0; writing; i++) {
+              const value = String(i);
+              try {
+                await kv.put(keys[i % keys.length], value, { deadlineMs: 10_000 });
+                outcomes.set(value, "ok");
+                acknowledged++;
+              } catch (error) {
+                if (!(error instanceof TinyKvError)) throw error;
+                outcomes.set(value, error.outcomeUnknown ? "unknown" : "failed");
+                failures.push(`${value}: ${error.code}: ${error.message}`);
+              }
+            }
+          })();
+          const progress = async (writes: number, what: string) => {
+            const target = acknowledged + writes;
+            await waitFor(() => acknowledged >= target, { timeoutMs: 20_000, what });
+          };
+          /** No etcd watch was canceled or cut so far (checked after each disruption). */
+          const etcdWatching = (when: string) => {
+            assert.deepEqual(etcdTrouble, [], `the etcd3 watch goes on ${when}`);
+            assert.ok(ctl.running, `etcdctl watch runs ${when}:\n${ctl.describe()}`);
+            assert.equal(ctl.stderr, "", `etcdctl reports nothing ${when}:\n${ctl.describe()}`);
+          };
+          try {
+            await progress(30, "writes before the transfer");
+
+            const before = await clusterState(admin);
+            const transferred = before.shards[0];
+            const newLeader = transferred.voters.find((v) => v !== transferred.leader)!;
+            const transfer = await cli(
+              "--placement",
+              admin,
+              "transfer-leader",
+              String(transferred.shardId),
+              "--to",
+              newLeader,
+            );
+            assert.equal(transfer.code, 0, describeRun(transfer));
+            assert.match(transfer.stdout, /^Started/);
+            await stateWhere(
+              admin,
+              (s) =>
+                s.shards.some((x) => x.shardId === transferred.shardId && x.leader === newLeader),
+              `shard ${transferred.shardId} led by ${newLeader}`,
+              20_000,
+            );
+            await progress(30, "writes after the transfer");
+            etcdWatching("across the leader transfer");
+
+            const now = await stateWhere(admin, settled, "no move in flight", 30_000);
+            const moved = now.shards.find((s) => s.shardId !== transferred.shardId)!;
+            const from = moved.leader;
+            const to = now.nodes.find((n) => !moved.voters.includes(n.nodeId))!.nodeId;
+            const move = await cli(
+              "--placement",
+              admin,
+              "move",
+              String(moved.shardId),
+              "--from",
+              from,
+              "--to",
+              to,
+            );
+            assert.equal(move.code, 0, describeRun(move));
+            assert.match(move.stdout, /^Started: /);
+            await stateWhere(
+              admin,
+              (s) => {
+                const shard = s.shards.find((x) => x.shardId === moved.shardId)!;
+                return shard.voters.includes(to) && !shard.voters.includes(from) &&
+                  shard.learners.length === 0 && !s.tasks.some((x) =>
+                    x.move?.shardId === moved.shardId
+                  );
+              },
+              `shard ${moved.shardId} moved from its leader ${from} to ${to}`,
+              45_000,
+            );
+            await progress(30, "writes after the move");
+            etcdWatching("across the replica move");
+
+            // The kvnode leading a shard killed with SIGKILL (dev restarts it).
+            const led = await stateWhere(
+              admin,
+              (s) => s.shards.every((x) => x.leader !== ""),
+              "every shard led",
+              15_000,
+            );
+            const victim = led.nodes.find((n) => n.nodeId === led.shards[0].leader)!;
+            const port = Number(victim.address.split(":")[1]);
+            const victimPid = tablePid(running!.dev.output(), "kvnode", port);
+            Deno.kill(victimPid, "SIGKILL");
+            const exit = new RegExp(
+              `kvnode :${port} exited \\(pid ${victimPid}, killed by SIGKILL\\)`,
+            );
+            caused.push(exit);
+            await devLine(running!, exit, 10_000);
+            await progress(30, "writes while the killed kvnode is down");
+            const restarted = await devLine(
+              running!,
+              new RegExp(`dev: restarted kvnode :${port} \\(pid (\\d+)\\)`),
+              15_000,
+            );
+            pids.splice(pids.indexOf(victimPid), 1, Number(restarted[1]));
+            await devLine(running!, new RegExp(`dev: kvnode :${port} serves again`), 30_000);
+            await progress(30, "writes after it came back");
+          } finally {
+            writing = false;
+            await writer;
+          }
+
+          // Every acknowledged write arrives at every watch (bounded), then they stop.
+          const lastAcknowledged = new Map<string, string>();
+          for (const [value, outcome] of outcomes) {
+            if (outcome === "ok") lastAcknowledged.set(keys[Number(value) % keys.length], value);
+          }
+          const arrived = (events: readonly Change[]) =>
+            [...lastAcknowledged].every(([key, value]) =>
+              events.some((e) => e.key === key && e.value === value)
+            );
+          await waitFor(
+            () =>
+              (arrived(seen) && arrived(etcdSeen) && arrived(ctl.printed())) ||
+              watchError !== undefined || etcdTrouble.length > 0 || !ctl.running,
+            { timeoutMs: 15_000, what: "the last acknowledged writes to arrive at every watch" },
+          ).catch((error) => {
+            throw new Error(
+              `${error}; arrived at TinyKvClient ${arrived(seen)} (error: ${watchError}), ` +
+                `etcd3 ${arrived(etcdSeen)} (${JSON.stringify(etcdTrouble)}), etcdctl ` +
+                `${arrived(ctl.printed())}:\n${ctl.describe()}`,
+            );
+          });
+          stop.abort();
+          await within(watching, 10_000, "the watch to end once aborted");
+          assert.equal(watchError, undefined, `the watch went on throughout: ${watchError}`);
+          etcdWatching("until the end");
+          // etcdctl never ends by itself (a canceled watch would make it exit): killed by its pid.
+          const printed = ctl.printed();
+          const ctlStatus = await ctl.kill();
+          assert.equal(ctlStatus.signal, "SIGTERM", `etcdctl ran until killed:\n${ctl.describe()}`);
+          cancelling = true;
+          await within(watcher.cancel(), 10_000, "the etcd3 watch's cancel()");
+          assert.deepEqual(etcdTrouble, [], "the etcd3 watch went on throughout");
+
+          const context = `${outcomes.size} writes (${failures.length} failed: ` +
+            `${failures.slice(0, 5).join("; ")})`;
+          assert.ok(acknowledged >= 90, context);
+          /**
+           * What `watch` got besides the markers is every acknowledged write, each key's once and
+           * in order, and nothing that was not written: no write that failed as not applied; a
+           * write whose outcome is unknown at most once. Returns the markers' values it got.
+           */
+          const assertWrites = (watch: string, events: readonly Change[]): string[] => {
+            const writes = events.filter((e) => e.key !== marker);
+            const about = `${watch}: ${context}; ${writes.length} events`;
+            for (const event of writes) {
+              assert.ok(keys.includes(event.key), `${watch}: only the watched keys: ${event.key}`);
+              assert.equal(event.kind, "put", `${watch}: only puts were made: ${short(event)}`);
+              const outcome = outcomes.get(event.value!);
+              assert.ok(outcome !== undefined, `a write that was made: ${short(event)}; ${about}`);
+              assert.notEqual(
+                outcome,
+                "failed",
+                `${watch}: a write refused as not applied: ${short(event)}`,
+              );
+              assert.equal(
+                keys[Number(event.value) % keys.length],
+                event.key,
+                `${watch}: the value of its key: ${short(event)}`,
+              );
+            }
+            // Each key's values once and increasing; every acknowledged one among them.
+            for (const key of keys) {
+              const values = writes.filter((e) => e.key === key).map((e) => Number(e.value));
+              for (let i = 1; i < values.length; i++) {
+                assert.ok(
+                  values[i] > values[i - 1],
+                  `${key}: ${values[i - 1]} then ${values[i]} (once, in order); ${about}`,
+                );
+              }
+            }
+            const values = new Set(writes.map((e) => e.value));
+            const missing = [...outcomes].filter(([value, outcome]) =>
+              outcome === "ok" && !values.has(value)
+            ).map(([value]) => value);
+            assert.deepEqual(missing, [], `every acknowledged write arrived; ${about}`);
+            return events.filter((e) => e.key === marker).map((e) =>
+              e.kind === "put" ? e.value! : "delete"
+            );
+          };
+          const markers = (first: number) =>
+            Array.from({ length: lastMarker - first + 1 }, (_, i) => `start-${first + i}`);
+
+          assert.deepEqual(assertWrites("TinyKvClient", seen), markers(0), "its markers");
+          assertShardOrder(seen, context);
+          // Positions never go back, and cover every event.
+          const reached = new Map<number, number>();
+          for (const update of updates) {
+            for (const position of update.positions) {
+              assert.ok(position.index >= (reached.get(position.shard) ?? 0), "positions go on");
+              reached.set(position.shard, position.index);
+            }
+            for (const event of update.events) {
+              assert.ok(event.index <= reached.get(event.shard)!, "an event within its position");
             }
           }
-        })();
-        const progress = async (writes: number, what: string) => {
-          const target = acknowledged + writes;
-          await waitFor(() => acknowledged >= target, { timeoutMs: 20_000, what });
-        };
-        try {
-          await progress(30, "writes before the transfer");
-
-          const before = await clusterState(admin);
-          const transferred = before.shards[0];
-          const newLeader = transferred.voters.find((v) => v !== transferred.leader)!;
-          const transfer = await cli(
-            "--placement",
-            admin,
-            "transfer-leader",
-            String(transferred.shardId),
-            "--to",
-            newLeader,
+          assert.deepEqual(assertWrites("etcd3", etcdSeen), markers(0), "etcd3's markers");
+          const ctlMarkers = assertWrites(`etcdctl\n${ctl.describe()}\n`, printed);
+          assert.deepEqual(
+            ctlMarkers,
+            markers(lastMarker - ctlMarkers.length + 1),
+            `etcdctl's markers: from one on, the last included, once, in order`,
           );
-          assert.equal(transfer.code, 0, describeRun(transfer));
-          assert.match(transfer.stdout, /^Started/);
-          await stateWhere(
-            admin,
-            (s) =>
-              s.shards.some((x) => x.shardId === transferred.shardId && x.leader === newLeader),
-            `shard ${transferred.shardId} led by ${newLeader}`,
-            20_000,
-          );
-          await progress(30, "writes after the transfer");
-
-          const now = await stateWhere(admin, settled, "no move in flight", 30_000);
-          const moved = now.shards.find((s) => s.shardId !== transferred.shardId)!;
-          const from = moved.leader;
-          const to = now.nodes.find((n) => !moved.voters.includes(n.nodeId))!.nodeId;
-          const move = await cli(
-            "--placement",
-            admin,
-            "move",
-            String(moved.shardId),
-            "--from",
-            from,
-            "--to",
-            to,
-          );
-          assert.equal(move.code, 0, describeRun(move));
-          assert.match(move.stdout, /^Started: /);
-          await stateWhere(
-            admin,
-            (s) => {
-              const shard = s.shards.find((x) => x.shardId === moved.shardId)!;
-              return shard.voters.includes(to) && !shard.voters.includes(from) &&
-                shard.learners.length === 0 && !s.tasks.some((x) =>
-                  x.move?.shardId === moved.shardId
-                );
-            },
-            `shard ${moved.shardId} moved from its leader ${from} to ${to}`,
-            45_000,
-          );
-          await progress(30, "writes after the move");
-
-          // The kvnode leading a shard killed with SIGKILL (dev restarts it).
-          const led = await stateWhere(
-            admin,
-            (s) => s.shards.every((x) => x.leader !== ""),
-            "every shard led",
-            15_000,
-          );
-          const victim = led.nodes.find((n) => n.nodeId === led.shards[0].leader)!;
-          const port = Number(victim.address.split(":")[1]);
-          const victimPid = tablePid(running!.dev.output(), "kvnode", port);
-          Deno.kill(victimPid, "SIGKILL");
-          const exit = new RegExp(
-            `kvnode :${port} exited \\(pid ${victimPid}, killed by SIGKILL\\)`,
-          );
-          caused.push(exit);
-          await devLine(running!, exit, 10_000);
-          await progress(30, "writes while the killed kvnode is down");
-          const restarted = await devLine(
-            running!,
-            new RegExp(`dev: restarted kvnode :${port} \\(pid (\\d+)\\)`),
-            15_000,
-          );
-          pids.splice(pids.indexOf(victimPid), 1, Number(restarted[1]));
-          await devLine(running!, new RegExp(`dev: kvnode :${port} serves again`), 30_000);
-          await progress(30, "writes after it came back");
         } finally {
-          writing = false;
-          await writer;
-        }
-
-        // Every acknowledged write arrives (bounded), then the watch stops.
-        const lastAcknowledged = new Map<string, string>();
-        for (const [value, outcome] of outcomes) {
-          if (outcome === "ok") lastAcknowledged.set(keys[Number(value) % keys.length], value);
-        }
-        const arrived = () =>
-          [...lastAcknowledged].every(([key, value]) =>
-            seen.some((e) => e.key === key && e.value === value)
-          );
-        await waitFor(() => arrived() || watchError !== undefined, {
-          timeoutMs: 15_000,
-          what: "the last acknowledged writes to arrive",
-        }).catch((error) => {
-          throw new Error(`${error}; the watch failed with: ${watchError}`);
-        });
-        stop.abort();
-        await within(watching, 10_000, "the watch to end once aborted");
-        assert.equal(watchError, undefined, `the watch went on throughout: ${watchError}`);
-
-        const context = `${outcomes.size} writes (${failures.length} failed: ` +
-          `${failures.slice(0, 5).join("; ")}); ${seen.length} events`;
-        assert.ok(acknowledged >= 90, context);
-        for (const event of seen) {
-          assert.ok(keys.includes(event.key), `only the watched keys: ${event.key}`);
-          assert.equal(event.kind, "put", `only puts were made: ${short(event)}`);
-          const outcome = outcomes.get(event.value!);
-          assert.ok(outcome !== undefined, `a write that was made: ${short(event)}; ${context}`);
-          assert.notEqual(outcome, "failed", `a write refused as not applied: ${short(event)}`);
-          assert.equal(
-            keys[Number(event.value) % keys.length],
-            event.key,
-            `the value of its key: ${short(event)}`,
-          );
-        }
-        // Each key's values once and increasing; every acknowledged one among them.
-        for (const key of keys) {
-          const values = seen.filter((e) => e.key === key).map((e) => Number(e.value));
-          for (let i = 1; i < values.length; i++) {
-            assert.ok(
-              values[i] > values[i - 1],
-              `${key}: ${values[i - 1]} then ${values[i]} (once, in order); ${context}`,
-            );
-          }
-        }
-        const seenValues = new Set(seen.map((e) => e.value));
-        const missing = [...outcomes].filter(([value, outcome]) =>
-          outcome === "ok" && !seenValues.has(value)
-        ).map(([value]) => value);
-        assert.deepEqual(missing, [], `every acknowledged write arrived; ${context}`);
-        assertShardOrder(seen, context);
-        // Positions never go back, and cover every event.
-        const reached = new Map<number, number>();
-        for (const update of updates) {
-          for (const position of update.positions) {
-            assert.ok(position.index >= (reached.get(position.shard) ?? 0), "positions go on");
-            reached.set(position.shard, position.index);
-          }
-          for (const event of update.events) {
-            assert.ok(event.index <= reached.get(event.shard)!, "an event within its position");
-          }
+          stop.abort();
+          if (ctlWatch?.running) await ctlWatch.kill().catch(() => {});
+          etcd.close();
         }
         await assertAlive(running!, pids, caused);
       },
