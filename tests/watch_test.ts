@@ -39,8 +39,9 @@
 //   may hold for its client wait (`tinykv_gateway_watches` drops to 0; bounded at 48 MiB), the
 //   kvnodes' windows stay within their 1 MiB; resumed (SIGCONT) it prints a contiguous run of the
 //   first changes, each once, then exits 4 with RESOURCE_EXHAUSTED; resuming from its last
-//   position is OUT_OF_RANGE, naming the oldest position held. (A grpc-js client's `pause()` is no
-//   slow reader under Deno: its HTTP/2 stream keeps receiving into memory.)
+//   position is OUT_OF_RANGE, naming the oldest position held. (A stopped process, not a paused
+//   grpc-js stream: a paused stream leaves its connection's send window open, which the gateway
+//   cannot see under Deno; docs/design.md "Limits of flow control on Deno".)
 // Every wait is bounded; no process of either cluster exits, and both stop cleanly on Ctrl-C.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";

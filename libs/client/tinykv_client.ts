@@ -57,8 +57,16 @@ export const CLIENT_DEADLINE_MS_DEFAULT = 5000;
 export const SCAN_PAGE_SIZE_DEFAULT = 1000;
 const BACKOFF_MIN_MS = 10;
 const BACKOFF_MAX_MS = 250;
-/** How long a watch tries the endpoints again after the last message it got, before it fails. */
+/** How long a watch tries the endpoints again after its stream failed, before it fails. */
 export const WATCH_RECONNECT_MS = 30_000;
+/** Bytes of changes a watch holds for a caller that has not taken them, before it fails. */
+export const WATCH_QUEUE_BYTES_MAX = 16 * 1024 * 1024;
+
+function watchResponseBytes(response: WatchResponse): number {
+  let bytes = 16 + 16 * response.positions.length;
+  for (const event of response.events) bytes += 32 + event.key.length + event.value.length;
+  return bytes;
+}
 
 /** Options of {@linkcode TinyKvClient.connect}. */
 export interface TinyKvClientOptions {
@@ -505,11 +513,26 @@ export class TinyKvClient {
         );
       }
       attempts++;
+      // What arrived and the caller has not taken yet. The stream is never paused: a paused
+      // stream makes a Deno gateway buffer without bound (its HTTP/2 server takes every write),
+      // so a caller that falls behind by WATCH_QUEUE_BYTES_MAX is told instead.
       const queue: Array<WatchResponse | RpcFailure> = [];
+      let queued = 0;
       let wake: (() => void) | undefined;
+      let healthy = false;
       const push = (item: WatchResponse | RpcFailure) => {
+        if (!("kind" in item)) {
+          queued += watchResponseBytes(item);
+          if (queued > WATCH_QUEUE_BYTES_MAX) {
+            stream.cancel();
+            item = {
+              kind: "resourceExhausted",
+              message: `The watch's caller takes its changes too slowly: ${queued} bytes wait, ` +
+                `at most ${WATCH_QUEUE_BYTES_MAX}; resume from the last positions it took`,
+            };
+          }
+        }
         queue.push(item);
-        if (queue.length > 16) stream.pause();
         wake?.();
       };
       const request: WatchRequest = {
@@ -535,11 +558,12 @@ export class TinyKvClient {
             wake = undefined;
             continue;
           }
-          if (queue.length <= 4) stream.resume();
           if ("kind" in item) {
             last = item;
             break;
           }
+          queued -= watchResponseBytes(item);
+          healthy = true;
           attempts = 0;
           lastHeard = this.#clock.now();
           for (const position of item.positions) positions.set(position.shard, position.index);
@@ -552,6 +576,8 @@ export class TinyKvClient {
       if (last.kind !== "unavailable" && last.kind !== "cancelled") {
         throw new TinyKvError(last, { outcomeUnknown: false, attempts });
       }
+      // A quiet watch may go long without a message: the bound runs from its first failure.
+      if (healthy) lastHeard = this.#clock.now();
       if (this.#clock.now() - lastHeard > WATCH_RECONNECT_MS) {
         throw new TinyKvError({
           kind: last.kind,

@@ -236,3 +236,45 @@ Deno.test("TinyKvClient sends a call's traceId as metadata tinykv-trace on every
   await runOnClock(clock, client.put("k", "v"));
   assert.equal(calls.at(-1)!.trace, undefined);
 });
+
+Deno.test("TinyKvClient.watch on a quiet key moves to the next gateway when its gateway stops, however long it was quiet, from its positions", async () => {
+  let now = 0;
+  const clock = {
+    now: () => now,
+    setTimeout: (fn: () => void, _ms: number) => setTimeout(fn, 0),
+    clearTimeout: (handle: unknown) => clearTimeout(handle as number),
+  };
+  const opened: Array<{ endpoint: string; start: Array<{ shard: number; index: number }> }> = [];
+  let end: ((failure: { kind: "unavailable"; message: string }) => void) | undefined;
+  const client = TinyKvClient.connect({
+    endpoints: ["g1:1", "g2:1"],
+    clock: clock as never,
+    connect: (endpoint) => ({
+      call: () => Promise.reject(new Error("unused")),
+      watch: (request, _options, events) => {
+        opened.push({ endpoint, start: request.start.map((p) => ({ ...p })) });
+        queueMicrotask(() =>
+          events.onResponse({ events: [], positions: [{ shard: 1, index: 7 }] })
+        );
+        end = (failure) => events.onEnd(failure);
+        return { pause() {}, resume() {}, cancel() {} };
+      },
+      close() {},
+    }),
+  });
+  const watch = client.watch("k");
+  const first = await watch.next();
+  assert.deepEqual(first.value?.positions, [{ shard: 1, index: 7 }]);
+  // 31 s with nothing to tell (the shard applied nothing), then the gateway stops.
+  now += 31_000;
+  const next = watch.next();
+  end!({ kind: "unavailable", message: "The gateway is stopping: resume on another one" });
+  const resumed = await next;
+  assert.deepEqual(resumed.value?.positions, [{ shard: 1, index: 7 }]);
+  assert.deepEqual(opened, [
+    { endpoint: "g1:1", start: [] },
+    { endpoint: "g2:1", start: [{ shard: 1, index: 7 }] },
+  ]);
+  await watch.return();
+  client.close();
+});

@@ -54,6 +54,8 @@ const MAP_WAIT_MS = 5000;
 /** The pause before opening a shard's stream again: from the first to the longest. */
 const RETRY_MIN_MS = 25;
 const RETRY_MAX_MS = 1000;
+/** How long a watch may take to start in every shard it covers before it fails UNAVAILABLE. */
+export const WATCH_START_MS = 10_000;
 
 /** One open `KvNode.Watch` call, as the gateway uses it. */
 export interface ShardStream {
@@ -162,6 +164,8 @@ export interface GatewayWatchesOptions {
    * {@linkcode WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT}); a watch whose queue would pass it is cut.
    */
   readonly queueBytesTotalMax?: number;
+  /** How long a watch may take to start in every shard (default {@linkcode WATCH_START_MS}). */
+  readonly startMs?: number;
 }
 
 /** The default of {@linkcode GatewayWatchesOptions.queueBytesTotalMax}. */
@@ -317,6 +321,8 @@ interface ShardPart {
   lastProblem: string;
   /** Messages that arrived before every shard started, sent once they have. */
   held: ShardWatchResponse[];
+  /** The last index received (held or forwarded): a reopened stream resumes after it. */
+  reached: number | undefined;
   /** Leaders named in a row without a message from any: past 2, the backoff applies. */
   hops: number;
 }
@@ -334,6 +340,9 @@ export class GatewayWatch {
   #paused = false;
   readonly #queue: WatchResponse[] = [];
   #queuedBytes = 0;
+  /** Of `#queuedBytes`, what is held before every shard started. */
+  #heldBytes = 0;
+  #startTimer: ReturnType<typeof setTimeout> | undefined;
   /** What every watch of the gateway holds (this one's `#queuedBytes` included). */
   readonly #shared: { bytes: number };
   #closed = false;
@@ -363,6 +372,7 @@ export class GatewayWatch {
       retry: undefined,
       lastProblem: "",
       held: [],
+      reached: start.get(id),
       hops: 0,
     }));
   }
@@ -374,6 +384,15 @@ export class GatewayWatch {
   }
 
   begin(): void {
+    const startMs = this.#options.startMs ?? WATCH_START_MS;
+    this.#startTimer = setTimeout(() => {
+      const waiting = this.#parts.filter((part) => !part.started);
+      this.fail(rpcFailure(
+        "unavailable",
+        `The watch could not start in ${startMs} ms: ` +
+          waiting.map((part) => part.lastProblem || `shard ${part.id} did not answer`).join("; "),
+      ));
+    }, startMs);
     for (const part of this.#parts) this.#connect(part);
   }
 
@@ -398,8 +417,10 @@ export class GatewayWatch {
       clearTimeout(part.retry);
       part.stream?.cancel();
     }
+    clearTimeout(this.#startTimer);
     this.#shared.bytes -= this.#queuedBytes;
     this.#queuedBytes = 0;
+    this.#heldBytes = 0;
     this.#queue.length = 0;
     this.#onClosed();
   }
@@ -428,8 +449,8 @@ export class GatewayWatch {
       confEpoch: target.confEpoch,
       start: this.#range.start,
       end: this.#range.end ?? new Uint8Array(0),
-      resume: part.position !== undefined,
-      afterIndex: part.position ?? 0,
+      resume: part.reached !== undefined,
+      afterIndex: part.reached ?? 0,
       traceId: this.#traceId,
     };
     let fresh = true;
@@ -448,7 +469,10 @@ export class GatewayWatch {
         if (this.#closed) return;
         part.stream = undefined;
         part.lastProblem = `shard ${part.id} at ${address}: ${failure.message}`;
-        if (!retryable(failure)) {
+        // A position past a replica's log end is final for one the client gave, but one a
+        // kvnode reported may meet a deposed leader that has not heard of it: retry elsewhere.
+        const stale = failure.kind === "invalidArgument" && part.started;
+        if (!retryable(failure) && !stale) {
           this.fail(rpcFailure(failure.kind, `Shard ${part.id}: ${failure.message}`));
           return;
         }
@@ -469,9 +493,6 @@ export class GatewayWatch {
         this.#retryLater(part);
       },
     });
-    // A stream opened again while the client's stream is full, or before every shard started,
-    // waits with the others.
-    if (part.started && !this.#announced) part.stream.pause();
   }
 
   #retryLater(part: ShardPart): void {
@@ -487,19 +508,19 @@ export class GatewayWatch {
   }
 
   #receive(part: ShardPart, response: ShardWatchResponse): void {
+    part.reached = Math.max(part.reached ?? 0, response.index);
     if (!part.started) {
       part.started = true;
       part.position = response.index;
-      if (!this.#announced) {
-        // Hold this shard until every shard has started, so the first message lists them all.
-        part.stream?.pause();
-        if (this.#parts.every((p) => p.started)) this.#announce();
-      }
+      if (!this.#announced && this.#parts.every((p) => p.started)) this.#announce();
       return;
     }
     if (!this.#announced) {
-      // A message that was on its way when the stream was paused.
+      // Held until every shard has started, so the first message lists them all; the stream is
+      // still read (a kvnode's status is never stuck behind unread messages), and what is held
+      // counts against the watch's queue.
       part.held.push(response);
+      this.#hold(responseBytes({ events: response.events, positions: [] }));
       return;
     }
     this.#forward(part, response);
@@ -516,11 +537,26 @@ export class GatewayWatch {
 
   #announce(): void {
     this.#announced = true;
+    clearTimeout(this.#startTimer);
+    this.#release(this.#heldBytes);
     this.#send({ events: [], positions: this.positions() });
     for (const part of this.#parts) {
       for (const response of part.held.splice(0)) this.#forward(part, response);
     }
-    for (const part of this.#parts) part.stream?.resume();
+  }
+
+  /** Counts `bytes` held before the start against the watch's queue bounds. */
+  #hold(bytes: number): void {
+    this.#heldBytes += bytes;
+    this.#queuedBytes += bytes;
+    this.#shared.bytes += bytes;
+    this.#checkQueue();
+  }
+
+  #release(bytes: number): void {
+    this.#heldBytes -= bytes;
+    this.#queuedBytes -= bytes;
+    this.#shared.bytes -= bytes;
   }
 
   #send(response: WatchResponse): void {
@@ -533,13 +569,19 @@ export class GatewayWatch {
     this.#queue.push(response);
     this.#queuedBytes += bytes;
     this.#shared.bytes += bytes;
+    this.#checkQueue();
+  }
+
+  /** Cuts the watch when what it holds unsent passes its bound or the gateway's. */
+  #checkQueue(): void {
     const max = this.#options.queueBytesMax ?? WATCH_QUEUE_BYTES_MAX_DEFAULT;
     const totalMax = this.#options.queueBytesTotalMax ?? WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT;
     if (this.#queuedBytes > max) {
       this.fail(rpcFailure(
         "resourceExhausted",
         `The client reads its watch too slowly: ${this.#queuedBytes} bytes of changes wait ` +
-          `for it, and a watch holds at most ${max}; resume from the last positions received`,
+          `for it, and a watch holds at most ${max} (also while its shards start); resume from ` +
+          "the last positions received",
       ));
     } else if (this.#shared.bytes > totalMax) {
       this.fail(rpcFailure(

@@ -246,7 +246,7 @@ Deno.test("GatewayWatch lists every shard's position once all started; what arri
   await started(watches, rangeOf("p/", true), output);
   const [s1, s2, s3] = [1, 2, 3].map((id) => shards.of(id));
   s1.events.onMessage(message(10));
-  assert.equal(s1.paused, 1, "a started shard waits for the others");
+  assert.equal(s1.paused, 0, "a started shard is read on (what it sends is held)");
   s2.events.onMessage(message(20));
   // Messages on their way when the shards were paused.
   s1.events.onMessage(message(12, event(1, 11, "p/a"), event(1, 12, "p/b")));
@@ -260,7 +260,7 @@ Deno.test("GatewayWatch lists every shard's position once all started; what arri
     "1@13:p/c | 1@13",
     "| 2@21",
   ]);
-  for (const stream of [s1, s2, s3]) assert.ok(stream.resumed >= 1);
+  for (const stream of [s1, s2, s3]) assert.equal(stream.paused, 0, "never paused");
   // Each shard's leader was noted once its stream answered.
   assert.deepEqual(router.noted, [[1, "s1-a"], [2, "s2-a"], [3, "s3-a"]]);
   s3.events.onMessage(message(31, event(3, 31, "p/z")));
@@ -338,7 +338,7 @@ Deno.test("GatewayWatch retries a shard that ended before it started as a watch 
   const second = shards.of(2);
   assert.equal(second.request.resume, true);
   assert.equal(second.request.afterIndex, 20);
-  assert.equal(second.paused, 1, "held until every shard started");
+  assert.equal(second.paused, 0, "read on; its messages are held until every shard started");
   second.events.onMessage(message(20));
   second.events.onMessage(message(22, event(2, 22, "p/q")));
   shards.of(1).events.onMessage(message(10));
@@ -348,8 +348,25 @@ Deno.test("GatewayWatch retries a shard that ended before it started as a watch 
   watch.cancel();
 });
 
-Deno.test("GatewayWatch ends on OUT_OF_RANGE, RESOURCE_EXHAUSTED, INVALID_ARGUMENT with the kind, naming the shard", async () => {
-  const kinds: RpcFailureKind[] = ["outOfRange", "resourceExhausted", "invalidArgument"];
+Deno.test("GatewayWatch ends on INVALID_ARGUMENT for a position the client gave; one a kvnode reported is tried again (a deposed leader may not know it)", async () => {
+  const { shards, watches } = setup();
+  const output = new Output();
+  await started(watches, rangeOf("p/", true), output, new Map([[2, 99]]));
+  shards.of(2).events.onEnd(rpcFailure("invalidArgument", "past the end of its log"), undefined);
+  assert.deepEqual(output.ended.map((f) => f.kind), ["invalidArgument"]);
+  const again = setup();
+  const other = new Output();
+  await started(again.watches, rangeOf("p/", true), other);
+  again.shards.startAll({ 1: 10, 2: 20, 3: 30 });
+  again.shards.of(2).events.onEnd(rpcFailure("invalidArgument", "past the end of its log"), "n2");
+  assert.deepEqual(other.ended, []);
+  const reopened = again.shards.of(2);
+  assert.deepEqual([reopened.request.resume, reopened.request.afterIndex], [true, 20]);
+  again.watches.close();
+});
+
+Deno.test("GatewayWatch ends on OUT_OF_RANGE and RESOURCE_EXHAUSTED with the kind, naming the shard", async () => {
+  const kinds: RpcFailureKind[] = ["outOfRange", "resourceExhausted"];
   for (const kind of kinds) {
     const { shards, watches } = setup();
     const output = new Output();
@@ -523,7 +540,7 @@ Deno.test("GatewayWatch.cancel() stops every stream and pending retry timer, and
     const other = new Output();
     await started(watches, rangeOf("k", false), other);
     shards.of(2).events.onEnd(rpcFailure("unavailable", "node lost"), undefined);
-    assert.equal(timers.pending(), 1);
+    assert.equal(timers.pending(), 2, "the retry, and the bound on starting");
     watches.close();
     assert.equal(timers.pending(), 0);
     assert.deepEqual(other.ended.map((f) => f.kind), ["unavailable"]);
@@ -699,4 +716,26 @@ Deno.test("singleShardKey() finds one key for a single key or a prefix holding a
     const got = singleShardKey(watched);
     assert.equal(got === undefined ? undefined : dec(got), key, dec(watched.start));
   }
+});
+
+Deno.test("GatewayWatch that cannot start in every shard within its bound ends UNAVAILABLE, naming the shard's problem", async () => {
+  const { shards, watches } = setup({ startMs: 50 });
+  const output = new Output();
+  await started(watches, rangeOf("p/", true), output);
+  shards.of(1).events.onMessage(message(10));
+  shards.of(3).events.onMessage(message(30));
+  shards.of(1).events.onMessage(message(11, event(1, 11, "p/a")));
+  shards.of(2).events.onEnd(rpcFailure("unavailable", "no leader"), undefined);
+  await until(() => output.ended.length > 0, "the watch to end");
+  assert.deepEqual(output.ended.map((f) => f.kind), ["unavailable"]);
+  assert.match(
+    output.ended[0].message,
+    /^The watch could not start in 50 ms: shard 2 at .*no leader/,
+  );
+  assert.deepEqual(output.responses, [], "nothing was sent");
+  assert.equal(watches.count, 0);
+  assert.equal(watches.queuedBytes, 0, "what was held is released");
+  // Shards 1 and 3 are cancelled; shard 2 ended (its retry timer is cleared by the sanitizer's
+  // count: nothing is left pending).
+  assert.ok(shards.of(1).cancelled && shards.of(3).cancelled);
 });

@@ -325,8 +325,13 @@ export class WatchHub {
       this.#bytes += held.bytes;
       this.#stats.recorded++;
     }
-    if (this.#bytes > this.#bytesMax) this.#evict();
     if (window.watchers.size > 0) this.#markDirty(window);
+    if (this.#bytes > this.#bytesMax) {
+      // Watchers that keep up are sent what is about to go first: one turn may apply more than
+      // the window holds. Only a watcher whose transport takes no more can be cut by it.
+      this.#flushDirty();
+      this.#evict();
+    }
   }
 
   /**
@@ -423,12 +428,18 @@ export class WatchHub {
       let bytes = 0;
       let reached = window.applied;
       const queue = window.events;
-      for (let offset = queue.after(watcher.position); offset < queue.length; offset++) {
+      const first = queue.after(watcher.position);
+      for (let offset = first; offset < queue.length; offset++) {
         const held = queue.at(offset)!;
         if (held.index > window.applied) break;
-        if (bytes >= WATCH_MESSAGE_BYTES && held.index !== queue.at(offset - 1)!.index) {
-          reached = queue.at(offset - 1)!.index;
-          break;
+        // At an index boundary, a message that holds something ends before an index that would
+        // take it past the size (an index is never split): so a message is at most the larger of
+        // WATCH_MESSAGE_BYTES and one index's changes.
+        if (bytes > 0 && offset > first && held.index !== queue.at(offset - 1)!.index) {
+          if (bytes + this.#matchedBytes(watcher, offset) > WATCH_MESSAGE_BYTES) {
+            reached = queue.at(offset - 1)!.index;
+            break;
+          }
         }
         if (watcher.covers(held.event.key)) {
           events.push(held.event);
@@ -440,17 +451,34 @@ export class WatchHub {
     }
   }
 
+  /** The bytes of the changes `watcher` wants at the index of the held change at `offset`. */
+  #matchedBytes(watcher: ShardWatcher, offset: number): number {
+    const queue = watcher.window.events;
+    const index = queue.at(offset)!.index;
+    let bytes = 0;
+    for (let i = offset; i < queue.length && queue.at(i)!.index === index; i++) {
+      const held = queue.at(i)!;
+      if (watcher.covers(held.event.key)) bytes += held.bytes;
+    }
+    return bytes;
+  }
+
+  /** Sends every watcher of the dirty windows what it has not been sent, now. */
+  #flushDirty(): void {
+    const windows = [...this.#dirty];
+    this.#dirty.clear();
+    for (const window of windows) {
+      for (const watcher of [...window.watchers]) this.pump(watcher);
+    }
+  }
+
   #markDirty(window: EventWindow): void {
     this.#dirty.add(window);
     if (this.#flushQueued) return;
     this.#flushQueued = true;
     queueMicrotask(() => {
       this.#flushQueued = false;
-      const windows = [...this.#dirty];
-      this.#dirty.clear();
-      for (const window of windows) {
-        for (const watcher of [...window.watchers]) this.pump(watcher);
-      }
+      this.#flushDirty();
     });
   }
 

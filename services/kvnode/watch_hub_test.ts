@@ -224,7 +224,7 @@ Deno.test("ShardWatcher.covers() watches [start, end): start inclusive, end excl
   assert.deepEqual(sinks[5].messages, [{ events: [], index: 0 }]);
 });
 
-Deno.test("WatchHub.pump() sends an index's changes in one message past WATCH_MESSAGE_BYTES, and splits only between indexes", async () => {
+Deno.test("WatchHub.pump() sends an index's changes in one message even past WATCH_MESSAGE_BYTES, and never adds one to a message it would take past it", async () => {
   const hub = new WatchHub();
   const window = hub.attach(1, 11);
   const big = "x".repeat(600 * 1024);
@@ -236,19 +236,13 @@ Deno.test("WatchHub.pump() sends an index's changes in one message past WATCH_ME
   const { sink } = watch(hub, window, { afterIndex: 0 });
   await settle();
   const messages = sink.messages.slice(1);
+  // A large index travels alone: a message that holds something ends before it (so a message is
+  // at most the larger of WATCH_MESSAGE_BYTES and one index, whatever a client's message limit).
   assert.deepEqual(
     messages.map((m) => m.events.map((e) => `${e.index}:${dec(e.key)}`)),
-    [["1:t1", "1:t2", "1:t3"], ["2:s", "3:u1", "3:s", "3:u2"], ["4:w"]],
+    [["1:t1", "1:t2", "1:t3"], ["2:s"], ["3:u1", "3:s", "3:u2"], ["4:w"]],
   );
-  assert.deepEqual(messages.map((m) => m.index), [1, 3, 4]);
-  // Every message but the last passed the size, and only by its last index.
-  for (const message of messages.slice(0, -1)) {
-    const bytes = (events: WatchEvent[]) =>
-      events.reduce((sum, e) => sum + EVENT_OVERHEAD_BYTES + e.key.length + e.value.length, 0);
-    assert.ok(bytes(message.events) >= WATCH_MESSAGE_BYTES);
-    const last = message.events.at(-1)!.index;
-    assert.ok(bytes(message.events.filter((e) => e.index !== last)) < WATCH_MESSAGE_BYTES);
-  }
+  assert.deepEqual(messages.map((m) => m.index), [1, 2, 3, 4]);
 });
 
 Deno.test("WatchHub.pump() splits a long backlog into messages of about WATCH_MESSAGE_BYTES at index boundaries", async () => {
@@ -284,7 +278,8 @@ Deno.test("WatchHub.pump() splits a long backlog into messages of about WATCH_ME
     );
     if (i < messages.length - 1) {
       assert.equal(message.index, previous, "a split message reaches its last index");
-      assert.ok(bytes >= WATCH_MESSAGE_BYTES && bytes < WATCH_MESSAGE_BYTES + 2 * 1200);
+      // Full: at most the size, and the next index (at most two changes) would not have fit.
+      assert.ok(bytes <= WATCH_MESSAGE_BYTES && bytes > WATCH_MESSAGE_BYTES - 2 * 1200, `${bytes}`);
     } else {
       assert.equal(message.index, count + 1);
     }
@@ -934,4 +929,28 @@ Deno.test("a window attached at an applied index holds every position from it on
   }, sink);
   assert.equal(before.kind, "outOfRange");
   assert.match((before as { message: string }).message, /oldest position it holds is 5/);
+});
+
+Deno.test("a watcher that keeps up is sent what one turn applies even when the turn applies more than the window holds", async () => {
+  const MIB = 1024 * 1024;
+  // The smallest window the config admits for 1 MiB values (watchWindowBytesMin in libs/config).
+  const hub = new WatchHub({ bytesMax: 2 * MIB + 64 * 1024 });
+  const window = hub.attach(1, 11, 10);
+  const keeping = watch(hub, window, { afterIndex: 10 });
+  const stalled = watch(hub, window, { afterIndex: 10 });
+  stalled.sink.accept = false;
+  stalled.watcher.send([], 10);
+  await settle();
+  // One driver turn: three 1 MiB puts applied back to back, no await between them.
+  const big = "x".repeat(MIB - 200);
+  for (const index of [11, 12, 13]) hub.record(window, index, [put(`k${index}`, big)]);
+  await settle();
+  assert.equal(keeping.sink.failure, undefined, "the watcher that keeps up is not cut");
+  assert.deepEqual(
+    keeping.sink.events().map((event) => event.split("=")[0]),
+    ["11:put:k11", "12:put:k12", "13:put:k13"],
+  );
+  assert.ok(hub.stats.bytes <= 2 * MIB + 64 * 1024, `${hub.stats.bytes} bytes held`);
+  // One whose transport takes nothing is cut once its unsent changes go.
+  assert.equal(stalled.sink.failure?.kind, "resourceExhausted");
 });

@@ -5282,7 +5282,8 @@ export interface KvNodeServiceDefinition extends grpc.ServiceDefinition {
    * window of recent changes every replica keeps (docs/design.md "Watch"). The stream ends with
    * UNAVAILABLE when this replica stops leading, is removed or installs a snapshot (resume on the
    * leader from the last index); OUT_OF_RANGE when `after_index` is older than the window;
-   * RESOURCE_EXHAUSTED when the caller fell behind the window.
+   * INVALID_ARGUMENT when it is past the end of this replica's log; RESOURCE_EXHAUSTED when the
+   * caller fell behind the window, or the node serves 10,000 watchers.
    */
   readonly Watch: ServerStreamMethodDefinition<ShardWatchRequest, ShardWatchResponse>;
 }
@@ -5322,7 +5323,8 @@ export interface KvNodeHandlers extends grpc.UntypedServiceImplementation {
    * window of recent changes every replica keeps (docs/design.md "Watch"). The stream ends with
    * UNAVAILABLE when this replica stops leading, is removed or installs a snapshot (resume on the
    * leader from the last index); OUT_OF_RANGE when `after_index` is older than the window;
-   * RESOURCE_EXHAUSTED when the caller fell behind the window.
+   * INVALID_ARGUMENT when it is past the end of this replica's log; RESOURCE_EXHAUSTED when the
+   * caller fell behind the window, or the node serves 10,000 watchers.
    */
   Watch: grpc.handleServerStreamingCall<ShardWatchRequest, ShardWatchResponse>;
 }
@@ -5339,7 +5341,8 @@ export interface KvNodeClient extends grpc.Client {
    * window of recent changes every replica keeps (docs/design.md "Watch"). The stream ends with
    * UNAVAILABLE when this replica stops leading, is removed or installs a snapshot (resume on the
    * leader from the last index); OUT_OF_RANGE when `after_index` is older than the window;
-   * RESOURCE_EXHAUSTED when the caller fell behind the window.
+   * INVALID_ARGUMENT when it is past the end of this replica's log; RESOURCE_EXHAUSTED when the
+   * caller fell behind the window, or the node serves 10,000 watchers.
    */
   Watch(
     request: ShardWatchRequest,
