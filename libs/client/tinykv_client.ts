@@ -474,7 +474,6 @@ export class TinyKvClient {
     for await (const page of this.scanPages(options)) yield* page.entries;
   }
 
-  /** Closes every connection; later calls throw `cancelled`. Idempotent. */
   /**
    * Watches `key` (with `prefix`, every key under it): the first update lists where the watch
    * starts in each shard; later ones carry every put and delete after that, once, in each key's
@@ -589,6 +588,7 @@ export class TinyKvClient {
     }
   }
 
+  /** Closes every connection; later calls throw `cancelled`. Idempotent. */
   close(): void {
     this.#closed = true;
     for (const connection of this.#connections.values()) connection.close();

@@ -129,23 +129,26 @@ export function serveEtcdWatch(
     }
     const create = request.createRequest;
     if (create === undefined) return;
-    let id = create.watchId;
-    if (id === 0) {
-      while (open.has(nextId)) nextId++;
-      id = nextId++;
-    } else if (open.has(id)) {
-      // As etcd: the refusal is not about the watch that holds the id, which goes on.
-      refuse(-1, `Watch id ${id} is already in use on this stream`);
+    // A create that fails is answered with watch id -1, as etcd does (clients match a create's
+    // answer by order); it uses up no id.
+    if (create.watchId !== 0 && open.has(create.watchId)) {
+      // The refusal is not about the watch that holds the id, which goes on.
+      refuse(-1, `Watch id ${create.watchId} is already in use on this stream`);
       return;
     }
     const problem = checkCreate(create, options.describeKey);
     if (problem !== undefined) {
-      refuse(id, problem);
+      refuse(-1, problem);
       return;
     }
     if (open.size >= ETCD_STREAM_WATCHES_MAX) {
-      refuse(id, `This stream holds ${ETCD_STREAM_WATCHES_MAX} watches: the limit`);
+      refuse(-1, `This stream holds ${ETCD_STREAM_WATCHES_MAX} watches: the limit`);
       return;
+    }
+    let id = create.watchId;
+    if (id === 0) {
+      while (open.has(nextId)) nextId++;
+      id = nextId++;
     }
     const entry: { watch: GatewayWatch | undefined; canceled: boolean } = {
       watch: undefined,

@@ -691,7 +691,7 @@ test("serveEtcdWatch holds at most ETCD_STREAM_WATCHES_MAX watches per stream, a
     await opened(shards, ETCD_STREAM_WATCHES_MAX, 0);
     client.create({ key: enc("one-more") });
     const [refusal] = await client.flush();
-    assert.deepEqual([refusal.watchId, refusal.created, refusal.canceled], [1024, true, true]);
+    assert.deepEqual([refusal.watchId, refusal.created, refusal.canceled], [-1, true, true]);
     assert.equal(refusal.reason, "This stream holds 1024 watches: the limit");
     assert.equal(watches.count, ETCD_STREAM_WATCHES_MAX);
     // One canceled makes room.
@@ -701,8 +701,8 @@ test("serveEtcdWatch holds at most ETCD_STREAM_WATCHES_MAX watches per stream, a
     part.start(1);
     assert.deepEqual(await client.flush(), [
       { ...created(5), created: false, canceled: true },
-      created(1025),
-    ], "ids go on from the last one given (1024, refused), as in etcd");
+      created(1024),
+    ], "a refused create uses up no id: the next is 1024");
 
     // The gateway's own limit (1100 here), on another stream.
     const other = watch();
