@@ -521,8 +521,10 @@ export class TinyKvClient {
       let healthy = false;
       const push = (item: WatchResponse | RpcFailure) => {
         if (!("kind" in item)) {
-          queued += watchResponseBytes(item);
-          if (queued > WATCH_QUEUE_BYTES_MAX) {
+          const bytes = watchResponseBytes(item);
+          queued += bytes;
+          // One response alone, however large (an index is never split), always gets through.
+          if (queued > WATCH_QUEUE_BYTES_MAX && queued > bytes) {
             stream.cancel();
             item = {
               kind: "resourceExhausted",

@@ -278,3 +278,39 @@ Deno.test("TinyKvClient.watch on a quiet key moves to the next gateway when its 
   await watch.return();
   client.close();
 });
+
+Deno.test("TinyKvClient.watch hands over one response larger than its queue bound, and fails when its caller falls behind by more", async () => {
+  const big = new Uint8Array(17 * 1024 * 1024);
+  let send: ((index: number) => void) | undefined;
+  const client = TinyKvClient.connect({
+    endpoints: ["g1:1"],
+    connect: () => ({
+      call: () => Promise.reject(new Error("unused")),
+      watch: (_request, _options, events) => {
+        send = (index) =>
+          events.onResponse({
+            events: [{ kind: 0, key: new Uint8Array([107]), value: big, shard: 1, index }],
+            positions: [{ shard: 1, index }],
+          });
+        queueMicrotask(() => send!(1));
+        return { pause() {}, resume() {}, cancel() {} };
+      },
+      close() {},
+    }),
+  });
+  const watch = client.watch("k");
+  const first = await watch.next();
+  assert.equal(first.value?.events[0].value.length, big.length, "one large response gets through");
+  // The caller takes nothing while two more arrive: 34 MiB wait, past the 16 MiB bound.
+  send!(2);
+  send!(3);
+  const second = await watch.next();
+  assert.equal(second.value?.events[0].index, 2);
+  await assert.rejects(watch.next(), (error: unknown) => {
+    assert.ok(error instanceof TinyKvError);
+    assert.equal(error.code, "resourceExhausted");
+    assert.match(error.message, /takes its changes too slowly/);
+    return true;
+  });
+  client.close();
+});

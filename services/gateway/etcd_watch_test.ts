@@ -862,7 +862,7 @@ test("serveEtcdWatch cuts a watch whose client reads too slowly, with the reason
     assert.deepEqual([last.created, last.canceled], [false, true]);
     assert.match(
       last.reason,
-      /^The client reads its watch too slowly: \d+ bytes of changes wait for it, and a watch holds at most 65536 \(also while its shards start\);/,
+      /^The client reads its watch too slowly: \d+ bytes of changes wait for it, and a watch holds at most 65536;/,
     );
     const sent = answers.slice(0, -1).map((answer) => {
       const [event] = summary(answer).events;

@@ -323,6 +323,8 @@ interface ShardPart {
   held: ShardWatchResponse[];
   /** The last index received (held or forwarded): a reopened stream resumes after it. */
   reached: number | undefined;
+  /** The last attempt was refused INVALID_ARGUMENT (a position past a replica's log end). */
+  refused: boolean;
   /** Leaders named in a row without a message from any: past 2, the backoff applies. */
   hops: number;
 }
@@ -373,6 +375,7 @@ export class GatewayWatch {
       lastProblem: "",
       held: [],
       reached: start.get(id),
+      refused: false,
       hops: 0,
     }));
   }
@@ -387,8 +390,10 @@ export class GatewayWatch {
     const startMs = this.#options.startMs ?? WATCH_START_MS;
     this.#startTimer = setTimeout(() => {
       const waiting = this.#parts.filter((part) => !part.started);
+      // A position every replica tried refused as past its log end was not one a shard reported.
+      const refused = waiting.length > 0 && waiting.every((part) => part.refused);
       this.fail(rpcFailure(
-        "unavailable",
+        refused ? "invalidArgument" : "unavailable",
         `The watch could not start in ${startMs} ms: ` +
           waiting.map((part) => part.lastProblem || `shard ${part.id} did not answer`).join("; "),
       ));
@@ -471,7 +476,10 @@ export class GatewayWatch {
         part.lastProblem = `shard ${part.id} at ${address}: ${failure.message}`;
         // A position past a replica's log end is final for one the client gave, but one a
         // kvnode reported may meet a deposed leader that has not heard of it: retry elsewhere.
-        const stale = failure.kind === "invalidArgument" && part.started;
+        // Until the watch starts, or for good once it has: a client's position may also have come
+        // from a kvnode, through another gateway (the start deadline bounds the retries).
+        const stale = failure.kind === "invalidArgument";
+        part.refused = stale;
         if (!retryable(failure) && !stale) {
           this.fail(rpcFailure(failure.kind, `Shard ${part.id}: ${failure.message}`));
           return;
@@ -550,7 +558,7 @@ export class GatewayWatch {
     this.#heldBytes += bytes;
     this.#queuedBytes += bytes;
     this.#shared.bytes += bytes;
-    this.#checkQueue();
+    this.#checkQueue(bytes);
   }
 
   #release(bytes: number): void {
@@ -569,19 +577,29 @@ export class GatewayWatch {
     this.#queue.push(response);
     this.#queuedBytes += bytes;
     this.#shared.bytes += bytes;
-    this.#checkQueue();
+    this.#checkQueue(bytes);
   }
 
   /** Cuts the watch when what it holds unsent passes its bound or the gateway's. */
-  #checkQueue(): void {
+  #checkQueue(added: number): void {
+    // One message alone, however large (an index is never split), always gets through.
+    if (this.#queuedBytes === added) return;
     const max = this.#options.queueBytesMax ?? WATCH_QUEUE_BYTES_MAX_DEFAULT;
     const totalMax = this.#options.queueBytesTotalMax ?? WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT;
-    if (this.#queuedBytes > max) {
+    if (!this.#announced && (this.#queuedBytes > max || this.#shared.bytes > totalMax)) {
+      // Nothing was sent yet: the client may try again from where it asked.
+      this.fail(rpcFailure(
+        "unavailable",
+        `The watch held ${this.#queuedBytes} bytes of changes while some of its shards had not ` +
+          `started, at most ${max}: ` +
+          this.#parts.filter((part) => !part.started)
+            .map((part) => part.lastProblem || `shard ${part.id} did not answer`).join("; "),
+      ));
+    } else if (this.#queuedBytes > max) {
       this.fail(rpcFailure(
         "resourceExhausted",
         `The client reads its watch too slowly: ${this.#queuedBytes} bytes of changes wait ` +
-          `for it, and a watch holds at most ${max} (also while its shards start); resume from ` +
-          "the last positions received",
+          `for it, and a watch holds at most ${max}; resume from the last positions received`,
       ));
     } else if (this.#shared.bytes > totalMax) {
       this.fail(rpcFailure(

@@ -348,12 +348,21 @@ Deno.test("GatewayWatch retries a shard that ended before it started as a watch 
   watch.cancel();
 });
 
-Deno.test("GatewayWatch ends on INVALID_ARGUMENT for a position the client gave; one a kvnode reported is tried again (a deposed leader may not know it)", async () => {
-  const { shards, watches } = setup();
+Deno.test("GatewayWatch tries a position refused as past a log's end on other replicas (a deposed leader may not know it), and ends INVALID_ARGUMENT when none takes it before the start bound", async () => {
+  const { shards, watches } = setup({ startMs: 200 });
   const output = new Output();
   await started(watches, rangeOf("p/", true), output, new Map([[2, 99]]));
-  shards.of(2).events.onEnd(rpcFailure("invalidArgument", "past the end of its log"), undefined);
+  shards.of(1).events.onMessage(message(10));
+  shards.of(3).events.onMessage(message(30));
+  const refuse = () =>
+    shards.of(2).events.onEnd(rpcFailure("invalidArgument", "past the end of its log"), undefined);
+  refuse();
+  assert.equal(output.ended.length, 0, "tried again");
+  await until(() => shards.opened.filter((s) => s.request.shardId === 2).length >= 2, "a retry");
+  refuse();
+  await until(() => output.ended.length > 0, "the start bound");
   assert.deepEqual(output.ended.map((f) => f.kind), ["invalidArgument"]);
+  assert.match(output.ended[0].message, /past the end of its log/);
   const again = setup();
   const other = new Output();
   await started(again.watches, rangeOf("p/", true), other);

@@ -326,12 +326,7 @@ export class WatchHub {
       this.#stats.recorded++;
     }
     if (window.watchers.size > 0) this.#markDirty(window);
-    if (this.#bytes > this.#bytesMax) {
-      // Watchers that keep up are sent what is about to go first: one turn may apply more than
-      // the window holds. Only a watcher whose transport takes no more can be cut by it.
-      this.#flushDirty();
-      this.#evict();
-    }
+    if (this.#bytes > this.#bytesMax) this.#evict();
   }
 
   /**
@@ -492,6 +487,14 @@ export class WatchHub {
         continue;
       }
       const window = held.window;
+      // A watcher that keeps up but was not sent this change yet (one turn may apply more than
+      // the window holds) is sent everything it is owed first; only one whose transport takes no
+      // more can be cut by eviction. Usually the oldest change is long sent and nothing happens.
+      for (const watcher of window.watchers) {
+        if (!watcher.blocked && !watcher.closed && watcher.position < held.index) {
+          this.pump(watcher);
+        }
+      }
       // The window's first event is this one: both queues are in the order events were recorded.
       this.#drop(window.events.shift()!);
       this.#dropped--;

@@ -954,3 +954,24 @@ Deno.test("a watcher that keeps up is sent what one turn applies even when the t
   // One whose transport takes nothing is cut once its unsent changes go.
   assert.equal(stalled.sink.failure?.kind, "resourceExhausted");
 });
+
+Deno.test("a full window still sends a turn's changes in one message to a watcher that keeps up", async () => {
+  const hub = new WatchHub({ bytesMax: 200 * 1024 });
+  const window = hub.attach(1, 11, 0);
+  const value = "v".repeat(1000);
+  // Fill the window: from here on every change recorded evicts an old one.
+  for (let index = 1; index <= 300; index++) hub.record(window, index, [put(`old${index}`, value)]);
+  assert.ok(hub.stats.bytes > 190 * 1024, `${hub.stats.bytes} bytes held`);
+  const { sink } = watch(hub, window, { afterIndex: 300 });
+  await settle();
+  const before = sink.messages.length;
+  // One driver turn: 100 entries applied back to back.
+  for (let index = 301; index <= 400; index++) {
+    hub.record(window, index, [put(`new${index}`, value)]);
+  }
+  await settle();
+  const sent = sink.messages.slice(before);
+  assert.equal(sent.length, 1, `${sent.length} messages for one turn`);
+  assert.equal(sent[0].events.length, 100);
+  assert.equal(sink.failure, undefined);
+});
