@@ -323,8 +323,8 @@ interface ShardPart {
   held: ShardWatchResponse[];
   /** The last index received (held or forwarded): a reopened stream resumes after it. */
   reached: number | undefined;
-  /** The last attempt was refused INVALID_ARGUMENT (a position past a replica's log end). */
-  refused: boolean;
+  /** Why an attempt was refused INVALID_ARGUMENT (a position past a replica's log end). */
+  refused: string | undefined;
   /** Leaders named in a row without a message from any: past 2, the backoff applies. */
   hops: number;
 }
@@ -375,7 +375,7 @@ export class GatewayWatch {
       lastProblem: "",
       held: [],
       reached: start.get(id),
-      refused: false,
+      refused: undefined,
       hops: 0,
     }));
   }
@@ -390,12 +390,15 @@ export class GatewayWatch {
     const startMs = this.#options.startMs ?? WATCH_START_MS;
     this.#startTimer = setTimeout(() => {
       const waiting = this.#parts.filter((part) => !part.started);
-      // A position every replica tried refused as past its log end was not one a shard reported.
-      const refused = waiting.length > 0 && waiting.every((part) => part.refused);
+      // A position a leader refused as past its log end, and no replica took, was not one a shard
+      // reported.
+      const refused = waiting.length > 0 && waiting.every((part) => part.refused !== undefined);
       this.fail(rpcFailure(
         refused ? "invalidArgument" : "unavailable",
         `The watch could not start in ${startMs} ms: ` +
-          waiting.map((part) => part.lastProblem || `shard ${part.id} did not answer`).join("; "),
+          waiting.map((part) =>
+            part.refused ?? (part.lastProblem || `shard ${part.id} did not answer`)
+          ).join("; "),
       ));
     }, startMs);
     for (const part of this.#parts) this.#connect(part);
@@ -466,6 +469,7 @@ export class GatewayWatch {
           fresh = false;
           part.attempts = 0;
           part.hops = 0;
+          part.refused = undefined;
           this.#options.router.noteLeader(part.id, address);
         }
         this.#receive(part, response);
@@ -479,7 +483,8 @@ export class GatewayWatch {
         // Until the watch starts, or for good once it has: a client's position may also have come
         // from a kvnode, through another gateway (the start deadline bounds the retries).
         const stale = failure.kind === "invalidArgument";
-        part.refused = stale;
+        // Sticky until the shard answers: the other replicas say "not leader" in between.
+        if (stale) part.refused = part.lastProblem;
         if (!retryable(failure) && !stale) {
           this.fail(rpcFailure(failure.kind, `Shard ${part.id}: ${failure.message}`));
           return;

@@ -359,7 +359,8 @@ Deno.test("GatewayWatch tries a position refused as past a log's end on other re
   refuse();
   assert.equal(output.ended.length, 0, "tried again");
   await until(() => shards.opened.filter((s) => s.request.shardId === 2).length >= 2, "a retry");
-  refuse();
+  // A follower in between says it does not lead: the refusal still stands.
+  shards.of(2).events.onEnd(rpcFailure("unavailable", "not the leader"), undefined);
   await until(() => output.ended.length > 0, "the start bound");
   assert.deepEqual(output.ended.map((f) => f.kind), ["invalidArgument"]);
   assert.match(output.ended[0].message, /past the end of its log/);
