@@ -61,7 +61,7 @@ import { patternBytes } from "./_harness/bytes.ts";
 import { runCli } from "./_harness/cli.ts";
 import {
   devArgs,
-  devPorts,
+  devPortsAvoiding,
   killDev,
   liveProcesses,
   type RunningDev,
@@ -373,39 +373,12 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
   }
 }
 
-/** Ports a test must leave alone: the dev defaults and others' (7700-7999, 17700-18999, …). */
-const PORTS_AVOIDED: readonly (readonly [number, number])[] = [
-  [7700, 7999],
-  [17700, 18999],
-  [22181, 22181],
-  [24300, 24400],
-];
-
-/** {@linkcode devPorts}, drawn again until neither they nor their metrics ports are avoided. */
-function testPorts(): ReturnType<typeof devPorts> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const ports = devPorts();
-    const used = [
-      ...[0, 1, 2, 3].flatMap((i) => [ports.base + i, ports.base + 1000 + i]),
-      ports.gateway,
-      ports.gateway + 90,
-      ports.zk,
-      ports.admin,
-      ports.http,
-    ];
-    if (!used.some((port) => PORTS_AVOIDED.some(([lo, hi]) => port >= lo && port <= hi))) {
-      return ports;
-    }
-  }
-  throw new Error("Cannot find ports outside the avoided ranges");
-}
-
 Deno.test("etcd's v3 API on the gateway, through etcdctl 3.4 and the etcd3 client", async (t) => {
   const etcdctlInstalled = await Deno.stat(ETCDCTL).then(() => true, () => false);
   assert.ok(etcdctlInstalled, `${ETCDCTL} is missing: run deno task setup --test`);
   const root = await Deno.makeTempDir({ prefix: "tinykv-etcd-" });
   const dir = `${root}/dev`;
-  const ports = testPorts();
+  const ports = devPortsAvoiding();
   const endpoint = `127.0.0.1:${ports.gateway}`;
   const admin = `127.0.0.1:${ports.admin}`;
   let running: RunningDev | undefined;

@@ -72,8 +72,7 @@ import { patternBytes } from "./_harness/bytes.ts";
 import { CLI_PERMISSIONS } from "./_harness/cli.ts";
 import {
   devArgs,
-  type DevPorts,
-  devPorts,
+  devPortsAvoiding,
   killDev,
   liveProcesses,
   REPO_ROOT,
@@ -104,35 +103,9 @@ const WATCH_TIMEOUT = "10000";
 const ETCDCTL = "/usr/bin/etcdctl";
 /** A backstop: an `etcdctl watch` still running after this is killed (the test kills it first). */
 const ETCDCTL_WATCH_KILL_MS = 120_000;
-/** Ports people use on this machine: the test's clusters stay off them. */
-const RESERVED_PORTS: ReadonlyArray<readonly [number, number]> = [
-  [7700, 7999],
-  [17700, 18999],
-  [22181, 22181],
-  [24300, 24400],
-];
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** {@linkcode devPorts}, none of them (nor their `/metrics` ports) in {@linkcode RESERVED_PORTS}. */
-function watchPorts(): DevPorts {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const ports = devPorts();
-    const used = [
-      ...[0, 1, 2, 3].flatMap((i) => [ports.base + i, ports.base + 1000 + i]),
-      ports.gateway,
-      ports.gateway + 90,
-      ports.zk,
-      ports.admin,
-      ports.http,
-    ];
-    if (!used.some((port) => RESERVED_PORTS.some(([lo, hi]) => port >= lo && port <= hi))) {
-      return ports;
-    }
-  }
-  throw new Error("Cannot find dev ports outside the reserved ranges");
-}
 
 /**
  * The shard a key is in on a fresh cluster of {@linkcode SHARDS} shards: placement splits the hash
@@ -646,7 +619,7 @@ async function rawWatchOutcome(
 
 Deno.test("watch: CLI, limits, leader changes and a move, gateway restart", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "tinykv-watch-" });
-  const ports = watchPorts();
+  const ports = devPortsAvoiding();
   const gateway = `127.0.0.1:${ports.gateway}`;
   const admin = `127.0.0.1:${ports.admin}`;
   let running: RunningDev | undefined;
@@ -1337,7 +1310,7 @@ Deno.test("watch: CLI, limits, leader changes and a move, gateway restart", asyn
 
 Deno.test("watch: a 1 MiB window: OUT_OF_RANGE, and a slow watcher cut", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "tinykv-watch-window-" });
-  const ports = watchPorts();
+  const ports = devPortsAvoiding();
   const gateway = `127.0.0.1:${ports.gateway}`;
   let running: RunningDev | undefined;
   let client: TinyKvClient | undefined;

@@ -106,6 +106,7 @@ export {
 export {
   canSend,
   SEND_WINDOW_POLL_MS,
+  SendGate,
   type SendStream,
   sessionOf,
   whenCanSend,

@@ -88,3 +88,36 @@ export function whenCanSend(call: SendStream & object, ready: () => void): () =>
   check();
   return stop;
 }
+
+/**
+ * The writer's side of {@linkcode canSend} for one stream: after each write, {@linkcode wrote}
+ * says whether to write more now; when not, `ready` is called once the peer takes more again.
+ */
+export class SendGate {
+  readonly #call: SendStream & object;
+  readonly #ready: () => void;
+  #waiting = false;
+
+  constructor(call: SendStream & object, ready: () => void) {
+    this.#call = call;
+    this.#ready = ready;
+  }
+
+  /** Whether the writer waits for the peer (then `ready` comes). */
+  get waiting(): boolean {
+    return this.#waiting;
+  }
+
+  /** After a write that returned `written`: whether to write more now. */
+  wrote(written: boolean): boolean {
+    const more = written && canSend(this.#call);
+    if (!more && !this.#waiting) {
+      this.#waiting = true;
+      whenCanSend(this.#call, () => {
+        this.#waiting = false;
+        this.#ready();
+      });
+    }
+    return more;
+  }
+}

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
-import { canSend, SEND_WINDOW_POLL_MS, sessionOf, whenCanSend } from "./send_window.ts";
+import { canSend, SEND_WINDOW_POLL_MS, SendGate, sessionOf, whenCanSend } from "./send_window.ts";
 
 class FakeCall extends EventEmitter {
   writableNeedDrain = false;
@@ -72,4 +72,25 @@ Deno.test("whenCanSend never calls back after the call closed, and stops on dema
   other.session.state.remoteWindowSize = 10;
   await sleep(SEND_WINDOW_POLL_MS * 3);
   assert.equal(ready, 0);
+});
+
+Deno.test("SendGate says to write on while the peer takes more, then calls ready once it does again", async () => {
+  const call = new FakeCall();
+  let ready = 0;
+  const gate = new SendGate(call, () => ready++);
+  assert.equal(gate.wrote(true), true);
+  assert.equal(gate.waiting, false);
+  call.session.state.remoteWindowSize = 0;
+  assert.equal(gate.wrote(true), false);
+  assert.equal(gate.waiting, true);
+  assert.equal(gate.wrote(true), false, "a second write while waiting waits once");
+  call.session.state.remoteWindowSize = 1000;
+  await sleep(SEND_WINDOW_POLL_MS * 3);
+  assert.deepEqual([ready, gate.waiting], [1, false]);
+  // A write the stream itself refused (write() returned false) waits for its drain.
+  call.writableNeedDrain = true;
+  assert.equal(gate.wrote(false), false);
+  call.writableNeedDrain = false;
+  call.emit("drain");
+  assert.equal(ready, 2);
 });

@@ -28,7 +28,7 @@ import {
   type WatchResponse,
 } from "@tinykv/proto/etcdserverpb";
 import { WatchEvent_Kind } from "@tinykv/proto/tinykv/v1";
-import { canSend, type RpcFailure, rpcFailure, toServerError, whenCanSend } from "@tinykv/rpc";
+import { type RpcFailure, rpcFailure, SendGate, toServerError } from "@tinykv/rpc";
 import { compareBytes, KEY_BYTES_MAX } from "@tinykv/shard";
 import type { GatewayWatch, GatewayWatches, WatchRange } from "./watch.ts";
 
@@ -61,21 +61,13 @@ export function serveEtcdWatch(
   const open = new Map<number, { watch: GatewayWatch | undefined; canceled: boolean }>();
   let nextId = 0;
   let closed = false;
-  let blocked = false;
   // Deno's HTTP/2 server takes every write: whether the client takes more is its send window
   // (libs/rpc send_window.ts). Until it does, each watch queues (and cuts a client too slow).
-  const write = (response: WatchResponse): boolean => {
-    if (closed || call.destroyed) return true;
-    const more = call.write(response) && canSend(call);
-    if (!more && !blocked) {
-      blocked = true;
-      whenCanSend(call, () => {
-        blocked = false;
-        for (const entry of open.values()) entry.watch?.resume();
-      });
-    }
-    return more;
-  };
+  const gate = new SendGate(call, () => {
+    for (const entry of open.values()) entry.watch?.resume();
+  });
+  const write = (response: WatchResponse): boolean =>
+    closed || call.destroyed ? true : gate.wrote(call.write(response));
   const answer = (watchId: number, fields: Partial<WatchResponse>) =>
     write({
       header: options.header(),
@@ -189,7 +181,7 @@ export function serveEtcdWatch(
             prevKv: undefined,
           });
         }
-        if (events.length === 0) return !blocked;
+        if (events.length === 0) return !gate.waiting;
         return answer(id, { events });
       },
       end,
@@ -200,7 +192,7 @@ export function serveEtcdWatch(
       }
       entry.watch = started;
       if (entry.canceled) started.cancel();
-      else if (!blocked) started.resume();
+      else if (!gate.waiting) started.resume();
     });
   });
 }

@@ -28,14 +28,13 @@ import {
 } from "@tinykv/proto/tinykv/v1";
 import type { KvRouter } from "@tinykv/client";
 import {
-  canSend,
   type ClientSecurity,
   createGrpcClient,
   failureFromError,
   type RpcFailure,
   rpcFailure,
+  SendGate,
   toServerError,
-  whenCanSend,
 } from "@tinykv/rpc";
 import {
   compareBytes,
@@ -696,28 +695,15 @@ export function watchHandler(
     call.on("error", onGone);
     // Deno's HTTP/2 server takes every write: whether the client takes more is its send window
     // (libs/rpc send_window.ts). Until it does, the watch queues (and cuts a client too slow).
-    let waiting = false;
-    const waitToSend = () => {
-      if (waiting) return;
-      waiting = true;
-      whenCanSend(call, () => {
-        waiting = false;
-        watch?.resume();
-      });
-    };
+    const gate = new SendGate(call, () => watch?.resume());
     void watches.start(parsed.range, parsed.start, {
-      send: (response) => {
-        if (gone || call.destroyed) return true;
-        const more = call.write(response) && canSend(call);
-        if (!more) waitToSend();
-        return more;
-      },
+      send: (response) => gone || call.destroyed ? true : gate.wrote(call.write(response)),
       end: fail,
     }, trace).then((started) => {
       if ("kind" in started) return fail(started);
       watch = started;
       if (gone) watch.cancel();
-      else if (!waiting) watch.resume();
+      else if (!gate.waiting) watch.resume();
     });
   };
 }

@@ -8,7 +8,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { ShardWatchRequest, ShardWatchResponse, WatchEvent } from "@tinykv/proto/tinykv/v1";
-import { canSend, rpcFailure, toServerError, whenCanSend } from "@tinykv/rpc";
+import { rpcFailure, SendGate, toServerError } from "@tinykv/rpc";
 import { checkTraceId, KEY_BYTES_MAX, shardId } from "@tinykv/shard";
 import type { KvDriver } from "./kv_app.ts";
 import type { ShardWatcher, WatchFailure, WatchHub } from "./watch_hub.ts";
@@ -127,21 +127,11 @@ async function serveWatch(
   call.on("error", onGone);
   // Deno's HTTP/2 server takes every write: whether the caller takes more is its send window
   // (libs/rpc send_window.ts). The watcher waits for it, and is cut if the window evicts its changes.
-  let waiting = false;
-  const waitToSend = () => {
-    if (waiting) return;
-    waiting = true;
-    whenCanSend(call, () => {
-      waiting = false;
-      held.watcher?.resume();
-    });
-  };
+  const gate = new SendGate(call, () => held.watcher?.resume());
   const sink = {
     send(events: WatchEvent[], index: number): boolean {
       if (gone || call.destroyed) return true;
-      const more = call.write({ events, index }) && canSend(call);
-      if (!more) waitToSend();
-      return more;
+      return gate.wrote(call.write({ events, index }));
     },
     close(failure: WatchFailure): void {
       if (trace !== undefined) {
@@ -167,7 +157,7 @@ async function serveWatch(
     return;
   }
   // The window may have opened before the watcher was known here.
-  if (!waiting) watcher.resume();
+  if (!gate.waiting) watcher.resume();
   // The first message, the position the watch starts from, went out when it registered.
   hub.pump(watcher);
   sweeper.ensureRunning();

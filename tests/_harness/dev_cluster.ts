@@ -132,6 +132,38 @@ export function devPorts(): DevPorts {
   };
 }
 
+/**
+ * Ports a test's cluster stays off, with their `/metrics` ports: a developer's own dev cluster on
+ * the defaults (7700–7999), one moved by +10,000 (17700–18999, ZooKeeper 22181), and 24300–24400.
+ */
+export const PORTS_AVOIDED: ReadonlyArray<readonly [number, number]> = [
+  [7700, 7999],
+  [17700, 18999],
+  [22181, 22181],
+  [24300, 24400],
+];
+
+/** {@linkcode devPorts}, drawn again until neither they nor their metrics ports are avoided. */
+export function devPortsAvoiding(
+  avoided: ReadonlyArray<readonly [number, number]> = PORTS_AVOIDED,
+): DevPorts {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const ports = devPorts();
+    const used = [
+      ...[0, 1, 2, 3].flatMap((i) => [ports.base + i, ports.base + 1000 + i]),
+      ports.gateway,
+      ports.gateway + 90,
+      ports.zk,
+      ports.admin,
+      ports.http,
+    ];
+    if (!used.some((port) => avoided.some(([lo, hi]) => port >= lo && port <= hi))) {
+      return ports;
+    }
+  }
+  throw new Error("Cannot find dev ports outside the avoided ranges");
+}
+
 /** The command line of a dev cluster with its data and logs in `dataDir`, on `ports`. */
 export function devArgs(dataDir: string, ports: DevPorts, shards = 4): string[] {
   return [
