@@ -55,7 +55,7 @@ import assert from "node:assert/strict";
 import { Etcd3, GRPCNotImplementedError, type IKeyValue } from "etcd3";
 import { type ClusterStateResponse, PlacementService } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, unaryCaller } from "@tinykv/rpc";
-import { keyHash, splitEvenly } from "@tinykv/shard";
+import { keysInEveryShard as keysInEachShard, shardOfKey } from "./_harness/shards.ts";
 import { waitFor } from "@tinykv/zk/testing";
 import { patternBytes } from "./_harness/bytes.ts";
 import { runCli } from "./_harness/cli.ts";
@@ -129,28 +129,14 @@ const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /** Every printable ASCII character, and newlines. */
 const TEXT = ALNUM + " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\n";
 
-/**
- * The shard a key is in on a fresh cluster of {@linkcode SHARDS} shards: placement splits the hash
- * space evenly and numbers the shards from 1 (services/placement/leader.ts, bootstrap).
- */
+/** The shard a key is in on a fresh cluster of {@linkcode SHARDS} shards. */
 function shardOf(key: string): number {
-  const hash = keyHash(encoder.encode(key));
-  return splitEvenly(SHARDS).findIndex((range) => hash >= range.lo && hash < range.hi) + 1;
+  return shardOfKey(key, SHARDS);
 }
 
 /** `perShard` keys `<prefix>item-<i>` in each shard, the first ones found, in key order. */
 function keysInEveryShard(prefix: string, perShard: number): string[] {
-  const counts = new Map<number, number>();
-  const keys: string[] = [];
-  for (let i = 0; keys.length < SHARDS * perShard; i++) {
-    assert.ok(i < 10_000, `found ${keys.length} keys in every shard under ${prefix}`);
-    const key = `${prefix}item-${i}`;
-    const shard = shardOf(key);
-    if ((counts.get(shard) ?? 0) >= perShard) continue;
-    counts.set(shard, (counts.get(shard) ?? 0) + 1);
-    keys.push(key);
-  }
-  return keys.sort();
+  return keysInEachShard(SHARDS, perShard, (i) => `${prefix}item-${i}`);
 }
 
 /** Runs etcdctl against `endpoint`, with `stdin` fed to it when given. */

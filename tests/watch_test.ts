@@ -65,7 +65,7 @@ import {
   type WatchResponse,
 } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, unaryCaller } from "@tinykv/rpc";
-import { keyHash, splitEvenly } from "@tinykv/shard";
+import { keysInEveryShard as keysInEachShard, shardOfKey } from "./_harness/shards.ts";
 import { connectZooKeeper } from "@tinykv/zk";
 import { waitFor } from "@tinykv/zk/testing";
 import { patternBytes } from "./_harness/bytes.ts";
@@ -107,28 +107,14 @@ const ETCDCTL_WATCH_KILL_MS = 120_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/**
- * The shard a key is in on a fresh cluster of {@linkcode SHARDS} shards: placement splits the hash
- * space evenly and numbers the shards from 1 (moves never change the ranges).
- */
+/** The shard a key is in on a fresh cluster of {@linkcode SHARDS} shards. */
 function shardOf(key: string): number {
-  const hash = keyHash(encoder.encode(key));
-  return splitEvenly(SHARDS).findIndex((range) => hash >= range.lo && hash < range.hi) + 1;
+  return shardOfKey(key, SHARDS);
 }
 
 /** `perShard` keys `<prefix>k<i>` in each shard, the first ones found, in key order. */
 function keysInEveryShard(prefix: string, perShard: number): string[] {
-  const counts = new Map<number, number>();
-  const keys: string[] = [];
-  for (let i = 0; keys.length < SHARDS * perShard; i++) {
-    assert.ok(i < 10_000, `found ${keys.length} keys in every shard under ${prefix}`);
-    const key = `${prefix}k${i}`;
-    const shard = shardOf(key);
-    if ((counts.get(shard) ?? 0) >= perShard) continue;
-    counts.set(shard, (counts.get(shard) ?? 0) + 1);
-    keys.push(key);
-  }
-  return keys.sort();
+  return keysInEachShard(SHARDS, perShard, (i) => `${prefix}k${i}`);
 }
 
 /** The first key `<prefix><i>` in `shard` (or, with `not`, in any other shard). */
