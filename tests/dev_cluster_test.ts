@@ -283,8 +283,11 @@ async function placementAnswers(port: number): Promise<boolean> {
 async function listening(port: number): Promise<boolean> {
   try {
     const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+    // A connect to a port nothing listens on can pick that very port as its source and connect
+    // to itself (TCP simultaneous open): that is not a server.
+    const self = (connection.localAddr as Deno.NetAddr).port === port;
     connection.close();
-    return true;
+    return !self;
   } catch {
     return false;
   }

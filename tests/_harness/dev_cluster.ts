@@ -80,12 +80,21 @@ export async function anyAlive(pids: readonly number[]): Promise<boolean> {
 }
 
 /**
+ * Ports drawn for a test's services lie in [20,000, 32,700): below Linux's ephemeral range
+ * (32,768–60,999), so no client socket takes one as its source port while the service is down,
+ * and probing a stopped service's port cannot connect to itself.
+ */
+const DRAWN_PORTS_FROM = 20_000;
+const DRAWN_PORTS_TO = 32_700;
+
+/**
  * Four consecutive free ports for kvnodes, whose `/metrics` ports (each + 1000) are free too
  * (checked when asked).
  */
 export function freePortRun(): number {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const base = DRAWN_PORTS_FROM +
+      Math.floor(Math.random() * (DRAWN_PORTS_TO - 1004 - DRAWN_PORTS_FROM));
     if (portsFree([0, 1, 2, 3].flatMap((i) => [base + i, base + 1000 + i]))) return base;
   }
   throw new Error("Cannot find four consecutive free ports");
@@ -94,7 +103,8 @@ export function freePortRun(): number {
 /** A free port for a gateway whose `/metrics` port (+ 90) is free too (checked when asked). */
 export function freeGatewayPort(): number {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 30_000);
+    const port = DRAWN_PORTS_FROM +
+      Math.floor(Math.random() * (DRAWN_PORTS_TO - 91 - DRAWN_PORTS_FROM));
     if (portsFree([port, port + 90])) return port;
   }
   throw new Error("Cannot find a free gateway port");
