@@ -8,7 +8,7 @@
 import type { Command, ScanRequest } from "@tinykv/proto/tinykv/v1";
 import { HASH_SPACE, type ShardId } from "@tinykv/shard";
 import type { LogIndex, PeerId } from "@tinykv/raft";
-import { Driver, type Envelope, type RaftOutbound } from "./driver.ts";
+import { Driver, type Envelope, type RaftOutbound, type TurnReport } from "./driver.ts";
 import { KvApplication, type KvDriver } from "./kv_app.ts";
 import { NodeStore } from "./node_store.ts";
 import { inlineSnapshot } from "./snapshot_stream.ts";
@@ -44,6 +44,8 @@ export interface TestNode {
   store: NodeStore;
   driver: KvDriver;
   up: boolean;
+  /** The turns that wrote since the node (re)opened, the last 1,000. */
+  readonly turns: TurnReport[];
 }
 
 /** A cluster of in-process drivers. Close it in `finally`. */
@@ -71,6 +73,7 @@ export class TestCluster {
   #open(nodeId: string): TestNode {
     const dir = `${this.#root}/${nodeId}`;
     const store = NodeStore.open({ dir, mapBytes: 256 * 1024 * 1024 });
+    const turns: TurnReport[] = [];
     const driver = new Driver({
       store,
       nodeId,
@@ -80,11 +83,16 @@ export class TestCluster {
       log: silentLog,
       seed: [...nodeId].reduce((h, c) => h * 31 + c.charCodeAt(0), 7),
       app: new KvApplication(),
+      observer: {
+        turned: (turn) => {
+          if (turns.push(turn) > 1000) turns.shift();
+        },
+      },
     });
     const loaded = driver.load();
     if (loaded.kind !== "ok") throw new Error(loaded.message);
     driver.start();
-    const node = { nodeId, dir, store, driver, up: true };
+    const node = { nodeId, dir, store, driver, up: true, turns };
     this.nodes.set(nodeId, node);
     return node;
   }

@@ -158,8 +158,13 @@ export interface DriverObserver<R, M extends GroupMachine<R>> {
 export interface TurnReport {
   /** The whole turn, in milliseconds. */
   readonly ms: number;
-  /** Its one transaction, to the commit being durable, in milliseconds. */
+  /**
+   * Its one transaction, in milliseconds: to the commit being durable, or only committed when
+   * `durable` is false.
+   */
   readonly writeMs: number;
+  /** Whether the turn waited for its sync (false: it only applied committed entries). */
+  readonly durable: boolean;
   /** Log entries persisted, over every group (the group commit's size). */
   readonly entries: number;
   /** Groups whose Ready the transaction persisted or applied. */
@@ -289,7 +294,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   /** How long the current turn's write took (of the turn's time, the part spent on disk). */
   #writeMs = 0;
   /** What the current turn's write persisted, if it wrote. */
-  #turnWrote: { entries: number; groups: number } | undefined;
+  #turnWrote: { entries: number; groups: number; durable: boolean } | undefined;
+  /** Whether the loop waited for work since its last turn (see `#turn`). */
+  #fromIdle = false;
   readonly #now: () => number;
   readonly #idleWaiters: Array<() => void> = [];
   /**
@@ -534,6 +541,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       if (this.#inbox.length === 0 && this.#ticksDue === 0 && !this.#anyReady()) {
         for (const resolve of this.#idleWaiters.splice(0)) resolve();
         await new Promise<void>((resolve) => (this.#wake = resolve));
+        this.#fromIdle = true;
         continue;
       }
       const started = this.#now();
@@ -542,7 +550,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       await this.#turn();
       const took = this.#now() - started;
       // Set by `#write` during the turn (TypeScript narrowed the field at the reset above).
-      const wrote = this.#turnWrote as { entries: number; groups: number } | undefined;
+      const wrote = this.#turnWrote as
+        | { entries: number; groups: number; durable: boolean }
+        | undefined;
       if (wrote !== undefined) {
         this.#options.observer?.turned?.({ ms: took, writeMs: this.#writeMs, ...wrote });
       }
@@ -577,6 +587,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   async #turn(): Promise<void> {
+    const fromIdle = this.#fromIdle;
+    this.#fromIdle = false;
     this.#intake();
     const evictions = new Map(this.#evicted);
     this.#evicted.clear();
@@ -598,13 +610,17 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     // A leader's appends and heartbeats leave now, while its own log is written (Raft thesis
     // §10.2.1); answers, votes and the rest wait for the write (`splitMessages`).
     const late: Array<[Replica<R, M>, readonly Message[]]> = [];
+    let sentEarly = false;
     for (const [replica, ready] of readies) {
       const { early, late: held } = splitMessages(ready, replica.log.hardState);
       this.#send(replica, early);
+      if (early.length > 0) sentEarly = true;
       late.push([replica, held]);
     }
     this.#options.outbound.flush();
-    const { installed, removed } = await this.#write(readies, evicted);
+    // A turn of a quiet node that sent nothing ahead (a follower's, at a low rate) has nothing to
+    // do until its write is synced: it commits on the loop's thread, without the handoffs.
+    const { installed, removed } = await this.#write(readies, evicted, fromIdle && !sentEarly);
     for (const [replica, messages] of late) this.#send(replica, messages);
     this.#options.outbound.flush();
     this.#releaseSnapshotSources();
@@ -645,12 +661,24 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   async #write(
     readies: ReadonlyArray<[Replica<R, M>, Ready]>,
     evicted: readonly Replica<R, M>[],
+    quiet: boolean,
   ): Promise<{ installed: Replica<R, M>[]; removed: Replica<R, M>[] }> {
     const removed: Replica<R, M>[] = [];
     const installed: Replica<R, M>[] = [];
     const writing = readies.filter(([, ready]) => writesSomething(ready));
     if (writing.length === 0 && evicted.length === 0) return { installed, removed };
     const writeStarted = this.#now();
+    // A turn that only applies committed entries need not wait for its sync: a machine crash
+    // that undoes it is redone from the durable log on restart (`durable: false`, node_store.ts),
+    // which commits on the loop's thread, without the handoffs to lmdb-js's writer thread, and
+    // answers at once. It still flushes the data pages, blocking the loop meanwhile, so it is
+    // taken only while no other request waits on this node (at most as many requests are live
+    // as this turn applies entries); under load the writer thread flushes while the loop reads.
+    // New entries, a new term or vote, a snapshot, an eviction or a membership change wait.
+    let applying = 0;
+    for (const [, ready] of writing) applying += ready.committedEntries.length;
+    const durable = evicted.length > 0 || this.#live.size > applying ||
+      writing.some(([, ready]) => mustWaitForSync(ready));
     await this.#options.store.write(() => {
       for (const replica of evicted) {
         replica.destroy();
@@ -664,12 +692,12 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
       // node's data until the loop's next turn, which starts after the commit.
       for (const answer of answers) answer();
-    });
+    }, { durable, now: quiet });
     this.#writeMs = this.#now() - writeStarted;
     this.#turns++;
     let entries = 0;
     for (const [, ready] of writing) entries += ready.entries.length;
-    this.#turnWrote = { entries, groups: writing.length };
+    this.#turnWrote = { entries, groups: writing.length, durable };
     return { installed, removed };
   }
 
@@ -1386,6 +1414,15 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 function writesSomething(ready: Ready): boolean {
   return ready.snapshot !== undefined || ready.entries.length > 0 ||
     ready.hardState !== undefined || ready.committedEntries.length > 0;
+}
+
+/**
+ * Whether a Ready's write must be synced before the turn goes on: Raft's own rule (`mustSync`:
+ * entries, a snapshot, a new term or vote), and a membership change among the entries it applies,
+ * which may remove the replica or change whom it answers.
+ */
+function mustWaitForSync(ready: Ready): boolean {
+  return ready.mustSync || ready.committedEntries.some((entry) => entry.type === "confChange");
 }
 
 /** The generation of the staged snapshot a replica's core holds for its next Ready, if any. */

@@ -109,6 +109,31 @@ Deno.test("Driver: many concurrent writes are group-committed in few turns", asy
   }
 });
 
+Deno.test("Driver: turns that persist wait for their sync; turns that only apply do not", async () => {
+  const cluster = await electedCluster();
+  try {
+    const leader = cluster.leaderOf(SHARD)!;
+    const node = cluster.node(leader.nodeId);
+    node.turns.splice(0);
+    for (let i = 0; i < 5; i++) {
+      const wrote = await cluster.request(leader.nodeId, SHARD, {
+        kind: "mutation",
+        command: put(`k${i}`, `${i}`),
+      });
+      assert.equal(wrote.kind, "ok");
+    }
+    // One write at a time: the leader persists each entry in one turn and applies it in a later
+    // one, when the followers' acknowledgements commit it.
+    const persisting = node.turns.filter((turn) => turn.entries > 0);
+    const applying = node.turns.filter((turn) => turn.entries === 0);
+    assert.ok(persisting.length >= 5, JSON.stringify(node.turns));
+    assert.ok(persisting.every((turn) => turn.durable), JSON.stringify(persisting));
+    assert.ok(applying.some((turn) => !turn.durable), JSON.stringify(applying));
+  } finally {
+    await cluster.close();
+  }
+});
+
 Deno.test("Driver: a restart of every node keeps data and applies nothing twice", async () => {
   const cluster = await electedCluster();
   try {

@@ -18,11 +18,22 @@
  *   core simulation gives each sync a duration on its clock), and a crash meanwhile may keep it
  *   (`crash({ keepUnsynced: true })`: the disk wrote it before the power went) or lose it whole:
  *   an LMDB commit is atomic, never torn.
+ * - `now` is ignored for a durable write (it runs in call order, as any other): nothing here
+ *   depends on when the work runs, only on what survives a crash.
+ * - A write with `durable: false` runs and commits at once (visible) and is not synced: it
+ *   becomes durable when a transaction committed after it syncs. A crash loses every such write
+ *   not yet covered, whole, unless `keepUnsynced` (then it keeps every committed transaction).
  *
  * @module
  */
 import { type KvPair, MemoryKvSpace } from "./kv_space.ts";
-import { identityKey, type NodeStorage, type ReadView, spacePrefix } from "./node_storage.ts";
+import {
+  identityKey,
+  type NodeStorage,
+  type ReadView,
+  spacePrefix,
+  type WriteOptions,
+} from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
 import type { KvSpace } from "./kv_space.ts";
 import { assert, AssertionError } from "./_assert.ts";
@@ -47,11 +58,15 @@ export class MemoryNodeStore implements NodeStorage {
   readonly #synced: MemoryKvSpace;
   /** The writes of the running transaction, in order; undefined outside a transaction. */
   #running: Write[] | undefined;
+  /** The values the running transaction's keys had before it (for a rollback). */
+  #undo: Map<string, Uint8Array | undefined> | undefined;
+  /** Committed writes with `durable: false` that no sync covers yet, in commit order. */
+  #deferred: Write[][] = [];
   #queue: Promise<unknown> = Promise.resolve();
   #freezeNext: (() => void) | undefined;
   #frozen = false;
-  /** The writes of the committed transaction waiting for its sync, if any. */
-  #unsynced: Write[] | undefined;
+  /** The writes of the committed transaction waiting for its sync (after the deferred ones its sync covers), if any. */
+  #unsynced: Write[][] | undefined;
   readonly #syncGate: ((synced: () => void) => void) | undefined;
   #crashed = false;
   #inFlight = 0;
@@ -124,6 +139,7 @@ export class MemoryNodeStore implements NodeStorage {
       );
     }
     this.#inTransaction("put").push({ key: key.slice(), value: value.slice() });
+    this.#remember(key);
     this.#visible.put(key, value);
   }
 
@@ -131,6 +147,7 @@ export class MemoryNodeStore implements NodeStorage {
     const writes = this.#inTransaction("remove");
     if (this.#visible.get(key) === undefined) return false;
     writes.push({ key: key.slice(), value: undefined });
+    this.#remember(key);
     return this.#visible.delete(key);
   }
 
@@ -143,62 +160,95 @@ export class MemoryNodeStore implements NodeStorage {
     }
     for (const key of keys) {
       writes.push({ key, value: undefined });
+      this.#remember(key);
       this.#visible.delete(key);
     }
     return keys.length;
   }
 
-  write<T>(work: () => T): Promise<T> {
+  /** Records what `key` held before the running transaction first wrote it. */
+  #remember(key: Uint8Array): void {
+    const undo = this.#undo!;
+    const id = keyId(key);
+    if (!undo.has(id)) undo.set(id, this.#visible.get(key)?.slice());
+  }
+
+  write<T>(work: () => T, options?: WriteOptions): Promise<T> {
+    if (options?.durable === false) return this.#deferredTransaction(work);
     this.#inFlight++;
     const result = this.#queue.then(() => this.#transaction(work));
     this.#queue = result.catch(() => {});
     return result;
   }
 
-  async #transaction<T>(work: () => T): Promise<T> {
-    if (this.#crashed) return await never<T>();
-    const writes: Write[] = [];
+  /** Runs `work` now, as LMDB's `transactionSync`; throws as `work` does, with nothing applied. */
+  #run<T>(work: () => T, writes: Write[]): T {
+    assert(this.#running === undefined, "MemoryNodeStore.write() inside write()");
     this.#running = writes;
-    let result: T;
+    const undo = new Map<string, Uint8Array | undefined>();
+    this.#undo = undo;
     try {
-      result = work();
+      return work();
     } catch (error) {
-      this.#running = undefined;
-      this.#rollback(writes);
-      this.#inFlight--;
+      this.#rollback(undo);
       throw error;
     } finally {
       this.#running = undefined;
+      this.#undo = undefined;
     }
+  }
+
+  async #deferredTransaction<T>(work: () => T): Promise<T> {
+    if (this.#crashed) return await never<T>();
+    const writes: Write[] = [];
+    const result = this.#run(work, writes);
+    this.#deferred.push(writes);
+    return result;
+  }
+
+  async #transaction<T>(work: () => T): Promise<T> {
+    if (this.#crashed) return await never<T>();
+    const writes: Write[] = [];
+    let result: T;
+    try {
+      result = this.#run(work, writes);
+    } catch (error) {
+      this.#inFlight--;
+      throw error;
+    }
+    // The deferred writes committed before this one: its sync makes them durable too.
+    const covered = this.#deferred;
+    this.#deferred = [];
     // Committed (visible). Now sync: a microtask later, unless the simulation froze it.
     const freeze = this.#freezeNext;
     if (freeze !== undefined) {
       this.#freezeNext = undefined;
       this.#frozen = true;
+      // Never synced: the deferred writes before it stay uncovered.
+      this.#deferred = [...covered, ...this.#deferred];
       freeze();
       return await never<T>();
     }
-    this.#unsynced = writes;
+    this.#unsynced = [...covered, writes];
     const gate = this.#syncGate;
     if (gate === undefined) await Promise.resolve();
     else await new Promise<void>((synced) => gate(synced));
     if (this.#crashed) return await never<T>();
     this.#unsynced = undefined;
-    for (const { key, value } of writes) {
-      if (value === undefined) this.#synced.delete(key);
-      else this.#synced.put(key, value);
+    for (const deferred of covered) {
+      applyWrites(this.#synced, deferred);
+      this.#observe?.(deferred.map((w) => w.key));
     }
+    applyWrites(this.#synced, writes);
     this.#transactions++;
     this.#inFlight--;
     this.#observe?.(writes.map((w) => w.key));
     return result;
   }
 
-  #rollback(writes: readonly Write[]): void {
-    // Transactions run one at a time and each is synced before the next runs, so the synced state
-    // is the committed state here: restore the touched keys from it.
-    for (const { key } of writes) {
-      const value = this.#synced.get(key);
+  #rollback(undo: ReadonlyMap<string, Uint8Array | undefined>): void {
+    for (const [id, value] of undo) {
+      const key = keyOfId(id);
       if (value === undefined) this.#visible.delete(key);
       else this.#visible.put(key, value);
     }
@@ -211,7 +261,7 @@ export class MemoryNodeStore implements NodeStorage {
 
   /** Whether a committed transaction waits for its sync (a crash now may keep or lose it). */
   get syncing(): boolean {
-    return this.#unsynced !== undefined;
+    return this.#unsynced !== undefined || this.#deferred.length > 0;
   }
 
   /**
@@ -231,12 +281,12 @@ export class MemoryNodeStore implements NodeStorage {
       recovered.#visible.put(key, value);
       recovered.#synced.put(key, value);
     }
-    if (options.keepUnsynced === true && this.#unsynced !== undefined) {
-      for (const { key, value } of this.#unsynced) {
-        for (const space of [recovered.#visible, recovered.#synced]) {
-          if (value === undefined) space.delete(key);
-          else space.put(key, value);
-        }
+    if (options.keepUnsynced === true) {
+      // Every committed transaction not synced yet, in commit order: the one waiting for its sync
+      // (with the deferred writes before it), then the deferred writes after it.
+      for (const writes of [...(this.#unsynced ?? []), ...this.#deferred]) {
+        applyWrites(recovered.#visible, writes);
+        applyWrites(recovered.#synced, writes);
       }
     }
     return recovered;
@@ -291,6 +341,26 @@ export class MemoryNodeStore implements NodeStorage {
   get syncedSize(): number {
     return this.#synced.size;
   }
+}
+
+function applyWrites(space: MemoryKvSpace, writes: readonly Write[]): void {
+  for (const { key, value } of writes) {
+    if (value === undefined) space.delete(key);
+    else space.put(key, value);
+  }
+}
+
+/** A map key for bytes (latin-1, one char per byte). */
+function keyId(key: Uint8Array): string {
+  let id = "";
+  for (const byte of key) id += String.fromCharCode(byte);
+  return id;
+}
+
+function keyOfId(id: string): Uint8Array {
+  const key = new Uint8Array(id.length);
+  for (let i = 0; i < id.length; i++) key[i] = id.charCodeAt(i);
+  return key;
 }
 
 function never<T>(): Promise<T> {

@@ -105,3 +105,73 @@ Deno.test("MemoryNodeStore.crash() keeps or loses the transaction waiting for it
     assert.equal(recovered.transactions, 1);
   }
 });
+
+Deno.test("MemoryNodeStore.write({ durable: false }) commits at once; a crash loses it until a later sync", async () => {
+  const store = new MemoryNodeStore();
+  await store.write(() => store.put(enc("a"), enc("1")));
+  // Runs during the call (as LMDB's transactionSync), visible at once.
+  let ran = false;
+  const deferred = store.write(() => {
+    ran = true;
+    store.put(enc("b"), enc("2"));
+    store.remove(enc("a"));
+    return "done";
+  }, { durable: false });
+  assert.ok(ran, "the work ran during the call");
+  assert.deepEqual(keys(store), ["b"]);
+  assert.equal(store.syncing, true);
+  assert.equal(await deferred, "done");
+  // Lost whole by a crash, or kept whole when the disk wrote it anyway.
+  assert.deepEqual(keys(store.crash()), ["a"]);
+  const kept = new MemoryNodeStore();
+  await kept.write(() => kept.put(enc("a"), enc("1")));
+  await kept.write(() => kept.put(enc("b"), enc("2")), { durable: false });
+  assert.deepEqual(keys(kept.crash({ keepUnsynced: true })), ["a", "b"]);
+  // A durable transaction committed after it covers it.
+  const covered = new MemoryNodeStore();
+  await covered.write(() => covered.put(enc("b"), enc("2")), { durable: false });
+  await covered.write(() => covered.put(enc("c"), enc("3")));
+  assert.equal(covered.syncing, false);
+  await covered.write(() => covered.put(enc("d"), enc("4")), { durable: false });
+  assert.deepEqual(keys(covered.crash()), ["b", "c"]);
+});
+
+Deno.test("MemoryNodeStore: a deferred write after a durable one's commit stays uncovered by its sync", async () => {
+  const gates: Array<() => void> = [];
+  const store = new MemoryNodeStore({ syncGate: (synced) => gates.push(synced) });
+  await store.write(() => store.put(enc("a"), enc("1")), { durable: false });
+  const durable = store.write(() => store.put(enc("b"), enc("2")));
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+  assert.equal(gates.length, 1, "the durable transaction committed and waits for its sync");
+  await store.write(() => store.put(enc("c"), enc("3")), { durable: false });
+  gates[0]();
+  await durable;
+  assert.equal(store.syncing, true, "the later deferred write is not synced");
+  assert.deepEqual(keys(store.crash()), ["a", "b"]);
+});
+
+Deno.test("MemoryNodeStore.write({ durable: false }) that throws applies nothing, over deferred writes", async () => {
+  const store = new MemoryNodeStore();
+  await store.write(() => store.put(enc("k"), enc("synced")));
+  await store.write(() => store.put(enc("k"), enc("deferred")), { durable: false });
+  await assert.rejects(
+    store.write(() => {
+      store.put(enc("k"), enc("new"));
+      store.removeRange(enc("a"), enc("z"));
+      store.put(enc("x"), enc("1"));
+      throw new Error("boom");
+    }, { durable: false }),
+    /boom/,
+  );
+  // Rolled back to the committed state (the deferred write), not to the synced one.
+  assert.equal(dec(store.get(enc("k"))), "deferred");
+  assert.equal(store.get(enc("x")), undefined);
+  await assert.rejects(
+    store.write(() => {
+      store.put(enc("k"), enc("newer"));
+      throw new Error("boom");
+    }),
+    /boom/,
+  );
+  assert.equal(dec(store.get(enc("k"))), "deferred");
+});

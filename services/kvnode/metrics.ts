@@ -61,7 +61,8 @@ export function kvnodeMetrics(registry: Registry): {
   });
   const commit = new Histogram({
     name: "tinykv_kvnode_lmdb_commit_duration_seconds",
-    help: "A turn's one LMDB transaction, from its start to the commit being synced.",
+    help: "A turn's one LMDB transaction, from its start to the commit being synced " +
+      "(committed, for a turn that only applied committed entries).",
     buckets: [...LATENCY_BUCKETS_SECONDS],
     registers: [registry],
   });
@@ -77,8 +78,14 @@ export function kvnodeMetrics(registry: Registry): {
     buckets: ENTRY_BUCKETS,
     registers: [registry],
   });
+  const unsynced = new Counter({
+    name: "tinykv_kvnode_turns_unsynced_total",
+    help: "Turns that only applied committed entries and went on without waiting for the sync.",
+    registers: [registry],
+  });
   const observer = {
     turned(report: TurnReport): void {
+      if (!report.durable) unsynced.inc();
       turn.observe(report.ms / 1000);
       commit.observe(report.writeMs / 1000);
       if (report.entries > 0) entries.observe(report.entries);

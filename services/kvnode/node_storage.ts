@@ -122,14 +122,32 @@ export interface NodeStorage extends ReadableStore {
   /**
    * Runs `work` as one atomic transaction (if it throws, none of its writes apply; its reads see
    * its own writes) and resolves once the transaction is durable.
+   *
+   * With `durable: false` the transaction runs and commits at once, on the calling thread, and
+   * the promise resolves as soon as it is committed (visible to reads). A crash of the process
+   * loses nothing, but a crash of the machine may undo it (never tear it) until a later durable
+   * transaction has synced, which makes every earlier one durable too. Only for writes that can be
+   * redone from durable state: applying committed log entries.
    */
-  write<T>(work: () => T): Promise<T>;
+  write<T>(work: () => T, options?: WriteOptions): Promise<T>;
   /** Identity records: a small string value under a name. */
   getIdentity(name: string): string | undefined;
   /** Inside {@linkcode write}: sets an identity record. */
   putIdentity(name: string, value: string): void;
   /** A {@linkcode KvSpace} over one state-machine space of one generation of a replica. */
   space(peerId: number, space: number, generation?: number): KvSpace;
+}
+
+/** How {@linkcode NodeStorage.write} commits. */
+export interface WriteOptions {
+  /** Whether the promise waits for the sync to disk (default true). See `write`. */
+  readonly durable?: boolean;
+  /**
+   * Whether a durable write runs and commits during the call, on the calling thread, which waits
+   * for the sync (default false: later, on LMDB's writer thread, while the caller goes on).
+   * A write with `durable: false` always runs now.
+   */
+  readonly now?: boolean;
 }
 
 /** The identity record key of `name`. */

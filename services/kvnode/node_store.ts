@@ -25,11 +25,23 @@
  * (group commit). A failed commit rejects the promise; the driver treats that as fatal, since the
  * in-memory views may then be ahead of the disk.
  *
+ * A turn that only applies committed entries writes with `durable: false`: the transaction runs on
+ * the loop's thread and commits with LMDB's `MDB_NOMETASYNC` (its pages are flushed, its meta page
+ * is not), so it skips the two handoffs to lmdb-js's writer thread and one of the two flushes. A
+ * machine crash may undo it, never tear it (LMDB keeps the previous meta page valid), and the next
+ * durable commit's flush covers it; what it wrote is redone from the durable log on restart.
+ *
  * @module
  */
 import { open, type RootDatabase } from "lmdb";
 import type { KvPair, KvSpace } from "./kv_space.ts";
-import { identityKey, type NodeStorage, type ReadView, spacePrefix } from "./node_storage.ts";
+import {
+  identityKey,
+  type NodeStorage,
+  type ReadView,
+  spacePrefix,
+  type WriteOptions,
+} from "./node_storage.ts";
 import { PrefixSpace } from "./prefix_space.ts";
 import { assert } from "./_assert.ts";
 
@@ -53,6 +65,15 @@ export interface NodeStoreOptions {
 }
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+/**
+ * lmdb-js `transactionSync` flags of a write that is not durable at once: `MDB_NOMETASYNC`
+ * (0x40000, LMDB's own flag for `mdb_txn_begin`), commit on this thread even while lmdb-js's
+ * writer thread holds a batch (2), abortable if `work` throws (1).
+ */
+const DEFERRED_SYNC_TXN = 0x40000 | 2 | 1;
+/** lmdb-js `transactionSync` flags of a durable write on this thread (its defaults). */
+const SYNCED_TXN = 2 | 1;
 
 /** The node's LMDB environment. */
 export class NodeStore implements NodeStorage {
@@ -154,9 +175,12 @@ export class NodeStore implements NodeStorage {
   /**
    * Runs `work` in one write transaction and resolves once it is committed and synced. `work` runs
    * synchronously inside the transaction (later than this call, in LMDB's write batch); its reads
-   * see its own writes.
+   * see its own writes. With `durable: false` it runs now, on this thread, and the promise
+   * resolves once committed (see the module docs).
    */
-  async write<T>(work: () => T): Promise<T> {
+  async write<T>(work: () => T, options?: WriteOptions): Promise<T> {
+    if (options?.durable === false) return this.#db.transactionSync(work, DEFERRED_SYNC_TXN);
+    if (options?.now === true) return this.#db.transactionSync(work, SYNCED_TXN);
     let result: T | undefined;
     let ran = false;
     await this.#db.transaction(() => {

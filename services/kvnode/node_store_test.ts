@@ -1,0 +1,81 @@
+// Checks NodeStore's kinds of write on a real LMDB environment: a durable write runs its work
+// later, in lmdb-js's batch, and resolves once synced, or during the call with `now`; a write with
+// `durable: false` runs and commits during the call, on this thread, even while durable writes are
+// queued; a failing one applies nothing. All survive a reopen (a process crash loses none).
+import assert from "node:assert/strict";
+import { NodeStore } from "./node_store.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | undefined) =>
+  b === undefined ? undefined : new TextDecoder().decode(b);
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tinykv-store-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("NodeStore.write({ durable: false }) commits during the call, beside queued durable writes", async () => {
+  await withDir(async (dir) => {
+    const store = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    await store.write(() => store.put(enc("a"), enc("1")));
+    // A durable write queued first runs later, in the batch; the deferred one runs now.
+    const order: string[] = [];
+    const durable = store.write(() => {
+      order.push("durable");
+      store.put(enc("b"), enc("2"));
+    });
+    const deferred = store.write(() => {
+      order.push("deferred");
+      store.put(enc("c"), enc("3"));
+      return dec(store.get(enc("c")));
+    }, { durable: false });
+    assert.deepEqual(order, ["deferred"]);
+    assert.equal(dec(store.get(enc("c"))), "3", "committed: visible to reads at once");
+    assert.equal(await deferred, "3");
+    await durable;
+    assert.deepEqual(order, ["deferred", "durable"]);
+    // A durable write `now` runs during the call too.
+    let ranNow = false;
+    const now = store.write(() => {
+      ranNow = true;
+      store.put(enc("d"), enc("4"));
+    }, { now: true });
+    assert.ok(ranNow);
+    await now;
+    await assert.rejects(
+      store.write(() => {
+        store.put(enc("d"), enc("lost"));
+        throw new Error("boom");
+      }, { now: true }),
+      /boom/,
+    );
+    assert.equal(dec(store.get(enc("d"))), "4");
+    // Deferred writes in a row, then one that throws: it applies nothing.
+    for (let i = 0; i < 50; i++) {
+      await store.write(() => store.put(enc(`n${i}`), enc(String(i))), { durable: false });
+    }
+    await assert.rejects(
+      store.write(() => {
+        store.put(enc("a"), enc("lost"));
+        throw new Error("boom");
+      }, { durable: false }),
+      /boom/,
+    );
+    assert.equal(dec(store.get(enc("a"))), "1");
+    await store.close();
+    const again = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    try {
+      assert.equal(dec(again.get(enc("a"))), "1");
+      assert.equal(dec(again.get(enc("b"))), "2");
+      assert.equal(dec(again.get(enc("c"))), "3");
+      assert.equal(dec(again.get(enc("d"))), "4");
+      assert.equal(dec(again.get(enc("n49"))), "49");
+    } finally {
+      await again.close();
+    }
+  });
+});
