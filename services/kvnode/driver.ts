@@ -618,9 +618,11 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       late.push([replica, held]);
     }
     this.#options.outbound.flush();
-    // A turn of a quiet node that sent nothing ahead (a follower's, at a low rate) has nothing to
-    // do until its write is synced: it commits on the loop's thread, without the handoffs.
-    const { installed, removed } = await this.#write(readies, evicted, fromIdle && !sentEarly);
+    // A small turn of a quiet node that sent nothing ahead (a follower's, at a low rate) has
+    // nothing to do until its write is synced: it commits on the loop's thread, without the
+    // handoffs.
+    const quiet = fromIdle && !sentEarly && evicted.length === 0 && smallWrite(readies);
+    const { installed, removed } = await this.#write(readies, evicted, quiet);
     for (const [replica, messages] of late) this.#send(replica, messages);
     this.#options.outbound.flush();
     this.#releaseSnapshotSources();
@@ -672,12 +674,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     // that undoes it is redone from the durable log on restart (`durable: false`, node_store.ts),
     // which commits on the loop's thread, without the handoffs to lmdb-js's writer thread, and
     // answers at once. It still flushes the data pages, blocking the loop meanwhile, so it is
-    // taken only while no other request waits on this node (at most as many requests are live
-    // as this turn applies entries); under load the writer thread flushes while the loop reads.
+    // taken only for a small turn (`smallWrite`) while few requests wait on this node (no more
+    // live than this turn applies entries); under load the writer thread flushes while the loop
+    // reads.
     // New entries, a new term or vote, a snapshot, an eviction or a membership change wait.
     let applying = 0;
     for (const [, ready] of writing) applying += ready.committedEntries.length;
-    const durable = evicted.length > 0 || this.#live.size > applying ||
+    const durable = evicted.length > 0 || this.#live.size > applying || !smallWrite(writing) ||
       writing.some(([, ready]) => mustWaitForSync(ready));
     await this.#options.store.write(() => {
       for (const replica of evicted) {
@@ -866,8 +869,11 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
    * credentials are on), so a node speaks for its own replicas only. A peer the replica does not
    * know yet is taken from its own node only if the replica's configuration lists it (added while
    * the replica could not hear of it); otherwise it may still send appends and heartbeats (a
-   * member the replica has not caught up with yet may lead), but no removal notice, snapshot or
-   * leadership hand-over. Undefined: step it. (No sender: an unauthenticated test transport.)
+   * member the replica has not caught up with yet may lead), and a snapshot whose membership lists
+   * it as a voter and keeps the replica in the group (such a leader may have compacted past what
+   * the replica holds: refusing it would leave the replica behind for good), but no removal notice,
+   * other snapshot or leadership hand-over. Undefined: step it. (No sender: an unauthenticated
+   * test transport.)
    */
   #refusedSender(replica: Replica<R, M>, envelope: Envelope): string | undefined {
     const { sender, message } = envelope;
@@ -877,6 +883,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       return `peer ${message.from} lives on node "${known.nodeId}", not "${sender.nodeId}"`;
     }
     if (replica.isConfirmed(message.from)) return undefined;
+    if (!envelope.notMember && message.type === "snapshot") {
+      const { voters, learners } = message.snapshot.metadata.confState;
+      const self = replica.peerId as PeerId;
+      if (voters.includes(message.from) && (voters.includes(self) || learners.includes(self))) {
+        return undefined;
+      }
+    }
     if (envelope.notMember || message.type === "snapshot" || message.type === "timeoutNow") {
       return `peer ${message.from} of node "${sender.nodeId}" is not a member it knows`;
     }
@@ -1414,6 +1427,25 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 function writesSomething(ready: Ready): boolean {
   return ready.snapshot !== undefined || ready.entries.length > 0 ||
     ready.hardState !== undefined || ready.committedEntries.length > 0;
+}
+
+/**
+ * Bytes of entries a turn may persist and apply and still commit on the loop's thread (see
+ * `#write`): a bigger one leaves the loop free (to answer pings, status and streams) while
+ * lmdb-js's writer thread writes it.
+ */
+const LOOP_THREAD_WRITE_BYTES_MAX = 1024 * 1024;
+
+/** Whether a turn's Readies are small enough to be written on the loop's thread. */
+function smallWrite(readies: ReadonlyArray<readonly [unknown, Ready]>): boolean {
+  let bytes = 0;
+  for (const [, ready] of readies) {
+    if (ready.snapshot !== undefined) return false;
+    for (const entry of ready.entries) bytes += entry.data.length;
+    for (const entry of ready.committedEntries) bytes += entry.data.length;
+    if (bytes > LOOP_THREAD_WRITE_BYTES_MAX) return false;
+  }
+  return true;
 }
 
 /**

@@ -53,3 +53,52 @@ Deno.test("a removal notice from another node's peer, or a peer learned from mes
     await cluster.close();
   }
 });
+
+Deno.test("a snapshot from a peer known only from its messages is taken only if it keeps the replica", async () => {
+  const cluster = await TestCluster.create(["n1", "n2", "n3"]);
+  try {
+    await cluster.createShard(SHARD, ["n1", "n2", "n3"], 101);
+    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader");
+    const n2 = cluster.node("n2").driver;
+    const self = n2.replicas()[0].peerId;
+    // A new member the replica has not heard of yet (it joined past the replica's log), leading.
+    const snapshot = (voters: number[], learners: number[] = []): Envelope => ({
+      shardId: SHARD,
+      confEpoch: 1_000_000,
+      sender: { nodeId: "n4", address: "mem:n4" },
+      message: {
+        type: "snapshot",
+        from: peerId(999),
+        to: peerId(self),
+        term: 1_000,
+        snapshot: {
+          metadata: {
+            index: 1_000,
+            term: 1_000,
+            confState: {
+              voters: voters.map(peerId),
+              learners: learners.map(peerId),
+              epoch: 900,
+            },
+          },
+          data: new Uint8Array(0),
+        },
+      },
+    } as unknown as Envelope);
+    // Refused: the snapshot's membership drops the replica (it would evict it), or does not list
+    // the sender as a voter.
+    for (const refused of [snapshot([999]), snapshot([999], [5]), snapshot([self], [999])]) {
+      const staged = n2.stageSnapshot(refused);
+      assert.ok("refused" in staged, JSON.stringify(refused.message));
+      assert.match(staged.refused, /is not a member it knows/);
+    }
+    // Taken: the sender leads a membership that keeps the replica (as a voter or a learner).
+    for (const taken of [snapshot([999, self]), snapshot([999], [self])]) {
+      const staged = n2.stageSnapshot(taken);
+      assert.ok(!("refused" in staged), JSON.stringify(staged));
+      staged.abort();
+    }
+  } finally {
+    await cluster.close();
+  }
+});

@@ -21,7 +21,7 @@
  * - `now` is ignored for a durable write (it runs in call order, as any other): nothing here
  *   depends on when the work runs, only on what survives a crash.
  * - A write with `durable: false` runs and commits at once (visible) and is not synced: it
- *   becomes durable when a transaction committed after it syncs. A crash loses every such write
+ *   becomes durable when a transaction committed after it, with writes, syncs. A crash loses every such write
  *   not yet covered, whole, unless `keepUnsynced` (then it keeps every committed transaction).
  *
  * @module
@@ -216,16 +216,17 @@ export class MemoryNodeStore implements NodeStorage {
       this.#inFlight--;
       throw error;
     }
-    // The deferred writes committed before this one: its sync makes them durable too.
-    const covered = this.#deferred;
-    this.#deferred = [];
+    // The deferred writes committed before this one: its sync makes them durable too (unless it
+    // wrote nothing: LMDB then neither flushes nor writes a meta page).
+    const covered = writes.length === 0 ? [] : this.#deferred;
+    if (writes.length > 0) this.#deferred = [];
     // Committed (visible). Now sync: a microtask later, unless the simulation froze it.
     const freeze = this.#freezeNext;
     if (freeze !== undefined) {
       this.#freezeNext = undefined;
       this.#frozen = true;
       // Never synced: the deferred writes before it stay uncovered.
-      this.#deferred = [...covered, ...this.#deferred];
+      if (writes.length > 0) this.#deferred = [...covered, ...this.#deferred];
       freeze();
       return await never<T>();
     }
@@ -259,9 +260,18 @@ export class MemoryNodeStore implements NodeStorage {
     this.#freezeNext = onFrozen;
   }
 
-  /** Whether a committed transaction waits for its sync (a crash now may keep or lose it). */
+  /**
+   * Whether a durable transaction is committed and waits for its sync (its `write` has not
+   * resolved; a crash now may keep or lose it). Writes with `durable: false` do not count: no one
+   * waits for them (see {@linkcode deferredUncovered}).
+   */
   get syncing(): boolean {
-    return this.#unsynced !== undefined || this.#deferred.length > 0;
+    return this.#unsynced !== undefined;
+  }
+
+  /** Writes with `durable: false` committed and not yet covered by a sync (a crash loses them). */
+  get deferredUncovered(): number {
+    return this.#deferred.length;
   }
 
   /**

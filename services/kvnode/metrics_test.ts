@@ -85,6 +85,11 @@ Deno.test("kvnodeMetrics() reads the replicas at scrape time and times the drive
       line("tinykv_kvnode_turn_duration_seconds_count"),
     );
     assert.ok(Number(line("tinykv_kvnode_turn_entries_sum")) >= 2);
+    const unsynced = Number(line("tinykv_kvnode_turns_unsynced_total"));
+    assert.ok(
+      unsynced >= 0 && unsynced < Number(line("tinykv_kvnode_turn_duration_seconds_count")),
+      `turns_unsynced_total ${unsynced}`,
+    );
     assert.equal(line("tinykv_kvnode_transport_sent_bytes_total"), "300");
     assert.equal(line("tinykv_kvnode_transport_dropped_messages_total"), "1");
     assert.equal(line("tinykv_kvnode_inbox_depth"), "0");

@@ -123,11 +123,12 @@ export interface NodeStorage extends ReadableStore {
    * Runs `work` as one atomic transaction (if it throws, none of its writes apply; its reads see
    * its own writes) and resolves once the transaction is durable.
    *
-   * With `durable: false` the transaction runs and commits at once, on the calling thread, and
-   * the promise resolves as soon as it is committed (visible to reads). A crash of the process
-   * loses nothing, but a crash of the machine may undo it (never tear it) until a later durable
-   * transaction has synced, which makes every earlier one durable too. Only for writes that can be
-   * redone from durable state: applying committed log entries.
+   * With `durable: false` the transaction runs and commits during the call, on the calling
+   * thread (after any batch the store's own writer thread is committing), and the promise
+   * resolves as soon as it is committed (visible to reads). A crash of the process loses nothing,
+   * but a crash of the machine may undo it (never tear it) until a later transaction that writes
+   * has synced, which makes every earlier one durable too. Only for writes that can be redone from
+   * durable state: applying committed log entries.
    */
   write<T>(work: () => T, options?: WriteOptions): Promise<T>;
   /** Identity records: a small string value under a name. */

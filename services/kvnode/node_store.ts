@@ -25,11 +25,13 @@
  * (group commit). A failed commit rejects the promise; the driver treats that as fatal, since the
  * in-memory views may then be ahead of the disk.
  *
- * A turn that only applies committed entries writes with `durable: false`: the transaction runs on
- * the loop's thread and commits with LMDB's `MDB_NOMETASYNC` (its pages are flushed, its meta page
- * is not), so it skips the two handoffs to lmdb-js's writer thread and one of the two flushes. A
- * machine crash may undo it, never tear it (LMDB keeps the previous meta page valid), and the next
- * durable commit's flush covers it; what it wrote is redone from the durable log on restart.
+ * A small turn that only applies committed entries, on a node with few requests waiting, writes
+ * with `durable: false`: the transaction runs on the loop's thread and commits with LMDB's
+ * `MDB_NOMETASYNC` (its pages are flushed, its meta page is not), so it skips the two handoffs to
+ * lmdb-js's writer thread and one of the two flushes. A machine crash may undo it, never tear it
+ * (LMDB keeps the previous meta page valid), and the next commit that writes covers it; what it
+ * wrote is redone from the durable log on restart. A small synced turn of an idle node that sends
+ * nothing before its write commits on the loop's thread too (`now`).
  *
  * @module
  */

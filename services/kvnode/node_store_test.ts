@@ -38,6 +38,18 @@ Deno.test("NodeStore.write({ durable: false }) commits during the call, beside q
     assert.equal(await deferred, "3");
     await durable;
     assert.deepEqual(order, ["deferred", "durable"]);
+    // While lmdb-js's writer thread holds a durable batch (started from `setImmediate`; its work
+    // runs when the writer gets to it), a write on this thread waits for it or goes first: both
+    // commit whole.
+    const big = new Uint8Array(512 * 1024).fill(7);
+    const batch = store.write(() => {
+      for (let i = 0; i < 16; i++) store.put(enc(`big${i}`), big);
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    await store.write(() => store.put(enc("beside"), enc("small")), { durable: false });
+    assert.equal(dec(store.get(enc("beside"))), "small");
+    await batch;
+    for (let i = 0; i < 16; i++) assert.equal(store.get(enc(`big${i}`))?.length, big.length);
     // A durable write `now` runs during the call too.
     let ranNow = false;
     const now = store.write(() => {
@@ -73,6 +85,8 @@ Deno.test("NodeStore.write({ durable: false }) commits during the call, beside q
       assert.equal(dec(again.get(enc("b"))), "2");
       assert.equal(dec(again.get(enc("c"))), "3");
       assert.equal(dec(again.get(enc("d"))), "4");
+      assert.equal(dec(again.get(enc("beside"))), "small");
+      assert.equal(again.get(enc("big15"))?.length, 512 * 1024);
       assert.equal(dec(again.get(enc("n49"))), "49");
     } finally {
       await again.close();
