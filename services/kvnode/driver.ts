@@ -621,8 +621,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     // A small turn of a quiet node that sent nothing ahead (a follower's, at a low rate) has
     // nothing to do until its write is synced: it commits on the loop's thread, without the
     // handoffs.
-    const quiet = fromIdle && !sentEarly && evicted.length === 0 && smallWrite(readies);
-    const { installed, removed } = await this.#write(readies, evicted, quiet);
+    const small = smallWrite(readies);
+    const quiet = fromIdle && !sentEarly && evicted.length === 0 && small;
+    const { installed, removed } = await this.#write(readies, evicted, { small, quiet });
     for (const [replica, messages] of late) this.#send(replica, messages);
     this.#options.outbound.flush();
     this.#releaseSnapshotSources();
@@ -663,7 +664,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   async #write(
     readies: ReadonlyArray<[Replica<R, M>, Ready]>,
     evicted: readonly Replica<R, M>[],
-    quiet: boolean,
+    turn: { small: boolean; quiet: boolean },
   ): Promise<{ installed: Replica<R, M>[]; removed: Replica<R, M>[] }> {
     const removed: Replica<R, M>[] = [];
     const installed: Replica<R, M>[] = [];
@@ -680,7 +681,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     // New entries, a new term or vote, a snapshot, an eviction or a membership change wait.
     let applying = 0;
     for (const [, ready] of writing) applying += ready.committedEntries.length;
-    const durable = evicted.length > 0 || this.#live.size > applying || !smallWrite(writing) ||
+    const durable = evicted.length > 0 || this.#live.size > applying || !turn.small ||
       writing.some(([, ready]) => mustWaitForSync(ready));
     await this.#options.store.write(() => {
       for (const replica of evicted) {
@@ -695,7 +696,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
       // node's data until the loop's next turn, which starts after the commit.
       for (const answer of answers) answer();
-    }, { durable, now: quiet });
+    }, { durable, now: turn.quiet });
     this.#writeMs = this.#now() - writeStarted;
     this.#turns++;
     let entries = 0;
