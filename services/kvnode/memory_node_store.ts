@@ -21,8 +21,9 @@
  * - `now` is ignored for a durable write (it runs in call order, as any other): nothing here
  *   depends on when the work runs, only on what survives a crash.
  * - A write with `durable: false` runs and commits at once (visible) and is not synced: it
- *   becomes durable when a transaction committed after it, with writes, syncs. A crash loses every such write
- *   not yet covered, whole, unless `keepUnsynced` (then it keeps every committed transaction).
+ *   becomes durable when a transaction committed after it, with writes, syncs. A crash loses
+ *   every such write not yet covered, whole, unless `keepUnsynced` (then it keeps every committed
+ *   transaction).
  *
  * @module
  */
@@ -58,14 +59,17 @@ export class MemoryNodeStore implements NodeStorage {
   readonly #synced: MemoryKvSpace;
   /** The writes of the running transaction, in order; undefined outside a transaction. */
   #running: Write[] | undefined;
-  /** The values the running transaction's keys had before it (for a rollback). */
-  #undo: Map<string, Uint8Array | undefined> | undefined;
+  /** What each write of the running transaction replaced, in order (undone in reverse). */
+  #undo: Write[] | undefined;
   /** Committed writes with `durable: false` that no sync covers yet, in commit order. */
   #deferred: Write[][] = [];
   #queue: Promise<unknown> = Promise.resolve();
   #freezeNext: (() => void) | undefined;
   #frozen = false;
-  /** The writes of the committed transaction waiting for its sync (after the deferred ones its sync covers), if any. */
+  /**
+   * The committed transaction waiting for its sync, after the deferred writes its sync covers;
+   * undefined when none waits.
+   */
   #unsynced: Write[][] | undefined;
   readonly #syncGate: ((synced: () => void) => void) | undefined;
   #crashed = false;
@@ -166,11 +170,9 @@ export class MemoryNodeStore implements NodeStorage {
     return keys.length;
   }
 
-  /** Records what `key` held before the running transaction first wrote it. */
+  /** Records what `key` holds before the running transaction writes it. */
   #remember(key: Uint8Array): void {
-    const undo = this.#undo!;
-    const id = keyId(key);
-    if (!undo.has(id)) undo.set(id, this.#visible.get(key)?.slice());
+    this.#undo!.push({ key: key.slice(), value: this.#visible.get(key)?.slice() });
   }
 
   write<T>(work: () => T, options?: WriteOptions): Promise<T> {
@@ -185,7 +187,7 @@ export class MemoryNodeStore implements NodeStorage {
   #run<T>(work: () => T, writes: Write[]): T {
     assert(this.#running === undefined, "MemoryNodeStore.write() inside write()");
     this.#running = writes;
-    const undo = new Map<string, Uint8Array | undefined>();
+    const undo: Write[] = [];
     this.#undo = undo;
     try {
       return work();
@@ -247,12 +249,8 @@ export class MemoryNodeStore implements NodeStorage {
     return result;
   }
 
-  #rollback(undo: ReadonlyMap<string, Uint8Array | undefined>): void {
-    for (const [id, value] of undo) {
-      const key = keyOfId(id);
-      if (value === undefined) this.#visible.delete(key);
-      else this.#visible.put(key, value);
-    }
+  #rollback(undo: readonly Write[]): void {
+    applyWrites(this.#visible, undo.toReversed());
   }
 
   /** Makes the next transaction hang in its sync; `onFrozen` runs when it does. Undefined disarms. */
@@ -358,19 +356,6 @@ function applyWrites(space: MemoryKvSpace, writes: readonly Write[]): void {
     if (value === undefined) space.delete(key);
     else space.put(key, value);
   }
-}
-
-/** A map key for bytes (latin-1, one char per byte). */
-function keyId(key: Uint8Array): string {
-  let id = "";
-  for (const byte of key) id += String.fromCharCode(byte);
-  return id;
-}
-
-function keyOfId(id: string): Uint8Array {
-  const key = new Uint8Array(id.length);
-  for (let i = 0; i < id.length; i++) key[i] = id.charCodeAt(i);
-  return key;
 }
 
 function never<T>(): Promise<T> {
