@@ -19,6 +19,11 @@ export interface ZnodeDirectoryOptions<T> {
    * that leaves is forgotten.
    */
   readonly keepDeparted?: boolean;
+  /**
+   * Called after the set of children or a child's value changed (not for a value written again
+   * unchanged). Runs inside the ZooKeeper client's watch callback: keep it short.
+   */
+  readonly onChange?: () => void;
 }
 
 /** The children of one znode and what each holds, decoded. */
@@ -39,7 +44,10 @@ export class ZnodeDirectory<T> {
   start(): void {
     const { path, keepDeparted } = this.#options;
     this.#unwatch = this.#zk.watchChildren(path, (children) => {
+      const before = this.#children;
       this.#children = [...children ?? []].sort();
+      const changed = before.length !== this.#children.length ||
+        before.some((id, i) => id !== this.#children[i]);
       for (const [id, unwatch] of this.#watches) {
         if (this.#children.includes(id)) continue;
         unwatch();
@@ -49,6 +57,7 @@ export class ZnodeDirectory<T> {
       for (const id of this.#children) {
         if (!this.#watches.has(id)) this.#watches.set(id, this.#watchChild(id));
       }
+      if (changed) this.#options.onChange?.();
     });
   }
 
@@ -56,12 +65,18 @@ export class ZnodeDirectory<T> {
     const { path, decode, warn, keepDeparted } = this.#options;
     return this.#zk.watchData(`${path}/${id}`, (node) => {
       if (node === undefined) {
-        if (keepDeparted !== true) this.#values.delete(id);
+        if (keepDeparted !== true && this.#values.delete(id)) this.#options.onChange?.();
         return;
       }
       const value = decode(node.data);
-      if (value !== undefined) this.#values.set(id, value);
-      else warn("Ignored a malformed registration", { path: `${path}/${id}` });
+      if (value === undefined) {
+        warn("Ignored a malformed registration", { path: `${path}/${id}` });
+        return;
+      }
+      const known = this.#values.has(id);
+      const previous = this.#values.get(id);
+      this.#values.set(id, value);
+      if (!known || !sameValue(previous, value)) this.#options.onChange?.();
     });
   }
 
@@ -88,4 +103,11 @@ export class ZnodeDirectory<T> {
     for (const unwatch of this.#watches.values()) unwatch();
     this.#watches.clear();
   }
+}
+
+/** Whether two decoded values are alike (registrations are strings or plain JSON-like data). */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  return JSON.stringify(a) === JSON.stringify(b);
 }

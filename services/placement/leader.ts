@@ -119,13 +119,14 @@ export interface LeaderMetrics {
 
 /**
  * After this many quiet rounds in a row (nothing changed, nothing to do), placement polls the
- * kvnodes {@linkcode QUIET_INTERVAL_FACTOR} times less often, until a round sees a change or an
- * operator asks for a move or a drain: an idle cluster of a thousand shards then costs placement
- * and the kvnodes (whose statuses it decodes and plans over) a fifth as much.
+ * kvnodes {@linkcode QUIET_INTERVAL_FACTOR} times less often, until a round sees a change, a kvnode
+ * registers, leaves or moves in ZooKeeper, or an operator asks for a move or a drain: an idle
+ * cluster of a thousand shards then costs placement and the kvnodes (whose statuses it decodes
+ * and plans over) a tenth as much.
  */
 const QUIET_ROUNDS = 3;
 /** How much longer the pause between quiet rounds is than `status_interval_ms`. */
-const QUIET_INTERVAL_FACTOR = 5;
+const QUIET_INTERVAL_FACTOR = 10;
 
 /** A request's outcome for the admin API. */
 export type LeaderAnswer<T> =
@@ -191,7 +192,11 @@ export class PlacementLeader {
     this.#decisions = options.decisions;
     this.#admin = options.admin;
     this.metrics = options.metrics;
-    this.#registry = new NodeRegistry(zk, (message, fields) => this.#log.warn(message, fields));
+    this.#registry = new NodeRegistry(
+      zk,
+      (message, fields) => this.#log.warn(message, fields),
+      () => this.#endQuiet(),
+    );
   }
 
   /** The cluster id learned from ZooKeeper ("" until known). */
@@ -344,6 +349,17 @@ export class PlacementLeader {
   #kick(): void {
     this.#quietRounds = 0;
     this.#wake?.();
+  }
+
+  /**
+   * A kvnode registered, left or moved: a quiet spell ends with a round now; otherwise the next
+   * round, at most `status_interval_ms` away, sees it (a flapping registration cannot make the
+   * loop run rounds back to back).
+   */
+  #endQuiet(): void {
+    const quiet = this.#quietRounds >= QUIET_ROUNDS;
+    this.#quietRounds = 0;
+    if (quiet) this.#wake?.();
   }
 
   #snapshotOf(

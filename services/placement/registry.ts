@@ -24,9 +24,15 @@ export class NodeRegistry {
   readonly #zk: ZooKeeperClient;
   readonly #directory: ZnodeDirectory<string>;
 
-  constructor(zk: ZooKeeperClient, warn: Warn) {
+  /** `onChange`: a node registered, left or changed its address (see `ZnodeDirectory`). */
+  constructor(zk: ZooKeeperClient, warn: Warn, onChange?: () => void) {
     this.#zk = zk;
-    this.#directory = new ZnodeDirectory(zk, { path: NODES_PATH, decode: decodeNodeAddress, warn });
+    this.#directory = new ZnodeDirectory(zk, {
+      path: NODES_PATH,
+      decode: decodeNodeAddress,
+      warn,
+      onChange,
+    });
   }
 
   /** Starts following the registry. */

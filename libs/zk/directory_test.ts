@@ -1,0 +1,93 @@
+// Checks ZnodeDirectory on a scripted ZooKeeper: entries follow the children and their data, and
+// `onChange` fires once for each real change (a child coming or going, a value that differs) and
+// never for a watch that reports what was already known.
+import assert from "node:assert/strict";
+import type { NodeData, ZooKeeperClient } from "./client.ts";
+import { ZnodeDirectory } from "./directory.ts";
+
+/** Only the two watches the directory uses; the test fires them by hand. */
+class ScriptedZooKeeper {
+  children: ((children: string[] | undefined) => void) | undefined;
+  readonly data = new Map<string, (node: NodeData | undefined) => void>();
+
+  watchChildren(_path: string, onChange: (children: string[] | undefined) => void): () => void {
+    this.children = onChange;
+    return () => (this.children = undefined);
+  }
+
+  watchData(path: string, onChange: (node: NodeData | undefined) => void): () => void {
+    this.data.set(path, onChange);
+    return () => this.data.delete(path);
+  }
+
+  setData(path: string, text: string): void {
+    const watcher = this.data.get(path);
+    assert.ok(watcher !== undefined, `no watch on ${path}`);
+    watcher({ data: new TextEncoder().encode(text), version: 0 });
+  }
+}
+
+Deno.test("ZnodeDirectory: onChange fires for each change of the children or a value, not for repeats", () => {
+  const zk = new ScriptedZooKeeper();
+  let changes = 0;
+  const warnings: string[] = [];
+  const directory = new ZnodeDirectory(zk as unknown as ZooKeeperClient, {
+    path: "/nodes",
+    decode: (data) => {
+      const text = new TextDecoder().decode(data);
+      return text.startsWith("bad") ? undefined : text;
+    },
+    warn: (message) => warnings.push(message),
+    onChange: () => changes++,
+  });
+  directory.start();
+  zk.children?.(undefined);
+  assert.equal(changes, 0, "an absent directory is no change");
+  zk.children?.(["n2", "n1"]);
+  assert.equal(changes, 1, "two children appeared");
+  zk.setData("/nodes/n1", "127.0.0.1:1");
+  zk.setData("/nodes/n2", "127.0.0.1:2");
+  assert.equal(changes, 3, "each child's first value");
+  assert.deepEqual(directory.entries(), [
+    { id: "n1", value: "127.0.0.1:1" },
+    { id: "n2", value: "127.0.0.1:2" },
+  ]);
+  zk.children?.(["n1", "n2"]);
+  zk.setData("/nodes/n1", "127.0.0.1:1");
+  assert.equal(changes, 3, "the same children and value again");
+  zk.setData("/nodes/n1", "bad data");
+  assert.equal(changes, 3, "a malformed value changes nothing");
+  assert.deepEqual(warnings, ["Ignored a malformed registration"]);
+  zk.setData("/nodes/n1", "127.0.0.1:9");
+  assert.equal(changes, 4, "a moved child");
+  assert.equal(directory.get("n1"), "127.0.0.1:9");
+  zk.children?.(["n1"]);
+  assert.equal(changes, 5, "a child left");
+  assert.equal(directory.get("n2"), undefined);
+  assert.equal(zk.data.has("/nodes/n2"), false, "the departed child's watch is gone");
+  directory.close();
+  assert.equal(zk.children, undefined);
+});
+
+Deno.test("ZnodeDirectory: a child's data deleted before the children list changes is one change", () => {
+  const zk = new ScriptedZooKeeper();
+  let changes = 0;
+  const directory = new ZnodeDirectory(zk as unknown as ZooKeeperClient, {
+    path: "/nodes",
+    decode: (data) => new TextDecoder().decode(data),
+    warn: () => {},
+    onChange: () => changes++,
+  });
+  directory.start();
+  zk.children?.(["n1"]);
+  zk.setData("/nodes/n1", "a");
+  assert.equal(changes, 2);
+  zk.data.get("/nodes/n1")?.(undefined);
+  assert.equal(changes, 3, "the value went");
+  assert.deepEqual(directory.entries(), []);
+  zk.data.get("/nodes/n1")?.(undefined);
+  assert.equal(changes, 3, "a second report of the same deletion");
+  zk.children?.([]);
+  assert.equal(changes, 4, "the child left the list");
+  directory.close();
+});
