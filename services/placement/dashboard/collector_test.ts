@@ -291,3 +291,44 @@ Deno.test("stopping the collector ends its watchers' streams", async () => {
   collector.onStop(() => ended++);
   assert.equal(ended, 2, "after the stop, at once");
 });
+
+Deno.test("unwatched, the collector gathers at the coarse step; a page that opens gets a round at once", async () => {
+  const { state, sources } = fakeSources();
+  // The unwatched step is far longer than the test: a round before it is the page's doing.
+  const collector = new DashboardCollector(sources, {
+    intervalMs: 5,
+    unwatchedIntervalMs: 600_000,
+  });
+  const rounds: number[] = [];
+  const realCollect = collector.collect.bind(collector);
+  collector.collect = () => (rounds.push(state.nowMs), realCollect());
+  collector.start();
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(rounds.length, 1, "the first round, then the unwatched step");
+    const updates: DashboardUpdate[] = [];
+    const firstUpdate = Promise.withResolvers<void>();
+    const unwatch = collector.watch((update) => {
+      updates.push(update);
+      if (updates.length === 3) firstUpdate.resolve();
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      firstUpdate.promise,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no rounds for the page")), 10_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.ok(rounds.length >= 4, "a round at once, then every watched step");
+    unwatch();
+    // The linger still counts as watching; past it the rounds slow down again.
+    state.nowMs += DETAIL_LINGER_MS + 1;
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    const settled = rounds.length;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(rounds.length, settled, "no round within the unwatched step");
+  } finally {
+    await collector.stop();
+  }
+});
