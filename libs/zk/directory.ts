@@ -20,8 +20,11 @@ export interface ZnodeDirectoryOptions<T> {
    */
   readonly keepDeparted?: boolean;
   /**
-   * Called after the set of children or a child's value changed (not for a value written again
-   * unchanged). Runs inside the ZooKeeper client's watch callback: keep it short.
+   * Called after what {@linkcode ZnodeDirectory.entries} returns changed: a child with a known
+   * value came or went, or its value changed (values are compared by their JSON text, so they
+   * should be strings or plain data). Not called for a child listed before its value is known, nor
+   * for a value written again unchanged. Runs inside the ZooKeeper client's watch callback: keep
+   * it short.
    */
   readonly onChange?: () => void;
 }
@@ -44,10 +47,8 @@ export class ZnodeDirectory<T> {
   start(): void {
     const { path, keepDeparted } = this.#options;
     this.#unwatch = this.#zk.watchChildren(path, (children) => {
-      const before = this.#children;
+      const before = this.#signature();
       this.#children = [...children ?? []].sort();
-      const changed = before.length !== this.#children.length ||
-        before.some((id, i) => id !== this.#children[i]);
       for (const [id, unwatch] of this.#watches) {
         if (this.#children.includes(id)) continue;
         unwatch();
@@ -57,27 +58,33 @@ export class ZnodeDirectory<T> {
       for (const id of this.#children) {
         if (!this.#watches.has(id)) this.#watches.set(id, this.#watchChild(id));
       }
-      if (changed) this.#options.onChange?.();
+      this.#notify(before);
     });
   }
 
   #watchChild(id: string): () => void {
     const { path, decode, warn, keepDeparted } = this.#options;
     return this.#zk.watchData(`${path}/${id}`, (node) => {
+      const before = this.#signature();
       if (node === undefined) {
-        if (keepDeparted !== true && this.#values.delete(id)) this.#options.onChange?.();
-        return;
+        if (keepDeparted !== true) this.#values.delete(id);
+      } else {
+        const value = decode(node.data);
+        if (value !== undefined) this.#values.set(id, value);
+        else warn("Ignored a malformed registration", { path: `${path}/${id}` });
       }
-      const value = decode(node.data);
-      if (value === undefined) {
-        warn("Ignored a malformed registration", { path: `${path}/${id}` });
-        return;
-      }
-      const known = this.#values.has(id);
-      const previous = this.#values.get(id);
-      this.#values.set(id, value);
-      if (!known || !sameValue(previous, value)) this.#options.onChange?.();
+      this.#notify(before);
     });
+  }
+
+  /** What `entries()` holds, as text (only when someone is told of changes). */
+  #signature(): string | undefined {
+    if (this.#options.onChange === undefined) return undefined;
+    return JSON.stringify(this.entries());
+  }
+
+  #notify(before: string | undefined): void {
+    if (before !== undefined && this.#signature() !== before) this.#options.onChange?.();
   }
 
   /** The children registered now whose data is known, ordered by name. */
@@ -103,11 +110,4 @@ export class ZnodeDirectory<T> {
     for (const unwatch of this.#watches.values()) unwatch();
     this.#watches.clear();
   }
-}
-
-/** Whether two decoded values are alike (registrations are strings or plain JSON-like data). */
-function sameValue(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  return JSON.stringify(a) === JSON.stringify(b);
 }

@@ -143,7 +143,10 @@ export class PlacementLeader {
   readonly metrics: LeaderMetrics;
   #running = false;
   #loop: Promise<void> | undefined;
+  /** Ends the pause between rounds, while one is pending. */
   #wake: (() => void) | undefined;
+  /** A wake came during a round: the next round starts without a pause. */
+  #wakePending = false;
   /** Rounds in a row that found nothing to do (see {@linkcode QUIET_ROUNDS}). */
   #quietRounds = 0;
   /** What the last round saw (`roundSignature`): a change ends a quiet spell. */
@@ -247,7 +250,7 @@ export class PlacementLeader {
   /** Stops the loop after the current round; conf-change calls in flight are left to finish. */
   async stop(): Promise<void> {
     this.#running = false;
-    this.#wake?.();
+    this.#wakeLoop();
     await this.#loop;
     this.#registry.close();
   }
@@ -265,6 +268,11 @@ export class PlacementLeader {
         ? QUIET_INTERVAL_FACTOR * this.#settings.statusIntervalMs
         : this.#settings.statusIntervalMs;
       const pause = Math.max(0, interval - (Date.now() - started));
+      if (!this.#running) break;
+      if (this.#wakePending) {
+        this.#wakePending = false;
+        continue;
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, pause);
         this.#wake = () => {
@@ -272,13 +280,20 @@ export class PlacementLeader {
           resolve();
         };
       });
+      this.#wake = undefined;
     }
+  }
+
+  /** Ends the pause between rounds now, or right after the round that is running. */
+  #wakeLoop(): void {
+    if (this.#wake !== undefined) this.#wake();
+    else this.#wakePending = true;
   }
 
   /** Stops the loop for a broken invariant; {@linkcode failed} resolves with it. */
   #fail(error: Error): void {
     this.#running = false;
-    this.#wake?.();
+    this.#wakeLoop();
     this.#log.error("Placement leader loop failed: a broken invariant stops it", { error });
     this.#failure.resolve(error);
   }
@@ -348,18 +363,18 @@ export class PlacementLeader {
   /** Ends a quiet spell at once (an operator asked for something). */
   #kick(): void {
     this.#quietRounds = 0;
-    this.#wake?.();
+    this.#wakeLoop();
   }
 
   /**
-   * A kvnode registered, left or moved: a quiet spell ends with a round now; otherwise the next
-   * round, at most `status_interval_ms` away, sees it (a flapping registration cannot make the
-   * loop run rounds back to back).
+   * A kvnode registered, left or moved: a quiet spell ends with a round now (or right after the
+   * one running); otherwise the next round, at most `status_interval_ms` away, sees it (a flapping
+   * registration cannot make the loop run rounds back to back).
    */
   #endQuiet(): void {
     const quiet = this.#quietRounds >= QUIET_ROUNDS;
     this.#quietRounds = 0;
-    if (quiet) this.#wake?.();
+    if (quiet) this.#wakeLoop();
   }
 
   #snapshotOf(

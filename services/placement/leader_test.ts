@@ -209,3 +209,19 @@ Deno.test("PlacementLeader: a broken invariant stops the loop, other round failu
     await leader.stop();
   }
 });
+
+Deno.test("PlacementLeader: stop() during a round ends the loop after it, not after the pause", async () => {
+  const zk = new MemoryZooKeeper();
+  const { log } = recordingLog();
+  const gate = Promise.withResolvers<void>();
+  zk.writeGate = gate.promise;
+  // A minute between rounds: a stop that waited out the pause would time out below.
+  const leader = newLeader(zk, log, 60_000);
+  await leader.start();
+  // The first round writes the "became leader" decision and waits on the gate: mid-round.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const stopped = leader.stop();
+  gate.resolve();
+  await within(stopped, 5000, "stop() to return");
+  assert.equal(zk.nodes.has(DECISIONS_PATH), true, "the round finished its write");
+});
