@@ -28,8 +28,15 @@
  *
  * @module
  */
-import { monitorEventLoopDelay } from "node:perf_hooks";
 import client from "prom-client";
+import { LoopDelaySampler, type LoopDelayStats } from "./loop_delay.ts";
+
+export {
+  LOOP_DELAY_SAMPLE_MS,
+  LOOP_DELAY_SAMPLES,
+  LoopDelaySampler,
+  type LoopDelayStats,
+} from "./loop_delay.ts";
 
 export const { Counter, Gauge, Histogram, Registry } = client;
 export type Counter<T extends string = string> = client.Counter<T>;
@@ -59,102 +66,60 @@ export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
   10,
 ];
 
-/**
- * How often the process's event loop is sampled for the `nodejs_eventloop_lag_{min,max,mean,
- * stddev,p50,p90,p99}_seconds` gauges, in milliseconds. prom-client samples every 10 ms, which
- * wakes an idle process a hundred times a second: on the dev machine 0.9 % of a core per process,
- * 4.5 % for a cluster's five Deno processes, more than everything else an idle cluster does. Once
- * a second costs under 0.1 %. A stall of a second or more is always seen; a shorter one with the
- * odds of its length over a second.
- */
-export const LOOP_DELAY_SAMPLE_MS = 1000;
-
-/**
- * The gauges cover the samples of a window of at least this long, ending at the scrape: the
- * window starts again at the first scrape after it has passed. (prom-client starts a new window at
- * every scrape, which at one sample a second leaves a scrape that follows another within a second
- * — Prometheus and the dashboard both read a gateway — with no sample: NaN and 9.2e9 s.)
- */
-export const LOOP_DELAY_WINDOW_MS = 60_000;
-
-/** The process's loop-delay sampler. */
-type IntervalHistogram = ReturnType<typeof monitorEventLoopDelay>;
-
-/** The loop-delay gauges and how each is read from the histogram (nanoseconds). */
+/** The loop-delay gauges, each read from the sampler's statistics. */
 const LOOP_DELAY_GAUGES: ReadonlyArray<
-  readonly [name: string, help: string, read: (h: IntervalHistogram) => number]
+  readonly [name: string, help: string, read: (stats: LoopDelayStats) => number]
 > = [
-  ["nodejs_eventloop_lag_min_seconds", "The shortest event loop delay sampled.", (h) => h.min],
-  ["nodejs_eventloop_lag_max_seconds", "The longest event loop delay sampled.", (h) => h.max],
-  ["nodejs_eventloop_lag_mean_seconds", "The mean event loop delay sampled.", (h) => h.mean],
+  ["nodejs_eventloop_lag_min_seconds", "The shortest event loop delay sampled.", (s) => s.min],
+  ["nodejs_eventloop_lag_max_seconds", "The longest event loop delay sampled.", (s) => s.max],
+  ["nodejs_eventloop_lag_mean_seconds", "The mean event loop delay sampled.", (s) => s.mean],
   [
     "nodejs_eventloop_lag_stddev_seconds",
     "The standard deviation of the event loop delays sampled.",
-    (h) => h.stddev,
+    (s) => s.stddev,
   ],
-  ["nodejs_eventloop_lag_p50_seconds", "The median event loop delay.", (h) => h.percentile(50)],
-  [
-    "nodejs_eventloop_lag_p90_seconds",
-    "The 90th percentile event loop delay.",
-    (h) => h.percentile(90),
-  ],
-  [
-    "nodejs_eventloop_lag_p99_seconds",
-    "The 99th percentile event loop delay.",
-    (h) => h.percentile(99),
-  ],
+  ["nodejs_eventloop_lag_p50_seconds", "The median event loop delay sampled.", (s) => s.p50],
+  ["nodejs_eventloop_lag_p90_seconds", "The 90th percentile event loop delay.", (s) => s.p90],
+  ["nodejs_eventloop_lag_p99_seconds", "The 99th percentile event loop delay.", (s) => s.p99],
 ];
 
-/** The process's loop-delay sampler (one per process, shared by every registry). */
-const loopDelay: {
-  histogram: IntervalHistogram | undefined;
-  windowStartMs: number;
-  /** The last window's values with at least one sample, by gauge name, in seconds. */
-  last: Map<string, number>;
-} = { histogram: undefined, windowStartMs: 0, last: new Map() };
+/** The runtime's metrics, made once per process and registered in every registry. */
+let processMetrics: client.Metric[] | undefined;
 
-/** The loop-delay values to report now, in seconds (empty before the first sample). */
-function loopDelayValues(): ReadonlyMap<string, number> {
-  const nowMs = performance.now();
-  let histogram = loopDelay.histogram;
-  if (histogram === undefined) {
-    histogram = monitorEventLoopDelay({ resolution: LOOP_DELAY_SAMPLE_MS });
-    histogram.enable();
-    loopDelay.histogram = histogram;
-    loopDelay.windowStartMs = nowMs;
-  }
-  if (histogram.count > 0) {
-    for (const [name, , read] of LOOP_DELAY_GAUGES) loopDelay.last.set(name, read(histogram) / 1e9);
-  }
-  if (nowMs - loopDelay.windowStartMs >= LOOP_DELAY_WINDOW_MS) {
-    histogram.reset();
-    loopDelay.windowStartMs = nowMs;
-  }
-  return loopDelay.last;
+function runtimeMetrics(): client.Metric[] {
+  if (processMetrics !== undefined) return processMetrics;
+  const defaults = new client.Registry();
+  // prom-client's own loop-delay sampler cannot be left out: it is made dormant (a sample every
+  // 24.8 days) and its gauges give way to the sampler's (see loop_delay.ts for why).
+  client.collectDefaultMetrics({ register: defaults, eventLoopMonitoringPrecision: 2 ** 31 - 1 });
+  for (const [name] of LOOP_DELAY_GAUGES) defaults.removeSingleMetric(name);
+  const sampler = new LoopDelaySampler();
+  sampler.start();
+  const lag = LOOP_DELAY_GAUGES.map(([name, help, read]) =>
+    new client.Gauge({
+      name,
+      help,
+      registers: [],
+      collect() {
+        const stats = sampler.stats();
+        if (stats !== undefined) this.set(read(stats));
+      },
+    })
+  );
+  // The registry's array holds the metric objects themselves (typed as plain objects).
+  const made = [...defaults.getMetricsAsArray() as unknown as client.Metric[], ...lag];
+  processMetrics = made;
+  return made;
 }
 
 /**
  * A registry with the runtime's default metrics (`process_*`, `nodejs_*` as prom-client names
- * them), the loop-delay gauges being this module's (see {@linkcode LOOP_DELAY_SAMPLE_MS}).
+ * them, one set per process shared by every registry), the event-loop delay gauges being
+ * {@linkcode LoopDelaySampler}'s: once a second, over the last minute.
  */
 export function newRegistry(): Registry {
   const registry = new client.Registry();
-  // prom-client's own loop-delay sampler cannot be left out: it is made dormant (a sample every
-  // 24.8 days) and its gauges replaced.
-  client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 2 ** 31 - 1 });
-  for (const [name, help] of LOOP_DELAY_GAUGES) {
-    registry.removeSingleMetric(name);
-    new client.Gauge({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        const value = loopDelayValues().get(name);
-        if (value !== undefined) this.set(value);
-      },
-    });
-  }
-  loopDelayValues();
+  for (const metric of runtimeMetrics()) registry.registerMetric(metric);
   return registry;
 }
 

@@ -182,12 +182,18 @@ export const SLOW_TURN_MS = 100;
 export const LEADERLESS_WAIT_MS = 1_500;
 
 /**
- * Ticks between pings to the nodes this one shares groups with (see `Driver.receive`): two and a
- * half per election timeout, so a node is taken for silent only after it missed two in a row.
- * Every other tick cost each idle kvnode 0.3 % of a core more on the dev machine (the receiver's
- * wakes).
+ * Pings to the nodes this one shares groups with per election timeout (see `Driver.receive`): a
+ * node is taken for silent once nothing came from it for `raft.election_ticks`, so with three a
+ * node must miss three pings in a row (or stall for about two thirds of a timeout). Every other
+ * tick (five per timeout) cost each idle kvnode about 0.3 % of a core more on the dev machine,
+ * the receivers' wakes.
  */
-const PING_EVERY_TICKS = 4;
+const PINGS_PER_ELECTION_TIMEOUT = 3;
+
+/** Ticks between pings for an election timeout of `electionTicks`. */
+export function pingEveryTicks(electionTicks: number): number {
+  return Math.max(1, Math.floor(electionTicks / PINGS_PER_ELECTION_TIMEOUT));
+}
 
 /**
  * A snapshot being received (see {@linkcode Driver.stageSnapshot}): its pieces are written as they
@@ -258,6 +264,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   #touchedAll = false;
   /** Ticks counted so far; the clock of {@linkcode #heardAt}. */
   #tickCount = 0;
+  /** The tick of the last pings sent. */
+  #pingedAtTick = Number.NEGATIVE_INFINITY;
   /** The nodes to ping; recomputed (undefined) when a replica comes, goes or learns a peer. */
   #pingTargets: Map<string, PeerAddress> | undefined;
   /** Replicas with a snapshot view open, released at the end of each turn. */
@@ -466,7 +474,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
    * follower whose leader's node is not heard from for an election timeout wakes and elects.
    */
   receive(envelopes: readonly Envelope[], fromNode?: string): void {
-    if (fromNode !== undefined && fromNode !== "") this.#heardAt.set(fromNode, this.#tickCount);
+    // Stamped with the ticks already due too, so a long turn does not make every peer look silent.
+    if (fromNode !== undefined && fromNode !== "") {
+      this.#heardAt.set(fromNode, this.#tickCount + this.#ticksDue);
+    }
     const max = this.#options.inboxMessagesMax ?? INBOX_MESSAGES_MAX_DEFAULT;
     for (const envelope of envelopes) {
       if (this.#inboxMessages >= max) {
@@ -1159,14 +1170,19 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   }
 
   /**
-   * Once per tick: pings every node this one shares a group with (every fourth tick), and when
-   * one of them has been silent for an election timeout, wakes each quiesced follower it leads
-   * (which then votes at once and campaigns within another timeout).
+   * Once per tick: pings every node this one shares a group with (three times per election
+   * timeout: {@linkcode pingEveryTicks}), and when one of them has been silent for an election
+   * timeout, wakes each quiesced follower it leads (which then votes at once and campaigns within
+   * another timeout).
    */
   #watchLeaderNodes(): void {
-    const pingNow = this.#tickCount % PING_EVERY_TICKS === 0 || this.#pingTargets === undefined;
+    // Counted from the last pings, not by the tick's number: a turn that takes several ticks at
+    // once must not skip one.
+    const pingNow = this.#pingTargets === undefined ||
+      this.#tickCount - this.#pingedAtTick >= pingEveryTicks(this.#options.tuning.electionTicks);
     this.#pingTargets ??= this.#peerNodes();
     if (pingNow) {
+      this.#pingedAtTick = this.#tickCount;
       for (const peer of this.#pingTargets.values()) {
         this.#options.outbound.ping(peer);
       }

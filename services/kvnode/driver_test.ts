@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
 import type { ItemOutcome } from "./outcome.ts";
 import { TEST_TUNING, TestCluster } from "./_test_cluster.ts";
+import { pingEveryTicks } from "./driver.ts";
 import { shardId as toShardId } from "@tinykv/shard";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -602,4 +603,11 @@ Deno.test("Driver: an idle group quiesces, wakes for a write, and re-elects when
   } finally {
     await cluster.close();
   }
+});
+
+Deno.test("pingEveryTicks: three pings per election timeout, at least one each tick", () => {
+  assert.equal(pingEveryTicks(10), 3);
+  assert.equal(pingEveryTicks(30), 10);
+  assert.equal(pingEveryTicks(5), 1);
+  assert.equal(pingEveryTicks(2), 1);
 });

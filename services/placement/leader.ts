@@ -145,8 +145,6 @@ export class PlacementLeader {
   #loop: Promise<void> | undefined;
   /** Ends the pause between rounds, while one is pending. */
   #wake: (() => void) | undefined;
-  /** A wake came during a round: the next round starts without a pause. */
-  #wakePending = false;
   /** Rounds in a row that found nothing to do (see {@linkcode QUIET_ROUNDS}). */
   #quietRounds = 0;
   /** What the last round saw (`roundSignature`): a change ends a quiet spell. */
@@ -268,11 +266,9 @@ export class PlacementLeader {
         ? QUIET_INTERVAL_FACTOR * this.#settings.statusIntervalMs
         : this.#settings.statusIntervalMs;
       const pause = Math.max(0, interval - (Date.now() - started));
+      // Stopped during the round: no pause. (A kick during a round, such as the moves a round
+      // starts itself, only shortens the next pause to the normal interval.)
       if (!this.#running) break;
-      if (this.#wakePending) {
-        this.#wakePending = false;
-        continue;
-      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, pause);
         this.#wake = () => {
@@ -284,10 +280,9 @@ export class PlacementLeader {
     }
   }
 
-  /** Ends the pause between rounds now, or right after the round that is running. */
+  /** Ends the pause between rounds, if the loop is in one. */
   #wakeLoop(): void {
-    if (this.#wake !== undefined) this.#wake();
-    else this.#wakePending = true;
+    this.#wake?.();
   }
 
   /** Stops the loop for a broken invariant; {@linkcode failed} resolves with it. */
@@ -367,9 +362,9 @@ export class PlacementLeader {
   }
 
   /**
-   * A kvnode registered, left or moved: a quiet spell ends with a round now (or right after the
-   * one running); otherwise the next round, at most `status_interval_ms` away, sees it (a flapping
-   * registration cannot make the loop run rounds back to back).
+   * A kvnode registered, left or moved: a quiet spell ends with a round now (during a round, the
+   * next pause is the normal one); otherwise the next round, at most `status_interval_ms` away,
+   * sees it (a flapping registration cannot make the loop run rounds back to back).
    */
   #endQuiet(): void {
     const quiet = this.#quietRounds >= QUIET_ROUNDS;
