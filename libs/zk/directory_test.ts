@@ -27,6 +27,20 @@ class ScriptedZooKeeper {
   }
 }
 
+/** A started directory of text values on `zk`, counting its changes. */
+function followed(zk: ScriptedZooKeeper, keepDeparted = false) {
+  const counted = { changes: 0 };
+  const directory = new ZnodeDirectory(zk as unknown as ZooKeeperClient, {
+    path: "/nodes",
+    decode: (data) => new TextDecoder().decode(data),
+    warn: () => {},
+    keepDeparted,
+    onChange: () => counted.changes++,
+  });
+  directory.start();
+  return { directory, counted };
+}
+
 Deno.test("ZnodeDirectory: onChange fires for each change of the entries, not for repeats", () => {
   const zk = new ScriptedZooKeeper();
   let changes = 0;
@@ -71,47 +85,32 @@ Deno.test("ZnodeDirectory: onChange fires for each change of the entries, not fo
 
 Deno.test("ZnodeDirectory: a child's data deleted before it leaves the list is one change", () => {
   const zk = new ScriptedZooKeeper();
-  let changes = 0;
-  const directory = new ZnodeDirectory(zk as unknown as ZooKeeperClient, {
-    path: "/nodes",
-    decode: (data) => new TextDecoder().decode(data),
-    warn: () => {},
-    onChange: () => changes++,
-  });
-  directory.start();
+  const { directory, counted } = followed(zk);
   zk.children?.(["n1"]);
   zk.setData("/nodes/n1", "a");
-  assert.equal(changes, 1);
+  assert.equal(counted.changes, 1);
   zk.data.get("/nodes/n1")?.(undefined);
-  assert.equal(changes, 2, "the value went");
+  assert.equal(counted.changes, 2, "the value went");
   assert.deepEqual(directory.entries(), []);
   zk.data.get("/nodes/n1")?.(undefined);
-  assert.equal(changes, 2, "a second report of the same deletion");
+  assert.equal(counted.changes, 2, "a second report of the same deletion");
   zk.children?.([]);
-  assert.equal(changes, 2, "leaving the list after its value went is no further change");
+  assert.equal(counted.changes, 2, "leaving the list after its value went is no further change");
   directory.close();
 });
 
 Deno.test("ZnodeDirectory: with keepDeparted, a child that leaves and comes back is two changes", () => {
   const zk = new ScriptedZooKeeper();
-  let changes = 0;
-  const directory = new ZnodeDirectory(zk as unknown as ZooKeeperClient, {
-    path: "/nodes",
-    decode: (data) => new TextDecoder().decode(data),
-    warn: () => {},
-    keepDeparted: true,
-    onChange: () => changes++,
-  });
-  directory.start();
+  const { directory, counted } = followed(zk, true);
   zk.children?.(["n1"]);
   zk.setData("/nodes/n1", "a");
-  assert.equal(changes, 1);
+  assert.equal(counted.changes, 1);
   zk.children?.([]);
-  assert.equal(changes, 2, "it left the entries");
+  assert.equal(counted.changes, 2, "it left the entries");
   assert.equal(directory.get("n1"), "a", "its last value is kept");
   zk.children?.(["n1"]);
-  assert.equal(changes, 3, "back in the entries with its kept value");
+  assert.equal(counted.changes, 3, "back in the entries with its kept value");
   zk.setData("/nodes/n1", "a");
-  assert.equal(changes, 3, "its value again, unchanged");
+  assert.equal(counted.changes, 3, "its value again, unchanged");
   directory.close();
 });
