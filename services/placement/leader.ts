@@ -248,7 +248,7 @@ export class PlacementLeader {
   /** Stops the loop after the current round; conf-change calls in flight are left to finish. */
   async stop(): Promise<void> {
     this.#running = false;
-    this.#wakeLoop();
+    this.#wake?.();
     await this.#loop;
     this.#registry.close();
   }
@@ -280,15 +280,10 @@ export class PlacementLeader {
     }
   }
 
-  /** Ends the pause between rounds, if the loop is in one. */
-  #wakeLoop(): void {
-    this.#wake?.();
-  }
-
   /** Stops the loop for a broken invariant; {@linkcode failed} resolves with it. */
   #fail(error: Error): void {
     this.#running = false;
-    this.#wakeLoop();
+    this.#wake?.();
     this.#log.error("Placement leader loop failed: a broken invariant stops it", { error });
     this.#failure.resolve(error);
   }
@@ -358,7 +353,7 @@ export class PlacementLeader {
   /** Ends a quiet spell at once (an operator asked for something). */
   #kick(): void {
     this.#quietRounds = 0;
-    this.#wakeLoop();
+    this.#wake?.();
   }
 
   /**
@@ -369,7 +364,7 @@ export class PlacementLeader {
   #endQuiet(): void {
     const quiet = this.#quietRounds >= QUIET_ROUNDS;
     this.#quietRounds = 0;
-    if (quiet) this.#wakeLoop();
+    if (quiet) this.#wake?.();
   }
 
   #snapshotOf(
