@@ -2,6 +2,8 @@
  * The simulated network between kvnode drivers: every envelope a driver flushes gets a delivery
  * slot (a seeded delay, so envelopes reorder), may be lost or duplicated, and is dropped at
  * delivery when a partition cuts its link. Envelopes are deep-copied per delivery, as a wire would.
+ * Node pings (which carry nothing but their sender) are delayed and lost at the same rates, drawn
+ * from a generator of their own, so that they do not change the envelopes' draws.
  *
  * @module
  */
@@ -31,20 +33,51 @@ export interface InFlight {
   readonly lost: boolean;
 }
 
+/** A node ping on its way. */
+export interface PingInFlight {
+  readonly at: number;
+  readonly from: string;
+  readonly to: string;
+}
+
 /** The network. Time is counted in slots (see `simulation.ts`). */
 export class SimNetwork {
   readonly #random: SimRandom;
+  readonly #pingRandom: SimRandom;
   faults: NetworkFaults;
   /** Links cut, as `from>to`. */
   readonly #cut = new Set<string>();
   #queue: InFlight[] = [];
+  /** Pings in the order they are due (a ping sent later may be due earlier: sorted on insert). */
+  #pings: PingInFlight[] = [];
   #order = 0;
   sent = 0;
   lost = 0;
+  pingsLost = 0;
 
-  constructor(random: SimRandom, faults: NetworkFaults) {
+  constructor(random: SimRandom, faults: NetworkFaults, pingRandom: SimRandom) {
     this.#random = random;
     this.faults = faults;
+    this.#pingRandom = pingRandom;
+  }
+
+  /** Queues a node ping sent at `now`, unless it is lost. */
+  ping(now: number, from: string, to: string): void {
+    if (this.#pingRandom.chance(this.faults.loss)) {
+      this.pingsLost++;
+      return;
+    }
+    const at = now + 1 + this.#pingRandom.int(this.faults.delaySlotsMax);
+    let i = this.#pings.length;
+    while (i > 0 && this.#pings[i - 1].at > at) i--;
+    this.#pings.splice(i, 0, { at, from, to });
+  }
+
+  /** Takes the pings due at `now` whose link is up at delivery. */
+  duePings(now: number): PingInFlight[] {
+    let count = 0;
+    while (count < this.#pings.length && this.#pings[count].at <= now) count++;
+    return this.#pings.splice(0, count).filter((p) => !this.#cut.has(`${p.from}>${p.to}`));
   }
 
   /** Envelopes not yet delivered. */
@@ -103,11 +136,6 @@ export class SimNetwork {
   /** Cuts the link from `from` to `to`. */
   cut(from: string, to: string): void {
     this.#cut.add(`${from}>${to}`);
-  }
-
-  /** Whether the link from `from` to `to` is up. */
-  linked(from: string, to: string): boolean {
-    return !this.#cut.has(`${from}>${to}`);
   }
 
   /** Whether any link is cut. */

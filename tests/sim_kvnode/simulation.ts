@@ -57,6 +57,8 @@ import { shardId as toShardId } from "@tinykv/shard";
 
 /** Slots per tick. */
 export const SLOTS_PER_TICK = 4;
+/** Mixed into the seed for the pings' own generator (see network.ts). */
+const PING_SEED_SALT = 0x5bd1e995;
 const SLOT_MS = 25;
 const EPOCH_MS = 1_700_000_000_000;
 const SHARDS = 3;
@@ -234,7 +236,7 @@ class Simulation {
       loss: r.next() * 0.08,
       duplicate: r.next() * 0.05,
       delaySlotsMax: r.range(1, 12),
-    });
+    }, new SimRandom((this.#seed ^ PING_SEED_SALT) >>> 0));
     this.#tuning = {
       electionTicks: 10,
       heartbeatTicks: 2,
@@ -393,13 +395,8 @@ class Simulation {
         // A snapshot's data is read from its sender's view at once, as the gRPC transport
         // streams it, and travels inline in the simulated network.
         send: (to, envelope) => queued.push({ to, envelope: inlineSnapshot(envelope) }),
-        // A ping arrives at once over a link that is up (pings carry no Raft state).
-        ping: (to) => {
-          const target = this.#nodes.find((n) => n.id === to.nodeId)?.driver;
-          if (target !== undefined && this.#network.linked(node.id, to.nodeId)) {
-            target.receive([], node.id);
-          }
-        },
+        // A ping travels the simulated network, delayed and lost like an envelope.
+        ping: (to) => this.#network.ping(this.#slot, node.id, to.nodeId),
         flush: () => {
           for (const { to, envelope } of queued.splice(0)) {
             this.#network.send(this.#slot, from, to.nodeId, envelope);
@@ -521,6 +518,9 @@ class Simulation {
   // --- Network -----------------------------------------------------------------------------
 
   #deliver(): void {
+    for (const ping of this.#network.duePings(this.#slot)) {
+      this.#nodes.find((n) => n.id === ping.to)?.driver?.receive([], ping.from);
+    }
     for (const item of this.#network.due(this.#slot)) {
       const { envelope, from, to } = item;
       const target = this.#nodes.find((n) => n.id === to)?.driver;
