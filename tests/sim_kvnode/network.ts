@@ -53,7 +53,6 @@ export class SimNetwork {
   #order = 0;
   sent = 0;
   lost = 0;
-  pingsLost = 0;
 
   constructor(random: SimRandom, faults: NetworkFaults, pingRandom: SimRandom) {
     this.#random = random;
@@ -63,10 +62,7 @@ export class SimNetwork {
 
   /** Queues a node ping sent at `now`, unless it is lost. */
   ping(now: number, from: string, to: string): void {
-    if (this.#pingRandom.chance(this.faults.loss)) {
-      this.pingsLost++;
-      return;
-    }
+    if (this.#pingRandom.chance(this.faults.loss)) return;
     const at = now + 1 + this.#pingRandom.int(this.faults.delaySlotsMax);
     let i = this.#pings.length;
     while (i > 0 && this.#pings[i - 1].at > at) i--;
