@@ -185,6 +185,9 @@ function checkAcrossKeys(config: Config): string | undefined {
   if (raft.heartbeat_ticks >= raft.election_ticks) {
     return `key "raft.heartbeat_ticks" must be less than "raft.election_ticks" (${raft.election_ticks}): got ${raft.heartbeat_ticks}`;
   }
+  if (raft.read_mode === "lease" && !raft.check_quorum) {
+    return `key "raft.read_mode" must be "read_index" when "raft.check_quorum" is false (a leader's lease rests on check-quorum): got "lease"`;
+  }
   if (gateway.request_timeout_ms > gateway.request_timeout_max_ms) {
     return `key "gateway.request_timeout_ms" must not exceed "gateway.request_timeout_max_ms" (${gateway.request_timeout_max_ms}): got ${gateway.request_timeout_ms}`;
   }

@@ -120,6 +120,12 @@ const BAD_FILES: Array<{ name: string; text: string; expect: RegExp }> = [
     expect: /key "raft\.heartbeat_ticks" must be less than "raft\.election_ticks" \(5\): got 5$/,
   },
   {
+    name: "lease reads without check-quorum",
+    text: "[raft]\ncheck_quorum = false\n",
+    expect:
+      /key "raft\.read_mode" must be "read_index" when "raft\.check_quorum" is false \(a leader's lease rests on check-quorum\): got "lease"$/,
+  },
+  {
     name: "a value limit whose largest command does not fit a Raft message",
     text: "[rpc_server]\nmax_message_bytes = 1048576\n[storage]\nvalue_bytes_max = 1048576\n",
     expect: /key "storage\.value_bytes_max" must be at most 227136: its largest command/,

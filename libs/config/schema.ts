@@ -104,6 +104,8 @@ export const CONFIG_SPEC = {
     quiesce_ticks: integer(0, 1_000_000, 20),
     pre_vote: flag(true),
     check_quorum: flag(true),
+    /** How a leader confirms a linearizable read: its lease, or a heartbeat round (ReadIndex). */
+    read_mode: oneOf(["lease", "read_index"], "lease"),
     inflight_messages_max: integer(1, 65_536, 256),
     message_bytes_max: integer(1024, 256 * MIB, MIB),
     uncommitted_bytes_max: integer(MIB, 16 * GIB, 64 * MIB),

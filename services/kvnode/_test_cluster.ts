@@ -21,6 +21,9 @@ export type TestOp =
   | { kind: "scan"; request: ScanRequest }
   | { kind: "mutation"; command: Command };
 
+/** Milliseconds of the test clock per tick. */
+const TICK_MS = 100;
+
 /** Fast test timings: elections after 5–10 ticks. */
 export const TEST_TUNING: ReplicaTuning = {
   electionTicks: 5,
@@ -56,15 +59,27 @@ export class TestCluster {
   #now = 1_700_000_000_000;
   /** Nodes whose messages, both ways, are dropped. */
   readonly isolated = new Set<string>();
+  /** Nodes stopped as by SIGSTOP: not ticked, and cut off (see {@linkcode pause}). */
+  readonly #paused = new Set<string>();
+  readonly #tickClock: boolean;
 
-  private constructor(root: string, tuning: ReplicaTuning) {
+  private constructor(root: string, tuning: ReplicaTuning, tickClock: boolean) {
     this.#root = root;
     this.#tuning = tuning;
+    this.#tickClock = tickClock;
   }
 
-  static async create(nodeIds: string[], tuning = TEST_TUNING): Promise<TestCluster> {
+  /**
+   * With `tickClock`, each driver counts its ticks by the cluster's clock (as a kvnode does by
+   * its monotonic clock), so a node that missed ticks takes them in its next turn.
+   */
+  static async create(
+    nodeIds: string[],
+    tuning = TEST_TUNING,
+    options: { tickClock?: boolean } = {},
+  ): Promise<TestCluster> {
     const root = await Deno.makeTempDir({ prefix: "tinykv-driver-" });
-    const cluster = new TestCluster(root, tuning);
+    const cluster = new TestCluster(root, tuning, options.tickClock ?? false);
     for (const nodeId of nodeIds) cluster.#open(nodeId);
     return cluster;
   }
@@ -80,6 +95,7 @@ export class TestCluster {
       tuning: this.#tuning,
       outbound: this.#outbound(nodeId),
       clock: { now: () => this.#now },
+      tickClock: this.#tickClock ? { periodMs: TICK_MS, now: () => this.#now } : undefined,
       log: silentLog,
       seed: [...nodeId].reduce((h, c) => h * 31 + c.charCodeAt(0), 7),
       app: new KvApplication(),
@@ -116,14 +132,18 @@ export class TestCluster {
     };
   }
 
+  #cut(nodeId: string): boolean {
+    return this.isolated.has(nodeId) || this.#paused.has(nodeId);
+  }
+
   #ping(from: string, to: string): void {
-    if (this.isolated.has(from) || this.isolated.has(to)) return;
+    if (this.#cut(from) || this.#cut(to)) return;
     const target = this.nodes.get(to);
     if (target?.up) target.driver.receive([], from);
   }
 
   #deliver(from: string, to: PeerAddress, envelope: Envelope): void {
-    if (this.isolated.has(from) || this.isolated.has(to.nodeId)) return;
+    if (this.#cut(from) || this.#cut(to.nodeId)) return;
     const target = this.nodes.get(to.nodeId);
     if (target === undefined || !target.up) return;
     target.driver.receive([envelope], from);
@@ -166,8 +186,10 @@ export class TestCluster {
 
   /** Ticks every running node once and lets the loops run. */
   async tick(): Promise<void> {
-    this.#now += 100;
-    for (const node of this.nodes.values()) if (node.up) node.driver.tick();
+    this.#now += TICK_MS;
+    for (const node of this.nodes.values()) {
+      if (node.up && !this.#paused.has(node.nodeId)) node.driver.tick();
+    }
     // Let every loop finish its work (messages delivered in turn wake other loops) before the
     // next tick, so that logical time never outruns the disk.
     for (let round = 0; round < 20; round++) {
@@ -228,6 +250,19 @@ export class TestCluster {
   async request(nodeId: string, shardId: ShardId, op: TestOp): Promise<ItemOutcome> {
     const [outcome] = await this.settle([this.submit(nodeId, shardId, op)]);
     return outcome;
+  }
+
+  /**
+   * Stops a node as SIGSTOP would: its timer stops and nothing reaches it or leaves it (messages
+   * are dropped rather than held) until {@linkcode resume}; time goes on for the others.
+   */
+  pause(nodeId: string): void {
+    this.#paused.add(nodeId);
+  }
+
+  /** Ends a {@linkcode pause}; the node's next tick or request wakes it. */
+  resume(nodeId: string): void {
+    this.#paused.delete(nodeId);
   }
 
   /** Stops a node (as a crash would: its loop ends, its store closes without more writes). */

@@ -134,6 +134,12 @@ export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
   readonly inboxMessagesMax?: number;
   /** A monotonic clock in milliseconds, to time turns (default `performance.now`). */
   readonly monotonicMs?: () => number;
+  /**
+   * Counts ticks by this clock rather than by `tick()` calls: a turn takes every tick whose time
+   * has come, even when the timer ran late or the process was paused (see {@linkcode TickClock}).
+   * Lease reads need it. Without it (the simulations, most tests), each `tick()` is one tick.
+   */
+  readonly tickClock?: TickClock;
   /** Sees every Ready a replica persists and every turn (safety checks, metrics). */
   readonly observer?: DriverObserver<R, M>;
 }
@@ -169,6 +175,24 @@ export interface TurnReport {
   readonly entries: number;
   /** Groups whose Ready the transaction persisted or applied. */
   readonly groups: number;
+}
+
+/**
+ * The schedule of a node's ticks: tick `k` is due `k * periodMs` after the driver starts. A
+ * leader's lease is counted in its own ticks, so they must keep pace with real time: a timer that
+ * fires late, or not at all while the process is stopped, would leave a deposed leader trusting a
+ * lease that ran out long ago. Each turn therefore first takes the ticks that came due — after the
+ * messages it found waiting, so that acknowledgements which arrived meanwhile still count, and
+ * before any read is confirmed, so that a lease is judged at a time after every waiting request
+ * arrived. At most `electionTicks - 1` are taken at once: that already voids any lease older than
+ * the gap, yet crosses at most one check-quorum boundary and cannot alone run a follower's
+ * election timer out.
+ */
+export interface TickClock {
+  /** Milliseconds per tick (`raft.tick_ms`). */
+  readonly periodMs: number;
+  /** A monotonic clock in milliseconds. */
+  readonly now: () => number;
 }
 
 /** A turn longer than this counts as slow (see {@linkcode Driver.turnStats}). */
@@ -295,6 +319,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
    */
   readonly #evicted = new Map<number, { why: string; done?: () => void }>();
   #ticksDue = 0;
+  /** With a tick clock: its reading at start, and the ticks it has made due since. */
+  #tickOrigin = 0;
+  #ticksScheduled = 0;
   #wake: (() => void) | undefined;
   #running = false;
   #stopped: Promise<void> | undefined;
@@ -419,6 +446,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    if (this.#options.tickClock !== undefined) {
+      this.#tickOrigin = this.#options.tickClock.now();
+      this.#ticksScheduled = 0;
+    }
     this.#stopped = this.#loop().catch((error) => {
       this.#running = false;
       this.#stopping.resolve();
@@ -452,10 +483,25 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     }
   }
 
-  /** Counts one Raft tick (called by the node's fixed-period timer). */
+  /**
+   * Counts one Raft tick (called by the node's fixed-period timer); with a tick clock, takes the
+   * ticks that clock made due instead.
+   */
   tick(): void {
-    this.#ticksDue++;
+    if (this.#options.tickClock === undefined) this.#ticksDue++;
+    else this.#takeDueTicks();
     this.#wakeUp();
+  }
+
+  /** With a tick clock: counts the ticks due by now, at most `electionTicks - 1` pending. */
+  #takeDueTicks(): void {
+    const clock = this.#options.tickClock;
+    if (clock === undefined) return;
+    const due = Math.floor((clock.now() - this.#tickOrigin) / clock.periodMs);
+    if (due <= this.#ticksScheduled) return;
+    const pendingMax = Math.max(1, this.#options.tuning.electionTicks - 1);
+    this.#ticksDue = Math.min(this.#ticksDue + (due - this.#ticksScheduled), pendingMax);
+    this.#ticksScheduled = due;
   }
 
   /** Raft messages, requests and tasks waiting in the inbox for the next turn. */
@@ -659,6 +705,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const inbox = this.#inbox;
     this.#inbox = [];
     for (const item of inbox) this.#handle(item);
+    this.#takeDueTicks();
     const ticked = this.#ticksDue > 0;
     for (; this.#ticksDue > 0; this.#ticksDue--) {
       this.#tickCount++;

@@ -124,6 +124,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
       quiesceTicks: config.raft.quiesce_ticks,
       preVote: config.raft.pre_vote,
       checkQuorum: config.raft.check_quorum,
+      readMode: config.raft.read_mode === "lease" ? "leaseBased" : "safe",
       inflightMessagesMax: config.raft.inflight_messages_max,
       messageBytesMax: config.raft.message_bytes_max,
       uncommittedBytesMax: config.raft.uncommitted_bytes_max,
@@ -132,6 +133,7 @@ async function run(config: Config, dataDir: string, log: Logger): Promise<number
     },
     outbound: transport,
     clock: { now: () => Date.now() },
+    tickClock: { periodMs: config.raft.tick_ms, now: () => performance.now() },
     log: nodeLog,
     seed: crypto.getRandomValues(new Uint32Array(1))[0],
     app: new KvApplication({

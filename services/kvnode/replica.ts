@@ -15,6 +15,7 @@ import {
   type PeerId,
   type Prng,
   RawNode,
+  type ReadMode,
   type Ready,
   type Term,
 } from "@tinykv/raft";
@@ -66,6 +67,12 @@ export interface ReplicaTuning {
   readonly quiesceTicks: number;
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
+  /**
+   * How a leader confirms reads (the core's `readMode`; `safe`, a heartbeat round, when absent).
+   * `leaseBased` needs `checkQuorum`, the same mode on every member, and ticks that keep pace with
+   * the clock (the driver's `tickClock`).
+   */
+  readonly readMode?: ReadMode;
   readonly inflightMessagesMax: number;
   readonly messageBytesMax: number;
   readonly uncommittedBytesMax: number;
@@ -162,6 +169,7 @@ export class Replica<R, M extends GroupMachine<R>> {
       quiesceTicks: tuning.quiesceTicks,
       preVote: tuning.preVote,
       checkQuorum: tuning.checkQuorum,
+      readMode: tuning.readMode,
       applied: this.log.appliedState.applied,
       appendBytesMax: tuning.messageBytesMax,
       // Count each entry's framing too, so an append message of many small entries stays

@@ -28,6 +28,12 @@ export interface SimConfig {
   readonly preVote: boolean;
   /** Check-quorum on (the default) or off. */
   readonly checkQuorum: boolean;
+  /**
+   * How leaders confirm reads: `leaseBased` (the kvnode's default, drawn only with check-quorum;
+   * its nodes count ticks by the simulated clock, as a kvnode does, and their clocks do not
+   * drift) or `safe` (a heartbeat round per batch).
+   */
+  readonly readMode: "safe" | "leaseBased";
   /** RawNode limits, drawn small or large so flow control and paging paths run too. */
   readonly appendBytesMax: number;
   /** RawNode `inflightMessagesMax`. */
@@ -94,7 +100,7 @@ export function drawConfig(seed: number): SimConfig {
   const r = new SimRandom(seed ^ 0x5bd1e995);
   const calm = r.chance(0.1);
   const voters = r.chance(0.6) ? 3 : 5;
-  return {
+  const drawn = {
     seed,
     voters,
     membersMax: voters + 2,
@@ -129,5 +135,14 @@ export function drawConfig(seed: number): SimConfig {
     snapshotEntries: r.range(8, 150),
     quiesceTicks: r.chance(0.3) ? r.range(20, 60) : 0,
     thinkUnitsMax: r.range(2, 60),
+  };
+  // Drawn last, so the draws above are those of the seeds before lease reads existed.
+  const lease = drawn.checkQuorum && r.chance(0.5);
+  return {
+    ...drawn,
+    readMode: lease ? "leaseBased" : "safe",
+    // A lease assumes the nodes' clocks run at the same rate; the skew drawn here (a tenth) is far
+    // beyond what it allows, and real clocks drift by parts per million.
+    clockSkew: drawn.clockSkew && !lease,
   };
 }

@@ -29,7 +29,7 @@ import {
 import { inlineSnapshot } from "../../services/kvnode/snapshot_stream.ts";
 import type { ConfState } from "@tinykv/raft";
 import { assert } from "./_assert.ts";
-import type { SimConfig } from "./config.ts";
+import { type SimConfig, TICK_UNITS } from "./config.ts";
 import type { SimRandom } from "./random.ts";
 import type { SafetyChecker } from "./safety_checker.ts";
 import { SimApplication, type SimMachine, type SimOp, type SimResult } from "./sim_app.ts";
@@ -138,6 +138,11 @@ export class SimNode {
       seed: env.random.seed(),
       clock: { now: () => EPOCH_MS + env.now() * UNIT_MS },
       monotonicMs: () => env.now() * UNIT_MS,
+      // Lease reads count ticks by the clock, as a kvnode does: a paused node takes the ticks it
+      // missed in its next turn.
+      tickClock: env.config.readMode === "leaseBased"
+        ? { periodMs: TICK_UNITS * UNIT_MS, now: () => env.now() * UNIT_MS }
+        : undefined,
       outbound: {
         // A snapshot's data is read from the sender's view at once, as the gRPC transport streams
         // it, and travels inline.

@@ -247,6 +247,7 @@ export class Simulation {
       quiesceTicks: c.quiesceTicks,
       preVote: c.preVote,
       checkQuorum: c.checkQuorum,
+      readMode: c.readMode,
       inflightMessagesMax: c.inflightMessagesMax,
       messageBytesMax: c.appendBytesMax,
       uncommittedBytesMax: c.uncommittedBytesMax,
