@@ -104,8 +104,11 @@ export type ProposeResult =
 
 /** The result of a ReadIndex request. */
 export type ReadIndexResult =
-  /** Accepted: a `ReadState` with this request id will appear in a later Ready. */
-  | { readonly kind: "ok" }
+  /**
+   * Accepted: a `ReadState` with this request id will appear in a later Ready. `leased`: confirmed
+   * at once under the leader's lease (the next Ready has it), not by a heartbeat round.
+   */
+  | { readonly kind: "ok"; readonly leased: boolean }
   | { readonly kind: "notLeader"; readonly leader: PeerId | undefined }
   /** `pendingReadsMax` reads are waiting already (RESOURCE_EXHAUSTED); retry later. */
   | { readonly kind: "overloaded"; readonly pendingReads: number };
@@ -1095,15 +1098,15 @@ export class Raft {
     this.#pendingReads++;
     if (!this.committedInTerm()) {
       this.#readsAwaitingCommit.push(requestId);
-      return { kind: "ok" };
+      return { kind: "ok", leased: false };
     }
     if (this.options.readMode === "leaseBased" && this.#leaseValid()) {
       this.#pendingReads--;
       this.readStates.push({ kind: "ready", requestId, index: this.log.committed });
-      return { kind: "ok" };
+      return { kind: "ok", leased: true };
     }
     this.#openReadBatch().requestIds.push(requestId);
-    return { kind: "ok" };
+    return { kind: "ok", leased: false };
   }
 
   /**

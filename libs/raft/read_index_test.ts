@@ -21,7 +21,7 @@ Deno.test("readIndex(): concurrent reads share one heartbeat round", () => {
   const write = c.one("w", 3)!;
   const leader = c.leader()!;
   c.sent.clear();
-  for (let k = 0; k < 100; k++) assert.deepEqual(c.raw(leader).readIndex(k), { kind: "ok" });
+  for (let k = 0; k < 100; k++) assert.deepEqual(c.raw(leader).readIndex(k), { kind: "ok", leased: false });
   c.stabilize();
   assert.equal(c.sentCount("heartbeat"), 2, "one round for all reads");
   const states = c.node(leader).readStates;
@@ -92,7 +92,7 @@ Deno.test("lease-based reads answer without a heartbeat round and require check-
   const index = c.one("w", 3)!;
   const leader = c.leader()!;
   c.sent.clear();
-  c.raw(leader).readIndex(1);
+  assert.deepEqual(c.raw(leader).readIndex(1), { kind: "ok", leased: true });
   c.stabilize();
   assert.equal(c.sentCount("heartbeat"), 0);
   assert.deepEqual(c.node(leader).readStates, [{ kind: "ready", requestId: 1, index }]);
@@ -124,11 +124,11 @@ Deno.test("readIndex() refuses reads beyond pendingReadsMax until a round comple
   const c = new Cluster({ voters: 3, seed: 207, node: { electionTicks: 10, pendingReadsMax: 2 } });
   c.one("w", 3);
   const leader = c.raw(c.leader()!);
-  assert.deepEqual(leader.readIndex(1), { kind: "ok" });
-  assert.deepEqual(leader.readIndex(2), { kind: "ok" });
+  assert.deepEqual(leader.readIndex(1), { kind: "ok", leased: false });
+  assert.deepEqual(leader.readIndex(2), { kind: "ok", leased: false });
   assert.deepEqual(leader.readIndex(3), { kind: "overloaded", pendingReads: 2 });
   c.stabilize();
-  assert.deepEqual(leader.readIndex(3), { kind: "ok" });
+  assert.deepEqual(leader.readIndex(3), { kind: "ok", leased: false });
 });
 
 Deno.test("lease reads fall back to a heartbeat round once the lease lapses or a transfer began", () => {
@@ -149,7 +149,7 @@ Deno.test("lease reads fall back to a heartbeat round once the lease lapses or a
   d.filter = (m) => m.type !== "timeoutNow" && m.type !== "append";
   d.raw(leader2).transferLeader(target);
   d.stabilize();
-  d.raw(leader2).readIndex(2);
+  assert.deepEqual(d.raw(leader2).readIndex(2), { kind: "ok", leased: false });
   assert.deepEqual(d.node(leader2).readStates, []);
   d.stabilize();
   assert.equal(d.node(leader2).readStates.length, 1, "served after a heartbeat round");

@@ -634,6 +634,8 @@ Deno.test("Driver: lease reads are served by the leader alone, while a majority 
     }
     assert.ok(leased !== undefined, "a read within the lease waited for a round");
     assert.equal(getValue(leased), "v1");
+    const reads = leader.driver.replicas()[0].reads;
+    assert.ok(reads.leased >= 1, `${reads.leased} turns of lease reads`);
     // Cut off for longer than the lease, the leader serves no read on its own: it waits for a
     // heartbeat round that cannot complete, until check-quorum makes it step down.
     for (let i = 0; i < LEASE_TUNING.electionTicks - 1; i++) await cluster.tick();

@@ -3,7 +3,7 @@
  *
  * - Per hosted replica (label `shard`), read from the replicas when Prometheus scrapes: role,
  *   term, commit and applied index, log entries and bytes, data keys and bytes, and the counts of
- *   proposals, ReadIndex rounds and snapshots sent and received since the replica was opened here.
+ *   proposals, ReadIndex rounds, lease reads and snapshots sent and received since the replica was opened here.
  * - Per node: turn duration, its transaction's duration (the LMDB commit, synced) and the entries
  *   each turn persisted (the group commit's size), as histograms fed by the driver's observer; the
  *   inbox depth, Raft messages dropped, and the transport's batches, bytes and drops.
@@ -161,6 +161,13 @@ export function kvnodeMetrics(registry: Registry): {
     "read_index_rounds_total",
     "ReadIndex rounds this replica ran as leader.",
     (r) => r.reads.rounds,
+    replicas,
+  );
+  replicaCounter(
+    registry,
+    "lease_reads_total",
+    "Turns whose reads this replica confirmed under its leader lease, without a ReadIndex round.",
+    (r) => r.reads.leased,
     replicas,
   );
   replicaCounter(

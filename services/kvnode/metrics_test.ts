@@ -78,6 +78,7 @@ Deno.test("kvnodeMetrics() reads the replicas at scrape time and times the drive
     assert.equal(line(`tinykv_kvnode_replica_data_bytes\\{shard="3"\\}`), String(1 + 5));
     assert.equal(line(`tinykv_kvnode_replica_proposals_total\\{shard="3"\\}`), "1");
     assert.equal(line(`tinykv_kvnode_replica_read_index_rounds_total\\{shard="3"\\}`), "1");
+    assert.equal(line(`tinykv_kvnode_replica_lease_reads_total\\{shard="3"\\}`), "0");
     assert.ok(Number(line(`tinykv_kvnode_replica_log_entries\\{shard="3"\\}`)) >= 2);
     assert.ok(Number(line("tinykv_kvnode_turn_duration_seconds_count")) >= 2);
     assert.equal(

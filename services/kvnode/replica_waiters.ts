@@ -33,10 +33,16 @@ export class ReadRounds<R> {
   /** Confirmed reads waiting for the applied index to reach `index`, in index order. */
   readonly #confirmed: Array<{ index: LogIndex; waiters: ReadWaiter<R>[] }> = [];
   #rounds = 0;
+  #leased = 0;
 
   /** ReadIndex rounds the core took so far (for metrics). */
   get rounds(): number {
     return this.#rounds;
+  }
+
+  /** Turns whose reads the core confirmed at once under its lease, no round (for metrics). */
+  get leased(): number {
+    return this.#leased;
   }
 
   /** Whether reads of this turn wait for their round. */
@@ -61,7 +67,8 @@ export class ReadRounds<R> {
     const result = node.readIndex(roundId);
     switch (result.kind) {
       case "ok":
-        this.#rounds++;
+        if (result.leased) this.#leased++;
+        else this.#rounds++;
         this.#confirming.set(roundId, waiters);
         return;
       case "notLeader":
