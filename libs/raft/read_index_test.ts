@@ -21,7 +21,9 @@ Deno.test("readIndex(): concurrent reads share one heartbeat round", () => {
   const write = c.one("w", 3)!;
   const leader = c.leader()!;
   c.sent.clear();
-  for (let k = 0; k < 100; k++) assert.deepEqual(c.raw(leader).readIndex(k), { kind: "ok", leased: false });
+  for (let k = 0; k < 100; k++) {
+    assert.deepEqual(c.raw(leader).readIndex(k), { kind: "ok", leased: false });
+  }
   c.stabilize();
   assert.equal(c.sentCount("heartbeat"), 2, "one round for all reads");
   const states = c.node(leader).readStates;

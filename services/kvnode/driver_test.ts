@@ -667,8 +667,7 @@ Deno.test("Driver: a leader paused past its lease takes the missed ticks before 
     await cluster.tick();
     cluster.pause(old.nodeId);
     const others = [...cluster.nodes.keys()].filter((n) => n !== old.nodeId);
-    const newLeader = () =>
-      others.find((n) => cluster.node(n).driver.replicas()[0].isLeader());
+    const newLeader = () => others.find((n) => cluster.node(n).driver.replicas()[0].isLeader());
     await cluster.until(() => newLeader() !== undefined, "a new leader while the old one sleeps");
     const second = await cluster.request(newLeader()!, SHARD, {
       kind: "mutation",
