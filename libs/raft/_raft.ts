@@ -46,11 +46,13 @@ export type Role = "follower" | "preCandidate" | "candidate" | "leader";
  * How the leader confirms leadership for reads: `safe` runs a heartbeat
  * round per batch of reads (thesis §6.4); `leaseBased` serves a read at
  * once while the leader holds a lease (thesis §6.4.1): a majority acknowledged
- * a heartbeat sent less than `electionTicks - 1` ticks ago, and each of them
+ * a heartbeat sent less than `electionTicks - 2` ticks ago, and each of them
  * refuses to vote for `electionTicks` ticks after hearing from the leader.
  * Clock assumption: ticks advance at the same rate on every node, to within
- * one tick per election timeout (bounded drift, no long pauses of one node's
- * tick while others run). A leader that sent TimeoutNow holds no lease for the
+ * one tick per election timeout (bounded drift), and each node takes a tick
+ * once it is due, before it steps the messages that arrived after that (no
+ * long pauses of one node's tick while others run). Of the two ticks of margin
+ * one covers the rounding of tick counts at both ends, one the drift. A leader that sent TimeoutNow holds no lease for the
  * rest of its term; without a lease, reads fall back to a heartbeat round.
  * Every node of a group must use the same mode: in `leaseBased` mode a node
  * that (re)starts ignores vote requests for its first `electionTicks` ticks
@@ -58,6 +60,9 @@ export type Role = "follower" | "preCandidate" | "candidate" | "leader";
  * `campaign()` right after start only succeeds once that has passed.
  */
 export type ReadMode = "safe" | "leaseBased";
+
+/** Ticks a lease ends before the followers' promise not to vote does (see ReadMode). */
+const LEASE_MARGIN_TICKS = 2;
 
 /** The tunables of the core. All limits are required and positive. */
 export interface RaftOptions {
@@ -385,9 +390,17 @@ export class Raft {
     if (++this.#idleTicks < this.options.quiesceTicks) return;
     this.quiesced = true;
     this.#idleTicks = 0;
-    // No lease survives a quiet period: the followers may elect another leader meanwhile.
-    this.#ackedSentAt.clear();
+    // No lease survives a quiet period: the followers may elect another leader meanwhile, and
+    // this node's ticks stop while it is quiet. The rounds go too, so that answers to a round sent
+    // before the quiet heartbeat, arriving after it, cannot bring the lease back.
+    this.#dropLease();
     this.#sendHeartbeats(0, true);
+  }
+
+  /** Forgets every acknowledged round and every round in flight: no lease until a new round. */
+  #dropLease(): void {
+    this.#ackedSentAt.clear();
+    this.#roundSentAt.clear();
   }
 
   /** Whether every member has the whole log, all of it committed and applied, nothing pending. */
@@ -417,6 +430,8 @@ export class Raft {
     if (this.role === "leader") {
       this.electionElapsed = 0;
       this.heartbeatElapsed = 0;
+      // A lease needs answers to a round sent after the quiet spell.
+      this.#dropLease();
       for (const [id, pr] of this.progress) pr.recentActive = id === this.id;
       this.#broadcastHeartbeat();
       return;
@@ -1111,10 +1126,10 @@ export class Raft {
 
   /**
    * The leader lease (thesis §6.4.1): a majority acknowledged a heartbeat
-   * sent less than an election timeout ago (minus one tick of margin), and
-   * each of them ignores vote requests for an election timeout after hearing
-   * from us, so no other leader can exist yet. Assumes ticks advance at the
-   * same rate on every node. A TimeoutNow voids the lease for the term.
+   * sent less than an election timeout ago, minus two ticks of margin (one for
+   * rounding tick counts, one for clock drift; see ReadMode), and each of them
+   * ignores vote requests for an election timeout after hearing from us, so no
+   * other leader can exist yet. A TimeoutNow voids the lease for the term.
    */
   #leaseValid(): boolean {
     if (this.#timeoutNowSent) return false;
@@ -1124,7 +1139,7 @@ export class Raft {
     }
     sentAt.sort((a, b) => b - a);
     const quorumSentAt = sentAt[majority(this.voters.size) - 1];
-    return this.#leaderTicks - quorumSentAt + 1 < this.options.electionTicks;
+    return this.#leaderTicks - quorumSentAt + LEASE_MARGIN_TICKS < this.options.electionTicks;
   }
 
   #openReadBatch(): ReadBatch {

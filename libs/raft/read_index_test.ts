@@ -112,6 +112,39 @@ Deno.test("lease-based reads answer without a heartbeat round and require check-
   );
 });
 
+Deno.test("a lease ends electionTicks - 2 ticks after its round was sent: one tick for rounding, one for drift", () => {
+  const c = cluster(211, "leaseBased");
+  c.one("w", 3);
+  const leader = c.leader()!;
+  c.tick(1); // a round, acknowledged by both followers
+  c.isolate(leader);
+  c.tick(7);
+  assert.deepEqual(c.raw(leader).readIndex(1), { kind: "ok", leased: true });
+  c.tick(1);
+  assert.deepEqual(c.raw(leader).readIndex(2), { kind: "ok", leased: false });
+});
+
+Deno.test("a lease does not survive quiescence, not even through late answers to its last round", () => {
+  // With a heartbeat every tick, the tick that quiesces first sends a round, then the quiet
+  // heartbeat; the followers' answers to that round arrive after the leader dropped its lease.
+  // The leader's ticks stop while it is quiet, so a lease those answers restored would look
+  // fresh however long the quiet spell lasted.
+  const c = new Cluster({
+    voters: 3,
+    seed: 210,
+    node: { electionTicks: 10, heartbeatTicks: 1, quiesceTicks: 3, readMode: "leaseBased" },
+  });
+  c.one("w", 3);
+  const leader = c.leader()!;
+  assert.ok(c.tickUntil(() => c.raw(leader).quiesced, 20), "the group quiesced");
+  c.tick(50);
+  assert.deepEqual(c.raw(leader).readIndex(1), { kind: "ok", leased: false });
+  c.stabilize();
+  assert.equal(c.node(leader).readStates.length, 1, "served after a heartbeat round");
+  // Awake again, the answers to that round make a new lease.
+  assert.deepEqual(c.raw(leader).readIndex(2), { kind: "ok", leased: true });
+});
+
 Deno.test("a single-voter group serves reads at once", () => {
   const id = 1 as PeerId;
   const storage = new MemoryStorage({ voters: [id] });

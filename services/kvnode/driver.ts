@@ -179,14 +179,15 @@ export interface TurnReport {
 
 /**
  * The schedule of a node's ticks: tick `k` is due `k * periodMs` after the driver starts. A
- * leader's lease is counted in its own ticks, so they must keep pace with real time: a timer that
- * fires late, or not at all while the process is stopped, would leave a deposed leader trusting a
- * lease that ran out long ago. Each turn therefore first takes the ticks that came due — after the
- * messages it found waiting, so that acknowledgements which arrived meanwhile still count, and
- * before any read is confirmed, so that a lease is judged at a time after every waiting request
- * arrived. At most `electionTicks - 1` are taken at once: that already voids any lease older than
- * the gap, yet crosses at most one check-quorum boundary and cannot alone run a follower's
- * election timer out.
+ * leader's lease is counted in its own ticks and its followers' promise not to vote in theirs, so
+ * both must keep pace with real time: a timer that fires late, or not at all while the process is
+ * stopped, would leave a deposed leader trusting a lease that ran out long ago. Each turn
+ * therefore takes the ticks that came due first, before it steps the messages it found waiting:
+ * a follower that hears its leader then counts only ticks due after that, and a leader confirms
+ * reads as of the turn's start, after every request it serves arrived. A leader whose turn came
+ * late by a whole election timeout may step down by check-quorum before it sees the answers that
+ * waited; its lease was void anyway. At most `electionTicks - 1` are taken at once: that already
+ * voids any lease older than the gap, yet cannot alone run a follower's election timer out.
  */
 export interface TickClock {
   /** Milliseconds per tick (`raft.tick_ms`). */
@@ -520,7 +521,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
    * follower whose leader's node is not heard from for an election timeout wakes and elects.
    */
   receive(envelopes: readonly Envelope[], fromNode?: string): void {
-    // Stamped with the ticks already due too, so a long turn does not make every peer look silent.
+    // Stamped with the ticks already due too (by the clock, when it counts them), so a long turn
+    // or a pause of this process does not make every peer look silent.
+    this.#takeDueTicks();
     if (fromNode !== undefined && fromNode !== "") {
       this.#heardAt.set(fromNode, this.#tickCount + this.#ticksDue);
     }
@@ -702,15 +705,18 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 
   /** The start of a turn: the inbox, due ticks, held requests and new ReadIndex rounds. */
   #intake(): void {
+    // The due ticks before the messages (see TickClock): a follower's election timer counts only
+    // ticks due after it heard its leader, and a leader's lease is judged as of this moment, after
+    // every request in this inbox arrived.
     const inbox = this.#inbox;
     this.#inbox = [];
-    for (const item of inbox) this.#handle(item);
     this.#takeDueTicks();
     const ticked = this.#ticksDue > 0;
     for (; this.#ticksDue > 0; this.#ticksDue--) {
       this.#tickCount++;
       for (const replica of this.#inPlay()) replica.node.tick();
     }
+    for (const item of inbox) this.#handle(item);
     if (ticked) {
       this.#expireRequests();
       this.#watchLeaderNodes();

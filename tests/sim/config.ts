@@ -141,8 +141,9 @@ export function drawConfig(seed: number): SimConfig {
   return {
     ...drawn,
     readMode: lease ? "leaseBased" : "safe",
-    // A lease assumes the nodes' clocks run at the same rate; the skew drawn here (a tenth) is far
-    // beyond what it allows, and real clocks drift by parts per million.
+    // A lease allows the nodes' clocks to differ in rate by a tick per election timeout; the skew
+    // drawn here (a tenth each way, a fifth between two nodes) is beyond that, and real clocks
+    // drift by parts per million.
     clockSkew: drawn.clockSkew && !lease,
   };
 }

@@ -517,11 +517,11 @@ stabilize
 
 read-index 1 7
 ----
-{"kind":"ok"}
+{"kind":"ok","leased":false}
 
 read-index 1 8
 ----
-{"kind":"ok"}
+{"kind":"ok","leased":false}
 
 process-ready 1
 ----
