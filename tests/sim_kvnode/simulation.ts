@@ -252,8 +252,8 @@ class Simulation {
       snapshotEntries: r.range(20, 80),
       snapshotLogBytes: 64 * 1024 * 1024,
     };
-    // Half the runs with check-quorum read under the leader's lease, the kvnode's default (the
-    // nodes tick together, as clocks at one rate do).
+    // Half the runs with check-quorum read under the leader's lease, the kvnode's default, their
+    // drivers counting ticks by the clock (the nodes tick together, as clocks at one rate do).
     if (
       this.#tuning.checkQuorum &&
       new SimRandom((this.#seed ^ READ_MODE_SEED_SALT) >>> 0).chance(0.5)
@@ -414,6 +414,11 @@ class Simulation {
         },
       },
       clock: { now: () => this.#nowMs },
+      // Lease reads count ticks by the clock, as a kvnode does (the nodes tick in step here, so a
+      // tick falls due exactly when the loop ticks them).
+      tickClock: this.#tuning.readMode === "leaseBased"
+        ? { periodMs: SLOTS_PER_TICK * SLOT_MS, now: () => this.#nowMs }
+        : undefined,
       log: {
         info: () => {},
         warn: () => {},
