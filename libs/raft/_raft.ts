@@ -172,6 +172,11 @@ export class Raft {
   /** Ticks since this node started; see #inLease(). */
   #ticksSinceStart = 0;
   /**
+   * In lease mode, #ticksSinceStart when this node last accepted a message from a leader: it
+   * promised not to help elect another for an election timeout from then (see #inLease).
+   */
+  #heardLeaderAt = -Infinity;
+  /**
    * Quiescence (as CockroachDB's quiesced ranges, TiKV's hibernate regions): a leader whose group
    * has been fully replicated, applied and idle for `quiesceTicks` ticks tells its followers so
    * in a last heartbeat (`quiesce`), and from then on neither it nor they do anything on a tick:
@@ -438,6 +443,8 @@ export class Raft {
     }
     if (leaderLost) {
       this.electionElapsed = Math.max(this.electionElapsed, this.options.electionTicks);
+      // The quiet leader dropped its lease when it quiesced: nothing rests on the promise.
+      this.#heardLeaderAt = -Infinity;
     }
   }
 
@@ -455,6 +462,9 @@ export class Raft {
 
   campaign(kind: CampaignKind): void {
     if (!this.promotable()) return;
+    // In lease mode its own vote would break its promise to a leader's lease. (Not leader
+    // stickiness: the election timer resets electionElapsed just before it calls this.)
+    if (kind !== "transfer" && this.#leasePromiseTicks() > 0) return;
     this.wake(false);
     // A committed membership change not yet applied may change who may vote;
     // wait until the host applied it (as etcd's raft does).
@@ -551,17 +561,40 @@ export class Raft {
   }
 
   /**
-   * Whether this node refuses to help elect a new leader: it heard from the
-   * current leader less than an election timeout ago. In lease mode a node
-   * that just (re)started also waits an election timeout, since it may have
-   * acknowledged a leader's heartbeat just before it crashed.
+   * Whether this node refuses to help elect a new leader (vote, pre-vote or campaign, unless a
+   * leader transfer asked): it heard from the current leader less than an election timeout ago.
+   * In lease mode that is a promise a leader's lease rests on, so it is counted from the last
+   * message accepted from a leader whatever happened since: a higher term learnt from some other
+   * message (a rejected pre-vote, say) forgets the leader but not the promise. A node that just
+   * (re)started also waits an election timeout, since it may have acknowledged a leader's heartbeat
+   * just before it crashed.
    */
   #inLease(): boolean {
     if (!this.options.checkQuorum) return false;
-    const quietAfterStart = this.options.readMode === "leaseBased" &&
-      this.#ticksSinceStart < this.options.electionTicks;
-    return (this.leader !== undefined || quietAfterStart) &&
-      this.electionElapsed < this.options.electionTicks;
+    return this.#promiseTicks() > 0;
+  }
+
+  /** Ticks left of the promise #inLease keeps (0 when it would vote now). */
+  #promiseTicks(): number {
+    if (!this.options.checkQuorum) return 0;
+    const timeout = this.options.electionTicks;
+    // Leader stickiness (a leader counts too: it hears from itself).
+    const sticky = this.leader === undefined ? 0 : Math.max(0, timeout - this.electionElapsed);
+    return Math.max(sticky, this.#leasePromiseTicks());
+  }
+
+  /** In lease mode, ticks left until an election timeout passed since start and since a leader. */
+  #leasePromiseTicks(): number {
+    if (!this.options.checkQuorum || this.options.readMode !== "leaseBased") return 0;
+    const timeout = this.options.electionTicks;
+    const sinceStart = timeout - this.#ticksSinceStart;
+    const sinceLeader = timeout - (this.#ticksSinceStart - this.#heardLeaderAt);
+    return Math.max(0, sinceStart, sinceLeader);
+  }
+
+  /** See {@linkcode #promiseTicks} (for status). */
+  get promiseTicks(): number {
+    return this.#promiseTicks();
   }
 
   #stepLowerTerm(m: Message): void {
@@ -594,9 +627,12 @@ export class Raft {
     const responseType = m.type === "requestVote"
       ? "requestVoteResponse"
       : "requestPreVoteResponse";
-    const canVote = this.vote === m.from ||
+    // In lease mode a vote request of this term is refused while the promise holds too (a term
+    // learnt without a leader does not free it; at a higher term #stepHigherTerm refused already).
+    const promised = this.options.readMode === "leaseBased" && !m.transfer && this.#inLease();
+    const canVote = !promised && (this.vote === m.from ||
       (this.vote === undefined && this.leader === undefined) ||
-      (m.type === "requestPreVote" && m.term > this.term);
+      (m.type === "requestPreVote" && m.term > this.term));
     if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
       // A pre-vote is answered in the term the candidate would use.
       this.#send({ type: responseType, from: this.id, to: m.from, term: m.term, reject: false });
@@ -635,6 +671,7 @@ export class Raft {
     if (this.role === "leader") return false;
     if (this.role !== "follower") this.becomeFollower(this.term, from);
     this.electionElapsed = 0;
+    this.#heardLeaderAt = this.#ticksSinceStart;
     this.leader = from;
     return true;
   }

@@ -159,6 +159,11 @@ export interface Status {
   readonly confState: ConfState;
   /** The target of a leader transfer in progress, if any. */
   readonly transferee: PeerId | undefined;
+  /**
+   * Ticks this node will still refuse to help elect another leader (check-quorum's leader
+   * stickiness; in lease mode, its promise to the leader's lease): 0 when it would vote now.
+   */
+  readonly promiseTicks: number;
   /** Empty unless this node is the leader. */
   readonly peers: readonly PeerStatus[];
 }
@@ -410,6 +415,7 @@ export class RawNode {
       lastIndex: raft.log.lastIndex(),
       confState: raft.confState(),
       transferee: raft.transferee,
+      promiseTicks: raft.promiseTicks,
       peers,
     };
   }

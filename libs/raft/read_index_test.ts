@@ -10,7 +10,7 @@ import { MemoryStorage } from "./storage.ts";
 import { RawNode } from "./raw_node.ts";
 import { mulberry32 } from "./prng.ts";
 import { AssertionError } from "./_assert.ts";
-import type { PeerId } from "./types.ts";
+import type { LogIndex, PeerId, Term } from "./types.ts";
 
 function cluster(seed: number, readMode: "safe" | "leaseBased" = "safe"): Cluster {
   return new Cluster({ voters: 3, seed, node: { electionTicks: 10, readMode } });
@@ -122,6 +122,47 @@ Deno.test("a lease ends electionTicks - 2 ticks after its round was sent: one ti
   assert.deepEqual(c.raw(leader).readIndex(1), { kind: "ok", leased: true });
   c.tick(1);
   assert.deepEqual(c.raw(leader).readIndex(2), { kind: "ok", leased: false });
+});
+
+Deno.test("in lease mode a follower keeps its promise through a term it learnt without a leader", () => {
+  // A rejected pre-vote answer carries the responder's higher term: the follower takes the term
+  // and forgets its leader, but the leader's lease still counts on it not to vote.
+  const c = cluster(212, "leaseBased");
+  c.one("w", 3);
+  const leader = c.leader()!;
+  c.tick(1);
+  const [follower, other] = c.ids.filter((id) => id !== leader);
+  const node = c.raw(follower);
+  const { term, lastIndex } = node.status();
+  node.step({
+    type: "requestPreVoteResponse",
+    from: other,
+    to: follower,
+    term: (term + 1) as Term,
+    reject: true,
+  });
+  assert.equal(node.status().term, term + 1);
+  assert.equal(node.status().leader, undefined);
+  assert.ok(node.status().promiseTicks > 0, "the promise went with the leader");
+  const ask = (voteTerm: number) =>
+    node.step({
+      type: "requestVote",
+      from: other,
+      to: follower,
+      term: voteTerm as Term,
+      lastLogIndex: (lastIndex + 10) as LogIndex,
+      lastLogTerm: (term + 1) as Term,
+      transfer: false,
+    });
+  ask(term + 1); // this term: no leader, no vote cast
+  ask(term + 2);
+  const answers = node.ready().messages.filter((m) => m.type === "requestVoteResponse");
+  assert.ok(
+    answers.length > 0 && answers.every((m) => m.type === "requestVoteResponse" && m.reject),
+  );
+  // Campaigning would count its own vote: refused too, until the promise runs out.
+  node.campaign();
+  assert.notEqual(node.status().role, "candidate");
 });
 
 Deno.test("a lease does not survive quiescence, not even through late answers to its last round", () => {

@@ -80,7 +80,7 @@ export type Prepared<R, M> =
   | { readonly kind: "propose"; readonly data: Uint8Array }
   /**
    * A read: `serve` runs on the replica's state machine as it is at an applied index that covers
-   * every write acknowledged before the read arrived (ReadIndex), or at once when `local` (a
+   * every write acknowledged before the read arrived (lease or ReadIndex), or at once when `local` (a
    * serializable read). It is given the machine then current: a snapshot installed meanwhile
    * replaces it.
    */

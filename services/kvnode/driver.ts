@@ -2,8 +2,9 @@
  * {@linkcode Driver}: the one loop that drives every Raft group hosted on a kvnode
  * (docs/style.md "The I/O edge is one driver loop per kvnode").
  *
- * Each turn (`#turn`): take the inbox (Raft messages, client requests, admin tasks) and the due
- * ticks, and send the turn's reads as one ReadIndex round per group (`#intake`) → collect the
+ * Each turn (`#turn`): take the due ticks, then the inbox (Raft messages, client requests, admin
+ * tasks), and confirm the turn's reads under the leader's lease or send them as one ReadIndex
+ * round per group (`#intake`) → collect the
  * Readies of the groups that may have work (awake or touched this turn) → send each leader's
  * appends and heartbeats at once, before its own log is written (`splitMessages`, Raft thesis
  * §10.2.1) → persist every Ready and apply its committed entries in ONE synced LMDB transaction
@@ -497,7 +498,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   /** With a tick clock: counts the ticks due by now, at most `electionTicks - 1` pending. */
   #takeDueTicks(): void {
     const clock = this.#options.tickClock;
-    if (clock === undefined) return;
+    if (clock === undefined || !this.#running) return;
     const due = Math.floor((clock.now() - this.#tickOrigin) / clock.periodMs);
     if (due <= this.#ticksScheduled) return;
     const pendingMax = Math.max(1, this.#options.tuning.electionTicks - 1);

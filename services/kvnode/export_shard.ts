@@ -2,7 +2,8 @@
  * `NodeAdmin.ExportShard`: a consistent copy of one shard's data, for `tinykv backup`.
  *
  * The replica first passes a linearizable read barrier: a one-key scan through the driver, which
- * the shard's leader serves only after a ReadIndex round and once it has applied up to that index.
+ * the shard's leader serves only once it confirmed it leads (its lease or a ReadIndex round) and
+ * has applied up to its commit index of then.
  * So the copy holds every write acknowledged before the call (a replica that is not the leader
  * answers UNAVAILABLE naming the leader). Then, between two turns of the driver's loop, it opens a
  * read view of the replica's data (an LMDB read transaction) together with the replica's applied

@@ -1,7 +1,7 @@
 /**
  * {@linkcode Replica}: one hosted member of a shard group — its Raft node, its log on LMDB, its
  * state machine, who its peers are, and the client requests waiting on it (proposals by log index,
- * reads by ReadIndex round).
+ * reads by confirmation, under the lease or by ReadIndex round).
  *
  * A replica is touched only by the driver loop ({@linkcode ./driver.ts}), one turn at a time.
  *
@@ -129,7 +129,7 @@ export class Replica<R, M extends GroupMachine<R>> {
   readonly #hooks: ReplicaHooks;
   /** Proposals by log index. */
   readonly pending = new Map<number, PendingProposal<R>>();
-  /** Linearizable reads on their way through ReadIndex. */
+  /** Linearizable reads on their way through confirmation (the lease or a ReadIndex round). */
   readonly reads = new ReadRounds<R>();
   /** Counts since the replica was opened here, for metrics. */
   readonly counters = { proposals: 0, reads: 0, snapshotsSent: 0, snapshotsReceived: 0 };

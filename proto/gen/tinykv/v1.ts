@@ -5040,7 +5040,7 @@ export interface BidiStreamMethodDefinition<Req, Res> extends grpc.MethodDefinit
 
 /** The methods of `tinykv.v1.KV`, typed for `libs/rpc` and grpc-js. */
 export interface KVServiceDefinition extends grpc.ServiceDefinition {
-  /** Reads one key. Linearizable (ReadIndex) unless `serializable` is set. */
+  /** Reads one key. Linearizable (the leader's lease or ReadIndex) unless `serializable` is set. */
   readonly Get: UnaryMethodDefinition<GetRequest, GetResponse>;
   /** Sets a key to a value, creating or replacing it. */
   readonly Put: UnaryMethodDefinition<PutRequest, PutResponse>;
@@ -5156,7 +5156,7 @@ export const KVService: KVServiceDefinition = {
 
 /** grpc-js server handlers for `tinykv.v1.KV` (raw callback style). */
 export interface KVHandlers extends grpc.UntypedServiceImplementation {
-  /** Reads one key. Linearizable (ReadIndex) unless `serializable` is set. */
+  /** Reads one key. Linearizable (the leader's lease or ReadIndex) unless `serializable` is set. */
   Get: grpc.handleUnaryCall<GetRequest, GetResponse>;
   /** Sets a key to a value, creating or replacing it. */
   Put: grpc.handleUnaryCall<PutRequest, PutResponse>;
@@ -5196,7 +5196,7 @@ export interface KVHandlers extends grpc.UntypedServiceImplementation {
 
 /** A grpc-js client of `tinykv.v1.KV`, as `createGrpcClient(KVService, …)` returns it. */
 export interface KVClient extends grpc.Client {
-  /** Reads one key. Linearizable (ReadIndex) unless `serializable` is set. */
+  /** Reads one key. Linearizable (the leader's lease or ReadIndex) unless `serializable` is set. */
   Get(
     request: GetRequest,
     metadata: grpc.Metadata,
@@ -5374,7 +5374,7 @@ export interface NodeAdminServiceDefinition extends grpc.ServiceDefinition {
   readonly DeleteReplica: UnaryMethodDefinition<DeleteReplicaRequest, DeleteReplicaResponse>;
   /**
    * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
-   * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
+   * passes a linearizable read barrier (so only the shard's leader can serve it), then
    * sends every key and value of the shard at one applied index, in key order. Open to the admin
    * role only (not to placement).
    */
@@ -5463,7 +5463,7 @@ export interface NodeAdminHandlers extends grpc.UntypedServiceImplementation {
   DeleteReplica: grpc.handleUnaryCall<DeleteReplicaRequest, DeleteReplicaResponse>;
   /**
    * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
-   * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
+   * passes a linearizable read barrier (so only the shard's leader can serve it), then
    * sends every key and value of the shard at one applied index, in key order. Open to the admin
    * role only (not to placement).
    */
@@ -5517,7 +5517,7 @@ export interface NodeAdminClient extends grpc.Client {
   ): grpc.ClientUnaryCall;
   /**
    * Streams a consistent copy of one shard's data, for `tinykv backup`: the replica here first
-   * passes a linearizable read barrier (ReadIndex, so only the shard's leader can serve it), then
+   * passes a linearizable read barrier (so only the shard's leader can serve it), then
    * sends every key and value of the shard at one applied index, in key order. Open to the admin
    * role only (not to placement).
    */
