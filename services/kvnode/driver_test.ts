@@ -38,8 +38,12 @@ function getValue(outcome: ItemOutcome): string | undefined {
   return outcome.result.response.found ? dec(outcome.result.response.value) : undefined;
 }
 
-async function electedCluster(nodes = ["n1", "n2", "n3"], tuning = TEST_TUNING) {
-  const cluster = await TestCluster.create(nodes, tuning);
+async function electedCluster(
+  nodes = ["n1", "n2", "n3"],
+  tuning = TEST_TUNING,
+  options: { tickClock?: boolean } = {},
+) {
+  const cluster = await TestCluster.create(nodes, tuning, options);
   await cluster.createShard(SHARD, nodes, 101);
   await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader of shard 1");
   return cluster;
@@ -608,11 +612,14 @@ Deno.test("Driver: an idle group quiesces, wakes for a write, and re-elects when
 /** Lease reads, with ticks counted by the cluster's clock (as a kvnode counts them). */
 const LEASE_TUNING = { ...TEST_TUNING, readMode: "leaseBased" as const };
 
+/** Three nodes reading under the lease, their ticks counted by the cluster's clock; elected. */
+function leaseCluster(): Promise<TestCluster> {
+  return electedCluster(["n1", "n2", "n3"], LEASE_TUNING, { tickClock: true });
+}
+
 Deno.test("Driver: lease reads are served by the leader alone, while a majority answers it", async () => {
-  const cluster = await TestCluster.create(["n1", "n2", "n3"], LEASE_TUNING, { tickClock: true });
+  const cluster = await leaseCluster();
   try {
-    await cluster.createShard(SHARD, ["n1", "n2", "n3"], 101);
-    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader of shard 1");
     const leader = cluster.leaderOf(SHARD)!;
     const wrote = await cluster.request(leader.nodeId, SHARD, {
       kind: "mutation",
@@ -654,10 +661,8 @@ Deno.test("Driver: a leader paused past its lease takes the missed ticks before 
   // SIGSTOP of the leader for longer than an election timeout: the others elect a new leader and
   // commit a write. On SIGCONT the old leader's timer has not fired, yet the read that reaches it
   // first must not be served from the lease it held before the pause.
-  const cluster = await TestCluster.create(["n1", "n2", "n3"], LEASE_TUNING, { tickClock: true });
+  const cluster = await leaseCluster();
   try {
-    await cluster.createShard(SHARD, ["n1", "n2", "n3"], 101);
-    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader of shard 1");
     const old = cluster.leaderOf(SHARD)!;
     const first = await cluster.request(old.nodeId, SHARD, {
       kind: "mutation",
@@ -690,10 +695,8 @@ Deno.test("Driver: a follower back from a pause counts only the ticks after it h
   // The follower's pause ends with its leader's heartbeat and its missed ticks taken in one turn.
   // Were the ticks counted after the heartbeat, its promise not to vote (which the leader's lease
   // rests on) would run out within a tick instead of an election timeout after it heard the leader.
-  const cluster = await TestCluster.create(["n1", "n2", "n3"], LEASE_TUNING, { tickClock: true });
+  const cluster = await leaseCluster();
   try {
-    await cluster.createShard(SHARD, ["n1", "n2", "n3"], 101);
-    await cluster.until(() => cluster.leaderOf(SHARD) !== undefined, "a leader of shard 1");
     const leader = cluster.leaderOf(SHARD)!;
     const paused = [...cluster.nodes.keys()].find((n) => n !== leader.nodeId)!;
     cluster.pause(paused);
