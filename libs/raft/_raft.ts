@@ -52,8 +52,9 @@ export type Role = "follower" | "preCandidate" | "candidate" | "leader";
  * one tick per election timeout (bounded drift), and each node takes a tick
  * once it is due, before it steps the messages that arrived after that (no
  * long pauses of one node's tick while others run). Of the two ticks of margin
- * one covers the rounding of tick counts at both ends, one the drift. A leader that sent TimeoutNow holds no lease for the
- * rest of its term; without a lease, reads fall back to a heartbeat round.
+ * one covers the rounding of tick counts at both ends, one the drift. A leader
+ * that sent TimeoutNow holds no lease for the rest of its term; without a
+ * lease, reads fall back to a heartbeat round.
  * Every node of a group must use the same mode: in `leaseBased` mode a node
  * that (re)starts ignores vote requests for its first `electionTicks` ticks
  * (it may have acknowledged a leader just before it crashed), so an explicit
@@ -570,7 +571,6 @@ export class Raft {
    * just before it crashed.
    */
   #inLease(): boolean {
-    if (!this.options.checkQuorum) return false;
     return this.#promiseTicks() > 0;
   }
 
@@ -629,7 +629,7 @@ export class Raft {
       : "requestPreVoteResponse";
     // In lease mode a vote request of this term is refused while the promise holds too (a term
     // learnt without a leader does not free it; at a higher term #stepHigherTerm refused already).
-    const promised = this.options.readMode === "leaseBased" && !m.transfer && this.#inLease();
+    const promised = !m.transfer && this.#leasePromiseTicks() > 0;
     const canVote = !promised && (this.vote === m.from ||
       (this.vote === undefined && this.leader === undefined) ||
       (m.type === "requestPreVote" && m.term > this.term));

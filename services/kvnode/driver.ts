@@ -4,13 +4,12 @@
  *
  * Each turn (`#turn`): take the due ticks, then the inbox (Raft messages, client requests, admin
  * tasks), and confirm the turn's reads under the leader's lease or send them as one ReadIndex
- * round per group (`#intake`) → collect the
- * Readies of the groups that may have work (awake or touched this turn) → send each leader's
- * appends and heartbeats at once, before its own log is written (`splitMessages`, Raft thesis
- * §10.2.1) → persist every Ready and apply its committed entries in ONE synced LMDB transaction
- * (group commit), answering the applied requests inside it (`#write`; a turn with nothing to
- * persist or apply writes nothing) → send the rest (votes, acknowledgements) → advance
- * (`#advance`). Whatever arrives while a turn's transaction is being synced waits in the inbox and
+ * round per group (`#intake`) → collect the Readies of the groups that may have work (awake or
+ * touched this turn) → send each leader's appends and heartbeats at once, before its own log is
+ * written (`splitMessages`, Raft thesis §10.2.1) → persist every Ready and apply its committed
+ * entries in ONE synced LMDB transaction (group commit), answering the applied requests inside it
+ * (`#write`; a turn with nothing to persist or apply writes nothing) → send the rest (votes,
+ * acknowledgements) → advance (`#advance`). Whatever arrives while a turn's transaction is being synced waits in the inbox and
  * goes into the next turn, so a busier node writes bigger batches, not more of them.
  *
  * The driver is generic over the application it replicates ({@linkcode GroupApplication},
@@ -704,7 +703,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     this.#settleAwake(inPlay);
   }
 
-  /** The start of a turn: the inbox, due ticks, held requests and new ReadIndex rounds. */
+  /** The start of a turn: due ticks, the inbox, held requests, and reads confirmed or sent. */
   #intake(): void {
     // The due ticks before the messages (see TickClock): a follower's election timer counts only
     // ticks due after it heard its leader, and a leader's lease is judged as of this moment, after
