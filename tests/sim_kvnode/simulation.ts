@@ -206,7 +206,7 @@ class Simulation {
   readonly #traceOut: ((line: string) => void) | undefined;
   readonly #gatedMoves: boolean;
   readonly #network: SimNetwork;
-  #tuning: ReplicaTuning;
+  readonly #tuning: ReplicaTuning;
   readonly #nodes: SimNode[] = [];
   readonly #clients: SimClient[] = [];
   readonly #closers: SimClient[] = [];
@@ -239,7 +239,7 @@ class Simulation {
       duplicate: r.next() * 0.05,
       delaySlotsMax: r.range(1, 12),
     }, new SimRandom((this.#seed ^ PING_SEED_SALT) >>> 0));
-    this.#tuning = {
+    const tuning: ReplicaTuning = {
       electionTicks: 10,
       heartbeatTicks: 2,
       // Half the runs quiesce idle groups, which then rely on the drivers' node pings.
@@ -254,12 +254,9 @@ class Simulation {
     };
     // Half the runs with check-quorum read under the leader's lease, the kvnode's default, their
     // drivers counting ticks by the clock (the nodes tick together, as clocks at one rate do).
-    if (
-      this.#tuning.checkQuorum &&
-      new SimRandom((this.#seed ^ READ_MODE_SEED_SALT) >>> 0).chance(0.5)
-    ) {
-      this.#tuning = { ...this.#tuning, readMode: "leaseBased" };
-    }
+    const lease = tuning.checkQuorum &&
+      new SimRandom((this.#seed ^ READ_MODE_SEED_SALT) >>> 0).chance(0.5);
+    this.#tuning = lease ? { ...tuning, readMode: "leaseBased" } : tuning;
     this.#maxDown = nodeCount >= 5 ? 2 : 1;
     this.#clientRate = 0.1 + r.next() * 0.5;
     this.#crashRate = r.next() * 0.02;
