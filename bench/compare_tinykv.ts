@@ -239,7 +239,7 @@ export class TinyKvCluster {
   async statuses(): Promise<(NodeStatusResponse | undefined)[]> {
     return await Promise.all(this.#admins.map(async (admin) => {
       const result = await unaryCaller(admin, "Status")(
-        { withDataHash: false, resetTurnStats: false },
+        { withDataHash: false, resetTurnStats: false, sinceVersion: 0, sinceStartedAtMs: 0 },
         { deadlineMs: STATUS_DEADLINE_MS },
       );
       return result.kind === "ok" ? result.response : undefined;

@@ -115,7 +115,12 @@ async function status(
   node: ClusterNode,
   resetTurnStats = false,
 ): Promise<NodeStatusResponse> {
-  const result = await cluster.call(node, "Status", { withDataHash: false, resetTurnStats });
+  const result = await cluster.call(node, "Status", {
+    withDataHash: false,
+    resetTurnStats,
+    sinceVersion: 0,
+    sinceStartedAtMs: 0,
+  });
   if (result.kind !== "ok") throw new Error(`Status of ${node.process.name}: ${result.message}`);
   return result.response as NodeStatusResponse;
 }

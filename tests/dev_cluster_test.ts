@@ -257,6 +257,8 @@ async function kvnodeAnswers(port: number): Promise<boolean> {
     const result = await unaryCaller(admin, "Status")({
       withDataHash: false,
       resetTurnStats: false,
+      sinceVersion: 0,
+      sinceStartedAtMs: 0,
     }, {
       deadlineMs: 2_000,
     });

@@ -5,7 +5,7 @@
 // and foreign clusters are refused; many client channels opening and closing do not kill a node.
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { KvNodeService, type ResponseItem } from "@tinykv/proto/tinykv/v1";
+import { KvNodeService, type NodeStatusResponse, type ResponseItem } from "@tinykv/proto/tinykv/v1";
 import { rpcOk } from "@tinykv/rpc";
 import { assertSurvivesChannelChurn } from "@tinykv/rpc/testing";
 import { connectZooKeeper } from "@tinykv/zk";
@@ -111,6 +111,47 @@ Deno.test("kvnodes: writes survive kill -9 of a minority and of every node, repl
     const proposals = (await cluster.statuses()).flatMap((s) => s.replicas)
       .reduce((sum, r) => sum + r.proposals, 0);
     assert.ok(proposals >= 30, `the leaders counted ${proposals} proposals of the 30 writes`);
+    // A status since an earlier one holds only the replicas that changed: after writes to every
+    // shard, all three; never one that did not.
+    const node = cluster.nodes[0];
+    const ask = async (sinceVersion: number, sinceStartedAtMs: number) => {
+      const answer = await cluster.call(node, "Status", {
+        withDataHash: false,
+        resetTurnStats: false,
+        sinceVersion,
+        sinceStartedAtMs,
+      });
+      assert.equal(answer.kind, "ok", `Status: ${JSON.stringify(answer)}`);
+      return answer.kind === "ok" ? answer.response as NodeStatusResponse : assert.fail();
+    };
+    const whole = await ask(0, 0);
+    assert.equal(whole.delta, false);
+    assert.equal(whole.replicas.length, 3);
+    assert.ok(whole.statusVersion > 0, "a status version");
+    await writeAll(cluster, "delta", 30);
+    const applied = (status: NodeStatusResponse, shard: number) =>
+      status.replicas.find((r) => r.shardId === shard)?.appliedIndex ?? 0;
+    let delta = whole;
+    // A follower applies the writes with the leader's next message: wait for all three.
+    await waitFor(async () => {
+      delta = await ask(whole.statusVersion, whole.startedAtMs);
+      assert.equal(delta.delta, true);
+      return [1, 2, 3].every((shard) => applied(delta, shard) > applied(whole, shard));
+    }, { timeoutMs: 10_000, what: "a delta with every shard's writes applied" });
+    assert.ok(delta.statusVersion > whole.statusVersion, "the version moved with the writes");
+    assert.equal(delta.replicas.length, 3);
+    // Once the shards are quiet, a delta is empty and the version stays.
+    let since = delta.statusVersion;
+    await waitFor(async () => {
+      const quiet = await ask(since, whole.startedAtMs);
+      const empty = quiet.delta && quiet.replicas.length === 0 && quiet.statusVersion === since;
+      since = quiet.statusVersion;
+      return empty;
+    }, { timeoutMs: 10_000, what: "an empty delta once the shards are quiet" });
+    // Another process's start time: every replica.
+    const other = await ask(delta.statusVersion, whole.startedAtMs + 1);
+    assert.equal(other.delta, false);
+    assert.equal(other.replicas.length, 3);
   });
 });
 
@@ -137,6 +178,8 @@ Deno.test("kvnodes: a follower that fell far behind catches up by snapshot", asy
         const status = await cluster.call(lagging, "Status", {
           withDataHash: false,
           resetTurnStats: false,
+          sinceVersion: 0,
+          sinceStartedAtMs: 0,
         });
         return status.kind === "ok" && status.response.replicas[0].dataKeys === 220;
       }, { timeoutMs: 20_000, what: "the lagging node to hold all 220 keys" });
@@ -194,6 +237,8 @@ Deno.test("kvnodes: a replica moves under concurrent writes and nothing is lost"
         const status = await cluster.call(leaving, "Status", {
           withDataHash: false,
           resetTurnStats: false,
+          sinceVersion: 0,
+          sinceStartedAtMs: 0,
         });
         return status.kind === "ok" && status.response.replicas.length === 0;
       }, { timeoutMs: 20_000, what: "the removed replica to delete itself" });

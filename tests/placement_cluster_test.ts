@@ -201,6 +201,8 @@ Deno.test("placement: deletes an orphan replica left by an abandoned move", asyn
       const status = await cluster.call(outsider, "Status", {
         withDataHash: false,
         resetTurnStats: false,
+        sinceVersion: 0,
+        sinceStartedAtMs: 0,
       });
       return status.kind === "ok" && !status.response.replicas.some((r) => r.shardId === 1);
     }, { timeoutMs: 40_000, what: "placement to delete the orphan replica" });

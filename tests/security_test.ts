@@ -283,6 +283,8 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
     const status = await unaryCaller(nodeAdmin, "Status")({
       withDataHash: false,
       resetTurnStats: false,
+      sinceVersion: 0,
+      sinceStartedAtMs: 0,
     }, { deadlineMs: 5000 });
     assert.equal(status.kind, "permissionDenied");
 
@@ -348,6 +350,8 @@ Deno.test("security: TLS and tokens end to end, and every refusal changes nothin
       const answer = await unaryCaller(n2Admin, "Status")({
         withDataHash: false,
         resetTurnStats: false,
+        sinceVersion: 0,
+        sinceStartedAtMs: 0,
       }, { deadlineMs: 5000 });
       if (answer.kind !== "ok") assert.fail(`n2's status: ${answer.message}`);
       return answer.response.replicas;

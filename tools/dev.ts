@@ -805,7 +805,7 @@ function adminClient(config: Config, address: string): GrpcClient<typeof NodeAdm
 
 async function statusOf(admin: GrpcClient<typeof NodeAdminService>): Promise<NodeStatusResponse> {
   const result = await unaryCaller(admin, "Status")(
-    { withDataHash: false, resetTurnStats: false },
+    { withDataHash: false, resetTurnStats: false, sinceVersion: 0, sinceStartedAtMs: 0 },
     { deadlineMs: 5000 },
   );
   if (result.kind !== "ok") throw new Error(`Cannot read a kvnode's status: ${result.message}`);

@@ -30,6 +30,7 @@ import type { PeerAddress } from "./replica.ts";
 import { unreachable } from "./_assert.ts";
 import { hashSpacesInSlices } from "./state_machine.ts";
 import { exportShardHandler } from "./export_shard.ts";
+import { type StatusAnswer, StatusVersions } from "./status_versions.ts";
 import { shardId } from "@tinykv/shard";
 
 /** Who this node is, as admin calls check it. */
@@ -65,6 +66,7 @@ const ROLE: Record<Role, ReplicaStatus_Role> = {
 export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
   const { driver, identity } = options;
   const quietStatuses = new QuietStatusCache();
+  const versions = new StatusVersions();
   // One data hash at a time: each holds a read view (an LMDB reader) while it runs.
   const hashing = { running: false };
   const clusterCheck = (clusterId: string) =>
@@ -141,11 +143,13 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
       messageBytesMax: options.messageBytesMax ?? MESSAGE_BYTES_MAX_DEFAULT,
     }),
     Status: async (request, context) => {
-      let replicas: ReplicaStatus[];
+      let answer: StatusAnswer;
       if (!request.withDataHash) {
-        replicas = await driver.inspect((all) =>
+        const current = await driver.inspect((all) =>
           all.map((replica) => quietStatuses.get(replica, () => replicaStatus(replica)))
         );
+        const since = request.sinceStartedAtMs === identity.startedAtMs ? request.sinceVersion : 0;
+        answer = versions.answer(current, since);
       } else {
         if (hashing.running) {
           return rpcFailure(
@@ -156,7 +160,9 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
         }
         hashing.running = true;
         try {
-          replicas = await hashedStatuses(driver, context.signal);
+          // Statuses with hashes are never a delta's base: version 0 asks for every replica.
+          const replicas = await hashedStatuses(driver, context.signal);
+          answer = { version: 0, delta: false, replicas, removed: [] };
         } finally {
           hashing.running = false;
         }
@@ -166,7 +172,10 @@ export function nodeAdminService(options: AdminServiceOptions): ServiceBinding {
         clusterId: identity.clusterId,
         address: identity.address,
         startedAtMs: identity.startedAtMs,
-        replicas,
+        replicas: answer.replicas,
+        statusVersion: answer.version,
+        delta: answer.delta,
+        removed: answer.removed,
         turnMsMax: Math.ceil(driver.turnStats.turnMsMax),
         slowTurns: driver.turnStats.slowTurns,
         turnWriteMs: Math.ceil(driver.turnStats.turnWriteMs),

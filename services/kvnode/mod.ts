@@ -28,3 +28,4 @@ export {
   type StateMachineSpaces,
 } from "./state_machine.ts";
 export { SessionTable } from "./session_table.ts";
+export { REMOVALS_KEPT, type StatusAnswer, StatusVersions } from "./status_versions.ts";

@@ -50,6 +50,9 @@ export function nodeStatus(node: string, replicas: ReplicaStatus[]): NodeStatusR
     slowTurns: 0,
     turnWriteMs: 0,
     diskBytes: 0,
+    statusVersion: 0,
+    delta: false,
+    removed: [],
   };
 }
 

@@ -16,11 +16,13 @@ import {
   createGrpcClient,
   type GrpcClient,
   rpcFailure,
+  rpcOk,
   type RpcResult,
   unaryCaller,
 } from "@tinykv/rpc";
 import type { HashRange, ShardId } from "@tinykv/shard";
 import type { Member } from "./cluster_model.ts";
+import { StatusCache } from "./status_cache.ts";
 
 /** The largest admin message placement sends or accepts. */
 export const ADMIN_MESSAGE_BYTES_MAX = 8 * 1024 * 1024;
@@ -38,6 +40,7 @@ const CHANGE_CODES = {
 /** Clients of every kvnode placement talks to, by address. */
 export class NodeAdminPool {
   readonly #clients = new Map<string, GrpcClient<typeof NodeAdminService>>();
+  readonly #statuses = new StatusCache();
   readonly #clusterId: () => string;
   readonly #security: ClientSecurity;
 
@@ -54,6 +57,7 @@ export class NodeAdminPool {
         const [oldest, old] = this.#clients.entries().next().value!;
         old.close();
         this.#clients.delete(oldest);
+        this.#statuses.delete(oldest);
       }
       client = createGrpcClient(NodeAdminService, address, {
         maxMessageBytes: ADMIN_MESSAGE_BYTES_MAX,
@@ -64,12 +68,26 @@ export class NodeAdminPool {
     return client;
   }
 
-  /** The node's status. */
-  status(address: string, deadlineMs: number): Promise<RpcResult<NodeStatusResponse>> {
-    return unaryCaller(this.#client(address), "Status")({
-      withDataHash: false,
-      resetTurnStats: false,
-    }, { deadlineMs });
+  /**
+   * The node's status, every replica in it. Asks for a delta since the last answer from the
+   * node at `address` (`NodeStatusRequest.since_version`) and merges it into that answer, kept
+   * here: the leader's rounds and the dashboard share it.
+   */
+  async status(address: string, deadlineMs: number): Promise<RpcResult<NodeStatusResponse>> {
+    const ask = (since: { sinceVersion: number; sinceStartedAtMs: number }) =>
+      unaryCaller(this.#client(address), "Status")({
+        withDataHash: false,
+        resetTurnStats: false,
+        ...since,
+      }, { deadlineMs });
+    const answer = await ask(this.#statuses.since(address));
+    if (answer.kind !== "ok") return answer;
+    const merged = this.#statuses.merge(address, answer.response);
+    if (merged !== undefined) return rpcOk(merged);
+    // A delta whose base was dropped meanwhile (the client evicted): ask for every replica.
+    const whole = await ask({ sinceVersion: 0, sinceStartedAtMs: 0 });
+    if (whole.kind !== "ok") return whole;
+    return rpcOk(this.#statuses.merge(address, whole.response) ?? whole.response);
   }
 
   /** Creates a replica (`join`: of a running group; otherwise a member of a new one). */
@@ -148,5 +166,6 @@ export class NodeAdminPool {
   close(): void {
     for (const client of this.#clients.values()) client.close();
     this.#clients.clear();
+    this.#statuses.clear();
   }
 }

@@ -212,7 +212,12 @@ export class KvNodeCluster {
     const out: NodeStatusResponse[] = [];
     for (const node of this.nodes) {
       if (!node.process.running) continue;
-      const result = await this.call(node, "Status", { withDataHash, resetTurnStats: false });
+      const result = await this.call(node, "Status", {
+        withDataHash,
+        resetTurnStats: false,
+        sinceVersion: 0,
+        sinceStartedAtMs: 0,
+      });
       if (result.kind === "ok") out.push(result.response as NodeStatusResponse);
     }
     return out;
@@ -314,6 +319,8 @@ export class KvNodeCluster {
         const status = await this.call(node, "Status", {
           withDataHash: false,
           resetTurnStats: false,
+          sinceVersion: 0,
+          sinceStartedAtMs: 0,
         });
         if (status.kind !== "ok") continue;
         const replica = (status.response as NodeStatusResponse).replicas.find((r) =>

@@ -337,7 +337,7 @@ export class ChaosCluster {
   /** A node's status (3 s deadline); undefined when it does not answer. */
   async status(node: ChaosNode, withDataHash = false): Promise<NodeStatusResponse | undefined> {
     if (!node.process.running || node.paused) return undefined;
-    const request = { withDataHash, resetTurnStats: false };
+    const request = { withDataHash, resetTurnStats: false, sinceVersion: 0, sinceStartedAtMs: 0 };
     const answer = await unaryCaller(node.admin, "Status")(request, { deadlineMs: 3000 });
     return answer.kind === "ok" ? answer.response : undefined;
   }

@@ -348,6 +348,8 @@ async function checkReplicasAgree(cluster: DeployCluster): Promise<string[]> {
         const answer = await unaryCaller(client, "Status")({
           withDataHash: true,
           resetTurnStats: false,
+          sinceVersion: 0,
+          sinceStartedAtMs: 0,
         }, { deadlineMs: 10_000 });
         if (answer.kind === "ok") statuses.push(answer.response);
       }

@@ -336,7 +336,7 @@ async function findClusterId(
     });
     try {
       const result = await unaryCaller<typeof NodeAdminService, "Status">(client, "Status")(
-        { withDataHash: false, resetTurnStats: false },
+        { withDataHash: false, resetTurnStats: false, sinceVersion: 0, sinceStartedAtMs: 0 },
         { deadlineMs: Math.min(timeoutMs, 5000) },
       );
       if (result.kind === "ok") return result.response.clusterId;

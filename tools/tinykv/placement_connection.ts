@@ -143,6 +143,8 @@ export async function nodeStatuses(
       return await unaryCaller<typeof NodeAdminService, "Status">(client, "Status")({
         withDataHash: false,
         resetTurnStats: false,
+        sinceVersion: 0,
+        sinceStartedAtMs: 0,
       }, { deadlineMs });
     } finally {
       client.close();

@@ -998,6 +998,14 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                   "type": "bool",
                   "id": 2,
                 },
+                "sinceVersion": {
+                  "type": "uint64",
+                  "id": 3,
+                },
+                "sinceStartedAtMs": {
+                  "type": "uint64",
+                  "id": 4,
+                },
               },
             },
             "NodeStatusResponse": {
@@ -1038,6 +1046,31 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
                 "diskBytes": {
                   "type": "uint64",
                   "id": 9,
+                },
+                "statusVersion": {
+                  "type": "uint64",
+                  "id": 10,
+                },
+                "delta": {
+                  "type": "bool",
+                  "id": 11,
+                },
+                "removed": {
+                  "rule": "repeated",
+                  "type": "ReplicaRef",
+                  "id": 12,
+                },
+              },
+            },
+            "ReplicaRef": {
+              "fields": {
+                "shardId": {
+                  "type": "uint32",
+                  "id": 1,
+                },
+                "peerId": {
+                  "type": "uint64",
+                  "id": 2,
                 },
               },
             },
@@ -3622,6 +3655,15 @@ export interface NodeStatusRequest {
    * one phase this way; placement never sets it).
    */
   resetTurnStats: boolean;
+  /**
+   * Ask for a delta: the `status_version` and `started_at_ms` of an earlier answer from this node.
+   * The answer then holds only the replicas whose status changed since that one, and the replicas
+   * removed since (`delta` set), when the node still can tell; otherwise, and when 0 or with
+   * `with_data_hash`, every replica.
+   */
+  sinceVersion: number;
+  /** The field `since_started_at_ms = 4`. */
+  sinceStartedAtMs: number;
 }
 
 function fromNodeStatusRequest(m: unknown): NodeStatusRequest {
@@ -3629,14 +3671,24 @@ function fromNodeStatusRequest(m: unknown): NodeStatusRequest {
   return {
     withDataHash: toBool(r.withDataHash),
     resetTurnStats: toBool(r.resetTurnStats),
+    sinceVersion: toSafeInteger(r.sinceVersion, "tinykv.v1.NodeStatusRequest.sinceVersion"),
+    sinceStartedAtMs: toSafeInteger(
+      r.sinceStartedAtMs,
+      "tinykv.v1.NodeStatusRequest.sinceStartedAtMs",
+    ),
   };
+}
+
+function checkNodeStatusRequest(m: NodeStatusRequest): void {
+  checkInteger(m.sinceVersion, "uint64", "tinykv.v1.NodeStatusRequest.sinceVersion");
+  checkInteger(m.sinceStartedAtMs, "uint64", "tinykv.v1.NodeStatusRequest.sinceStartedAtMs");
 }
 
 /** Encodes, decodes and creates `tinykv.v1.NodeStatusRequest`. */
 export const NodeStatusRequest: MessageCodec<NodeStatusRequest> = messageCodec(
   "tinykv.v1.NodeStatusRequest",
   fromNodeStatusRequest,
-  checkNothing,
+  checkNodeStatusRequest,
 );
 
 /** The message `tinykv.v1.NodeStatusResponse`. */
@@ -3667,6 +3719,18 @@ export interface NodeStatusResponse {
    * pages inside it count), 0 when unknown.
    */
   diskBytes: number;
+  /**
+   * Where this answer stands in the node's sequence of statuses (it grows while the process
+   * lives): send it back as `since_version` to get a delta next time.
+   */
+  statusVersion: number;
+  /**
+   * Set when `replicas` holds only the replicas whose status changed since `since_version`, each
+   * whole, and `removed` the replicas gone since; unset when `replicas` is every replica.
+   */
+  delta: boolean;
+  /** The field `removed = 12`. */
+  removed: ReplicaRef[];
 }
 
 function fromNodeStatusResponse(m: unknown): NodeStatusResponse {
@@ -3681,6 +3745,9 @@ function fromNodeStatusResponse(m: unknown): NodeStatusResponse {
     slowTurns: toSafeInteger(r.slowTurns, "tinykv.v1.NodeStatusResponse.slowTurns"),
     turnWriteMs: toFloat(r.turnWriteMs),
     diskBytes: toSafeInteger(r.diskBytes, "tinykv.v1.NodeStatusResponse.diskBytes"),
+    statusVersion: toSafeInteger(r.statusVersion, "tinykv.v1.NodeStatusResponse.statusVersion"),
+    delta: toBool(r.delta),
+    removed: toArray(r.removed, "tinykv.v1.NodeStatusResponse.removed", fromReplicaRef),
   };
 }
 
@@ -3693,6 +3760,10 @@ function checkNodeStatusResponse(m: NodeStatusResponse): void {
   checkInteger(m.slowTurns, "uint64", "tinykv.v1.NodeStatusResponse.slowTurns");
   checkInteger(m.turnWriteMs, "uint32", "tinykv.v1.NodeStatusResponse.turnWriteMs");
   checkInteger(m.diskBytes, "uint64", "tinykv.v1.NodeStatusResponse.diskBytes");
+  checkInteger(m.statusVersion, "uint64", "tinykv.v1.NodeStatusResponse.statusVersion");
+  for (const x of m.removed) {
+    checkReplicaRef(x);
+  }
 }
 
 /** Encodes, decodes and creates `tinykv.v1.NodeStatusResponse`. */
@@ -3700,6 +3771,34 @@ export const NodeStatusResponse: MessageCodec<NodeStatusResponse> = messageCodec
   "tinykv.v1.NodeStatusResponse",
   fromNodeStatusResponse,
   checkNodeStatusResponse,
+);
+
+/** One replica on a node: its shard and peer id. */
+export interface ReplicaRef {
+  /** The field `shard_id = 1`. */
+  shardId: number;
+  /** The field `peer_id = 2`. */
+  peerId: number;
+}
+
+function fromReplicaRef(m: unknown): ReplicaRef {
+  const r = asRecord(m);
+  return {
+    shardId: toFloat(r.shardId),
+    peerId: toSafeInteger(r.peerId, "tinykv.v1.ReplicaRef.peerId"),
+  };
+}
+
+function checkReplicaRef(m: ReplicaRef): void {
+  checkInteger(m.shardId, "uint32", "tinykv.v1.ReplicaRef.shardId");
+  checkInteger(m.peerId, "uint64", "tinykv.v1.ReplicaRef.peerId");
+}
+
+/** Encodes, decodes and creates `tinykv.v1.ReplicaRef`. */
+export const ReplicaRef: MessageCodec<ReplicaRef> = messageCodec(
+  "tinykv.v1.ReplicaRef",
+  fromReplicaRef,
+  checkReplicaRef,
 );
 
 /** The message `tinykv.v1.ReplicaStatus`. */
