@@ -1,0 +1,119 @@
+/**
+ * Checks write coalescing: a socket's writes in one event-loop turn go out as one `writev` after
+ * the turn, in order and whole, and the next turn's writes start a new batch; every connection a
+ * server from startGrpcServer() accepts is coalesced, and many concurrent calls on one connection
+ * are all answered.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { setImmediate } from "node:timers";
+import { KVService } from "../../proto/gen/tinykv/v1.ts";
+import { coalescedSockets, coalesceWrites, type CorkableSocket } from "./coalesce.ts";
+import {
+  createGrpcClient,
+  MESSAGE_BYTES_MAX_DEFAULT,
+  startGrpcServer,
+  unaryCaller,
+} from "./mod.ts";
+import { kvTestService } from "./testdata/kv_service.ts";
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+Deno.test("coalesceWrites() corks at a turn's first write and uncorks after the turn", async () => {
+  const events: string[] = [];
+  const socket: CorkableSocket = {
+    write: ((chunk: string) => (events.push(`write ${chunk}`), true)) as CorkableSocket["write"],
+    cork: () => events.push("cork"),
+    uncork: () => events.push("uncork"),
+  };
+  coalesceWrites(socket);
+  const write = socket.write as (chunk: string) => boolean;
+  write("a");
+  write("b");
+  write("c");
+  assert.deepEqual(events, ["cork", "write a", "write b", "write c"]);
+  await nextTurn();
+  assert.deepEqual(events.slice(4), ["uncork"]);
+  write("d");
+  await nextTurn();
+  assert.deepEqual(events.slice(5), ["cork", "write d", "uncork"]);
+});
+
+Deno.test("a coalesced TCP socket sends one turn's writes in one writev, whole and in order", async () => {
+  const received: Uint8Array[] = [];
+  let writevCalls = 0;
+  let writeCalls = 0;
+  let done!: () => void;
+  const all = new Promise<void>((resolve) => (done = resolve));
+  const server = net.createServer((socket) => {
+    const raw = socket as unknown as {
+      _writev: (...args: unknown[]) => unknown;
+      _write: (...args: unknown[]) => unknown;
+    };
+    const writev = raw._writev.bind(socket);
+    const write1 = raw._write.bind(socket);
+    raw._writev = (...args) => (writevCalls++, writev(...args));
+    raw._write = (...args) => (writeCalls++, write1(...args));
+    coalesceWrites(socket as unknown as CorkableSocket);
+    for (let i = 0; i < 100; i++) socket.write(new TextEncoder().encode(`${i};`));
+    socket.end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const client = net.connect(port, "127.0.0.1");
+  client.on("data", (chunk: Uint8Array) => received.push(chunk));
+  client.on("end", () => done());
+  await all;
+  client.destroy();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const text = new TextDecoder().decode(new Uint8Array(received.flatMap((c) => [...c])));
+  assert.equal(text, Array.from({ length: 100 }, (_, i) => `${i};`).join(""));
+  assert.equal(writevCalls, 1, `writev calls: ${writevCalls}, write calls: ${writeCalls}`);
+  assert.equal(writeCalls, 0);
+});
+
+Deno.test("startGrpcServer() coalesces its connections; 500 concurrent calls on one are answered", async () => {
+  const before = coalescedSockets();
+  const server = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMessageBytes: MESSAGE_BYTES_MAX_DEFAULT,
+    services: [kvTestService()],
+  });
+  const client = createGrpcClient(KVService, `127.0.0.1:${server.port}`, {
+    maxMessageBytes: MESSAGE_BYTES_MAX_DEFAULT,
+  });
+  try {
+    const put = unaryCaller(client, "Put");
+    const get = unaryCaller(client, "Get");
+    const encoder = new TextEncoder();
+    const puts = await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        put({
+          key: encoder.encode(`k${i}`),
+          value: encoder.encode(`v${i}`),
+          clientId: "",
+          seq: 0,
+          ackSeq: 0,
+        }, { deadlineMs: 10_000 })),
+    );
+    assert.ok(puts.every((answer) => answer.kind === "ok"));
+    const gets = await Promise.all(
+      Array.from(
+        { length: 500 },
+        (_, i) =>
+          get({ key: encoder.encode(`k${i}`), serializable: false }, { deadlineMs: 10_000 }),
+      ),
+    );
+    gets.forEach((answer, i) => {
+      assert.equal(answer.kind, "ok");
+      if (answer.kind === "ok") {
+        assert.equal(new TextDecoder().decode(answer.response.value), `v${i}`);
+      }
+    });
+    assert.equal(coalescedSockets(), before + 1, "the one connection was coalesced");
+  } finally {
+    client.close();
+    await server.shutdown(1000);
+  }
+});
