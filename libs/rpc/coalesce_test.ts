@@ -1,14 +1,16 @@
 /**
- * Checks write coalescing: a socket's writes in one event-loop turn go out as one `writev` after
- * the turn, in order and whole, and the next turn's writes start a new batch; every connection a
- * server from startGrpcServer() accepts is coalesced, and many concurrent calls on one connection
- * are all answered.
+ * Checks write coalescing: a socket's writes while one macrotask runs (with its ticks and
+ * microtasks) go out together before the next macrotask, in order and whole, as one `writev` on a
+ * TCP socket, and the next macrotask's writes start a new batch; every connection a server from
+ * startGrpcServer() accepts is coalesced, many concurrent calls on one connection are all answered
+ * and each answer's frames leave in one batch (TLS: security_test.ts).
  */
 import assert from "node:assert/strict";
 import net from "node:net";
+import process from "node:process";
 import { setImmediate } from "node:timers";
 import { KVService } from "../../proto/gen/tinykv/v1.ts";
-import { coalescedSockets, coalesceWrites, type CorkableSocket } from "./coalesce.ts";
+import { coalesceCounts, coalesceWrites, type CorkableSocket } from "./coalesce.ts";
 import {
   createGrpcClient,
   MESSAGE_BYTES_MAX_DEFAULT,
@@ -19,7 +21,7 @@ import { kvTestService } from "./testdata/kv_service.ts";
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-Deno.test("coalesceWrites() corks at a turn's first write and uncorks after the turn", async () => {
+Deno.test("coalesceWrites(): one batch for the writes of a macrotask, its ticks and microtasks", async () => {
   const events: string[] = [];
   const socket: CorkableSocket = {
     write: ((chunk: string) => (events.push(`write ${chunk}`), true)) as CorkableSocket["write"],
@@ -28,15 +30,28 @@ Deno.test("coalesceWrites() corks at a turn's first write and uncorks after the 
   };
   coalesceWrites(socket);
   const write = socket.write as (chunk: string) => boolean;
-  write("a");
-  write("b");
-  write("c");
-  assert.deepEqual(events, ["cork", "write a", "write b", "write c"]);
+  const before = coalesceCounts();
+  // As Deno's http2 does: headers at once, the message from a tick, the trailers from a tick the
+  // first one queues; and another answer from a promise continuation.
+  write("headers");
+  process.nextTick(() => {
+    write("message");
+    process.nextTick(() => write("trailers"));
+  });
+  Promise.resolve().then(() => write("second"));
+  let immediateSaw: string[] = [];
+  setImmediate(() => (immediateSaw = [...events]));
   await nextTurn();
-  assert.deepEqual(events.slice(4), ["uncork"]);
-  write("d");
+  const batch = ["cork", "write headers", "write message", "write trailers", "write second"];
+  assert.deepEqual(events, [...batch, "uncork"]);
+  // Uncorked before any later macrotask ran.
+  assert.deepEqual(immediateSaw, [...batch, "uncork"]);
+  write("next");
   await nextTurn();
-  assert.deepEqual(events.slice(5), ["cork", "write d", "uncork"]);
+  assert.deepEqual(events.slice(6), ["cork", "write next", "uncork"]);
+  const after = coalesceCounts();
+  assert.equal(after.writes - before.writes, 5);
+  assert.equal(after.batches - before.batches, 2);
 });
 
 Deno.test("a coalesced TCP socket sends one turn's writes in one writev, whole and in order", async () => {
@@ -72,8 +87,8 @@ Deno.test("a coalesced TCP socket sends one turn's writes in one writev, whole a
   assert.equal(writeCalls, 0);
 });
 
-Deno.test("startGrpcServer() coalesces its connections; 500 concurrent calls on one are answered", async () => {
-  const before = coalescedSockets();
+Deno.test("startGrpcServer() coalesces its connections' writes; 500 concurrent calls are answered", async () => {
+  const before = coalesceCounts();
   const server = await startGrpcServer({
     host: "127.0.0.1",
     port: 0,
@@ -111,7 +126,13 @@ Deno.test("startGrpcServer() coalesces its connections; 500 concurrent calls on 
         assert.equal(new TextDecoder().decode(answer.response.value), `v${i}`);
       }
     });
-    assert.equal(coalescedSockets(), before + 1, "the one connection was coalesced");
+    const after = coalesceCounts();
+    assert.equal(after.sockets - before.sockets, 1, "the one connection was coalesced");
+    const writes = after.writes - before.writes;
+    const batches = after.batches - before.batches;
+    // Three frames an answer (headers, message, trailers), which leave together.
+    assert.ok(writes >= 3 * 1000, `${writes} writes for 1000 answers`);
+    assert.ok(batches <= writes / 2.5, `${writes} writes left in ${batches} batches`);
   } finally {
     client.close();
     await server.shutdown(1000);

@@ -4,7 +4,8 @@
 // method does not allow are refused with the right status and reach no handler, for unary calls,
 // client streams and bidirectional streams alike; an allowed caller gets through and its handler
 // sees who called. Last, whether this runtime's grpc-js server can require client certificates
-// (mutual TLS could then replace the tokens).
+// (mutual TLS could then replace the tokens). Also: a TLS connection's writes are coalesced
+// (coalesce.ts).
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { type Claims, generateKeyPair, mintToken, type Role, TokenVerifier } from "@tinykv/auth";
@@ -17,6 +18,7 @@ import {
   RaftTransportService,
 } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, unaryCaller } from "./client.ts";
+import { coalesceCounts } from "./coalesce.ts";
 import { callerOf, type ServerAuth } from "./security.ts";
 import { bindService, MESSAGE_BYTES_MAX_DEFAULT, startGrpcServer } from "./server.ts";
 import { failureFromError, rpcOk } from "./status.ts";
@@ -209,6 +211,31 @@ Deno.test("TLS and tokens: each refusal has its status and reaches no handler", 
     const allowed = await get(port, { token: await token({ sub: "app" }) });
     assert.equal(allowed.kind, "ok");
     assert.deepEqual(reached, ["Get by app"]);
+  });
+});
+
+Deno.test("TLS: the TLS socket's writes are coalesced, each answer's frames in one batch", async () => {
+  await withServer(async (port) => {
+    const before = coalesceCounts();
+    const client = clientOf(KVService, port, { token: await token({ sub: "app" }) });
+    try {
+      const get = unaryCaller(client, "Get");
+      const answers = await Promise.all(
+        Array.from(
+          { length: 200 },
+          () => get({ key: new Uint8Array([1]), serializable: false }, { deadlineMs: 5000 }),
+        ),
+      );
+      assert.ok(answers.every((answer) => answer.kind === "ok"));
+    } finally {
+      client.close();
+    }
+    const after = coalesceCounts();
+    assert.equal(after.sockets - before.sockets, 1, "the TLS connection was coalesced");
+    const writes = after.writes - before.writes;
+    const batches = after.batches - before.batches;
+    assert.ok(writes >= 3 * 200, `${writes} writes for 200 answers: not the socket HTTP/2 uses`);
+    assert.ok(batches <= writes / 2.5, `${writes} writes left in ${batches} batches`);
   });
 });
 

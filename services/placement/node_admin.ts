@@ -80,14 +80,20 @@ export class NodeAdminPool {
         resetTurnStats: false,
         ...since,
       }, { deadlineMs });
-    const answer = await ask(this.#statuses.since(address));
+    const since = this.#statuses.since(address);
+    const answer = await ask(since);
     if (answer.kind !== "ok") return answer;
-    const merged = this.#statuses.merge(address, answer.response);
-    if (merged !== undefined) return rpcOk(merged);
-    // A delta whose base was dropped meanwhile (the client evicted): ask for every replica.
-    const whole = await ask({ sinceVersion: 0, sinceStartedAtMs: 0 });
+    if (this.#clients.has(address)) {
+      const merged = this.#statuses.merge(address, answer.response, since);
+      if (merged !== undefined) return rpcOk(merged);
+    } else if (!answer.response.delta) {
+      return answer; // Its client was closed meanwhile: nothing is kept for it.
+    }
+    // A delta whose base is gone (dropped with its client, or replaced): ask for every replica.
+    const everything = { sinceVersion: 0, sinceStartedAtMs: 0 };
+    const whole = await ask(everything);
     if (whole.kind !== "ok") return whole;
-    return rpcOk(this.#statuses.merge(address, whole.response) ?? whole.response);
+    return rpcOk(this.#statuses.merge(address, whole.response, everything) ?? whole.response);
   }
 
   /** Creates a replica (`join`: of a running group; otherwise a member of a new one). */

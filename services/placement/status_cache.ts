@@ -6,7 +6,8 @@
  *
  * Answers can arrive out of order (the leader's round and the dashboard ask the same node at
  * once): an answer older than the one held is not applied, and the held status, which is newer,
- * is returned in its place.
+ * is returned in its place; a delta is applied only to a status at or after the one it was asked
+ * against (an entry dropped and filled again meanwhile may be older).
  *
  * @module
  */
@@ -33,14 +34,21 @@ export class StatusCache {
   }
 
   /**
-   * Merges an answer from the node at `address`; the whole status after it, or `undefined` for a
-   * delta this cache holds no base for (ask for everything then).
+   * Merges an answer from the node at `address` to a call that asked with `since`; the whole status
+   * after it, or `undefined` for a delta this cache cannot apply (its base is not the status held,
+   * which may have been dropped or replaced meanwhile): ask for everything then.
    */
-  merge(address: string, answer: NodeStatusResponse): NodeStatusResponse | undefined {
+  merge(
+    address: string,
+    answer: NodeStatusResponse,
+    since: { sinceVersion: number; sinceStartedAtMs: number },
+  ): NodeStatusResponse | undefined {
     const entry = this.#entries.get(address);
-    const sameProcess = entry !== undefined && entry.startedAtMs === answer.startedAtMs &&
-      entry.whole.nodeId === answer.nodeId;
+    const sameNode = entry !== undefined && entry.whole.nodeId === answer.nodeId;
+    const sameProcess = sameNode && entry.startedAtMs === answer.startedAtMs;
     if (!answer.delta) {
+      // Older than the one held. (A late answer of the node's previous process takes the place of
+      // the new one's until the next call: start times are wall clocks, which may step back.)
       if (sameProcess && answer.statusVersion < entry.version) return entry.whole;
       const replicas = new Map<string, ReplicaStatus>();
       for (const status of answer.replicas) replicas.set(keyOf(status), status);
@@ -53,7 +61,9 @@ export class StatusCache {
       this.#entries.set(address, fresh);
       return fresh.whole;
     }
-    if (!sameProcess) return undefined;
+    // A delta holds the changes after its base: it applies to a status at or after that base.
+    if (!sameProcess || since.sinceStartedAtMs !== entry.startedAtMs) return undefined;
+    if (since.sinceVersion > entry.version) return undefined;
     if (answer.statusVersion < entry.version) return entry.whole;
     for (const removed of answer.removed) {
       entry.replicas.delete(`${removed.shardId}/${removed.peerId}`);
