@@ -22,7 +22,7 @@ import {
 } from "@tinykv/rpc";
 import type { HashRange, ShardId } from "@tinykv/shard";
 import type { Member } from "./cluster_model.ts";
-import { StatusCache } from "./status_cache.ts";
+import { NO_BASE, type StatusBase, StatusCache } from "./status_cache.ts";
 
 /** The largest admin message placement sends or accepts. */
 export const ADMIN_MESSAGE_BYTES_MAX = 8 * 1024 * 1024;
@@ -74,7 +74,7 @@ export class NodeAdminPool {
    * here: the leader's rounds and the dashboard share it.
    */
   async status(address: string, deadlineMs: number): Promise<RpcResult<NodeStatusResponse>> {
-    const ask = (since: { sinceVersion: number; sinceStartedAtMs: number }) =>
+    const ask = (since: StatusBase) =>
       unaryCaller(this.#client(address), "Status")({
         withDataHash: false,
         resetTurnStats: false,
@@ -90,10 +90,9 @@ export class NodeAdminPool {
       return answer; // Its client was closed meanwhile: nothing is kept for it.
     }
     // A delta whose base is gone (dropped with its client, or replaced): ask for every replica.
-    const everything = { sinceVersion: 0, sinceStartedAtMs: 0 };
-    const whole = await ask(everything);
+    const whole = await ask(NO_BASE);
     if (whole.kind !== "ok") return whole;
-    return rpcOk(this.#statuses.merge(address, whole.response, everything) ?? whole.response);
+    return rpcOk(this.#statuses.merge(address, whole.response, NO_BASE) ?? whole.response);
   }
 
   /** Creates a replica (`join`: of a running group; otherwise a member of a new one). */

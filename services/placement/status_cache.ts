@@ -13,6 +13,15 @@
  */
 import type { NodeStatusResponse, ReplicaStatus } from "@tinykv/proto/tinykv/v1";
 
+/** The status a call asks against (`NodeStatusRequest.since_version`, `since_started_at_ms`). */
+export interface StatusBase {
+  readonly sinceVersion: number;
+  readonly sinceStartedAtMs: number;
+}
+
+/** No base: ask for every replica. */
+export const NO_BASE: StatusBase = { sinceVersion: 0, sinceStartedAtMs: 0 };
+
 interface Entry {
   readonly startedAtMs: number;
   version: number;
@@ -26,10 +35,10 @@ export class StatusCache {
   readonly #entries = new Map<string, Entry>();
 
   /** What to ask the node at `address` for: a delta since the status held, or everything. */
-  since(address: string): { sinceVersion: number; sinceStartedAtMs: number } {
+  since(address: string): StatusBase {
     const entry = this.#entries.get(address);
     return entry === undefined || entry.version === 0
-      ? { sinceVersion: 0, sinceStartedAtMs: 0 }
+      ? NO_BASE
       : { sinceVersion: entry.version, sinceStartedAtMs: entry.startedAtMs };
   }
 
@@ -41,7 +50,7 @@ export class StatusCache {
   merge(
     address: string,
     answer: NodeStatusResponse,
-    since: { sinceVersion: number; sinceStartedAtMs: number },
+    since: StatusBase,
   ): NodeStatusResponse | undefined {
     const entry = this.#entries.get(address);
     const sameNode = entry !== undefined && entry.whole.nodeId === answer.nodeId;

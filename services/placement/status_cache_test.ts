@@ -8,14 +8,14 @@ import assert from "node:assert/strict";
 import type { NodeStatusResponse, ReplicaStatus } from "@tinykv/proto/tinykv/v1";
 import { StatusVersions } from "@tinykv/kvnode";
 import { mulberry32 } from "@tinykv/raft";
-import { StatusCache } from "./status_cache.ts";
+import { type StatusBase, StatusCache } from "./status_cache.ts";
 import { nodeStatus, replica } from "./_testing.ts";
 
 /** A node's answer to `since`, as the kvnode's `Status` builds it. */
 function answerOf(
   versions: StatusVersions,
   current: ReplicaStatus[],
-  since: { sinceVersion: number; sinceStartedAtMs: number },
+  since: StatusBase,
   startedAtMs = 5,
 ): NodeStatusResponse {
   const answer = versions.answer(
@@ -140,7 +140,7 @@ Deno.test("random histories, answers out of order, entries dropped: the status h
     const truth = new Map<number, string[]>();
     const inFlight: Array<{
       answer: NodeStatusResponse;
-      since: { sinceVersion: number; sinceStartedAtMs: number };
+      since: StatusBase;
     }> = [];
     const sorted = (list: Iterable<ReplicaStatus>) =>
       [...list].sort((a, b) => a.shardId - b.shardId).map((r) =>
