@@ -62,24 +62,37 @@ export class TestCluster {
   /** Nodes stopped as by SIGSTOP: not ticked, and cut off (see {@linkcode pause}). */
   readonly #paused = new Set<string>();
   readonly #tickClock: boolean;
+  readonly #answersLeft: (() => Promise<void>) | undefined;
 
-  private constructor(root: string, tuning: ReplicaTuning, tickClock: boolean) {
+  private constructor(
+    root: string,
+    tuning: ReplicaTuning,
+    tickClock: boolean,
+    answersLeft: (() => Promise<void>) | undefined,
+  ) {
     this.#root = root;
     this.#tuning = tuning;
     this.#tickClock = tickClock;
+    this.#answersLeft = answersLeft;
   }
 
   /**
    * With `tickClock`, each driver counts its ticks by the cluster's clock (as a kvnode does by
    * its monotonic clock), so a node that missed ticks takes them in its next turn.
+   * `answersLeft` replaces the drivers' wait before a turn that only applies commits.
    */
   static async create(
     nodeIds: string[],
     tuning = TEST_TUNING,
-    options: { tickClock?: boolean } = {},
+    options: { tickClock?: boolean; answersLeft?: () => Promise<void> } = {},
   ): Promise<TestCluster> {
     const root = await Deno.makeTempDir({ prefix: "tinykv-driver-" });
-    const cluster = new TestCluster(root, tuning, options.tickClock ?? false);
+    const cluster = new TestCluster(
+      root,
+      tuning,
+      options.tickClock ?? false,
+      options.answersLeft,
+    );
     for (const nodeId of nodeIds) cluster.#open(nodeId);
     return cluster;
   }
@@ -99,6 +112,7 @@ export class TestCluster {
       log: silentLog,
       seed: [...nodeId].reduce((h, c) => h * 31 + c.charCodeAt(0), 7),
       app: new KvApplication(),
+      answersLeft: this.#answersLeft,
       observer: {
         turned: (turn) => {
           if (turns.push(turn) > 1000) turns.shift();

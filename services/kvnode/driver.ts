@@ -142,6 +142,18 @@ export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
   readonly tickClock?: TickClock;
   /** Sees every Ready a replica persists and every turn (safety checks, metrics). */
   readonly observer?: DriverObserver<R, M>;
+  /**
+   * Settles once answers given now have left the process: a turn that only applies holds its
+   * transaction open until then and flushes after (`WriteOptions.hold`). Default: two turns of
+   * the event loop (`setImmediate` twice), after which the data path's answer batch, queued in
+   * the first, has been written to its socket.
+   */
+  readonly answersLeft?: () => Promise<void>;
+}
+
+/** Two turns of the event loop: the data path writes its answers from an immediate. */
+function twoLoopTurns(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
 
 /**
@@ -752,12 +764,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     for (const [, ready] of writing) applying += ready.committedEntries.length;
     const durable = evicted.length > 0 || this.#live.size > applying || !turn.small ||
       writing.some(([, ready]) => mustWaitForSync(ready));
+    const answers: Array<() => void> = [];
+    const answersLeft = this.#options.answersLeft ?? twoLoopTurns;
     await this.#options.store.write(() => {
       for (const replica of evicted) {
         replica.destroy();
         removed.push(replica);
       }
-      const answers: Array<() => void> = [];
       for (const [replica, ready] of writing) {
         this.#persistAndApply(replica, ready, answers, installed, removed);
       }
@@ -765,7 +778,12 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
       // node's data until the loop's next turn, which starts after the commit.
       for (const answer of answers) answer();
-    }, { durable, now: turn.quiet });
+    }, {
+      durable,
+      now: turn.quiet,
+      // A turn that only applies lets its answers leave before it flushes (node_store.ts).
+      hold: () => (answers.length > 0 ? answersLeft() : undefined),
+    });
     this.#writeMs = this.#now() - writeStarted;
     this.#turns++;
     let entries = 0;

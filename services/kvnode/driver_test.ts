@@ -41,7 +41,7 @@ function getValue(outcome: ItemOutcome): string | undefined {
 async function electedCluster(
   nodes = ["n1", "n2", "n3"],
   tuning = TEST_TUNING,
-  options: { tickClock?: boolean } = {},
+  options: { tickClock?: boolean; answersLeft?: () => Promise<void> } = {},
 ) {
   const cluster = await TestCluster.create(nodes, tuning, options);
   await cluster.createShard(SHARD, nodes, 101);
@@ -135,6 +135,55 @@ Deno.test("Driver: turns that persist wait for their sync; turns that only apply
     assert.ok(persisting.every((turn) => turn.durable), JSON.stringify(persisting));
     assert.ok(applying.some((turn) => !turn.durable), JSON.stringify(applying));
   } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("Driver: a turn that only applies answers before it commits", async () => {
+  // Once gated, a turn that applies and answers stays open until the test lets it commit.
+  let gated = false;
+  const gates: Array<() => void> = [];
+  const cluster = await electedCluster(undefined, undefined, {
+    answersLeft: () => {
+      if (!gated) return Promise.resolve();
+      return new Promise((resolve) => gates.push(resolve));
+    },
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const leader = cluster.leaderOf(SHARD)!;
+    const node = cluster.node(leader.nodeId);
+    // Settled first: nothing left to apply from the election.
+    await cluster.tick();
+    gated = true;
+    node.turns.splice(0);
+    const answered = cluster.submit(leader.nodeId, SHARD, {
+      kind: "mutation",
+      command: put("k", "v"),
+    });
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), 5_000);
+    });
+    const outcome = await Promise.race([answered, timeout]);
+    assert.notEqual(outcome, "timeout", "the answer waited for the commit");
+    assert.equal(outcome !== "timeout" && outcome.kind, "ok");
+    assert.equal(gates.length, 1, "the applying turn is held open");
+    const applying = node.turns.filter((turn) => turn.entries === 0 && !turn.durable);
+    assert.deepEqual(applying, [], "the applying turn has not finished");
+    gated = false;
+    for (const open of gates.splice(0)) open();
+    await cluster.until(
+      () => node.turns.some((turn) => turn.entries === 0 && !turn.durable),
+      "the applying turn's commit",
+    );
+    assert.equal(
+      getValue(await cluster.request(leader.nodeId, SHARD, { kind: "get", key: enc("k") })),
+      "v",
+    );
+  } finally {
+    clearTimeout(timer);
+    gated = false;
+    for (const open of gates.splice(0)) open();
     await cluster.close();
   }
 });

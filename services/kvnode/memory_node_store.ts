@@ -176,9 +176,11 @@ export class MemoryNodeStore implements NodeStorage {
   }
 
   write<T>(work: () => T, options?: WriteOptions): Promise<T> {
-    if (options?.durable === false) return this.#deferredTransaction(work);
+    if (options?.durable === false) return this.#deferredTransaction(work, options.hold);
     this.#inFlight++;
-    const result = this.#queue.then(() => this.#transaction(work));
+    const result = this.#queue.then(() =>
+      this.#transaction(work, options?.now ? undefined : options?.hold)
+    );
     this.#queue = result.catch(() => {});
     return result;
   }
@@ -200,15 +202,25 @@ export class MemoryNodeStore implements NodeStorage {
     }
   }
 
-  async #deferredTransaction<T>(work: () => T): Promise<T> {
+  async #deferredTransaction<T>(
+    work: () => T,
+    hold: (() => Promise<void> | undefined) | undefined,
+  ): Promise<T> {
     if (this.#crashed) return await never<T>();
     const writes: Write[] = [];
     const result = this.#run(work, writes);
     this.#deferred.push(writes);
+    // Visible at once here (a model of LMDB's held transaction, whose reads see its writes).
+    const held = hold?.();
+    if (held !== undefined) await held;
+    if (this.#crashed) return await never<T>();
     return result;
   }
 
-  async #transaction<T>(work: () => T): Promise<T> {
+  async #transaction<T>(
+    work: () => T,
+    hold: (() => Promise<void> | undefined) | undefined,
+  ): Promise<T> {
     if (this.#crashed) return await never<T>();
     const writes: Write[] = [];
     let result: T;
@@ -218,6 +230,9 @@ export class MemoryNodeStore implements NodeStorage {
       this.#inFlight--;
       throw error;
     }
+    const held = hold?.();
+    if (held !== undefined) await held;
+    if (this.#crashed) return await never<T>();
     // The deferred writes committed before this one: its sync makes them durable too (unless it
     // wrote nothing: LMDB then neither flushes nor writes a meta page).
     const covered = writes.length === 0 ? [] : this.#deferred;

@@ -149,6 +149,13 @@ export interface WriteOptions {
    * A write with `durable: false` always runs now.
    */
   readonly now?: boolean;
+  /**
+   * Called inside the transaction right after `work` returns. When it returns a promise, the
+   * transaction commits (and flushes) only once that promise settles: the driver lets the answers
+   * `work` gave leave the process first (see `NodeStore`). Writes started meanwhile wait for that
+   * commit. A durable write `now` ignores it.
+   */
+  readonly hold?: () => Promise<void> | undefined;
 }
 
 /** The identity record key of `name`. */

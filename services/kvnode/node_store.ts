@@ -30,8 +30,12 @@
  * `MDB_NOMETASYNC` (its pages are flushed, its meta page is not), so it skips the two handoffs to
  * lmdb-js's writer thread and one of the two flushes. A machine crash may undo it, never tear it
  * (LMDB keeps the previous meta page valid), and the next commit that writes covers it; what it
- * wrote is redone from the durable log on restart. A small synced turn of an idle node that sends
- * nothing before its write commits on the loop's thread too (`now`).
+ * wrote is redone from the durable log on restart. Such a turn answers requests (the leader's
+ * applies): it is held open (`hold`) until those answers have left the process, and flushes after,
+ * so a put's answer does not wait for the flush that stores its result. Meanwhile the transaction
+ * is open on the loop's thread, where lmdb-js would run any other write inside it, so every write
+ * started meanwhile waits for its commit. A small synced turn of an idle node that sends nothing
+ * before its write commits on the loop's thread too (`now`).
  *
  * @module
  */
@@ -81,6 +85,10 @@ const SYNCED_TXN = 2 | 1;
 export class NodeStore implements NodeStorage {
   readonly #db: RootDatabase<Uint8Array, Uint8Array>;
   #closed = false;
+  /** Settles when the transaction held open on this thread (`hold`) has committed, if one is. */
+  #held: Promise<void> | undefined;
+  /** Writes handed to lmdb-js's writer thread and not yet committed. */
+  #writerWrites = 0;
 
   private constructor(db: RootDatabase<Uint8Array, Uint8Array>) {
     this.#db = db;
@@ -178,17 +186,64 @@ export class NodeStore implements NodeStorage {
    * Runs `work` in one write transaction and resolves once it is committed and synced. `work` runs
    * synchronously inside the transaction (later than this call, in LMDB's write batch); its reads
    * see its own writes. With `durable: false` it runs now, on this thread, and the promise
-   * resolves once committed (see the module docs).
+   * resolves once committed, after what `hold` returned settled (see the module docs).
    */
   async write<T>(work: () => T, options?: WriteOptions): Promise<T> {
-    if (options?.durable === false) return this.#db.transactionSync(work, DEFERRED_SYNC_TXN);
+    while (this.#held !== undefined) await this.#held;
+    if (options?.durable === false) {
+      // Held only while no transaction of lmdb-js's writer thread is under way: one could have
+      // its callbacks queued for this thread, and they would run inside the held transaction.
+      const hold = this.#writerWrites === 0 ? options.hold : undefined;
+      if (hold === undefined) return this.#db.transactionSync(work, DEFERRED_SYNC_TXN);
+      return await this.#writeHeld(work, hold);
+    }
     if (options?.now === true) return this.#db.transactionSync(work, SYNCED_TXN);
     let result: T | undefined;
     let ran = false;
-    await this.#db.transaction(() => {
+    let held: PromiseWithResolvers<void> | undefined;
+    this.#writerWrites++;
+    try {
+      // lmdb-js's writer thread waits with the commit until a promise the callback returns
+      // settles; the transaction is open on this thread meanwhile.
+      await this.#db.transaction(() => {
+        result = work();
+        ran = true;
+        const holding = options?.hold?.();
+        if (holding === undefined) return undefined;
+        held = Promise.withResolvers<void>();
+        this.#held = held.promise;
+        return holding;
+      });
+    } finally {
+      this.#writerWrites--;
+      if (held !== undefined) {
+        if (this.#held === held.promise) this.#held = undefined;
+        held.resolve();
+      }
+    }
+    assert(ran, "LMDB write transaction did not run its work");
+    return result as T;
+  }
+
+  /** A `durable: false` write that commits once what `hold` returns settles. */
+  async #writeHeld<T>(work: () => T, hold: () => Promise<void> | undefined): Promise<T> {
+    let result: T | undefined;
+    let ran = false;
+    // lmdb-js commits once the promise the callback returns settles (none: at once).
+    const committed: unknown = this.#db.transactionSync(() => {
       result = work();
       ran = true;
-    });
+      return hold();
+    }, DEFERRED_SYNC_TXN);
+    if (committed instanceof Promise) {
+      const held = committed.then(() => {}, () => {});
+      this.#held = held;
+      try {
+        await committed;
+      } finally {
+        if (this.#held === held) this.#held = undefined;
+      }
+    }
     assert(ran, "LMDB write transaction did not run its work");
     return result as T;
   }
@@ -213,6 +268,7 @@ export class NodeStore implements NodeStorage {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    while (this.#held !== undefined) await this.#held;
     await this.#db.close();
   }
 }

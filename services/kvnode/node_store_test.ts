@@ -93,3 +93,134 @@ Deno.test("NodeStore.write({ durable: false }) commits during the call, beside q
     }
   });
 });
+
+Deno.test("NodeStore.write({ durable: false, hold }) commits once its hold settles; writes started meanwhile wait", async () => {
+  await withDir(async (dir) => {
+    const store = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    await store.write(() => store.put(enc("a"), enc("1")));
+    const gate = Promise.withResolvers<void>();
+    const order: string[] = [];
+    let holdCalls = 0;
+    let heldDone = false;
+    const held = store.write(() => {
+      order.push("held");
+      store.put(enc("h"), enc("held"));
+      return "result";
+    }, {
+      durable: false,
+      hold: () => {
+        holdCalls++;
+        return gate.promise;
+      },
+    }).then((value) => {
+      heldDone = true;
+      return value;
+    });
+    assert.equal(holdCalls, 1, "hold is called inside the write, right after its work");
+    // Writes of every kind started while it is held wait for its commit: lmdb-js would run them
+    // inside the held transaction.
+    const durable = store.write(() => {
+      order.push("durable");
+      store.put(enc("b"), enc("2"));
+    });
+    const deferred = store.write(() => {
+      order.push("deferred");
+      store.put(enc("c"), enc("3"));
+    }, { durable: false });
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(order, ["held"], "nothing else ran while the transaction was held");
+    assert.equal(heldDone, false, "not committed before its hold settled");
+    gate.resolve();
+    assert.equal(await held, "result");
+    await Promise.all([durable, deferred]);
+    assert.deepEqual(order.slice(0, 1), ["held"]);
+    assert.deepEqual([...order].sort(), ["deferred", "durable", "held"]);
+    // A hold that gives nothing to wait for commits at once.
+    await store.write(() => store.put(enc("e"), enc("5")), {
+      durable: false,
+      hold: () => undefined,
+    });
+    assert.equal(dec(store.get(enc("e"))), "5");
+    await store.close();
+    const again = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    try {
+      for (const [key, value] of [["a", "1"], ["h", "held"], ["b", "2"], ["c", "3"], ["e", "5"]]) {
+        assert.equal(dec(again.get(enc(key))), value, key);
+      }
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("NodeStore.write({ durable: false, hold }) is not held while a write of lmdb-js's writer thread is under way", async () => {
+  await withDir(async (dir) => {
+    const store = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    const big = new Uint8Array(512 * 1024).fill(7);
+    const batch = store.write(() => {
+      for (let i = 0; i < 16; i++) store.put(enc(`big${i}`), big);
+    });
+    let holdCalls = 0;
+    // Its callbacks may be queued for this thread; a held transaction would take them in.
+    await store.write(() => store.put(enc("beside"), enc("small")), {
+      durable: false,
+      hold: () => {
+        holdCalls++;
+        return new Promise((resolve) => setTimeout(resolve, 10));
+      },
+    });
+    assert.equal(holdCalls, 0);
+    assert.equal(dec(store.get(enc("beside"))), "small");
+    await batch;
+    assert.equal(store.get(enc("big15"))?.length, big.length);
+    await store.close();
+  });
+});
+
+Deno.test("NodeStore.write({ hold }) on lmdb-js's writer thread commits once its hold settles; writes started meanwhile wait", async () => {
+  await withDir(async (dir) => {
+    const store = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    const gate = Promise.withResolvers<void>();
+    const held = Promise.withResolvers<void>();
+    const order: string[] = [];
+    let done = false;
+    const durable = store.write(() => {
+      order.push("held");
+      store.put(enc("h"), enc("held"));
+      return "result";
+    }, {
+      hold: () => {
+        held.resolve();
+        return gate.promise;
+      },
+    }).then((value) => {
+      done = true;
+      return value;
+    });
+    await held.promise;
+    const later = store.write(() => {
+      order.push("later");
+      store.put(enc("l"), enc("later"));
+    });
+    const deferred = store.write(() => {
+      order.push("deferred");
+      store.put(enc("d"), enc("deferred"));
+    }, { durable: false });
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(order, ["held"], "nothing else ran while the transaction was held");
+    assert.equal(done, false, "not committed before its hold settled");
+    gate.resolve();
+    assert.equal(await durable, "result");
+    await Promise.all([later, deferred]);
+    assert.deepEqual([...order].sort(), ["deferred", "held", "later"]);
+    await store.close();
+    const again = NodeStore.open({ dir, mapBytes: 64 * 1024 * 1024 });
+    try {
+      for (const [key, value] of [["h", "held"], ["l", "later"], ["d", "deferred"]]) {
+        assert.equal(dec(again.get(enc(key))), value, key);
+      }
+    } finally {
+      await again.close();
+    }
+  });
+});
