@@ -175,6 +175,13 @@ export class KvStateMachine {
   readonly #sessionTtlMs: number;
   readonly #sessionResultBytesMax: number;
   readonly #sessionsMax: number;
+  /**
+   * The meta space's numbers as last read or written through this machine (`null`: absent). Every
+   * write of them goes through {@linkcode #setNumber}, so this mirrors the space, and an apply
+   * reads its clock and counters without a store lookup each. A failed write transaction stops
+   * the node, so it never holds a number the store rolled back.
+   */
+  readonly #numbers = new Map<Uint8Array, number | null>();
 
   constructor(spaces: StateMachineSpaces, options: KvStateMachineOptions) {
     this.#spaces = spaces;
@@ -186,7 +193,23 @@ export class KvStateMachine {
 
   /** The replicated clock: the largest command stamp applied so far. */
   get clockMs(): number {
-    return readNumber(this.#spaces.meta, META_CLOCK);
+    return this.#number(META_CLOCK) ?? 0;
+  }
+
+  /** A number of the meta space (one of the `META_` keys), or `undefined` when it has none. */
+  #number(key: Uint8Array): number | undefined {
+    let value = this.#numbers.get(key);
+    if (value === undefined) {
+      const stored = this.#spaces.meta.get(key);
+      value = stored === undefined ? null : Number(decoder.decode(stored));
+      this.#numbers.set(key, value);
+    }
+    return value ?? undefined;
+  }
+
+  #setNumber(key: Uint8Array, value: number): void {
+    this.#spaces.meta.put(key, encoder.encode(String(value)));
+    this.#numbers.set(key, value);
   }
 
   /** Checks that `key` is a valid key of this shard; returns a message when it is not. */
@@ -207,7 +230,7 @@ export class KvStateMachine {
   apply(command: Command): ApplyResult {
     const now = Math.max(this.clockMs, command.stampMs);
     const ttlMs = command.sessionTtlMs > 0 ? command.sessionTtlMs : this.#sessionTtlMs;
-    writeNumber(this.#spaces.meta, META_CLOCK, now);
+    this.#setNumber(META_CLOCK, now);
     this.#maybeSweep(now, ttlMs);
     const valueBytesMax = command.valueBytesMax > 0
       ? command.valueBytesMax
@@ -263,7 +286,7 @@ export class KvStateMachine {
             `(SESSIONS_MAX); client "${clientId}" cannot start one until idle sessions expire`,
         };
       }
-      writeNumber(this.#spaces.meta, META_SESSIONS, count + 1);
+      this.#setNumber(META_SESSIONS, count + 1);
     }
     if (seq <= session.ackSeq) {
       return {
@@ -315,9 +338,8 @@ export class KvStateMachine {
 
   /** Client sessions held, tombstones included (counted once for data kept before the counter). */
   #sessionCount(): number {
-    if (this.#spaces.meta.get(META_SESSIONS) !== undefined) {
-      return readNumber(this.#spaces.meta, META_SESSIONS);
-    }
+    const counted = this.#number(META_SESSIONS);
+    if (counted !== undefined) return counted;
     let count = 0;
     for (const _ of SessionTable.headers(this.#spaces.sessions)) count++;
     return count;
@@ -447,15 +469,15 @@ export class KvStateMachine {
   // The key and byte counts live in the meta space, updated with every change in the same
   // transaction, so Status never scans the data (and the counts travel with snapshots).
   #ensureCounters(): void {
-    if (this.#spaces.meta.get(META_KEYS) !== undefined) return;
+    if (this.#number(META_KEYS) !== undefined) return;
     const { keys, bytes } = countPairs(this.#spaces.data);
-    writeNumber(this.#spaces.meta, META_KEYS, keys);
-    writeNumber(this.#spaces.meta, META_BYTES, bytes);
+    this.#setNumber(META_KEYS, keys);
+    this.#setNumber(META_BYTES, bytes);
   }
 
   #adjustCounters(keys: number, bytes: number): void {
-    writeNumber(this.#spaces.meta, META_KEYS, readNumber(this.#spaces.meta, META_KEYS) + keys);
-    writeNumber(this.#spaces.meta, META_BYTES, readNumber(this.#spaces.meta, META_BYTES) + bytes);
+    this.#setNumber(META_KEYS, (this.#number(META_KEYS) ?? 0) + keys);
+    this.#setNumber(META_BYTES, (this.#number(META_BYTES) ?? 0) + bytes);
   }
 
   /**
@@ -482,9 +504,9 @@ export class KvStateMachine {
   }
 
   #maybeSweep(now: number, ttlMs: number): void {
-    const swept = readNumber(this.#spaces.meta, META_SWEPT);
+    const swept = this.#number(META_SWEPT) ?? 0;
     if (now - swept < SESSION_SWEEP_INTERVAL_MS) return;
-    writeNumber(this.#spaces.meta, META_SWEPT, now);
+    this.#setNumber(META_SWEPT, now);
     const idle: Array<{ clientId: string; expired: boolean }> = [];
     for (const { clientId, session } of SessionTable.headers(this.#spaces.sessions)) {
       if (session.lastActiveMs + ttlMs >= now) continue;
@@ -502,7 +524,7 @@ export class KvStateMachine {
         table.expire(now);
       }
     }
-    if (removed > 0) writeNumber(this.#spaces.meta, META_SESSIONS, before - removed);
+    if (removed > 0) this.#setNumber(META_SESSIONS, before - removed);
   }
 
   /** Reads one key. */
@@ -531,11 +553,9 @@ export class KvStateMachine {
 
   /** Keys, and bytes of keys and values (kept as counters; counted once for older data). */
   dataSize(): { keys: number; bytes: number } {
-    if (this.#spaces.meta.get(META_KEYS) === undefined) return countPairs(this.#spaces.data);
-    return {
-      keys: readNumber(this.#spaces.meta, META_KEYS),
-      bytes: readNumber(this.#spaces.meta, META_BYTES),
-    };
+    const keys = this.#number(META_KEYS);
+    if (keys === undefined) return countPairs(this.#spaces.data);
+    return { keys, bytes: this.#number(META_BYTES) ?? 0 };
   }
 
   /** A SHA-256 (hex) of the data, the sessions and the clock, in key order. */
@@ -556,6 +576,7 @@ export class KvStateMachine {
   /** Removes all data, sessions and the clock (the replica is being deleted). */
   clearAll(): void {
     for (const [, space] of this.#namedSpaces()) space.clear();
+    this.#numbers.clear();
   }
 
   /** Every record of a snapshot of this state machine (data, sessions, meta), in order. */
@@ -590,6 +611,7 @@ export class KvStateMachine {
     const spaces = this.#namedSpaces().map(([, space]) => space);
     for (const space of spaces) space.clear();
     for (const { space, key, value } of parsed.records) spaces[space].put(key, value);
+    this.#numbers.clear();
     return { kind: "ok" };
   }
 }
@@ -668,13 +690,4 @@ function expired(clientId: string, why: string): ApplyResult {
     kind: "sessionExpired",
     message: `Session of client "${clientId}" ${why}: start a new session (a new client_id)`,
   };
-}
-
-function readNumber(space: KvSpace, key: Uint8Array): number {
-  const stored = space.get(key);
-  return stored === undefined ? 0 : Number(decoder.decode(stored));
-}
-
-function writeNumber(space: KvSpace, key: Uint8Array, value: number): void {
-  space.put(key, encoder.encode(String(value)));
 }

@@ -303,6 +303,31 @@ Deno.test("KvStateMachine.dataSize() counters follow every kind of change and sn
   assert.deepEqual(copy.sm.dataSize(), sm.dataSize());
 });
 
+Deno.test("KvStateMachine keeps its clock and counters in the meta space: a restore or clear replaces the ones it read", () => {
+  const source = machine();
+  okResult(source.sm.apply(put("s", "source", NO_SESSION, 5_000)));
+  const target = machine();
+  okResult(target.sm.apply(put("t1", "one", NO_SESSION, 100)));
+  okResult(target.sm.apply(put("t2", "two", NO_SESSION, 200)));
+  // Read before the restore, so the target has them in hand.
+  assert.deepEqual(target.sm.dataSize(), { keys: 2, bytes: 2 + 3 + 2 + 3 });
+  assert.equal(target.sm.clockMs, 200);
+  // A machine over the same spaces reads what the first wrote (nothing kept only in memory).
+  assert.deepEqual(new KvStateMachine(target.spaces, { range: FULL }).dataSize(), {
+    keys: 2,
+    bytes: 10,
+  });
+  assert.deepEqual(target.sm.restore(source.sm.serialize()), { kind: "ok" });
+  assert.deepEqual(target.sm.dataSize(), { keys: 1, bytes: 1 + 6 });
+  assert.equal(target.sm.clockMs, 5_000);
+  okResult(target.sm.apply(put("u", "x", NO_SESSION, 10)));
+  assert.deepEqual(target.sm.dataSize(), { keys: 2, bytes: 7 + 2 });
+  assert.equal(target.sm.clockMs, 5_000, "the clock never steps back");
+  target.sm.clearAll();
+  assert.deepEqual(target.sm.dataSize(), { keys: 0, bytes: 0 });
+  assert.equal(target.sm.clockMs, 0);
+});
+
 Deno.test("KvStateMachine appends up to the stamped value limit and refuses one byte more", () => {
   const { sm } = machine();
   const limit = { ...STAMPS, valueBytesMax: 10 };
