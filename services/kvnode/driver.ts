@@ -766,6 +766,9 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       writing.some(([, ready]) => mustWaitForSync(ready));
     const answers: Array<() => void> = [];
     const answersLeft = this.#options.answersLeft ?? twoLoopTurns;
+    // An entry this very turn persists may already be committed (a group whose only voter is this
+    // node): its answer must wait for the sync, the only copy's.
+    const afterSync = writing.some(([, ready]) => appliesOwnEntries(ready));
     await this.#options.store.write(() => {
       for (const replica of evicted) {
         replica.destroy();
@@ -777,13 +780,14 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       // Answered before the transaction commits: what they answer is decided (committed
       // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
       // node's data until the loop's next turn, which starts after the commit.
-      for (const answer of answers) answer();
+      if (!afterSync) { for (const answer of answers) answer(); }
     }, {
       durable,
       now: turn.quiet,
       // A turn that only applies lets its answers leave before it flushes (node_store.ts).
-      hold: () => (answers.length > 0 ? answersLeft() : undefined),
+      hold: durable ? undefined : () => (answers.length > 0 ? answersLeft() : undefined),
     });
+    if (afterSync) { for (const answer of answers) answer(); }
     this.#writeMs = this.#now() - writeStarted;
     this.#turns++;
     let entries = 0;
@@ -1546,6 +1550,13 @@ function smallWrite(readies: ReadonlyArray<readonly [unknown, Ready]>): boolean 
  * entries, a snapshot, a new term or vote), and a membership change among the entries it applies,
  * which may remove the replica or change whom it answers.
  */
+/** Whether `ready` applies an entry it also persists (a group whose only voter is this node). */
+function appliesOwnEntries(ready: Ready): boolean {
+  const first = ready.entries[0];
+  const last = ready.committedEntries.at(-1);
+  return first !== undefined && last !== undefined && last.index >= first.index;
+}
+
 function mustWaitForSync(ready: Ready): boolean {
   return ready.mustSync || ready.committedEntries.some((entry) => entry.type === "confChange");
 }

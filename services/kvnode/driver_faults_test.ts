@@ -234,3 +234,35 @@ Deno.test("Driver logs each step of a traced request with its trace id, and noth
     await driver.stop();
   }
 });
+
+Deno.test("Driver answers a put of a one-voter group only after the sync of the turn that persisted it", async () => {
+  // Syncs complete only when the test says so, once gated.
+  let gated = false;
+  const held: Array<() => void> = [];
+  const store = new MemoryNodeStore({
+    syncGate: (synced) => (gated ? held.push(synced) : queueMicrotask(synced)),
+  });
+  const { driver, submit } = await soloLeader(store);
+  try {
+    gated = true;
+    let answered = false;
+    const outcome = submit({ kind: "mutation", command: put("k", "v") }).then((o) => {
+      answered = true;
+      return o;
+    });
+    // The entry is persisted, committed (its only voter has it) and applied in one turn.
+    for (let i = 0; i < 50 && held.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    assert.equal(held.length, 1, "the turn that persists the put waits for its sync");
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+    assert.equal(answered, false, "answered before its only copy was synced");
+    gated = false;
+    for (const synced of held.splice(0)) synced();
+    assert.equal((await outcome).kind, "ok");
+  } finally {
+    gated = false;
+    for (const synced of held.splice(0)) synced();
+    await driver.stop();
+  }
+});

@@ -178,9 +178,7 @@ export class MemoryNodeStore implements NodeStorage {
   write<T>(work: () => T, options?: WriteOptions): Promise<T> {
     if (options?.durable === false) return this.#deferredTransaction(work, options.hold);
     this.#inFlight++;
-    const result = this.#queue.then(() =>
-      this.#transaction(work, options?.now ? undefined : options?.hold)
-    );
+    const result = this.#queue.then(() => this.#transaction(work));
     this.#queue = result.catch(() => {});
     return result;
   }
@@ -209,18 +207,17 @@ export class MemoryNodeStore implements NodeStorage {
     if (this.#crashed) return await never<T>();
     const writes: Write[] = [];
     const result = this.#run(work, writes);
-    this.#deferred.push(writes);
-    // Visible at once here (a model of LMDB's held transaction, whose reads see its writes).
+    // Held open (see `WriteOptions.hold`): visible at once, as LMDB's reads on the thread of an
+    // open transaction see its writes, but committed only after, so a crash meanwhile loses it
+    // and no sync meanwhile covers it.
     const held = hold?.();
     if (held !== undefined) await held;
     if (this.#crashed) return await never<T>();
+    this.#deferred.push(writes);
     return result;
   }
 
-  async #transaction<T>(
-    work: () => T,
-    hold: (() => Promise<void> | undefined) | undefined,
-  ): Promise<T> {
+  async #transaction<T>(work: () => T): Promise<T> {
     if (this.#crashed) return await never<T>();
     const writes: Write[] = [];
     let result: T;
@@ -230,9 +227,6 @@ export class MemoryNodeStore implements NodeStorage {
       this.#inFlight--;
       throw error;
     }
-    const held = hold?.();
-    if (held !== undefined) await held;
-    if (this.#crashed) return await never<T>();
     // The deferred writes committed before this one: its sync makes them durable too (unless it
     // wrote nothing: LMDB then neither flushes nor writes a meta page).
     const covered = writes.length === 0 ? [] : this.#deferred;

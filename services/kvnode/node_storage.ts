@@ -150,10 +150,11 @@ export interface WriteOptions {
    */
   readonly now?: boolean;
   /**
-   * Called inside the transaction right after `work` returns. When it returns a promise, the
-   * transaction commits (and flushes) only once that promise settles: the driver lets the answers
-   * `work` gave leave the process first (see `NodeStore`). Writes started meanwhile wait for that
-   * commit. A durable write `now` ignores it.
+   * Called inside the transaction right after `work` returns. When it returns a promise, a write
+   * with `durable: false` commits (and flushes) only once that promise settles: the driver lets the
+   * answers `work` gave leave the process first (see `NodeStore`). Writes started meanwhile wait
+   * for that commit. Durable writes ignore it: nothing may leave before their sync that depends on
+   * it.
    */
   readonly hold?: () => Promise<void> | undefined;
 }

@@ -40,6 +40,7 @@
  * @module
  */
 import { open, type RootDatabase } from "lmdb";
+import { compareBytes } from "@tinykv/shard";
 import type { KvPair, KvSpace } from "./kv_space.ts";
 import {
   identityKey,
@@ -165,8 +166,13 @@ export class NodeStore implements NodeStorage {
       keyBytesMax: this.keyBytesMax,
       get(key) {
         check();
-        const value = db.get(key, { transaction });
-        return value === undefined ? undefined : new Uint8Array(value);
+        // Not `db.get(key, { transaction })`: lmdb-js reads a write transaction open on this
+        // thread in its place (one held open, `hold`, lasts across turns of the event loop), while
+        // a range read keeps to the view's own transaction.
+        for (const pair of db.getRange({ start: key, limit: 1, transaction })) {
+          return compareBytes(pair.key, key) === 0 ? new Uint8Array(pair.value) : undefined;
+        }
+        return undefined;
       },
       *range(start, end) {
         check();
@@ -200,26 +206,14 @@ export class NodeStore implements NodeStorage {
     if (options?.now === true) return this.#db.transactionSync(work, SYNCED_TXN);
     let result: T | undefined;
     let ran = false;
-    let held: PromiseWithResolvers<void> | undefined;
     this.#writerWrites++;
     try {
-      // lmdb-js's writer thread waits with the commit until a promise the callback returns
-      // settles; the transaction is open on this thread meanwhile.
       await this.#db.transaction(() => {
         result = work();
         ran = true;
-        const holding = options?.hold?.();
-        if (holding === undefined) return undefined;
-        held = Promise.withResolvers<void>();
-        this.#held = held.promise;
-        return holding;
       });
     } finally {
       this.#writerWrites--;
-      if (held !== undefined) {
-        if (this.#held === held.promise) this.#held = undefined;
-        held.resolve();
-      }
     }
     assert(ran, "LMDB write transaction did not run its work");
     return result as T;
