@@ -9,6 +9,21 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) =>
   b === undefined ? undefined : new TextDecoder().decode(b);
 
+/** A write that notes `name` in `order` when its work runs and stores `value` at `key`. */
+function recordedWrite(
+  store: NodeStore,
+  order: string[],
+  name: string,
+  [key, value]: [string, string],
+  options?: { durable?: boolean },
+): Promise<string | undefined> {
+  return store.write(() => {
+    order.push(name);
+    store.put(enc(key), enc(value));
+    return dec(store.get(enc(key)));
+  }, options);
+}
+
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tinykv-store-" });
   try {
@@ -24,15 +39,8 @@ Deno.test("NodeStore.write({ durable: false }) commits during the call, beside q
     await store.write(() => store.put(enc("a"), enc("1")));
     // A durable write queued first runs later, in the batch; the deferred one runs now.
     const order: string[] = [];
-    const durable = store.write(() => {
-      order.push("durable");
-      store.put(enc("b"), enc("2"));
-    });
-    const deferred = store.write(() => {
-      order.push("deferred");
-      store.put(enc("c"), enc("3"));
-      return dec(store.get(enc("c")));
-    }, { durable: false });
+    const durable = recordedWrite(store, order, "durable", ["b", "2"]);
+    const deferred = recordedWrite(store, order, "deferred", ["c", "3"], { durable: false });
     assert.deepEqual(order, ["deferred"]);
     assert.equal(dec(store.get(enc("c"))), "3", "committed: visible to reads at once");
     assert.equal(await deferred, "3");
@@ -122,14 +130,8 @@ Deno.test("NodeStore.write({ durable: false, hold }) commits once its hold settl
     assert.equal(holdCalls, 1, "hold is called inside the write, right after its work");
     // Writes of every kind started while it is held wait for its commit: lmdb-js would run them
     // inside the held transaction.
-    const durable = store.write(() => {
-      order.push("durable");
-      store.put(enc("b"), enc("2"));
-    });
-    const deferred = store.write(() => {
-      order.push("deferred");
-      store.put(enc("c"), enc("3"));
-    }, { durable: false });
+    const durable = recordedWrite(store, order, "durable", ["b", "2"]);
+    const deferred = recordedWrite(store, order, "deferred", ["c", "3"], { durable: false });
     for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(order, ["held"], "nothing else ran while the transaction was held");
     assert.equal(heldDone, false, "not committed before its hold settled");
