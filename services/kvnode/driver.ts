@@ -1545,11 +1545,6 @@ function smallWrite(readies: ReadonlyArray<readonly [unknown, Ready]>): boolean 
   return true;
 }
 
-/**
- * Whether a Ready's write must be synced before the turn goes on: Raft's own rule (`mustSync`:
- * entries, a snapshot, a new term or vote), and a membership change among the entries it applies,
- * which may remove the replica or change whom it answers.
- */
 /** Whether `ready` applies an entry it also persists (a group whose only voter is this node). */
 function appliesOwnEntries(ready: Ready): boolean {
   const first = ready.entries[0];
@@ -1557,6 +1552,11 @@ function appliesOwnEntries(ready: Ready): boolean {
   return first !== undefined && last !== undefined && last.index >= first.index;
 }
 
+/**
+ * Whether a Ready's write must be synced before the turn goes on: Raft's own rule (`mustSync`:
+ * entries, a snapshot, a new term or vote), and a membership change among the entries it applies,
+ * which may remove the replica or change whom it answers.
+ */
 function mustWaitForSync(ready: Ready): boolean {
   return ready.mustSync || ready.committedEntries.some((entry) => entry.type === "confChange");
 }
