@@ -51,6 +51,12 @@ export interface TestNode {
   readonly turns: TurnReport[];
 }
 
+/** Options of {@linkcode TestCluster.create}. */
+export interface TestClusterOptions {
+  readonly tickClock?: boolean;
+  readonly answersLeft?: () => Promise<void>;
+}
+
 /** A cluster of in-process drivers. Close it in `finally`. */
 export class TestCluster {
   readonly nodes = new Map<string, TestNode>();
@@ -61,19 +67,12 @@ export class TestCluster {
   readonly isolated = new Set<string>();
   /** Nodes stopped as by SIGSTOP: not ticked, and cut off (see {@linkcode pause}). */
   readonly #paused = new Set<string>();
-  readonly #tickClock: boolean;
-  readonly #answersLeft: (() => Promise<void>) | undefined;
+  readonly #options: TestClusterOptions;
 
-  private constructor(
-    root: string,
-    tuning: ReplicaTuning,
-    tickClock: boolean,
-    answersLeft: (() => Promise<void>) | undefined,
-  ) {
+  private constructor(root: string, tuning: ReplicaTuning, options: TestClusterOptions) {
     this.#root = root;
     this.#tuning = tuning;
-    this.#tickClock = tickClock;
-    this.#answersLeft = answersLeft;
+    this.#options = options;
   }
 
   /**
@@ -84,15 +83,10 @@ export class TestCluster {
   static async create(
     nodeIds: string[],
     tuning = TEST_TUNING,
-    options: { tickClock?: boolean; answersLeft?: () => Promise<void> } = {},
+    options: TestClusterOptions = {},
   ): Promise<TestCluster> {
     const root = await Deno.makeTempDir({ prefix: "tinykv-driver-" });
-    const cluster = new TestCluster(
-      root,
-      tuning,
-      options.tickClock ?? false,
-      options.answersLeft,
-    );
+    const cluster = new TestCluster(root, tuning, options);
     for (const nodeId of nodeIds) cluster.#open(nodeId);
     return cluster;
   }
@@ -108,11 +102,11 @@ export class TestCluster {
       tuning: this.#tuning,
       outbound: this.#outbound(nodeId),
       clock: { now: () => this.#now },
-      tickClock: this.#tickClock ? { periodMs: TICK_MS, now: () => this.#now } : undefined,
+      tickClock: this.#options.tickClock ? { periodMs: TICK_MS, now: () => this.#now } : undefined,
       log: silentLog,
       seed: [...nodeId].reduce((h, c) => h * 31 + c.charCodeAt(0), 7),
       app: new KvApplication(),
-      answersLeft: this.#answersLeft,
+      answersLeft: this.#options.answersLeft,
       observer: {
         turned: (turn) => {
           if (turns.push(turn) > 1000) turns.shift();

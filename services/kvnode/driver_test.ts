@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type { Command } from "@tinykv/proto/tinykv/v1";
 import type { ItemOutcome } from "./outcome.ts";
-import { TEST_TUNING, TestCluster } from "./_test_cluster.ts";
+import { TEST_TUNING, TestCluster, type TestClusterOptions } from "./_test_cluster.ts";
 import { pingEveryTicks } from "./driver.ts";
 import { shardId as toShardId } from "@tinykv/shard";
 
@@ -41,7 +41,7 @@ function getValue(outcome: ItemOutcome): string | undefined {
 async function electedCluster(
   nodes = ["n1", "n2", "n3"],
   tuning = TEST_TUNING,
-  options: { tickClock?: boolean; answersLeft?: () => Promise<void> } = {},
+  options: TestClusterOptions = {},
 ) {
   const cluster = await TestCluster.create(nodes, tuning, options);
   await cluster.createShard(SHARD, nodes, 101);
