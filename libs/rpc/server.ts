@@ -59,6 +59,11 @@ export interface GrpcServerOptions {
   tls?: ServerTls;
   /** Require a credential on every call and stream (security.ts); none checked without. */
   auth?: ServerAuth;
+  /**
+   * Hold each connection's writes until unary answers' trailers are written too, so that an answer
+   * leaves in one socket write (coalesce.ts, `untilTrailers`): for a server whose calls are unary.
+   */
+  answersWhole?: boolean;
 }
 
 /** How {@linkcode GrpcServer.shutdown} ended. */
@@ -126,7 +131,7 @@ export function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer>
           return;
         }
         // Without it the server is correct, only slower; coalesce_test.ts fails then.
-        coalesceServerWrites(server);
+        coalesceServerWrites(server, { untilTrailers: options.answersWhole === true });
         resolve(new RunningServer(server, port));
       },
     );
