@@ -3,7 +3,8 @@
  * microtasks) go out together before the next macrotask, in order and whole, as one `writev` on a
  * TCP socket, and the next macrotask's writes start a new batch; every connection a server from
  * startGrpcServer() accepts is coalesced, many concurrent calls on one connection are all answered
- * and each answer's frames leave in one batch (TLS: security_test.ts).
+ * and each answer's frames leave in one batch (TLS: security_test.ts); with `untilTrailers`
+ * (`answersWhole`) a unary answer's trailers, written two immediates later, leave in its batch.
  */
 import assert from "node:assert/strict";
 import net from "node:net";
