@@ -18,9 +18,13 @@
  * trailers left in a write of their own, 11 bytes: one `sendto` per call at any concurrency (1,047
  * of the gateway's 1,107 socket writes in half a second of put ×256). With `untilTrailers` (the
  * gateway's client port, whose calls are unary) a batch stays corked until the immediates of the
- * next loop iteration have run: an answer leaves whole in one write, and the trailers written in one
- * iteration's immediates leave together. The call ends only with its trailers, so holding its
- * headers and message until then delays no answer; the wait is two checks of the loop, no timer.
+ * next loop iteration have run: the answers written in the macrotask that opened the batch leave
+ * whole in one write, and the trailers written in one iteration's immediates leave together. Their
+ * calls end only with their trailers, so holding their headers and messages until then delays none.
+ * The cost: an answer a later macrotask of the same iteration writes joins the batch, but its
+ * trailers start the next one, which leaves from the check phase two iterations on; and what carries
+ * no trailers (watch events, a trailers-only error, SETTINGS and PING frames) waits one or two
+ * iterations of the loop. No timer is involved.
  *
  * @module
  */

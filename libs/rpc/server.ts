@@ -60,8 +60,8 @@ export interface GrpcServerOptions {
   /** Require a credential on every call and stream (security.ts); none checked without. */
   auth?: ServerAuth;
   /**
-   * Hold each connection's writes until unary answers' trailers are written too, so that an answer
-   * leaves in one socket write (coalesce.ts, `untilTrailers`): for a server whose calls are unary.
+   * Hold each connection's writes until unary answers' trailers are written too, so that answers
+   * leave with their trailers (coalesce.ts, `untilTrailers`): for a server whose calls are unary.
    */
   answersWhole?: boolean;
 }

@@ -188,7 +188,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     host: config.rpc_server.host,
     port: config.rpc_server.port,
     maxMessageBytes: config.rpc_server.max_message_bytes,
-    // Clients' calls are unary but for watches: each answer leaves whole, in one socket write.
+    // Clients' calls are unary but for watches: answers leave with their trailers (coalesce.ts).
     answersWhole: true,
     services: [
       bindService(KVService, kv),
