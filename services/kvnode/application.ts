@@ -66,6 +66,12 @@ export interface GroupMachine<R> {
    * or a bug, and stops the node.
    */
   apply(entry: Entry): Outcome<R>;
+  /**
+   * Inside the same transaction, after a run of {@linkcode apply} calls: writes what the machine
+   * kept in hand across them (records each apply would otherwise rewrite). The replica calls it
+   * once at the end of its turn's applies.
+   */
+  flush(): void;
   /** Replaces the whole state with a snapshot's inline data (in-process transports). */
   restore(data: Uint8Array): { kind: "ok" } | { kind: "invalid"; message: string };
   /** Keys and bytes of the application's data (for status). */

@@ -86,6 +86,10 @@ export class KvMachine implements GroupMachine<ItemResult> {
     return outcomeOfApply(this.kv.apply(command));
   }
 
+  flush(): void {
+    this.kv.flush();
+  }
+
   restore(data: Uint8Array): { kind: "ok" } | { kind: "invalid"; message: string } {
     const restored = this.kv.restore(data);
     const watches = this.#watches;

@@ -9,6 +9,7 @@
  * const key = new TextEncoder().encode("greeting");
  * const put = { key, value: key, clientId: "", seq: 0, ackSeq: 0 };
  * machine.apply({ stampMs: Date.now(), valueBytesMax: 1 << 20, sessionTtlMs: 0, put });
+ * machine.flush(); // after a run of applies: writes the counters and session headers they changed
  * console.log(machine.get(key).found); // true
  * ```
  *

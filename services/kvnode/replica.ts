@@ -337,14 +337,21 @@ export class Replica<R, M extends GroupMachine<R>> {
     if (ready.hardState !== undefined) this.log.setHardState(ready.hardState);
     const changes: string[] = [];
     let removed = false;
+    let applied = false;
     for (const entry of ready.committedEntries) {
       if (entry.type === "confChange") {
+        this.log.writeApplied();
         const change = this.#applyConfChange(entry);
         changes.push(change.description);
         removed ||= change.removedSelf;
       } else {
         this.#applyNormal(entry, options.answers);
+        applied = true;
       }
+    }
+    if (applied) {
+      this.machine.flush();
+      this.log.writeApplied();
     }
     this.log.assertConsistent();
     return { removed, changes, replacedGeneration };
@@ -375,7 +382,8 @@ export class Replica<R, M extends GroupMachine<R>> {
     // aborts the turn's transaction and stops the node (see GroupMachine.apply).
     const outcome = entry.data.length > 0 ? this.machine.apply(entry) : undefined;
     const applied = { applied: entry.index, confState: this.log.appliedState.confState };
-    this.log.setApplied(applied);
+    // Written once, after the turn's run of applies (`persistAndApply`).
+    this.log.setApplied(applied, { deferWrite: true });
     this.#answerProposal(entry, outcome, answers);
   }
 

@@ -79,6 +79,8 @@ export class ReplicaLog implements LogReader {
   #hardState: HardState;
   #generation: number;
   #applied: AppliedState;
+  /** Whether `#applied` was taken with `deferWrite` and is not written yet. */
+  #appliedUnwritten = false;
   // The log holds (#startIndex, #lastIndex]; #startTerm is the term at #startIndex.
   // Invariant: #startIndex <= #applied.applied <= #hardState.commit <= #lastIndex
   // (`assertConsistent`, after each persisted Ready).
@@ -290,15 +292,27 @@ export class ReplicaLog implements LogReader {
     this.#writeJson(STATE_HARD, hardState);
   }
 
-  /** Persists the applied index and membership (with the state machine's writes). */
-  setApplied(applied: AppliedState): void {
+  /**
+   * Persists the applied index and membership (with the state machine's writes). With
+   * `deferWrite` it only takes them: {@linkcode writeApplied} writes them later in the same
+   * transaction (after a run of applies, so the record is written once).
+   */
+  setApplied(applied: AppliedState, options?: { deferWrite?: boolean }): void {
     assert(
       applied.applied >= this.#applied.applied,
       () =>
         `Replica ${this.#peerId}: applied index ${applied.applied} after ${this.#applied.applied}`,
     );
     this.#applied = applied;
-    this.#writeJson(STATE_APPLIED, applied);
+    this.#appliedUnwritten = options?.deferWrite === true;
+    if (!this.#appliedUnwritten) this.#writeJson(STATE_APPLIED, applied);
+  }
+
+  /** Writes the applied state taken with `deferWrite`, if it is not written yet. */
+  writeApplied(): void {
+    if (!this.#appliedUnwritten) return;
+    this.#writeJson(STATE_APPLIED, this.#applied);
+    this.#appliedUnwritten = false;
   }
 
   /**
@@ -335,6 +349,7 @@ export class ReplicaLog implements LogReader {
    * start <= applied <= commit <= last.
    */
   assertConsistent(): void {
+    assert(!this.#appliedUnwritten, () => `Replica ${this.#peerId}: applied state not written`);
     const start = this.#startIndex;
     const applied = this.#applied.applied;
     const commit = this.#hardState.commit;

@@ -156,3 +156,24 @@ Deno.test("ReplicaLog finds a corrupt entry at startup and on read, naming its i
     assert.equal(read.kind === "dataLoss" && read.index, 2);
   });
 });
+
+Deno.test("ReplicaLog writes an applied state taken with deferWrite only when told", async () => {
+  await withStore(async (store) => {
+    const log = open(store);
+    await store.write(() => {
+      log.append([entry(1, 1), entry(2, 1), entry(3, 1)]);
+      log.setHardState({ term: 1 as Term, vote: 1 as PeerId, commit: 3 as LogIndex });
+      log.setApplied({ applied: 1 as LogIndex, confState: CONF });
+    });
+    await store.write(() => {
+      log.setApplied({ applied: 2 as LogIndex, confState: CONF }, { deferWrite: true });
+      log.setApplied({ applied: 3 as LogIndex, confState: CONF }, { deferWrite: true });
+      assert.equal(log.appliedState.applied, 3, "taken at once");
+      assert.equal(open(store).appliedState.applied, 1, "not written yet");
+      assert.throws(() => log.assertConsistent(), AssertionError);
+      log.writeApplied();
+      log.assertConsistent();
+    });
+    assert.equal(open(store).appliedState.applied, 3, "written once told");
+  });
+});

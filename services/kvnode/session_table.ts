@@ -29,9 +29,17 @@ function withSuffix(prefix: Uint8Array, kind: number, seq?: number): Uint8Array 
   key.set(prefix, 0);
   key[prefix.length] = kind;
   if (seq !== undefined) {
-    const view = new DataView(key.buffer);
-    view.setUint32(prefix.length + 1, Math.floor(seq / 0x100000000));
-    view.setUint32(prefix.length + 5, seq % 0x100000000);
+    // Big-endian u64, byte by byte (seqs are safe integers: the high word fits 21 bits).
+    let high = Math.floor(seq / 0x100000000);
+    let low = seq >>> 0;
+    for (let at = prefix.length + 8; at > prefix.length + 4; at--) {
+      key[at] = low & 0xff;
+      low >>>= 8;
+    }
+    for (let at = prefix.length + 4; at > prefix.length; at--) {
+      key[at] = high & 0xff;
+      high >>>= 8;
+    }
   }
   return key;
 }
@@ -87,10 +95,18 @@ export class SessionTable {
     return this.#deleteRange(start, end);
   }
 
-  /** Turns the session into a tombstone stamped `now`, forgetting its results. */
-  expire(now: number): void {
+  /** Turns the session into a tombstone stamped `now`, forgetting its results; returns it. */
+  expire(now: number): ClientSession {
     this.#deleteRange(withSuffix(this.#prefix, RESULT), withSuffix(this.#prefix, RESULT + 1));
-    this.putHeader({ lastActiveMs: now, ackSeq: 0, resultCount: 0, expired: true, resultBytes: 0 });
+    const tombstone = {
+      lastActiveMs: now,
+      ackSeq: 0,
+      resultCount: 0,
+      expired: true,
+      resultBytes: 0,
+    };
+    this.putHeader(tombstone);
+    return tombstone;
   }
 
   /** Removes every record of the client. */

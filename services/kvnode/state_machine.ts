@@ -182,6 +182,13 @@ export class KvStateMachine {
    * the node, so it never holds a number the store rolled back.
    */
   readonly #numbers = new Map<Uint8Array, number | null>();
+  /** The numbers of {@linkcode #numbers} changed since the last {@linkcode flush}. */
+  readonly #dirtyNumbers = new Set<Uint8Array>();
+  /**
+   * The session headers read or changed since the last {@linkcode flush}, by client id: a run of
+   * applies from one client reads its header once and writes it once (see {@linkcode flush}).
+   */
+  readonly #sessions = new Map<string, HeldSession>();
 
   constructor(spaces: StateMachineSpaces, options: KvStateMachineOptions) {
     this.#spaces = spaces;
@@ -208,8 +215,38 @@ export class KvStateMachine {
   }
 
   #setNumber(key: Uint8Array, value: number): void {
-    this.#spaces.meta.put(key, encoder.encode(String(value)));
     this.#numbers.set(key, value);
+    this.#dirtyNumbers.add(key);
+  }
+
+  /**
+   * Writes what the applies since the last flush kept in hand: the meta numbers they changed and
+   * the session headers they rewrote, each once however many commands changed it. The caller
+   * flushes after each run of applies, inside the same write transaction (the replica does, at the
+   * end of its turn's applies), so the records commit with the data they describe. Reads through
+   * the machine see the held values at once; {@linkcode dataHash}, {@linkcode records} and
+   * {@linkcode serialize}, which read the spaces themselves, flush first.
+   */
+  flush(): void {
+    for (const key of this.#dirtyNumbers) {
+      this.#spaces.meta.put(key, encoder.encode(String(this.#numbers.get(key))));
+    }
+    this.#dirtyNumbers.clear();
+    for (const held of this.#sessions.values()) {
+      if (held.dirty && held.header !== undefined) held.table.putHeader(held.header);
+    }
+    this.#sessions.clear();
+  }
+
+  /** The client's records and header, as held since the last flush (read once per flush). */
+  #session(clientId: string): HeldSession {
+    let held = this.#sessions.get(clientId);
+    if (held === undefined) {
+      const table = new SessionTable(this.#spaces.sessions, clientId);
+      held = { table, header: table.header(), dirty: false };
+      this.#sessions.set(clientId, held);
+    }
+    return held;
   }
 
   /** Checks that `key` is a valid key of this shard; returns a message when it is not. */
@@ -258,8 +295,13 @@ export class KvStateMachine {
     request: { clientId: string; seq: number; ackSeq: number; now: number; ttlMs: number },
   ): ApplyResult {
     const { clientId, seq, ackSeq, now, ttlMs } = request;
-    const sessions = new SessionTable(this.#spaces.sessions, clientId);
-    const found = sessions.header();
+    const held = this.#session(clientId);
+    const sessions = held.table;
+    const found = held.header;
+    const putHeader = (header: ClientSession) => {
+      held.header = header;
+      held.dirty = true;
+    };
     let session: ClientSession = {
       lastActiveMs: now,
       ackSeq: 0,
@@ -272,7 +314,8 @@ export class KvStateMachine {
         return expired(clientId, "expired");
       }
       if (!found.expired && found.lastActiveMs + ttlMs < now) {
-        sessions.expire(now);
+        held.header = sessions.expire(now);
+        held.dirty = false;
         return expired(clientId, `was idle for more than ${ttlMs} ms`);
       }
       // A tombstone older than a TTL is forgotten: the client id starts a new session.
@@ -299,25 +342,25 @@ export class KvStateMachine {
     if (previous !== undefined) return answerOf(resultFromSession(previous), true);
     const newAck = Math.max(session.ackSeq, ackSeq);
     const forgotten = sessions.forgetUpTo(session.ackSeq, newAck);
-    const held = {
+    const kept = {
       ...session,
       ackSeq: newAck,
       resultCount: session.resultCount - forgotten.count,
       resultBytes: session.resultBytes - forgotten.bytes,
     };
-    const full = this.#sessionFull(clientId, held);
+    const full = this.#sessionFull(clientId, kept);
     if (full !== undefined) {
-      sessions.putHeader(held);
+      putHeader(kept);
       return { kind: "resourceExhausted", message: full };
     }
     const outcome = this.#mutate(op, limits);
     const stored = sessions.putResult(resultToSession(seq, outcome));
-    sessions.putHeader({
+    putHeader({
       lastActiveMs: now,
       ackSeq: newAck,
-      resultCount: held.resultCount + 1,
+      resultCount: kept.resultCount + 1,
       expired: false,
-      resultBytes: held.resultBytes + stored,
+      resultBytes: kept.resultBytes + stored,
     });
     return answerOf(outcome, false);
   }
@@ -340,6 +383,8 @@ export class KvStateMachine {
   #sessionCount(): number {
     const counted = this.#number(META_SESSIONS);
     if (counted !== undefined) return counted;
+    // Every header held unwritten is in the space already, or is a new client's, which set the
+    // counter: so this scan, taken only while there is none, counts every session.
     let count = 0;
     for (const _ of SessionTable.headers(this.#spaces.sessions)) count++;
     return count;
@@ -507,6 +552,8 @@ export class KvStateMachine {
     const swept = this.#number(META_SWEPT) ?? 0;
     if (now - swept < SESSION_SWEEP_INTERVAL_MS) return;
     this.#setNumber(META_SWEPT, now);
+    // The scan below reads the headers from the space, and the sweep rewrites them there.
+    this.flush();
     const idle: Array<{ clientId: string; expired: boolean }> = [];
     for (const { clientId, session } of SessionTable.headers(this.#spaces.sessions)) {
       if (session.lastActiveMs + ttlMs >= now) continue;
@@ -560,6 +607,7 @@ export class KvStateMachine {
 
   /** A SHA-256 (hex) of the data, the sessions and the clock, in key order. */
   dataHash(): string {
+    this.flush();
     const hashing = hashSpaces(this.#spaces);
     let step = hashing.next();
     while (step.done !== true) step = hashing.next();
@@ -576,11 +624,19 @@ export class KvStateMachine {
   /** Removes all data, sessions and the clock (the replica is being deleted). */
   clearAll(): void {
     for (const [, space] of this.#namedSpaces()) space.clear();
+    this.#forgetHeld();
+  }
+
+  /** Drops the numbers and headers held, written or not (the spaces were replaced). */
+  #forgetHeld(): void {
     this.#numbers.clear();
+    this.#dirtyNumbers.clear();
+    this.#sessions.clear();
   }
 
   /** Every record of a snapshot of this state machine (data, sessions, meta), in order. */
   records(): Iterable<SnapshotRecord> {
+    this.flush();
     return snapshotRecords(this.#spaces);
   }
 
@@ -611,9 +667,17 @@ export class KvStateMachine {
     const spaces = this.#namedSpaces().map(([, space]) => space);
     for (const space of spaces) space.clear();
     for (const { space, key, value } of parsed.records) spaces[space].put(key, value);
-    this.#numbers.clear();
+    this.#forgetHeld();
     return { kind: "ok" };
   }
+}
+
+/** One client's session records, and its header as held until the machine flushes. */
+interface HeldSession {
+  readonly table: SessionTable;
+  header: ClientSession | undefined;
+  /** Whether `header` differs from the stored one. */
+  dirty: boolean;
 }
 
 /** The limits a command applies under (from the leader's stamps). */

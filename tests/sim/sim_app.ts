@@ -117,6 +117,9 @@ export class SimMachine implements GroupMachine<SimResult> {
     return { kind: "ok", result };
   }
 
+  /** Nothing to write: every apply writes its records through. */
+  flush(): void {}
+
   #execute(command: Exclude<SimCommand, { kind: "noop" }>): SimResult {
     const data = this.#spaces.data;
     switch (command.kind) {
