@@ -3,8 +3,10 @@
  * the core's synchronous {@linkcode LogReader}, plus the writes a Ready asks for.
  *
  * The first and last index, the log's starting point, the hard state and the applied state are
- * kept in memory and answered from there; entries are read from LMDB (memory-mapped) and verified
- * against their checksums on every read. Writes are made inside the node's turn transaction
+ * kept in memory and answered from there. So are the entries this process appended and has not
+ * applied yet (at most {@linkcode UNAPPLIED_BYTES_KEPT}): applying them, and most appends to
+ * followers, read no LMDB. Every other entry is read from LMDB (memory-mapped) and verified
+ * against its checksum on every read. Writes are made inside the node's turn transaction
  * ({@linkcode NodeStorage.write}); the in-memory view moves with them, so a failed commit must end
  * the process (the driver does).
  *
@@ -36,6 +38,12 @@ const ENTRY_HEADER_BYTES = 13;
 const NO_DATA = new Uint8Array(0);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+/**
+ * Bytes of entry data a replica keeps in memory beyond its applied index (the newest entries it
+ * appended); older or further entries are read from LMDB.
+ */
+export const UNAPPLIED_BYTES_KEPT = 1024 * 1024;
 
 /** Where the state machine stands: what the applied index and membership are. */
 export interface AppliedState {
@@ -88,6 +96,13 @@ export class ReplicaLog implements LogReader {
   #startTerm: Term;
   #lastIndex: LogIndex;
   #entryBytes = 0;
+  /**
+   * The newest entries appended by this process and not applied yet, in a row ending at
+   * `#lastIndex` (or none), with their data bytes: `#kept[0]` is entry `#keptFrom`.
+   */
+  #kept: Entry[] = [];
+  #keptFrom = 0;
+  #keptBytes = 0;
 
   /**
    * Loads a replica's log state. `snapshotTaken` is told when the core asks for a snapshot at the
@@ -156,6 +171,11 @@ export class ReplicaLog implements LogReader {
     this.#store.removeRange(this.#entryKey(low), this.#entryKey(high));
   }
 
+  /** Bytes of entry data kept in memory (at most {@linkcode UNAPPLIED_BYTES_KEPT}). */
+  get keptBytes(): number {
+    return this.#keptBytes;
+  }
+
   /** The applied index and membership, as last persisted. */
   get appliedState(): AppliedState {
     return this.#applied;
@@ -216,6 +236,16 @@ export class ReplicaLog implements LogReader {
     if (low <= this.#startIndex) return { kind: "compacted" };
     const out: Entry[] = [];
     let bytes = 0;
+    if (this.#kept.length > 0 && low >= this.#keptFrom) {
+      const end = Math.min(high, this.#lastIndex + 1);
+      for (let index = low; index < end; index++) {
+        const entry = this.#kept[index - this.#keptFrom];
+        bytes += entry.data.length + (options.entryOverheadBytes ?? 0);
+        if (out.length > 0 && bytes > options.bytesMax) break;
+        out.push(entry);
+      }
+      return { kind: "ok", entries: out };
+    }
     for (const { key, value } of this.#store.range(this.#entryKey(low), this.#entryKey(high))) {
       const index = readU64(key, 9) as LogIndex;
       const entry = decodeEntry(index, value);
@@ -231,6 +261,9 @@ export class ReplicaLog implements LogReader {
   term(index: LogIndex): Term | undefined {
     if (index === this.#startIndex) return this.#startTerm;
     if (index < this.#startIndex || index > this.#lastIndex) return undefined;
+    if (this.#kept.length > 0 && index >= this.#keptFrom) {
+      return this.#kept[index - this.#keptFrom].term;
+    }
     const bytes = this.#store.get(this.#entryKey(index));
     return bytes === undefined ? undefined : readU64(bytes, 0) as Term;
   }
@@ -277,13 +310,49 @@ export class ReplicaLog implements LogReader {
       () => `Replica ${this.#peerId}: entries ${first}..${last} are not ${entries.length} in a row`,
     );
     if (first <= this.#lastIndex) this.#removeEntries(first, this.#lastIndex + 1);
+    this.#keepFrom(first);
     for (const entry of entries) {
       if (entry.index <= this.#startIndex) continue;
       const encoded = encodeEntry(entry);
       this.#store.put(this.#entryKey(entry.index), encoded);
       this.#entryBytes += encoded.length;
+      this.#keep(entry);
     }
     this.#lastIndex = last;
+    this.#trimKept();
+  }
+
+  /** Forgets the kept entries from `index` on (they are being replaced). */
+  #keepFrom(index: number): void {
+    if (this.#kept.length === 0 || index >= this.#keptFrom + this.#kept.length) return;
+    const dropped = this.#kept.splice(Math.max(0, index - this.#keptFrom));
+    for (const entry of dropped) this.#keptBytes -= entry.data.length;
+  }
+
+  /** Keeps `entry`, the next in a row (its data copied when it is a view of a larger buffer). */
+  #keep(entry: Entry): void {
+    if (this.#kept.length === 0) this.#keptFrom = entry.index;
+    const data = entry.data;
+    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+    this.#kept.push(own ? entry : { ...entry, data: data.slice() });
+    this.#keptBytes += data.length;
+  }
+
+  /** Drops kept entries that are applied or past the bytes bound, oldest first. */
+  #trimKept(): void {
+    let drop = 0;
+    let bytes = this.#keptBytes;
+    while (
+      drop < this.#kept.length &&
+      (this.#keptFrom + drop <= this.#applied.applied || bytes > UNAPPLIED_BYTES_KEPT)
+    ) {
+      bytes -= this.#kept[drop].data.length;
+      drop++;
+    }
+    if (drop === 0) return;
+    this.#kept.splice(0, drop);
+    this.#keptFrom += drop;
+    this.#keptBytes = bytes;
   }
 
   /** Persists a Ready's hard state. */
@@ -306,6 +375,7 @@ export class ReplicaLog implements LogReader {
     this.#applied = applied;
     this.#appliedUnwritten = options?.deferWrite === true;
     if (!this.#appliedUnwritten) this.#writeJson(STATE_APPLIED, applied);
+    this.#trimKept();
   }
 
   /** Writes the applied state taken with `deferWrite`, if it is not written yet. */
@@ -323,6 +393,7 @@ export class ReplicaLog implements LogReader {
     const prefix = makeKey(PREFIX.log, [this.#peerId]);
     this.#store.removeRange(prefix, prefixEnd(prefix));
     this.#entryBytes = 0;
+    this.#keepFrom(0);
     this.#startIndex = metadata.index;
     this.#startTerm = metadata.term;
     this.#lastIndex = metadata.index;
