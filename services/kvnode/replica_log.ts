@@ -40,8 +40,9 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
- * Bytes of entry data a replica keeps in memory beyond its applied index (the newest entries it
- * appended); older or further entries are read from LMDB.
+ * Bytes of entry data one replica keeps in memory beyond its applied index (the newest entries it
+ * appended); older or further entries are read from LMDB. Replicas that apply what they append
+ * keep little: an idle one keeps none.
  */
 export const UNAPPLIED_BYTES_KEPT = 1024 * 1024;
 
@@ -331,6 +332,10 @@ export class ReplicaLog implements LogReader {
 
   /** Keeps `entry`, the next in a row (its data copied when it is a view of a larger buffer). */
   #keep(entry: Entry): void {
+    // Only a row is kept: an entry out of it (never seen) starts the row afresh.
+    if (this.#kept.length > 0 && entry.index !== this.#keptFrom + this.#kept.length) {
+      this.#keepFrom(this.#keptFrom);
+    }
     if (this.#kept.length === 0) this.#keptFrom = entry.index;
     const data = entry.data;
     const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
@@ -374,7 +379,8 @@ export class ReplicaLog implements LogReader {
     );
     this.#applied = applied;
     this.#appliedUnwritten = options?.deferWrite === true;
-    if (!this.#appliedUnwritten) this.#writeJson(STATE_APPLIED, applied);
+    if (this.#appliedUnwritten) return;
+    this.#writeJson(STATE_APPLIED, applied);
     this.#trimKept();
   }
 
@@ -383,6 +389,7 @@ export class ReplicaLog implements LogReader {
     if (!this.#appliedUnwritten) return;
     this.#writeJson(STATE_APPLIED, this.#applied);
     this.#appliedUnwritten = false;
+    this.#trimKept();
   }
 
   /**

@@ -176,10 +176,11 @@ export class KvStateMachine {
   readonly #sessionResultBytesMax: number;
   readonly #sessionsMax: number;
   /**
-   * The meta space's numbers as last read or written through this machine (`null`: absent). Every
-   * write of them goes through {@linkcode #setNumber}, so this mirrors the space, and an apply
-   * reads its clock and counters without a store lookup each. A failed write transaction stops
-   * the node, so it never holds a number the store rolled back.
+   * The meta space's numbers as last read or set through this machine (`null`: absent). Every
+   * change of them goes through {@linkcode #setNumber}, so this is the space as it will be after
+   * the next {@linkcode flush} (the numbers in {@linkcode #dirtyNumbers} are ahead of it until
+   * then), and an apply reads its clock and counters without a store lookup each. A failed write
+   * transaction stops the node, so it never holds a number the store rolled back.
    */
   readonly #numbers = new Map<Uint8Array, number | null>();
   /** The numbers of {@linkcode #numbers} changed since the last {@linkcode flush}. */
@@ -676,7 +677,7 @@ export class KvStateMachine {
 interface HeldSession {
   readonly table: SessionTable;
   header: ClientSession | undefined;
-  /** Whether `header` differs from the stored one. */
+  /** Whether `header` was set since it was read, so that {@linkcode KvStateMachine.flush} writes it. */
   dirty: boolean;
 }
 

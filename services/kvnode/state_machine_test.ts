@@ -631,9 +631,10 @@ Deno.test("KvStateMachine answers a Txn retried in its session with the first an
 Deno.test("KvStateMachine holding headers and numbers until a flush stores what writing through does", () => {
   // Two machines apply the same commands with the same answers: one flushes after every apply,
   // the other at seeded random points. At each of the latter's flushes both spaces hold the same
-  // records. The commands mix clients, acknowledgements, retries, a client that idles past its
-  // TTL, stamps that cross the sweep interval and a new client after the counter was lost (older
-  // data: the count is taken by a scan, which must see the headers held).
+  // records. The commands mix clients, acknowledgements, retries, clients that idle past their
+  // TTL, stamps that cross the sweep interval, clients refused for the sessions bound or a full
+  // session, and new clients after the counter was lost (older data: the count is taken by a scan).
+  const refusals = new Set<string>();
   for (let seed = 1; seed <= 40; seed++) {
     let state = seed;
     const random = () => {
@@ -641,15 +642,22 @@ Deno.test("KvStateMachine holding headers and numbers until a flush stores what 
       return state / 2147483648;
     };
     const ttl = 5_000;
+    const bounds = { sessionsMax: 4, sessionResultBytesMax: 30 };
     const each: { spaces: ReturnType<typeof machine>["spaces"]; sm: KvStateMachine } = machine(
       FULL,
       ttl,
+      bounds,
     );
     const held: { spaces: ReturnType<typeof machine>["spaces"]; sm: KvStateMachine } = machine(
       FULL,
       ttl,
+      bounds,
     );
-    const clients = ["a", "b", "c", "d"].map((clientId) => ({ clientId, seq: 0, acked: 0 }));
+    const clients = ["a", "b", "c", "d", "e", "f"].map((clientId) => ({
+      clientId,
+      seq: 0,
+      acked: 0,
+    }));
     let now = 1;
     let flushes = 0;
     for (let step = 0; step < 300; step++) {
@@ -662,14 +670,14 @@ Deno.test("KvStateMachine holding headers and numbers until a flush stores what 
           side.spaces.meta.delete(enc("sessions"));
         }
         const fresh = (side: ReturnType<typeof machine>) =>
-          new KvStateMachine(side.spaces, { range: FULL, sessionTtlMs: ttl });
+          new KvStateMachine(side.spaces, { range: FULL, sessionTtlMs: ttl, ...bounds });
         each.sm = fresh(each);
         held.sm = fresh(held);
       }
       const client = clients[Math.floor(random() * clients.length)];
       const retry = client.seq > client.acked && random() < 0.1;
       if (!retry) client.seq++;
-      if (random() < 0.5) client.acked = Math.max(client.acked, client.seq - 1);
+      if (random() < 0.3) client.acked = Math.max(client.acked, client.seq - 1);
       const session = { clientId: client.clientId, seq: client.seq, ackSeq: client.acked };
       const command = random() < 0.5
         ? put(`k${Math.floor(random() * 20)}`, `v${step}`, session, now)
@@ -678,6 +686,9 @@ Deno.test("KvStateMachine holding headers and numbers until a flush stores what 
       each.sm.flush();
       assert.deepEqual(held.sm.apply(command), expected, `seed ${seed}, step ${step}`);
       if (expected.kind === "sessionExpired") client.seq = client.acked = 0;
+      if (expected.kind === "resourceExhausted") {
+        refusals.add(expected.message.includes("client sessions") ? "sessions" : "full");
+      }
       if (random() < 0.3) {
         held.sm.flush();
         flushes++;
@@ -693,4 +704,5 @@ Deno.test("KvStateMachine holding headers and numbers until a flush stores what 
     assert.ok(flushes > 50, `seed ${seed}: ${flushes} flushes`);
     assert.equal(held.sm.dataHash(), each.sm.dataHash(), `seed ${seed}: dataHash flushes first`);
   }
+  assert.deepEqual([...refusals].sort(), ["full", "sessions"], "both bounds were reached");
 });
