@@ -114,9 +114,6 @@ export interface ReplicaHooks {
 
 const NO_HOOKS: ReplicaHooks = { peersChanged() {}, sourceOpened() {} };
 
-/** A compaction due by count is spread over this many turns ({@linkcode Replica.compactIfDue}). */
-export const COMPACT_STEPS = 8;
-
 /** One replica of a shard group hosted on this node, running machines of type `M`. */
 export class Replica<R, M extends GroupMachine<R>> {
   readonly record: ReplicaRecord;
@@ -134,8 +131,6 @@ export class Replica<R, M extends GroupMachine<R>> {
   readonly pending = new Map<number, PendingProposal<R>>();
   /** Linearizable reads on their way through confirmation (the lease or a ReadIndex round). */
   readonly reads = new ReadRounds<R>();
-  /** The index a compaction under way is heading for (entries up to it go, a step per turn). */
-  #compactTarget = 0;
   /** Counts since the replica was opened here, for metrics. */
   readonly counters = { proposals: 0, reads: 0, snapshotsSent: 0, snapshotsReceived: 0 };
   /** Admin calls waiting for their conf change to apply. */
@@ -464,9 +459,7 @@ export class Replica<R, M extends GroupMachine<R>> {
    * Inside the turn's transaction, after {@linkcode persistAndApply}: compacts the log once it
    * holds `snapshotEntries` applied entries or `snapshotLogBytes` bytes past its start. A
    * snapshot is then the state machine itself, read at its applied index when a follower needs
-   * one, so compacting only drops entries. A compaction due by count drops an eighth of
-   * `snapshotEntries` per turn until it reaches its target, so no one turn deletes thousands of
-   * entries while requests wait on it; one forced by the bytes bound drops all at once.
+   * one, so compacting only drops entries.
    */
   compactIfDue(options: { snapshotEntries: number; snapshotLogBytes: number }): void {
     const { snapshotEntries, snapshotLogBytes } = options;
@@ -474,18 +467,12 @@ export class Replica<R, M extends GroupMachine<R>> {
     const start = this.log.firstIndex() - 1;
     const byCount = applied - start >= snapshotEntries;
     const byBytes = this.log.entryBytes >= snapshotLogBytes && applied > start;
-    if (byCount || byBytes) {
-      // Keep a tail of entries so that slightly lagging followers catch up without a snapshot
-      // (none when the bytes bound forced the compaction).
-      const keep = byCount && !byBytes ? Math.floor(snapshotEntries / 4) : 0;
-      this.#compactTarget = Math.max(this.#compactTarget, applied - keep);
-    }
-    if (this.#compactTarget <= start) return;
-    const step = byBytes ? this.#compactTarget : Math.min(
-      this.#compactTarget,
-      start + Math.ceil(snapshotEntries / COMPACT_STEPS),
-    );
-    this.log.compact(step as LogIndex);
+    if (!byCount && !byBytes) return;
+    // Keep a tail of entries so that slightly lagging followers catch up without a snapshot
+    // (none when the bytes bound forced the compaction).
+    const keep = byCount && !byBytes ? Math.floor(snapshotEntries / 4) : 0;
+    const target = applied - keep;
+    if (target > start) this.log.compact(target as LogIndex);
     this.log.assertConsistent();
   }
 

@@ -1,21 +1,20 @@
 // Checks Replica.failAll: when a replica goes away, its proposals are answered `unknown` (their
-// entries may still commit on the other members), its reads with the given outcome; and that a
-// compaction due by count is spread over turns.
+// entries may still commit on the other members), its reads with the given outcome.
 import assert from "node:assert/strict";
-import { createEntry, type LogIndex, mulberry32, type PeerId, type Term } from "@tinykv/raft";
+import { type LogIndex, mulberry32, type PeerId, type Term } from "@tinykv/raft";
 import { MemoryNodeStore } from "./memory_node_store.ts";
 import type { ItemOutcome, ItemResult } from "./outcome.ts";
 import { KvApplication, type KvMachine } from "./kv_app.ts";
-import { COMPACT_STEPS, Replica } from "./replica.ts";
+import { Replica } from "./replica.ts";
 import { TEST_TUNING } from "./_test_cluster.ts";
 import { shardId as toShardId } from "@tinykv/shard";
 
 const app = new KvApplication();
 
 /** Replica peer 7 of shard 1 (the whole hash space), alone in its group, on a fresh store. */
-function soloReplica(store = new MemoryNodeStore()): Replica<ItemResult, KvMachine> {
+function soloReplica(): Replica<ItemResult, KvMachine> {
   const peer = { peerId: 7, nodeId: "n1", address: "mem:n1" };
-  return new Replica<ItemResult, KvMachine>(store, {
+  return new Replica<ItemResult, KvMachine>(new MemoryNodeStore(), {
     record: {
       shardId: toShardId(1),
       peerId: 7,
@@ -57,34 +56,4 @@ Deno.test("Replica.failAll() answers admin calls waiting for a conf change as ti
   replica.failAll({ kind: "unavailable", message: "Shard 1 left node n1" });
   assert.equal((await wait).kind, "timeout");
   assert.equal(replica.appliedWaiters.size, 0);
-});
-
-Deno.test("Replica.compactIfDue() drops an eighth of snapshotEntries per turn, or all for bytes", async () => {
-  const store = new MemoryNodeStore();
-  const replica = soloReplica(store);
-  const log = replica.log;
-  const confState = log.appliedState.confState;
-  await store.write(() => {
-    log.append(Array.from({ length: 100 }, (_, i) =>
-      createEntry({
-        index: (i + 1) as LogIndex,
-        term: 1 as Term,
-        data: new TextEncoder().encode(`e${i + 1}`),
-      })));
-    log.setHardState({ term: 1 as Term, vote: 7 as PeerId, commit: 100 as LogIndex });
-    log.setApplied({ applied: 100 as LogIndex, confState });
-  });
-  const tuning = { snapshotEntries: 40, snapshotLogBytes: 1 << 30 };
-  const firsts: number[] = [];
-  for (let turn = 0; turn < 25; turn++) {
-    await store.write(() => replica.compactIfDue(tuning));
-    firsts.push(log.firstIndex());
-  }
-  // Due at 100 applied entries past the start; it keeps a quarter of 40 (to 90), 40 / 8 a turn.
-  const step = Math.ceil(40 / COMPACT_STEPS);
-  const expected = firsts.map((_, turn) => Math.min(1 + step * (turn + 1), 91));
-  assert.deepEqual(firsts, expected);
-  // Over the bytes bound the whole applied log goes in one turn.
-  await store.write(() => replica.compactIfDue({ snapshotEntries: 40, snapshotLogBytes: 1 }));
-  assert.equal(log.firstIndex(), 101);
 });
