@@ -340,7 +340,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     let applied = false;
     for (const entry of ready.committedEntries) {
       if (entry.type === "confChange") {
-        this.log.writeApplied();
+        // Writes the applied state at once, the normal entries' before it included.
         const change = this.#applyConfChange(entry);
         changes.push(change.description);
         removed ||= change.removedSelf;
