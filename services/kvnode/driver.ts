@@ -295,6 +295,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
    * groups cost next to nothing.
    */
   readonly #awake = new Set<Replica<R, M>>();
+  /** Replicas with a log compaction under way: each turn's write takes a step of each. */
+  readonly #compacting = new Set<Replica<R, M>>();
   /** Replicas a message, request or snapshot report reached in this turn. */
   readonly #touched = new Set<Replica<R, M>>();
   /** An admin task ran in this turn: it may have touched any replica. */
@@ -615,7 +617,10 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 
   async #loop(): Promise<void> {
     while (this.#running) {
-      if (this.#inbox.length === 0 && this.#ticksDue === 0 && !this.#anyReady()) {
+      if (
+        this.#inbox.length === 0 && this.#ticksDue === 0 && this.#compacting.size === 0 &&
+        !this.#anyReady()
+      ) {
         for (const resolve of this.#idleWaiters.splice(0)) resolve();
         await new Promise<void>((resolve) => (this.#wake = resolve));
         this.#fromIdle = true;
@@ -678,7 +683,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       if (evicted.includes(replica)) continue;
       if (replica.node.hasReady()) readies.push([replica, replica.node.ready()]);
     }
-    if (readies.length === 0 && evicted.length === 0) {
+    if (readies.length === 0 && evicted.length === 0 && this.#compacting.size === 0) {
       this.#options.outbound.flush();
       this.#releaseSnapshotSources();
       this.#settleAwake(inPlay);
@@ -740,7 +745,8 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   /**
    * The turn's one transaction: deletes the evicted replicas, persists and applies the Readies
    * that write something (a turn that only sends — a read round, heartbeats and their answers —
-   * writes nothing), and answers the applied proposals.
+   * writes nothing), answers the applied proposals, and takes a step of every compaction under
+   * way (a turn with nothing else to do runs for those alone, until they are done).
    */
   async #write(
     readies: ReadonlyArray<[Replica<R, M>, Ready]>,
@@ -750,7 +756,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const removed: Replica<R, M>[] = [];
     const installed: Replica<R, M>[] = [];
     const writing = readies.filter(([, ready]) => writesSomething(ready));
-    if (writing.length === 0 && evicted.length === 0) return { installed, removed };
+    // Those persisting a Ready step their compaction after it (`#persistAndApply`).
+    const stepping = [...this.#compacting].filter((replica) =>
+      !evicted.includes(replica) && !writing.some(([writer]) => writer === replica)
+    );
+    if (writing.length === 0 && evicted.length === 0 && stepping.length === 0) {
+      return { installed, removed };
+    }
     const writeStarted = this.#now();
     // A turn that only applies committed entries need not wait for its sync: a machine crash
     // that undoes it is redone from the durable log on restart (`durable: false`, node_store.ts),
@@ -777,6 +789,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       for (const [replica, ready] of writing) {
         this.#persistAndApply(replica, ready, answers, installed, removed);
       }
+      for (const replica of stepping) this.#compactIfDue(replica);
       // Answered before the transaction commits: what they answer is decided (committed
       // entries, durable on a majority; a crash re-applies them alike), and nothing reads this
       // node's data until the loop's next turn, which starts after the commit.
@@ -820,7 +833,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     installed: Replica<R, M>[],
     removed: Replica<R, M>[],
   ): void {
-    const { tuning, observer } = this.#options;
+    const { observer } = this.#options;
     const appliedBefore = ready.snapshot?.metadata.index ?? replica.log.appliedState.applied;
     const summary = replica.persistAndApply(ready, { answers });
     observer?.persisted?.(replica, ready, appliedBefore);
@@ -836,8 +849,15 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
       replica.destroy();
       removed.push(replica);
     } else {
-      replica.compactIfDue(tuning);
+      this.#compactIfDue(replica);
     }
+  }
+
+  /** Inside the turn's write: a step of the replica's compaction, if one is due or under way. */
+  #compactIfDue(replica: Replica<R, M>): void {
+    replica.compactIfDue(this.#options.tuning);
+    if (replica.compacting) this.#compacting.add(replica);
+    else this.#compacting.delete(replica);
   }
 
   #handle(item: InboxItem): void {
@@ -1449,6 +1469,7 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
   #drop(replica: Replica<R, M>, why: string): void {
     this.#replicas.delete(replica.shardId);
     this.#awake.delete(replica);
+    this.#compacting.delete(replica);
     this.#waitingApplied.delete(replica);
     this.#pingTargets = undefined;
     replica.failAll({

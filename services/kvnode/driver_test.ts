@@ -332,6 +332,36 @@ Deno.test("Driver: a node that fell far behind catches up by snapshot", async ()
   }
 });
 
+Deno.test("Driver: a compaction spread over turns goes on in turns of its own once writes stop", async () => {
+  // One entry a step, beyond those applied since the last.
+  const tuning = { ...TEST_TUNING, snapshotEntries: 150, compactStepEntries: 1 };
+  const cluster = await electedCluster(["n1"], tuning);
+  try {
+    const node = cluster.node("n1");
+    const replica = node.driver.replicas()[0];
+    const writes = (from: number, count: number) =>
+      Array.from(
+        { length: count },
+        (_, i) =>
+          cluster.submit("n1", SHARD, { kind: "mutation", command: put(`k${from + i}`, "v") }),
+      );
+    const outcomes = await cluster.settle(writes(0, 150 - replica.log.appliedState.applied - 1));
+    assert.deepEqual(outcomes.filter((o) => o.kind !== "ok"), []);
+    assert.equal(replica.log.appliedState.applied, 149);
+    assert.equal(replica.log.firstIndex(), 1);
+    // The 150th entry makes a compaction due (to 150 - 37 kept), and its turn takes one step.
+    // No tick from here: only the turns the driver gives itself.
+    const [last] = writes(1000, 1);
+    await node.driver.whenIdle();
+    assert.equal((await last).kind, "ok");
+    assert.equal(replica.log.appliedState.applied, 150);
+    assert.equal(replica.compacting, false);
+    assert.equal(replica.log.firstIndex(), 114);
+  } finally {
+    await cluster.close();
+  }
+});
+
 async function ticking<T>(cluster: TestCluster, promise: Promise<T>): Promise<T> {
   let done = false;
   let value: T | undefined;
