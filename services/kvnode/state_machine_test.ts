@@ -419,6 +419,29 @@ Deno.test("KvStateMachine refuses a mutation once a session holds its bytes of r
   okResult(sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq: 4, ackSeq: 3 })));
 });
 
+Deno.test("KvStateMachine keeps what a refused mutation acknowledged: a forgotten seq stays refused", () => {
+  const { sm } = machine(FULL, undefined, { sessionResultBytesMax: 3000 });
+  okResult(sm.apply(put("k", "small")));
+  // Failed compare-and-swaps keep the current value as their result: seq 1 a few bytes, seqs 2-4
+  // 1,000 bytes each (the third is allowed: the session held about 2,000 bytes before it).
+  okResult(sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq: 1 })));
+  okResult(sm.apply(put("k", "x".repeat(1000))));
+  for (let seq = 2; seq <= 4; seq++) {
+    okResult(sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq })));
+  }
+  // Seq 5 acknowledges seq 1: its result is forgotten, and the rest still fill the session.
+  const refused = sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq: 5, ackSeq: 1 }));
+  assert.equal(refused.kind, "resourceExhausted", JSON.stringify(refused));
+  // The acknowledgement stands: seq 1 is refused, not applied a second time.
+  const again = sm.apply(
+    cas("k", { expected: enc("small"), value: enc("v2"), clientId: "c", seq: 1 }),
+  );
+  assert.equal(again.kind, "invalid", JSON.stringify(again));
+  assert.equal(dec(sm.get(enc("k")).value), "x".repeat(1000));
+  // And the session's bytes were counted down: acknowledging seq 2 makes room for seq 5.
+  okResult(sm.apply(cas("k", { expected: enc("no"), clientId: "c", seq: 5, ackSeq: 2 })));
+});
+
 Deno.test("KvStateMachine refuses a new client past the shard's sessions bound", () => {
   const { sm } = machine(FULL, 1000, { sessionsMax: 3 });
   for (const clientId of ["a", "b", "c"]) {
