@@ -152,6 +152,11 @@ export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
 }
 
 /** Two turns of the event loop: the data path writes its answers from an immediate. */
+/** Resolves after the event loop's next round of I/O callbacks and timers (`setImmediate`). */
+function oneLoopTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function twoLoopTurns(): Promise<void> {
   return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
@@ -181,7 +186,7 @@ export interface TurnReport {
    * `durable` is false.
    */
   readonly writeMs: number;
-  /** Whether the turn waited for its sync (false: it only applied committed entries). */
+  /** Whether the turn waited for its sync (false: it only applied committed entries or compacted). */
   readonly durable: boolean;
   /** Log entries persisted, over every group (the group commit's size). */
   readonly entries: number;
@@ -617,14 +622,18 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
 
   async #loop(): Promise<void> {
     while (this.#running) {
-      if (
-        this.#inbox.length === 0 && this.#ticksDue === 0 && this.#compacting.size === 0 &&
-        !this.#anyReady()
-      ) {
-        for (const resolve of this.#idleWaiters.splice(0)) resolve();
-        await new Promise<void>((resolve) => (this.#wake = resolve));
-        this.#fromIdle = true;
-        continue;
+      if (this.#inbox.length === 0 && this.#ticksDue === 0 && !this.#anyReady()) {
+        if (this.#compacting.size === 0) {
+          for (const resolve of this.#idleWaiters.splice(0)) resolve();
+          await new Promise<void>((resolve) => (this.#wake = resolve));
+          this.#fromIdle = true;
+          continue;
+        }
+        // Only compaction steps are due. Such a turn may not wait for anything (it commits on
+        // this thread), so let the event loop run first: messages, requests and timers get in
+        // between the steps, and a long compaction never stalls the node one turn after another.
+        await oneLoopTurn();
+        if (!this.#running) break;
       }
       const started = this.#now();
       this.#writeMs = 0;
@@ -774,8 +783,12 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     // New entries, a new term or vote, a snapshot, an eviction or a membership change wait.
     let applying = 0;
     for (const [, ready] of writing) applying += ready.committedEntries.length;
-    const durable = evicted.length > 0 || this.#live.size > applying || !turn.small ||
-      writing.some(([, ready]) => mustWaitForSync(ready));
+    // A turn of compaction steps alone has nothing to wait for either: a crash that undoes it
+    // leaves a longer log, compacted again later.
+    const stepsOnly = writing.length === 0 && evicted.length === 0;
+    const durable = !stepsOnly &&
+      (evicted.length > 0 || this.#live.size > applying || !turn.small ||
+        writing.some(([, ready]) => mustWaitForSync(ready)));
     const answers: Array<() => void> = [];
     const answersLeft = this.#options.answersLeft ?? twoLoopTurns;
     // An entry this very turn persists may already be committed (a group whose only voter is this

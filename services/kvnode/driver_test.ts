@@ -350,13 +350,24 @@ Deno.test("Driver: a compaction spread over turns goes on in turns of its own on
     assert.equal(replica.log.appliedState.applied, 149);
     assert.equal(replica.log.firstIndex(), 1);
     // The 150th entry makes a compaction due (to 150 - 37 kept), and its turn takes one step.
-    // No tick from here: only the turns the driver gives itself.
+    // No tick from here: only the turns the driver gives itself. Meanwhile the event loop runs
+    // between the steps: a callback scheduled each round sees the compaction under way.
+    const seen = new Set<number>();
+    let watching = true;
+    const watch = () => {
+      seen.add(replica.log.firstIndex());
+      if (watching) setImmediate(watch);
+    };
+    setImmediate(watch);
     const [last] = writes(1000, 1);
     await node.driver.whenIdle();
+    watching = false;
     assert.equal((await last).kind, "ok");
     assert.equal(replica.log.appliedState.applied, 150);
     assert.equal(replica.compacting, false);
     assert.equal(replica.log.firstIndex(), 114);
+    const between = [...seen].filter((first) => first > 3 && first < 114);
+    assert.ok(between.length >= 10, `the event loop ran during the compaction: ${[...seen]}`);
   } finally {
     await cluster.close();
   }

@@ -62,7 +62,7 @@ export function kvnodeMetrics(registry: Registry): {
   const commit = new Histogram({
     name: "tinykv_kvnode_lmdb_commit_duration_seconds",
     help: "A turn's one LMDB transaction, from its start to the commit being synced " +
-      "(committed, for a turn that only applied committed entries).",
+      "(committed, for a turn that did not wait for its sync).",
     buckets: [...LATENCY_BUCKETS_SECONDS],
     registers: [registry],
   });
@@ -80,7 +80,8 @@ export function kvnodeMetrics(registry: Registry): {
   });
   const unsynced = new Counter({
     name: "tinykv_kvnode_turns_unsynced_total",
-    help: "Turns that only applied committed entries and went on without waiting for the sync.",
+    help: "Turns that went on without waiting for their sync: those that only applied " +
+      "committed entries or took steps of a log compaction.",
     registers: [registry],
   });
   const observer = {

@@ -487,7 +487,7 @@ export class Replica<R, M extends GroupMachine<R>> {
     options: { snapshotEntries: number; snapshotLogBytes: number; compactStepEntries?: number },
   ): void {
     const { snapshotEntries, snapshotLogBytes } = options;
-    const stepEntries = options.compactStepEntries ?? COMPACT_STEP_ENTRIES;
+    const stepEntries = Math.max(1, options.compactStepEntries ?? COMPACT_STEP_ENTRIES);
     const { applied } = this.log.appliedState;
     const start = this.log.firstIndex() - 1;
     const byCount = applied - start >= snapshotEntries;

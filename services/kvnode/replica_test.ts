@@ -85,8 +85,8 @@ Deno.test("Replica.compactIfDue() spreads a compaction due by count over steps; 
   assert.equal(log.firstIndex(), 1, "39 applied entries are not due");
   assert.equal(replica.compacting, false);
   await applyMore(61);
-  // Due at 100 applied entries: it keeps a quarter of 40 (to 90). The first step counts nothing
-  // applied since a step before (there was one at 39, 61 entries ago): 3 + 61 entries go.
+  // Due at 100 applied entries: it keeps a quarter of 40 (to 90). The step also covers the 61
+  // entries applied since the last call (at 39): 3 + 61 entries go.
   await store.write(() => replica.compactIfDue(tuning));
   assert.equal(log.firstIndex(), 65);
   assert.equal(replica.compacting, true);
