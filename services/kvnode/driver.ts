@@ -151,12 +151,12 @@ export interface DriverOptions<Op, R, M extends GroupMachine<R>> {
   readonly answersLeft?: () => Promise<void>;
 }
 
-/** Two turns of the event loop: the data path writes its answers from an immediate. */
 /** Resolves after the event loop's next round of I/O callbacks and timers (`setImmediate`). */
 function oneLoopTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/** Two turns of the event loop: the data path writes its answers from an immediate. */
 function twoLoopTurns(): Promise<void> {
   return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
