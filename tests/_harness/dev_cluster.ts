@@ -8,7 +8,6 @@
  */
 import assert from "node:assert/strict";
 import { waitFor } from "@tinykv/zk/testing";
-import { freePort } from "./processes.ts";
 
 /** The script behind `deno task dev`. */
 export const DEV_SCRIPT: string = new URL("../../tools/dev.ts", import.meta.url).pathname;
@@ -110,6 +109,15 @@ export function freeGatewayPort(): number {
   throw new Error("Cannot find a free gateway port");
 }
 
+/** A free port in the drawn range (checked when asked). */
+export function freeDrawnPort(): number {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = DRAWN_PORTS_FROM + Math.floor(Math.random() * (DRAWN_PORTS_TO - DRAWN_PORTS_FROM));
+    if (portsFree([port])) return port;
+  }
+  throw new Error("Cannot find a free port");
+}
+
 function portsFree(ports: readonly number[]): boolean {
   const listeners: Deno.Listener[] = [];
   try {
@@ -132,14 +140,36 @@ export interface DevPorts {
   readonly http: number;
 }
 
+/**
+ * Free ports for a dev cluster, all in the drawn range and all different, their `/metrics` ports
+ * included. Each is checked free on its own, so two draws could name one port (the harness once gave
+ * ZooKeeper and placement the same one): drawn again until none is shared.
+ */
 export function devPorts(): DevPorts {
-  return {
-    base: freePortRun(),
-    gateway: freeGatewayPort(),
-    zk: freePort(),
-    admin: freePort(),
-    http: freePort(),
-  };
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const ports = {
+      base: freePortRun(),
+      gateway: freeGatewayPort(),
+      zk: freeDrawnPort(),
+      admin: freeDrawnPort(),
+      http: freeDrawnPort(),
+    };
+    const used = devPortsUsed(ports);
+    if (new Set(used).size === used.length) return ports;
+  }
+  throw new Error("Cannot find dev ports that are all different");
+}
+
+/** Every port a dev cluster on `ports` listens on: the services' and their `/metrics` ports. */
+export function devPortsUsed(ports: DevPorts): number[] {
+  return [
+    ...[0, 1, 2, 3].flatMap((i) => [ports.base + i, ports.base + 1000 + i]),
+    ports.gateway,
+    ports.gateway + 90,
+    ports.zk,
+    ports.admin,
+    ports.http,
+  ];
 }
 
 /**
@@ -159,14 +189,7 @@ export function devPortsAvoiding(
 ): DevPorts {
   for (let attempt = 0; attempt < 100; attempt++) {
     const ports = devPorts();
-    const used = [
-      ...[0, 1, 2, 3].flatMap((i) => [ports.base + i, ports.base + 1000 + i]),
-      ports.gateway,
-      ports.gateway + 90,
-      ports.zk,
-      ports.admin,
-      ports.http,
-    ];
+    const used = devPortsUsed(ports);
     if (!used.some((port) => avoided.some(([lo, hi]) => port >= lo && port <= hi))) {
       return ports;
     }
