@@ -20,12 +20,27 @@ export const SERVICE_PERMISSIONS = [
   "--allow-ffi",
 ];
 
-/** A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after). */
+/**
+ * Ports {@linkcode freePort} handed out in this process. The kernel may give a bind to port 0 the
+ * port it just gave the last one, closed again before its service bound it (a test's ZooKeeper and
+ * placement once got the same port that way).
+ */
+const handedOut = new Set<number>();
+
+/**
+ * A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after), never one this
+ * process handed out before.
+ */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error("Cannot find a free port not handed out before");
 }
 
 /** A running service process. */
