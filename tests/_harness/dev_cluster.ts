@@ -87,35 +87,35 @@ const DRAWN_PORTS_FROM = 20_000;
 const DRAWN_PORTS_TO = 32_700;
 
 /**
+ * A port drawn from the range, free when asked together with the ports at `offsets` from it (each
+ * offset at least 0; the largest stays in the range too).
+ */
+function drawFree(offsets: readonly number[], what: string): number {
+  const span = Math.max(...offsets);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = DRAWN_PORTS_FROM +
+      Math.floor(Math.random() * (DRAWN_PORTS_TO - span - DRAWN_PORTS_FROM));
+    if (portsFree(offsets.map((offset) => port + offset))) return port;
+  }
+  throw new Error(`Cannot find ${what}`);
+}
+
+/**
  * Four consecutive free ports for kvnodes, whose `/metrics` ports (each + 1000) are free too
  * (checked when asked).
  */
 export function freePortRun(): number {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = DRAWN_PORTS_FROM +
-      Math.floor(Math.random() * (DRAWN_PORTS_TO - 1004 - DRAWN_PORTS_FROM));
-    if (portsFree([0, 1, 2, 3].flatMap((i) => [base + i, base + 1000 + i]))) return base;
-  }
-  throw new Error("Cannot find four consecutive free ports");
+  return drawFree([0, 1, 2, 3, 1000, 1001, 1002, 1003], "four consecutive free ports");
 }
 
 /** A free port for a gateway whose `/metrics` port (+ 90) is free too (checked when asked). */
 export function freeGatewayPort(): number {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = DRAWN_PORTS_FROM +
-      Math.floor(Math.random() * (DRAWN_PORTS_TO - 91 - DRAWN_PORTS_FROM));
-    if (portsFree([port, port + 90])) return port;
-  }
-  throw new Error("Cannot find a free gateway port");
+  return drawFree([0, 90], "a free gateway port");
 }
 
 /** A free port in the drawn range (checked when asked). */
 export function freeDrawnPort(): number {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = DRAWN_PORTS_FROM + Math.floor(Math.random() * (DRAWN_PORTS_TO - DRAWN_PORTS_FROM));
-    if (portsFree([port])) return port;
-  }
-  throw new Error("Cannot find a free port");
+  return drawFree([0], "a free port");
 }
 
 function portsFree(ports: readonly number[]): boolean {
