@@ -1,0 +1,89 @@
+/**
+ * Tests of the floor benchmark's framing (rpc_floor.ts): frames split at every possible boundary
+ * and in seeded random chunks come out whole and in order; a length over the bound is refused.
+ */
+import assert from "node:assert/strict";
+import { floorTable, FrameReader, frames } from "./rpc_floor.ts";
+
+function payload(length: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);
+}
+
+Deno.test("frames() lays out each copy behind its 4-byte big-endian length", () => {
+  const bytes = frames(Uint8Array.of(7, 8, 9), 2);
+  assert.deepEqual([...bytes], [0, 0, 0, 3, 7, 8, 9, 0, 0, 0, 3, 7, 8, 9]);
+  assert.equal(frames(new Uint8Array(0), 3).length, 12);
+});
+
+Deno.test("FrameReader returns whole frames whatever the chunk boundaries", () => {
+  const sent = [payload(300, 1), payload(0, 2), payload(60, 3), payload(5000, 4), payload(1, 5)];
+  const stream = new Uint8Array(sent.reduce((sum, p) => sum + 4 + p.length, 0));
+  let at = 0;
+  for (const p of sent) {
+    stream.set(frames(p, 1), at);
+    at += 4 + p.length;
+  }
+  // Every split into two chunks.
+  for (let cut = 0; cut <= stream.length; cut++) {
+    const reader = new FrameReader();
+    const got = [...reader.push(stream.subarray(0, cut)), ...reader.push(stream.subarray(cut))];
+    assert.deepEqual(got, sent, `split at ${cut}`);
+    assert.equal(reader.pending, 0);
+  }
+  // Seeded random chunk sizes, one byte up to a few kilobytes.
+  let state = 0x2545f491;
+  const next = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return state >>> 0;
+  };
+  for (let round = 0; round < 200; round++) {
+    const reader = new FrameReader();
+    const got: Uint8Array[] = [];
+    for (let from = 0; from < stream.length;) {
+      const size = 1 + (next() % (round % 2 === 0 ? 7 : 3000));
+      got.push(...reader.push(stream.subarray(from, from + size)));
+      from += size;
+    }
+    assert.deepEqual(got, sent, `round ${round}`);
+  }
+});
+
+Deno.test("FrameReader holds an incomplete frame until it is whole", () => {
+  const reader = new FrameReader();
+  const one = frames(payload(10, 9), 1);
+  assert.deepEqual(reader.push(one.subarray(0, 3)), []);
+  assert.equal(reader.pending, 3);
+  assert.deepEqual(reader.push(one.subarray(3, 13)), []);
+  assert.equal(reader.pending, 13);
+  assert.deepEqual(reader.push(one.subarray(13)), [payload(10, 9)]);
+  assert.equal(reader.pending, 0);
+});
+
+Deno.test("FrameReader refuses a length over its bound", () => {
+  const reader = new FrameReader();
+  assert.throws(
+    () => reader.push(Uint8Array.of(0x7f, 0xff, 0xff, 0xff)),
+    /A frame of 2147483647 bytes is over the bound of 1048576/,
+  );
+  // At the bound: held, not refused.
+  const atBound = new FrameReader();
+  assert.deepEqual(atBound.push(Uint8Array.of(0x00, 0x10, 0x00, 0x00)), []);
+  assert.equal(atBound.pending, 4);
+});
+
+Deno.test("floorTable prints one row per cell", () => {
+  const table = floorTable([{
+    kind: "unary",
+    inFlight: 16,
+    calls: 10_000,
+    callsPerSecond: 5726.4,
+    clientCpuMicrosPerCall: 158.44,
+    serverCpuMicrosPerCall: 104.95,
+  }]);
+  assert.equal(
+    table.split("\n")[2],
+    "| unary | 16 | 5,726 | 158.4 | 105.0 |",
+  );
+});
