@@ -9,7 +9,9 @@
  * - `stream`: one message each way on an open grpc-js bidirectional stream (the gateway's `Batch`
  *   stream to a kvnode, the Raft transport's `Send` stream);
  * - `tcp`: one length-prefixed frame each way on a Deno TCP connection (what a framing of our own
- *   over `Deno.connect` would cost).
+ *   over `Deno.connect` would cost). With several in flight the server answers all the frames of
+ *   one read in one write, and the client sends its refills together, as a transport that batches
+ *   per flush does; the grpc-js cells write each message by itself.
  *
  * A request carries 300 bytes and an answer 60 (about a put of a 256-byte value and its answer),
  * at 1, 16 and 256 in flight. It reports calls per second and the CPU time per call of the client
@@ -38,6 +40,8 @@ export const ANSWER_BYTES = 60;
 const WARMUP_CALLS = 1_000;
 /** Bytes of a frame's length prefix (`tcp`). */
 const PREFIX_BYTES = 4;
+/** The longest any one step of a cell may take (starting, warming up, the calls, a sample). */
+const STEP_MS = 120_000;
 /** A frame longer than this is a broken peer (`tcp`). */
 const FRAME_BYTES_MAX = 1 << 20;
 
@@ -189,17 +193,22 @@ async function serve(kind: Kind): Promise<void> {
     };
   }
   console.log(JSON.stringify({ port }));
-  // Each line on stdin starts a measurement; the end of stdin ends the last and the process.
+  // The measured window: from "start" (answered "started", so the client starts its clock after
+  // the sample) to "stop" (answered with the CPU used since). The end of stdin ends the process.
   let since = cpuMicros();
-  const decoder = new TextDecoder();
-  for await (const chunk of Deno.stdin.readable) {
-    if (decoder.decode(chunk).includes("\n")) since = cpuMicros();
+  for await (const line of readLines(Deno.stdin.readable)) {
+    if (line === "start") {
+      since = cpuMicros();
+      console.log(JSON.stringify({ started: true }));
+    } else if (line === "stop") {
+      console.log(JSON.stringify({ cpuMicros: cpuMicros() - since }));
+    }
   }
-  console.log(JSON.stringify({ cpuMicros: cpuMicros() - since }));
   await stop();
 }
 
-async function serveTcp(conn: Deno.Conn, answer: Uint8Array): Promise<void> {
+/** Answers every frame read on `conn` with `answer` until the peer goes; then closes it. */
+export async function serveTcp(conn: Deno.Conn, answer: Uint8Array): Promise<void> {
   const reader = new FrameReader();
   const buffer = new Uint8Array(64 * 1024);
   try {
@@ -210,7 +219,13 @@ async function serveTcp(conn: Deno.Conn, answer: Uint8Array): Promise<void> {
       if (requests > 0) await writeAll(conn, frames(answer, requests));
     }
   } catch {
-    // The client went away.
+    // The client went away, or sent a frame over the bound.
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
   }
 }
 
@@ -257,10 +272,16 @@ function grpcLoop(
   }
   const call = typed.Stream();
   let onAnswer = () => {};
+  // Kept: an error between two loops fails the next one at once.
+  let failed: Error | undefined;
   let onError = (_error: Error) => {};
   call.on("data", () => onAnswer());
-  call.on("error", (error: Error) => onError(error));
+  call.on("error", (error: Error) => {
+    failed = error;
+    onError(error);
+  });
   const loop: Loop = (calls, inFlight) => {
+    if (failed !== undefined) return Promise.reject(failed);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     let sent = 0;
     let answered = 0;
@@ -329,20 +350,39 @@ export async function measureCell(kind: Kind, inFlight: number, calls: number): 
   }).spawn();
   const lines = readLines(child.stdout);
   const stdin = child.stdin.getWriter();
+  const tell = (line: string) => stdin.write(new TextEncoder().encode(`${line}\n`));
+  // No step waits forever: a server that stops answering fails the cell.
+  const bounded = <T>(what: string, step: Promise<T>) =>
+    Promise.race([
+      step,
+      new Promise<never>((_, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(new Error(`rpc-floor ${kind} ×${inFlight}: ${what} took over ${STEP_MS} ms`)),
+          STEP_MS,
+        );
+        step.finally(() => clearTimeout(timer)).catch(() => {});
+      }),
+    ]);
   let client: { loop: Loop; close: () => void } | undefined;
   try {
-    const { port } = JSON.parse(await nextLine(lines)) as { port: number };
+    const { port } = JSON.parse(await bounded("the server's start", nextLine(lines))) as {
+      port: number;
+    };
     const request = new Uint8Array(REQUEST_BYTES).fill(0x62);
     client = kind === "tcp" ? await tcpLoop(port, request) : grpcLoop(kind, port, request);
-    await client.loop(WARMUP_CALLS, inFlight);
-    await stdin.write(new TextEncoder().encode("start\n"));
+    await bounded("the warm-up", client.loop(WARMUP_CALLS, inFlight));
+    await tell("start");
+    await bounded("the server's sample", nextLine(lines));
     const clientBefore = cpuMicros();
     const started = performance.now();
-    await client.loop(calls, inFlight);
+    await bounded("the measured calls", client.loop(calls, inFlight));
     const seconds = (performance.now() - started) / 1000;
     const clientMicros = cpuMicros() - clientBefore;
-    await stdin.close();
-    const { cpuMicros: serverMicros } = JSON.parse(await nextLine(lines)) as { cpuMicros: number };
+    await tell("stop");
+    const { cpuMicros: serverMicros } = JSON.parse(
+      await bounded("the server's sample", nextLine(lines)),
+    ) as { cpuMicros: number };
     return {
       kind,
       inFlight,
@@ -353,12 +393,14 @@ export async function measureCell(kind: Kind, inFlight: number, calls: number): 
     };
   } finally {
     client?.close();
+    await stdin.close().catch(() => {});
     try {
       child.kill("SIGKILL");
     } catch {
       // It has exited already.
     }
     await child.status;
+    await lines.return(undefined);
   }
 }
 

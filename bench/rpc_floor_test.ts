@@ -1,9 +1,10 @@
 /**
- * Tests of the floor benchmark's framing (rpc_floor.ts): frames split at every possible boundary
- * and in seeded random chunks come out whole and in order; a length over the bound is refused.
+ * Tests of the floor benchmark (rpc_floor.ts): frames split at every possible boundary and in
+ * seeded random chunks come out whole and in order; a length over the bound is refused and its
+ * connection closed; a small cell of each transport runs end to end against its server process.
  */
 import assert from "node:assert/strict";
-import { floorTable, FrameReader, frames } from "./rpc_floor.ts";
+import { floorTable, FrameReader, frames, measureCell, serveTcp } from "./rpc_floor.ts";
 
 function payload(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);
@@ -87,3 +88,49 @@ Deno.test("floorTable prints one row per cell", () => {
     "| unary | 16 | 5,726 | 158.4 | 105.0 |",
   );
 });
+
+Deno.test("serveTcp answers each frame and closes a connection that sends one over the bound", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) served.push(serveTcp(conn, Uint8Array.of(1, 2, 3)));
+  })();
+  const port = (listener.addr as Deno.NetAddr).port;
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(frames(Uint8Array.of(9), 2));
+    const reader = new FrameReader();
+    const got: Uint8Array[] = [];
+    const buffer = new Uint8Array(64);
+    while (got.length < 2) {
+      const read = await conn.read(buffer);
+      assert.notEqual(read, null);
+      got.push(...reader.push(buffer.subarray(0, read!)));
+    }
+    assert.deepEqual(got, [Uint8Array.of(1, 2, 3), Uint8Array.of(1, 2, 3)]);
+    // A length over the bound: the server closes the connection instead of waiting for it.
+    await conn.write(Uint8Array.of(0x7f, 0xff, 0xff, 0xff));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await Promise.race([
+      conn.read(buffer),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve("still open"), 10_000))),
+    ]);
+    clearTimeout(timer);
+    assert.equal(ended, null);
+    conn.close();
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+    await Promise.all(served);
+  }
+});
+
+for (const kind of ["unary", "stream", "tcp"] as const) {
+  Deno.test(`measureCell runs a small ${kind} cell against its own server process`, async () => {
+    const cell = await measureCell(kind, 4, 200);
+    assert.equal(cell.kind, kind);
+    assert.equal(cell.calls, 200);
+    assert.ok(cell.callsPerSecond > 0 && Number.isFinite(cell.callsPerSecond));
+    assert.ok(cell.clientCpuMicrosPerCall >= 0 && cell.serverCpuMicrosPerCall >= 0);
+  });
+}
