@@ -68,10 +68,18 @@ Deno.test("FrameReader refuses a length over its bound", () => {
     () => reader.push(Uint8Array.of(0x7f, 0xff, 0xff, 0xff)),
     /A frame of 2147483647 bytes is over the bound of 1048576/,
   );
-  // At the bound: held, not refused.
+  // At the bound: held, not refused; one byte past it: refused.
   const atBound = new FrameReader();
   assert.deepEqual(atBound.push(Uint8Array.of(0x00, 0x10, 0x00, 0x00)), []);
   assert.equal(atBound.pending, 4);
+  assert.throws(
+    () => new FrameReader().push(Uint8Array.of(0x00, 0x10, 0x00, 0x01)),
+    /A frame of 1048577 bytes is over the bound of 1048576/,
+  );
+  // A whole frame of exactly the bound comes out whole.
+  const whole = new FrameReader().push(frames(payload(1 << 20, 7), 1));
+  assert.equal(whole.length, 1);
+  assert.deepEqual(whole[0], payload(1 << 20, 7));
 });
 
 Deno.test("floorTable prints one row per cell", () => {
