@@ -765,10 +765,13 @@ export class Driver<Op, R, M extends GroupMachine<R>> {
     const removed: Replica<R, M>[] = [];
     const installed: Replica<R, M>[] = [];
     const writing = readies.filter(([, ready]) => writesSomething(ready));
-    // Those persisting a Ready step their compaction after it (`#persistAndApply`).
-    const stepping = [...this.#compacting].filter((replica) =>
-      !evicted.includes(replica) && !writing.some(([writer]) => writer === replica)
-    );
+    // Those persisting a Ready step their compaction after it (`#persistAndApply`). Most turns
+    // have no compaction under way: no copy of the set then.
+    const stepping = this.#compacting.size === 0
+      ? []
+      : [...this.#compacting].filter((replica) =>
+        !evicted.includes(replica) && !writing.some(([writer]) => writer === replica)
+      );
     if (writing.length === 0 && evicted.length === 0 && stepping.length === 0) {
       return { installed, removed };
     }
