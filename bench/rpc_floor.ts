@@ -472,7 +472,9 @@ async function main(): Promise<void> {
         `--in-flight=1,16,256)`,
     );
   }
-  const [calls] = positiveIntegers("calls", flag("calls", "10000"));
+  const callsList = positiveIntegers("calls", flag("calls", "10000"));
+  if (callsList.length !== 1) throw new RangeError(`--calls takes one positive integer`);
+  const [calls] = callsList;
   const inFlights = positiveIntegers("in-flight", flag("in-flight", "1,16,256"));
   const kinds = flag("kinds", KINDS.join(",")).split(",");
   for (const kind of kinds) {
