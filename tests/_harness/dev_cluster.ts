@@ -114,7 +114,7 @@ export function freeGatewayPort(): number {
 }
 
 /** A free port in the drawn range (checked when asked). */
-export function freeDrawnPort(): number {
+function freeDrawnPort(): number {
   return drawFree([0], "a free port");
 }
 
