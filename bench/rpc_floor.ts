@@ -6,6 +6,10 @@
  *
  * - `unary`: a grpc-js unary call served by a grpc-js server (the gateway's client port, and
  *   etcd's clients' calls to the gateway);
+ * - `h2`: the same grpc-js unary call served by a bare `node:http2` server that frames gRPC itself
+ *   (headers, one length-prefixed message, `grpc-status` trailers; no grpc-js in the server): what
+ *   a gRPC layer of our own on Deno's `node:http2` would cost, and so what part of `unary`'s server
+ *   cost is grpc-js's and what part Deno's HTTP/2;
  * - `stream`: one message each way on an open grpc-js bidirectional stream (the gateway's `Batch`
  *   stream to a kvnode, the Raft transport's `Send` stream);
  * - `tcp`: one length-prefixed frame each way on a Deno TCP connection (what a framing of our own
@@ -15,22 +19,24 @@
  *
  * A request carries 300 bytes and an answer 60 (about a put of a 256-byte value and its answer),
  * at 1, 16 and 256 in flight. It reports calls per second and the CPU time per call of the client
- * (this process, `process.cpuUsage`) and of the server (the child's own `process.cpuUsage`, sent
- * back when this process closes its stdin), each over the measured calls after a warm-up.
+ * (this process, `process.cpuUsage`) and of the server (the child's own `process.cpuUsage`,
+ * between a "start" and a "stop" this process writes to its stdin), each over the measured calls
+ * after a warm-up.
  *
  * ```sh
  * deno task bench:rpc-floor                      # every cell, 10,000 calls each
- * deno task bench:rpc-floor --calls=20000 --kinds=unary,tcp --in-flight=1,16,64
+ * deno task bench:rpc-floor --calls=20000 --kinds=unary,h2 --in-flight=1,16,64
  * ```
  *
  * @module
  */
 import process from "node:process";
 import { Buffer } from "node:buffer";
+import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 
 /** The transports measured. */
-export const KINDS = ["unary", "stream", "tcp"] as const;
+export const KINDS = ["unary", "h2", "stream", "tcp"] as const;
 export type Kind = typeof KINDS[number];
 
 /** Bytes of a request and of an answer. */
@@ -42,8 +48,10 @@ const WARMUP_CALLS = 1_000;
 const PREFIX_BYTES = 4;
 /** The longest any one step of a cell may take (starting, warming up, the calls, a sample). */
 const STEP_MS = 120_000;
-/** A frame longer than this is a broken peer (`tcp`). */
+/** A frame longer than this is a broken peer (`tcp`); the longest gRPC message `h2` takes. */
 const FRAME_BYTES_MAX = 1 << 20;
+/** Bytes before a gRPC message on the wire: a compressed flag and a 4-byte big-endian length. */
+const GRPC_PREFIX_BYTES = 5;
 
 /** One cell's result. */
 export interface FloorCell {
@@ -119,6 +127,88 @@ export function frames(payload: Uint8Array, count: number): Uint8Array {
   return out;
 }
 
+/** `payload` as one uncompressed gRPC message on the wire (its 5-byte prefix, then it). */
+export function grpcMessage(payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(GRPC_PREFIX_BYTES + payload.length);
+  new DataView(out.buffer).setUint32(1, payload.length);
+  out.set(payload, GRPC_PREFIX_BYTES);
+  return out;
+}
+
+/**
+ * The payload of a unary request's body, which must be exactly one uncompressed gRPC message of at
+ * most {@linkcode FRAME_BYTES_MAX} bytes; anything else throws, with the reason.
+ */
+export function unaryPayload(body: Uint8Array): Uint8Array {
+  if (body.length < GRPC_PREFIX_BYTES) {
+    throw new RangeError(`A body of ${body.length} bytes holds no whole gRPC message`);
+  }
+  if (body[0] !== 0) throw new RangeError(`A compressed message (flag ${body[0]}) is not taken`);
+  const length = new DataView(body.buffer, body.byteOffset, body.length).getUint32(1);
+  if (length > FRAME_BYTES_MAX) {
+    throw new RangeError(`A message of ${length} bytes is over the bound of ${FRAME_BYTES_MAX}`);
+  }
+  if (body.length !== GRPC_PREFIX_BYTES + length) {
+    throw new RangeError(
+      `A body of ${body.length} bytes is not one message of ${length} bytes and its prefix`,
+    );
+  }
+  return body.subarray(GRPC_PREFIX_BYTES);
+}
+
+/**
+ * Serves every stream of `server` as a unary gRPC call answered with `answer`, with no grpc-js:
+ * the request's body is gathered (at most one message's bound), then headers, the message and
+ * `grpc-status: 0` trailers go back. A body that is not one whole message gets `INVALID_ARGUMENT`
+ * and one over the bound `RESOURCE_EXHAUSTED` (at once, without reading the rest), each as a
+ * trailers-only answer naming the reason.
+ */
+export function serveBareUnary(server: http2.Http2Server, answer: Uint8Array): void {
+  const framed = Buffer.from(grpcMessage(answer));
+  const refuse = (stream: http2.ServerHttp2Stream, code: number, message: string) => {
+    if (stream.headersSent || stream.destroyed) return;
+    stream.respond({
+      ":status": 200,
+      "content-type": "application/grpc",
+      "grpc-status": String(code),
+      "grpc-message": encodeURIComponent(message),
+    }, { endStream: true });
+  };
+  server.on("stream", (stream: http2.ServerHttp2Stream) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    stream.on("error", () => {});
+    stream.on("data", (chunk: Buffer) => {
+      if (stream.headersSent) return;
+      bytes += chunk.length;
+      if (bytes > GRPC_PREFIX_BYTES + FRAME_BYTES_MAX) {
+        const most = GRPC_PREFIX_BYTES + FRAME_BYTES_MAX;
+        refuse(stream, grpc.status.RESOURCE_EXHAUSTED, `A request body over ${most} bytes`);
+        stream.close(http2.constants.NGHTTP2_NO_ERROR);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    stream.on("end", () => {
+      if (stream.headersSent || stream.destroyed) return;
+      try {
+        unaryPayload(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+      } catch (error) {
+        const code = /over the bound/.test((error as Error).message)
+          ? grpc.status.RESOURCE_EXHAUSTED
+          : grpc.status.INVALID_ARGUMENT;
+        return refuse(stream, code, (error as Error).message);
+      }
+      stream.respond(
+        { ":status": 200, "content-type": "application/grpc" },
+        { waitForTrailers: true },
+      );
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(framed);
+    });
+  });
+}
+
 const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 const same = (bytes: Buffer) => bytes;
 const METHODS = {
@@ -168,6 +258,17 @@ async function serve(kind: Kind): Promise<void> {
     stop = () => {
       listener.close();
       for (const conn of open) conn.close();
+      return Promise.resolve();
+    };
+  } else if (kind === "h2") {
+    const server = http2.createServer();
+    serveBareUnary(server, answer);
+    port = await new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port));
+    });
+    stop = () => {
+      server.close();
       return Promise.resolve();
     };
   } else {
@@ -239,7 +340,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 type Loop = (calls: number, inFlight: number) => Promise<void>;
 
 function grpcLoop(
-  kind: "unary" | "stream",
+  kind: "unary" | "h2" | "stream",
   port: number,
   request: Uint8Array,
 ): { loop: Loop; close: () => void } {
@@ -252,7 +353,7 @@ function grpcLoop(
     Unary(request: Uint8Array, done: (error: grpc.ServiceError | null) => void): void;
     Stream(): grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
   };
-  if (kind === "unary") {
+  if (kind !== "stream") {
     const loop: Loop = (calls, inFlight) => {
       const { promise, resolve, reject } = Promise.withResolvers<void>();
       let sent = 0;
@@ -468,7 +569,7 @@ async function main(): Promise<void> {
   const unknown = Deno.args.filter((arg) => !/^--(calls|kinds|in-flight)=/.test(arg));
   if (unknown.length > 0) {
     throw new RangeError(
-      `Unknown arguments: ${unknown.join(" ")} (flags: --calls=N --kinds=unary,stream,tcp ` +
+      `Unknown arguments: ${unknown.join(" ")} (flags: --calls=N --kinds=${KINDS.join(",")} ` +
         `--in-flight=1,16,256)`,
     );
   }

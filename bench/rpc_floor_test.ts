@@ -1,10 +1,24 @@
 /**
  * Tests of the floor benchmark (rpc_floor.ts): frames split at every possible boundary and in
  * seeded random chunks come out whole and in order; a length over the bound is refused and its
- * connection closed; a small cell of each transport runs end to end against its server process.
+ * connection closed; the bare HTTP/2 server answers a grpc-js client's unary calls, the longest
+ * message it takes whole and one byte more, or a body that is not one message, with a precise
+ * status; a small cell of each transport runs end to end against its server process.
  */
 import assert from "node:assert/strict";
-import { floorTable, FrameReader, frames, measureCell, serveTcp } from "./rpc_floor.ts";
+import { Buffer } from "node:buffer";
+import http2 from "node:http2";
+import * as grpc from "@grpc/grpc-js";
+import {
+  floorTable,
+  FrameReader,
+  frames,
+  grpcMessage,
+  measureCell,
+  serveBareUnary,
+  serveTcp,
+  unaryPayload,
+} from "./rpc_floor.ts";
 
 function payload(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);
@@ -133,7 +147,88 @@ Deno.test("serveTcp answers each frame and closes a connection that sends one ov
   }
 });
 
-for (const kind of ["unary", "stream", "tcp"] as const) {
+Deno.test("grpcMessage and unaryPayload: one uncompressed message, up to the bound and not past it", () => {
+  assert.deepEqual(grpcMessage(Uint8Array.of(7, 8)), Uint8Array.of(0, 0, 0, 0, 2, 7, 8));
+  assert.deepEqual(unaryPayload(grpcMessage(Uint8Array.of(7, 8))), Uint8Array.of(7, 8));
+  assert.deepEqual(unaryPayload(grpcMessage(new Uint8Array(0))), new Uint8Array(0));
+  const most = payload(1 << 20, 5);
+  assert.deepEqual(unaryPayload(grpcMessage(most)), most);
+  assert.throws(() => unaryPayload(grpcMessage(payload((1 << 20) + 1, 5))), /over the bound/);
+  assert.throws(() => unaryPayload(Uint8Array.of(0, 0, 0)), /no whole gRPC message/);
+  assert.throws(() => unaryPayload(Uint8Array.of(1, 0, 0, 0, 1, 9)), /compressed/);
+  assert.throws(() => unaryPayload(Uint8Array.of(0, 0, 0, 0, 1, 9, 9)), /not one message/);
+  assert.throws(() => unaryPayload(Uint8Array.of(0, 0, 0, 0, 2, 9)), /not one message/);
+});
+
+Deno.test("serveBareUnary answers grpc-js unary calls, refuses what is not one message within the bound", async () => {
+  const server = http2.createServer();
+  const answer = Uint8Array.of(4, 5, 6);
+  serveBareUnary(server, answer);
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  );
+  const definition = {
+    Unary: {
+      path: "/tinykv.bench.Floor/Unary",
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: (bytes: Uint8Array) => Buffer.from(bytes),
+      requestDeserialize: (bytes: Buffer) => bytes,
+      responseSerialize: (bytes: Uint8Array) => Buffer.from(bytes),
+      responseDeserialize: (bytes: Buffer) => bytes,
+    },
+  };
+  const Client = grpc.makeGenericClientConstructor(
+    definition as unknown as grpc.ServiceDefinition,
+    "Floor",
+  );
+  const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+    "grpc.max_receive_message_length": 4 << 20,
+  }) as unknown as {
+    Unary(request: Uint8Array, done: (error: grpc.ServiceError | null, got?: Buffer) => void): void;
+    close(): void;
+  };
+  const call = (request: Uint8Array) =>
+    new Promise<{ error: grpc.ServiceError | null; got?: Buffer }>((resolve) =>
+      client.Unary(request, (error, got) => resolve({ error, got }))
+    );
+  const raw = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    const small = await call(Uint8Array.of(1));
+    assert.equal(small.error, null);
+    assert.deepEqual(new Uint8Array(small.got!), answer);
+    const atBound = await call(payload(1 << 20, 3));
+    assert.equal(atBound.error, null);
+    assert.deepEqual(new Uint8Array(atBound.got!), answer);
+    const past = await call(payload((1 << 20) + 1, 3));
+    assert.equal(past.error?.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(past.error!.details, /over 1048581 bytes/);
+    // A body that is not one whole message, sent below grpc-js: INVALID_ARGUMENT, with the reason.
+    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      const stream = raw.request({
+        ":method": "POST",
+        ":path": "/tinykv.bench.Floor/Unary",
+        "content-type": "application/grpc",
+      });
+      stream.on("response", resolve);
+      stream.on("error", reject);
+      stream.resume();
+      stream.end(Buffer.from([0, 0, 0, 0, 9, 1]));
+    });
+    assert.equal(headers["grpc-status"], String(grpc.status.INVALID_ARGUMENT));
+    assert.match(decodeURIComponent(String(headers["grpc-message"])), /not one message of 9 bytes/);
+    // And the server goes on answering.
+    const after = await call(Uint8Array.of(2));
+    assert.equal(after.error, null);
+    assert.deepEqual(new Uint8Array(after.got!), answer);
+  } finally {
+    raw.close();
+    client.close();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+for (const kind of ["unary", "h2", "stream", "tcp"] as const) {
   Deno.test(`measureCell runs a small ${kind} cell against its own server process`, async () => {
     const cell = await measureCell(kind, 4, 200);
     assert.equal(cell.kind, kind);
