@@ -7,15 +7,16 @@
  * - `unary`: a grpc-js unary call served by a grpc-js server (the gateway's client port, and
  *   etcd's clients' calls to the gateway);
  * - `h2`: the same grpc-js unary call served by a bare `node:http2` server that frames gRPC itself
- *   (headers, one length-prefixed message, `grpc-status` trailers; no grpc-js in the server): what
- *   a gRPC layer of our own on Deno's `node:http2` would cost, and so what part of `unary`'s server
- *   cost is grpc-js's and what part Deno's HTTP/2;
+ *   (headers, one length-prefixed message, `grpc-status` trailers; no grpc-js in the server): a
+ *   lower bound on what a gRPC layer of our own on Deno's `node:http2` would cost (it checks no
+ *   path, metadata or deadline), and so what part of `unary`'s server cost is grpc-js's and what
+ *   part Deno's HTTP/2;
  * - `stream`: one message each way on an open grpc-js bidirectional stream (the gateway's `Batch`
  *   stream to a kvnode, the Raft transport's `Send` stream);
  * - `tcp`: one length-prefixed frame each way on a Deno TCP connection (what a framing of our own
  *   over `Deno.connect` would cost). With several in flight the server answers all the frames of
  *   one read in one write, and the client sends its refills together, as a transport that batches
- *   per flush does; the grpc-js cells write each message by itself.
+ *   per flush does; the other cells write each message by itself.
  *
  * A request carries 300 bytes and an answer 60 (about a put of a 256-byte value and its answer),
  * at 1, 16 and 256 in flight. It reports calls per second and the CPU time per call of the client
@@ -135,21 +136,50 @@ export function grpcMessage(payload: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Why a request's body is refused, with the gRPC status it gets. */
+export class RequestError extends RangeError {
+  constructor(readonly code: grpc.status, message: string) {
+    super(message);
+  }
+}
+
 /**
- * The payload of a unary request's body, which must be exactly one uncompressed gRPC message of at
- * most {@linkcode FRAME_BYTES_MAX} bytes; anything else throws, with the reason.
+ * The length a gRPC message's 5-byte prefix (at the start of `bytes`) declares, if the message is
+ * one `h2` takes: uncompressed and at most {@linkcode FRAME_BYTES_MAX} bytes. Otherwise throws a
+ * {@linkcode RequestError} naming the reason.
+ */
+export function declaredLength(bytes: Uint8Array): number {
+  if (bytes.length < GRPC_PREFIX_BYTES) {
+    throw new RequestError(
+      grpc.status.INVALID_ARGUMENT,
+      `A body of ${bytes.length} bytes holds no whole gRPC message`,
+    );
+  }
+  if (bytes[0] !== 0) {
+    throw new RequestError(
+      grpc.status.INVALID_ARGUMENT,
+      `A compressed message (flag ${bytes[0]}) is not taken`,
+    );
+  }
+  const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.length).getUint32(1);
+  if (length > FRAME_BYTES_MAX) {
+    throw new RequestError(
+      grpc.status.RESOURCE_EXHAUSTED,
+      `A message of ${length} bytes is over the bound of ${FRAME_BYTES_MAX}`,
+    );
+  }
+  return length;
+}
+
+/**
+ * The payload of a unary request's body, which must be exactly one message
+ * {@linkcode declaredLength} takes; anything else throws a {@linkcode RequestError}.
  */
 export function unaryPayload(body: Uint8Array): Uint8Array {
-  if (body.length < GRPC_PREFIX_BYTES) {
-    throw new RangeError(`A body of ${body.length} bytes holds no whole gRPC message`);
-  }
-  if (body[0] !== 0) throw new RangeError(`A compressed message (flag ${body[0]}) is not taken`);
-  const length = new DataView(body.buffer, body.byteOffset, body.length).getUint32(1);
-  if (length > FRAME_BYTES_MAX) {
-    throw new RangeError(`A message of ${length} bytes is over the bound of ${FRAME_BYTES_MAX}`);
-  }
+  const length = declaredLength(body);
   if (body.length !== GRPC_PREFIX_BYTES + length) {
-    throw new RangeError(
+    throw new RequestError(
+      grpc.status.INVALID_ARGUMENT,
       `A body of ${body.length} bytes is not one message of ${length} bytes and its prefix`,
     );
   }
@@ -158,46 +188,55 @@ export function unaryPayload(body: Uint8Array): Uint8Array {
 
 /**
  * Serves every stream of `server` as a unary gRPC call answered with `answer`, with no grpc-js:
- * the request's body is gathered (at most one message's bound), then headers, the message and
- * `grpc-status: 0` trailers go back. A body that is not one whole message gets `INVALID_ARGUMENT`
- * and one over the bound `RESOURCE_EXHAUSTED` (at once, without reading the rest), each as a
- * trailers-only answer naming the reason.
+ * the request's body is gathered, then headers, the message and `grpc-status: 0` trailers go back.
+ * What it checks is the body alone (no path, method, content type, metadata or deadline, and none
+ * of grpc-js's encoding headers or `grpc-message` trailer go back): a message over the bound gets
+ * `RESOURCE_EXHAUSTED` as soon as its prefix is in, without reading the rest, and a body that is
+ * not one whole uncompressed message `INVALID_ARGUMENT` (at once if it runs past the message its
+ * prefix declares), each as a trailers-only answer naming the reason.
  */
 export function serveBareUnary(server: http2.Http2Server, answer: Uint8Array): void {
   const framed = Buffer.from(grpcMessage(answer));
-  const refuse = (stream: http2.ServerHttp2Stream, code: number, message: string) => {
+  const refuse = (stream: http2.ServerHttp2Stream, error: unknown) => {
     if (stream.headersSent || stream.destroyed) return;
+    const code = error instanceof RequestError ? error.code : grpc.status.INTERNAL;
     stream.respond({
       ":status": 200,
       "content-type": "application/grpc",
       "grpc-status": String(code),
-      "grpc-message": encodeURIComponent(message),
+      "grpc-message": encodeURIComponent((error as Error).message),
     }, { endStream: true });
+    stream.close(http2.constants.NGHTTP2_NO_ERROR);
   };
   server.on("stream", (stream: http2.ServerHttp2Stream) => {
     const chunks: Buffer[] = [];
     let bytes = 0;
+    let declared: number | undefined;
     stream.on("error", () => {});
     stream.on("data", (chunk: Buffer) => {
       if (stream.headersSent) return;
-      bytes += chunk.length;
-      if (bytes > GRPC_PREFIX_BYTES + FRAME_BYTES_MAX) {
-        const most = GRPC_PREFIX_BYTES + FRAME_BYTES_MAX;
-        refuse(stream, grpc.status.RESOURCE_EXHAUSTED, `A request body over ${most} bytes`);
-        stream.close(http2.constants.NGHTTP2_NO_ERROR);
-        return;
-      }
       chunks.push(chunk);
+      bytes += chunk.length;
+      try {
+        if (declared === undefined && bytes >= GRPC_PREFIX_BYTES) {
+          declared = declaredLength(chunks.length === 1 ? chunk : Buffer.concat(chunks));
+        }
+        if (declared !== undefined && bytes > GRPC_PREFIX_BYTES + declared) {
+          throw new RequestError(
+            grpc.status.INVALID_ARGUMENT,
+            `A body of ${bytes} bytes so far is not one message of ${declared} bytes and its prefix`,
+          );
+        }
+      } catch (error) {
+        refuse(stream, error);
+      }
     });
     stream.on("end", () => {
       if (stream.headersSent || stream.destroyed) return;
       try {
         unaryPayload(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
       } catch (error) {
-        const code = /over the bound/.test((error as Error).message)
-          ? grpc.status.RESOURCE_EXHAUSTED
-          : grpc.status.INVALID_ARGUMENT;
-        return refuse(stream, code, (error as Error).message);
+        return refuse(stream, error);
       }
       stream.respond(
         { ":status": 200, "content-type": "application/grpc" },

@@ -10,11 +10,14 @@ import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import {
+  declaredLength,
   floorTable,
   FrameReader,
   frames,
   grpcMessage,
+  KINDS,
   measureCell,
+  RequestError,
   serveBareUnary,
   serveTcp,
   unaryPayload,
@@ -147,18 +150,39 @@ Deno.test("serveTcp answers each frame and closes a connection that sends one ov
   }
 });
 
-Deno.test("grpcMessage and unaryPayload: one uncompressed message, up to the bound and not past it", () => {
+Deno.test("grpcMessage, declaredLength and unaryPayload: one uncompressed message, up to the bound and not past it", () => {
   assert.deepEqual(grpcMessage(Uint8Array.of(7, 8)), Uint8Array.of(0, 0, 0, 0, 2, 7, 8));
   assert.deepEqual(unaryPayload(grpcMessage(Uint8Array.of(7, 8))), Uint8Array.of(7, 8));
   assert.deepEqual(unaryPayload(grpcMessage(new Uint8Array(0))), new Uint8Array(0));
   const most = payload(1 << 20, 5);
   assert.deepEqual(unaryPayload(grpcMessage(most)), most);
-  assert.throws(() => unaryPayload(grpcMessage(payload((1 << 20) + 1, 5))), /over the bound/);
-  assert.throws(() => unaryPayload(Uint8Array.of(0, 0, 0)), /no whole gRPC message/);
-  assert.throws(() => unaryPayload(Uint8Array.of(1, 0, 0, 0, 1, 9)), /compressed/);
-  assert.throws(() => unaryPayload(Uint8Array.of(0, 0, 0, 0, 1, 9, 9)), /not one message/);
-  assert.throws(() => unaryPayload(Uint8Array.of(0, 0, 0, 0, 2, 9)), /not one message/);
+  assert.equal(declaredLength(Uint8Array.of(0, 0, 0x10, 0, 0)), 1 << 20);
+  const refused = (body: Uint8Array, code: grpc.status, reason: RegExp) =>
+    assert.throws(() => unaryPayload(body), (error: unknown) => {
+      assert.ok(error instanceof RequestError);
+      assert.equal(error.code, code);
+      assert.match(error.message, reason);
+      return true;
+    });
+  const { RESOURCE_EXHAUSTED, INVALID_ARGUMENT } = grpc.status;
+  refused(grpcMessage(payload((1 << 20) + 1, 5)), RESOURCE_EXHAUSTED, /1048577 bytes is over/);
+  refused(Uint8Array.of(0, 0, 0x10, 0, 1), RESOURCE_EXHAUSTED, /over the bound of 1048576/);
+  refused(Uint8Array.of(0, 0, 0), INVALID_ARGUMENT, /no whole gRPC message/);
+  refused(Uint8Array.of(1, 0, 0, 0, 1, 9), INVALID_ARGUMENT, /compressed/);
+  refused(Uint8Array.of(0, 0, 0, 0, 1, 9, 9), INVALID_ARGUMENT, /not one message/);
+  refused(Uint8Array.of(0, 0, 0, 0, 2, 9), INVALID_ARGUMENT, /not one message/);
 });
+
+/** Resolves with `promise`, or fails after `ms` (a server that stops answering fails the test). */
+function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
 Deno.test("serveBareUnary answers grpc-js unary calls, refuses what is not one message within the bound", async () => {
   const server = http2.createServer();
@@ -182,17 +206,49 @@ Deno.test("serveBareUnary answers grpc-js unary calls, refuses what is not one m
     definition as unknown as grpc.ServiceDefinition,
     "Floor",
   );
-  const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
-    "grpc.max_receive_message_length": 4 << 20,
-  }) as unknown as {
-    Unary(request: Uint8Array, done: (error: grpc.ServiceError | null, got?: Buffer) => void): void;
+  const client = new Client(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+  ) as unknown as {
+    Unary(
+      request: Uint8Array,
+      options: grpc.CallOptions,
+      done: (error: grpc.ServiceError | null, got?: Buffer) => void,
+    ): void;
     close(): void;
   };
   const call = (request: Uint8Array) =>
     new Promise<{ error: grpc.ServiceError | null; got?: Buffer }>((resolve) =>
-      client.Unary(request, (error, got) => resolve({ error, got }))
+      client.Unary(
+        request,
+        { deadline: Date.now() + 10_000 },
+        (error, got) => resolve({ error, got }),
+      )
     );
   const raw = http2.connect(`http://127.0.0.1:${port}`);
+  raw.on("error", () => {});
+  /** Sends `body` below grpc-js, ending the stream or not; resolves with the answer's headers. */
+  const send = (body: Uint8Array, end: boolean) =>
+    within(
+      10_000,
+      "a raw request",
+      new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const stream = raw.request({
+          ":method": "POST",
+          ":path": "/tinykv.bench.Floor/Unary",
+          "content-type": "application/grpc",
+        });
+        stream.on("response", resolve);
+        stream.on("error", reject);
+        stream.resume();
+        if (end) stream.end(Buffer.from(body));
+        else stream.write(Buffer.from(body));
+      }),
+    );
+  const status = (headers: http2.IncomingHttpHeaders) => ({
+    code: Number(headers["grpc-status"]),
+    message: decodeURIComponent(String(headers["grpc-message"])),
+  });
   try {
     const small = await call(Uint8Array.of(1));
     assert.equal(small.error, null);
@@ -202,33 +258,35 @@ Deno.test("serveBareUnary answers grpc-js unary calls, refuses what is not one m
     assert.deepEqual(new Uint8Array(atBound.got!), answer);
     const past = await call(payload((1 << 20) + 1, 3));
     assert.equal(past.error?.code, grpc.status.RESOURCE_EXHAUSTED);
-    assert.match(past.error!.details, /over 1048581 bytes/);
-    // A body that is not one whole message, sent below grpc-js: INVALID_ARGUMENT, with the reason.
-    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      const stream = raw.request({
-        ":method": "POST",
-        ":path": "/tinykv.bench.Floor/Unary",
-        "content-type": "application/grpc",
-      });
-      stream.on("response", resolve);
-      stream.on("error", reject);
-      stream.resume();
-      stream.end(Buffer.from([0, 0, 0, 0, 9, 1]));
-    });
-    assert.equal(headers["grpc-status"], String(grpc.status.INVALID_ARGUMENT));
-    assert.match(decodeURIComponent(String(headers["grpc-message"])), /not one message of 9 bytes/);
+    assert.match(past.error!.details, /1048577 bytes is over the bound of 1048576/);
+    // A prefix declaring 2 MiB, its stream left open: refused at once, the rest never read.
+    const declared = status(await send(Uint8Array.of(0, 0, 0x20, 0, 0), false));
+    assert.equal(declared.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(declared.message, /2097152 bytes is over/);
+    // A body running past the message its prefix declares, its stream left open: refused at once.
+    const longer = status(await send(Uint8Array.of(0, 0, 0, 0, 1, 7, 7), false));
+    assert.equal(longer.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(longer.message, /7 bytes so far is not one message of 1 bytes/);
+    // Compressed, or short of the message it declares: INVALID_ARGUMENT, with the reason.
+    const compressed = status(await send(Uint8Array.of(1, 0, 0, 0, 1, 7), true));
+    assert.equal(compressed.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(compressed.message, /compressed/);
+    const short = status(await send(Uint8Array.of(0, 0, 0, 0, 9, 1), true));
+    assert.equal(short.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(short.message, /not one message of 9 bytes/);
     // And the server goes on answering.
     const after = await call(Uint8Array.of(2));
     assert.equal(after.error, null);
     assert.deepEqual(new Uint8Array(after.got!), answer);
   } finally {
-    raw.close();
+    // Destroyed, not closed: a graceful close would wait for the streams left open above.
+    raw.destroy();
     client.close();
-    await new Promise((resolve) => server.close(resolve));
+    await within(10_000, "the server's close", new Promise((resolve) => server.close(resolve)));
   }
 });
 
-for (const kind of ["unary", "h2", "stream", "tcp"] as const) {
+for (const kind of KINDS) {
   Deno.test(`measureCell runs a small ${kind} cell against its own server process`, async () => {
     const cell = await measureCell(kind, 4, 200);
     assert.equal(cell.kind, kind);
