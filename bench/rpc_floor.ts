@@ -172,18 +172,22 @@ export function declaredLength(bytes: Uint8Array): number {
 }
 
 /**
- * The payload of a unary request's body, which must be exactly one message
- * {@linkcode declaredLength} takes; anything else throws a {@linkcode RequestError}.
+ * Throws a {@linkcode RequestError} unless a body of `bytes` bytes is exactly the one message its
+ * prefix declared (`declared`, from {@linkcode declaredLength}; undefined if no prefix came whole).
  */
-export function unaryPayload(body: Uint8Array): Uint8Array {
-  const length = declaredLength(body);
-  if (body.length !== GRPC_PREFIX_BYTES + length) {
+export function checkWhole(bytes: number, declared: number | undefined): void {
+  if (declared === undefined) {
     throw new RequestError(
       grpc.status.INVALID_ARGUMENT,
-      `A body of ${body.length} bytes is not one message of ${length} bytes and its prefix`,
+      `A body of ${bytes} bytes holds no whole gRPC message`,
     );
   }
-  return body.subarray(GRPC_PREFIX_BYTES);
+  if (bytes !== GRPC_PREFIX_BYTES + declared) {
+    throw new RequestError(
+      grpc.status.INVALID_ARGUMENT,
+      `A body of ${bytes} bytes is not one message of ${declared} bytes and its prefix`,
+    );
+  }
 }
 
 /**
@@ -209,17 +213,20 @@ export function serveBareUnary(server: http2.Http2Server, answer: Uint8Array): v
     stream.close(http2.constants.NGHTTP2_NO_ERROR);
   };
   server.on("stream", (stream: http2.ServerHttp2Stream) => {
-    const chunks: Buffer[] = [];
+    const prefix: Buffer[] = [];
     let bytes = 0;
     let declared: number | undefined;
     stream.on("error", () => {});
     stream.on("data", (chunk: Buffer) => {
       if (stream.headersSent) return;
-      chunks.push(chunk);
       bytes += chunk.length;
       try {
-        if (declared === undefined && bytes >= GRPC_PREFIX_BYTES) {
-          declared = declaredLength(chunks.length === 1 ? chunk : Buffer.concat(chunks));
+        if (declared === undefined) {
+          // Only the chunks before the prefix is whole are kept; the message itself is not used.
+          prefix.push(chunk);
+          if (bytes >= GRPC_PREFIX_BYTES) {
+            declared = declaredLength(prefix.length === 1 ? chunk : Buffer.concat(prefix));
+          }
         }
         if (declared !== undefined && bytes > GRPC_PREFIX_BYTES + declared) {
           throw new RequestError(
@@ -234,7 +241,7 @@ export function serveBareUnary(server: http2.Http2Server, answer: Uint8Array): v
     stream.on("end", () => {
       if (stream.headersSent || stream.destroyed) return;
       try {
-        unaryPayload(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+        checkWhole(bytes, declared);
       } catch (error) {
         return refuse(stream, error);
       }

@@ -10,6 +10,7 @@ import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import {
+  checkWhole,
   declaredLength,
   floorTable,
   FrameReader,
@@ -20,7 +21,6 @@ import {
   RequestError,
   serveBareUnary,
   serveTcp,
-  unaryPayload,
 } from "./rpc_floor.ts";
 
 function payload(length: number, seed: number): Uint8Array {
@@ -150,27 +150,32 @@ Deno.test("serveTcp answers each frame and closes a connection that sends one ov
   }
 });
 
-Deno.test("grpcMessage, declaredLength and unaryPayload: one uncompressed message, up to the bound and not past it", () => {
+Deno.test("grpcMessage, declaredLength and checkWhole: one uncompressed message, up to the bound and not past it", () => {
   assert.deepEqual(grpcMessage(Uint8Array.of(7, 8)), Uint8Array.of(0, 0, 0, 0, 2, 7, 8));
-  assert.deepEqual(unaryPayload(grpcMessage(Uint8Array.of(7, 8))), Uint8Array.of(7, 8));
-  assert.deepEqual(unaryPayload(grpcMessage(new Uint8Array(0))), new Uint8Array(0));
-  const most = payload(1 << 20, 5);
-  assert.deepEqual(unaryPayload(grpcMessage(most)), most);
-  assert.equal(declaredLength(Uint8Array.of(0, 0, 0x10, 0, 0)), 1 << 20);
-  const refused = (body: Uint8Array, code: grpc.status, reason: RegExp) =>
-    assert.throws(() => unaryPayload(body), (error: unknown) => {
+  assert.equal(declaredLength(grpcMessage(Uint8Array.of(7, 8))), 2);
+  assert.equal(declaredLength(grpcMessage(new Uint8Array(0))), 0);
+  const most = grpcMessage(payload(1 << 20, 5));
+  assert.equal(declaredLength(most), 1 << 20);
+  checkWhole(most.length, 1 << 20);
+  checkWhole(5, 0);
+  const refused = (check: () => unknown, code: grpc.status, reason: RegExp) =>
+    assert.throws(check, (error: unknown) => {
       assert.ok(error instanceof RequestError);
       assert.equal(error.code, code);
       assert.match(error.message, reason);
       return true;
     });
   const { RESOURCE_EXHAUSTED, INVALID_ARGUMENT } = grpc.status;
-  refused(grpcMessage(payload((1 << 20) + 1, 5)), RESOURCE_EXHAUSTED, /1048577 bytes is over/);
-  refused(Uint8Array.of(0, 0, 0x10, 0, 1), RESOURCE_EXHAUSTED, /over the bound of 1048576/);
-  refused(Uint8Array.of(0, 0, 0), INVALID_ARGUMENT, /no whole gRPC message/);
-  refused(Uint8Array.of(1, 0, 0, 0, 1, 9), INVALID_ARGUMENT, /compressed/);
-  refused(Uint8Array.of(0, 0, 0, 0, 1, 9, 9), INVALID_ARGUMENT, /not one message/);
-  refused(Uint8Array.of(0, 0, 0, 0, 2, 9), INVALID_ARGUMENT, /not one message/);
+  refused(
+    () => declaredLength(grpcMessage(payload((1 << 20) + 1, 5))),
+    RESOURCE_EXHAUSTED,
+    /1048577 bytes is over the bound of 1048576/,
+  );
+  refused(() => declaredLength(Uint8Array.of(0, 0, 0)), INVALID_ARGUMENT, /no whole gRPC message/);
+  refused(() => declaredLength(Uint8Array.of(1, 0, 0, 0, 1, 9)), INVALID_ARGUMENT, /compressed/);
+  refused(() => checkWhole(3, undefined), INVALID_ARGUMENT, /3 bytes holds no whole gRPC message/);
+  refused(() => checkWhole(7, 1), INVALID_ARGUMENT, /7 bytes is not one message of 1 bytes/);
+  refused(() => checkWhole(6, 2), INVALID_ARGUMENT, /6 bytes is not one message of 2 bytes/);
 });
 
 /** Resolves with `promise`, or fails after `ms` (a server that stops answering fails the test). */
@@ -274,6 +279,9 @@ Deno.test("serveBareUnary answers grpc-js unary calls, refuses what is not one m
     const short = status(await send(Uint8Array.of(0, 0, 0, 0, 9, 1), true));
     assert.equal(short.code, grpc.status.INVALID_ARGUMENT);
     assert.match(short.message, /not one message of 9 bytes/);
+    const noPrefix = status(await send(Uint8Array.of(0, 0), true));
+    assert.equal(noPrefix.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(noPrefix.message, /2 bytes holds no whole gRPC message/);
     // And the server goes on answering.
     const after = await call(Uint8Array.of(2));
     assert.equal(after.error, null);
