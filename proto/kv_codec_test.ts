@@ -135,6 +135,31 @@ Deno.test("encode() and decode() reject sequence numbers beyond 2^53 - 1", () =>
   assert.throws(() => PutRequest.decode(wire), /Cannot decode "tinykv\.v1\.PutRequest\.seq"/);
 });
 
+Deno.test("decode() names a 64-bit integer past 2^53 exactly", () => {
+  // 2^53 + 1 is no double: the message must not show the nearest one (9007199254740992).
+  const wire = new protobuf.Writer().uint32((4 << 3) | 0).uint64("9007199254740993").finish();
+  assert.throws(() => PutRequest.decode(wire), /: 9007199254740993 is not a safe integer/);
+});
+
+Deno.test("decode() refuses a string that is not UTF-8, and keeps every valid one", () => {
+  // PutRequest { key: "k", client_id: bytes }.
+  const put = (id: number[]) => new Uint8Array([0x0a, 1, 0x6b, 0x1a, id.length, ...id]);
+  for (const bad of [[0xff], [0xfe], [0xc3], [0xed, 0xa0, 0x80], [0x61, 0x80, 0x62]]) {
+    assert.throws(() => PutRequest.decode(put(bad)), TypeError, JSON.stringify(bad));
+  }
+  // Valid: ASCII, "é", U+FFFD itself, a leading byte order mark (kept), a 4-byte character.
+  const valid: Array<[number[], string]> = [
+    [[0x61], "a"],
+    [[0xc3, 0xa9], "\u00e9"],
+    [[0xef, 0xbf, 0xbd], "\ufffd"],
+    [[0xef, 0xbb, 0xbf, 0x61], "\ufeffa"],
+    [[0xf0, 0x9f, 0x94, 0x91], "\u{1f511}"],
+  ];
+  for (const [bytes, text] of valid) {
+    assert.equal(PutRequest.decode(put(bytes)).clientId, text, JSON.stringify(bytes));
+  }
+});
+
 Deno.test("the wire format keeps kv.proto's names and field numbers", () => {
   const root = protobuf.Root.fromJSON(DESCRIPTOR as protobuf.INamespace);
   const ids = (name: string) =>

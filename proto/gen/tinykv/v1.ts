@@ -1893,6 +1893,16 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
 
 const root = protobuf.Root.fromJSON(DESCRIPTOR as protobuf.INamespace);
 
+/**
+ * A proto3 `string` must be valid UTF-8. protobufjs alone reads invalid bytes as U+FFFD, so two
+ * different byte strings (two clients' ids) would decode to one string; strictly read, a message
+ * with one is malformed (decode throws, a request is INVALID_ARGUMENT). Every generated module
+ * installs the same reader on the one protobufjs they share.
+ */
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
+  STRICT_UTF8.decode(buffer.subarray(start, end));
+
 /** Encodes, decodes and creates one message type. */
 export interface MessageCodec<T> {
   /** The message's full protobuf name, e.g. `tinykv.v1.GetRequest`. */
@@ -1991,7 +2001,13 @@ function toSafeInteger(value: unknown, field: string): number {
     n = value;
   } else if (typeof value === "object" && value !== null && "low" in value && "high" in value) {
     const { low, high, unsigned } = value as { low: number; high: number; unsigned: boolean };
-    n = (unsigned ? high >>> 0 : high) * 0x1_0000_0000 + (low >>> 0);
+    const top = unsigned ? high >>> 0 : high;
+    n = top * 0x1_0000_0000 + (low >>> 0);
+    if (!Number.isSafeInteger(n)) {
+      // Named exactly: the number itself would be rounded.
+      const exact = (BigInt(top) << 32n) + BigInt(low >>> 0);
+      throw new RangeError(`Cannot decode "${field}": ${exact} is not a safe integer`);
+    }
   }
   if (!Number.isSafeInteger(n)) {
     throw new RangeError(`Cannot decode "${field}": ${n} is not a safe integer`);
