@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import protobuf from "protobufjs";
 import {
   AppendRequest,
@@ -141,12 +142,17 @@ Deno.test("decode() names a 64-bit integer past 2^53 exactly", () => {
   assert.throws(() => PutRequest.decode(wire), /: 9007199254740993 is not a safe integer/);
 });
 
-Deno.test("decode() refuses a string that is not UTF-8, and keeps every valid one", () => {
+Deno.test("a server reads a request's strings strictly as UTF-8; decode() as protobufjs does", () => {
   // PutRequest { key: "k", client_id: bytes }.
   const put = (id: number[]) => new Uint8Array([0x0a, 1, 0x6b, 0x1a, id.length, ...id]);
+  const asRequest = (bytes: Uint8Array) => KVService.Put.requestDeserialize(Buffer.from(bytes));
   for (const bad of [[0xff], [0xfe], [0xc3], [0xed, 0xa0, 0x80], [0x61, 0x80, 0x62]]) {
-    assert.throws(() => PutRequest.decode(put(bad)), TypeError, JSON.stringify(bad));
+    assert.throws(() => asRequest(put(bad)), TypeError, JSON.stringify(bad));
+    // Stored data an older version wrote is read as it always was (every replica alike).
+    assert.equal(typeof PutRequest.decode(put(bad)).clientId, "string");
   }
+  // The two ids that protobufjs reads as one.
+  assert.equal(PutRequest.decode(put([0xff])).clientId, PutRequest.decode(put([0xfe])).clientId);
   // Valid: ASCII, "é", U+FFFD itself, a leading byte order mark (kept), a 4-byte character.
   const valid: Array<[number[], string]> = [
     [[0x61], "a"],
@@ -156,6 +162,7 @@ Deno.test("decode() refuses a string that is not UTF-8, and keeps every valid on
     [[0xf0, 0x9f, 0x94, 0x91], "\u{1f511}"],
   ];
   for (const [bytes, text] of valid) {
+    assert.equal(asRequest(put(bytes)).clientId, text, JSON.stringify(bytes));
     assert.equal(PutRequest.decode(put(bytes)).clientId, text, JSON.stringify(bytes));
   }
 });

@@ -781,14 +781,35 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
 const root = protobuf.Root.fromJSON(DESCRIPTOR as protobuf.INamespace);
 
 /**
- * A proto3 `string` must be valid UTF-8. protobufjs alone reads invalid bytes as U+FFFD, so two
- * different byte strings (two clients' ids) would decode to one string; strictly read, a message
- * with one is malformed (decode throws, a request is INVALID_ARGUMENT). Every generated module
- * installs the same reader on the one protobufjs they share.
+ * A proto3 `string` must be valid UTF-8, which protobufjs does not check: it reads invalid bytes
+ * as U+FFFD or lone surrogates, so two different byte strings (two clients' ids) could decode to one
+ * string. A request a server takes (a service's `requestDeserialize`) is read strictly: a string
+ * that is not UTF-8 makes it malformed. Everything else — answers, and what a node stored, which an
+ * older version may have written from such a string — is read as protobufjs reads it, so that every
+ * replica applies its log alike. The reader is installed once on the `@protobufjs/utf8` that every
+ * protobufjs in the process shares (every generated module finds it by its symbol), and is strict
+ * only while a request decodes (decoding is synchronous).
  */
-const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
-  STRICT_UTF8.decode(buffer.subarray(start, end));
+const UTF8_READING = Symbol.for("tinykv.protobuf.utf8Reading");
+
+interface Utf8Reading {
+  /** How many strict decodes are running (0 or 1: decoding is synchronous). */
+  strict: number;
+}
+
+const utf8Reading: Utf8Reading =
+  ((globalThis as Record<symbol, unknown>)[UTF8_READING] as Utf8Reading | undefined) ??
+    installUtf8Reading();
+
+function installUtf8Reading(): Utf8Reading {
+  const reading: Utf8Reading = { strict: 0 };
+  const lenient = protobuf.util.utf8.read;
+  const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
+    reading.strict > 0 ? fatal.decode(buffer.subarray(start, end)) : lenient(buffer, start, end);
+  (globalThis as Record<symbol, unknown>)[UTF8_READING] = reading;
+  return reading;
+}
 
 /** Encodes, decodes and creates one message type. */
 export interface MessageCodec<T> {
@@ -2156,6 +2177,18 @@ function deserializer<T>(codec: MessageCodec<T>): (bytes: Buffer) => T {
   return (bytes) => codec.decode(bytes);
 }
 
+/** A server's reading of its requests: as `codec.decode`, with strings strictly UTF-8. */
+function requestDeserializer<T>(codec: MessageCodec<T>): (bytes: Buffer) => T {
+  return (bytes) => {
+    utf8Reading.strict++;
+    try {
+      return codec.decode(bytes);
+    } finally {
+      utf8Reading.strict--;
+    }
+  };
+}
+
 /**
  * A unary (one request, one response) method: grpc-js's `MethodDefinition` with its stream flags
  * fixed.
@@ -2196,7 +2229,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(RangeRequest),
-    requestDeserialize: deserializer(RangeRequest),
+    requestDeserialize: requestDeserializer(RangeRequest),
     responseSerialize: serializer(RangeResponse),
     responseDeserialize: deserializer(RangeResponse),
   },
@@ -2205,7 +2238,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(PutRequest),
-    requestDeserialize: deserializer(PutRequest),
+    requestDeserialize: requestDeserializer(PutRequest),
     responseSerialize: serializer(PutResponse),
     responseDeserialize: deserializer(PutResponse),
   },
@@ -2214,7 +2247,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(DeleteRangeRequest),
-    requestDeserialize: deserializer(DeleteRangeRequest),
+    requestDeserialize: requestDeserializer(DeleteRangeRequest),
     responseSerialize: serializer(DeleteRangeResponse),
     responseDeserialize: deserializer(DeleteRangeResponse),
   },
@@ -2223,7 +2256,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(TxnRequest),
-    requestDeserialize: deserializer(TxnRequest),
+    requestDeserialize: requestDeserializer(TxnRequest),
     responseSerialize: serializer(TxnResponse),
     responseDeserialize: deserializer(TxnResponse),
   },
@@ -2232,7 +2265,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(CompactionRequest),
-    requestDeserialize: deserializer(CompactionRequest),
+    requestDeserialize: requestDeserializer(CompactionRequest),
     responseSerialize: serializer(CompactionResponse),
     responseDeserialize: deserializer(CompactionResponse),
   },
@@ -2304,7 +2337,7 @@ export const WatchService: WatchServiceDefinition = {
     requestStream: true,
     responseStream: true,
     requestSerialize: serializer(WatchRequest),
-    requestDeserialize: deserializer(WatchRequest),
+    requestDeserialize: requestDeserializer(WatchRequest),
     responseSerialize: serializer(WatchResponse),
     responseDeserialize: deserializer(WatchResponse),
   },
@@ -2340,7 +2373,7 @@ export const MaintenanceService: MaintenanceServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(AlarmRequest),
-    requestDeserialize: deserializer(AlarmRequest),
+    requestDeserialize: requestDeserializer(AlarmRequest),
     responseSerialize: serializer(AlarmResponse),
     responseDeserialize: deserializer(AlarmResponse),
   },
@@ -2349,7 +2382,7 @@ export const MaintenanceService: MaintenanceServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(StatusRequest),
-    requestDeserialize: deserializer(StatusRequest),
+    requestDeserialize: requestDeserializer(StatusRequest),
     responseSerialize: serializer(StatusResponse),
     responseDeserialize: deserializer(StatusResponse),
   },
@@ -2397,7 +2430,7 @@ export const ClusterService: ClusterServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(MemberListRequest),
-    requestDeserialize: deserializer(MemberListRequest),
+    requestDeserialize: requestDeserializer(MemberListRequest),
     responseSerialize: serializer(MemberListResponse),
     responseDeserialize: deserializer(MemberListResponse),
   },

@@ -1894,14 +1894,35 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
 const root = protobuf.Root.fromJSON(DESCRIPTOR as protobuf.INamespace);
 
 /**
- * A proto3 `string` must be valid UTF-8. protobufjs alone reads invalid bytes as U+FFFD, so two
- * different byte strings (two clients' ids) would decode to one string; strictly read, a message
- * with one is malformed (decode throws, a request is INVALID_ARGUMENT). Every generated module
- * installs the same reader on the one protobufjs they share.
+ * A proto3 `string` must be valid UTF-8, which protobufjs does not check: it reads invalid bytes
+ * as U+FFFD or lone surrogates, so two different byte strings (two clients' ids) could decode to one
+ * string. A request a server takes (a service's `requestDeserialize`) is read strictly: a string
+ * that is not UTF-8 makes it malformed. Everything else — answers, and what a node stored, which an
+ * older version may have written from such a string — is read as protobufjs reads it, so that every
+ * replica applies its log alike. The reader is installed once on the `@protobufjs/utf8` that every
+ * protobufjs in the process shares (every generated module finds it by its symbol), and is strict
+ * only while a request decodes (decoding is synchronous).
  */
-const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
-  STRICT_UTF8.decode(buffer.subarray(start, end));
+const UTF8_READING = Symbol.for("tinykv.protobuf.utf8Reading");
+
+interface Utf8Reading {
+  /** How many strict decodes are running (0 or 1: decoding is synchronous). */
+  strict: number;
+}
+
+const utf8Reading: Utf8Reading =
+  ((globalThis as Record<symbol, unknown>)[UTF8_READING] as Utf8Reading | undefined) ??
+    installUtf8Reading();
+
+function installUtf8Reading(): Utf8Reading {
+  const reading: Utf8Reading = { strict: 0 };
+  const lenient = protobuf.util.utf8.read;
+  const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
+    reading.strict > 0 ? fatal.decode(buffer.subarray(start, end)) : lenient(buffer, start, end);
+  (globalThis as Record<symbol, unknown>)[UTF8_READING] = reading;
+  return reading;
+}
 
 /** Encodes, decodes and creates one message type. */
 export interface MessageCodec<T> {
@@ -5118,6 +5139,18 @@ function deserializer<T>(codec: MessageCodec<T>): (bytes: Buffer) => T {
   return (bytes) => codec.decode(bytes);
 }
 
+/** A server's reading of its requests: as `codec.decode`, with strings strictly UTF-8. */
+function requestDeserializer<T>(codec: MessageCodec<T>): (bytes: Buffer) => T {
+  return (bytes) => {
+    utf8Reading.strict++;
+    try {
+      return codec.decode(bytes);
+    } finally {
+      utf8Reading.strict--;
+    }
+  };
+}
+
 /**
  * A unary (one request, one response) method: grpc-js's `MethodDefinition` with its stream flags
  * fixed.
@@ -5200,7 +5233,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(GetRequest),
-    requestDeserialize: deserializer(GetRequest),
+    requestDeserialize: requestDeserializer(GetRequest),
     responseSerialize: serializer(GetResponse),
     responseDeserialize: deserializer(GetResponse),
   },
@@ -5209,7 +5242,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(PutRequest),
-    requestDeserialize: deserializer(PutRequest),
+    requestDeserialize: requestDeserializer(PutRequest),
     responseSerialize: serializer(PutResponse),
     responseDeserialize: deserializer(PutResponse),
   },
@@ -5218,7 +5251,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(DeleteRequest),
-    requestDeserialize: deserializer(DeleteRequest),
+    requestDeserialize: requestDeserializer(DeleteRequest),
     responseSerialize: serializer(DeleteResponse),
     responseDeserialize: deserializer(DeleteResponse),
   },
@@ -5227,7 +5260,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(AppendRequest),
-    requestDeserialize: deserializer(AppendRequest),
+    requestDeserialize: requestDeserializer(AppendRequest),
     responseSerialize: serializer(AppendResponse),
     responseDeserialize: deserializer(AppendResponse),
   },
@@ -5236,7 +5269,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(CompareAndSwapRequest),
-    requestDeserialize: deserializer(CompareAndSwapRequest),
+    requestDeserialize: requestDeserializer(CompareAndSwapRequest),
     responseSerialize: serializer(CompareAndSwapResponse),
     responseDeserialize: deserializer(CompareAndSwapResponse),
   },
@@ -5245,7 +5278,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(ScanRequest),
-    requestDeserialize: deserializer(ScanRequest),
+    requestDeserialize: requestDeserializer(ScanRequest),
     responseSerialize: serializer(ScanResponse),
     responseDeserialize: deserializer(ScanResponse),
   },
@@ -5254,7 +5287,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(TxnRequest),
-    requestDeserialize: deserializer(TxnRequest),
+    requestDeserialize: requestDeserializer(TxnRequest),
     responseSerialize: serializer(TxnResponse),
     responseDeserialize: deserializer(TxnResponse),
   },
@@ -5263,7 +5296,7 @@ export const KVService: KVServiceDefinition = {
     requestStream: false,
     responseStream: true,
     requestSerialize: serializer(WatchRequest),
-    requestDeserialize: deserializer(WatchRequest),
+    requestDeserialize: requestDeserializer(WatchRequest),
     responseSerialize: serializer(WatchResponse),
     responseDeserialize: deserializer(WatchResponse),
   },
@@ -5414,7 +5447,7 @@ export const KvNodeService: KvNodeServiceDefinition = {
     requestStream: true,
     responseStream: true,
     requestSerialize: serializer(BatchRequest),
-    requestDeserialize: deserializer(BatchRequest),
+    requestDeserialize: requestDeserializer(BatchRequest),
     responseSerialize: serializer(BatchResponse),
     responseDeserialize: deserializer(BatchResponse),
   },
@@ -5423,7 +5456,7 @@ export const KvNodeService: KvNodeServiceDefinition = {
     requestStream: false,
     responseStream: true,
     requestSerialize: serializer(ShardWatchRequest),
-    requestDeserialize: deserializer(ShardWatchRequest),
+    requestDeserialize: requestDeserializer(ShardWatchRequest),
     responseSerialize: serializer(ShardWatchResponse),
     responseDeserialize: deserializer(ShardWatchResponse),
   },
@@ -5507,7 +5540,7 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(CreateReplicaRequest),
-    requestDeserialize: deserializer(CreateReplicaRequest),
+    requestDeserialize: requestDeserializer(CreateReplicaRequest),
     responseSerialize: serializer(CreateReplicaResponse),
     responseDeserialize: deserializer(CreateReplicaResponse),
   },
@@ -5516,7 +5549,7 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(ChangeMembershipRequest),
-    requestDeserialize: deserializer(ChangeMembershipRequest),
+    requestDeserialize: requestDeserializer(ChangeMembershipRequest),
     responseSerialize: serializer(ChangeMembershipResponse),
     responseDeserialize: deserializer(ChangeMembershipResponse),
   },
@@ -5525,7 +5558,7 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(TransferLeaderRequest),
-    requestDeserialize: deserializer(TransferLeaderRequest),
+    requestDeserialize: requestDeserializer(TransferLeaderRequest),
     responseSerialize: serializer(TransferLeaderResponse),
     responseDeserialize: deserializer(TransferLeaderResponse),
   },
@@ -5534,7 +5567,7 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(NodeStatusRequest),
-    requestDeserialize: deserializer(NodeStatusRequest),
+    requestDeserialize: requestDeserializer(NodeStatusRequest),
     responseSerialize: serializer(NodeStatusResponse),
     responseDeserialize: deserializer(NodeStatusResponse),
   },
@@ -5543,7 +5576,7 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(DeleteReplicaRequest),
-    requestDeserialize: deserializer(DeleteReplicaRequest),
+    requestDeserialize: requestDeserializer(DeleteReplicaRequest),
     responseSerialize: serializer(DeleteReplicaResponse),
     responseDeserialize: deserializer(DeleteReplicaResponse),
   },
@@ -5552,7 +5585,7 @@ export const NodeAdminService: NodeAdminServiceDefinition = {
     requestStream: false,
     responseStream: true,
     requestSerialize: serializer(ExportShardRequest),
-    requestDeserialize: deserializer(ExportShardRequest),
+    requestDeserialize: requestDeserializer(ExportShardRequest),
     responseSerialize: serializer(ExportShardChunk),
     responseDeserialize: deserializer(ExportShardChunk),
   },
@@ -5667,7 +5700,7 @@ export const RaftTransportService: RaftTransportServiceDefinition = {
     requestStream: true,
     responseStream: false,
     requestSerialize: serializer(RaftBatch),
-    requestDeserialize: deserializer(RaftBatch),
+    requestDeserialize: requestDeserializer(RaftBatch),
     responseSerialize: serializer(RaftSendSummary),
     responseDeserialize: deserializer(RaftSendSummary),
   },
@@ -5676,7 +5709,7 @@ export const RaftTransportService: RaftTransportServiceDefinition = {
     requestStream: true,
     responseStream: true,
     requestSerialize: serializer(SnapshotChunk),
-    requestDeserialize: deserializer(SnapshotChunk),
+    requestDeserialize: requestDeserializer(SnapshotChunk),
     responseSerialize: serializer(SnapshotAck),
     responseDeserialize: deserializer(SnapshotAck),
   },
@@ -5744,7 +5777,7 @@ export const PlacementService: PlacementServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(ClusterStateRequest),
-    requestDeserialize: deserializer(ClusterStateRequest),
+    requestDeserialize: requestDeserializer(ClusterStateRequest),
     responseSerialize: serializer(ClusterStateResponse),
     responseDeserialize: deserializer(ClusterStateResponse),
   },
@@ -5753,7 +5786,7 @@ export const PlacementService: PlacementServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(RebalanceRequest),
-    requestDeserialize: deserializer(RebalanceRequest),
+    requestDeserialize: requestDeserializer(RebalanceRequest),
     responseSerialize: serializer(RebalanceResponse),
     responseDeserialize: deserializer(RebalanceResponse),
   },
@@ -5762,7 +5795,7 @@ export const PlacementService: PlacementServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(MoveReplicaRequest),
-    requestDeserialize: deserializer(MoveReplicaRequest),
+    requestDeserialize: requestDeserializer(MoveReplicaRequest),
     responseSerialize: serializer(MoveReplicaResponse),
     responseDeserialize: deserializer(MoveReplicaResponse),
   },
@@ -5771,7 +5804,7 @@ export const PlacementService: PlacementServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(TransferShardLeaderRequest),
-    requestDeserialize: deserializer(TransferShardLeaderRequest),
+    requestDeserialize: requestDeserializer(TransferShardLeaderRequest),
     responseSerialize: serializer(TransferShardLeaderResponse),
     responseDeserialize: deserializer(TransferShardLeaderResponse),
   },
@@ -5780,7 +5813,7 @@ export const PlacementService: PlacementServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(DrainNodeRequest),
-    requestDeserialize: deserializer(DrainNodeRequest),
+    requestDeserialize: requestDeserializer(DrainNodeRequest),
     responseSerialize: serializer(DrainNodeResponse),
     responseDeserialize: deserializer(DrainNodeResponse),
   },
@@ -5789,7 +5822,7 @@ export const PlacementService: PlacementServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(ListDecisionsRequest),
-    requestDeserialize: deserializer(ListDecisionsRequest),
+    requestDeserialize: requestDeserializer(ListDecisionsRequest),
     responseSerialize: serializer(ListDecisionsResponse),
     responseDeserialize: deserializer(ListDecisionsResponse),
   },

@@ -240,14 +240,35 @@ export const DESCRIPTOR: Readonly<Record<string, unknown>> = {
 const root = protobuf.Root.fromJSON(DESCRIPTOR as protobuf.INamespace);
 
 /**
- * A proto3 `string` must be valid UTF-8. protobufjs alone reads invalid bytes as U+FFFD, so two
- * different byte strings (two clients' ids) would decode to one string; strictly read, a message
- * with one is malformed (decode throws, a request is INVALID_ARGUMENT). Every generated module
- * installs the same reader on the one protobufjs they share.
+ * A proto3 `string` must be valid UTF-8, which protobufjs does not check: it reads invalid bytes
+ * as U+FFFD or lone surrogates, so two different byte strings (two clients' ids) could decode to one
+ * string. A request a server takes (a service's `requestDeserialize`) is read strictly: a string
+ * that is not UTF-8 makes it malformed. Everything else — answers, and what a node stored, which an
+ * older version may have written from such a string — is read as protobufjs reads it, so that every
+ * replica applies its log alike. The reader is installed once on the `@protobufjs/utf8` that every
+ * protobufjs in the process shares (every generated module finds it by its symbol), and is strict
+ * only while a request decodes (decoding is synchronous).
  */
-const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
-  STRICT_UTF8.decode(buffer.subarray(start, end));
+const UTF8_READING = Symbol.for("tinykv.protobuf.utf8Reading");
+
+interface Utf8Reading {
+  /** How many strict decodes are running (0 or 1: decoding is synchronous). */
+  strict: number;
+}
+
+const utf8Reading: Utf8Reading =
+  ((globalThis as Record<symbol, unknown>)[UTF8_READING] as Utf8Reading | undefined) ??
+    installUtf8Reading();
+
+function installUtf8Reading(): Utf8Reading {
+  const reading: Utf8Reading = { strict: 0 };
+  const lenient = protobuf.util.utf8.read;
+  const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
+    reading.strict > 0 ? fatal.decode(buffer.subarray(start, end)) : lenient(buffer, start, end);
+  (globalThis as Record<symbol, unknown>)[UTF8_READING] = reading;
+  return reading;
+}
 
 /** Encodes, decodes and creates one message type. */
 export interface MessageCodec<T> {
@@ -623,6 +644,18 @@ function deserializer<T>(codec: MessageCodec<T>): (bytes: Buffer) => T {
   return (bytes) => codec.decode(bytes);
 }
 
+/** A server's reading of its requests: as `codec.decode`, with strings strictly UTF-8. */
+function requestDeserializer<T>(codec: MessageCodec<T>): (bytes: Buffer) => T {
+  return (bytes) => {
+    utf8Reading.strict++;
+    try {
+      return codec.decode(bytes);
+    } finally {
+      utf8Reading.strict--;
+    }
+  };
+}
+
 /**
  * A unary (one request, one response) method: grpc-js's `MethodDefinition` with its stream flags
  * fixed.
@@ -677,7 +710,7 @@ export const SampleService: SampleServiceDefinition = {
     requestStream: false,
     responseStream: false,
     requestSerialize: serializer(Shapes),
-    requestDeserialize: deserializer(Shapes),
+    requestDeserialize: requestDeserializer(Shapes),
     responseSerialize: serializer(Shapes),
     responseDeserialize: deserializer(Shapes),
   },
@@ -686,7 +719,7 @@ export const SampleService: SampleServiceDefinition = {
     requestStream: false,
     responseStream: true,
     requestSerialize: serializer(Empty),
-    requestDeserialize: deserializer(Empty),
+    requestDeserialize: requestDeserializer(Empty),
     responseSerialize: serializer(Shapes),
     responseDeserialize: deserializer(Shapes),
   },
@@ -695,7 +728,7 @@ export const SampleService: SampleServiceDefinition = {
     requestStream: true,
     responseStream: false,
     requestSerialize: serializer(Scalars),
-    requestDeserialize: deserializer(Scalars),
+    requestDeserialize: requestDeserializer(Scalars),
     responseSerialize: serializer(Empty),
     responseDeserialize: deserializer(Empty),
   },
@@ -704,7 +737,7 @@ export const SampleService: SampleServiceDefinition = {
     requestStream: true,
     responseStream: true,
     requestSerialize: serializer(Shapes),
-    requestDeserialize: deserializer(Shapes),
+    requestDeserialize: requestDeserializer(Shapes),
     responseSerialize: serializer(Shapes),
     responseDeserialize: deserializer(Shapes),
   },
