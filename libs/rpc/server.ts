@@ -6,7 +6,9 @@
  * - a unary request that cannot be decoded is answered with INVALID_ARGUMENT (grpc-js alone would
  *   say INTERNAL); streaming methods keep grpc-js's INTERNAL for a malformed message;
  * - a unary handler that throws synchronously is answered with INTERNAL instead of crashing the
- *   process.
+ *   process;
+ * - a compressed request that cannot be decompressed is answered INTERNAL instead of crashing the
+ *   process (decompress_guard.ts).
  *
  * @module
  */
@@ -14,6 +16,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { assert } from "./_assert.ts";
 import { coalesceServerWrites } from "./coalesce.ts";
+import { guardDecompression } from "./decompress_guard.ts";
 import type { Buffer } from "node:buffer";
 import type { Claims } from "@tinykv/auth";
 import {
@@ -113,6 +116,7 @@ export function channelOptions(maxMessageBytes: number): grpc.ChannelOptions {
  * ```
  */
 export function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  guardDecompression();
   const server = new grpc.Server(channelOptions(options.maxMessageBytes));
   const onUnexpectedError = options.onUnexpectedError ?? defaultUnexpectedError;
   for (const service of options.services) {
@@ -407,4 +411,32 @@ export function bindService<D extends grpc.ServiceDefinition>(
       : unaryHandler(handler as UnaryHandler<unknown, unknown>, options);
   }
   return { definition, implementation };
+}
+
+/**
+ * `binding` with `check` run on the wire bytes of `method`'s requests before they are decoded: a
+ * request it returns a reason for is not decoded at all, and is answered INVALID_ARGUMENT with that
+ * reason, as a request that cannot be decoded ({@linkcode startGrpcServer}). For bounds whose
+ * breach would cost more to decode than to refuse (libs/rpc wire_scan.ts).
+ */
+export function checkRequestsOf(
+  binding: ServiceBinding,
+  method: string,
+  check: (bytes: Uint8Array) => string | undefined,
+): ServiceBinding {
+  const definition = binding.definition[method];
+  assert(definition !== undefined, `The service has no method "${method}"`);
+  assert(
+    !definition.requestStream && !definition.responseStream,
+    `"${definition.path}" is not unary: its requests cannot be checked before decoding`,
+  );
+  const requestDeserialize = (bytes: Buffer) => {
+    const refused = check(bytes);
+    if (refused !== undefined) throw new RangeError(refused);
+    return definition.requestDeserialize(bytes);
+  };
+  return {
+    definition: { ...binding.definition, [method]: { ...definition, requestDeserialize } },
+    implementation: binding.implementation,
+  };
 }
