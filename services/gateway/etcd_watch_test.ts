@@ -14,7 +14,9 @@
 // only (an unknown id gets no answer, as in etcd); progress answers watch id -1; a start revision,
 // prev_kv, empty or reversed ranges and keys past 4,096 bytes (range_end past 4,097) are created
 // and canceled with the reason, opening nothing; at most 1,024 watches per stream and the gateway's
-// limit; a kvnode stream ending with a status no retry cures cancels the watch with the reason,
+// limit, creates still starting counted (canceled ones until their start returns); a create
+// canceled by a request of the same read opens nothing and frees its place at once; a client that
+// reads no answers is cut RESOURCE_EXHAUSTED past 1 MiB of them (a played call, not a server); a kvnode stream ending with a status no retry cures cancels the watch with the reason,
 // one a retry cures (a new leader, a lost node) is opened again from the last index, each change
 // reported once; the gateway stopping cancels every watch; a client too slow is cut with the
 // reason, one that catches up gets every change held for it meanwhile; the client ending or
@@ -22,6 +24,7 @@
 // on for every test here).
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import {
   Event_EventType,
@@ -42,7 +45,11 @@ import {
   type ShardMap,
   splitEvenly,
 } from "@tinykv/shard";
-import { ETCD_STREAM_WATCHES_MAX, serveEtcdWatch } from "./etcd_watch.ts";
+import {
+  ETCD_STREAM_ANSWERS_UNREAD_BYTES_MAX,
+  ETCD_STREAM_WATCHES_MAX,
+  serveEtcdWatch,
+} from "./etcd_watch.ts";
 import { describeKey } from "./kv_service.ts";
 import {
   GatewayWatches,
@@ -692,7 +699,7 @@ test("serveEtcdWatch holds at most ETCD_STREAM_WATCHES_MAX watches per stream, a
     client.create({ key: enc("one-more") });
     const [refusal] = await client.flush();
     assert.deepEqual([refusal.watchId, refusal.created, refusal.canceled], [-1, true, true]);
-    assert.equal(refusal.reason, "This stream holds 1024 watches: the limit");
+    assert.equal(refusal.reason, "This stream holds 1024 watches (started or starting): the limit");
     assert.equal(watches.count, ETCD_STREAM_WATCHES_MAX);
     // One canceled makes room.
     client.cancel(5);
@@ -709,12 +716,166 @@ test("serveEtcdWatch holds at most ETCD_STREAM_WATCHES_MAX watches per stream, a
     for (let i = 0; i < 1100 - ETCD_STREAM_WATCHES_MAX; i++) other.create({ key: enc(`o${i}`) });
     await opened(shards, 1101, 1025);
     other.create({ key: enc("past-the-gateway") });
-    const [full] = await other.flush();
+    // Refused when it starts, in the turn after the request (a progress request may come first).
+    const [full] = await other.take();
     assert.deepEqual([full.created, full.canceled], [true, true]);
-    assert.equal(full.reason, "The gateway serves 1100 watches: the limit");
+    assert.equal(
+      full.cancelReason,
+      "The gateway serves 1100 watches (open or starting): the limit",
+    );
   } finally {
     await close();
   }
+});
+
+/**
+ * {@linkcode fakeRouter} whose shard map is not known until `publish()`: a watch waits for it in
+ * `GatewayWatches.start`, so the test holds creates "starting" as long as it likes.
+ */
+function unpublishedRouter() {
+  const router = fakeRouter();
+  let known = false;
+  let published = Promise.withResolvers<void>();
+  return {
+    router: {
+      ...router,
+      shards: () => known ? router.shards() : undefined,
+      shardOf: (key: Uint8Array) => known ? router.shardOf(key) : undefined,
+      mapChanged: () => published.promise,
+    } satisfies GatewayWatchesOptions["router"],
+    publish() {
+      known = true;
+      published.resolve();
+      published = Promise.withResolvers<void>();
+    },
+  };
+}
+
+test("serveEtcdWatch counts creates still starting against ETCD_STREAM_WATCHES_MAX, canceled ones until their start returns", async () => {
+  const { router, publish } = unpublishedRouter();
+  const { shards, watches, watch, close } = await served({ router });
+  try {
+    const client = watch();
+    for (let i = 0; i < ETCD_STREAM_WATCHES_MAX; i++) client.create({ key: enc(`s${i}`) });
+    // Every start waits for the map: canceled now, each stays starting until its start returns.
+    await until(() => watches.startingCount === ETCD_STREAM_WATCHES_MAX, "every start waiting");
+    for (let i = 0; i < ETCD_STREAM_WATCHES_MAX; i++) client.cancel(i);
+    client.create({ key: enc("one-more") });
+    const answers = await client.flush();
+    assert.equal(answers.length, ETCD_STREAM_WATCHES_MAX + 1);
+    assert.ok(answers.slice(0, -1).every((answer, i) => answer.watchId === i && answer.canceled));
+    assert.deepEqual(answers.at(-1), {
+      ...created(-1),
+      canceled: true,
+      reason: "This stream holds 1024 watches (started or starting): the limit",
+    }, "the canceled creates still starting hold their places");
+    assert.equal(watches.startingCount, ETCD_STREAM_WATCHES_MAX);
+
+    publish();
+    await until(() => watches.startingCount === 0, "the starts to return");
+    assert.equal(shards.opened.length, 0, "no canceled create opened a kvnode stream");
+    client.create({ key: enc("room") });
+    const [part] = await opened(shards, 1, 0);
+    part.start(1);
+    assert.deepEqual(await client.flush(), [created(1024)], "their places are free again");
+  } finally {
+    await close();
+  }
+});
+
+/**
+ * A server call the test plays, its requests handed over by `emit("data", …)`: the client reads
+ * every answer, or (`reading` false) none (writes wait for a drain).
+ */
+class PlayedCall extends EventEmitter {
+  readonly written: WatchResponse[] = [];
+  readonly errors: Error[] = [];
+  cancelled = false;
+  destroyed = false;
+
+  constructor(readonly reading: boolean) {
+    super();
+    this.on("error", (error: Error) => this.errors.push(error));
+  }
+
+  get writableNeedDrain(): boolean {
+    return !this.reading;
+  }
+
+  write(response: WatchResponse): boolean {
+    this.written.push(response);
+    return this.reading;
+  }
+
+  end(): void {}
+}
+
+/** `serveEtcdWatch` on a {@linkcode PlayedCall} over `GatewayWatches` on {@linkcode FakeShards}. */
+function played(reading: boolean) {
+  const shards = new FakeShards();
+  const watches = new GatewayWatches({ router: fakeRouter(), open: shards.open });
+  const call = new PlayedCall(reading);
+  type Call = Parameters<typeof serveEtcdWatch>[0];
+  const neverUndecoded = (_request: unknown): _request is { message: string } => false;
+  serveEtcdWatch(
+    call as unknown as Call,
+    { watches, header: () => HEADER, describeKey },
+    neverUndecoded,
+  );
+  const send = (request: Partial<WatchRequest>) => call.emit("data", WatchRequest.create(request));
+  return { shards, watches, call, send };
+}
+
+test("serveEtcdWatch never opens the kvnode streams of a create canceled by a request of the same read, and answers the cancel only", async () => {
+  const { shards, watches, call, send } = played(true);
+  // Requests of one read from the socket are handed over in one event-loop turn.
+  for (let i = 0; i < 2 * ETCD_STREAM_WATCHES_MAX; i++) {
+    send({ createRequest: WatchCreateRequest.create({ key: enc("c/"), rangeEnd: enc("c0") }) });
+    send({ cancelRequest: { watchId: i } });
+  }
+  send({ createRequest: WatchCreateRequest.create({ key: enc("k"), watchId: 7 }) });
+  send({ cancelRequest: { watchId: 7 } });
+  // One that goes on, for its place was freed by each cancel.
+  send({ createRequest: WatchCreateRequest.create({ key: enc("kept") }) });
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(shards.opened.length, 1, "the kept watch's stream only");
+  assert.equal(watches.startingCount, 0);
+  const answers = call.written.map(summary);
+  assert.equal(answers.length, 2 * ETCD_STREAM_WATCHES_MAX + 1);
+  assert.ok(
+    answers.every((answer, i) =>
+      answer.watchId === (i < 2 * ETCD_STREAM_WATCHES_MAX ? i : 7) && answer.canceled &&
+      !answer.created
+    ),
+  );
+  shards.opened[0].start(1);
+  assert.deepEqual(call.written.map(summary).at(-1), created(2 * ETCD_STREAM_WATCHES_MAX));
+  call.emit("close");
+  assert.equal(watches.count, 0);
+});
+
+test("serveEtcdWatch ends RESOURCE_EXHAUSTED a stream whose client sends requests faster than it reads the answers", async () => {
+  const { watches, call, send } = played(false);
+  // The first answer closes the window; the next (32 bytes each, as counted) wait for the client.
+  const unread = ETCD_STREAM_ANSWERS_UNREAD_BYTES_MAX / 32;
+  for (let i = 0; i <= unread; i++) send({ progressRequest: {} });
+  assert.deepEqual(call.errors, []);
+  assert.equal(call.written.length, unread + 1);
+  send({ progressRequest: {} });
+  assert.equal(call.written.length, unread + 1, "no more written");
+  assert.equal(call.errors.length, 1);
+  const error = call.errors[0] as grpc.ServiceError;
+  assert.equal(error.code, grpc.status.RESOURCE_EXHAUSTED);
+  assert.match(
+    error.details,
+    /^The client sends requests faster than it reads their answers: more than 1048576 bytes of /,
+  );
+  // Nothing more is read or started.
+  send({ createRequest: WatchCreateRequest.create({ key: enc("k") }) });
+  assert.equal(call.written.length, unread + 1);
+  assert.equal(watches.startingCount + watches.count, 0);
+  call.emit("close");
+  await Promise.resolve();
 });
 
 test("serveEtcdWatch cancels a watch whose kvnode stream ends with a status no retry cures, with the reason", async () => {
@@ -821,7 +982,7 @@ test("serveEtcdWatch cancels every watch the stopping gateway ends, with the rea
     ]);
     assert.deepEqual(parts.map((part) => part.cancelled), [true, true]);
     client.create({ key: enc("s3") });
-    assert.deepEqual(await client.flush(), [
+    assert.deepEqual((await client.take()).map(summary), [
       { ...created(2), canceled: true, reason: "The gateway is stopping" },
     ]);
     assert.equal((await client.end()).code, grpc.status.OK);

@@ -17,6 +17,7 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
+import type { Buffer } from "node:buffer";
 import {
   KvNodeService,
   type ShardWatchRequest,
@@ -34,6 +35,7 @@ import {
   type RpcFailure,
   rpcFailure,
   SendGate,
+  type ServiceBinding,
   toServerError,
 } from "@tinykv/rpc";
 import {
@@ -43,6 +45,7 @@ import {
   type ShardId,
   shardId as toShardId,
 } from "@tinykv/shard";
+import { assert } from "./_assert.ts";
 
 /** The trailer a kvnode names the shard's leader in (kvnode watch_service.ts). */
 const LEADER_ADDRESS_TRAILER = "tinykv-leader-address";
@@ -173,10 +176,23 @@ export const WATCH_QUEUE_BYTES_TOTAL_MAX_DEFAULT = 256 * 1024 * 1024;
 /** The default of {@linkcode GatewayWatchesOptions.queueBytesMax}. */
 export const WATCH_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 
+/** Options of one {@linkcode GatewayWatches.start}. */
+export interface WatchStartOptions {
+  /** Follows the watch to the kvnodes in their logs. */
+  readonly traceId?: string;
+  /**
+   * The caller gave the watch up: once aborted, a watch that has not opened its shard streams yet
+   * never opens them, and the start returns a `cancelled` failure.
+   */
+  readonly signal?: AbortSignal;
+}
+
 /** The watches of one gateway. */
 export class GatewayWatches {
   readonly #options: GatewayWatchesOptions;
   readonly #open = new Set<GatewayWatch>();
+  /** Starts waiting for the shard map: they count against the limit as open watches do. */
+  #starting = 0;
   /** Bytes every watch holds for its slow client, together. */
   readonly #queued = { bytes: 0 };
   #closed = false;
@@ -190,6 +206,11 @@ export class GatewayWatches {
     return this.#open.size;
   }
 
+  /** Watches starting now (waiting for the shard map), not yet open. */
+  get startingCount(): number {
+    return this.#starting;
+  }
+
   /** Bytes the watches hold for clients that read too slowly, together. */
   get queuedBytes(): number {
     return this.#queued.bytes;
@@ -197,20 +218,28 @@ export class GatewayWatches {
 
   /**
    * Starts a watch of `range` from `start` (shard → index; shards not named start now), or
-   * returns why it cannot start. `traceId` follows it to the kvnodes.
+   * returns why it cannot start. From the call on, the watch counts against
+   * {@linkcode GatewayWatchesOptions.watchesMax}, also while it waits for the shard map.
    */
   async start(
     range: WatchRange,
     start: ReadonlyMap<number, number>,
     output: WatchOutput,
-    traceId = "",
+    options: WatchStartOptions = {},
   ): Promise<GatewayWatch | RpcFailure> {
-    const refused = this.#refusal();
+    const refused = this.#refusal(options.signal);
     if (refused !== undefined) return refused;
-    const shards = await this.#shardsOf(range);
-    // Checked again: the gateway may have stopped, or other watches started, while this one
-    // waited for the map.
-    const late = this.#refusal();
+    this.#starting++;
+    let shards: ShardId[] | undefined;
+    try {
+      shards = await this.#shardsOf(range, options.signal);
+    } finally {
+      this.#starting--;
+      assert(this.#starting >= 0, "More watch starts ended than began");
+    }
+    // Checked again: the gateway may have stopped, or the caller given up, while this one waited
+    // for the map (other starts counted with this one meanwhile, so the limit still holds).
+    const late = this.#refusal(options.signal);
     if (late !== undefined) return late;
     if (shards === undefined) {
       return rpcFailure("unavailable", `No shard map is known yet after ${MAP_WAIT_MS} ms`);
@@ -224,20 +253,33 @@ export class GatewayWatches {
         );
       }
     }
-    const watch = new GatewayWatch(this.#options, range, shards, start, output, traceId, () => {
-      this.#open.delete(watch);
-    }, this.#queued);
+    const watch = new GatewayWatch(
+      this.#options,
+      range,
+      shards,
+      start,
+      output,
+      options.traceId ?? "",
+      () => this.#open.delete(watch),
+      this.#queued,
+    );
     this.#open.add(watch);
     watch.begin();
     return watch;
   }
 
   /** Why no watch can start now, if none can. */
-  #refusal(): RpcFailure | undefined {
+  #refusal(signal: AbortSignal | undefined): RpcFailure | undefined {
+    if (signal?.aborted === true) {
+      return rpcFailure("cancelled", "The watch was canceled before it started");
+    }
     if (this.#closed) return rpcFailure("unavailable", "The gateway is stopping");
     const max = this.#options.watchesMax ?? GATEWAY_WATCHES_MAX;
-    if (this.#open.size >= max) {
-      return rpcFailure("resourceExhausted", `The gateway serves ${max} watches: the limit`);
+    if (this.#open.size + this.#starting >= max) {
+      return rpcFailure(
+        "resourceExhausted",
+        `The gateway serves ${max} watches (open or starting): the limit`,
+      );
     }
     return undefined;
   }
@@ -250,9 +292,9 @@ export class GatewayWatches {
     }
   }
 
-  async #shardsOf(range: WatchRange): Promise<ShardId[] | undefined> {
+  async #shardsOf(range: WatchRange, signal?: AbortSignal): Promise<ShardId[] | undefined> {
     const until = Date.now() + MAP_WAIT_MS;
-    while (true) {
+    while (signal?.aborted !== true) {
       const shards = this.#options.router.shards();
       if (shards !== undefined) {
         const single = singleShardKey(range);
@@ -264,6 +306,7 @@ export class GatewayWatches {
       if (left <= 0) return undefined;
       await this.#options.router.mapChanged(Math.min(left, 200));
     }
+    return undefined;
   }
 }
 
@@ -485,7 +528,7 @@ export class GatewayWatch {
         // Sticky until the shard answers: the other replicas say "not leader" in between.
         if (stale) part.refused = part.lastProblem;
         if (!retryable(failure) && !stale) {
-          this.fail(rpcFailure(failure.kind, `Shard ${part.id}: ${failure.message}`));
+          this.fail(rpcFailure(failure.kind, namingShard(part.id, failure.message)));
           return;
         }
         if (leaderAddress !== undefined && leaderAddress !== "" && leaderAddress !== address) {
@@ -616,6 +659,17 @@ export class GatewayWatch {
   }
 }
 
+/**
+ * `message` from a shard's stream, naming the shard: a kvnode's own messages mostly do already
+ * ("Shard 4: the watcher fell behind…", "Watch position 9 of shard 4…"); others (a node's limit,
+ * a status from the transport) get it in front.
+ */
+function namingShard(shard: ShardId, message: string): string {
+  return new RegExp(`\\bshard ${shard}\\b`, "i").test(message)
+    ? message
+    : `Shard ${shard}: ${message}`;
+}
+
 /** About the bytes `response` takes on the wire. */
 function responseBytes(response: WatchResponse): number {
   let bytes = 16 + response.positions.length * 16;
@@ -669,7 +723,38 @@ function concatZero(key: Uint8Array): Uint8Array {
   return end;
 }
 
-type WatchCall = grpc.ServerWritableStream<WatchRequest, WatchResponse>;
+/** A `tinykv.v1.KV/Watch` request that could not be decoded, and why. */
+export class UndecodedWatchRequest {
+  constructor(readonly message: string) {}
+}
+
+/**
+ * `binding` (the `tinykv.v1.KV` service) with its `Watch` requests decoded in the handler's care:
+ * one that cannot be decoded (an int64 past 2^53, malformed bytes) reaches
+ * {@linkcode watchHandler} as an {@linkcode UndecodedWatchRequest}, answered INVALID_ARGUMENT as
+ * libs/rpc answers a unary call (grpc-js alone would end the stream INTERNAL). The etcd Watch does
+ * the same (etcd_service.ts `watchBinding`).
+ */
+export function decodingWatchRequests(binding: ServiceBinding): ServiceBinding {
+  const method = binding.definition.Watch as
+    | grpc.MethodDefinition<WatchRequest, WatchResponse>
+    | undefined;
+  assert(method !== undefined, "The service has no Watch method");
+  const requestDeserialize = (bytes: Buffer): WatchRequest | UndecodedWatchRequest => {
+    try {
+      return method.requestDeserialize(bytes);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return new UndecodedWatchRequest(`Cannot decode the request of "${method.path}": ${reason}`);
+    }
+  };
+  return {
+    definition: { ...binding.definition, Watch: { ...method, requestDeserialize } },
+    implementation: binding.implementation,
+  };
+}
+
+type WatchCall = grpc.ServerWritableStream<WatchRequest | UndecodedWatchRequest, WatchResponse>;
 
 /** The `tinykv.v1.KV/Watch` handler over `watches`. */
 export function watchHandler(
@@ -680,14 +765,21 @@ export function watchHandler(
     const fail = (failure: RpcFailure) => {
       if (!call.cancelled && !call.destroyed) call.emit("error", toServerError(failure));
     };
+    // A call can be canceled before its handler runs (behind the credential check): its
+    // "cancelled" event has passed, so it is looked at here, before anything starts.
+    if (call.cancelled || call.destroyed) return;
     const trace = traceOf(call);
     if (typeof trace !== "string") return fail(trace);
-    const parsed = parseWatchRequest(call.request);
+    const request = call.request;
+    if (request instanceof UndecodedWatchRequest) {
+      return fail(rpcFailure("invalidArgument", request.message));
+    }
+    const parsed = parseWatchRequest(request);
     if ("message" in parsed) return fail(rpcFailure("invalidArgument", parsed.message));
     let watch: GatewayWatch | undefined;
-    let gone = false;
+    const gone = new AbortController();
     const onGone = () => {
-      gone = true;
+      gone.abort();
       watch?.cancel();
     };
     call.on("cancelled", onGone);
@@ -697,12 +789,13 @@ export function watchHandler(
     // (libs/rpc send_window.ts). Until it does, the watch queues (and cuts a client too slow).
     const gate = new SendGate(call, () => watch?.resume());
     void watches.start(parsed.range, parsed.start, {
-      send: (response) => gone || call.destroyed ? true : gate.wrote(call.write(response)),
+      send: (response) =>
+        gone.signal.aborted || call.destroyed ? true : gate.wrote(call.write(response)),
       end: fail,
-    }, trace).then((started) => {
+    }, { traceId: trace, signal: gone.signal }).then((started) => {
       if ("kind" in started) return fail(started);
       watch = started;
-      if (gone) watch.cancel();
+      if (gone.signal.aborted) watch.cancel();
       else if (!gate.waiting) watch.resume();
     });
   };

@@ -10,10 +10,17 @@
 // streams are not paused) up to the per-watch and gateway-wide bounds; cancel and the gateway
 // stopping end every stream and retry timer (counted by wrapping setTimeout: Deno 2.9's sanitizer
 // does not report a pending timer); start positions outside the watch, too many watches and a
-// stopping gateway (also one that stopped while the watch waited for a map) are refused. Then parseWatchRequest's limits, prefixEndOf and
-// singleShardKey as tables.
+// stopping gateway (also one that stopped while the watch waited for a map) are refused, starts
+// waiting for the map count against the limit, and one whose caller left meanwhile opens nothing; a
+// kvnode's failure names the shard once. The `tinykv.v1.KV/Watch` handler starts nothing for a call
+// canceled before it ran, and answers an undecodable request INVALID_ARGUMENT (on a real server).
+// Then parseWatchRequest's limits, prefixEndOf and singleShardKey as tables.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
+import * as grpc from "@grpc/grpc-js";
 import {
+  KVService,
   type ShardWatchRequest,
   type ShardWatchResponse,
   type WatchEvent,
@@ -21,9 +28,10 @@ import {
   type WatchRequest,
   type WatchResponse,
 } from "@tinykv/proto/tinykv/v1";
-import { type RpcFailure, rpcFailure, type RpcFailureKind } from "@tinykv/rpc";
+import { type RpcFailure, rpcFailure, type RpcFailureKind, startGrpcServer } from "@tinykv/rpc";
 import { KEY_BYTES_MAX, type ShardEntry, type ShardId, shardId } from "@tinykv/shard";
 import {
+  decodingWatchRequests,
   GatewayWatch,
   GatewayWatches,
   type GatewayWatchesOptions,
@@ -32,6 +40,7 @@ import {
   prefixEndOf,
   type ShardStreamEvents,
   singleShardKey,
+  watchHandler,
   type WatchOutput,
   type WatchRange,
 } from "./watch.ts";
@@ -188,7 +197,7 @@ async function started(
   output: Output,
   start: Map<number, number> = new Map(),
 ): Promise<GatewayWatch> {
-  const watch = await watches.start(range, start, output, "trace-1");
+  const watch = await watches.start(range, start, output, { traceId: "trace-1" });
   assert.ok(watch instanceof GatewayWatch, `start failed: ${JSON.stringify(watch)}`);
   return watch;
 }
@@ -397,6 +406,34 @@ Deno.test("GatewayWatch ends on OUT_OF_RANGE and RESOURCE_EXHAUSTED with the kin
   }
 });
 
+Deno.test("GatewayWatch names the shard of a kvnode's failure once: not again when the kvnode's message does", async () => {
+  const cases: Array<[string, string]> = [
+    // The kvnode's own words (watch_hub.ts #cutBehind, outOfRange).
+    [
+      "Shard 2: the watcher fell behind: it was sent every change up to index 7",
+      "Shard 2: the watcher fell behind: it was sent every change up to index 7",
+    ],
+    [
+      "Watch position 3 of shard 2 is no longer held: the oldest position it holds is 15",
+      "Watch position 3 of shard 2 is no longer held: the oldest position it holds is 15",
+    ],
+    // Another shard's number, or one that only starts like it, is not this shard's name.
+    ["shard 21 is busy", "Shard 2: shard 21 is busy"],
+    [
+      'Node "n9" serves 10000 watches: the limit',
+      'Shard 2: Node "n9" serves 10000 watches: the limit',
+    ],
+  ];
+  for (const [said, reported] of cases) {
+    const { shards, watches } = setup();
+    const output = new Output();
+    await started(watches, rangeOf("p/", true), output);
+    shards.startAll({ 1: 10, 2: 20, 3: 30 });
+    shards.of(2).events.onEnd(rpcFailure("resourceExhausted", said), undefined);
+    assert.deepEqual(output.ended, [rpcFailure("resourceExhausted", reported)]);
+  }
+});
+
 Deno.test("GatewayWatch queues for a client that reads slowly, without pausing the kvnode streams, and resume() sends the queue in order", async () => {
   const { shards, watches } = setup();
   const output = new Output();
@@ -599,7 +636,7 @@ Deno.test("GatewayWatches.start() refuses past watchesMax; close() ends every wa
   const third = await watches.start(rangeOf("k", false), new Map(), new Output());
   assert.deepEqual(
     third,
-    rpcFailure("resourceExhausted", "The gateway serves 2 watches: the limit"),
+    rpcFailure("resourceExhausted", "The gateway serves 2 watches (open or starting): the limit"),
   );
   watches.close();
   for (const output of outputs) {
@@ -635,19 +672,55 @@ Deno.test("GatewayWatches.start() waits for a shard map, and one that arrives af
   assert.equal(watches.count, 0);
 });
 
-Deno.test("GatewayWatches.start() keeps to watchesMax for watches that waited for the map together", async () => {
+Deno.test("GatewayWatches.start() counts a start waiting for the map against watchesMax", async () => {
   const { router, shards, watches } = setup({ watchesMax: 1 });
   router.map = undefined;
   const first = watches.start(rangeOf("k", false), new Map(), new Output());
-  const second = watches.start(rangeOf("k", false), new Map(), new Output());
-  await new Promise((resolve) => setTimeout(resolve, 1));
+  assert.equal(watches.startingCount, 1);
+  // Refused at once, while the first still waits: one started or starting is the limit.
+  const second = await watches.start(rangeOf("k", false), new Map(), new Output());
+  assert.deepEqual(
+    second,
+    rpcFailure("resourceExhausted", "The gateway serves 1 watches (open or starting): the limit"),
+  );
   router.publish(SHARDS);
-  const [one, two] = await Promise.all([first, second]);
+  const one = await first;
   assert.ok(one instanceof GatewayWatch);
-  assert.deepEqual(two, rpcFailure("resourceExhausted", "The gateway serves 1 watches: the limit"));
+  assert.equal(watches.startingCount, 0);
   assert.equal(watches.count, 1);
   assert.equal(shards.opened.length, 1);
   one.cancel();
+});
+
+Deno.test("GatewayWatches.start() aborted before its shard streams open opens none, and frees its place", async () => {
+  const { router, shards, watches } = setup({ watchesMax: 1 });
+  // Aborted before the call: refused at once.
+  const gone = new AbortController();
+  gone.abort();
+  const early = await watches.start(rangeOf("p/", true), new Map(), new Output(), {
+    signal: gone.signal,
+  });
+  assert.deepEqual(early, rpcFailure("cancelled", "The watch was canceled before it started"));
+  // Aborted while it waits for the map (or for the task after the call, with a map known).
+  for (const map of [undefined, SHARDS]) {
+    router.map = map;
+    const abort = new AbortController();
+    const waiting = watches.start(rangeOf("p/", true), new Map(), new Output(), {
+      signal: abort.signal,
+    });
+    abort.abort();
+    router.publish(SHARDS);
+    assert.deepEqual(
+      await waiting,
+      rpcFailure("cancelled", "The watch was canceled before it started"),
+    );
+  }
+  assert.equal(shards.opened.length, 0, "no shard stream opened");
+  assert.equal(watches.startingCount, 0);
+  assert.equal(watches.count, 0);
+  const next = await watches.start(rangeOf("k", false), new Map(), new Output());
+  assert.ok(next instanceof GatewayWatch, "the place was freed");
+  next.cancel();
 });
 
 Deno.test("parseWatchRequest() takes keys up to KEY_BYTES_MAX and refuses one past it, an empty key without prefix, a shard twice", () => {
@@ -748,4 +821,96 @@ Deno.test("GatewayWatch that cannot start in every shard within its bound ends U
   // Shards 1 and 3 are cancelled; shard 2 ended (its retry timer is cleared by the sanitizer's
   // count: nothing is left pending).
   assert.ok(shards.of(1).cancelled && shards.of(3).cancelled);
+});
+
+/** A `tinykv.v1.KV/Watch` server call the test plays. */
+class FakeWatchCall extends EventEmitter {
+  readonly metadata = new grpc.Metadata();
+  readonly written: WatchResponse[] = [];
+  readonly errors: grpc.ServiceError[] = [];
+  cancelled = false;
+  destroyed = false;
+
+  constructor(readonly request: WatchRequest) {
+    super();
+    this.on("error", (error: grpc.ServiceError) => this.errors.push(error));
+  }
+
+  write(response: WatchResponse): boolean {
+    this.written.push(response);
+    return true;
+  }
+}
+
+Deno.test("watchHandler() starts nothing for a call canceled before it ran (behind a credential check)", async () => {
+  const { shards, watches } = setup();
+  const call = new FakeWatchCall(request("p/", true));
+  call.cancelled = true;
+  type Call = Parameters<ReturnType<typeof watchHandler>>[0];
+  watchHandler(watches, () => "")(call as unknown as Call);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(watches.startingCount + watches.count, 0);
+  assert.equal(shards.opened.length, 0);
+  assert.deepEqual(call.written, []);
+});
+
+Deno.test("watchHandler() stops a start its call left while the start waited for the map", async () => {
+  const { router, shards, watches } = setup();
+  router.map = undefined;
+  const call = new FakeWatchCall(request("p/", true));
+  type Call = Parameters<ReturnType<typeof watchHandler>>[0];
+  watchHandler(watches, () => "")(call as unknown as Call);
+  assert.equal(watches.startingCount, 1);
+  call.cancelled = true;
+  call.emit("cancelled");
+  router.publish(SHARDS);
+  await until(() => watches.startingCount === 0, "the start to return");
+  assert.equal(watches.count, 0);
+  assert.equal(shards.opened.length, 0, "no kvnode stream opened");
+});
+
+Deno.test("tinykv.v1.KV/Watch answers a request it cannot decode INVALID_ARGUMENT naming the reason", async () => {
+  const { shards, watches } = setup();
+  const binding = decodingWatchRequests({
+    definition: { Watch: KVService.Watch },
+    implementation: { Watch: watchHandler(watches, () => "") as grpc.UntypedHandleCall },
+  });
+  const server = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMessageBytes: 1024 * 1024,
+    services: [binding],
+  });
+  const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+  const statusOf = (bytes: Uint8Array) =>
+    new Promise<grpc.StatusObject>((resolve) => {
+      const call = client.makeServerStreamRequest(
+        KVService.Watch.path,
+        (raw: Buffer) => raw,
+        (raw: Buffer) => raw,
+        Buffer.from(bytes),
+      );
+      call.on("error", () => {});
+      call.on("data", () => {});
+      call.on("status", resolve);
+    });
+  try {
+    // start { shard: 1, index: 2^64 - 1 }: an int64 no number holds.
+    const position = [0x08, 0x01, 0x10, ...new Array(9).fill(0xff), 0x01];
+    const huge = await statusOf(new Uint8Array([0x1a, position.length, ...position]));
+    assert.equal(huge.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(
+      huge.details,
+      'Cannot decode the request of "/tinykv.v1.KV/Watch": Cannot decode ' +
+        '"tinykv.v1.WatchPosition.index": 18446744073709551615 is not a safe integer',
+    );
+    const malformed = await statusOf(new Uint8Array([0xff, 0xff]));
+    assert.equal(malformed.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(malformed.details, /^Cannot decode the request of "\/tinykv.v1.KV\/Watch": /);
+    assert.equal(shards.opened.length, 0);
+    assert.equal(watches.count, 0);
+  } finally {
+    client.close();
+    await server.shutdown(1000);
+  }
 });

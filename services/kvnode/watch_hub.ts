@@ -55,6 +55,11 @@ export interface WatchSink {
   send(events: WatchEvent[], index: number): boolean;
   /** Ends the watch with a failure (called at most once, never after the watcher is closed). */
   close(failure: WatchFailure): void;
+  /**
+   * Whether the caller is gone (its call canceled or ended): the sweep then stops the watcher, in
+   * case the transport's own notice of it never came.
+   */
+  gone?(): boolean;
 }
 
 interface HeldEvent {
@@ -186,6 +191,11 @@ export class ShardWatcher {
     if (this.closed || !this.blocked) return;
     this.blocked = false;
     this.#hub.pump(this);
+  }
+
+  /** Whether the sink says its caller is gone. */
+  abandoned(): boolean {
+    return this.#sink.gone?.() ?? false;
   }
 
   /** Stops the watcher (the caller went away); nothing more is sent. */
@@ -364,9 +374,10 @@ export class WatchHub {
   }
 
   /**
-   * Inside a turn, every half second while watchers exist: checks each window against its
-   * replica (gone, no longer leading: its watchers end) and tells idle watchers how far the shard
-   * applied. `replicaOf` finds a shard's replica here.
+   * Inside a turn, every half second while watchers exist: stops the watchers whose caller is
+   * gone ({@linkcode WatchSink.gone}), checks each window against its replica (gone, no longer
+   * leading: its watchers end) and tells idle watchers how far the shard applied. `replicaOf`
+   * finds a shard's replica here.
    */
   sweep(
     replicaOf: (shardId: number) =>
@@ -386,6 +397,8 @@ export class WatchHub {
         this.detach(window, `Shard ${window.shardId}: the replica on node "${nodeId}" is gone`);
         continue;
       }
+      // A watcher whose caller is gone goes, whatever missed telling it (watch_service.ts).
+      for (const watcher of [...window.watchers]) if (watcher.abandoned()) watcher.cancel();
       if (window.watchers.size === 0) continue;
       if (!replica.leading) {
         const leader = replica.leaderNode === ""

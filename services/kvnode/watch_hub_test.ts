@@ -43,6 +43,8 @@ class Sink implements WatchSink {
   failure: WatchFailure | undefined;
   closes = 0;
   accept = true;
+  /** What `gone` answers: the caller went away. */
+  left = false;
 
   send(events: WatchEvent[], index: number): boolean {
     this.messages.push({ events, index });
@@ -52,6 +54,10 @@ class Sink implements WatchSink {
   close(failure: WatchFailure): void {
     this.closes++;
     this.failure = failure;
+  }
+
+  gone(): boolean {
+    return this.left;
   }
 
   /** Every event received, as `index:kind:key[=value]`. */
@@ -584,6 +590,29 @@ Deno.test("WatchHub.sweep() tells an idle watcher how far the shard applied, onc
   await settle();
   assert.deepEqual(idle.sink.messages.at(-1)!.events.map(describe), ["9:put:w=9"]);
   assert.equal(idle.sink.messages.at(-1)!.index, 9);
+});
+
+Deno.test("WatchHub.sweep() stops the watchers whose caller is gone, telling them nothing, on a leader or not", () => {
+  const hub = new WatchHub();
+  const window = hub.attach(1, 11);
+  hub.record(window, 5, [put("w", "5")]);
+  const stays = watch(hub, window, {});
+  const leaves = watch(hub, window, {});
+  leaves.sink.left = true;
+  hub.record(window, 6, [put("x")]);
+  hub.sweep(leading(window), "n1");
+  assert.equal(hub.stats.watchers, 1);
+  assert.ok(leaves.watcher.closed);
+  assert.equal(leaves.sink.closes, 0, "nobody to tell");
+  assert.equal(stays.sink.messages.at(-1)?.index, 6, "the other one goes on");
+  assert.equal(hub.stats.watchersCut, 0, "not cut: gone");
+  // On a replica that no longer leads, the caller-less watcher is not cut either.
+  const gone = watch(hub, window, {});
+  gone.sink.left = true;
+  hub.sweep(() => ({ ...leading(window)(1)!, leading: false }), "n1");
+  assert.equal(gone.sink.closes, 0);
+  assert.equal(stays.sink.closes, 1);
+  assert.equal(hub.hasWatchers(), false);
 });
 
 Deno.test("WatchHub.attach() again (a snapshot replaced the state) cuts the old watchers and starts an empty window", async () => {

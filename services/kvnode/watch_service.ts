@@ -11,7 +11,7 @@ import type { ShardWatchRequest, ShardWatchResponse, WatchEvent } from "@tinykv/
 import { rpcFailure, SendGate, toServerError } from "@tinykv/rpc";
 import { checkTraceId, KEY_BYTES_MAX, shardId } from "@tinykv/shard";
 import type { KvDriver } from "./kv_app.ts";
-import type { ShardWatcher, WatchFailure, WatchHub } from "./watch_hub.ts";
+import type { ShardWatcher, WatchFailure, WatchHub, WatchSink } from "./watch_hub.ts";
 
 /** How often the sweep checks watched replicas and sends progress. */
 export const WATCH_SWEEP_MS = 500;
@@ -98,6 +98,9 @@ async function serveWatch(
   options: WatchServiceOptions,
   sweeper: WatchSweeper,
 ): Promise<void> {
+  // A call can be canceled before its handler runs, its "cancelled" event past: looked at here,
+  // again after every wait, and by the sweep (the sink's `gone`) for as long as the watcher lives.
+  if (callGone(call)) return;
   const request = call.request;
   const invalid = checkWatchRequest(request);
   if (invalid !== undefined) {
@@ -125,14 +128,16 @@ async function serveWatch(
   call.on("cancelled", onGone);
   call.on("close", onGone);
   call.on("error", onGone);
+  call.on("finish", onGone);
   // Deno's HTTP/2 server takes every write: whether the caller takes more is its send window
   // (libs/rpc send_window.ts). The watcher waits for it, and is cut if the window evicts its changes.
   const gate = new SendGate(call, () => held.watcher?.resume());
-  const sink = {
+  const sink: WatchSink = {
     send(events: WatchEvent[], index: number): boolean {
       if (gone || call.destroyed) return true;
       return gate.wrote(call.write({ events, index }));
     },
+    gone: () => gone || callGone(call),
     close(failure: WatchFailure): void {
       if (trace !== undefined) {
         options.log?.info("Traced watch ended", { ...trace, status: failure.kind });
@@ -152,7 +157,7 @@ async function serveWatch(
   }
   const watcher = registered.watcher;
   held.watcher = watcher;
-  if (gone) {
+  if (gone || callGone(call)) {
     watcher.cancel();
     return;
   }
@@ -163,11 +168,7 @@ async function serveWatch(
   sweeper.ensureRunning();
 }
 
-function register(
-  options: WatchServiceOptions,
-  request: ShardWatchRequest,
-  sink: { send(events: WatchEvent[], index: number): boolean; close(f: WatchFailure): void },
-) {
+function register(options: WatchServiceOptions, request: ShardWatchRequest, sink: WatchSink) {
   const { driver, hub } = options;
   const id = shardId(request.shardId);
   return driver.inspect((replicas) => {
@@ -226,6 +227,27 @@ export function checkWatchRequest(request: ShardWatchRequest): string | undefine
   }
   if (request.traceId !== "") return checkTraceId(request.traceId);
   return undefined;
+}
+
+/**
+ * Whether `call` has no caller any more: canceled, destroyed, or its HTTP/2 stream closed. The
+ * last covers a call whose stream closed before grpc-js made the call object: grpc-js then never
+ * emits "cancelled" on it (1.14 `handleServerStreaming`: `onCancel` finds no stream yet), and the
+ * watcher would otherwise live until its replica stops leading. The stream is found as libs/rpc
+ * `sessionOf` finds the session (the call's `call`, then `nextCall` of interceptors, holds it).
+ */
+export function callGone(call: WatchCall): boolean {
+  if (call.cancelled || call.destroyed) return true;
+  // deno-lint-ignore no-explicit-any
+  let inner: any = (call as any).call;
+  for (let depth = 0; depth < 6 && inner !== undefined && inner !== null; depth++) {
+    const stream = inner.stream;
+    if (stream !== undefined && stream !== null) {
+      return stream.closed === true || stream.destroyed === true;
+    }
+    inner = inner.nextCall;
+  }
+  return false;
 }
 
 function end(call: WatchCall, failure: WatchFailure): void {

@@ -4,7 +4,9 @@
 // first message is the starting position, before any event (also when resuming from an index
 // below the applied one); a replica that does not lead ends the call UNAVAILABLE naming the
 // leader's address in the trailer; a shard with no replica here, a conf epoch newer than the
-// replica's and a bad request end it at once; a call that goes away stops its watcher.
+// replica's and a bad request end it at once; a call that goes away stops its watcher, also one
+// canceled before the handler ran, one gone while it registered with no event saying so, and (by
+// the sweep) one whose HTTP/2 stream closed underneath it.
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
@@ -12,7 +14,13 @@ import type { ShardWatchRequest, ShardWatchResponse } from "@tinykv/proto/tinykv
 import { KEY_BYTES_MAX } from "@tinykv/shard";
 import type { KvDriver } from "./kv_app.ts";
 import { WatchHub } from "./watch_hub.ts";
-import { LEADER_ADDRESS_TRAILER, watchHandler, WatchSweeper } from "./watch_service.ts";
+import {
+  callGone,
+  LEADER_ADDRESS_TRAILER,
+  WATCH_SWEEP_MS,
+  watchHandler,
+  WatchSweeper,
+} from "./watch_service.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -225,5 +233,62 @@ Deno.test("KvNode.Watch ends at once for a shard with no replica here, a newer c
   } finally {
     sweeper.stop();
     call.emit("cancelled");
+  }
+});
+
+Deno.test("KvNode.Watch registers no watcher for a call canceled before the handler ran", async () => {
+  const hub = new WatchHub();
+  hub.attach(1, 11);
+  const options = { driver: fakeDriver([leaderOf(1, 4)]), hub };
+  const sweeper = new WatchSweeper(options);
+  // Its "cancelled" event passed before the handler listened (behind a credential check).
+  const call = new FakeCall({});
+  call.cancelled = true;
+  type Call = Parameters<ReturnType<typeof watchHandler>>[0];
+  watchHandler(options, sweeper)(call as unknown as Call);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  try {
+    assert.equal(hub.stats.watchers, 0);
+    assert.deepEqual(call.written, []);
+  } finally {
+    sweeper.stop();
+  }
+});
+
+Deno.test("KvNode.Watch stops the watcher of a call that went away while it registered, with no event said so", async () => {
+  const hub = new WatchHub();
+  hub.attach(1, 11);
+  const { call, sweeper } = serve(hub, [leaderOf(1, 4)], {});
+  try {
+    // Gone while the driver's turn is awaited; the call says so, but emits nothing.
+    call.destroyed = true;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(hub.stats.watchers, 0);
+  } finally {
+    sweeper.stop();
+  }
+});
+
+Deno.test("KvNode.Watch: the sweep stops a watcher whose HTTP/2 stream closed without the call hearing of it", async () => {
+  const hub = new WatchHub();
+  hub.attach(1, 11);
+  const { call, sweeper } = serve(hub, [leaderOf(1, 4)], {});
+  try {
+    await until(() => call.written.length === 1, "the position");
+    assert.equal(hub.stats.watchers, 1);
+    // As grpc-js 1.14 holds it: the call's `call`, an interceptor's `nextCall`, its `stream`.
+    const stream = { closed: false, destroyed: false };
+    Object.assign(call, { call: { nextCall: { stream } } });
+    assert.equal(callGone(call as unknown as Parameters<typeof callGone>[0]), false);
+    stream.closed = true;
+    assert.equal(callGone(call as unknown as Parameters<typeof callGone>[0]), true);
+    const deadline = Date.now() + 5 * WATCH_SWEEP_MS;
+    while (hub.stats.watchers > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(hub.stats.watchers, 0, "the sweep stopped it");
+    assert.deepEqual(call.errors, [], "nobody to answer");
+  } finally {
+    sweeper.stop();
   }
 });
