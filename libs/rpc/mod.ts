@@ -27,6 +27,7 @@
 export {
   bindService,
   channelOptions,
+  checkRequestsOf,
   type GrpcServer,
   type GrpcServerOptions,
   type HandlerContext,
@@ -111,3 +112,4 @@ export {
   sessionOf,
   whenCanSend,
 } from "./send_window.ts";
+export { eachWireField, MALFORMED, repeatedPast, type WireField } from "./wire_scan.ts";

@@ -13,8 +13,9 @@
  *   DeleteRange over a range) run at once in a gateway; past it RESOURCE_EXHAUSTED.
  * - `Put` is a `Put`; with `prev_kv`, a one-operation `Txn` that returns the value it replaced.
  * - `DeleteRange`: one key is a `Delete` (with `prev_kv`, a one-operation `Txn`); a range is
- *   scanned, then deleted key by key — not one atomic step. After a failed delete no other starts;
- *   the answer says how many keys were deleted (DEADLINE_EXCEEDED: the outcome is partial).
+ *   scanned, then deleted in batches, each a Txn of up to 128 deletes in one shard — not one
+ *   atomic step. After a failed batch no other starts; the answer says how many keys were deleted
+ *   (DEADLINE_EXCEEDED: the outcome is partial).
  * - `Txn` is TinyKV's `Txn` (atomic, in one shard): value compares as they are; version, create
  *   and mod revision compares against 0 become existence compares; lease compares (a lease is
  *   always 0) are decided here. Keys in several shards are FAILED_PRECONDITION naming two shards
@@ -23,7 +24,9 @@
  * - Revisions: TinyKV keeps no history and no cluster-wide revision. Every revision and version it
  *   reports is 1 (a key that exists), compares on them accept only 0 (absent), and whatever needs
  *   history (a past revision, revision filters) is UNIMPLEMENTED, as are leases and etcd's auth
- *   API. `Compact` up to revision 1 does nothing; past it, etcd's "future revision" error.
+ *   API (but `Authenticate`, which on a port without TinyKV's tokens says, as etcd without auth
+ *   does, that authentication is not enabled). `Compact` up to revision 1 does nothing; past it,
+ *   etcd's "future revision" error.
  * - `Watch`: TinyKV's watches (etcd_watch.ts), from now on, with revisions of 1; a watch from an
  *   earlier revision is refused as etcd refuses one (created and canceled at once, with the reason).
  * - `Maintenance.Status` and `Cluster.MemberList` describe the gateways: each is a member.
@@ -56,7 +59,7 @@ import {
   type RequestOp,
   type ResponseHeader,
   type ResponseOp,
-  type TxnRequest,
+  TxnRequest,
   type TxnResponse,
   type WatchRequest,
   WatchService,
@@ -74,8 +77,11 @@ import {
 import { raftMessageRoom } from "@tinykv/config";
 import {
   bindService,
+  eachWireField,
   type HandlerContext,
+  MALFORMED,
   outcomeOf,
+  repeatedPast,
   type RpcFailure,
   rpcFailure,
   rpcOk,
@@ -85,7 +91,17 @@ import {
   statusName,
   toServerError,
 } from "@tinykv/rpc";
-import { commandBytesMax, compareBytes, fnv1a32, SCAN_LIMIT_MAX } from "@tinykv/shard";
+import {
+  commandBytesMax,
+  compareBytes,
+  fnv1a32,
+  KEY_BYTES_MAX,
+  SCAN_LIMIT_MAX,
+  TXN_ENTRY_OVERHEAD_BYTES,
+  TXN_OPS_MAX,
+  txnBytesMax,
+  validateKey,
+} from "@tinykv/shard";
 import { assert } from "./_assert.ts";
 import { serveEtcdWatch } from "./etcd_watch.ts";
 import { describeKey, spreadOverShards } from "./kv_service.ts";
@@ -95,7 +111,7 @@ import type { GatewayWatches } from "./watch.ts";
 export const ETCD_API_VERSION = "3.4.0+tinykv";
 /** The revision, create revision, mod revision and version of every key TinyKV reports. */
 export const REVISION = 1;
-/** Deletes of one range `DeleteRange` keeps in flight. */
+/** Batches of deletes (Txns of up to 128 keys of one shard) one range DeleteRange keeps going. */
 const RANGE_DELETES_IN_FLIGHT = 16;
 /** Room left in a message for everything but the keys and values and their framing. */
 const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
@@ -120,12 +136,16 @@ export const RANGES_IN_FLIGHT_MAX = 8;
 /** Hosts that mean "every address", which name no one place for a client to dial. */
 const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]", ""]);
 /**
- * etcd's own words for a revision past the current one and for a key written twice in a Txn's
- * branch. Kept word for word, against the house style of messages: etcd's client libraries
- * (clientv3's `rpctypes`) recognise these errors by their text.
+ * etcd's own words for a revision past the current one, for a key written twice in a Txn's
+ * branch, and for authentication that is off. Kept word for word, against the house style of
+ * messages: etcd's client libraries (clientv3's `rpctypes`) recognise these errors by their text.
  */
 const FUTURE_REVISION = "etcdserver: mvcc: required revision is a future revision";
 const DUPLICATE_KEY = "etcdserver: duplicate key given in txn request";
+const AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled";
+/** Why etcd's `Auth` service is not served. */
+const ETCD_AUTH_WHY = "TinyKV's gateway has no etcd users or roles: TinyKV's own tokens and " +
+  "TLS ([security]) guard it";
 
 /** A gateway as `Cluster.MemberList` lists it. */
 export interface GatewayMember {
@@ -153,6 +173,11 @@ export interface EtcdServiceOptions {
    * ({@linkcode valueBytesBound}), which holds for every kvnode whose messages are no larger.
    */
   readonly valueBytesMax?: number;
+  /**
+   * Whether the client port requires TinyKV's tokens ([security]): then etcd's `Authenticate` is
+   * UNIMPLEMENTED, else etcd's "authentication is not enabled" (default false).
+   */
+  readonly tokensRequired?: boolean;
   /** Whether the client port serves TLS: client URLs are then `https://` (default false). */
   readonly tls?: boolean;
   /** The gateway's watches (none: `Watch` is UNIMPLEMENTED, in tests of the other calls). */
@@ -206,12 +231,94 @@ export function clientUrlOf(address: string, tls: boolean): string {
 export function etcdServices(options: EtcdServiceOptions): ServiceBinding[] {
   const handlers = etcdHandlers(options);
   return [
-    bindService(EtcdKVService, handlers.kv),
+    etcdKvBinding(handlers.kv),
     watchBinding(handlers.watch),
     bindService(MaintenanceService, handlers.maintenance),
     bindService(ClusterService, handlers.cluster),
     ...UNSUPPORTED.map(({ service, methods, why }) => unsupportedService(service, methods, why)),
+    authenticateBinding(options.tokensRequired ?? false),
   ];
+}
+
+/** etcd's Txn's lists of compares and operations, by field number. */
+const ETCD_TXN_LISTS = new Map([[1, "compare"], [2, "success"], [3, "failure"]]);
+/** What a Txn with a Txn inside it decodes to: the handler refuses it (UNIMPLEMENTED). */
+const NESTED_TXN: TxnRequest = TxnRequest.create({
+  success: [{ requestTxn: TxnRequest.create() }],
+});
+
+/**
+ * etcd's KV service, its Txn requests read before they are decoded (libs/rpc wire_scan.ts): more
+ * than 128 compares or operations in a list, or bytes the scan cannot read plainly, is
+ * INVALID_ARGUMENT without decoding (a message of a million empty operations takes seconds to
+ * decode); then a Txn nested in one of its operations is never decoded — however deep, or long —
+ * but answered UNIMPLEMENTED as any nested Txn.
+ */
+function etcdKvBinding(handlers: ServiceHandlers<typeof EtcdKVService>): ServiceBinding {
+  const binding = bindService(EtcdKVService, handlers);
+  const txn = binding.definition.Txn;
+  const requestDeserialize = (bytes: Buffer) => {
+    const refused = repeatedPast(bytes, ETCD_TXN_LISTS, TXN_OPS_MAX, "TXN_OPS_MAX");
+    if (refused !== undefined) throw new RangeError(refused);
+    const nested = nestsTxn(bytes);
+    if (nested === undefined) throw new RangeError(MALFORMED);
+    return nested ? NESTED_TXN : txn.requestDeserialize(bytes);
+  };
+  return {
+    definition: { ...binding.definition, Txn: { ...txn, requestDeserialize } },
+    implementation: binding.implementation,
+  };
+}
+
+/**
+ * Whether an operation of the etcd Txn in `bytes` holds a Txn (`RequestOp.request_txn`, 4);
+ * undefined when an operation's bytes cannot be read plainly.
+ */
+function nestsTxn(bytes: Uint8Array): boolean | undefined {
+  let nested = false;
+  let plain = true;
+  eachWireField(bytes, ({ field, start, end }) => {
+    if (field !== 2 && field !== 3) return true;
+    plain = eachWireField(bytes.subarray(start, end), (op) => {
+      nested = op.field === 4;
+      return !nested;
+    });
+    return plain && !nested;
+  });
+  return plain ? nested : undefined;
+}
+
+/**
+ * etcd's `Auth.Authenticate`. On a port that takes no TinyKV tokens, etcd's own answer when its
+ * authentication is off — FAILED_PRECONDITION, `etcdserver: authentication is not enabled` — on
+ * which etcd's clients (`etcdctl --user`, clientv3) go on without a token, as they do against an
+ * etcd without auth. With tokens required, a caller that got past them (a valid TinyKV token) is
+ * told UNIMPLEMENTED: etcd's users and roles are not served.
+ */
+function authenticateBinding(tokensRequired: boolean): ServiceBinding {
+  const path = "/etcdserverpb.Auth/Authenticate";
+  const raw = (bytes: Buffer) => bytes;
+  const failure = tokensRequired
+    ? rpcFailure("unimplemented", `etcdserverpb.Auth.Authenticate: ${ETCD_AUTH_WHY}`)
+    : rpcFailure("failedPrecondition", AUTH_NOT_ENABLED);
+  return {
+    definition: {
+      Authenticate: {
+        path,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: raw,
+        requestDeserialize: raw,
+        responseSerialize: raw,
+        responseDeserialize: raw,
+      },
+    } as grpc.ServiceDefinition,
+    implementation: {
+      Authenticate:
+        ((_call: unknown, callback: grpc.sendUnaryData<Buffer>) =>
+          callback(toServerError(failure))) as grpc.UntypedHandleCall,
+    },
+  };
 }
 
 /** The typed handlers of {@linkcode etcdServices}, callable without a gRPC server. */
@@ -360,12 +467,9 @@ class EtcdKv {
     return await this.#run(async () => {
       const unsupported = unsupportedRange(request);
       if (unsupported !== undefined) return rpcFailure("unimplemented", unsupported);
-      if (request.limit < 0) {
-        return rpcFailure(
-          "invalidArgument",
-          `Field "limit" is ${request.limit}: expected 0 or more`,
-        );
-      }
+      // A limit of 0 or less is no limit, as in etcd.
+      const keys = keysProblem(request.key, request.rangeEnd);
+      if (keys !== undefined) return keys;
       if (request.rangeEnd.length === 0) {
         const got = await this.#call(
           this.#options.kv.Get({ key: request.key, serializable: request.serializable }, context),
@@ -403,6 +507,8 @@ class EtcdKv {
     context: HandlerContext,
   ): Promise<RpcResult<DeleteRangeResponse>> {
     return await this.#run(async () => {
+      const keys = keysProblem(request.key, request.rangeEnd);
+      if (keys !== undefined) return keys;
       if (request.rangeEnd.length === 0) {
         const { found, prevKv } = await this.#deleteOne(request.key, request.prevKv, context);
         return rpcOk({
@@ -418,7 +524,7 @@ class EtcdKv {
   /**
    * Deletes every key of a range: scanned first (the previous values go back in one answer, so
    * with `prev_kv` a range whose pairs would not fit is refused before anything is deleted), then
-   * deleted key by key.
+   * deleted in batches ({@linkcode deleteBatchesOf}).
    */
   async #deleteRangeOfKeys(
     request: DeleteRangeRequest,
@@ -465,43 +571,104 @@ class EtcdKv {
   }
 
   /**
-   * Deletes `pairs`' keys, {@linkcode RANGE_DELETES_IN_FLIGHT} at a time. After a delete fails no
-   * other starts, those in flight are waited for, and the failure says how many of the keys were
-   * deleted: the first failure's status when nothing changed (no key deleted, and every failed
-   * delete definitely not applied), else DEADLINE_EXCEEDED, TinyKV's "outcome unknown".
+   * Deletes `pairs`' keys in batches ({@linkcode deleteBatchesOf}: a Txn of up to 128 deletes of
+   * one shard each, one Raft entry), {@linkcode RANGE_DELETES_IN_FLIGHT} batches at a time. A
+   * batch of prev_kv deletes whose previous values grew past what a Txn returns after the scan is
+   * refused when it applies, with nothing changed, and is deleted again key by key. After a batch
+   * fails no other starts, those in flight are waited for, and the failure says how many of the
+   * keys were deleted: the first failure's status when nothing changed (no key deleted, and every
+   * failed batch definitely not applied), else DEADLINE_EXCEEDED, TinyKV's "outcome unknown".
    */
   async #deleteAll(
     pairs: readonly KeyValue[],
     prevKv: boolean,
     context: HandlerContext,
   ): Promise<RpcResult<{ deleted: number; prevKvs: EtcdKeyValue[] }>> {
+    const batches = deleteBatchesOf(pairs.map((pair) => pair.key), {
+      shardOf: this.#options.shardOf,
+      valueBytes: prevKv ? pairs.map((pair) => pair.value.length) : undefined,
+      valueBytesMax: this.#valueBytesMax,
+    });
     const prevKvs: EtcdKeyValue[] = [];
     let deleted = 0;
     let next = 0;
+    let tried = 0;
     let stop = false;
-    const failures: RpcFailure[] = [];
+    const failures: FailedDelete[] = [];
+    const deleteKeys = async (keys: readonly Uint8Array[]) => {
+      const done = await this.#deleteKeys(keys, prevKv, context);
+      for (const [i, found] of done.found.entries()) {
+        if (!found) continue;
+        deleted++;
+        if (prevKv) prevKvs.push(keyValue(keys[i], done.values[i], false));
+      }
+    };
     const worker = async () => {
-      while (!stop && next < pairs.length) {
-        const key = pairs[next++].key;
+      while (!stop && next < batches.length) {
+        const keys = batches[next++];
+        tried += keys.length;
         try {
-          const done = await this.#deleteOne(key, prevKv, context);
-          if (done.found) deleted++;
-          if (done.prevKv !== undefined) prevKvs.push(done.prevKv);
+          await deleteKeys(keys);
+          continue;
         } catch (error) {
-          stop = true;
-          if (!(error instanceof Stop)) throw error;
-          failures.push(error.failure);
+          // A batch refused changed nothing: previous values that grew past what a Txn may
+          // return after the scan, or keys the shard map no longer puts in one shard.
+          const refused = error instanceof Stop && error.failure.kind === "invalidArgument";
+          if (!refused || keys.length === 1) {
+            stop = true;
+            if (!(error instanceof Stop)) throw error;
+            failures.push({ failure: error.failure, keys: keys.length });
+            continue;
+          }
+        }
+        for (const [i, key] of keys.entries()) {
+          try {
+            await deleteKeys([key]);
+          } catch (error) {
+            stop = true;
+            if (!(error instanceof Stop)) throw error;
+            // The keys after it were not tried.
+            tried -= keys.length - i - 1;
+            failures.push({ failure: error.failure, keys: 1 });
+            break;
+          }
         }
       }
     };
-    const workers = Array.from({ length: Math.min(RANGE_DELETES_IN_FLIGHT, pairs.length) }, worker);
+    const workers = Array.from(
+      { length: Math.min(RANGE_DELETES_IN_FLIGHT, batches.length) },
+      worker,
+    );
     const settled = await Promise.allSettled(workers);
     for (const result of settled) {
       // A bug in one worker, reported once every delete in flight has ended.
       if (result.status === "rejected") throw result.reason;
     }
     if (failures.length === 0) return rpcOk({ deleted, prevKvs });
-    return partialDelete(failures, { deleted, tried: next, total: pairs.length });
+    return partialDelete(failures, { deleted, tried, total: pairs.length });
+  }
+
+  /**
+   * Deletes `keys` (of one shard when there are several) in one step: one key a `Delete` (with
+   * `prevKv` a one-operation Txn), several a Txn of deletes. Whether each key existed, and with
+   * `prevKv` the values replaced.
+   */
+  async #deleteKeys(
+    keys: readonly Uint8Array[],
+    prevKv: boolean,
+    context: HandlerContext,
+  ): Promise<{ found: boolean[]; values: Uint8Array[] }> {
+    if (keys.length === 1 && !prevKv) {
+      const { deleted } = await this.#call(
+        this.#options.kv.Delete({ ...NO_SESSION, key: keys[0] }, context),
+      );
+      return { found: [deleted], values: [EMPTY] };
+    }
+    const results = await this.#txn([], keys.map((key) => deleteOp(key, prevKv)), context);
+    return {
+      found: results.map((result) => result.found),
+      values: results.map((result) => result.value),
+    };
   }
 
   /** Deletes one key: a `Delete`, or with `prevKv` a one-operation Txn that returns the value. */
@@ -818,15 +985,89 @@ function heldTooMuch(call: string, bytesMax: number): (pairs: number, bytes: num
 }
 
 /**
+ * A Range's or DeleteRange's `key` and `range_end` checked with the names the caller sent (else a
+ * range would be refused naming the `start` of the Scan it makes, or the `success[0].key` of a
+ * Txn): one key 1 B to 4 KiB; a range's bounds at most 4 KiB each.
+ */
+function keysProblem(key: Uint8Array, rangeEnd: Uint8Array): RpcFailure | undefined {
+  const checks = rangeEnd.length === 0
+    ? [validateKey(key, "key")]
+    : [key, rangeEnd].map((bound, i) =>
+      bound.length > KEY_BYTES_MAX ? validateKey(bound, i === 0 ? "key" : "range_end") : undefined
+    );
+  for (const check of checks) {
+    if (check !== undefined && check.kind !== "ok") {
+      return rpcFailure("invalidArgument", check.message);
+    }
+  }
+  return undefined;
+}
+
+/** A batch of a range delete that failed, and how many keys it held. */
+interface FailedDelete {
+  readonly failure: RpcFailure;
+  readonly keys: number;
+}
+
+/**
+ * The batches a range delete deletes `keys` in (in their order, each batch in one step): keys of
+ * one shard, at most {@linkcode TXN_OPS_MAX} of them, whose Txn of deletes stays within
+ * {@linkcode txnBytesMax}. With `valueBytes` (prev_kv: each key's value as scanned), a batch's
+ * values add up to at most `valueBytesMax`, half of what a Txn may return, so a value that grows
+ * after the scan seldom makes the batch too large to return (then it is deleted key by key). A key
+ * whose shard is not known (no shard map yet) is a batch of its own.
+ */
+export function deleteBatchesOf(
+  keys: readonly Uint8Array[],
+  options: {
+    shardOf: (key: Uint8Array) => number | undefined;
+    valueBytes?: readonly number[];
+    valueBytesMax: number;
+  },
+): Uint8Array[][] {
+  const bytesMax = txnBytesMax(options.valueBytesMax);
+  const open = new Map<number, { keys: Uint8Array[]; bytes: number; values: number }>();
+  const batches: Uint8Array[][] = [];
+  for (const [i, key] of keys.entries()) {
+    const shard = options.shardOf(key);
+    if (shard === undefined) {
+      batches.push([key]);
+      continue;
+    }
+    const bytes = key.length + TXN_ENTRY_OVERHEAD_BYTES;
+    const values = options.valueBytes?.[i] ?? 0;
+    let batch = open.get(shard);
+    if (
+      batch !== undefined &&
+      (batch.keys.length === TXN_OPS_MAX || batch.bytes + bytes > bytesMax ||
+        batch.values + values > options.valueBytesMax)
+    ) {
+      batch = undefined;
+    }
+    if (batch === undefined) {
+      batch = { keys: [], bytes: 0, values: 0 };
+      open.set(shard, batch);
+      batches.push(batch.keys);
+    }
+    batch.keys.push(key);
+    batch.bytes += bytes;
+    batch.values += values;
+  }
+  return batches;
+}
+
+/**
  * The failure of a range delete that stopped after `failures`: how many of the keys were
  * deleted; the first failure's status when nothing changed, else DEADLINE_EXCEEDED.
  */
 function partialDelete(
-  failures: readonly RpcFailure[],
+  failures: readonly FailedDelete[],
   counts: { deleted: number; tried: number; total: number },
 ): RpcFailure {
-  const [first] = failures;
-  const unknown = failures.filter((failure) => outcomeOf(failure) === "unknown").length;
+  const first = failures[0].failure;
+  const unknown = failures
+    .filter(({ failure }) => outcomeOf(failure) === "unknown")
+    .reduce((sum, { keys }) => sum + keys, 0);
   const untried = counts.total - counts.tried;
   const why = `a delete failed (${statusName(first)}: ${first.message})`;
   if (counts.deleted === 0 && unknown === 0) {
@@ -839,8 +1080,8 @@ function partialDelete(
   return rpcFailure(
     "deadlineExceeded",
     `Outcome unknown: DeleteRange deleted ${counts.deleted} of the range's ${counts.total} ` +
-      `keys, then ${why}; ${unknown} failed deletes may have applied and ${untried} keys were ` +
-      "not tried: read the range, or delete it again",
+      `keys, then ${why}; ${unknown} keys of failed deletes may have been deleted and ` +
+      `${untried} keys were not tried: read the range, or delete it again`,
   );
 }
 
@@ -1142,7 +1383,6 @@ const UNSUPPORTED: ReadonlyArray<{
       "AuthEnable",
       "AuthDisable",
       "AuthStatus",
-      "Authenticate",
       "UserAdd",
       "UserGet",
       "UserList",
@@ -1157,8 +1397,7 @@ const UNSUPPORTED: ReadonlyArray<{
       "RoleGrantPermission",
       "RoleRevokePermission",
     ].map((name) => [name, "unary"] as const),
-    why: "TinyKV's gateway has no etcd users or roles: TinyKV's own tokens and TLS " +
-      "([security]) guard it",
+    why: ETCD_AUTH_WHY,
   },
   {
     service: "etcdserverpb.Maintenance",

@@ -36,7 +36,7 @@ import {
   RangeRequest_SortTarget,
   RangeResponse,
   type ResponseOp,
-  type TxnRequest as EtcdTxnRequest,
+  TxnRequest as EtcdTxnRequest,
   TxnResponse as EtcdTxnResponse,
   WatchCreateRequest,
   WatchRequest,
@@ -44,14 +44,14 @@ import {
 } from "@tinykv/proto/etcdserverpb";
 import {
   type CompareAndSwapResponse,
-  type DeleteResponse,
   type KeyValue,
   type KVService,
   type ShardWatchRequest,
   type TxnCompare,
+  TxnCompare_Result,
   TxnCompare_Target,
   TxnOp_Kind,
-  type TxnRequest,
+  TxnRequest,
   type TxnResponse,
   WatchEvent_Kind,
 } from "@tinykv/proto/tinykv/v1";
@@ -66,6 +66,7 @@ import {
 import { compareBytes, keyHash, nodeId, shardId, splitEvenly } from "@tinykv/shard";
 import {
   clientUrlOf,
+  deleteBatchesOf,
   etcdHandlers,
   type EtcdServiceOptions,
   etcdServices,
@@ -75,6 +76,7 @@ import {
   REVISION,
   valueBytesBound,
 } from "./etcd_service.ts";
+import { kvBinding } from "./kv_service.ts";
 import { GatewayWatches, type ShardStreamEvents } from "./watch.ts";
 
 /** Two shards by the key's hash, as the gateway's shard map would say. */
@@ -102,8 +104,8 @@ class FakeKv {
   failAll: RpcResult<never> | undefined;
   /** When set, every Scan waits for it before it answers. */
   scanGate: Promise<void> | undefined;
-  /** When set, answers a Delete of `key` in its place (undefined: the stand-in deletes). */
-  onDelete: ((key: string) => Promise<RpcResult<DeleteResponse>> | undefined) | undefined;
+  /** When set, answers a Txn in its place (when it returns undefined, the stand-in does). */
+  onTxn: ((request: TxnRequest) => Promise<RpcResult<TxnResponse>> | undefined) | undefined;
 
   set(key: string, value: string): void {
     this.pairs.set(hex(enc(key)), { key: enc(key), value: enc(value) });
@@ -134,9 +136,7 @@ class FakeKv {
           this.pairs.set(hex(key), { key, value });
           return rpcOk({});
         }),
-      Delete: ({ key }) =>
-        this.onDelete?.(dec(key)) ??
-          answer("Delete", () => rpcOk({ deleted: this.pairs.delete(hex(key)) })),
+      Delete: ({ key }) => answer("Delete", () => rpcOk({ deleted: this.pairs.delete(hex(key)) })),
       Append: () => answer("Append", () => rpcFailure("internal", "not used")),
       CompareAndSwap: (request) =>
         answer<CompareAndSwapResponse>("CompareAndSwap", () => {
@@ -157,7 +157,7 @@ class FakeKv {
         }),
       Watch: (call) => call.end(),
       Txn: (request) =>
-        answer<TxnResponse>("Txn", () => {
+        this.onTxn?.(request) ?? answer<TxnResponse>("Txn", () => {
           const entries = [...request.compares, ...request.success, ...request.failure];
           const shards = new Set(entries.map((entry) => shardOf(entry.key)));
           if (shards.size > 1) {
@@ -335,8 +335,9 @@ Deno.test("Range's limit, more and count, keys only, counts only and descending 
   assert.deepEqual(keysOf(down.kvs), ["k7", "k6", "k5"]);
   assert.deepEqual([down.more, down.count], [true, 7]);
 
-  const negative = await etcd.kv.Range(range({ ...whole, limit: -1 }), CONTEXT);
-  assert.equal(negative.kind, "invalidArgument");
+  // As in etcd, a negative limit is no limit.
+  const negative = ok(await etcd.kv.Range(range({ ...whole, limit: -1 }), CONTEXT));
+  assert.deepEqual([negative.kvs.length, negative.more, negative.count], [7, false, 7]);
 });
 
 Deno.test("Range refuses what needs history or an unknown sort, and an answer over the message limit", async () => {
@@ -871,88 +872,257 @@ Deno.test("Range and DeleteRange over ranges run at most rangesInFlightMax at on
   assert.equal(ok(await etcd.kv.Range(range(prefix), CONTEXT)).count, 1);
 });
 
-/** Deletes of `keys` that wait until released, each with the answer it is released with. */
-function heldDeletes(fake: FakeKv) {
-  const started: string[] = [];
-  const release = new Map<string, (result: RpcResult<DeleteResponse>) => void>();
-  fake.onDelete = (key) => {
-    started.push(key);
-    return new Promise((resolve) => release.set(key, resolve));
-  };
-  const answer = (key: string, result: RpcResult<DeleteResponse> | "deleted") => {
-    const deleted = result === "deleted";
-    if (deleted) fake.pairs.delete(hex(enc(key)));
-    release.get(key)!(deleted ? rpcOk({ deleted: true }) : result);
-  };
-  return { started, answer };
-}
-
 /** Lets every promise callback that can run, run (the stand-in answers without timers). */
 async function settle(): Promise<void> {
   for (let i = 0; i < 1000; i++) await Promise.resolve();
 }
 
-Deno.test("DeleteRange starts no delete after one fails, waits for those in flight, and says how many it deleted", async () => {
+/**
+ * Batches of a range delete (Txns of deletes) that wait until released, each with the answer it
+ * is released with: `started` holds each batch's keys, `answer(i, …)` releases the `i`th.
+ */
+function heldBatches(fake: FakeKv) {
+  const started: string[][] = [];
+  const release: Array<(result: RpcResult<TxnResponse>) => void> = [];
+  fake.onTxn = (request) => {
+    started.push(request.success.map((op) => dec(op.key)));
+    return new Promise((resolve) => release.push(resolve));
+  };
+  const answer = (i: number, result: RpcResult<TxnResponse> | "deleted") => {
+    if (result !== "deleted") return release[i](result);
+    const results = started[i].map((key) => ({
+      found: fake.pairs.delete(hex(enc(key))),
+      value: new Uint8Array(),
+    }));
+    release[i](rpcOk({ succeeded: true, results }));
+  };
+  return { started, answer };
+}
+
+Deno.test("deleteBatchesOf() makes Txns of one shard's keys within a Txn's limits", () => {
+  const keys = (n: number, bytes = 8, tag = "a") =>
+    Array.from({ length: n }, (_, i) => enc(`{${tag}}${String(i).padStart(bytes - 3, "0")}`));
+  const oneShard = () => 7;
+  const sizes = (batches: Uint8Array[][]) => batches.map((batch) => batch.length);
+  // 128 keys make one batch; the 129th starts another.
+  assert.deepEqual(sizes(deleteBatchesOf(keys(128), { shardOf: oneShard, valueBytesMax: 1 })), [
+    128,
+  ]);
+  assert.deepEqual(
+    sizes(deleteBatchesOf(keys(129), { shardOf: oneShard, valueBytesMax: 1 })),
+    [128, 1],
+  );
+  // Bytes: a Txn carries at most 4,096 + 2 × valueBytesMax, counting 16 bytes per delete. Keys
+  // of 1,000 bytes and a value limit of 64: 4,224 bytes; 4 keys take 4,064.
+  const long = keys(5, 1000);
+  assert.deepEqual(sizes(deleteBatchesOf(long, { shardOf: oneShard, valueBytesMax: 64 })), [4, 1]);
+  // A value limit of 1,036 makes 6,168 bytes: room for 6 keys (6,096), not 7 (7,112).
+  const seven = keys(7, 1000);
+  assert.deepEqual(
+    sizes(deleteBatchesOf(seven, { shardOf: oneShard, valueBytesMax: 1036 })),
+    [6, 1],
+  );
+  // 7 × 1,016 = 7,112 = 4,096 + 2 × 1,508: at the limit, one batch; a byte less, two.
+  assert.deepEqual(
+    sizes(deleteBatchesOf(seven, { shardOf: oneShard, valueBytesMax: 1508 })),
+    [7],
+  );
+  assert.deepEqual(
+    sizes(deleteBatchesOf(seven, { shardOf: oneShard, valueBytesMax: 1507 })),
+    [6, 1],
+  );
+  // prev_kv: the values as scanned add up to at most valueBytesMax per batch.
+  const five = keys(5);
+  assert.deepEqual(
+    sizes(
+      deleteBatchesOf(five, {
+        shardOf: oneShard,
+        valueBytes: [40, 30, 30, 1, 0],
+        valueBytesMax: 100,
+      }),
+    ),
+    [3, 2],
+  );
+  assert.deepEqual(
+    sizes(
+      deleteBatchesOf(five, {
+        shardOf: oneShard,
+        valueBytes: [40, 30, 29, 1, 0],
+        valueBytesMax: 100,
+      }),
+    ),
+    [5],
+  );
+  // A value at the limit shares a batch with no other value, and a key whose shard is not known
+  // is a batch of its own.
+  assert.deepEqual(
+    sizes(
+      deleteBatchesOf(five, {
+        shardOf: oneShard,
+        valueBytes: [1, 100, 1, 0, 0],
+        valueBytesMax: 100,
+      }),
+    ),
+    [1, 1, 3],
+  );
+  const unknown = (key: Uint8Array) => (dec(key).endsWith("2") ? undefined : 1);
+  assert.deepEqual(sizes(deleteBatchesOf(five, { shardOf: unknown, valueBytesMax: 100 })), [4, 1]);
+  // Keys of two shards never share a batch, and each batch keeps the keys' order.
+  const mixed = [...keys(3, 8, "a"), ...keys(3, 8, "b")].sort(compareBytes);
+  const batches = deleteBatchesOf(mixed, { shardOf, valueBytesMax: 100 });
+  for (const batch of batches) {
+    assert.equal(new Set(batch.map(shardOf)).size, 1, "one shard per batch");
+    assert.deepEqual(batch, [...batch].sort(compareBytes));
+  }
+  assert.deepEqual(batches.flat().map(dec).sort(), mixed.map(dec).sort(), "every key once");
+});
+
+Deno.test("DeleteRange deletes a range in Txns of up to 128 keys of one shard", async () => {
+  for (const prevKv of [false, true]) {
+    const { fake, etcd } = setup();
+    const keys = Array.from({ length: 300 }, (_, i) => `d/${String(i).padStart(3, "0")}`);
+    for (const key of keys) fake.set(key, `v${key}`);
+    fake.set("d0", "outside");
+    const deleted = ok(
+      await etcd.kv.DeleteRange({ key: enc("d/"), rangeEnd: prefixEnd("d/"), prevKv }, CONTEXT),
+    );
+    assert.equal(deleted.deleted, 300);
+    assert.deepEqual(
+      deleted.prevKvs.map((kv) => [dec(kv.key), dec(kv.value)]),
+      prevKv ? keys.map((key) => [key, `v${key}`]) : [],
+    );
+    assert.deepEqual([...fake.pairs.values()].map((pair) => dec(pair.key)), ["d0"]);
+    assert.equal(fake.calls.filter((call) => call === "Delete").length, 0, "no key by key");
+    const perShard = new Map<number, number>();
+    for (const txn of fake.txns) {
+      assert.ok(txn.success.length <= 128, `a batch of ${txn.success.length}`);
+      assert.ok(txn.success.every((op) => op.kind === TxnOp_Kind.DELETE && op.prev === prevKv));
+      const shard = shardOf(txn.success[0].key);
+      perShard.set(shard, (perShard.get(shard) ?? 0) + 1);
+    }
+    const inShard = (s: number) => keys.filter((key) => shardOf(enc(key)) === s).length;
+    for (const s of [1, 2]) {
+      assert.equal(perShard.get(s), Math.ceil(inShard(s) / 128), `Txns of shard ${s}`);
+    }
+  }
+});
+
+Deno.test("DeleteRange deletes a batch refused as INVALID_ARGUMENT again key by key", async () => {
+  for (const prevKv of [false, true]) {
+    const { fake, etcd } = setup();
+    for (let i = 0; i < 10; i++) fake.set(`{r}${i}`, `v${i}`);
+    let refused = 0;
+    fake.onTxn = (request) => {
+      if (request.success.length === 1) return undefined;
+      refused++;
+      return Promise.resolve(rpcFailure("invalidArgument", "Txn would return too much"));
+    };
+    const answer = ok(
+      await etcd.kv.DeleteRange({ key: enc("{r}"), rangeEnd: prefixEnd("{r}"), prevKv }, CONTEXT),
+    );
+    assert.equal(refused, 1);
+    assert.equal(answer.deleted, 10);
+    assert.equal(answer.prevKvs.length, prevKv ? 10 : 0);
+    assert.equal(fake.pairs.size, 0);
+    const single = prevKv ? "Txn" : "Delete";
+    assert.equal(fake.calls.filter((call) => call === single).length, 10);
+  }
+});
+
+Deno.test("DeleteRange counts the keys of a batch deleted key by key when one of them fails", async () => {
   const { fake, etcd } = setup();
-  const keys = Array.from({ length: 40 }, (_, i) => `x/${String(i).padStart(2, "0")}`);
+  for (const key of ["{r}a", "{r}b", "{r}c"]) fake.set(key, "v");
+  fake.onTxn = (request) => {
+    if (request.success.length > 1) {
+      return Promise.resolve(rpcFailure("invalidArgument", "Txn would return too much"));
+    }
+    if (dec(request.success[0].key) !== "{r}b") return undefined;
+    return Promise.resolve(rpcFailure("deadlineExceeded", "No answer in time"));
+  };
+  const result = await etcd.kv.DeleteRange(
+    { key: enc("{r}"), rangeEnd: prefixEnd("{r}"), prevKv: true },
+    CONTEXT,
+  );
+  assert.equal(result.kind, "deadlineExceeded");
+  assert.match(
+    (result as { message: string }).message,
+    /deleted 1 of the range's 3 keys, then a delete failed \(DEADLINE_EXCEEDED: No answer in time\); 1 keys of failed deletes may have been deleted and 1 keys were not tried/,
+  );
+  assert.deepEqual([...fake.pairs.values()].map((pair) => dec(pair.key)).sort(), ["{r}b", "{r}c"]);
+});
+
+Deno.test("DeleteRange starts no batch after one fails, waits for those in flight, and says how many it deleted", async () => {
+  const { fake, etcd } = setup({ valueBytesMax: 64 });
+  // Keys of 1,000 bytes: 4 to a batch (a Txn carries at most 4,224 bytes with values of 64), so
+  // 80 keys in two shards make more than 16 batches.
+  const keys = Array.from(
+    { length: 80 },
+    (_, i) => `x/${String(i).padStart(2, "0")}`.padEnd(1000, "k"),
+  );
   for (const key of keys) fake.set(key, "v");
-  const deletes = heldDeletes(fake);
+  const batches = heldBatches(fake);
   let answered = false;
   const call = Promise.resolve(etcd.kv.DeleteRange(
     { key: enc("x/"), rangeEnd: prefixEnd("x/"), prevKv: false },
     CONTEXT,
   )).finally(() => (answered = true));
   await settle();
-  assert.equal(deletes.started.length, 16, "16 deletes in flight");
+  assert.equal(batches.started.length, 16, "16 batches in flight");
+  assert.ok(batches.started.every((batch) => batch.length === 4), "batches of 4");
 
-  deletes.answer(keys[0], rpcFailure("unavailable", "No leader for shard 2"));
+  batches.answer(0, rpcFailure("unavailable", "No leader for shard 2"));
   await settle();
-  assert.equal(answered, false, "no answer while deletes are in flight");
-  for (const key of keys.slice(1, 16)) deletes.answer(key, "deleted");
+  assert.equal(answered, false, "no answer while batches are in flight");
+  for (let i = 1; i < 16; i++) batches.answer(i, "deleted");
   const result = await call;
-  assert.equal(deletes.started.length, 16, "no delete started after the failure");
+  assert.equal(batches.started.length, 16, "no batch started after the failure");
   assert.equal(result.kind, "deadlineExceeded", "some keys were deleted: a partial outcome");
   const message = (result as { message: string }).message;
-  assert.match(message, /^Outcome unknown: DeleteRange deleted 15 of the range's 40 keys, then /);
-  assert.match(message, /a delete failed \(UNAVAILABLE: No leader for shard 2\); 0 failed /);
-  assert.match(message, /deletes may have applied and 24 keys were not tried/);
-  assert.equal(fake.pairs.size, 25);
+  assert.match(message, /^Outcome unknown: DeleteRange deleted 60 of the range's 80 keys, then /);
+  assert.match(message, /a delete failed \(UNAVAILABLE: No leader for shard 2\); 0 keys of /);
+  assert.match(message, /failed deletes may have been deleted and 16 keys were not tried/);
+  assert.equal(fake.pairs.size, 20);
 });
 
 Deno.test("DeleteRange that changed nothing before its deletes failed keeps the failure's status", async () => {
   const { fake, etcd } = setup();
-  for (let i = 0; i < 20; i++) fake.set(`y/${String(i).padStart(2, "0")}`, "v");
-  const deletes = heldDeletes(fake);
+  // Ten keys of each shard.
+  const all = Array.from({ length: 1000 }, (_, i) => `y/${String(i).padStart(3, "0")}`);
+  const keys = [1, 2].flatMap((s) => all.filter((key) => shardOf(enc(key)) === s).slice(0, 10));
+  assert.equal(keys.length, 20, "ten keys in each shard");
+  for (const key of keys) fake.set(key, "v");
+  const batches = heldBatches(fake);
   const call = etcd.kv.DeleteRange(
     { key: enc("y/"), rangeEnd: prefixEnd("y/"), prevKv: false },
     CONTEXT,
   );
   await settle();
-  for (const key of [...deletes.started]) {
-    deletes.answer(key, rpcFailure("unavailable", "No leader for shard 1"));
-  }
+  assert.equal(batches.started.length, 2, "a batch per shard");
+  for (let i = 0; i < 2; i++) batches.answer(i, rpcFailure("unavailable", "No leader for shard 1"));
   const result = await call;
   assert.equal(result.kind, "unavailable");
   const message = (result as { message: string }).message;
   assert.match(message, /deleted 0 of the range's 20 keys: a delete failed \(UNAVAILABLE: /);
-  assert.match(message, /No leader for shard 1\), and 4 were not tried; nothing changed$/);
+  assert.match(message, /No leader for shard 1\), and 0 were not tried; nothing changed$/);
 
-  // A delete whose outcome is unknown may have applied: DEADLINE_EXCEEDED, though none is known.
+  // A batch whose outcome is unknown may have applied: DEADLINE_EXCEEDED, though none is known.
   const again = etcd.kv.DeleteRange(
     { key: enc("y/"), rangeEnd: prefixEnd("y/"), prevKv: false },
     CONTEXT,
   );
-  deletes.started.length = 0;
   await settle();
-  deletes.answer(deletes.started[0], rpcFailure("deadlineExceeded", "No answer in time"));
-  for (const key of deletes.started.slice(1)) {
-    deletes.answer(key, rpcFailure("unavailable", "No leader for shard 1"));
-  }
+  assert.equal(batches.started.length, 4);
+  const unknownKeys = batches.started[2].length;
+  batches.answer(2, rpcFailure("deadlineExceeded", "No answer in time"));
+  batches.answer(3, rpcFailure("unavailable", "No leader for shard 1"));
   const unknown = await again;
   assert.equal(unknown.kind, "deadlineExceeded");
   assert.match(
     (unknown as { message: string }).message,
-    /deleted 0 of the range's 20 keys, .*; 1 failed deletes may have applied and 4 keys/,
+    new RegExp(
+      `deleted 0 of the range's 20 keys, .*; ${unknownKeys} keys of failed deletes may have ` +
+        "been deleted and 0 keys",
+    ),
   );
   assert.equal(fake.pairs.size, 20);
 });
@@ -1221,6 +1391,202 @@ async function served(overrides: Partial<EtcdServiceOptions> = {}) {
 
 const raw = (bytes: Buffer) => bytes;
 
+/** A unary call of `path` with raw `bytes`: its status code and details (0 and the answer when ok). */
+function rawUnary(client: grpc.Client, path: string, bytes: Uint8Array) {
+  return within(
+    new Promise<{ code: number; details: string; answer?: Buffer }>((resolve) =>
+      client.makeUnaryRequest(path, raw, raw, Buffer.from(bytes), (error, answer) =>
+        resolve(
+          error === null
+            ? { code: 0, details: "", answer: answer! }
+            : { code: error.code, details: error.details },
+        ))
+    ),
+    10_000,
+    `${path} answer`,
+  );
+}
+
+/** An etcd TxnRequest nested `depth` deep (each level a success op whose request_txn is the next). */
+function nestedTxnBytes(depth: number): Uint8Array {
+  const buffer = new Uint8Array(depth * 12);
+  let at = buffer.length;
+  const prepend = (bytes: number[]) => {
+    at -= bytes.length;
+    buffer.set(bytes, at);
+  };
+  for (let level = 0; level < depth; level++) {
+    // RequestOp { request_txn (4) = the Txn so far }, then TxnRequest { success (2) = that op }.
+    prepend([0x22, ...varint(BigInt(buffer.length - at))]);
+    prepend([0x12, ...varint(BigInt(buffer.length - at))]);
+  }
+  return buffer.subarray(at);
+}
+
+Deno.test("a Txn of more than 128 entries in a list is refused before it is decoded, on both APIs", async () => {
+  const { fake, client, close } = await served();
+  const kvServer = await startGrpcServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMessageBytes: 4 * 1024 * 1024,
+    services: [kvBinding(fake.handlers())],
+  });
+  const kvClient = new grpc.Client(`127.0.0.1:${kvServer.port}`, grpc.credentials.createInsecure());
+  try {
+    // TinyKV's Txn: 128 gets run; 129 (or 129 compares) are refused naming the list.
+    const gets = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        kind: TxnOp_Kind.GET,
+        key: enc(`{t}${i}`),
+        value: new Uint8Array(),
+        prev: false,
+      }));
+    const tinykv = (success: number, compares = 0) =>
+      TxnRequest.encode(TxnRequest.create({
+        success: gets(success),
+        compares: Array.from({ length: compares }, (_, i) => ({
+          key: enc(`{t}${i}`),
+          result: TxnCompare_Result.EQUAL,
+          target: TxnCompare_Target.VALUE,
+          value: enc("v"),
+        })),
+      }));
+    assert.equal((await rawUnary(kvClient, "/tinykv.v1.KV/Txn", tinykv(128))).code, 0);
+    for (
+      const [request, list] of [[tinykv(129), "success"], [tinykv(1, 129), "compares"]] as const
+    ) {
+      const refused = await rawUnary(kvClient, "/tinykv.v1.KV/Txn", request);
+      assert.equal(refused.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(
+        refused.details,
+        new RegExp(`"${list}" has more than 128 entries: the maximum is 128 \\(TXN_OPS_MAX\\)`),
+      );
+    }
+
+    // etcd's Txn: the same bound on its lists, counted before decoding.
+    const ranges = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ requestRange: range({ key: enc(`{t}${i}`) }) }));
+    const etcd = (n: number) => EtcdTxnRequest.encode(txn({ failure: ranges(n) }));
+    assert.equal((await rawUnary(client, "/etcdserverpb.KV/Txn", etcd(128))).code, 0);
+    const refused = await rawUnary(client, "/etcdserverpb.KV/Txn", etcd(129));
+    assert.equal(refused.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(refused.details, /"failure" has more than 128 entries: the maximum is 128/);
+
+    // Nothing hides a list from the scan: an empty group in front (protobufjs skips it in an
+    // unknown field) makes the bytes malformed, on both APIs.
+    const group = (bytes: Uint8Array) => new Uint8Array([0x7b, 0x7c, ...bytes]);
+    for (
+      const [target, path, request] of [
+        [kvClient, "/tinykv.v1.KV/Txn", tinykv(129)],
+        [client, "/etcdserverpb.KV/Txn", etcd(129)],
+      ] as const
+    ) {
+      const hidden = await rawUnary(target, path, group(request));
+      assert.equal(hidden.code, grpc.status.INVALID_ARGUMENT, path);
+      assert.match(hidden.details, /not plain protobuf \(a group/);
+    }
+    // Nor an operation holding a nested Txn; and the lists are counted before nesting is looked
+    // at.
+    const hiddenNest = nestedTxnBytes(2);
+    const op = hiddenNest.subarray(2);
+    const grouped = new Uint8Array([0x12, op.length + 2, 0x7b, 0x7c, ...op]);
+    assert.equal(
+      (await rawUnary(client, "/etcdserverpb.KV/Txn", grouped)).code,
+      grpc.status.INVALID_ARGUMENT,
+    );
+    const manyAndNested = new Uint8Array([...etcd(129), ...nestedTxnBytes(2)]);
+    const counted = await rawUnary(client, "/etcdserverpb.KV/Txn", manyAndNested);
+    assert.equal(counted.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(counted.details, /"failure" has more than 128 entries/);
+
+    // A Txn inside a Txn is never decoded, however deep: UNIMPLEMENTED as any nested one (decoding
+    // 20,000 levels would overflow the stack).
+    for (const depth of [2, 20_000]) {
+      const nested = await rawUnary(client, "/etcdserverpb.KV/Txn", nestedTxnBytes(depth));
+      assert.equal(nested.code, grpc.status.UNIMPLEMENTED, `${depth}: ${nested.details}`);
+      assert.match(nested.details, /A Txn inside a Txn is not supported by TinyKV/);
+    }
+  } finally {
+    kvClient.close();
+    await kvServer.shutdown(1000);
+    await close();
+  }
+});
+
+Deno.test("Range and DeleteRange name etcd's fields in refusals; a negative limit is no limit", async () => {
+  const { fake, etcd } = setup();
+  for (const key of ["n/1", "n/2", "n/3"]) fake.set(key, "v");
+  const long = new Uint8Array(4097).fill(0x6e);
+  const atMax = long.subarray(0, 4096);
+  const refusal = (result: RpcResult<unknown>) => {
+    assert.equal(result.kind, "invalidArgument");
+    return (result as { message: string }).message;
+  };
+  // A range's bounds: 4,096 bytes work, one more is refused with the field's etcd name.
+  assert.equal(
+    ok(await etcd.kv.Range(range({ key: atMax, rangeEnd: enc("\0") }), CONTEXT)).count,
+    0,
+  );
+  assert.match(
+    refusal(await etcd.kv.Range(range({ key: long, rangeEnd: enc("\0") }), CONTEXT)),
+    /^Field "key" has 4097 bytes: the maximum is 4096/,
+  );
+  assert.equal(
+    ok(await etcd.kv.Range(range({ key: enc("n/"), rangeEnd: atMax }), CONTEXT)).count,
+    3,
+  );
+  assert.match(
+    refusal(await etcd.kv.Range(range({ key: enc("n/"), rangeEnd: long }), CONTEXT)),
+    /^Field "range_end" has 4097 bytes/,
+  );
+  for (const prevKv of [false, true]) {
+    const del = (key: Uint8Array, rangeEnd = new Uint8Array()) =>
+      etcd.kv.DeleteRange({ key, rangeEnd, prevKv }, CONTEXT);
+    assert.match(refusal(await del(new Uint8Array())), /^Field "key" has 0 bytes: the minimum/);
+    assert.match(refusal(await del(long)), /^Field "key" has 4097 bytes/);
+    assert.match(refusal(await del(enc("n/"), long)), /^Field "range_end" has 4097 bytes/);
+  }
+  assert.equal(fake.pairs.size, 3, "nothing deleted");
+  // etcd reads a limit of 0 or less as none.
+  const all = ok(
+    await etcd.kv.Range(range({ key: enc("n/"), rangeEnd: enc("n0"), limit: -1 }), CONTEXT),
+  );
+  assert.deepEqual([all.kvs.length, all.count, all.more], [3, 3, false]);
+});
+
+Deno.test("Authenticate: etcd's 'authentication is not enabled' without tokens, UNIMPLEMENTED with them", async () => {
+  for (const tokensRequired of [false, true]) {
+    const { client, close } = await served({ tokensRequired });
+    try {
+      // AuthenticateRequest { name: "root", password: "pw" }.
+      const request = Buffer.from([0x0a, 4, ...enc("root"), 0x12, 2, ...enc("pw")]);
+      const answer = await within(
+        new Promise<grpc.ServiceError | null>((resolve) =>
+          client.makeUnaryRequest(
+            "/etcdserverpb.Auth/Authenticate",
+            raw,
+            raw,
+            request,
+            (error) => resolve(error),
+          )
+        ),
+        5000,
+        "Authenticate answer",
+      );
+      if (tokensRequired) {
+        assert.equal(answer?.code, grpc.status.UNIMPLEMENTED);
+        assert.match(answer!.details, /^etcdserverpb\.Auth\.Authenticate: .*no etcd users/);
+      } else {
+        // Word for word: etcd's clients recognise it by its text and go on without a token.
+        assert.equal(answer?.code, grpc.status.FAILED_PRECONDITION);
+        assert.equal(answer!.details, "etcdserver: authentication is not enabled");
+      }
+    } finally {
+      await close();
+    }
+  }
+});
+
 /** A protobuf varint. */
 function varint(n: bigint): number[] {
   const out: number[] = [];
@@ -1253,6 +1619,12 @@ Deno.test("an int64 past 2^53 is refused INVALID_ARGUMENT naming its field, on a
       past.details,
       /"etcdserverpb\.RangeRequest\.limit": 9007199254740992 is not a safe/,
     );
+    // Named exactly, not as the nearest double (2^53 + 1 would read 9007199254740992).
+    const odd = await rangeWith(2n ** 53n + 1n);
+    assert.equal(odd.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(odd.details, /limit": 9007199254740993 is not a safe/);
+    const large = await rangeWith(123456789012345678n);
+    assert.match(large.details, /limit": 123456789012345678 is not a safe/);
 
     // WatchRequest { create_request { key: "k", start_revision: n } }.
     const watchWith = (revision: bigint) =>

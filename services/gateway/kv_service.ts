@@ -26,7 +26,9 @@ import {
 import { ClientSession, type KvRouter, type RouteOp, type RouteResult } from "@tinykv/client";
 import {
   bindService,
+  checkRequestsOf,
   type HandlerContext,
+  repeatedPast,
   type RpcFailure,
   rpcFailure,
   rpcOk,
@@ -43,10 +45,11 @@ import {
   compareBytes,
   type RequestFields,
   SCAN_BYTES_MAX,
+  TXN_OPS_MAX,
   type TxnFields,
 } from "@tinykv/shard";
 import { assert } from "./_assert.ts";
-import { type GatewayWatches, watchHandler } from "./watch.ts";
+import { decodingWatchRequests, type GatewayWatches, watchHandler } from "./watch.ts";
 
 /** Options of {@linkcode kvService}. */
 export interface KvServiceOptions {
@@ -106,7 +109,24 @@ export class GatewaySession {
 
 /** The `KV` service of a gateway. */
 export function kvService(options: KvServiceOptions): ServiceBinding {
-  return bindService(KVService, kvHandlers(options));
+  return kvBinding(kvHandlers(options));
+}
+
+/** A Txn's lists of compares and operations, by field number. */
+const TXN_LISTS = new Map([[1, "compares"], [2, "success"], [3, "failure"]]);
+
+/**
+ * The `KV` service of `handlers`, its Txn requests read before they are decoded: more than 128
+ * compares or operations in a list is INVALID_ARGUMENT without decoding it (a message of a million
+ * empty operations takes seconds to decode).
+ */
+export function kvBinding(handlers: ServiceHandlers<typeof KVService>): ServiceBinding {
+  return checkRequestsOf(
+    // Watch requests too, so that one that cannot be decoded is INVALID_ARGUMENT (watch.ts).
+    decodingWatchRequests(bindService(KVService, handlers)),
+    "Txn",
+    (bytes) => repeatedPast(bytes, TXN_LISTS, TXN_OPS_MAX, "TXN_OPS_MAX"),
+  );
 }
 
 /** The typed handlers of {@linkcode kvService}, callable without a gRPC server. */

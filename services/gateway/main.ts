@@ -28,14 +28,7 @@ import {
   newRegistry,
   startMetrics,
 } from "@tinykv/metrics";
-import {
-  bindService,
-  type Policy,
-  prepareServiceSecurity,
-  servicePolicy,
-  startGrpcServer,
-} from "@tinykv/rpc";
-import { KVService } from "@tinykv/proto/tinykv/v1";
+import { type Policy, prepareServiceSecurity, servicePolicy, startGrpcServer } from "@tinykv/rpc";
 import {
   connectConfiguredZooKeeperRetrying,
   keepEphemeral,
@@ -45,7 +38,7 @@ import {
 } from "@tinykv/zk";
 import { isBrokenInvariant } from "./_assert.ts";
 import { etcdServices } from "./etcd_service.ts";
-import { GatewaySession, kvHandlers } from "./kv_service.ts";
+import { GatewaySession, kvBinding, kvHandlers } from "./kv_service.ts";
 import { GatewayWatches, grpcShardStreams } from "./watch.ts";
 import { gatewayMetrics } from "./metrics.ts";
 
@@ -191,7 +184,7 @@ async function run(config: Config, log: Logger): Promise<number> {
     // Clients' calls are unary but for watches: answers leave with their trailers (coalesce.ts).
     answersWhole: true,
     services: [
-      bindService(KVService, kv),
+      kvBinding(kv),
       ...etcdServices({
         kv,
         address,
@@ -201,6 +194,7 @@ async function run(config: Config, log: Logger): Promise<number> {
         maxMessageBytes: config.rpc_server.max_message_bytes,
         valueBytesMax: config.storage.value_bytes_max,
         tls: security.serverTls !== undefined,
+        tokensRequired: security.auth(GATEWAY_POLICY) !== undefined,
         watches,
       }),
     ],
