@@ -264,8 +264,14 @@ function installUtf8Reading(): Utf8Reading {
   const reading: Utf8Reading = { strict: 0 };
   const lenient = protobuf.util.utf8.read;
   const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-  protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string =>
-    reading.strict > 0 ? fatal.decode(buffer.subarray(start, end)) : lenient(buffer, start, end);
+  protobuf.util.utf8.read = (buffer: Uint8Array, start: number, end: number): string => {
+    if (reading.strict === 0) return lenient(buffer, start, end);
+    try {
+      return fatal.decode(buffer.subarray(start, end));
+    } catch {
+      throw new TypeError("A string field holds bytes that are not UTF-8 (proto3 strings are)");
+    }
+  };
   (globalThis as Record<symbol, unknown>)[UTF8_READING] = reading;
   return reading;
 }
