@@ -65,6 +65,12 @@ export interface GrpcClientOptions {
   tls?: ClientTls;
   /** Send this credential (a libs/auth token) with every call and stream; needs `tls`. */
   token?: string;
+  /**
+   * The HTTP/2 receive window of the connection and of each stream on it, in bytes (default
+   * HTTP/2's 65,535): what the server may send before this client's grants. Raise it for many
+   * busy streams on one connection.
+   */
+  receiveWindowBytes?: number;
 }
 
 /**
@@ -101,6 +107,9 @@ export function createGrpcClient<D extends grpc.ServiceDefinition>(
     ...channelOptions(options.maxMessageBytes),
     ...tlsChannelOptions(options.tls),
     ...(options.token === undefined ? {} : { interceptors: [tokenInterceptor(options.token)] }),
+    ...(options.receiveWindowBytes === undefined
+      ? {}
+      : { "grpc-node.flow_control_window": options.receiveWindowBytes }),
     // Each client owns its connection, so close() really closes it. grpc-js's default global pool
     // shares connections between clients of one address and keeps them after close().
     "grpc.use_local_subchannel_pool": 1,

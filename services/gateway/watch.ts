@@ -80,6 +80,15 @@ export type OpenShardStream = (
   events: ShardStreamEvents,
 ) => ShardStream;
 
+/**
+ * The receive window of the gateway's watch connection to each kvnode. Every watch of a shard led
+ * there is a stream on it, and a kvnode's watch writers wait while the connection's send window
+ * is closed (libs/rpc send_window.ts, polled every 20 ms). With HTTP/2's 64 KiB, 16 watches of one
+ * shard under 16 puts in flight closed it often enough to put the p99 of events after their put's
+ * answer at 31-89 ms; with this window, 5-10 ms (bench/RESULTS.md, issue 17).
+ */
+export const WATCH_RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
+
 /** `KvNode.Watch` over gRPC, one channel per kvnode address. */
 export function grpcShardStreams(
   options: { readonly maxMessageBytes: number; readonly security?: ClientSecurity },
@@ -90,6 +99,7 @@ export function grpcShardStreams(
     if (client === undefined) {
       client = createGrpcClient(KvNodeService, address, {
         maxMessageBytes: options.maxMessageBytes,
+        receiveWindowBytes: WATCH_RECEIVE_WINDOW_BYTES,
         ...options.security,
       });
       clients.set(address, client);
