@@ -33,6 +33,7 @@
  *
  * @module
  */
+import { errorMessage, machineInfo, part, say, stopOnSignal } from "./bench_run.ts";
 import { ensureEtcd, EtcdCluster } from "./compare_etcd.ts";
 import {
   etcdSubject,
@@ -53,13 +54,7 @@ import {
 import { etcdIdle, tinyKvIdle } from "./compare_idle.ts";
 import { runMove } from "./compare_move.ts";
 import { findFreePlan, isPortFree } from "./compare_ports.ts";
-import {
-  clockTicksPerSecond,
-  ProcessRegistry,
-  readWithCat,
-  sleep,
-  stopProcess,
-} from "./compare_procs.ts";
+import { clockTicksPerSecond, ProcessRegistry, sleep, stopProcess } from "./compare_procs.ts";
 import {
   type CellResult,
   compareCells,
@@ -67,14 +62,12 @@ import {
   type FailoverResult,
   type IdleResult,
   type LoadMeasurement,
-  type MachineInfo,
   type MoveResult,
   renderReport,
   type System,
   type TinyKvRun,
   toCellResult,
 } from "./compare_report.ts";
-import { parseCpuModel, parseMemTotalKib } from "./compare_stats.ts";
 import { TinyKvCluster } from "./compare_tinykv.ts";
 
 /** This checkout: the load driver always runs from here. */
@@ -94,11 +87,6 @@ const DRIVER_PERMISSIONS = [
   "--allow-env=GRPC_*,grpc_proxy,https_proxy,http_proxy,no_grpc_proxy,no_proxy",
   "--allow-run=cat,getconf",
 ];
-
-/** Where progress goes: stderr, so stdout holds only the report (or the JSON). */
-function say(line: string): void {
-  console.error(line);
-}
 
 /** What every part of a run shares. */
 interface RunContext {
@@ -198,10 +186,6 @@ async function runCells(context: RunContext, target: Target): Promise<CellResult
   return cells;
 }
 
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 function describeCell(label: string, cell: CellResult): string {
   const errors = cell.errors === 0 ? "" : `, ${cell.errors} errors (first: ${cell.firstError})`;
   return `  ${label} ${cell.op} x${cell.inFlight}: ${cell.opsPerSecond.toFixed(0)} ops/s, ` +
@@ -297,20 +281,6 @@ async function waitWhole(cluster: TinyKvCluster): Promise<void> {
 
 // --- The run -----------------------------------------------------------------------------------
 
-async function machineInfo(etcdVersion: string): Promise<MachineInfo> {
-  const [cpuinfo, meminfo, kernel] = await Promise.all(
-    ["/proc/cpuinfo", "/proc/meminfo", "/proc/sys/kernel/osrelease"].map((p) => readWithCat([p])),
-  );
-  return {
-    cpuModel: parseCpuModel(cpuinfo),
-    cores: navigator.hardwareConcurrency,
-    memoryMib: parseMemTotalKib(meminfo) / 1024,
-    kernel: kernel.trim(),
-    deno: Deno.version.deno,
-    etcd: etcdVersion,
-  };
-}
-
 function methodLines(options: CompareOptions, root: string): string[] {
   return [
     `cells: ${options.seconds} s measured after ${options.warmupSeconds} s of warmup; ` +
@@ -329,24 +299,6 @@ function methodLines(options: CompareOptions, root: string): string[] {
     "TinyKV's victim is restarted by dev after 2 s, doubling up to 30 s when the same kvnode " +
     "is killed again within a minute, which is most of its whole-again time",
   ];
-}
-
-/** One part, timed; a failure is recorded and the run goes on with the next part. */
-async function part(
-  name: string,
-  record: { phaseSeconds: Record<string, number>; errors: string[] },
-  body: () => Promise<void>,
-): Promise<void> {
-  const started = performance.now();
-  try {
-    await body();
-  } catch (error) {
-    const message = errorMessage(error);
-    say(`${name}: FAILED: ${message}`);
-    record.errors.push(`${name} failed: ${message.split("\n").slice(0, 12).join(" | ")}`);
-  } finally {
-    record.phaseSeconds[name] = (performance.now() - started) / 1000;
-  }
 }
 
 /** Runs every selected part and gathers the result. */
@@ -408,20 +360,6 @@ async function runComparison(context: RunContext, etcdVersion: string): Promise<
   };
 }
 
-/** On Ctrl-C or SIGTERM: stop every process started, remove the temp dirs, exit 130. */
-function stopOnSignal(registry: ProcessRegistry): void {
-  let stopping = false;
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, async () => {
-      if (stopping) return;
-      stopping = true;
-      say(`compare: ${signal}: stopping every process it started`);
-      await registry.cleanUp();
-      Deno.exit(130);
-    });
-  }
-}
-
 async function main(args: readonly string[]): Promise<number> {
   const parsed = parseCompareFlags(args);
   if (parsed.kind === "error") {
@@ -434,7 +372,7 @@ async function main(args: readonly string[]): Promise<number> {
     return 0;
   }
   const registry = new ProcessRegistry();
-  stopOnSignal(registry);
+  stopOnSignal(registry, "compare");
   try {
     const etcdVersion = options.etcd ? await ensureEtcd(say) : "not run";
     const context: RunContext = {

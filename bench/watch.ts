@@ -44,6 +44,7 @@ import * as grpc from "@grpc/grpc-js";
 import { KVService, WatchEvent_Kind, type WatchResponse } from "@tinykv/proto/tinykv/v1";
 import { createGrpcClient, failureFromError } from "@tinykv/rpc";
 import { connect, type KvConnection, MESSAGE_BYTES_MAX } from "./compare_clients.ts";
+import { errorMessage, machineInfo, part, say, stopOnSignal } from "./bench_run.ts";
 import { ensureEtcd, EtcdCluster } from "./compare_etcd.ts";
 import { connectionCount } from "./compare_flags.ts";
 import { findFreePlan, isPortFree, PORT_BASE_DEFAULT } from "./compare_ports.ts";
@@ -51,12 +52,11 @@ import {
   clockTicksPerSecond,
   type CpuSample,
   ProcessRegistry,
-  readWithCat,
   sampleCpu,
   sleep,
 } from "./compare_procs.ts";
-import type { MachineInfo, System } from "./compare_report.ts";
-import { cpuSecondsBetween, parseCpuModel, parseMemTotalKib, sumOf } from "./compare_stats.ts";
+import type { System } from "./compare_report.ts";
+import { cpuSecondsBetween, sumOf } from "./compare_stats.ts";
 import { TinyKvCluster } from "./compare_tinykv.ts";
 import {
   checkDeliveries,
@@ -113,15 +113,6 @@ const WHOLE_TIMEOUT_MS = 120_000;
 export const WATCH_PORT_BASE = PORT_BASE_DEFAULT + 1000;
 /** Stack frames kept in errors while the bench runs (see `main`). */
 const STACK_TRACE_LIMIT = 0;
-
-/** Where progress goes: stderr, so stdout holds only the report (or the JSON). */
-function say(line: string): void {
-  console.error(line);
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 // --- Watchers ----------------------------------------------------------------------------------
 
@@ -610,20 +601,6 @@ export async function waitWhole(cluster: TinyKvCluster): Promise<void> {
 
 // --- The run -----------------------------------------------------------------------------------
 
-async function machineInfo(etcdVersion: string): Promise<MachineInfo> {
-  const [cpuinfo, meminfo, kernel] = await Promise.all(
-    ["/proc/cpuinfo", "/proc/meminfo", "/proc/sys/kernel/osrelease"].map((p) => readWithCat([p])),
-  );
-  return {
-    cpuModel: parseCpuModel(cpuinfo),
-    cores: navigator.hardwareConcurrency,
-    memoryMib: parseMemTotalKib(meminfo) / 1024,
-    kernel: kernel.trim(),
-    deno: Deno.version.deno,
-    etcd: etcdVersion,
-  };
-}
-
 /** How the cells ran, for the report. */
 export function methodLines(options: WatchOptions): string[] {
   return [
@@ -649,24 +626,6 @@ export function methodLines(options: WatchOptions): string[] {
     `TinyKV: tools/dev.ts of ${REPO_ROOT} (defaults but ports, dirs, num_shards), the KV.Watch ` +
     "and the etcd Watch cells on one cluster; etcd: 3.4 defaults",
   ];
-}
-
-/** One part, timed; a failure is recorded and the run goes on with the next part. */
-async function part(
-  name: string,
-  record: { phaseSeconds: Record<string, number>; errors: string[] },
-  body: () => Promise<void>,
-): Promise<void> {
-  const started = performance.now();
-  try {
-    await body();
-  } catch (error) {
-    const message = errorMessage(error);
-    say(`${name}: FAILED: ${message}`);
-    record.errors.push(`${name} failed: ${message.split("\n").slice(0, 12).join(" | ")}`);
-  } finally {
-    record.phaseSeconds[name] = (performance.now() - started) / 1000;
-  }
 }
 
 /** Runs every part and gathers the result. */
@@ -701,20 +660,6 @@ async function runWatchBench(context: RunContext, etcdVersion: string): Promise<
   };
 }
 
-/** On Ctrl-C or SIGTERM: stop every process started, remove the temp dirs, exit 130. */
-function stopOnSignal(registry: ProcessRegistry): void {
-  let stopping = false;
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, async () => {
-      if (stopping) return;
-      stopping = true;
-      say(`watch: ${signal}: stopping every process it started`);
-      await registry.cleanUp();
-      Deno.exit(130);
-    });
-  }
-}
-
 /** Prints the report (or the JSON) and returns the exit code. */
 async function publish(result: WatchResult, options: WatchOptions): Promise<number> {
   const report = renderWatchReport(result);
@@ -745,7 +690,7 @@ async function main(args: readonly string[]): Promise<number> {
   // which nothing here reads, so it is cut for both.
   Error.stackTraceLimit = STACK_TRACE_LIMIT;
   const registry = new ProcessRegistry();
-  stopOnSignal(registry);
+  stopOnSignal(registry, "watch");
   try {
     const etcdVersion = options.etcd ? await ensureEtcd(say) : "not run";
     const context: RunContext = {
