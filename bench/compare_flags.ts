@@ -19,6 +19,16 @@
  *
  * @module
  */
+import {
+  applyFlags,
+  FlagError,
+  integer,
+  integerList,
+  type Mutable,
+  nonEmpty,
+  positiveNumber,
+  type ValueFlag,
+} from "./flags.ts";
 
 /** The operations a cell can run: puts, linearizable gets, or 95 % gets and 5 % puts. */
 export type Op = "put" | "get" | "mix";
@@ -113,9 +123,6 @@ export type ParsedFlags =
   | { readonly kind: "ok"; readonly options: CompareOptions }
   | { readonly kind: "error"; readonly message: string };
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type ValueFlag = (options: Mutable<CompareOptions>, value: string, flag: string) => void;
-
 const SWITCHES: Readonly<Record<string, (options: Mutable<CompareOptions>) => void>> = {
   "--no-cells": (o) => (o.cells = false),
   "--no-etcd": (o) => (o.etcd = false),
@@ -126,7 +133,7 @@ const SWITCHES: Readonly<Record<string, (options: Mutable<CompareOptions>) => vo
   "--help": (o) => (o.help = true),
 };
 
-const VALUE_FLAGS: Readonly<Record<string, ValueFlag>> = {
+const VALUE_FLAGS: Readonly<Record<string, ValueFlag<CompareOptions>>> = {
   "--seconds": (o, v, f) => (o.seconds = positiveNumber(f, v, 3600)),
   "--warmup-seconds": (o, v, f) => (o.warmupSeconds = positiveNumber(f, v, 600)),
   "--shards": (o, v, f) => (o.shards = integerList(f, v, 4096)),
@@ -142,59 +149,12 @@ const VALUE_FLAGS: Readonly<Record<string, ValueFlag>> = {
 
 /** Parses the flags (`--flag value` or `--flag=value`); see {@linkcode USAGE}. */
 export function parseCompareFlags(args: readonly string[]): ParsedFlags {
-  const options: Mutable<CompareOptions> = { ...DEFAULT_OPTIONS };
   try {
-    for (let i = 0; i < args.length; i++) {
-      const [flag, inline] = splitFlag(args[i]);
-      const toggle = SWITCHES[flag];
-      const setter = VALUE_FLAGS[flag];
-      if (toggle !== undefined && inline === undefined) toggle(options);
-      else if (setter !== undefined) {
-        const value = inline ?? args[++i];
-        if (value === undefined) throw new FlagError(`Flag "${flag}" needs a value`);
-        setter(options, value, flag);
-      } else throw new FlagError(`Unknown argument "${args[i]}": see --help`);
-    }
+    return { kind: "ok", options: applyFlags(args, DEFAULT_OPTIONS, SWITCHES, VALUE_FLAGS) };
   } catch (error) {
     if (error instanceof FlagError) return { kind: "error", message: error.message };
     throw error;
   }
-  return { kind: "ok", options };
-}
-
-class FlagError extends Error {}
-
-function splitFlag(arg: string): [string, string | undefined] {
-  const equals = arg.indexOf("=");
-  return arg.startsWith("--") && equals > 0
-    ? [arg.slice(0, equals), arg.slice(equals + 1)]
-    : [arg, undefined];
-}
-
-function positiveNumber(flag: string, text: string, max: number): number {
-  const value = Number(text);
-  if (text.trim() === "" || !(value > 0 && value <= max)) {
-    throw new FlagError(`Flag "${flag}" is "${text}": expected a number in (0, ${max}]`);
-  }
-  return value;
-}
-
-function integer(flag: string, text: string, max: number): number {
-  const value = Number(text);
-  if (!/^\d+$/.test(text) || value < 1 || value > max) {
-    throw new FlagError(`Flag "${flag}" is "${text}": expected an integer from 1 to ${max}`);
-  }
-  return value;
-}
-
-function integerList(flag: string, text: string, max: number): number[] {
-  const parts = text.split(",");
-  if (parts.some((part) => !/^\d+$/.test(part) || Number(part) < 1 || Number(part) > max)) {
-    throw new FlagError(
-      `Flag "${flag}" is "${text}": expected integers from 1 to ${max} separated by commas`,
-    );
-  }
-  return [...new Set(parts.map(Number))];
 }
 
 function opList(flag: string, text: string): Op[] {
@@ -205,11 +165,6 @@ function opList(flag: string, text: string): Op[] {
   }
   // Cells run in the canonical order whatever order the flag names them in.
   return OPS.filter((op) => parts.includes(op));
-}
-
-function nonEmpty(flag: string, text: string): string {
-  if (text === "") throw new FlagError(`Flag "${flag}" is empty: expected a path`);
-  return text;
 }
 
 /** What one run of the load driver (bench/compare_load.ts) does; its command line. */

@@ -19,6 +19,16 @@
  *
  * @module
  */
+import {
+  applyFlags,
+  FlagError,
+  integerList,
+  type Mutable,
+  nonEmpty,
+  nonNegativeNumber,
+  positiveNumber,
+  type ValueFlag,
+} from "./flags.ts";
 import { KEYS } from "./watch_workload.ts";
 
 /** TinyKV's two watch APIs on its gateway: `tinykv.v1.KV/Watch`, and etcd's `Watch`. */
@@ -100,9 +110,6 @@ export type ParsedWatchFlags =
   | { readonly kind: "ok"; readonly options: WatchOptions }
   | { readonly kind: "error"; readonly message: string };
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type ValueFlag = (options: Mutable<WatchOptions>, value: string, flag: string) => void;
-
 const SWITCHES: Readonly<Record<string, (options: Mutable<WatchOptions>) => void>> = {
   "--no-etcd": (o) => (o.etcd = false),
   "--no-tinykv": (o) => (o.tinykv = false),
@@ -110,7 +117,7 @@ const SWITCHES: Readonly<Record<string, (options: Mutable<WatchOptions>) => void
   "--help": (o) => (o.help = true),
 };
 
-const VALUE_FLAGS: Readonly<Record<string, ValueFlag>> = {
+const VALUE_FLAGS: Readonly<Record<string, ValueFlag<WatchOptions>>> = {
   "--seconds": (o, v, f) => (o.seconds = positiveNumber(f, v, 3600)),
   "--warmup-seconds": (o, v, f) => (o.warmupSeconds = nonNegativeNumber(f, v, 600)),
   "--shards": (o, v, f) => (o.shards = integerList(f, v, 4096)),
@@ -122,19 +129,9 @@ const VALUE_FLAGS: Readonly<Record<string, ValueFlag>> = {
 
 /** Parses the flags (`--flag value` or `--flag=value`); see {@linkcode USAGE}. */
 export function parseWatchFlags(args: readonly string[]): ParsedWatchFlags {
-  const options: Mutable<WatchOptions> = { ...DEFAULT_OPTIONS };
+  let options: Mutable<WatchOptions>;
   try {
-    for (let i = 0; i < args.length; i++) {
-      const [flag, inline] = splitFlag(args[i]);
-      const toggle = SWITCHES[flag];
-      const setter = VALUE_FLAGS[flag];
-      if (toggle !== undefined && inline === undefined) toggle(options);
-      else if (setter !== undefined) {
-        const value = inline ?? args[++i];
-        if (value === undefined) throw new FlagError(`Flag "${flag}" needs a value`);
-        setter(options, value, flag);
-      } else throw new FlagError(`Unknown argument "${args[i]}": see --help`);
-    }
+    options = applyFlags(args, DEFAULT_OPTIONS, SWITCHES, VALUE_FLAGS);
   } catch (error) {
     if (error instanceof FlagError) return { kind: "error", message: error.message };
     throw error;
@@ -145,41 +142,6 @@ export function parseWatchFlags(args: readonly string[]): ParsedWatchFlags {
   return { kind: "ok", options };
 }
 
-class FlagError extends Error {}
-
-function splitFlag(arg: string): [string, string | undefined] {
-  const equals = arg.indexOf("=");
-  return arg.startsWith("--") && equals > 0
-    ? [arg.slice(0, equals), arg.slice(equals + 1)]
-    : [arg, undefined];
-}
-
-function positiveNumber(flag: string, text: string, max: number): number {
-  const value = Number(text);
-  if (text.trim() === "" || !(value > 0 && value <= max)) {
-    throw new FlagError(`Flag "${flag}" is "${text}": expected a number in (0, ${max}]`);
-  }
-  return value;
-}
-
-function nonNegativeNumber(flag: string, text: string, max: number): number {
-  const value = Number(text);
-  if (text.trim() === "" || !(value >= 0 && value <= max)) {
-    throw new FlagError(`Flag "${flag}" is "${text}": expected a number in [0, ${max}]`);
-  }
-  return value;
-}
-
-function integerList(flag: string, text: string, max: number): number[] {
-  const parts = text.split(",");
-  if (parts.some((part) => !/^\d+$/.test(part) || Number(part) < 1 || Number(part) > max)) {
-    throw new FlagError(
-      `Flag "${flag}" is "${text}": expected integers from 1 to ${max} separated by commas`,
-    );
-  }
-  return [...new Set(parts.map(Number))];
-}
-
 function apiList(flag: string, text: string): TinyKvApi[] {
   const parts = text.split(",");
   if (parts.some((part) => !(TINYKV_APIS as readonly string[]).includes(part))) {
@@ -187,9 +149,4 @@ function apiList(flag: string, text: string): TinyKvApi[] {
   }
   // Cells run in the canonical order whatever order the flag names the APIs in.
   return TINYKV_APIS.filter((api) => parts.includes(api));
-}
-
-function nonEmpty(flag: string, text: string): string {
-  if (text === "") throw new FlagError(`Flag "${flag}" is empty: expected a path`);
-  return text;
 }
