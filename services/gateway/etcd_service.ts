@@ -677,16 +677,8 @@ class EtcdKv {
     prevKv: boolean,
     context: HandlerContext,
   ): Promise<{ found: boolean; prevKv?: EtcdKeyValue }> {
-    if (!prevKv) {
-      const { deleted } = await this.#call(
-        this.#options.kv.Delete({ ...NO_SESSION, key }, context),
-      );
-      return { found: deleted };
-    }
-    const [before] = await this.#txn([], [deleteOp(key, true)], context);
-    return before.found
-      ? { found: true, prevKv: keyValue(key, before.value, false) }
-      : { found: false };
+    const { found: [found], values: [value] } = await this.#deleteKeys([key], prevKv, context);
+    return found && prevKv ? { found, prevKv: keyValue(key, value, false) } : { found };
   }
 
   async txn(request: TxnRequest, context: HandlerContext): Promise<RpcResult<TxnResponse>> {
